@@ -1,0 +1,33 @@
+/* agent_config: torpor-agent's settings from flags and environment.
+ *
+ * Contract: defaults, then environment variables, then flags (a flag wins
+ * over its variable). agent_config_parse never exits or prints: it returns
+ * AGENT_CONFIG_OK, AGENT_CONFIG_HELP (--help given) or AGENT_CONFIG_ERROR
+ * with err set (main prints usage and exits 2). String fields point into
+ * argv/environ or static defaults. */
+#ifndef TORPOR_AGENT_CONFIG_H
+#define TORPOR_AGENT_CONFIG_H
+
+#include <stdio.h>
+
+#include "terr.h"
+
+typedef enum { AGENT_CONFIG_OK = 0, AGENT_CONFIG_HELP = 1, AGENT_CONFIG_ERROR = -1 } agent_config_result;
+
+typedef struct agent_config {
+    const char *listen;         /* --listen, TORPOR_AGENT_LISTEN, 127.0.0.1:50051 */
+    const char *state_dir;      /* --state-dir, TORPOR_STATE_DIR, /var/lib/torpor */
+    const char *image_dir;      /* --image-dir, TORPOR_IMAGE_DIR, /usr/share/torpor/image */
+    const char *accel;          /* --accel, TORPOR_ACCEL, auto (auto|kvm|tcg) */
+    int reaper_interval_ms;     /* --reaper-interval SEC (fractional ok), TORPOR_REAPER_INTERVAL, 2 */
+    int pause_workers;          /* --pause-workers, TORPOR_PAUSE_WORKERS, 2 */
+    int shutdown_timeout_ms;    /* --shutdown-timeout SEC, TORPOR_SHUTDOWN_TIMEOUT, 120 */
+    const char *tls_cert;       /* --tls-cert, TORPOR_TLS_CERT */
+    const char *tls_key;        /* --tls-key, TORPOR_TLS_KEY */
+    const char *tls_ca;         /* --tls-ca, TORPOR_TLS_CA */
+} agent_config;
+
+agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);
+void agent_config_usage(FILE *out, const char *prog);
+
+#endif

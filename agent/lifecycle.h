@@ -1,0 +1,112 @@
+/* lifecycle: what each sandbox operation means, on top of the sandbox table,
+ * the runtime driver, the journal and the clock. RPC handlers and the reaper
+ * call this; it knows nothing of gRPC.
+ *
+ * States: creating (internal) -> running <-> pausing -> paused -> resuming ->
+ * running; destroying (internal) -> gone. Creating/destroying sandboxes are
+ * not listed and answer FAILED_PRECONDITION to state-dependent calls.
+ *
+ * Rules (docs/lifecycle.md has the full story):
+ * - create/pause/resume/destroy hold the sandbox's lifecycle lock for the
+ *   whole driver call; destroy waits for it, the others too (then re-check).
+ * - ping/set_timeout/exec/read/write never take the lifecycle lock: they act
+ *   on the state as it is (a pausing sandbox answers FAILED_PRECONDITION at
+ *   once, so a slow pause never blocks a ping).
+ * - Activity (last_active = now): ping, exec start and end, read/write file,
+ *   set_timeout on a running sandbox. An exec or file op in flight
+ *   (active_execs > 0) also keeps the reaper away. List and reaper work do
+ *   not count.
+ * - The reaper side (collect/claim/run) is split so that the claim (re-check
+ *   under the table lock + move to pausing) is atomic against ping/exec.
+ *
+ * Return codes are agent_code; on anything but AGENT_OK err holds the
+ * reason. */
+#ifndef TORPOR_AGENT_LIFECYCLE_H
+#define TORPOR_AGENT_LIFECYCLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "clock.h"
+#include "journal.h"
+#include "runtime.h"
+#include "sandbox_table.h"
+#include "terr.h"
+
+typedef enum {
+    AGENT_OK = 0,
+    AGENT_NOT_FOUND,
+    AGENT_FAILED_PRECONDITION,
+    AGENT_INVALID_ARGUMENT,
+    AGENT_ALREADY_EXISTS,
+    AGENT_INTERNAL,
+} agent_code;
+
+const char *agent_code_name(agent_code c);
+
+#define LIFECYCLE_MAX_TIMEOUT_SEC 2592000 /* 30 days */
+#define LIFECYCLE_EXEC_DEFAULT_TIMEOUT_SEC 30
+#define LIFECYCLE_EXEC_MAX_TIMEOUT_SEC 3600
+
+/* A snapshot of one record, safe to use after the table lock is gone. */
+typedef struct lifecycle_info {
+    runtime_spec spec;
+    sandbox_status status;
+    int64_t last_active_ms;
+} lifecycle_info;
+
+typedef struct lifecycle_config {
+    runtime_driver *driver;   /* borrowed */
+    journal *journal;         /* borrowed */
+    const agent_clock *clock; /* borrowed */
+} lifecycle_config;
+
+typedef struct lifecycle lifecycle;
+
+/* Builds the table from driver->ops->recover(): paused-on-disk sandboxes
+ * become paused, re-attached VMs running with last_active = now. */
+int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err);
+/* Forgets the table (drops vm references; VMs keep running). Call only when
+ * no operation or pool job is running any more. */
+void lifecycle_close(lifecycle *lc);
+
+/* spec->created_at_unix == 0 means now. */
+agent_code lifecycle_create(lifecycle *lc, const runtime_spec *spec, lifecycle_info *out, terr *err);
+agent_code lifecycle_destroy(lifecycle *lc, const char *id, terr *err);
+agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, terr *err);
+agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, lifecycle_info *out,
+                            terr *err);
+agent_code lifecycle_ping(lifecycle *lc, const char *id, int64_t *last_active_ms, terr *err);
+agent_code lifecycle_set_timeout(lifecycle *lc, const char *id, int timeout_sec,
+                                 lifecycle_info *out, terr *err);
+agent_code lifecycle_get(lifecycle *lc, const char *id, lifecycle_info *out, terr *err);
+/* Every sandbox that is running, pausing, paused or resuming; *out malloc'd. */
+int lifecycle_list(lifecycle *lc, lifecycle_info **out, size_t *n, terr *err);
+
+/* req->timeout_sec: 0 = default 30 s, max 3600. */
+agent_code lifecycle_exec(lifecycle *lc, const char *id, const runtime_exec_request *req,
+                          runtime_exec_result *res, terr *err);
+agent_code lifecycle_read_file(lifecycle *lc, const char *id, const char *path, uint8_t **data,
+                               size_t *len, terr *err);
+agent_code lifecycle_write_file(lifecycle *lc, const char *id, const char *path,
+                                const uint8_t *data, size_t len, unsigned mode, terr *err);
+
+/* ---- reaper side ---- */
+/* Ids of running sandboxes past their TTL right now (a snapshot; the claim
+ * re-checks). Free with journal_ids_free. */
+int lifecycle_collect_expired(lifecycle *lc, char ***ids, size_t *n, terr *err);
+/* Under the table lock: takes the lifecycle lock (try, never waits) and,
+ * only if the sandbox is still running, idle, and expired, moves it to
+ * pausing. True = claimed: the caller must then run
+ * lifecycle_auto_pause_claimed exactly once. */
+bool lifecycle_claim_auto_pause(lifecycle *lc, const char *id);
+/* Pauses a claimed sandbox; success -> journal (fsync) -> paused; failure
+ * -> destroy. Logs the outcome with sandbox_id. */
+void lifecycle_auto_pause_claimed(lifecycle *lc, const char *id);
+/* Ids of running sandboxes whose VM is no longer alive. */
+int lifecycle_collect_dead(lifecycle *lc, char ***ids, size_t *n, terr *err);
+/* Claims a dead running sandbox for destruction (status destroying). */
+bool lifecycle_claim_dead(lifecycle *lc, const char *id);
+void lifecycle_destroy_dead_claimed(lifecycle *lc, const char *id);
+
+#endif

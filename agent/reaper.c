@@ -1,0 +1,173 @@
+#include "reaper.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+#include "pause_pool.h"
+
+struct reaper {
+    reaper_config cfg;
+    pause_pool *pool;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;      /* wakes the thread on stop */
+    bool stop;
+    bool started;
+    pthread_t thread;
+};
+
+typedef struct reaper_job {
+    lifecycle *lc;
+    bool destroy_dead;      /* else auto-pause */
+    char id[RUNTIME_ID_MAX];
+} reaper_job;
+
+static void run_job(void *arg)
+{
+    reaper_job *job = arg;
+    if (job->destroy_dead) lifecycle_destroy_dead_claimed(job->lc, job->id);
+    else lifecycle_auto_pause_claimed(job->lc, job->id);
+    free(job);
+}
+
+int reaper_new(const reaper_config *cfg, reaper **out, terr *err)
+{
+    if (!cfg->lc) return terr_set(err, "reaper: lifecycle is required");
+    if (cfg->interval_ms <= 0) return terr_set(err, "reaper: interval must be > 0 ms");
+    reaper *r = calloc(1, sizeof *r);
+    if (!r) return terr_set(err, "reaper: out of memory");
+    r->cfg = *cfg;
+    if (pause_pool_new(cfg->pause_workers, &r->pool, err) != 0) {
+        free(r);
+        return -1;
+    }
+    pthread_mutex_init(&r->mu, NULL);
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&r->cv, &attr);
+    pthread_condattr_destroy(&attr);
+    *out = r;
+    return 0;
+}
+
+/* Claims id with claim() and queues its job; a failed submit (shutdown)
+ * cannot happen while the reaper runs, but if it does the claim must not
+ * leak: run the job inline so the lifecycle lock is released. */
+static void dispatch(reaper *r, const char *id, bool destroy_dead)
+{
+    reaper_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        log_error("event=reaper_oom sandbox_id=%s", id);
+        return;
+    }
+    job->lc = r->cfg.lc;
+    job->destroy_dead = destroy_dead;
+    snprintf(job->id, sizeof job->id, "%s", id);
+    bool claimed = destroy_dead ? lifecycle_claim_dead(r->cfg.lc, id)
+                                : lifecycle_claim_auto_pause(r->cfg.lc, id);
+    if (!claimed) {
+        log_debug("event=reaper_skip sandbox_id=%s reason=%s", id,
+                  destroy_dead ? "busy_or_gone" : "active_again_or_busy");
+        free(job);
+        return;
+    }
+    log_info("event=%s sandbox_id=%s", destroy_dead ? "vm_died" : "auto_pause_start", id);
+    terr err;
+    if (pause_pool_submit(r->pool, run_job, job, &err) != 0) {
+        log_warn("event=reaper_submit_failed sandbox_id=%s error=\"%s\" action=run_inline", id, err.msg);
+        run_job(job);
+    }
+}
+
+void reaper_tick(reaper *r)
+{
+    terr err;
+    char **ids = NULL;
+    size_t n = 0;
+    if (lifecycle_collect_expired(r->cfg.lc, &ids, &n, &err) != 0) {
+        log_error("event=reaper_scan_failed error=\"%s\"", err.msg);
+    } else {
+        for (size_t i = 0; i < n; i++) {
+            if (r->cfg.before_claim) r->cfg.before_claim(r->cfg.hook_ctx, ids[i]);
+            dispatch(r, ids[i], false);
+        }
+        journal_ids_free(ids, n);
+    }
+    if (lifecycle_collect_dead(r->cfg.lc, &ids, &n, &err) != 0) {
+        log_error("event=reaper_scan_failed error=\"%s\"", err.msg);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) dispatch(r, ids[i], true);
+    journal_ids_free(ids, n);
+}
+
+static void *reaper_main(void *arg)
+{
+    reaper *r = arg;
+    struct timespec next;
+    clock_gettime(CLOCK_MONOTONIC, &next);
+    pthread_mutex_lock(&r->mu);
+    while (!r->stop) {
+        next.tv_sec += r->cfg.interval_ms / 1000;
+        next.tv_nsec += (long)(r->cfg.interval_ms % 1000) * 1000000L;
+        if (next.tv_nsec >= 1000000000L) {
+            next.tv_sec++;
+            next.tv_nsec -= 1000000000L;
+        }
+        while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &next) != ETIMEDOUT) {}
+        if (r->stop) break;
+        pthread_mutex_unlock(&r->mu);
+        reaper_tick(r);
+        pthread_mutex_lock(&r->mu);
+        /* After a long tick, do not fire a burst of catch-up ticks. */
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec > next.tv_sec || (now.tv_sec == next.tv_sec && now.tv_nsec > next.tv_nsec))
+            next = now;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return NULL;
+}
+
+int reaper_start(reaper *r, terr *err)
+{
+    if (r->started) return terr_set(err, "reaper: already started");
+    int rc = pthread_create(&r->thread, NULL, reaper_main, r);
+    if (rc != 0) return terr_set(err, "reaper: pthread_create: %s", strerror(rc));
+    r->started = true;
+    log_info("event=reaper_started interval_ms=%d pause_workers=%d", r->cfg.interval_ms,
+             r->cfg.pause_workers);
+    return 0;
+}
+
+int reaper_pending(reaper *r) { return pause_pool_pending(r->pool); }
+
+void reaper_halt(reaper *r)
+{
+    if (!r->started) return;
+    pthread_mutex_lock(&r->mu);
+    r->stop = true;
+    pthread_cond_broadcast(&r->cv);
+    pthread_mutex_unlock(&r->mu);
+    pthread_join(r->thread, NULL);
+    r->started = false;
+}
+
+int reaper_stop(reaper *r, int drain_timeout_ms, terr *err)
+{
+    reaper_halt(r);
+    int pending = pause_pool_pending(r->pool);
+    if (pending > 0) log_info("event=reaper_draining jobs=%d timeout_ms=%d", pending, drain_timeout_ms);
+    int rc = pause_pool_shutdown(r->pool, drain_timeout_ms, err);
+    if (rc != 0) return -1; /* jobs still reference the lifecycle: leak r too */
+    pthread_cond_destroy(&r->cv);
+    pthread_mutex_destroy(&r->mu);
+    free(r);
+    return 0;
+}

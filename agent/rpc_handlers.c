@@ -1,0 +1,318 @@
+#include "rpc_handlers.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hostagent.pb-c.h"
+#include "log.h"
+
+typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
+
+grpc_status_code agent_code_to_grpc(agent_code c)
+{
+    switch (c) {
+    case AGENT_OK: return GRPC_STATUS_OK;
+    case AGENT_NOT_FOUND: return GRPC_STATUS_NOT_FOUND;
+    case AGENT_FAILED_PRECONDITION: return GRPC_STATUS_FAILED_PRECONDITION;
+    case AGENT_INVALID_ARGUMENT: return GRPC_STATUS_INVALID_ARGUMENT;
+    case AGENT_ALREADY_EXISTS: return GRPC_STATUS_ALREADY_EXISTS;
+    case AGENT_INTERNAL: return GRPC_STATUS_INTERNAL;
+    }
+    return GRPC_STATUS_UNKNOWN;
+}
+
+static void fail_code(rpc_call *call, agent_code c, const terr *e)
+{
+    rpc_fail(call, agent_code_to_grpc(c), "%s", e->msg);
+}
+
+/* Checks an id before it is copied anywhere; true = call already failed. */
+static bool bad_id(rpc_call *call, const char *id)
+{
+    if (sandbox_id_valid(id)) return false;
+    rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+             "invalid sandbox_id: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
+    return true;
+}
+
+/* The pb view points into info (which must outlive the reply). */
+static void to_pb(const agent_rpc *app, const lifecycle_info *info, pb_info *pb)
+{
+    torpor__hostagent__v1__sandbox_info__init(pb);
+    pb->sandbox_id = (char *)info->spec.sandbox_id;
+    pb->status = (char *)sandbox_status_name(info->status);
+    pb->template_ = (char *)info->spec.template_name;
+    pb->vcpus = info->spec.vcpus;
+    pb->memory_mb = info->spec.memory_mb;
+    pb->host_ip = (char *)(app->host_ip ? app->host_ip : "");
+    pb->created_at_unix = info->spec.created_at_unix;
+    pb->last_active_at_unix = info->last_active_ms / 1000;
+    pb->timeout_sec = info->spec.timeout_sec;
+}
+
+static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__CreateSandboxRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    if (!sandbox_id_valid(req->template_)) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                 "invalid template: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
+        return;
+    }
+    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec};
+    snprintf(spec.sandbox_id, sizeof spec.sandbox_id, "%s", req->sandbox_id);
+    snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
+    lifecycle_info info;
+    terr e;
+    agent_code c = lifecycle_create(app->lc, &spec, &info, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    pb_info pb;
+    to_pb(app, &info, &pb);
+    Torpor__Hostagent__V1__CreateSandboxResponse resp = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_RESPONSE__INIT;
+    resp.sandbox = &pb;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_destroy(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__DestroySandboxRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    terr e;
+    agent_code c = lifecycle_destroy(app->lc, req->sandbox_id, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__DestroySandboxResponse resp = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_RESPONSE__INIT;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_pause(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__PauseSandboxRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    lifecycle_info info;
+    terr e;
+    agent_code c = lifecycle_pause(app->lc, req->sandbox_id, &info, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    pb_info pb;
+    to_pb(app, &info, &pb);
+    Torpor__Hostagent__V1__PauseSandboxResponse resp = TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_RESPONSE__INIT;
+    resp.sandbox = &pb;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_resume(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__ResumeSandboxRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    lifecycle_info info;
+    terr e;
+    agent_code c = lifecycle_resume(app->lc, req->sandbox_id, req->timeout_sec, &info, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    pb_info pb;
+    to_pb(app, &info, &pb);
+    Torpor__Hostagent__V1__ResumeSandboxResponse resp = TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_RESPONSE__INIT;
+    resp.sandbox = &pb;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_ping(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__PingSandboxRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    int64_t last = 0;
+    terr e;
+    agent_code c = lifecycle_ping(app->lc, req->sandbox_id, &last, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__PingSandboxResponse resp = TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
+    resp.last_active_at_unix = last / 1000;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_set_timeout(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__SetSandboxTimeoutRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    lifecycle_info info;
+    terr e;
+    agent_code c = lifecycle_set_timeout(app->lc, req->sandbox_id, req->timeout_sec, &info, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    pb_info pb;
+    to_pb(app, &info, &pb);
+    Torpor__Hostagent__V1__SetSandboxTimeoutResponse resp =
+        TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_RESPONSE__INIT;
+    resp.sandbox = &pb;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_list(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__ListSandboxesRequest *req = (const void *)m;
+    terr e;
+    /* Acks first, so the answer never repeats what the caller just recorded. */
+    if (req->n_ack_auto_paused_sandbox_ids > 0 &&
+        journal_ack(app->journal, (const char *const *)req->ack_auto_paused_sandbox_ids,
+                    req->n_ack_auto_paused_sandbox_ids, &e) != 0) {
+        rpc_fail(call, GRPC_STATUS_INTERNAL, "ack: %s", e.msg);
+        return;
+    }
+    lifecycle_info *infos = NULL;
+    size_t n = 0;
+    if (lifecycle_list(app->lc, &infos, &n, &e) != 0) {
+        rpc_fail(call, GRPC_STATUS_INTERNAL, "%s", e.msg);
+        return;
+    }
+    char **ids = NULL;
+    size_t n_ids = 0;
+    if (journal_pending(app->journal, &ids, &n_ids, &e) != 0) {
+        free(infos);
+        rpc_fail(call, GRPC_STATUS_INTERNAL, "%s", e.msg);
+        return;
+    }
+    pb_info *pbs = calloc(n ? n : 1, sizeof *pbs);
+    pb_info **ptrs = calloc(n ? n : 1, sizeof *ptrs);
+    if (!pbs || !ptrs) {
+        free(pbs);
+        free(ptrs);
+        free(infos);
+        journal_ids_free(ids, n_ids);
+        rpc_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "list: out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        to_pb(app, &infos[i], &pbs[i]);
+        ptrs[i] = &pbs[i];
+    }
+    Torpor__Hostagent__V1__ListSandboxesResponse resp = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    resp.n_sandboxes = n;
+    resp.sandboxes = ptrs;
+    resp.n_auto_paused_sandbox_ids = n_ids;
+    resp.auto_paused_sandbox_ids = ids;
+    rpc_reply(call, &resp.base);
+    free(pbs);
+    free(ptrs);
+    free(infos);
+    journal_ids_free(ids, n_ids);
+}
+
+static void h_exec(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__ExecRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    runtime_exec_request r = {
+        .cmd = req->cmd,
+        .args = (const char *const *)req->args,
+        .n_args = req->n_args,
+        .env = (const char *const *)req->env,
+        .n_env = req->n_env,
+        .cwd = req->cwd,
+        .timeout_sec = req->timeout_sec,
+        .stdin_data = req->stdin.data,
+        .stdin_len = req->stdin.len,
+    };
+    for (size_t i = 0; i < req->n_env; i++) {
+        if (!strchr(req->env[i], '=') || req->env[i][0] == '=') {
+            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid env entry %zu: must be KEY=VALUE", i);
+            return;
+        }
+    }
+    runtime_exec_result res;
+    terr e;
+    agent_code c = lifecycle_exec(app->lc, req->sandbox_id, &r, &res, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__ExecResponse resp = TORPOR__HOSTAGENT__V1__EXEC_RESPONSE__INIT;
+    resp.stdout.data = res.out;
+    resp.stdout.len = res.out_len;
+    resp.stderr.data = res.err;
+    resp.stderr.len = res.err_len;
+    resp.exit_code = res.exit_code;
+    resp.timed_out = res.timed_out;
+    resp.stdout_truncated = res.out_truncated;
+    resp.stderr_truncated = res.err_truncated;
+    rpc_reply(call, &resp.base);
+    runtime_exec_result_free(&res);
+}
+
+static void h_read_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__ReadFileRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    uint8_t *data = NULL;
+    size_t len = 0;
+    terr e;
+    agent_code c = lifecycle_read_file(app->lc, req->sandbox_id, req->path, &data, &len, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__ReadFileResponse resp = TORPOR__HOSTAGENT__V1__READ_FILE_RESPONSE__INIT;
+    resp.content.data = data;
+    resp.content.len = len;
+    rpc_reply(call, &resp.base);
+    free(data);
+}
+
+static void h_write_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__WriteFileRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    terr e;
+    agent_code c = lifecycle_write_file(app->lc, req->sandbox_id, req->path, req->content.data,
+                                        req->content.len, req->mode, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__WriteFileResponse resp = TORPOR__HOSTAGENT__V1__WRITE_FILE_RESPONSE__INIT;
+    resp.size = (int64_t)req->content.len;
+    rpc_reply(call, &resp.base);
+}
+
+static const rpc_method methods[] = {
+    {RPC_CREATE_SANDBOX, &torpor__hostagent__v1__create_sandbox_request__descriptor, h_create},
+    {RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, h_destroy},
+    {RPC_PAUSE_SANDBOX, &torpor__hostagent__v1__pause_sandbox_request__descriptor, h_pause},
+    {RPC_RESUME_SANDBOX, &torpor__hostagent__v1__resume_sandbox_request__descriptor, h_resume},
+    {RPC_PING_SANDBOX, &torpor__hostagent__v1__ping_sandbox_request__descriptor, h_ping},
+    {RPC_SET_TIMEOUT, &torpor__hostagent__v1__set_sandbox_timeout_request__descriptor, h_set_timeout},
+    {RPC_LIST_SANDBOXES, &torpor__hostagent__v1__list_sandboxes_request__descriptor, h_list},
+    {RPC_EXEC, &torpor__hostagent__v1__exec_request__descriptor, h_exec},
+    {RPC_READ_FILE, &torpor__hostagent__v1__read_file_request__descriptor, h_read_file},
+    {RPC_WRITE_FILE, &torpor__hostagent__v1__write_file_request__descriptor, h_write_file},
+};
+
+const rpc_method *agent_rpc_methods(size_t *n)
+{
+    *n = sizeof methods / sizeof methods[0];
+    return methods;
+}

@@ -1,0 +1,31 @@
+/* rpc_handlers: HostAgentService on top of lifecycle + journal.
+ *
+ * Contract: one plain handler per RPC (common/rpc.h), each translating the
+ * protobuf request into a lifecycle call and the agent_code into a gRPC
+ * status: NOT_FOUND, FAILED_PRECONDITION, INVALID_ARGUMENT, ALREADY_EXISTS,
+ * INTERNAL. Fields are validated before anything is copied into fixed-size
+ * buffers (an over-long id is INVALID_ARGUMENT, never truncated).
+ * ListSandboxes first applies ack_auto_paused_sandbox_ids to the journal,
+ * then reports every sandbox held and the still-unacknowledged ids. */
+#ifndef TORPOR_AGENT_RPC_HANDLERS_H
+#define TORPOR_AGENT_RPC_HANDLERS_H
+
+#include <grpc/status.h>
+#include <stddef.h>
+
+#include "journal.h"
+#include "lifecycle.h"
+#include "rpc.h"
+
+typedef struct agent_rpc {
+    lifecycle *lc;        /* borrowed */
+    journal *journal;     /* borrowed */
+    const char *host_ip;  /* reported in SandboxInfo.host_ip; may be "" */
+} agent_rpc;
+
+/* The method table; pass an agent_rpc* as rpc_server_config.app. */
+const rpc_method *agent_rpc_methods(size_t *n);
+
+grpc_status_code agent_code_to_grpc(agent_code c);
+
+#endif

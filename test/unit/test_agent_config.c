@@ -1,0 +1,115 @@
+/* torpor-agent flags and environment: defaults, precedence, bad input. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_config.h"
+
+static const char *const env_names[] = {
+    "TORPOR_AGENT_LISTEN", "TORPOR_STATE_DIR", "TORPOR_IMAGE_DIR", "TORPOR_ACCEL",
+    "TORPOR_REAPER_INTERVAL", "TORPOR_PAUSE_WORKERS", "TORPOR_SHUTDOWN_TIMEOUT",
+    "TORPOR_TLS_CERT", "TORPOR_TLS_KEY", "TORPOR_TLS_CA",
+};
+
+static int clear_env(void **state)
+{
+    for (size_t i = 0; i < sizeof env_names / sizeof env_names[0]; i++) unsetenv(env_names[i]);
+    return 0;
+}
+
+static agent_config_result parse(agent_config *cfg, terr *e, int argc, ...)
+{
+    char *argv[16] = {"torpor-agent"};
+    va_list ap;
+    va_start(ap, argc);
+    for (int i = 1; i < argc; i++) argv[i] = va_arg(ap, char *);
+    va_end(ap);
+    return agent_config_parse(argc, argv, cfg, e);
+}
+
+static void test_defaults(void **state)
+{
+    agent_config c;
+    terr e;
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_string_equal(c.listen, "127.0.0.1:50051");
+    assert_string_equal(c.state_dir, "/var/lib/torpor");
+    assert_string_equal(c.image_dir, "/usr/share/torpor/image");
+    assert_string_equal(c.accel, "auto");
+    assert_int_equal(c.reaper_interval_ms, 2000);
+    assert_int_equal(c.pause_workers, 2);
+    assert_int_equal(c.shutdown_timeout_ms, 120000);
+    assert_null(c.tls_cert);
+}
+
+static void test_env_then_flags(void **state)
+{
+    agent_config c;
+    terr e;
+    setenv("TORPOR_AGENT_LISTEN", "127.0.0.1:7000", 1);
+    setenv("TORPOR_STATE_DIR", "/srv/torpor", 1);
+    setenv("TORPOR_ACCEL", "tcg", 1);
+    setenv("TORPOR_REAPER_INTERVAL", "0.25", 1);
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_string_equal(c.listen, "127.0.0.1:7000");
+    assert_string_equal(c.state_dir, "/srv/torpor");
+    assert_string_equal(c.accel, "tcg");
+    assert_int_equal(c.reaper_interval_ms, 250);
+    assert_int_equal(parse(&c, &e, 7, "--listen", "127.0.0.1:0", "--reaper-interval=0.5", "--pause-workers",
+                           "4", "--accel=kvm"),
+                     AGENT_CONFIG_OK);
+    assert_string_equal(c.listen, "127.0.0.1:0");
+    assert_int_equal(c.reaper_interval_ms, 500);
+    assert_int_equal(c.pause_workers, 4);
+    assert_string_equal(c.accel, "kvm");
+}
+
+static void test_help(void **state)
+{
+    agent_config c;
+    terr e;
+    assert_int_equal(parse(&c, &e, 2, "--help"), AGENT_CONFIG_HELP);
+}
+
+static void test_bad_input(void **state)
+{
+    agent_config c;
+    terr e;
+    assert_int_equal(parse(&c, &e, 2, "--nope"), AGENT_CONFIG_ERROR);
+    assert_non_null(strstr(e.msg, "--nope"));
+    assert_int_equal(parse(&c, &e, 2, "--listen"), AGENT_CONFIG_ERROR);
+    assert_non_null(strstr(e.msg, "needs a value"));
+    assert_int_equal(parse(&c, &e, 2, "stray"), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--accel", "xen"), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--reaper-interval", "0"), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--reaper-interval", "2s"), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--reaper-interval", "nan"), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--pause-workers", "0"), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--pause-workers", "99999999999999"), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--tls-cert", "/x.pem"), AGENT_CONFIG_ERROR);
+    assert_non_null(strstr(e.msg, "together"));
+    assert_int_equal(parse(&c, &e, 3, "--state-dir", ""), AGENT_CONFIG_ERROR);
+    assert_int_equal(parse(&c, &e, 3, "--listen", "0.0.0.0:50051"), AGENT_CONFIG_ERROR);
+    assert_non_null(strstr(e.msg, "not loopback"));
+    assert_int_equal(parse(&c, &e, 9, "--listen", "0.0.0.0:50051", "--tls-cert", "/c.pem", "--tls-key",
+                           "/k.pem", "--tls-ca", "/ca.pem"),
+                     AGENT_CONFIG_OK);
+    setenv("TORPOR_PAUSE_WORKERS", "many", 1);
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_ERROR);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup(test_defaults, clear_env),
+        cmocka_unit_test_setup(test_env_then_flags, clear_env),
+        cmocka_unit_test_setup(test_help, clear_env),
+        cmocka_unit_test_setup(test_bad_input, clear_env),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
