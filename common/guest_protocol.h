@@ -1,0 +1,236 @@
+/* guest_protocol: the wire format between the host (torpor-agent's QEMU
+ * driver) and torpor-guest inside the VM, over one virtio-serial port.
+ *
+ * Contract:
+ * - A frame is a 16-byte little-endian header followed by payload_len bytes:
+ *     u32 magic 'TPG1' | u8 version (1) | u8 type | u16 flags (0)
+ *     | u32 request_id | u32 payload_len (<= GP_MAX_PAYLOAD)
+ *   A bad magic, version, type, flags or length is a decode error: callers
+ *   must treat the channel as broken (close and reconnect), never guess.
+ * - The host sends requests (PING, EXEC, READ_FILE, WRITE_FILE, SYNC). The
+ *   guest never sends unsolicited frames: each frame it sends answers one
+ *   request and carries that request's id. Answers may come in any order
+ *   (an EXEC runs while later PINGs are answered), so the host matches by id
+ *   and ignores ids it is not waiting for (an answer the guest was writing
+ *   when the VM was paused can finish on the next connection).
+ *   A request the guest cannot decode is answered with ERROR (same id).
+ * - Payload fields, in the order listed per message below: u32/i32/u64 are
+ *   little-endian; a string or blob is u32 length + bytes (strings carry no
+ *   NUL and must not contain one). Trailing bytes after the last field are an
+ *   error. Decoders are bounds-checked and never read past the payload.
+ * - Decoded messages own their memory (strings are NUL-terminated copies):
+ *   release them with the matching gp_*_free(). Encoders only read the
+ *   struct; encode appends the payload (no header) to a gp_buf.
+ * - Depends only on libc and terr.h: it is compiled both into torpor_common
+ *   (host) and into the static torpor-guest binary.
+ * - Nothing here locks: writers sharing one fd must serialise gp_write_frame
+ *   themselves (the guest holds a mutex; the host one writer at a time). */
+#ifndef TORPOR_GUEST_PROTOCOL_H
+#define TORPOR_GUEST_PROTOCOL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "terr.h"
+
+#define GP_MAGIC 0x31475054u /* bytes "TPG1" read as a little-endian u32 */
+#define GP_VERSION 1
+#define GP_HEADER_SIZE 16
+#define GP_MAX_PAYLOAD (64u * 1024 * 1024)
+/* Per-stream cap on EXEC output: past it the guest drains and drops the rest
+ * and sets the stream's truncated flag. Two capped streams fit one frame. */
+#define GP_EXEC_OUTPUT_CAP (16u * 1024 * 1024)
+/* Largest file READ_FILE returns / WRITE_FILE accepts (fits in one frame). */
+#define GP_FILE_MAX (48u * 1024 * 1024)
+/* SYNC must carry at least this many bytes of host randomness. */
+#define GP_SYNC_MIN_RANDOM 32
+/* The name of the virtio-serial port (QEMU: virtserialport,name=torpor). */
+#define GP_PORT_NAME "torpor"
+
+typedef enum gp_type {
+    GP_PING = 1,         /* empty */
+    GP_PONG = 2,         /* u64 uptime_ns (guest CLOCK_BOOTTIME) */
+    GP_EXEC = 3,         /* str cmd, u32 n_args, str args[n], u32 n_env,
+                            str env[n] ("K=V"), str cwd, i32 timeout_sec,
+                            blob stdin */
+    GP_EXEC_RESULT = 4,  /* i32 exit_code, u32 flags (GP_EXEC_F_*),
+                            blob stdout, blob stderr */
+    GP_READ_FILE = 5,    /* str path */
+    GP_READ_RESULT = 6,  /* i32 status, str message, blob data */
+    GP_WRITE_FILE = 7,   /* str path, u32 mode, blob content */
+    GP_WRITE_RESULT = 8, /* i32 status, str message */
+    GP_SYNC = 9,         /* u64 unix_time_ns, blob random (>= 32 bytes) */
+    GP_SYNC_RESULT = 10, /* i32 status, str message */
+    GP_ERROR = 11,       /* str message */
+} gp_type;
+#define GP_TYPE_MIN GP_PING
+#define GP_TYPE_MAX GP_ERROR
+
+/* GP_EXEC_RESULT flags */
+#define GP_EXEC_F_TIMED_OUT 0x1u
+#define GP_EXEC_F_STDOUT_TRUNCATED 0x2u
+#define GP_EXEC_F_STDERR_TRUNCATED 0x4u
+
+typedef struct gp_header {
+    uint32_t magic;
+    uint8_t version;
+    uint8_t type;
+    uint16_t flags;
+    uint32_t request_id;
+    uint32_t payload_len;
+} gp_header;
+
+/* Growable byte buffer. A zeroed struct is a valid empty buffer. */
+typedef struct gp_buf {
+    uint8_t *data;
+    size_t len;
+    size_t cap;
+} gp_buf;
+
+void gp_buf_init(gp_buf *b);
+void gp_buf_free(gp_buf *b);
+void gp_buf_reset(gp_buf *b); /* len = 0, keeps the memory */
+int gp_buf_append(gp_buf *b, const void *data, size_t len, terr *err);
+
+/* "PING", "EXEC_RESULT", ...; "UNKNOWN" for anything else. */
+const char *gp_type_name(int type);
+
+/* Header <-> 16 bytes. decode validates magic, version, type, flags and
+ * payload_len and fails with a message naming what was wrong. */
+void gp_header_encode(uint8_t out[GP_HEADER_SIZE], uint8_t type, uint32_t request_id,
+                      uint32_t payload_len);
+int gp_header_decode(const uint8_t in[GP_HEADER_SIZE], gp_header *h, terr *err);
+
+/* Appends a whole frame (header + payload) to b: for callers that write with
+ * their own I/O (non-blocking loops). Fails if len > GP_MAX_PAYLOAD. */
+int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *payload,
+                    size_t len, terr *err);
+
+/* Blocking frame I/O on a file descriptor; retries EINTR and short
+ * reads/writes. write sends header + payload (one writev when possible).
+ * read fills *h and sets *payload to a malloc'd copy (NULL when the length
+ * is 0; the caller frees). EOF, at the start or mid-frame, is an error
+ * (message contains "eof" / "connection closed"). */
+int gp_write_frame(int fd, uint8_t type, uint32_t request_id, const void *payload,
+                   size_t len, terr *err);
+int gp_read_frame(int fd, gp_header *h, uint8_t **payload, terr *err);
+
+/* ---- messages ---- */
+
+typedef struct gp_pong {
+    uint64_t uptime_ns;
+} gp_pong;
+
+typedef struct gp_exec_req {
+    const char *cmd;             /* no args: /bin/sh -c cmd; else exec cmd (PATH) */
+    const char *const *args;     /* argv[1..]; argv[0] is cmd */
+    size_t n_args;
+    const char *const *env;      /* "K=V", added to the guest's base env */
+    size_t n_env;
+    const char *cwd;             /* NULL or "" = "/" */
+    int32_t timeout_sec;         /* <= 0: no timeout */
+    const uint8_t *stdin_data;   /* may be NULL when stdin_len is 0 */
+    size_t stdin_len;
+} gp_exec_req;
+
+typedef struct gp_exec_result {
+    int32_t exit_code;           /* -1 when killed (timeout or signal) */
+    bool timed_out;
+    bool stdout_truncated;
+    bool stderr_truncated;
+    const uint8_t *out;
+    size_t out_len;
+    const uint8_t *err;
+    size_t err_len;
+} gp_exec_result;
+
+typedef struct gp_read_file_req {
+    const char *path;
+} gp_read_file_req;
+
+/* status: 0 = ok, else a Linux errno value (ENOENT, EISDIR, EFBIG...) with a
+ * human message such as "no such file: /x". */
+typedef struct gp_read_result {
+    int32_t status;
+    const char *message;         /* "" on success */
+    const uint8_t *data;
+    size_t len;
+} gp_read_result;
+
+typedef struct gp_write_file_req {
+    const char *path;            /* absolute; parents are created (0755) */
+    uint32_t mode;               /* permission bits, e.g. 0644 */
+    const uint8_t *content;
+    size_t len;
+} gp_write_file_req;
+
+/* Answer to WRITE_FILE and SYNC: status 0 or errno, message on failure. */
+typedef struct gp_status_result {
+    int32_t status;
+    const char *message;
+} gp_status_result;
+
+typedef struct gp_sync_req {
+    uint64_t unix_time_ns;       /* host CLOCK_REALTIME */
+    const uint8_t *random;       /* >= GP_SYNC_MIN_RANDOM bytes */
+    size_t random_len;
+} gp_sync_req;
+
+typedef struct gp_error {
+    const char *message;
+} gp_error;
+
+/* Encoders append the payload to b; they fail (ENOMEM, or a field/payload
+ * too large, or a NULL string where one is required) with a message.
+ * NULL strings for optional fields (cwd, message) encode as "". */
+int gp_encode_pong(gp_buf *b, const gp_pong *m, terr *err);
+int gp_encode_exec(gp_buf *b, const gp_exec_req *m, terr *err);
+int gp_encode_exec_result(gp_buf *b, const gp_exec_result *m, terr *err);
+int gp_encode_read_file(gp_buf *b, const gp_read_file_req *m, terr *err);
+int gp_encode_read_result(gp_buf *b, const gp_read_result *m, terr *err);
+int gp_encode_write_file(gp_buf *b, const gp_write_file_req *m, terr *err);
+int gp_encode_status_result(gp_buf *b, const gp_status_result *m, terr *err);
+int gp_encode_sync(gp_buf *b, const gp_sync_req *m, terr *err);
+int gp_encode_error(gp_buf *b, const gp_error *m, terr *err);
+
+/* Zero-copy form of the two answers that carry bulk data, for a writer
+ * that sends with writev: fills iov[0..n) with exactly the bytes
+ * gp_encode_exec_result / gp_encode_read_result would produce, pointing into
+ * m's buffers and into *scratch (both must outlive the iov). Returns n
+ * (<= GP_IOV_MAX) and sets *total, or -1 if the payload is too large. */
+#define GP_IOV_MAX 5
+typedef struct gp_iov_scratch {
+    uint8_t b[32];
+} gp_iov_scratch;
+int gp_exec_result_iov(const gp_exec_result *m, gp_iov_scratch *scratch,
+                       struct iovec iov[GP_IOV_MAX], size_t *total, terr *err);
+int gp_read_result_iov(const gp_read_result *m, gp_iov_scratch *scratch,
+                       struct iovec iov[GP_IOV_MAX], size_t *total, terr *err);
+
+/* Decoders parse a whole payload. On success *out owns copies of every
+ * string/blob (strings NUL-terminated, blobs non-NULL even when empty);
+ * free with the matching gp_*_free (safe on a zeroed or failed struct).
+ * On failure *out is left zeroed. gp_decode_empty checks a PING payload. */
+int gp_decode_empty(const uint8_t *p, size_t len, terr *err);
+int gp_decode_pong(const uint8_t *p, size_t len, gp_pong *out, terr *err);
+int gp_decode_exec(const uint8_t *p, size_t len, gp_exec_req *out, terr *err);
+int gp_decode_exec_result(const uint8_t *p, size_t len, gp_exec_result *out, terr *err);
+int gp_decode_read_file(const uint8_t *p, size_t len, gp_read_file_req *out, terr *err);
+int gp_decode_read_result(const uint8_t *p, size_t len, gp_read_result *out, terr *err);
+int gp_decode_write_file(const uint8_t *p, size_t len, gp_write_file_req *out, terr *err);
+int gp_decode_status_result(const uint8_t *p, size_t len, gp_status_result *out, terr *err);
+int gp_decode_sync(const uint8_t *p, size_t len, gp_sync_req *out, terr *err);
+int gp_decode_error(const uint8_t *p, size_t len, gp_error *out, terr *err);
+
+void gp_exec_req_free(gp_exec_req *m);
+void gp_exec_result_free(gp_exec_result *m);
+void gp_read_file_req_free(gp_read_file_req *m);
+void gp_read_result_free(gp_read_result *m);
+void gp_write_file_req_free(gp_write_file_req *m);
+void gp_status_result_free(gp_status_result *m);
+void gp_sync_req_free(gp_sync_req *m);
+void gp_error_free(gp_error *m);
+
+#endif

@@ -1,0 +1,193 @@
+/* guest_files: bounded file read, atomic file write with mkdir -p. */
+#include "guest_files.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* Sets status + "<what>: <path>" style message. Returns 0, or -1 on OOM. */
+static int set_status(gp_status_result *res, int status, const char *path, terr *err)
+{
+    char msg[700];
+    switch (status) {
+    case ENOENT: snprintf(msg, sizeof msg, "no such file: %.600s", path); break;
+    case EISDIR: snprintf(msg, sizeof msg, "is a directory: %.600s", path); break;
+    case EACCES: snprintf(msg, sizeof msg, "permission denied: %.600s", path); break;
+    case EFBIG:
+        snprintf(msg, sizeof msg, "file too large (limit %u bytes): %.600s", GP_FILE_MAX, path);
+        break;
+    default: snprintf(msg, sizeof msg, "%s: %.600s", strerror(status), path); break;
+    }
+    res->status = status;
+    res->message = strdup(msg);
+    if (!res->message) return terr_set(err, "file: out of memory");
+    return 0;
+}
+
+static int read_fail(gp_read_result *res, int status, const char *path, terr *err)
+{
+    gp_status_result s = {0};
+    if (set_status(&s, status, path, err) < 0) return -1;
+    res->status = s.status;
+    res->message = s.message;
+    res->data = malloc(1);
+    res->len = 0;
+    if (!res->data) {
+        gp_read_result_free(res);
+        return terr_set(err, "file: out of memory");
+    }
+    return 0;
+}
+
+int guest_files_read(const gp_read_file_req *req, gp_read_result *res, terr *err)
+{
+    memset(res, 0, sizeof *res);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer. */
+    int fd = open(req->path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
+    if (fd < 0) return read_fail(res, errno, req->path, err);
+    struct stat st;
+    if (fstat(fd, &st) < 0) {
+        int e = errno;
+        close(fd);
+        return read_fail(res, e, req->path, err);
+    }
+    if (S_ISDIR(st.st_mode)) {
+        close(fd);
+        return read_fail(res, EISDIR, req->path, err);
+    }
+    if (!S_ISREG(st.st_mode)) {
+        close(fd);
+        return read_fail(res, EINVAL, req->path, err);
+    }
+    if ((uint64_t)st.st_size > GP_FILE_MAX) {
+        close(fd);
+        return read_fail(res, EFBIG, req->path, err);
+    }
+    /* Read to EOF rather than trusting st_size (/proc files say 0), but
+     * size the buffer from st_size first: growing by doubling would need up
+     * to twice the file's size in a guest that may have ~56 MiB free. */
+    gp_buf b;
+    gp_buf_init(&b);
+    if (st.st_size > 0) {
+        b.data = malloc((size_t)st.st_size + 1);
+        if (!b.data) {
+            close(fd);
+            return terr_set(err, "file: out of memory for %lld bytes", (long long)st.st_size);
+        }
+        b.cap = (size_t)st.st_size + 1; /* +1: EOF is seen without a regrow */
+    }
+    for (;;) {
+        uint8_t chunk[65536];
+        size_t room = b.cap - b.len;
+        uint8_t *dst = room > 0 ? b.data + b.len : chunk;
+        size_t want = room > 0 ? room : sizeof chunk;
+        ssize_t r = read(fd, dst, want);
+        if (r < 0) {
+            if (errno == EINTR) continue;
+            int e = errno;
+            close(fd);
+            gp_buf_free(&b);
+            return read_fail(res, e, req->path, err);
+        }
+        if (r == 0) break;
+        if (b.len + (size_t)r > GP_FILE_MAX) {
+            close(fd);
+            gp_buf_free(&b);
+            return read_fail(res, EFBIG, req->path, err);
+        }
+        if (dst != chunk) {
+            b.len += (size_t)r;
+        } else if (gp_buf_append(&b, chunk, (size_t)r, err) < 0) {
+            close(fd);
+            gp_buf_free(&b);
+            return -1;
+        }
+    }
+    close(fd);
+    res->len = b.len;
+    res->data = b.data ? b.data : malloc(1);
+    res->message = strdup("");
+    if (!res->data || !res->message) {
+        gp_read_result_free(res);
+        return terr_set(err, "file: out of memory");
+    }
+    return 0;
+}
+
+/* mkdir -p of every parent of path (path is absolute). Returns 0 or errno. */
+static int make_parents(const char *path)
+{
+    char *p = strdup(path);
+    if (!p) return ENOMEM;
+    int rc = 0;
+    for (char *s = strchr(p + 1, '/'); s; s = strchr(s + 1, '/')) {
+        *s = '\0';
+        if (mkdir(p, 0755) < 0 && errno != EEXIST) {
+            rc = errno;
+            break;
+        }
+        *s = '/';
+    }
+    free(p);
+    return rc;
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return errno;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int guest_files_write(const gp_write_file_req *req, gp_status_result *res, terr *err)
+{
+    memset(res, 0, sizeof *res);
+    const char *path = req->path;
+    size_t plen = strlen(path);
+    if (path[0] != '/') {
+        res->status = EINVAL;
+        res->message = strdup("path must be absolute");
+        return res->message ? 0 : terr_set(err, "file: out of memory");
+    }
+    if (path[plen - 1] == '/') return set_status(res, EISDIR, path, err);
+    if (req->len > GP_FILE_MAX) return set_status(res, EFBIG, path, err);
+    int e = make_parents(path);
+    if (e) return set_status(res, e, path, err);
+
+    /* Temp name in the same directory so rename() is atomic. Unique per
+     * thread (a thread runs one request at a time), so concurrent writes of
+     * one path never share it. */
+    char *tmp = malloc(plen + 64);
+    if (!tmp) return terr_set(err, "file: out of memory");
+    const char *slash = strrchr(path, '/');
+    size_t dl = (size_t)(slash - path) + 1;
+    memcpy(tmp, path, dl);
+    snprintf(tmp + dl, plen + 64 - dl, ".torpor-tmp.%d.%d", (int)getpid(), (int)gettid());
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+        e = errno;
+        free(tmp);
+        return set_status(res, e, path, err);
+    }
+    e = write_all(fd, req->content, req->len);
+    if (!e && fchmod(fd, req->mode & 07777) < 0) e = errno;
+    if (!e && fsync(fd) < 0) e = errno;
+    if (close(fd) < 0 && !e) e = errno;
+    if (!e && rename(tmp, path) < 0) e = errno;
+    if (e) unlink(tmp);
+    free(tmp);
+    if (e) return set_status(res, e, path, err);
+    res->message = strdup("");
+    return res->message ? 0 : terr_set(err, "file: out of memory");
+}
