@@ -1,0 +1,565 @@
+/* qemu_driver: the QEMU runtime driver — open/close, create (restore of a
+ * template snapshot), resume, destroy, liveness, handles and recover().
+ * Pause lives in qemu_pause.c, guest calls in qemu_guest_ops.c. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "qemu_accel.h"
+#include "qemu_internal.h"
+
+static const runtime_ops qemu_ops;
+
+/* ---- handles ---- */
+
+qemu_vm *qemu_vm_new(qemu_drv *d, const char *sandbox_id, int dirfd, terr *err)
+{
+    qemu_vm *v = calloc(1, sizeof *v);
+    if (!v) {
+        terr_set(err, "out of memory");
+        return NULL;
+    }
+    runtime_vm_init(&v->base, &d->base, sandbox_id, v);
+    pthread_mutex_init(&v->mu, NULL);
+    v->state = QVM_RUNNING;
+    v->dirfd = dirfd;
+    v->inst.dirfd = dirfd;
+    v->inst.proc.pidfd = -1;
+    v->inst.proc.exited = true;
+    snprintf(v->inst.id, sizeof v->inst.id, "%s", sandbox_id);
+    return v;
+}
+
+static void qemu_vm_free(runtime_vm *vm)
+{
+    qemu_vm *v = qemu_vm_of(vm);
+    if (v->ch) {
+        guest_channel_close(v->ch, "sandbox handle released");
+        guest_channel_unref(v->ch);
+    }
+    /* A VM still running when its last handle goes (agent shutdown) keeps
+     * running: recover() re-attaches it after a restart. */
+    qmp_close(v->inst.qmp);
+    qemu_proc_release(&v->inst.proc);
+    if (v->dirfd >= 0) close(v->dirfd);
+    pthread_mutex_destroy(&v->mu);
+    free(v);
+}
+
+int qemu_vm_connect_guest(qemu_vm *v, int timeout_ms, bool sync, terr *err)
+{
+    guest_channel *ch;
+    if (guest_channel_open(v->dirfd, QEMU_GUEST_SOCK, v->base.sandbox_id, v->inst.proc.pidfd,
+                           timeout_ms, &ch, err) < 0)
+        return -1;
+    /* Clones of one template share its RNG state and its clock: reseed and
+     * set the time before anyone runs anything. */
+    if (sync && guest_channel_sync(ch, QEMU_GUEST_CALL_MS, err) < 0) {
+        guest_channel_unref(ch);
+        return terr_wrap(err, "guest SYNC");
+    }
+    pthread_mutex_lock(&v->mu);
+    guest_channel *old = v->ch;
+    v->ch = ch;
+    pthread_mutex_unlock(&v->mu);
+    if (old) {
+        guest_channel_close(old, "guest channel replaced");
+        guest_channel_unref(old);
+    }
+    return 0;
+}
+
+static int check_spec(const runtime_spec *spec, terr *err)
+{
+    if (!qemu_valid_name(spec->sandbox_id, RUNTIME_ID_MAX))
+        return terr_set(err, "invalid sandbox id \"%.64s\" (letters, digits, . _ -; not starting with . or -)",
+                        spec->sandbox_id);
+    if (spec->vcpus < 1 || spec->vcpus > 64) return terr_set(err, "vcpus must be 1..64, got %d", spec->vcpus);
+    if (spec->memory_mb < 64 || spec->memory_mb > 65536)
+        return terr_set(err, "memory_mb must be 64..65536, got %d", spec->memory_mb);
+    return 0;
+}
+
+/* ---- create ---- */
+
+static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm **out, terr *err)
+{
+    qemu_drv *d = qemu_drv_of(rd);
+    long long t0 = qemu_now_ms();
+    if (check_spec(spec, err) < 0) return -1;
+    int tplfd;
+    qemu_meta tmeta;
+    if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, &tplfd, &tmeta, err) < 0)
+        return -1;
+    long long t_tpl = qemu_now_ms();
+    if (mkdirat(d->sb_dirfd, spec->sandbox_id, 0750) < 0) {
+        int e = errno;
+        close(tplfd);
+        if (e == EEXIST) return terr_set(err, "sandbox %s already exists on this host", spec->sandbox_id);
+        return terr_set(err, "mkdir sandbox %s: %s", spec->sandbox_id, strerror(e));
+    }
+    int sbfd = openat(d->sb_dirfd, spec->sandbox_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sbfd < 0) {
+        int e = errno;
+        close(tplfd);
+        unlinkat(d->sb_dirfd, spec->sandbox_id, AT_REMOVEDIR);
+        return terr_set(err, "open sandbox dir: %s", strerror(e));
+    }
+    qemu_vm *v = qemu_vm_new(d, spec->sandbox_id, sbfd, err);
+    if (!v) {
+        close(sbfd);
+        close(tplfd);
+        qemu_rmtree(d->sb_dirfd, spec->sandbox_id, NULL);
+        return -1;
+    }
+    v->desc = tmeta;
+    v->desc.spec = *spec;
+    long long t_copy = 0, t_loaded = 0, t_run = 0;
+    int ramfd = openat(tplfd, QEMU_RAM_FILE, O_RDONLY | O_CLOEXEC);
+    int statefd = openat(tplfd, QEMU_STATE_FILE, O_RDONLY | O_CLOEXEC);
+    close(tplfd);
+    if (ramfd < 0 || statefd < 0) {
+        terr_set(err, "template %s is incomplete: %s", tmeta.template_key, strerror(errno));
+        goto fail;
+    }
+    /* The sandbox's own RAM file starts as a copy of the template's, so the
+     * sandbox can later pause with x-ignore-shared like any VM. */
+    if (qemu_copy_sparse(ramfd, sbfd, QEMU_RAM_FILE, err) < 0) goto fail;
+    close(ramfd);
+    ramfd = -1;
+    qemu_writeback_async(sbfd, QEMU_RAM_FILE);
+    t_copy = qemu_now_ms();
+    if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd, err) < 0) goto fail;
+    close(statefd);
+    statefd = -1;
+    t_loaded = qemu_now_ms();
+    if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
+    t_run = qemu_now_ms();
+    if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
+    if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
+    if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
+    v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl), .load_ms = (double)(t_loaded - t_copy),
+                              .running_ms = (double)(t_run - t_copy),
+                              .total_ms = (double)(qemu_now_ms() - t0)};
+    log_info("event=create_done sandbox_id=%s template=%s memory_mb=%d vcpus=%d pid=%d "
+             "duration_ms=%lld template_ms=%lld copy_ms=%lld restore_ms=%lld guest_ms=%lld",
+             spec->sandbox_id, spec->template_name, spec->memory_mb, spec->vcpus,
+             (int)v->inst.proc.pid, qemu_now_ms() - t0, t_tpl - t0, t_copy - t_tpl, t_run - t_copy,
+             qemu_now_ms() - t_run);
+    *out = &v->base;
+    return 0;
+fail:
+    if (ramfd >= 0) close(ramfd);
+    if (statefd >= 0) close(statefd);
+    qemu_inst_kill(&v->inst);
+    log_error("event=create_failed sandbox_id=%s error=\"%s\"", spec->sandbox_id, err ? err->msg : "");
+    runtime_vm_unref(&v->base);
+    terr e2;
+    qemu_rmtree(d->sb_dirfd, spec->sandbox_id, &e2);
+    return -1;
+}
+
+/* ---- resume ---- */
+
+static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm **out, terr *err)
+{
+    qemu_drv *d = qemu_drv_of(rd);
+    long long t0 = qemu_now_ms();
+    const char *id = spec->sandbox_id;
+    if (!qemu_valid_name(id, RUNTIME_ID_MAX)) return terr_set(err, "invalid sandbox id \"%.64s\"", id);
+    int sbfd = openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sbfd < 0) return terr_set(err, "sandbox %s has no snapshot on this host", id);
+    qemu_meta meta;
+    if (qemu_meta_read(sbfd, QEMU_META_FILE, &meta, err) < 0) {
+        close(sbfd);
+        return terr_wrap(err, "sandbox %s is not paused", id);
+    }
+    if (meta.state_bytes <= 0 || qemu_file_size(sbfd, QEMU_STATE_FILE) != meta.state_bytes) {
+        close(sbfd);
+        return terr_set(err, "sandbox %s: snapshot state file does not match its metadata", id);
+    }
+    qemu_vm *v = qemu_vm_new(d, id, sbfd, err);
+    if (!v) {
+        close(sbfd);
+        return -1;
+    }
+    v->desc = meta;
+    v->desc.spec.timeout_sec = spec->timeout_sec;
+    snprintf(v->desc.spec.sandbox_id, sizeof v->desc.spec.sandbox_id, "%s", id);
+    bool consumed = false, ran = false;
+    int statefd = openat(sbfd, QEMU_STATE_FILE, O_RDONLY | O_CLOEXEC);
+    if (statefd < 0) {
+        terr_set(err, "open snapshot state: %s", strerror(errno));
+        goto fail;
+    }
+    int r = qemu_inst_start(&v->inst, d->qemu_binary, &meta.shape, statefd, err);
+    close(statefd);
+    if (r < 0) goto fail;
+    long long t_loaded = qemu_now_ms();
+    /* From `cont` on, the guest writes to the RAM file: the snapshot stops
+     * being valid, so it must stop being committed first (durably). */
+    if (unlinkat(sbfd, QEMU_META_FILE, 0) < 0) {
+        terr_set(err, "uncommit snapshot: %s", strerror(errno));
+        goto fail;
+    }
+    consumed = true;
+    if (qemu_fsync_dir(sbfd, err) < 0) goto fail;
+    ran = true; /* from here on the RAM file may change */
+    if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
+    long long t_run = qemu_now_ms();
+    unlinkat(sbfd, QEMU_STATE_FILE, 0);
+    if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
+    if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
+    if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
+    v->timing = (qemu_timing){.load_ms = (double)(t_loaded - t0), .running_ms = (double)(t_run - t0),
+                              .total_ms = (double)(qemu_now_ms() - t0)};
+    log_info("event=resume_done sandbox_id=%s pid=%d duration_ms=%lld load_ms=%lld running_ms=%lld "
+             "guest_ms=%lld",
+             id, (int)v->inst.proc.pid, qemu_now_ms() - t0, t_loaded - t0, t_run - t0,
+             qemu_now_ms() - t_run);
+    *out = &v->base;
+    return 0;
+fail:
+    qemu_inst_kill(&v->inst);
+    unlinkat(sbfd, QEMU_RUNNING_FILE, 0);
+    if (consumed && !ran) {
+        /* The guest never ran: the snapshot is still good, commit it again. */
+        terr e2;
+        if (qemu_meta_write(sbfd, QEMU_META_FILE, &meta, &e2) == 0 && qemu_fsync_dir(sbfd, &e2) == 0)
+            consumed = false;
+    }
+    log_error("event=resume_failed sandbox_id=%s snapshot=%s error=\"%s\"", id,
+              consumed ? "lost" : "kept", err ? err->msg : "");
+    if (consumed) terr_wrap(err, "resume failed after the snapshot was consumed");
+    runtime_vm_unref(&v->base);
+    return -1;
+}
+
+/* ---- destroy ---- */
+
+/* Kills a QEMU named by the sandbox's pid file (no handle: e.g. a VM the
+ * caller never re-attached). */
+static void kill_by_pidfile(int sbfd)
+{
+    pid_t pid;
+    unsigned long long st;
+    terr e;
+    if (qemu_proc_read_pidfile(sbfd, &pid, &st, &e) < 0) return;
+    qemu_proc p;
+    if (qemu_proc_attach(pid, st, &p, &e) < 0) return;
+    qemu_proc_kill(&p);
+}
+
+static int qemu_destroy(runtime_driver *rd, const char *sandbox_id, runtime_vm *vm, terr *err)
+{
+    qemu_drv *d = qemu_drv_of(rd);
+    long long t0 = qemu_now_ms();
+    if (!qemu_valid_name(sandbox_id, RUNTIME_ID_MAX))
+        return terr_set(err, "invalid sandbox id \"%.64s\"", sandbox_id);
+    if (vm) {
+        qemu_vm *v = qemu_vm_of(vm);
+        pthread_mutex_lock(&v->mu);
+        v->busy = true;
+        guest_channel *ch = v->ch;
+        v->ch = NULL;
+        bool running = v->state == QVM_RUNNING;
+        pthread_mutex_unlock(&v->mu);
+        if (ch) {
+            guest_channel_close(ch, "sandbox destroyed");
+            guest_channel_unref(ch);
+        }
+        if (running && v->inst.qmp) {
+            terr e;
+            /* A short grace: nothing of the VM is kept. */
+            qemu_inst_quit(&v->inst, 500, &e);
+        }
+        qemu_inst_kill(&v->inst);
+        pthread_mutex_lock(&v->mu);
+        v->state = QVM_DESTROYED;
+        v->busy = false;
+        pthread_mutex_unlock(&v->mu);
+    }
+    int sbfd = openat(d->sb_dirfd, sandbox_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (sbfd >= 0) {
+        kill_by_pidfile(sbfd);
+        close(sbfd);
+    }
+    if (qemu_rmtree(d->sb_dirfd, sandbox_id, err) < 0) return terr_wrap(err, "destroy %s", sandbox_id);
+    qemu_fsync_dir(d->sb_dirfd, NULL);
+    log_info("event=destroy_done sandbox_id=%s duration_ms=%lld", sandbox_id, qemu_now_ms() - t0);
+    return 0;
+}
+
+/* ---- stats ---- */
+
+int qemu_vm_last_timing(runtime_vm *vm, qemu_timing *out)
+{
+    if (!vm || vm->driver->ops != &qemu_ops) return -1;
+    *out = qemu_vm_of(vm)->timing;
+    return 0;
+}
+
+int qemu_vm_pid(runtime_vm *vm)
+{
+    if (!vm || vm->driver->ops != &qemu_ops) return 0;
+    qemu_vm *v = qemu_vm_of(vm);
+    pthread_mutex_lock(&v->mu);
+    int pid = v->state == QVM_RUNNING && !v->inst.proc.exited ? (int)v->inst.proc.pid : 0;
+    pthread_mutex_unlock(&v->mu);
+    return pid;
+}
+
+/* ---- liveness ---- */
+
+static bool qemu_vm_alive(runtime_driver *rd, runtime_vm *vm)
+{
+    qemu_vm *v = qemu_vm_of(vm);
+    pthread_mutex_lock(&v->mu);
+    bool alive = v->state == QVM_RUNNING;
+    if (alive && !v->busy) {
+        alive = qemu_proc_poll(&v->inst.proc);
+        if (!alive) {
+            v->state = QVM_DEAD;
+            if (v->ch) guest_channel_close(v->ch, "the VM process exited");
+        }
+    }
+    /* While busy, a lifecycle call owns the process (and reaps it): the
+     * answer is "running" until that call has decided. */
+    pthread_mutex_unlock(&v->mu);
+    return alive;
+}
+
+/* ---- recover ---- */
+
+/* Re-attaches a QEMU still running for sandboxes/<id>/; 0 and *out on
+ * success. */
+static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *err)
+{
+    qemu_meta desc;
+    if (qemu_meta_read(sbfd, QEMU_RUNNING_FILE, &desc, err) < 0) return -1;
+    pid_t pid;
+    unsigned long long st;
+    if (qemu_proc_read_pidfile(sbfd, &pid, &st, err) < 0) return -1;
+    int fd2 = fcntl(sbfd, F_DUPFD_CLOEXEC, 0);
+    if (fd2 < 0) return terr_set(err, "dup: %s", strerror(errno));
+    qemu_vm *v = qemu_vm_new(d, id, fd2, err);
+    if (!v) {
+        close(fd2);
+        return -1;
+    }
+    v->desc = desc;
+    if (qemu_proc_attach(pid, st, &v->inst.proc, err) < 0) goto fail;
+    if (qmp_connect(sbfd, QEMU_QMP_SOCK, v->inst.proc.pidfd, 2000, &v->inst.qmp, err) < 0) goto fail;
+    char *reply;
+    if (qmp_call(v->inst.qmp, "query-status", NULL, 2000, &reply, err) < 0) goto fail;
+    bool running = strstr(reply, "\"running\"") != NULL;
+    free(reply);
+    if (!running) {
+        terr_set(err, "VM is not in the running state");
+        goto fail;
+    }
+    if (qemu_vm_connect_guest(v, 5000, false, err) < 0) goto fail;
+    if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
+    *out = v;
+    return 0;
+fail:
+    qemu_inst_kill(&v->inst);
+    runtime_vm_unref(&v->base);
+    return -1;
+}
+
+static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err)
+{
+    qemu_drv *d = qemu_drv_of(rd);
+    qemu_template_cleanup(d);
+    int dup_fd = dup(d->sb_dirfd);
+    if (dup_fd < 0) return terr_set(err, "dup: %s", strerror(errno));
+    DIR *dir = fdopendir(dup_fd);
+    if (!dir) {
+        close(dup_fd);
+        return terr_set(err, "read %s/sandboxes: %s", d->state_dir, strerror(errno));
+    }
+    rewinddir(dir);
+    struct dirent *e;
+    int paused = 0, running = 0, removed = 0;
+    while ((e = readdir(dir))) {
+        const char *id = e->d_name;
+        if (!strcmp(id, ".") || !strcmp(id, "..")) continue;
+        terr why = {"not a sandbox directory"};
+        int sbfd = qemu_valid_name(id, RUNTIME_ID_MAX)
+                       ? openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
+                       : -1;
+        if (sbfd >= 0) {
+            qemu_meta meta;
+            if (qemu_meta_read(sbfd, QEMU_META_FILE, &meta, &why) == 0 && meta.state_bytes > 0 &&
+                qemu_file_size(sbfd, QEMU_STATE_FILE) == meta.state_bytes) {
+                /* Committed snapshot: whatever else is there is debris. */
+                kill_by_pidfile(sbfd);
+                unlinkat(sbfd, QEMU_STATE_TMP, 0);
+                unlinkat(sbfd, QEMU_RUNNING_FILE, 0);
+                unlinkat(sbfd, "qemu.pid", 0);
+                /* id passed qemu_valid_name(): shorter than RUNTIME_ID_MAX */
+                memcpy(meta.spec.sandbox_id, id, strlen(id) + 1);
+                log_info("event=recovered sandbox_id=%s state=paused", id);
+                cb(ctx, &meta.spec, NULL);
+                close(sbfd);
+                paused++;
+                continue;
+            }
+            qemu_vm *v = NULL;
+            if (reattach(d, id, sbfd, &v, &why) == 0) {
+                log_info("event=recovered sandbox_id=%s state=running pid=%d", id, (int)v->inst.proc.pid);
+                close(sbfd);
+                cb(ctx, &v->desc.spec, &v->base);
+                running++;
+                continue;
+            }
+            kill_by_pidfile(sbfd);
+            close(sbfd);
+        }
+        terr rerr;
+        if (qemu_rmtree(d->sb_dirfd, id, &rerr) < 0)
+            log_warn("event=recover_remove_failed sandbox_id=%s error=\"%s\"", id, rerr.msg);
+        else
+            log_info("event=recover_removed sandbox_id=%s reason=\"%s\"", id, why.msg);
+        removed++;
+    }
+    closedir(dir);
+    log_info("event=recover_done paused=%d running=%d removed=%d", paused, running, removed);
+    return 0;
+}
+
+/* ---- open / close ---- */
+
+static void qemu_close(runtime_driver *rd)
+{
+    if (!rd) return;
+    qemu_drv *d = qemu_drv_of(rd);
+    qemu_watch_stop(d->watch);
+    if (d->sb_dirfd >= 0) close(d->sb_dirfd);
+    if (d->tpl_dirfd >= 0) close(d->tpl_dirfd);
+    pthread_mutex_destroy(&d->tpl_mu);
+    pthread_cond_destroy(&d->tpl_cv);
+    free(d->state_dir);
+    free(d->image_dir);
+    free(d->qemu_binary);
+    free(d);
+}
+
+static const runtime_ops qemu_ops = {
+    .name = "qemu",
+    .create = qemu_create,
+    .pause = qemu_op_pause,
+    .resume = qemu_resume,
+    .destroy = qemu_destroy,
+    .exec = qemu_op_exec,
+    .read_file = qemu_op_read_file,
+    .write_file = qemu_op_write_file,
+    .vm_alive = qemu_vm_alive,
+    .recover = qemu_recover,
+    .vm_free = qemu_vm_free,
+    .close = qemu_close,
+};
+
+static int mkdir_p(const char *path, terr *err)
+{
+    char buf[PATH_MAX];
+    int n = snprintf(buf, sizeof buf, "%s", path);
+    if (n < 0 || (size_t)n >= sizeof buf) return terr_set(err, "path too long: %s", path);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = '\0';
+        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return terr_set(err, "mkdir %s: %s", buf, strerror(errno));
+        *p = '/';
+    }
+    if (mkdir(buf, 0755) < 0 && errno != EEXIST) return terr_set(err, "mkdir %s: %s", buf, strerror(errno));
+    return 0;
+}
+
+static char *find_binary(const char *name, terr *err)
+{
+    if (strchr(name, '/')) {
+        char *r = realpath(name, NULL);
+        if (!r || access(r, X_OK) != 0) {
+            free(r);
+            terr_set(err, "QEMU binary %s is not executable", name);
+            return NULL;
+        }
+        return r;
+    }
+    const char *path = getenv("PATH");
+    if (!path || !*path) path = "/usr/local/bin:/usr/bin:/bin";
+    const char *p = path;
+    while (*p) {
+        const char *c = strchr(p, ':');
+        size_t l = c ? (size_t)(c - p) : strlen(p);
+        char cand[PATH_MAX];
+        if (l > 0 && l + strlen(name) + 2 < sizeof cand) {
+            snprintf(cand, sizeof cand, "%.*s/%s", (int)l, p, name);
+            if (access(cand, X_OK) == 0) return realpath(cand, NULL);
+        }
+        p += l + (c ? 1 : 0);
+    }
+    terr_set(err, "%s not found in PATH (install the qemu-system-x86 package)", name);
+    return NULL;
+}
+
+int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr *err)
+{
+    if (!cfg || !cfg->state_dir || !*cfg->state_dir) return terr_set(err, "qemu driver: state_dir is required");
+    if (!cfg->image_dir || !*cfg->image_dir) return terr_set(err, "qemu driver: image_dir is required");
+    const char *accel;
+    char why[200];
+    if (qemu_accel_resolve(cfg->accel, &accel, why, sizeof why, err) < 0) return -1;
+    qemu_drv *d = calloc(1, sizeof *d);
+    if (!d) return terr_set(err, "out of memory");
+    d->sb_dirfd = d->tpl_dirfd = -1;
+    pthread_mutex_init(&d->tpl_mu, NULL);
+    pthread_cond_init(&d->tpl_cv, NULL);
+    d->base.ops = &qemu_ops;
+    d->base.priv = d;
+    d->accel = accel;
+    d->state_dir = strdup(cfg->state_dir);
+    /* A missing image dir is not fatal: creates then fail with "unknown
+     * template" (the image may be built after the agent started). */
+    d->image_dir = realpath(cfg->image_dir, NULL);
+    if (!d->image_dir) {
+        log_warn("event=image_dir_missing image_dir=%s error=\"%s\"", cfg->image_dir, strerror(errno));
+        char cwd[PATH_MAX] = "";
+        if (cfg->image_dir[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
+        size_t n = strlen(cwd) + strlen(cfg->image_dir) + 2;
+        d->image_dir = malloc(n);
+        if (!d->image_dir) {
+            terr_set(err, "out of memory");
+            goto fail;
+        }
+        snprintf(d->image_dir, n, "%s%s%s", cwd, cwd[0] ? "/" : "", cfg->image_dir);
+    }
+    d->qemu_binary = find_binary(cfg->qemu_binary ? cfg->qemu_binary : "qemu-system-x86_64", err);
+    if (!d->state_dir || !d->qemu_binary) goto fail;
+    char sub[PATH_MAX];
+    snprintf(sub, sizeof sub, "%s/sandboxes", cfg->state_dir);
+    if (mkdir_p(sub, err) < 0) goto fail;
+    d->sb_dirfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    snprintf(sub, sizeof sub, "%s/templates", cfg->state_dir);
+    if (mkdir_p(sub, err) < 0) goto fail;
+    d->tpl_dirfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d->sb_dirfd < 0 || d->tpl_dirfd < 0) {
+        terr_set(err, "open state dir %s: %s", cfg->state_dir, strerror(errno));
+        goto fail;
+    }
+    if (qemu_watch_start(&d->watch, err) < 0) goto fail;
+    log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=%s state_dir=%s image_dir=%s",
+             accel, why, d->qemu_binary, d->state_dir, d->image_dir);
+    *out = &d->base;
+    return 0;
+fail:
+    qemu_close(&d->base);
+    return -1;
+}

@@ -1,0 +1,168 @@
+/* qemu_guest_ops: exec / read_file / write_file through torpor-guest.
+ * Each call takes its own reference on the VM's guest channel, so a pause
+ * or destroy (which closes the channel) makes it fail promptly instead of
+ * hanging, and never frees memory under it. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "guest_protocol.h"
+#include "qemu_internal.h"
+
+/* Margin on top of an exec's own timeout for the guest to kill the command
+ * and send its answer. */
+#define EXEC_ANSWER_MARGIN_MS 15000
+#define FILE_CALL_MS 120000
+
+static guest_channel *take_channel(qemu_vm *v, terr *err)
+{
+    pthread_mutex_lock(&v->mu);
+    guest_channel *ch = NULL;
+    if (v->state != QVM_RUNNING)
+        terr_set(err, "sandbox %s is not running", v->base.sandbox_id);
+    else if (!v->ch || v->busy)
+        terr_set(err, "sandbox %s is being paused or destroyed", v->base.sandbox_id);
+    else {
+        ch = v->ch;
+        guest_channel_ref(ch);
+    }
+    pthread_mutex_unlock(&v->mu);
+    return ch;
+}
+
+static uint8_t *dup_bytes(const uint8_t *p, size_t n, terr *err)
+{
+    uint8_t *c = malloc(n ? n : 1);
+    if (!c) {
+        terr_set(err, "out of memory for %zu bytes", n);
+        return NULL;
+    }
+    if (n) memcpy(c, p, n);
+    return c;
+}
+
+int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *req,
+                 runtime_exec_result *res, terr *err)
+{
+    memset(res, 0, sizeof *res);
+    if (!req || !req->cmd || !*req->cmd) return terr_set(err, "exec: cmd is required");
+    if (req->n_args && !req->args) return terr_set(err, "exec: args missing");
+    if (req->n_env && !req->env) return terr_set(err, "exec: env missing");
+    qemu_vm *v = qemu_vm_of(vm);
+    gp_exec_req m = {
+        .cmd = req->cmd,
+        .args = req->args,
+        .n_args = req->n_args,
+        .env = req->env,
+        .n_env = req->n_env,
+        .cwd = req->cwd,
+        .timeout_sec = req->timeout_sec,
+        .stdin_data = req->stdin_data,
+        .stdin_len = req->stdin_len,
+    };
+    gp_buf b = {0};
+    if (gp_encode_exec(&b, &m, err) < 0) {
+        gp_buf_free(&b);
+        return terr_wrap(err, "exec");
+    }
+    guest_channel *ch = take_channel(v, err);
+    if (!ch) {
+        gp_buf_free(&b);
+        return -1;
+    }
+    long long timeout_ms = (req->timeout_sec > 0 ? (long long)req->timeout_sec : 3600) * 1000 +
+                           EXEC_ANSWER_MARGIN_MS;
+    if (timeout_ms > 0x7fffffff) timeout_ms = 0x7fffffff;
+    uint8_t *p;
+    size_t n;
+    int r = guest_channel_call(ch, GP_EXEC, b.data, b.len, GP_EXEC_RESULT, (int)timeout_ms, &p, &n, err);
+    guest_channel_unref(ch);
+    gp_buf_free(&b);
+    if (r < 0) return terr_wrap(err, "exec in %s", vm->sandbox_id);
+    gp_exec_result gr;
+    r = gp_decode_exec_result(p, n, &gr, err);
+    free(p);
+    if (r < 0) return terr_wrap(err, "exec result");
+    res->out = dup_bytes(gr.out, gr.out_len, err);
+    res->err = dup_bytes(gr.err, gr.err_len, err);
+    res->out_len = gr.out_len;
+    res->err_len = gr.err_len;
+    res->exit_code = gr.exit_code;
+    res->timed_out = gr.timed_out;
+    res->out_truncated = gr.stdout_truncated;
+    res->err_truncated = gr.stderr_truncated;
+    gp_exec_result_free(&gr);
+    if (!res->out || !res->err) {
+        runtime_exec_result_free(res);
+        return -1;
+    }
+    return 0;
+}
+
+int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8_t **data,
+                      size_t *len, terr *err)
+{
+    *data = NULL;
+    *len = 0;
+    if (!path || !*path) return terr_set(err, "read_file: path is required");
+    gp_read_file_req m = {.path = path};
+    gp_buf b = {0};
+    if (gp_encode_read_file(&b, &m, err) < 0) {
+        gp_buf_free(&b);
+        return terr_wrap(err, "read_file");
+    }
+    guest_channel *ch = take_channel(qemu_vm_of(vm), err);
+    if (!ch) {
+        gp_buf_free(&b);
+        return -1;
+    }
+    uint8_t *p;
+    size_t n;
+    int r = guest_channel_call(ch, GP_READ_FILE, b.data, b.len, GP_READ_RESULT, FILE_CALL_MS, &p, &n, err);
+    guest_channel_unref(ch);
+    gp_buf_free(&b);
+    if (r < 0) return terr_wrap(err, "read_file in %s", vm->sandbox_id);
+    gp_read_result rr;
+    r = gp_decode_read_result(p, n, &rr, err);
+    free(p);
+    if (r < 0) return terr_wrap(err, "read_file result");
+    if (rr.status != 0) {
+        terr_set(err, "read_file %s: %s", path, rr.message[0] ? rr.message : strerror(rr.status));
+        gp_read_result_free(&rr);
+        return -1;
+    }
+    *data = dup_bytes(rr.data, rr.len, err);
+    *len = rr.len;
+    gp_read_result_free(&rr);
+    return *data ? 0 : -1;
+}
+
+int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, const uint8_t *data,
+                       size_t len, unsigned mode, terr *err)
+{
+    if (!path || !*path) return terr_set(err, "write_file: path is required");
+    if (len && !data) return terr_set(err, "write_file: data missing");
+    gp_write_file_req m = {.path = path, .mode = mode ? mode : 0644, .content = data, .len = len};
+    gp_buf b = {0};
+    if (gp_encode_write_file(&b, &m, err) < 0) {
+        gp_buf_free(&b);
+        return terr_wrap(err, "write_file");
+    }
+    guest_channel *ch = take_channel(qemu_vm_of(vm), err);
+    if (!ch) {
+        gp_buf_free(&b);
+        return -1;
+    }
+    uint8_t *p;
+    size_t n;
+    int r = guest_channel_call(ch, GP_WRITE_FILE, b.data, b.len, GP_WRITE_RESULT, FILE_CALL_MS, &p, &n, err);
+    guest_channel_unref(ch);
+    gp_buf_free(&b);
+    if (r < 0) return terr_wrap(err, "write_file in %s", vm->sandbox_id);
+    gp_status_result st;
+    r = gp_decode_status_result(p, n, &st, err);
+    free(p);
+    if (r < 0) return terr_wrap(err, "write_file result");
+    if (st.status != 0) r = terr_set(err, "write_file %s: %s", path, st.message[0] ? st.message : strerror(st.status));
+    gp_status_result_free(&st);
+    return r;
+}

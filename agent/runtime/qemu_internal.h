@@ -1,0 +1,133 @@
+/* qemu_internal: state shared by the QEMU driver's files (not a public API).
+ *
+ * Layout under <state_dir>:
+ *   sandboxes/<id>/   one sandbox: see qemu_inst.h for the files; "meta"
+ *                     present = committed paused snapshot; "running" =
+ *                     description of the running VM (for recover()).
+ *   templates/<key>/  one template snapshot (ram, state, meta); <key> names
+ *                     everything the snapshot depends on. Built in
+ *                     <key>.building/ and renamed into place when complete.
+ *
+ * Locking: qemu_vm.mu guards a VM's state, channel pointer and process
+ * bookkeeping; lifecycle calls for one VM are serialised by the agent
+ * (runtime.h) and mark the VM busy so the watcher leaves reaping to them.
+ * qemu_drv.tpl_mu guards the set of templates being built. */
+#ifndef TORPOR_QEMU_INTERNAL_H
+#define TORPOR_QEMU_INTERNAL_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "guest_channel.h"
+#include "qemu.h"
+#include "qemu_inst.h"
+#include "qemu_meta.h"
+#include "qemu_stats.h"
+
+#define QEMU_TEMPLATE_KEY_MAX 160
+
+typedef struct qemu_watch qemu_watch;
+
+typedef struct qemu_tpl_build {
+    char key[QEMU_TEMPLATE_KEY_MAX];
+    struct qemu_tpl_build *next;
+} qemu_tpl_build;
+
+typedef struct qemu_drv {
+    runtime_driver base;
+    char *state_dir;
+    char *image_dir;
+    char *qemu_binary;   /* absolute */
+    const char *accel;   /* "tcg" | "kvm" */
+    int sb_dirfd;        /* <state_dir>/sandboxes */
+    int tpl_dirfd;       /* <state_dir>/templates */
+    pthread_mutex_t tpl_mu;
+    pthread_cond_t tpl_cv;
+    qemu_tpl_build *building;
+    qemu_watch *watch;
+} qemu_drv;
+
+typedef enum { QVM_RUNNING, QVM_PAUSED, QVM_DESTROYED, QVM_DEAD } qvm_state;
+
+typedef struct qemu_vm {
+    runtime_vm base;     /* base.priv points back here */
+    pthread_mutex_t mu;
+    qvm_state state;
+    bool busy;           /* a lifecycle call owns the process right now */
+    int dirfd;           /* sandboxes/<id>, owned */
+    qemu_inst inst;
+    guest_channel *ch;   /* NULL while pausing or when not running */
+    qemu_meta desc;      /* spec + shape + template key */
+    qemu_timing timing;  /* of the last lifecycle call */
+} qemu_vm;
+
+static inline qemu_drv *qemu_drv_of(runtime_driver *d)
+{
+    return (qemu_drv *)d->priv;
+}
+
+static inline qemu_vm *qemu_vm_of(runtime_vm *vm)
+{
+    return (qemu_vm *)vm->priv;
+}
+
+/* Timeouts (ms). */
+#define QEMU_GUEST_CONNECT_MS 20000   /* restore: guest answers quickly */
+#define QEMU_GUEST_BOOT_MS 120000     /* cold boot of a template under TCG */
+#define QEMU_GUEST_CALL_MS 10000      /* PING / SYNC / small calls */
+#define QEMU_QUIT_GRACE_MS 5000
+
+/* ---- qemu_fs.c ---- */
+bool qemu_valid_name(const char *s, size_t max);
+int qemu_fsync_dir(int dirfd, terr *err);
+/* Removes <parent>/<name> recursively; 0 if it did not exist. */
+int qemu_rmtree(int parentfd, const char *name, terr *err);
+/* Copies src to <dstdir>/<dst_name> (new file) keeping holes, fast. */
+int qemu_copy_sparse(int srcfd, int dstdirfd, const char *dst_name, terr *err);
+/* Turns every all-zero 4 KiB page of the file into a hole (same content,
+ * fewer blocks): done once per template so each clone copies less. */
+int qemu_punch_zeros(int fd, terr *err);
+/* Starts writeback of <dirfd>/<name> on a detached thread (best effort):
+ * a fresh RAM copy is ~60-80 MB of dirty page cache, and writing it back
+ * early leaves little for the fsync of the first pause. */
+void qemu_writeback_async(int dirfd, const char *name);
+int64_t qemu_file_disk_bytes(int dirfd, const char *name);
+int64_t qemu_file_size(int dirfd, const char *name);
+int64_t qemu_dir_disk_bytes(int dirfd);
+long long qemu_now_ms(void);
+int64_t qemu_unix_ms(void);
+
+/* ---- qemu_template.c ---- */
+/* Finds or builds the template snapshot for (name, vcpus, memory_mb);
+ * concurrent callers for one key wait for a single build. On success
+ * *tplfd is an open fd of templates/<key>/ and *meta its metadata. */
+int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int *tplfd,
+                      qemu_meta *meta, terr *err);
+/* recover(): removes half-built template dirs. */
+void qemu_template_cleanup(qemu_drv *d);
+
+/* ---- qemu_watch.c ---- */
+int qemu_watch_start(qemu_watch **out, terr *err);
+/* Watches vm's process (takes a reference until the process exited): when
+ * it exits outside a lifecycle call, the VM becomes dead, its guest channel
+ * is closed (in-flight calls fail) and the child is reaped. */
+int qemu_watch_add(qemu_watch *w, qemu_vm *vm, terr *err);
+void qemu_watch_stop(qemu_watch *w);
+
+/* ---- qemu_driver.c ---- */
+/* Allocates a handle for a VM in sandboxes/<id>/ (takes dirfd). */
+qemu_vm *qemu_vm_new(qemu_drv *d, const char *sandbox_id, int dirfd, terr *err);
+/* Connects the guest channel of a freshly restored VM, then SYNC. */
+int qemu_vm_connect_guest(qemu_vm *v, int timeout_ms, bool sync, terr *err);
+
+/* ---- qemu_pause.c / qemu_guest_ops.c ---- */
+int qemu_op_pause(runtime_driver *d, runtime_vm *vm, const runtime_spec *spec, terr *err);
+int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *req,
+                 runtime_exec_result *res, terr *err);
+int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8_t **data,
+                      size_t *len, terr *err);
+int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, const uint8_t *data,
+                       size_t len, unsigned mode, terr *err);
+
+#endif

@@ -1,0 +1,161 @@
+/* qemu_watch: one thread that notices QEMU processes exiting on their own
+ * (killed from outside, crashed) so that a dead VM's in-flight guest calls
+ * fail at once and the child is reaped without anyone polling it.
+ *
+ * Each watched VM is held by a reference and watched through a dup of its
+ * pidfd (the owner may close its own pidfd at any time). When the process
+ * exits, the entry goes away and the reference is dropped. */
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "qemu_internal.h"
+
+typedef struct watch_entry {
+    qemu_vm *vm;
+    int fd; /* our dup of the VM's pidfd */
+    struct watch_entry *next;
+} watch_entry;
+
+struct qemu_watch {
+    int epfd;
+    int stopfd;
+    pthread_t thread;
+    pthread_mutex_t mu;
+    watch_entry *entries;
+};
+
+/* The process behind e has exited. */
+static void handle_exit(watch_entry *e)
+{
+    qemu_vm *v = e->vm;
+    pthread_mutex_lock(&v->mu);
+    if (v->busy) {
+        /* A pause/destroy owns the process and will reap it; just make the
+         * guest calls fail now. */
+        if (v->ch) guest_channel_close(v->ch, "the VM process exited");
+    } else if (v->state == QVM_RUNNING) {
+        qemu_proc_poll(&v->inst.proc);
+        v->state = QVM_DEAD;
+        if (v->ch) {
+            guest_channel_close(v->ch, "the VM process exited");
+            guest_channel_unref(v->ch);
+            v->ch = NULL;
+        }
+        log_warn("event=vm_exited sandbox_id=%s pid=%d", v->base.sandbox_id, (int)v->inst.proc.pid);
+    }
+    pthread_mutex_unlock(&v->mu);
+}
+
+static void *watch_main(void *arg)
+{
+    qemu_watch *w = arg;
+    for (;;) {
+        struct epoll_event evs[16];
+        int n = epoll_wait(w->epfd, evs, 16, -1);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            log_error("event=watch_failed error=\"%s\"", strerror(errno));
+            return NULL;
+        }
+        for (int i = 0; i < n; i++) {
+            if (evs[i].data.ptr == NULL) return NULL; /* stop */
+            watch_entry *e = evs[i].data.ptr;
+            pthread_mutex_lock(&w->mu);
+            for (watch_entry **pp = &w->entries; *pp; pp = &(*pp)->next)
+                if (*pp == e) {
+                    *pp = e->next;
+                    break;
+                }
+            epoll_ctl(w->epfd, EPOLL_CTL_DEL, e->fd, NULL);
+            pthread_mutex_unlock(&w->mu);
+            handle_exit(e);
+            close(e->fd);
+            runtime_vm_unref(&e->vm->base);
+            free(e);
+        }
+    }
+}
+
+int qemu_watch_start(qemu_watch **out, terr *err)
+{
+    qemu_watch *w = calloc(1, sizeof *w);
+    if (!w) return terr_set(err, "out of memory");
+    pthread_mutex_init(&w->mu, NULL);
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    w->stopfd = eventfd(0, EFD_CLOEXEC);
+    if (w->epfd < 0 || w->stopfd < 0) {
+        int e = errno;
+        if (w->epfd >= 0) close(w->epfd);
+        if (w->stopfd >= 0) close(w->stopfd);
+        free(w);
+        return terr_set(err, "epoll/eventfd: %s", strerror(e));
+    }
+    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
+    epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->stopfd, &ev);
+    int e = pthread_create(&w->thread, NULL, watch_main, w);
+    if (e) {
+        close(w->epfd);
+        close(w->stopfd);
+        free(w);
+        return terr_set(err, "pthread_create: %s", strerror(e));
+    }
+    *out = w;
+    return 0;
+}
+
+int qemu_watch_add(qemu_watch *w, qemu_vm *vm, terr *err)
+{
+    watch_entry *e = calloc(1, sizeof *e);
+    if (!e) return terr_set(err, "out of memory");
+    e->fd = fcntl(vm->inst.proc.pidfd, F_DUPFD_CLOEXEC, 0);
+    if (e->fd < 0) {
+        free(e);
+        return terr_set(err, "dup pidfd: %s", strerror(errno));
+    }
+    e->vm = vm;
+    runtime_vm_ref(&vm->base);
+    pthread_mutex_lock(&w->mu);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = e};
+    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, e->fd, &ev) < 0) {
+        int er = errno;
+        pthread_mutex_unlock(&w->mu);
+        close(e->fd);
+        runtime_vm_unref(&vm->base);
+        free(e);
+        return terr_set(err, "epoll_ctl: %s", strerror(er));
+    }
+    e->next = w->entries;
+    w->entries = e;
+    pthread_mutex_unlock(&w->mu);
+    return 0;
+}
+
+void qemu_watch_stop(qemu_watch *w)
+{
+    if (!w) return;
+    uint64_t one = 1;
+    ssize_t r = write(w->stopfd, &one, sizeof one);
+    (void)r;
+    pthread_join(w->thread, NULL);
+    /* VMs still running stay running (a restarted agent re-attaches them);
+     * only our references go. */
+    watch_entry *e = w->entries;
+    while (e) {
+        watch_entry *next = e->next;
+        close(e->fd);
+        runtime_vm_unref(&e->vm->base);
+        free(e);
+        e = next;
+    }
+    close(w->epfd);
+    close(w->stopfd);
+    pthread_mutex_destroy(&w->mu);
+    free(w);
+}

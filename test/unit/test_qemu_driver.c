@@ -1,0 +1,634 @@
+/* test_qemu_driver: the QEMU runtime driver against real QEMU (TCG) and the
+ * real guest image from the build dir (<build>/image/minimal, target
+ * guest-image). The build dir is found from this executable's own path
+ * (<build>/test/test_qemu_driver) or TORPOR_BUILD_DIR.
+ *
+ * Few VMs, small (128 MiB), one at a time where possible: the machine has
+ * two cores. Waits are polling loops with deadlines, never bare sleeps. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/inotify.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "qemu.h"
+#include "runtime.h"
+
+typedef struct fixture {
+    char state_dir[PATH_MAX];
+    char image_dir[PATH_MAX];
+    runtime_driver *drv;
+} fixture;
+
+static long long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    nanosleep(&ts, NULL);
+}
+
+static int find_build_dir(char *out, size_t n)
+{
+    const char *env = getenv("TORPOR_BUILD_DIR");
+    if (env && *env) {
+        if (strlen(env) >= n) return -1;
+        memcpy(out, env, strlen(env) + 1);
+        return 0;
+    }
+    char exe[PATH_MAX];
+    ssize_t l = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (l <= 0) return -1;
+    exe[l] = '\0';
+    for (int i = 0; i < 2; i++) {
+        char *s = strrchr(exe, '/');
+        if (!s) return -1;
+        *s = '\0';
+    }
+    if (strlen(exe) >= n) return -1;
+    memcpy(out, exe, strlen(exe) + 1);
+    return 0;
+}
+
+static int setup(void **state)
+{
+    static fixture f;
+    char build[PATH_MAX - 16];
+    if (find_build_dir(build, sizeof build) < 0) return -1;
+    snprintf(f.image_dir, sizeof f.image_dir, "%s/image", build);
+    char probe[PATH_MAX + 32];
+    snprintf(probe, sizeof probe, "%s/minimal/vmlinux", f.image_dir);
+    if (access(probe, R_OK) != 0) {
+        fprintf(stderr, "guest image missing: %s (build the guest-image target)\n", probe);
+        return -1;
+    }
+    snprintf(f.state_dir, sizeof f.state_dir, "/tmp/torpor-qemu-test-XXXXXX");
+    if (!mkdtemp(f.state_dir)) return -1;
+    runtime_qemu_config cfg = {.state_dir = f.state_dir, .image_dir = f.image_dir, .accel = QEMU_ACCEL_AUTO};
+    terr err = {""};
+    if (runtime_qemu_open(&cfg, &f.drv, &err) < 0) {
+        fprintf(stderr, "runtime_qemu_open: %s\n", err.msg);
+        return -1;
+    }
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    fixture *f = *state;
+    /* A test that failed half-way may have left VMs running: destroy every
+     * sandbox still on disk (destroy kills its QEMU through the pid file). */
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/sandboxes", f->state_dir);
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (e->d_name[0] == '.') continue;
+            terr err;
+            if (f->drv->ops->destroy(f->drv, e->d_name, NULL, &err) < 0)
+                fprintf(stderr, "teardown: destroy %s: %s\n", e->d_name, err.msg);
+        }
+        closedir(d);
+    }
+    f->drv->ops->close(f->drv);
+    char cmd[PATH_MAX + 16];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", f->state_dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static runtime_spec spec_of(const char *id)
+{
+    runtime_spec s = {.vcpus = 1, .memory_mb = 128, .timeout_sec = 0};
+    snprintf(s.sandbox_id, sizeof s.sandbox_id, "%s", id);
+    snprintf(s.template_name, sizeof s.template_name, "minimal");
+    s.created_at_unix = time(NULL);
+    return s;
+}
+
+static bool sb_path_exists(fixture *f, const char *id, const char *file)
+{
+    char p[PATH_MAX * 2];
+    snprintf(p, sizeof p, "%s/sandboxes/%s%s%s", f->state_dir, id, file ? "/" : "", file ? file : "");
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+static pid_t sb_pid(fixture *f, const char *id)
+{
+    char p[PATH_MAX * 2];
+    snprintf(p, sizeof p, "%s/sandboxes/%s/qemu.pid", f->state_dir, id);
+    FILE *fp = fopen(p, "r");
+    if (!fp) return -1;
+    int pid = -1;
+    if (fscanf(fp, "%d", &pid) != 1) pid = -1;
+    fclose(fp);
+    return pid;
+}
+
+static bool pid_running(pid_t pid)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *fp = fopen(p, "r");
+    if (!fp) return false;
+    char buf[512];
+    size_t n = fread(buf, 1, sizeof buf - 1, fp);
+    fclose(fp);
+    buf[n] = '\0';
+    char *rp = strrchr(buf, ')');
+    return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
+}
+
+/* Runs cmd via /bin/sh -c in the guest; returns stdout (malloc'd, NUL-terminated). */
+static char *sh(fixture *f, runtime_vm *vm, const char *cmd)
+{
+    runtime_exec_request req = {.cmd = cmd, .timeout_sec = 30};
+    runtime_exec_result res;
+    terr err = {""};
+    int r = f->drv->ops->exec(f->drv, vm, &req, &res, &err);
+    if (r < 0) fprintf(stderr, "exec %s: %s\n", cmd, err.msg);
+    assert_int_equal(r, 0);
+    assert_int_equal(res.exit_code, 0);
+    char *out = malloc(res.out_len + 1);
+    assert_non_null(out);
+    memcpy(out, res.out, res.out_len);
+    out[res.out_len] = '\0';
+    runtime_exec_result_free(&res);
+    return out;
+}
+
+static long counter_value(fixture *f, runtime_vm *vm)
+{
+    char *s = sh(f, vm, "cat /tmp/counter 2>/dev/null || echo 0");
+    long v = strtol(s, NULL, 10);
+    free(s);
+    return v;
+}
+
+/* Polls until the guest counter reaches at least min (deadline 20 s). */
+static long wait_counter(fixture *f, runtime_vm *vm, long min)
+{
+    long long deadline = now_ms() + 20000;
+    long v;
+    while ((v = counter_value(f, vm)) < min) {
+        assert_true(now_ms() < deadline);
+        nap_ms(100);
+    }
+    return v;
+}
+
+/* create -> exec echo -> write a file, start a counter -> pause -> resume ->
+ * file intact, counter continued -> destroy removes everything. */
+static void test_lifecycle(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-life");
+    runtime_vm *vm = NULL;
+    int r = ops->create(f->drv, &s, &vm, &err);
+    if (r < 0) fprintf(stderr, "create: %s\n", err.msg);
+    assert_int_equal(r, 0);
+    assert_true(ops->vm_alive(f->drv, vm));
+
+    char *out = sh(f, vm, "echo hello");
+    assert_string_equal(out, "hello\n");
+    free(out);
+
+    const char *content = "kept across pause\n";
+    assert_int_equal(ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
+                                     strlen(content), 0644, &err), 0);
+    out = sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+                    "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & echo started");
+    assert_string_equal(out, "started\n");
+    free(out);
+    long before = wait_counter(f, vm, 3);
+
+    pid_t pid = sb_pid(f, "sb-life");
+    assert_true(pid > 0 && pid_running(pid));
+    r = ops->pause(f->drv, vm, &s, &err);
+    if (r < 0) fprintf(stderr, "pause: %s\n", err.msg);
+    assert_int_equal(r, 0);
+    assert_false(pid_running(pid));
+    assert_false(ops->vm_alive(f->drv, vm));
+    assert_true(sb_path_exists(f, "sb-life", "meta"));
+    assert_true(sb_path_exists(f, "sb-life", "state"));
+    assert_true(sb_path_exists(f, "sb-life", "ram"));
+    /* A paused handle refuses guest calls. */
+    runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
+    runtime_exec_result res;
+    assert_int_equal(ops->exec(f->drv, vm, &req, &res, &err), -1);
+    runtime_vm_unref(vm);
+    vm = NULL;
+
+    r = ops->resume(f->drv, &s, &vm, &err);
+    if (r < 0) fprintf(stderr, "resume: %s\n", err.msg);
+    assert_int_equal(r, 0);
+    assert_false(sb_path_exists(f, "sb-life", "meta")); /* consumed */
+    uint8_t *data;
+    size_t len;
+    assert_int_equal(ops->read_file(f->drv, vm, "/root/keep.txt", &data, &len, &err), 0);
+    assert_int_equal(len, strlen(content));
+    assert_memory_equal(data, content, len);
+    free(data);
+    long after = counter_value(f, vm);
+    /* Continued, not restarted: a restart would start again from 1. */
+    assert_true(after >= before);
+    wait_counter(f, vm, after + 2); /* and it keeps counting */
+
+    assert_int_equal(ops->destroy(f->drv, "sb-life", vm, &err), 0);
+    assert_false(ops->vm_alive(f->drv, vm));
+    assert_false(sb_path_exists(f, "sb-life", NULL));
+    runtime_vm_unref(vm);
+    /* Idempotent. */
+    assert_int_equal(ops->destroy(f->drv, "sb-life", NULL, &err), 0);
+    /* Nothing to resume any more. */
+    assert_int_equal(ops->resume(f->drv, &s, &vm, &err), -1);
+}
+
+/* Two creates from one template snapshot must not be twins. */
+static void test_clones_differ(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_spec a = spec_of("sb-clone-a"), b = spec_of("sb-clone-b");
+    runtime_vm *va = NULL, *vb = NULL;
+    assert_int_equal(ops->create(f->drv, &a, &va, &err), 0);
+    assert_int_equal(ops->create(f->drv, &b, &vb, &err), 0);
+    char *ua = sh(f, va, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
+    char *ub = sh(f, vb, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
+    assert_true(strlen(ua) > 36);
+    assert_string_not_equal(ua, ub);
+    free(ua);
+    free(ub);
+    /* The guest clock was set from the host's. */
+    char *d = sh(f, va, "date +%s");
+    long long guest = atoll(d), host = (long long)time(NULL);
+    free(d);
+    assert_true(guest > host - 60 && guest < host + 60);
+    /* A second create with a used id is refused, the first stays intact. */
+    runtime_vm *dup = NULL;
+    assert_int_equal(ops->create(f->drv, &a, &dup, &err), -1);
+    assert_true(ops->vm_alive(f->drv, va));
+    assert_int_equal(ops->destroy(f->drv, "sb-clone-a", va, &err), 0);
+    /* Without a handle, destroy still finds and kills the VM (pid file). */
+    pid_t pb = sb_pid(f, "sb-clone-b");
+    assert_true(pb > 0 && pid_running(pb));
+    assert_int_equal(ops->destroy(f->drv, "sb-clone-b", NULL, &err), 0);
+    assert_false(pid_running(pb));
+    assert_false(ops->vm_alive(f->drv, vb));
+    assert_false(sb_path_exists(f, "sb-clone-a", NULL));
+    assert_false(sb_path_exists(f, "sb-clone-b", NULL));
+    runtime_vm_unref(va);
+    runtime_vm_unref(vb);
+}
+
+/* Binary-safe, multi-megabyte file round trip and exec output. */
+static void test_big_files(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-big");
+    runtime_vm *vm = NULL;
+    assert_int_equal(ops->create(f->drv, &s, &vm, &err), 0);
+    size_t n = 8u << 20;
+    uint8_t *data = malloc(n);
+    assert_non_null(data);
+    for (size_t i = 0; i < n; i++) data[i] = (uint8_t)(i * 2654435761u >> 13);
+    assert_int_equal(ops->write_file(f->drv, vm, "/tmp/big.bin", data, n, 0600, &err), 0);
+    uint8_t *back;
+    size_t len;
+    assert_int_equal(ops->read_file(f->drv, vm, "/tmp/big.bin", &back, &len, &err), 0);
+    assert_int_equal(len, n);
+    assert_memory_equal(back, data, n);
+    free(back);
+    runtime_exec_request req = {.cmd = "cat /tmp/big.bin", .timeout_sec = 60};
+    runtime_exec_result res;
+    assert_int_equal(ops->exec(f->drv, vm, &req, &res, &err), 0);
+    assert_int_equal(res.out_len, n);
+    assert_memory_equal(res.out, data, n);
+    runtime_exec_result_free(&res);
+    free(data);
+    /* A missing file is an error with the guest's reason, not a crash. */
+    assert_int_equal(ops->read_file(f->drv, vm, "/no/such/file", &back, &len, &err), -1);
+    assert_int_equal(ops->destroy(f->drv, "sb-big", vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
+typedef struct creator {
+    fixture *f;
+    runtime_spec spec;
+    runtime_vm *vm;
+    int rc;
+    terr err;
+} creator;
+
+static void *creator_main(void *arg)
+{
+    creator *c = arg;
+    c->rc = c->f->drv->ops->create(c->f->drv, &c->spec, &c->vm, &c->err);
+    return NULL;
+}
+
+/* Two creates racing for a template nobody built yet: one build, both work. */
+static void test_concurrent_template_build(void **state)
+{
+    fixture *f = *state;
+    creator c[2] = {{.f = f, .spec = spec_of("sb-tpl-1")}, {.f = f, .spec = spec_of("sb-tpl-2")}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++) {
+        c[i].spec.memory_mb = 96; /* a size no other test uses */
+        assert_int_equal(pthread_create(&t[i], NULL, creator_main, &c[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) pthread_join(t[i], NULL);
+    for (int i = 0; i < 2; i++) {
+        if (c[i].rc < 0) fprintf(stderr, "create: %s\n", c[i].err.msg);
+        assert_int_equal(c[i].rc, 0);
+    }
+    char dir[PATH_MAX + 16];
+    snprintf(dir, sizeof dir, "%s/templates", f->state_dir);
+    DIR *d = opendir(dir);
+    assert_non_null(d);
+    int n96 = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (!strncmp(e->d_name, "minimal-96M-", 12)) n96++;
+    closedir(d);
+    assert_int_equal(n96, 1);
+    terr err;
+    for (int i = 0; i < 2; i++) {
+        char *out = sh(f, c[i].vm, "echo up");
+        assert_string_equal(out, "up\n");
+        free(out);
+        assert_int_equal(f->drv->ops->destroy(f->drv, c[i].spec.sandbox_id, c[i].vm, &err), 0);
+        runtime_vm_unref(c[i].vm);
+    }
+}
+
+typedef struct killer {
+    char dir[PATH_MAX * 2];
+    pid_t pid;
+    int ifd;
+    bool killed;
+} killer;
+
+/* Kills QEMU with SIGKILL at its first write into the snapshot file. From
+ * that write to QEMU's clean exit the pause still needs several ms
+ * (the rest of the stream, query-migrate, quit, teardown); a real-time
+ * priority (best effort, needs root) makes this thread run the moment
+ * inotify wakes it, so the kill lands inside that window even on a busy
+ * machine. */
+static void *killer_main(void *arg)
+{
+    killer *k = arg;
+    struct sched_param sp = {.sched_priority = 10};
+    pthread_setschedparam(pthread_self(), SCHED_FIFO, &sp);
+    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
+    for (;;) {
+        ssize_t n = read(k->ifd, buf, sizeof buf);
+        if (n <= 0) return NULL;
+        for (char *p = buf; p < buf + n;) {
+            struct inotify_event *ev = (struct inotify_event *)p;
+            if ((ev->mask & IN_MODIFY) && ev->len && !strcmp(ev->name, "state.tmp")) {
+                kill(k->pid, SIGKILL);
+                k->killed = true;
+                return NULL;
+            }
+            p += sizeof *ev + ev->len;
+        }
+    }
+}
+
+/* A pause whose QEMU is killed mid-migration leaves nothing resume takes. */
+static void test_pause_killed_midway(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-killed");
+    runtime_vm *vm = NULL;
+    assert_int_equal(ops->create(f->drv, &s, &vm, &err), 0);
+    killer k = {.pid = sb_pid(f, "sb-killed")};
+    assert_true(k.pid > 0);
+    snprintf(k.dir, sizeof k.dir, "%s/sandboxes/sb-killed", f->state_dir);
+    k.ifd = inotify_init1(IN_CLOEXEC);
+    assert_true(k.ifd >= 0);
+    assert_true(inotify_add_watch(k.ifd, k.dir, IN_MODIFY) >= 0);
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, killer_main, &k), 0);
+
+    assert_int_equal(ops->pause(f->drv, vm, &s, &err), -1);
+    pthread_join(t, NULL);
+    close(k.ifd);
+    assert_true(k.killed);
+    assert_false(ops->vm_alive(f->drv, vm));
+    assert_false(pid_running(k.pid));
+    assert_false(sb_path_exists(f, "sb-killed", "meta"));
+    runtime_vm *again = NULL;
+    assert_int_equal(ops->resume(f->drv, &s, &again, &err), -1);
+    assert_int_equal(ops->destroy(f->drv, "sb-killed", vm, &err), 0);
+    assert_false(sb_path_exists(f, "sb-killed", NULL));
+    runtime_vm_unref(vm);
+}
+
+/* A VM killed from outside: vm_alive turns false, guest calls fail, pause
+ * fails without leaving a snapshot. */
+static void test_killed_from_outside(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-outside");
+    runtime_vm *vm = NULL;
+    assert_int_equal(ops->create(f->drv, &s, &vm, &err), 0);
+    pid_t pid = sb_pid(f, "sb-outside");
+    assert_int_equal(kill(pid, SIGKILL), 0);
+    long long deadline = now_ms() + 10000;
+    while (ops->vm_alive(f->drv, vm)) {
+        assert_true(now_ms() < deadline);
+        nap_ms(10);
+    }
+    runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
+    runtime_exec_result res;
+    assert_int_equal(ops->exec(f->drv, vm, &req, &res, &err), -1);
+    assert_int_equal(ops->pause(f->drv, vm, &s, &err), -1);
+    assert_false(sb_path_exists(f, "sb-outside", "meta"));
+    assert_int_equal(ops->destroy(f->drv, "sb-outside", vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
+typedef struct slow_exec {
+    fixture *f;
+    runtime_vm *vm;
+    int rc;
+    double took_ms;
+    terr err;
+} slow_exec;
+
+static void *slow_exec_main(void *arg)
+{
+    slow_exec *x = arg;
+    runtime_exec_request req = {.cmd = "sleep 60", .timeout_sec = 120};
+    runtime_exec_result res;
+    long long t0 = now_ms();
+    x->rc = x->f->drv->ops->exec(x->f->drv, x->vm, &req, &res, &x->err);
+    x->took_ms = (double)(now_ms() - t0);
+    if (x->rc == 0) runtime_exec_result_free(&res);
+    return NULL;
+}
+
+/* Several guest calls in flight at once; a pause makes the in-flight one
+ * fail promptly, and the sandbox works again after resume. */
+static void test_concurrent_calls_and_pause(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-conc");
+    runtime_vm *vm = NULL;
+    assert_int_equal(ops->create(f->drv, &s, &vm, &err), 0);
+    slow_exec x = {.f = f, .vm = vm};
+    runtime_vm_ref(vm); /* the thread's own reference, as the contract asks */
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, slow_exec_main, &x), 0);
+    /* While `sleep 60` runs, other calls are answered. */
+    long long deadline = now_ms() + 20000;
+    for (;;) {
+        char *out = sh(f, vm, "pidof sleep >/dev/null && echo yes || echo no");
+        bool running = !strcmp(out, "yes\n");
+        free(out);
+        if (running) break;
+        assert_true(now_ms() < deadline);
+        nap_ms(50);
+    }
+    assert_int_equal(ops->pause(f->drv, vm, &s, &err), 0);
+    pthread_join(t, NULL);
+    runtime_vm_unref(vm);
+    assert_int_equal(x.rc, -1);
+    assert_true(x.took_ms < 30000); /* failed by the pause, not by a timeout */
+    runtime_vm_unref(vm);
+    vm = NULL;
+    assert_int_equal(ops->resume(f->drv, &s, &vm, &err), 0);
+    char *out = sh(f, vm, "echo back");
+    assert_string_equal(out, "back\n");
+    free(out);
+    assert_int_equal(ops->destroy(f->drv, "sb-conc", vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
+typedef struct recovered {
+    int paused, running;
+    char paused_id[RUNTIME_ID_MAX];
+    runtime_vm *vm;
+} recovered;
+
+static void on_recover(void *ctx, const runtime_spec *spec, runtime_vm *vm)
+{
+    recovered *r = ctx;
+    if (vm) {
+        r->running++;
+        r->vm = vm;
+    } else {
+        r->paused++;
+        snprintf(r->paused_id, sizeof r->paused_id, "%s", spec->sandbox_id);
+    }
+}
+
+/* After an agent restart: a committed snapshot is reported paused, a VM that
+ * still runs is re-attached, debris is removed. */
+static void test_recover(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_spec p = spec_of("sb-rec-paused"), q = spec_of("sb-rec-running");
+    runtime_vm *vp = NULL, *vq = NULL;
+    assert_int_equal(ops->create(f->drv, &p, &vp, &err), 0);
+    assert_int_equal(ops->pause(f->drv, vp, &p, &err), 0);
+    runtime_vm_unref(vp);
+    assert_int_equal(ops->create(f->drv, &q, &vq, &err), 0);
+    runtime_vm_unref(vq);
+    char junk[PATH_MAX * 2];
+    snprintf(junk, sizeof junk, "%s/sandboxes/sb-junk", f->state_dir);
+    assert_int_equal(mkdir(junk, 0755), 0);
+
+    /* "Restart": a new driver over the same state dir. */
+    f->drv->ops->close(f->drv);
+    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
+    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    ops = f->drv->ops;
+    recovered r = {0};
+    assert_int_equal(ops->recover(f->drv, on_recover, &r, &err), 0);
+    assert_int_equal(r.paused, 1);
+    assert_string_equal(r.paused_id, "sb-rec-paused");
+    assert_int_equal(r.running, 1);
+    assert_false(sb_path_exists(f, "sb-junk", NULL));
+    char *out = sh(f, r.vm, "echo reattached");
+    assert_string_equal(out, "reattached\n");
+    free(out);
+    assert_int_equal(ops->destroy(f->drv, "sb-rec-running", r.vm, &err), 0);
+    runtime_vm_unref(r.vm);
+    assert_int_equal(ops->destroy(f->drv, "sb-rec-paused", NULL, &err), 0);
+}
+
+static void test_bad_input(void **state)
+{
+    fixture *f = *state;
+    const runtime_ops *ops = f->drv->ops;
+    terr err = {""};
+    runtime_vm *vm = NULL;
+    runtime_spec s = spec_of("../escape");
+    assert_int_equal(ops->create(f->drv, &s, &vm, &err), -1);
+    s = spec_of("sb-bad");
+    snprintf(s.template_name, sizeof s.template_name, "no-such-template");
+    assert_int_equal(ops->create(f->drv, &s, &vm, &err), -1);
+    assert_non_null(strstr(err.msg, "unknown template"));
+    s = spec_of("sb-bad");
+    s.memory_mb = 1;
+    assert_int_equal(ops->create(f->drv, &s, &vm, &err), -1);
+    assert_int_equal(ops->destroy(f->drv, "../x", NULL, &err), -1);
+    qemu_accel a;
+    assert_int_equal(runtime_qemu_parse_accel("tcg", &a), 0);
+    assert_int_equal(a, QEMU_ACCEL_TCG);
+    assert_int_equal(runtime_qemu_parse_accel("fast", &a), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_bad_input),
+        cmocka_unit_test(test_lifecycle),
+        cmocka_unit_test(test_clones_differ),
+        cmocka_unit_test(test_big_files),
+        cmocka_unit_test(test_concurrent_template_build),
+        cmocka_unit_test(test_pause_killed_midway),
+        cmocka_unit_test(test_concurrent_calls_and_pause),
+        cmocka_unit_test(test_killed_from_outside),
+        cmocka_unit_test(test_recover),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
