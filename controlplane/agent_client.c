@@ -1,0 +1,235 @@
+#include "agent_client.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct pool_entry {
+    char host_id[64];
+    char address[256];
+    rpc_client *client;
+} pool_entry;
+
+struct agent_pool {
+    pthread_mutex_t mu;
+    char *cert, *key, *ca, *server_name;
+    pool_entry *entries; /* current client per host */
+    size_t n, cap;
+    rpc_client **retired; /* replaced clients, closed at agent_pool_close */
+    size_t n_retired;
+};
+
+static char *dup_or_null(const char *s) { return s ? strdup(s) : NULL; }
+
+int agent_pool_open(const rpc_tls_config *tls, agent_pool **out, terr *err)
+{
+    *out = NULL;
+    agent_pool *p = calloc(1, sizeof *p);
+    if (!p) return terr_set(err, "out of memory");
+    pthread_mutex_init(&p->mu, NULL);
+    if (tls) {
+        p->cert = dup_or_null(tls->cert_path);
+        p->key = dup_or_null(tls->key_path);
+        p->ca = dup_or_null(tls->ca_path);
+        p->server_name = dup_or_null(tls->server_name_override);
+    }
+    *out = p;
+    return 0;
+}
+
+void agent_pool_close(agent_pool *p)
+{
+    if (!p) return;
+    for (size_t i = 0; i < p->n; i++) rpc_client_close(p->entries[i].client);
+    for (size_t i = 0; i < p->n_retired; i++) rpc_client_close(p->retired[i]);
+    free(p->entries);
+    free(p->retired);
+    free(p->cert);
+    free(p->key);
+    free(p->ca);
+    free(p->server_name);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+static int open_client(agent_pool *p, const char *address, rpc_client **out, terr *err)
+{
+    rpc_client_config cfg = {
+        .target = address,
+        .tls = {.cert_path = p->cert, .key_path = p->key, .ca_path = p->ca,
+                .server_name_override = p->server_name},
+    };
+    if (rpc_client_open(&cfg, out, err) != 0) return terr_wrap(err, "agent %s", address);
+    return 0;
+}
+
+int agent_pool_get(agent_pool *p, const db_host *host, rpc_client **out, terr *err)
+{
+    *out = NULL;
+    pthread_mutex_lock(&p->mu);
+    int rc = 0;
+    pool_entry *e = NULL;
+    for (size_t i = 0; i < p->n; i++)
+        if (strcmp(p->entries[i].host_id, host->id) == 0) e = &p->entries[i];
+    if (e && strcmp(e->address, host->address) == 0) {
+        *out = e->client;
+        goto done;
+    }
+    rpc_client *c;
+    if (open_client(p, host->address, &c, err) != 0) {
+        rc = -1;
+        goto done;
+    }
+    if (e) {
+        rpc_client **grown = realloc(p->retired, (p->n_retired + 1) * sizeof *grown);
+        if (!grown) {
+            rpc_client_close(c);
+            rc = terr_set(err, "out of memory");
+            goto done;
+        }
+        p->retired = grown;
+        p->retired[p->n_retired++] = e->client;
+    } else {
+        if (p->n == p->cap) {
+            size_t cap = p->cap ? p->cap * 2 : 4;
+            pool_entry *grown = realloc(p->entries, cap * sizeof *grown);
+            if (!grown) {
+                rpc_client_close(c);
+                rc = terr_set(err, "out of memory");
+                goto done;
+            }
+            p->entries = grown;
+            p->cap = cap;
+        }
+        e = &p->entries[p->n++];
+        snprintf(e->host_id, sizeof e->host_id, "%s", host->id);
+    }
+    snprintf(e->address, sizeof e->address, "%s", host->address);
+    e->client = c;
+    *out = c;
+done:
+    pthread_mutex_unlock(&p->mu);
+    return rc;
+}
+
+bool agent_is_connect_failure(grpc_status_code code, const char *message)
+{
+    /* "Broken pipe": the write hit a connection the (killed) agent had
+     * closed, so no agent process read this request either. Errors seen
+     * after the request was written ("Socket closed", resets) are not
+     * retried: the agent may have acted on it. */
+    return code == GRPC_STATUS_UNAVAILABLE && message &&
+           (strstr(message, "failed to connect") != NULL || strstr(message, "Broken pipe") != NULL);
+}
+
+bool agent_method_is_idempotent(const char *method_path)
+{
+    static const char *const idempotent[] = {
+        RPC_LIST_SANDBOXES, RPC_PING_SANDBOX, RPC_SET_TIMEOUT, RPC_READ_FILE, RPC_WRITE_FILE, RPC_DESTROY_SANDBOX,
+    };
+    for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
+        if (strcmp(method_path, idempotent[i]) == 0) return true;
+    return false;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+grpc_status_code agent_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
+                            const ProtobufCMessageDescriptor *response_descriptor, ProtobufCMessage **response,
+                            int deadline_ms, terr *err)
+{
+    int64_t start = mono_ms();
+    int sleep_ms = 100;
+    for (;;) {
+        int64_t elapsed = mono_ms() - start;
+        int remaining = deadline_ms - (int)elapsed;
+        if (remaining < 1) remaining = 1;
+        terr e = {{0}};
+        grpc_status_code st = rpc_client_call(c, method_path, request, response_descriptor, response, remaining, &e);
+        elapsed = mono_ms() - start;
+        bool retry = agent_is_connect_failure(st, e.msg) ||
+                     (st == GRPC_STATUS_UNAVAILABLE && agent_method_is_idempotent(method_path));
+        if (!retry || elapsed + sleep_ms > AGENT_CONNECT_RETRY_MS ||
+            elapsed + sleep_ms >= deadline_ms) {
+            if (st != GRPC_STATUS_OK) terr_set(err, "%s", e.msg);
+            return st;
+        }
+        struct timespec ts = {.tv_sec = sleep_ms / 1000, .tv_nsec = (long)(sleep_ms % 1000) * 1000000L};
+        nanosleep(&ts, NULL);
+        if (sleep_ms < 800) sleep_ms *= 2;
+    }
+}
+
+void agent_status_to_http(grpc_status_code code, int *http_status, const char **error_code)
+{
+    switch (code) {
+    case GRPC_STATUS_OK:
+        *http_status = 200;
+        *error_code = "";
+        break;
+    case GRPC_STATUS_NOT_FOUND:
+        *http_status = 404;
+        *error_code = "not_found";
+        break;
+    case GRPC_STATUS_FAILED_PRECONDITION:
+    case GRPC_STATUS_ALREADY_EXISTS:
+        *http_status = 409;
+        *error_code = "invalid_state";
+        break;
+    case GRPC_STATUS_INVALID_ARGUMENT:
+    case GRPC_STATUS_OUT_OF_RANGE:
+        *http_status = 400;
+        *error_code = "invalid_request";
+        break;
+    default: /* UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, ... */
+        *http_status = 502;
+        *error_code = "agent_error";
+        break;
+    }
+}
+
+static agent_view view_from_status(const char *s)
+{
+    if (!s) return AGENT_VIEW_ABSENT;
+    if (strcmp(s, "running") == 0) return AGENT_VIEW_RUNNING;
+    if (strcmp(s, "pausing") == 0) return AGENT_VIEW_PAUSING;
+    if (strcmp(s, "paused") == 0) return AGENT_VIEW_PAUSED;
+    if (strcmp(s, "resuming") == 0) return AGENT_VIEW_RESUMING;
+    /* An unknown status from a newer agent: it holds the sandbox, so treat
+     * it as in transition rather than gone. */
+    return AGENT_VIEW_PAUSING;
+}
+
+agent_view agent_view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id,
+                         bool *auto_paused)
+{
+    *auto_paused = false;
+    for (size_t i = 0; i < resp->n_auto_paused_sandbox_ids; i++)
+        if (resp->auto_paused_sandbox_ids[i] && strcmp(resp->auto_paused_sandbox_ids[i], id) == 0)
+            *auto_paused = true;
+    for (size_t i = 0; i < resp->n_sandboxes; i++) {
+        const Torpor__Hostagent__V1__SandboxInfo *s = resp->sandboxes[i];
+        if (s && s->sandbox_id && strcmp(s->sandbox_id, id) == 0) return view_from_status(s->status);
+    }
+    return AGENT_VIEW_ABSENT;
+}
+
+grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
+                            Torpor__Hostagent__V1__ListSandboxesResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ListSandboxesRequest req = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_REQUEST__INIT;
+    req.ack_auto_paused_sandbox_ids = ack;
+    req.n_ack_auto_paused_sandbox_ids = n_ack;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_LIST_SANDBOXES, &req.base,
+                                          &torpor__hostagent__v1__list_sandboxes_response__descriptor,
+                                          &resp, AGENT_DEADLINE_SHORT_MS, err);
+    *out = (Torpor__Hostagent__V1__ListSandboxesResponse *)resp;
+    return st;
+}

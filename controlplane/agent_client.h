@@ -1,0 +1,79 @@
+/* agent_client: the control plane's gRPC clients to host agents.
+ *
+ * Contract: one rpc_client per host (rpc clients are thread-safe), opened on
+ * first use and kept until agent_pool_close; a host whose address changed gets
+ * a new client (the old one stays valid until close, so a thread still using
+ * it is safe). Every call the control plane makes carries one of the
+ * deadlines below. agent_status_to_http is the one mapping from a gRPC status
+ * to a REST answer. */
+#ifndef TORPOR_CP_AGENT_CLIENT_H
+#define TORPOR_CP_AGENT_CLIENT_H
+
+#include <grpc/status.h>
+
+#include "db.h"
+#include "hostagent.pb-c.h"
+#include "rpc.h"
+#include "terr.h"
+
+/* A first create boots the template, hence the generous deadline. */
+#define AGENT_DEADLINE_CREATE_MS 120000
+#define AGENT_DEADLINE_PAUSE_MS 120000
+#define AGENT_DEADLINE_RESUME_MS 120000
+#define AGENT_DEADLINE_DESTROY_MS 60000
+#define AGENT_DEADLINE_SHORT_MS 10000 /* ping, list, timeout */
+#define AGENT_DEADLINE_FILES_MS 60000
+#define AGENT_EXEC_SLACK_MS 15000     /* exec deadline = its timeout + this */
+
+typedef struct agent_pool agent_pool;
+
+/* tls strings are copied; all-NULL = plaintext (loopback agents only). */
+int agent_pool_open(const rpc_tls_config *tls, agent_pool **out, terr *err);
+void agent_pool_close(agent_pool *p);
+int agent_pool_get(agent_pool *p, const db_host *host, rpc_client **out, terr *err);
+
+/* How long a call keeps retrying a connection failure (see agent_call). */
+#define AGENT_CONNECT_RETRY_MS 5000
+
+/* rpc_client_call plus a retry, with short sleeps for up to
+ * AGENT_CONNECT_RETRY_MS and within deadline_ms, of
+ *  - any call that never reached an agent (agent_is_connect_failure:
+ *    UNAVAILABLE "failed to connect ..." or "Broken pipe"), and
+ *  - an idempotent call (agent_method_is_idempotent) that failed UNAVAILABLE
+ *    in any way (e.g. "Socket closed" on a connection the agent dropped).
+ * Create, pause, resume and exec are never repeated once they may have
+ * reached an agent. Why: after an agent restart the gRPC channel sits in
+ * reconnect backoff (about 1 s) or still holds the dead connection, and fails
+ * calls fast with the old error although the agent is back. */
+grpc_status_code agent_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
+                            const ProtobufCMessageDescriptor *response_descriptor, ProtobufCMessage **response,
+                            int deadline_ms, terr *err);
+
+/* True for the status/message of a call that never reached the agent. */
+bool agent_is_connect_failure(grpc_status_code code, const char *message);
+/* True for methods whose repetition has the effect of one call: List, Ping,
+ * SetSandboxTimeout, ReadFile, WriteFile, Destroy. */
+bool agent_method_is_idempotent(const char *method_path);
+
+/* REST status and error code for a failed agent call. */
+void agent_status_to_http(grpc_status_code code, int *http_status, const char **error_code);
+
+/* What one agent reports about one sandbox id in a ListSandboxes answer. */
+typedef enum agent_view {
+    AGENT_VIEW_ABSENT = 0,
+    AGENT_VIEW_RUNNING,
+    AGENT_VIEW_PAUSING,
+    AGENT_VIEW_PAUSED,
+    AGENT_VIEW_RESUMING,
+} agent_view;
+
+/* Looks id up in a ListSandboxes response; *auto_paused tells whether it is
+ * among auto_paused_sandbox_ids. */
+agent_view agent_view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id,
+                         bool *auto_paused);
+
+/* ListSandboxes with acknowledgements (may be NULL/0). */
+grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
+                            Torpor__Hostagent__V1__ListSandboxesResponse **out, terr *err);
+
+#endif

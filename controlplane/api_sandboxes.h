@@ -1,0 +1,35 @@
+/* api_sandboxes: the /v1/sandboxes route handlers (lifecycle and exec).
+ *
+ * Contract: each handler sends exactly one reply for r. Lifecycle changes are
+ * compare-and-set updates in the DB (pending -> running | error, running ->
+ * pausing -> paused, paused -> resuming -> running, any -> stopped), so two
+ * concurrent requests or the reconciler never both win. A failed agent call
+ * leaves the row in the state the agent reports (or, when the agent cannot be
+ * asked, in pausing/resuming for the reconciler to resolve) and answers with
+ * agent_status_to_http's mapping. The helpers below are shared with
+ * api_files.c. */
+#ifndef TORPOR_CP_API_SANDBOXES_H
+#define TORPOR_CP_API_SANDBOXES_H
+
+#include "api.h"
+
+void api_sandboxes_create(api_request *r);
+void api_sandboxes_list(api_request *r);
+void api_sandboxes_get(api_request *r);
+void api_sandboxes_delete(api_request *r);
+void api_sandboxes_pause(api_request *r);
+void api_sandboxes_resume(api_request *r);
+void api_sandboxes_ping(api_request *r);
+void api_sandboxes_timeout(api_request *r);
+void api_sandboxes_exec(api_request *r);
+
+/* Loads the team's sandbox r->id; replies 404/500 and returns -1 otherwise. */
+int api_load_sandbox(api_request *r, sandbox_row *row);
+/* Replies 409 unless row is running; returns -1 after replying. */
+int api_require_running(api_request *r, const sandbox_row *row);
+/* The agent client of the row's host; replies 500/502 and returns -1 on failure. */
+int api_agent_for(api_request *r, const char *host_id, rpc_client **c);
+/* Replies with the REST mapping of a failed agent call and logs it. */
+void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code, const terr *err);
+
+#endif

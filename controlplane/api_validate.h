@@ -1,0 +1,66 @@
+/* api_validate: turns REST request bodies into checked request structs.
+ *
+ * Contract: pure functions (no I/O). On bad input they return -1 with a
+ * message for a 400 invalid_request answer and leave nothing to free. Unknown
+ * fields are refused. Strings in the result structs are borrowed from the
+ * json_t body, which must outlive them; api_exec_req_free frees what the exec
+ * parser allocated. Limits are the ones documented in docs/api.md. */
+#ifndef TORPOR_CP_API_VALIDATE_H
+#define TORPOR_CP_API_VALIDATE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "sandbox_model.h"
+#include "terr.h"
+
+#define API_VCPUS_MIN 1
+#define API_VCPUS_MAX 64
+#define API_MEMORY_MB_MIN 64
+#define API_MEMORY_MB_MAX 65536
+#define API_TIMEOUT_SEC_MAX 2592000 /* 30 days */
+#define API_EXEC_TIMEOUT_DEFAULT 30
+#define API_EXEC_TIMEOUT_MAX 3600
+#define API_PATH_MAX 4096
+
+/* ^[a-z0-9][a-z0-9._-]{0,62}$ */
+bool api_validate_template_name(const char *name);
+/* Sandbox ids in URLs: 1..63 chars of [A-Za-z0-9._-]; anything else is 404. */
+bool api_validate_sandbox_id(const char *id, size_t len);
+
+typedef struct api_create_req {
+    char template_name[SANDBOX_TEMPLATE_MAX];
+    int vcpus;
+    int memory_mb;
+    int timeout_sec;
+} api_create_req;
+
+/* Defaults: template "minimal", vcpus 1, memory_mb 512, timeout_sec 0. */
+int api_validate_create(const json_t *body, api_create_req *out, terr *err);
+
+typedef struct api_exec_req {
+    const char *cmd;
+    const char **args; /* n_args borrowed strings (array malloc'd) */
+    size_t n_args;
+    char **env;        /* n_env malloc'd "KEY=VALUE" strings, in body order */
+    size_t n_env;
+    const char *cwd;   /* NULL = guest default */
+    int timeout_sec;
+} api_exec_req;
+
+int api_validate_exec(const json_t *body, api_exec_req *out, terr *err);
+void api_exec_req_free(api_exec_req *r);
+
+/* {timeout_sec} required, 0..30 days. */
+int api_validate_timeout(const json_t *body, int *timeout_sec, terr *err);
+
+/* {path} for files/read. */
+int api_validate_file_read(const json_t *body, const char **path, terr *err);
+/* {path, content_base64} for files/write; *content is malloc'd. */
+int api_validate_file_write(const json_t *body, const char **path, uint8_t **content,
+                            size_t *content_len, terr *err);
+/* Checks a file path from any source (JSON or multipart). */
+int api_validate_path(const char *path, size_t len, terr *err);
+
+#endif

@@ -1,0 +1,171 @@
+#include "cp_config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#ifndef TORPOR_MIGRATIONS_DIR
+#define TORPOR_MIGRATIONS_DIR "migrations"
+#endif
+
+void cp_config_usage(FILE *f)
+{
+    fprintf(f,
+            "usage: torpor-cp [flags]                      serve the REST API (default)\n"
+            "       torpor-cp keys create --team NAME      create a team if needed and print a new API key\n"
+            "       torpor-cp hosts add --id ID --addr ADDR  register (or re-address) an agent host\n"
+            "\n"
+            "flags (environment variable in brackets; flags win over variables):\n"
+            "  --http-addr ADDR            REST listen address [TORPOR_HTTP_ADDR] (127.0.0.1:8080)\n"
+            "  --database-url URL          libpq connection string or URL [TORPOR_DATABASE_URL] (required)\n"
+            "  --agent-addr ADDR           agent registered as host \"default\" at start\n"
+            "                              [TORPOR_AGENT_ADDR] (127.0.0.1:50051)\n"
+            "  --migrations-dir DIR        SQL migrations to apply at start [TORPOR_MIGRATIONS_DIR]\n"
+            "                              (%s)\n"
+            "  --reconcile-interval SEC    reconciler period, fractions allowed\n"
+            "                              [TORPOR_RECONCILE_INTERVAL] (5)\n"
+            "  --transition-grace SEC      age after which rows stuck in pausing/resuming are resolved\n"
+            "                              from the agent [TORPOR_TRANSITION_GRACE] (60)\n"
+            "  --http-threads N            HTTP worker threads, each with its own DB connection\n"
+            "                              [TORPOR_HTTP_THREADS] (8)\n"
+            "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
+            "  --tls-key PEM               its private key [TORPOR_TLS_KEY]\n"
+            "  --tls-ca PEM                CA that signed the agents' certificates [TORPOR_TLS_CA]\n"
+            "  --agent-tls-server-name N   name to verify in agent certificates instead of the\n"
+            "                              address [TORPOR_AGENT_TLS_SERVER_NAME]\n"
+            "  --team NAME                 (keys create) team name\n"
+            "  --id ID --addr ADDR         (hosts add) host id and agent address\n"
+            "  -h, --help                  this text\n"
+            "\n"
+            "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
+            "addresses. Logs go to stderr as key=value lines (TORPOR_LOG_LEVEL=debug|info|warn|error).\n",
+            TORPOR_MIGRATIONS_DIR);
+}
+
+static int parse_seconds(const char *name, const char *v, double *out, terr *err)
+{
+    char *end;
+    errno = 0;
+    double d = strtod(v, &end);
+    if (errno || end == v || *end || !isfinite(d) || d <= 0 || d > 86400)
+        return terr_set(err, "%s must be a number of seconds in (0, 86400] (got \"%s\")", name, v);
+    *out = d;
+    return 0;
+}
+
+static int parse_threads(const char *name, const char *v, int *out, terr *err)
+{
+    char *end;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    if (errno || end == v || *end || n < 1 || n > 256)
+        return terr_set(err, "%s must be an integer in 1..256 (got \"%s\")", name, v);
+    *out = (int)n;
+    return 0;
+}
+
+typedef struct flag_def {
+    const char *flag;
+    const char *env;
+    enum { F_STR, F_SECONDS, F_THREADS } kind;
+    size_t offset;
+} flag_def;
+
+#define OFF(field) offsetof(cp_config, field)
+static const flag_def flags[] = {
+    {"--http-addr", "TORPOR_HTTP_ADDR", F_STR, OFF(http_addr)},
+    {"--database-url", "TORPOR_DATABASE_URL", F_STR, OFF(database_url)},
+    {"--agent-addr", "TORPOR_AGENT_ADDR", F_STR, OFF(agent_addr)},
+    {"--migrations-dir", "TORPOR_MIGRATIONS_DIR", F_STR, OFF(migrations_dir)},
+    {"--reconcile-interval", "TORPOR_RECONCILE_INTERVAL", F_SECONDS, OFF(reconcile_interval_sec)},
+    {"--transition-grace", "TORPOR_TRANSITION_GRACE", F_SECONDS, OFF(transition_grace_sec)},
+    {"--http-threads", "TORPOR_HTTP_THREADS", F_THREADS, OFF(http_threads)},
+    {"--tls-cert", "TORPOR_TLS_CERT", F_STR, OFF(tls_cert)},
+    {"--tls-key", "TORPOR_TLS_KEY", F_STR, OFF(tls_key)},
+    {"--tls-ca", "TORPOR_TLS_CA", F_STR, OFF(tls_ca)},
+    {"--agent-tls-server-name", "TORPOR_AGENT_TLS_SERVER_NAME", F_STR, OFF(agent_tls_server_name)},
+    {"--team", NULL, F_STR, OFF(team)},
+    {"--id", NULL, F_STR, OFF(host_id)},
+    {"--addr", NULL, F_STR, OFF(host_addr)},
+};
+#define N_FLAGS (sizeof flags / sizeof flags[0])
+
+static int set_value(cp_config *c, const flag_def *f, const char *name, const char *v, terr *err)
+{
+    char *base = (char *)c + f->offset;
+    switch (f->kind) {
+    case F_STR:
+        if (!*v) return terr_set(err, "%s must not be empty", name);
+        *(const char **)base = v;
+        return 0;
+    case F_SECONDS: return parse_seconds(name, v, (double *)base, err);
+    case F_THREADS: return parse_threads(name, v, (int *)base, err);
+    }
+    return terr_set(err, "internal: bad flag kind");
+}
+
+int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
+{
+    memset(out, 0, sizeof *out);
+    out->http_addr = "127.0.0.1:8080";
+    out->agent_addr = "127.0.0.1:50051";
+    out->migrations_dir = TORPOR_MIGRATIONS_DIR;
+    out->reconcile_interval_sec = 5;
+    out->transition_grace_sec = 60;
+    out->http_threads = 8;
+
+    for (size_t i = 0; i < N_FLAGS; i++) {
+        const char *v = flags[i].env ? getenv(flags[i].env) : NULL;
+        if (v && *v && set_value(out, &flags[i], flags[i].env, v, err) != 0) return -1;
+    }
+
+    const char *words[3] = {NULL, NULL, NULL};
+    int n_words = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            out->command = CP_CMD_HELP;
+            return 0;
+        }
+        if (strncmp(a, "--", 2) != 0) {
+            if (n_words == 2) return terr_set(err, "unexpected argument \"%s\"", a);
+            words[n_words++] = a;
+            continue;
+        }
+        const char *eq = strchr(a, '=');
+        size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
+        const flag_def *f = NULL;
+        for (size_t k = 0; k < N_FLAGS; k++)
+            if (strlen(flags[k].flag) == name_len && strncmp(flags[k].flag, a, name_len) == 0) f = &flags[k];
+        if (!f) return terr_set(err, "unknown flag \"%.*s\" (see --help)", (int)name_len, a);
+        const char *v;
+        if (eq) {
+            v = eq + 1;
+        } else {
+            if (i + 1 >= argc) return terr_set(err, "%s needs a value", f->flag);
+            v = argv[++i];
+        }
+        if (set_value(out, f, f->flag, v, err) != 0) return -1;
+    }
+
+    if (n_words == 0) {
+        out->command = CP_CMD_SERVE;
+    } else if (n_words == 2 && strcmp(words[0], "keys") == 0 && strcmp(words[1], "create") == 0) {
+        out->command = CP_CMD_KEYS_CREATE;
+        if (!out->team) return terr_set(err, "keys create needs --team NAME");
+    } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "add") == 0) {
+        out->command = CP_CMD_HOSTS_ADD;
+        if (!out->host_id || !out->host_addr) return terr_set(err, "hosts add needs --id ID and --addr ADDR");
+    } else {
+        return terr_set(err, "unknown command \"%s%s%s\" (see --help)", words[0], n_words > 1 ? " " : "",
+                        n_words > 1 ? words[1] : "");
+    }
+
+    int n_tls = !!out->tls_cert + !!out->tls_key + !!out->tls_ca;
+    if (n_tls != 0 && n_tls != 3)
+        return terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");
+    if (!out->database_url) return terr_set(err, "no database: set --database-url or TORPOR_DATABASE_URL");
+    return 0;
+}

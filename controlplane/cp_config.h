@@ -1,0 +1,43 @@
+/* cp_config: torpor-cp's command line and environment.
+ *
+ * Contract: cp_config_parse fills *out from defaults, then environment
+ * variables, then flags (flags win). Strings point into argv or the
+ * environment (they live as long as the process). Bad or missing values
+ * fail with a message naming the flag; --help sets command CP_CMD_HELP.
+ * cp_config_usage prints every flag, its variable and default. */
+#ifndef TORPOR_CP_CONFIG_H
+#define TORPOR_CP_CONFIG_H
+
+#include <stdio.h>
+
+#include "terr.h"
+
+typedef enum cp_command {
+    CP_CMD_SERVE = 0,
+    CP_CMD_KEYS_CREATE,
+    CP_CMD_HOSTS_ADD,
+    CP_CMD_HELP,
+} cp_command;
+
+typedef struct cp_config {
+    cp_command command;
+    const char *http_addr;
+    const char *database_url;
+    const char *agent_addr;
+    const char *migrations_dir;
+    double reconcile_interval_sec;
+    double transition_grace_sec; /* pausing/resuming rows older than this are resolved */
+    int http_threads;
+    const char *tls_cert;
+    const char *tls_key;
+    const char *tls_ca;
+    const char *agent_tls_server_name;
+    const char *team;      /* keys create --team */
+    const char *host_id;   /* hosts add --id */
+    const char *host_addr; /* hosts add --addr */
+} cp_config;
+
+int cp_config_parse(int argc, char **argv, cp_config *out, terr *err);
+void cp_config_usage(FILE *f);
+
+#endif

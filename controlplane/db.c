@@ -1,0 +1,528 @@
+#include "db.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+struct db_conn {
+    PGconn *pg;
+};
+
+/* Columns of a sandbox row, in the order row_from_result reads them. */
+#define SANDBOX_COLS                                                                            \
+    "id, team_id::text, host_id, status, template, vcpus, memory_mb, timeout_sec, "            \
+    "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
+    "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
+    "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
+    "(extract(epoch from last_updated) * 1000000)::bigint"
+#define SANDBOX_NCOLS 12
+
+static void notice_to_log(void *arg, const char *message)
+{
+    size_t n = strlen(message);
+    while (n > 0 && message[n - 1] == '\n') n--;
+    log_debug("event=pg_notice message=\"%.*s\"", (int)n, message);
+}
+
+int db_open(const char *conninfo, db_conn **out, terr *err)
+{
+    *out = NULL;
+    if (!conninfo || !*conninfo) return terr_set(err, "no database URL (set --database-url or TORPOR_DATABASE_URL)");
+    db_conn *db = calloc(1, sizeof *db);
+    if (!db) return terr_set(err, "out of memory");
+    db->pg = PQconnectdb(conninfo);
+    if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
+        terr_set(err, "connect to PostgreSQL: %s", db->pg ? PQerrorMessage(db->pg) : "out of memory");
+        /* libpq messages end with a newline; drop it so log lines stay whole. */
+        if (err) {
+            size_t n = strlen(err->msg);
+            while (n > 0 && err->msg[n - 1] == '\n') err->msg[--n] = '\0';
+        }
+        PQfinish(db->pg);
+        free(db);
+        return -1;
+    }
+    PQsetNoticeProcessor(db->pg, notice_to_log, NULL);
+    *out = db;
+    return 0;
+}
+
+void db_close(db_conn *db)
+{
+    if (!db) return;
+    PQfinish(db->pg);
+    free(db);
+}
+
+PGconn *db_pg(db_conn *db) { return db->pg; }
+
+static int pg_error(db_conn *db, terr *err, const char *what)
+{
+    terr_set(err, "%s: %s", what, PQerrorMessage(db->pg));
+    if (err) {
+        size_t n = strlen(err->msg);
+        while (n > 0 && err->msg[n - 1] == '\n') err->msg[--n] = '\0';
+    }
+    return -1;
+}
+
+int db_ensure(db_conn *db, terr *err)
+{
+    if (PQstatus(db->pg) == CONNECTION_OK) return 0;
+    log_warn("event=db_reconnect");
+    PQreset(db->pg);
+    if (PQstatus(db->pg) != CONNECTION_OK) return pg_error(db, err, "reconnect to PostgreSQL");
+    return 0;
+}
+
+/* Runs a parameterised statement; *res is set only on success (TUPLES_OK
+ * or COMMAND_OK) and must be PQclear'ed. */
+static int run(db_conn *db, const char *what, const char *sql, int n, const char *const *params,
+               PGresult **res, terr *err)
+{
+    *res = NULL;
+    if (db_ensure(db, err) != 0) return -1;
+    PGresult *r = PQexecParams(db->pg, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        if (r) {
+            terr_set(err, "%s: %s", what, PQresultErrorMessage(r));
+            if (err) {
+                size_t len = strlen(err->msg);
+                while (len > 0 && err->msg[len - 1] == '\n') err->msg[--len] = '\0';
+            }
+            PQclear(r);
+            return -1;
+        }
+        return pg_error(db, err, what);
+    }
+    *res = r;
+    return 0;
+}
+
+int db_exec_simple(db_conn *db, const char *sql, terr *err)
+{
+    PGresult *r;
+    if (run(db, sql, sql, 0, NULL, &r, err) != 0) return -1;
+    PQclear(r);
+    return 0;
+}
+
+int db_begin(db_conn *db, terr *err) { return db_exec_simple(db, "BEGIN", err); }
+int db_commit(db_conn *db, terr *err) { return db_exec_simple(db, "COMMIT", err); }
+void db_rollback(db_conn *db)
+{
+    PGresult *r = PQexec(db->pg, "ROLLBACK");
+    PQclear(r);
+}
+
+int db_try_advisory_lock(db_conn *db, const char *key, bool *acquired, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {key};
+    if (run(db, "advisory lock", "SELECT pg_try_advisory_lock(hashtext($1))", 1, p, &r, err) != 0)
+        return -1;
+    *acquired = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+    PQclear(r);
+    return 0;
+}
+
+int db_advisory_lock(db_conn *db, const char *key, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {key};
+    if (run(db, "advisory lock", "SELECT pg_advisory_lock(hashtext($1))", 1, p, &r, err) != 0) return -1;
+    PQclear(r);
+    return 0;
+}
+
+int db_advisory_unlock(db_conn *db, const char *key, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {key};
+    if (run(db, "advisory unlock", "SELECT pg_advisory_unlock(hashtext($1))", 1, p, &r, err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+static void copy_field(char *dst, size_t size, PGresult *r, int row, int col)
+{
+    snprintf(dst, size, "%s", PQgetvalue(r, row, col));
+}
+
+/* ---- teams and API keys */
+
+int db_team_ensure(db_conn *db, const char *name, char team_id[64], terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {name};
+    /* DO UPDATE (a no-op) so RETURNING also yields an existing team. */
+    if (run(db, "ensure team",
+            "INSERT INTO teams (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name "
+            "RETURNING id::text",
+            1, p, &r, err) != 0)
+        return -1;
+    copy_field(team_id, 64, r, 0, 0);
+    PQclear(r);
+    return 0;
+}
+
+int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
+                      terr *err)
+{
+    PGresult *r;
+    const char *p[3] = {team_id, key_hash, key_prefix};
+    if (run(db, "insert API key",
+            "INSERT INTO api_keys (team_id, key_hash, key_prefix) VALUES ($1::uuid, $2, $3)", 3, p, &r,
+            err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {key_hash};
+    *found = false;
+    if (run(db, "look up API key", "SELECT team_id::text FROM api_keys WHERE key_hash = $1", 1, p, &r,
+            err) != 0)
+        return -1;
+    if (PQntuples(r) == 1) {
+        copy_field(team_id, 64, r, 0, 0);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- hosts */
+
+int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {id, address};
+    if (run(db, "register host",
+            "INSERT INTO hosts (id, address) VALUES ($1, $2) "
+            "ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address",
+            2, p, &r, err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+static void host_from_result(PGresult *r, int i, db_host *h)
+{
+    copy_field(h->id, sizeof h->id, r, i, 0);
+    copy_field(h->address, sizeof h->address, r, i, 1);
+}
+
+int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {id};
+    *found = false;
+    if (run(db, "get host", "SELECT id, address FROM hosts WHERE id = $1", 1, p, &r, err) != 0) return -1;
+    if (PQntuples(r) == 1) {
+        host_from_result(r, 0, out);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
+{
+    PGresult *r;
+    *out = NULL;
+    *n = 0;
+    if (run(db, "list hosts", "SELECT id, address FROM hosts ORDER BY id", 0, NULL, &r, err) != 0) return -1;
+    int rows = PQntuples(r);
+    db_host *hosts = calloc(rows ? (size_t)rows : 1, sizeof *hosts);
+    if (!hosts) {
+        PQclear(r);
+        return terr_set(err, "out of memory");
+    }
+    for (int i = 0; i < rows; i++) host_from_result(r, i, &hosts[i]);
+    PQclear(r);
+    *out = hosts;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err)
+{
+    PGresult *r;
+    *found = false;
+    if (run(db, "pick host",
+            "SELECT h.id, h.address FROM hosts h "
+            "LEFT JOIN sandboxes s ON s.host_id = h.id AND s.status NOT IN ('stopped', 'error') "
+            "GROUP BY h.id, h.address ORDER BY count(s.id), h.id LIMIT 1",
+            0, NULL, &r, err) != 0)
+        return -1;
+    if (PQntuples(r) == 1) {
+        host_from_result(r, 0, out);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* ---- sandboxes */
+
+static int row_from_result(PGresult *r, int i, sandbox_row *s, terr *err)
+{
+    memset(s, 0, sizeof *s);
+    copy_field(s->id, sizeof s->id, r, i, 0);
+    copy_field(s->team_id, sizeof s->team_id, r, i, 1);
+    copy_field(s->host_id, sizeof s->host_id, r, i, 2);
+    if (sb_status_parse(PQgetvalue(r, i, 3), &s->status) != 0)
+        return terr_set(err, "sandbox %s has unknown status \"%s\" in the database", s->id,
+                        PQgetvalue(r, i, 3));
+    copy_field(s->template_name, sizeof s->template_name, r, i, 4);
+    s->vcpus = atoi(PQgetvalue(r, i, 5));
+    s->memory_mb = atoi(PQgetvalue(r, i, 6));
+    s->timeout_sec = atoi(PQgetvalue(r, i, 7));
+    s->created_at_us = strtoll(PQgetvalue(r, i, 8), NULL, 10);
+    s->started_at_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
+    s->last_active_at_us = strtoll(PQgetvalue(r, i, 10), NULL, 10);
+    s->last_updated_us = strtoll(PQgetvalue(r, i, 11), NULL, 10);
+    return 0;
+}
+
+/* A PostgreSQL text[] literal of the status names in mask. */
+static void status_array(unsigned mask, char *buf, size_t size)
+{
+    size_t o = 0;
+    buf[o++] = '{';
+    for (int s = 0; s < SB_STATUS_COUNT; s++) {
+        if (!(mask & SB_STATUS_BIT(s))) continue;
+        o += (size_t)snprintf(buf + o, size - o, "%s%s", o > 1 ? "," : "", sb_status_name(s));
+    }
+    snprintf(buf + o, size - o, "}");
+}
+
+/* A PostgreSQL text[] literal of arbitrary strings: every element quoted,
+ * '"' and '\' escaped. malloc'd. */
+static char *text_array(const char *const *items, size_t n)
+{
+    size_t size = 3;
+    for (size_t i = 0; i < n; i++) size += 2 * strlen(items[i]) + 3;
+    char *buf = malloc(size);
+    if (!buf) return NULL;
+    size_t o = 0;
+    buf[o++] = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i) buf[o++] = ',';
+        buf[o++] = '"';
+        for (const char *c = items[i]; *c; c++) {
+            if (*c == '"' || *c == '\\') buf[o++] = '\\';
+            buf[o++] = *c;
+        }
+        buf[o++] = '"';
+    }
+    buf[o++] = '}';
+    buf[o] = '\0';
+    return buf;
+}
+
+static int single_row(PGresult *r, sandbox_row *out, bool *found, terr *err)
+{
+    *found = PQntuples(r) == 1;
+    int rc = 0;
+    if (*found && out) rc = row_from_result(r, 0, out, err);
+    PQclear(r);
+    return rc;
+}
+
+int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr *err)
+{
+    char vcpus[16], mem[16], tmo[16];
+    snprintf(vcpus, sizeof vcpus, "%d", in->vcpus);
+    snprintf(mem, sizeof mem, "%d", in->memory_mb);
+    snprintf(tmo, sizeof tmo, "%d", in->timeout_sec);
+    const char *p[7] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo};
+    PGresult *r;
+    if (run(db, "insert sandbox",
+            "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec) "
+            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int) RETURNING " SANDBOX_COLS,
+            7, p, &r, err) != 0)
+        return -1;
+    bool found;
+    if (single_row(r, out, &found, err) != 0) return -1;
+    return found ? 0 : terr_set(err, "insert sandbox %s returned no row", in->id);
+}
+
+int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
+                   terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {id, team_id};
+    int rc = team_id ? run(db, "get sandbox",
+                           "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1 AND team_id = $2::uuid",
+                           2, p, &r, err)
+                     : run(db, "get sandbox", "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1", 1,
+                           p, &r, err);
+    if (rc != 0) return -1;
+    return single_row(r, out, found, err);
+}
+
+int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sandbox_row **out,
+                    size_t *n, terr *err)
+{
+    char statuses[128];
+    status_array(status_mask, statuses, sizeof statuses);
+    const char *p[2] = {team_id, statuses};
+    PGresult *r;
+    *out = NULL;
+    *n = 0;
+    if (run(db, "list sandboxes",
+            "SELECT " SANDBOX_COLS " FROM sandboxes WHERE team_id = $1::uuid AND status = ANY($2::text[]) "
+            "ORDER BY created_at DESC, id DESC",
+            2, p, &r, err) != 0)
+        return -1;
+    int rows = PQntuples(r);
+    sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
+    if (!list) {
+        PQclear(r);
+        return terr_set(err, "out of memory listing %d sandboxes", rows);
+    }
+    for (int i = 0; i < rows; i++) {
+        if (row_from_result(r, i, &list[i], err) != 0) {
+            free(list);
+            PQclear(r);
+            return -1;
+        }
+    }
+    PQclear(r);
+    *out = list;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_status to,
+                          unsigned flags, const char *error_message, sandbox_row *out,
+                          bool *changed, terr *err)
+{
+    char from[128];
+    status_array(from_mask, from, sizeof from);
+    const char *p[6] = {id, from, sb_status_name(to), (flags & DB_SET_STARTED) ? "t" : "f",
+                        (flags & DB_SET_ACTIVE) ? "t" : "f", error_message};
+    PGresult *r;
+    if (run(db, "update sandbox status",
+            "UPDATE sandboxes SET status = $3, last_updated = now(), "
+            "started_at = CASE WHEN $4::bool THEN now() ELSE started_at END, "
+            "last_active_at = CASE WHEN $5::bool THEN now() ELSE last_active_at END, "
+            "error_message = coalesce($6, error_message) "
+            "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
+            6, p, &r, err) != 0)
+        return -1;
+    return single_row(r, out, changed, err);
+}
+
+int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {id};
+    if (run(db, "delete pending sandbox", "DELETE FROM sandboxes WHERE id = $1 AND status = 'pending'", 1, p, &r,
+            err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {id};
+    if (run(db, "update last_active_at",
+            "UPDATE sandboxes SET last_active_at = now(), last_updated = now() "
+            "WHERE id = $1 AND status = 'running'",
+            1, p, &r, err) != 0)
+        return -1;
+    *changed = strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    return 0;
+}
+
+int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
+                           sandbox_row *out, bool *changed, terr *err)
+{
+    char from[128], tmo[16];
+    status_array(from_mask, from, sizeof from);
+    snprintf(tmo, sizeof tmo, "%d", timeout_sec);
+    const char *p[3] = {id, from, tmo};
+    PGresult *r;
+    if (run(db, "update timeout_sec",
+            "UPDATE sandboxes SET timeout_sec = $3::int, last_updated = now() "
+            "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
+            3, p, &r, err) != 0)
+        return -1;
+    return single_row(r, out, changed, err);
+}
+
+int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
+                             sandbox_row **out, double **age_sec, size_t *n, terr *err)
+{
+    char statuses[128];
+    status_array(status_mask, statuses, sizeof statuses);
+    const char *p[2] = {host_id, statuses};
+    PGresult *r;
+    *out = NULL;
+    *age_sec = NULL;
+    *n = 0;
+    if (run(db, "lock host sandboxes",
+            "SELECT " SANDBOX_COLS ", extract(epoch from now() - last_updated)::float8 "
+            "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) ORDER BY id FOR UPDATE",
+            2, p, &r, err) != 0)
+        return -1;
+    int rows = PQntuples(r);
+    sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
+    double *ages = calloc(rows ? (size_t)rows : 1, sizeof *ages);
+    if (!list || !ages) {
+        free(list);
+        free(ages);
+        PQclear(r);
+        return terr_set(err, "out of memory");
+    }
+    for (int i = 0; i < rows; i++) {
+        if (row_from_result(r, i, &list[i], err) != 0) {
+            free(list);
+            free(ages);
+            PQclear(r);
+            return -1;
+        }
+        ages[i] = strtod(PQgetvalue(r, i, SANDBOX_NCOLS), NULL);
+    }
+    PQclear(r);
+    *out = list;
+    *age_sec = ages;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, terr *err)
+{
+    for (size_t i = 0; i < n; i++) statuses[i] = -1;
+    if (n == 0) return 0;
+    char *arr = text_array(ids, n);
+    if (!arr) return terr_set(err, "out of memory");
+    const char *p[1] = {arr};
+    PGresult *r;
+    int rc = run(db, "read sandbox statuses", "SELECT id, status FROM sandboxes WHERE id = ANY($1::text[])",
+                 1, p, &r, err);
+    free(arr);
+    if (rc != 0) return -1;
+    for (int row = 0; row < PQntuples(r); row++) {
+        const char *id = PQgetvalue(r, row, 0);
+        sb_status s;
+        if (sb_status_parse(PQgetvalue(r, row, 1), &s) != 0) continue;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(ids[i], id) == 0) statuses[i] = (int)s;
+    }
+    PQclear(r);
+    return 0;
+}

@@ -1,0 +1,96 @@
+/* db: the control plane's PostgreSQL connection and every query it runs.
+ *
+ * Contract: one db_conn per thread (libpq connections are not shared). Each
+ * call first re-establishes a broken connection (PQreset), so a restarted
+ * PostgreSQL costs the requests in flight, not the process. Every function
+ * returns 0 or -1 with a message; "not found" is reported through a bool,
+ * never as an error. Statements run in autocommit unless the caller opened a
+ * transaction with db_begin. All SQL of the control plane lives here (apart
+ * from migration files, run by migrate.c). */
+#ifndef TORPOR_CP_DB_H
+#define TORPOR_CP_DB_H
+
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "sandbox_model.h"
+#include "terr.h"
+
+typedef struct db_conn db_conn;
+
+int db_open(const char *conninfo, db_conn **out, terr *err);
+void db_close(db_conn *db);
+/* The raw connection, for migrate.c (which runs whole SQL files). */
+PGconn *db_pg(db_conn *db);
+/* Reconnects when the connection is broken. */
+int db_ensure(db_conn *db, terr *err);
+/* Runs one statement without parameters or results (BEGIN, COMMIT, DDL...). */
+int db_exec_simple(db_conn *db, const char *sql, terr *err);
+
+int db_begin(db_conn *db, terr *err);
+int db_commit(db_conn *db, terr *err);
+void db_rollback(db_conn *db);
+
+/* Session-level advisory locks keyed by text (hashed by PostgreSQL). */
+int db_try_advisory_lock(db_conn *db, const char *key, bool *acquired, terr *err);
+int db_advisory_lock(db_conn *db, const char *key, terr *err);
+int db_advisory_unlock(db_conn *db, const char *key, terr *err);
+
+/* ---- teams and API keys */
+int db_team_ensure(db_conn *db, const char *name, char team_id[64], terr *err);
+int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
+                      terr *err);
+int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], bool *found, terr *err);
+
+/* ---- hosts */
+typedef struct db_host {
+    char id[64];
+    char address[256];
+} db_host;
+
+int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err);
+int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err);
+/* All hosts, ordered by id; *out is malloc'd. */
+int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err);
+/* The host with the fewest sandboxes not stopped/error (ties: by id). */
+int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err);
+
+/* ---- sandboxes */
+/* Inserts a pending row from in (id, team_id, host_id, template, sizes,
+ * timeout) and returns the stored row. */
+int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr *err);
+/* team_id NULL = any team (reconciler). */
+int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
+                   terr *err);
+/* The team's rows whose status is in mask, newest first; *out malloc'd. */
+int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sandbox_row **out,
+                    size_t *n, terr *err);
+
+#define DB_SET_STARTED 1u /* started_at = now() */
+#define DB_SET_ACTIVE 2u  /* last_active_at = now() */
+
+/* Conditional status change: only when the current status is in from_mask
+ * (the compare-and-set that keeps concurrent requests and the reconciler
+ * apart). *changed tells whether it happened; *out (if non-NULL and changed)
+ * gets the new row. error_message NULL keeps the old one. */
+int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_status to,
+                          unsigned flags, const char *error_message, sandbox_row *out,
+                          bool *changed, terr *err);
+/* Removes a row that never existed for the user (a create the agent refused
+ * as invalid input), only while it is still pending. */
+int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err);
+/* last_active_at = now() when running. */
+int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
+/* timeout_sec = t when the status is in from_mask. */
+int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
+                           sandbox_row *out, bool *changed, terr *err);
+
+/* Reconciler: rows of host whose status is in mask, locked FOR UPDATE (call
+ * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */
+int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
+                             sandbox_row **out, double **age_sec, size_t *n, terr *err);
+/* Status of each id (-1 when there is no such row); statuses has n slots. */
+int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, terr *err);
+
+#endif
