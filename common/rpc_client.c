@@ -55,8 +55,21 @@ int rpc_client_open(const rpc_client_config *cfg, rpc_client **out, terr *err)
     }
     c->target = target;
 
-    grpc_arg args[3];
+    grpc_arg args[6];
     size_t n = 0;
+    /* An agent that restarts must be reachable again within a second, not
+     * after grpc's default back-off (up to 120 s between attempts). */
+    static const struct { const char *key; int value; } backoff[] = {
+        {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100},
+        {GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100},
+        {GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000},
+    };
+    for (size_t i = 0; i < sizeof backoff / sizeof backoff[0]; i++) {
+        args[n].type = GRPC_ARG_INTEGER;
+        args[n].key = (char *)backoff[i].key;
+        args[n].value.integer = backoff[i].value;
+        n++;
+    }
     args[n].type = GRPC_ARG_INTEGER;
     args[n].key = GRPC_ARG_MAX_RECEIVE_MESSAGE_LENGTH;
     args[n].value.integer = RPC_MAX_MESSAGE_BYTES;

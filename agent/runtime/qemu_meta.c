@@ -98,7 +98,7 @@ int qemu_meta_read(int dirfd, const char *name, qemu_meta *m, terr *err)
         if (!eq) return terr_set(err, "meta: malformed line");
         *eq = '\0';
         const char *k = line, *v = eq + 1;
-        long long x;
+        long long x = 0;
         int bad = 0;
         if (!strcmp(k, "version")) {
             bad = parse_ll(v, QEMU_META_VERSION, QEMU_META_VERSION, &x);
