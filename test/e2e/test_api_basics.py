@@ -1,0 +1,303 @@
+#!/usr/bin/env python3
+"""REST API basics over HTTP, through the real gRPC hop, real PostgreSQL and
+real QEMU VMs (issue 2's "Done when"): create / get / list / ping / exec /
+pause / resume / destroy, every 409, 404 across teams, 401s, bad input (400,
+nothing created), 413 and /healthz."""
+
+import os
+import re
+import sys
+from datetime import datetime
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Stack, expect_error, run_tests, b64  # noqa: E402
+
+RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
+SANDBOX_KEYS = {"id", "status", "template", "vcpus", "memory_mb", "timeout_sec", "host_id",
+                "created_at", "started_at", "last_active_at", "last_updated"}
+MAX_TIMEOUT = 30 * 24 * 3600
+FILE_DATA = b"line one\n\x00\xff binary \xc3\xa9\n"
+
+# Shared between the tests of this file, in order.
+ctx = {}
+
+
+def ts(text):
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def db_sandbox_count(s):
+    return int(s.sql("SELECT count(*) FROM sandboxes")[0][0])
+
+
+def check_sandbox_shape(sb, what):
+    assert isinstance(sb, dict), f"{what}: not an object: {sb!r}"
+    missing = SANDBOX_KEYS - sb.keys()
+    assert not missing, f"{what}: missing fields {sorted(missing)} in {sb}"
+    assert re.fullmatch(r"sb-[0-9a-f]+", sb["id"]), f"{what}: bad id {sb['id']!r}"
+    for k in ("vcpus", "memory_mb", "timeout_sec"):
+        assert isinstance(sb[k], int) and not isinstance(sb[k], bool), f"{what}: {k} not an int: {sb[k]!r}"
+    assert isinstance(sb["host_id"], str) and sb["host_id"], f"{what}: host_id empty: {sb!r}"
+    for k in ("created_at", "last_updated"):
+        assert isinstance(sb[k], str) and RFC3339_UTC.match(sb[k]), f"{what}: {k} not RFC 3339 UTC: {sb[k]!r}"
+    for k in ("started_at", "last_active_at"):
+        assert sb[k] is None or (isinstance(sb[k], str) and RFC3339_UTC.match(sb[k])), \
+            f"{what}: {k} not RFC 3339 UTC or null: {sb[k]!r}"
+
+
+def test_healthz_without_key(s):
+    st, _ = s.request("GET", "/healthz", key=None)
+    assert st == 200, f"/healthz: {st}"
+
+
+def test_unauthorized(s):
+    before = db_sandbox_count(s)
+    expect_error(s.request("GET", "/v1/sandboxes", key=None), 401, "unauthorized", "list without key")
+    expect_error(s.request("GET", "/v1/sandboxes", key="tpk_" + "0" * 32), 401, "unauthorized",
+                 "list with a wrong key")
+    expect_error(s.request("GET", "/v1/sandboxes", key="garbage"), 401, "unauthorized",
+                 "list with a malformed key")
+    expect_error(s.request("POST", "/v1/sandboxes", {}, key=None), 401, "unauthorized", "create without key")
+    expect_error(s.request("POST", "/v1/sandboxes", {}, key="tpk_" + "f" * 32), 401, "unauthorized",
+                 "create with a wrong key")
+    expect_error(s.request("GET", "/v1/sandboxes/sb-00000000", key=None), 401, "unauthorized",
+                 "get without key")
+    assert db_sandbox_count(s) == before, "an unauthorized create wrote a row"
+
+
+BAD_CREATE_BODIES = [
+    ("malformed JSON", "{"),
+    ("not JSON", "hello"),
+    ("trailing garbage", '{"vcpus": 1} x'),
+    ("array instead of object", "[]"),
+    ("string instead of object", '"x"'),
+    ("vcpus as string", {"vcpus": "1"}),
+    ("memory_mb as bool", {"memory_mb": True}),
+    ("template as number", {"template": 5}),
+    ("timeout_sec as string", {"timeout_sec": "3"}),
+    ("vcpus 0", {"vcpus": 0}),
+    ("vcpus 65", {"vcpus": 65}),
+    ("vcpus -1", {"vcpus": -1}),
+    ("memory_mb 63", {"memory_mb": 63}),
+    ("memory_mb 65537", {"memory_mb": 65537}),
+    ("timeout_sec -1", {"timeout_sec": -1}),
+    ("timeout_sec > 30 days", {"timeout_sec": MAX_TIMEOUT + 1}),
+    ("timeout_sec 1.5", {"timeout_sec": 1.5}),
+    ("vcpus 1.5", {"vcpus": 1.5}),
+    ("huge number", '{"memory_mb": 1e300}'),
+    ("unknown template", {"template": "no-such-template"}),
+]
+
+
+def test_bad_create_input_is_400_and_creates_nothing(s):
+    left_rows = []
+    for what, body in BAD_CREATE_BODIES:
+        before = db_sandbox_count(s)
+        expect_error(s.request("POST", "/v1/sandboxes", body), 400, "invalid_request", f"create with {what}")
+        if db_sandbox_count(s) != before:
+            left_rows.append(what)
+    rows = s.sql("SELECT id, status, template FROM sandboxes")
+    assert not left_rows, f"rejected creates left rows in the sandboxes table ({', '.join(left_rows)}): {rows}"
+    st, lst = s.request("GET", "/v1/sandboxes")
+    assert st == 200 and lst == [], f"list after rejected creates: {st} {lst}"
+
+
+def test_body_over_1mib_is_413(s):
+    before = db_sandbox_count(s)
+    big = '{"template": "' + "x" * (1024 * 1024 + 16) + '"}'
+    try:
+        res = s.request("POST", "/v1/sandboxes", big)
+    except (ConnectionResetError, BrokenPipeError) as e:
+        raise AssertionError(f"body > 1 MiB: connection dropped instead of a 413 answer ({e})")
+    expect_error(res, 413, "too_large", "create with a body > 1 MiB")
+    assert db_sandbox_count(s) == before, "a 413 create wrote a row"
+    # Just under the limit is not "too large" (it is a bad template instead).
+    small = '{"template": "' + "x" * (1024 * 1024 - 64) + '"}'
+    expect_error(s.request("POST", "/v1/sandboxes", small), 400, "invalid_request", "create with a 1 MiB - 50 B body")
+
+
+def test_create_defaults(s):
+    sb = s.create({})
+    check_sandbox_shape(sb, "create {}")
+    assert sb["status"] == "running", sb
+    assert (sb["template"], sb["vcpus"], sb["memory_mb"], sb["timeout_sec"]) == ("minimal", 1, 512, 0), \
+        f"defaults: {sb}"
+    assert sb["started_at"] and sb["last_active_at"], f"started_at/last_active_at unset on a running sandbox: {sb}"
+    ctx["a1"] = sb["id"]
+    rows = s.sql(f"SELECT status FROM sandboxes WHERE id = '{sb['id']}'")
+    assert rows == [["running"]], f"DB row of {sb['id']}: {rows}"
+
+
+def test_create_explicit_fields(s):
+    sb = s.create({"template": "minimal", "vcpus": 1, "memory_mb": 128, "timeout_sec": 0})
+    check_sandbox_shape(sb, "create explicit")
+    assert (sb["memory_mb"], sb["timeout_sec"], sb["status"]) == (128, 0, "running"), sb
+    assert sb["id"] != ctx["a1"]
+    ctx["a2"] = sb["id"]
+
+
+def test_get(s):
+    st, sb = s.request("GET", f"/v1/sandboxes/{ctx['a1']}")
+    assert st == 200, (st, sb)
+    check_sandbox_shape(sb, "get")
+    assert sb["id"] == ctx["a1"] and sb["status"] == "running", sb
+    expect_error(s.request("GET", "/v1/sandboxes/sb-00000000"), 404, "not_found", "get unknown id")
+
+
+def test_list_newest_first_and_team_scoped(s):
+    st, lst = s.request("GET", "/v1/sandboxes")
+    assert st == 200 and isinstance(lst, list), (st, lst)
+    ids = [x["id"] for x in lst]
+    assert ids == [ctx["a2"], ctx["a1"]], f"list (newest first) expected {[ctx['a2'], ctx['a1']]}, got {ids}"
+    for x in lst:
+        check_sandbox_shape(x, "list item")
+    st, lst_b = s.request("GET", "/v1/sandboxes", key=s.key_b)
+    assert st == 200 and lst_b == [], f"team B sees team A's sandboxes: {st} {lst_b}"
+
+
+def test_ping(s):
+    st, before = s.request("GET", f"/v1/sandboxes/{ctx['a1']}")
+    st, body = s.request("POST", f"/v1/sandboxes/{ctx['a1']}/ping")
+    assert st == 204 and not body, f"ping: {st} {body!r}"
+    st, after = s.request("GET", f"/v1/sandboxes/{ctx['a1']}")
+    assert ts(after["last_active_at"]) >= ts(before["last_active_at"]), (before, after)
+    expect_error(s.request("POST", "/v1/sandboxes/sb-00000000/ping"), 404, "not_found", "ping unknown id")
+
+
+def test_exec(s):
+    sid = ctx["a1"]
+    r = s.exec(sid, "echo hello")
+    assert r["stdout"] == "hello\n" and r["exit_code"] == 0, r
+    assert r["sandbox_id"] == sid and r["cmd"] == "echo hello", r
+    assert r["stderr"] == "", r
+    assert isinstance(r["duration_ms"], int) and r["duration_ms"] >= 0, r
+    assert r.get("encoding", "utf-8") == "utf-8", r
+    r = s.exec(sid, "echo oops >&2; exit 3")
+    assert (r["stdout"], r["stderr"], r["exit_code"]) == ("", "oops\n", 3), r
+    r = s.exec(sid, "/bin/echo", args=["a  b", "c"])
+    assert r["stdout"] == "a  b c\n", f"exec with args: {r}"
+    for what, body in [("no cmd", {}), ("cmd not a string", {"cmd": 5}), ("empty cmd", {"cmd": ""}),
+                       ("args not a list", {"cmd": "echo", "args": "x"}),
+                       ("args with a number", {"cmd": "echo", "args": [1]}),
+                       ("timeout_sec negative", {"cmd": "echo", "timeout_sec": -1}),
+                       ("malformed JSON", "{")]:
+        expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", body), 400, "invalid_request",
+                     f"exec with {what}")
+
+
+def test_exec_body_over_1mib_is_413(s):
+    sid = ctx["a1"]
+    body = '{"cmd": "echo ' + "y" * (1024 * 1024 + 16) + '"}'
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", body), 413, "too_large", "exec with a body > 1 MiB")
+    assert s.status_of(sid) == "running"
+
+
+def test_files_roundtrip(s):
+    sid = ctx["a1"]
+    data = FILE_DATA
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
+                         {"path": "/tmp/api-basics.bin", "content_base64": b64(data)})
+    assert st == 204, f"files/write: {st} {body!r}"
+    st, got = s.request("POST", f"/v1/sandboxes/{sid}/files/read", {"path": "/tmp/api-basics.bin"})
+    assert st == 200 and got == data, f"files/read: {st} {got!r}"
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", {"path": "/tmp/x", "content_base64": "@@"}),
+                 400, "invalid_request", "files/write with bad base64")
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", {"content_base64": ""}),
+                 400, "invalid_request", "files/write without path")
+
+
+def test_other_team_gets_404_everywhere(s):
+    sid = ctx["a1"]
+    kb = s.key_b
+    routes = [
+        ("GET", f"/v1/sandboxes/{sid}", None),
+        ("DELETE", f"/v1/sandboxes/{sid}", None),
+        ("POST", f"/v1/sandboxes/{sid}/pause", None),
+        ("POST", f"/v1/sandboxes/{sid}/resume", None),
+        ("POST", f"/v1/sandboxes/{sid}/ping", None),
+        ("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "echo hi"}),
+        ("POST", f"/v1/sandboxes/{sid}/timeout", {"timeout_sec": 5}),
+        ("POST", f"/v1/sandboxes/{sid}/files/write", {"path": "/tmp/evil", "content_base64": b64("x")}),
+        ("POST", f"/v1/sandboxes/{sid}/files/read", {"path": "/tmp/api-basics.bin"}),
+    ]
+    for method, path, body in routes:
+        expect_error(s.request(method, path, body, key=kb), 404, "not_found", f"team B {method} {path}")
+    st, sb = s.request("GET", f"/v1/sandboxes/{sid}")
+    assert st == 200 and sb["status"] == "running" and sb["timeout_sec"] == 0, \
+        f"team B's calls changed team A's sandbox: {sb}"
+    r = s.exec(sid, "test -e /tmp/evil && echo yes || echo no")
+    assert r["stdout"] == "no\n", f"team B wrote a file into team A's sandbox: {r}"
+
+
+def test_pause_resume_and_409s(s):
+    sid = ctx["a1"]
+    st, sb = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200 and sb["status"] == "paused", f"pause: {st} {sb}"
+    check_sandbox_shape(sb, "pause")
+    assert s.status_of(sid) == "paused"
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/pause"), 409, "invalid_state", "pause a paused sandbox")
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/ping"), 409, "invalid_state", "ping a paused sandbox")
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "echo hi"}), 409, "invalid_state",
+                 "exec in a paused sandbox")
+    st, paused = s.request("GET", "/v1/sandboxes?status=paused")
+    assert st == 200 and [x["id"] for x in paused] == [sid], f"?status=paused: {st} {paused}"
+    st, sb = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert st == 200 and sb["status"] == "running", f"resume: {st} {sb}"
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/resume"), 409, "invalid_state", "resume a running sandbox")
+    r = s.exec(sid, "cat /tmp/api-basics.bin | wc -c")
+    assert r["stdout"].strip() == str(len(FILE_DATA)), f"file lost across pause/resume: {r}"
+    st, paused = s.request("GET", "/v1/sandboxes?status=paused")
+    assert st == 200 and paused == [], f"?status=paused after resume: {st} {paused}"
+
+
+def test_timeout_route(s):
+    sid = ctx["a2"]
+    st, sb = s.request("POST", f"/v1/sandboxes/{sid}/timeout", {"timeout_sec": 3600})
+    assert st in (200, 204), f"timeout: {st} {sb}"
+    st, sb = s.request("GET", f"/v1/sandboxes/{sid}")
+    assert sb["timeout_sec"] == 3600, sb
+    for bad in ({"timeout_sec": -1}, {"timeout_sec": MAX_TIMEOUT + 1}, {"timeout_sec": "5"}, {}, "{"):
+        expect_error(s.request("POST", f"/v1/sandboxes/{sid}/timeout", bad), 400, "invalid_request",
+                     f"timeout {bad!r}")
+    assert s.status_of(sid) == "running"
+    st, sb = s.request("GET", f"/v1/sandboxes/{sid}")
+    assert sb["timeout_sec"] == 3600, f"a rejected timeout changed it: {sb}"
+
+
+def test_destroy(s):
+    for sid in (ctx["a2"], ctx["a1"]):
+        s.destroy(sid)
+        st, lst = s.request("GET", "/v1/sandboxes")
+        assert st == 200 and sid not in [x["id"] for x in lst], f"list still shows destroyed {sid}: {lst}"
+        st, sb = s.request("GET", f"/v1/sandboxes/{sid}")
+        assert st == 404 or (st == 200 and sb["status"] == "stopped"), f"GET after destroy: {st} {sb}"
+        for method, path, body in [("POST", f"/v1/sandboxes/{sid}/ping", None),
+                                   ("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "echo"})]:
+            st, body = s.request(method, path, body)
+            assert st in (404, 409), f"{method} {path} after destroy: {st} {body}"
+    st, lst = s.request("GET", "/v1/sandboxes")
+    assert lst == [], lst
+    assert s.qemu_pids() == [], f"QEMU processes left after destroying every sandbox: {s.qemu_pids()}"
+
+
+TESTS = [
+    test_healthz_without_key,
+    test_unauthorized,
+    test_bad_create_input_is_400_and_creates_nothing,
+    test_body_over_1mib_is_413,
+    test_create_defaults,
+    test_create_explicit_fields,
+    test_get,
+    test_list_newest_first_and_team_scoped,
+    test_ping,
+    test_exec,
+    test_exec_body_over_1mib_is_413,
+    test_files_roundtrip,
+    test_other_team_gets_404_everywhere,
+    test_pause_resume_and_409s,
+    test_timeout_route,
+    test_destroy,
+]
+
+if __name__ == "__main__":
+    sys.exit(run_tests(lambda: Stack("api"), TESTS))

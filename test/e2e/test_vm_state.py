@@ -1,0 +1,296 @@
+#!/usr/bin/env python3
+"""Real VMs (issue 3's "Done when"): exec output, files, a background process
+and guest RAM survive pause/resume; pause really tears the QEMU process down
+and leaves a snapshot on disk; the guest clock is right after resume; exec
+env/cwd/timeout; non-UTF-8 output comes back base64; an agent restart
+(SIGTERM or SIGKILL) re-attaches running VMs; two sandboxes from one template
+do not share random state; destroy removes every file; a pause whose QEMU is
+killed never yields a broken "paused" sandbox."""
+
+import base64
+import os
+import signal
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Stack, expect_error, run_tests, wait_until, b64  # noqa: E402
+
+ctx = {}
+PAUSED_FOR = 4        # seconds a sandbox stays paused before the clock check
+CLOCK_TOLERANCE = 2   # seconds; `date +%s` has 1 s resolution
+FILE_DATA = b"torpor keeps this\n" + bytes(range(256))
+# A background counter, detached from exec's pipes so that exec returns.
+COUNTER = ("(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.tmp && mv /tmp/counter.tmp /tmp/counter; "
+           "sleep 1; done) </dev/null >/dev/null 2>&1 & echo $! > /tmp/counter.pid")
+
+
+def read_counter(s, sid):
+    r = s.exec(sid, "cat /tmp/counter")
+    assert r["exit_code"] == 0, f"counter unreadable: {r}"
+    return int(r["stdout"])
+
+
+def files_under(path):
+    found = []
+    for root, _, files in os.walk(path):
+        for f in files:
+            p = os.path.join(root, f)
+            try:
+                found.append((os.path.relpath(p, path), os.path.getsize(p)))
+            except OSError:
+                pass
+    return found
+
+
+def test_create_and_exec(s):
+    sb = s.create({"memory_mb": 128})
+    ctx["id"] = sid = sb["id"]
+    assert sb["status"] == "running", sb
+    assert len(s.qemu_pids(sid)) == 1, f"expected one QEMU process for {sid}: {s.qemu_pids(sid)}"
+    r = s.exec(sid, "echo hello from $(uname -s)")
+    assert r["stdout"] == "hello from Linux\n" and r["exit_code"] == 0, r
+
+
+def test_write_file_and_start_counter(s):
+    sid = ctx["id"]
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
+                         {"path": "/root/keep.bin", "content_base64": b64(FILE_DATA)})
+    assert st == 204, f"files/write: {st} {body!r}"
+    r = s.exec(sid, COUNTER)
+    assert r["exit_code"] == 0, f"starting the counter: {r}"
+    ctx["counter_pid"] = s.exec(sid, "cat /tmp/counter.pid")["stdout"].strip()
+    wait_until(lambda: read_counter(s, sid) >= 3, 60, interval=0.5, what="counter >= 3")
+
+
+def test_pause_tears_down_qemu_and_keeps_snapshot(s):
+    sid = ctx["id"]
+    ctx["counter_before"] = read_counter(s, sid)
+    ctx["uptime_before"] = float(s.exec(sid, "cut -d' ' -f1 /proc/uptime")["stdout"])
+    st, sb = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    ctx["paused_at"] = time.time()
+    assert st == 200 and sb["status"] == "paused", f"pause: {st} {sb}"
+    wait_until(lambda: not s.qemu_pids(sid), 10, what=f"QEMU of {sid} gone")
+    snap = files_under(s.sandbox_dir(sid))
+    assert snap and sum(size for _, size in snap) > 0, \
+        f"no snapshot files under {s.sandbox_dir(sid)}: {snap}"
+    print(f"    snapshot files: {snap}")
+
+
+def test_paused_sandbox_refuses_exec_and_files(s):
+    sid = ctx["id"]
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "echo hi"}), 409, "invalid_state",
+                 "exec on paused")
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/ping"), 409, "invalid_state", "ping on paused")
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/files/read", {"path": "/root/keep.bin"})
+    assert st == 409, f"files/read on paused: {st} {body!r}"
+    assert not s.qemu_pids(sid), "a refused call started the VM again"
+    assert s.status_of(sid) == "paused"
+
+
+def test_resume_keeps_files_and_processes(s):
+    sid = ctx["id"]
+    # Let host time run on while the sandbox is paused, so a guest clock that
+    # was not set on resume would visibly lag.
+    wait_until(lambda: time.time() - ctx["paused_at"] >= PAUSED_FOR, PAUSED_FOR + 1,
+               what=f"{PAUSED_FOR}s spent paused")
+    st, sb = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert st == 200 and sb["status"] == "running", f"resume: {st} {sb}"
+    assert len(s.qemu_pids(sid)) == 1, f"expected one QEMU for {sid} after resume: {s.qemu_pids(sid)}"
+    st, got = s.request("POST", f"/v1/sandboxes/{sid}/files/read", {"path": "/root/keep.bin"})
+    assert st == 200 and got == FILE_DATA, f"file after resume: {st} {got!r}"
+    # Same process, same memory: the counter's pid lives and its value did not restart.
+    r = s.exec(sid, f"kill -0 {ctx['counter_pid']} && echo alive")
+    assert r["stdout"] == "alive\n", f"counter process {ctx['counter_pid']} gone after resume: {r}"
+    c = read_counter(s, sid)
+    assert c >= ctx["counter_before"], f"counter restarted: {c} < {ctx['counter_before']} before pause"
+    wait_until(lambda: read_counter(s, sid) > c, 30, interval=0.5, what="counter carrying on after resume")
+    up = float(s.exec(sid, "cut -d' ' -f1 /proc/uptime")["stdout"])
+    assert up >= ctx["uptime_before"], f"guest rebooted: uptime {up} < {ctx['uptime_before']}"
+    guest_now = int(s.exec(sid, "date +%s")["stdout"])
+    assert abs(guest_now - time.time()) <= CLOCK_TOLERANCE, \
+        f"guest clock not set on resume: guest {guest_now}, host {time.time():.0f} " \
+        f"(paused for {PAUSED_FOR}s)"
+
+
+def test_exec_env_cwd_and_timeout(s):
+    sid = ctx["id"]
+    r = s.exec(sid, "echo $FOO; pwd", env={"FOO": "bar baz"}, cwd="/tmp")
+    assert r["stdout"] == "bar baz\n/tmp\n", f"exec env/cwd: {r}"
+    r = s.exec(sid, "echo started; sleep 60; echo finished", timeout_sec=1)
+    assert r.get("timed_out") is True, f"exec past its timeout_sec not marked timed_out: {r}"
+    assert "finished" not in r["stdout"], f"exec ran past its timeout: {r}"
+    assert s.exec(sid, "echo ok")["stdout"] == "ok\n", "sandbox unusable after a timed-out exec"
+    r = s.exec(sid, "yes abcdefg | head -c 1048576")
+    assert len(r["stdout"]) == 1048576 and r["stdout"].startswith("abcdefg\nabcdefg\n"), \
+        f"1 MiB of output came back as {len(r['stdout'])} bytes"
+    assert not r.get("stdout_truncated", False), "1 MiB of output marked truncated"
+
+
+def _restart_agent_and_call(s, sid, sig):
+    """Stop the agent with sig, check the VM outlived it, start the agent
+    again and read a file through REST: the restarted agent must have
+    re-attached the running VM, and the control plane must reach it."""
+    pids = s.qemu_pids(sid)
+    assert len(pids) == 1, pids
+    code = s.kill_agent(sig)
+    if sig == signal.SIGTERM:
+        assert code == 0, f"agent exit code after SIGTERM: {code}"
+    assert s.qemu_pids(sid) == pids, f"the VM did not outlive the agent ({sig.name})"
+    s.start_agent()
+    st, got = s.request("POST", f"/v1/sandboxes/{sid}/files/read", {"path": "/root/keep.bin"})
+    if st == 502 and sig == signal.SIGKILL:
+        # Known limitation: after an agent crash the control plane may find
+        # out on this call that its connection is dead ("Socket closed") and,
+        # not knowing whether the agent saw the request, answers 502 instead
+        # of retrying. One such answer is tolerated; the next call must work.
+        print(f"    NOTE: first call after agent SIGKILL + restart answered 502: {got!r}")
+        st, got = s.request("POST", f"/v1/sandboxes/{sid}/files/read", {"path": "/root/keep.bin"})
+    assert st == 200, f"REST call after the agent restarted ({sig.name}) failed: {st} {got!r}"
+    assert got == FILE_DATA, f"files/read after agent restart ({sig.name}): {got!r}"
+
+
+def test_agent_restart_reattaches_running_vm(s):
+    sid = ctx["id"]
+    # SIGTERM: clean exit, the VM keeps running and the next start re-attaches it.
+    _restart_agent_and_call(s, sid, signal.SIGTERM)
+    c = read_counter(s, sid)
+    wait_until(lambda: read_counter(s, sid) > c, 30, interval=0.5, what="counter after agent restart")
+    # SIGKILL: same outcome.
+    _restart_agent_and_call(s, sid, signal.SIGKILL)
+    assert s.status_of(sid) == "running"
+
+
+def test_clones_are_not_twins(s):
+    a = s.create({"memory_mb": 128})["id"]
+    b = s.create({"memory_mb": 128})["id"]
+    cmd = "head -c 16 /dev/urandom | od -An -tx1"
+    ra, rb = s.exec(a, cmd)["stdout"], s.exec(b, cmd)["stdout"]
+    assert ra.strip() and ra != rb, f"two sandboxes from one template share their random state: {ra!r}"
+    for sid in (a, b):
+        guest_now = int(s.exec(sid, "date +%s")["stdout"])
+        assert abs(guest_now - time.time()) <= CLOCK_TOLERANCE, \
+            f"clock of a fresh sandbox off: guest {guest_now}, host {time.time():.0f}"
+        s.destroy(sid)
+
+
+def test_non_utf8_output_is_base64(s):
+    sid = ctx["id"]
+    r = s.exec(sid, r"printf '\377\376abc'")
+    assert r.get("encoding") == "base64", f"non-UTF-8 stdout without encoding=base64: {r}"
+    assert base64.b64decode(r["stdout"]) == b"\xff\xfeabc", r
+    r = s.exec(sid, "printf 'caf\\303\\251'")
+    assert r.get("encoding", "utf-8") == "utf-8" and r["stdout"] == "caf\u00e9", f"UTF-8 stdout: {r}"
+
+
+def test_destroy_removes_everything(s):
+    sid = ctx["id"]
+    s.destroy(sid)
+    wait_until(lambda: not os.path.exists(s.sandbox_dir(sid)), 15, what=f"{s.sandbox_dir(sid)} removed")
+    wait_until(lambda: not s.qemu_pids(sid), 10, what=f"QEMU of {sid} gone")
+
+
+def _check_outcome_after_killed_pause(s, sid, pause_result):
+    """The sandbox must end stopped/error, or usable; if it reads paused, resume must work."""
+    def settled():
+        st = s.status_of(sid)
+        if st in ("stopped", "error"):
+            return st
+        if st == "paused":
+            rst, body = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+            assert rst == 200, f"sandbox reads paused after a killed pause but resume fails: {rst} {body} " \
+                               f"(pause answered {pause_result})"
+            r = s.exec(sid, "echo back")
+            assert r["stdout"] == "back\n", f"resumed after a killed pause but exec broken: {r}"
+            return "paused-then-resumed"
+        if st == "running":
+            rst, body = s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "echo alive"})
+            if rst == 200 and body.get("stdout") == "alive\n":
+                return "running-usable"
+        return None  # pausing / resuming / running with a dead VM: wait for agent or reconciler
+    outcome = wait_until(settled, 60, interval=0.5, what=f"{sid} to settle after a killed pause")
+    print(f"    pause answered {pause_result[0]}, outcome: {outcome}")
+    if outcome in ("stopped", "error"):
+        # A dead sandbox must not keep a snapshot that a resume would take.
+        expect_status = s.request("POST", f"/v1/sandboxes/{sid}/resume")[0]
+        assert expect_status in (409, 404), f"resume of a {outcome} sandbox answered {expect_status}"
+    st, _ = s.request("DELETE", f"/v1/sandboxes/{sid}")
+    assert st in (204, 404, 409), f"DELETE after killed pause: {st}"
+    wait_until(lambda: not s.qemu_pids(sid), 10, what=f"QEMU of {sid} gone after destroy")
+    wait_until(lambda: not os.path.exists(s.sandbox_dir(sid)), 15, what=f"{s.sandbox_dir(sid)} removed")
+
+
+def test_pause_with_qemu_killed_just_before(s):
+    sid = s.create({"memory_mb": 128})["id"]
+    pids = s.qemu_pids(sid)
+    assert len(pids) == 1, pids
+    os.kill(pids[0], signal.SIGKILL)
+    res = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert res[0] != 200 or res[1]["status"] in ("paused", "stopped", "error"), res
+    _check_outcome_after_killed_pause(s, sid, res)
+
+
+def _pause_and_kill_mid_migration(s):
+    """One attempt: pause in a thread, SIGKILL the QEMU as soon as the
+    migration has begun (the driver streams the device state into
+    <sandbox dir>/state.tmp, renamed to state only once complete).
+    Returns (sandbox id, pause result, whether the kill landed mid-pause)."""
+    sid = s.create({"memory_mb": 128})["id"]
+    pids = s.qemu_pids(sid)
+    assert len(pids) == 1, pids
+    marker = os.path.join(s.sandbox_dir(sid), "state.tmp")
+    result = {}
+
+    def do_pause():
+        try:
+            result["res"] = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+        except Exception as e:  # reported by the caller
+            result["res"] = (None, repr(e))
+    t = threading.Thread(target=do_pause)
+    t.start()
+    landed = False
+    while t.is_alive():
+        if os.path.exists(marker):
+            try:
+                os.kill(pids[0], signal.SIGKILL)
+                landed = True
+            except ProcessLookupError:
+                pass  # QEMU already quit: the pause got there first
+            break
+    t.join(120)
+    assert not t.is_alive(), "pause request hung after its QEMU was killed"
+    return sid, result["res"], landed
+
+
+def test_pause_with_qemu_killed_during_pause(s):
+    # The migration window is short (tens of ms): try a few times until the
+    # kill lands inside it; every attempt must end in an acceptable state.
+    landed_any = False
+    for attempt in range(1, 4):
+        sid, res, landed = _pause_and_kill_mid_migration(s)
+        print(f"    attempt {attempt}: kill landed mid-pause: {landed}")
+        _check_outcome_after_killed_pause(s, sid, res)
+        if landed:
+            landed_any = True
+            break
+    assert landed_any, "could not kill QEMU during a pause in 3 attempts (state.tmp never seen)"
+
+
+TESTS = [
+    test_create_and_exec,
+    test_write_file_and_start_counter,
+    test_pause_tears_down_qemu_and_keeps_snapshot,
+    test_paused_sandbox_refuses_exec_and_files,
+    test_resume_keeps_files_and_processes,
+    test_non_utf8_output_is_base64,
+    test_exec_env_cwd_and_timeout,
+    test_agent_restart_reattaches_running_vm,
+    test_clones_are_not_twins,
+    test_destroy_removes_everything,
+    test_pause_with_qemu_killed_just_before,
+    test_pause_with_qemu_killed_during_pause,
+]
+
+if __name__ == "__main__":
+    sys.exit(run_tests(lambda: Stack("vm", reconcile_interval=2), TESTS))
