@@ -5,12 +5,19 @@
  * can call at once without sharing a poller. A call is one batch of six ops
  * and is bounded by its deadline: grpc ends it with DEADLINE_EXCEEDED, and if
  * the completion were ever late anyway the call is cancelled, so the caller
- * never waits much past deadline_ms. */
+ * never waits much past deadline_ms.
+ *
+ * A watcher thread keeps the channel's connectivity state watched between
+ * calls. Without it nothing polls the channel while no call runs, so a
+ * connection the agent closed (agent restarted) goes unnoticed and the next
+ * call fails with "Socket closed" instead of reconnecting. */
 #include "rpc_internal.h"
 
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/alloc.h>
 #include <grpc/support/time.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -19,10 +26,38 @@
 /* Extra wait past the deadline before the client gives up on grpc itself. */
 #define RPC_CLIENT_GRACE_MS 1000
 
+/* How long one connectivity watch lasts before the watcher re-arms it; also
+ * bounds how long rpc_client_close waits for the watcher to notice. */
+#define RPC_CLIENT_WATCH_MS 200
+
 struct rpc_client {
     grpc_channel *channel;
     char *target;
+    grpc_completion_queue *watch_cq;
+    pthread_t watcher;
+    atomic_bool closing;
 };
+
+static void rpc_client_drain_cq(grpc_completion_queue *cq)
+{
+    grpc_completion_queue_shutdown(cq);
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
+    grpc_completion_queue_destroy(cq);
+}
+
+static void *rpc_client_watch_main(void *arg)
+{
+    rpc_client *c = arg;
+    while (!atomic_load(&c->closing)) {
+        /* try_to_connect=0: watching must not dial an agent nobody calls. */
+        grpc_connectivity_state st = grpc_channel_check_connectivity_state(c->channel, 0);
+        gpr_timespec until = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
+                                          gpr_time_from_millis(RPC_CLIENT_WATCH_MS, GPR_TIMESPAN));
+        grpc_channel_watch_connectivity_state(c->channel, st, until, c->watch_cq, c);
+        grpc_completion_queue_next(c->watch_cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
+    }
+    return NULL;
+}
 
 int rpc_client_open(const rpc_client_config *cfg, rpc_client **out, terr *err)
 {
@@ -94,6 +129,17 @@ int rpc_client_open(const rpc_client_config *cfg, rpc_client **out, terr *err)
         grpc_shutdown();
         return terr_set(err, "rpc client: cannot create a channel to %s", cfg->target);
     }
+    c->watch_cq = grpc_completion_queue_create_for_next(NULL);
+    atomic_init(&c->closing, false);
+    int rc = pthread_create(&c->watcher, NULL, rpc_client_watch_main, c);
+    if (rc != 0) {
+        rpc_client_drain_cq(c->watch_cq);
+        grpc_channel_destroy(c->channel);
+        free(c->target);
+        free(c);
+        grpc_shutdown();
+        return terr_set(err, "rpc client: cannot start the connection watcher: %s", strerror(rc));
+    }
     *out = c;
     return 0;
 }
@@ -101,17 +147,13 @@ int rpc_client_open(const rpc_client_config *cfg, rpc_client **out, terr *err)
 void rpc_client_close(rpc_client *c)
 {
     if (!c) return;
+    atomic_store(&c->closing, true);
+    pthread_join(c->watcher, NULL); /* the current watch ends within RPC_CLIENT_WATCH_MS */
+    rpc_client_drain_cq(c->watch_cq);
     grpc_channel_destroy(c->channel);
     free(c->target);
     free(c);
     grpc_shutdown();
-}
-
-static void rpc_client_drain_cq(grpc_completion_queue *cq)
-{
-    grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
-    grpc_completion_queue_destroy(cq);
 }
 
 grpc_status_code rpc_client_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
