@@ -22,6 +22,9 @@ struct journal {
     char **ids;          /* pending, in append order */
     size_t n, cap;
     size_t records;      /* lines in the file */
+    /* The file may not match ids (a failed append could not be undone):
+     * rewrite it from ids before appending anything else. */
+    bool dirty;
 };
 
 static ssize_t find_id(const journal *j, const char *id)
@@ -94,14 +97,17 @@ static int fsync_dir_of(const char *path, terr *err)
     return 0;
 }
 
-/* Rewrites the file with only the pending ids; reopens j->fd on it. */
+/* Rewrites the file with only the pending ids. The temp file's own fd
+ * becomes j->fd the moment the rename succeeds: it is the new journal's
+ * inode, so there is no reopen that could fail and leave j->fd on the old,
+ * unlinked file. */
 static int compact_locked(journal *j, terr *err)
 {
     size_t tlen = strlen(j->path) + 5;
     char *tmp = malloc(tlen);
     if (!tmp) return terr_set(err, "journal: out of memory");
     snprintf(tmp, tlen, "%s.tmp", j->path);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
         terr_set(err, "journal: create %s: %s", tmp, strerror(errno));
         free(tmp);
@@ -113,18 +119,16 @@ static int compact_locked(journal *j, terr *err)
         if (write_all(fd, line, (size_t)len) != 0) goto fail;
     }
     if (fsync(fd) != 0) goto fail;
-    close(fd);
-    fd = -1;
     if (rename(tmp, j->path) != 0) goto fail;
     free(tmp);
     tmp = NULL;
-    if (fsync_dir_of(j->path, err) != 0) return -1;
-    int nfd = open(j->path, O_WRONLY | O_APPEND | O_CLOEXEC);
-    if (nfd < 0) return terr_set(err, "journal: reopen %s: %s", j->path, strerror(errno));
     if (j->fd >= 0) close(j->fd);
-    j->fd = nfd;
+    j->fd = fd;
     j->records = j->n;
-    return 0;
+    j->dirty = false;
+    /* The rename is done and j->fd is right whatever happens here; only its
+     * durability across a power loss is in doubt, which is reported. */
+    return fsync_dir_of(j->path, err);
 fail:;
     int e = errno;
     if (fd >= 0) close(fd);
@@ -136,17 +140,28 @@ fail:;
 
 static int append_locked(journal *j, char kind, const char *id, terr *err)
 {
+    if (j->dirty && compact_locked(j, err) != 0) {
+        terr_wrap(err, "journal: repairing after a failed append");
+        return -1;
+    }
     char line[RUNTIME_ID_MAX + 4];
     int len = snprintf(line, sizeof line, "%c %s\n", kind, id);
     off_t end = lseek(j->fd, 0, SEEK_END);
     if (write_all(j->fd, line, (size_t)len) != 0) {
         int e = errno;
-        /* Cut a partial line so the next record starts on a clean line. */
-        if (end >= 0 && ftruncate(j->fd, end) != 0) { /* replay ignores it then */ }
+        /* Cut a partial line so the next record starts on a clean line; if
+         * that fails too, the next append rewrites the file first (writing
+         * after a partial line would garble both records on replay). */
+        if (end < 0 || ftruncate(j->fd, end) != 0) j->dirty = true;
         return terr_set(err, "journal: write %s: %s", j->path, strerror(e));
     }
-    if (fsync(j->fd) != 0)
-        return terr_set(err, "journal: fsync %s: %s", j->path, strerror(errno));
+    if (fsync(j->fd) != 0) {
+        int e = errno;
+        /* The line may or may not reach the disk, and ids will not hold it:
+         * rewrite from ids before the next append. */
+        j->dirty = true;
+        return terr_set(err, "journal: fsync %s: %s", j->path, strerror(e));
+    }
     j->records++;
     return 0;
 }

@@ -6,7 +6,9 @@
  * that was reported as recorded survives a crash or SIGKILL of the agent.
  * Opening replays the file into the set of unacknowledged ids. A torn last
  * line (crash mid-append) and malformed lines are ignored; a torn tail is
- * cut off (by compaction) so the next append starts on a clean line. When
+ * cut off (by compaction) so the next append starts on a clean line; so is
+ * the tail of a failed append (truncated at once, or, if even that fails,
+ * the file is rewritten from memory before the next append). When
  * the file holds many more records than pending ids it is compacted: the
  * pending set is written to a temp file, fsync'd, renamed over the journal
  * and the directory fsync'd, so a crash at any point leaves either the old

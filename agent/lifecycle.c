@@ -66,6 +66,27 @@ static agent_code check_timeout(int timeout_sec, terr *err)
     return AGENT_OK;
 }
 
+/* The shape rules of a sandbox: what create accepts, and so the only specs
+ * a recovered sandbox can legitimately have. */
+static agent_code check_spec(const runtime_spec *s, terr *err)
+{
+    agent_code code = check_id(s->sandbox_id, err);
+    if (code != AGENT_OK) return code;
+    if (!sandbox_id_valid(s->template_name)) {
+        terr_set(err, "invalid template: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
+        return AGENT_INVALID_ARGUMENT;
+    }
+    if (s->vcpus < 1 || s->vcpus > 64) {
+        terr_set(err, "invalid vcpus %d: must be 1..64", s->vcpus);
+        return AGENT_INVALID_ARGUMENT;
+    }
+    if (s->memory_mb < 64 || s->memory_mb > 65536) {
+        terr_set(err, "invalid memory_mb %d: must be 64..65536", s->memory_mb);
+        return AGENT_INVALID_ARGUMENT;
+    }
+    return check_timeout(s->timeout_sec, err);
+}
+
 /* Looks id up and takes its lifecycle lock (waiting for it). On AGENT_OK the
  * caller holds a record reference and the lifecycle lock, not the table
  * lock. */
@@ -113,7 +134,7 @@ static void drop_notice(lifecycle *lc, const char *id)
 
 typedef struct recover_ctx {
     lifecycle *lc;
-    int n_paused, n_running;
+    int n_paused, n_running, n_rejected;
 } recover_ctx;
 
 static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
@@ -126,6 +147,20 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
         return;
     }
     terr e;
+    /* Metadata on disk is input like any other: a spec create would refuse
+     * (corrupt or hand-edited) cannot be served, and a sandbox left on disk
+     * but not in the table would never be listed or reclaimed, so it is
+     * removed. */
+    if (check_spec(spec, &e) != AGENT_OK) {
+        terr derr = {{0}};
+        int drc = lc->driver->ops->destroy(lc->driver, spec->sandbox_id, vm, &derr);
+        runtime_vm_unref(vm);
+        rc->n_rejected++;
+        log_error("event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" action=%s%s%s%s",
+                  spec->sandbox_id, e.msg, drc == 0 ? "destroyed" : "destroy_failed",
+                  drc == 0 ? "" : " error=\"", drc == 0 ? "" : derr.msg, drc == 0 ? "" : "\"");
+        return;
+    }
     sandbox_table_lock(lc->table);
     sandbox *sb = sandbox_table_insert_locked(lc->table, spec, vm ? SANDBOX_RUNNING : SANDBOX_PAUSED, &e);
     if (!sb) {
@@ -142,6 +177,38 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
     else rc->n_paused++;
     log_info("event=sandbox_recovered sandbox_id=%s status=%s", spec->sandbox_id,
              vm ? "running" : "paused");
+}
+
+/* After recovery: a journal notice says "auto-paused and still paused". One
+ * whose sandbox did not come back, or is not paused (a crash between a
+ * resume and its drop_notice), would make a control plane record a state
+ * that is not true; drop it. Best effort: a failure only leaves the
+ * notices for the next start. */
+static void drop_stale_notices(lifecycle *lc)
+{
+    if (!lc->journal) return;
+    char **ids = NULL;
+    size_t n = 0, k = 0;
+    terr e;
+    if (journal_pending(lc->journal, &ids, &n, &e) != 0) {
+        log_warn("event=journal_stale_check_failed error=\"%s\"", e.msg);
+        return;
+    }
+    sandbox_table_lock(lc->table);
+    for (size_t i = 0; i < n; i++) {
+        const sandbox *sb = sandbox_table_find_locked(lc->table, ids[i]);
+        if (sb && sb->status == SANDBOX_PAUSED) {
+            free(ids[i]);
+        } else {
+            ids[k++] = ids[i];
+        }
+    }
+    sandbox_table_unlock(lc->table);
+    if (k > 0 && journal_ack(lc->journal, (const char *const *)ids, k, &e) != 0)
+        log_warn("event=journal_drop_failed count=%zu error=\"%s\"", k, e.msg);
+    for (size_t i = 0; i < k; i++)
+        log_info("event=journal_stale_notice_dropped sandbox_id=%s", ids[i]);
+    journal_ids_free(ids, k);
 }
 
 int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err)
@@ -162,7 +229,9 @@ int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err)
         lifecycle_close(lc);
         return -1;
     }
-    log_info("event=table_recovered paused=%d running=%d", rc.n_paused, rc.n_running);
+    drop_stale_notices(lc);
+    log_info("event=table_recovered paused=%d running=%d rejected=%d", rc.n_paused, rc.n_running,
+             rc.n_rejected);
     *out = lc;
     return 0;
 }
@@ -178,21 +247,8 @@ void lifecycle_close(lifecycle *lc)
 
 agent_code lifecycle_create(lifecycle *lc, const runtime_spec *in, lifecycle_info *out, terr *err)
 {
-    agent_code code = check_id(in->sandbox_id, err);
+    agent_code code = check_spec(in, err);
     if (code != AGENT_OK) return code;
-    if (!sandbox_id_valid(in->template_name)) {
-        terr_set(err, "invalid template: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
-        return AGENT_INVALID_ARGUMENT;
-    }
-    if (in->vcpus < 1 || in->vcpus > 64) {
-        terr_set(err, "invalid vcpus %d: must be 1..64", in->vcpus);
-        return AGENT_INVALID_ARGUMENT;
-    }
-    if (in->memory_mb < 64 || in->memory_mb > 65536) {
-        terr_set(err, "invalid memory_mb %d: must be 64..65536", in->memory_mb);
-        return AGENT_INVALID_ARGUMENT;
-    }
-    if ((code = check_timeout(in->timeout_sec, err)) != AGENT_OK) return code;
 
     runtime_spec spec = *in;
     if (spec.created_at_unix == 0) spec.created_at_unix = now_ms(lc) / 1000;
@@ -343,6 +399,40 @@ agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, t
     return AGENT_INTERNAL;
 }
 
+/* Lifecycle lock held, status resuming, and the driver reported
+ * RUNTIME_SNAPSHOT_LOST: nothing resumable remains, so the sandbox must not
+ * read "paused" again (every later resume would fail). Whatever the driver
+ * left is destroyed and the record removed even if that destroy fails: the
+ * leftovers hold no committed snapshot, which the driver's recover()
+ * removes as debris on the next start. */
+static agent_code resume_lost(lifecycle *lc, sandbox *sb, const terr *derr, terr *err)
+{
+    sandbox_table_lock(lc->table);
+    sb->status = SANDBOX_DESTROYING;
+    runtime_vm *vm = sb->vm; /* NULL while paused; kept general */
+    sb->vm = NULL;
+    sandbox_table_unlock(lc->table);
+    terr xerr = {{0}};
+    int drc = lc->driver->ops->destroy(lc->driver, sb->id, vm, &xerr);
+    runtime_vm_unref(vm);
+    sandbox_table_lock(lc->table);
+    sandbox_table_remove_locked(lc->table, sb);
+    sandbox_table_unlock(lc->table);
+    drop_notice(lc, sb->id);
+    if (drc == 0)
+        log_error("event=resume_failed sandbox_id=%s outcome=snapshot_lost action=destroyed error=\"%s\"",
+                  sb->id, derr->msg);
+    else
+        log_error("event=resume_failed sandbox_id=%s outcome=snapshot_lost action=destroy_failed "
+                  "error=\"%s\" destroy_error=\"%s\"",
+                  sb->id, derr->msg, xerr.msg);
+    terr_set(err, "resume failed and the snapshot was lost; sandbox destroyed: %s", derr->msg);
+    sandbox_table_lock(lc->table);
+    unlock_lifecycle_locked(lc, sb);
+    sandbox_table_unlock(lc->table);
+    return AGENT_INTERNAL;
+}
+
 agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, lifecycle_info *out,
                             terr *err)
 {
@@ -366,6 +456,7 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     runtime_vm *vm = NULL;
     terr derr = {{0}};
     int rc = lc->driver->ops->resume(lc->driver, &spec, &vm, &derr);
+    if (rc == RUNTIME_SNAPSHOT_LOST) return resume_lost(lc, sb, &derr, err);
     sandbox_table_lock(lc->table);
     if (rc == 0) {
         sb->vm = vm;
@@ -374,12 +465,12 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
         sb->last_active_ms = now_ms(lc);
         fill_info(sb, out);
     } else {
-        sb->status = SANDBOX_PAUSED; /* the snapshot is intact: resume may be retried */
+        sb->status = SANDBOX_PAUSED; /* the driver kept the snapshot: resume may be retried */
     }
     unlock_lifecycle_locked(lc, sb);
     sandbox_table_unlock(lc->table);
     if (rc != 0) {
-        log_warn("event=resume_failed sandbox_id=%s error=\"%s\"", id, derr.msg);
+        log_warn("event=resume_failed sandbox_id=%s outcome=still_paused error=\"%s\"", id, derr.msg);
         terr_set(err, "resume failed (sandbox stays paused): %s", derr.msg);
         return AGENT_INTERNAL;
     }
@@ -690,16 +781,16 @@ void lifecycle_auto_pause_claimed(lifecycle *lc, const char *id)
                   xerr.msg);
 }
 
-int lifecycle_collect_dead(lifecycle *lc, char ***ids, size_t *n, terr *err)
+int lifecycle_collect_dead(lifecycle *lc, lifecycle_dead **out, size_t *n, terr *err)
 {
-    *ids = NULL;
+    *out = NULL;
     *n = 0;
-    size_t cap = 0, nvms = 0;
+    size_t nvms = 0;
     /* Snapshot (id, vm ref) under the lock, ask the driver outside it. */
     sandbox_table_lock(lc->table);
     size_t total = sandbox_table_count_locked(lc->table);
-    runtime_vm **vms = calloc(total ? total : 1, sizeof *vms);
-    if (!vms) {
+    lifecycle_dead *all = calloc(total ? total : 1, sizeof *all);
+    if (!all) {
         sandbox_table_unlock(lc->table);
         return terr_set(err, "reaper scan: out of memory");
     }
@@ -707,31 +798,37 @@ int lifecycle_collect_dead(lifecycle *lc, char ***ids, size_t *n, terr *err)
         sandbox *sb = sandbox_table_at_locked(lc->table, i);
         if (sb->status != SANDBOX_RUNNING || sb->lifecycle_busy || !sb->vm) continue;
         runtime_vm_ref(sb->vm);
-        vms[nvms++] = sb->vm;
+        memcpy(all[nvms].id, sb->id, sizeof all[nvms].id);
+        all[nvms++].vm = sb->vm;
     }
     sandbox_table_unlock(lc->table);
-    int rc = 0;
+    size_t k = 0;
     for (size_t i = 0; i < nvms; i++) {
-        if (rc == 0 && !lc->driver->ops->vm_alive(lc->driver, vms[i]) &&
-            push_id(ids, n, &cap, vms[i]->sandbox_id) != 0)
-            rc = terr_set(err, "reaper scan: out of memory");
-        runtime_vm_unref(vms[i]);
+        if (lc->driver->ops->vm_alive(lc->driver, all[i].vm)) runtime_vm_unref(all[i].vm);
+        else all[k++] = all[i]; /* keeps its reference: see lifecycle_claim_dead */
     }
-    free(vms);
-    if (rc != 0) {
-        journal_ids_free(*ids, *n);
-        *ids = NULL;
-        *n = 0;
-    }
-    return rc;
+    *out = all;
+    *n = k;
+    return 0;
 }
 
-bool lifecycle_claim_dead(lifecycle *lc, const char *id)
+void lifecycle_dead_free(lifecycle_dead *dead, size_t n)
+{
+    if (!dead) return;
+    for (size_t i = 0; i < n; i++) runtime_vm_unref(dead[i].vm);
+    free(dead);
+}
+
+bool lifecycle_claim_dead(lifecycle *lc, const char *id, const runtime_vm *vm)
 {
     bool claimed = false;
     sandbox_table_lock(lc->table);
     sandbox *sb = sandbox_table_find_locked(lc->table, id);
-    if (sb && sb->status == SANDBOX_RUNNING && sb->vm && sandbox_lifecycle_try_locked(sb)) {
+    /* sb->vm == vm: still the VM found dead, not one created or resumed
+     * under the same id since the scan (the scan's reference keeps that
+     * handle's address from being reused meanwhile). */
+    if (sb && sb->status == SANDBOX_RUNNING && sb->vm && sb->vm == vm &&
+        sandbox_lifecycle_try_locked(sb)) {
         sb->status = SANDBOX_DESTROYING;
         claimed = true;
     }

@@ -3,8 +3,9 @@
  * call this; it knows nothing of gRPC.
  *
  * States: creating (internal) -> running <-> pausing -> paused -> resuming ->
- * running; destroying (internal) -> gone. Creating/destroying sandboxes are
- * not listed and answer FAILED_PRECONDITION to state-dependent calls.
+ * running (or back to paused when the driver kept the snapshot, or gone when
+ * it lost it); destroying (internal) -> gone. Creating/destroying sandboxes
+ * are not listed and answer FAILED_PRECONDITION to state-dependent calls.
  *
  * Rules (docs/lifecycle.md has the full story):
  * - create/pause/resume/destroy hold the sandbox's lifecycle lock for the
@@ -64,13 +65,21 @@ typedef struct lifecycle_config {
 typedef struct lifecycle lifecycle;
 
 /* Builds the table from driver->ops->recover(): paused-on-disk sandboxes
- * become paused, re-attached VMs running with last_active = now. */
+ * become paused, re-attached VMs running with last_active = now. A recovered
+ * spec that create would refuse (vcpus, memory_mb, timeout_sec, template
+ * out of range: corrupt metadata) is destroyed through the driver and
+ * logged. Journal notices whose sandbox is not paused in the rebuilt table
+ * are dropped (acked). */
 int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err);
 /* Forgets the table (drops vm references; VMs keep running). Call only when
  * no operation or pool job is running any more. */
 void lifecycle_close(lifecycle *lc);
 
 /* spec->created_at_unix == 0 means now. */
+/* Resume: a driver failure that kept the snapshot leaves the sandbox paused
+ * (INTERNAL, retryable); RUNTIME_SNAPSHOT_LOST destroys it and removes the
+ * record (INTERNAL "resume failed and the snapshot was lost; sandbox
+ * destroyed"). */
 agent_code lifecycle_create(lifecycle *lc, const runtime_spec *spec, lifecycle_info *out, terr *err);
 agent_code lifecycle_destroy(lifecycle *lc, const char *id, terr *err);
 agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, terr *err);
@@ -103,10 +112,20 @@ bool lifecycle_claim_auto_pause(lifecycle *lc, const char *id);
 /* Pauses a claimed sandbox; success -> journal (fsync) -> paused; failure
  * -> destroy. Logs the outcome with sandbox_id. */
 void lifecycle_auto_pause_claimed(lifecycle *lc, const char *id);
-/* Ids of running sandboxes whose VM is no longer alive. */
-int lifecycle_collect_dead(lifecycle *lc, char ***ids, size_t *n, terr *err);
-/* Claims a dead running sandbox for destruction (status destroying). */
-bool lifecycle_claim_dead(lifecycle *lc, const char *id);
+/* A running sandbox whose VM was found dead: the id and the handle seen
+ * (one reference held, so the handle's address cannot be reused). */
+typedef struct lifecycle_dead {
+    char id[RUNTIME_ID_MAX];
+    runtime_vm *vm;
+} lifecycle_dead;
+/* Running sandboxes whose VM is no longer alive; free with
+ * lifecycle_dead_free (after the claims). */
+int lifecycle_collect_dead(lifecycle *lc, lifecycle_dead **out, size_t *n, terr *err);
+void lifecycle_dead_free(lifecycle_dead *dead, size_t n);
+/* Claims a dead running sandbox for destruction (status destroying), only
+ * if it still runs that very VM: a sandbox destroyed and re-created (or
+ * paused and resumed) since the scan has a new, live VM and is left alone. */
+bool lifecycle_claim_dead(lifecycle *lc, const char *id, const runtime_vm *vm);
 void lifecycle_destroy_dead_claimed(lifecycle *lc, const char *id);
 
 #endif

@@ -16,7 +16,7 @@ typedef struct pool_job {
 struct pause_pool {
     pthread_mutex_t mu;
     pthread_cond_t work_cv;  /* a job was queued, or stopping */
-    pthread_cond_t idle_cv;  /* a job finished */
+    pthread_cond_t idle_cv;  /* a job finished; CLOCK_MONOTONIC for timed waits */
     pool_job *head, *tail;
     int queued, running;
     bool closed;    /* no more submissions */
@@ -61,7 +61,13 @@ int pause_pool_new(int workers, pause_pool **out, terr *err)
     }
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->work_cv, NULL);
-    pthread_cond_init(&p->idle_cv, NULL);
+    /* The shutdown deadline is a duration: a wall-clock step must not
+     * shorten or stretch it. */
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&p->idle_cv, &attr);
+    pthread_condattr_destroy(&attr);
     for (int i = 0; i < workers; i++) {
         int rc = pthread_create(&p->threads[i], NULL, worker_main, p);
         if (rc != 0) {
@@ -107,7 +113,7 @@ int pause_pool_pending(pause_pool *p)
 int pause_pool_shutdown(pause_pool *p, int timeout_ms, terr *err)
 {
     struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
+    clock_gettime(CLOCK_MONOTONIC, &deadline);
     deadline.tv_sec += timeout_ms / 1000;
     deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
     if (deadline.tv_nsec >= 1000000000L) {

@@ -59,7 +59,7 @@ int reaper_new(const reaper_config *cfg, reaper **out, terr *err)
 /* Claims id with claim() and queues its job; a failed submit (shutdown)
  * cannot happen while the reaper runs, but if it does the claim must not
  * leak: run the job inline so the lifecycle lock is released. */
-static void dispatch(reaper *r, const char *id, bool destroy_dead)
+static void dispatch(reaper *r, const char *id, bool destroy_dead, const runtime_vm *dead_vm)
 {
     reaper_job *job = calloc(1, sizeof *job);
     if (!job) {
@@ -69,7 +69,7 @@ static void dispatch(reaper *r, const char *id, bool destroy_dead)
     job->lc = r->cfg.lc;
     job->destroy_dead = destroy_dead;
     snprintf(job->id, sizeof job->id, "%s", id);
-    bool claimed = destroy_dead ? lifecycle_claim_dead(r->cfg.lc, id)
+    bool claimed = destroy_dead ? lifecycle_claim_dead(r->cfg.lc, id, dead_vm)
                                 : lifecycle_claim_auto_pause(r->cfg.lc, id);
     if (!claimed) {
         log_debug("event=reaper_skip sandbox_id=%s reason=%s", id,
@@ -95,16 +95,20 @@ void reaper_tick(reaper *r)
     } else {
         for (size_t i = 0; i < n; i++) {
             if (r->cfg.before_claim) r->cfg.before_claim(r->cfg.hook_ctx, ids[i]);
-            dispatch(r, ids[i], false);
+            dispatch(r, ids[i], false, NULL);
         }
         journal_ids_free(ids, n);
     }
-    if (lifecycle_collect_dead(r->cfg.lc, &ids, &n, &err) != 0) {
+    lifecycle_dead *dead = NULL;
+    if (lifecycle_collect_dead(r->cfg.lc, &dead, &n, &err) != 0) {
         log_error("event=reaper_scan_failed error=\"%s\"", err.msg);
         return;
     }
-    for (size_t i = 0; i < n; i++) dispatch(r, ids[i], true);
-    journal_ids_free(ids, n);
+    for (size_t i = 0; i < n; i++) {
+        if (r->cfg.before_claim_dead) r->cfg.before_claim_dead(r->cfg.hook_ctx, dead[i].id);
+        dispatch(r, dead[i].id, true, dead[i].vm);
+    }
+    lifecycle_dead_free(dead, n);
 }
 
 static void *reaper_main(void *arg)

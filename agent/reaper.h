@@ -7,7 +7,8 @@
  *      + move to pausing, atomically against ping/exec) and hand it to the
  *      bounded pause pool; a sandbox whose lifecycle lock is busy is left
  *      for the next tick, so the tick never blocks;
- *   3. notice running sandboxes whose VM died and destroy them on the pool.
+ *   3. notice running sandboxes whose VM died and destroy them on the pool
+ *      (the claim requires the sandbox to still hold the VM found dead).
  * A claimed sandbox stays claimed until its job ends, so it is never queued
  * or paused twice. reaper_stop never cancels a job: it stops ticking, then
  * waits for queued and running pauses to finish (bounded by a timeout). */
@@ -26,6 +27,8 @@ typedef struct reaper_config {
     int interval_ms;          /* > 0; the default is 2000 */
     int pause_workers;        /* >= 1; the default is 2 */
     reaper_hook_fn before_claim;
+    /* Same seam between the dead-VM scan and its claim. */
+    reaper_hook_fn before_claim_dead;
     void *hook_ctx;
 } reaper_config;
 

@@ -173,13 +173,16 @@ static void h_list(void *appv, rpc_call *call, const ProtobufCMessage *m)
     agent_rpc *app = appv;
     const Torpor__Hostagent__V1__ListSandboxesRequest *req = (const void *)m;
     terr e;
-    /* Acks first, so the answer never repeats what the caller just recorded. */
+    /* Acks first, so the answer never repeats what the caller just recorded.
+     * Best effort: a journal that cannot be written (disk full) must not
+     * stop the host from being reconciled. The unwritten acks stay pending
+     * and are reported again, which the caller handles (it acks them
+     * again). */
     if (req->n_ack_auto_paused_sandbox_ids > 0 &&
         journal_ack(app->journal, (const char *const *)req->ack_auto_paused_sandbox_ids,
-                    req->n_ack_auto_paused_sandbox_ids, &e) != 0) {
-        rpc_fail(call, GRPC_STATUS_INTERNAL, "ack: %s", e.msg);
-        return;
-    }
+                    req->n_ack_auto_paused_sandbox_ids, &e) != 0)
+        log_warn("event=journal_ack_failed count=%zu error=\"%s\"", req->n_ack_auto_paused_sandbox_ids,
+                 e.msg);
     lifecycle_info *infos = NULL;
     size_t n = 0;
     if (lifecycle_list(app->lc, &infos, &n, &e) != 0) {

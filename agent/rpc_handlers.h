@@ -6,7 +6,9 @@
  * INTERNAL. Fields are validated before anything is copied into fixed-size
  * buffers (an over-long id is INVALID_ARGUMENT, never truncated).
  * ListSandboxes first applies ack_auto_paused_sandbox_ids to the journal,
- * then reports every sandbox held and the still-unacknowledged ids. */
+ * then reports every sandbox held and the still-unacknowledged ids. Acks
+ * are best effort: a journal write failure is logged and the list still
+ * answers (the unrecorded acks stay in the reported ids). */
 #ifndef TORPOR_AGENT_RPC_HANDLERS_H
 #define TORPOR_AGENT_RPC_HANDLERS_H
 

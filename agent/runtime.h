@@ -26,7 +26,12 @@
  * before the VM was torn down, the VM is running again (`cont`) and usable,
  * and no half-written snapshot is ever taken for a good one by resume or
  * recover. If it fails because the VM is already dead, it returns -1 and
- * vm_alive() reports false; the caller then destroys. */
+ * vm_alive() reports false; the caller then destroys.
+ *
+ * Resume atomicity: resume returns -1 when it failed but the snapshot is
+ * still committed (the sandbox stays paused and may be retried), and
+ * RUNTIME_SNAPSHOT_LOST when it failed after the snapshot was consumed (the
+ * guest ran): nothing resumable remains and the caller destroys. */
 #ifndef TORPOR_RUNTIME_H
 #define TORPOR_RUNTIME_H
 
@@ -39,6 +44,9 @@
 
 #define RUNTIME_ID_MAX 64
 #define RUNTIME_TEMPLATE_MAX 64
+
+/* resume's return value when the failure consumed the snapshot. */
+#define RUNTIME_SNAPSHOT_LOST (-2)
 
 typedef struct runtime_driver runtime_driver;
 typedef struct runtime_vm runtime_vm;

@@ -9,6 +9,7 @@ killed never yields a broken "paused" sandbox."""
 
 import base64
 import os
+import re
 import signal
 import sys
 import threading
@@ -180,8 +181,11 @@ def test_non_utf8_output_is_base64(s):
 def test_destroy_removes_everything(s):
     sid = ctx["id"]
     s.destroy(sid)
-    wait_until(lambda: not os.path.exists(s.sandbox_dir(sid)), 15, what=f"{s.sandbox_dir(sid)} removed")
-    wait_until(lambda: not s.qemu_pids(sid), 10, what=f"QEMU of {sid} gone")
+    # DELETE is synchronous: by its 204 the agent has killed (and waited for)
+    # the VM and removed the directory.
+    assert not os.path.exists(s.sandbox_dir(sid)), \
+        f"{s.sandbox_dir(sid)} still there after DELETE answered: {files_under(s.sandbox_dir(sid))}"
+    assert not s.qemu_pids(sid), f"QEMU of {sid} still running after DELETE answered: {s.qemu_pids(sid)}"
 
 
 def _check_outcome_after_killed_pause(s, sid, pause_result):
@@ -210,8 +214,13 @@ def _check_outcome_after_killed_pause(s, sid, pause_result):
         assert expect_status in (409, 404), f"resume of a {outcome} sandbox answered {expect_status}"
     st, _ = s.request("DELETE", f"/v1/sandboxes/{sid}")
     assert st in (204, 404, 409), f"DELETE after killed pause: {st}"
-    wait_until(lambda: not s.qemu_pids(sid), 10, what=f"QEMU of {sid} gone after destroy")
-    wait_until(lambda: not os.path.exists(s.sandbox_dir(sid)), 15, what=f"{s.sandbox_dir(sid)} removed")
+    if st == 409:  # a transition still settling: the reconciler finishes it
+        wait_until(lambda: not s.qemu_pids(sid), 10, what=f"QEMU of {sid} gone after destroy")
+        wait_until(lambda: not os.path.exists(s.sandbox_dir(sid)), 15, what=f"{s.sandbox_dir(sid)} removed")
+    else:  # DELETE is synchronous, and a stopped/error sandbox was destroyed by the agent
+        assert not s.qemu_pids(sid), f"QEMU of {sid} left after DELETE answered {st}"
+        assert not os.path.exists(s.sandbox_dir(sid)), \
+            f"{s.sandbox_dir(sid)} left after DELETE answered {st}: {files_under(s.sandbox_dir(sid))}"
 
 
 def test_pause_with_qemu_killed_just_before(s):
@@ -224,14 +233,27 @@ def test_pause_with_qemu_killed_just_before(s):
     _check_outcome_after_killed_pause(s, sid, res)
 
 
+def _alive_not_zombie(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _pause_and_kill_mid_migration(s):
-    """One attempt: pause in a thread, SIGKILL the QEMU as soon as the
-    migration has begun (the driver streams the device state into
-    <sandbox dir>/state.tmp, renamed to state only once complete).
+    """One attempt: pause in a thread, SIGKILL the QEMU as soon as the pause
+    is under way (the driver creates <sandbox dir>/state.tmp right before it
+    streams the device state there; renamed to state only once complete).
+    The kill only counts as landed if it hit a live QEMU and the agent then
+    logged that this pause failed (its lifecycle line), i.e. the pause really
+    was cut short rather than finished first.
     Returns (sandbox id, pause result, whether the kill landed mid-pause)."""
     sid = s.create({"memory_mb": 128})["id"]
     pids = s.qemu_pids(sid)
     assert len(pids) == 1, pids
+    # A pidfd names this very process: no pid reuse can redirect the kill.
+    pidfd = os.pidfd_open(pids[0])
     marker = os.path.join(s.sandbox_dir(sid), "state.tmp")
     result = {}
 
@@ -240,20 +262,33 @@ def _pause_and_kill_mid_migration(s):
             result["res"] = s.request("POST", f"/v1/sandboxes/{sid}/pause")
         except Exception as e:  # reported by the caller
             result["res"] = (None, repr(e))
-    t = threading.Thread(target=do_pause)
-    t.start()
-    landed = False
-    while t.is_alive():
-        if os.path.exists(marker):
-            try:
-                os.kill(pids[0], signal.SIGKILL)
-                landed = True
-            except ProcessLookupError:
-                pass  # QEMU already quit: the pause got there first
-            break
-    t.join(120)
+    killed_live = False
+    try:
+        t = threading.Thread(target=do_pause)
+        t.start()
+        while t.is_alive():
+            if os.path.exists(marker):
+                if _alive_not_zombie(pids[0]):
+                    try:
+                        signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                        killed_live = True
+                    except ProcessLookupError:
+                        pass  # QEMU already quit: the pause got there first
+                break
+            time.sleep(0.001)  # poll, do not spin: QEMU needs the CPU to get there
+        t.join(120)
+    finally:
+        os.close(pidfd)
     assert not t.is_alive(), "pause request hung after its QEMU was killed"
-    return sid, result["res"], landed
+    res = result["res"]
+    failed_line = re.search(rf"event=pause_failed sandbox_id={re.escape(sid)} outcome=(\w+)",
+                            s.agent.log_text())
+    if killed_live and res[0] != 200:
+        assert failed_line, f"pause of {sid} answered {res[0]} after its QEMU was killed, " \
+                            f"but the agent logged no event=pause_failed for it"
+        assert failed_line.group(1) == "destroyed", \
+            f"killed mid-pause, the agent's outcome was {failed_line.group(1)} (want destroyed)"
+    return sid, res, killed_live and failed_line is not None
 
 
 def test_pause_with_qemu_killed_during_pause(s):

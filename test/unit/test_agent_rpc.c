@@ -9,9 +9,12 @@
 #include <cmocka.h>
 
 #include <pthread.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "agent_fixture.h"
 #include "hostagent.pb-c.h"
@@ -258,6 +261,51 @@ static void test_list_reports_auto_paused_until_acked(void **state)
     protobuf_c_message_free_unpacked(&l->base, NULL);
 }
 
+/* Soft RLIMIT_FSIZE (SIGXFSZ ignored): with the cap at the journal's
+ * current size every journal write fails with EFBIG, like a full disk. */
+static rlim_t limit_file_size(rlim_t max)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = max;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    return old;
+}
+
+/* An ack the journal cannot record must not take ListSandboxes down: the
+ * host would never be reconciled while its disk is full. */
+static void test_list_answers_when_acks_cannot_be_written(void **state)
+{
+    rpc_fx *r = *state;
+    terr e;
+    assert_int_equal(create(r, "sb-idle", 1, 3, &e), GRPC_STATUS_OK);
+    assert_int_equal(create(r, "sb-busy", 1, 0, &e), GRPC_STATUS_OK);
+    agent_clock_advance_ms(&r->fx->clock, 3000);
+    reaper_tick(r->fx->reaper);
+    assert_true(fx_wait_status(r->fx, "sb-idle", SANDBOX_PAUSED, DEADLINE_MS));
+
+    struct stat st;
+    assert_int_equal(stat(r->fx->journal_path, &st), 0);
+    assert_true(st.st_size > 0);
+    rlim_t old = limit_file_size((rlim_t)st.st_size);
+    const char *acks[] = {"sb-idle"};
+    Torpor__Hostagent__V1__ListSandboxesResponse *l = list(r, acks, 1);
+    limit_file_size(old);
+    assert_int_equal(l->n_sandboxes, 2);
+    /* the ack was not recorded: the notice is still reported */
+    assert_int_equal(l->n_auto_paused_sandbox_ids, 1);
+    assert_string_equal(l->auto_paused_sandbox_ids[0], "sb-idle");
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+
+    /* once the journal can be written again, the same ack goes through */
+    l = list(r, acks, 1);
+    assert_int_equal(l->n_auto_paused_sandbox_ids, 0);
+    assert_int_equal(l->n_sandboxes, 2);
+    protobuf_c_message_free_unpacked(&l->base, NULL);
+}
+
 typedef struct pause_arg {
     rpc_fx *r;
     grpc_status_code st;
@@ -300,6 +348,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_status_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_reports_auto_paused_until_acked, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_answers_when_acks_cannot_be_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_block_ping, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -7,6 +7,8 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,6 +138,58 @@ static void test_compaction_bounds_the_file(void **state)
     assert_int_equal(access(fx->journal_path, F_OK), 0);
 }
 
+/* After a compaction the journal's fd is the renamed file: later records
+ * land in the file a restart reads. */
+static void test_appends_after_compaction_reach_the_file(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    char id[32];
+    for (int i = 0; i < 300; i++) {
+        snprintf(id, sizeof id, "sb-%d", i);
+        assert_int_equal(journal_append_paused(fx->journal, id, &e), 0);
+        const char *ack[] = {id};
+        assert_int_equal(journal_ack(fx->journal, ack, 1, &e), 0);
+    }
+    assert_true(journal_record_count(fx->journal) < 300); /* compacted at least once */
+    assert_int_equal(journal_append_paused(fx->journal, "after", &e), 0);
+    assert_non_null(strstr(read_whole(fx->journal_path), "P after\n"));
+    fx->journal = reopen(fx);
+    assert_string_equal(pending(fx->journal), "after");
+}
+
+/* Caps the size of files this process may write (soft limit only, so it
+ * can be lifted again); SIGXFSZ ignored so the write fails with EFBIG. */
+static rlim_t limit_file_size(rlim_t max)
+{
+    struct rlimit rl;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = max;
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
+    return old;
+}
+
+/* A write that fails half-way (disk full) must not leave a partial line
+ * that the next record is glued to. */
+static void test_failed_append_does_not_garble_the_next(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    assert_int_equal(journal_append_paused(fx->journal, "sb-a", &e), 0); /* "P sb-a\n": 7 bytes */
+    rlim_t old = limit_file_size(7 + 4);  /* "P sb-long-name\n" gets 4 bytes in */
+    int rc = journal_append_paused(fx->journal, "sb-long-name", &e);
+    limit_file_size(old);
+    assert_int_equal(rc, -1);
+    assert_non_null(strstr(e.msg, "journal: write"));
+    assert_false(journal_is_pending(fx->journal, "sb-long-name"));
+    assert_int_equal(journal_append_paused(fx->journal, "sb-c", &e), 0);
+    assert_string_equal(read_whole(fx->journal_path), "P sb-a\nP sb-c\n");
+    fx->journal = reopen(fx);
+    assert_string_equal(pending(fx->journal), "sb-a,sb-c");
+}
+
 static void test_open_fails_cleanly_on_bad_path(void **state)
 {
     journal *j = NULL;
@@ -187,6 +241,28 @@ static void test_resume_and_destroy_drop_stale_notice(void **state)
     assert_string_equal(pending(fx->journal), "");
 }
 
+/* A notice whose sandbox did not come back after a restart, or came back
+ * running, describes nothing true: the restarted agent drops it. */
+static void test_restart_drops_stale_notices(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    assert_int_equal(fx_create(fx, "sb-p", 1), AGENT_OK);
+    assert_int_equal(fx_create(fx, "sb-run", 0), AGENT_OK);
+    agent_clock_advance_ms(&fx->clock, 1000);
+    reaper_tick(fx->reaper);
+    assert_true(fx_wait_status(fx, "sb-p", SANDBOX_PAUSED, 10000));
+    /* left by an earlier run: a sandbox gone from disk, and one that was
+     * resumed just before a crash (the notice drop never happened) */
+    assert_int_equal(journal_append_paused(fx->journal, "sb-ghost", &e), 0);
+    assert_int_equal(journal_append_paused(fx->journal, "sb-run", &e), 0);
+    assert_string_equal(pending(fx->journal), "sb-p,sb-ghost,sb-run");
+    fx_restart(fx);
+    assert_string_equal(pending(fx->journal), "sb-p");
+    fx->journal = reopen(fx); /* the drop is durable */
+    assert_string_equal(pending(fx->journal), "sb-p");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -194,9 +270,12 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_last_line_is_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_lines_are_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_bounds_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_appends_after_compaction_reach_the_file, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_append_does_not_garble_the_next, setup, teardown),
         cmocka_unit_test_setup_teardown(test_open_fails_cleanly_on_bad_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_restart_keeps_notice_until_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_and_destroy_drop_stale_notice, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_drops_stale_notices, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -113,6 +113,56 @@ static void test_pause_resume_rules(void **state)
     assert_int_equal(info.last_active_ms, agent_clock_now_ms(&fx->clock));
 }
 
+/* A resume that failed after the driver consumed the snapshot must not
+ * leave a "paused" sandbox that every later resume fails on: it is
+ * destroyed, and nothing (not even a stale notice) reports it again. */
+static void test_resume_that_loses_the_snapshot_destroys(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    assert_int_equal(fx_create(fx, "sb", 1), AGENT_OK);
+    agent_clock_advance_ms(&fx->clock, 1000);
+    reaper_tick(fx->reaper); /* auto-pause: a journal notice is pending */
+    assert_true(fx_wait_status(fx, "sb", SANDBOX_PAUSED, WAIT_MS));
+    assert_true(journal_is_pending(fx->journal, "sb"));
+
+    test_driver_lose_snapshot_next(fx->td, "sb", "guest did not connect within 20000 ms");
+    assert_int_equal(lifecycle_resume(fx->lc, "sb", 5, NULL, &e), AGENT_INTERNAL);
+    assert_non_null(strstr(e.msg, "resume failed and the snapshot was lost; sandbox destroyed"));
+    assert_non_null(strstr(e.msg, "guest did not connect"));
+    assert_int_equal(fx_status(fx, "sb"), -1);
+    assert_int_equal(test_driver_calls(fx->td, TD_DESTROY, "sb"), 1);
+    assert_int_equal(test_driver_disk_state(fx->td, "sb"), 0);
+    assert_false(journal_is_pending(fx->journal, "sb"));
+    lifecycle_info *infos;
+    size_t n;
+    assert_int_equal(lifecycle_list(fx->lc, &infos, &n, &e), 0);
+    free(infos);
+    assert_int_equal(n, 0);
+    assert_int_equal(lifecycle_resume(fx->lc, "sb", 5, NULL, &e), AGENT_NOT_FOUND);
+    /* the id is free again */
+    assert_int_equal(fx_create(fx, "sb", 0), AGENT_OK);
+}
+
+/* Even when the cleanup fails the record goes: nothing resumable is left,
+ * and the driver's recover() removes the debris on the next start. */
+static void test_resume_lost_with_failed_cleanup_still_not_paused(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    assert_int_equal(fx_create(fx, "sb", 0), AGENT_OK);
+    assert_int_equal(lifecycle_pause(fx->lc, "sb", NULL, &e), AGENT_OK);
+    test_driver_lose_snapshot_next(fx->td, "sb", "cont failed");
+    test_driver_fail_next(fx->td, TD_DESTROY, "sb", "rm: device busy");
+    assert_int_equal(lifecycle_resume(fx->lc, "sb", 0, NULL, &e), AGENT_INTERNAL);
+    assert_non_null(strstr(e.msg, "snapshot was lost"));
+    assert_int_equal(fx_status(fx, "sb"), -1);
+    assert_int_equal(test_driver_disk_state(fx->td, "sb"), 3);
+    fx_restart(fx);
+    assert_int_equal(fx_status(fx, "sb"), -1);
+    assert_int_equal(test_driver_disk_state(fx->td, "sb"), 0);
+}
+
 static void test_pause_failure_paths(void **state)
 {
     agent_fx *fx = *state;
@@ -382,12 +432,50 @@ static void test_restart_recovers_running_and_paused(void **state)
     assert_int_equal(lifecycle_resume(fx->lc, "psd", 4, NULL, &e), AGENT_OK);
 }
 
+/* Recovered metadata is validated like a create request: a spec create
+ * would refuse is removed, not served (timeout_sec near 2^31 used to wrap
+ * to a negative TTL). */
+static void test_restart_rejects_out_of_range_recovered_spec(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    assert_int_equal(fx_create(fx, "good", 0), AGENT_OK);
+    assert_int_equal(fx_create(fx, "good-psd", 0), AGENT_OK);
+    assert_int_equal(lifecycle_pause(fx->lc, "good-psd", NULL, &e), AGENT_OK);
+    const struct { const char *id; bool paused; int vcpus, mem, timeout; const char *tmpl; } bad[] = {
+        {"bad-timeout", true, 1, 128, (int)(-2147483647 - 1), "minimal"},
+        {"bad-timeout-hi", true, 1, 128, 2592001, "minimal"},
+        {"bad-vcpus", false, 0, 128, 0, "minimal"},
+        {"bad-mem", true, 1, 16, 0, "minimal"},
+        {"bad-tmpl", false, 1, 128, 0, "../x"},
+    };
+    size_t nbad = sizeof bad / sizeof bad[0];
+    for (size_t i = 0; i < nbad; i++) {
+        assert_int_equal(fx_create(fx, bad[i].id, 0), AGENT_OK);
+        if (bad[i].paused) assert_int_equal(lifecycle_pause(fx->lc, bad[i].id, NULL, &e), AGENT_OK);
+        runtime_spec s = spec_of(bad[i].id, bad[i].tmpl, bad[i].vcpus, bad[i].mem, bad[i].timeout);
+        test_driver_set_spec(fx->td, bad[i].id, &s);
+    }
+    fx_restart(fx);
+    for (size_t i = 0; i < nbad; i++) {
+        assert_int_equal(fx_status(fx, bad[i].id), -1);
+        assert_int_equal(test_driver_calls(fx->td, TD_DESTROY, bad[i].id), 1);
+        assert_int_equal(test_driver_disk_state(fx->td, bad[i].id), 0);
+    }
+    assert_int_equal(fx_status(fx, "good"), SANDBOX_RUNNING);
+    assert_int_equal(fx_status(fx, "good-psd"), SANDBOX_PAUSED);
+    assert_int_equal(test_driver_calls(fx->td, TD_DESTROY, "good"), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_validation, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_rules, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_that_loses_the_snapshot_destroys, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_resume_lost_with_failed_cleanup_still_not_paused, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_pause_failure_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_waits_for_pause_and_ping_does_not, setup, teardown),
@@ -396,6 +484,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_hides_creating_and_shows_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_recovers_running_and_paused, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_rejects_out_of_range_recovered_spec, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

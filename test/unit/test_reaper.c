@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <time.h>
 
 #include "agent_fixture.h"
 
@@ -268,6 +269,47 @@ static void test_dead_vm_is_noticed_and_removed(void **state)
     assert_false(journal_is_pending(fx->journal, "sb-dead"));
 }
 
+/* Runs between the dead-VM scan and the claim: the dead sandbox is
+ * destroyed and a new one created under the same id, with a live VM. */
+static void recreate_hook(void *ctx, const char *id)
+{
+    agent_fx *fx = ctx;
+    terr e;
+    assert_int_equal(lifecycle_destroy(fx->lc, id, &e), AGENT_OK);
+    assert_int_equal(fx_create(fx, id, 0), AGENT_OK);
+}
+
+static bool pool_idle(agent_fx *fx)
+{
+    for (int waited = 0; waited <= WAIT_MS; waited++) {
+        if (reaper_pending(fx->reaper) == 0) return true;
+        struct timespec ts = {0, 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return false;
+}
+
+static void test_dead_claim_spares_a_recreated_sandbox(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    fx->hook_dead = recreate_hook;
+    fx->hook_ctx = fx;
+    fx_restart(fx); /* the reaper picks up the hook */
+    assert_int_equal(fx_create(fx, "sb", 0), AGENT_OK);
+    test_driver_kill(fx->td, "sb");
+    reaper_tick(fx->reaper);
+    assert_true(pool_idle(fx));
+    /* only the hook's destroy ran: the new VM was not taken for the dead one */
+    assert_int_equal(test_driver_calls(fx->td, TD_DESTROY, "sb"), 1);
+    assert_int_equal(fx_status(fx, "sb"), SANDBOX_RUNNING);
+    assert_int_equal(test_driver_disk_state(fx->td, "sb"), 1);
+    runtime_exec_request req = {.cmd = "true"};
+    runtime_exec_result res;
+    assert_int_equal(lifecycle_exec(fx->lc, "sb", &req, &res, &e), AGENT_OK);
+    runtime_exec_result_free(&res);
+}
+
 static void test_vm_died_before_auto_pause_destroys(void **state)
 {
     agent_fx *fx = *state;
@@ -363,6 +405,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_exec_in_flight_keeps_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_completes_running_pause, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_vm_is_noticed_and_removed, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_claim_spares_a_recreated_sandbox, setup, teardown),
         cmocka_unit_test_setup_teardown(test_vm_died_before_auto_pause_destroys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_ticks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_racing_activity_and_ticks_stay_consistent, setup, teardown),

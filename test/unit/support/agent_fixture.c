@@ -21,7 +21,8 @@ static void fx_open(agent_fx *fx)
                              .clock = &fx->clock};
     if (lifecycle_open(&lcfg, &fx->lc, &e) != 0) die("lifecycle_open", &e);
     reaper_config rcfg = {.lc = fx->lc, .interval_ms = 2000, .pause_workers = 2,
-                          .before_claim = fx->hook, .hook_ctx = fx->hook_ctx};
+                          .before_claim = fx->hook, .before_claim_dead = fx->hook_dead,
+                          .hook_ctx = fx->hook_ctx};
     if (reaper_new(&rcfg, &fx->reaper, &e) != 0) die("reaper_new", &e);
 }
 

@@ -24,6 +24,7 @@ typedef struct agent_fx {
     lifecycle *lc;
     reaper *reaper;        /* NULL once a test stopped it */
     reaper_hook_fn hook;   /* set before fx_open/fx_restart */
+    reaper_hook_fn hook_dead; /* the dead-VM seam, same rule */
     void *hook_ctx;
 } agent_fx;
 

@@ -18,7 +18,7 @@ typedef struct td_file {
 typedef struct td_entry {
     bool used;
     runtime_spec spec;
-    int state;          /* 1 running, 2 paused */
+    int state;          /* 1 running, 2 paused, 3 debris (snapshot consumed) */
     bool dead;
     runtime_vm *vm;     /* current handle (not owned) while running */
     td_file *files;
@@ -33,6 +33,7 @@ typedef struct td_slot { /* per (op, id): gate, failure, counter */
     int calls;
     char fail_msg[200];
     bool fail;
+    bool lose;          /* resume only: fail after consuming the snapshot */
 } td_slot;
 
 struct test_driver {
@@ -162,6 +163,14 @@ static int td_resume(runtime_driver *d, const runtime_spec *spec, runtime_vm **o
     int rc = enter_locked(td, TD_RESUME, spec->sandbox_id, err);
     td_entry *e = entry_find(td, spec->sandbox_id);
     if (rc == 0 && (!e || e->state != 2)) rc = terr_set(err, "no snapshot for %s", spec->sandbox_id);
+    td_slot *s = slot_get(td, TD_RESUME, spec->sandbox_id);
+    if (rc == 0 && s->lose) {
+        s->lose = false;
+        e->state = 3;
+        terr_set(err, "%s", s->fail_msg);
+        pthread_mutex_unlock(&td->mu);
+        return RUNTIME_SNAPSHOT_LOST;
+    }
     if (rc == 0) {
         e->spec = *spec;
         *out = new_vm(td, e);
@@ -279,7 +288,7 @@ static int td_recover(runtime_driver *d, runtime_recover_fn cb, void *ctx, terr 
     for (int i = 0; i < TD_MAX; i++) {
         td_entry *e = &td->entries[i];
         if (!e->used) continue;
-        if (e->state == 1 && e->dead) { /* debris: a dead VM without snapshot */
+        if ((e->state == 1 && e->dead) || e->state == 3) { /* debris: no VM, no snapshot */
             entry_clear(e);
             continue;
         }
@@ -391,6 +400,27 @@ void test_driver_fail_next(test_driver *td, td_op op, const char *id, const char
     td_slot *s = slot_get(td, op, id);
     s->fail = true;
     snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
+    pthread_mutex_unlock(&td->mu);
+}
+
+void test_driver_lose_snapshot_next(test_driver *td, const char *id, const char *msg)
+{
+    pthread_mutex_lock(&td->mu);
+    td_slot *s = slot_get(td, TD_RESUME, id);
+    s->lose = true;
+    snprintf(s->fail_msg, sizeof s->fail_msg, "%s", msg);
+    pthread_mutex_unlock(&td->mu);
+}
+
+void test_driver_set_spec(test_driver *td, const char *id, const runtime_spec *spec)
+{
+    pthread_mutex_lock(&td->mu);
+    td_entry *e = entry_find(td, id);
+    if (e) {
+        e->spec = *spec;
+        /* the id is the entry's key (a directory name): keep it */
+        snprintf(e->spec.sandbox_id, sizeof e->spec.sandbox_id, "%s", id);
+    }
     pthread_mutex_unlock(&td->mu);
 }
 

@@ -10,7 +10,11 @@
  * - gates: while the gate of (op, sandbox) is closed, calls of op on that
  *   sandbox block; test_driver_wait_blocked lets a test wait (with a polling
  *   deadline) until a call is parked there. This makes "a slow pause" exact.
- * - failure injection: the next call of op on a sandbox fails with a message.
+ * - failure injection: the next call of op on a sandbox fails with a message
+ *   (for resume: failing with the snapshot kept, -1). The next resume can
+ *   also fail after consuming the snapshot: RUNTIME_SNAPSHOT_LOST, and the
+ *   entry is left as debris (disk state 3: no snapshot, no VM).
+ * - metadata: a test can overwrite the spec recorded on "disk" (corruption).
  * - kill: the VM "process" dies: vm_alive false, pause/exec fail.
  * - counters: how many times op was called on a sandbox.
  * Templates: "minimal" and "base" exist; any other name fails with
@@ -46,10 +50,13 @@ void test_driver_gate_open(test_driver *td, td_op op, const char *id);
 bool test_driver_wait_blocked(test_driver *td, td_op op, const char *id, int n, int timeout_ms);
 
 void test_driver_fail_next(test_driver *td, td_op op, const char *id, const char *msg);
+void test_driver_lose_snapshot_next(test_driver *td, const char *id, const char *msg);
+/* Replaces the spec an entry records (what recover() will report). */
+void test_driver_set_spec(test_driver *td, const char *id, const runtime_spec *spec);
 void test_driver_kill(test_driver *td, const char *id);
 
 int test_driver_calls(test_driver *td, td_op op, const char *id);
-/* 0 = not on disk, 1 = running, 2 = paused. */
+/* 0 = not on disk, 1 = running, 2 = paused, 3 = debris of a lost resume. */
 int test_driver_disk_state(test_driver *td, const char *id);
 
 #endif
