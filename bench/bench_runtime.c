@@ -5,14 +5,19 @@
  *   create (restore of the template snapshot) -> exec `true`
  *   -> pause (durable) -> resume -> first exec after resume -> destroy
  * and prints median and p90 of each phase, the snapshot's size on disk, and
- * the idle cost (PSS, CPU% over a window) of one idle sandbox. It never
- * passes or fails on time: it only prints.
+ * the idle cost (PSS, CPU% over a window) of one idle sandbox and of three.
+ * The idle PSS is split into the guest RAM file's mapped pages and the
+ * process's private pages (USS); the rest is shared with other processes
+ * (QEMU binary, libraries). It never passes or fails on time: it only prints.
  *
  * Usage: bench_runtime [--rounds N] [--sizes 128,1024] [--idle-sec S]
- *                      [--image-dir DIR] [--state-dir DIR]
+ *                      [--image-dir DIR] [--state-dir DIR] [--idle-trim-ms N]
+ * (--idle-trim-ms: the driver's idle trim delay; -1 turns it off.)
  * Default image dir: <build>/image (from this executable's path). */
 #include <errno.h>
 #include <limits.h>
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -97,17 +102,40 @@ static int exec_true(runtime_driver *d, runtime_vm *vm, terr *err)
     return code == 0 ? 0 : terr_set(err, "true exited %d", code);
 }
 
-static long long proc_pss_kb(int pid)
+typedef struct mem_kb {
+    long long pss;      /* the whole process */
+    long long ram_pss;  /* its mapping of the guest RAM file (<sandbox>/ram) */
+    long long uss;      /* private pages (Private_Clean + Private_Dirty) */
+} mem_kb;
+
+/* Sums /proc/<pid>/smaps. */
+static int proc_mem(int pid, mem_kb *m)
 {
-    char p[64], line[256];
-    snprintf(p, sizeof p, "/proc/%d/smaps_rollup", pid);
+    char p[64], line[512];
+    snprintf(p, sizeof p, "/proc/%d/smaps", pid);
     FILE *f = fopen(p, "r");
     if (!f) return -1;
-    long long kb = -1;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "Pss: %lld kB", &kb) == 1) break;
+    memset(m, 0, sizeof *m);
+    bool in_ram = false;
+    while (fgets(line, sizeof line, f)) {
+        long long kb;
+        char name[32];
+        if (sscanf(line, "%31[A-Za-z_]: %lld kB", name, &kb) == 2) {
+            if (!strcmp(name, "Pss")) {
+                m->pss += kb;
+                if (in_ram) m->ram_pss += kb;
+            } else if (!strcmp(name, "Private_Clean") || !strcmp(name, "Private_Dirty")) {
+                m->uss += kb;
+            }
+        } else if (strchr(line, '-') && strchr(line, ' ')) {
+            /* a mapping header: "start-end perms offset dev inode [path]" */
+            size_t l = strlen(line);
+            while (l && (line[l - 1] == '\n' || line[l - 1] == ' ')) line[--l] = '\0';
+            in_ram = l >= 4 && !strcmp(line + l - 4, "/ram");
+        }
+    }
     fclose(f);
-    return kb;
+    return 0;
 }
 
 static long long proc_cpu_ticks(int pid)
@@ -132,16 +160,20 @@ typedef struct size_result {
     double template_build_ms;
     double v[M_COUNT][MAX_ROUNDS];
     int n;
-    long long idle_pss_kb;   /* one idle sandbox alone */
+    mem_kb idle;             /* one idle sandbox alone */
     double idle_cpu_pct;
-    long long idle3_pss_kb;  /* per sandbox, three idle at once (shared pages split) */
+    mem_kb idle3;            /* per sandbox, three idle at once (shared pages split) */
     double idle3_cpu_pct;
+    double idle_settle_cpu_ms, idle3_settle_cpu_ms; /* CPU before the window, per sandbox */
 } size_result;
 
+
+
 /* Idle cost of k sandboxes that were created, used once, then left alone:
- * average PSS and CPU% (of one core) per sandbox over a window. */
-static int idle_measure(runtime_driver *d, int mem, int k, int idle_sec, long long *pss_kb,
-                        double *cpu_pct, terr *err)
+ * average PSS and CPU% (of one core) per sandbox over a window, and the CPU
+ * each spent in the settle period before it. */
+static int idle_measure(runtime_driver *d, int mem, int k, int idle_sec, int settle_ms, mem_kb *mkb,
+                        double *cpu_pct, double *settle_cpu_ms, terr *err)
 {
     runtime_vm *vms[8] = {0};
     int pids[8] = {0};
@@ -154,21 +186,32 @@ static int idle_measure(runtime_driver *d, int mem, int k, int idle_sec, long lo
         else pids[i] = qemu_vm_pid(vms[i]);
     }
     if (rc == 0) {
-        struct timespec settle = {2, 0};
+        long long cs = 0;
+        for (int i = 0; i < k; i++) cs += proc_cpu_ticks(pids[i]);
+        struct timespec settle = {settle_ms / 1000, (settle_ms % 1000) * 1000000L};
         nanosleep(&settle, NULL);
-        long long c0 = 0, c1 = 0, pss = 0;
+        long long c0 = 0, c1 = 0;
+        mem_kb sum = {0};
         for (int i = 0; i < k; i++) c0 += proc_cpu_ticks(pids[i]);
         double w0 = now_ms();
         struct timespec win = {idle_sec, 0};
         nanosleep(&win, NULL);
         for (int i = 0; i < k; i++) {
             c1 += proc_cpu_ticks(pids[i]);
-            pss += proc_pss_kb(pids[i]);
+            mem_kb one;
+            if (proc_mem(pids[i], &one) < 0) {
+                rc = terr_set(err, "cannot read /proc/%d/smaps", pids[i]);
+                break;
+            }
+            sum.pss += one.pss;
+            sum.ram_pss += one.ram_pss;
+            sum.uss += one.uss;
         }
         double w1 = now_ms();
         long hz = sysconf(_SC_CLK_TCK);
-        *pss_kb = pss / k;
+        *mkb = (mem_kb){sum.pss / k, sum.ram_pss / k, sum.uss / k};
         *cpu_pct = 100.0 * (double)(c1 - c0) / (double)hz / ((w1 - w0) / 1000.0) / k;
+        *settle_cpu_ms = 1000.0 * (double)(c0 - cs) / (double)hz / k;
     }
     for (int i = 0; i < k; i++) {
         if (!vms[i]) continue;
@@ -186,7 +229,7 @@ static void sandbox_dir(char *out, size_t n, const char *state_dir, const char *
 }
 
 static int run_size(runtime_driver *d, const char *state_dir, int mem, int rounds, int idle_sec,
-                    size_result *r)
+                    int settle_ms, size_result *r)
 {
     const runtime_ops *ops = d->ops;
     terr err = {""};
@@ -246,8 +289,8 @@ static int run_size(runtime_driver *d, const char *state_dir, int mem, int round
         r->n = i + 1;
     }
 
-    if (idle_measure(d, mem, 1, idle_sec, &r->idle_pss_kb, &r->idle_cpu_pct, &err) < 0 ||
-        idle_measure(d, mem, 3, idle_sec, &r->idle3_pss_kb, &r->idle3_cpu_pct, &err) < 0) {
+    if (idle_measure(d, mem, 1, idle_sec, settle_ms, &r->idle, &r->idle_cpu_pct, &r->idle_settle_cpu_ms, &err) < 0 ||
+        idle_measure(d, mem, 3, idle_sec, settle_ms, &r->idle3, &r->idle3_cpu_pct, &r->idle3_settle_cpu_ms, &err) < 0) {
         fprintf(stderr, "idle measurement (%d MiB): %s\n", mem, err.msg);
         return -1;
     }
@@ -259,6 +302,19 @@ fail:
         runtime_vm_unref(vm);
     }
     return -1;
+}
+
+static void print_mem(size_result *rs, int nsizes, const char *title, size_t off)
+{
+    const char *rows[3] = {title, "  of which its guest RAM file mapped, MB", "  private to it (USS), MB"};
+    for (int row = 0; row < 3; row++) {
+        printf("\n%-52s", rows[row]);
+        for (int j = 0; j < nsizes; j++) {
+            const mem_kb *m = (const mem_kb *)((const char *)&rs[j] + off);
+            long long v = row == 0 ? m->pss : row == 1 ? m->ram_pss : m->uss;
+            printf(" | %17.1f %7s", (double)v / 1024.0, "");
+        }
+    }
 }
 
 static void print_table(size_result *rs, int nsizes)
@@ -274,14 +330,16 @@ static void print_table(size_result *rs, int nsizes)
     }
     printf("%-52s", "template build (first create on the host), ms");
     for (int j = 0; j < nsizes; j++) printf(" | %17.0f %7s", rs[j].template_build_ms, "");
-    printf("\n%-52s", "idle sandbox: PSS of its QEMU, MB");
-    for (int j = 0; j < nsizes; j++) printf(" | %17.1f %7s", (double)rs[j].idle_pss_kb / 1024.0, "");
+    print_mem(rs, nsizes, "idle sandbox: PSS of its QEMU, MB", offsetof(size_result, idle));
     printf("\n%-52s", "idle sandbox: CPU, % of one core");
     for (int j = 0; j < nsizes; j++) printf(" | %17.2f %7s", rs[j].idle_cpu_pct, "");
-    printf("\n%-52s", "3 idle sandboxes: PSS per sandbox, MB");
-    for (int j = 0; j < nsizes; j++) printf(" | %17.1f %7s", (double)rs[j].idle3_pss_kb / 1024.0, "");
+    printf("\n%-52s", "  CPU before the window (incl. idle trim), ms");
+    for (int j = 0; j < nsizes; j++) printf(" | %17.0f %7s", rs[j].idle_settle_cpu_ms, "");
+    print_mem(rs, nsizes, "3 idle sandboxes: PSS per sandbox, MB", offsetof(size_result, idle3));
     printf("\n%-52s", "3 idle sandboxes: CPU per sandbox, % of one core");
     for (int j = 0; j < nsizes; j++) printf(" | %17.2f %7s", rs[j].idle3_cpu_pct, "");
+    printf("\n%-52s", "  CPU before the window (incl. idle trim), ms");
+    for (int j = 0; j < nsizes; j++) printf(" | %17.0f %7s", rs[j].idle3_settle_cpu_ms, "");
     printf("\n%-52s", "rounds");
     for (int j = 0; j < nsizes; j++) printf(" | %17d %7s", rs[j].n, "");
     printf("\n");
@@ -289,13 +347,14 @@ static void print_table(size_result *rs, int nsizes)
 
 int main(int argc, char **argv)
 {
-    int rounds = 10, idle_sec = 10;
+    int rounds = 10, idle_sec = 10, idle_trim_ms = 0;
     int sizes[MAX_SIZES] = {128, 1024};
     int nsizes = 2;
     char image_dir[PATH_MAX] = "", state_dir[PATH_MAX] = "";
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--idle-sec") && i + 1 < argc) idle_sec = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--idle-trim-ms") && i + 1 < argc) idle_trim_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--image-dir") && i + 1 < argc) snprintf(image_dir, sizeof image_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) snprintf(state_dir, sizeof state_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
@@ -303,7 +362,8 @@ int main(int argc, char **argv)
             for (char *tok = strtok(argv[++i], ","); tok && nsizes < MAX_SIZES; tok = strtok(NULL, ","))
                 sizes[nsizes++] = atoi(tok);
         } else {
-            fprintf(stderr, "usage: %s [--rounds N] [--sizes 128,1024] [--idle-sec S] [--image-dir DIR] [--state-dir DIR]\n",
+            fprintf(stderr, "usage: %s [--rounds N] [--sizes 128,1024] [--idle-sec S] [--image-dir DIR] [--state-dir DIR] "
+                    "[--idle-trim-ms N]\n",
                     argv[0]);
             return 2;
         }
@@ -331,7 +391,15 @@ int main(int argc, char **argv)
             return 1;
         }
     }
-    runtime_qemu_config cfg = {.state_dir = state_dir, .image_dir = image_dir, .accel = QEMU_ACCEL_AUTO};
+    /* The idle window starts 3 s after the driver's idle trim (default 5 s
+     * after the last call), so it measures the steady state; the CPU spent
+     * before it (the trim's one-off refaults included) is printed apart. */
+    int trim_ms = idle_trim_ms == 0 ? 5000 : idle_trim_ms;
+    int settle_ms = trim_ms > 0 ? trim_ms + 3000 : 2000;
+    printf("idle: window of %d s after %d ms of settling (idle trim %s)\n", idle_sec, settle_ms,
+           trim_ms > 0 ? "on" : "off");
+    runtime_qemu_config cfg = {.state_dir = state_dir, .image_dir = image_dir, .accel = QEMU_ACCEL_AUTO,
+                               .idle_trim_ms = idle_trim_ms};
     const char *env = getenv("TORPOR_ACCEL");
     if (env && runtime_qemu_parse_accel(env, &cfg.accel) < 0) {
         fprintf(stderr, "TORPOR_ACCEL must be auto|kvm|tcg\n");
@@ -346,7 +414,7 @@ int main(int argc, char **argv)
     size_result *rs = calloc((size_t)nsizes, sizeof *rs);
     int rc = 0;
     for (int j = 0; j < nsizes && rs; j++) {
-        if (run_size(d, state_dir, sizes[j], rounds, idle_sec, &rs[j]) < 0) rc = 1;
+        if (run_size(d, state_dir, sizes[j], rounds, idle_sec, settle_ms, &rs[j]) < 0) rc = 1;
     }
     if (rs) print_table(rs, nsizes);
     free(rs);

@@ -9,8 +9,12 @@
 #   image-id           sha256 over the three files: changes when the image does
 #   kernel-source      which vmlinuz the vmlinux came from (lets a rebuild skip
 #                      the 66 MB extraction when the kernel did not change)
-# Everything is built in a temp dir next to OUT_DIR and then renamed into
-# place file by file, so a failed build leaves the previous image untouched.
+# Everything is built in a temp dir next to OUT_DIR (same filesystem) and then
+# renamed into place file by file: rename(2) replaces atomically, so a reader
+# (a QEMU starting meanwhile, a concurrent build) sees the old or the new file
+# and never a missing one, and a failed build leaves the previous image
+# untouched. Nothing here ever deletes a file of OUT_DIR. (The CMake rule's
+# output is a stamp, so make never deletes the image files either.)
 set -euo pipefail
 
 die() { echo "build-image: $*" >&2; exit 1; }

@@ -21,6 +21,11 @@ typedef struct runtime_qemu_config {
     const char *image_dir;    /* holds one folder per template */
     qemu_accel accel;         /* auto: KVM only if it really runs a guest */
     const char *qemu_binary;  /* NULL = "qemu-system-x86_64" from PATH */
+    /* A running VM with no exec/read/write call for this long has the
+     * file-backed pages of its QEMU (guest RAM file, binary, libraries)
+     * unmapped; they come back on use (docs/runtime.md, "Idle trim").
+     * 0 = default (5000 ms); < 0 = never. */
+    int idle_trim_ms;
 } runtime_qemu_config;
 
 int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr *err);

@@ -238,7 +238,7 @@ fail:
               consumed ? "lost" : "kept", err ? err->msg : "");
     if (consumed) terr_wrap(err, "resume failed after the snapshot was consumed");
     runtime_vm_unref(&v->base);
-    return -1;
+    return consumed ? RUNTIME_SNAPSHOT_LOST : -1;
 }
 
 /* ---- destroy ---- */
@@ -554,9 +554,12 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
         terr_set(err, "open state dir %s: %s", cfg->state_dir, strerror(errno));
         goto fail;
     }
-    if (qemu_watch_start(&d->watch, err) < 0) goto fail;
-    log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=%s state_dir=%s image_dir=%s",
-             accel, why, d->qemu_binary, d->state_dir, d->image_dir);
+    d->idle_trim_ms = cfg->idle_trim_ms == 0 ? QEMU_IDLE_TRIM_MS_DEFAULT
+                      : cfg->idle_trim_ms < 0 ? 0 : cfg->idle_trim_ms;
+    if (qemu_watch_start(&d->watch, d->idle_trim_ms, err) < 0) goto fail;
+    log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=%s state_dir=%s image_dir=%s "
+             "idle_trim_ms=%d",
+             accel, why, d->qemu_binary, d->state_dir, d->image_dir, d->idle_trim_ms);
     *out = &d->base;
     return 0;
 fail:

@@ -13,6 +13,8 @@
 #define EXEC_ANSWER_MARGIN_MS 15000
 #define FILE_CALL_MS 120000
 
+/* Takes the channel for one call; the call counts as activity for the idle
+ * trim (qemu_trim.c) from now until put_channel(). */
 static guest_channel *take_channel(qemu_vm *v, terr *err)
 {
     pthread_mutex_lock(&v->mu);
@@ -24,9 +26,21 @@ static guest_channel *take_channel(qemu_vm *v, terr *err)
     else {
         ch = v->ch;
         guest_channel_ref(ch);
+        v->calls++;
+        v->last_call_ms = qemu_now_ms();
+        v->trimmed = false;
     }
     pthread_mutex_unlock(&v->mu);
     return ch;
+}
+
+static void put_channel(qemu_vm *v, guest_channel *ch)
+{
+    guest_channel_unref(ch);
+    pthread_mutex_lock(&v->mu);
+    v->calls--;
+    v->last_call_ms = qemu_now_ms();
+    pthread_mutex_unlock(&v->mu);
 }
 
 static uint8_t *dup_bytes(const uint8_t *p, size_t n, terr *err)
@@ -75,7 +89,7 @@ int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *
     uint8_t *p;
     size_t n;
     int r = guest_channel_call(ch, GP_EXEC, b.data, b.len, GP_EXEC_RESULT, (int)timeout_ms, &p, &n, err);
-    guest_channel_unref(ch);
+    put_channel(v, ch);
     gp_buf_free(&b);
     if (r < 0) return terr_wrap(err, "exec in %s", vm->sandbox_id);
     gp_exec_result gr;
@@ -110,7 +124,8 @@ int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8
         gp_buf_free(&b);
         return terr_wrap(err, "read_file");
     }
-    guest_channel *ch = take_channel(qemu_vm_of(vm), err);
+    qemu_vm *v = qemu_vm_of(vm);
+    guest_channel *ch = take_channel(v, err);
     if (!ch) {
         gp_buf_free(&b);
         return -1;
@@ -118,7 +133,7 @@ int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8
     uint8_t *p;
     size_t n;
     int r = guest_channel_call(ch, GP_READ_FILE, b.data, b.len, GP_READ_RESULT, FILE_CALL_MS, &p, &n, err);
-    guest_channel_unref(ch);
+    put_channel(v, ch);
     gp_buf_free(&b);
     if (r < 0) return terr_wrap(err, "read_file in %s", vm->sandbox_id);
     gp_read_result rr;
@@ -147,7 +162,8 @@ int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, cons
         gp_buf_free(&b);
         return terr_wrap(err, "write_file");
     }
-    guest_channel *ch = take_channel(qemu_vm_of(vm), err);
+    qemu_vm *v = qemu_vm_of(vm);
+    guest_channel *ch = take_channel(v, err);
     if (!ch) {
         gp_buf_free(&b);
         return -1;
@@ -155,7 +171,7 @@ int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, cons
     uint8_t *p;
     size_t n;
     int r = guest_channel_call(ch, GP_WRITE_FILE, b.data, b.len, GP_WRITE_RESULT, FILE_CALL_MS, &p, &n, err);
-    guest_channel_unref(ch);
+    put_channel(v, ch);
     gp_buf_free(&b);
     if (r < 0) return terr_wrap(err, "write_file in %s", vm->sandbox_id);
     gp_status_result st;

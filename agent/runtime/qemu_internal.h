@@ -46,6 +46,7 @@ typedef struct qemu_drv {
     pthread_cond_t tpl_cv;
     qemu_tpl_build *building;
     qemu_watch *watch;
+    int idle_trim_ms;    /* > 0: trim a VM's QEMU after this long without calls */
 } qemu_drv;
 
 typedef enum { QVM_RUNNING, QVM_PAUSED, QVM_DESTROYED, QVM_DEAD } qvm_state;
@@ -60,6 +61,11 @@ typedef struct qemu_vm {
     guest_channel *ch;   /* NULL while pausing or when not running */
     qemu_meta desc;      /* spec + shape + template key */
     qemu_timing timing;  /* of the last lifecycle call */
+    /* Idle trim bookkeeping (under mu): host calls in flight, when the last
+     * one ended (or the VM came up), and whether it was trimmed since. */
+    int calls;
+    long long last_call_ms;
+    bool trimmed;
 } qemu_vm;
 
 static inline qemu_drv *qemu_drv_of(runtime_driver *d)
@@ -71,6 +77,9 @@ static inline qemu_vm *qemu_vm_of(runtime_vm *vm)
 {
     return (qemu_vm *)vm->priv;
 }
+
+/* Default idle time before a VM's QEMU is trimmed (qemu_trim.c). */
+#define QEMU_IDLE_TRIM_MS_DEFAULT 5000
 
 /* Timeouts (ms). */
 #define QEMU_GUEST_CONNECT_MS 20000   /* restore: guest answers quickly */
@@ -107,8 +116,19 @@ int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, i
 /* recover(): removes half-built template dirs. */
 void qemu_template_cleanup(qemu_drv *d);
 
+/* ---- qemu_trim.c ---- */
+/* Unmaps the file-backed pages (guest RAM file, QEMU binary, libraries) of
+ * QEMU process pid/pidfd: process_madvise(MADV_PAGEOUT). Guest memory and
+ * behaviour are unchanged; pages come back on the next access. *advised =
+ * bytes covered. On failure *unsupported tells whether no later call can
+ * succeed either (kernel too old, no CAP_SYS_NICE). */
+int qemu_trim_vm(pid_t pid, int pidfd, long long *advised, bool *unsupported, terr *err);
+
 /* ---- qemu_watch.c ---- */
-int qemu_watch_start(qemu_watch **out, terr *err);
+/* idle_trim_ms > 0: the watch thread also trims (qemu_trim_vm) every
+ * running VM that had no host call in flight for that long, once per idle
+ * period (a call re-arms it). */
+int qemu_watch_start(qemu_watch **out, int idle_trim_ms, terr *err);
 /* Watches vm's process (takes a reference until the process exited): when
  * it exits outside a lifecycle call, the VM becomes dead, its guest channel
  * is closed (in-flight calls fail) and the child is reaped. */

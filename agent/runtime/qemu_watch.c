@@ -1,6 +1,8 @@
 /* qemu_watch: one thread that notices QEMU processes exiting on their own
  * (killed from outside, crashed) so that a dead VM's in-flight guest calls
- * fail at once and the child is reaped without anyone polling it.
+ * fail at once and the child is reaped without anyone polling it. The same
+ * thread runs the idle trim (qemu_trim.c): it already holds every running
+ * VM and a pidfd of its process.
  *
  * Each watched VM is held by a reference and watched through a dup of its
  * pidfd (the owner may close its own pidfd at any time). When the process
@@ -10,6 +12,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdbool.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -29,7 +32,12 @@ struct qemu_watch {
     pthread_t thread;
     pthread_mutex_t mu;
     watch_entry *entries;
+    int idle_trim_ms;    /* 0 = no trim */
+    bool trim_disabled;  /* the kernel or our privileges cannot do it */
 };
+
+/* How often the watch thread looks for idle VMs to trim. */
+#define TRIM_SCAN_MS 1000
 
 /* The process behind e has exited. */
 static void handle_exit(watch_entry *e)
@@ -53,16 +61,70 @@ static void handle_exit(watch_entry *e)
     pthread_mutex_unlock(&v->mu);
 }
 
+/* Trims e's VM if it is running, not in a lifecycle call, has no guest call
+ * in flight and none for idle_trim_ms, and was not trimmed since. */
+static void maybe_trim(qemu_watch *w, watch_entry *e, long long now)
+{
+    qemu_vm *v = e->vm;
+    pthread_mutex_lock(&v->mu);
+    bool due = v->state == QVM_RUNNING && !v->busy && v->calls == 0 && !v->trimmed &&
+               now - v->last_call_ms >= w->idle_trim_ms;
+    if (due) v->trimmed = true;
+    pid_t pid = v->inst.proc.pid;
+    pthread_mutex_unlock(&v->mu);
+    if (!due) return;
+    /* Outside the VM lock: a call or pause may start meanwhile; trimming
+     * never changes guest memory, so that is harmless. Our pidfd lives as
+     * long as the entry, so a reused pid can never be trimmed by mistake. */
+    long long advised;
+    bool unsupported;
+    terr err = {""};
+    long long t0 = qemu_now_ms();
+    if (qemu_trim_vm(pid, e->fd, &advised, &unsupported, &err) < 0) {
+        if (unsupported) {
+            w->trim_disabled = true;
+            log_warn("event=idle_trim_disabled sandbox_id=%s error=\"%s\"", v->base.sandbox_id, err.msg);
+        } else {
+            log_info("event=idle_trim_failed sandbox_id=%s error=\"%s\"", v->base.sandbox_id, err.msg);
+        }
+        return;
+    }
+    log_debug("event=idle_trim sandbox_id=%s pid=%d bytes=%lld duration_ms=%lld", v->base.sandbox_id,
+              (int)pid, advised, qemu_now_ms() - t0);
+}
+
+static void trim_idle(qemu_watch *w)
+{
+    if (!w->idle_trim_ms || w->trim_disabled) return;
+    /* Only this thread removes entries; others only push at the head, so
+     * the list from this head on stays valid without the lock. */
+    pthread_mutex_lock(&w->mu);
+    watch_entry *head = w->entries;
+    pthread_mutex_unlock(&w->mu);
+    long long now = qemu_now_ms();
+    for (watch_entry *e = head; e && !w->trim_disabled; e = e->next) maybe_trim(w, e, now);
+}
+
 static void *watch_main(void *arg)
 {
     qemu_watch *w = arg;
+    long long next_scan = qemu_now_ms() + TRIM_SCAN_MS;
     for (;;) {
         struct epoll_event evs[16];
-        int n = epoll_wait(w->epfd, evs, 16, -1);
+        int timeout = -1;
+        if (w->idle_trim_ms && !w->trim_disabled) {
+            long long left = next_scan - qemu_now_ms();
+            timeout = left < 0 ? 0 : (int)left;
+        }
+        int n = epoll_wait(w->epfd, evs, 16, timeout);
         if (n < 0) {
             if (errno == EINTR) continue;
             log_error("event=watch_failed error=\"%s\"", strerror(errno));
             return NULL;
+        }
+        if (w->idle_trim_ms && qemu_now_ms() >= next_scan) {
+            trim_idle(w);
+            next_scan = qemu_now_ms() + TRIM_SCAN_MS;
         }
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == NULL) return NULL; /* stop */
@@ -83,10 +145,11 @@ static void *watch_main(void *arg)
     }
 }
 
-int qemu_watch_start(qemu_watch **out, terr *err)
+int qemu_watch_start(qemu_watch **out, int idle_trim_ms, terr *err)
 {
     qemu_watch *w = calloc(1, sizeof *w);
     if (!w) return terr_set(err, "out of memory");
+    w->idle_trim_ms = idle_trim_ms > 0 ? idle_trim_ms : 0;
     pthread_mutex_init(&w->mu, NULL);
     w->epfd = epoll_create1(EPOLL_CLOEXEC);
     w->stopfd = eventfd(0, EFD_CLOEXEC);
@@ -121,6 +184,11 @@ int qemu_watch_add(qemu_watch *w, qemu_vm *vm, terr *err)
     }
     e->vm = vm;
     runtime_vm_ref(&vm->base);
+    /* The VM just came up (create, resume, re-attach): idle from now on. */
+    pthread_mutex_lock(&vm->mu);
+    vm->last_call_ms = qemu_now_ms();
+    vm->trimmed = false;
+    pthread_mutex_unlock(&vm->mu);
     pthread_mutex_lock(&w->mu);
     struct epoll_event ev = {.events = EPOLLIN | EPOLLONESHOT, .data.ptr = e};
     if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, e->fd, &ev) < 0) {
