@@ -20,6 +20,9 @@
 #define AGENT_DEADLINE_CREATE_MS 120000
 #define AGENT_DEADLINE_PAUSE_MS 120000
 #define AGENT_DEADLINE_RESUME_MS 120000
+/* The longest of create, pause and resume: rows in pending/pausing/resuming
+ * may legitimately wait this long for their request thread. */
+#define AGENT_DEADLINE_TRANSITION_MAX_MS 120000
 #define AGENT_DEADLINE_DESTROY_MS 60000
 #define AGENT_DEADLINE_SHORT_MS 10000 /* ping, list, timeout */
 #define AGENT_DEADLINE_FILES_MS 60000

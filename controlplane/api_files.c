@@ -5,6 +5,7 @@
 
 #include "api_sandboxes.h"
 #include "api_validate.h"
+#include "guest_protocol.h"
 #include "http_server.h"
 #include "json_util.h"
 #include "log.h"
@@ -66,6 +67,14 @@ void api_files_write(api_request *r)
         write_input_free(&in);
         return;
     }
+    if (in.content_len > GP_FILE_MAX) {
+        /* The body limit is larger (base64 inflates by 4/3), so the content
+         * itself is checked against what the guest accepts. */
+        http_reply_error(r->req, 413, "too_large", "file content of %zu bytes is over the %u-byte limit",
+                         in.content_len, (unsigned)GP_FILE_MAX);
+        write_input_free(&in);
+        return;
+    }
     sandbox_row row;
     rpc_client *c;
     if (api_load_sandbox(r, &row) != 0 || api_require_running(r, &row) != 0 ||
@@ -87,8 +96,9 @@ void api_files_write(api_request *r)
         api_reply_agent_error(r, "write_file", st, &err);
     } else {
         bool changed;
+        char q[LOG_QUOTE_MAX];
         if (db_sandbox_touch(r->db, row.id, &changed, &err) != 0)
-            log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, err.msg);
+            log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, log_quote(err.msg, q, sizeof q));
         log_info("event=file_written sandbox_id=%s bytes=%zu", row.id, in.content_len);
         http_reply_empty(r->req, 204);
     }
@@ -124,7 +134,8 @@ void api_files_read(api_request *r)
         /* The agent reports a guest-side failure as INTERNAL with the guest's
          * text ("no such file: PATH"); a missing file is the caller's 404, not
          * a 502. NOT_FOUND covers an agent that maps it itself. */
-        log_info("event=file_not_found sandbox_id=%s error=\"%s\"", row.id, err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_info("event=file_not_found sandbox_id=%s error=\"%s\"", row.id, log_quote(err.msg, q, sizeof q));
         http_reply_error(r->req, 404, "not_found", "file %s not found in sandbox %s (%s)", path, row.id, err.msg);
         json_decref(body);
         return;
@@ -136,8 +147,9 @@ void api_files_read(api_request *r)
     }
     bool changed;
     terr terr_touch;
+    char q[LOG_QUOTE_MAX];
     if (db_sandbox_touch(r->db, row.id, &changed, &terr_touch) != 0)
-        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, terr_touch.msg);
+        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, log_quote(terr_touch.msg, q, sizeof q));
     Torpor__Hostagent__V1__ReadFileResponse *rf = (Torpor__Hostagent__V1__ReadFileResponse *)resp;
     http_reply_bytes(r->req, 200, "application/octet-stream", rf->content.data, rf->content.len);
     protobuf_c_message_free_unpacked(resp, NULL);

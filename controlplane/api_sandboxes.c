@@ -65,7 +65,9 @@ int api_agent_for(api_request *r, const char *host_id, rpc_client **c)
         return -1;
     }
     if (agent_pool_get(r->ctx->agents, &host, c, &err) != 0) {
-        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", host_id, r->id, err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", host_id, r->id,
+                  log_quote(err.msg, q, sizeof q));
         http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
         return -1;
     }
@@ -77,8 +79,9 @@ void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code
     int http;
     const char *ecode;
     agent_status_to_http(code, &http, &ecode);
+    char q[LOG_QUOTE_MAX];
     log_warn("event=agent_call_failed op=%s sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", op,
-             r->id, (int)code, http, err->msg);
+             r->id, (int)code, http, log_quote(err->msg, q, sizeof q));
     http_reply_error(r->req, http, ecode, "%s", err->msg);
 }
 
@@ -117,7 +120,8 @@ static sb_status settle_from_agent(api_request *r, rpc_client *c, sb_status from
     terr err;
     grpc_status_code st = agent_list(c, NULL, 0, &resp, &err);
     if (st != GRPC_STATUS_OK) {
-        log_warn("event=settle_list_failed sandbox_id=%s error=\"%s\"", r->id, err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=settle_list_failed sandbox_id=%s error=\"%s\"", r->id, log_quote(err.msg, q, sizeof q));
         return from;
     }
     bool auto_paused;
@@ -125,10 +129,11 @@ static sb_status settle_from_agent(api_request *r, rpc_client *c, sb_status from
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     sb_status to = reconciler_decide(from, view, auto_paused, true);
     if (to == from) return from;
-    unsigned flags = to == SB_RUNNING ? DB_SET_ACTIVE : 0;
+    unsigned flags = to == SB_RUNNING ? DB_SET_ACTIVE | (from != SB_PAUSING ? DB_SET_STARTED : 0) : 0;
     bool changed;
     if (db_sandbox_transition(r->db, r->id, BIT(from), to, flags, NULL, out, &changed, &err) != 0) {
-        log_error("event=settle_write_failed sandbox_id=%s error=\"%s\"", r->id, err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_error("event=settle_write_failed sandbox_id=%s error=\"%s\"", r->id, log_quote(err.msg, q, sizeof q));
         return from;
     }
     log_info("event=sandbox_settled sandbox_id=%s from=%s to=%s", r->id, sb_status_name(from),
@@ -137,6 +142,34 @@ static sb_status settle_from_agent(api_request *r, rpc_client *c, sb_status from
 }
 
 /* ------------------------------------------------------------ create */
+
+bool api_create_outcome_unknown(grpc_status_code st, const char *message)
+{
+    if (st != GRPC_STATUS_UNAVAILABLE && st != GRPC_STATUS_DEADLINE_EXCEEDED) return false;
+    /* A call that never reached the agent created nothing. */
+    return !agent_is_connect_failure(st, message);
+}
+
+/* Destroys a VM the create just made whose row is no longer pending. */
+static void destroy_unowned(rpc_client *c, const char *id, const char *row_status)
+{
+    Torpor__Hostagent__V1__DestroySandboxRequest req = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
+    req.sandbox_id = (char *)id;
+    ProtobufCMessage *resp = NULL;
+    terr err;
+    grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
+                                     &torpor__hostagent__v1__destroy_sandbox_response__descriptor, &resp,
+                                     AGENT_DEADLINE_DESTROY_MS, &err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
+        log_info("event=sandbox_create_orphan_destroyed sandbox_id=%s row_status=%s", id, row_status);
+        return;
+    }
+    /* The reconciler's orphan sweep retries it. */
+    char q[LOG_QUOTE_MAX];
+    log_warn("event=sandbox_create_orphan_destroy_failed sandbox_id=%s row_status=%s grpc_status=%d error=\"%s\"",
+             id, row_status, (int)st, log_quote(err.msg, q, sizeof q));
+}
 
 void api_sandboxes_create(api_request *r)
 {
@@ -189,9 +222,11 @@ void api_sandboxes_create(api_request *r)
     grpc_status_code st;
     ProtobufCMessage *resp = NULL;
     int64_t t0 = mono_ms();
+    bool sent = false; /* the create may have reached the agent */
     if (agent_pool_get(r->ctx->agents, &host, &c, &err) != 0) {
         st = GRPC_STATUS_UNAVAILABLE;
     } else {
+        sent = true;
         Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
         req.sandbox_id = row.id;
         req.template_ = row.template_name;
@@ -215,19 +250,45 @@ void api_sandboxes_create(api_request *r)
         return;
     }
     if (st != GRPC_STATUS_OK) {
-        if (db_sandbox_transition(r->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL,
-                                  &changed, &dberr) != 0)
+        if (sent && api_create_outcome_unknown(st, err.msg)) {
+            /* The request may have reached the agent, which may still create
+             * the VM: the row stays pending and the reconciler's pending rule
+             * settles it (running if the agent holds it, error otherwise;
+             * a VM that lands after that is destroyed as an orphan). */
+            log_warn("event=sandbox_create_unknown sandbox_id=%s grpc_status=%d", row.id, (int)st);
+        } else if (db_sandbox_transition(r->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed,
+                                         &dberr) != 0) {
             log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);
+        }
         api_reply_agent_error(r, "create", st, &err);
         return;
     }
     if (db_sandbox_transition(r->db, row.id, BIT(SB_PENDING), SB_RUNNING,
                               DB_SET_STARTED | DB_SET_ACTIVE, NULL, &row, &changed, &dberr) != 0) {
+        /* The VM exists but its row could not be written: the reconciler's
+         * pending rule will find it running on the agent. */
         api_reply_internal(r, &dberr);
         return;
     }
+    if (!changed) {
+        /* The row left pending meanwhile (a DELETE that reached the agent
+         * before this create did, or the reconciler gave up on it): the VM
+         * just created belongs to nobody unless the row went running. */
+        bool found;
+        if (db_sandbox_get(r->db, NULL, row.id, &row, &found, &dberr) != 0) {
+            api_reply_internal(r, &dberr);
+            return;
+        }
+        if (found && row.status != SB_STOPPED && row.status != SB_ERROR) {
+            reply_row(r, 201, &row); /* e.g. the reconciler found it running */
+            return;
+        }
+        destroy_unowned(c, row.id, found ? sb_status_name(row.status) : "missing");
+        http_reply_error(r->req, 409, "invalid_state", "sandbox %s was deleted while it was being created (status: %s)",
+                         r->id, found ? sb_status_name(row.status) : "gone");
+        return;
+    }
     log_info("event=sandbox_created sandbox_id=%s duration_ms=%lld", row.id, (long long)(mono_ms() - t0));
-    if (!changed && api_load_sandbox(r, &row) != 0) return; /* deleted meanwhile: show what is there */
     reply_row(r, 201, &row);
 }
 
@@ -427,14 +488,24 @@ void api_sandboxes_resume(api_request *r)
         reply_row(r, 200, &row);
         return;
     }
+    /* The resume failed: what the agent now holds decides the row. The
+     * agent keeps a snapshot it did not consume (paused), may have resumed
+     * after all (running: the caller's wish holds, 200), or lost the
+     * snapshot and destroyed the sandbox (absent: stopped). A row must never
+     * stay paused when the agent no longer holds the sandbox, since nothing
+     * could ever resume it. When the agent cannot be asked, the row stays
+     * resuming and the reconciler settles it after the grace period. */
     sb_status now = settle_from_agent(r, c, SB_RESUMING, &row);
-    if (now == SB_RESUMING && st != GRPC_STATUS_UNAVAILABLE && st != GRPC_STATUS_DEADLINE_EXCEEDED) {
-        /* A definite refusal: the snapshot is still there, back to paused.
-         * (Transport failures stay resuming for the reconciler to settle.) */
+    if (now == SB_RUNNING) {
+        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld after_error=1", row.id,
+                 row.timeout_sec, (long long)(mono_ms() - t0));
+        reply_row(r, 200, &row);
+        return;
+    }
+    if (now == SB_RESUMING && st == GRPC_STATUS_NOT_FOUND) { /* the agent said so itself */
         bool ch;
-        if (db_sandbox_transition(r->db, row.id, BIT(SB_RESUMING), SB_PAUSED, 0, NULL, NULL, &ch,
-                                  &dberr) != 0)
-            log_error("event=mark_paused_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);
+        if (db_sandbox_transition(r->db, row.id, BIT(SB_RESUMING), SB_STOPPED, 0, NULL, NULL, &ch, &dberr) != 0)
+            log_error("event=mark_stopped_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);
     }
     api_reply_agent_error(r, "resume", st, &err);
 }

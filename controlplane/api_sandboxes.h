@@ -6,8 +6,12 @@
  * concurrent requests or the reconciler never both win. A failed agent call
  * leaves the row in the state the agent reports (or, when the agent cannot be
  * asked, in pausing/resuming for the reconciler to resolve) and answers with
- * agent_status_to_http's mapping. The helpers below are shared with
- * api_files.c. */
+ * agent_status_to_http's mapping; a failed resume never leaves a row paused
+ * that the agent no longer holds (it becomes stopped), and one the agent
+ * reports running is answered 200. A create whose outcome is unknown
+ * (api_create_outcome_unknown) leaves its row pending for the reconciler; a
+ * create whose row stopped meanwhile destroys the VM it made and answers 409.
+ * The helpers below are shared with api_files.c. */
 #ifndef TORPOR_CP_API_SANDBOXES_H
 #define TORPOR_CP_API_SANDBOXES_H
 
@@ -29,6 +33,10 @@ int api_load_sandbox(api_request *r, sandbox_row *row);
 int api_require_running(api_request *r, const sandbox_row *row);
 /* The agent client of the row's host; replies 500/502 and returns -1 on failure. */
 int api_agent_for(api_request *r, const char *host_id, rpc_client **c);
+/* True when a failed CreateSandbox call may still have created the VM
+ * (UNAVAILABLE or DEADLINE_EXCEEDED after the request may have been sent):
+ * its row then stays pending for the reconciler instead of going to error. */
+bool api_create_outcome_unknown(grpc_status_code st, const char *message);
 /* Replies with the REST mapping of a failed agent call and logs it. */
 void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code, const terr *err);
 

@@ -30,6 +30,22 @@ bool api_validate_sandbox_id(const char *s, size_t n)
     return true;
 }
 
+/* Checks a path-like field: length and no control characters (NUL would
+ * cut the path in the guest; the others have no place in a file name and
+ * would end up in logs). */
+static int check_path(const char *field, const char *path, size_t len, terr *err)
+{
+    if (!path || len == 0) return terr_set(err, "field \"%s\" must not be empty", field);
+    if (len > API_PATH_MAX) return terr_set(err, "field \"%s\" is longer than %d bytes", field, API_PATH_MAX);
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)path[i];
+        if (c < 0x20 || c == 0x7f)
+            return terr_set(err, "field \"%s\" contains a control character (byte 0x%02x at offset %zu)", field,
+                            c, i);
+    }
+    return 0;
+}
+
 int api_validate_create(const json_t *body, api_create_req *out, terr *err)
 {
     static const char *const allowed[] = {"template", "vcpus", "memory_mb", "timeout_sec", NULL};
@@ -96,6 +112,8 @@ int api_validate_exec(const json_t *body, api_exec_req *out, terr *err)
     if (json_util_check_keys(body, allowed, err) != 0) return -1;
     if (json_util_get_string(body, "cmd", true, true, 0, &out->cmd, err) != 0) return -1;
     if (json_util_get_string(body, "cwd", false, true, API_PATH_MAX, &out->cwd, err) != 0) return -1;
+    if (out->cwd && check_path("cwd", out->cwd, json_string_length(json_object_get(body, "cwd")), err) != 0)
+        return -1;
 
     bool present;
     long long v;
@@ -138,20 +156,20 @@ int api_validate_timeout(const json_t *body, int *timeout_sec, terr *err)
     return 0;
 }
 
-int api_validate_path(const char *path, size_t len, terr *err)
+int api_validate_path(const char *path, size_t len, terr *err) { return check_path("path", path, len, err); }
+
+/* The string field "path" of body, checked like every path. */
+static int get_path(const json_t *body, const char **path, terr *err)
 {
-    if (!path || len == 0) return terr_set(err, "field \"path\" must not be empty");
-    if (len > API_PATH_MAX) return terr_set(err, "field \"path\" is longer than %d bytes", API_PATH_MAX);
-    if (memchr(path, '\0', len)) return terr_set(err, "field \"path\" contains a NUL byte");
-    return 0;
+    if (json_util_get_string(body, "path", true, true, API_PATH_MAX, path, err) != 0) return -1;
+    return api_validate_path(*path, json_string_length(json_object_get(body, "path")), err);
 }
 
 int api_validate_file_read(const json_t *body, const char **path, terr *err)
 {
     static const char *const allowed[] = {"path", NULL};
     if (json_util_check_keys(body, allowed, err) != 0) return -1;
-    if (json_util_get_string(body, "path", true, true, API_PATH_MAX, path, err) != 0) return -1;
-    return 0;
+    return get_path(body, path, err);
 }
 
 int api_validate_file_write(const json_t *body, const char **path, uint8_t **content,
@@ -161,7 +179,7 @@ int api_validate_file_write(const json_t *body, const char **path, uint8_t **con
     *content = NULL;
     *content_len = 0;
     if (json_util_check_keys(body, allowed, err) != 0) return -1;
-    if (json_util_get_string(body, "path", true, true, API_PATH_MAX, path, err) != 0) return -1;
+    if (get_path(body, path, err) != 0) return -1;
     const char *b64;
     if (json_util_get_string(body, "content_base64", true, false, 0, &b64, err) != 0) return -1;
     size_t n = json_string_length(json_object_get(body, "content_base64"));

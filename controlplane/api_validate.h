@@ -55,12 +55,14 @@ void api_exec_req_free(api_exec_req *r);
 /* {timeout_sec} required, 0..30 days. */
 int api_validate_timeout(const json_t *body, int *timeout_sec, terr *err);
 
-/* {path} for files/read. */
+/* {path} for files/read (path checked by api_validate_path). */
 int api_validate_file_read(const json_t *body, const char **path, terr *err);
 /* {path, content_base64} for files/write; *content is malloc'd. */
 int api_validate_file_write(const json_t *body, const char **path, uint8_t **content,
                             size_t *content_len, terr *err);
-/* Checks a file path from any source (JSON or multipart). */
+/* Checks a file path from any source (JSON or multipart): 1..API_PATH_MAX
+ * bytes, no control characters (< 0x20, 0x7f). files/read, files/write and
+ * exec's cwd all go through it. */
 int api_validate_path(const char *path, size_t len, terr *err);
 
 #endif

@@ -1,5 +1,7 @@
 #include "cp_config.h"
 
+#include "reconciler.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -27,7 +29,10 @@ void cp_config_usage(FILE *f)
             "  --reconcile-interval SEC    reconciler period, fractions allowed\n"
             "                              [TORPOR_RECONCILE_INTERVAL] (5)\n"
             "  --transition-grace SEC      age after which rows stuck in pausing/resuming are resolved\n"
-            "                              from the agent [TORPOR_TRANSITION_GRACE] (60)\n"
+            "                              from the agent, and stopped/error rows whose sandbox the\n"
+            "                              agent still holds are reclaimed [TORPOR_TRANSITION_GRACE]\n"
+            "                              (%d; keep it above the longest agent deadline, %d s, or the\n"
+            "                              reconciler may settle a row a request still waits on)\n"
             "  --http-threads N            HTTP worker threads, each with its own DB connection\n"
             "                              [TORPOR_HTTP_THREADS] (8)\n"
             "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
@@ -41,7 +46,7 @@ void cp_config_usage(FILE *f)
             "\n"
             "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
             "addresses. Logs go to stderr as key=value lines (TORPOR_LOG_LEVEL=debug|info|warn|error).\n",
-            TORPOR_MIGRATIONS_DIR);
+            TORPOR_MIGRATIONS_DIR, RECONCILER_GRACE_DEFAULT_SEC, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
 }
 
 static int parse_seconds(const char *name, const char *v, double *out, terr *err)
@@ -113,7 +118,7 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->agent_addr = "127.0.0.1:50051";
     out->migrations_dir = TORPOR_MIGRATIONS_DIR;
     out->reconcile_interval_sec = 5;
-    out->transition_grace_sec = 60;
+    out->transition_grace_sec = RECONCILER_GRACE_DEFAULT_SEC;
     out->http_threads = 8;
 
     for (size_t i = 0; i < N_FLAGS; i++) {

@@ -504,15 +504,21 @@ int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_m
     return 0;
 }
 
-int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, terr *err)
+int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, double *age_sec,
+                        terr *err)
 {
-    for (size_t i = 0; i < n; i++) statuses[i] = -1;
+    for (size_t i = 0; i < n; i++) {
+        statuses[i] = -1;
+        if (age_sec) age_sec[i] = 0;
+    }
     if (n == 0) return 0;
     char *arr = text_array(ids, n);
     if (!arr) return terr_set(err, "out of memory");
     const char *p[1] = {arr};
     PGresult *r;
-    int rc = run(db, "read sandbox statuses", "SELECT id, status FROM sandboxes WHERE id = ANY($1::text[])",
+    int rc = run(db, "read sandbox statuses",
+                 "SELECT id, status, extract(epoch from now() - last_updated)::float8 FROM sandboxes "
+                 "WHERE id = ANY($1::text[])",
                  1, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
@@ -520,8 +526,11 @@ int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *stat
         const char *id = PQgetvalue(r, row, 0);
         sb_status s;
         if (sb_status_parse(PQgetvalue(r, row, 1), &s) != 0) continue;
-        for (size_t i = 0; i < n; i++)
-            if (strcmp(ids[i], id) == 0) statuses[i] = (int)s;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(ids[i], id) != 0) continue;
+            statuses[i] = (int)s;
+            if (age_sec) age_sec[i] = strtod(PQgetvalue(r, row, 2), NULL);
+        }
     }
     PQclear(r);
     return 0;

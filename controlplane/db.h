@@ -90,7 +90,9 @@ int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int 
  * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */
 int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
                              sandbox_row **out, double **age_sec, size_t *n, terr *err);
-/* Status of each id (-1 when there is no such row); statuses has n slots. */
-int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, terr *err);
+/* Status of each id (-1 when there is no such row); statuses has n slots.
+ * age_sec (NULL or n slots) gets now() - last_updated (0 for no row). */
+int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, double *age_sec,
+                        terr *err);
 
 #endif

@@ -88,6 +88,10 @@ static int cmd_serve(const cp_config *cfg, terr *err)
         agent_pool_close(agents);
         return -1;
     }
+    if (cfg->transition_grace_sec * 1000 <= AGENT_DEADLINE_TRANSITION_MAX_MS)
+        log_warn("event=transition_grace_short grace_sec=%g longest_deadline_sec=%d "
+                 "note=\"rows may be settled while a pause/resume/create still waits for its agent\"",
+                 cfg->transition_grace_sec, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
     reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
                                 .interval_sec = cfg->reconcile_interval_sec,
                                 .grace_sec = cfg->transition_grace_sec};

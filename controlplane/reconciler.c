@@ -14,6 +14,12 @@
  * abandoned (e.g. the replica that created it died). */
 #define PENDING_GRACE_SEC (AGENT_DEADLINE_CREATE_MS / 1000.0 + 60.0)
 
+_Static_assert(AGENT_DEADLINE_PAUSE_MS <= AGENT_DEADLINE_TRANSITION_MAX_MS &&
+                   AGENT_DEADLINE_RESUME_MS <= AGENT_DEADLINE_TRANSITION_MAX_MS &&
+                   AGENT_DEADLINE_CREATE_MS <= AGENT_DEADLINE_TRANSITION_MAX_MS &&
+                   RECONCILER_GRACE_DEFAULT_SEC * 1000 > AGENT_DEADLINE_TRANSITION_MAX_MS,
+               "the default grace must outlast every transition's agent deadline");
+
 sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, bool past_grace)
 {
     switch (db) {
@@ -23,29 +29,81 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
         if (view == AGENT_VIEW_PAUSED || auto_paused) return SB_PAUSED;
         return SB_STOPPED;
     case SB_PAUSING:
-    case SB_RESUMING:
         if (!past_grace) return db; /* a request thread is still on it */
         if (view == AGENT_VIEW_RUNNING) return SB_RUNNING;
         if (view == AGENT_VIEW_PAUSED || (view == AGENT_VIEW_ABSENT && auto_paused)) return SB_PAUSED;
         if (view == AGENT_VIEW_ABSENT) return SB_STOPPED;
-        return db; /* the agent is still pausing/resuming it */
+        return db; /* the agent is still pausing it */
+    case SB_RESUMING:
+        if (!past_grace) return db;
+        if (view == AGENT_VIEW_RUNNING) return SB_RUNNING;
+        if (view == AGENT_VIEW_PAUSED) return SB_PAUSED;
+        /* Absent: a failed resume that consumed the snapshot destroys the
+         * sandbox; an old auto-pause notice does not bring it back. */
+        if (view == AGENT_VIEW_ABSENT) return SB_STOPPED;
+        return db; /* the agent is still resuming it */
     case SB_PENDING:
         if (!past_grace) return db;
         if (view == AGENT_VIEW_RUNNING) return SB_RUNNING;
         if (view == AGENT_VIEW_ABSENT) return SB_ERROR;
         return db;
-    default: /* paused, stopped, error: nothing the agent says changes them */
+    case SB_PAUSED:
+        /* A paused sandbox the host no longer holds can never be resumed.
+         * (One held as running stays paused in the DB: its TTL pauses it
+         * again, and a resume request then finds it running.) */
+        if (view == AGENT_VIEW_ABSENT && past_grace) return SB_STOPPED;
+        return db;
+    default: /* stopped, error: final */
         return db;
     }
 }
 
-/* Per-host memory of the reconciler thread. */
-typedef struct host_acks {
-    char host_id[64];
-    char **ids;   /* acks not delivered yet */
+bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, bool seen_last_pass)
+{
+    if (row_status < 0) return seen_last_pass; /* no row at all */
+    if (row_status != SB_STOPPED && row_status != SB_ERROR) return false;
+    return seen_last_pass || row_age_sec >= grace_sec;
+}
+
+/* A malloc'd list of sandbox ids. */
+typedef struct id_list {
+    char **ids;
     size_t n;
-    bool failing; /* last pass failed: log the next failures at debug level only */
-} host_acks;
+} id_list;
+
+static void id_list_free(id_list *l)
+{
+    for (size_t i = 0; i < l->n; i++) free(l->ids[i]);
+    free(l->ids);
+    l->ids = NULL;
+    l->n = 0;
+}
+
+static bool id_list_has(const id_list *l, const char *id)
+{
+    for (size_t i = 0; i < l->n; i++)
+        if (strcmp(l->ids[i], id) == 0) return true;
+    return false;
+}
+
+static int id_list_push(id_list *l, const char *id, terr *err)
+{
+    char **grown = realloc(l->ids, (l->n + 1) * sizeof *grown);
+    if (!grown) return terr_set(err, "out of memory");
+    l->ids = grown;
+    if (!(l->ids[l->n] = strdup(id))) return terr_set(err, "out of memory");
+    l->n++;
+    return 0;
+}
+
+/* Per-host memory of the reconciler thread. */
+typedef struct host_state {
+    char host_id[64];
+    id_list acks;     /* acks not delivered yet */
+    id_list suspects; /* seen on the last pass: paused rows the agent did not
+                       * hold, agent sandboxes without a live row */
+    bool failing;     /* last pass failed: log the next failures at debug level only */
+} host_state;
 
 struct reconciler {
     reconciler_config cfg;
@@ -54,46 +112,89 @@ struct reconciler {
     pthread_mutex_t mu;
     pthread_cond_t cond;
     bool stop;
-    host_acks *acks; /* acks that could not be delivered yet, per host */
-    size_t n_acks;
+    host_state *hosts; /* per host, created on first sight */
+    size_t n_hosts;
 };
 
-static void free_ids(char **ids, size_t n)
+static host_state *state_for(reconciler *r, const char *host_id)
 {
-    for (size_t i = 0; i < n; i++) free(ids[i]);
-    free(ids);
+    for (size_t i = 0; i < r->n_hosts; i++)
+        if (strcmp(r->hosts[i].host_id, host_id) == 0) return &r->hosts[i];
+    host_state *grown = realloc(r->hosts, (r->n_hosts + 1) * sizeof *grown);
+    if (!grown) return NULL;
+    r->hosts = grown;
+    host_state *h = &r->hosts[r->n_hosts++];
+    memset(h, 0, sizeof *h);
+    snprintf(h->host_id, sizeof h->host_id, "%s", host_id);
+    return h;
 }
 
-static host_acks *acks_for(reconciler *r, const char *host_id, bool create)
+/* What one pass decided beyond the row changes it committed. */
+typedef struct pass_result {
+    id_list ack;      /* auto-pause notices to acknowledge */
+    id_list orphans;  /* agent sandboxes to destroy */
+    id_list suspects; /* the next pass's host_state.suspects */
+} pass_result;
+
+static void pass_result_free(pass_result *p)
 {
-    for (size_t i = 0; i < r->n_acks; i++)
-        if (strcmp(r->acks[i].host_id, host_id) == 0) return &r->acks[i];
-    if (!create) return NULL;
-    host_acks *grown = realloc(r->acks, (r->n_acks + 1) * sizeof *grown);
-    if (!grown) return NULL;
-    r->acks = grown;
-    host_acks *a = &r->acks[r->n_acks++];
-    memset(a, 0, sizeof *a);
-    snprintf(a->host_id, sizeof a->host_id, "%s", host_id);
-    return a;
+    id_list_free(&p->ack);
+    id_list_free(&p->orphans);
+    id_list_free(&p->suspects);
+}
+
+/* Agent sandboxes whose row is missing, stopped or error: orphans when
+ * reconciler_is_orphan says so, else suspects for the next pass. */
+static int find_orphans(reconciler *r, const db_host *host, const host_state *hs,
+                        const Torpor__Hostagent__V1__ListSandboxesResponse *resp, pass_result *out, terr *err)
+{
+    size_t n = resp->n_sandboxes;
+    if (n == 0) return 0;
+    const char **ids = calloc(n, sizeof *ids);
+    int *statuses = calloc(n, sizeof *statuses);
+    double *ages = calloc(n, sizeof *ages);
+    int rc = -1;
+    if (!ids || !statuses || !ages) {
+        terr_set(err, "out of memory");
+        goto out;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && *resp->sandboxes[i]->sandbox_id)
+            ids[k++] = resp->sandboxes[i]->sandbox_id;
+    if (db_sandbox_statuses(r->db, ids, k, statuses, ages, err) != 0) goto out;
+    for (size_t i = 0; i < k; i++) {
+        if (statuses[i] >= 0 && statuses[i] != SB_STOPPED && statuses[i] != SB_ERROR) continue;
+        bool seen = id_list_has(&hs->suspects, ids[i]);
+        const char *row = statuses[i] < 0 ? "missing" : sb_status_name((sb_status)statuses[i]);
+        if (id_list_push(&out->suspects, ids[i], err) != 0) goto out; /* retried if the destroy fails */
+        if (!reconciler_is_orphan(statuses[i], ages[i], r->cfg.grace_sec, seen)) {
+            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row_status=%s", ids[i], host->id, row);
+            continue;
+        }
+        if (id_list_push(&out->orphans, ids[i], err) != 0) goto out;
+    }
+    rc = 0;
+out:
+    free(ids);
+    free(statuses);
+    free(ages);
+    return rc;
 }
 
 /* Applies reconciler_decide to the host's rows in one transaction and
- * collects the auto-pause notices that may be acknowledged once it has
- * committed. */
-static int apply(reconciler *r, const db_host *host, const Torpor__Hostagent__V1__ListSandboxesResponse *resp,
-                 double min_age, char ***ack_out, size_t *n_ack_out, terr *err)
+ * collects what may be done once it has committed. */
+static int apply(reconciler *r, const db_host *host, const host_state *hs,
+                 const Torpor__Hostagent__V1__ListSandboxesResponse *resp, double min_age, pass_result *out,
+                 terr *err)
 {
-    *ack_out = NULL;
-    *n_ack_out = 0;
+    memset(out, 0, sizeof *out);
     if (db_begin(r->db, err) != 0) return -1;
     sandbox_row *rows = NULL;
     double *ages = NULL;
     size_t n = 0;
     int *statuses = NULL;
-    char **ack = NULL;
-    size_t n_ack = 0;
-    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_RESUMING);
+    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) | BIT(SB_RESUMING);
     if (db_sandbox_lock_for_host(r->db, host->id, mask, &rows, &ages, &n, err) != 0) goto fail;
     for (size_t i = 0; i < n; i++) {
         /* A row written after ListSandboxes was sent (a create or resume that
@@ -101,13 +202,28 @@ static int apply(reconciler *r, const db_host *host, const Torpor__Hostagent__V1
         if (ages[i] < min_age) continue;
         bool auto_paused;
         agent_view view = agent_view_of(resp, rows[i].id, &auto_paused);
-        double grace = rows[i].status == SB_PENDING ? PENDING_GRACE_SEC : r->cfg.grace_sec;
-        sb_status to = reconciler_decide(rows[i].status, view, auto_paused, ages[i] >= grace);
+        bool past_grace;
+        if (rows[i].status == SB_PAUSED) {
+            if (view != AGENT_VIEW_ABSENT) continue;
+            /* Lost only when two consecutive answers agree. */
+            past_grace = id_list_has(&hs->suspects, rows[i].id);
+            if (!past_grace) {
+                if (id_list_push(&out->suspects, rows[i].id, err) != 0) goto fail;
+                log_info("event=paused_sandbox_missing sandbox_id=%s host_id=%s", rows[i].id, host->id);
+                continue;
+            }
+        } else {
+            double grace = rows[i].status == SB_PENDING ? PENDING_GRACE_SEC : r->cfg.grace_sec;
+            past_grace = ages[i] >= grace;
+        }
+        sb_status to = reconciler_decide(rows[i].status, view, auto_paused, past_grace);
         if (to == rows[i].status) continue;
         unsigned flags = 0;
         if (to == SB_RUNNING) flags = DB_SET_ACTIVE | (rows[i].status != SB_PAUSING ? DB_SET_STARTED : 0);
         bool changed;
-        const char *msg = to == SB_ERROR ? "create was abandoned; the agent does not hold the sandbox" : NULL;
+        const char *msg = to == SB_ERROR ? "create was abandoned; the agent does not hold the sandbox"
+                          : rows[i].status == SB_PAUSED ? "the host no longer holds the paused sandbox"
+                                                       : NULL;
         if (db_sandbox_transition(r->db, rows[i].id, BIT(rows[i].status), to, flags, msg, NULL, &changed, err) != 0)
             goto fail;
         log_info("event=reconcile_change sandbox_id=%s host_id=%s from=%s to=%s auto_paused=%d", rows[i].id,
@@ -117,12 +233,12 @@ static int apply(reconciler *r, const db_host *host, const Torpor__Hostagent__V1
     size_t na = resp->n_auto_paused_sandbox_ids;
     if (na > 0) {
         statuses = calloc(na, sizeof *statuses);
-        ack = calloc(na, sizeof *ack);
-        if (!statuses || !ack) {
+        if (!statuses) {
             terr_set(err, "out of memory");
             goto fail;
         }
-        if (db_sandbox_statuses(r->db, (const char *const *)resp->auto_paused_sandbox_ids, na, statuses, err) != 0)
+        if (db_sandbox_statuses(r->db, (const char *const *)resp->auto_paused_sandbox_ids, na, statuses, NULL,
+                                err) != 0)
             goto fail;
         for (size_t i = 0; i < na; i++) {
             const char *id = resp->auto_paused_sandbox_ids[i];
@@ -130,79 +246,89 @@ static int apply(reconciler *r, const db_host *host, const Torpor__Hostagent__V1
             bool settled = statuses[i] < 0 || statuses[i] == SB_PAUSED || statuses[i] == SB_STOPPED ||
                            statuses[i] == SB_ERROR ||
                            (statuses[i] == SB_RUNNING && agent_view_of(resp, id, &unused) == AGENT_VIEW_RUNNING);
-            if (!settled) continue;
-            if (!(ack[n_ack] = strdup(id))) {
-                terr_set(err, "out of memory");
-                goto fail;
-            }
-            n_ack++;
+            if (settled && id_list_push(&out->ack, id, err) != 0) goto fail;
         }
     }
+    if (find_orphans(r, host, hs, resp, out, err) != 0) goto fail;
     if (db_commit(r->db, err) != 0) goto fail;
     free(rows);
     free(ages);
     free(statuses);
-    *ack_out = ack;
-    *n_ack_out = n_ack;
     return 0;
 fail:
     db_rollback(r->db);
     free(rows);
     free(ages);
     free(statuses);
-    free_ids(ack, n_ack);
+    pass_result_free(out);
     return -1;
 }
 
-static int reconcile_host(reconciler *r, const db_host *host, terr *err)
+static void destroy_orphans(const db_host *host, rpc_client *c, const id_list *orphans)
+{
+    for (size_t i = 0; i < orphans->n; i++) {
+        Torpor__Hostagent__V1__DestroySandboxRequest req = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
+        req.sandbox_id = orphans->ids[i];
+        ProtobufCMessage *resp = NULL;
+        terr err;
+        grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
+                                         &torpor__hostagent__v1__destroy_sandbox_response__descriptor, &resp,
+                                         AGENT_DEADLINE_DESTROY_MS, &err);
+        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
+            log_info("event=orphan_destroyed sandbox_id=%s host_id=%s agent_not_found=%d", orphans->ids[i],
+                     host->id, st == GRPC_STATUS_NOT_FOUND);
+        } else {
+            /* Still a suspect: the next pass tries again. */
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=orphan_destroy_failed sandbox_id=%s host_id=%s grpc_status=%d error=\"%s\"",
+                     orphans->ids[i], host->id, (int)st, log_quote(err.msg, q, sizeof q));
+        }
+    }
+}
+
+static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, terr *err)
 {
     rpc_client *c;
     if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) return -1;
 
-    host_acks *pending = acks_for(r, host->id, false);
     Torpor__Hostagent__V1__ListSandboxesResponse *resp;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    grpc_status_code st = agent_list(c, pending ? pending->ids : NULL, pending ? pending->n : 0, &resp, err);
+    grpc_status_code st = agent_list(c, hs->acks.ids, hs->acks.n, &resp, err);
     if (st != GRPC_STATUS_OK) return terr_wrap(err, "ListSandboxes on host %s", host->id);
-    if (pending) { /* delivered: the agent has dropped them */
-        free_ids(pending->ids, pending->n);
-        pending->ids = NULL;
-        pending->n = 0;
-    }
+    id_list_free(&hs->acks); /* delivered: the agent has dropped them */
 
-    char **ack;
-    size_t n_ack;
     clock_gettime(CLOCK_MONOTONIC, &t1);
     /* Margin for the transaction's own start and clock granularity. */
     double min_age = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9 + 0.5;
-    int rc = apply(r, host, resp, min_age, &ack, &n_ack, err);
+    pass_result pr;
+    int rc = apply(r, host, hs, resp, min_age, &pr, err);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (rc != 0) return terr_wrap(err, "reconcile host %s", host->id); /* acknowledges nothing */
-    if (n_ack == 0) {
-        free(ack);
-        return 0;
-    }
+    id_list_free(&hs->suspects);
+    hs->suspects = pr.suspects;
+    pr.suspects = (id_list){0};
 
-    /* Committed: acknowledge now; if that fails, with the next pass. */
-    terr ack_err;
-    Torpor__Hostagent__V1__ListSandboxesResponse *resp2;
-    st = agent_list(c, ack, n_ack, &resp2, &ack_err);
-    if (st == GRPC_STATUS_OK) {
-        protobuf_c_message_free_unpacked(&resp2->base, NULL);
-        for (size_t i = 0; i < n_ack; i++)
-            log_info("event=auto_pause_acked sandbox_id=%s host_id=%s", ack[i], host->id);
-        free_ids(ack, n_ack);
-        return 0;
+    if (pr.ack.n > 0) {
+        /* Committed: acknowledge now; if that fails, with the next pass. */
+        terr ack_err;
+        Torpor__Hostagent__V1__ListSandboxesResponse *resp2;
+        st = agent_list(c, pr.ack.ids, pr.ack.n, &resp2, &ack_err);
+        if (st == GRPC_STATUS_OK) {
+            protobuf_c_message_free_unpacked(&resp2->base, NULL);
+            for (size_t i = 0; i < pr.ack.n; i++)
+                log_info("event=auto_pause_acked sandbox_id=%s host_id=%s", pr.ack.ids[i], host->id);
+        } else {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=ack_deferred host_id=%s count=%zu error=\"%s\"", host->id, pr.ack.n,
+                     log_quote(ack_err.msg, q, sizeof q));
+            hs->acks = pr.ack;
+            pr.ack = (id_list){0};
+        }
     }
-    log_warn("event=ack_deferred host_id=%s count=%zu error=\"%s\"", host->id, n_ack, ack_err.msg);
-    pending = acks_for(r, host->id, true);
-    if (!pending) {
-        free_ids(ack, n_ack);
-        return terr_set(err, "out of memory");
-    }
-    pending->ids = ack;
-    pending->n = n_ack;
+    destroy_orphans(host, c, &pr.orphans);
+    pass_result_free(&pr);
     return 0;
 }
 
@@ -226,8 +352,9 @@ int reconciler_run_once(reconciler *r, terr *err)
             log_debug("event=reconcile_skip host_id=%s reason=locked_by_other_replica", hosts[i].id);
             continue;
         }
-        host_acks *hs = acks_for(r, hosts[i].id, true);
-        if (reconcile_host(r, &hosts[i], &herr) != 0) {
+        host_state *hs = state_for(r, hosts[i].id);
+        if (!hs) terr_set(&herr, "out of memory");
+        if (!hs || reconcile_host(r, &hosts[i], hs, &herr) != 0) {
             /* One warning per outage, not one per pass. */
             if (hs && hs->failing)
                 log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
@@ -308,8 +435,11 @@ void reconciler_stop(reconciler *r)
     pthread_cond_signal(&r->cond);
     pthread_mutex_unlock(&r->mu);
     pthread_join(r->thread, NULL);
-    for (size_t i = 0; i < r->n_acks; i++) free_ids(r->acks[i].ids, r->acks[i].n);
-    free(r->acks);
+    for (size_t i = 0; i < r->n_hosts; i++) {
+        id_list_free(&r->hosts[i].acks);
+        id_list_free(&r->hosts[i].suspects);
+    }
+    free(r->hosts);
     db_close(r->db);
     pthread_cond_destroy(&r->cond);
     pthread_mutex_destroy(&r->mu);

@@ -6,12 +6,24 @@
  *   1. calls ListSandboxes, acknowledging the auto-pause notices recorded
  *      (committed) by the previous pass;
  *   2. in ONE transaction, applies reconciler_decide to the host's rows in
- *      pending/running/pausing/resuming;
- *   3. only after COMMIT, queues for acknowledgement the auto-paused ids whose
- *      rows are settled (paused, stopped, error, gone, or running on the
- *      agent), and sends that ack right away with a second ListSandboxes.
- * An unreachable agent or a failed DB write changes and acknowledges nothing;
- * unacknowledged ids are simply reported again by the agent next time.
+ *      pending/running/pausing/paused/resuming, and finds the agent's
+ *      orphans (sandboxes whose row is missing, stopped or error);
+ *   3. only after COMMIT, acknowledges the auto-paused ids whose rows are
+ *      settled (paused, stopped, error, gone, or running on the agent) with
+ *      a second ListSandboxes, then destroys the orphans (DestroySandbox,
+ *      logged event=orphan_destroyed).
+ * Two rules need the same observation on two consecutive successful passes
+ * (the host's "suspects"), so one odd answer changes nothing: a paused row
+ * whose sandbox the agent no longer holds becomes stopped (nothing could
+ * ever resume it), and an agent sandbox without any row is destroyed. An
+ * agent sandbox under a stopped/error row is destroyed once that row is
+ * older than the grace period, or on the second pass.
+ * An unreachable agent or a failed DB write changes, acknowledges and
+ * destroys nothing; unacknowledged ids are simply reported again next time.
+ * The grace period (--transition-grace) must exceed the longest agent call
+ * deadline (AGENT_DEADLINE_TRANSITION_MAX_MS) plus a margin, so the reconciler never
+ * settles a pausing/resuming row while a request thread still waits for
+ * the agent; cp_config defaults it to RECONCILER_GRACE_DEFAULT_SEC.
  * reconciler_stop wakes the thread, waits for the pass in progress, joins. */
 #ifndef TORPOR_CP_RECONCILER_H
 #define TORPOR_CP_RECONCILER_H
@@ -24,8 +36,18 @@
 
 /* Status a DB row should get given what its agent reports; returns db when
  * nothing should change. past_grace: the row has sat in a transitional state
- * (pending, pausing, resuming) longer than the grace period. */
+ * (pending, pausing, resuming) longer than the grace period; for a paused
+ * row: the agent's previous answer did not hold it either. */
 sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, bool past_grace);
+
+/* For a sandbox the agent holds whose row is not live: row_status -1 (no
+ * row), SB_STOPPED or SB_ERROR (anything else is never an orphan). True when
+ * it must be destroyed: a missing row needs seen_last_pass, a stopped/error
+ * row seen_last_pass or row_age_sec >= grace_sec. */
+bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, bool seen_last_pass);
+
+/* Largest agent call deadline plus a margin (see the contract above). */
+#define RECONCILER_GRACE_DEFAULT_SEC (AGENT_DEADLINE_TRANSITION_MAX_MS / 1000 + 60)
 
 typedef struct reconciler reconciler;
 

@@ -2,15 +2,23 @@
 """REST API basics over HTTP, through the real gRPC hop, real PostgreSQL and
 real QEMU VMs (issue 2's "Done when"): create / get / list / ping / exec /
 pause / resume / destroy, every 409, 404 across teams, 401s, bad input (400,
-nothing created), 413 and /healthz."""
+nothing created), 413 and /healthz. Then the reconciler's repairs: VMs whose
+row is gone or stopped are destroyed (orphan sweep), and a paused sandbox its
+host lost reads stopped (through a resume, or by the reconciler alone)."""
 
 import os
 import re
+import shutil
+import signal
 import sys
 from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, expect_error, run_tests, b64  # noqa: E402
+from harness import Stack, expect_error, run_tests, b64, wait_until  # noqa: E402
+
+RECONCILE = 5
+SLACK = float(os.environ.get("TORPOR_E2E_SLACK", "10"))
+GP_FILE_MAX = 48 * 1024 * 1024  # common/guest_protocol.h
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
 SANDBOX_KEYS = {"id", "status", "template", "vcpus", "memory_mb", "timeout_sec", "host_id",
@@ -206,6 +214,46 @@ def test_files_roundtrip(s):
                  400, "invalid_request", "files/write without path")
 
 
+def multipart(fields, boundary="torpor-e2e-boundary"):
+    out = b""
+    for name, value in fields:
+        out += (f"--{boundary}\r\nContent-Disposition: form-data; name=\"{name}\"\r\n\r\n").encode()
+        out += value + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode(), {"Content-Type": f"multipart/form-data; boundary={boundary}"}
+
+
+def test_files_content_limit_and_paths(s):
+    sid = ctx["a1"]
+    # Content the guest would refuse is the caller's 413, not an agent 502.
+    body, hdrs = multipart([("path", b"/tmp/too-big"), ("file", b"\0" * (GP_FILE_MAX + 1))])
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs), 413, "too_large",
+                 "files/write with content over the guest's 48 MiB")
+    r = s.exec(sid, "test -e /tmp/too-big && echo yes || echo no")
+    assert r["stdout"] == "no\n", f"a refused write created the file: {r}"
+    body, hdrs = multipart([("path", b"/tmp/multi.bin"), ("file", FILE_DATA)])
+    st, res = s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs)
+    assert st == 204, f"multipart files/write: {st} {res!r}"
+    st, got = s.request("POST", f"/v1/sandboxes/{sid}/files/read", {"path": "/tmp/multi.bin"})
+    assert st == 200 and got == FILE_DATA, f"files/read after multipart write: {st} {got!r}"
+    # Control characters in paths are refused (they would reach the guest and the logs).
+    forged = "/tmp/x\nts=2026-01-01T00:00:00.000Z level=error event=forged"
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/read", {"path": forged}), 400, "invalid_request",
+                 "files/read with a newline in the path")
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", {"path": "/tmp/\x1b[31m", "content_base64": ""}),
+                 400, "invalid_request", "files/write with an escape in the path")
+    body, hdrs = multipart([("path", b"/tmp/a\tb"), ("file", b"x")])
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs), 400, "invalid_request",
+                 "multipart files/write with a tab in the path")
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "pwd", "cwd": "/tmp\n"}), 400,
+                 "invalid_request", "exec with a newline in cwd")
+    # A command with newlines is fine, and no log line of either process was forged.
+    r = s.exec(sid, "echo one\necho two")
+    assert r["stdout"] == "one\ntwo\n", r
+    for comp in (s.cp, s.agent):
+        forged_lines = [line for line in comp.log_text().splitlines() if line.startswith("ts=2026-01-01T00:00:00")]
+        assert not forged_lines, f"{comp.name} log has a forged line: {forged_lines[:3]}"
+
+
 def test_other_team_gets_404_everywhere(s):
     sid = ctx["a1"]
     kb = s.key_b
@@ -280,6 +328,57 @@ def test_destroy(s):
     assert s.qemu_pids() == [], f"QEMU processes left after destroying every sandbox: {s.qemu_pids()}"
 
 
+def test_orphan_vms_are_destroyed(s):
+    """A VM whose row vanished or went stopped behind the agent's back (what a
+    create that lands after its DELETE leaves) is destroyed by the reconciler."""
+    gone = s.create({"memory_mb": 128})["id"]
+    stopped = s.create({"memory_mb": 128})["id"]
+    assert len(s.qemu_pids(gone)) == 1 and len(s.qemu_pids(stopped)) == 1
+    s.sql(f"DELETE FROM sandboxes WHERE id = '{gone}'")
+    s.sql(f"UPDATE sandboxes SET status = 'stopped', last_updated = now() WHERE id = '{stopped}'")
+    # Both need a second pass that still sees them (a fresh stopped row is younger
+    # than the grace), so allow two intervals.
+    for sid in (gone, stopped):
+        s.cp.wait_log(rf"event=orphan_destroyed sandbox_id={sid}\b", 2 * RECONCILE + SLACK,
+                      what=f"orphan sweep of {sid}")
+        wait_until(lambda: not s.qemu_pids(sid), 30, what=f"QEMU of orphan {sid} gone")
+    assert s.sql(f"SELECT count(*) FROM sandboxes WHERE id = '{gone}'") == [["0"]], "the sweep wrote a row"
+    assert s.status_of(stopped) == "stopped"
+    for sid in (gone, stopped):
+        assert f"event=orphan_suspected sandbox_id={sid} " in s.cp.log_text(since_start=True), \
+            f"{sid} destroyed without first being a suspect"
+
+
+def lose_paused_sandboxes(s, sids):
+    """Kill the agent, delete the sandboxes' state (snapshot included) and
+    restart it: the host no longer holds them."""
+    s.kill_agent(signal.SIGKILL)
+    for sid in sids:
+        shutil.rmtree(s.sandbox_dir(sid))
+    s.start_agent()
+
+
+def test_lost_paused_sandbox_reads_stopped(s):
+    a = s.create({"memory_mb": 128})["id"]
+    b = s.create({"memory_mb": 128})["id"]
+    for sid in (a, b):
+        st, sb = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+        assert st == 200 and sb["status"] == "paused", f"pause {sid}: {st} {sb}"
+    lose_paused_sandboxes(s, (a, b))
+    # A resume finds out at once; it must not leave the row paused.
+    st, body = s.request("POST", f"/v1/sandboxes/{a}/resume")
+    assert st in (404, 409), f"resume of a sandbox the host lost: {st} {body}"
+    assert s.status_of(a) == "stopped", f"after a failed resume of a lost sandbox: {s.status_of(a)}"
+    # Without any request, the reconciler stops it after two passes that agree.
+    s.wait_status(b, "stopped", 3 * RECONCILE + SLACK)
+    log = s.cp.log_text(since_start=True)
+    assert re.search(rf"event=paused_sandbox_missing sandbox_id={b}\b", log), "no first-pass suspicion logged"
+    assert re.search(rf"event=reconcile_change sandbox_id={b} \S+ from=paused to=stopped", log), \
+        "the reconciler did not record paused -> stopped"
+    st, lst = s.request("GET", "/v1/sandboxes?status=paused")
+    assert st == 200 and lst == [], f"lost sandboxes still listed paused: {lst}"
+
+
 TESTS = [
     test_healthz_without_key,
     test_unauthorized,
@@ -293,11 +392,14 @@ TESTS = [
     test_exec,
     test_exec_body_over_1mib_is_413,
     test_files_roundtrip,
+    test_files_content_limit_and_paths,
     test_other_team_gets_404_everywhere,
     test_pause_resume_and_409s,
     test_timeout_route,
     test_destroy,
+    test_orphan_vms_are_destroyed,
+    test_lost_paused_sandbox_reads_stopped,
 ]
 
 if __name__ == "__main__":
-    sys.exit(run_tests(lambda: Stack("api"), TESTS))
+    sys.exit(run_tests(lambda: Stack("api", reconcile_interval=RECONCILE), TESTS))

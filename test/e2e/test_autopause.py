@@ -7,6 +7,7 @@ paused sandbox is 409; a VM killed from outside reads stopped; an agent
 SIGKILLed right after an auto-pause still leads to paused in the DB."""
 
 import os
+import re
 import signal
 import sys
 import time
@@ -133,6 +134,13 @@ def test_agent_sigkilled_after_autopause_keeps_paused(s):
     s.agent.wait_log(rf"event=sandbox_paused\b[^\n]*sandbox_id={sid}\b[^\n]*reason=inactivity",
                      TTL + REAPER + SLACK + 10, what=f"agent log of the auto-pause of {sid}")
     wait_until(lambda: not s.qemu_pids(sid), 30, what=f"QEMU of {sid} gone")
+    # The notice must be on disk before the agent dies: the restarted agent
+    # would list the snapshot as paused even without it, so only this shows
+    # the journal did its job.
+    journal = os.path.join(s.state_dir, "agent", "auto_paused.journal")
+    with open(journal, "rb") as f:
+        records = f.read().decode(errors="replace").splitlines()
+    assert f"P {sid}" in records, f"auto-pause of {sid} not in the journal {journal}: {records}"
     s.kill_agent(signal.SIGKILL)
     migrations = s.sql("SELECT count(*) FROM schema_migrations")
     rows = s.sql(f"SELECT status FROM sandboxes WHERE id = '{sid}'")
@@ -142,6 +150,15 @@ def test_agent_sigkilled_after_autopause_keeps_paused(s):
     assert s.sql("SELECT count(*) FROM schema_migrations") == migrations, \
         "a control-plane restart applied migrations again"
     s.wait_status(sid, "paused", RECONCILE + SLACK + 10)
+    # The notice was delivered from the journal and acknowledged only after
+    # the paused row was committed (apply -> commit -> ack).
+    m = s.cp.wait_log(rf"event=auto_pause_acked sandbox_id={sid}\b", RECONCILE + SLACK,
+                      what=f"control plane ack of the auto-pause of {sid}")
+    log = s.cp.log_text(since_start=True)
+    change = re.search(rf"event=reconcile_change sandbox_id={sid}\b[^\n]*from=running to=paused auto_paused=1",
+                       log)
+    assert change, f"the reconciler did not record running -> paused from the notice of {sid}"
+    assert change.start() < m.start(), "the ack was logged before the paused row was committed"
     # And it stays paused: poll across a whole reconcile interval (a later
     # pass must not turn it into stopped).
     deadline = time.monotonic() + RECONCILE + 1

@@ -11,6 +11,7 @@
 
 #include "agent_client.h"
 #include "api_routes.h"
+#include "api_sandboxes.h"
 #include "cp_config.h"
 #include "multipart.h"
 #include "reconciler.h"
@@ -131,14 +132,59 @@ static void test_reconciler_decide(void **state)
     decide_is(SB_RESUMING, AGENT_VIEW_RUNNING, false, true, SB_RUNNING);
     decide_is(SB_RESUMING, AGENT_VIEW_PAUSED, false, true, SB_PAUSED);
     decide_is(SB_RESUMING, AGENT_VIEW_RESUMING, false, true, SB_RESUMING);
+    /* A failed resume that lost the snapshot: the agent no longer holds it,
+     * so the row is stopped, never paused (a stale notice changes nothing). */
+    decide_is(SB_RESUMING, AGENT_VIEW_ABSENT, false, true, SB_STOPPED);
+    decide_is(SB_RESUMING, AGENT_VIEW_ABSENT, true, true, SB_STOPPED);
+    decide_is(SB_RESUMING, AGENT_VIEW_ABSENT, false, false, SB_RESUMING);
     decide_is(SB_PENDING, AGENT_VIEW_ABSENT, false, false, SB_PENDING);
     decide_is(SB_PENDING, AGENT_VIEW_ABSENT, false, true, SB_ERROR);
     decide_is(SB_PENDING, AGENT_VIEW_RUNNING, false, true, SB_RUNNING);
-    /* settled rows never change */
-    decide_is(SB_PAUSED, AGENT_VIEW_ABSENT, false, true, SB_PAUSED);
+    /* paused rows: stopped once the agent's answers agree it is gone */
+    decide_is(SB_PAUSED, AGENT_VIEW_ABSENT, false, false, SB_PAUSED);
+    decide_is(SB_PAUSED, AGENT_VIEW_ABSENT, false, true, SB_STOPPED);
+    decide_is(SB_PAUSED, AGENT_VIEW_ABSENT, true, true, SB_STOPPED);
+    decide_is(SB_PAUSED, AGENT_VIEW_PAUSED, false, true, SB_PAUSED);
+    decide_is(SB_PAUSED, AGENT_VIEW_PAUSED, true, true, SB_PAUSED);
     decide_is(SB_PAUSED, AGENT_VIEW_RUNNING, false, true, SB_PAUSED);
+    decide_is(SB_PAUSED, AGENT_VIEW_RESUMING, false, true, SB_PAUSED);
+    /* stopped and error rows never change */
     decide_is(SB_STOPPED, AGENT_VIEW_RUNNING, false, true, SB_STOPPED);
     decide_is(SB_ERROR, AGENT_VIEW_RUNNING, false, true, SB_ERROR);
+    decide_is(SB_STOPPED, AGENT_VIEW_ABSENT, false, true, SB_STOPPED);
+}
+
+static void test_orphan_rule(void **state)
+{
+    const double grace = 180;
+    /* no row: only when the previous pass saw it too */
+    assert_false(reconciler_is_orphan(-1, 0, grace, false));
+    assert_true(reconciler_is_orphan(-1, 0, grace, true));
+    /* stopped/error rows: after the grace, or on the second pass */
+    assert_false(reconciler_is_orphan(SB_STOPPED, 5, grace, false));
+    assert_true(reconciler_is_orphan(SB_STOPPED, 5, grace, true));
+    assert_true(reconciler_is_orphan(SB_STOPPED, 181, grace, false));
+    assert_false(reconciler_is_orphan(SB_ERROR, 179, grace, false));
+    assert_true(reconciler_is_orphan(SB_ERROR, 180, grace, false));
+    /* live rows are never orphans, however old */
+    const sb_status live[] = {SB_PENDING, SB_RUNNING, SB_PAUSING, SB_PAUSED, SB_RESUMING};
+    for (size_t i = 0; i < sizeof live / sizeof live[0]; i++) {
+        assert_false(reconciler_is_orphan(live[i], 1e6, grace, true));
+        assert_false(reconciler_is_orphan(live[i], 1e6, grace, false));
+    }
+}
+
+static void test_create_outcome(void **state)
+{
+    /* Sent and then lost: the agent may have created it, the row stays pending. */
+    assert_true(api_create_outcome_unknown(GRPC_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded"));
+    assert_true(api_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Socket closed"));
+    /* Never reached the agent, or a definite answer: the row goes to error. */
+    assert_false(api_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "failed to connect to all addresses"));
+    assert_false(api_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Broken pipe"));
+    assert_false(api_create_outcome_unknown(GRPC_STATUS_INTERNAL, "boot failed"));
+    assert_false(api_create_outcome_unknown(GRPC_STATUS_RESOURCE_EXHAUSTED, "no memory"));
+    assert_false(api_create_outcome_unknown(GRPC_STATUS_ALREADY_EXISTS, "exists"));
 }
 
 static void test_agent_view(void **state)
@@ -221,6 +267,9 @@ static void test_config(void **state)
     assert_true(c.reconcile_interval_sec == 0.25);
     assert_int_equal(c.http_threads, 3);
     assert_string_equal(c.database_url, "host=/tmp");
+    /* The grace outlasts every transition's agent deadline by default. */
+    assert_true(c.transition_grace_sec * 1000 > AGENT_DEADLINE_TRANSITION_MAX_MS);
+    assert_true(c.transition_grace_sec * 1000 > AGENT_DEADLINE_RESUME_MS);
 
     char *keys[] = {"torpor-cp", "keys", "create", "--team", "t1", "--database-url=x"};
     assert_int_equal(cp_config_parse(6, keys, &c, &err), 0);
@@ -254,11 +303,13 @@ int main(void)
     unsetenv("TORPOR_TLS_CA");
     unsetenv("TORPOR_RECONCILE_INTERVAL");
     unsetenv("TORPOR_HTTP_THREADS");
+    unsetenv("TORPOR_TRANSITION_GRACE");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_routes),     cmocka_unit_test(test_methods),
         cmocka_unit_test(test_grpc_mapping), cmocka_unit_test(test_reconciler_decide),
         cmocka_unit_test(test_agent_view), cmocka_unit_test(test_multipart),
-        cmocka_unit_test(test_config),
+        cmocka_unit_test(test_config),     cmocka_unit_test(test_orphan_rule),
+        cmocka_unit_test(test_create_outcome),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

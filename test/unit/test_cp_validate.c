@@ -112,7 +112,7 @@ static void test_exec_rejects(void **state)
                          "{\"cmd\":\"x\",\"timeout_sec\":3601}", "{\"cmd\":\"x\",\"env\":[]}",
                          "{\"cmd\":\"x\",\"env\":{\"A\":1}}", "{\"cmd\":\"x\",\"env\":{\"A=B\":\"1\"}}",
                          "{\"cmd\":\"x\",\"env\":{\"\":\"1\"}}", "{\"cmd\":\"x\",\"cwd\":\"\"}",
-                         "{\"cmd\":\"x\",\"stdin\":\"\"}"};
+                         "{\"cmd\":\"x\",\"stdin\":\"\"}", "{\"cmd\":\"x\",\"cwd\":\"/tmp\\n\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *b = obj(bad[i]);
         api_exec_req r;
@@ -177,6 +177,24 @@ static void test_files_bodies(void **state)
     assert_int_equal(api_validate_file_read(b, &path, NULL), -1);
     json_decref(b);
     assert_int_equal(api_validate_path("a\0b", 3, NULL), -1);
+
+    /* Control characters in paths are refused wherever the path comes from
+     * (they would otherwise reach the guest and the logs). */
+    assert_int_equal(api_validate_path("/tmp/a b", 8, NULL), 0);
+    assert_int_equal(api_validate_path("/tmp/\xc3\xa9", 7, NULL), 0); /* UTF-8 is fine */
+    const char *ctl[] = {"/tmp/a\nlevel=error", "/tmp/\ta", "/tmp/\r", "/tmp/\x1b[31m", "/tmp/\x7f"};
+    for (size_t i = 0; i < sizeof ctl / sizeof ctl[0]; i++) {
+        terr err = {{0}};
+        if (api_validate_path(ctl[i], strlen(ctl[i]), &err) != -1) fail_msg("accepted path #%zu", i);
+        assert_non_null(strstr(err.msg, "control character"));
+    }
+    b = obj("{\"path\":\"/tmp/x\\nlevel=error event=forged\"}");
+    assert_int_equal(api_validate_file_read(b, &path, NULL), -1);
+    json_decref(b);
+    b = obj("{\"path\":\"/tmp/x\\u0007\",\"content_base64\":\"\"}");
+    assert_int_equal(api_validate_file_write(b, &path, &content, &n, NULL), -1);
+    assert_null(content);
+    json_decref(b);
 }
 
 static void test_status_filter(void **state)
