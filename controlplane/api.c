@@ -114,9 +114,9 @@ void api_handle(void *app, void *worker, struct evhttp_request *req)
     api_request r = {.req = req, .ctx = app, .db = w->db};
     int64_t t0 = now_ms();
     handle(&r, req); /* sends exactly one reply */
-    /* The reply has been sent synchronously, so its status is known here.
+    /* The reply is sent once this returns; its status is recorded here.
      * Reads that succeed are debug-level: clients poll them. */
-    int status = evhttp_request_get_response_code(req);
+    int status = http_reply_status(req);
     const struct evhttp_uri *uri = evhttp_request_get_evhttp_uri(req);
     const char *path = uri ? evhttp_uri_get_path(uri) : "";
     enum log_level lvl = (status < 300 && evhttp_request_get_command(req) == EVHTTP_REQ_GET) ? LOG_DEBUG : LOG_INFO;

@@ -20,11 +20,23 @@
 
 #include "log.h"
 
+/* One parsed request on its way loop -> worker -> loop. */
+typedef struct http_job {
+    struct evhttp_request *req;
+    int status;   /* recorded by a reply helper; 0 = not replied */
+    struct http_job *next;
+} http_job;
+
+/* A reply handed to libevent and not yet written, so that a stop waits
+ * for it. Loop thread only. */
+typedef struct http_wire {
+    http_server *server;
+    struct evhttp_connection *evcon;
+    struct http_wire *next;
+} http_wire;
+
 typedef struct http_worker {
     http_server *server;
-    int index;
-    struct event_base *base;
-    struct evhttp *http;
     void *worker;
     pthread_t thread;
     bool started;
@@ -32,11 +44,34 @@ typedef struct http_worker {
 
 struct http_server {
     http_server_config cfg;
-    int fd;
     int port;
+    /* Owned by the loop thread (the other threads touch them only before it
+     * starts or after it has been joined). */
+    struct event_base *base;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    struct event *done_ev;  /* workers -> loop: replies ready */
+    struct event *stop_ev;  /* stop -> loop: stop accepting / drain */
+    http_wire *wire;        /* replies handed to libevent, not yet written */
+    bool draining;          /* exit once wire is empty */
+    pthread_t loop_thread;
+    bool loop_started;
+    /* Guarded by mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;    /* a job was queued, or stopping */
+    http_job *todo, *todo_tail;
+    http_job *done;
+    bool stopping;
+    bool workers_done;
+    /* Fixed after start. */
     http_worker *workers;
     int n_workers;
 };
+
+/* The request the calling worker thread is running, so that the reply
+ * helpers (whose API takes only the request) find its job. Per thread, set
+ * and cleared by worker_main around the handler call. */
+static _Thread_local http_job *http_current_job;
 
 static int split_host_port(const char *addr, char *host, size_t host_size, char *port, size_t port_size,
                            terr *err)
@@ -88,43 +123,219 @@ static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
     return 0;
 }
 
+static void wire_check_drained(http_server *s)
+{
+    if (s->draining && !s->wire) event_base_loopexit(s->base, NULL);
+}
+
+/* The reply was written: libevent calls this just before freeing req. */
+static void on_reply_written(struct evhttp_request *req, void *arg)
+{
+    http_wire *w = arg;
+    http_server *s = w->server;
+    for (http_wire **p = &s->wire; *p; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    free(w);
+    wire_check_drained(s);
+}
+
+/* A connection is freed. If its reply was still on the wire (the write
+ * failed: the client reset the connection), libevent frees the request
+ * without on_reply_written, so forget it here. */
+static void on_connection_closed(struct evhttp_connection *evcon, void *arg)
+{
+    http_server *s = arg;
+    for (http_wire **p = &s->wire; *p;) {
+        http_wire *w = *p;
+        if (w->evcon == evcon) {
+            *p = w->next;
+            free(w);
+        } else {
+            p = &w->next;
+        }
+    }
+    wire_check_drained(s);
+}
+
+/* Loop thread: hands a reply to libevent, tracking it until it is written. */
+static void send_on_loop(http_server *s, struct evhttp_request *req, int status, struct evbuffer *body)
+{
+    /* No connection: the client went away while the handler ran and libevent
+     * detached the request; send_reply then just frees it. */
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    http_wire *w = evcon ? malloc(sizeof *w) : NULL;
+    if (w) { /* untracked on OOM: a stop then just does not wait for it */
+        *w = (http_wire){.server = s, .evcon = evcon, .next = s->wire};
+        s->wire = w;
+        evhttp_request_set_on_complete_cb(req, on_reply_written, w);
+        evhttp_connection_set_closecb(evcon, on_connection_closed, s);
+    }
+    evhttp_send_reply(req, status, http_reason(status), body);
+}
+
+/* Loop thread: an immediate JSON error, for requests no worker will see. */
+static void reply_now(http_server *s, struct evhttp_request *req, int status, const char *code, const char *msg)
+{
+    char text[256];
+    int n = snprintf(text, sizeof text, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
+    struct evbuffer *buf = evbuffer_new();
+    if (buf) evbuffer_add(buf, text, (size_t)n);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    send_on_loop(s, req, status, buf);
+    if (buf) evbuffer_free(buf);
+}
+
+/* Loop thread: a parsed request. Queue it for a worker. */
 static void on_request(struct evhttp_request *req, void *arg)
 {
-    http_worker *w = arg;
-    w->server->cfg.handler(w->server->cfg.app, w->worker, req);
+    http_server *s = arg;
+    http_job *job = calloc(1, sizeof *job);
+    if (!job) {
+        reply_now(s, req, 503, "unavailable", "out of memory");
+        return;
+    }
+    job->req = req;
+    pthread_mutex_lock(&s->mu);
+    /* Workers exit only once stopping is set and the queue is empty, both
+     * checked under mu, so a job queued before stopping is always run. */
+    bool stopping = s->stopping;
+    if (!stopping) {
+        if (s->todo_tail) s->todo_tail->next = job;
+        else s->todo = job;
+        s->todo_tail = job;
+        pthread_cond_signal(&s->cond);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (stopping) {
+        /* A keep-alive connection sending after stop began. */
+        free(job);
+        reply_now(s, req, 503, "unavailable", "server is shutting down");
+    }
+}
+
+/* Loop thread: send the replies the workers have finished. */
+static void on_done(evutil_socket_t fd, short what, void *arg)
+{
+    http_server *s = arg;
+    pthread_mutex_lock(&s->mu);
+    http_job *list = s->done;
+    s->done = NULL;
+    pthread_mutex_unlock(&s->mu);
+    while (list) {
+        http_job *job = list;
+        list = job->next;
+        /* The body is already in the request's output buffer. */
+        send_on_loop(s, job->req, job->status, NULL);
+        free(job);
+    }
+}
+
+/* Loop thread: stop accepting; once the workers are joined, drain. */
+static void on_stop(evutil_socket_t fd, short what, void *arg)
+{
+    http_server *s = arg;
+    if (s->bound) {
+        evhttp_del_accept_socket(s->http, s->bound); /* closes the socket */
+        s->bound = NULL;
+    }
+    pthread_mutex_lock(&s->mu);
+    bool workers_done = s->workers_done;
+    pthread_mutex_unlock(&s->mu);
+    if (!workers_done) return;
+    on_done(-1, 0, s);
+    s->draining = true;
+    if (!s->wire) {
+        event_base_loopexit(s->base, NULL);
+    } else {
+        /* A client that stops reading must not hold up the stop forever. */
+        struct timeval grace = {.tv_sec = 5};
+        event_base_loopexit(s->base, &grace);
+    }
+}
+
+static void *loop_main(void *arg)
+{
+    http_server *s = arg;
+    /* Once the listener is gone and every connection waits for a worker,
+     * no event is pending; plain dispatch would return then and strand the
+     * replies still to come. Only on_stop's loopexit ends this loop. */
+    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+    return NULL;
 }
 
 static void *worker_main(void *arg)
 {
     http_worker *w = arg;
-    event_base_dispatch(w->base);
+    http_server *s = w->server;
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        while (!s->todo && !s->stopping) pthread_cond_wait(&s->cond, &s->mu);
+        http_job *job = s->todo;
+        if (job) {
+            s->todo = job->next;
+            if (!s->todo) s->todo_tail = NULL;
+            job->next = NULL;
+        }
+        pthread_mutex_unlock(&s->mu);
+        if (!job) break; /* stopping and nothing left */
+
+        http_current_job = job;
+        s->cfg.handler(s->cfg.app, w->worker, job->req);
+        http_current_job = NULL;
+        if (job->status == 0) {
+            log_write(LOG_ERROR, "event=http_no_reply uri=%s", evhttp_request_get_uri(job->req));
+            static const char msg[] = "{\"error\":{\"code\":\"internal_error\",\"message\":\"handler sent no reply\"}}";
+            evhttp_add_header(evhttp_request_get_output_headers(job->req), "Content-Type", "application/json");
+            evbuffer_add(evhttp_request_get_output_buffer(job->req), msg, sizeof msg - 1);
+            job->status = 500;
+        }
+
+        pthread_mutex_lock(&s->mu);
+        job->next = s->done;
+        s->done = job;
+        pthread_mutex_unlock(&s->mu);
+        event_active(s->done_ev, EV_READ, 0);
+    }
     return NULL;
 }
 
-static int worker_setup(http_server *s, http_worker *w, terr *err)
+static int loop_setup(http_server *s, int fd, terr *err)
 {
-    w->server = s;
-    w->base = event_base_new();
-    if (!w->base) return terr_set(err, "event_base_new failed");
-    w->http = evhttp_new(w->base);
-    if (!w->http) return terr_set(err, "evhttp_new failed");
-    evhttp_set_max_body_size(w->http, (ev_ssize_t)s->cfg.max_body);
-    evhttp_set_max_headers_size(w->http, 64 * 1024);
-    evhttp_set_timeout(w->http, 120);
+    s->base = event_base_new();
+    if (!s->base) {
+        close(fd);
+        return terr_set(err, "event_base_new failed");
+    }
+    struct evconnlistener *l =
+        evconnlistener_new(s->base, NULL, NULL, LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE, 0, fd);
+    if (!l) {
+        close(fd);
+        return terr_set(err, "evconnlistener_new failed");
+    }
+    s->http = evhttp_new(s->base);
+    if (!s->http) {
+        evconnlistener_free(l);
+        return terr_set(err, "evhttp_new failed");
+    }
+    evhttp_set_max_body_size(s->http, (ev_ssize_t)s->cfg.max_body);
+    evhttp_set_max_headers_size(s->http, 64 * 1024);
+    evhttp_set_timeout(s->http, 120);
     /* Every method reaches the handler, which answers 405 in JSON itself. */
-    evhttp_set_allowed_methods(w->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
                                             EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
                                             EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(w->http, on_request, w);
-    /* Not LEV_OPT_CLOSE_ON_FREE: the fd is shared by all workers. */
-    struct evconnlistener *l = evconnlistener_new(w->base, NULL, NULL, LEV_OPT_CLOSE_ON_EXEC, 0, s->fd);
-    if (!l) return terr_set(err, "evconnlistener_new failed");
-    if (!evhttp_bind_listener(w->http, l)) {
+    evhttp_set_gencb(s->http, on_request, s);
+    s->bound = evhttp_bind_listener(s->http, l);
+    if (!s->bound) {
         evconnlistener_free(l);
         return terr_set(err, "evhttp_bind_listener failed");
     }
-    w->worker = s->cfg.worker_init(s->cfg.app, w->index, err);
-    if (!w->worker) return terr_wrap(err, "http worker %d", w->index);
+    s->done_ev = event_new(s->base, -1, 0, on_done, s);
+    s->stop_ev = event_new(s->base, -1, 0, on_stop, s);
+    if (!s->done_ev || !s->stop_ev) return terr_set(err, "event_new failed");
     return 0;
 }
 
@@ -133,32 +344,41 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     *out = NULL;
     if (cfg->n_threads < 1 || cfg->n_threads > 1024)
         return terr_set(err, "http threads must be 1..1024 (got %d)", cfg->n_threads);
+    /* Workers activate the loop's done event from their threads. */
     if (evthread_use_pthreads() != 0) return terr_set(err, "evthread_use_pthreads failed");
     http_server *s = calloc(1, sizeof *s);
     if (!s) return terr_set(err, "out of memory");
     s->cfg = *cfg;
-    s->fd = -1;
-    if (bind_listen(cfg->listen_addr, &s->fd, &s->port, err) != 0) {
-        free(s);
-        return -1;
-    }
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->cond, NULL);
+    int fd;
+    if (bind_listen(cfg->listen_addr, &fd, &s->port, err) != 0) goto fail;
+    if (loop_setup(s, fd, err) != 0) goto fail;
     s->workers = calloc((size_t)cfg->n_threads, sizeof *s->workers);
     if (!s->workers) {
-        close(s->fd);
-        free(s);
-        return terr_set(err, "out of memory");
+        terr_set(err, "out of memory");
+        goto fail;
     }
     s->n_workers = cfg->n_threads;
     for (int i = 0; i < s->n_workers; i++) {
         http_worker *w = &s->workers[i];
-        w->index = i;
-        if (worker_setup(s, w, err) != 0) goto fail;
+        w->server = s;
+        w->worker = cfg->worker_init(cfg->app, i, err);
+        if (!w->worker) {
+            terr_wrap(err, "http worker %d", i);
+            goto fail;
+        }
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             terr_set(err, "pthread_create failed");
             goto fail;
         }
         w->started = true;
     }
+    if (pthread_create(&s->loop_thread, NULL, loop_main, s) != 0) {
+        terr_set(err, "pthread_create failed");
+        goto fail;
+    }
+    s->loop_started = true;
     *out = s;
     return 0;
 fail:
@@ -171,18 +391,35 @@ int http_server_port(const http_server *s) { return s->port; }
 void http_server_stop(http_server *s)
 {
     if (!s) return;
+    /* 1. From now on, requests on open keep-alive connections get a 503;
+     *    workers finish what is queued or running, then exit; the loop keeps
+     *    sending their replies meanwhile. */
+    pthread_mutex_lock(&s->mu);
+    s->stopping = true;
+    pthread_cond_broadcast(&s->cond);
+    pthread_mutex_unlock(&s->mu);
+    /* 2. Stop accepting (on the loop: it owns the listener). */
+    if (s->loop_started) event_active(s->stop_ev, EV_READ, 0);
     for (int i = 0; i < s->n_workers; i++)
-        /* loopexit, not loopbreak: it is queued as an event, so it also works
-         * when the thread has not entered its loop yet. */
-        if (s->workers[i].started) event_base_loopexit(s->workers[i].base, NULL);
-    for (int i = 0; i < s->n_workers; i++) {
-        http_worker *w = &s->workers[i];
-        if (w->started) pthread_join(w->thread, NULL);
-        if (w->http) evhttp_free(w->http);
-        if (w->worker && s->cfg.worker_free) s->cfg.worker_free(w->worker);
-        if (w->base) event_base_free(w->base);
+        if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
+    pthread_mutex_lock(&s->mu);
+    s->workers_done = true;
+    pthread_mutex_unlock(&s->mu);
+    /* 3. The loop sends the last replies, waits until they are written and
+     *    exits. */
+    if (s->loop_started) {
+        event_active(s->stop_ev, EV_READ, 0);
+        pthread_join(s->loop_thread, NULL);
     }
-    if (s->fd >= 0) close(s->fd);
+    /* No job is left: on_stop sent every finished one after the join. */
+    for (int i = 0; i < s->n_workers; i++)
+        if (s->workers[i].worker && s->cfg.worker_free) s->cfg.worker_free(s->workers[i].worker);
+    if (s->done_ev) event_free(s->done_ev);
+    if (s->stop_ev) event_free(s->stop_ev);
+    if (s->http) evhttp_free(s->http);
+    if (s->base) event_base_free(s->base);
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->cond);
     free(s->workers);
     free(s);
 }
@@ -207,15 +444,38 @@ const char *http_reason(int status)
     }
 }
 
+/* Records the response on the worker; the loop sends it after the handler
+ * returns. The loop does not touch the request's output headers or buffer
+ * until then, so filling them here is safe. */
 void http_reply_bytes(struct evhttp_request *req, int status, const char *content_type,
                       const void *data, size_t len)
 {
-    struct evbuffer *buf = evbuffer_new();
-    if (buf && len) evbuffer_add(buf, data, len);
+    http_job *job = http_current_job;
+    if (!job || job->req != req) {
+        log_write(LOG_ERROR, "event=http_reply_misuse status=%d reason=\"not on the request's handler thread\"",
+                  status);
+        return;
+    }
+    if (job->status != 0) {
+        log_write(LOG_ERROR, "event=http_reply_twice status=%d first_status=%d", status, job->status);
+        return;
+    }
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    if (len && evbuffer_add(out, data, len) != 0) {
+        log_write(LOG_ERROR, "event=http_reply_oom status=%d bytes=%zu", status, len);
+        evbuffer_drain(out, evbuffer_get_length(out));
+        job->status = 500;
+        return;
+    }
     if (content_type)
         evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
-    evhttp_send_reply(req, status, http_reason(status), buf);
-    if (buf) evbuffer_free(buf);
+    job->status = status;
+}
+
+int http_reply_status(struct evhttp_request *req)
+{
+    http_job *job = http_current_job;
+    return job && job->req == req ? job->status : 0;
 }
 
 void http_reply_json(struct evhttp_request *req, int status, json_t *body)
@@ -243,5 +503,5 @@ void http_reply_error(struct evhttp_request *req, int status, const char *code, 
 
 void http_reply_empty(struct evhttp_request *req, int status)
 {
-    evhttp_send_reply(req, status, http_reason(status), NULL);
+    http_reply_bytes(req, status, NULL, NULL, 0);
 }

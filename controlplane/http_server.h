@@ -1,16 +1,26 @@
-/* http_server: libevent evhttp on N worker threads sharing one listening socket.
+/* http_server: one libevent evhttp loop thread + a pool of N worker threads.
  *
- * Contract: each worker thread owns an event_base, an evhttp and a "worker"
- * object made by cfg->worker_init (the control plane puts a PostgreSQL
- * connection there), and handles each request synchronously on that thread;
- * a slow request (a pause, a first create) holds up only its own thread.
- * All threads accept on one socket bound once, so port 0 works and
- * http_server_port tells the port. Bodies over max_body get libevent's own
- * 413 before the handler runs; smaller per-route limits are the handler's.
- * Every HTTP method reaches the handler (so it can answer 405 itself).
- * http_server_stop stops accepting, lets each thread finish its current
- * request, joins the threads and frees everything. The reply helpers send
- * exactly one response and may be called only from the handler's thread. */
+ * Contract: one event-loop thread owns the evhttp (it accepts, parses and
+ * sends); every parsed request is queued to a pool of cfg->n_threads worker
+ * threads, each owning a "worker" object made by cfg->worker_init (the
+ * control plane puts a PostgreSQL connection there). A worker runs the
+ * handler synchronously, so a slow request (a pause, a first create) holds
+ * up only that worker; no connection, new or keep-alive, is pinned to a
+ * busy thread. The handler may read the request (URI, headers, input
+ * buffer) and add output headers; the reply helpers record the response,
+ * which the loop thread sends once the handler has returned (so the handler
+ * may still read the request after replying). A handler that returns
+ * without replying gets a 500. A client that disconnects while its handler
+ * runs is harmless: the reply is then dropped. The listening socket is
+ * bound once, so port 0 works and http_server_port tells the port. Bodies
+ * over max_body get libevent's own 413 before the handler runs; smaller
+ * per-route limits are the handler's. Every HTTP method reaches the handler
+ * (so it can answer 405 itself). http_server_stop stops accepting, lets
+ * queued and running requests finish and be replied, joins the threads and
+ * frees everything. The reply helpers send exactly one response (a second
+ * call is logged and ignored) and may be called only from the handler's
+ * thread, during the handler. The process should ignore SIGPIPE, as
+ * torpor-cp does: a reply to a reset connection is then a failed write. */
 #ifndef TORPOR_CP_HTTP_SERVER_H
 #define TORPOR_CP_HTTP_SERVER_H
 
@@ -46,5 +56,9 @@ void http_reply_empty(struct evhttp_request *req, int status);
 void http_reply_bytes(struct evhttp_request *req, int status, const char *content_type,
                       const void *data, size_t len);
 const char *http_reason(int status);
+/* The status recorded by a reply helper for req during its handler (on the
+ * handler's thread), 0 if none yet. evhttp_request_get_response_code is 0
+ * there: libevent only sets it when the loop thread sends the reply. */
+int http_reply_status(struct evhttp_request *req);
 
 #endif

@@ -1,6 +1,8 @@
-/* Unit tests for controlplane/http_server: worker threads sharing one socket,
- * a slow request holding up only its own thread, the reply helpers, the body
- * limit and a clean stop. No database: the worker objects are dummies. */
+/* Unit tests for controlplane/http_server: one loop thread + worker pool,
+ * a slow request holding up only its own worker (also for connections
+ * arriving together with it and for keep-alive connections), a client that
+ * disconnects during a slow handler, the reply helpers, the body limit and
+ * a clean stop. No database: the worker objects are dummies. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -26,6 +30,8 @@ typedef struct app {
     int slow_parked;
     bool release;
     int workers_made;
+    int slow_done;        /* slow handlers that have replied and returned */
+    int slow_status_seen; /* http_reply_status right after the slow reply */
 } app;
 
 static void *worker_init(void *a, int index, terr *err)
@@ -50,8 +56,20 @@ static void handler(void *a, void *worker, struct evhttp_request *req)
         while (!ap->release) pthread_cond_wait(&ap->cond, &ap->mu);
         pthread_mutex_unlock(&ap->mu);
         http_reply_json(req, 200, json_pack("{s:s}", "slow", "done"));
+        /* The request stays readable after the reply, until we return. */
+        pthread_mutex_lock(&ap->mu);
+        ap->slow_status_seen = http_reply_status(req);
+        ap->slow_done++;
+        pthread_cond_broadcast(&ap->cond);
+        pthread_mutex_unlock(&ap->mu);
     } else if (strcmp(uri, "/err") == 0) {
         http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)", "paused");
+    } else if (strcmp(uri, "/noreply") == 0) {
+        /* Forgets to reply: the server must answer 500 itself. */
+    } else if (strcmp(uri, "/twice") == 0) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+        http_reply_empty(req, 204);
+        http_reply_error(req, 500, "x", "second reply is ignored");
     } else if (strcmp(uri, "/bytes") == 0) {
         http_reply_bytes(req, 200, "application/octet-stream", "a\0b", 3);
     } else {
@@ -200,6 +218,283 @@ static void test_reply_helpers_and_body_limit(void **state)
     http_server_stop(s);
 }
 
+
+/* Connects to the server on loopback, with a 10 s receive timeout so a
+ * wrong server fails the test instead of hanging it. */
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct timeval tv = {.tv_sec = 10};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    return fd;
+}
+
+static void send_all(int fd, const char *text)
+{
+    size_t len = strlen(text);
+    assert_int_equal(write(fd, text, len), (ssize_t)len);
+}
+
+/* Reads one HTTP response with a Content-Length body from a keep-alive
+ * connection; returns it (malloc'd) or NULL on error / timeout. */
+static char *read_response(int fd)
+{
+    size_t cap = 8192, len = 0;
+    char *out = malloc(cap);
+    for (;;) {
+        out[len] = '\0';
+        char *end = strstr(out, "\r\n\r\n");
+        if (end) {
+            const char *cl = strstr(out, "Content-Length: ");
+            size_t body = cl ? strtoul(cl + 16, NULL, 10) : 0;
+            if (len >= (size_t)(end + 4 - out) + body) return out;
+        }
+        if (len + 1 >= cap) break;
+        ssize_t r = read(fd, out + len, cap - len - 1);
+        if (r <= 0) break;
+        len += (size_t)r;
+    }
+    free(out);
+    return NULL;
+}
+
+/* Reads until EOF (HTTP/1.0 reply). */
+static char *read_to_eof(int fd)
+{
+    size_t cap = 8192, len = 0;
+    char *out = malloc(cap);
+    for (;;) {
+        ssize_t r = read(fd, out + len, cap - len - 1);
+        if (r < 0) {
+            free(out);
+            return NULL;
+        }
+        if (r == 0 || len + (size_t)r + 1 >= cap) break;
+        len += (size_t)r;
+    }
+    out[len] = '\0';
+    return out;
+}
+
+/* Waits (bounded, 10 s) until *counter reaches want; returns its value. */
+static int wait_count(app *ap, int *counter, int want)
+{
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += 10;
+    pthread_mutex_lock(&ap->mu);
+    while (*counter < want)
+        if (pthread_cond_timedwait(&ap->cond, &ap->mu, &deadline) != 0) break;
+    int got = *counter;
+    pthread_mutex_unlock(&ap->mu);
+    return got;
+}
+
+static void open_gate(app *ap)
+{
+    pthread_mutex_lock(&ap->mu);
+    ap->release = true;
+    pthread_cond_broadcast(&ap->cond);
+    pthread_mutex_unlock(&ap->mu);
+}
+
+/* The head-of-line case the benchmark found: quick requests arriving at the
+ * same instant as a slow one (new connections) and on a keep-alive
+ * connection opened before must all be answered while the slow handler is
+ * still blocked on its gate. */
+static void test_quick_requests_not_held_by_slow_one(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 2);
+    int port = http_server_port(s);
+    enum { N = 6 };
+
+    int ka = connect_to(port);
+    send_all(ka, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    char *a = read_response(ka);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "HTTP/1.1 200 OK"));
+    free(a);
+
+    /* Connect everything first, then send the slow request and the quick
+     * ones back to back, so they reach the server together. */
+    int slow = connect_to(port);
+    int quick[N];
+    for (int i = 0; i < N; i++) quick[i] = connect_to(port);
+    send_all(slow, "GET /slow HTTP/1.0\r\nHost: x\r\n\r\n");
+    for (int i = 0; i < N; i++) send_all(quick[i], "GET /fast HTTP/1.0\r\nHost: x\r\n\r\n");
+    send_all(ka, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_int_equal(wait_count(&ap, &ap.slow_parked, 1), 1);
+
+    for (int i = 0; i < N; i++) {
+        a = read_to_eof(quick[i]);
+        assert_non_null(a);
+        assert_non_null(strstr(a, "HTTP/1.0 200 OK"));
+        assert_non_null(strstr(a, "{\"worker\":"));
+        free(a);
+        close(quick[i]);
+    }
+    for (int round = 0; round < 3; round++) { /* keep-alive stays usable */
+        if (round > 0) send_all(ka, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+        a = read_response(ka);
+        assert_non_null(a);
+        assert_non_null(strstr(a, "HTTP/1.1 200 OK"));
+        assert_non_null(strstr(a, "{\"worker\":"));
+        free(a);
+    }
+
+    /* All of the above happened with the gate still closed: the slow
+     * handler has not replied and its client has received nothing. */
+    pthread_mutex_lock(&ap.mu);
+    assert_int_equal(ap.slow_done, 0);
+    pthread_mutex_unlock(&ap.mu);
+    char c;
+    assert_int_equal(recv(slow, &c, 1, MSG_DONTWAIT), -1);
+    assert_true(errno == EAGAIN || errno == EWOULDBLOCK);
+
+    open_gate(&ap);
+    a = read_to_eof(slow);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "HTTP/1.0 200 OK"));
+    assert_non_null(strstr(a, "{\"slow\":\"done\"}"));
+    free(a);
+    assert_int_equal(ap.slow_status_seen, 200);
+    close(slow);
+    close(ka);
+    http_server_stop(s);
+}
+
+/* The client goes away (connection reset) while its handler is blocked;
+ * the late reply must be dropped cleanly (run under valgrind/ASan) and the
+ * server keeps serving. */
+static void test_client_disconnects_during_slow_handler(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int port = http_server_port(s);
+    for (int round = 0; round < 2; round++) {
+        pthread_mutex_lock(&ap.mu);
+        ap.release = false;
+        pthread_mutex_unlock(&ap.mu);
+        int fd = connect_to(port);
+        send_all(fd, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_int_equal(wait_count(&ap, &ap.slow_parked, round + 1), round + 1);
+        if (round == 0) {
+            /* RST: the server's write of the reply fails. */
+            struct linger lg = {.l_onoff = 1, .l_linger = 0};
+            setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
+        } else {
+            shutdown(fd, SHUT_RDWR); /* orderly FIN */
+        }
+        close(fd);
+        open_gate(&ap);
+        assert_int_equal(wait_count(&ap, &ap.slow_done, round + 1), round + 1);
+        /* The only worker is free again and the server answers. */
+        char *a = http_get(port, "GET", "/fast", "", 0);
+        assert_non_null(a);
+        assert_non_null(strstr(a, "200 OK"));
+        free(a);
+    }
+    http_server_stop(s);
+}
+
+/* A stop while a request is running waits for it and still replies. */
+typedef struct stop_call {
+    http_server *s;
+} stop_call;
+
+static void *stop_thread(void *arg)
+{
+    http_server_stop(((stop_call *)arg)->s);
+    return NULL;
+}
+
+/* True once nothing accepts on the port (the listener is closed). */
+static bool port_closed(int port)
+{
+    int probe = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    bool closed = connect(probe, (struct sockaddr *)&sa, sizeof sa) != 0;
+    close(probe);
+    return closed;
+}
+
+/* A stop while a request is running: accepting stops at once, a keep-alive
+ * connection gets 503 for a new request, and the running one is finished
+ * and replied before the stop returns. */
+static void test_stop_finishes_running_request(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int port = http_server_port(s);
+    int ka = connect_to(port);
+    send_all(ka, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    char *a = read_response(ka);
+    assert_non_null(a);
+    free(a);
+    int fd = connect_to(port);
+    send_all(fd, "GET /slow HTTP/1.0\r\nHost: x\r\n\r\n");
+    assert_int_equal(wait_count(&ap, &ap.slow_parked, 1), 1);
+    stop_call sc = {.s = s};
+    pthread_t t;
+    pthread_create(&t, NULL, stop_thread, &sc);
+
+    /* Poll (bounded) until the listener is gone: the stop has begun. */
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool closed = false;
+    for (;;) {
+        if ((closed = port_closed(port))) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if (now.tv_sec - t0.tv_sec > 10) break;
+        usleep(1000);
+    }
+    assert_true(closed);
+    send_all(ka, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    a = read_response(ka);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 503 Service Unavailable\r\n"));
+    assert_non_null(strstr(a, "server is shutting down"));
+    free(a);
+
+    /* The stop is still waiting for the slow request. */
+    pthread_mutex_lock(&ap.mu);
+    assert_int_equal(ap.slow_done, 0);
+    pthread_mutex_unlock(&ap.mu);
+    open_gate(&ap);
+    a = read_to_eof(fd);
+    assert_non_null(a);
+    if (!strstr(a, "{\"slow\":\"done\"}")) fail_msg("reply during stop: [%s]", a);
+    free(a);
+    close(fd);
+    pthread_join(t, NULL);
+    close(ka);
+}
+
+static void test_missing_and_double_reply(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int port = http_server_port(s);
+    char *a = http_get(port, "GET", "/noreply", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 500 Internal Server Error\r\n"));
+    assert_non_null(strstr(a, "handler sent no reply"));
+    free(a);
+    a = http_get(port, "GET", "/twice", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 204 No Content\r\n"));
+    assert_non_null(strstr(a, "Allow: GET\r\n")); /* header added before the reply */
+    assert_null(strstr(a, "second reply"));
+    free(a);
+    http_server_stop(s);
+}
+
 static void test_bad_listen_address(void **state)
 {
     app ap;
@@ -222,9 +517,16 @@ static void test_bad_listen_address(void **state)
 
 int main(void)
 {
+    /* As in torpor-cp: a reply written to a reset connection is an error,
+     * not a kill. */
+    signal(SIGPIPE, SIG_IGN);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_slow_request_blocks_only_its_thread),
         cmocka_unit_test(test_reply_helpers_and_body_limit),
+        cmocka_unit_test(test_quick_requests_not_held_by_slow_one),
+        cmocka_unit_test(test_client_disconnects_during_slow_handler),
+        cmocka_unit_test(test_stop_finishes_running_request),
+        cmocka_unit_test(test_missing_and_double_reply),
         cmocka_unit_test(test_bad_listen_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
