@@ -60,6 +60,7 @@ struct http_server {
     pthread_mutex_t mu;
     pthread_cond_t cond;    /* a job was queued, or stopping */
     http_job *todo, *todo_tail;
+    size_t n_todo;          /* length of todo, bounded by HTTP_MAX_QUEUED */
     http_job *done;
     bool stopping;
     bool workers_done;
@@ -67,6 +68,11 @@ struct http_server {
     http_worker *workers;
     int n_workers;
 };
+
+/* Requests waiting for a worker beyond this are refused with 503 at once:
+ * under overload a client learns it now instead of timing out, and memory
+ * stays bounded. */
+#define HTTP_MAX_QUEUED 4096
 
 /* The request the calling worker thread is running, so that the reply
  * helpers (whose API takes only the request) find its job. Per thread, set
@@ -202,17 +208,20 @@ static void on_request(struct evhttp_request *req, void *arg)
     /* Workers exit only once stopping is set and the queue is empty, both
      * checked under mu, so a job queued before stopping is always run. */
     bool stopping = s->stopping;
-    if (!stopping) {
+    bool full = s->n_todo >= HTTP_MAX_QUEUED;
+    if (!stopping && !full) {
         if (s->todo_tail) s->todo_tail->next = job;
         else s->todo = job;
         s->todo_tail = job;
+        s->n_todo++;
         pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
-    if (stopping) {
-        /* A keep-alive connection sending after stop began. */
+    if (stopping || full) {
         free(job);
-        reply_now(s, req, 503, "unavailable", "server is shutting down");
+        /* stopping: a keep-alive connection sending after stop began. */
+        reply_now(s, req, 503, "unavailable",
+                  stopping ? "server is shutting down" : "server is busy; retry later");
     }
 }
 
@@ -277,6 +286,7 @@ static void *worker_main(void *arg)
         if (job) {
             s->todo = job->next;
             if (!s->todo) s->todo_tail = NULL;
+            s->n_todo--;
             job->next = NULL;
         }
         pthread_mutex_unlock(&s->mu);
