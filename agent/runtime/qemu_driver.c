@@ -8,11 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
 #include "qemu_accel.h"
 #include "qemu_internal.h"
+#include "qemu_json.h"
 
 static const runtime_ops qemu_ops;
 
@@ -27,6 +29,7 @@ qemu_vm *qemu_vm_new(qemu_drv *d, const char *sandbox_id, int dirfd, terr *err)
     }
     runtime_vm_init(&v->base, &d->base, sandbox_id, v);
     pthread_mutex_init(&v->mu, NULL);
+    pthread_mutex_init(&v->conn_mu, NULL);
     v->state = QVM_RUNNING;
     v->dirfd = dirfd;
     v->inst.dirfd = dirfd;
@@ -48,6 +51,7 @@ static void qemu_vm_free(runtime_vm *vm)
     qmp_close(v->inst.qmp);
     qemu_proc_release(&v->inst.proc);
     if (v->dirfd >= 0) close(v->dirfd);
+    pthread_mutex_destroy(&v->conn_mu);
     pthread_mutex_destroy(&v->mu);
     free(v);
 }
@@ -135,13 +139,15 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     ramfd = -1;
     qemu_writeback_async(sbfd, QEMU_RAM_FILE);
     t_copy = qemu_now_ms();
+    /* Written before QEMU starts: recover() re-attaches any live QEMU it
+     * finds, and needs to know what it is. */
+    if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
     if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd, err) < 0) goto fail;
     close(statefd);
     statefd = -1;
     t_loaded = qemu_now_ms();
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
     t_run = qemu_now_ms();
-    if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl), .load_ms = (double)(t_loaded - t_copy),
@@ -193,6 +199,9 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     v->desc.spec.timeout_sec = spec->timeout_sec;
     snprintf(v->desc.spec.sandbox_id, sizeof v->desc.spec.sandbox_id, "%s", id);
     bool consumed = false, ran = false;
+    /* Before the snapshot is uncommitted: from then on a live QEMU is the
+     * sandbox, and recover() must be able to re-attach it. */
+    if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
     int statefd = openat(sbfd, QEMU_STATE_FILE, O_RDONLY | O_CLOEXEC);
     if (statefd < 0) {
         terr_set(err, "open snapshot state: %s", strerror(errno));
@@ -214,7 +223,6 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
     long long t_run = qemu_now_ms();
     unlinkat(sbfd, QEMU_STATE_FILE, 0);
-    if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.load_ms = (double)(t_loaded - t0), .running_ms = (double)(t_run - t0),
@@ -337,38 +345,124 @@ static bool qemu_vm_alive(runtime_driver *rd, runtime_vm *vm)
 
 /* ---- recover ---- */
 
-/* Re-attaches a QEMU still running for sandboxes/<id>/; 0 and *out on
- * success. */
+int qemu_vm_ensure_qmp(qemu_vm *v, terr *err)
+{
+    if (v->inst.qmp) return 0;
+    if (qmp_connect(v->dirfd, QEMU_QMP_SOCK, v->inst.proc.pidfd, QEMU_RECOVER_QMP_MS, &v->inst.qmp, err) < 0)
+        return terr_wrap(err, "QMP of sandbox %s", v->base.sandbox_id);
+    return 0;
+}
+
+static bool status_is(const char *st, const char *a)
+{
+    return !strcmp(st, a);
+}
+
+/* Brings a re-attached VM back to `running`. A VM found stopped is a pause
+ * the previous agent did not finish (stop and maybe the migration done,
+ * quit not): without a committed snapshot its RAM is the only copy of the
+ * guest, so it runs again. Failures are reported, the VM is kept anyway. */
+static int resume_stopped(qemu_vm *v, terr *err)
+{
+    char st[64] = "";
+    long long deadline = qemu_now_ms() + QEMU_RECOVER_QMP_MS;
+    bool cancelled = false;
+    for (;;) {
+        char *reply;
+        if (qmp_call(v->inst.qmp, "query-status", NULL, QEMU_RECOVER_QMP_MS, &reply, err) < 0) return -1;
+        const char *k[] = {"return", "status"};
+        int r = qjson_get_string(reply, k, 2, st, sizeof st);
+        free(reply);
+        if (r < 0) return terr_set(err, "query-status: no status in the answer");
+        /* A migration still in flight (the agent died mid-save) must end
+         * before cont; an incoming load (a create cut short) finishes on
+         * its own. */
+        bool settling = status_is(st, "finish-migrate") || status_is(st, "inmigrate");
+        if (!settling) {
+            char *mig;
+            if (qmp_call(v->inst.qmp, "query-migrate", NULL, QEMU_RECOVER_QMP_MS, &mig, err) < 0) return -1;
+            char ms[32] = "";
+            const char *km[] = {"return", "status"};
+            qjson_get_string(mig, km, 2, ms, sizeof ms);
+            free(mig);
+            settling = status_is(ms, "active") || status_is(ms, "setup") || status_is(ms, "device") ||
+                       status_is(ms, "pre-switchover") || status_is(ms, "cancelling");
+        }
+        if (!settling) break;
+        if (!cancelled && !status_is(st, "inmigrate")) {
+            terr e;
+            qmp_call(v->inst.qmp, "migrate_cancel", NULL, QEMU_RECOVER_QMP_MS, NULL, &e);
+            cancelled = true;
+        }
+        if (qemu_now_ms() > deadline) return terr_set(err, "VM stuck in state %s", st);
+        struct timespec ts = {0, 20 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+    if (status_is(st, "running")) return 0;
+    log_warn("event=recover_cont sandbox_id=%s status=%s", v->base.sandbox_id, st);
+    if (qmp_call(v->inst.qmp, "cont", NULL, QEMU_RECOVER_QMP_MS, NULL, err) < 0)
+        return terr_wrap(err, "cont from status %s", st);
+    return 0;
+}
+
+/* recover() for sandboxes/<id>/ without a committed snapshot. 0 and *out:
+ * a live QEMU re-attached as running (always, once the process is found
+ * alive and described: QMP, cont or the guest failing only gets logged,
+ * the guest channel is connected lazily on the next guest call and QMP on
+ * the next lifecycle call). -1: no live QEMU for it (any found is killed);
+ * the caller removes the directory. */
 static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *err)
 {
-    qemu_meta desc;
-    if (qemu_meta_read(sbfd, QEMU_RUNNING_FILE, &desc, err) < 0) return -1;
     pid_t pid;
     unsigned long long st;
     if (qemu_proc_read_pidfile(sbfd, &pid, &st, err) < 0) return -1;
+    qemu_proc proc;
+    if (qemu_proc_attach(pid, st, &proc, err) < 0) return terr_wrap(err, "no live QEMU");
+    qemu_meta desc;
+    if (qemu_meta_read(sbfd, QEMU_RUNNING_FILE, &desc, err) < 0) {
+        /* create and resume write "running" before QEMU starts, so this is
+         * a QEMU whose sandbox never existed for anyone (or a corrupt
+         * description): nothing to serve it by. */
+        qemu_proc_kill(&proc);
+        return terr_wrap(err, "live QEMU (killed) without a valid description");
+    }
     int fd2 = fcntl(sbfd, F_DUPFD_CLOEXEC, 0);
-    if (fd2 < 0) return terr_set(err, "dup: %s", strerror(errno));
-    qemu_vm *v = qemu_vm_new(d, id, fd2, err);
+    qemu_vm *v = fd2 >= 0 ? qemu_vm_new(d, id, fd2, err) : NULL;
     if (!v) {
-        close(fd2);
-        return -1;
+        if (fd2 >= 0)
+            close(fd2);
+        else
+            terr_set(err, "dup: %s", strerror(errno));
+        /* Out of resources: keep the VM running for the next restart. */
+        qemu_proc_release(&proc);
+        return 1;
     }
     v->desc = desc;
-    if (qemu_proc_attach(pid, st, &v->inst.proc, err) < 0) goto fail;
-    if (qmp_connect(sbfd, QEMU_QMP_SOCK, v->inst.proc.pidfd, 2000, &v->inst.qmp, err) < 0) goto fail;
-    char *reply;
-    if (qmp_call(v->inst.qmp, "query-status", NULL, 2000, &reply, err) < 0) goto fail;
-    bool running = strstr(reply, "\"running\"") != NULL;
-    free(reply);
-    if (!running) {
-        terr_set(err, "VM is not in the running state");
-        goto fail;
+    v->inst.proc = proc;
+    /* Debris of a pause or resume cut short: not a committed snapshot, the
+     * live VM is the sandbox. */
+    unlinkat(sbfd, QEMU_META_FILE, 0);
+    unlinkat(sbfd, "meta.tmp", 0);
+    unlinkat(sbfd, QEMU_STATE_TMP, 0);
+    unlinkat(sbfd, QEMU_STATE_FILE, 0);
+    terr why;
+    if (qemu_vm_ensure_qmp(v, &why) < 0 || resume_stopped(v, &why) < 0) {
+        if (!qemu_proc_poll(&v->inst.proc)) goto gone;
+        log_warn("event=recover_qmp_failed sandbox_id=%s pid=%d error=\"%s\"", id, (int)pid, why.msg);
     }
-    if (qemu_vm_connect_guest(v, 5000, false, err) < 0) goto fail;
-    if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
+    /* SYNC too: the clock stood still while the VM was stopped, and a
+     * create cut short may not have reseeded the guest yet. */
+    if (qemu_vm_connect_guest(v, QEMU_RECOVER_GUEST_MS, true, &why) < 0) {
+        if (!qemu_proc_poll(&v->inst.proc)) goto gone;
+        log_warn("event=recover_guest_failed sandbox_id=%s pid=%d error=\"%s\" action=reconnect_on_next_call",
+                 id, (int)pid, why.msg);
+    }
+    if (qemu_watch_add(d->watch, v, &why) < 0)
+        log_warn("event=recover_watch_failed sandbox_id=%s error=\"%s\"", id, why.msg);
     *out = v;
     return 0;
-fail:
+gone:
+    terr_set(err, "QEMU exited while being re-attached: %s", why.msg);
     qemu_inst_kill(&v->inst);
     runtime_vm_unref(&v->base);
     return -1;
@@ -387,7 +481,7 @@ static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, te
     }
     rewinddir(dir);
     struct dirent *e;
-    int paused = 0, running = 0, removed = 0;
+    int paused = 0, running = 0, removed = 0, kept = 0;
     while ((e = readdir(dir))) {
         const char *id = e->d_name;
         if (!strcmp(id, ".") || !strcmp(id, "..")) continue;
@@ -413,15 +507,25 @@ static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, te
                 continue;
             }
             qemu_vm *v = NULL;
-            if (reattach(d, id, sbfd, &v, &why) == 0) {
-                log_info("event=recovered sandbox_id=%s state=running pid=%d", id, (int)v->inst.proc.pid);
-                close(sbfd);
+            int r = reattach(d, id, sbfd, &v, &why);
+            close(sbfd);
+            if (r == 0) {
+                pthread_mutex_lock(&v->mu);
+                bool guest = v->ch != NULL;
+                pthread_mutex_unlock(&v->mu);
+                log_info("event=recovered sandbox_id=%s state=running pid=%d guest=%s qmp=%s", id,
+                         (int)v->inst.proc.pid, guest ? "connected" : "pending",
+                         v->inst.qmp ? "connected" : "pending");
                 cb(ctx, &v->desc.spec, &v->base);
                 running++;
                 continue;
             }
-            kill_by_pidfile(sbfd);
-            close(sbfd);
+            if (r > 0) {
+                /* Alive but not re-attachable now: never delete a live VM. */
+                log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id, why.msg);
+                kept++;
+                continue;
+            }
         }
         terr rerr;
         if (qemu_rmtree(d->sb_dirfd, id, &rerr) < 0)
@@ -431,7 +535,7 @@ static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, te
         removed++;
     }
     closedir(dir);
-    log_info("event=recover_done paused=%d running=%d removed=%d", paused, running, removed);
+    log_info("event=recover_done paused=%d running=%d removed=%d kept=%d", paused, running, removed, kept);
     return 0;
 }
 

@@ -2,10 +2,13 @@
  * Each call takes its own reference on the VM's guest channel, so a pause
  * or destroy (which closes the channel) makes it fail promptly instead of
  * hanging, and never frees memory under it. */
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "guest_protocol.h"
+#include "log.h"
 #include "qemu_internal.h"
 
 /* Margin on top of an exec's own timeout for the guest to kill the command
@@ -13,11 +16,55 @@
 #define EXEC_ANSWER_MARGIN_MS 15000
 #define FILE_CALL_MS 120000
 
+/* A running VM without a guest channel is one re-attached by recover()
+ * while its guest did not answer: connect now (one caller at a time; the
+ * others wait and then use that channel). The new channel is installed only
+ * if no pause/destroy started meanwhile. */
+static int reconnect(qemu_vm *v, terr *err)
+{
+    pthread_mutex_lock(&v->conn_mu);
+    pthread_mutex_lock(&v->mu);
+    bool need = v->state == QVM_RUNNING && !v->busy && !v->ch;
+    /* Our own pidfd: a destroy may close the VM's while we connect. */
+    int pidfd = need ? fcntl(v->inst.proc.pidfd, F_DUPFD_CLOEXEC, 0) : -1;
+    pthread_mutex_unlock(&v->mu);
+    int rc = 0;
+    if (need) {
+        guest_channel *ch = NULL;
+        if (guest_channel_open(v->dirfd, QEMU_GUEST_SOCK, v->base.sandbox_id, pidfd, QEMU_GUEST_CALL_MS,
+                               &ch, err) < 0 ||
+            guest_channel_sync(ch, QEMU_GUEST_CALL_MS, err) < 0) {
+            rc = terr_wrap(err, "sandbox %s: guest not connected", v->base.sandbox_id);
+            guest_channel_unref(ch);
+            ch = NULL;
+        }
+        pthread_mutex_lock(&v->mu);
+        if (ch && v->state == QVM_RUNNING && !v->busy && !v->ch) {
+            v->ch = ch;
+            ch = NULL;
+            log_info("event=guest_reconnected sandbox_id=%s", v->base.sandbox_id);
+        }
+        pthread_mutex_unlock(&v->mu);
+        if (ch) {
+            guest_channel_close(ch, "sandbox is pausing or gone");
+            guest_channel_unref(ch);
+        }
+        if (pidfd >= 0) close(pidfd);
+    }
+    pthread_mutex_unlock(&v->conn_mu);
+    return rc;
+}
+
 /* Takes the channel for one call; the call counts as activity for the idle
  * trim (qemu_trim.c) from now until put_channel(). */
 static guest_channel *take_channel(qemu_vm *v, terr *err)
 {
     pthread_mutex_lock(&v->mu);
+    if (v->state == QVM_RUNNING && !v->busy && !v->ch) {
+        pthread_mutex_unlock(&v->mu);
+        if (reconnect(v, err) < 0) return NULL;
+        pthread_mutex_lock(&v->mu);
+    }
     guest_channel *ch = NULL;
     if (v->state != QVM_RUNNING)
         terr_set(err, "sandbox %s is not running", v->base.sandbox_id);

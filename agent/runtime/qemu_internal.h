@@ -54,11 +54,16 @@ typedef enum { QVM_RUNNING, QVM_PAUSED, QVM_DESTROYED, QVM_DEAD } qvm_state;
 typedef struct qemu_vm {
     runtime_vm base;     /* base.priv points back here */
     pthread_mutex_t mu;
+    /* Serialises lazy guest reconnects (qemu_guest_ops.c): a re-attached VM
+     * whose guest did not answer during recover() gets its channel on the
+     * first guest call. Never held together with mu across the connect. */
+    pthread_mutex_t conn_mu;
     qvm_state state;
     bool busy;           /* a lifecycle call owns the process right now */
     int dirfd;           /* sandboxes/<id>, owned */
     qemu_inst inst;
-    guest_channel *ch;   /* NULL while pausing or when not running */
+    guest_channel *ch;   /* NULL while pausing, when not running, or while a
+                          * re-attached VM's guest has not answered yet */
     qemu_meta desc;      /* spec + shape + template key */
     qemu_timing timing;  /* of the last lifecycle call */
     /* Idle trim bookkeeping (under mu): host calls in flight, when the last
@@ -86,6 +91,10 @@ static inline qemu_vm *qemu_vm_of(runtime_vm *vm)
 #define QEMU_GUEST_BOOT_MS 120000     /* cold boot of a template under TCG */
 #define QEMU_GUEST_CALL_MS 10000      /* PING / SYNC / small calls */
 #define QEMU_QUIT_GRACE_MS 5000
+/* recover(): generous, a loaded 2-core TCG host may answer slowly, and
+ * giving up must never cost a live VM. */
+#define QEMU_RECOVER_QMP_MS 10000
+#define QEMU_RECOVER_GUEST_MS 30000
 
 /* ---- qemu_fs.c ---- */
 bool qemu_valid_name(const char *s, size_t max);
@@ -140,6 +149,9 @@ void qemu_watch_stop(qemu_watch *w);
 qemu_vm *qemu_vm_new(qemu_drv *d, const char *sandbox_id, int dirfd, terr *err);
 /* Connects the guest channel of a freshly restored VM, then SYNC. */
 int qemu_vm_connect_guest(qemu_vm *v, int timeout_ms, bool sync, terr *err);
+/* Connects QMP if the VM has no connection (a VM re-attached while its QMP
+ * did not answer); for lifecycle calls only. */
+int qemu_vm_ensure_qmp(qemu_vm *v, terr *err);
 
 /* ---- qemu_pause.c / qemu_guest_ops.c ---- */
 int qemu_op_pause(runtime_driver *d, runtime_vm *vm, const runtime_spec *spec, terr *err);

@@ -53,6 +53,16 @@ int qemu_op_pause(runtime_driver *rd, runtime_vm *vm, const runtime_spec *spec, 
         pthread_mutex_unlock(&v->mu);
         return terr_set(err, "sandbox %s: the VM process is gone", id);
     }
+    pthread_mutex_unlock(&v->mu);
+    /* A VM re-attached while its QMP did not answer gets it now (lifecycle
+     * calls are serialised per VM, so nobody else touches inst.qmp). */
+    if (qemu_vm_ensure_qmp(v, err) < 0)
+        return terr_wrap(err, "pause of %s failed (the sandbox keeps running)", id);
+    pthread_mutex_lock(&v->mu);
+    if (v->state != QVM_RUNNING || v->busy) {
+        pthread_mutex_unlock(&v->mu);
+        return terr_set(err, "sandbox %s is not running", id);
+    }
     v->busy = true;
     guest_channel *ch = v->ch;
     v->ch = NULL;

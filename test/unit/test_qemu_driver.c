@@ -27,6 +27,7 @@
 #include <cmocka.h>
 
 #include "qemu.h"
+#include "qmp.h"
 #include "runtime.h"
 
 typedef struct fixture {
@@ -97,6 +98,13 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    if (!f->drv) {
+        /* A restart test failed between closing and reopening. */
+        runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir,
+                                   .accel = QEMU_ACCEL_AUTO};
+        terr err;
+        if (runtime_qemu_open(&cfg, &f->drv, &err) < 0) return -1;
+    }
     /* A test that failed half-way may have left VMs running: destroy every
      * sandbox still on disk (destroy kills its QEMU through the pid file). */
     char dir[PATH_MAX + 16];
@@ -595,6 +603,270 @@ static void test_recover(void **state)
     assert_int_equal(ops->destroy(f->drv, "sb-rec-paused", NULL, &err), 0);
 }
 
+/* "Restart": closes the driver (VMs keep running, handles are released)
+ * and opens a new one over the same state dir, then recover(). */
+static void restart_driver(fixture *f, recovered *r)
+{
+    terr err = {""};
+    f->drv->ops->close(f->drv);
+    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
+    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    memset(r, 0, sizeof *r);
+    int rc = f->drv->ops->recover(f->drv, on_recover, r, &err);
+    if (rc < 0) fprintf(stderr, "recover: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+}
+
+/* Starts a counter in the guest and writes a file; returns the counter
+ * value seen (>= 3). */
+static long start_counter_and_file(fixture *f, runtime_vm *vm, const char *content)
+{
+    terr err = {""};
+    assert_int_equal(f->drv->ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
+                                             strlen(content), 0644, &err), 0);
+    char *out = sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+                          "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & "
+                          "echo started");
+    assert_string_equal(out, "started\n");
+    free(out);
+    return wait_counter(f, vm, 3);
+}
+
+static void check_file(fixture *f, runtime_vm *vm, const char *content)
+{
+    terr err = {""};
+    uint8_t *data;
+    size_t len;
+    int r = f->drv->ops->read_file(f->drv, vm, "/root/keep.txt", &data, &len, &err);
+    if (r < 0) fprintf(stderr, "read_file: %s\n", err.msg);
+    assert_int_equal(r, 0);
+    assert_int_equal(len, strlen(content));
+    assert_memory_equal(data, content, len);
+    free(data);
+}
+
+/* Polls query-status over QMP until it equals want (deadline 20 s). */
+static void wait_qmp_status(qmp *q, const char *want)
+{
+    long long deadline = now_ms() + 20000;
+    char needle[80];
+    snprintf(needle, sizeof needle, "\"status\": \"%s\"", want);
+    for (;;) {
+        char *reply;
+        terr err = {""};
+        assert_int_equal(qmp_call(q, "query-status", NULL, 10000, &reply, &err), 0);
+        bool ok = strstr(reply, needle) != NULL;
+        if (!ok && now_ms() > deadline) fprintf(stderr, "query-status: %s\n", reply);
+        free(reply);
+        if (ok) return;
+        assert_true(now_ms() < deadline);
+        nap_ms(20);
+    }
+}
+
+/* An agent that died in the middle of a pause (QMP stop and the migration
+ * done, no quit, no committed snapshot): the stopped VM's RAM is the only
+ * copy of the guest, so recover conts it and re-attaches it as running —
+ * same process, file intact, counter continues. */
+static void test_recover_stopped_mid_pause(void **state)
+{
+    fixture *f = *state;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-rec-stop");
+    runtime_vm *vm = NULL;
+    assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+    const char *content = "kept across an agent crash mid-pause\n";
+    long before = start_counter_and_file(f, vm, content);
+    pid_t pid = sb_pid(f, "sb-rec-stop");
+    assert_true(pid > 0);
+    /* The agent "dies": its handles and QMP connection go, the VM stays. */
+    runtime_vm_unref(vm);
+    f->drv->ops->close(f->drv);
+    f->drv = NULL;
+
+    /* What the dead agent's pause had done: stop + device state saved. */
+    char dir[PATH_MAX * 2];
+    snprintf(dir, sizeof dir, "%s/sandboxes/sb-rec-stop", f->state_dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    qmp *q = NULL;
+    int r = qmp_connect(dfd, "qmp.sock", -1, 10000, &q, &err);
+    if (r < 0) fprintf(stderr, "qmp_connect: %s\n", err.msg);
+    assert_int_equal(r, 0);
+    assert_int_equal(qmp_call(q, "stop", NULL, 10000, NULL, &err), 0);
+    assert_int_equal(qmp_call(q, "migrate", "{\"uri\":\"exec:cat > state.tmp\"}", 10000, NULL, &err), 0);
+    wait_qmp_status(q, "postmigrate");
+    qmp_close(q);
+    close(dfd);
+    assert_true(sb_path_exists(f, "sb-rec-stop", "state.tmp"));
+    assert_false(sb_path_exists(f, "sb-rec-stop", "meta"));
+
+    recovered rec;
+    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
+    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    assert_int_equal(rec.running, 1);
+    assert_int_equal(rec.paused, 0);
+    assert_true(f->drv->ops->vm_alive(f->drv, rec.vm));
+    assert_int_equal(sb_pid(f, "sb-rec-stop"), pid); /* the same QEMU, not a new one */
+    assert_true(pid_running(pid));
+    assert_false(sb_path_exists(f, "sb-rec-stop", "state.tmp")); /* debris removed */
+    check_file(f, rec.vm, content);
+    long after = counter_value(f, rec.vm);
+    assert_true(after >= before);
+    wait_counter(f, rec.vm, after + 2); /* running again, not just answering */
+    /* And it is fully manageable: pause and resume work. */
+    assert_int_equal(f->drv->ops->pause(f->drv, rec.vm, &s, &err), 0);
+    runtime_vm_unref(rec.vm);
+    runtime_vm *again = NULL;
+    assert_int_equal(f->drv->ops->resume(f->drv, &s, &again, &err), 0);
+    check_file(f, again, content);
+    assert_int_equal(f->drv->ops->destroy(f->drv, "sb-rec-stop", again, &err), 0);
+    runtime_vm_unref(again);
+}
+
+/* A live VM whose guest does not answer while the agent restarts (here: its
+ * guest socket is out of the way) survives recover as running — same
+ * process, nothing removed — and the guest channel connects on the first
+ * guest call once the guest is reachable again. */
+static void test_recover_guest_late(void **state)
+{
+    fixture *f = *state;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-rec-late");
+    runtime_vm *vm = NULL;
+    assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+    const char *content = "kept across an agent restart\n";
+    long before = start_counter_and_file(f, vm, content);
+    pid_t pid = sb_pid(f, "sb-rec-late");
+    runtime_vm_unref(vm);
+    char sock[PATH_MAX * 2], hidden[PATH_MAX * 2 + 8];
+    snprintf(sock, sizeof sock, "%s/sandboxes/sb-rec-late/guest.sock", f->state_dir);
+    snprintf(hidden, sizeof hidden, "%s.hidden", sock);
+
+    f->drv->ops->close(f->drv);
+    f->drv = NULL;
+    /* A listening unix socket keeps working under another name. */
+    assert_int_equal(rename(sock, hidden), 0);
+    recovered rec;
+    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
+    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    assert_int_equal(rec.running, 1);
+    assert_true(f->drv->ops->vm_alive(f->drv, rec.vm));
+    assert_true(pid_running(pid));
+    assert_true(sb_path_exists(f, "sb-rec-late", "ram"));
+    /* Still unreachable: the call fails, the VM stays. */
+    runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
+    runtime_exec_result res;
+    assert_int_equal(f->drv->ops->exec(f->drv, rec.vm, &req, &res, &err), -1);
+    assert_non_null(strstr(err.msg, "guest not connected"));
+    assert_true(f->drv->ops->vm_alive(f->drv, rec.vm));
+    /* Reachable again: the next call connects. */
+    assert_int_equal(rename(hidden, sock), 0);
+    check_file(f, rec.vm, content);
+    long after = counter_value(f, rec.vm);
+    assert_true(after >= before);
+    wait_counter(f, rec.vm, after + 2);
+    assert_int_equal(sb_pid(f, "sb-rec-late"), pid);
+
+    /* A second restart with the guest answering: re-attached directly. */
+    runtime_vm_unref(rec.vm);
+    restart_driver(f, &rec);
+    assert_int_equal(rec.running, 1);
+    assert_int_equal(sb_pid(f, "sb-rec-late"), pid);
+    check_file(f, rec.vm, content);
+    assert_int_equal(f->drv->ops->destroy(f->drv, "sb-rec-late", rec.vm, &err), 0);
+    assert_false(pid_running(pid));
+    runtime_vm_unref(rec.vm);
+}
+
+/* A committed snapshot next to a live QEMU (the agent died after the
+ * commit, before QEMU was gone): the snapshot wins — that QEMU is killed and
+ * the sandbox reported paused, and it resumes. Simulated by pointing the
+ * paused sandbox's pid file at another sandbox's live QEMU. */
+static void test_recover_snapshot_wins(void **state)
+{
+    fixture *f = *state;
+    terr err = {""};
+    runtime_spec p = spec_of("sb-win-paused"), q = spec_of("sb-win-live");
+    runtime_vm *vp = NULL, *vq = NULL;
+    assert_int_equal(f->drv->ops->create(f->drv, &p, &vp, &err), 0);
+    const char *content = "committed before the crash\n";
+    assert_int_equal(f->drv->ops->write_file(f->drv, vp, "/root/keep.txt", (const uint8_t *)content,
+                                             strlen(content), 0644, &err), 0);
+    assert_int_equal(f->drv->ops->pause(f->drv, vp, &p, &err), 0);
+    runtime_vm_unref(vp);
+    assert_int_equal(f->drv->ops->create(f->drv, &q, &vq, &err), 0);
+    runtime_vm_unref(vq);
+    pid_t live = sb_pid(f, "sb-win-live");
+    assert_true(live > 0 && pid_running(live));
+    char from[PATH_MAX * 2], to[PATH_MAX * 2], cmd[PATH_MAX * 4 + 16];
+    snprintf(from, sizeof from, "%s/sandboxes/sb-win-live/qemu.pid", f->state_dir);
+    snprintf(to, sizeof to, "%s/sandboxes/sb-win-paused/qemu.pid", f->state_dir);
+    snprintf(cmd, sizeof cmd, "cp '%s' '%s'", from, to);
+    assert_int_equal(system(cmd), 0);
+
+    recovered rec;
+    restart_driver(f, &rec);
+    assert_int_equal(rec.paused, 1);
+    assert_string_equal(rec.paused_id, "sb-win-paused");
+    assert_int_equal(rec.running, 0); /* its QEMU was the one killed */
+    assert_false(pid_running(live));
+    assert_false(sb_path_exists(f, "sb-win-live", NULL));
+    assert_true(sb_path_exists(f, "sb-win-paused", "meta"));
+    runtime_vm *vm = NULL;
+    assert_int_equal(f->drv->ops->resume(f->drv, &p, &vm, &err), 0);
+    check_file(f, vm, content);
+    assert_int_equal(f->drv->ops->destroy(f->drv, "sb-win-paused", vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
+/* A live VM whose QMP does not answer during recover (its socket is out of
+ * the way; recover waits its full QMP timeout, 10 s) is still re-attached
+ * as running and answers guest calls; the next lifecycle call connects QMP
+ * and works. */
+static void test_recover_qmp_late(void **state)
+{
+    fixture *f = *state;
+    terr err = {""};
+    runtime_spec s = spec_of("sb-rec-qmp");
+    runtime_vm *vm = NULL;
+    assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+    const char *content = "kept while QMP was away\n";
+    assert_int_equal(f->drv->ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
+                                             strlen(content), 0644, &err), 0);
+    pid_t pid = sb_pid(f, "sb-rec-qmp");
+    runtime_vm_unref(vm);
+    char sock[PATH_MAX * 2], hidden[PATH_MAX * 2 + 8];
+    snprintf(sock, sizeof sock, "%s/sandboxes/sb-rec-qmp/qmp.sock", f->state_dir);
+    snprintf(hidden, sizeof hidden, "%s.hidden", sock);
+    f->drv->ops->close(f->drv);
+    f->drv = NULL;
+    assert_int_equal(rename(sock, hidden), 0);
+    recovered rec;
+    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
+    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    assert_int_equal(rec.running, 1);
+    assert_true(pid_running(pid));
+    check_file(f, rec.vm, content);
+    assert_int_equal(rename(hidden, sock), 0);
+    int r = f->drv->ops->pause(f->drv, rec.vm, &s, &err);
+    if (r < 0) fprintf(stderr, "pause: %s\n", err.msg);
+    assert_int_equal(r, 0);
+    assert_false(pid_running(pid));
+    runtime_vm_unref(rec.vm);
+    vm = NULL;
+    assert_int_equal(f->drv->ops->resume(f->drv, &s, &vm, &err), 0);
+    check_file(f, vm, content);
+    assert_int_equal(f->drv->ops->destroy(f->drv, "sb-rec-qmp", vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
 static void test_bad_input(void **state)
 {
     fixture *f = *state;
@@ -629,6 +901,10 @@ int main(void)
         cmocka_unit_test(test_concurrent_calls_and_pause),
         cmocka_unit_test(test_killed_from_outside),
         cmocka_unit_test(test_recover),
+        cmocka_unit_test(test_recover_stopped_mid_pause),
+        cmocka_unit_test(test_recover_guest_late),
+        cmocka_unit_test(test_recover_snapshot_wins),
+        cmocka_unit_test(test_recover_qmp_late),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
