@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "agent_config.h"
+#include "agent_identity.h"
 #include "clock.h"
 #include "journal.h"
 #include "lifecycle.h"
@@ -25,6 +26,18 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     terr err = {{0}};
     agent_clock clock; /* main.c owns the process-wide state */
     agent_clock_init_system(&clock);
+
+    /* First, before anything touches the state dir: a malformed id file is
+     * a start-up error (see agent_identity.h). */
+    char agent_id[AGENT_ID_LEN + 1];
+    bool id_created;
+    if (agent_identity_load(cfg->state_dir, agent_id, &id_created, &err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=agent_start_failed stage=identity error=\"%s\"", log_quote(err.msg, q, sizeof q));
+        return 1;
+    }
+    if (id_created)
+        log_info("event=agent_identity_created agent_id=%s state_dir=%s", agent_id, cfg->state_dir);
 
     qemu_accel accel;
     if (runtime_qemu_parse_accel(cfg->accel, &accel) != 0) {
@@ -68,7 +81,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         return 1;
     }
 
-    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = ""};
+    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
                                       .ca_path = cfg->tls_ca},
@@ -83,8 +96,9 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         driver->ops->close(driver);
         return 1;
     }
-    log_info("event=agent_ready listen=%s port=%d state_dir=%s runtime=%s tls=%s", cfg->listen,
-             rpc_server_port(server), cfg->state_dir, driver->ops->name, cfg->tls_cert ? "mutual" : "off");
+    log_info("event=agent_ready listen=%s port=%d state_dir=%s runtime=%s tls=%s agent_id=%s", cfg->listen,
+             rpc_server_port(server), cfg->state_dir, driver->ops->name, cfg->tls_cert ? "mutual" : "off",
+             agent_id);
 
     int sig = 0;
     sigwait(sigs, &sig);

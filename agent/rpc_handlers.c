@@ -215,6 +215,7 @@ static void h_list(void *appv, rpc_call *call, const ProtobufCMessage *m)
     resp.sandboxes = ptrs;
     resp.n_auto_paused_sandbox_ids = n_ids;
     resp.auto_paused_sandbox_ids = ids;
+    if (app->agent_id) resp.agent_id = (char *)app->agent_id;
     rpc_reply(call, &resp.base);
     free(pbs);
     free(ptrs);

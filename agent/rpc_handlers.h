@@ -6,7 +6,8 @@
  * INTERNAL. Fields are validated before anything is copied into fixed-size
  * buffers (an over-long id is INVALID_ARGUMENT, never truncated).
  * ListSandboxes first applies ack_auto_paused_sandbox_ids to the journal,
- * then reports every sandbox held and the still-unacknowledged ids. Acks
+ * then reports every sandbox held, the still-unacknowledged ids and the
+ * agent's persistent id (agent_identity.h). Acks
  * are best effort: a journal write failure is logged and the list still
  * answers (the unrecorded acks stay in the reported ids). */
 #ifndef TORPOR_AGENT_RPC_HANDLERS_H
@@ -23,6 +24,7 @@ typedef struct agent_rpc {
     lifecycle *lc;        /* borrowed */
     journal *journal;     /* borrowed */
     const char *host_ip;  /* reported in SandboxInfo.host_ip; may be "" */
+    const char *agent_id; /* reported in ListSandboxesResponse.agent_id; NULL = "" */
 } agent_rpc;
 
 /* The method table; pass an agent_rpc* as rpc_server_config.app. */

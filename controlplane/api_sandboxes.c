@@ -255,7 +255,18 @@ void api_sandboxes_create(api_request *r)
              * the VM: the row stays pending and the reconciler's pending rule
              * settles it (running if the agent holds it, error otherwise;
              * a VM that lands after that is destroyed as an orphan). */
-            log_warn("event=sandbox_create_unknown sandbox_id=%s grpc_status=%d", row.id, (int)st);
+            int http;
+            const char *ecode;
+            agent_status_to_http(st, &http, &ecode);
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=sandbox_create_unknown sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"",
+                     row.id, (int)st, http, log_quote(err.msg, q, sizeof q));
+            /* The client must learn the id: the sandbox may yet exist. */
+            http_reply_error(r->req, http, ecode,
+                             "agent did not answer in time (%s); sandbox %s is pending and will be resolved "
+                             "by the reconciler (running if the agent created it, error otherwise)",
+                             err.msg, row.id);
+            return;
         } else if (db_sandbox_transition(r->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed,
                                          &dberr) != 0) {
             log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);

@@ -18,6 +18,8 @@ void cp_config_usage(FILE *f)
             "usage: torpor-cp [flags]                      serve the REST API (default)\n"
             "       torpor-cp keys create --team NAME      create a team if needed and print a new API key\n"
             "       torpor-cp hosts add --id ID --addr ADDR  register (or re-address) an agent host\n"
+            "       torpor-cp hosts reset-identity --id ID   forget the agent identity recorded for a host\n"
+            "                                              (after replacing its agent on purpose)\n"
             "\n"
             "flags (environment variable in brackets; flags win over variables):\n"
             "  --http-addr ADDR            REST listen address [TORPOR_HTTP_ADDR] (127.0.0.1:8080)\n"
@@ -31,8 +33,9 @@ void cp_config_usage(FILE *f)
             "  --transition-grace SEC      age after which rows stuck in pausing/resuming are resolved\n"
             "                              from the agent, and stopped/error rows whose sandbox the\n"
             "                              agent still holds are reclaimed [TORPOR_TRANSITION_GRACE]\n"
-            "                              (%d; keep it above the longest agent deadline, %d s, or the\n"
-            "                              reconciler may settle a row a request still waits on)\n"
+            "                              (%d; at least %d: the longest agent deadline, %d s, plus a\n"
+            "                              margin, so the reconciler never settles a row a request\n"
+            "                              still waits on)\n"
             "  --http-threads N            HTTP worker threads, each with its own DB connection\n"
             "                              [TORPOR_HTTP_THREADS] (8)\n"
             "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
@@ -41,12 +44,14 @@ void cp_config_usage(FILE *f)
             "  --agent-tls-server-name N   name to verify in agent certificates instead of the\n"
             "                              address [TORPOR_AGENT_TLS_SERVER_NAME]\n"
             "  --team NAME                 (keys create) team name\n"
-            "  --id ID --addr ADDR         (hosts add) host id and agent address\n"
+            "  --id ID --addr ADDR         (hosts add) host id and agent address; (hosts reset-identity)\n"
+            "                              --id only\n"
             "  -h, --help                  this text\n"
             "\n"
             "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
             "addresses. Logs go to stderr as key=value lines (TORPOR_LOG_LEVEL=debug|info|warn|error).\n",
-            TORPOR_MIGRATIONS_DIR, RECONCILER_GRACE_DEFAULT_SEC, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
+            TORPOR_MIGRATIONS_DIR, RECONCILER_GRACE_DEFAULT_SEC, RECONCILER_GRACE_MIN_SEC,
+            AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
 }
 
 static int parse_seconds(const char *name, const char *v, double *out, terr *err)
@@ -163,11 +168,21 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "add") == 0) {
         out->command = CP_CMD_HOSTS_ADD;
         if (!out->host_id || !out->host_addr) return terr_set(err, "hosts add needs --id ID and --addr ADDR");
+    } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "reset-identity") == 0) {
+        out->command = CP_CMD_HOSTS_RESET_IDENTITY;
+        if (!out->host_id) return terr_set(err, "hosts reset-identity needs --id ID");
     } else {
         return terr_set(err, "unknown command \"%s%s%s\" (see --help)", words[0], n_words > 1 ? " " : "",
                         n_words > 1 ? words[1] : "");
     }
 
+    /* A shorter grace lets the reconciler settle a pausing/resuming row
+     * while a request thread still waits for the agent. */
+    if (out->transition_grace_sec < RECONCILER_GRACE_MIN_SEC)
+        return terr_set(err,
+                        "--transition-grace must be at least %d s (the longest agent deadline, %d s, plus a "
+                        "margin; got %g)",
+                        RECONCILER_GRACE_MIN_SEC, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000, out->transition_grace_sec);
     int n_tls = !!out->tls_cert + !!out->tls_key + !!out->tls_ca;
     if (n_tls != 0 && n_tls != 3)
         return terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");

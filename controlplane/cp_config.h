@@ -3,7 +3,8 @@
  * Contract: cp_config_parse fills *out from defaults, then environment
  * variables, then flags (flags win). Strings point into argv or the
  * environment (they live as long as the process). Bad or missing values
- * fail with a message naming the flag; --help sets command CP_CMD_HELP.
+ * fail with a message naming the flag; so does a --transition-grace below
+ * RECONCILER_GRACE_MIN_SEC. --help sets command CP_CMD_HELP.
  * cp_config_usage prints every flag, its variable and default. */
 #ifndef TORPOR_CP_CONFIG_H
 #define TORPOR_CP_CONFIG_H
@@ -16,6 +17,7 @@ typedef enum cp_command {
     CP_CMD_SERVE = 0,
     CP_CMD_KEYS_CREATE,
     CP_CMD_HOSTS_ADD,
+    CP_CMD_HOSTS_RESET_IDENTITY,
     CP_CMD_HELP,
 } cp_command;
 
@@ -33,7 +35,7 @@ typedef struct cp_config {
     const char *tls_ca;
     const char *agent_tls_server_name;
     const char *team;      /* keys create --team */
-    const char *host_id;   /* hosts add --id */
+    const char *host_id;   /* hosts add / reset-identity --id */
     const char *host_addr; /* hosts add --addr */
 } cp_config;
 

@@ -218,6 +218,7 @@ static void host_from_result(PGresult *r, int i, db_host *h)
 {
     copy_field(h->id, sizeof h->id, r, i, 0);
     copy_field(h->address, sizeof h->address, r, i, 1);
+    copy_field(h->agent_id, sizeof h->agent_id, r, i, 2);
 }
 
 int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err)
@@ -225,7 +226,7 @@ int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *er
     PGresult *r;
     const char *p[1] = {id};
     *found = false;
-    if (run(db, "get host", "SELECT id, address FROM hosts WHERE id = $1", 1, p, &r, err) != 0) return -1;
+    if (run(db, "get host", "SELECT id, address, agent_id FROM hosts WHERE id = $1", 1, p, &r, err) != 0) return -1;
     if (PQntuples(r) == 1) {
         host_from_result(r, 0, out);
         *found = true;
@@ -239,7 +240,7 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run(db, "list hosts", "SELECT id, address FROM hosts ORDER BY id", 0, NULL, &r, err) != 0) return -1;
+    if (run(db, "list hosts", "SELECT id, address, agent_id FROM hosts ORDER BY id", 0, NULL, &r, err) != 0) return -1;
     int rows = PQntuples(r);
     db_host *hosts = calloc(rows ? (size_t)rows : 1, sizeof *hosts);
     if (!hosts) {
@@ -253,14 +254,47 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     return 0;
 }
 
+int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, char recorded[64], bool *found,
+                           terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {id, agent_id};
+    *found = false;
+    recorded[0] = '\0';
+    /* One statement: the row lock makes the claim and the read atomic. */
+    if (run(db, "record host agent identity",
+            "UPDATE hosts SET agent_id = CASE WHEN agent_id = '' THEN $2 ELSE agent_id END "
+            "WHERE id = $1 RETURNING agent_id",
+            2, p, &r, err) != 0)
+        return -1;
+    if (PQntuples(r) == 1) {
+        copy_field(recorded, 64, r, 0, 0);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {id};
+    *found = false;
+    if (run(db, "reset host agent identity", "UPDATE hosts SET agent_id = '' WHERE id = $1", 1, p, &r, err) != 0)
+        return -1;
+    *found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return 0;
+}
+
 int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err)
 {
     PGresult *r;
     *found = false;
     if (run(db, "pick host",
-            "SELECT h.id, h.address FROM hosts h "
+            "SELECT h.id, h.address, h.agent_id FROM hosts h "
             "LEFT JOIN sandboxes s ON s.host_id = h.id AND s.status NOT IN ('stopped', 'error') "
-            "GROUP BY h.id, h.address ORDER BY count(s.id), h.id LIMIT 1",
+            "GROUP BY h.id, h.address, h.agent_id ORDER BY count(s.id), h.id LIMIT 1",
             0, NULL, &r, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
@@ -504,8 +538,8 @@ int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_m
     return 0;
 }
 
-int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, double *age_sec,
-                        terr *err)
+int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids, size_t n, int *statuses,
+                        double *age_sec, terr *err)
 {
     for (size_t i = 0; i < n; i++) {
         statuses[i] = -1;
@@ -514,12 +548,13 @@ int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *stat
     if (n == 0) return 0;
     char *arr = text_array(ids, n);
     if (!arr) return terr_set(err, "out of memory");
-    const char *p[1] = {arr};
+    const char *p[2] = {arr, host_id};
     PGresult *r;
+    /* $2 NULL: rows of any host. */
     int rc = run(db, "read sandbox statuses",
                  "SELECT id, status, extract(epoch from now() - last_updated)::float8 FROM sandboxes "
-                 "WHERE id = ANY($1::text[])",
-                 1, p, &r, err);
+                 "WHERE id = ANY($1::text[]) AND ($2::text IS NULL OR host_id = $2::text)",
+                 2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     for (int row = 0; row < PQntuples(r); row++) {

@@ -47,12 +47,21 @@ int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], bool *f
 typedef struct db_host {
     char id[64];
     char address[256];
+    char agent_id[64]; /* identity of the agent recorded for it; "" = none yet */
 } db_host;
 
 int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err);
 int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err);
 /* All hosts, ordered by id; *out is malloc'd. */
 int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err);
+/* Records agent_id as the host's agent identity when none is recorded yet
+ * (agent_id "" records nothing) and returns, in recorded, the identity
+ * recorded now; *found false when there is no such host. */
+int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, char recorded[64], bool *found,
+                           terr *err);
+/* Clears the host's recorded identity (an operator replaced its agent on
+ * purpose); the reconciler records the next one it sees. */
+int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
 /* The host with the fewest sandboxes not stopped/error (ties: by id). */
 int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err);
 
@@ -90,9 +99,10 @@ int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int 
  * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */
 int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
                              sandbox_row **out, double **age_sec, size_t *n, terr *err);
-/* Status of each id (-1 when there is no such row); statuses has n slots.
+/* Status of each id (-1 when there is no such row, or, with host_id
+ * non-NULL, when the row belongs to another host); statuses has n slots.
  * age_sec (NULL or n slots) gets now() - last_updated (0 for no row). */
-int db_sandbox_statuses(db_conn *db, const char *const *ids, size_t n, int *statuses, double *age_sec,
-                        terr *err);
+int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids, size_t n, int *statuses,
+                        double *age_sec, terr *err);
 
 #endif

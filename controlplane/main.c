@@ -1,6 +1,7 @@
 /* torpor-cp: the control plane. Parses flags, applies migrations, registers
  * the default agent host, then serves REST on N threads and runs the
- * reconciler until SIGTERM/SIGINT. Subcommands: keys create, hosts add. */
+ * reconciler until SIGTERM/SIGINT. Subcommands: keys create, hosts add,
+ * hosts reset-identity. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -53,6 +54,23 @@ static int cmd_hosts_add(const cp_config *cfg, terr *err)
     return rc;
 }
 
+static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    db_host before;
+    bool found;
+    int rc = db_host_get(db, cfg->host_id, &before, &found, err);
+    if (rc == 0 && found) rc = db_host_reset_identity(db, cfg->host_id, &found, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    if (!found) return terr_set(err, "no host with id %s", cfg->host_id);
+    log_info("event=host_identity_reset host_id=%s previous_agent_id=%s note=\"the reconciler records the next "
+             "agent that answers at %s\"",
+             cfg->host_id, *before.agent_id ? before.agent_id : "(none)", before.address);
+    return 0;
+}
+
 static int cmd_serve(const cp_config *cfg, terr *err)
 {
     db_conn *db;
@@ -88,10 +106,6 @@ static int cmd_serve(const cp_config *cfg, terr *err)
         agent_pool_close(agents);
         return -1;
     }
-    if (cfg->transition_grace_sec * 1000 <= AGENT_DEADLINE_TRANSITION_MAX_MS)
-        log_warn("event=transition_grace_short grace_sec=%g longest_deadline_sec=%d "
-                 "note=\"rows may be settled while a pause/resume/create still waits for its agent\"",
-                 cfg->transition_grace_sec, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
     reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
                                 .interval_sec = cfg->reconcile_interval_sec,
                                 .grace_sec = cfg->transition_grace_sec};
@@ -127,6 +141,7 @@ int main(int argc, char **argv)
     case CP_CMD_HELP: cp_config_usage(stdout); return 0;
     case CP_CMD_KEYS_CREATE: rc = cmd_keys_create(&cfg, &err); break;
     case CP_CMD_HOSTS_ADD: rc = cmd_hosts_add(&cfg, &err); break;
+    case CP_CMD_HOSTS_RESET_IDENTITY: rc = cmd_hosts_reset_identity(&cfg, &err); break;
     default: rc = cmd_serve(&cfg, &err); break;
     }
     if (rc != 0) {

@@ -45,6 +45,8 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
     case SB_PENDING:
         if (!past_grace) return db;
         if (view == AGENT_VIEW_RUNNING) return SB_RUNNING;
+        /* The create landed and the reaper auto-paused it since. */
+        if (view == AGENT_VIEW_PAUSED || (view == AGENT_VIEW_ABSENT && auto_paused)) return SB_PAUSED;
         if (view == AGENT_VIEW_ABSENT) return SB_ERROR;
         return db;
     case SB_PAUSED:
@@ -60,7 +62,10 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
 
 bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, bool seen_last_pass)
 {
-    if (row_status < 0) return seen_last_pass; /* no row at all */
+    /* No row of this host: rows are inserted before the create RPC and never
+     * deleted, so the sandbox belongs to someone else (another control
+     * plane's database, or another host id at the same address). */
+    if (row_status < 0) return false;
     if (row_status != SB_STOPPED && row_status != SB_ERROR) return false;
     return seen_last_pass || row_age_sec >= grace_sec;
 }
@@ -101,7 +106,7 @@ typedef struct host_state {
     char host_id[64];
     id_list acks;     /* acks not delivered yet */
     id_list suspects; /* seen on the last pass: paused rows the agent did not
-                       * hold, agent sandboxes without a live row */
+                       * hold, agent sandboxes under a stopped/error row */
     bool failing;     /* last pass failed: log the next failures at debug level only */
 } host_state;
 
@@ -143,8 +148,9 @@ static void pass_result_free(pass_result *p)
     id_list_free(&p->suspects);
 }
 
-/* Agent sandboxes whose row is missing, stopped or error: orphans when
- * reconciler_is_orphan says so, else suspects for the next pass. */
+/* Agent sandboxes whose row on this host is stopped or error: orphans when
+ * reconciler_is_orphan says so, else suspects for the next pass. Sandboxes
+ * without a row of this host are never touched. */
 static int find_orphans(reconciler *r, const db_host *host, const host_state *hs,
                         const Torpor__Hostagent__V1__ListSandboxesResponse *resp, pass_result *out, terr *err)
 {
@@ -162,11 +168,11 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
     for (size_t i = 0; i < n; i++)
         if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && *resp->sandboxes[i]->sandbox_id)
             ids[k++] = resp->sandboxes[i]->sandbox_id;
-    if (db_sandbox_statuses(r->db, ids, k, statuses, ages, err) != 0) goto out;
+    if (db_sandbox_statuses(r->db, host->id, ids, k, statuses, ages, err) != 0) goto out;
     for (size_t i = 0; i < k; i++) {
-        if (statuses[i] >= 0 && statuses[i] != SB_STOPPED && statuses[i] != SB_ERROR) continue;
+        if (statuses[i] != SB_STOPPED && statuses[i] != SB_ERROR) continue;
         bool seen = id_list_has(&hs->suspects, ids[i]);
-        const char *row = statuses[i] < 0 ? "missing" : sb_status_name((sb_status)statuses[i]);
+        const char *row = sb_status_name((sb_status)statuses[i]);
         if (id_list_push(&out->suspects, ids[i], err) != 0) goto out; /* retried if the destroy fails */
         if (!reconciler_is_orphan(statuses[i], ages[i], r->cfg.grace_sec, seen)) {
             log_info("event=orphan_suspected sandbox_id=%s host_id=%s row_status=%s", ids[i], host->id, row);
@@ -237,8 +243,8 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             terr_set(err, "out of memory");
             goto fail;
         }
-        if (db_sandbox_statuses(r->db, (const char *const *)resp->auto_paused_sandbox_ids, na, statuses, NULL,
-                                err) != 0)
+        if (db_sandbox_statuses(r->db, NULL, (const char *const *)resp->auto_paused_sandbox_ids, na, statuses,
+                                NULL, err) != 0)
             goto fail;
         for (size_t i = 0; i < na; i++) {
             const char *id = resp->auto_paused_sandbox_ids[i];
@@ -287,6 +293,50 @@ static void destroy_orphans(const db_host *host, rpc_client *c, const id_list *o
     }
 }
 
+/* An agent id fit to record and log unquoted: [A-Za-z0-9-], < 64 chars. */
+static bool agent_id_safe(const char *id)
+{
+    size_t n = strlen(id);
+    if (n >= 64) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+/* Is the agent that answered the one this host's rows are about? Records
+ * the first identity seen; on a mismatch logs it (every pass) and fails,
+ * so that nothing is changed, acknowledged or destroyed for the host. */
+static int check_identity(reconciler *r, const db_host *host, host_state *hs,
+                          const Torpor__Hostagent__V1__ListSandboxesResponse *resp, terr *err)
+{
+    const char *got = resp->agent_id ? resp->agent_id : "";
+    bool safe = agent_id_safe(got);
+    char recorded[64];
+    bool found;
+    /* A malformed id is never recorded: it always reads as a mismatch. */
+    if (db_host_claim_identity(r->db, host->id, safe ? got : "", recorded, &found, err) != 0) return -1;
+    if (!found) return terr_set(err, "host %s was removed", host->id);
+    if (safe && strcmp(recorded, got) == 0) {
+        if (*got && !*host->agent_id)
+            log_info("event=agent_identity_recorded host_id=%s agent_id=%s addr=%s", host->id, got, host->address);
+        return 0;
+    }
+    char q[LOG_QUOTE_MAX];
+    log_error("event=agent_identity_mismatch host_id=%s addr=%s expected=%s got=\"%s\" rows_changed=0 "
+              "note=\"a different agent answers at this host's address; nothing is changed for the host until "
+              "the address points at its agent again, or, if the agent was replaced on purpose, "
+              "torpor-cp hosts reset-identity --id %s\"",
+              host->id, host->address, *recorded ? recorded : "(none)", log_quote(*got ? got : "(none)", q, sizeof q),
+              host->id);
+    /* Whatever was suspected came from another agent's answers. */
+    id_list_free(&hs->suspects);
+    return terr_set(err, "agent identity mismatch on host %s (expected %s, got %s)", host->id,
+                    *recorded ? recorded : "(none)", !safe ? "(malformed)" : *got ? got : "(none)");
+}
+
 static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, terr *err)
 {
     rpc_client *c;
@@ -297,6 +347,12 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     clock_gettime(CLOCK_MONOTONIC, &t0);
     grpc_status_code st = agent_list(c, hs->acks.ids, hs->acks.n, &resp, err);
     if (st != GRPC_STATUS_OK) return terr_wrap(err, "ListSandboxes on host %s", host->id);
+    if (check_identity(r, host, hs, resp, err) != 0) {
+        /* The acks stay queued for the right agent (ids are random, so the
+         * one that answered has none of them). */
+        protobuf_c_message_free_unpacked(&resp->base, NULL);
+        return -1;
+    }
     id_list_free(&hs->acks); /* delivered: the agent has dropped them */
 
     clock_gettime(CLOCK_MONOTONIC, &t1);

@@ -4,20 +4,26 @@
  * hosts table and only while holding that host's PostgreSQL advisory lock
  * (so one replica reconciles a host at a time):
  *   1. calls ListSandboxes, acknowledging the auto-pause notices recorded
- *      (committed) by the previous pass;
+ *      (committed) by the previous pass, and checks the agent's identity
+ *      (ListSandboxesResponse.agent_id) against hosts.agent_id: the first
+ *      one seen is recorded; a different one is logged (error,
+ *      event=agent_identity_mismatch, every pass) and NOTHING is changed,
+ *      acknowledged or destroyed for the host until the address points at
+ *      its agent again or `torpor-cp hosts reset-identity` clears the record;
  *   2. in ONE transaction, applies reconciler_decide to the host's rows in
  *      pending/running/pausing/paused/resuming, and finds the agent's
- *      orphans (sandboxes whose row is missing, stopped or error);
+ *      orphans (sandboxes whose row ON THIS HOST is stopped or error; a
+ *      sandbox without such a row belongs to someone else and is never
+ *      touched);
  *   3. only after COMMIT, acknowledges the auto-paused ids whose rows are
  *      settled (paused, stopped, error, gone, or running on the agent) with
  *      a second ListSandboxes, then destroys the orphans (DestroySandbox,
  *      logged event=orphan_destroyed).
- * Two rules need the same observation on two consecutive successful passes
- * (the host's "suspects"), so one odd answer changes nothing: a paused row
- * whose sandbox the agent no longer holds becomes stopped (nothing could
- * ever resume it), and an agent sandbox without any row is destroyed. An
- * agent sandbox under a stopped/error row is destroyed once that row is
- * older than the grace period, or on the second pass.
+ * A paused row whose sandbox the agent no longer holds becomes stopped
+ * (nothing could ever resume it) only when two consecutive successful
+ * passes agree (the host's "suspects"), so one odd answer changes nothing.
+ * An agent sandbox under a stopped/error row of the host is destroyed once
+ * that row is older than the grace period, or on the second pass.
  * An unreachable agent or a failed DB write changes, acknowledges and
  * destroys nothing; unacknowledged ids are simply reported again next time.
  * The grace period (--transition-grace) must exceed the longest agent call
@@ -40,14 +46,17 @@
  * row: the agent's previous answer did not hold it either. */
 sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, bool past_grace);
 
-/* For a sandbox the agent holds whose row is not live: row_status -1 (no
- * row), SB_STOPPED or SB_ERROR (anything else is never an orphan). True when
- * it must be destroyed: a missing row needs seen_last_pass, a stopped/error
- * row seen_last_pass or row_age_sec >= grace_sec. */
+/* For a sandbox the agent holds: row_status is its row's status on the
+ * host being reconciled, -1 when it has none there. True when it must be
+ * destroyed: only a stopped/error row, seen on the last pass too or older
+ * than grace_sec. No row is never an orphan (it is someone else's). */
 bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, bool seen_last_pass);
 
 /* Largest agent call deadline plus a margin (see the contract above). */
 #define RECONCILER_GRACE_DEFAULT_SEC (AGENT_DEADLINE_TRANSITION_MAX_MS / 1000 + 60)
+/* The smallest grace cp_config accepts: the longest deadline plus a margin
+ * for the DB writes around the call. */
+#define RECONCILER_GRACE_MIN_SEC (AGENT_DEADLINE_TRANSITION_MAX_MS / 1000 + 5)
 
 typedef struct reconciler reconciler;
 

@@ -7,7 +7,9 @@ Contract:
   ephemeral port with a temp state dir and the image of the build dir,
   torpor-cp on an ephemeral port against both, and creates API keys for two
   teams (s.key_a, s.key_b). s.restart_agent() SIGKILLs the agent and starts
-  it again on the same state dir and port; s.stop_cp()/s.start_cp() likewise.
+  it again on the same state dir and port (s.restart_agent(state_dir=D) on
+  another one, e.g. to give the host a new agent identity; such dirs are
+  swept for QEMU processes on exit too); s.stop_cp()/s.start_cp() likewise.
   On exit it stops everything it started -- including the QEMU processes
   whose command line or working directory is in its state dir -- and
   removes the temp dir. The components' logs are printed when a test failed.
@@ -197,6 +199,7 @@ class Stack:
         self.tmp = None
         self.pg_dir = None
         self.state_dir = None
+        self.other_state_dirs = []  # used by start_agent(state_dir=...)
         self.db_url = None
         self.agent = None
         self.cp = None
@@ -244,11 +247,15 @@ class Stack:
         self.key_a = self.create_key("team-a")
         self.key_b = self.create_key("team-b")
 
-    def start_agent(self):
-        """(Re)start the agent on the same state dir and, after the first
-        start, the same port (the control plane keeps its address)."""
+    def start_agent(self, state_dir=None):
+        """(Re)start the agent on the same state dir (or on state_dir if
+        given) and, after the first start, the same port (the control plane
+        keeps its address)."""
+        state_dir = state_dir or self.state_dir
+        if state_dir != self.state_dir and state_dir not in self.other_state_dirs:
+            self.other_state_dirs.append(state_dir)
         listen = f"127.0.0.1:{self.agent_port or 0}"
-        argv = [self.agent_bin, "--listen", listen, "--state-dir", self.state_dir,
+        argv = [self.agent_bin, "--listen", listen, "--state-dir", state_dir,
                 "--image-dir", self.image_dir, "--accel", os.environ.get("TORPOR_ACCEL", "auto"),
                 "--reaper-interval", str(self.reaper_interval)]
         if self.pause_workers:
@@ -265,9 +272,9 @@ class Stack:
     def kill_agent(self, sig=signal.SIGKILL):
         return self.agent.stop(sig, timeout=60)
 
-    def restart_agent(self, sig=signal.SIGKILL):
+    def restart_agent(self, sig=signal.SIGKILL, state_dir=None):
         self.kill_agent(sig)
-        self.start_agent()
+        self.start_agent(state_dir)
 
     def start_cp(self):
         """(Re)start the control plane; port 0 the first time (it logs the
@@ -330,13 +337,14 @@ class Stack:
                 except Exception as e:  # keep cleaning up
                     errors.append(f"{comp.name}: {e}")
         if self.tmp:
-            for pid in find_processes(under=self.state_dir):
+            dirs = [self.state_dir] + self.other_state_dirs
+            for pid in [p for d in dirs for p in find_processes(under=d)]:
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
             try:
-                wait_until(lambda: not find_processes(under=self.state_dir), 10, what="QEMU exit")
+                wait_until(lambda: not any(find_processes(under=d) for d in dirs), 10, what="QEMU exit")
             except AssertionError as e:
                 errors.append(str(e))
             out = subprocess.run(["bash", PG_SH, "stop", self.pg_dir], capture_output=True, text=True)

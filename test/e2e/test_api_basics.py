@@ -329,24 +329,33 @@ def test_destroy(s):
 
 
 def test_orphan_vms_are_destroyed(s):
-    """A VM whose row vanished or went stopped behind the agent's back (what a
-    create that lands after its DELETE leaves) is destroyed by the reconciler."""
+    """A VM whose row went stopped behind the agent's back (what a create that
+    lands after its DELETE leaves) is destroyed by the reconciler; a VM
+    without any row of the host is someone else's (another control plane's
+    database) and is left alone."""
     gone = s.create({"memory_mb": 128})["id"]
     stopped = s.create({"memory_mb": 128})["id"]
     assert len(s.qemu_pids(gone)) == 1 and len(s.qemu_pids(stopped)) == 1
+    s.sql(f"CREATE TABLE saved_row AS SELECT * FROM sandboxes WHERE id = '{gone}'")
     s.sql(f"DELETE FROM sandboxes WHERE id = '{gone}'")
     s.sql(f"UPDATE sandboxes SET status = 'stopped', last_updated = now() WHERE id = '{stopped}'")
-    # Both need a second pass that still sees them (a fresh stopped row is younger
+    # It needs a second pass that still sees it (a fresh stopped row is younger
     # than the grace), so allow two intervals.
-    for sid in (gone, stopped):
-        s.cp.wait_log(rf"event=orphan_destroyed sandbox_id={sid}\b", 2 * RECONCILE + SLACK,
-                      what=f"orphan sweep of {sid}")
-        wait_until(lambda: not s.qemu_pids(sid), 30, what=f"QEMU of orphan {sid} gone")
-    assert s.sql(f"SELECT count(*) FROM sandboxes WHERE id = '{gone}'") == [["0"]], "the sweep wrote a row"
+    s.cp.wait_log(rf"event=orphan_destroyed sandbox_id={stopped}\b", 2 * RECONCILE + SLACK,
+                  what=f"orphan sweep of {stopped}")
+    wait_until(lambda: not s.qemu_pids(stopped), 30, what=f"QEMU of orphan {stopped} gone")
     assert s.status_of(stopped) == "stopped"
-    for sid in (gone, stopped):
-        assert f"event=orphan_suspected sandbox_id={sid} " in s.cp.log_text(since_start=True), \
-            f"{sid} destroyed without first being a suspect"
+    assert f"event=orphan_suspected sandbox_id={stopped} " in s.cp.log_text(since_start=True), \
+        f"{stopped} destroyed without first being a suspect"
+    # The same passes saw the row-less VM: untouched.
+    log = s.cp.log_text(since_start=True)
+    for event in ("orphan_suspected", "orphan_destroyed"):
+        assert f"event={event} sandbox_id={gone} " not in log, f"{event} for {gone}, which has no row"
+    assert len(s.qemu_pids(gone)) == 1, f"the VM of {gone} (no row) was destroyed"
+    assert s.sql(f"SELECT count(*) FROM sandboxes WHERE id = '{gone}'") == [["0"]], "the sweep wrote a row"
+    s.sql("INSERT INTO sandboxes SELECT * FROM saved_row; DROP TABLE saved_row")
+    s.destroy(gone)
+    wait_until(lambda: not s.qemu_pids(gone), 30, what=f"QEMU of {gone} gone")
 
 
 def lose_paused_sandboxes(s, sids):

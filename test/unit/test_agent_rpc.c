@@ -1,7 +1,8 @@
 /* HostAgentService over the wire: the real rpc glue on 127.0.0.1:0, the
  * agent's handlers, lifecycle and journal, and the test driver. Checks the
  * status codes a control plane sees, ListSandboxes acks, and that a slow
- * pause does not hold up Ping or ListSandboxes. */
+ * pause does not hold up Ping or ListSandboxes; and the agent identity
+ * (agent_identity.h) that ListSandboxes reports. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,13 +16,16 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "agent_fixture.h"
+#include "agent_identity.h"
 #include "hostagent.pb-c.h"
 #include "rpc.h"
 #include "rpc_handlers.h"
 
 #define DEADLINE_MS 10000
+#define TEST_AGENT_ID "ag-0123456789abcdef"
 
 typedef struct rpc_fx {
     agent_fx *fx;
@@ -35,7 +39,8 @@ static int setup(void **state)
     rpc_fx *r = calloc(1, sizeof *r);
     assert_non_null(r);
     r->fx = fx_new();
-    r->app = (agent_rpc){.lc = r->fx->lc, .journal = r->fx->journal, .host_ip = "127.0.0.1"};
+    r->app = (agent_rpc){.lc = r->fx->lc, .journal = r->fx->journal, .host_ip = "127.0.0.1",
+                        .agent_id = TEST_AGENT_ID};
     rpc_server_config scfg = {.listen_addr = "127.0.0.1:0", .app = &r->app};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
     terr e;
@@ -252,6 +257,7 @@ static void test_list_reports_auto_paused_until_acked(void **state)
         }
         assert_int_equal(l->n_auto_paused_sandbox_ids, 1);
         assert_string_equal(l->auto_paused_sandbox_ids[0], "sb-idle");
+        assert_string_equal(l->agent_id, TEST_AGENT_ID); /* in every answer */
         protobuf_c_message_free_unpacked(&l->base, NULL);
     }
     const char *acks[] = {"sb-idle", "sb-unknown", "../junk"};
@@ -343,6 +349,67 @@ static void test_slow_pause_does_not_block_ping(void **state)
     assert_int_equal(fx_status(r->fx, "sb-slow"), SANDBOX_PAUSED);
 }
 
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    assert_int_equal(fclose(f), 0);
+}
+
+static void remove_state(const char *dir)
+{
+    char p[512];
+    snprintf(p, sizeof p, "%s/agent/agent_id", dir);
+    unlink(p);
+    snprintf(p, sizeof p, "%s/agent", dir);
+    rmdir(p);
+    rmdir(dir);
+}
+
+/* The same state dir always gives the same id (an agent restart), a new
+ * one a new id, and a damaged file is an error, never silently replaced. */
+static void test_agent_identity_persists(void **state)
+{
+    char a[] = "/tmp/torpor-idtest-XXXXXX", b[] = "/tmp/torpor-idtest-XXXXXX";
+    assert_non_null(mkdtemp(a));
+    assert_non_null(mkdtemp(b));
+    char id1[AGENT_ID_LEN + 1], id2[AGENT_ID_LEN + 1], id3[AGENT_ID_LEN + 1];
+    bool created;
+    terr e;
+    assert_int_equal(agent_identity_load(a, id1, &created, &e), 0);
+    assert_true(created);
+    assert_true(agent_identity_valid(id1));
+    assert_int_equal(strlen(id1), AGENT_ID_LEN);
+    assert_int_equal(agent_identity_load(a, id2, &created, &e), 0); /* restart */
+    assert_false(created);
+    assert_string_equal(id1, id2);
+    assert_int_equal(agent_identity_load(b, id3, &created, &e), 0); /* new empty state dir */
+    assert_true(created);
+    assert_string_not_equal(id1, id3);
+
+    char path[512];
+    snprintf(path, sizeof path, "%s/agent/agent_id", a);
+    const char *bad[] = {"", "\n", "ag-0123", "ag-0123456789ABCDEF\n", "xx-0123456789abcdef",
+                         "ag-0123456789abcdef0", "ag-0123456789abcdef\n\n", "ag-0123456789abcdeg"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        write_file(path, bad[i]);
+        e.msg[0] = '\0';
+        if (agent_identity_load(a, id2, &created, &e) != -1) fail_msg("accepted malformed id \"%s\"", bad[i]);
+        assert_non_null(strstr(e.msg, path));
+    }
+    write_file(path, "ag-00112233445566ff"); /* no newline is fine */
+    assert_int_equal(agent_identity_load(a, id2, &created, &e), 0);
+    assert_false(created);
+    assert_string_equal(id2, "ag-00112233445566ff");
+
+    assert_false(agent_identity_valid(NULL));
+    assert_false(agent_identity_valid("ag-"));
+    assert_int_equal(agent_identity_load("", id2, NULL, &e), -1);
+    remove_state(a);
+    remove_state(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -350,6 +417,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_list_reports_auto_paused_until_acked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_answers_when_acks_cannot_be_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_block_ping, setup, teardown),
+        cmocka_unit_test(test_agent_identity_persists),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

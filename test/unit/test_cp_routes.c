@@ -140,6 +140,12 @@ static void test_reconciler_decide(void **state)
     decide_is(SB_PENDING, AGENT_VIEW_ABSENT, false, false, SB_PENDING);
     decide_is(SB_PENDING, AGENT_VIEW_ABSENT, false, true, SB_ERROR);
     decide_is(SB_PENDING, AGENT_VIEW_RUNNING, false, true, SB_RUNNING);
+    /* The create landed and the reaper auto-paused it: paused, not stuck. */
+    decide_is(SB_PENDING, AGENT_VIEW_PAUSED, false, true, SB_PAUSED);
+    decide_is(SB_PENDING, AGENT_VIEW_PAUSED, true, true, SB_PAUSED);
+    decide_is(SB_PENDING, AGENT_VIEW_ABSENT, true, true, SB_PAUSED);
+    decide_is(SB_PENDING, AGENT_VIEW_PAUSED, true, false, SB_PENDING); /* the create may still answer */
+    decide_is(SB_PENDING, AGENT_VIEW_PAUSING, false, true, SB_PENDING);
     /* paused rows: stopped once the agent's answers agree it is gone */
     decide_is(SB_PAUSED, AGENT_VIEW_ABSENT, false, false, SB_PAUSED);
     decide_is(SB_PAUSED, AGENT_VIEW_ABSENT, false, true, SB_STOPPED);
@@ -157,9 +163,11 @@ static void test_reconciler_decide(void **state)
 static void test_orphan_rule(void **state)
 {
     const double grace = 180;
-    /* no row: only when the previous pass saw it too */
+    /* No row on this host: someone else's sandbox (another control plane's
+     * database, another host id at the same address), never destroyed. */
     assert_false(reconciler_is_orphan(-1, 0, grace, false));
-    assert_true(reconciler_is_orphan(-1, 0, grace, true));
+    assert_false(reconciler_is_orphan(-1, 0, grace, true));
+    assert_false(reconciler_is_orphan(-1, 1e6, grace, true));
     /* stopped/error rows: after the grace, or on the second pass */
     assert_false(reconciler_is_orphan(SB_STOPPED, 5, grace, false));
     assert_true(reconciler_is_orphan(SB_STOPPED, 5, grace, true));
@@ -276,6 +284,22 @@ static void test_config(void **state)
     assert_int_equal(c.command, CP_CMD_KEYS_CREATE);
     assert_string_equal(c.team, "t1");
 
+    char grace_min[32], grace_below[32];
+    snprintf(grace_min, sizeof grace_min, "%d", RECONCILER_GRACE_MIN_SEC);
+    snprintf(grace_below, sizeof grace_below, "%g", RECONCILER_GRACE_MIN_SEC - 0.5);
+    assert_true(RECONCILER_GRACE_MIN_SEC * 1000 > AGENT_DEADLINE_TRANSITION_MAX_MS);
+    char *grace_ok[] = {"torpor-cp", "--database-url", "x", "--transition-grace", grace_min};
+    assert_int_equal(cp_config_parse(5, grace_ok, &c, &err), 0);
+    assert_true(c.transition_grace_sec == RECONCILER_GRACE_MIN_SEC);
+    char *grace_short[] = {"torpor-cp", "--database-url", "x", "--transition-grace", grace_below};
+    assert_int_equal(cp_config_parse(5, grace_short, &c, &err), -1);
+    assert_non_null(strstr(err.msg, "--transition-grace"));
+
+    char *reset[] = {"torpor-cp", "hosts", "reset-identity", "--id", "h1", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, reset, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_HOSTS_RESET_IDENTITY);
+    assert_string_equal(c.host_id, "h1");
+
     char *help[] = {"torpor-cp", "--help"};
     assert_int_equal(cp_config_parse(2, help, &c, &err), 0);
     assert_int_equal(c.command, CP_CMD_HELP);
@@ -286,9 +310,12 @@ static void test_config(void **state)
     char *bad4[] = {"torpor-cp", "--database-url", "x", "--tls-cert", "c"};
     char *bad5[] = {"torpor-cp", "--database-url"};
     char *bad6[] = {"torpor-cp", "--database-url", "x", "--http-threads", "0"};
-    char **bads[] = {bad1, bad2, bad3, bad4, bad5, bad6};
-    int argcs[] = {5, 4, 5, 5, 2, 5};
-    for (int i = 0; i < 6; i++) {
+    /* A grace shorter than the longest agent deadline + margin is refused. */
+    char *bad7[] = {"torpor-cp", "--database-url", "x", "--transition-grace", "10"};
+    char *bad8[] = {"torpor-cp", "--database-url", "x", "hosts", "reset-identity"};
+    char **bads[] = {bad1, bad2, bad3, bad4, bad5, bad6, bad7, bad8};
+    int argcs[] = {5, 4, 5, 5, 2, 5, 5, 5};
+    for (int i = 0; i < 8; i++) {
         err.msg[0] = '\0';
         assert_int_equal(cp_config_parse(argcs[i], bads[i], &c, &err), -1);
         assert_true(strlen(err.msg) > 0);
