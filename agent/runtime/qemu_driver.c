@@ -15,6 +15,7 @@
 #include "qemu_accel.h"
 #include "qemu_internal.h"
 #include "qemu_json.h"
+#include "qemu_scan.h"
 
 static const runtime_ops qemu_ops;
 
@@ -358,10 +359,30 @@ static bool status_is(const char *st, const char *a)
     return !strcmp(st, a);
 }
 
+/* resume_stopped() result: the VM is a create cut short before its
+ * snapshot load started (see below). */
+#define RESUME_NEVER_LOADED 1
+
+/* Migration status (query-migrate) into ms; "" when there is none. */
+static int migration_status(qemu_vm *v, char *ms, size_t n, terr *err)
+{
+    char *mig;
+    if (qmp_call(v->inst.qmp, "query-migrate", NULL, QEMU_RECOVER_QMP_MS, &mig, err) < 0) return -1;
+    const char *km[] = {"return", "status"};
+    ms[0] = '\0';
+    if (qjson_get_string(mig, km, 2, ms, n) < 0) ms[0] = '\0';
+    free(mig);
+    return 0;
+}
+
 /* Brings a re-attached VM back to `running`. A VM found stopped is a pause
  * the previous agent did not finish (stop and maybe the migration done,
  * quit not): without a committed snapshot its RAM is the only copy of the
- * guest, so it runs again. Failures are reported, the VM is kept anyway. */
+ * guest, so it runs again. Failures are reported, the VM is kept anyway.
+ * RESUME_NEVER_LOADED: `inmigrate` with no incoming migration (or a failed
+ * one) — a create whose agent died before `migrate-incoming`: QEMU waits
+ * for a load nobody will send, the guest never existed, and a caller
+ * without a committed snapshot (ours) has nothing to keep. */
 static int resume_stopped(qemu_vm *v, terr *err)
 {
     char st[64] = "";
@@ -375,18 +396,26 @@ static int resume_stopped(qemu_vm *v, terr *err)
         free(reply);
         if (r < 0) return terr_set(err, "query-status: no status in the answer");
         /* A migration still in flight (the agent died mid-save) must end
-         * before cont; an incoming load (a create cut short) finishes on
-         * its own. */
-        bool settling = status_is(st, "finish-migrate") || status_is(st, "inmigrate");
+         * before cont; an incoming load that started (a create cut short
+         * after migrate-incoming) finishes on its own. */
+        bool settling = status_is(st, "finish-migrate");
         if (!settling) {
-            char *mig;
-            if (qmp_call(v->inst.qmp, "query-migrate", NULL, QEMU_RECOVER_QMP_MS, &mig, err) < 0) return -1;
-            char ms[32] = "";
-            const char *km[] = {"return", "status"};
-            qjson_get_string(mig, km, 2, ms, sizeof ms);
-            free(mig);
-            settling = status_is(ms, "active") || status_is(ms, "setup") || status_is(ms, "device") ||
-                       status_is(ms, "pre-switchover") || status_is(ms, "cancelling");
+            char ms[32];
+            if (migration_status(v, ms, sizeof ms, err) < 0) return -1;
+            if (status_is(st, "inmigrate")) {
+                /* The runstate is set before the incoming status turns
+                 * "completed": only none/failed means no load is coming. */
+                if (!ms[0] || status_is(ms, "none") || status_is(ms, "failed") || status_is(ms, "cancelled")) {
+                    terr_set(err, "VM in state inmigrate with %s incoming migration: its snapshot load never "
+                                  "started",
+                             ms[0] ? ms : "no");
+                    return RESUME_NEVER_LOADED;
+                }
+                settling = true;
+            } else {
+                settling = status_is(ms, "active") || status_is(ms, "setup") || status_is(ms, "device") ||
+                           status_is(ms, "pre-switchover") || status_is(ms, "cancelling");
+            }
         }
         if (!settling) break;
         if (!cancelled && !status_is(st, "inmigrate")) {
@@ -409,7 +438,8 @@ static int resume_stopped(qemu_vm *v, terr *err)
  * a live QEMU re-attached as running (always, once the process is found
  * alive and described: QMP, cont or the guest failing only gets logged,
  * the guest channel is connected lazily on the next guest call and QMP on
- * the next lifecycle call). -1: no live QEMU for it (any found is killed);
+ * the next lifecycle call), except a create cut short before its snapshot
+ * load started (killed). -1: no live QEMU for it (any found is killed);
  * the caller removes the directory. */
 static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *err)
 {
@@ -446,7 +476,19 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
     unlinkat(sbfd, QEMU_STATE_TMP, 0);
     unlinkat(sbfd, QEMU_STATE_FILE, 0);
     terr why;
-    if (qemu_vm_ensure_qmp(v, &why) < 0 || resume_stopped(v, &why) < 0) {
+    int rs = qemu_vm_ensure_qmp(v, &why) < 0 ? -1 : resume_stopped(v, &why);
+    if (rs == RESUME_NEVER_LOADED) {
+        /* Nothing of the user's exists yet (no committed snapshot either:
+         * recover() handled that before calling us): a VM that can never
+         * run must not be reported running. */
+        log_warn("event=recover_create_incomplete sandbox_id=%s pid=%d error=\"%s\" action=kill", id, (int)pid,
+                 why.msg);
+        terr_set(err, "create cut short before its snapshot was loaded (QEMU killed): %s", why.msg);
+        qemu_inst_kill(&v->inst);
+        runtime_vm_unref(&v->base);
+        return -1;
+    }
+    if (rs < 0) {
         if (!qemu_proc_poll(&v->inst.proc)) goto gone;
         log_warn("event=recover_qmp_failed sandbox_id=%s pid=%d error=\"%s\"", id, (int)pid, why.msg);
     }
@@ -454,6 +496,9 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
      * create cut short may not have reseeded the guest yet. */
     if (qemu_vm_connect_guest(v, QEMU_RECOVER_GUEST_MS, true, &why) < 0) {
         if (!qemu_proc_poll(&v->inst.proc)) goto gone;
+        /* Counts as an attempt: the first calls right after do not wait
+         * for the same silence again. */
+        qemu_vm_note_connect_failed(v, why.msg);
         log_warn("event=recover_guest_failed sandbox_id=%s pid=%d error=\"%s\" action=reconnect_on_next_call",
                  id, (int)pid, why.msg);
     }
@@ -466,6 +511,27 @@ gone:
     qemu_inst_kill(&v->inst);
     runtime_vm_unref(&v->base);
     return -1;
+}
+
+/* Kills the QEMUs of sandboxes/<id>/ that no pid file names (the agent died
+ * between their spawn and the pid file): called for a directory about to be
+ * removed or holding a committed snapshot, where no QEMU may live on. The
+ * /proc scan is taken once, on first need. */
+static void kill_strays(qemu_scan **scan, bool *scanned, const char *id, int sbfd)
+{
+    if (!*scanned) {
+        *scanned = true;
+        terr e;
+        if (qemu_scan_take(scan, &e) < 0) {
+            *scan = NULL;
+            log_warn("event=recover_scan_failed error=\"%s\"", e.msg);
+        }
+    }
+    int n = qemu_scan_kill_in(*scan, id, sbfd);
+    if (n > 0)
+        log_warn("event=recover_stray_killed sandbox_id=%s count=%d reason=\"a QEMU of this sandbox that no pid "
+                 "file names\"",
+                 id, n);
 }
 
 static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err)
@@ -482,6 +548,8 @@ static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, te
     rewinddir(dir);
     struct dirent *e;
     int paused = 0, running = 0, removed = 0, kept = 0;
+    qemu_scan *scan = NULL;
+    bool scanned = false;
     while ((e = readdir(dir))) {
         const char *id = e->d_name;
         if (!strcmp(id, ".") || !strcmp(id, "..")) continue;
@@ -495,6 +563,7 @@ static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, te
                 qemu_file_size(sbfd, QEMU_STATE_FILE) == meta.state_bytes) {
                 /* Committed snapshot: whatever else is there is debris. */
                 kill_by_pidfile(sbfd);
+                kill_strays(&scan, &scanned, id, sbfd);
                 unlinkat(sbfd, QEMU_STATE_TMP, 0);
                 unlinkat(sbfd, QEMU_RUNNING_FILE, 0);
                 unlinkat(sbfd, "qemu.pid", 0);
@@ -508,6 +577,7 @@ static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, te
             }
             qemu_vm *v = NULL;
             int r = reattach(d, id, sbfd, &v, &why);
+            if (r < 0) kill_strays(&scan, &scanned, id, sbfd);
             close(sbfd);
             if (r == 0) {
                 pthread_mutex_lock(&v->mu);
@@ -535,6 +605,7 @@ static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, te
         removed++;
     }
     closedir(dir);
+    qemu_scan_free(scan);
     log_info("event=recover_done paused=%d running=%d removed=%d kept=%d", paused, running, removed, kept);
     return 0;
 }

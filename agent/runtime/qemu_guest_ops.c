@@ -3,6 +3,7 @@
  * or destroy (which closes the channel) makes it fail promptly instead of
  * hanging, and never frees memory under it. */
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -16,15 +17,42 @@
 #define EXEC_ANSWER_MARGIN_MS 15000
 #define FILE_CALL_MS 120000
 
+/* Caller holds conn_mu. */
+static void note_failed(qemu_vm *v, const char *why)
+{
+    v->conn_failed_ms = qemu_now_ms();
+    snprintf(v->conn_failed_why.msg, sizeof v->conn_failed_why.msg, "%s", why);
+}
+
+void qemu_vm_note_connect_failed(qemu_vm *v, const char *why)
+{
+    pthread_mutex_lock(&v->conn_mu);
+    note_failed(v, why);
+    pthread_mutex_unlock(&v->conn_mu);
+}
+
 /* A running VM without a guest channel is one re-attached by recover()
  * while its guest did not answer: connect now (one caller at a time; the
- * others wait and then use that channel). The new channel is installed only
- * if no pause/destroy started meanwhile. */
+ * others wait and then use that channel). Within QEMU_RECONNECT_BACKOFF_MS
+ * of a failed attempt (ours, a queued caller's or recover's) a caller fails
+ * at once instead of trying again: an exec that waits holds off the reaper
+ * and, queued behind others, would wait for all of their attempts. The new
+ * channel is installed only if no pause/destroy started meanwhile. */
 static int reconnect(qemu_vm *v, terr *err)
 {
     pthread_mutex_lock(&v->conn_mu);
     pthread_mutex_lock(&v->mu);
     bool need = v->state == QVM_RUNNING && !v->busy && !v->ch;
+    pthread_mutex_unlock(&v->mu);
+    long long since = qemu_now_ms() - v->conn_failed_ms;
+    if (need && v->conn_failed_ms > 0 && since < QEMU_RECONNECT_BACKOFF_MS) {
+        terr_set(err, "sandbox %s: guest not connected (last attempt %lld s ago failed: %s)",
+                 v->base.sandbox_id, since / 1000, v->conn_failed_why.msg);
+        pthread_mutex_unlock(&v->conn_mu);
+        return -1;
+    }
+    pthread_mutex_lock(&v->mu);
+    need = v->state == QVM_RUNNING && !v->busy && !v->ch;
     /* Our own pidfd: a destroy may close the VM's while we connect. */
     int pidfd = need ? fcntl(v->inst.proc.pidfd, F_DUPFD_CLOEXEC, 0) : -1;
     pthread_mutex_unlock(&v->mu);
@@ -34,9 +62,12 @@ static int reconnect(qemu_vm *v, terr *err)
         if (guest_channel_open(v->dirfd, QEMU_GUEST_SOCK, v->base.sandbox_id, pidfd, QEMU_GUEST_CALL_MS,
                                &ch, err) < 0 ||
             guest_channel_sync(ch, QEMU_GUEST_CALL_MS, err) < 0) {
+            note_failed(v, err ? err->msg : "guest did not answer");
             rc = terr_wrap(err, "sandbox %s: guest not connected", v->base.sandbox_id);
             guest_channel_unref(ch);
             ch = NULL;
+        } else {
+            v->conn_failed_ms = 0;
         }
         pthread_mutex_lock(&v->mu);
         if (ch && v->state == QVM_RUNNING && !v->busy && !v->ch) {

@@ -58,6 +58,12 @@ typedef struct qemu_vm {
      * whose guest did not answer during recover() gets its channel on the
      * first guest call. Never held together with mu across the connect. */
     pthread_mutex_t conn_mu;
+    /* Back-off of those reconnects (under conn_mu): when the last failed
+     * attempt ended (0: none or it succeeded since) and why. Within
+     * QEMU_RECONNECT_BACKOFF_MS of it calls fail at once, so a guest that
+     * never answers costs one waiting caller per period, not one each. */
+    long long conn_failed_ms;
+    terr conn_failed_why;
     qvm_state state;
     bool busy;           /* a lifecycle call owns the process right now */
     int dirfd;           /* sandboxes/<id>, owned */
@@ -95,6 +101,8 @@ static inline qemu_vm *qemu_vm_of(runtime_vm *vm)
  * giving up must never cost a live VM. */
 #define QEMU_RECOVER_QMP_MS 10000
 #define QEMU_RECOVER_GUEST_MS 30000
+/* Lazy guest reconnect: after a failed attempt, calls fail fast this long. */
+#define QEMU_RECONNECT_BACKOFF_MS 5000
 
 /* ---- qemu_fs.c ---- */
 bool qemu_valid_name(const char *s, size_t max);
@@ -154,6 +162,8 @@ int qemu_vm_connect_guest(qemu_vm *v, int timeout_ms, bool sync, terr *err);
 int qemu_vm_ensure_qmp(qemu_vm *v, terr *err);
 
 /* ---- qemu_pause.c / qemu_guest_ops.c ---- */
+/* Records a failed guest connect for the reconnect back-off (takes conn_mu). */
+void qemu_vm_note_connect_failed(qemu_vm *v, const char *why);
 int qemu_op_pause(runtime_driver *d, runtime_vm *vm, const runtime_spec *spec, terr *err);
 int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *req,
                  runtime_exec_result *res, terr *err);

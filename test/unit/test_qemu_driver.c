@@ -21,12 +21,14 @@
 #include <string.h>
 #include <sys/inotify.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 
 #include "qemu.h"
+#include "qemu_proc.h"
 #include "qmp.h"
 #include "runtime.h"
 
@@ -98,6 +100,7 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     fixture *f = *state;
+    if (!f) return -1; /* setup failed: nothing to tear down */
     if (!f->drv) {
         /* A restart test failed between closing and reopening. */
         runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir,
@@ -726,6 +729,28 @@ static void test_recover_stopped_mid_pause(void **state)
     runtime_vm_unref(again);
 }
 
+/* Polls a guest call until the lazy reconnect succeeds (deadline 40 s);
+ * meanwhile only "guest not connected" failures are allowed. */
+static void wait_guest_back(fixture *f, runtime_vm *vm)
+{
+    long long deadline = now_ms() + 40000;
+    for (;;) {
+        runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
+        runtime_exec_result res;
+        terr err = {""};
+        if (f->drv->ops->exec(f->drv, vm, &req, &res, &err) == 0) {
+            assert_int_equal(res.exit_code, 0);
+            runtime_exec_result_free(&res);
+            return;
+        }
+        if (!strstr(err.msg, "guest not connected") || now_ms() > deadline)
+            fprintf(stderr, "exec: %s\n", err.msg);
+        assert_non_null(strstr(err.msg, "guest not connected"));
+        assert_true(now_ms() < deadline);
+        nap_ms(200);
+    }
+}
+
 /* A live VM whose guest does not answer while the agent restarts (here: its
  * guest socket is out of the way) survives recover as running — same
  * process, nothing removed — and the guest channel connects on the first
@@ -758,14 +783,21 @@ static void test_recover_guest_late(void **state)
     assert_true(f->drv->ops->vm_alive(f->drv, rec.vm));
     assert_true(pid_running(pid));
     assert_true(sb_path_exists(f, "sb-rec-late", "ram"));
-    /* Still unreachable: the call fails, the VM stays. */
+    /* Still unreachable: the call fails, the VM stays. Two in a row: the
+     * second does not wait out another connect, it fails at once with the
+     * back-off message (the attempt of recover or of the first call). */
     runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
     runtime_exec_result res;
     assert_int_equal(f->drv->ops->exec(f->drv, rec.vm, &req, &res, &err), -1);
     assert_non_null(strstr(err.msg, "guest not connected"));
+    err.msg[0] = '\0';
+    assert_int_equal(f->drv->ops->exec(f->drv, rec.vm, &req, &res, &err), -1);
+    assert_non_null(strstr(err.msg, "sb-rec-late: guest not connected (last attempt "));
+    assert_non_null(strstr(err.msg, " s ago failed: "));
     assert_true(f->drv->ops->vm_alive(f->drv, rec.vm));
-    /* Reachable again: the next call connects. */
+    /* Reachable again: a later call (once the back-off is over) connects. */
     assert_int_equal(rename(hidden, sock), 0);
+    wait_guest_back(f, rec.vm);
     check_file(f, rec.vm, content);
     long after = counter_value(f, rec.vm);
     assert_true(after >= before);
@@ -867,6 +899,109 @@ static void test_recover_qmp_late(void **state)
     runtime_vm_unref(vm);
 }
 
+/* Splits /proc/<pid>/cmdline (in buf) into argv; returns argc. */
+static int read_cmdline(pid_t pid, char *buf, size_t n, char **argv, int max)
+{
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d/cmdline", (int)pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t l = read(fd, buf, n - 1);
+    close(fd);
+    if (l <= 0) return -1;
+    buf[l] = '\0';
+    int argc = 0;
+    for (char *a = buf; a < buf + l && argc < max - 1; a += strlen(a) + 1) argv[argc++] = a;
+    argv[argc] = NULL;
+    return argc;
+}
+
+/* An agent that died in a create after QEMU started (-incoming defer; the
+ * running description written) but before it sent migrate-incoming: that
+ * QEMU waits in `inmigrate` for a load nobody will send and can never run.
+ * Simulated by starting a created sandbox's QEMU again by hand with its own
+ * command line, then restarting the driver. pidfile: whether the agent got
+ * as far as the pid file. */
+static void cut_short_create(fixture *f, const char *id, bool pidfile)
+{
+    terr err = {""};
+    runtime_spec s = spec_of(id);
+    runtime_vm *vm = NULL;
+    assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+    pid_t old = sb_pid(f, id);
+    assert_true(old > 0);
+    static char buf[16384];
+    char *argv[128];
+    int argc = read_cmdline(old, buf, sizeof buf, argv, 128);
+    assert_true(argc > 2);
+    assert_string_equal(argv[argc - 2], "-incoming");
+    assert_string_equal(argv[argc - 1], "defer");
+    /* The agent "dies"; its QEMU is gone too (the test's own child). */
+    runtime_vm_unref(vm);
+    f->drv->ops->close(f->drv);
+    f->drv = NULL;
+    assert_int_equal(kill(old, SIGKILL), 0);
+    assert_int_equal(waitpid(old, NULL, 0), old);
+
+    /* What the dead agent's create had done: QEMU spawned (pid file). */
+    char dir[PATH_MAX * 2];
+    snprintf(dir, sizeof dir, "%s/sandboxes/%s", f->state_dir, id);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    unlinkat(dfd, "qmp.sock", 0);
+    unlinkat(dfd, "guest.sock", 0);
+    assert_int_equal(unlinkat(dfd, "qemu.pid", 0), 0);
+    qemu_proc p;
+    assert_int_equal(qemu_proc_spawn(argv, dfd, "qemu.log", &p, &err), 0);
+    if (pidfile) assert_int_equal(qemu_proc_write_pidfile(dfd, &p, &err), 0);
+    qmp *q = NULL;
+    int r = qmp_connect(dfd, "qmp.sock", p.pidfd, 10000, &q, &err);
+    if (r < 0) fprintf(stderr, "qmp_connect: %s\n", err.msg);
+    assert_int_equal(r, 0);
+    wait_qmp_status(q, "inmigrate");
+    qmp_close(q);
+    close(dfd);
+    assert_true(sb_path_exists(f, id, "running"));
+    assert_false(sb_path_exists(f, id, "meta"));
+    assert_true(sb_path_exists(f, id, "qemu.pid") == pidfile);
+
+    recovered rec;
+    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
+    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    memset(&rec, 0, sizeof rec);
+    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    assert_int_equal(rec.running, 0);
+    assert_int_equal(rec.paused, 0);
+    assert_false(sb_path_exists(f, id, NULL));
+    /* Killed by recover (it is still the test's child: reap and look; a
+     * QEMU left running fails the deadline instead of hanging the test). */
+    int status = 0;
+    long long deadline = now_ms() + 10000;
+    pid_t w;
+    while ((w = waitpid(p.pid, &status, WNOHANG)) == 0 && now_ms() < deadline) nap_ms(20);
+    if (w == 0) {
+        kill(p.pid, SIGKILL);
+        waitpid(p.pid, NULL, 0);
+    }
+    assert_int_equal(w, p.pid);
+    assert_true(WIFSIGNALED(status));
+    assert_int_equal(WTERMSIG(status), SIGKILL);
+    qemu_proc_release(&p);
+}
+
+/* recover kills such a QEMU, removes the directory and reports nothing. */
+static void test_recover_create_cut_short(void **state)
+{
+    cut_short_create(*state, "sb-cut", true);
+}
+
+/* The same with the agent dead before the pid file: recover finds the QEMU
+ * by its -name and cwd instead of leaking it. */
+static void test_recover_untracked_qemu(void **state)
+{
+    cut_short_create(*state, "sb-nopid", false);
+}
+
 static void test_bad_input(void **state)
 {
     fixture *f = *state;
@@ -905,6 +1040,8 @@ int main(void)
         cmocka_unit_test(test_recover_guest_late),
         cmocka_unit_test(test_recover_snapshot_wins),
         cmocka_unit_test(test_recover_qmp_late),
+        cmocka_unit_test(test_recover_create_cut_short),
+        cmocka_unit_test(test_recover_untracked_qemu),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
