@@ -132,6 +132,25 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n, terr *err)
     return c;
 }
 
+/* One request/answer with the guest: takes the channel, sends the encoded
+ * request b (freed here in every case), waits up to timeout_ms for an answer
+ * of resp_type and returns its payload in *p and *n (malloc'd). what names the
+ * operation in errors. */
+static int guest_roundtrip(qemu_vm *v, const char *what, gp_buf *b, uint8_t req_type, uint8_t resp_type,
+                           int timeout_ms, uint8_t **p, size_t *n, terr *err)
+{
+    guest_channel *ch = take_channel(v, err);
+    if (!ch) {
+        gp_buf_free(b);
+        return -1;
+    }
+    int r = guest_channel_call(ch, req_type, b->data, b->len, resp_type, timeout_ms, p, n, err);
+    put_channel(v, ch);
+    gp_buf_free(b);
+    if (r < 0) return terr_wrap(err, "%s in %s", what, v->base.sandbox_id);
+    return 0;
+}
+
 int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *req,
                  runtime_exec_result *res, terr *err)
 {
@@ -156,22 +175,14 @@ int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *
         gp_buf_free(&b);
         return terr_wrap(err, "exec");
     }
-    guest_channel *ch = take_channel(v, err);
-    if (!ch) {
-        gp_buf_free(&b);
-        return -1;
-    }
     long long timeout_ms = (req->timeout_sec > 0 ? (long long)req->timeout_sec : 3600) * 1000 +
                            EXEC_ANSWER_MARGIN_MS;
     if (timeout_ms > 0x7fffffff) timeout_ms = 0x7fffffff;
     uint8_t *p;
     size_t n;
-    int r = guest_channel_call(ch, GP_EXEC, b.data, b.len, GP_EXEC_RESULT, (int)timeout_ms, &p, &n, err);
-    put_channel(v, ch);
-    gp_buf_free(&b);
-    if (r < 0) return terr_wrap(err, "exec in %s", vm->sandbox_id);
+    if (guest_roundtrip(v, "exec", &b, GP_EXEC, GP_EXEC_RESULT, (int)timeout_ms, &p, &n, err) < 0) return -1;
     gp_exec_result gr;
-    r = gp_decode_exec_result(p, n, &gr, err);
+    int r = gp_decode_exec_result(p, n, &gr, err);
     free(p);
     if (r < 0) return terr_wrap(err, "exec result");
     res->out = dup_bytes(gr.out, gr.out_len, err);
@@ -202,20 +213,13 @@ int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8
         gp_buf_free(&b);
         return terr_wrap(err, "read_file");
     }
-    qemu_vm *v = qemu_vm_of(vm);
-    guest_channel *ch = take_channel(v, err);
-    if (!ch) {
-        gp_buf_free(&b);
-        return -1;
-    }
     uint8_t *p;
     size_t n;
-    int r = guest_channel_call(ch, GP_READ_FILE, b.data, b.len, GP_READ_RESULT, FILE_CALL_MS, &p, &n, err);
-    put_channel(v, ch);
-    gp_buf_free(&b);
-    if (r < 0) return terr_wrap(err, "read_file in %s", vm->sandbox_id);
+    if (guest_roundtrip(qemu_vm_of(vm), "read_file", &b, GP_READ_FILE, GP_READ_RESULT, FILE_CALL_MS, &p, &n,
+                        err) < 0)
+        return -1;
     gp_read_result rr;
-    r = gp_decode_read_result(p, n, &rr, err);
+    int r = gp_decode_read_result(p, n, &rr, err);
     free(p);
     if (r < 0) return terr_wrap(err, "read_file result");
     if (rr.status != 0) {
@@ -240,20 +244,13 @@ int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, cons
         gp_buf_free(&b);
         return terr_wrap(err, "write_file");
     }
-    qemu_vm *v = qemu_vm_of(vm);
-    guest_channel *ch = take_channel(v, err);
-    if (!ch) {
-        gp_buf_free(&b);
-        return -1;
-    }
     uint8_t *p;
     size_t n;
-    int r = guest_channel_call(ch, GP_WRITE_FILE, b.data, b.len, GP_WRITE_RESULT, FILE_CALL_MS, &p, &n, err);
-    put_channel(v, ch);
-    gp_buf_free(&b);
-    if (r < 0) return terr_wrap(err, "write_file in %s", vm->sandbox_id);
+    if (guest_roundtrip(qemu_vm_of(vm), "write_file", &b, GP_WRITE_FILE, GP_WRITE_RESULT, FILE_CALL_MS, &p, &n,
+                        err) < 0)
+        return -1;
     gp_status_result st;
-    r = gp_decode_status_result(p, n, &st, err);
+    int r = gp_decode_status_result(p, n, &st, err);
     free(p);
     if (r < 0) return terr_wrap(err, "write_file result");
     if (st.status != 0) r = terr_set(err, "write_file %s: %s", path, st.message[0] ? st.message : strerror(st.status));
