@@ -28,71 +28,17 @@
 #include <cmocka.h>
 
 #include "qemu.h"
+#include "qemu_fixture.h"
 #include "qemu_proc.h"
 #include "qmp.h"
 #include "runtime.h"
 
-typedef struct fixture {
-    char state_dir[PATH_MAX];
-    char image_dir[PATH_MAX];
-    runtime_driver *drv;
-} fixture;
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static int find_build_dir(char *out, size_t n)
-{
-    const char *env = getenv("TORPOR_BUILD_DIR");
-    if (env && *env) {
-        if (strlen(env) >= n) return -1;
-        memcpy(out, env, strlen(env) + 1);
-        return 0;
-    }
-    char exe[PATH_MAX];
-    ssize_t l = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (l <= 0) return -1;
-    exe[l] = '\0';
-    for (int i = 0; i < 2; i++) {
-        char *s = strrchr(exe, '/');
-        if (!s) return -1;
-        *s = '\0';
-    }
-    if (strlen(exe) >= n) return -1;
-    memcpy(out, exe, strlen(exe) + 1);
-    return 0;
-}
+typedef qemu_fixture fixture;
 
 static int setup(void **state)
 {
     static fixture f;
-    char build[PATH_MAX - 16];
-    if (find_build_dir(build, sizeof build) < 0) return -1;
-    snprintf(f.image_dir, sizeof f.image_dir, "%s/image", build);
-    char probe[PATH_MAX + 32];
-    snprintf(probe, sizeof probe, "%s/minimal/vmlinux", f.image_dir);
-    if (access(probe, R_OK) != 0) {
-        fprintf(stderr, "guest image missing: %s (build the guest-image target)\n", probe);
-        return -1;
-    }
-    snprintf(f.state_dir, sizeof f.state_dir, "/tmp/torpor-qemu-test-XXXXXX");
-    if (!mkdtemp(f.state_dir)) return -1;
-    runtime_qemu_config cfg = {.state_dir = f.state_dir, .image_dir = f.image_dir, .accel = QEMU_ACCEL_AUTO};
-    terr err = {""};
-    if (runtime_qemu_open(&cfg, &f.drv, &err) < 0) {
-        fprintf(stderr, "runtime_qemu_open: %s\n", err.msg);
-        return -1;
-    }
+    if (qemu_fixture_open(&f, "qemu-test", 0) < 0) return -1;
     *state = &f;
     return 0;
 }
@@ -101,13 +47,8 @@ static int teardown(void **state)
 {
     fixture *f = *state;
     if (!f) return -1; /* setup failed: nothing to tear down */
-    if (!f->drv) {
-        /* A restart test failed between closing and reopening. */
-        runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir,
-                                   .accel = QEMU_ACCEL_AUTO};
-        terr err;
-        if (runtime_qemu_open(&cfg, &f->drv, &err) < 0) return -1;
-    }
+    /* A restart test failed between closing and reopening. */
+    if (!f->drv && qemu_fixture_reopen(f) < 0) return -1;
     /* A test that failed half-way may have left VMs running: destroy every
      * sandbox still on disk (destroy kills its QEMU through the pid file). */
     char dir[PATH_MAX + 16];
@@ -201,11 +142,11 @@ static long counter_value(fixture *f, runtime_vm *vm)
 /* Polls until the guest counter reaches at least min (deadline 20 s). */
 static long wait_counter(fixture *f, runtime_vm *vm, long min)
 {
-    long long deadline = now_ms() + 20000;
+    long long deadline = fixture_now_ms() + 20000;
     long v;
     while ((v = counter_value(f, vm)) < min) {
-        assert_true(now_ms() < deadline);
-        nap_ms(100);
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(100);
     }
     return v;
 }
@@ -478,10 +419,10 @@ static void test_killed_from_outside(void **state)
     assert_int_equal(ops->create(f->drv, &s, &vm, &err), 0);
     pid_t pid = sb_pid(f, "sb-outside");
     assert_int_equal(kill(pid, SIGKILL), 0);
-    long long deadline = now_ms() + 10000;
+    long long deadline = fixture_now_ms() + 10000;
     while (ops->vm_alive(f->drv, vm)) {
-        assert_true(now_ms() < deadline);
-        nap_ms(10);
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(10);
     }
     runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
     runtime_exec_result res;
@@ -505,9 +446,9 @@ static void *slow_exec_main(void *arg)
     slow_exec *x = arg;
     runtime_exec_request req = {.cmd = "sleep 60", .timeout_sec = 120};
     runtime_exec_result res;
-    long long t0 = now_ms();
+    long long t0 = fixture_now_ms();
     x->rc = x->f->drv->ops->exec(x->f->drv, x->vm, &req, &res, &x->err);
-    x->took_ms = (double)(now_ms() - t0);
+    x->took_ms = (double)(fixture_now_ms() - t0);
     if (x->rc == 0) runtime_exec_result_free(&res);
     return NULL;
 }
@@ -527,14 +468,14 @@ static void test_concurrent_calls_and_pause(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, slow_exec_main, &x), 0);
     /* While `sleep 60` runs, other calls are answered. */
-    long long deadline = now_ms() + 20000;
+    long long deadline = fixture_now_ms() + 20000;
     for (;;) {
         char *out = sh(f, vm, "pidof sleep >/dev/null && echo yes || echo no");
         bool running = !strcmp(out, "yes\n");
         free(out);
         if (running) break;
-        assert_true(now_ms() < deadline);
-        nap_ms(50);
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(50);
     }
     assert_int_equal(ops->pause(f->drv, vm, &s, &err), 0);
     pthread_join(t, NULL);
@@ -589,8 +530,7 @@ static void test_recover(void **state)
 
     /* "Restart": a new driver over the same state dir. */
     f->drv->ops->close(f->drv);
-    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
-    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    assert_int_equal(qemu_fixture_reopen(f), 0);
     ops = f->drv->ops;
     recovered r = {0};
     assert_int_equal(ops->recover(f->drv, on_recover, &r, &err), 0);
@@ -612,8 +552,7 @@ static void restart_driver(fixture *f, recovered *r)
 {
     terr err = {""};
     f->drv->ops->close(f->drv);
-    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
-    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    assert_int_equal(qemu_fixture_reopen(f), 0);
     memset(r, 0, sizeof *r);
     int rc = f->drv->ops->recover(f->drv, on_recover, r, &err);
     if (rc < 0) fprintf(stderr, "recover: %s\n", err.msg);
@@ -651,7 +590,7 @@ static void check_file(fixture *f, runtime_vm *vm, const char *content)
 /* Polls query-status over QMP until it equals want (deadline 20 s). */
 static void wait_qmp_status(qmp *q, const char *want)
 {
-    long long deadline = now_ms() + 20000;
+    long long deadline = fixture_now_ms() + 20000;
     char needle[80];
     snprintf(needle, sizeof needle, "\"status\": \"%s\"", want);
     for (;;) {
@@ -659,11 +598,11 @@ static void wait_qmp_status(qmp *q, const char *want)
         terr err = {""};
         assert_int_equal(qmp_call(q, "query-status", NULL, 10000, &reply, &err), 0);
         bool ok = strstr(reply, needle) != NULL;
-        if (!ok && now_ms() > deadline) fprintf(stderr, "query-status: %s\n", reply);
+        if (!ok && fixture_now_ms() > deadline) fprintf(stderr, "query-status: %s\n", reply);
         free(reply);
         if (ok) return;
-        assert_true(now_ms() < deadline);
-        nap_ms(20);
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(20);
     }
 }
 
@@ -705,8 +644,7 @@ static void test_recover_stopped_mid_pause(void **state)
     assert_false(sb_path_exists(f, "sb-rec-stop", "meta"));
 
     recovered rec;
-    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
-    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    assert_int_equal(qemu_fixture_reopen(f), 0);
     memset(&rec, 0, sizeof rec);
     assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
     assert_int_equal(rec.running, 1);
@@ -733,7 +671,7 @@ static void test_recover_stopped_mid_pause(void **state)
  * meanwhile only "guest not connected" failures are allowed. */
 static void wait_guest_back(fixture *f, runtime_vm *vm)
 {
-    long long deadline = now_ms() + 40000;
+    long long deadline = fixture_now_ms() + 40000;
     for (;;) {
         runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
         runtime_exec_result res;
@@ -743,11 +681,11 @@ static void wait_guest_back(fixture *f, runtime_vm *vm)
             runtime_exec_result_free(&res);
             return;
         }
-        if (!strstr(err.msg, "guest not connected") || now_ms() > deadline)
+        if (!strstr(err.msg, "guest not connected") || fixture_now_ms() > deadline)
             fprintf(stderr, "exec: %s\n", err.msg);
         assert_non_null(strstr(err.msg, "guest not connected"));
-        assert_true(now_ms() < deadline);
-        nap_ms(200);
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(200);
     }
 }
 
@@ -775,8 +713,7 @@ static void test_recover_guest_late(void **state)
     /* A listening unix socket keeps working under another name. */
     assert_int_equal(rename(sock, hidden), 0);
     recovered rec;
-    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
-    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    assert_int_equal(qemu_fixture_reopen(f), 0);
     memset(&rec, 0, sizeof rec);
     assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
     assert_int_equal(rec.running, 1);
@@ -879,8 +816,7 @@ static void test_recover_qmp_late(void **state)
     f->drv = NULL;
     assert_int_equal(rename(sock, hidden), 0);
     recovered rec;
-    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
-    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    assert_int_equal(qemu_fixture_reopen(f), 0);
     memset(&rec, 0, sizeof rec);
     assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
     assert_int_equal(rec.running, 1);
@@ -966,8 +902,7 @@ static void cut_short_create(fixture *f, const char *id, bool pidfile)
     assert_true(sb_path_exists(f, id, "qemu.pid") == pidfile);
 
     recovered rec;
-    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir, .accel = QEMU_ACCEL_AUTO};
-    assert_int_equal(runtime_qemu_open(&cfg, &f->drv, &err), 0);
+    assert_int_equal(qemu_fixture_reopen(f), 0);
     memset(&rec, 0, sizeof rec);
     assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
     assert_int_equal(rec.running, 0);
@@ -976,9 +911,9 @@ static void cut_short_create(fixture *f, const char *id, bool pidfile)
     /* Killed by recover (it is still the test's child: reap and look; a
      * QEMU left running fails the deadline instead of hanging the test). */
     int status = 0;
-    long long deadline = now_ms() + 10000;
+    long long deadline = fixture_now_ms() + 10000;
     pid_t w;
-    while ((w = waitpid(p.pid, &status, WNOHANG)) == 0 && now_ms() < deadline) nap_ms(20);
+    while ((w = waitpid(p.pid, &status, WNOHANG)) == 0 && fixture_now_ms() < deadline) fixture_nap_ms(20);
     if (w == 0) {
         kill(p.pid, SIGKILL);
         waitpid(p.pid, NULL, 0);

@@ -24,73 +24,18 @@
 #include <cmocka.h>
 
 #include "qemu.h"
+#include "qemu_fixture.h"
 #include "runtime.h"
 
 #define SB_ID "sb-trim"
 #define FILE_BYTES (4u << 20)
 
-typedef struct fixture {
-    char state_dir[PATH_MAX];
-    char image_dir[PATH_MAX];
-    runtime_driver *drv;
-} fixture;
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void nap_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
-    nanosleep(&ts, NULL);
-}
-
-static int find_build_dir(char *out, size_t n)
-{
-    const char *env = getenv("TORPOR_BUILD_DIR");
-    if (env && *env) {
-        if (strlen(env) >= n) return -1;
-        memcpy(out, env, strlen(env) + 1);
-        return 0;
-    }
-    char exe[PATH_MAX];
-    ssize_t l = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (l <= 0) return -1;
-    exe[l] = '\0';
-    for (int i = 0; i < 2; i++) {
-        char *s = strrchr(exe, '/');
-        if (!s) return -1;
-        *s = '\0';
-    }
-    if (strlen(exe) >= n) return -1;
-    memcpy(out, exe, strlen(exe) + 1);
-    return 0;
-}
+typedef qemu_fixture fixture;
 
 static int setup(void **state)
 {
     static fixture f;
-    char build[PATH_MAX - 16];
-    if (find_build_dir(build, sizeof build) < 0) return -1;
-    snprintf(f.image_dir, sizeof f.image_dir, "%s/image", build);
-    char probe[PATH_MAX + 32];
-    snprintf(probe, sizeof probe, "%s/minimal/vmlinux", f.image_dir);
-    if (access(probe, R_OK) != 0) {
-        fprintf(stderr, "guest image missing: %s (build the guest-image target)\n", probe);
-        return -1;
-    }
-    snprintf(f.state_dir, sizeof f.state_dir, "/tmp/torpor-qemu-trim-XXXXXX");
-    if (!mkdtemp(f.state_dir)) return -1;
-    runtime_qemu_config cfg = {.state_dir = f.state_dir, .image_dir = f.image_dir,
-                               .accel = QEMU_ACCEL_AUTO, .idle_trim_ms = 200};
-    terr err = {""};
-    if (runtime_qemu_open(&cfg, &f.drv, &err) < 0) {
-        fprintf(stderr, "runtime_qemu_open: %s\n", err.msg);
-        return -1;
-    }
+    if (qemu_fixture_open(&f, "qemu-trim", 200) < 0) return -1;
     *state = &f;
     return 0;
 }
@@ -175,11 +120,11 @@ static long counter_value(fixture *f, runtime_vm *vm)
 
 static long wait_counter(fixture *f, runtime_vm *vm, long min)
 {
-    long long deadline = now_ms() + 20000;
+    long long deadline = fixture_now_ms() + 20000;
     long v;
     while ((v = counter_value(f, vm)) < min) {
-        assert_true(now_ms() < deadline);
-        nap_ms(100);
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(100);
     }
     return v;
 }
@@ -218,15 +163,15 @@ static void test_idle_trim(void **state)
 
     /* No host calls now: within 200 ms + one watch scan the VM is trimmed.
      * The counter keeps faulting a few pages back, so "well below" is half. */
-    long long t0 = now_ms(), deadline = t0 + 20000;
+    long long t0 = fixture_now_ms(), deadline = t0 + 20000;
     long after;
     while ((after = ram_rss_kb(f, pid)) * 2 >= before) {
         assert_true(after >= 0);
-        if (now_ms() > deadline) fprintf(stderr, "ram mapping rss still %ld kB\n", after);
-        assert_true(now_ms() < deadline);
-        nap_ms(50);
+        if (fixture_now_ms() > deadline) fprintf(stderr, "ram mapping rss still %ld kB\n", after);
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(50);
     }
-    fprintf(stderr, "ram mapping rss after: %ld kB (%lld ms)\n", after, now_ms() - t0);
+    fprintf(stderr, "ram mapping rss after: %ld kB (%lld ms)\n", after, fixture_now_ms() - t0);
 
     /* Nothing changed for the guest: the file is intact, the counter kept
      * counting through the trim. */

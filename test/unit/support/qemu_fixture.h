@@ -1,0 +1,28 @@
+/* qemu_fixture: shared set-up for tests that drive the real QEMU driver.
+ *
+ * qemu_fixture_open finds the guest image of this build (TORPOR_BUILD_DIR, or
+ * two levels up from the test executable), FAILS (never skips) when it is
+ * missing, makes a temp state dir /tmp/torpor-<name>-XXXXXX and opens the
+ * driver on it. qemu_fixture_reopen opens the driver again on the same dirs
+ * (restart tests). Deadline polling helpers use the monotonic clock. */
+#ifndef TORPOR_TEST_QEMU_FIXTURE_H
+#define TORPOR_TEST_QEMU_FIXTURE_H
+
+#include <limits.h>
+
+#include "qemu.h"
+
+typedef struct qemu_fixture {
+    char state_dir[PATH_MAX];
+    char image_dir[PATH_MAX];
+    int idle_trim_ms;
+    runtime_driver *drv;
+} qemu_fixture;
+
+int qemu_fixture_open(qemu_fixture *f, const char *name, int idle_trim_ms);
+int qemu_fixture_reopen(qemu_fixture *f);
+
+long long fixture_now_ms(void);
+void fixture_nap_ms(long ms);
+
+#endif
