@@ -113,44 +113,6 @@ static bool pid_running(pid_t pid)
     return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
 }
 
-/* Runs cmd via /bin/sh -c in the guest; returns stdout (malloc'd, NUL-terminated). */
-static char *sh(fixture *f, runtime_vm *vm, const char *cmd)
-{
-    runtime_exec_request req = {.cmd = cmd, .timeout_sec = 30};
-    runtime_exec_result res;
-    terr err = {""};
-    int r = f->drv->ops->exec(f->drv, vm, &req, &res, &err);
-    if (r < 0) fprintf(stderr, "exec %s: %s\n", cmd, err.msg);
-    assert_int_equal(r, 0);
-    assert_int_equal(res.exit_code, 0);
-    char *out = malloc(res.out_len + 1);
-    assert_non_null(out);
-    memcpy(out, res.out, res.out_len);
-    out[res.out_len] = '\0';
-    runtime_exec_result_free(&res);
-    return out;
-}
-
-static long counter_value(fixture *f, runtime_vm *vm)
-{
-    char *s = sh(f, vm, "cat /tmp/counter 2>/dev/null || echo 0");
-    long v = strtol(s, NULL, 10);
-    free(s);
-    return v;
-}
-
-/* Polls until the guest counter reaches at least min (deadline 20 s). */
-static long wait_counter(fixture *f, runtime_vm *vm, long min)
-{
-    long long deadline = fixture_now_ms() + 20000;
-    long v;
-    while ((v = counter_value(f, vm)) < min) {
-        assert_true(fixture_now_ms() < deadline);
-        fixture_nap_ms(100);
-    }
-    return v;
-}
-
 /* create -> exec echo -> write a file, start a counter -> pause -> resume ->
  * file intact, counter continued -> destroy removes everything. */
 static void test_lifecycle(void **state)
@@ -165,18 +127,18 @@ static void test_lifecycle(void **state)
     assert_int_equal(r, 0);
     assert_true(ops->vm_alive(f->drv, vm));
 
-    char *out = sh(f, vm, "echo hello");
+    char *out = fixture_sh(f, vm, "echo hello");
     assert_string_equal(out, "hello\n");
     free(out);
 
     const char *content = "kept across pause\n";
     assert_int_equal(ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
                                      strlen(content), 0644, &err), 0);
-    out = sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+    out = fixture_sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
                     "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & echo started");
     assert_string_equal(out, "started\n");
     free(out);
-    long before = wait_counter(f, vm, 3);
+    long before = fixture_wait_counter(f, vm, 3);
 
     pid_t pid = sb_pid(f, "sb-life");
     assert_true(pid > 0 && pid_running(pid));
@@ -205,10 +167,10 @@ static void test_lifecycle(void **state)
     assert_int_equal(len, strlen(content));
     assert_memory_equal(data, content, len);
     free(data);
-    long after = counter_value(f, vm);
+    long after = fixture_counter_value(f, vm);
     /* Continued, not restarted: a restart would start again from 1. */
     assert_true(after >= before);
-    wait_counter(f, vm, after + 2); /* and it keeps counting */
+    fixture_wait_counter(f, vm, after + 2); /* and it keeps counting */
 
     assert_int_equal(ops->destroy(f->drv, "sb-life", vm, &err), 0);
     assert_false(ops->vm_alive(f->drv, vm));
@@ -230,14 +192,14 @@ static void test_clones_differ(void **state)
     runtime_vm *va = NULL, *vb = NULL;
     assert_int_equal(ops->create(f->drv, &a, &va, &err), 0);
     assert_int_equal(ops->create(f->drv, &b, &vb, &err), 0);
-    char *ua = sh(f, va, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
-    char *ub = sh(f, vb, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
+    char *ua = fixture_sh(f, va, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
+    char *ub = fixture_sh(f, vb, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
     assert_true(strlen(ua) > 36);
     assert_string_not_equal(ua, ub);
     free(ua);
     free(ub);
     /* The guest clock was set from the host's. */
-    char *d = sh(f, va, "date +%s");
+    char *d = fixture_sh(f, va, "date +%s");
     long long guest = atoll(d), host = (long long)time(NULL);
     free(d);
     assert_true(guest > host - 60 && guest < host + 60);
@@ -333,7 +295,7 @@ static void test_concurrent_template_build(void **state)
     assert_int_equal(n96, 1);
     terr err;
     for (int i = 0; i < 2; i++) {
-        char *out = sh(f, c[i].vm, "echo up");
+        char *out = fixture_sh(f, c[i].vm, "echo up");
         assert_string_equal(out, "up\n");
         free(out);
         assert_int_equal(f->drv->ops->destroy(f->drv, c[i].spec.sandbox_id, c[i].vm, &err), 0);
@@ -470,7 +432,7 @@ static void test_concurrent_calls_and_pause(void **state)
     /* While `sleep 60` runs, other calls are answered. */
     long long deadline = fixture_now_ms() + 20000;
     for (;;) {
-        char *out = sh(f, vm, "pidof sleep >/dev/null && echo yes || echo no");
+        char *out = fixture_sh(f, vm, "pidof sleep >/dev/null && echo yes || echo no");
         bool running = !strcmp(out, "yes\n");
         free(out);
         if (running) break;
@@ -485,7 +447,7 @@ static void test_concurrent_calls_and_pause(void **state)
     runtime_vm_unref(vm);
     vm = NULL;
     assert_int_equal(ops->resume(f->drv, &s, &vm, &err), 0);
-    char *out = sh(f, vm, "echo back");
+    char *out = fixture_sh(f, vm, "echo back");
     assert_string_equal(out, "back\n");
     free(out);
     assert_int_equal(ops->destroy(f->drv, "sb-conc", vm, &err), 0);
@@ -538,7 +500,7 @@ static void test_recover(void **state)
     assert_string_equal(r.paused_id, "sb-rec-paused");
     assert_int_equal(r.running, 1);
     assert_false(sb_path_exists(f, "sb-junk", NULL));
-    char *out = sh(f, r.vm, "echo reattached");
+    char *out = fixture_sh(f, r.vm, "echo reattached");
     assert_string_equal(out, "reattached\n");
     free(out);
     assert_int_equal(ops->destroy(f->drv, "sb-rec-running", r.vm, &err), 0);
@@ -566,12 +528,12 @@ static long start_counter_and_file(fixture *f, runtime_vm *vm, const char *conte
     terr err = {""};
     assert_int_equal(f->drv->ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
                                              strlen(content), 0644, &err), 0);
-    char *out = sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+    char *out = fixture_sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
                           "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & "
                           "echo started");
     assert_string_equal(out, "started\n");
     free(out);
-    return wait_counter(f, vm, 3);
+    return fixture_wait_counter(f, vm, 3);
 }
 
 static void check_file(fixture *f, runtime_vm *vm, const char *content)
@@ -654,9 +616,9 @@ static void test_recover_stopped_mid_pause(void **state)
     assert_true(pid_running(pid));
     assert_false(sb_path_exists(f, "sb-rec-stop", "state.tmp")); /* debris removed */
     check_file(f, rec.vm, content);
-    long after = counter_value(f, rec.vm);
+    long after = fixture_counter_value(f, rec.vm);
     assert_true(after >= before);
-    wait_counter(f, rec.vm, after + 2); /* running again, not just answering */
+    fixture_wait_counter(f, rec.vm, after + 2); /* running again, not just answering */
     /* And it is fully manageable: pause and resume work. */
     assert_int_equal(f->drv->ops->pause(f->drv, rec.vm, &s, &err), 0);
     runtime_vm_unref(rec.vm);
@@ -736,9 +698,9 @@ static void test_recover_guest_late(void **state)
     assert_int_equal(rename(hidden, sock), 0);
     wait_guest_back(f, rec.vm);
     check_file(f, rec.vm, content);
-    long after = counter_value(f, rec.vm);
+    long after = fixture_counter_value(f, rec.vm);
     assert_true(after >= before);
-    wait_counter(f, rec.vm, after + 2);
+    fixture_wait_counter(f, rec.vm, after + 2);
     assert_int_equal(sb_pid(f, "sb-rec-late"), pid);
 
     /* A second restart with the guest answering: re-attached directly. */

@@ -93,42 +93,6 @@ static long ram_rss_kb(fixture *f, pid_t pid)
     return rss;
 }
 
-static char *sh(fixture *f, runtime_vm *vm, const char *cmd)
-{
-    runtime_exec_request req = {.cmd = cmd, .timeout_sec = 30};
-    runtime_exec_result res;
-    terr err = {""};
-    int r = f->drv->ops->exec(f->drv, vm, &req, &res, &err);
-    if (r < 0) fprintf(stderr, "exec %s: %s\n", cmd, err.msg);
-    assert_int_equal(r, 0);
-    assert_int_equal(res.exit_code, 0);
-    char *out = malloc(res.out_len + 1);
-    assert_non_null(out);
-    memcpy(out, res.out, res.out_len);
-    out[res.out_len] = '\0';
-    runtime_exec_result_free(&res);
-    return out;
-}
-
-static long counter_value(fixture *f, runtime_vm *vm)
-{
-    char *s = sh(f, vm, "cat /tmp/counter 2>/dev/null || echo 0");
-    long v = strtol(s, NULL, 10);
-    free(s);
-    return v;
-}
-
-static long wait_counter(fixture *f, runtime_vm *vm, long min)
-{
-    long long deadline = fixture_now_ms() + 20000;
-    long v;
-    while ((v = counter_value(f, vm)) < min) {
-        assert_true(fixture_now_ms() < deadline);
-        fixture_nap_ms(100);
-    }
-    return v;
-}
-
 static void test_idle_trim(void **state)
 {
     fixture *f = *state;
@@ -144,12 +108,12 @@ static void test_idle_trim(void **state)
     pid_t pid = sb_pid(f);
     assert_true(pid > 0);
 
-    char *out = sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+    char *out = fixture_sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
                           "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & "
                           "echo started");
     assert_string_equal(out, "started\n");
     free(out);
-    long count0 = wait_counter(f, vm, 2);
+    long count0 = fixture_wait_counter(f, vm, 2);
 
     /* The guest writes 4 MiB into its own memory (rootfs is RAM): QEMU has
      * those pages of the RAM file mapped right after this call. */
@@ -182,9 +146,9 @@ static void test_idle_trim(void **state)
     assert_memory_equal(back, data, FILE_BYTES);
     free(back);
     free(data);
-    long count1 = counter_value(f, vm);
+    long count1 = fixture_counter_value(f, vm);
     assert_true(count1 > count0);
-    wait_counter(f, vm, count1 + 2);
+    fixture_wait_counter(f, vm, count1 + 2);
 
     assert_int_equal(ops->destroy(f->drv, SB_ID, vm, &err), 0);
     runtime_vm_unref(vm);

@@ -1,10 +1,16 @@
 #include "qemu_fixture.h"
 
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cmocka.h>
 
 long long fixture_now_ms(void)
 {
@@ -70,4 +76,40 @@ int qemu_fixture_open(qemu_fixture *f, const char *name, int idle_trim_ms)
     snprintf(f->state_dir, sizeof f->state_dir, "/tmp/torpor-%s-XXXXXX", name);
     if (!mkdtemp(f->state_dir)) return -1;
     return qemu_fixture_reopen(f);
+}
+
+char *fixture_sh(qemu_fixture *f, runtime_vm *vm, const char *cmd)
+{
+    runtime_exec_request req = {.cmd = cmd, .timeout_sec = 30};
+    runtime_exec_result res;
+    terr err = {""};
+    int r = f->drv->ops->exec(f->drv, vm, &req, &res, &err);
+    if (r < 0) fprintf(stderr, "exec %s: %s\n", cmd, err.msg);
+    assert_int_equal(r, 0);
+    assert_int_equal(res.exit_code, 0);
+    char *out = malloc(res.out_len + 1);
+    assert_non_null(out);
+    memcpy(out, res.out, res.out_len);
+    out[res.out_len] = '\0';
+    runtime_exec_result_free(&res);
+    return out;
+}
+
+long fixture_counter_value(qemu_fixture *f, runtime_vm *vm)
+{
+    char *s = fixture_sh(f, vm, "cat /tmp/counter 2>/dev/null || echo 0");
+    long v = strtol(s, NULL, 10);
+    free(s);
+    return v;
+}
+
+long fixture_wait_counter(qemu_fixture *f, runtime_vm *vm, long min)
+{
+    long long deadline = fixture_now_ms() + 20000;
+    long v;
+    while ((v = fixture_counter_value(f, vm)) < min) {
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(100);
+    }
+    return v;
 }

@@ -4,7 +4,8 @@
  * two levels up from the test executable), FAILS (never skips) when it is
  * missing, makes a temp state dir /tmp/torpor-<name>-XXXXXX and opens the
  * driver on it. qemu_fixture_reopen opens the driver again on the same dirs
- * (restart tests). Deadline polling helpers use the monotonic clock. */
+ * (restart tests). Deadline polling helpers use the monotonic clock. The
+ * guest helpers fail the calling cmocka test on any error. */
 #ifndef TORPOR_TEST_QEMU_FIXTURE_H
 #define TORPOR_TEST_QEMU_FIXTURE_H
 
@@ -21,6 +22,14 @@ typedef struct qemu_fixture {
 
 int qemu_fixture_open(qemu_fixture *f, const char *name, int idle_trim_ms);
 int qemu_fixture_reopen(qemu_fixture *f);
+
+/* Runs cmd via /bin/sh -c in the guest (must exit 0); returns its stdout,
+ * malloc'd and NUL-terminated. */
+char *fixture_sh(qemu_fixture *f, runtime_vm *vm, const char *cmd);
+/* The guest counter a test started in /tmp/counter (0 if none yet). */
+long fixture_counter_value(qemu_fixture *f, runtime_vm *vm);
+/* Polls until that counter reaches at least min (deadline 20 s). */
+long fixture_wait_counter(qemu_fixture *f, runtime_vm *vm, long min);
 
 long long fixture_now_ms(void);
 void fixture_nap_ms(long ms);
