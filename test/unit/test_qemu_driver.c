@@ -472,6 +472,26 @@ static void on_recover(void *ctx, const runtime_spec *spec, runtime_vm *vm)
     }
 }
 
+/* Opens a new driver over the same state dir (the old one is closed: the
+ * agent "died") and runs recover() into r. */
+static void reopen_and_recover(fixture *f, recovered *r)
+{
+    terr err = {""};
+    assert_int_equal(qemu_fixture_reopen(f), 0);
+    memset(r, 0, sizeof *r);
+    int rc = f->drv->ops->recover(f->drv, on_recover, r, &err);
+    if (rc < 0) fprintf(stderr, "recover: %s\n", err.msg);
+    assert_int_equal(rc, 0);
+}
+
+/* "Restart": closes the driver (VMs keep running, handles are released)
+ * and opens a new one over the same state dir, then recover(). */
+static void restart_driver(fixture *f, recovered *r)
+{
+    f->drv->ops->close(f->drv);
+    reopen_and_recover(f, r);
+}
+
 /* After an agent restart: a committed snapshot is reported paused, a VM that
  * still runs is re-attached, debris is removed. */
 static void test_recover(void **state)
@@ -490,12 +510,9 @@ static void test_recover(void **state)
     snprintf(junk, sizeof junk, "%s/sandboxes/sb-junk", f->state_dir);
     assert_int_equal(mkdir(junk, 0755), 0);
 
-    /* "Restart": a new driver over the same state dir. */
-    f->drv->ops->close(f->drv);
-    assert_int_equal(qemu_fixture_reopen(f), 0);
+    recovered r;
+    restart_driver(f, &r);
     ops = f->drv->ops;
-    recovered r = {0};
-    assert_int_equal(ops->recover(f->drv, on_recover, &r, &err), 0);
     assert_int_equal(r.paused, 1);
     assert_string_equal(r.paused_id, "sb-rec-paused");
     assert_int_equal(r.running, 1);
@@ -506,19 +523,6 @@ static void test_recover(void **state)
     assert_int_equal(ops->destroy(f->drv, "sb-rec-running", r.vm, &err), 0);
     runtime_vm_unref(r.vm);
     assert_int_equal(ops->destroy(f->drv, "sb-rec-paused", NULL, &err), 0);
-}
-
-/* "Restart": closes the driver (VMs keep running, handles are released)
- * and opens a new one over the same state dir, then recover(). */
-static void restart_driver(fixture *f, recovered *r)
-{
-    terr err = {""};
-    f->drv->ops->close(f->drv);
-    assert_int_equal(qemu_fixture_reopen(f), 0);
-    memset(r, 0, sizeof *r);
-    int rc = f->drv->ops->recover(f->drv, on_recover, r, &err);
-    if (rc < 0) fprintf(stderr, "recover: %s\n", err.msg);
-    assert_int_equal(rc, 0);
 }
 
 /* Starts a counter in the guest and writes a file; returns the counter
@@ -606,9 +610,7 @@ static void test_recover_stopped_mid_pause(void **state)
     assert_false(sb_path_exists(f, "sb-rec-stop", "meta"));
 
     recovered rec;
-    assert_int_equal(qemu_fixture_reopen(f), 0);
-    memset(&rec, 0, sizeof rec);
-    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    reopen_and_recover(f, &rec);
     assert_int_equal(rec.running, 1);
     assert_int_equal(rec.paused, 0);
     assert_true(f->drv->ops->vm_alive(f->drv, rec.vm));
@@ -675,9 +677,7 @@ static void test_recover_guest_late(void **state)
     /* A listening unix socket keeps working under another name. */
     assert_int_equal(rename(sock, hidden), 0);
     recovered rec;
-    assert_int_equal(qemu_fixture_reopen(f), 0);
-    memset(&rec, 0, sizeof rec);
-    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    reopen_and_recover(f, &rec);
     assert_int_equal(rec.running, 1);
     assert_true(f->drv->ops->vm_alive(f->drv, rec.vm));
     assert_true(pid_running(pid));
@@ -778,9 +778,7 @@ static void test_recover_qmp_late(void **state)
     f->drv = NULL;
     assert_int_equal(rename(sock, hidden), 0);
     recovered rec;
-    assert_int_equal(qemu_fixture_reopen(f), 0);
-    memset(&rec, 0, sizeof rec);
-    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    reopen_and_recover(f, &rec);
     assert_int_equal(rec.running, 1);
     assert_true(pid_running(pid));
     check_file(f, rec.vm, content);
@@ -864,9 +862,7 @@ static void cut_short_create(fixture *f, const char *id, bool pidfile)
     assert_true(sb_path_exists(f, id, "qemu.pid") == pidfile);
 
     recovered rec;
-    assert_int_equal(qemu_fixture_reopen(f), 0);
-    memset(&rec, 0, sizeof rec);
-    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &rec, &err), 0);
+    reopen_and_recover(f, &rec);
     assert_int_equal(rec.running, 0);
     assert_int_equal(rec.paused, 0);
     assert_false(sb_path_exists(f, id, NULL));
