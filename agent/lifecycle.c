@@ -87,10 +87,9 @@ static agent_code check_spec(const runtime_spec *s, terr *err)
     return check_timeout(s->timeout_sec, err);
 }
 
-/* Looks id up and takes its lifecycle lock (waiting for it). On AGENT_OK the
- * caller holds a record reference and the lifecycle lock, not the table
- * lock. */
-static agent_code lock_lifecycle(lifecycle *lc, const char *id, sandbox **out, terr *err)
+/* Checks id, takes the table lock and finds the record. On AGENT_OK the
+ * caller holds the table lock and must release it; on any error it does not. */
+static agent_code find_and_lock_table(lifecycle *lc, const char *id, sandbox **out, terr *err)
 {
     agent_code code = check_id(id, err);
     if (code != AGENT_OK) return code;
@@ -100,6 +99,18 @@ static agent_code lock_lifecycle(lifecycle *lc, const char *id, sandbox **out, t
         sandbox_table_unlock(lc->table);
         return not_found(id, err);
     }
+    *out = sb;
+    return AGENT_OK;
+}
+
+/* Looks id up and takes its lifecycle lock (waiting for it). On AGENT_OK the
+ * caller holds a record reference and the lifecycle lock, not the table
+ * lock. */
+static agent_code lock_lifecycle(lifecycle *lc, const char *id, sandbox **out, terr *err)
+{
+    sandbox *sb;
+    agent_code code = find_and_lock_table(lc, id, &sb, err);
+    if (code != AGENT_OK) return code;
     sandbox_ref_locked(sb);
     sandbox_lifecycle_acquire_locked(lc->table, sb);
     if (!sb->in_table) { /* destroyed while we waited */
@@ -484,13 +495,10 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
 
 agent_code lifecycle_ping(lifecycle *lc, const char *id, int64_t *last_active_ms, terr *err)
 {
-    agent_code code = check_id(id, err);
+    sandbox *sb;
+    agent_code code = find_and_lock_table(lc, id, &sb, err);
     if (code != AGENT_OK) return code;
-    sandbox_table_lock(lc->table);
-    sandbox *sb = sandbox_table_find_locked(lc->table, id);
-    if (!sb) {
-        code = not_found(id, err);
-    } else if (sb->status != SANDBOX_RUNNING) {
+    if (sb->status != SANDBOX_RUNNING) {
         code = wrong_state(id, sb->status, "running", err);
     } else {
         sb->last_active_ms = now_ms(lc);
@@ -506,11 +514,9 @@ agent_code lifecycle_set_timeout(lifecycle *lc, const char *id, int timeout_sec,
     agent_code code = check_id(id, err);
     if (code != AGENT_OK) return code;
     if ((code = check_timeout(timeout_sec, err)) != AGENT_OK) return code;
-    sandbox_table_lock(lc->table);
-    sandbox *sb = sandbox_table_find_locked(lc->table, id);
-    if (!sb) {
-        code = not_found(id, err);
-    } else if (sb->status == SANDBOX_RUNNING || sb->status == SANDBOX_PAUSED) {
+    sandbox *sb;
+    if ((code = find_and_lock_table(lc, id, &sb, err)) != AGENT_OK) return code;
+    if (sb->status == SANDBOX_RUNNING || sb->status == SANDBOX_PAUSED) {
         sb->spec.timeout_sec = timeout_sec;
         if (sb->status == SANDBOX_RUNNING) sb->last_active_ms = now_ms(lc);
         fill_info(sb, out);
@@ -525,14 +531,12 @@ agent_code lifecycle_set_timeout(lifecycle *lc, const char *id, int timeout_sec,
 
 agent_code lifecycle_get(lifecycle *lc, const char *id, lifecycle_info *out, terr *err)
 {
-    agent_code code = check_id(id, err);
+    sandbox *sb;
+    agent_code code = find_and_lock_table(lc, id, &sb, err);
     if (code != AGENT_OK) return code;
-    sandbox_table_lock(lc->table);
-    sandbox *sb = sandbox_table_find_locked(lc->table, id);
-    if (sb) fill_info(sb, out);
-    else code = not_found(id, err);
+    fill_info(sb, out);
     sandbox_table_unlock(lc->table);
-    return code;
+    return AGENT_OK;
 }
 
 int lifecycle_list(lifecycle *lc, lifecycle_info **out, size_t *n, terr *err)
@@ -561,13 +565,10 @@ int lifecycle_list(lifecycle *lc, lifecycle_info **out, size_t *n, terr *err)
 static agent_code begin_activity(lifecycle *lc, const char *id, sandbox **sb_out, runtime_vm **vm_out,
                                  terr *err)
 {
-    agent_code code = check_id(id, err);
+    sandbox *sb;
+    agent_code code = find_and_lock_table(lc, id, &sb, err);
     if (code != AGENT_OK) return code;
-    sandbox_table_lock(lc->table);
-    sandbox *sb = sandbox_table_find_locked(lc->table, id);
-    if (!sb) {
-        code = not_found(id, err);
-    } else if (sb->status != SANDBOX_RUNNING || !sb->vm) {
+    if (sb->status != SANDBOX_RUNNING || !sb->vm) {
         code = wrong_state(id, sb->status, "running", err);
     } else {
         sandbox_ref_locked(sb);
