@@ -267,19 +267,6 @@ static void test_list_reports_auto_paused_until_acked(void **state)
     protobuf_c_message_free_unpacked(&l->base, NULL);
 }
 
-/* Soft RLIMIT_FSIZE (SIGXFSZ ignored): with the cap at the journal's
- * current size every journal write fails with EFBIG, like a full disk. */
-static rlim_t limit_file_size(rlim_t max)
-{
-    struct rlimit rl;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
-    rlim_t old = rl.rlim_cur;
-    rl.rlim_cur = max;
-    signal(SIGXFSZ, SIG_IGN);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
-    return old;
-}
-
 /* An ack the journal cannot record must not take ListSandboxes down: the
  * host would never be reconciled while its disk is full. */
 static void test_list_answers_when_acks_cannot_be_written(void **state)
@@ -295,10 +282,10 @@ static void test_list_answers_when_acks_cannot_be_written(void **state)
     struct stat st;
     assert_int_equal(stat(r->fx->journal_path, &st), 0);
     assert_true(st.st_size > 0);
-    rlim_t old = limit_file_size((rlim_t)st.st_size);
+    rlim_t old = fx_limit_file_size((rlim_t)st.st_size);
     const char *acks[] = {"sb-idle"};
     Torpor__Hostagent__V1__ListSandboxesResponse *l = list(r, acks, 1);
-    limit_file_size(old);
+    fx_limit_file_size(old);
     assert_int_equal(l->n_sandboxes, 2);
     /* the ack was not recorded: the notice is still reported */
     assert_int_equal(l->n_auto_paused_sandbox_ids, 1);

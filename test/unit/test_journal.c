@@ -158,19 +158,6 @@ static void test_appends_after_compaction_reach_the_file(void **state)
     assert_string_equal(pending(fx->journal), "after");
 }
 
-/* Caps the size of files this process may write (soft limit only, so it
- * can be lifted again); SIGXFSZ ignored so the write fails with EFBIG. */
-static rlim_t limit_file_size(rlim_t max)
-{
-    struct rlimit rl;
-    assert_int_equal(getrlimit(RLIMIT_FSIZE, &rl), 0);
-    rlim_t old = rl.rlim_cur;
-    rl.rlim_cur = max;
-    signal(SIGXFSZ, SIG_IGN);
-    assert_int_equal(setrlimit(RLIMIT_FSIZE, &rl), 0);
-    return old;
-}
-
 /* A write that fails half-way (disk full) must not leave a partial line
  * that the next record is glued to. */
 static void test_failed_append_does_not_garble_the_next(void **state)
@@ -178,9 +165,9 @@ static void test_failed_append_does_not_garble_the_next(void **state)
     agent_fx *fx = *state;
     terr e;
     assert_int_equal(journal_append_paused(fx->journal, "sb-a", &e), 0); /* "P sb-a\n": 7 bytes */
-    rlim_t old = limit_file_size(7 + 4);  /* "P sb-long-name\n" gets 4 bytes in */
+    rlim_t old = fx_limit_file_size(7 + 4);  /* "P sb-long-name\n" gets 4 bytes in */
     int rc = journal_append_paused(fx->journal, "sb-long-name", &e);
-    limit_file_size(old);
+    fx_limit_file_size(old);
     assert_int_equal(rc, -1);
     assert_non_null(strstr(e.msg, "journal: write"));
     assert_false(journal_is_pending(fx->journal, "sb-long-name"));

@@ -1,6 +1,7 @@
 #include "agent_fixture.h"
 
 #include <ftw.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,4 +104,15 @@ int64_t fx_last_active(agent_fx *fx, const char *id)
     terr e;
     if (lifecycle_get(fx->lc, id, &info, &e) != AGENT_OK) return -1;
     return info.last_active_ms;
+}
+
+rlim_t fx_limit_file_size(rlim_t max)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_FSIZE, &rl) != 0) die("getrlimit", NULL);
+    rlim_t old = rl.rlim_cur;
+    rl.rlim_cur = max;
+    signal(SIGXFSZ, SIG_IGN);
+    if (setrlimit(RLIMIT_FSIZE, &rl) != 0) die("setrlimit", NULL);
+    return old;
 }

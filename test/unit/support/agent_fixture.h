@@ -6,6 +6,7 @@
 #define TORPOR_AGENT_FIXTURE_H
 
 #include <stdbool.h>
+#include <sys/resource.h>
 
 #include "clock.h"
 #include "journal.h"
@@ -39,5 +40,10 @@ int fx_status(agent_fx *fx, const char *id);
 /* Polls (1 ms steps) until the status is want (-1 = gone) or timeout. */
 bool fx_wait_status(agent_fx *fx, const char *id, int want, int timeout_ms);
 int64_t fx_last_active(agent_fx *fx, const char *id);
+
+/* Caps the size of files this process may write (soft RLIMIT_FSIZE, so it
+ * can be lifted again; SIGXFSZ ignored, so a write past it fails with EFBIG
+ * like on a full disk). Returns the previous soft limit. */
+rlim_t fx_limit_file_size(rlim_t max);
 
 #endif
