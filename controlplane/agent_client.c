@@ -220,6 +220,18 @@ agent_view agent_view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *res
     return AGENT_VIEW_ABSENT;
 }
 
+grpc_status_code agent_destroy(rpc_client *c, const char *sandbox_id, terr *err)
+{
+    Torpor__Hostagent__V1__DestroySandboxRequest req = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
+                                     &torpor__hostagent__v1__destroy_sandbox_response__descriptor, &resp,
+                                     AGENT_DEADLINE_DESTROY_MS, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return st;
+}
+
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
                             Torpor__Hostagent__V1__ListSandboxesResponse **out, terr *err)
 {

@@ -75,6 +75,10 @@ typedef enum agent_view {
 agent_view agent_view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id,
                          bool *auto_paused);
 
+/* DestroySandbox with its deadline; the caller decides whether NOT_FOUND
+ * (nothing left on the agent) counts as success. */
+grpc_status_code agent_destroy(rpc_client *c, const char *sandbox_id, terr *err);
+
 /* ListSandboxes with acknowledgements (may be NULL/0). */
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
                             Torpor__Hostagent__V1__ListSandboxesResponse **out, terr *err);

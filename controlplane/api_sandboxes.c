@@ -153,14 +153,8 @@ bool api_create_outcome_unknown(grpc_status_code st, const char *message)
 /* Destroys a VM the create just made whose row is no longer pending. */
 static void destroy_unowned(rpc_client *c, const char *id, const char *row_status)
 {
-    Torpor__Hostagent__V1__DestroySandboxRequest req = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
-    req.sandbox_id = (char *)id;
-    ProtobufCMessage *resp = NULL;
     terr err;
-    grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__destroy_sandbox_response__descriptor, &resp,
-                                     AGENT_DEADLINE_DESTROY_MS, &err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    grpc_status_code st = agent_destroy(c, id, &err);
     if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
         log_info("event=sandbox_create_orphan_destroyed sandbox_id=%s row_status=%s", id, row_status);
         return;
@@ -369,14 +363,8 @@ void api_sandboxes_delete(api_request *r)
     }
     rpc_client *c;
     if (api_agent_for(r, row.host_id, &c) != 0) return;
-    Torpor__Hostagent__V1__DestroySandboxRequest req = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
-    req.sandbox_id = row.id;
-    ProtobufCMessage *resp = NULL;
     terr err;
-    grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__destroy_sandbox_response__descriptor,
-                                     &resp, AGENT_DEADLINE_DESTROY_MS, &err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    grpc_status_code st = agent_destroy(c, row.id, &err);
     if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND) {
         api_reply_agent_error(r, "destroy", st, &err);
         return;

@@ -273,14 +273,8 @@ fail:
 static void destroy_orphans(const db_host *host, rpc_client *c, const id_list *orphans)
 {
     for (size_t i = 0; i < orphans->n; i++) {
-        Torpor__Hostagent__V1__DestroySandboxRequest req = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
-        req.sandbox_id = orphans->ids[i];
-        ProtobufCMessage *resp = NULL;
         terr err;
-        grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
-                                         &torpor__hostagent__v1__destroy_sandbox_response__descriptor, &resp,
-                                         AGENT_DEADLINE_DESTROY_MS, &err);
-        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+        grpc_status_code st = agent_destroy(c, orphans->ids[i], &err);
         if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
             log_info("event=orphan_destroyed sandbox_id=%s host_id=%s agent_not_found=%d", orphans->ids[i],
                      host->id, st == GRPC_STATUS_NOT_FOUND);
