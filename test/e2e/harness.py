@@ -46,6 +46,9 @@ SOURCE_DIR = os.environ.get(
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUILD_DIR = os.environ.get("TORPOR_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 PG_SH = os.path.join(SOURCE_DIR, "scripts", "lib", "pg.sh")
+# torpor-cp defaults to the installed migrations (<prefix>/share/torpor);
+# every torpor-cp a test starts (serve, keys, hosts) uses the source tree's.
+os.environ.setdefault("TORPOR_MIGRATIONS_DIR", os.path.join(SOURCE_DIR, "migrations"))
 
 # Sentinel: "use team A's key" (the default for request()).
 KEY_A = object()
