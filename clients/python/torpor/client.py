@@ -15,7 +15,7 @@ import json
 import os
 import ssl
 import uuid
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import ConnectionFailed, TorporError, error_from_response
@@ -36,6 +36,10 @@ class Client:
         self.url = (url or os.environ.get("TORPOR_URL") or DEFAULT_URL).rstrip("/")
         self.api_key = api_key if api_key is not None else os.environ.get("TORPOR_API_KEY")
         self.timeout = timeout
+        # Called as on_response(method, path, status, content_type, answer) for
+        # every answer received (errors included), before it is interpreted;
+        # e.g. to log calls or check them against docs/openapi.yaml.
+        self.on_response: Optional[Callable[[str, str, int, str, Any], None]] = None
         parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"TORPOR_URL must be http(s)://HOST[:PORT], got {self.url!r}")
@@ -93,6 +97,8 @@ class Client:
                                       f"{method} {path}: invalid JSON in the answer: {payload[:200]!r}") from None
             else:
                 answer = payload
+        if self.on_response is not None:
+            self.on_response(method, url_path[len(self._prefix):], resp.status, ctype, answer)
         if resp.status >= 400:
             raise error_from_response(resp.status, answer, f"{method} {path}")
         return resp.status, answer
