@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api_sandboxes.h"
 #include "api_validate.h"
 #include "guest_protocol.h"
 #include "http_server.h"
@@ -31,7 +30,7 @@ static void write_input_free(write_input *in)
 static int parse_write(api_request *r, write_input *in, terr *err)
 {
     memset(in, 0, sizeof *in);
-    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
+    const char *ct = http_request_header(r->req, "Content-Type");
     if (multipart_is_form_data(ct)) {
         char boundary[80];
         const char *path, *file;
@@ -95,10 +94,7 @@ void api_files_write(api_request *r)
     if (st != GRPC_STATUS_OK) {
         api_reply_agent_error(r, "write_file", st, &err);
     } else {
-        bool changed;
-        char q[LOG_QUOTE_MAX];
-        if (db_sandbox_touch(r->db, row.id, &changed, &err) != 0)
-            log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, log_quote(err.msg, q, sizeof q));
+        api_touch(r);
         log_info("event=file_written sandbox_id=%s bytes=%zu", row.id, in.content_len);
         http_reply_empty(r->req, 204);
     }
@@ -145,11 +141,7 @@ void api_files_read(api_request *r)
         api_reply_agent_error(r, "read_file", st, &err);
         return;
     }
-    bool changed;
-    terr terr_touch;
-    char q[LOG_QUOTE_MAX];
-    if (db_sandbox_touch(r->db, row.id, &changed, &terr_touch) != 0)
-        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, log_quote(terr_touch.msg, q, sizeof q));
+    api_touch(r);
     Torpor__Hostagent__V1__ReadFileResponse *rf = (Torpor__Hostagent__V1__ReadFileResponse *)resp;
     http_reply_bytes(r->req, 200, "application/octet-stream", rf->content.data, rf->content.len);
     protobuf_c_message_free_unpacked(resp, NULL);

@@ -1,6 +1,5 @@
 #include "api_sandboxes.h"
 
-#include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -10,6 +9,7 @@
 #include "ids.h"
 #include "json_util.h"
 #include "log.h"
+#include "mono_time.h"
 #include "reconciler.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
@@ -27,87 +27,12 @@ static void reply_row(api_request *r, int status, const sandbox_row *row)
     http_reply_json(r->req, status, j);
 }
 
-int api_load_sandbox(api_request *r, sandbox_row *row)
-{
-    bool found;
-    terr err;
-    if (db_sandbox_get(r->db, r->team_id, r->id, row, &found, &err) != 0) {
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (!found) {
-        http_reply_error(r->req, 404, "not_found", "sandbox %s not found", r->id);
-        return -1;
-    }
-    return 0;
-}
-
-int api_require_running(api_request *r, const sandbox_row *row)
-{
-    if (row->status == SB_RUNNING) return 0;
-    http_reply_error(r->req, 409, "invalid_state", "sandbox is not running (status: %s)",
-                     sb_status_name(row->status));
-    return -1;
-}
-
-int api_agent_for(api_request *r, const char *host_id, rpc_client **c)
-{
-    db_host host;
-    bool found;
-    terr err;
-    if (db_host_get(r->db, host_id, &host, &found, &err) != 0) {
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (!found) {
-        terr_set(&err, "host %s of sandbox %s is not registered", host_id, r->id);
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (agent_pool_get(r->ctx->agents, &host, c, &err) != 0) {
-        char q[LOG_QUOTE_MAX];
-        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", host_id, r->id,
-                  log_quote(err.msg, q, sizeof q));
-        http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
-        return -1;
-    }
-    return 0;
-}
-
-void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code, const terr *err)
-{
-    int http;
-    const char *ecode;
-    agent_status_to_http(code, &http, &ecode);
-    char q[LOG_QUOTE_MAX];
-    log_warn("event=agent_call_failed op=%s sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", op,
-             r->id, (int)code, http, log_quote(err->msg, q, sizeof q));
-    http_reply_error(r->req, http, ecode, "%s", err->msg);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* After a conditional update lost a race, answer with the row as it is now. */
 static void reply_conflict_now(api_request *r, const char *what)
 {
     sandbox_row now;
     if (api_load_sandbox(r, &now) != 0) return;
     http_reply_error(r->req, 409, "invalid_state", "%s (status: %s)", what, sb_status_name(now.status));
-}
-
-static void touch(api_request *r)
-{
-    bool changed;
-    terr err;
-    /* The agent already counted the activity; a failed DB write only delays
-     * last_active_at in the REST view, so it is logged, not answered. */
-    if (db_sandbox_touch(r->db, r->id, &changed, &err) != 0)
-        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", r->id, err.msg);
 }
 
 /* Asks the agent what it holds about r->id and moves the row from `from`
@@ -299,27 +224,31 @@ void api_sandboxes_create(api_request *r)
 
 /* ------------------------------------------------------------ read */
 
+typedef struct list_query {
+    unsigned *mask;
+    terr *err;
+    bool seen_error; /* err holds the reason */
+} list_query;
+
+static int list_param(void *cls, const char *key, const char *value)
+{
+    list_query *q = cls;
+    int rc = strcmp(key, "status") == 0 ? sb_status_parse_filter(value, q->mask, q->err)
+                                         : terr_set(q->err, "unknown query parameter \"%.64s\"", key);
+    if (rc != 0) q->seen_error = true;
+    return rc;
+}
+
 void api_sandboxes_list(api_request *r)
 {
     unsigned mask = SB_STATUS_MASK_ACTIVE;
     terr err;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    if (query && *query) {
-        struct evkeyvalq params; /* evhttp_parse_query_str initialises it */
-        if (evhttp_parse_query_str(query, &params) != 0) {
-            http_reply_error(r->req, 400, "invalid_request", "malformed query string");
-            return;
-        }
-        int rc = 0;
-        for (struct evkeyval *kv = params.tqh_first; kv && rc == 0; kv = kv->next.tqe_next) {
-            if (strcmp(kv->key, "status") == 0) rc = sb_status_parse_filter(kv->value, &mask, &err);
-            else rc = terr_set(&err, "unknown query parameter \"%.64s\"", kv->key);
-        }
-        evhttp_clear_headers(&params);
-        if (rc != 0) {
-            http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
-            return;
-        }
+    list_query q = {.mask = &mask, .err = &err};
+    int rc = http_query_each(http_request_query(r->req), list_param, &q);
+    if (rc != 0) {
+        if (!q.seen_error) terr_set(&err, "malformed query string");
+        http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
+        return;
     }
     sandbox_row *rows;
     size_t n;
@@ -530,7 +459,7 @@ void api_sandboxes_ping(api_request *r)
         api_reply_agent_error(r, "ping", st, &err);
         return;
     }
-    touch(r);
+    api_touch(r);
     http_reply_empty(r->req, 204);
 }
 
@@ -652,7 +581,7 @@ void api_sandboxes_exec(api_request *r)
         api_reply_agent_error(r, "exec", st, &err);
         goto out;
     }
-    touch(r);
+    api_touch(r);
     json_t *j = exec_json(row.id, er.cmd, (Torpor__Hostagent__V1__ExecResponse *)resp, duration);
     protobuf_c_message_free_unpacked(resp, NULL);
     if (!j) {

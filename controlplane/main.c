@@ -10,6 +10,7 @@
 
 #include "agent_client.h"
 #include "api.h"
+#include "api_routes.h"
 #include "auth.h"
 #include "cp_config.h"
 #include "db.h"
@@ -99,6 +100,7 @@ static int cmd_serve(const cp_config *cfg, terr *err)
         .app = &ctx,
         .worker_init = api_worker_init,
         .worker_free = api_worker_free,
+        .on_headers = api_on_headers,
         .handler = api_handle,
     };
     http_server *http;

@@ -45,10 +45,10 @@ static void *worker_init(void *a, int index, terr *err)
     return w;
 }
 
-static void handler(void *a, void *worker, struct evhttp_request *req)
+static void handler(void *a, void *worker, http_request *req)
 {
     app *ap = a;
-    const char *uri = evhttp_request_get_uri(req);
+    const char *uri = http_request_uri(req);
     if (strcmp(uri, "/slow") == 0) {
         pthread_mutex_lock(&ap->mu);
         ap->slow_parked++;
@@ -67,7 +67,7 @@ static void handler(void *a, void *worker, struct evhttp_request *req)
     } else if (strcmp(uri, "/noreply") == 0) {
         /* Forgets to reply: the server must answer 500 itself. */
     } else if (strcmp(uri, "/twice") == 0) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+        http_add_header(req, "Allow", "GET");
         http_reply_empty(req, 204);
         http_reply_error(req, 500, "x", "second reply is ignored");
     } else if (strcmp(uri, "/bytes") == 0) {
@@ -207,7 +207,7 @@ static void test_reply_helpers_and_body_limit(void **state)
     assert_non_null(strstr(a, "200 OK"));
     free(a);
 
-    /* Over max_body: libevent's own 413, the handler never runs. */
+    /* Over max_body: 413, the handler never runs. */
     char *big = malloc(8192);
     memset(big, 'x', 8192);
     a = http_get(port, "POST", "/x", big, 8192);
