@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +20,10 @@
  * under overload a client learns it now instead of timing out, and memory
  * stays bounded. */
 #define HTTP_MAX_QUEUED 4096
+/* A body announced over its limit by at most this much is read and
+ * discarded before the 413 (see on_headers); a larger one is refused at
+ * once and the connection closed. */
+#define HTTP_DRAIN_MAX (4u * 1024 * 1024)
 /* A stop waits this long for replies to slow readers. */
 #define HTTP_STOP_GRACE_MS 5000
 
@@ -45,7 +50,8 @@ struct http_request {
     size_t body_limit;
     char *body;
     size_t body_len, body_cap;
-    bool body_over;     /* a chunked body outgrew the limit */
+    bool body_over;     /* over the limit: dropped as it arrives, then 413 */
+    unsigned long long body_announced; /* its Content-Length, 0 if chunked */
     http_body_fn stream_fn;
     void *stream_cls;
     void *user;
@@ -231,6 +237,19 @@ static enum MHD_Result send_reply(http_request *r)
 }
 
 /* I/O thread: a JSON error for a request no worker will see. */
+static enum MHD_Result reply_now(http_request *r, int status, const char *code, const char *msg);
+
+static enum MHD_Result reply_over_limit(http_request *r)
+{
+    char msg[160];
+    if (r->body_announced)
+        snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit", r->body_announced,
+                 r->body_limit);
+    else
+        snprintf(msg, sizeof msg, "request body is over the %zu-byte limit", r->body_limit);
+    return reply_now(r, 413, "too_large", msg);
+}
+
 static enum MHD_Result reply_now(http_request *r, int status, const char *code, const char *msg)
 {
     http_current = r;
@@ -254,9 +273,15 @@ static enum MHD_Result on_headers(http_server *s, http_request *r)
     if (cl && !r->stream_fn) {
         unsigned long long n = strtoull(cl, NULL, 10);
         if (n > r->body_limit) {
-            char msg[128];
-            snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit", n, r->body_limit);
-            return reply_now(r, 413, "too_large", msg);
+            const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+            bool waits = expect && strcasecmp(expect, "100-continue") == 0;
+            r->body_over = true;
+            r->body_announced = n;
+            /* Refused now, unread. A client that waits for "100 Continue"
+             * sends nothing more; one that sends a modest excess anyway is
+             * drained first (discarded, never stored), since closing on
+             * unread bytes resets the connection before it reads the 413. */
+            if (waits || n - r->body_limit > HTTP_DRAIN_MAX) return reply_over_limit(r);
         }
     }
     return MHD_YES;
@@ -290,11 +315,7 @@ static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
 /* I/O thread: the whole request is in; queue it for a worker. */
 static enum MHD_Result dispatch(http_server *s, http_request *r)
 {
-    if (r->body_over) {
-        char msg[128];
-        snprintf(msg, sizeof msg, "request body is over the %zu-byte limit", r->body_limit);
-        return reply_now(r, 413, "too_large", msg);
-    }
+    if (r->body_over) return reply_over_limit(r);
     pthread_mutex_lock(&s->mu);
     /* Workers exit only once stopping is set and the queues are empty, both
      * checked under mu, so a job queued before stopping is always run. */

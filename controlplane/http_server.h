@@ -9,9 +9,14 @@
  * was announced), sets the body limit (http_request_set_body_limit, default
  * cfg->max_body), or makes the body streamed (http_request_stream_body),
  * marks the request long-running and attaches route data
- * (http_request_set_user). A Content-Length over the limit is answered 413
- * at that point, before the body is read; a chunked body that grows over it
- * is dropped as it arrives and answered 413 at its end. A complete request
+ * (http_request_set_user). A Content-Length over the limit is decided at
+ * that point: the body is never stored and the handler never runs. The 413
+ * goes out at once when the client waits for "100 Continue" or announced
+ * more than 4 MiB over the limit (the connection then closes); a smaller
+ * excess is first read and discarded, because closing a connection with
+ * unread bytes resets it before a client that sends its body unasked (most
+ * do) can read the answer. A chunked body that grows over the limit is
+ * dropped as it arrives and answered 413 at its end. A complete request
  * is then queued for a worker and its connection suspended, so a slow
  * handler holds up only its worker and never another connection, new or
  * keep-alive. Each worker owns an object made by cfg->worker_init (the

@@ -8,6 +8,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "mono_time.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
 /* A create may take up to its deadline; a pending row older than this was
@@ -337,8 +338,7 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) return -1;
 
     Torpor__Hostagent__V1__ListSandboxesResponse *resp;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = mono_ms();
     grpc_status_code st = agent_list(c, hs->acks.ids, hs->acks.n, &resp, err);
     if (st != GRPC_STATUS_OK) return terr_wrap(err, "ListSandboxes on host %s", host->id);
     if (check_identity(r, host, hs, resp, err) != 0) {
@@ -349,9 +349,8 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     }
     id_list_free(&hs->acks); /* delivered: the agent has dropped them */
 
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     /* Margin for the transaction's own start and clock granularity. */
-    double min_age = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9 + 0.5;
+    double min_age = (double)(mono_ms() - t0) / 1e3 + 0.5;
     pass_result pr;
     int rc = apply(r, host, hs, resp, min_age, &pr, err);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -433,15 +432,7 @@ static void *reconciler_main(void *arg)
         terr err;
         reconciler_run_once(r, &err); /* failures are logged per host */
         pthread_mutex_lock(&r->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        long long ns = (long long)(r->cfg.interval_sec * 1e9);
-        ts.tv_sec += ns / 1000000000LL;
-        ts.tv_nsec += ns % 1000000000LL;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = mono_deadline((int64_t)(r->cfg.interval_sec * 1e3));
         while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &ts) == 0) {
         }
     }
