@@ -62,38 +62,6 @@ int api_load_sandbox(api_request *r, sandbox_row *row)
     return 0;
 }
 
-int api_require_running(api_request *r, const sandbox_row *row)
-{
-    if (row->status == SB_RUNNING) return 0;
-    http_reply_error(r->req, 409, "invalid_state", "sandbox is not running (status: %s)",
-                     sb_status_name(row->status));
-    return -1;
-}
-
-int api_agent_for(api_request *r, const char *host_id, rpc_client **c)
-{
-    db_host host;
-    bool found;
-    terr err;
-    if (db_host_get(r->db, host_id, &host, &found, &err) != 0) {
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (!found) {
-        terr_set(&err, "host %s of sandbox %s is not registered", host_id, r->id);
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (agent_pool_get(r->ctx->agents, &host, c, &err) != 0) {
-        char q[LOG_QUOTE_MAX];
-        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", host_id, r->id,
-                  log_quote(err.msg, q, sizeof q));
-        http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
-        return -1;
-    }
-    return 0;
-}
-
 void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code, const terr *err)
 {
     int http;
@@ -105,14 +73,53 @@ void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code
     http_reply_error(r->req, http, ecode, "%s", err->msg);
 }
 
-void api_touch(api_request *r)
+sbop_ctx api_ops_ctx(const api_request *r)
 {
-    bool changed;
-    terr err;
-    /* The agent already counted the activity; a failed DB write only delays
-     * last_active_at in the REST view, so it is logged, not answered. */
-    if (db_sandbox_touch(r->db, r->id, &changed, &err) != 0) {
-        char q[LOG_QUOTE_MAX];
-        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", r->id, log_quote(err.msg, q, sizeof q));
+    return (sbop_ctx){.db = r->db, .agents = r->ctx->agents, .team_id = r->team_id};
+}
+
+static const struct {
+    sbop_outcome outcome;
+    int status; /* 0: agent_status_to_http (AGENT_FAILED and INTERNAL are
+                   answered by the logging helpers above them) */
+    const char *code;
+} outcome_http[] = {
+    {SBOP_NOT_FOUND, 404, "not_found"},
+    {SBOP_CONFLICT, 409, "invalid_state"},
+    {SBOP_AGENT_UNREACHABLE, 502, "agent_error"},
+    {SBOP_CREATE_UNKNOWN, 0, NULL},
+};
+
+void api_reply_outcome(api_request *r, const char *op, const sbop_result *res, int ok_status)
+{
+    if (res->outcome == SBOP_OK) {
+        if (ok_status == 204) {
+            http_reply_empty(r->req, 204);
+            return;
+        }
+        terr err;
+        json_t *j = sandbox_row_to_json(&res->row, &err);
+        if (!j) api_reply_internal(r, &err);
+        else http_reply_json(r->req, ok_status, j);
+        return;
     }
+    if (res->outcome == SBOP_AGENT_FAILED) {
+        api_reply_agent_error(r, op, res->grpc, &res->err);
+        return;
+    }
+    if (res->outcome == SBOP_INTERNAL) {
+        api_reply_internal(r, &res->err);
+        return;
+    }
+    for (size_t i = 0; i < sizeof outcome_http / sizeof outcome_http[0]; i++) {
+        if (outcome_http[i].outcome != res->outcome) continue;
+        int status = outcome_http[i].status;
+        const char *code = outcome_http[i].code;
+        if (status == 0) agent_status_to_http(res->grpc, &status, &code);
+        http_reply_error(r->req, status, code, "%s", res->err.msg);
+        return;
+    }
+    terr err;
+    terr_set(&err, "unknown sandbox_ops outcome %d", (int)res->outcome);
+    api_reply_internal(r, &err);
 }

@@ -1,6 +1,7 @@
 /* api_request: one REST request as the route handlers see it, and the
- * request helpers every handler file shares (loading the sandbox of the
- * path, the agent of its host, the REST answer to a failed agent call).
+ * request helpers every handler file shares (the JSON body, loading the
+ * sandbox of the path, the REST answer to a sandbox_ops outcome or to a
+ * failed agent call).
  *
  * Contract: the helpers that can fail reply themselves (404, 409, 500, 502,
  * or agent_status_to_http's mapping) and return -1; the handler then just
@@ -19,6 +20,7 @@
 #include "db.h"
 #include "http_server.h"
 #include "sandbox_model.h"
+#include "sandbox_ops.h"
 #include "terr.h"
 
 typedef struct api_ctx {
@@ -53,13 +55,14 @@ json_t *api_body_json(api_request *r, bool empty_ok);
 void api_reply_internal(api_request *r, const terr *err);
 /* Loads the team's sandbox r->id; replies 404/500 and returns -1 otherwise. */
 int api_load_sandbox(api_request *r, sandbox_row *row);
-/* Replies 409 unless row is running; returns -1 after replying. */
-int api_require_running(api_request *r, const sandbox_row *row);
-/* The agent client of the row's host; replies 500/502 and returns -1 on failure. */
-int api_agent_for(api_request *r, const char *host_id, rpc_client **c);
 /* Replies with the REST mapping of a failed agent call and logs it. */
 void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code, const terr *err);
-/* Records activity on r->id (last_active_at); a failure is logged only. */
-void api_touch(api_request *r);
+/* The ops context of r (its DB connection, the agents, its team). */
+sbop_ctx api_ops_ctx(const api_request *r);
+/* Answers a sandbox_ops outcome through the one outcome -> status table:
+ * SBOP_OK -> ok_status with the row (201/200) or empty (204); not found
+ * 404, conflict 409 invalid_state, agent failures by agent_status_to_http
+ * (logged with op), agent unreachable 502, internal 500. */
+void api_reply_outcome(api_request *r, const char *op, const sbop_result *res, int ok_status);
 
 #endif

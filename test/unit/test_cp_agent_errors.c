@@ -12,7 +12,7 @@
 #include <string.h>
 
 #include "agent_client.h"
-#include "api_sandboxes.h"
+#include "sandbox_ops.h"
 
 static void mapping_is(grpc_status_code c, int want_http, const char *want_code)
 {
@@ -55,14 +55,14 @@ static void test_grpc_mapping(void **state)
 static void test_create_outcome(void **state)
 {
     /* Sent and then lost: the agent may have created it, the row stays pending. */
-    assert_true(api_create_outcome_unknown(GRPC_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded"));
-    assert_true(api_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Socket closed"));
+    assert_true(sandbox_ops_create_outcome_unknown(GRPC_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded"));
+    assert_true(sandbox_ops_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Socket closed"));
     /* Never reached the agent, or a definite answer: the row goes to error. */
-    assert_false(api_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "failed to connect to all addresses"));
-    assert_false(api_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Broken pipe"));
-    assert_false(api_create_outcome_unknown(GRPC_STATUS_INTERNAL, "boot failed"));
-    assert_false(api_create_outcome_unknown(GRPC_STATUS_RESOURCE_EXHAUSTED, "no memory"));
-    assert_false(api_create_outcome_unknown(GRPC_STATUS_ALREADY_EXISTS, "exists"));
+    assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "failed to connect to all addresses"));
+    assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Broken pipe"));
+    assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_INTERNAL, "boot failed"));
+    assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_RESOURCE_EXHAUSTED, "no memory"));
+    assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_ALREADY_EXISTS, "exists"));
 }
 
 static void test_agent_view(void **state)
