@@ -41,9 +41,9 @@ json_t *api_body_json(api_request *r, bool empty_ok)
 
 void api_reply_internal(api_request *r, const terr *err)
 {
-    char q[LOG_QUOTE_MAX];
-    log_error("event=request_failed path=%s sandbox_id=%s error=\"%s\"", http_request_path(r->req), r->id,
-              log_quote(err->msg, q, sizeof q));
+    char q[LOG_QUOTE_MAX], qp[LOG_QUOTE_MAX];
+    log_error("event=request_failed path=\"%s\" sandbox_id=%s error=\"%s\"",
+              log_quote(http_request_path(r->req), qp, sizeof qp), r->id, log_quote(err->msg, q, sizeof q));
     http_reply_error(r->req, 500, "internal_error", "%s", err->msg);
 }
 

@@ -29,7 +29,8 @@ static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
         *db = NULL;
         return -1;
     }
-    log_info("event=migrations_done applied=%d dir=%s", applied, cfg->migrations_dir);
+    char q[LOG_QUOTE_MAX];
+    log_info("event=migrations_done applied=%d dir=\"%s\"", applied, log_quote(cfg->migrations_dir, q, sizeof q));
     return 0;
 }
 
@@ -42,7 +43,8 @@ static int cmd_keys_create(const cp_config *cfg, terr *err)
     db_close(db);
     if (rc != 0) return -1;
     printf("%s\n", key);
-    log_info("event=api_key_created team=%s team_id=%s", cfg->team, team_id);
+    char q[LOG_QUOTE_MAX];
+    log_info("event=api_key_created team=\"%s\" team_id=%s", log_quote(cfg->team, q, sizeof q), team_id);
     return 0;
 }
 

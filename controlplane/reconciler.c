@@ -316,7 +316,11 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
     if (!found) return terr_set(err, "host %s was removed", host->id);
     if (safe && strcmp(recorded, got) == 0) {
         if (*got && !*host->agent_id)
-            log_info("event=agent_identity_recorded host_id=%s agent_id=%s addr=%s", host->id, got, host->address);
+            {
+            char q[LOG_QUOTE_MAX];
+            log_info("event=agent_identity_recorded host_id=%s agent_id=\"%s\" addr=%s", host->id,
+                     log_quote(got, q, sizeof q), host->address);
+        }
         return 0;
     }
     char q[LOG_QUOTE_MAX];
@@ -392,8 +396,9 @@ int reconciler_run_once(reconciler *r, terr *err)
         snprintf(key, sizeof key, "torpor.reconcile:%s", hosts[i].id);
         bool locked;
         terr herr;
+        char hq[LOG_QUOTE_MAX];
         if (db_try_advisory_lock(r->db, key, &locked, &herr) != 0) {
-            log_warn("event=reconcile_lock_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+            log_warn("event=reconcile_lock_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
             rc = -1;
             continue;
         }
@@ -406,9 +411,9 @@ int reconciler_run_once(reconciler *r, terr *err)
         if (!hs || reconcile_host(r, &hosts[i], hs, &herr) != 0) {
             /* One warning per outage, not one per pass. */
             if (hs && hs->failing)
-                log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+                log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
             else
-                log_warn("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+                log_warn("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
             if (hs) hs->failing = true;
             rc = -1;
         } else if (hs && hs->failing) {
@@ -416,7 +421,7 @@ int reconciler_run_once(reconciler *r, terr *err)
             log_info("event=reconcile_recovered host_id=%s", hosts[i].id);
         }
         if (db_advisory_unlock(r->db, key, &herr) != 0)
-            log_warn("event=reconcile_unlock_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+            log_warn("event=reconcile_unlock_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
     }
     free(hosts);
     if (rc != 0) terr_set(err, "some hosts were not reconciled (see the log)");
