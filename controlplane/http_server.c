@@ -333,7 +333,10 @@ static enum MHD_Result dispatch(http_server *s, http_request *r)
         if (*tail) (*tail)->next = r;
         else *head = r;
         *tail = r;
-        pthread_cond_broadcast(&s->cond);
+        /* One waiter is enough: a worker that cannot take it (a long job
+         * while the long-running quota is used up) means none can, and the
+         * end of a long job signals again. */
+        pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
     if (stopping) return reply_now(r, 503, "unavailable", "server is shutting down");
@@ -421,7 +424,7 @@ static void *worker_main(void *arg)
         r->done = true;
         if (is_long) {
             s->n_long_running--;
-            pthread_cond_broadcast(&s->cond);
+            if (s->slow) pthread_cond_signal(&s->cond);
         }
         pthread_mutex_unlock(&s->mu);
         /* From here on the I/O thread owns r again. */
