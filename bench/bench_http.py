@@ -13,6 +13,7 @@ machine's load hits them alike. Prints requests/s and wrk's latency
 percentiles. Figures only: nothing passes or fails on time.
 
   python3 bench/bench_http.py [--build-dir build] [--other NAME=PATH ...]
+                              [--proto build/bench/proto_bev_http]
                               [--duration 10] [--connections 32] [--rounds 2]
 """
 
@@ -32,6 +33,8 @@ def parse_args(argv):
     ap.add_argument("--build-dir", default=os.environ.get("TORPOR_BUILD_DIR", os.path.join(SOURCE_DIR, "build")))
     ap.add_argument("--other", action="append", default=[], metavar="NAME=PATH",
                     help="another torpor-cp binary to measure on the same database (repeatable)")
+    ap.add_argument("--proto", metavar="PATH",
+                    help="also measure /healthz on bench/proto_bev_http (the bufferevent + http_parser prototype)")
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk run (default 10)")
     ap.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     ap.add_argument("--wrk-threads", type=int, default=2, help="wrk threads (default 2)")
@@ -83,10 +86,18 @@ def main(argv):
             comp.start()
             m = comp.wait_log(r"event=cp_ready\b[^\n]*\bport=(\d+)", 60, what=f"{name} cp_ready")
             targets.append((name, int(m.group(1))))
+        if args.proto:
+            proto = subprocess.Popen([os.path.abspath(args.proto), "--threads", str(args.http_threads)],
+                                     stdout=subprocess.PIPE, text=True)
+            port = int(re.fullmatch(r"port=(\d+)", proto.stdout.readline().strip()).group(1))
+            targets.append(("proto-bev", port))
         rows = []
         for rnd in range(args.rounds):
             for name, port in targets:
-                for label, path, key in (("healthz", "/healthz", None), ("get", f"/v1/sandboxes/{sid}", s.key_a)):
+                routes = [("healthz", "/healthz", None), ("get", f"/v1/sandboxes/{sid}", s.key_a)]
+                if name == "proto-bev":
+                    routes = routes[:1]
+                for label, path, key in routes:
                     r = run_wrk(args, f"http://127.0.0.1:{port}{path}", key)
                     rows.append((rnd, name, label, r))
                     print(f"round {rnd} {name:>8} {label:>8}: {r['rps']:9.0f} req/s  p50 {r['p50']:.2f} ms  "
@@ -96,6 +107,9 @@ def main(argv):
         print("|---|---|---|---|---|---|---|")
         for rnd, name, label, r in rows:
             print(f"| {name} | {label} | {rnd} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} |")
+        if args.proto:
+            proto.terminate()
+            proto.wait()
         print(f"\nwrk -t{args.wrk_threads} -c{args.connections} -d{args.duration}s; torpor-cp --http-threads "
               f"{args.http_threads}; {os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.2f} at the end")
     return 0
