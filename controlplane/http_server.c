@@ -1,3 +1,9 @@
+/* http_server.c: over 600 lines on purpose: it is one concern, the path of
+ * a request from libmicrohttpd's callbacks through the worker pool and back
+ * (header decision, body intake, suspend/resume, replies, stop), and every
+ * part works on the private http_request below; split, they would need that
+ * struct in a shared internal header for no gain in clarity. The contract is
+ * in http_server.h. */
 #include "http_server.h"
 
 #include <errno.h>
@@ -485,13 +491,13 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
     s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
+                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, /* first, or MHD says so */
                               MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
                               MHD_OPTION_CONNECTION_TIMEOUT, 120u,
                               MHD_OPTION_CONNECTION_LIMIT, 4096u,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
                               MHD_OPTION_END);
     if (!s->mhd) {
         terr_set(err, "MHD_start_daemon on %s failed", cfg->listen_addr);
