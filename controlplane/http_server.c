@@ -71,6 +71,8 @@ struct http_request {
     void *reply_cls;
     void (*reply_done)(void *cls);
     int64_t reply_size;
+    http_upgrade_fn upgrade_fn;
+    void *upgrade_cls;
     http_request *next; /* queue link */
 };
 
@@ -219,11 +221,42 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     return n;
 }
 
+typedef struct upgrade_call {
+    http_upgrade_fn fn;
+    void *cls;
+} upgrade_call;
+
+/* I/O thread: the 101 is out; the socket is the route's now. */
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
+                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    upgrade_call *u = cls;
+    u->fn(u->cls, sock, extra_in, extra_in_size, (http_upgraded *)urh);
+}
+
+void http_upgraded_close(http_upgraded *h)
+{
+    MHD_upgrade_action((struct MHD_UpgradeResponseHandle *)h, MHD_UPGRADE_ACTION_CLOSE);
+}
+
 /* I/O thread: hands the recorded reply to libmicrohttpd. */
 static enum MHD_Result send_reply(http_request *r)
 {
     struct MHD_Response *resp;
-    if (r->reply_fn) {
+    if (r->upgrade_fn) {
+        /* The call outlives the request (whose completion may come first),
+         * so it gets its own closure, freed with the response. */
+        upgrade_call *u = malloc(sizeof *u);
+        if (!u) return MHD_NO;
+        *u = (upgrade_call){.fn = r->upgrade_fn, .cls = r->upgrade_cls};
+        resp = MHD_create_response_for_upgrade(on_upgraded, u);
+        if (!resp) {
+            free(u);
+            return MHD_NO;
+        }
+        r->reply_done = free; /* with the request: MHD is done with the response by then */
+        r->reply_cls = u;
+    } else if (r->reply_fn) {
         /* The request outlives the response (completion comes after the
          * last byte), so it is the reader's closure. */
         resp = MHD_create_response_from_callback(r->reply_size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)r->reply_size,
@@ -688,6 +721,16 @@ void http_reply_stream(http_request *req, int status, const char *content_type, 
     req->reply_size = size;
     if (content_type) req->content_type = strdup(content_type);
     req->status = status;
+}
+
+void http_reply_upgrade(http_request *req, const char *protocol, http_upgrade_fn fn, void *cls)
+{
+    if (!may_reply(req, 101)) return;
+    req->upgrade_fn = fn;
+    req->upgrade_cls = cls;
+    http_add_header(req, "Upgrade", protocol);
+    http_add_header(req, "Connection", "Upgrade");
+    req->status = 101;
 }
 
 int http_reply_status(const http_request *req) { return req->status; }

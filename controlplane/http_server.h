@@ -35,9 +35,8 @@
  * request's own thread during on_headers or the handler. Responses may be
  * streamed (http_reply_stream: chunked when the size is unknown). HTTP/1.0
  * requests are answered as HTTP/1.0; keep-alive and chunked request bodies
- * are libmicrohttpd's. `Connection: Upgrade` is allowed (MHD_ALLOW_UPGRADE):
- * the hook for a later WebSocket/port-proxy route is a reply helper built on
- * MHD_create_response_for_upgrade, recorded like http_reply_stream.
+ * are libmicrohttpd's. `Connection: Upgrade` is served by http_reply_upgrade
+ * (the hook for the WebSocket and port-proxy routes to come).
  *
  * The listening socket is bound once, so port 0 works and
  * http_server_port tells the port. http_server_stop stops accepting at
@@ -122,6 +121,16 @@ void http_reply_bytes(http_request *req, int status, const char *content_type, c
 typedef ssize_t (*http_stream_fn)(void *cls, uint64_t pos, char *buf, size_t max);
 void http_reply_stream(http_request *req, int status, const char *content_type, int64_t size,
                        http_stream_fn fn, void *cls, void (*done)(void *cls));
+/* Switches the connection to another protocol: 101 Switching Protocols with
+ * "Upgrade: protocol" and "Connection: Upgrade". Once that is sent, fn runs
+ * on the I/O thread with the raw socket and any bytes the client sent after
+ * the request (extra, extra_len); it must not block: it hands the socket on
+ * to whatever serves the protocol, which calls http_upgraded_close(h) when
+ * done (from any thread; never close(fd) itself). */
+typedef struct http_upgraded http_upgraded;
+typedef void (*http_upgrade_fn)(void *cls, int fd, const char *extra, size_t extra_len, http_upgraded *h);
+void http_reply_upgrade(http_request *req, const char *protocol, http_upgrade_fn fn, void *cls);
+void http_upgraded_close(http_upgraded *h);
 const char *http_reason(int status);
 /* The status recorded by a reply helper for req, 0 if none yet. */
 int http_reply_status(const http_request *req);

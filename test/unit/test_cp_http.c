@@ -47,6 +47,16 @@ static void *worker_init(void *a, int index, terr *err)
     return w;
 }
 
+/* The upgraded socket: says hello, repeats what the client sent after the
+ * request, and hands the socket back. */
+static void on_upgraded(void *cls, int fd, const char *extra, size_t extra_len, http_upgraded *h)
+{
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "hello [%.*s]\n", (int)extra_len, extra);
+    if (write(fd, msg, (size_t)n) != n) abort();
+    http_upgraded_close(h);
+}
+
 /* A streamed response: "0\n1\n...9\n" in ten pieces of unknown total size. */
 static ssize_t count_stream(void *cls, uint64_t pos, char *buf, size_t max)
 {
@@ -108,6 +118,8 @@ static void handler(void *a, void *worker, http_request *req)
         http_add_header(req, "Allow", "GET");
         http_reply_empty(req, 204);
         http_reply_error(req, 500, "x", "second reply is ignored");
+    } else if (strcmp(uri, "/upgrade") == 0) {
+        http_reply_upgrade(req, "echo", on_upgraded, NULL);
     } else if (strcmp(uri, "/stream") == 0) {
         http_reply_stream(req, 200, "text/plain", -1, count_stream, NULL, NULL);
     } else if (strcmp(uri, "/upload") == 0) {
@@ -706,6 +718,28 @@ static void test_long_running_leave_a_worker_for_quick_ones(void **state)
     http_server_stop(s);
 }
 
+/* Connection: Upgrade: 101 with the protocol, then the socket belongs to
+ * the route, which gets the bytes sent right after the request too. */
+static void test_upgrade_hands_over_the_socket(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int fd = connect_to(http_server_port(s));
+    send_all(fd, "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly");
+    char *a = read_to_eof(fd);
+    assert_non_null(a);
+    if (!strstr(a, "HTTP/1.1 101 Switching Protocols\r\n")) fail_msg("answer: [%s]", a);
+    assert_non_null(strstr(a, "Upgrade: echo\r\n"));
+    assert_non_null(strstr(a, "\r\n\r\nhello ["));
+    free(a);
+    close(fd);
+    /* The server goes on serving. */
+    a = http_get(http_server_port(s), "GET", "/fast", "", 0);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    http_server_stop(s);
+}
+
 /* Query strings: pieces in order, percent-decoded, '+' a space; a piece
  * without '=' is malformed. */
 static void test_query_parsing(void **state)
@@ -739,6 +773,7 @@ int main(void)
         cmocka_unit_test(test_streamed_body_and_response),
         cmocka_unit_test(test_long_running_leave_a_worker_for_quick_ones),
         cmocka_unit_test(test_query_parsing),
+        cmocka_unit_test(test_upgrade_hands_over_the_socket),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
