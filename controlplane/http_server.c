@@ -280,6 +280,10 @@ static enum MHD_Result reply_now(http_request *r, int status, const char *code, 
 
 static enum MHD_Result reply_over_limit(http_request *r)
 {
+    /* No handler sees it, so the layer logs it, as the API logs the rest. */
+    char q[LOG_QUOTE_MAX];
+    log_write(LOG_INFO, "event=http_request method=%s path=\"%s\" status=413 body_limit=%zu announced=%llu", r->method,
+              log_quote(r->path, q, sizeof q), r->body_limit, r->body_announced);
     char msg[160];
     if (r->body_announced)
         snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit", r->body_announced,
