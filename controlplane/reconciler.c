@@ -316,11 +316,8 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
     if (!found) return terr_set(err, "host %s was removed", host->id);
     if (safe && strcmp(recorded, got) == 0) {
         if (*got && !*host->agent_id)
-            {
-            char q[LOG_QUOTE_MAX];
-            log_info("event=agent_identity_recorded host_id=%s agent_id=\"%s\" addr=%s", host->id,
-                     log_quote(got, q, sizeof q), host->address);
-        }
+            /* got passed the agent-id shape check (safe) */
+            log_info("event=agent_identity_recorded host_id=%s agent_id=%s addr=%s", host->id, got, host->address);
         return 0;
     }
     char q[LOG_QUOTE_MAX];
