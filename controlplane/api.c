@@ -44,6 +44,10 @@ static void decide(void *app, http_request *req)
     }
     if (route->stream) http_request_stream_body(req, route->stream, app);
     else http_request_set_body_limit(req, route->body_limit);
+    /* Bodies larger than the common limit (files/write's 64 MiB, streams)
+     * are read only for a known key: the key is checked on a worker first. */
+    if (route->auth == API_AUTH_KEY && (route->stream || route->body_limit > API_BODY_LIMIT))
+        http_request_vet_first(req);
     if (route->long_running) http_request_set_long_running(req);
     http_request_set_user(req, (void *)route);
 }
@@ -51,6 +55,18 @@ static void decide(void *app, http_request *req)
 void api_on_headers(void *app, http_request *req)
 {
     decide(app, req);
+    int status = http_reply_status(req);
+    if (status != 0) log_request(req, status, 0, "");
+}
+
+void api_vet(void *app, void *worker, http_request *req)
+{
+    api_worker *w = worker;
+    api_request r = {.req = req, .ctx = app, .db = w->db, .route = http_request_user(req)};
+    bool ok;
+    terr err;
+    if (auth_check(r.db, http_request_header(req, "X-API-Key"), r.team_id, &ok, &err) != 0) api_reply_internal(&r, &err);
+    else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
     int status = http_reply_status(req);
     if (status != 0) log_request(req, status, 0, "");
 }

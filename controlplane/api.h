@@ -6,7 +6,8 @@
  * Allow), a route that needs an API key and has no X-API-Key header gets
  * 401, and the route's body limit applies (a larger Content-Length -> 413
  * before the body is read). On a worker, the key is checked against the
- * database (401), then the route's handler runs and sends exactly one
+ * database (401) - before the body on routes that take more than
+ * API_BODY_LIMIT (api_vet), after it otherwise - then the route's handler runs and sends exactly one
  * reply. Errors are {"error":{"code","message"}} (see docs/api.md). Every
  * request is logged once (event=http_request). */
 #ifndef TORPOR_CP_API_H
@@ -17,5 +18,8 @@
 
 void api_on_headers(void *app, http_request *req);
 void api_handle(void *app, void *worker, http_request *req);
+/* The http_server's vet: the key check on a worker before a large body
+ * (routes whose limit is over API_BODY_LIMIT, or streamed) is read. */
+void api_vet(void *app, void *worker, http_request *req);
 
 #endif

@@ -50,6 +50,11 @@ struct http_request {
     const char *method; /* libmicrohttpd's */
     bool http10;
     bool headers_seen;  /* on_headers ran */
+    bool vet;           /* on_headers asked for cfg->vet on a worker before the body */
+    bool vetting;       /* that job is queued or running (connection suspended) */
+    bool vetted;        /* it has run: status != 0 means refused */
+    bool discard;       /* refused before the body: drain it, then send the reply */
+    bool in_handler;    /* handed to a worker for the handler */
     bool queued;        /* handed to a worker (counted in s->n_live) */
     bool done;          /* the worker has finished; the reply is recorded */
     bool long_running;
@@ -301,17 +306,11 @@ static enum MHD_Result reply_now(http_request *r, int status, const char *code, 
     return send_reply(r);
 }
 
-/* I/O thread: the headers are in. */
-static enum MHD_Result on_headers(http_server *s, http_request *r)
+static enum MHD_Result queue_job(http_server *s, http_request *r);
+
+/* I/O thread: the body limit against the announced Content-Length. */
+static enum MHD_Result check_limit(http_request *r)
 {
-    r->headers_seen = true;
-    r->body_limit = s->cfg.max_body;
-    if (s->cfg.on_headers) {
-        http_current = r;
-        s->cfg.on_headers(s->cfg.app, r);
-        http_current = NULL;
-        if (r->status) return send_reply(r);
-    }
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && !r->stream_fn) {
         unsigned long long n = strtoull(cl, NULL, 10);
@@ -328,6 +327,24 @@ static enum MHD_Result on_headers(http_server *s, http_request *r)
         }
     }
     return MHD_YES;
+}
+
+/* I/O thread: the headers are in. */
+static enum MHD_Result on_headers(http_server *s, http_request *r)
+{
+    r->headers_seen = true;
+    r->body_limit = s->cfg.max_body;
+    if (s->cfg.on_headers) {
+        http_current = r;
+        s->cfg.on_headers(s->cfg.app, r);
+        http_current = NULL;
+        if (r->status) return send_reply(r);
+    }
+    if (r->vet && s->cfg.vet) { /* the limit comes after the vet, as a key check before a 413 */
+        r->vetting = true;
+        return queue_job(s, r);
+    }
+    return check_limit(r);
 }
 
 /* I/O thread: a piece of the body. */
@@ -355,10 +372,10 @@ static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
     return MHD_YES;
 }
 
-/* I/O thread: the whole request is in; queue it for a worker. */
-static enum MHD_Result dispatch(http_server *s, http_request *r)
+/* I/O thread: hands r to a worker (for cfg->vet when r->vetting, else the
+ * handler) with its connection suspended; replies 503 when it cannot. */
+static enum MHD_Result queue_job(http_server *s, http_request *r)
 {
-    if (r->body_over) return reply_over_limit(r);
     pthread_mutex_lock(&s->mu);
     /* Workers exit only once stopping is set and the queues are empty, both
      * checked under mu, so a job queued before stopping is always run. */
@@ -368,11 +385,12 @@ static enum MHD_Result dispatch(http_server *s, http_request *r)
         /* Suspended before a worker can see it, so its resume always
          * follows the suspend. */
         MHD_suspend_connection(r->conn);
+        if (!r->queued) s->n_live++;
         r->queued = true;
-        s->n_live++;
+        if (!r->vetting) r->in_handler = true;
         s->n_queued++;
-        http_request **head = r->long_running ? &s->slow : &s->quick;
-        http_request **tail = r->long_running ? &s->slow_tail : &s->quick_tail;
+        http_request **head = r->long_running && !r->vetting ? &s->slow : &s->quick;
+        http_request **tail = r->long_running && !r->vetting ? &s->slow_tail : &s->quick_tail;
         if (*tail) (*tail)->next = r;
         else *head = r;
         *tail = r;
@@ -382,9 +400,44 @@ static enum MHD_Result dispatch(http_server *s, http_request *r)
         pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
-    if (stopping) return reply_now(r, 503, "unavailable", "server is shutting down");
-    if (full) return reply_now(r, 503, "unavailable", "server is busy; retry later");
+    if (stopping || full) {
+        r->vetting = false;
+        return reply_now(r, 503, "unavailable", stopping ? "server is shutting down" : "server is busy; retry later");
+    }
     return MHD_YES;
+}
+
+/* I/O thread: the whole request is in; queue it for a worker. */
+static enum MHD_Result dispatch(http_server *s, http_request *r)
+{
+    if (r->discard) return send_reply(r); /* refused by vet, body drained */
+    if (r->body_over) return reply_over_limit(r);
+    return queue_job(s, r);
+}
+
+/* I/O thread: the vet job came back (the connection is resumed, the body
+ * not read yet). A refusal is sent now when nothing or too much is coming,
+ * else after draining what the client sends unasked (see on_headers). */
+static enum MHD_Result after_vet(http_request *r)
+{
+    r->vetting = false;
+    r->vetted = true;
+    if (!r->status) return check_limit(r); /* accepted: on to the limit and the body */
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+    if (!cl || n == 0 || n > HTTP_DRAIN_MAX || (expect && strcasecmp(expect, "100-continue") == 0))
+        return send_reply(r);
+    r->discard = true;
+    return MHD_YES;
+}
+
+/* True when the request announces no body at all. */
+static bool no_body(http_request *r)
+{
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return !te && (!cl || strtoull(cl, NULL, 10) == 0);
 }
 
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
@@ -400,13 +453,20 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
         return on_headers(s, r);
     }
+    if (r->vetting) { /* resumed (or woken early) while the vet job runs */
+        if (!r->done) return MHD_YES;
+        r->done = false;
+        enum MHD_Result rc = after_vet(r);
+        if (rc != MHD_YES || r->status) return rc;
+        if (!*upload_data_size) return no_body(r) ? dispatch(s, r) : MHD_YES;
+    }
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        if (r->discard) return MHD_YES;
         return on_body(r, upload_data, n);
     }
-    if (r->done) return send_reply(r); /* resumed by its worker */
-    if (r->queued) return MHD_YES;
+    if (r->in_handler) return r->done ? send_reply(r) : MHD_YES; /* done: resumed by its worker */
     return dispatch(s, r);
 }
 
@@ -453,6 +513,15 @@ static void *worker_main(void *arg)
     http_request *r;
     while ((r = next_job(s, &is_long))) {
         http_current = r;
+        if (r->vetting) {
+            s->cfg.vet(s->cfg.app, w->worker, r);
+            http_current = NULL;
+            pthread_mutex_lock(&s->mu);
+            r->done = true;
+            pthread_mutex_unlock(&s->mu);
+            MHD_resume_connection(r->conn);
+            continue;
+        }
         s->cfg.handler(s->cfg.app, w->worker, r);
         http_current = NULL;
         if (r->status == 0) {
@@ -654,6 +723,7 @@ int http_query_each(const char *query, int (*fn)(void *cls, const char *key, con
 void http_request_set_body_limit(http_request *r, size_t limit) { r->body_limit = limit; }
 void http_request_set_long_running(http_request *r) { r->long_running = true; }
 void http_request_set_user(http_request *r, void *user) { r->user = user; }
+void http_request_vet_first(http_request *r) { r->vet = true; }
 
 void http_request_stream_body(http_request *r, http_body_fn fn, void *cls)
 {

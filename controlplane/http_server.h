@@ -70,6 +70,13 @@ typedef struct http_server_config {
     void (*on_headers)(void *app, http_request *req);
     /* Worker thread, once the body is in. */
     void (*handler)(void *app, void *worker, http_request *req);
+    /* Worker thread, after the headers and before the body, for requests
+     * on_headers marked with http_request_vet_first (e.g. a key check
+     * against the database before a large upload is read); a reply here
+     * refuses the request (the body is then never stored; sent at once when
+     * no body or more than 4 MiB is announced or the client waits for
+     * "100 Continue", else after draining it). May be NULL. */
+    void (*vet)(void *app, void *worker, http_request *req);
 } http_server_config;
 
 int http_server_start(const http_server_config *cfg, http_server **out, terr *err);
@@ -97,6 +104,8 @@ int http_query_each(const char *query, int (*fn)(void *cls, const char *key, con
 void http_request_set_body_limit(http_request *req, size_t limit);
 void http_request_set_long_running(http_request *req);
 void http_request_set_user(http_request *req, void *user);
+/* Runs cfg->vet on a worker before the body is read (one more worker hop). */
+void http_request_vet_first(http_request *req);
 /* The body is not buffered: each piece is handed to fn on the I/O thread as
  * it arrives (fn must not block); fn returns -1 to refuse the rest (the
  * connection is then closed). The handler runs once the body has ended. */

@@ -34,6 +34,8 @@ typedef struct app {
     int slow_status_seen; /* http_reply_status right after the slow reply */
     bool slow_is_long;    /* on_headers marks /slow long-running */
     int streamed_bytes;   /* body bytes count_body saw */
+    int vetted;           /* vet calls */
+    int vetted_handled;   /* handler calls for /vetted */
 } app;
 
 static void *worker_init(void *a, int index, terr *err)
@@ -91,6 +93,18 @@ static void on_headers(void *a, http_request *req)
     else if (strcmp(path, "/upload") == 0) http_request_stream_body(req, count_body, ap);
     else if (strcmp(path, "/refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
     else if (strcmp(path, "/slow") == 0 && ap->slow_is_long) http_request_set_long_running(req);
+    else if (strcmp(path, "/vetted") == 0) http_request_vet_first(req);
+}
+
+/* The worker-side check before the body: X-Key must be "good". */
+static void vet(void *a, void *worker, http_request *req)
+{
+    app *ap = a;
+    pthread_mutex_lock(&ap->mu);
+    ap->vetted++;
+    pthread_mutex_unlock(&ap->mu);
+    const char *key = http_request_header(req, "X-Key");
+    if (!key || strcmp(key, "good") != 0) http_reply_error(req, 401, "unauthorized", "bad key");
 }
 
 static void handler(void *a, void *worker, http_request *req)
@@ -118,6 +132,13 @@ static void handler(void *a, void *worker, http_request *req)
         http_add_header(req, "Allow", "GET");
         http_reply_empty(req, 204);
         http_reply_error(req, 500, "x", "second reply is ignored");
+    } else if (strcmp(uri, "/vetted") == 0) {
+        size_t len;
+        http_request_body(req, &len);
+        pthread_mutex_lock(&ap->mu);
+        ap->vetted_handled++;
+        pthread_mutex_unlock(&ap->mu);
+        http_reply_json(req, 200, json_pack("{s:i}", "buffered", (int)len));
     } else if (strcmp(uri, "/upgrade") == 0) {
         http_reply_upgrade(req, "echo", on_upgraded, NULL);
     } else if (strcmp(uri, "/stream") == 0) {
@@ -196,7 +217,7 @@ static http_server *start_with(app *ap, int threads, bool hook)
     pthread_cond_init(&ap->cond, NULL);
     http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = threads, .max_body = 4096, .app = ap,
                               .worker_init = worker_init, .worker_free = free, .handler = handler,
-                              .on_headers = hook ? on_headers : NULL};
+                              .on_headers = hook ? on_headers : NULL, .vet = hook ? vet : NULL};
     http_server *s;
     terr err;
     if (http_server_start(&cfg, &s, &err) != 0) fail_msg("start: %s", err.msg);
@@ -718,6 +739,60 @@ static void test_long_running_leave_a_worker_for_quick_ones(void **state)
     http_server_stop(s);
 }
 
+/* A request marked for vetting is checked on a worker before its body is
+ * read: refused at once when nothing or a lot is announced or the client
+ * waits for 100 Continue, after draining a small body otherwise; accepted,
+ * its body is read and its handler runs. */
+static void test_vet_before_the_body(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 2, true);
+    int port = http_server_port(s);
+
+    int fd = connect_to(port);
+    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 100000000\r\n\r\n");
+    char *a = read_response(fd);
+    if (!a) fail_msg("no answer to a refused request announcing 100 MB");
+    assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
+    free(a);
+    close(fd);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
+    assert_null(strstr(a, "100 Continue"));
+    free(a);
+    close(fd);
+
+    a = http_get(port, "POST", "/vetted", "12345", 5); /* no key, a small body sent unasked */
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
+    free(a);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nContent-Length: 5\r\n\r\nabcde");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "{\"buffered\":5}"));
+    free(a);
+    /* Keep-alive goes on: a bodiless vetted request on the same connection. */
+    send_all(fd, "GET /vetted HTTP/1.1\r\nHost: x\r\nX-Key: good\r\n\r\n");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "{\"buffered\":0}"));
+    free(a);
+    close(fd);
+
+    pthread_mutex_lock(&ap.mu);
+    assert_int_equal(ap.vetted, 5);
+    assert_int_equal(ap.vetted_handled, 2);
+    pthread_mutex_unlock(&ap.mu);
+    http_server_stop(s);
+}
+
 /* Connection: Upgrade: 101 with the protocol, then the socket belongs to
  * the route, which gets the bytes sent right after the request too. */
 static void test_upgrade_hands_over_the_socket(void **state)
@@ -774,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_long_running_leave_a_worker_for_quick_ones),
         cmocka_unit_test(test_query_parsing),
         cmocka_unit_test(test_upgrade_hands_over_the_socket),
+        cmocka_unit_test(test_vet_before_the_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
