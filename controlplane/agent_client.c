@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "mono_time.h"
+
 typedef struct pool_entry {
     char host_id[64];
     char address[256];
@@ -133,13 +135,6 @@ bool agent_method_is_idempotent(const char *method_path)
     return false;
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 grpc_status_code agent_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
                             const ProtobufCMessageDescriptor *response_descriptor, ProtobufCMessage **response,
                             int deadline_ms, terr *err)
@@ -243,5 +238,114 @@ grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
                                           &torpor__hostagent__v1__list_sandboxes_response__descriptor,
                                           &resp, AGENT_DEADLINE_SHORT_MS, err);
     *out = (Torpor__Hostagent__V1__ListSandboxesResponse *)resp;
+    return st;
+}
+
+/* Calls method with req and its deadline, dropping the (empty) answer. */
+static grpc_status_code call_no_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
+                                       const ProtobufCMessageDescriptor *resp_desc, int deadline_ms, terr *err)
+{
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return st;
+}
+
+grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
+{
+    Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    req.sandbox_id = (char *)row->id;
+    req.template_ = (char *)row->template_name;
+    req.vcpus = row->vcpus;
+    req.memory_mb = row->memory_mb;
+    req.timeout_sec = row->timeout_sec;
+    return call_no_answer(c, RPC_CREATE_SANDBOX, &req.base, &torpor__hostagent__v1__create_sandbox_response__descriptor,
+                          AGENT_DEADLINE_CREATE_MS, err);
+}
+
+grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err)
+{
+    Torpor__Hostagent__V1__PauseSandboxRequest req = TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    return call_no_answer(c, RPC_PAUSE_SANDBOX, &req.base, &torpor__hostagent__v1__pause_sandbox_response__descriptor,
+                          AGENT_DEADLINE_PAUSE_MS, err);
+}
+
+grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err)
+{
+    Torpor__Hostagent__V1__ResumeSandboxRequest req = TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.timeout_sec = timeout_sec;
+    return call_no_answer(c, RPC_RESUME_SANDBOX, &req.base,
+                          &torpor__hostagent__v1__resume_sandbox_response__descriptor, AGENT_DEADLINE_RESUME_MS, err);
+}
+
+grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err)
+{
+    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    return call_no_answer(c, RPC_PING_SANDBOX, &req.base, &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                          AGENT_DEADLINE_SHORT_MS, err);
+}
+
+grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err)
+{
+    Torpor__Hostagent__V1__SetSandboxTimeoutRequest req = TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.timeout_sec = timeout_sec;
+    return call_no_answer(c, RPC_SET_TIMEOUT, &req.base,
+                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor, AGENT_DEADLINE_SHORT_MS,
+                          err);
+}
+
+grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_exec_args *a,
+                            Torpor__Hostagent__V1__ExecResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ExecRequest req = TORPOR__HOSTAGENT__V1__EXEC_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.cmd = (char *)a->cmd;
+    req.args = (char **)a->args;
+    req.n_args = a->n_args;
+    req.env = a->env;
+    req.n_env = a->n_env;
+    req.cwd = a->cwd ? (char *)a->cwd : "";
+    req.timeout_sec = a->timeout_sec;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_EXEC, &req.base, &torpor__hostagent__v1__exec_response__descriptor, &resp,
+                                     a->timeout_sec * 1000 + AGENT_EXEC_SLACK_MS, err);
+    if (st != GRPC_STATUS_OK && resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+        resp = NULL;
+    }
+    *out = (Torpor__Hostagent__V1__ExecResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const char *path, const uint8_t *data,
+                                  size_t len, terr *err)
+{
+    Torpor__Hostagent__V1__WriteFileRequest req = TORPOR__HOSTAGENT__V1__WRITE_FILE_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.path = (char *)path;
+    req.content.data = (uint8_t *)data;
+    req.content.len = len;
+    return call_no_answer(c, RPC_WRITE_FILE, &req.base, &torpor__hostagent__v1__write_file_response__descriptor,
+                          AGENT_DEADLINE_FILES_MS, err);
+}
+
+grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
+                                 Torpor__Hostagent__V1__ReadFileResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ReadFileRequest req = TORPOR__HOSTAGENT__V1__READ_FILE_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.path = (char *)path;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_READ_FILE, &req.base, &torpor__hostagent__v1__read_file_response__descriptor,
+                                     &resp, AGENT_DEADLINE_FILES_MS, err);
+    if (st != GRPC_STATUS_OK && resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+        resp = NULL;
+    }
+    *out = (Torpor__Hostagent__V1__ReadFileResponse *)resp;
     return st;
 }

@@ -12,6 +12,7 @@
 #include <grpc/status.h>
 
 #include "db.h"
+#include "sandbox_model.h"
 #include "hostagent.pb-c.h"
 #include "rpc.h"
 #include "terr.h"
@@ -78,6 +79,33 @@ agent_view agent_view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *res
 /* DestroySandbox with its deadline; the caller decides whether NOT_FOUND
  * (nothing left on the agent) counts as success. */
 grpc_status_code agent_destroy(rpc_client *c, const char *sandbox_id, terr *err);
+
+/* One typed call per RPC, each with its deadline above, so no caller
+ * spells a protobuf descriptor or a deadline. Answers that carry data are
+ * returned in *out (free with protobuf_c_message_free_unpacked; NULL unless
+ * the call succeeded). */
+grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err);
+grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err);
+/* timeout_sec: the TTL, which survives pause/resume. */
+grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
+grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err);
+grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
+
+typedef struct agent_exec_args {
+    const char *cmd;
+    const char *const *args;
+    size_t n_args;
+    char **env; /* "KEY=VALUE" */
+    size_t n_env;
+    const char *cwd; /* NULL: the guest's default */
+    int timeout_sec; /* the deadline is this + AGENT_EXEC_SLACK_MS */
+} agent_exec_args;
+grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_exec_args *a,
+                            Torpor__Hostagent__V1__ExecResponse **out, terr *err);
+grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const char *path, const uint8_t *data,
+                                  size_t len, terr *err);
+grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
+                                 Torpor__Hostagent__V1__ReadFileResponse **out, terr *err);
 
 /* ListSandboxes with acknowledgements (may be NULL/0). */
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api_sandboxes.h"
 #include "api_validate.h"
 #include "guest_protocol.h"
 #include "http_server.h"
@@ -31,7 +30,7 @@ static void write_input_free(write_input *in)
 static int parse_write(api_request *r, write_input *in, terr *err)
 {
     memset(in, 0, sizeof *in);
-    const char *ct = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Content-Type");
+    const char *ct = http_request_header(r->req, "Content-Type");
     if (multipart_is_form_data(ct)) {
         char boundary[80];
         const char *path, *file;
@@ -75,31 +74,21 @@ void api_files_write(api_request *r)
         write_input_free(&in);
         return;
     }
-    sandbox_row row;
-    rpc_client *c;
-    if (api_load_sandbox(r, &row) != 0 || api_require_running(r, &row) != 0 ||
-        api_agent_for(r, row.host_id, &c) != 0) {
+    rpc_client *client;
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_open_running(&c, r->id, &client, &res);
+    if (res.outcome != SBOP_OK) {
+        api_reply_outcome(r, "write_file", &res, 204);
         write_input_free(&in);
         return;
     }
-    Torpor__Hostagent__V1__WriteFileRequest req = TORPOR__HOSTAGENT__V1__WRITE_FILE_REQUEST__INIT;
-    req.sandbox_id = row.id;
-    req.path = (char *)in.path_ref;
-    req.content.data = (uint8_t *)in.content;
-    req.content.len = in.content_len;
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_WRITE_FILE, &req.base,
-                                     &torpor__hostagent__v1__write_file_response__descriptor, &resp,
-                                     AGENT_DEADLINE_FILES_MS, &err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    grpc_status_code st = agent_write_file(client, r->id, in.path_ref, in.content, in.content_len, &err);
     if (st != GRPC_STATUS_OK) {
         api_reply_agent_error(r, "write_file", st, &err);
     } else {
-        bool changed;
-        char q[LOG_QUOTE_MAX];
-        if (db_sandbox_touch(r->db, row.id, &changed, &err) != 0)
-            log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, log_quote(err.msg, q, sizeof q));
-        log_info("event=file_written sandbox_id=%s bytes=%zu", row.id, in.content_len);
+        sandbox_ops_touch(&c, r->id);
+        log_info("event=file_written sandbox_id=%s bytes=%zu", r->id, in.content_len);
         http_reply_empty(r->req, 204);
     }
     write_input_free(&in);
@@ -116,27 +105,24 @@ void api_files_read(api_request *r)
         json_decref(body);
         return;
     }
-    sandbox_row row;
-    rpc_client *c;
-    if (api_load_sandbox(r, &row) != 0 || api_require_running(r, &row) != 0 ||
-        api_agent_for(r, row.host_id, &c) != 0) {
+    rpc_client *client;
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_open_running(&c, r->id, &client, &res);
+    if (res.outcome != SBOP_OK) {
+        api_reply_outcome(r, "read_file", &res, 200);
         json_decref(body);
         return;
     }
-    Torpor__Hostagent__V1__ReadFileRequest req = TORPOR__HOSTAGENT__V1__READ_FILE_REQUEST__INIT;
-    req.sandbox_id = row.id;
-    req.path = (char *)path;
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_READ_FILE, &req.base,
-                                     &torpor__hostagent__v1__read_file_response__descriptor, &resp,
-                                     AGENT_DEADLINE_FILES_MS, &err);
+    Torpor__Hostagent__V1__ReadFileResponse *rf;
+    grpc_status_code st = agent_read_file(client, r->id, path, &rf, &err);
     if ((st == GRPC_STATUS_INTERNAL || st == GRPC_STATUS_NOT_FOUND) && strcasestr(err.msg, "no such file")) {
         /* The agent reports a guest-side failure as INTERNAL with the guest's
          * text ("no such file: PATH"); a missing file is the caller's 404, not
          * a 502. NOT_FOUND covers an agent that maps it itself. */
         char q[LOG_QUOTE_MAX];
-        log_info("event=file_not_found sandbox_id=%s error=\"%s\"", row.id, log_quote(err.msg, q, sizeof q));
-        http_reply_error(r->req, 404, "not_found", "file %s not found in sandbox %s (%s)", path, row.id, err.msg);
+        log_info("event=file_not_found sandbox_id=%s error=\"%s\"", r->id, log_quote(err.msg, q, sizeof q));
+        http_reply_error(r->req, 404, "not_found", "file %s not found in sandbox %s (%s)", path, r->id, err.msg);
         json_decref(body);
         return;
     }
@@ -145,12 +131,7 @@ void api_files_read(api_request *r)
         api_reply_agent_error(r, "read_file", st, &err);
         return;
     }
-    bool changed;
-    terr terr_touch;
-    char q[LOG_QUOTE_MAX];
-    if (db_sandbox_touch(r->db, row.id, &changed, &terr_touch) != 0)
-        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", row.id, log_quote(terr_touch.msg, q, sizeof q));
-    Torpor__Hostagent__V1__ReadFileResponse *rf = (Torpor__Hostagent__V1__ReadFileResponse *)resp;
+    sandbox_ops_touch(&c, r->id);
     http_reply_bytes(r->req, 200, "application/octet-stream", rf->content.data, rf->content.len);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    protobuf_c_message_free_unpacked(&rf->base, NULL);
 }

@@ -9,7 +9,7 @@
 #ifndef TORPOR_CP_API_FILES_H
 #define TORPOR_CP_API_FILES_H
 
-#include "api.h"
+#include "api_request.h"
 
 void api_files_write(api_request *r);
 void api_files_read(api_request *r);

@@ -1,60 +1,82 @@
 #include "api_routes.h"
 
+#include <stdio.h>
 #include <string.h>
 
+#include "api_files.h"
+#include "api_health.h"
+#include "api_sandboxes.h"
 #include "api_validate.h"
 
-static const struct {
-    const char *suffix;
-    api_route route;
-} action_routes[] = {
-    {"/pause", API_ROUTE_PAUSE},         {"/resume", API_ROUTE_RESUME},
-    {"/ping", API_ROUTE_PING},           {"/timeout", API_ROUTE_TIMEOUT},
-    {"/exec", API_ROUTE_EXEC},           {"/files/write", API_ROUTE_FILES_WRITE},
-    {"/files/read", API_ROUTE_FILES_READ},
+/* clang-format off */
+const api_route api_route_table[] = {
+    /* method   pattern                            handler                body limit            stream  auth           long-running */
+    {"GET",    "/healthz",                         api_healthz,           API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
+    {"GET",    "/v1/sandboxes",                    api_sandboxes_list,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"POST",   "/v1/sandboxes",                    api_sandboxes_create,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"GET",    "/v1/sandboxes/{id}",               api_sandboxes_get,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"DELETE", "/v1/sandboxes/{id}",               api_sandboxes_delete,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"POST",   "/v1/sandboxes/{id}/pause",         api_sandboxes_pause,   API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"POST",   "/v1/sandboxes/{id}/resume",        api_sandboxes_resume,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"POST",   "/v1/sandboxes/{id}/ping",          api_sandboxes_ping,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"POST",   "/v1/sandboxes/{id}/timeout",       api_sandboxes_timeout, API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"POST",   "/v1/sandboxes/{id}/exec",          api_sandboxes_exec,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"POST",   "/v1/sandboxes/{id}/files/write",   api_files_write,       API_FILES_BODY_LIMIT, NULL,   API_AUTH_KEY,  true},
+    {"POST",   "/v1/sandboxes/{id}/files/read",    api_files_read,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
 };
+/* clang-format on */
+const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
 
-api_route api_route_match(const char *path, char id[SANDBOX_ID_MAX])
+/* True when path matches pattern; fills id and rest. */
+static bool path_matches(const char *pattern, const char *path, char id[SANDBOX_ID_MAX], const char **rest)
 {
-    static const char prefix[] = "/v1/sandboxes";
+    const char *p = pattern, *s = path;
     id[0] = '\0';
-    if (!path) return API_ROUTE_NONE;
-    if (strcmp(path, "/healthz") == 0) return API_ROUTE_HEALTHZ;
-    if (strncmp(path, prefix, sizeof prefix - 1) != 0) return API_ROUTE_NONE;
-    const char *p = path + sizeof prefix - 1;
-    if (*p == '\0') return API_ROUTE_SANDBOXES;
-    if (*p != '/') return API_ROUTE_NONE;
-    p++;
-    const char *end = strchr(p, '/');
-    size_t n = end ? (size_t)(end - p) : strlen(p);
-    if (!api_validate_sandbox_id(p, n)) return API_ROUTE_NONE;
-    memcpy(id, p, n);
-    id[n] = '\0';
-    if (!end) return API_ROUTE_SANDBOX;
-    for (size_t i = 0; i < sizeof action_routes / sizeof action_routes[0]; i++)
-        if (strcmp(end, action_routes[i].suffix) == 0) return action_routes[i].route;
-    id[0] = '\0';
-    return API_ROUTE_NONE;
+    *rest = NULL;
+    while (*p) {
+        if (p[0] == '*' && p[1] == '\0') {
+            if (!*s) return false;
+            *rest = s;
+            return true;
+        }
+        if (strncmp(p, "{id}", 4) == 0) {
+            const char *end = strchr(s, '/');
+            size_t n = end ? (size_t)(end - s) : strlen(s);
+            if (!api_validate_sandbox_id(s, n)) return false;
+            memcpy(id, s, n);
+            id[n] = '\0';
+            p += 4;
+            s += n;
+            continue;
+        }
+        if (*p != *s) return false;
+        p++;
+        s++;
+    }
+    return *s == '\0';
 }
 
-unsigned api_route_methods(api_route r)
+const api_route *api_route_find(const api_route *table, size_t n, const char *method, const char *path,
+                                api_match *m)
 {
-    switch (r) {
-    case API_ROUTE_NONE: return 0;
-    case API_ROUTE_HEALTHZ: return API_GET;
-    case API_ROUTE_SANDBOXES: return API_GET | API_POST;
-    case API_ROUTE_SANDBOX: return API_GET | API_DELETE;
-    default: return API_POST;
+    memset(m, 0, sizeof *m);
+    m->status = 404;
+    if (!path) return NULL;
+    size_t used = 0;
+    for (size_t i = 0; i < n; i++) {
+        char id[SANDBOX_ID_MAX];
+        const char *rest;
+        if (!path_matches(table[i].pattern, path, id, &rest)) continue;
+        if (!table[i].method || (method && strcmp(method, table[i].method) == 0)) {
+            memcpy(m->id, id, sizeof id);
+            m->rest = rest;
+            m->status = 0;
+            return &table[i];
+        }
+        m->status = 405;
+        if (used < sizeof m->allow)
+            used += (size_t)snprintf(m->allow + used, sizeof m->allow - used, "%s%s", used ? ", " : "",
+                                     table[i].method);
     }
-}
-
-const char *api_route_allow_header(api_route r)
-{
-    switch (api_route_methods(r)) {
-    case API_GET: return "GET";
-    case API_GET | API_POST: return "GET, POST";
-    case API_GET | API_DELETE: return "GET, DELETE";
-    case API_POST: return "POST";
-    default: return "";
-    }
+    return NULL;
 }

@@ -1,42 +1,64 @@
-/* api_routes: maps a request path and method to a REST route.
+/* api_routes: the one table of REST routes, and the matcher over it.
  *
- * Contract: pure. Paths are matched raw (not percent-decoded); a sandbox id
- * segment must satisfy api_validate_sandbox_id, otherwise the path matches no
- * route (404). A known path with a method it does not serve is 405. */
+ * Contract: each route is one row of api_route_table (api_routes.c), like a
+ * tmux cmd_entry: its method (NULL = any), its path pattern, its handler,
+ * how its body is taken (buffered JSON up to body_limit, or streamed), how
+ * it authenticates, and whether it is long-running (a create, pause, resume,
+ * exec or file transfer: it may hold a worker for up to a minute or two, so
+ * it never gets the last free worker). Adding a route = one row + its
+ * handler.
+ *
+ * Patterns: literal segments, "{id}" for one sandbox id segment (which must
+ * satisfy api_validate_sandbox_id, otherwise the path matches no route), and
+ * a final "*" that matches the rest of the path (at least one character,
+ * e.g. for proxied paths). Paths are matched raw (not percent-decoded).
+ * api_route_find is pure: a path no row matches is 404; a path some row
+ * matches but not with this method is 405, with the Allow value listing the
+ * methods of the rows that match the path, in table order. */
 #ifndef TORPOR_CP_API_ROUTES_H
 #define TORPOR_CP_API_ROUTES_H
 
 #include <stdbool.h>
+#include <stddef.h>
 
+#include "api_request.h"
 #include "sandbox_model.h"
 
-typedef enum api_route {
-    API_ROUTE_NONE = 0,
-    API_ROUTE_HEALTHZ,
-    API_ROUTE_SANDBOXES,   /* /v1/sandboxes: GET list, POST create */
-    API_ROUTE_SANDBOX,     /* /v1/sandboxes/{id}: GET, DELETE */
-    API_ROUTE_PAUSE,
-    API_ROUTE_RESUME,
-    API_ROUTE_PING,
-    API_ROUTE_TIMEOUT,
-    API_ROUTE_EXEC,
-    API_ROUTE_FILES_WRITE,
-    API_ROUTE_FILES_READ,
+#define API_BODY_LIMIT (1024 * 1024)
+#define API_FILES_BODY_LIMIT (64 * 1024 * 1024)
+
+typedef enum api_auth {
+    API_AUTH_NONE = 0,
+    API_AUTH_KEY,           /* X-API-Key of a team (401 otherwise) */
+    API_AUTH_SANDBOX_TOKEN, /* a sandbox's access token: for the port proxy to
+                               come; until it exists such a row answers 401 */
+} api_auth;
+
+typedef struct api_route {
+    const char *method;  /* "GET", ... or NULL for any */
+    const char *pattern; /* "/v1/sandboxes/{id}/pause" */
+    void (*handler)(api_request *r);
+    /* The body: buffered (for the handler's JSON) up to body_limit bytes
+     * (413 above), or, when stream is set, handed to stream piece by piece
+     * on the I/O thread (cls: the api_ctx; see http_request_stream_body). */
+    size_t body_limit;
+    http_body_fn stream;
+    api_auth auth;
+    bool long_running;
 } api_route;
 
-typedef enum api_method {
-    API_GET = 1,
-    API_POST = 2,
-    API_DELETE = 4,
-    API_OTHER = 8,
-} api_method;
+extern const api_route api_route_table[];
+extern const size_t api_route_count;
 
-/* Returns the route (API_ROUTE_NONE if none) and copies the id segment into
- * id (empty for routes without one). */
-api_route api_route_match(const char *path, char id[SANDBOX_ID_MAX]);
-/* Bit mask of api_method values the route serves. */
-unsigned api_route_methods(api_route r);
-/* "GET, DELETE" for the Allow header. */
-const char *api_route_allow_header(api_route r);
+typedef struct api_match {
+    int status;              /* 0 = matched, 404 or 405 */
+    char id[SANDBOX_ID_MAX]; /* the {id} segment, "" if none */
+    const char *rest;        /* what "*" matched (into path), NULL if none */
+    char allow[64];          /* for 405: "GET, DELETE" */
+} api_match;
+
+/* The row of table[0..n) for method and path, or NULL with m->status set. */
+const api_route *api_route_find(const api_route *table, size_t n, const char *method, const char *path,
+                                api_match *m);
 
 #endif

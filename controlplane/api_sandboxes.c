@@ -1,169 +1,13 @@
 #include "api_sandboxes.h"
 
-#include <event2/keyvalq_struct.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "api_validate.h"
-#include "http_server.h"
-#include "ids.h"
 #include "json_util.h"
-#include "log.h"
-#include "reconciler.h"
-
-#define BIT(s) SB_STATUS_BIT(s)
-
-/* ------------------------------------------------------------ helpers */
-
-static void reply_row(api_request *r, int status, const sandbox_row *row)
-{
-    terr err;
-    json_t *j = sandbox_row_to_json(row, &err);
-    if (!j) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    http_reply_json(r->req, status, j);
-}
-
-int api_load_sandbox(api_request *r, sandbox_row *row)
-{
-    bool found;
-    terr err;
-    if (db_sandbox_get(r->db, r->team_id, r->id, row, &found, &err) != 0) {
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (!found) {
-        http_reply_error(r->req, 404, "not_found", "sandbox %s not found", r->id);
-        return -1;
-    }
-    return 0;
-}
-
-int api_require_running(api_request *r, const sandbox_row *row)
-{
-    if (row->status == SB_RUNNING) return 0;
-    http_reply_error(r->req, 409, "invalid_state", "sandbox is not running (status: %s)",
-                     sb_status_name(row->status));
-    return -1;
-}
-
-int api_agent_for(api_request *r, const char *host_id, rpc_client **c)
-{
-    db_host host;
-    bool found;
-    terr err;
-    if (db_host_get(r->db, host_id, &host, &found, &err) != 0) {
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (!found) {
-        terr_set(&err, "host %s of sandbox %s is not registered", host_id, r->id);
-        api_reply_internal(r, &err);
-        return -1;
-    }
-    if (agent_pool_get(r->ctx->agents, &host, c, &err) != 0) {
-        char q[LOG_QUOTE_MAX];
-        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", host_id, r->id,
-                  log_quote(err.msg, q, sizeof q));
-        http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
-        return -1;
-    }
-    return 0;
-}
-
-void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code, const terr *err)
-{
-    int http;
-    const char *ecode;
-    agent_status_to_http(code, &http, &ecode);
-    char q[LOG_QUOTE_MAX];
-    log_warn("event=agent_call_failed op=%s sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", op,
-             r->id, (int)code, http, log_quote(err->msg, q, sizeof q));
-    http_reply_error(r->req, http, ecode, "%s", err->msg);
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* After a conditional update lost a race, answer with the row as it is now. */
-static void reply_conflict_now(api_request *r, const char *what)
-{
-    sandbox_row now;
-    if (api_load_sandbox(r, &now) != 0) return;
-    http_reply_error(r->req, 409, "invalid_state", "%s (status: %s)", what, sb_status_name(now.status));
-}
-
-static void touch(api_request *r)
-{
-    bool changed;
-    terr err;
-    /* The agent already counted the activity; a failed DB write only delays
-     * last_active_at in the REST view, so it is logged, not answered. */
-    if (db_sandbox_touch(r->db, r->id, &changed, &err) != 0)
-        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", r->id, err.msg);
-}
-
-/* Asks the agent what it holds about r->id and moves the row from `from`
- * accordingly. Returns the status the row ends in, or `from` when the agent
- * could not be asked or reports a transition still in progress. */
-static sb_status settle_from_agent(api_request *r, rpc_client *c, sb_status from,
-                                        sandbox_row *out)
-{
-    Torpor__Hostagent__V1__ListSandboxesResponse *resp;
-    terr err;
-    grpc_status_code st = agent_list(c, NULL, 0, &resp, &err);
-    if (st != GRPC_STATUS_OK) {
-        char q[LOG_QUOTE_MAX];
-        log_warn("event=settle_list_failed sandbox_id=%s error=\"%s\"", r->id, log_quote(err.msg, q, sizeof q));
-        return from;
-    }
-    bool auto_paused;
-    agent_view view = agent_view_of(resp, r->id, &auto_paused);
-    protobuf_c_message_free_unpacked(&resp->base, NULL);
-    sb_status to = reconciler_decide(from, view, auto_paused, true);
-    if (to == from) return from;
-    unsigned flags = to == SB_RUNNING ? DB_SET_ACTIVE | (from != SB_PAUSING ? DB_SET_STARTED : 0) : 0;
-    bool changed;
-    if (db_sandbox_transition(r->db, r->id, BIT(from), to, flags, NULL, out, &changed, &err) != 0) {
-        char q[LOG_QUOTE_MAX];
-        log_error("event=settle_write_failed sandbox_id=%s error=\"%s\"", r->id, log_quote(err.msg, q, sizeof q));
-        return from;
-    }
-    log_info("event=sandbox_settled sandbox_id=%s from=%s to=%s", r->id, sb_status_name(from),
-             sb_status_name(to));
-    return changed ? to : from;
-}
+#include "mono_time.h"
 
 /* ------------------------------------------------------------ create */
-
-bool api_create_outcome_unknown(grpc_status_code st, const char *message)
-{
-    if (st != GRPC_STATUS_UNAVAILABLE && st != GRPC_STATUS_DEADLINE_EXCEEDED) return false;
-    /* A call that never reached the agent created nothing. */
-    return !agent_is_connect_failure(st, message);
-}
-
-/* Destroys a VM the create just made whose row is no longer pending. */
-static void destroy_unowned(rpc_client *c, const char *id, const char *row_status)
-{
-    terr err;
-    grpc_status_code st = agent_destroy(c, id, &err);
-    if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
-        log_info("event=sandbox_create_orphan_destroyed sandbox_id=%s row_status=%s", id, row_status);
-        return;
-    }
-    /* The reconciler's orphan sweep retries it. */
-    char q[LOG_QUOTE_MAX];
-    log_warn("event=sandbox_create_orphan_destroy_failed sandbox_id=%s row_status=%s grpc_status=%d error=\"%s\"",
-             id, row_status, (int)st, log_quote(err.msg, q, sizeof q));
-}
 
 void api_sandboxes_create(api_request *r)
 {
@@ -177,149 +21,42 @@ void api_sandboxes_create(api_request *r)
         http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
         return;
     }
-
-    db_host host;
-    bool found;
-    if (db_host_least_loaded(r->db, &host, &found, &err) != 0) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    if (!found) {
-        terr_set(&err, "no agent host is registered");
-        api_reply_internal(r, &err);
-        return;
-    }
-
-    sandbox_row row = {0};
-    char hex[17];
-    if (ids_random_hex(hex, 8, &err) != 0) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    snprintf(row.id, sizeof row.id, "sb-%s", hex);
-    snprintf(row.team_id, sizeof row.team_id, "%s", r->team_id);
-    snprintf(row.host_id, sizeof row.host_id, "%s", host.id);
-    snprintf(row.template_name, sizeof row.template_name, "%s", cr.template_name);
-    row.vcpus = cr.vcpus;
-    row.memory_mb = cr.memory_mb;
-    row.timeout_sec = cr.timeout_sec;
-    snprintf(r->id, sizeof r->id, "%s", row.id);
-    if (db_sandbox_insert(r->db, &row, &row, &err) != 0) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    log_info("event=sandbox_create_start sandbox_id=%s host_id=%s template=%s vcpus=%d memory_mb=%d "
-             "timeout_sec=%d",
-             row.id, host.id, row.template_name, row.vcpus, row.memory_mb, row.timeout_sec);
-
-    rpc_client *c;
-    grpc_status_code st;
-    ProtobufCMessage *resp = NULL;
-    int64_t t0 = mono_ms();
-    bool sent = false; /* the create may have reached the agent */
-    if (agent_pool_get(r->ctx->agents, &host, &c, &err) != 0) {
-        st = GRPC_STATUS_UNAVAILABLE;
-    } else {
-        sent = true;
-        Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
-        req.sandbox_id = row.id;
-        req.template_ = row.template_name;
-        req.vcpus = row.vcpus;
-        req.memory_mb = row.memory_mb;
-        req.timeout_sec = row.timeout_sec;
-        st = agent_call(c, RPC_CREATE_SANDBOX, &req.base,
-                        &torpor__hostagent__v1__create_sandbox_response__descriptor, &resp,
-                        AGENT_DEADLINE_CREATE_MS, &err);
-    }
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-
-    bool changed;
-    terr dberr;
-    if (st == GRPC_STATUS_INVALID_ARGUMENT) {
-        /* Bad input (e.g. an unknown template) changes nothing: the agent
-         * created nothing, so the row goes too. */
-        if (db_sandbox_delete_pending(r->db, row.id, &dberr) != 0)
-            log_error("event=sandbox_delete_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);
-        api_reply_agent_error(r, "create", st, &err);
-        return;
-    }
-    if (st != GRPC_STATUS_OK) {
-        if (sent && api_create_outcome_unknown(st, err.msg)) {
-            /* The request may have reached the agent, which may still create
-             * the VM: the row stays pending and the reconciler's pending rule
-             * settles it (running if the agent holds it, error otherwise;
-             * a VM that lands after that is destroyed as an orphan). */
-            int http;
-            const char *ecode;
-            agent_status_to_http(st, &http, &ecode);
-            char q[LOG_QUOTE_MAX];
-            log_warn("event=sandbox_create_unknown sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"",
-                     row.id, (int)st, http, log_quote(err.msg, q, sizeof q));
-            /* The client must learn the id: the sandbox may yet exist. */
-            http_reply_error(r->req, http, ecode,
-                             "agent did not answer in time (%s); sandbox %s is pending and will be resolved "
-                             "by the reconciler (running if the agent created it, error otherwise)",
-                             err.msg, row.id);
-            return;
-        } else if (db_sandbox_transition(r->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed,
-                                         &dberr) != 0) {
-            log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);
-        }
-        api_reply_agent_error(r, "create", st, &err);
-        return;
-    }
-    if (db_sandbox_transition(r->db, row.id, BIT(SB_PENDING), SB_RUNNING,
-                              DB_SET_STARTED | DB_SET_ACTIVE, NULL, &row, &changed, &dberr) != 0) {
-        /* The VM exists but its row could not be written: the reconciler's
-         * pending rule will find it running on the agent. */
-        api_reply_internal(r, &dberr);
-        return;
-    }
-    if (!changed) {
-        /* The row left pending meanwhile (a DELETE that reached the agent
-         * before this create did, or the reconciler gave up on it): the VM
-         * just created belongs to nobody unless the row went running. */
-        bool found;
-        if (db_sandbox_get(r->db, NULL, row.id, &row, &found, &dberr) != 0) {
-            api_reply_internal(r, &dberr);
-            return;
-        }
-        if (found && row.status != SB_STOPPED && row.status != SB_ERROR) {
-            reply_row(r, 201, &row); /* e.g. the reconciler found it running */
-            return;
-        }
-        destroy_unowned(c, row.id, found ? sb_status_name(row.status) : "missing");
-        http_reply_error(r->req, 409, "invalid_state", "sandbox %s was deleted while it was being created (status: %s)",
-                         r->id, found ? sb_status_name(row.status) : "gone");
-        return;
-    }
-    log_info("event=sandbox_created sandbox_id=%s duration_ms=%lld", row.id, (long long)(mono_ms() - t0));
-    reply_row(r, 201, &row);
+    sandbox_row spec = {.vcpus = cr.vcpus, .memory_mb = cr.memory_mb, .timeout_sec = cr.timeout_sec};
+    snprintf(spec.template_name, sizeof spec.template_name, "%s", cr.template_name);
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_create(&c, &spec, &res);
+    snprintf(r->id, sizeof r->id, "%s", res.row.id);
+    api_reply_outcome(r, "create", &res, 201);
 }
 
 /* ------------------------------------------------------------ read */
+
+typedef struct list_query {
+    unsigned *mask;
+    terr *err;
+    bool seen_error; /* err holds the reason */
+} list_query;
+
+static int list_param(void *cls, const char *key, const char *value)
+{
+    list_query *q = cls;
+    int rc = strcmp(key, "status") == 0 ? sb_status_parse_filter(value, q->mask, q->err)
+                                         : terr_set(q->err, "unknown query parameter \"%.64s\"", key);
+    if (rc != 0) q->seen_error = true;
+    return rc;
+}
 
 void api_sandboxes_list(api_request *r)
 {
     unsigned mask = SB_STATUS_MASK_ACTIVE;
     terr err;
-    const char *query = evhttp_uri_get_query(evhttp_request_get_evhttp_uri(r->req));
-    if (query && *query) {
-        struct evkeyvalq params; /* evhttp_parse_query_str initialises it */
-        if (evhttp_parse_query_str(query, &params) != 0) {
-            http_reply_error(r->req, 400, "invalid_request", "malformed query string");
-            return;
-        }
-        int rc = 0;
-        for (struct evkeyval *kv = params.tqh_first; kv && rc == 0; kv = kv->next.tqe_next) {
-            if (strcmp(kv->key, "status") == 0) rc = sb_status_parse_filter(kv->value, &mask, &err);
-            else rc = terr_set(&err, "unknown query parameter \"%.64s\"", kv->key);
-        }
-        evhttp_clear_headers(&params);
-        if (rc != 0) {
-            http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
-            return;
-        }
+    list_query q = {.mask = &mask, .err = &err};
+    int rc = http_query_each(http_request_query(r->req), list_param, &q);
+    if (rc != 0) {
+        if (!q.seen_error) terr_set(&err, "malformed query string");
+        http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
+        return;
     }
     sandbox_row *rows;
     size_t n;
@@ -348,190 +85,42 @@ void api_sandboxes_get(api_request *r)
 {
     sandbox_row row;
     if (api_load_sandbox(r, &row) != 0) return;
-    reply_row(r, 200, &row);
+    sbop_result res = {.outcome = SBOP_OK, .row = row};
+    api_reply_outcome(r, "get", &res, 200);
 }
 
-/* ------------------------------------------------------------ delete */
+/* ------------------------------------------------------------ lifecycle */
 
 void api_sandboxes_delete(api_request *r)
 {
-    sandbox_row row;
-    if (api_load_sandbox(r, &row) != 0) return;
-    if (row.status == SB_STOPPED) { /* idempotent: already gone */
-        http_reply_empty(r->req, 204);
-        return;
-    }
-    rpc_client *c;
-    if (api_agent_for(r, row.host_id, &c) != 0) return;
-    terr err;
-    grpc_status_code st = agent_destroy(c, row.id, &err);
-    if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND) {
-        api_reply_agent_error(r, "destroy", st, &err);
-        return;
-    }
-    bool changed;
-    unsigned from = ~BIT(SB_STOPPED) & ((1u << SB_STATUS_COUNT) - 1);
-    if (db_sandbox_transition(r->db, row.id, from, SB_STOPPED, 0, NULL, NULL, &changed, &err) != 0) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    log_info("event=sandbox_destroyed sandbox_id=%s agent_not_found=%d", row.id, st == GRPC_STATUS_NOT_FOUND);
-    http_reply_empty(r->req, 204);
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_delete(&c, r->id, &res);
+    api_reply_outcome(r, "destroy", &res, 204);
 }
-
-/* ------------------------------------------------------------ pause / resume */
 
 void api_sandboxes_pause(api_request *r)
 {
-    sandbox_row row;
-    if (api_load_sandbox(r, &row) != 0) return;
-    if (api_require_running(r, &row) != 0) return;
-    rpc_client *c;
-    if (api_agent_for(r, row.host_id, &c) != 0) return;
-    bool changed;
-    terr err;
-    /* pausing before the RPC, so the reconciler never takes the VM's
-     * disappearance for a crash. */
-    if (db_sandbox_transition(r->db, row.id, BIT(SB_RUNNING), SB_PAUSING, 0, NULL, &row,
-                              &changed, &err) != 0) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    if (!changed) {
-        reply_conflict_now(r, "sandbox is not running");
-        return;
-    }
-    Torpor__Hostagent__V1__PauseSandboxRequest req = TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_REQUEST__INIT;
-    req.sandbox_id = row.id;
-    ProtobufCMessage *resp = NULL;
-    int64_t t0 = mono_ms();
-    grpc_status_code st = agent_call(c, RPC_PAUSE_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__pause_sandbox_response__descriptor, &resp,
-                                     AGENT_DEADLINE_PAUSE_MS, &err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    if (st == GRPC_STATUS_OK) {
-        terr dberr;
-        if (db_sandbox_transition(r->db, row.id, BIT(SB_PAUSING), SB_PAUSED, 0, NULL, &row,
-                                  &changed, &dberr) != 0) {
-            api_reply_internal(r, &dberr);
-            return;
-        }
-        if (!changed) {
-            reply_conflict_now(r, "sandbox changed state during the pause");
-            return;
-        }
-        log_info("event=sandbox_paused sandbox_id=%s duration_ms=%lld", row.id, (long long)(mono_ms() - t0));
-        reply_row(r, 200, &row);
-        return;
-    }
-    /* The pause failed: find out where the sandbox really is. */
-    sb_status now = settle_from_agent(r, c, SB_PAUSING, &row);
-    if (now == SB_PAUSING && st == GRPC_STATUS_NOT_FOUND) {
-        bool ch;
-        terr dberr;
-        if (db_sandbox_transition(r->db, row.id, BIT(SB_PAUSING), SB_STOPPED, 0, NULL, NULL, &ch,
-                                  &dberr) != 0)
-            log_error("event=mark_stopped_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);
-    }
-    if (now == SB_PAUSED) { /* e.g. the reaper paused it first: the caller's wish holds */
-        reply_row(r, 200, &row);
-        return;
-    }
-    api_reply_agent_error(r, "pause", st, &err);
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_pause(&c, r->id, &res);
+    api_reply_outcome(r, "pause", &res, 200);
 }
 
 void api_sandboxes_resume(api_request *r)
 {
-    sandbox_row row;
-    if (api_load_sandbox(r, &row) != 0) return;
-    if (row.status != SB_PAUSED) {
-        http_reply_error(r->req, 409, "invalid_state", "sandbox is not paused (status: %s)",
-                         sb_status_name(row.status));
-        return;
-    }
-    rpc_client *c;
-    if (api_agent_for(r, row.host_id, &c) != 0) return;
-    bool changed;
-    terr err;
-    if (db_sandbox_transition(r->db, row.id, BIT(SB_PAUSED), SB_RESUMING, 0, NULL, &row,
-                              &changed, &err) != 0) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    if (!changed) {
-        reply_conflict_now(r, "sandbox is not paused");
-        return;
-    }
-    Torpor__Hostagent__V1__ResumeSandboxRequest req = TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
-    req.sandbox_id = row.id;
-    req.timeout_sec = row.timeout_sec; /* the TTL survives pause/resume */
-    ProtobufCMessage *resp = NULL;
-    int64_t t0 = mono_ms();
-    grpc_status_code st = agent_call(c, RPC_RESUME_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__resume_sandbox_response__descriptor, &resp,
-                                     AGENT_DEADLINE_RESUME_MS, &err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    terr dberr;
-    if (st == GRPC_STATUS_OK) {
-        if (db_sandbox_transition(r->db, row.id, BIT(SB_RESUMING), SB_RUNNING,
-                                  DB_SET_STARTED | DB_SET_ACTIVE, NULL, &row, &changed, &dberr) != 0) {
-            api_reply_internal(r, &dberr);
-            return;
-        }
-        if (!changed) {
-            reply_conflict_now(r, "sandbox changed state during the resume");
-            return;
-        }
-        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld", row.id, row.timeout_sec,
-                 (long long)(mono_ms() - t0));
-        reply_row(r, 200, &row);
-        return;
-    }
-    /* The resume failed: what the agent now holds decides the row. The
-     * agent keeps a snapshot it did not consume (paused), may have resumed
-     * after all (running: the caller's wish holds, 200), or lost the
-     * snapshot and destroyed the sandbox (absent: stopped). A row must never
-     * stay paused when the agent no longer holds the sandbox, since nothing
-     * could ever resume it. When the agent cannot be asked, the row stays
-     * resuming and the reconciler settles it after the grace period. */
-    sb_status now = settle_from_agent(r, c, SB_RESUMING, &row);
-    if (now == SB_RUNNING) {
-        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld after_error=1", row.id,
-                 row.timeout_sec, (long long)(mono_ms() - t0));
-        reply_row(r, 200, &row);
-        return;
-    }
-    if (now == SB_RESUMING && st == GRPC_STATUS_NOT_FOUND) { /* the agent said so itself */
-        bool ch;
-        if (db_sandbox_transition(r->db, row.id, BIT(SB_RESUMING), SB_STOPPED, 0, NULL, NULL, &ch, &dberr) != 0)
-            log_error("event=mark_stopped_failed sandbox_id=%s error=\"%s\"", row.id, dberr.msg);
-    }
-    api_reply_agent_error(r, "resume", st, &err);
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_resume(&c, r->id, &res);
+    api_reply_outcome(r, "resume", &res, 200);
 }
-
-/* ------------------------------------------------------------ ping / timeout */
 
 void api_sandboxes_ping(api_request *r)
 {
-    sandbox_row row;
-    if (api_load_sandbox(r, &row) != 0) return;
-    if (api_require_running(r, &row) != 0) return;
-    rpc_client *c;
-    if (api_agent_for(r, row.host_id, &c) != 0) return;
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
-    req.sandbox_id = row.id;
-    ProtobufCMessage *resp = NULL;
-    terr err;
-    grpc_status_code st = agent_call(c, RPC_PING_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp,
-                                     AGENT_DEADLINE_SHORT_MS, &err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    if (st != GRPC_STATUS_OK) { /* the DB stays as it was */
-        api_reply_agent_error(r, "ping", st, &err);
-        return;
-    }
-    touch(r);
-    http_reply_empty(r->req, 204);
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_ping(&c, r->id, &res);
+    api_reply_outcome(r, "ping", &res, 204);
 }
 
 void api_sandboxes_timeout(api_request *r)
@@ -546,43 +135,10 @@ void api_sandboxes_timeout(api_request *r)
         http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
         return;
     }
-    sandbox_row row;
-    if (api_load_sandbox(r, &row) != 0) return;
-    if (row.status != SB_RUNNING && row.status != SB_PAUSED) {
-        http_reply_error(r->req, 409, "invalid_state", "sandbox is not running or paused (status: %s)",
-                         sb_status_name(row.status));
-        return;
-    }
-    if (row.status == SB_RUNNING) {
-        /* A paused sandbox gets the DB's value with its next resume. */
-        rpc_client *c;
-        if (api_agent_for(r, row.host_id, &c) != 0) return;
-        Torpor__Hostagent__V1__SetSandboxTimeoutRequest req =
-            TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_REQUEST__INIT;
-        req.sandbox_id = row.id;
-        req.timeout_sec = timeout_sec;
-        ProtobufCMessage *resp = NULL;
-        grpc_status_code st = agent_call(c, RPC_SET_TIMEOUT, &req.base,
-                                         &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor,
-                                         &resp, AGENT_DEADLINE_SHORT_MS, &err);
-        if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-        if (st != GRPC_STATUS_OK) {
-            api_reply_agent_error(r, "set_timeout", st, &err);
-            return;
-        }
-    }
-    bool changed;
-    if (db_sandbox_set_timeout(r->db, row.id, BIT(SB_RUNNING) | BIT(SB_PAUSED), timeout_sec, &row,
-                               &changed, &err) != 0) {
-        api_reply_internal(r, &err);
-        return;
-    }
-    if (!changed) {
-        reply_conflict_now(r, "sandbox changed state while setting its timeout");
-        return;
-    }
-    log_info("event=sandbox_timeout_set sandbox_id=%s timeout_sec=%d", row.id, timeout_sec);
-    reply_row(r, 200, &row);
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_set_timeout(&c, r->id, timeout_sec, &res);
+    api_reply_outcome(r, "set_timeout", &res, 200);
 }
 
 /* ------------------------------------------------------------ exec */
@@ -628,33 +184,27 @@ void api_sandboxes_exec(api_request *r)
         http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
         return;
     }
-    sandbox_row row;
-    rpc_client *c;
-    if (api_load_sandbox(r, &row) != 0 || api_require_running(r, &row) != 0 ||
-        api_agent_for(r, row.host_id, &c) != 0)
+    rpc_client *client;
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    sandbox_ops_open_running(&c, r->id, &client, &res);
+    if (res.outcome != SBOP_OK) {
+        api_reply_outcome(r, "exec", &res, 200);
         goto out;
-
-    Torpor__Hostagent__V1__ExecRequest req = TORPOR__HOSTAGENT__V1__EXEC_REQUEST__INIT;
-    req.sandbox_id = row.id;
-    req.cmd = (char *)er.cmd;
-    req.args = (char **)er.args;
-    req.n_args = er.n_args;
-    req.env = er.env;
-    req.n_env = er.n_env;
-    req.cwd = er.cwd ? (char *)er.cwd : "";
-    req.timeout_sec = er.timeout_sec;
-    ProtobufCMessage *resp = NULL;
+    }
+    agent_exec_args args = {.cmd = er.cmd, .args = er.args, .n_args = er.n_args, .env = er.env,
+                            .n_env = er.n_env, .cwd = er.cwd, .timeout_sec = er.timeout_sec};
+    Torpor__Hostagent__V1__ExecResponse *resp;
     int64_t t0 = mono_ms();
-    grpc_status_code st = agent_call(c, RPC_EXEC, &req.base, &torpor__hostagent__v1__exec_response__descriptor,
-                                     &resp, er.timeout_sec * 1000 + AGENT_EXEC_SLACK_MS, &err);
+    grpc_status_code st = agent_exec(client, r->id, &args, &resp, &err);
     int64_t duration = mono_ms() - t0;
     if (st != GRPC_STATUS_OK) {
         api_reply_agent_error(r, "exec", st, &err);
         goto out;
     }
-    touch(r);
-    json_t *j = exec_json(row.id, er.cmd, (Torpor__Hostagent__V1__ExecResponse *)resp, duration);
-    protobuf_c_message_free_unpacked(resp, NULL);
+    sandbox_ops_touch(&c, r->id);
+    json_t *j = exec_json(r->id, er.cmd, resp, duration);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (!j) {
         terr_set(&err, "building the exec result failed");
         api_reply_internal(r, &err);

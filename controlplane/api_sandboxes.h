@@ -1,21 +1,15 @@
 /* api_sandboxes: the /v1/sandboxes route handlers (lifecycle and exec).
  *
- * Contract: each handler sends exactly one reply for r. Lifecycle changes are
- * compare-and-set updates in the DB (pending -> running | error, running ->
- * pausing -> paused, paused -> resuming -> running, any -> stopped), so two
- * concurrent requests or the reconciler never both win. A failed agent call
- * leaves the row in the state the agent reports (or, when the agent cannot be
- * asked, in pausing/resuming for the reconciler to resolve) and answers with
- * agent_status_to_http's mapping; a failed resume never leaves a row paused
- * that the agent no longer holds (it becomes stopped), and one the agent
- * reports running is answered 200. A create whose outcome is unknown
- * (api_create_outcome_unknown) leaves its row pending for the reconciler; a
- * create whose row stopped meanwhile destroys the VM it made and answers 409.
- * The helpers below are shared with api_files.c. */
+ * Contract: each handler parses its input (400 on bad input), calls one
+ * sandbox_ops operation and answers its outcome through api_reply_outcome,
+ * sending exactly one reply. The state machine itself (compare-and-set,
+ * agent call, settle) is sandbox_ops'. Successes: create 201 with the row,
+ * get/pause/resume/timeout 200 with the row, delete/ping 204, exec 200 with
+ * the command's result, list 200 with the rows (?status= filters). */
 #ifndef TORPOR_CP_API_SANDBOXES_H
 #define TORPOR_CP_API_SANDBOXES_H
 
-#include "api.h"
+#include "api_request.h"
 
 void api_sandboxes_create(api_request *r);
 void api_sandboxes_list(api_request *r);
@@ -26,18 +20,5 @@ void api_sandboxes_resume(api_request *r);
 void api_sandboxes_ping(api_request *r);
 void api_sandboxes_timeout(api_request *r);
 void api_sandboxes_exec(api_request *r);
-
-/* Loads the team's sandbox r->id; replies 404/500 and returns -1 otherwise. */
-int api_load_sandbox(api_request *r, sandbox_row *row);
-/* Replies 409 unless row is running; returns -1 after replying. */
-int api_require_running(api_request *r, const sandbox_row *row);
-/* The agent client of the row's host; replies 500/502 and returns -1 on failure. */
-int api_agent_for(api_request *r, const char *host_id, rpc_client **c);
-/* True when a failed CreateSandbox call may still have created the VM
- * (UNAVAILABLE or DEADLINE_EXCEEDED after the request may have been sent):
- * its row then stays pending for the reconciler instead of going to error. */
-bool api_create_outcome_unknown(grpc_status_code st, const char *message);
-/* Replies with the REST mapping of a failed agent call and logs it. */
-void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code, const terr *err);
 
 #endif

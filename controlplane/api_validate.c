@@ -4,19 +4,9 @@
 #include <string.h>
 
 #include "json_util.h"
+#include "torpor_limits.h"
 
-bool api_validate_template_name(const char *s)
-{
-    if (!s) return false;
-    size_t n = strlen(s);
-    if (n < 1 || n > 63) return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
-        if (i == 0 ? !alnum : !(alnum || c == '.' || c == '_' || c == '-')) return false;
-    }
-    return true;
-}
+bool api_validate_template_name(const char *s) { return limits_template_name_valid(s); }
 
 bool api_validate_sandbox_id(const char *s, size_t n)
 {

@@ -15,18 +15,27 @@
 #include "sandbox_model.h"
 #include "terr.h"
 
-#define API_VCPUS_MIN 1
-#define API_VCPUS_MAX 64
-#define API_MEMORY_MB_MIN 64
-#define API_MEMORY_MB_MAX 65536
-#define API_TIMEOUT_SEC_MAX 2592000 /* 30 days */
-#define API_EXEC_TIMEOUT_DEFAULT 30
-#define API_EXEC_TIMEOUT_MAX 3600
+#include "torpor_limits.h"
+
+/* The shared limits (common/torpor_limits.h), under the names this API
+ * has always used. */
+#define API_VCPUS_MIN TORPOR_VCPUS_MIN
+#define API_VCPUS_MAX TORPOR_VCPUS_MAX
+#define API_MEMORY_MB_MIN TORPOR_MEMORY_MB_MIN
+#define API_MEMORY_MB_MAX TORPOR_MEMORY_MB_MAX
+#define API_TIMEOUT_SEC_MAX TORPOR_TIMEOUT_SEC_MAX
+#define API_EXEC_TIMEOUT_DEFAULT TORPOR_EXEC_TIMEOUT_DEFAULT_SEC
+#define API_EXEC_TIMEOUT_MAX TORPOR_EXEC_TIMEOUT_MAX_SEC
 #define API_PATH_MAX 4096
 
-/* ^[a-z0-9][a-z0-9._-]{0,62}$ */
+/* ^[a-z0-9][a-z0-9._-]{0,62}$: limits_template_name_valid, the rule the
+ * agent applies too. */
 bool api_validate_template_name(const char *name);
-/* Sandbox ids in URLs: 1..63 chars of [A-Za-z0-9._-]; anything else is 404. */
+/* Sandbox id segments in URLs: 1..63 chars of [A-Za-z0-9._-]; anything else
+ * is 404 "no such route". Deliberately wider than limits_sandbox_id_valid
+ * (a first character '.', '_' or '-' is allowed here): such a segment is a
+ * sandbox that does not exist (404 not_found) rather than no route, as
+ * before. Takes a length, since the segment is inside the path. */
 bool api_validate_sandbox_id(const char *id, size_t len);
 
 typedef struct api_create_req {

@@ -3,6 +3,7 @@
 #include "reconciler.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -131,33 +132,32 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
         if (v && *v && set_value(out, &flags[i], flags[i].env, v, err) != 0) return -1;
     }
 
-    const char *words[3] = {NULL, NULL, NULL};
-    int n_words = 0;
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i];
-        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+    /* getopt_long over the flags table: option i has val FLAG_VAL0 + i. */
+    enum { FLAG_VAL0 = 256 };
+    struct option longopts[N_FLAGS + 2];
+    for (size_t i = 0; i < N_FLAGS; i++)
+        longopts[i] = (struct option){flags[i].flag + 2, required_argument, NULL, FLAG_VAL0 + (int)i};
+    longopts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
+    longopts[N_FLAGS + 1] = (struct option){0};
+    optind = 0; /* GNU: a full re-initialisation, so parsing twice works */
+    opterr = 0; /* errors are ours, through err */
+    int opt;
+    while ((opt = getopt_long(argc, argv, ":h", longopts, NULL)) != -1) {
+        if (opt == 'h') {
             out->command = CP_CMD_HELP;
             return 0;
         }
-        if (strncmp(a, "--", 2) != 0) {
-            if (n_words == 2) return terr_set(err, "unexpected argument \"%s\"", a);
-            words[n_words++] = a;
-            continue;
-        }
-        const char *eq = strchr(a, '=');
-        size_t name_len = eq ? (size_t)(eq - a) : strlen(a);
-        const flag_def *f = NULL;
-        for (size_t k = 0; k < N_FLAGS; k++)
-            if (strlen(flags[k].flag) == name_len && strncmp(flags[k].flag, a, name_len) == 0) f = &flags[k];
-        if (!f) return terr_set(err, "unknown flag \"%.*s\" (see --help)", (int)name_len, a);
-        const char *v;
-        if (eq) {
-            v = eq + 1;
-        } else {
-            if (i + 1 >= argc) return terr_set(err, "%s needs a value", f->flag);
-            v = argv[++i];
-        }
-        if (set_value(out, f, f->flag, v, err) != 0) return -1;
+        if (opt == ':') return terr_set(err, "%s needs a value", argv[optind - 1]);
+        if (opt == '?' || opt < FLAG_VAL0 || opt >= FLAG_VAL0 + (int)N_FLAGS)
+            return terr_set(err, "unknown flag \"%s\" (see --help)", argv[optind - 1]);
+        const flag_def *f = &flags[opt - FLAG_VAL0];
+        if (set_value(out, f, f->flag, optarg, err) != 0) return -1;
+    }
+    const char *words[3] = {NULL, NULL, NULL};
+    int n_words = 0;
+    for (int i = optind; i < argc; i++) {
+        if (n_words == 2) return terr_set(err, "unexpected argument \"%s\"", argv[i]);
+        words[n_words++] = argv[i];
     }
 
     if (n_words == 0) {

@@ -1,7 +1,8 @@
 /* cp_config: torpor-cp's command line and environment.
  *
  * Contract: cp_config_parse fills *out from defaults, then environment
- * variables, then flags (flags win). Strings point into argv or the
+ * variables, then flags (flags win), parsed with getopt_long: "--flag v"
+ * or "--flag=v", subcommand words anywhere among them. Strings point into argv or the
  * environment (they live as long as the process). Bad or missing values
  * fail with a message naming the flag; so does a --transition-grace below
  * RECONCILER_GRACE_MIN_SEC. --help sets command CP_CMD_HELP.

@@ -1,39 +1,85 @@
+/* http_server.c: over 600 lines on purpose: it is one concern, the path of
+ * a request from libmicrohttpd's callbacks through the worker pool and back
+ * (header decision, body intake, suspend/resume, replies, stop), and every
+ * part works on the private http_request below; split, they would need that
+ * struct in a shared internal header for no gain in clarity. The contract is
+ * in http_server.h. */
 #include "http_server.h"
 
 #include <errno.h>
-#include <event2/buffer.h>
-#include <event2/event.h>
-#include <event2/keyvalq_struct.h>
-#include <event2/listener.h>
-#include <event2/thread.h>
-#include <fcntl.h>
+#include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <stdarg.h>
-#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "mono_time.h"
 
-/* One parsed request on its way loop -> worker -> loop. */
-typedef struct http_job {
-    struct evhttp_request *req;
-    int status;   /* recorded by a reply helper; 0 = not replied */
-    struct http_job *next;
-} http_job;
+/* Requests waiting for a worker beyond this are refused with 503 at once:
+ * under overload a client learns it now instead of timing out, and memory
+ * stays bounded. */
+#define HTTP_MAX_QUEUED 4096
+/* A body announced over its limit by at most this much is read and
+ * discarded before the 413 (see on_headers); a larger one is refused at
+ * once and the connection closed. */
+#define HTTP_DRAIN_MAX (4u * 1024 * 1024)
+/* A stop waits this long for replies to slow readers. */
+#define HTTP_STOP_GRACE_MS 5000
 
-/* A reply handed to libevent and not yet written, so that a stop waits
- * for it. Loop thread only. */
-typedef struct http_wire {
-    http_server *server;
-    struct evhttp_connection *evcon;
-    struct http_wire *next;
-} http_wire;
+typedef struct http_header {
+    char *name, *value;
+    struct http_header *next;
+} http_header;
+
+/* One request from its first line to its completion. Made by the URI log
+ * callback, freed by the completion callback; while a worker holds it the
+ * connection is suspended, so libmicrohttpd neither frees nor touches it. */
+struct http_request {
+    http_server *s;
+    struct MHD_Connection *conn;
+    char *uri;          /* raw target; path = uri up to '?' */
+    char *path;
+    const char *query;  /* into uri, "" if none */
+    const char *method; /* libmicrohttpd's */
+    bool http10;
+    bool headers_seen;  /* on_headers ran */
+    bool vet;           /* on_headers asked for cfg->vet on a worker before the body */
+    bool vetting;       /* that job is queued or running (connection suspended) */
+    bool vetted;        /* it has run: status != 0 means refused */
+    bool discard;       /* refused before the body: drain it, then send the reply */
+    bool in_handler;    /* handed to a worker for the handler */
+    bool queued;        /* handed to a worker (counted in s->n_live) */
+    bool done;          /* the worker has finished; the reply is recorded */
+    bool long_running;
+    size_t body_limit;
+    char *body;
+    size_t body_len, body_cap;
+    bool body_over;     /* over the limit: dropped as it arrives, then 413 */
+    unsigned long long body_announced; /* its Content-Length, 0 if chunked */
+    http_body_fn stream_fn;
+    void *stream_cls;
+    void *user;
+    /* The reply. */
+    int status; /* 0 = none yet */
+    char *content_type;
+    char *reply_body;
+    size_t reply_len;
+    http_header *headers;
+    http_stream_fn reply_fn;
+    void *reply_cls;
+    void (*reply_done)(void *cls);
+    int64_t reply_size;
+    http_upgrade_fn upgrade_fn;
+    void *upgrade_cls;
+    http_request *next; /* queue link */
+};
 
 typedef struct http_worker {
     http_server *server;
@@ -45,39 +91,25 @@ typedef struct http_worker {
 struct http_server {
     http_server_config cfg;
     int port;
-    /* Owned by the loop thread (the other threads touch them only before it
-     * starts or after it has been joined). */
-    struct event_base *base;
-    struct evhttp *http;
-    struct evhttp_bound_socket *bound;
-    struct event *done_ev;  /* workers -> loop: replies ready */
-    struct event *stop_ev;  /* stop -> loop: stop accepting / drain */
-    http_wire *wire;        /* replies handed to libevent, not yet written */
-    bool draining;          /* exit once wire is empty */
-    pthread_t loop_thread;
-    bool loop_started;
+    int listen_fd;
+    struct MHD_Daemon *mhd;
     /* Guarded by mu. */
     pthread_mutex_t mu;
-    pthread_cond_t cond;    /* a job was queued, or stopping */
-    http_job *todo, *todo_tail;
-    size_t n_todo;          /* length of todo, bounded by HTTP_MAX_QUEUED */
-    http_job *done;
+    pthread_cond_t cond;      /* a job was queued, a long one ended, or stopping */
+    pthread_cond_t live_cond; /* n_live dropped */
+    http_request *quick, *quick_tail, *slow, *slow_tail;
+    size_t n_queued;
+    int n_long_running, max_long_running;
+    int n_live; /* queued requests not yet completed on the wire */
     bool stopping;
-    bool workers_done;
     /* Fixed after start. */
     http_worker *workers;
     int n_workers;
 };
 
-/* Requests waiting for a worker beyond this are refused with 503 at once:
- * under overload a client learns it now instead of timing out, and memory
- * stays bounded. */
-#define HTTP_MAX_QUEUED 4096
-
-/* The request the calling worker thread is running, so that the reply
- * helpers (whose API takes only the request) find its job. Per thread, set
- * and cleared by worker_main around the handler call. */
-static _Thread_local http_job *http_current_job;
+/* The request whose on_headers or handler runs on this thread, so that the
+ * reply helpers can check they are called where they may be. */
+static _Thread_local http_request *http_current;
 
 static int split_host_port(const char *addr, char *host, size_t host_size, char *port, size_t port_size,
                            terr *err)
@@ -129,224 +161,401 @@ static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
     return 0;
 }
 
-static void wire_check_drained(http_server *s)
+/* ------------------------------------------------------------ request */
+
+static void request_free(http_request *r)
 {
-    if (s->draining && !s->wire) event_base_loopexit(s->base, NULL);
+    free(r->uri);
+    free(r->path);
+    free(r->body);
+    free(r->content_type);
+    free(r->reply_body);
+    while (r->headers) {
+        http_header *h = r->headers;
+        r->headers = h->next;
+        free(h->name);
+        free(h->value);
+        free(h);
+    }
+    if (r->reply_done) r->reply_done(r->reply_cls);
+    free(r);
 }
 
-/* The reply was written: libevent calls this just before freeing req. */
-static void on_reply_written(struct evhttp_request *req, void *arg)
+/* I/O thread, on the request line: the request object, with the raw target
+ * (libmicrohttpd hands the access handler a decoded path). */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
-    http_wire *w = arg;
-    http_server *s = w->server;
-    for (http_wire **p = &s->wire; *p; p = &(*p)->next)
-        if (*p == w) {
-            *p = w->next;
-            break;
+    http_request *r = calloc(1, sizeof *r);
+    if (!r) return NULL;
+    r->s = cls;
+    r->conn = conn;
+    r->uri = strdup(uri ? uri : "");
+    const char *q = r->uri ? strchr(r->uri, '?') : NULL;
+    r->path = r->uri ? strndup(r->uri, q ? (size_t)(q - r->uri) : strlen(r->uri)) : NULL;
+    r->query = q ? q + 1 : "";
+    if (!r->uri || !r->path) {
+        request_free(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* I/O thread: the request is over (sent, failed or the client left). */
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    http_server *s = cls;
+    http_request *r = *con_cls;
+    *con_cls = NULL;
+    if (!r) return;
+    if (r->queued) {
+        pthread_mutex_lock(&s->mu);
+        s->n_live--;
+        pthread_cond_broadcast(&s->live_cond);
+        pthread_mutex_unlock(&s->mu);
+    }
+    request_free(r);
+}
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    http_request *r = cls;
+    ssize_t n = r->reply_fn(r->reply_cls, pos, buf, max);
+    if (n == HTTP_STREAM_END) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+    return n;
+}
+
+typedef struct upgrade_call {
+    http_upgrade_fn fn;
+    void *cls;
+} upgrade_call;
+
+/* I/O thread: the 101 is out; the socket is the route's now. */
+static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
+                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+{
+    upgrade_call *u = cls;
+    u->fn(u->cls, sock, extra_in, extra_in_size, (http_upgraded *)urh);
+}
+
+void http_upgraded_close(http_upgraded *h)
+{
+    MHD_upgrade_action((struct MHD_UpgradeResponseHandle *)h, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+/* I/O thread: hands the recorded reply to libmicrohttpd. */
+static enum MHD_Result send_reply(http_request *r)
+{
+    struct MHD_Response *resp;
+    if (r->upgrade_fn) {
+        /* The call outlives the request (whose completion may come first),
+         * so it gets its own closure, freed with the response. */
+        upgrade_call *u = malloc(sizeof *u);
+        if (!u) return MHD_NO;
+        *u = (upgrade_call){.fn = r->upgrade_fn, .cls = r->upgrade_cls};
+        resp = MHD_create_response_for_upgrade(on_upgraded, u);
+        if (!resp) {
+            free(u);
+            return MHD_NO;
         }
-    free(w);
-    wire_check_drained(s);
+        r->reply_done = free; /* with the request: MHD is done with the response by then */
+        r->reply_cls = u;
+    } else if (r->reply_fn) {
+        /* The request outlives the response (completion comes after the
+         * last byte), so it is the reader's closure. */
+        resp = MHD_create_response_from_callback(r->reply_size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)r->reply_size,
+                                                 32 * 1024, stream_reader, r, NULL);
+    } else {
+        resp = MHD_create_response_from_buffer(r->reply_len, r->reply_body ? r->reply_body : "",
+                                               r->reply_body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+        if (resp) r->reply_body = NULL;
+    }
+    if (!resp) return MHD_NO;
+    if (r->content_type) MHD_add_response_header(resp, "Content-Type", r->content_type);
+    for (http_header *h = r->headers; h; h = h->next) MHD_add_response_header(resp, h->name, h->value);
+    if (r->http10) MHD_set_response_options(resp, MHD_RF_HTTP_1_0_SERVER, MHD_RO_END);
+    enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)r->status, resp);
+    MHD_destroy_response(resp);
+    return rc;
 }
 
-/* A connection is freed. If its reply was still on the wire (the write
- * failed: the client reset the connection), libevent frees the request
- * without on_reply_written, so forget it here. */
-static void on_connection_closed(struct evhttp_connection *evcon, void *arg)
+/* I/O thread: a JSON error for a request no worker will see. */
+static enum MHD_Result reply_now(http_request *r, int status, const char *code, const char *msg);
+
+static enum MHD_Result reply_over_limit(http_request *r)
 {
-    http_server *s = arg;
-    for (http_wire **p = &s->wire; *p;) {
-        http_wire *w = *p;
-        if (w->evcon == evcon) {
-            *p = w->next;
-            free(w);
-        } else {
-            p = &w->next;
+    /* No handler sees it, so the layer logs it, as the API logs the rest. */
+    char q[LOG_QUOTE_MAX];
+    log_write(LOG_INFO, "event=http_request method=%s path=\"%s\" status=413 body_limit=%zu announced=%llu", r->method,
+              log_quote(r->path, q, sizeof q), r->body_limit, r->body_announced);
+    char msg[160];
+    if (r->body_announced)
+        snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit", r->body_announced,
+                 r->body_limit);
+    else
+        snprintf(msg, sizeof msg, "request body is over the %zu-byte limit", r->body_limit);
+    return reply_now(r, 413, "too_large", msg);
+}
+
+static enum MHD_Result reply_now(http_request *r, int status, const char *code, const char *msg)
+{
+    http_current = r;
+    http_reply_error(r, status, code, "%s", msg);
+    http_current = NULL;
+    return send_reply(r);
+}
+
+static enum MHD_Result queue_job(http_server *s, http_request *r);
+
+/* I/O thread: the body limit against the announced Content-Length. */
+static enum MHD_Result check_limit(http_request *r)
+{
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    if (cl && !r->stream_fn) {
+        unsigned long long n = strtoull(cl, NULL, 10);
+        if (n > r->body_limit) {
+            const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+            bool waits = expect && strcasecmp(expect, "100-continue") == 0;
+            r->body_over = true;
+            r->body_announced = n;
+            /* Refused now, unread. A client that waits for "100 Continue"
+             * sends nothing more; one that sends a modest excess anyway is
+             * drained first (discarded, never stored), since closing on
+             * unread bytes resets the connection before it reads the 413. */
+            if (waits || n - r->body_limit > HTTP_DRAIN_MAX) return reply_over_limit(r);
         }
     }
-    wire_check_drained(s);
+    return MHD_YES;
 }
 
-/* Loop thread: hands a reply to libevent, tracking it until it is written. */
-static void send_on_loop(http_server *s, struct evhttp_request *req, int status, struct evbuffer *body)
+/* I/O thread: the headers are in. */
+static enum MHD_Result on_headers(http_server *s, http_request *r)
 {
-    /* No connection: the client went away while the handler ran and libevent
-     * detached the request; send_reply then just frees it. */
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    http_wire *w = evcon ? malloc(sizeof *w) : NULL;
-    if (w) { /* untracked on OOM: a stop then just does not wait for it */
-        *w = (http_wire){.server = s, .evcon = evcon, .next = s->wire};
-        s->wire = w;
-        evhttp_request_set_on_complete_cb(req, on_reply_written, w);
-        evhttp_connection_set_closecb(evcon, on_connection_closed, s);
+    r->headers_seen = true;
+    r->body_limit = s->cfg.max_body;
+    if (s->cfg.on_headers) {
+        http_current = r;
+        s->cfg.on_headers(s->cfg.app, r);
+        http_current = NULL;
+        if (r->status) return send_reply(r);
     }
-    evhttp_send_reply(req, status, http_reason(status), body);
-}
-
-/* Loop thread: an immediate JSON error, for requests no worker will see. */
-static void reply_now(http_server *s, struct evhttp_request *req, int status, const char *code, const char *msg)
-{
-    char text[256];
-    int n = snprintf(text, sizeof text, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code, msg);
-    struct evbuffer *buf = evbuffer_new();
-    if (buf) evbuffer_add(buf, text, (size_t)n);
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    send_on_loop(s, req, status, buf);
-    if (buf) evbuffer_free(buf);
-}
-
-/* Loop thread: a parsed request. Queue it for a worker. */
-static void on_request(struct evhttp_request *req, void *arg)
-{
-    http_server *s = arg;
-    http_job *job = calloc(1, sizeof *job);
-    if (!job) {
-        reply_now(s, req, 503, "unavailable", "out of memory");
-        return;
+    if (r->vet && s->cfg.vet) { /* the limit comes after the vet, as a key check before a 413 */
+        r->vetting = true;
+        return queue_job(s, r);
     }
-    job->req = req;
+    return check_limit(r);
+}
+
+/* I/O thread: a piece of the body. */
+static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
+{
+    if (r->stream_fn) return r->stream_fn(r->stream_cls, r, data, len) == 0 ? MHD_YES : MHD_NO;
+    if (r->body_over) return MHD_YES;
+    if (len > r->body_limit - r->body_len) { /* chunked: no Content-Length to refuse up front */
+        r->body_over = true;
+        free(r->body);
+        r->body = NULL;
+        r->body_len = r->body_cap = 0;
+        return MHD_YES;
+    }
+    if (r->body_len + len > r->body_cap) {
+        size_t cap = r->body_cap ? r->body_cap : 4096;
+        while (cap < r->body_len + len) cap *= 2;
+        char *b = realloc(r->body, cap);
+        if (!b) return MHD_NO;
+        r->body = b;
+        r->body_cap = cap;
+    }
+    memcpy(r->body + r->body_len, data, len);
+    r->body_len += len;
+    return MHD_YES;
+}
+
+/* I/O thread: hands r to a worker (for cfg->vet when r->vetting, else the
+ * handler) with its connection suspended; replies 503 when it cannot. */
+static enum MHD_Result queue_job(http_server *s, http_request *r)
+{
     pthread_mutex_lock(&s->mu);
-    /* Workers exit only once stopping is set and the queue is empty, both
+    /* Workers exit only once stopping is set and the queues are empty, both
      * checked under mu, so a job queued before stopping is always run. */
     bool stopping = s->stopping;
-    bool full = s->n_todo >= HTTP_MAX_QUEUED;
+    bool full = s->n_queued >= HTTP_MAX_QUEUED;
     if (!stopping && !full) {
-        if (s->todo_tail) s->todo_tail->next = job;
-        else s->todo = job;
-        s->todo_tail = job;
-        s->n_todo++;
+        /* Suspended before a worker can see it, so its resume always
+         * follows the suspend. */
+        MHD_suspend_connection(r->conn);
+        if (!r->queued) s->n_live++;
+        r->queued = true;
+        if (!r->vetting) r->in_handler = true;
+        s->n_queued++;
+        http_request **head = r->long_running && !r->vetting ? &s->slow : &s->quick;
+        http_request **tail = r->long_running && !r->vetting ? &s->slow_tail : &s->quick_tail;
+        if (*tail) (*tail)->next = r;
+        else *head = r;
+        *tail = r;
+        /* One waiter is enough: a worker that cannot take it (a long job
+         * while the long-running quota is used up) means none can, and the
+         * end of a long job signals again. */
         pthread_cond_signal(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
     if (stopping || full) {
-        free(job);
-        /* stopping: a keep-alive connection sending after stop began. */
-        reply_now(s, req, 503, "unavailable",
-                  stopping ? "server is shutting down" : "server is busy; retry later");
+        r->vetting = false;
+        return reply_now(r, 503, "unavailable", stopping ? "server is shutting down" : "server is busy; retry later");
     }
+    return MHD_YES;
 }
 
-/* Loop thread: send the replies the workers have finished. */
-static void on_done(evutil_socket_t fd, short what, void *arg)
+/* I/O thread: the whole request is in; queue it for a worker. */
+static enum MHD_Result dispatch(http_server *s, http_request *r)
 {
-    http_server *s = arg;
+    if (r->discard) return send_reply(r); /* refused by vet, body drained */
+    if (r->body_over) return reply_over_limit(r);
+    return queue_job(s, r);
+}
+
+/* I/O thread: the vet job came back (the connection is resumed, the body
+ * not read yet). A refusal is sent now when nothing or too much is coming,
+ * else after draining what the client sends unasked (see on_headers). */
+static enum MHD_Result after_vet(http_request *r)
+{
+    r->vetting = false;
+    r->vetted = true;
+    if (!r->status) return check_limit(r); /* accepted: on to the limit and the body */
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+    if (!cl || n == 0 || n > HTTP_DRAIN_MAX || (expect && strcasecmp(expect, "100-continue") == 0))
+        return send_reply(r);
+    r->discard = true;
+    return MHD_YES;
+}
+
+/* True when the request announces no body at all. */
+static bool no_body(http_request *r)
+{
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    return !te && (!cl || strtoull(cl, NULL, 10) == 0);
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *upload_data, size_t *upload_data_size,
+                                 void **con_cls)
+{
+    http_server *s = cls;
+    http_request *r = *con_cls;
+    if (!r) return MHD_NO; /* on_uri ran out of memory: close */
+    if (!r->headers_seen) {
+        r->conn = conn;
+        r->method = method;
+        r->http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+        return on_headers(s, r);
+    }
+    if (r->vetting) { /* resumed (or woken early) while the vet job runs */
+        if (!r->done) return MHD_YES;
+        r->done = false;
+        enum MHD_Result rc = after_vet(r);
+        if (rc != MHD_YES || r->status) return rc;
+        if (!*upload_data_size) return no_body(r) ? dispatch(s, r) : MHD_YES;
+    }
+    if (*upload_data_size) {
+        size_t n = *upload_data_size;
+        *upload_data_size = 0;
+        if (r->discard) return MHD_YES;
+        return on_body(r, upload_data, n);
+    }
+    if (r->in_handler) return r->done ? send_reply(r) : MHD_YES; /* done: resumed by its worker */
+    return dispatch(s, r);
+}
+
+/* ------------------------------------------------------------ workers */
+
+/* Takes the next job (quick ones first; a long one only while fewer than
+ * max_long_running run), or NULL once stopping with nothing left. */
+static http_request *next_job(http_server *s, bool *is_long)
+{
     pthread_mutex_lock(&s->mu);
-    http_job *list = s->done;
-    s->done = NULL;
+    http_request *r = NULL;
+    for (;;) {
+        if (s->quick) {
+            r = s->quick;
+            s->quick = r->next;
+            if (!s->quick) s->quick_tail = NULL;
+            *is_long = false;
+            break;
+        }
+        if (s->slow && s->n_long_running < s->max_long_running) {
+            r = s->slow;
+            s->slow = r->next;
+            if (!s->slow) s->slow_tail = NULL;
+            s->n_long_running++;
+            *is_long = true;
+            break;
+        }
+        if (s->stopping && !s->slow) break;
+        pthread_cond_wait(&s->cond, &s->mu);
+    }
+    if (r) {
+        s->n_queued--;
+        r->next = NULL;
+    }
     pthread_mutex_unlock(&s->mu);
-    while (list) {
-        http_job *job = list;
-        list = job->next;
-        /* The body is already in the request's output buffer. */
-        send_on_loop(s, job->req, job->status, NULL);
-        free(job);
-    }
-}
-
-/* Loop thread: stop accepting; once the workers are joined, drain. */
-static void on_stop(evutil_socket_t fd, short what, void *arg)
-{
-    http_server *s = arg;
-    if (s->bound) {
-        evhttp_del_accept_socket(s->http, s->bound); /* closes the socket */
-        s->bound = NULL;
-    }
-    pthread_mutex_lock(&s->mu);
-    bool workers_done = s->workers_done;
-    pthread_mutex_unlock(&s->mu);
-    if (!workers_done) return;
-    on_done(-1, 0, s);
-    s->draining = true;
-    if (!s->wire) {
-        event_base_loopexit(s->base, NULL);
-    } else {
-        /* A client that stops reading must not hold up the stop forever. */
-        struct timeval grace = {.tv_sec = 5};
-        event_base_loopexit(s->base, &grace);
-    }
-}
-
-static void *loop_main(void *arg)
-{
-    http_server *s = arg;
-    /* Once the listener is gone and every connection waits for a worker,
-     * no event is pending; plain dispatch would return then and strand the
-     * replies still to come. Only on_stop's loopexit ends this loop. */
-    event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
-    return NULL;
+    return r;
 }
 
 static void *worker_main(void *arg)
 {
     http_worker *w = arg;
     http_server *s = w->server;
-    for (;;) {
+    bool is_long;
+    http_request *r;
+    while ((r = next_job(s, &is_long))) {
+        http_current = r;
+        if (r->vetting) {
+            s->cfg.vet(s->cfg.app, w->worker, r);
+            http_current = NULL;
+            pthread_mutex_lock(&s->mu);
+            r->done = true;
+            pthread_mutex_unlock(&s->mu);
+            MHD_resume_connection(r->conn);
+            continue;
+        }
+        s->cfg.handler(s->cfg.app, w->worker, r);
+        http_current = NULL;
+        if (r->status == 0) {
+            char q[LOG_QUOTE_MAX];
+            log_write(LOG_ERROR, "event=http_no_reply method=%s path=\"%s\"", r->method,
+                      log_quote(r->path, q, sizeof q));
+            http_current = r;
+            http_reply_error(r, 500, "internal_error", "handler sent no reply");
+            http_current = NULL;
+        }
         pthread_mutex_lock(&s->mu);
-        while (!s->todo && !s->stopping) pthread_cond_wait(&s->cond, &s->mu);
-        http_job *job = s->todo;
-        if (job) {
-            s->todo = job->next;
-            if (!s->todo) s->todo_tail = NULL;
-            s->n_todo--;
-            job->next = NULL;
+        r->done = true;
+        if (is_long) {
+            s->n_long_running--;
+            if (s->slow) pthread_cond_signal(&s->cond);
         }
         pthread_mutex_unlock(&s->mu);
-        if (!job) break; /* stopping and nothing left */
-
-        http_current_job = job;
-        s->cfg.handler(s->cfg.app, w->worker, job->req);
-        http_current_job = NULL;
-        if (job->status == 0) {
-            log_write(LOG_ERROR, "event=http_no_reply uri=%s", evhttp_request_get_uri(job->req));
-            static const char msg[] = "{\"error\":{\"code\":\"internal_error\",\"message\":\"handler sent no reply\"}}";
-            evhttp_add_header(evhttp_request_get_output_headers(job->req), "Content-Type", "application/json");
-            evbuffer_add(evhttp_request_get_output_buffer(job->req), msg, sizeof msg - 1);
-            job->status = 500;
-        }
-
-        pthread_mutex_lock(&s->mu);
-        job->next = s->done;
-        s->done = job;
-        pthread_mutex_unlock(&s->mu);
-        event_active(s->done_ev, EV_READ, 0);
+        /* From here on the I/O thread owns r again. */
+        MHD_resume_connection(r->conn);
     }
     return NULL;
 }
 
-static int loop_setup(http_server *s, int fd, terr *err)
+/* ------------------------------------------------------------ start / stop */
+
+/* libmicrohttpd's own messages (a client that reset its connection, ...):
+ * one log line each, the text quoted. */
+static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
-    s->base = event_base_new();
-    if (!s->base) {
-        close(fd);
-        return terr_set(err, "event_base_new failed");
-    }
-    struct evconnlistener *l =
-        evconnlistener_new(s->base, NULL, NULL, LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE, 0, fd);
-    if (!l) {
-        close(fd);
-        return terr_set(err, "evconnlistener_new failed");
-    }
-    s->http = evhttp_new(s->base);
-    if (!s->http) {
-        evconnlistener_free(l);
-        return terr_set(err, "evhttp_new failed");
-    }
-    evhttp_set_max_body_size(s->http, (ev_ssize_t)s->cfg.max_body);
-    evhttp_set_max_headers_size(s->http, 64 * 1024);
-    evhttp_set_timeout(s->http, 120);
-    /* Every method reaches the handler, which answers 405 in JSON itself. */
-    evhttp_set_allowed_methods(s->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
-                                            EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
-                                            EVHTTP_REQ_PATCH);
-    evhttp_set_gencb(s->http, on_request, s);
-    s->bound = evhttp_bind_listener(s->http, l);
-    if (!s->bound) {
-        evconnlistener_free(l);
-        return terr_set(err, "evhttp_bind_listener failed");
-    }
-    s->done_ev = event_new(s->base, -1, 0, on_done, s);
-    s->stop_ev = event_new(s->base, -1, 0, on_stop, s);
-    if (!s->done_ev || !s->stop_ev) return terr_set(err, "event_new failed");
-    return 0;
+    char msg[512], q[LOG_QUOTE_MAX];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    size_t n = strlen(msg);
+    while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
+    log_write(LOG_INFO, "event=http_wire message=\"%s\"", log_quote(msg, q, sizeof q));
 }
 
 int http_server_start(const http_server_config *cfg, http_server **out, terr *err)
@@ -354,16 +563,15 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     *out = NULL;
     if (cfg->n_threads < 1 || cfg->n_threads > 1024)
         return terr_set(err, "http threads must be 1..1024 (got %d)", cfg->n_threads);
-    /* Workers activate the loop's done event from their threads. */
-    if (evthread_use_pthreads() != 0) return terr_set(err, "evthread_use_pthreads failed");
     http_server *s = calloc(1, sizeof *s);
     if (!s) return terr_set(err, "out of memory");
     s->cfg = *cfg;
+    s->listen_fd = -1;
+    s->max_long_running = cfg->n_threads > 1 ? cfg->n_threads - 1 : 1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
-    int fd;
-    if (bind_listen(cfg->listen_addr, &fd, &s->port, err) != 0) goto fail;
-    if (loop_setup(s, fd, err) != 0) goto fail;
+    pthread_cond_init(&s->live_cond, NULL);
+    if (bind_listen(cfg->listen_addr, &s->listen_fd, &s->port, err) != 0) goto fail;
     s->workers = calloc((size_t)cfg->n_threads, sizeof *s->workers);
     if (!s->workers) {
         terr_set(err, "out of memory");
@@ -384,11 +592,23 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
         }
         w->started = true;
     }
-    if (pthread_create(&s->loop_thread, NULL, loop_main, s) != 0) {
-        terr_set(err, "pthread_create failed");
+    /* One I/O thread on epoll; ITC so workers can resume connections and a
+     * stop can quiesce; upgrade for the WebSocket/proxy routes to come. */
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
+    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
+                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, /* first, or MHD says so */
+                              MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
+                              MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
+                              MHD_OPTION_CONNECTION_TIMEOUT, 120u,
+                              MHD_OPTION_CONNECTION_LIMIT, 4096u,
+                              MHD_OPTION_END);
+    if (!s->mhd) {
+        terr_set(err, "MHD_start_daemon on %s failed", cfg->listen_addr);
         goto fail;
     }
-    s->loop_started = true;
     *out = s;
     return 0;
 fail:
@@ -401,94 +621,195 @@ int http_server_port(const http_server *s) { return s->port; }
 void http_server_stop(http_server *s)
 {
     if (!s) return;
-    /* 1. From now on, requests on open keep-alive connections get a 503;
-     *    workers finish what is queued or running, then exit; the loop keeps
-     *    sending their replies meanwhile. */
+    /* 1. Stop accepting; from now on new requests on open connections get
+     *    503 and the workers exit once the queues are empty. */
+    if (s->mhd) {
+        int fd = MHD_quiesce_daemon(s->mhd);
+        if (fd >= 0) close(fd);
+        s->listen_fd = -1;
+    }
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->cond);
     pthread_mutex_unlock(&s->mu);
-    /* 2. Stop accepting (on the loop: it owns the listener). */
-    if (s->loop_started) event_active(s->stop_ev, EV_READ, 0);
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
+    /* 2. The I/O thread sends the last replies; a client that stops reading
+     *    must not hold up the stop forever. */
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += HTTP_STOP_GRACE_MS / 1000;
     pthread_mutex_lock(&s->mu);
-    s->workers_done = true;
+    while (s->n_live > 0 && s->mhd)
+        if (pthread_cond_timedwait(&s->live_cond, &s->mu, &until) != 0) break;
     pthread_mutex_unlock(&s->mu);
-    /* 3. The loop sends the last replies, waits until they are written and
-     *    exits. */
-    if (s->loop_started) {
-        event_active(s->stop_ev, EV_READ, 0);
-        pthread_join(s->loop_thread, NULL);
-    }
-    /* No job is left: on_stop sent every finished one after the join. */
+    if (s->mhd) MHD_stop_daemon(s->mhd);
+    if (s->listen_fd >= 0) close(s->listen_fd);
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].worker && s->cfg.worker_free) s->cfg.worker_free(s->workers[i].worker);
-    if (s->done_ev) event_free(s->done_ev);
-    if (s->stop_ev) event_free(s->stop_ev);
-    if (s->http) evhttp_free(s->http);
-    if (s->base) event_base_free(s->base);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
+    pthread_cond_destroy(&s->live_cond);
     free(s->workers);
     free(s);
 }
 
+/* ------------------------------------------------------------ accessors */
+
+const char *http_request_method(const http_request *r) { return r->method; }
+const char *http_request_uri(const http_request *r) { return r->uri; }
+const char *http_request_path(const http_request *r) { return r->path; }
+const char *http_request_query(const http_request *r) { return r->query; }
+void *http_request_user(const http_request *r) { return r->user; }
+
+const char *http_request_header(const http_request *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
+}
+
+const char *http_request_body(const http_request *r, size_t *len)
+{
+    *len = r->body_len;
+    return r->body ? r->body : "";
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decodes s[0..n) into out (size 256); -1 if it does not fit. */
+static int query_decode(const char *s, size_t n, char out[256])
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (o >= 255) return -1;
+        char c = s[i];
+        if (c == '+') c = ' ';
+        else if (c == '%' && i + 2 < n && hexval(s[i + 1]) >= 0 && hexval(s[i + 2]) >= 0) {
+            c = (char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        }
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+int http_query_each(const char *query, int (*fn)(void *cls, const char *key, const char *value), void *cls)
+{
+    const char *p = query ? query : "";
+    while (*p) {
+        const char *end = strchr(p, '&');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > 0) {
+            const char *eq = memchr(p, '=', n);
+            if (!eq) return -1;
+            char key[256], value[256];
+            size_t klen = (size_t)(eq - p);
+            if (query_decode(p, klen, key) != 0 || query_decode(eq + 1, n - klen - 1, value) != 0) return -1;
+            int rc = fn(cls, key, value);
+            if (rc != 0) return rc;
+        }
+        p += n;
+        if (*p == '&') p++;
+    }
+    return 0;
+}
+
+void http_request_set_body_limit(http_request *r, size_t limit) { r->body_limit = limit; }
+void http_request_set_long_running(http_request *r) { r->long_running = true; }
+void http_request_set_user(http_request *r, void *user) { r->user = user; }
+void http_request_vet_first(http_request *r) { r->vet = true; }
+
+void http_request_stream_body(http_request *r, http_body_fn fn, void *cls)
+{
+    r->stream_fn = fn;
+    r->stream_cls = cls;
+}
+
+/* ------------------------------------------------------------ replies */
+
 const char *http_reason(int status)
 {
-    switch (status) {
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 409: return "Conflict";
-    case 413: return "Payload Too Large";
-    case 415: return "Unsupported Media Type";
-    case 500: return "Internal Server Error";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    default: return "Unknown";
-    }
+    const char *s = MHD_get_reason_phrase_for((unsigned)status);
+    return s && *s ? s : "Unknown";
 }
 
-/* Records the response on the worker; the loop sends it after the handler
- * returns. The loop does not touch the request's output headers or buffer
- * until then, so filling them here is safe. */
-void http_reply_bytes(struct evhttp_request *req, int status, const char *content_type,
-                      const void *data, size_t len)
+/* True when req may get a reply now (its own thread, none recorded yet). */
+static bool may_reply(http_request *req, int status)
 {
-    http_job *job = http_current_job;
-    if (!job || job->req != req) {
-        log_write(LOG_ERROR, "event=http_reply_misuse status=%d reason=\"not on the request's handler thread\"",
-                  status);
-        return;
+    if (http_current != req) {
+        log_write(LOG_ERROR, "event=http_reply_misuse status=%d reason=\"not on the request's thread\"", status);
+        return false;
     }
-    if (job->status != 0) {
-        log_write(LOG_ERROR, "event=http_reply_twice status=%d first_status=%d", status, job->status);
-        return;
+    if (req->status != 0) {
+        log_write(LOG_ERROR, "event=http_reply_twice status=%d first_status=%d", status, req->status);
+        return false;
     }
-    struct evbuffer *out = evhttp_request_get_output_buffer(req);
-    if (len && evbuffer_add(out, data, len) != 0) {
-        log_write(LOG_ERROR, "event=http_reply_oom status=%d bytes=%zu", status, len);
-        evbuffer_drain(out, evbuffer_get_length(out));
-        job->status = 500;
-        return;
-    }
-    if (content_type)
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", content_type);
-    job->status = status;
+    return true;
 }
 
-int http_reply_status(struct evhttp_request *req)
+void http_add_header(http_request *req, const char *name, const char *value)
 {
-    http_job *job = http_current_job;
-    return job && job->req == req ? job->status : 0;
+    http_header *h = calloc(1, sizeof *h);
+    if (!h || !(h->name = strdup(name)) || !(h->value = strdup(value))) {
+        if (h) free(h->name);
+        free(h);
+        return;
+    }
+    h->next = req->headers;
+    req->headers = h;
 }
 
-void http_reply_json(struct evhttp_request *req, int status, json_t *body)
+void http_reply_bytes(http_request *req, int status, const char *content_type, const void *data, size_t len)
+{
+    if (!may_reply(req, status)) return;
+    if (len) {
+        req->reply_body = malloc(len);
+        if (!req->reply_body) {
+            log_write(LOG_ERROR, "event=http_reply_oom status=%d bytes=%zu", status, len);
+            req->status = 500;
+            return;
+        }
+        memcpy(req->reply_body, data, len);
+        req->reply_len = len;
+    }
+    if (content_type) req->content_type = strdup(content_type);
+    req->status = status;
+}
+
+void http_reply_stream(http_request *req, int status, const char *content_type, int64_t size,
+                       http_stream_fn fn, void *cls, void (*done)(void *cls))
+{
+    if (!may_reply(req, status)) {
+        if (done) done(cls);
+        return;
+    }
+    req->reply_fn = fn;
+    req->reply_cls = cls;
+    req->reply_done = done;
+    req->reply_size = size;
+    if (content_type) req->content_type = strdup(content_type);
+    req->status = status;
+}
+
+void http_reply_upgrade(http_request *req, const char *protocol, http_upgrade_fn fn, void *cls)
+{
+    if (!may_reply(req, 101)) return;
+    req->upgrade_fn = fn;
+    req->upgrade_cls = cls;
+    http_add_header(req, "Upgrade", protocol);
+    http_add_header(req, "Connection", "Upgrade");
+    req->status = 101;
+}
+
+int http_reply_status(const http_request *req) { return req->status; }
+
+void http_reply_json(http_request *req, int status, json_t *body)
 {
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
@@ -501,7 +822,7 @@ void http_reply_json(struct evhttp_request *req, int status, json_t *body)
     free(text);
 }
 
-void http_reply_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
 {
     char msg[1024];
     va_list ap;
@@ -511,7 +832,4 @@ void http_reply_error(struct evhttp_request *req, int status, const char *code, 
     http_reply_json(req, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
 
-void http_reply_empty(struct evhttp_request *req, int status)
-{
-    http_reply_bytes(req, status, NULL, NULL, 0);
-}
+void http_reply_empty(http_request *req, int status) { http_reply_bytes(req, status, NULL, NULL, 0); }

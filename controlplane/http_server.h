@@ -1,64 +1,147 @@
-/* http_server: one libevent evhttp loop thread + a pool of N worker threads.
+/* http_server: libmicrohttpd for the wire, a pool of N worker threads for
+ * the handlers.
  *
- * Contract: one event-loop thread owns the evhttp (it accepts, parses and
- * sends); every parsed request is queued to a pool of cfg->n_threads worker
- * threads, each owning a "worker" object made by cfg->worker_init (the
- * control plane puts a PostgreSQL connection there). A worker runs the
- * handler synchronously, so a slow request (a pause, a first create) holds
- * up only that worker; no connection, new or keep-alive, is pinned to a
- * busy thread. The handler may read the request (URI, headers, input
- * buffer) and add output headers; the reply helpers record the response,
- * which the loop thread sends once the handler has returned (so the handler
- * may still read the request after replying). A handler that returns
- * without replying gets a 500. A client that disconnects while its handler
- * runs is harmless: the reply is then dropped. The listening socket is
- * bound once, so port 0 works and http_server_port tells the port. Bodies
- * over max_body get libevent's own 413 before the handler runs; smaller
- * per-route limits are the handler's. Every HTTP method reaches the handler
- * (so it can answer 405 itself). http_server_stop stops accepting, lets
- * queued and running requests finish and be replied, joins the threads and
- * frees everything. The reply helpers send exactly one response (a second
- * call is logged and ignored) and may be called only from the handler's
- * thread, during the handler. The process should ignore SIGPIPE, as
- * torpor-cp does: a reply to a reset connection is then a failed write. */
+ * Contract: one libmicrohttpd I/O thread (epoll) accepts, parses and sends;
+ * it never blocks on a handler. Once a request's headers are in, before any
+ * body byte is read, cfg->on_headers runs on the I/O thread (optional; it
+ * must not block): it decides the route, may answer at once with a reply
+ * helper (the body is then never read and the connection closes if a body
+ * was announced), sets the body limit (http_request_set_body_limit, default
+ * cfg->max_body), or makes the body streamed (http_request_stream_body),
+ * marks the request long-running and attaches route data
+ * (http_request_set_user). A Content-Length over the limit is decided at
+ * that point: the body is never stored and the handler never runs. The 413
+ * goes out at once when the client waits for "100 Continue" or announced
+ * more than 4 MiB over the limit (the connection then closes); a smaller
+ * excess is first read and discarded, because closing a connection with
+ * unread bytes resets it before a client that sends its body unasked (most
+ * do) can read the answer. A chunked body that grows over the limit is
+ * dropped as it arrives and answered 413 at its end. A complete request
+ * is then queued for a worker and its connection suspended, so a slow
+ * handler holds up only its worker and never another connection, new or
+ * keep-alive. Each worker owns an object made by cfg->worker_init (the
+ * control plane puts a PostgreSQL connection there). Long-running requests
+ * (http_request_set_long_running) use at most n_threads - 1 workers when
+ * n_threads > 1, so a quick request always finds a worker. At most
+ * HTTP_MAX_QUEUED requests wait; more get 503 at once.
+ *
+ * The handler may read the request (method, path, query, headers, body) and
+ * add response headers; a reply helper records the response, which the I/O
+ * thread sends once the handler has returned (so the handler may still read
+ * the request after replying). A handler that returns without replying gets
+ * a 500. A client that disconnects while its handler runs is harmless: the
+ * reply is then dropped. The reply helpers record exactly one response (a
+ * second call is logged and ignored) and may be called only on the
+ * request's own thread during on_headers or the handler. Responses may be
+ * streamed (http_reply_stream: chunked when the size is unknown). HTTP/1.0
+ * requests are answered as HTTP/1.0; keep-alive and chunked request bodies
+ * are libmicrohttpd's. `Connection: Upgrade` is served by http_reply_upgrade
+ * (the hook for the WebSocket and port-proxy routes to come).
+ *
+ * The listening socket is bound once, so port 0 works and
+ * http_server_port tells the port. http_server_stop stops accepting at
+ * once, answers new requests on open connections 503, lets queued and
+ * running requests finish and be sent (waiting at most 5 s for slow
+ * readers), joins the threads and frees everything. The process should
+ * ignore SIGPIPE, as torpor-cp does. */
 #ifndef TORPOR_CP_HTTP_SERVER_H
 #define TORPOR_CP_HTTP_SERVER_H
 
-#include <event2/http.h>
 #include <jansson.h>
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
 
 #include "terr.h"
 
 typedef struct http_server http_server;
+typedef struct http_request http_request;
 
 typedef struct http_server_config {
     const char *listen_addr; /* "127.0.0.1:8080", "[::1]:0" */
     int n_threads;           /* >= 1 */
-    size_t max_body;         /* largest body libevent reads at all */
+    size_t max_body;         /* default body limit of a request */
     void *app;
     /* Called once per worker thread before serving; NULL result = failure. */
     void *(*worker_init)(void *app, int index, terr *err);
     void (*worker_free)(void *worker);
-    void (*handler)(void *app, void *worker, struct evhttp_request *req);
+    /* I/O thread, after the headers, before the body; may be NULL. */
+    void (*on_headers)(void *app, http_request *req);
+    /* Worker thread, once the body is in. */
+    void (*handler)(void *app, void *worker, http_request *req);
+    /* Worker thread, after the headers and before the body, for requests
+     * on_headers marked with http_request_vet_first (e.g. a key check
+     * against the database before a large upload is read); a reply here
+     * refuses the request (the body is then never stored; sent at once when
+     * no body or more than 4 MiB is announced or the client waits for
+     * "100 Continue", else after draining it). May be NULL. */
+    void (*vet)(void *app, void *worker, http_request *req);
 } http_server_config;
 
 int http_server_start(const http_server_config *cfg, http_server **out, terr *err);
 int http_server_port(const http_server *s);
 void http_server_stop(http_server *s);
 
+/* ---- the request (valid during on_headers and the handler) */
+const char *http_request_method(const http_request *req); /* "GET" */
+/* The raw request target ("/a/b?x=1"), and its path and query parts, not
+ * percent-decoded; query is "" when there is none. */
+const char *http_request_uri(const http_request *req);
+const char *http_request_path(const http_request *req);
+const char *http_request_query(const http_request *req);
+const char *http_request_header(const http_request *req, const char *name); /* NULL if absent */
+/* The buffered body (not NUL-terminated; "" when empty). */
+const char *http_request_body(const http_request *req, size_t *len);
+void *http_request_user(const http_request *req);
+/* Calls fn for each key=value of a query string ("a=1&b=x%20y"), both
+ * percent-decoded ('+' is a space), in order; empty pieces are skipped.
+ * Returns -1 for a piece without '=' or a key or value over 255 bytes, or
+ * the first non-zero result of fn; 0 otherwise. */
+int http_query_each(const char *query, int (*fn)(void *cls, const char *key, const char *value), void *cls);
+
+/* ---- decisions (on_headers only) */
+void http_request_set_body_limit(http_request *req, size_t limit);
+void http_request_set_long_running(http_request *req);
+void http_request_set_user(http_request *req, void *user);
+/* Runs cfg->vet on a worker before the body is read (one more worker hop). */
+void http_request_vet_first(http_request *req);
+/* The body is not buffered: each piece is handed to fn on the I/O thread as
+ * it arrives (fn must not block); fn returns -1 to refuse the rest (the
+ * connection is then closed). The handler runs once the body has ended. */
+typedef int (*http_body_fn)(void *cls, http_request *req, const char *data, size_t len);
+void http_request_stream_body(http_request *req, http_body_fn fn, void *cls);
+
+/* ---- replies */
+void http_add_header(http_request *req, const char *name, const char *value);
 /* Sends body (reference stolen) as application/json. */
-void http_reply_json(struct evhttp_request *req, int status, json_t *body);
+void http_reply_json(http_request *req, int status, json_t *body);
 /* Sends {"error":{"code","message"}}. */
-void http_reply_error(struct evhttp_request *req, int status, const char *code, const char *fmt, ...)
+void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
-void http_reply_empty(struct evhttp_request *req, int status);
-void http_reply_bytes(struct evhttp_request *req, int status, const char *content_type,
-                      const void *data, size_t len);
+void http_reply_empty(http_request *req, int status);
+void http_reply_bytes(http_request *req, int status, const char *content_type, const void *data, size_t len);
+/* A streamed response: fn fills buf (up to max bytes) at offset pos and
+ * returns the count, HTTP_STREAM_END at the end or HTTP_STREAM_ERROR; it
+ * runs on the I/O thread and must not block. size < 0: unknown (chunked).
+ * done(cls) is called once the response is freed. */
+#define HTTP_STREAM_END ((ssize_t)-1)
+#define HTTP_STREAM_ERROR ((ssize_t)-2)
+typedef ssize_t (*http_stream_fn)(void *cls, uint64_t pos, char *buf, size_t max);
+void http_reply_stream(http_request *req, int status, const char *content_type, int64_t size,
+                       http_stream_fn fn, void *cls, void (*done)(void *cls));
+/* Switches the connection to another protocol: 101 Switching Protocols with
+ * "Upgrade: protocol" and "Connection: Upgrade". Once that is sent, fn runs
+ * on the I/O thread with the raw socket and any bytes the client sent after
+ * the request (extra, extra_len); it must not block: it hands the socket on
+ * to whatever serves the protocol, which calls http_upgraded_close(h) when
+ * done (from any thread; never close(fd) itself). */
+typedef struct http_upgraded http_upgraded;
+typedef void (*http_upgrade_fn)(void *cls, int fd, const char *extra, size_t extra_len, http_upgraded *h);
+void http_reply_upgrade(http_request *req, const char *protocol, http_upgrade_fn fn, void *cls);
+void http_upgraded_close(http_upgraded *h);
 const char *http_reason(int status);
-/* The status recorded by a reply helper for req during its handler (on the
- * handler's thread), 0 if none yet. evhttp_request_get_response_code is 0
- * there: libevent only sets it when the loop thread sends the reply. */
-int http_reply_status(struct evhttp_request *req);
+/* The status recorded by a reply helper for req, 0 if none yet. */
+int http_reply_status(const http_request *req);
 
 #endif

@@ -174,8 +174,3 @@ bad:
     free(buf);
     return terr_set(err, "invalid base64");
 }
-
-char *json_util_dump(const json_t *v)
-{
-    return json_dumps(v, JSON_COMPACT);
-}

@@ -40,7 +40,4 @@ char *json_util_base64_encode(const uint8_t *buf, size_t len);
  * buffer; *out may be non-NULL even when *out_len is 0. */
 int json_util_base64_decode(const char *s, size_t len, uint8_t **out, size_t *out_len, terr *err);
 
-/* json_dumps compact; malloc'd (NULL on OOM). */
-char *json_util_dump(const json_t *v);
-
 #endif

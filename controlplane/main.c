@@ -1,8 +1,8 @@
 /* torpor-cp: the control plane. Parses flags, applies migrations, registers
  * the default agent host, then serves REST on N threads and runs the
  * reconciler until SIGTERM/SIGINT. Subcommands: keys create, hosts add,
- * hosts reset-identity. */
-#include <pthread.h>
+ * hosts reset-identity. A bad command line exits 2 with one line on
+ * stderr; any other start-up failure is one fatal() line and exit 1. */
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +10,10 @@
 
 #include "agent_client.h"
 #include "api.h"
+#include "api_routes.h"
 #include "auth.h"
 #include "cp_config.h"
+#include "daemon.h"
 #include "db.h"
 #include "http_server.h"
 #include "log.h"
@@ -27,7 +29,8 @@ static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
         *db = NULL;
         return -1;
     }
-    log_info("event=migrations_done applied=%d dir=%s", applied, cfg->migrations_dir);
+    char q[LOG_QUOTE_MAX];
+    log_info("event=migrations_done applied=%d dir=\"%s\"", applied, log_quote(cfg->migrations_dir, q, sizeof q));
     return 0;
 }
 
@@ -40,7 +43,8 @@ static int cmd_keys_create(const cp_config *cfg, terr *err)
     db_close(db);
     if (rc != 0) return -1;
     printf("%s\n", key);
-    log_info("event=api_key_created team=%s team_id=%s", cfg->team, team_id);
+    char q[LOG_QUOTE_MAX];
+    log_info("event=api_key_created team=\"%s\" team_id=%s", log_quote(cfg->team, q, sizeof q), team_id);
     return 0;
 }
 
@@ -71,26 +75,18 @@ static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
     return 0;
 }
 
-static int cmd_serve(const cp_config *cfg, terr *err)
+static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
 {
+    terr err;
     db_conn *db;
-    if (open_migrated(cfg, &db, err) != 0) return -1;
-    int rc = db_host_upsert(db, "default", cfg->agent_addr, err);
+    if (open_migrated(cfg, &db, &err) != 0) fatal("stage=migrate %s", err.msg);
+    if (db_host_upsert(db, "default", cfg->agent_addr, &err) != 0) fatal("stage=default_host %s", err.msg);
     db_close(db);
-    if (rc != 0) return -1;
-
-    /* Block the signals in every thread; this one waits for them. */
-    sigset_t sigs;
-    sigemptyset(&sigs);
-    sigaddset(&sigs, SIGTERM);
-    sigaddset(&sigs, SIGINT);
-    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    signal(SIGPIPE, SIG_IGN);
 
     rpc_tls_config tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key, .ca_path = cfg->tls_ca,
                           .server_name_override = cfg->agent_tls_server_name};
     agent_pool *agents;
-    if (agent_pool_open(&tls, &agents, err) != 0) return -1;
+    if (agent_pool_open(&tls, &agents, &err) != 0) fatal("stage=agent_pool %s", err.msg);
     api_ctx ctx = {.cfg = cfg, .agents = agents};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
@@ -99,54 +95,50 @@ static int cmd_serve(const cp_config *cfg, terr *err)
         .app = &ctx,
         .worker_init = api_worker_init,
         .worker_free = api_worker_free,
+        .on_headers = api_on_headers,
         .handler = api_handle,
+        .vet = api_vet,
     };
     http_server *http;
-    if (http_server_start(&hc, &http, err) != 0) {
-        agent_pool_close(agents);
-        return -1;
-    }
+    if (http_server_start(&hc, &http, &err) != 0) fatal("stage=http %s", err.msg);
     reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
                                 .interval_sec = cfg->reconcile_interval_sec,
                                 .grace_sec = cfg->transition_grace_sec};
     reconciler *rec;
-    if (reconciler_start(&rc_cfg, &rec, err) != 0) {
-        http_server_stop(http);
-        agent_pool_close(agents);
-        return -1;
-    }
+    if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
     log_info("event=cp_ready http=%s port=%d agent=%s threads=%d reconcile_interval=%g", cfg->http_addr,
              http_server_port(http), cfg->agent_addr, cfg->http_threads, cfg->reconcile_interval_sec);
 
-    int sig = 0;
-    sigwait(&sigs, &sig);
+    int sig = daemon_wait_signal(sigs);
     log_info("event=cp_stopping signal=%d", sig);
     http_server_stop(http);
     reconciler_stop(rec);
     agent_pool_close(agents);
     log_info("event=cp_stopped");
-    return 0;
 }
 
 int main(int argc, char **argv)
 {
+    /* Before any thread exists, so that every thread inherits the mask. */
+    sigset_t sigs;
+    daemon_signals_block(&sigs);
     cp_config cfg;
     terr err;
     if (cp_config_parse(argc, argv, &cfg, &err) != 0) {
         fprintf(stderr, "torpor-cp: %s\n", err.msg);
         return 2;
     }
-    int rc;
     switch (cfg.command) {
     case CP_CMD_HELP: cp_config_usage(stdout); return 0;
-    case CP_CMD_KEYS_CREATE: rc = cmd_keys_create(&cfg, &err); break;
-    case CP_CMD_HOSTS_ADD: rc = cmd_hosts_add(&cfg, &err); break;
-    case CP_CMD_HOSTS_RESET_IDENTITY: rc = cmd_hosts_reset_identity(&cfg, &err); break;
-    default: rc = cmd_serve(&cfg, &err); break;
+    case CP_CMD_KEYS_CREATE:
+        if (cmd_keys_create(&cfg, &err) != 0) fatal("command=keys_create %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_ADD:
+        if (cmd_hosts_add(&cfg, &err) != 0) fatal("command=hosts_add %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_RESET_IDENTITY:
+        if (cmd_hosts_reset_identity(&cfg, &err) != 0) fatal("command=hosts_reset_identity %s", err.msg);
+        return 0;
+    default: cmd_serve(&cfg, &sigs); return 0;
     }
-    if (rc != 0) {
-        log_error("event=cp_failed error=\"%s\"", err.msg);
-        return 1;
-    }
-    return 0;
 }

@@ -146,7 +146,10 @@ static int apply_one(db_conn *db, const char *dir, const char *name, bool *did, 
         return terr_wrap(err, "commit migration %s", name);
     }
     *did = true;
-    log_info("event=migration_applied version=%s", version);
+    {
+        char q[LOG_QUOTE_MAX];
+        log_info("event=migration_applied version=\"%s\"", log_quote(version, q, sizeof q));
+    }
     return 0;
 }
 

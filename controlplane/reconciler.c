@@ -8,6 +8,7 @@
 
 #include "db.h"
 #include "log.h"
+#include "mono_time.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
 /* A create may take up to its deadline; a pending row older than this was
@@ -315,6 +316,7 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
     if (!found) return terr_set(err, "host %s was removed", host->id);
     if (safe && strcmp(recorded, got) == 0) {
         if (*got && !*host->agent_id)
+            /* got passed the agent-id shape check (safe) */
             log_info("event=agent_identity_recorded host_id=%s agent_id=%s addr=%s", host->id, got, host->address);
         return 0;
     }
@@ -337,8 +339,7 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) return -1;
 
     Torpor__Hostagent__V1__ListSandboxesResponse *resp;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int64_t t0 = mono_ms();
     grpc_status_code st = agent_list(c, hs->acks.ids, hs->acks.n, &resp, err);
     if (st != GRPC_STATUS_OK) return terr_wrap(err, "ListSandboxes on host %s", host->id);
     if (check_identity(r, host, hs, resp, err) != 0) {
@@ -349,9 +350,8 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     }
     id_list_free(&hs->acks); /* delivered: the agent has dropped them */
 
-    clock_gettime(CLOCK_MONOTONIC, &t1);
     /* Margin for the transaction's own start and clock granularity. */
-    double min_age = (double)(t1.tv_sec - t0.tv_sec) + (t1.tv_nsec - t0.tv_nsec) / 1e9 + 0.5;
+    double min_age = (double)(mono_ms() - t0) / 1e3 + 0.5;
     pass_result pr;
     int rc = apply(r, host, hs, resp, min_age, &pr, err);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
@@ -393,8 +393,9 @@ int reconciler_run_once(reconciler *r, terr *err)
         snprintf(key, sizeof key, "torpor.reconcile:%s", hosts[i].id);
         bool locked;
         terr herr;
+        char hq[LOG_QUOTE_MAX];
         if (db_try_advisory_lock(r->db, key, &locked, &herr) != 0) {
-            log_warn("event=reconcile_lock_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+            log_warn("event=reconcile_lock_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
             rc = -1;
             continue;
         }
@@ -407,9 +408,9 @@ int reconciler_run_once(reconciler *r, terr *err)
         if (!hs || reconcile_host(r, &hosts[i], hs, &herr) != 0) {
             /* One warning per outage, not one per pass. */
             if (hs && hs->failing)
-                log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+                log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
             else
-                log_warn("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+                log_warn("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
             if (hs) hs->failing = true;
             rc = -1;
         } else if (hs && hs->failing) {
@@ -417,7 +418,7 @@ int reconciler_run_once(reconciler *r, terr *err)
             log_info("event=reconcile_recovered host_id=%s", hosts[i].id);
         }
         if (db_advisory_unlock(r->db, key, &herr) != 0)
-            log_warn("event=reconcile_unlock_failed host_id=%s error=\"%s\"", hosts[i].id, herr.msg);
+            log_warn("event=reconcile_unlock_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
     }
     free(hosts);
     if (rc != 0) terr_set(err, "some hosts were not reconciled (see the log)");
@@ -433,15 +434,7 @@ static void *reconciler_main(void *arg)
         terr err;
         reconciler_run_once(r, &err); /* failures are logged per host */
         pthread_mutex_lock(&r->mu);
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        long long ns = (long long)(r->cfg.interval_sec * 1e9);
-        ts.tv_sec += ns / 1000000000LL;
-        ts.tv_nsec += ns % 1000000000LL;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = mono_deadline((int64_t)(r->cfg.interval_sec * 1e3));
         while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &ts) == 0) {
         }
     }

@@ -3,8 +3,7 @@
  * Contract: the control plane keeps times as microseconds since the Unix
  * epoch (int64, UTC) and formats them as "YYYY-MM-DDTHH:MM:SS.ffffffZ".
  * Formatting never fails for years 0..9999; outside that range it returns -1
- * and leaves an error. Parsing accepts what formatting produces plus the
- * common variants (no fraction, 1..9 fraction digits, "Z" or "+hh:mm"). */
+ * and leaves an error. (Nothing parses timestamps: clients send none.) */
 #ifndef TORPOR_CP_TIME_UTIL_H
 #define TORPOR_CP_TIME_UTIL_H
 
@@ -15,8 +14,5 @@
 #define TIME_RFC3339_LEN 32 /* buffer size for time_util_format_rfc3339 */
 
 int time_util_format_rfc3339(int64_t unix_us, char out[TIME_RFC3339_LEN], terr *err);
-int time_util_parse_rfc3339(const char *s, int64_t *unix_us, terr *err);
-/* Current wall-clock time in microseconds since the epoch. */
-int64_t time_util_now_us(void);
 
 #endif

@@ -32,6 +32,10 @@ typedef struct app {
     int workers_made;
     int slow_done;        /* slow handlers that have replied and returned */
     int slow_status_seen; /* http_reply_status right after the slow reply */
+    bool slow_is_long;    /* on_headers marks /slow long-running */
+    int streamed_bytes;   /* body bytes count_body saw */
+    int vetted;           /* vet calls */
+    int vetted_handled;   /* handler calls for /vetted */
 } app;
 
 static void *worker_init(void *a, int index, terr *err)
@@ -45,10 +49,68 @@ static void *worker_init(void *a, int index, terr *err)
     return w;
 }
 
-static void handler(void *a, void *worker, struct evhttp_request *req)
+/* The upgraded socket: says hello, repeats what the client sent after the
+ * request, and hands the socket back. */
+static void on_upgraded(void *cls, int fd, const char *extra, size_t extra_len, http_upgraded *h)
+{
+    char msg[128];
+    int n = snprintf(msg, sizeof msg, "hello [%.*s]\n", (int)extra_len, extra);
+    if (write(fd, msg, (size_t)n) != n) abort();
+    http_upgraded_close(h);
+}
+
+/* A streamed response: "0\n1\n...9\n" in ten pieces of unknown total size. */
+static ssize_t count_stream(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    if (pos >= 20) return HTTP_STREAM_END;
+    buf[0] = (char)('0' + pos / 2);
+    buf[1] = '\n';
+    return 2;
+}
+
+static int add_param(void *cls, const char *key, const char *value)
+{
+    char *got = cls;
+    size_t n = strlen(got);
+    snprintf(got + n, 256 - n, "[%s=%s]", key, value);
+    return 0;
+}
+
+static int count_body(void *cls, http_request *req, const char *data, size_t len)
+{
+    app *ap = cls;
+    ap->streamed_bytes += (int)len; /* I/O thread only */
+    return 0;
+}
+
+/* The header hook: /limited takes 10 bytes at most, /upload is streamed,
+ * /refused is answered before its body, /long is long-running. */
+static void on_headers(void *a, http_request *req)
 {
     app *ap = a;
-    const char *uri = evhttp_request_get_uri(req);
+    const char *path = http_request_path(req);
+    if (strcmp(path, "/limited") == 0) http_request_set_body_limit(req, 10);
+    else if (strcmp(path, "/upload") == 0) http_request_stream_body(req, count_body, ap);
+    else if (strcmp(path, "/refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
+    else if (strcmp(path, "/slow") == 0 && ap->slow_is_long) http_request_set_long_running(req);
+    else if (strcmp(path, "/vetted") == 0) http_request_vet_first(req);
+}
+
+/* The worker-side check before the body: X-Key must be "good". */
+static void vet(void *a, void *worker, http_request *req)
+{
+    app *ap = a;
+    pthread_mutex_lock(&ap->mu);
+    ap->vetted++;
+    pthread_mutex_unlock(&ap->mu);
+    const char *key = http_request_header(req, "X-Key");
+    if (!key || strcmp(key, "good") != 0) http_reply_error(req, 401, "unauthorized", "bad key");
+}
+
+static void handler(void *a, void *worker, http_request *req)
+{
+    app *ap = a;
+    const char *uri = http_request_uri(req);
     if (strcmp(uri, "/slow") == 0) {
         pthread_mutex_lock(&ap->mu);
         ap->slow_parked++;
@@ -67,9 +129,28 @@ static void handler(void *a, void *worker, struct evhttp_request *req)
     } else if (strcmp(uri, "/noreply") == 0) {
         /* Forgets to reply: the server must answer 500 itself. */
     } else if (strcmp(uri, "/twice") == 0) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+        http_add_header(req, "Allow", "GET");
         http_reply_empty(req, 204);
         http_reply_error(req, 500, "x", "second reply is ignored");
+    } else if (strcmp(uri, "/vetted") == 0) {
+        size_t len;
+        http_request_body(req, &len);
+        pthread_mutex_lock(&ap->mu);
+        ap->vetted_handled++;
+        pthread_mutex_unlock(&ap->mu);
+        http_reply_json(req, 200, json_pack("{s:i}", "buffered", (int)len));
+    } else if (strcmp(uri, "/upgrade") == 0) {
+        http_reply_upgrade(req, "echo", on_upgraded, NULL);
+    } else if (strcmp(uri, "/stream") == 0) {
+        http_reply_stream(req, 200, "text/plain", -1, count_stream, NULL, NULL);
+    } else if (strcmp(uri, "/upload") == 0) {
+        size_t len;
+        http_request_body(req, &len);
+        http_reply_json(req, 200, json_pack("{s:i, s:i}", "streamed", ap->streamed_bytes, "buffered", (int)len));
+    } else if (strncmp(uri, "/query?", 7) == 0) {
+        char got[256] = "";
+        if (http_query_each(http_request_query(req), add_param, got) != 0) http_reply_error(req, 400, "bad", "bad");
+        else http_reply_bytes(req, 200, "text/plain", got, strlen(got));
     } else if (strcmp(uri, "/bytes") == 0) {
         http_reply_bytes(req, 200, "application/octet-stream", "a\0b", 3);
     } else {
@@ -130,18 +211,24 @@ static void *slow_thread(void *arg)
     return NULL;
 }
 
-static http_server *start(app *ap, int threads)
+static http_server *start_with(app *ap, int threads, bool hook)
 {
-    memset(ap, 0, sizeof *ap);
     pthread_mutex_init(&ap->mu, NULL);
     pthread_cond_init(&ap->cond, NULL);
     http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = threads, .max_body = 4096, .app = ap,
-                              .worker_init = worker_init, .worker_free = free, .handler = handler};
+                              .worker_init = worker_init, .worker_free = free, .handler = handler,
+                              .on_headers = hook ? on_headers : NULL, .vet = hook ? vet : NULL};
     http_server *s;
     terr err;
     if (http_server_start(&cfg, &s, &err) != 0) fail_msg("start: %s", err.msg);
     assert_true(http_server_port(s) > 0);
     return s;
+}
+
+static http_server *start(app *ap, int threads)
+{
+    memset(ap, 0, sizeof *ap);
+    return start_with(ap, threads, false);
 }
 
 static void test_slow_request_blocks_only_its_thread(void **state)
@@ -207,7 +294,7 @@ static void test_reply_helpers_and_body_limit(void **state)
     assert_non_null(strstr(a, "200 OK"));
     free(a);
 
-    /* Over max_body: libevent's own 413, the handler never runs. */
+    /* Over max_body: 413, the handler never runs. */
     char *big = malloc(8192);
     memset(big, 'x', 8192);
     a = http_get(port, "POST", "/x", big, 8192);
@@ -515,6 +602,235 @@ static void test_bad_listen_address(void **state)
     assert_int_equal(http_server_start(&cfg, &s, NULL), -1);
 }
 
+/* The decision after the headers: a Content-Length far over the route's
+ * limit, or over it with "Expect: 100-continue", is answered 413 at once,
+ * before any body byte is sent; a refusal by the header hook likewise. A
+ * small excess sent unasked is drained and then refused. The handler never
+ * runs. */
+static void test_over_limit_refused_before_the_body(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    int fd = connect_to(port);
+    send_all(fd, "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000000\r\n\r\n");
+    char *a = read_response(fd);
+    if (!a) fail_msg("no answer to a huge Content-Length without a body");
+    assert_non_null(strstr(a, " 413 "));
+    assert_non_null(strstr(a, "\"code\":\"too_large\""));
+    free(a);
+    close(fd);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /limited HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 413 "));
+    assert_null(strstr(a, "100 Continue"));
+    free(a);
+    close(fd);
+
+    a = http_get(port, "POST", "/limited", "0123456789a", 11);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 413 "));
+    assert_non_null(strstr(a, "request body of 11 bytes is over the 10-byte limit"));
+    free(a);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /refused HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
+    free(a);
+    close(fd);
+
+    /* At the limit is fine; a chunked body that outgrows it is 413 too. */
+    a = http_get(port, "POST", "/limited", "0123456789", 10);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    fd = connect_to(port);
+    send_all(fd, "POST /limited HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                 "8\r\n01234567\r\n8\r\n01234567\r\n0\r\n\r\n");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 413 "));
+    free(a);
+    close(fd);
+    http_server_stop(s);
+}
+
+/* A streamed request body reaches the hook's callback piece by piece (the
+ * handler sees no buffered body); a streamed response of unknown size goes
+ * out chunked on HTTP/1.1. */
+static void test_streamed_body_and_response(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    char *big = malloc(100000);
+    memset(big, 'y', 100000);
+    char *a = http_get(port, "POST", "/upload", big, 100000);
+    free(big);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "{\"streamed\":100000,\"buffered\":0}"));
+    free(a);
+
+    int fd = connect_to(port);
+    send_all(fd, "GET /stream HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    a = read_to_eof(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "HTTP/1.1 200 OK"));
+    assert_non_null(strstr(a, "Transfer-Encoding: chunked"));
+    char *body = strstr(a, "\r\n\r\n");
+    assert_non_null(body);
+    /* The ten pieces, in order, whatever the chunk sizes. */
+    const char *p = body;
+    for (int i = 0; i < 10; i++) {
+        char want[3] = {(char)('0' + i), '\n', 0};
+        p = strstr(p, want);
+        if (!p) fail_msg("piece %d missing in [%s]", i, body);
+        p += 2;
+    }
+    free(a);
+    close(fd);
+
+    /* HTTP/1.0: no chunked encoding, the end is the connection's close. */
+    a = http_get(port, "GET", "/stream", "", 0);
+    assert_non_null(strstr(a, "HTTP/1.0 200 OK"));
+    assert_null(strstr(a, "chunked"));
+    assert_non_null(strstr(a, "0\n1\n2\n3\n4\n5\n6\n7\n8\n9\n"));
+    free(a);
+    http_server_stop(s);
+}
+
+/* Long-running requests never take the last worker: with two workers and
+ * two slow long-running requests, one waits and a quick request is still
+ * answered at once. */
+static void test_long_running_leave_a_worker_for_quick_ones(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    ap.slow_is_long = true;
+    http_server *s = start_with(&ap, 2, true);
+    int port = http_server_port(s);
+    slow_call c1 = {.port = port}, c2 = {.port = port};
+    pthread_t t1, t2;
+    pthread_create(&t1, NULL, slow_thread, &c1);
+    pthread_create(&t2, NULL, slow_thread, &c2);
+    assert_int_equal(wait_count(&ap, &ap.slow_parked, 1), 1);
+    usleep(200 * 1000);
+    pthread_mutex_lock(&ap.mu);
+    int parked = ap.slow_parked;
+    pthread_mutex_unlock(&ap.mu);
+    assert_int_equal(parked, 1); /* the second waits: one worker stays free */
+    char *a = http_get(port, "GET", "/fast", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    open_gate(&ap);
+    pthread_join(t1, NULL);
+    pthread_join(t2, NULL);
+    assert_non_null(strstr(c1.answer, "{\"slow\":\"done\"}"));
+    assert_non_null(strstr(c2.answer, "{\"slow\":\"done\"}"));
+    free(c1.answer);
+    free(c2.answer);
+    http_server_stop(s);
+}
+
+/* A request marked for vetting is checked on a worker before its body is
+ * read: refused at once when nothing or a lot is announced or the client
+ * waits for 100 Continue, after draining a small body otherwise; accepted,
+ * its body is read and its handler runs. */
+static void test_vet_before_the_body(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 2, true);
+    int port = http_server_port(s);
+
+    int fd = connect_to(port);
+    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 100000000\r\n\r\n");
+    char *a = read_response(fd);
+    if (!a) fail_msg("no answer to a refused request announcing 100 MB");
+    assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
+    free(a);
+    close(fd);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
+    assert_null(strstr(a, "100 Continue"));
+    free(a);
+    close(fd);
+
+    a = http_get(port, "POST", "/vetted", "12345", 5); /* no key, a small body sent unasked */
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
+    free(a);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nContent-Length: 5\r\n\r\nabcde");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "{\"buffered\":5}"));
+    free(a);
+    /* Keep-alive goes on: a bodiless vetted request on the same connection. */
+    send_all(fd, "GET /vetted HTTP/1.1\r\nHost: x\r\nX-Key: good\r\n\r\n");
+    a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "{\"buffered\":0}"));
+    free(a);
+    close(fd);
+
+    pthread_mutex_lock(&ap.mu);
+    assert_int_equal(ap.vetted, 5);
+    assert_int_equal(ap.vetted_handled, 2);
+    pthread_mutex_unlock(&ap.mu);
+    http_server_stop(s);
+}
+
+/* Connection: Upgrade: 101 with the protocol, then the socket belongs to
+ * the route, which gets the bytes sent right after the request too. */
+static void test_upgrade_hands_over_the_socket(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int fd = connect_to(http_server_port(s));
+    send_all(fd, "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly");
+    char *a = read_to_eof(fd);
+    assert_non_null(a);
+    if (!strstr(a, "HTTP/1.1 101 Switching Protocols\r\n")) fail_msg("answer: [%s]", a);
+    assert_non_null(strstr(a, "Upgrade: echo\r\n"));
+    assert_non_null(strstr(a, "\r\n\r\nhello ["));
+    free(a);
+    close(fd);
+    /* The server goes on serving. */
+    a = http_get(http_server_port(s), "GET", "/fast", "", 0);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    http_server_stop(s);
+}
+
+/* Query strings: pieces in order, percent-decoded, '+' a space; a piece
+ * without '=' is malformed. */
+static void test_query_parsing(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int port = http_server_port(s);
+    char *a = http_get(port, "GET", "/query?status=running%2Cpaused&&a+b=c+d", "", 0);
+    assert_non_null(strstr(a, "[status=running,paused][a b=c d]"));
+    free(a);
+    a = http_get(port, "GET", "/query?status", "", 0);
+    assert_non_null(strstr(a, " 400 "));
+    free(a);
+    http_server_stop(s);
+}
+
 int main(void)
 {
     /* As in torpor-cp: a reply written to a reset connection is an error,
@@ -528,6 +844,12 @@ int main(void)
         cmocka_unit_test(test_stop_finishes_running_request),
         cmocka_unit_test(test_missing_and_double_reply),
         cmocka_unit_test(test_bad_listen_address),
+        cmocka_unit_test(test_over_limit_refused_before_the_body),
+        cmocka_unit_test(test_streamed_body_and_response),
+        cmocka_unit_test(test_long_running_leave_a_worker_for_quick_ones),
+        cmocka_unit_test(test_query_parsing),
+        cmocka_unit_test(test_upgrade_hands_over_the_socket),
+        cmocka_unit_test(test_vet_before_the_body),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

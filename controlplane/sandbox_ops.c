@@ -1,0 +1,511 @@
+#include "sandbox_ops.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "ids.h"
+#include "log.h"
+#include "mono_time.h"
+#include "reconciler.h"
+
+#define BIT(s) SB_STATUS_BIT(s)
+
+/* ------------------------------------------------------------ outcomes */
+
+static void set_outcome(sbop_result *res, sbop_outcome o)
+{
+    res->outcome = o;
+}
+
+static void internal(sbop_result *res, const terr *err)
+{
+    if (err != &res->err) res->err = *err;
+    set_outcome(res, SBOP_INTERNAL);
+}
+
+static void agent_failed(sbop_result *res, grpc_status_code st, const terr *err)
+{
+    res->grpc = st;
+    if (err != &res->err) res->err = *err;
+    set_outcome(res, SBOP_AGENT_FAILED);
+}
+
+static void conflict(sbop_result *res, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void conflict(sbop_result *res, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->err.msg, sizeof res->err.msg, fmt, ap);
+    va_end(ap);
+    set_outcome(res, SBOP_CONFLICT);
+}
+
+/* ------------------------------------------------------------ helpers */
+
+/* Loads the team's sandbox id into res->row; -1 with the outcome set. */
+static int load(const sbop_ctx *c, const char *id, sbop_result *res)
+{
+    bool found;
+    if (db_sandbox_get(c->db, c->team_id, id, &res->row, &found, &res->err) != 0) {
+        internal(res, &res->err);
+        return -1;
+    }
+    if (!found) {
+        terr_set(&res->err, "sandbox %s not found", id);
+        set_outcome(res, SBOP_NOT_FOUND);
+        return -1;
+    }
+    return 0;
+}
+
+/* After a conditional update lost a race: conflict, with the row as it is now. */
+static void conflict_now(const sbop_ctx *c, const char *id, const char *what, sbop_result *res)
+{
+    if (load(c, id, res) != 0) return;
+    conflict(res, "%s (status: %s)", what, sb_status_name(res->row.status));
+}
+
+static int require_running(sbop_result *res)
+{
+    if (res->row.status == SB_RUNNING) return 0;
+    conflict(res, "sandbox is not running (status: %s)", sb_status_name(res->row.status));
+    return -1;
+}
+
+/* The agent client of the row's host; -1 with the outcome set. */
+static int agent_for(const sbop_ctx *c, sbop_result *res, rpc_client **client)
+{
+    db_host host;
+    bool found;
+    const sandbox_row *row = &res->row;
+    if (db_host_get(c->db, row->host_id, &host, &found, &res->err) != 0) {
+        internal(res, &res->err);
+        return -1;
+    }
+    if (!found) {
+        terr_set(&res->err, "host %s of sandbox %s is not registered", row->host_id, row->id);
+        internal(res, &res->err);
+        return -1;
+    }
+    if (agent_pool_get(c->agents, &host, client, &res->err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id, row->id,
+                  log_quote(res->err.msg, q, sizeof q));
+        set_outcome(res, SBOP_AGENT_UNREACHABLE);
+        return -1;
+    }
+    return 0;
+}
+
+void sandbox_ops_touch(const sbop_ctx *c, const char *id)
+{
+    bool changed;
+    terr err;
+    /* The agent already counted the activity; a failed DB write only delays
+     * last_active_at in the REST view, so it is logged, not answered. */
+    if (db_sandbox_touch(c->db, id, &changed, &err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", id, log_quote(err.msg, q, sizeof q));
+    }
+}
+
+/* Marks a row still in `from` stopped: the agent said it holds nothing. */
+static void mark_stopped(const sbop_ctx *c, const char *id, sb_status from)
+{
+    bool ch;
+    terr dberr;
+    if (db_sandbox_transition(c->db, id, BIT(from), SB_STOPPED, 0, NULL, NULL, &ch, &dberr) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=mark_stopped_failed sandbox_id=%s error=\"%s\"", id, log_quote(dberr.msg, q, sizeof q));
+    }
+}
+
+/* Asks the agent what it holds about id and moves the row from `from`
+ * accordingly. Returns the status the row ends in, or `from` when the agent
+ * could not be asked or reports a transition still in progress. */
+static sb_status settle_from_agent(const sbop_ctx *c, rpc_client *client, const char *id, sb_status from,
+                                   sandbox_row *out)
+{
+    Torpor__Hostagent__V1__ListSandboxesResponse *resp;
+    terr err;
+    char q[LOG_QUOTE_MAX];
+    grpc_status_code st = agent_list(client, NULL, 0, &resp, &err);
+    if (st != GRPC_STATUS_OK) {
+        log_warn("event=settle_list_failed sandbox_id=%s error=\"%s\"", id, log_quote(err.msg, q, sizeof q));
+        return from;
+    }
+    bool auto_paused;
+    agent_view view = agent_view_of(resp, id, &auto_paused);
+    protobuf_c_message_free_unpacked(&resp->base, NULL);
+    sb_status to = reconciler_decide(from, view, auto_paused, true);
+    if (to == from) return from;
+    unsigned flags = to == SB_RUNNING ? DB_SET_ACTIVE | (from != SB_PAUSING ? DB_SET_STARTED : 0) : 0;
+    bool changed;
+    if (db_sandbox_transition(c->db, id, BIT(from), to, flags, NULL, out, &changed, &err) != 0) {
+        log_error("event=settle_write_failed sandbox_id=%s error=\"%s\"", id, log_quote(err.msg, q, sizeof q));
+        return from;
+    }
+    log_info("event=sandbox_settled sandbox_id=%s from=%s to=%s", id, sb_status_name(from), sb_status_name(to));
+    return changed ? to : from;
+}
+
+/* ------------------------------------------------------------ create */
+
+bool sandbox_ops_create_outcome_unknown(grpc_status_code st, const char *message)
+{
+    if (st != GRPC_STATUS_UNAVAILABLE && st != GRPC_STATUS_DEADLINE_EXCEEDED) return false;
+    /* A call that never reached the agent created nothing. */
+    return !agent_is_connect_failure(st, message);
+}
+
+/* Destroys a VM the create just made whose row is no longer pending. */
+static void destroy_unowned(rpc_client *client, const char *id, const char *row_status)
+{
+    terr err;
+    grpc_status_code st = agent_destroy(client, id, &err);
+    if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
+        log_info("event=sandbox_create_orphan_destroyed sandbox_id=%s row_status=%s", id, row_status);
+        return;
+    }
+    /* The reconciler's orphan sweep retries it. */
+    char q[LOG_QUOTE_MAX];
+    log_warn("event=sandbox_create_orphan_destroy_failed sandbox_id=%s row_status=%s grpc_status=%d error=\"%s\"",
+             id, row_status, (int)st, log_quote(err.msg, q, sizeof q));
+}
+
+/* The create reached a definite end at the agent; settle the pending row. */
+static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *res, int64_t t0)
+{
+    sandbox_row *row = &res->row;
+    bool changed;
+    terr dberr;
+    if (db_sandbox_transition(c->db, row->id, BIT(SB_PENDING), SB_RUNNING, DB_SET_STARTED | DB_SET_ACTIVE, NULL,
+                              row, &changed, &dberr) != 0) {
+        /* The VM exists but its row could not be written: the reconciler's
+         * pending rule will find it running on the agent. */
+        internal(res, &dberr);
+        return;
+    }
+    if (!changed) {
+        /* The row left pending meanwhile (a DELETE that reached the agent
+         * before this create did, or the reconciler gave up on it): the VM
+         * just created belongs to nobody unless the row went running. */
+        bool found;
+        char id[SANDBOX_ID_MAX];
+        snprintf(id, sizeof id, "%s", row->id);
+        if (db_sandbox_get(c->db, NULL, id, row, &found, &dberr) != 0) {
+            internal(res, &dberr);
+            return;
+        }
+        if (found && row->status != SB_STOPPED && row->status != SB_ERROR) {
+            set_outcome(res, SBOP_OK); /* e.g. the reconciler found it running */
+            return;
+        }
+        destroy_unowned(client, id, found ? sb_status_name(row->status) : "missing");
+        snprintf(row->id, sizeof row->id, "%s", id);
+        conflict(res, "sandbox %s was deleted while it was being created (status: %s)", id,
+                 found ? sb_status_name(row->status) : "gone");
+        return;
+    }
+    log_info("event=sandbox_created sandbox_id=%s duration_ms=%lld", row->id, (long long)(mono_ms() - t0));
+    set_outcome(res, SBOP_OK);
+}
+
+void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    db_host host;
+    bool found;
+    terr err;
+    if (db_host_least_loaded(c->db, &host, &found, &err) != 0) {
+        internal(res, &err);
+        return;
+    }
+    if (!found) {
+        terr_set(&err, "no agent host is registered");
+        {
+        internal(res, &err);
+        return;
+    }
+    }
+    sandbox_row row = {0};
+    char hex[17];
+    if (ids_random_hex(hex, 8, &err) != 0) {
+        internal(res, &err);
+        return;
+    }
+    snprintf(row.id, sizeof row.id, "sb-%s", hex);
+    snprintf(row.team_id, sizeof row.team_id, "%s", c->team_id);
+    snprintf(row.host_id, sizeof row.host_id, "%s", host.id);
+    snprintf(row.template_name, sizeof row.template_name, "%s", spec->template_name);
+    row.vcpus = spec->vcpus;
+    row.memory_mb = spec->memory_mb;
+    row.timeout_sec = spec->timeout_sec;
+    snprintf(res->row.id, sizeof res->row.id, "%s", row.id);
+    if (db_sandbox_insert(c->db, &row, &res->row, &err) != 0) {
+        internal(res, &err);
+        return;
+    }
+    log_info("event=sandbox_create_start sandbox_id=%s host_id=%s template=%s vcpus=%d memory_mb=%d "
+             "timeout_sec=%d",
+             row.id, host.id, row.template_name, row.vcpus, row.memory_mb, row.timeout_sec);
+
+    rpc_client *client = NULL;
+    grpc_status_code st;
+    int64_t t0 = mono_ms();
+    bool sent = false; /* the create may have reached the agent */
+    if (agent_pool_get(c->agents, &host, &client, &err) != 0) {
+        st = GRPC_STATUS_UNAVAILABLE;
+    } else {
+        sent = true;
+        st = agent_create(client, &res->row, &err);
+    }
+    if (st == GRPC_STATUS_OK) {
+        create_settle(c, client, res, t0);
+        return;
+    }
+
+    terr dberr;
+    char q[LOG_QUOTE_MAX];
+    if (st == GRPC_STATUS_INVALID_ARGUMENT) {
+        /* Bad input (e.g. an unknown template) changes nothing: the agent
+         * created nothing, so the row goes too. */
+        if (db_sandbox_delete_pending(c->db, row.id, &dberr) != 0)
+            log_error("event=sandbox_delete_failed sandbox_id=%s error=\"%s\"", row.id,
+                      log_quote(dberr.msg, q, sizeof q));
+        {
+        agent_failed(res, st, &err);
+        return;
+    }
+    }
+    if (sent && sandbox_ops_create_outcome_unknown(st, err.msg)) {
+        /* The request may have reached the agent, which may still create
+         * the VM: the row stays pending and the reconciler's pending rule
+         * settles it (running if the agent holds it, error otherwise; a VM
+         * that lands after that is destroyed as an orphan). */
+        int http;
+        const char *ecode;
+        agent_status_to_http(st, &http, &ecode);
+        log_warn("event=sandbox_create_unknown sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", row.id,
+                 (int)st, http, log_quote(err.msg, q, sizeof q));
+        /* The client must learn the id: the sandbox may yet exist. */
+        char msg[sizeof err.msg];
+        snprintf(msg, sizeof msg, "%s", err.msg);
+        terr_set(&res->err,
+                 "agent did not answer in time (%s); sandbox %s is pending and will be resolved by the reconciler "
+                 "(running if the agent created it, error otherwise)",
+                 msg, row.id);
+        res->grpc = st;
+        {
+        set_outcome(res, SBOP_CREATE_UNKNOWN);
+        return;
+    }
+    }
+    bool changed;
+    if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed, &dberr) != 0)
+        log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id,
+                  log_quote(dberr.msg, q, sizeof q));
+    agent_failed(res, st, &err);
+}
+
+/* ------------------------------------------------------------ delete */
+
+void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (load(c, id, res) != 0) return;
+    if (res->row.status == SB_STOPPED) {
+        set_outcome(res, SBOP_OK);
+        return;
+    } /* idempotent: already gone */
+    rpc_client *client;
+    if (agent_for(c, res, &client) != 0) return;
+    terr err;
+    grpc_status_code st = agent_destroy(client, id, &err);
+    if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND) {
+        agent_failed(res, st, &err);
+        return;
+    }
+    bool changed;
+    unsigned from = ~BIT(SB_STOPPED) & ((1u << SB_STATUS_COUNT) - 1);
+    if (db_sandbox_transition(c->db, id, from, SB_STOPPED, 0, NULL, NULL, &changed, &err) != 0)
+        {
+        internal(res, &err);
+        return;
+    }
+    log_info("event=sandbox_destroyed sandbox_id=%s agent_not_found=%d", id, st == GRPC_STATUS_NOT_FOUND);
+    set_outcome(res, SBOP_OK);
+}
+
+/* ------------------------------------------------------------ pause / resume */
+
+void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (load(c, id, res) != 0 || require_running(res) != 0) return;
+    rpc_client *client;
+    if (agent_for(c, res, &client) != 0) return;
+    bool changed;
+    terr err;
+    /* pausing before the RPC, so the reconciler never takes the VM's
+     * disappearance for a crash. */
+    if (db_sandbox_transition(c->db, id, BIT(SB_RUNNING), SB_PAUSING, 0, NULL, &res->row, &changed, &err) != 0)
+        {
+        internal(res, &err);
+        return;
+    }
+    if (!changed) {
+        conflict_now(c, id, "sandbox is not running", res);
+        return;
+    }
+    int64_t t0 = mono_ms();
+    grpc_status_code st = agent_pause(client, id, &err);
+    if (st == GRPC_STATUS_OK) {
+        terr dberr;
+        if (db_sandbox_transition(c->db, id, BIT(SB_PAUSING), SB_PAUSED, 0, NULL, &res->row, &changed, &dberr) !=
+            0)
+            {
+        internal(res, &dberr);
+        return;
+    }
+        if (!changed) {
+        conflict_now(c, id, "sandbox changed state during the pause", res);
+        return;
+    }
+        log_info("event=sandbox_paused sandbox_id=%s duration_ms=%lld", id, (long long)(mono_ms() - t0));
+        {
+        set_outcome(res, SBOP_OK);
+        return;
+    }
+    }
+    /* The pause failed: find out where the sandbox really is. */
+    sb_status now = settle_from_agent(c, client, id, SB_PAUSING, &res->row);
+    if (now == SB_PAUSING && st == GRPC_STATUS_NOT_FOUND) mark_stopped(c, id, SB_PAUSING);
+    if (now == SB_PAUSED) {
+        set_outcome(res, SBOP_OK);
+        return;
+    } /* e.g. the reaper paused it first */
+    agent_failed(res, st, &err);
+}
+
+void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (load(c, id, res) != 0) return;
+    if (res->row.status != SB_PAUSED)
+        {
+        conflict(res, "sandbox is not paused (status: %s)", sb_status_name(res->row.status));
+        return;
+    }
+    rpc_client *client;
+    if (agent_for(c, res, &client) != 0) return;
+    bool changed;
+    terr err;
+    if (db_sandbox_transition(c->db, id, BIT(SB_PAUSED), SB_RESUMING, 0, NULL, &res->row, &changed, &err) != 0)
+        {
+        internal(res, &err);
+        return;
+    }
+    if (!changed) {
+        conflict_now(c, id, "sandbox is not paused", res);
+        return;
+    }
+    int64_t t0 = mono_ms();
+    grpc_status_code st = agent_resume(client, id, res->row.timeout_sec, &err);
+    terr dberr;
+    if (st == GRPC_STATUS_OK) {
+        if (db_sandbox_transition(c->db, id, BIT(SB_RESUMING), SB_RUNNING, DB_SET_STARTED | DB_SET_ACTIVE, NULL,
+                                  &res->row, &changed, &dberr) != 0)
+            {
+        internal(res, &dberr);
+        return;
+    }
+        if (!changed) {
+        conflict_now(c, id, "sandbox changed state during the resume", res);
+        return;
+    }
+        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld", id, res->row.timeout_sec,
+                 (long long)(mono_ms() - t0));
+        {
+        set_outcome(res, SBOP_OK);
+        return;
+    }
+    }
+    /* The resume failed: what the agent now holds decides the row. The
+     * agent keeps a snapshot it did not consume (paused), may have resumed
+     * after all (running: the caller's wish holds), or lost the snapshot and
+     * destroyed the sandbox (absent: stopped). A row must never stay paused
+     * when the agent no longer holds the sandbox, since nothing could ever
+     * resume it. When the agent cannot be asked, the row stays resuming and
+     * the reconciler settles it after the grace period. */
+    sb_status now = settle_from_agent(c, client, id, SB_RESUMING, &res->row);
+    if (now == SB_RUNNING) {
+        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld after_error=1", id,
+                 res->row.timeout_sec, (long long)(mono_ms() - t0));
+        {
+        set_outcome(res, SBOP_OK);
+        return;
+    }
+    }
+    if (now == SB_RESUMING && st == GRPC_STATUS_NOT_FOUND) mark_stopped(c, id, SB_RESUMING); /* the agent said so */
+    agent_failed(res, st, &err);
+}
+
+/* ------------------------------------------------------------ ping / timeout */
+
+void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (load(c, id, res) != 0 || require_running(res) != 0 || agent_for(c, res, client) != 0) return;
+    set_outcome(res, SBOP_OK);
+}
+
+void sandbox_ops_ping(const sbop_ctx *c, const char *id, sbop_result *res)
+{
+    rpc_client *client;
+    sandbox_ops_open_running(c, id, &client, res);
+    if (res->outcome != SBOP_OK) return;
+    terr err;
+    grpc_status_code st = agent_ping(client, id, &err);
+    if (st != GRPC_STATUS_OK) {
+        agent_failed(res, st, &err);
+        return;
+    } /* the DB stays as it was */
+    sandbox_ops_touch(c, id);
+}
+
+void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (load(c, id, res) != 0) return;
+    if (res->row.status != SB_RUNNING && res->row.status != SB_PAUSED)
+        {
+        conflict(res, "sandbox is not running or paused (status: %s)", sb_status_name(res->row.status));
+        return;
+    }
+    terr err;
+    if (res->row.status == SB_RUNNING) {
+        /* A paused sandbox gets the DB's value with its next resume. */
+        rpc_client *client;
+        if (agent_for(c, res, &client) != 0) return;
+        grpc_status_code st = agent_set_timeout(client, id, timeout_sec, &err);
+        if (st != GRPC_STATUS_OK) {
+        agent_failed(res, st, &err);
+        return;
+    }
+    }
+    bool changed;
+    if (db_sandbox_set_timeout(c->db, id, BIT(SB_RUNNING) | BIT(SB_PAUSED), timeout_sec, &res->row, &changed,
+                               &err) != 0)
+        {
+        internal(res, &err);
+        return;
+    }
+    if (!changed) {
+        conflict_now(c, id, "sandbox changed state while setting its timeout", res);
+        return;
+    }
+    log_info("event=sandbox_timeout_set sandbox_id=%s timeout_sec=%d", id, timeout_sec);
+    set_outcome(res, SBOP_OK);
+}

@@ -1,0 +1,86 @@
+/* Unit tests for the control plane's command line (cp_config_parse):
+ * flags, subcommands, limits and refusals. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "agent_client.h"
+#include "cp_config.h"
+#include "reconciler.h"
+
+static void test_config(void **state)
+{
+    cp_config c;
+    terr err;
+    char *ok[] = {"torpor-cp", "--database-url", "host=/tmp", "--reconcile-interval=0.25", "--http-threads", "3"};
+    assert_int_equal(cp_config_parse(6, ok, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_SERVE);
+    assert_true(c.reconcile_interval_sec == 0.25);
+    assert_int_equal(c.http_threads, 3);
+    assert_string_equal(c.database_url, "host=/tmp");
+    /* The grace outlasts every transition's agent deadline by default. */
+    assert_true(c.transition_grace_sec * 1000 > AGENT_DEADLINE_TRANSITION_MAX_MS);
+    assert_true(c.transition_grace_sec * 1000 > AGENT_DEADLINE_RESUME_MS);
+
+    char *keys[] = {"torpor-cp", "keys", "create", "--team", "t1", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, keys, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_KEYS_CREATE);
+    assert_string_equal(c.team, "t1");
+
+    char grace_min[32], grace_below[32];
+    snprintf(grace_min, sizeof grace_min, "%d", RECONCILER_GRACE_MIN_SEC);
+    snprintf(grace_below, sizeof grace_below, "%g", RECONCILER_GRACE_MIN_SEC - 0.5);
+    assert_true(RECONCILER_GRACE_MIN_SEC * 1000 > AGENT_DEADLINE_TRANSITION_MAX_MS);
+    char *grace_ok[] = {"torpor-cp", "--database-url", "x", "--transition-grace", grace_min};
+    assert_int_equal(cp_config_parse(5, grace_ok, &c, &err), 0);
+    assert_true(c.transition_grace_sec == RECONCILER_GRACE_MIN_SEC);
+    char *grace_short[] = {"torpor-cp", "--database-url", "x", "--transition-grace", grace_below};
+    assert_int_equal(cp_config_parse(5, grace_short, &c, &err), -1);
+    assert_non_null(strstr(err.msg, "--transition-grace"));
+
+    char *reset[] = {"torpor-cp", "hosts", "reset-identity", "--id", "h1", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, reset, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_HOSTS_RESET_IDENTITY);
+    assert_string_equal(c.host_id, "h1");
+
+    char *help[] = {"torpor-cp", "--help"};
+    assert_int_equal(cp_config_parse(2, help, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_HELP);
+
+    char *bad1[] = {"torpor-cp", "--database-url", "x", "--reconcile-interval", "0"};
+    char *bad2[] = {"torpor-cp", "--database-url", "x", "--bogus"};
+    char *bad3[] = {"torpor-cp", "--database-url", "x", "keys", "create"};
+    char *bad4[] = {"torpor-cp", "--database-url", "x", "--tls-cert", "c"};
+    char *bad5[] = {"torpor-cp", "--database-url"};
+    char *bad6[] = {"torpor-cp", "--database-url", "x", "--http-threads", "0"};
+    /* A grace shorter than the longest agent deadline + margin is refused. */
+    char *bad7[] = {"torpor-cp", "--database-url", "x", "--transition-grace", "10"};
+    char *bad8[] = {"torpor-cp", "--database-url", "x", "hosts", "reset-identity"};
+    char **bads[] = {bad1, bad2, bad3, bad4, bad5, bad6, bad7, bad8};
+    int argcs[] = {5, 4, 5, 5, 2, 5, 5, 5};
+    for (int i = 0; i < 8; i++) {
+        err.msg[0] = '\0';
+        assert_int_equal(cp_config_parse(argcs[i], bads[i], &c, &err), -1);
+        assert_true(strlen(err.msg) > 0);
+    }
+}
+
+int main(void)
+{
+    unsetenv("TORPOR_DATABASE_URL");
+    unsetenv("TORPOR_TLS_CERT");
+    unsetenv("TORPOR_TLS_KEY");
+    unsetenv("TORPOR_TLS_CA");
+    unsetenv("TORPOR_RECONCILE_INTERVAL");
+    unsetenv("TORPOR_HTTP_THREADS");
+    unsetenv("TORPOR_TRANSITION_GRACE");
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

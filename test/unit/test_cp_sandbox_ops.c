@@ -1,0 +1,270 @@
+/* Unit tests for controlplane/sandbox_ops: the outcomes of each operation
+ * against a real PostgreSQL (a throwaway cluster through scripts/lib/pg.sh,
+ * migrated) and a fake agent (the agent's gRPC handlers over the test
+ * driver, on 127.0.0.1:0): the happy path, conflicts, idempotent delete,
+ * unknown sandboxes, another team's sandbox, a resume the agent can no
+ * longer honour (the row ends stopped), a refused template (no row left) and
+ * an agent that cannot be reached (the row ends in error). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "agent_fixture.h"
+#include "agent_client.h"
+#include "auth.h"
+#include "db.h"
+#include "migrate.h"
+#include "rpc.h"
+#include "rpc_handlers.h"
+#include "sandbox_ops.h"
+
+typedef struct ops_fx {
+    agent_fx *fx;
+    agent_rpc app;
+    rpc_server *server;
+    char pg_dir[128];
+    char agent_addr[64];
+    db_conn *db;
+    agent_pool *agents;
+    char team_a[64], team_b[64];
+    sbop_ctx ctx;
+} ops_fx;
+
+/* Runs `bash scripts/lib/pg.sh VERB DIR`; returns its last stdout line. */
+static int pg(const char *verb, const char *dir, char *out, size_t size)
+{
+    char cmd[512];
+    snprintf(cmd, sizeof cmd, "bash %s/scripts/lib/pg.sh %s %s", TORPOR_SOURCE_DIR, verb, dir);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    char line[512];
+    if (out && size) out[0] = '\0';
+    while (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\n")] = '\0';
+        if (out && *line) snprintf(out, size, "%s", line);
+    }
+    return pclose(p) == 0 ? 0 : -1;
+}
+
+static int setup(void **state)
+{
+    ops_fx *o = calloc(1, sizeof *o);
+    o->fx = fx_new();
+    o->app = (agent_rpc){.lc = o->fx->lc, .journal = o->fx->journal, .host_ip = "127.0.0.1",
+                         .agent_id = "ag-0123456789abcdef"};
+    rpc_server_config scfg = {.listen_addr = "127.0.0.1:0", .app = &o->app};
+    scfg.methods = agent_rpc_methods(&scfg.n_methods);
+    terr e;
+    if (rpc_server_start(&scfg, &o->server, &e) != 0) fail_msg("rpc_server_start: %s", e.msg);
+    snprintf(o->agent_addr, sizeof o->agent_addr, "127.0.0.1:%d", rpc_server_port(o->server));
+
+    char tmpl[] = "/tmp/torpor-ops-XXXXXX";
+    if (!mkdtemp(tmpl)) fail_msg("mkdtemp");
+    chmod(tmpl, 0755); /* the postgres user must reach pg/ */
+    snprintf(o->pg_dir, sizeof o->pg_dir, "%s/pg", tmpl);
+    char url[512];
+    if (pg("start", o->pg_dir, url, sizeof url) != 0 || !*url) fail_msg("PostgreSQL did not start");
+    int applied;
+    if (db_open(url, &o->db, &e) != 0 || migrate_run(o->db, TORPOR_MIGRATIONS_DIR, &applied, &e) != 0)
+        fail_msg("db: %s", e.msg);
+    if (db_host_upsert(o->db, "h1", o->agent_addr, &e) != 0) fail_msg("host: %s", e.msg);
+    char key[AUTH_KEY_LEN + 1];
+    if (auth_key_create(o->db, "team-a", key, o->team_a, &e) != 0 ||
+        auth_key_create(o->db, "team-b", key, o->team_b, &e) != 0)
+        fail_msg("teams: %s", e.msg);
+    rpc_tls_config tls = {0};
+    if (agent_pool_open(&tls, &o->agents, &e) != 0) fail_msg("agent pool: %s", e.msg);
+    o->ctx = (sbop_ctx){.db = o->db, .agents = o->agents, .team_id = o->team_a};
+    *state = o;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    ops_fx *o = *state;
+    agent_pool_close(o->agents);
+    db_close(o->db);
+    pg("stop", o->pg_dir, NULL, 0);
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf %.*s", (int)(strrchr(o->pg_dir, '/') - o->pg_dir), o->pg_dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", o->pg_dir);
+    rpc_server_stop(o->server);
+    fx_free(o->fx);
+    free(o);
+    return 0;
+}
+
+static sandbox_row spec_of(const char *template_name)
+{
+    sandbox_row s = {.vcpus = 1, .memory_mb = 128, .timeout_sec = 0};
+    snprintf(s.template_name, sizeof s.template_name, "%s", template_name);
+    return s;
+}
+
+/* The row of id as the database holds it now (any team). */
+static sandbox_row db_row(ops_fx *o, const char *id, bool *found)
+{
+    sandbox_row row;
+    terr e;
+    if (db_sandbox_get(o->db, NULL, id, &row, found, &e) != 0) fail_msg("db_sandbox_get: %s", e.msg);
+    return row;
+}
+
+#define assert_outcome(res, want)                                                                        \
+    do {                                                                                                 \
+        if ((res).outcome != (want))                                                                     \
+            fail_msg("outcome %d, want %d (%s)", (int)(res).outcome, (int)(want), (res).err.msg);         \
+    } while (0)
+
+static void test_lifecycle_outcomes(void **state)
+{
+    ops_fx *o = *state;
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    assert_int_equal(res.row.status, SB_RUNNING);
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+
+    sandbox_ops_ping(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    sandbox_ops_pause(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    assert_int_equal(res.row.status, SB_PAUSED);
+
+    /* Operations the state does not allow are conflicts, changing nothing. */
+    sandbox_ops_pause(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    assert_string_equal(res.err.msg, "sandbox is not running (status: paused)");
+    sandbox_ops_ping(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    rpc_client *c;
+    sandbox_ops_open_running(&o->ctx, id, &c, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+
+    /* A paused sandbox's timeout is only written down. */
+    sandbox_ops_set_timeout(&o->ctx, id, 90, &res);
+    assert_outcome(res, SBOP_OK);
+    assert_int_equal(res.row.timeout_sec, 90);
+    sandbox_ops_resume(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    assert_int_equal(res.row.status, SB_RUNNING);
+    assert_int_equal(res.row.timeout_sec, 90);
+    sandbox_ops_resume(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    assert_string_equal(res.err.msg, "sandbox is not paused (status: running)");
+
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    bool found;
+    assert_int_equal(db_row(o, id, &found).status, SB_STOPPED);
+    sandbox_ops_delete(&o->ctx, id, &res); /* idempotent */
+    assert_outcome(res, SBOP_OK);
+    sandbox_ops_set_timeout(&o->ctx, id, 10, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+}
+
+static void test_unknown_or_foreign_sandbox_is_not_found(void **state)
+{
+    ops_fx *o = *state;
+    sbop_result res;
+    sandbox_ops_pause(&o->ctx, "sb-nope", &res);
+    assert_outcome(res, SBOP_NOT_FOUND);
+    assert_string_equal(res.err.msg, "sandbox sb-nope not found");
+
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+    sbop_ctx other = o->ctx;
+    other.team_id = o->team_b;
+    sandbox_ops_delete(&other, id, &res);
+    assert_outcome(res, SBOP_NOT_FOUND);
+    bool found;
+    assert_int_equal(db_row(o, id, &found).status, SB_RUNNING);
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+}
+
+/* The agent lost the paused sandbox: the resume fails NOT_FOUND and the row
+ * must not stay paused (nothing could ever resume it): it is stopped. */
+static void test_resume_of_a_sandbox_the_agent_lost_stops_the_row(void **state)
+{
+    ops_fx *o = *state;
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+    sandbox_ops_pause(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    rpc_client *c;
+    db_host host = {0};
+    snprintf(host.id, sizeof host.id, "h1");
+    snprintf(host.address, sizeof host.address, "%s", o->agent_addr);
+    terr e;
+    assert_int_equal(agent_pool_get(o->agents, &host, &c, &e), 0);
+    assert_int_equal(agent_destroy(c, id, &e), GRPC_STATUS_OK);
+
+    sandbox_ops_resume(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_AGENT_FAILED);
+    assert_int_equal(res.grpc, GRPC_STATUS_NOT_FOUND);
+    bool found;
+    assert_int_equal(db_row(o, id, &found).status, SB_STOPPED);
+}
+
+/* A template the agent refuses: the agent's INVALID_ARGUMENT, and the row
+ * the create wrote is gone again. */
+static void test_refused_create_leaves_no_row(void **state)
+{
+    ops_fx *o = *state;
+    sbop_result res;
+    sandbox_row spec = spec_of("no-such-template");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_AGENT_FAILED);
+    assert_int_equal(res.grpc, GRPC_STATUS_INVALID_ARGUMENT);
+    bool found;
+    db_row(o, res.row.id, &found);
+    assert_false(found);
+}
+
+/* The host's agent cannot be reached: the create never reached it, so the
+ * row goes to error (not pending), and the outcome carries UNAVAILABLE. */
+static void test_create_with_an_unreachable_agent_ends_in_error(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    if (db_host_upsert(o->db, "h1", "127.0.0.1:1", &e) != 0) fail_msg("host: %s", e.msg);
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    if (db_host_upsert(o->db, "h1", o->agent_addr, &e) != 0) fail_msg("host: %s", e.msg);
+    assert_outcome(res, SBOP_AGENT_FAILED);
+    assert_int_equal(res.grpc, GRPC_STATUS_UNAVAILABLE);
+    bool found;
+    sandbox_row row = db_row(o, res.row.id, &found);
+    assert_true(found);
+    assert_int_equal(row.status, SB_ERROR);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_lifecycle_outcomes),
+        cmocka_unit_test(test_unknown_or_foreign_sandbox_is_not_found),
+        cmocka_unit_test(test_resume_of_a_sandbox_the_agent_lost_stops_the_row),
+        cmocka_unit_test(test_refused_create_leaves_no_row),
+        cmocka_unit_test(test_create_with_an_unreachable_agent_ends_in_error),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
