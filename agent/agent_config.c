@@ -28,7 +28,7 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --state-dir DIR          sandboxes, snapshots, journal (TORPOR_STATE_DIR,\n"
             "                           default /var/lib/torpor)\n"
             "  --image-dir DIR          guest templates, one folder each (TORPOR_IMAGE_DIR,\n"
-            "                           default /usr/share/torpor/image)\n"
+            "                           default " TORPOR_DATADIR "/image)\n"
             "  --accel auto|kvm|tcg     QEMU accelerator (TORPOR_ACCEL, default auto:\n"
             "                           KVM only if it really runs a guest)\n"
             "  --reaper-interval SEC    seconds between TTL reaper scans, fractions allowed\n"
@@ -93,7 +93,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     memset(cfg, 0, sizeof *cfg);
     cfg->listen = env_or("TORPOR_AGENT_LISTEN", "127.0.0.1:50051");
     cfg->state_dir = env_or("TORPOR_STATE_DIR", "/var/lib/torpor");
-    cfg->image_dir = env_or("TORPOR_IMAGE_DIR", "/usr/share/torpor/image");
+    cfg->image_dir = env_or("TORPOR_IMAGE_DIR", TORPOR_DATADIR "/image");
     cfg->accel = env_or("TORPOR_ACCEL", "auto");
     cfg->tls_cert = env_or("TORPOR_TLS_CERT", NULL);
     cfg->tls_key = env_or("TORPOR_TLS_KEY", NULL);

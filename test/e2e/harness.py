@@ -20,7 +20,9 @@ Contract:
 
 Binaries come from $TORPOR_BUILD_DIR (default <source>/build); the source
 tree from $TORPOR_SOURCE_DIR. $TORPOR_ACCEL (auto|kvm|tcg) is passed to the
-agent. Python stdlib only.
+agent. Every answer request() receives is checked against docs/openapi.yaml
+(openapi_check.py; a violation is an AssertionError); that needs
+python3-yaml and python3-jsonschema, the rest is the Python stdlib.
 """
 
 import base64
@@ -37,11 +39,16 @@ import tempfile
 import time
 import traceback
 
+import openapi_check
+
 SOURCE_DIR = os.environ.get(
     "TORPOR_SOURCE_DIR",
     os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 BUILD_DIR = os.environ.get("TORPOR_BUILD_DIR", os.path.join(SOURCE_DIR, "build"))
 PG_SH = os.path.join(SOURCE_DIR, "scripts", "lib", "pg.sh")
+# torpor-cp defaults to the installed migrations (<prefix>/share/torpor);
+# every torpor-cp a test starts (serve, keys, hosts) uses the source tree's.
+os.environ.setdefault("TORPOR_MIGRATIONS_DIR", os.path.join(SOURCE_DIR, "migrations"))
 
 # Sentinel: "use team A's key" (the default for request()).
 KEY_A = object()
@@ -209,6 +216,9 @@ class Stack:
         self.key_b = None
         self.extra = []
         self.failed = False
+        # request() checks every answer against docs/openapi.yaml
+        # (test/e2e/openapi_check.py); TORPOR_OPENAPI_CHECK=0 turns it off.
+        self.openapi_check = os.environ.get("TORPOR_OPENAPI_CHECK", "1") != "0"
 
     # ---- lifecycle -------------------------------------------------------
     def __enter__(self):
@@ -399,13 +409,18 @@ class Stack:
         finally:
             conn.close()
         if not raw:
-            return resp.status, None
-        if "json" in ctype:
+            result = resp.status, None
+        elif "json" in ctype:
             try:
-                return resp.status, json.loads(raw)
+                result = resp.status, json.loads(raw)
             except ValueError:
                 raise AssertionError(f"{method} {path}: invalid JSON body ({ctype}): {raw[:200]!r}")
-        return resp.status, raw
+        else:
+            result = resp.status, raw
+        if self.openapi_check:
+            # Every answer must be one docs/openapi.yaml describes.
+            openapi_check.default_checker().check(method, path, result[0], ctype, result[1])
+        return result
 
     def sql(self, query):
         """Run a query on the stack's database; returns rows as lists of strings."""

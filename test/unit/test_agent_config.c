@@ -39,7 +39,7 @@ static void test_defaults(void **state)
     assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
     assert_string_equal(c.listen, "127.0.0.1:50051");
     assert_string_equal(c.state_dir, "/var/lib/torpor");
-    assert_string_equal(c.image_dir, "/usr/share/torpor/image");
+    assert_string_equal(c.image_dir, TORPOR_DATADIR "/image");
     assert_string_equal(c.accel, "auto");
     assert_int_equal(c.reaper_interval_ms, 2000);
     assert_int_equal(c.pause_workers, 2);

@@ -1,0 +1,169 @@
+#!/usr/bin/env python3
+"""The torpor CLI against the real stack, run as installed: clients/python is
+pip-installed offline (--no-build-isolation --no-index) into a venv with the
+system site packages, and its `torpor` entry point drives the flow
+create -> exec (exit code propagates) -> cp both ways -> pause -> resume -> rm
+with --json parsed, plus the documented exit codes of failures and --help of
+every command."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import SOURCE_DIR, Stack, run_tests  # noqa: E402
+
+# Debian's python3 (python3-venv, python3-pip with wheel, python3-setuptools)
+# builds the package without downloading anything.
+PYTHON = "/usr/bin/python3" if os.access("/usr/bin/python3", os.X_OK) else sys.executable
+DATA = bytes(range(256)) * 64 + b"\nend\n"
+ctx = {}
+
+
+def install(s):
+    """pip install clients/python into a venv in the stack's temp dir; returns
+    the path of the installed torpor script."""
+    venv = os.path.join(s.tmp, "venv")
+    src = os.path.join(s.tmp, "torpor-src")  # a copy: pip's build leaves files next to the sources
+    shutil.copytree(os.path.join(SOURCE_DIR, "clients", "python"), src,
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    for argv in ([PYTHON, "-m", "venv", "--system-site-packages", venv],
+                 [os.path.join(venv, "bin", "python3"), "-m", "pip", "install", "-q", "--no-build-isolation",
+                  "--no-index", src]):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, f"{' '.join(argv)} failed ({out.returncode}): {out.stdout} {out.stderr}"
+    return os.path.join(venv, "bin", "torpor")
+
+
+def torpor(s, *args, key=None, stdin=None, check_rc=0):
+    env = dict(os.environ, TORPOR_URL=f"http://127.0.0.1:{s.http_port}", TORPOR_API_KEY=key or s.key_a)
+    env.pop("PYTHONPATH", None)
+    out = subprocess.run([ctx["torpor"], *args], capture_output=True, env=env, input=stdin, timeout=300)
+    if check_rc is not None:
+        assert out.returncode == check_rc, \
+            f"torpor {' '.join(args)}: exit {out.returncode}, expected {check_rc}; " \
+            f"stdout={out.stdout[:500]!r} stderr={out.stderr[:500]!r}"
+    return out
+
+
+def torpor_json(s, *args, **kw):
+    args = list(args)
+    at = args.index("--") if "--" in args else len(args)
+    out = torpor(s, *args[:at], "--json", *args[at:], **kw)
+    return json.loads(out.stdout)
+
+
+def test_pip_install_offline_provides_the_torpor_command(s):
+    ctx["torpor"] = install(s)
+    out = torpor(s, "--version")
+    assert out.stdout.decode().startswith("torpor "), out
+
+
+def test_help_of_every_command(s):
+    for cmd in ([], ["create"], ["ls"], ["get"], ["exec"], ["cp"], ["pause"], ["resume"], ["ping"],
+                ["timeout"], ["rm"], ["templates"], ["templates", "ls"], ["templates", "build"],
+                ["templates", "log"]):
+        out = torpor(s, *cmd, "--help")
+        text = out.stdout.decode()
+        assert text.startswith("usage: torpor") and "exit codes:" in text, f"{cmd}: {text[:300]}"
+
+
+def test_create_prints_id_and_json(s):
+    sid = torpor(s, "create", "--template", "minimal", "--memory", "128").stdout.decode().strip()
+    assert sid.startswith("sb-") and s.status_of(sid) == "running", sid
+    ctx["id"] = sid
+    sb = torpor_json(s, "create", "--template", "minimal", "--memory", "128", "--timeout", "600")
+    assert (sb["status"], sb["memory_mb"], sb["timeout_sec"]) == ("running", 128, 600), sb
+    ctx["id2"] = sb["id"]
+
+
+def test_exec_propagates_exit_code_and_output(s):
+    sid = ctx["id"]
+    out = torpor(s, "exec", sid, "--", "echo out; echo err >&2; exit 7", check_rc=7)
+    assert (out.stdout, out.stderr) == (b"out\n", b"err\n"), out
+    out = torpor(s, "exec", sid, "--env", "X=1 2", "--cwd", "/tmp", "--", "printf", "%s:%s", "$X", "a b")
+    assert out.stdout == b"$X:a b", out  # several words: executed directly, no shell
+    out = torpor(s, "exec", sid, "--env", "X=1 2", "--cwd", "/tmp", "--", 'echo "$X" $(pwd)')
+    assert out.stdout == b"1 2 /tmp\n", out
+    out = torpor(s, "exec", "-i", sid, "--", "tr a-z A-Z", stdin=b"shout\n")
+    assert out.stdout == b"SHOUT\n", out
+    res = torpor_json(s, "exec", sid, "--", "exit 3", check_rc=3)
+    assert res["exit_code"] == 3 and res["timed_out"] is False, res
+    torpor(s, "exec", sid, "--timeout", "1", "--", "sleep 20", check_rc=124)
+
+
+def test_cp_both_ways(s):
+    sid = ctx["id"]
+    d = tempfile.mkdtemp(dir=s.tmp)
+    local = os.path.join(d, "up.bin")
+    with open(local, "wb") as f:
+        f.write(DATA)
+    torpor(s, "cp", local, f"{sid}:/tmp/cli.bin")
+    assert torpor(s, "exec", sid, "--", "wc -c < /tmp/cli.bin").stdout.strip() == str(len(DATA)).encode()
+    back = os.path.join(d, "down.bin")
+    torpor(s, "cp", f"{sid}:/tmp/cli.bin", back)
+    with open(back, "rb") as f:
+        assert f.read() == DATA
+    torpor(s, "cp", f"{sid}:/tmp/cli.bin", d)  # into a directory: keeps the name
+    with open(os.path.join(d, "cli.bin"), "rb") as f:
+        assert f.read() == DATA
+    torpor(s, "cp", "-", f"{sid}:/tmp/stdin.txt", stdin=b"piped")
+    assert torpor(s, "cp", f"{sid}:/tmp/stdin.txt", "-").stdout == b"piped"
+    torpor(s, "cp", local, os.path.join(d, "x"), check_rc=2)  # no sandbox side
+
+
+def test_pause_resume_ls_get(s):
+    sid = ctx["id"]
+    assert torpor_json(s, "pause", sid)["status"] == "paused"
+    assert sid in [x["id"] for x in torpor_json(s, "ls", "--status", "paused")]
+    assert sid not in [x["id"] for x in torpor_json(s, "ls", "--status", "running")]
+    table = torpor(s, "ls").stdout.decode().splitlines()
+    assert table[0].split()[:3] == ["ID", "STATUS", "TEMPLATE"], table
+    assert any(line.split()[:2] == [sid, "paused"] for line in table[1:]), table
+    assert torpor(s, "resume", sid).stdout.decode().split() == [sid, "running"]
+    assert torpor_json(s, "get", sid)["status"] == "running"
+    assert torpor(s, "exec", sid, "--", "cat /tmp/stdin.txt").stdout == b"piped"
+    torpor(s, "ping", sid)
+    assert torpor_json(s, "timeout", sid, "30")["timeout_sec"] == 30
+
+
+def test_failures_have_documented_exit_codes(s):
+    sid = ctx["id"]
+    torpor(s, "resume", sid, check_rc=4)                       # invalid_state: it is running
+    torpor(s, "get", "sb-0000000000000000", check_rc=3)          # not_found
+    torpor(s, "get", sid, key=s.key_b, check_rc=3)               # another team's
+    torpor(s, "ls", key="tpk_" + "0" * 32, check_rc=5)           # unauthorized
+    torpor(s, "create", "--memory", "1", check_rc=2)             # invalid_request
+    torpor(s, "ls", "--status", "sleeping", check_rc=2)          # usage
+    out = torpor(s, "templates", "ls", check_rc=7)               # no /v1/templates yet
+    assert b"no route" in out.stderr, out
+    torpor(s, "templates", "log", "minimal", check_rc=7)
+    env = dict(os.environ, TORPOR_URL="http://127.0.0.1:1", TORPOR_API_KEY=s.key_a)
+    out = subprocess.run([ctx["torpor"], "ls"], capture_output=True, env=env, timeout=60)
+    assert out.returncode == 6, out                              # unreachable
+
+
+def test_rm_destroys_every_id(s):
+    out = torpor(s, "rm", ctx["id"], ctx["id2"])
+    assert out.stdout.decode().split() == [ctx["id"], ctx["id2"]], out
+    for sid in (ctx["id"], ctx["id2"]):
+        assert s.status_of(sid) == "stopped"
+    torpor(s, "rm", "sb-0000000000000000", check_rc=3)
+
+
+TESTS = [
+    test_pip_install_offline_provides_the_torpor_command,
+    test_help_of_every_command,
+    test_create_prints_id_and_json,
+    test_exec_propagates_exit_code_and_output,
+    test_cp_both_ways,
+    test_pause_resume_ls_get,
+    test_failures_have_documented_exit_codes,
+    test_rm_destroys_every_id,
+]
+
+if __name__ == "__main__":
+    sys.exit(run_tests(lambda: Stack("cli"), TESTS))

@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""docs/openapi.yaml itself (no stack): OpenAPI 3.1, every $ref resolves,
+every schema is valid JSON Schema 2020-12, every object schema is strict
+(additionalProperties: false, or a typed map), every operation has an
+operationId and no `default` response (so an undescribed status always fails
+the e2e check), and every error response carries the error schema. Also that
+the checker rejects what it must (unknown status, wrong error code, extra
+field), so the e2e validation cannot silently pass everything."""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import openapi_check  # noqa: E402
+from openapi_check import OpenAPIChecker, SpecViolation  # noqa: E402
+
+SPEC = OpenAPIChecker()
+
+
+def walk(node, path="#"):
+    yield path, node
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from walk(v, f"{path}/{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from walk(v, f"{path}/{i}")
+
+
+def test_version_and_refs():
+    assert SPEC.spec["openapi"].startswith("3.1."), SPEC.spec["openapi"]
+    for where, node in walk(SPEC.spec):
+        if isinstance(node, dict) and "$ref" in node:
+            try:
+                SPEC._deref({"$ref": node["$ref"]})
+            except (KeyError, ValueError) as e:
+                raise AssertionError(f"{where}: $ref {node['$ref']} does not resolve ({e})")
+
+
+def test_object_schemas_are_strict():
+    for name, schema in SPEC.spec["components"]["schemas"].items():
+        SPEC._validator(schema)  # raises on an invalid schema
+        for where, node in walk(schema, f"#/components/schemas/{name}"):
+            if isinstance(node, dict) and node.get("type") == "object":
+                ap = node.get("additionalProperties")
+                assert ap is False or isinstance(ap, dict), f"{where}: object without additionalProperties: false"
+
+
+def test_operations_are_complete():
+    for template, item in SPEC.spec["paths"].items():
+        for method in openapi_check.METHODS:
+            op = item.get(method)
+            if op is None:
+                continue
+            where = f"{method.upper()} {template}"
+            assert op.get("operationId"), f"{where}: no operationId"
+            assert "default" not in op["responses"], f"{where}: a default response hides undescribed statuses"
+            for status, resp in op["responses"].items():
+                resp = SPEC._deref(resp)
+                if int(status) >= 400:
+                    schema = resp["content"]["application/json"]["schema"]
+                    assert "Error" in str(schema), f"{where} {status}: not the error schema"
+            if template.startswith("/v1/"):
+                assert "401" in op["responses"], f"{where}: every /v1 route can answer 401"
+
+
+def rejects(*args):
+    try:
+        SPEC.check(*args)
+    except SpecViolation:
+        return True
+    return False
+
+
+def test_checker_rejects_what_the_spec_does_not_describe():
+    sb = {"id": "sb-0123456789abcdef", "status": "running", "template": "minimal", "vcpus": 1,
+          "memory_mb": 128, "timeout_sec": 0, "host_id": "default",
+          "created_at": "2026-11-29T14:18:20.458745Z", "started_at": None, "last_active_at": None,
+          "last_updated": "2026-11-29T14:18:20.458745Z"}
+    SPEC.check("GET", "/v1/sandboxes/sb-0123456789abcdef", 200, "application/json", sb)
+    assert rejects("GET", "/v1/sandboxes/sb-0123456789abcdef", 200, "application/json", dict(sb, extra=1))
+    assert rejects("GET", "/v1/sandboxes/sb-0123456789abcdef", 200, "application/json", dict(sb, status="asleep"))
+    assert rejects("GET", "/v1/sandboxes/sb-0123456789abcdef", 201, "application/json", sb)
+    assert rejects("POST", "/v1/sandboxes/sb-0123456789abcdef/ping", 200, "application/json", sb)
+    err = {"error": {"code": "not_found", "message": "sandbox x not found"}}
+    SPEC.check("GET", "/v1/sandboxes/sb-0123456789abcdef", 404, "application/json", err)
+    assert rejects("GET", "/v1/sandboxes/sb-0123456789abcdef", 409, "application/json", err)
+    assert rejects("GET", "/v1/sandboxes/sb-0123456789abcdef", 404, "text/plain", b"not found")
+    SPEC.check("GET", "/v1/nothing", 404, "application/json", {"error": {"code": "not_found", "message": "no such route"}})
+    assert rejects("GET", "/v1/nothing", 200, "application/json", [])
+    SPEC.check("PUT", "/v1/sandboxes", 405, "application/json",
+               {"error": {"code": "method_not_allowed", "message": "method not allowed"}})
+    assert rejects("PUT", "/v1/sandboxes", 404, "application/json", err)
+
+
+def main():
+    tests = [test_version_and_refs, test_object_schemas_are_strict, test_operations_are_complete,
+             test_checker_rejects_what_the_spec_does_not_describe]
+    failed = 0
+    for t in tests:
+        try:
+            t()
+            print(f"ok   {t.__name__}")
+        except Exception as e:  # noqa: BLE001
+            failed += 1
+            print(f"FAIL {t.__name__}: {e}")
+    print(f"{len(tests) - failed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
