@@ -119,44 +119,86 @@
     return b;
   }
 
+  function setText(node, text) {
+    if (node.textContent !== text) node.textContent = text;
+  }
+  function setAttr(node, name, value) {
+    if (node[name] !== value) node[name] = value;
+  }
+
+  // Rows are kept and updated in place, never rebuilt on a refresh: a
+  // click (press and release on the same button) must survive the 1 s
+  // repaint and the 2 s poll.
+  const rowEls = new Map(); // sandbox id -> {tr, td: [cells], state, actionsKey}
+
+  function newRow(id) {
+    const td = [];
+    for (let i = 0; i < 8; i++) td.push(el('td'));
+    td[0].className = 'id';
+    td[3].className = 'num';
+    const state = el('span');
+    td[1].append(state);
+    const tr = el('tr', {}, td);
+    tr.dataset.id = id;
+    return { tr, td, state, actionsKey: null };
+  }
+
+  function fillRow(r, sb, selected) {
+    const left = timeLeft(sb);
+    setText(r.td[0], sb.id);
+    setText(r.state, busy.get(sb.id) || sb.status);
+    setAttr(r.state, 'className', 'state state-' + sb.status);
+    setText(r.td[2], sb.template);
+    setText(r.td[3], sb.memory_mb + ' MiB');
+    setText(r.td[4], ago(sb.created_at));
+    setAttr(r.td[4], 'title', sb.created_at);
+    setText(r.td[5], ago(sb.last_active_at));
+    setAttr(r.td[5], 'title', sb.last_active_at || 'never active');
+    setText(r.td[6], left.text);
+    setAttr(r.td[6], 'className', left.due ? 'due' : (left.text === 'never' || left.text === '—' ? 'muted' : ''));
+    setAttr(r.td[6], 'title',
+            sb.timeout_sec ? 'auto-pause after ' + sb.timeout_sec + ' s of inactivity' : 'no auto-pause');
+    if (r.tr.dataset.status !== sb.status) r.tr.dataset.status = sb.status;
+    r.tr.classList.toggle('selected', sb.id === selected);
+
+    const actions = sb.status === 'running' ? ['pause', 'exec'] : sb.status === 'paused' ? ['resume'] : [];
+    const confirming = confirmDelete.has(sb.id);
+    const key = actions.join() + '|' + busy.has(sb.id) + '|' + confirming;
+    if (key !== r.actionsKey) {
+      const labels = { pause: 'Pause', exec: 'Exec', resume: 'Resume' };
+      const box = el('div', { className: 'actions' }, actions.map((a) => actionButton(sb, labels[a], a)));
+      box.append(actionButton(sb, confirming ? 'Confirm delete' : 'Delete', 'delete',
+                              'danger' + (confirming ? ' confirm' : '')));
+      r.td[7].replaceChildren(box);
+      r.actionsKey = key;
+    }
+  }
+
   function render() {
     const rows = $('sandbox-rows');
     const selected = $('exec-target').value;
-    const frag = document.createDocumentFragment();
+    const seen = new Set();
+    let prev = null;
     for (const sb of sandboxes) {
-      const state = busy.get(sb.id) || sb.status;
-      const left = timeLeft(sb);
-      const actions = el('div', { className: 'actions' });
-      if (sb.status === 'running') {
-        actions.append(actionButton(sb, 'Pause', 'pause'), actionButton(sb, 'Exec', 'exec'));
-      } else if (sb.status === 'paused') {
-        actions.append(actionButton(sb, 'Resume', 'resume'));
+      seen.add(sb.id);
+      let r = rowEls.get(sb.id);
+      if (!r) {
+        r = newRow(sb.id);
+        rowEls.set(sb.id, r);
       }
-      const del = actionButton(sb, confirmDelete.has(sb.id) ? 'Confirm delete' : 'Delete', 'delete',
-                               'danger' + (confirmDelete.has(sb.id) ? ' confirm' : ''));
-      actions.append(del);
-      const tr = el('tr', {}, [
-        el('td', { className: 'id', textContent: sb.id }),
-        el('td', {}, [el('span', { className: 'state state-' + sb.status, textContent: state })]),
-        el('td', { textContent: sb.template }),
-        el('td', { className: 'num', textContent: sb.memory_mb + ' MiB' }),
-        el('td', { textContent: ago(sb.created_at), title: sb.created_at }),
-        el('td', { textContent: ago(sb.last_active_at), title: sb.last_active_at || 'never active' }),
-        el('td', {
-          textContent: left.text,
-          className: left.due ? 'due' : (left.text === 'never' || left.text === '—' ? 'muted' : ''),
-          title: sb.timeout_sec ? 'auto-pause after ' + sb.timeout_sec + ' s of inactivity' : 'no auto-pause',
-        }),
-        el('td', {}, [actions]),
-      ]);
-      tr.dataset.id = sb.id;
-      tr.dataset.status = sb.status;
-      if (sb.id === selected) tr.classList.add('selected');
-      frag.append(tr);
+      fillRow(r, sb, selected);
+      const want = prev ? prev.nextSibling : rows.firstChild;
+      if (want !== r.tr) rows.insertBefore(r.tr, want);
+      prev = r.tr;
     }
-    rows.replaceChildren(frag);
+    for (const [id, r] of rowEls) {
+      if (!seen.has(id)) {
+        r.tr.remove();
+        rowEls.delete(id);
+      }
+    }
     $('empty').hidden = sandboxes.length > 0;
-    $('count').textContent = sandboxes.length ? '(' + sandboxes.length + ')' : '';
+    setText($('count'), sandboxes.length ? '(' + sandboxes.length + ')' : '');
     renderExecTargets(selected);
   }
 
@@ -216,6 +258,7 @@
   function disconnect(clearMessage) {
     sessionStorage.removeItem(KEY_STORE);
     sandboxes = [];
+    render();
     if (clearMessage) clearError();
     connect();
     $('api-key').focus();

@@ -132,6 +132,21 @@ def test_create_shows_the_sandbox_running(s):
     no_page_problems(b)
 
 
+def test_refreshes_keep_the_row_and_its_buttons(s):
+    # A click is a press and a release on the same element: the 1 s repaint
+    # and the 2 s poll must update the row in place, not replace it.
+    b = s.browser
+    sel = row(s.sandbox_id)
+    b.evaluate(f"window.__row = document.querySelector({js(sel)});"
+               f" window.__btn = document.querySelector({js(sel + ' button[data-action=pause]')}); true")
+    polls = b.evaluate("document.querySelector('#live').textContent")
+    b.wait_js(f"document.querySelector('#live').textContent !== {js(polls)}", 10, "a new poll")
+    b.pump(1.2)
+    assert b.evaluate(f"document.querySelector({js(sel)}) === window.__row"), "the row was replaced"
+    assert b.evaluate(f"document.querySelector({js(sel + ' button[data-action=pause]')}) === window.__btn"), \
+        "the pause button was replaced"
+
+
 def test_exec_shows_stdout_stderr_and_exit_code(s):
     b = s.browser
     sid = s.sandbox_id
@@ -211,6 +226,7 @@ def main():
         test_a_wrong_key_is_refused_with_its_code,
         test_pasting_the_key_shows_the_team_sandboxes,
         test_create_shows_the_sandbox_running,
+        test_refreshes_keep_the_row_and_its_buttons,
         test_exec_shows_stdout_stderr_and_exit_code,
         test_pause_shows_paused,
         test_resume_shows_running,
