@@ -41,7 +41,12 @@ static void test_routes(void **state)
     route_is("POST", "/v1/sandboxes/sb-1/files/write", "/v1/sandboxes/{id}/files/write", "sb-1");
     route_is("POST", "/v1/sandboxes/sb-1/files/read", "/v1/sandboxes/{id}/files/read", "sb-1");
 
-    route_is("GET", "/", NULL, "");
+    route_is("GET", "/v1/openapi.json", "/v1/openapi.json", "");
+    route_is("GET", "/", "/", "");
+    route_is("GET", "/ui/dashboard.js", "/ui/*", "");
+
+    route_is("GET", "/ui/", NULL, "");
+    route_is("GET", "/index.html", NULL, "");
     route_is("GET", "/v1/sandboxes/", NULL, "");
     route_is("GET", "/v1/sandboxesx", NULL, "");
     route_is("GET", "/v1/sandboxes/sb-1/", NULL, "");
