@@ -72,7 +72,7 @@ static int setup(void **state)
     char url[512];
     if (pg("start", o->pg_dir, url, sizeof url) != 0 || !*url) fail_msg("PostgreSQL did not start");
     int applied;
-    if (db_open(url, &o->db, &e) != 0 || migrate_run(o->db, TORPOR_MIGRATIONS_DIR, &applied, &e) != 0)
+    if (db_open(url, &o->db, &e) != 0 || migrate_run(o->db, TORPOR_SOURCE_DIR "/migrations", &applied, &e) != 0)
         fail_msg("db: %s", e.msg);
     if (db_host_upsert(o->db, "h1", o->agent_addr, &e) != 0) fail_msg("host: %s", e.msg);
     char key[AUTH_KEY_LEN + 1];
