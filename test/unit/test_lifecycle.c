@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "agent_fixture.h"
+#include "torpor_limits.h"
 
 #define WAIT_MS 10000
 
@@ -47,7 +48,7 @@ static void test_create_validation(void **state)
     terr e;
     const char *bad_ids[] = {"", "../x", ".hidden", "-x", "a/b", "a b", "sb\n", "_x", "ü"};
     /* 64 characters do not fit a runtime_spec; the checker refuses them */
-    assert_false(sandbox_id_valid("x123456789012345678901234567890123456789012345678901234567890123"));
+    assert_false(limits_sandbox_id_valid("x123456789012345678901234567890123456789012345678901234567890123"));
     for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++)
         assert_int_equal(create(fx, spec_of(bad_ids[i], "minimal", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "../t", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
