@@ -36,6 +36,7 @@
 #include "guest_files.h"
 #include "guest_protocol.h"
 #include "guest_sync.h"
+#include "mono_time.h"
 
 #define GUEST_MAX_INFLIGHT 64
 #define GUEST_THREAD_STACK (512 * 1024)
@@ -367,13 +368,6 @@ static int wait_host(int fd, bool is_port, bool *was_connected, const sigset_t *
         if (sigtimedwait(sigio, NULL, &ts) < 0 && errno != EAGAIN && errno != EINTR)
             return terr_set(err, "sigtimedwait: %s", strerror(errno));
     }
-}
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* read_frame results besides 0. Only a frame that is wrong (not one that

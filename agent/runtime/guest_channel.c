@@ -18,6 +18,7 @@
 
 #include "guest_protocol.h"
 #include "log.h"
+#include "mono_time.h"
 
 #define READ_CHUNK (256 * 1024)
 #define HANDSHAKE_RETRY_MS 250
@@ -46,13 +47,6 @@ struct guest_channel {
     waiter *waiters;
     char sandbox_id[64];
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void deadline_ts(struct timespec *ts, long long deadline_mono_ms)
 {
@@ -275,7 +269,7 @@ int guest_channel_call(guest_channel *ch, uint8_t type, const void *payload, siz
     *resp_len = 0;
     waiter w;
     if (start_call(ch, &w, type, payload, len, err) < 0) return -1;
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mono_ms() + timeout_ms;
     struct timespec ts;
     deadline_ts(&ts, deadline);
     pthread_mutex_lock(&ch->mu);
@@ -377,7 +371,7 @@ static int handshake(guest_channel *ch, int pidfd, long long deadline, terr *err
             if (start_call(ch, &ws[n], GP_PING, NULL, 0, err) < 0) goto out;
             n++;
         }
-        long long until = now_ms() + HANDSHAKE_RETRY_MS;
+        long long until = mono_ms() + HANDSHAKE_RETRY_MS;
         if (until > deadline) until = deadline;
         struct timespec ts;
         deadline_ts(&ts, until);
@@ -396,7 +390,7 @@ static int handshake(guest_channel *ch, int pidfd, long long deadline, terr *err
             terr_set(err, "QEMU exited before torpor-guest answered");
             goto out;
         }
-        if (now_ms() >= deadline) {
+        if (mono_ms() >= deadline) {
             terr_set(err, "torpor-guest did not answer PING in time");
             goto out;
         }
@@ -415,7 +409,7 @@ out:
 int guest_channel_open(int dirfd, const char *name, const char *sandbox_id, int pidfd,
                        int timeout_ms, guest_channel **out, terr *err)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mono_ms() + timeout_ms;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int sn = snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dirfd, name);
     if (sn < 0 || (size_t)sn >= sizeof sa.sun_path) return terr_set(err, "guest socket name too long");
@@ -442,7 +436,7 @@ int guest_channel_open(int dirfd, const char *name, const char *sandbox_id, int 
     atomic_init(&ch->refs, 1);
     snprintf(ch->sandbox_id, sizeof ch->sandbox_id, "%s", sandbox_id);
     if (getrandom(&ch->next_id, sizeof ch->next_id, 0) != sizeof ch->next_id)
-        ch->next_id = (uint32_t)now_ms();
+        ch->next_id = (uint32_t)mono_ms();
     int e = pthread_create(&ch->reader, NULL, reader_main, ch);
     if (e) {
         guest_channel_unref(ch);

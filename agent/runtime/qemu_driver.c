@@ -15,6 +15,7 @@
 #include "fs_util.h"
 #include "log.h"
 #include "qemu_accel.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
 #include "qemu_json.h"
 #include "qemu_scan.h"
@@ -106,13 +107,13 @@ static int check_spec(const runtime_spec *spec, terr *err)
 static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm **out, terr *err)
 {
     qemu_drv *d = qemu_drv_of(rd);
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     if (check_spec(spec, err) < 0) return -1;
     int tplfd;
     qemu_meta tmeta;
     if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, &tplfd, &tmeta, err) < 0)
         return -1;
-    long long t_tpl = qemu_now_ms();
+    long long t_tpl = mono_ms();
     if (mkdirat(d->sb_dirfd, spec->sandbox_id, 0750) < 0) {
         int e = errno;
         close(tplfd);
@@ -149,26 +150,26 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     close(ramfd);
     ramfd = -1;
     qemu_writeback_async(sbfd, QEMU_RAM_FILE);
-    t_copy = qemu_now_ms();
+    t_copy = mono_ms();
     /* Written before QEMU starts: recover() re-attaches any live QEMU it
      * finds, and needs to know what it is. */
     if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
     if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd, err) < 0) goto fail;
     close(statefd);
     statefd = -1;
-    t_loaded = qemu_now_ms();
+    t_loaded = mono_ms();
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
-    t_run = qemu_now_ms();
+    t_run = mono_ms();
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl), .load_ms = (double)(t_loaded - t_copy),
                               .running_ms = (double)(t_run - t_copy),
-                              .total_ms = (double)(qemu_now_ms() - t0)};
+                              .total_ms = (double)(mono_ms() - t0)};
     log_info("event=create_done sandbox_id=%s template=%s memory_mb=%d vcpus=%d pid=%d "
              "duration_ms=%lld template_ms=%lld copy_ms=%lld restore_ms=%lld guest_ms=%lld",
              spec->sandbox_id, spec->template_name, spec->memory_mb, spec->vcpus,
-             (int)v->inst.proc.pid, qemu_now_ms() - t0, t_tpl - t0, t_copy - t_tpl, t_run - t_copy,
-             qemu_now_ms() - t_run);
+             (int)v->inst.proc.pid, mono_ms() - t0, t_tpl - t0, t_copy - t_tpl, t_run - t_copy,
+             mono_ms() - t_run);
     *out = &v->base;
     return 0;
 fail:
@@ -187,7 +188,7 @@ fail:
 static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm **out, terr *err)
 {
     qemu_drv *d = qemu_drv_of(rd);
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     const char *id = spec->sandbox_id;
     if (!qemu_valid_name(id, RUNTIME_ID_MAX)) return terr_set(err, "invalid sandbox id \"%.64s\"", id);
     int sbfd = openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -221,7 +222,7 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     int r = qemu_inst_start(&v->inst, d->qemu_binary, &meta.shape, statefd, err);
     close(statefd);
     if (r < 0) goto fail;
-    long long t_loaded = qemu_now_ms();
+    long long t_loaded = mono_ms();
     /* From `cont` on, the guest writes to the RAM file: the snapshot stops
      * being valid, so it must stop being committed first (durably). */
     if (unlinkat(sbfd, QEMU_META_FILE, 0) < 0) {
@@ -232,16 +233,16 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (qemu_fsync_dir(sbfd, err) < 0) goto fail;
     ran = true; /* from here on the RAM file may change */
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
-    long long t_run = qemu_now_ms();
+    long long t_run = mono_ms();
     unlinkat(sbfd, QEMU_STATE_FILE, 0);
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.load_ms = (double)(t_loaded - t0), .running_ms = (double)(t_run - t0),
-                              .total_ms = (double)(qemu_now_ms() - t0)};
+                              .total_ms = (double)(mono_ms() - t0)};
     log_info("event=resume_done sandbox_id=%s pid=%d duration_ms=%lld load_ms=%lld running_ms=%lld "
              "guest_ms=%lld",
-             id, (int)v->inst.proc.pid, qemu_now_ms() - t0, t_loaded - t0, t_run - t0,
-             qemu_now_ms() - t_run);
+             id, (int)v->inst.proc.pid, mono_ms() - t0, t_loaded - t0, t_run - t0,
+             mono_ms() - t_run);
     *out = &v->base;
     return 0;
 fail:
@@ -276,7 +277,7 @@ void qemu_kill_by_pidfile(int sbfd)
 static int qemu_destroy(runtime_driver *rd, const char *sandbox_id, runtime_vm *vm, terr *err)
 {
     qemu_drv *d = qemu_drv_of(rd);
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     if (!qemu_valid_name(sandbox_id, RUNTIME_ID_MAX))
         return terr_set(err, "invalid sandbox id \"%.64s\"", sandbox_id);
     if (vm) {
@@ -309,7 +310,7 @@ static int qemu_destroy(runtime_driver *rd, const char *sandbox_id, runtime_vm *
     }
     if (qemu_rmtree(d->sb_dirfd, sandbox_id, err) < 0) return terr_wrap(err, "destroy %s", sandbox_id);
     qemu_fsync_dir(d->sb_dirfd, NULL);
-    log_info("event=destroy_done sandbox_id=%s duration_ms=%lld", sandbox_id, qemu_now_ms() - t0);
+    log_info("event=destroy_done sandbox_id=%s duration_ms=%lld", sandbox_id, mono_ms() - t0);
     return 0;
 }
 

@@ -233,13 +233,6 @@ int64_t qemu_dir_disk_bytes(int dirfd)
     return total;
 }
 
-long long qemu_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t qemu_unix_ms(void)
 {
     struct timespec ts;

@@ -121,7 +121,6 @@ void qemu_writeback_async(int dirfd, const char *name);
 int64_t qemu_file_disk_bytes(int dirfd, const char *name);
 int64_t qemu_file_size(int dirfd, const char *name);
 int64_t qemu_dir_disk_bytes(int dirfd);
-long long qemu_now_ms(void);
 int64_t qemu_unix_ms(void);
 
 /* ---- qemu_template.c ---- */

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
 #include "qemu_json.h"
 #include "qemu_scan.h"
@@ -50,7 +51,7 @@ static int migration_status(qemu_vm *v, char *ms, size_t n, terr *err)
 static int resume_stopped(qemu_vm *v, terr *err)
 {
     char st[64] = "";
-    long long deadline = qemu_now_ms() + QEMU_RECOVER_QMP_MS;
+    long long deadline = mono_ms() + QEMU_RECOVER_QMP_MS;
     bool cancelled = false;
     for (;;) {
         char *reply;
@@ -87,7 +88,7 @@ static int resume_stopped(qemu_vm *v, terr *err)
             qmp_call(v->inst.qmp, "migrate_cancel", NULL, QEMU_RECOVER_QMP_MS, NULL, &e);
             cancelled = true;
         }
-        if (qemu_now_ms() > deadline) return terr_set(err, "VM stuck in state %s", st);
+        if (mono_ms() > deadline) return terr_set(err, "VM stuck in state %s", st);
         struct timespec ts = {0, 20 * 1000000};
         nanosleep(&ts, NULL);
     }

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
 
 #define BUILDING_SUFFIX ".building"
@@ -102,7 +103,7 @@ static int open_committed(qemu_drv *d, const char *key, int *fd, qemu_meta *meta
 
 static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape, terr *err)
 {
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     char bname[QEMU_TEMPLATE_KEY_MAX + 16];
     snprintf(bname, sizeof bname, "%s" BUILDING_SUFFIX, key);
     if (qemu_rmtree(d->tpl_dirfd, bname, err) < 0) return -1;
@@ -122,7 +123,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         qemu_inst_log_tail(bfd, err);
         goto fail;
     }
-    long long booted = qemu_now_ms();
+    long long booted = mono_ms();
     /* The snapshot is taken with no host connected, as every clone starts. */
     guest_channel_close(ch, "template snapshot");
     guest_channel_unref(ch);
@@ -168,7 +169,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     if (qemu_fsync_dir(d->tpl_dirfd, err) < 0) return -1;
     log_info("event=template_built template=%s key=%s boot_ms=%lld duration_ms=%lld state_bytes=%lld "
              "ram_disk_bytes=%lld",
-             name, key, booted - t0, qemu_now_ms() - t0, (long long)m.state_bytes,
+             name, key, booted - t0, mono_ms() - t0, (long long)m.state_bytes,
              (long long)m.ram_disk_bytes);
     return 0;
 fail:

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mono_time.h"
 #include "qemu_json.h"
 
 /* QMP lines are small (query-migrate is the largest we read, < 2 KB), but
@@ -23,13 +24,6 @@ struct qmp {
     char *buf;
     size_t len;
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool pid_exited(int pidfd)
 {
@@ -57,7 +51,7 @@ static int read_line(qmp *q, long long deadline, char **line, terr *err)
             return 0;
         }
         if (q->len >= QMP_LINE_MAX) return terr_set(err, "qmp: line longer than %d bytes", QMP_LINE_MAX);
-        long long left = deadline - now_ms();
+        long long left = deadline - mono_ms();
         if (left <= 0) return terr_set(err, "qmp: timed out waiting for QEMU");
         struct pollfd p = {.fd = q->fd, .events = POLLIN};
         int r = poll(&p, 1, (int)left);
@@ -116,7 +110,7 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int n = snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dirfd, name);
     if (n < 0 || (size_t)n >= sizeof sa.sun_path) return terr_set(err, "qmp: socket name too long");
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mono_ms() + timeout_ms;
     int fd = -1;
     for (;;) {
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -128,7 +122,7 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN)
             return terr_set(err, "qmp: connect %s: %s", name, strerror(e));
         if (pid_exited(pidfd)) return terr_set(err, "qmp: QEMU exited before its QMP socket was ready");
-        if (now_ms() >= deadline) return terr_set(err, "qmp: QEMU did not open %s in %d ms", name, timeout_ms);
+        if (mono_ms() >= deadline) return terr_set(err, "qmp: QEMU did not open %s in %d ms", name, timeout_ms);
         /* QEMU creates the socket a few tens of ms after exec. */
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
@@ -154,7 +148,7 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
         qmp_close(q);
         return terr_set(err, "qmp: unexpected greeting from QEMU");
     }
-    if (qmp_call(q, "qmp_capabilities", NULL, (int)(deadline - now_ms() > 0 ? deadline - now_ms() : 1),
+    if (qmp_call(q, "qmp_capabilities", NULL, (int)(deadline - mono_ms() > 0 ? deadline - mono_ms() : 1),
                  NULL, err) < 0) {
         qmp_close(q);
         return -1;
@@ -177,7 +171,7 @@ int qmp_call(qmp *q, const char *cmd, const char *args_json, int timeout_ms, cha
     int r = write_all(q->fd, msg, strlen(msg), err);
     free(msg);
     if (r < 0) return terr_wrap(err, "%s", cmd);
-    return read_answer(q, cmd, now_ms() + timeout_ms, reply, err);
+    return read_answer(q, cmd, mono_ms() + timeout_ms, reply, err);
 }
 
 int qmp_getfd(qmp *q, const char *fdname, int fd, int timeout_ms, terr *err)
@@ -206,7 +200,7 @@ int qmp_getfd(qmp *q, const char *fdname, int fd, int timeout_ms, terr *err)
     if (w < 0) return terr_set(err, "qmp getfd: connection closed (%s)", strerror(errno));
     /* QMP lines are tiny: a short write here would be a broken socket. */
     if (w != n) return terr_set(err, "qmp getfd: short write");
-    return read_answer(q, "getfd", now_ms() + timeout_ms, NULL, err);
+    return read_answer(q, "getfd", mono_ms() + timeout_ms, NULL, err);
 }
 
 int qmp_send(qmp *q, const char *cmd, terr *err)
