@@ -200,33 +200,11 @@ static int send_frame(guest_channel *ch, uint8_t type, uint32_t id, const void *
                       size_t len, terr *err)
 {
     if (len > GP_MAX_PAYLOAD) return terr_set(err, "request of %zu bytes is too large", len);
-    uint8_t hdr[GP_HEADER_SIZE];
-    gp_header_encode(hdr, type, id, (uint32_t)len);
-    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)payload, len}};
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+    struct iovec one = {(void *)payload, len};
     pthread_mutex_lock(&ch->write_mu);
-    int rc = 0;
-    while (msg.msg_iovlen) {
-        /* MSG_NOSIGNAL: a VM that went away must not SIGPIPE the agent. */
-        ssize_t n = sendmsg(ch->fd, &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            rc = terr_set(err, "guest channel write: %s", strerror(errno));
-            break;
-        }
-        size_t left = (size_t)n;
-        while (msg.msg_iovlen && left >= msg.msg_iov[0].iov_len) {
-            left -= msg.msg_iov[0].iov_len;
-            msg.msg_iov++;
-            msg.msg_iovlen--;
-        }
-        if (msg.msg_iovlen) {
-            msg.msg_iov[0].iov_base = (uint8_t *)msg.msg_iov[0].iov_base + left;
-            msg.msg_iov[0].iov_len -= left;
-        }
-    }
+    int rc = gp_write_framev(ch->fd, type, id, &one, len ? 1 : 0, err);
     pthread_mutex_unlock(&ch->write_mu);
-    return rc;
+    return rc < 0 ? terr_wrap(err, "guest channel") : 0;
 }
 
 static uint32_t take_id(guest_channel *ch)
