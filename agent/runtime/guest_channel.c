@@ -283,17 +283,6 @@ int guest_channel_call(guest_channel *ch, uint8_t type, const void *payload, siz
     return 0;
 }
 
-int guest_channel_ping(guest_channel *ch, int timeout_ms, terr *err)
-{
-    uint8_t *p;
-    size_t n;
-    if (guest_channel_call(ch, GP_PING, NULL, 0, GP_PONG, timeout_ms, &p, &n, err) < 0) return -1;
-    gp_pong pong;
-    int r = gp_decode_pong(p, n, &pong, err);
-    free(p);
-    return r;
-}
-
 int guest_channel_sync(guest_channel *ch, int timeout_ms, terr *err)
 {
     uint8_t rnd[64];

@@ -2,7 +2,6 @@
  * template snapshot), resume, destroy, liveness and handles. recover()
  * lives in qemu_recover.c, pause in qemu_pause.c, guest calls in
  * qemu_guest_ops.c. */
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -17,8 +16,6 @@
 #include "qemu_accel.h"
 #include "mono_time.h"
 #include "qemu_internal.h"
-#include "qemu_json.h"
-#include "qemu_scan.h"
 
 static const runtime_ops qemu_ops;
 

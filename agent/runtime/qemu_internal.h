@@ -120,7 +120,6 @@ int qemu_punch_zeros(int fd, terr *err);
 void qemu_writeback_async(int dirfd, const char *name);
 int64_t qemu_file_disk_bytes(int dirfd, const char *name);
 int64_t qemu_file_size(int dirfd, const char *name);
-int64_t qemu_dir_disk_bytes(int dirfd);
 int64_t qemu_unix_ms(void);
 
 /* ---- qemu_template.c ---- */

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,8 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "mono_time.h"
-#include "qemu_json.h"
 
 /* QMP lines are small (query-migrate is the largest we read, < 2 KB), but
  * leave room for events carrying bigger payloads. */
@@ -88,19 +90,23 @@ static int read_answer(qmp *q, const char *what, long long deadline, char **repl
     for (;;) {
         char *line;
         if (read_line(q, deadline, &line, err) < 0) return terr_wrap(err, "%s", what);
-        if (qjson_has(line, "return")) {
+        json_t *msg = json_loads(line, 0, NULL);
+        if (msg && json_object_get(msg, "return")) {
+            json_decref(msg);
             if (reply) *reply = line;
             else free(line);
             return 0;
         }
-        if (qjson_has(line, "error")) {
-            char desc[400];
-            const char *k[] = {"error", "desc"};
-            if (qjson_get_string(line, k, 2, desc, sizeof desc) < 0) snprintf(desc, sizeof desc, "?");
+        json_t *e = msg ? json_object_get(msg, "error") : NULL;
+        if (e) {
+            const char *desc = json_string_value(json_object_get(e, "desc"));
+            terr_set(err, "qmp %s: %.400s", what, desc ? desc : "?");
+            json_decref(msg);
             free(line);
-            return terr_set(err, "qmp %s: %s", what, desc);
+            return -1;
         }
         /* events ({"event":...}) and anything else: not our answer */
+        json_decref(msg);
         free(line);
     }
 }
@@ -142,7 +148,9 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
         qmp_close(q);
         return terr_wrap(err, "qmp greeting");
     }
-    bool ok = qjson_has(greeting, "QMP");
+    json_t *g = json_loads(greeting, 0, NULL);
+    bool ok = g && json_object_get(g, "QMP");
+    json_decref(g);
     free(greeting);
     if (!ok) {
         qmp_close(q);
@@ -157,31 +165,62 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
     return 0;
 }
 
+/* The request line for cmd with args (a JSON object, stolen; NULL: none),
+ * newline-terminated and malloc'd, or NULL with err set. */
+static char *request_line(const char *cmd, json_t *args, terr *err)
+{
+    json_t *req = json_pack("{s:s}", "execute", cmd);
+    if (!req || (args && json_object_set_new(req, "arguments", args) != 0)) {
+        if (!req) json_decref(args);
+        json_decref(req);
+        terr_set(err, "qmp %s: cannot encode the command", cmd);
+        return NULL;
+    }
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    size_t n = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, n + 2) : NULL;
+    if (!line) {
+        free(text);
+        terr_set(err, "qmp: out of memory");
+        return NULL;
+    }
+    memcpy(line + n, "\n", 2);
+    return line;
+}
+
+static int send_request(qmp *q, const char *cmd, json_t *args, terr *err)
+{
+    char *msg = request_line(cmd, args, err);
+    if (!msg) return -1;
+    int r = write_all(q->fd, msg, strlen(msg), err);
+    free(msg);
+    return r;
+}
+
 int qmp_call(qmp *q, const char *cmd, const char *args_json, int timeout_ms, char **reply,
              terr *err)
 {
     if (!q) return terr_set(err, "qmp %s: not connected", cmd);
-    size_t n = strlen(cmd) + (args_json ? strlen(args_json) : 0) + 48;
-    char *msg = malloc(n);
-    if (!msg) return terr_set(err, "qmp: out of memory");
-    if (args_json)
-        snprintf(msg, n, "{\"execute\":\"%s\",\"arguments\":%s}\n", cmd, args_json);
-    else
-        snprintf(msg, n, "{\"execute\":\"%s\"}\n", cmd);
-    int r = write_all(q->fd, msg, strlen(msg), err);
-    free(msg);
-    if (r < 0) return terr_wrap(err, "%s", cmd);
+    json_t *args = NULL;
+    if (args_json) {
+        args = json_loads(args_json, 0, NULL);
+        if (!json_is_object(args)) {
+            json_decref(args);
+            return terr_set(err, "qmp %s: arguments are not a JSON object", cmd);
+        }
+    }
+    if (send_request(q, cmd, args, err) < 0) return terr_wrap(err, "%s", cmd);
     return read_answer(q, cmd, mono_ms() + timeout_ms, reply, err);
 }
 
 int qmp_getfd(qmp *q, const char *fdname, int fd, int timeout_ms, terr *err)
 {
     if (!q) return terr_set(err, "qmp getfd: not connected");
-    char msg[160];
-    int n = snprintf(msg, sizeof msg, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"%s\"}}\n",
-                     fdname);
-    if (n < 0 || (size_t)n >= sizeof msg) return terr_set(err, "qmp getfd: name too long");
-    struct iovec iov = {msg, (size_t)n};
+    char *msg = request_line("getfd", json_pack("{s:s}", "fdname", fdname), err);
+    if (!msg) return -1;
+    size_t n = strlen(msg);
+    struct iovec iov = {msg, n};
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -197,18 +236,18 @@ int qmp_getfd(qmp *q, const char *fdname, int fd, int timeout_ms, terr *err)
     ssize_t w;
     do w = sendmsg(q->fd, &mh, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
-    if (w < 0) return terr_set(err, "qmp getfd: connection closed (%s)", strerror(errno));
+    int e = errno;
+    free(msg);
+    if (w < 0) return terr_set(err, "qmp getfd: connection closed (%s)", strerror(e));
     /* QMP lines are tiny: a short write here would be a broken socket. */
-    if (w != n) return terr_set(err, "qmp getfd: short write");
+    if ((size_t)w != n) return terr_set(err, "qmp getfd: short write");
     return read_answer(q, "getfd", mono_ms() + timeout_ms, NULL, err);
 }
 
 int qmp_send(qmp *q, const char *cmd, terr *err)
 {
     if (!q) return terr_set(err, "qmp %s: not connected", cmd);
-    char msg[128];
-    snprintf(msg, sizeof msg, "{\"execute\":\"%s\"}\n", cmd);
-    return write_all(q->fd, msg, strlen(msg), err);
+    return send_request(q, cmd, NULL, err);
 }
 
 void qmp_close(qmp *q)
