@@ -81,13 +81,14 @@ void autopause_run(lifecycle *lc, const char *id)
 
     int64_t t0 = lifecycle_now_ms(lc);
     terr derr = {{0}};
+    char q[LOG_QUOTE_MAX];
     int rc = lc->driver->ops->pause(lc->driver, vm, &spec, &derr);
     if (rc == 0) {
         terr jerr = {{0}};
         /* Journal before "paused": once a List can show it paused, the notice
          * is durable. */
         if (lc->journal && journal_append_paused(lc->journal, id, &jerr) != 0)
-            log_error("event=journal_append_failed sandbox_id=%s error=\"%s\"", id, jerr.msg);
+            log_error("event=journal_append_failed sandbox_id=%s error=\"%s\"", id, log_quote(jerr.msg, q, sizeof q));
         sandbox_table_lock(lc->table);
         sb->status = SANDBOX_PAUSED;
         sb->vm = NULL;
@@ -99,7 +100,7 @@ void autopause_run(lifecycle *lc, const char *id)
                  id, (long long)idle_ms, spec.timeout_sec, (long long)(lifecycle_now_ms(lc) - t0));
         return;
     }
-    log_error("event=auto_pause_failed sandbox_id=%s error=\"%s\" action=destroy", id, derr.msg);
+    log_error("event=auto_pause_failed sandbox_id=%s error=\"%s\" action=destroy", id, log_quote(derr.msg, q, sizeof q));
     sandbox_table_lock(lc->table);
     sb->status = SANDBOX_DESTROYING;
     sandbox_table_unlock(lc->table);
@@ -108,9 +109,9 @@ void autopause_run(lifecycle *lc, const char *id)
     lifecycle_unlock(lc, sb);
     if (drc == 0)
         log_warn("event=sandbox_destroyed sandbox_id=%s reason=auto_pause_failed cause=\"%s\"", id,
-                 derr.msg);
+                 log_quote(derr.msg, q, sizeof q));
     else /* still running (status restored); the next tick retries */
         log_error("event=destroy_failed sandbox_id=%s reason=auto_pause_failed error=\"%s\"", id,
-                  xerr.msg);
+                  log_quote(xerr.msg, q, sizeof q));
 }
 

@@ -153,16 +153,22 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
         int drc = lc->driver->ops->destroy(lc->driver, spec->sandbox_id, vm, &derr);
         runtime_vm_unref(vm);
         rc->n_rejected++;
-        log_error("event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" action=%s%s%s%s",
-                  spec->sandbox_id, e.msg, drc == 0 ? "destroyed" : "destroy_failed",
-                  drc == 0 ? "" : " error=\"", drc == 0 ? "" : derr.msg, drc == 0 ? "" : "\"");
+        char q[LOG_QUOTE_MAX], q2[LOG_QUOTE_MAX];
+        if (drc == 0)
+            log_error("event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" action=destroyed",
+                      spec->sandbox_id, log_quote(e.msg, q, sizeof q));
+        else
+            log_error("event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" "
+                      "action=destroy_failed error=\"%s\"",
+                      spec->sandbox_id, log_quote(e.msg, q, sizeof q), log_quote(derr.msg, q2, sizeof q2));
         return;
     }
     sandbox_table_lock(lc->table);
     sandbox *sb = sandbox_table_insert_locked(lc->table, spec, vm ? SANDBOX_RUNNING : SANDBOX_PAUSED, &e);
     if (!sb) {
         sandbox_table_unlock(lc->table);
-        log_warn("event=recover_skip sandbox_id=%s error=\"%s\"", spec->sandbox_id, e.msg);
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=recover_skip sandbox_id=%s error=\"%s\"", spec->sandbox_id, log_quote(e.msg, q, sizeof q));
         runtime_vm_unref(vm);
         return;
     }
@@ -187,8 +193,9 @@ static void drop_stale_notices(lifecycle *lc)
     char **ids = NULL;
     size_t n = 0, k = 0;
     terr e;
+    char q[LOG_QUOTE_MAX];
     if (journal_pending(lc->journal, &ids, &n, &e) != 0) {
-        log_warn("event=journal_stale_check_failed error=\"%s\"", e.msg);
+        log_warn("event=journal_stale_check_failed error=\"%s\"", log_quote(e.msg, q, sizeof q));
         return;
     }
     sandbox_table_lock(lc->table);
@@ -202,7 +209,7 @@ static void drop_stale_notices(lifecycle *lc)
     }
     sandbox_table_unlock(lc->table);
     if (k > 0 && journal_ack(lc->journal, (const char *const *)ids, k, &e) != 0)
-        log_warn("event=journal_drop_failed count=%zu error=\"%s\"", k, e.msg);
+        log_warn("event=journal_drop_failed count=%zu error=\"%s\"", k, log_quote(e.msg, q, sizeof q));
     for (size_t i = 0; i < k; i++)
         log_info("event=journal_stale_notice_dropped sandbox_id=%s", ids[i]);
     journal_ids_free(ids, k);
@@ -282,8 +289,9 @@ agent_code lifecycle_create(lifecycle *lc, const runtime_spec *in, lifecycle_inf
     sandbox_table_unlock(lc->table);
 
     if (rc != 0) {
+        char q[LOG_QUOTE_MAX];
         log_warn("event=create_failed sandbox_id=%s template=%s error=\"%s\"", spec.sandbox_id,
-                 spec.template_name, derr.msg);
+                 spec.template_name, log_quote(derr.msg, q, sizeof q));
         terr_set(err, "%s", derr.msg);
         return strncmp(derr.msg, "unknown template", 16) == 0 ? AGENT_INVALID_ARGUMENT : AGENT_INTERNAL;
     }
@@ -330,7 +338,8 @@ agent_code lifecycle_destroy(lifecycle *lc, const char *id, terr *err)
     int rc = lifecycle_destroy_held(lc, sb, prev, &derr);
     lifecycle_unlock(lc, sb);
     if (rc != 0) {
-        log_error("event=destroy_failed sandbox_id=%s error=\"%s\"", id, derr.msg);
+        char q[LOG_QUOTE_MAX];
+        log_error("event=destroy_failed sandbox_id=%s error=\"%s\"", id, log_quote(derr.msg, q, sizeof q));
         terr_set(err, "destroy failed: %s", derr.msg);
         return AGENT_INTERNAL;
     }
@@ -375,7 +384,8 @@ agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, t
         sb->status = SANDBOX_RUNNING;
         lifecycle_unlock_locked(lc, sb);
         sandbox_table_unlock(lc->table);
-        log_warn("event=pause_failed sandbox_id=%s outcome=still_running error=\"%s\"", id, derr.msg);
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=pause_failed sandbox_id=%s outcome=still_running error=\"%s\"", id, log_quote(derr.msg, q, sizeof q));
         terr_set(err, "pause failed (sandbox still running): %s", derr.msg);
         return AGENT_INTERNAL;
     }
@@ -385,9 +395,14 @@ agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, t
     terr xerr = {{0}};
     int drc = lifecycle_destroy_held(lc, sb, SANDBOX_RUNNING, &xerr);
     lifecycle_unlock(lc, sb);
-    log_error("event=pause_failed sandbox_id=%s outcome=%s error=\"%s\"%s%s%s", id,
-              drc == 0 ? "destroyed" : "destroy_failed", derr.msg, drc == 0 ? "" : " destroy_error=\"",
-              drc == 0 ? "" : xerr.msg, drc == 0 ? "" : "\"");
+    char q[LOG_QUOTE_MAX], q2[LOG_QUOTE_MAX];
+    if (drc == 0)
+        log_error("event=pause_failed sandbox_id=%s outcome=destroyed error=\"%s\"", id,
+                  log_quote(derr.msg, q, sizeof q));
+    else
+        log_error("event=pause_failed sandbox_id=%s outcome=destroy_failed error=\"%s\" "
+                  "destroy_error=\"%s\"",
+                  id, log_quote(derr.msg, q, sizeof q), log_quote(xerr.msg, q2, sizeof q2));
     terr_set(err, "vm died during pause; sandbox destroyed: %s", derr.msg);
     return AGENT_INTERNAL;
 }
@@ -412,13 +427,14 @@ static agent_code resume_lost(lifecycle *lc, sandbox *sb, const terr *derr, terr
     sandbox_table_remove_locked(lc->table, sb);
     sandbox_table_unlock(lc->table);
     lifecycle_drop_notice(lc, sb->id);
+    char q[LOG_QUOTE_MAX], q2[LOG_QUOTE_MAX];
     if (drc == 0)
         log_error("event=resume_failed sandbox_id=%s outcome=snapshot_lost action=destroyed error=\"%s\"",
-                  sb->id, derr->msg);
+                  sb->id, log_quote(derr->msg, q, sizeof q));
     else
         log_error("event=resume_failed sandbox_id=%s outcome=snapshot_lost action=destroy_failed "
                   "error=\"%s\" destroy_error=\"%s\"",
-                  sb->id, derr->msg, xerr.msg);
+                  sb->id, log_quote(derr->msg, q, sizeof q), log_quote(xerr.msg, q2, sizeof q2));
     terr_set(err, "resume failed and the snapshot was lost; sandbox destroyed: %s", derr->msg);
     lifecycle_unlock(lc, sb);
     return AGENT_INTERNAL;
@@ -461,7 +477,8 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     lifecycle_unlock_locked(lc, sb);
     sandbox_table_unlock(lc->table);
     if (rc != 0) {
-        log_warn("event=resume_failed sandbox_id=%s outcome=still_paused error=\"%s\"", id, derr.msg);
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=resume_failed sandbox_id=%s outcome=still_paused error=\"%s\"", id, log_quote(derr.msg, q, sizeof q));
         terr_set(err, "resume failed (sandbox stays paused): %s", derr.msg);
         return AGENT_INTERNAL;
     }

@@ -83,7 +83,8 @@ static void dispatch(reaper *r, const char *id, bool destroy_dead, const runtime
     log_info("event=%s sandbox_id=%s", destroy_dead ? "vm_died" : "auto_pause_start", id);
     terr err;
     if (pause_pool_submit(r->pool, run_job, job, &err) != 0) {
-        log_warn("event=reaper_submit_failed sandbox_id=%s error=\"%s\" action=run_inline", id, err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=reaper_submit_failed sandbox_id=%s error=\"%s\" action=run_inline", id, log_quote(err.msg, q, sizeof q));
         run_job(job);
     }
 }
@@ -94,7 +95,8 @@ void reaper_tick(reaper *r)
     char **ids = NULL;
     size_t n = 0;
     if (autopause_collect(r->cfg.lc, &ids, &n, &err) != 0) {
-        log_error("event=reaper_scan_failed error=\"%s\"", err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_error("event=reaper_scan_failed error=\"%s\"", log_quote(err.msg, q, sizeof q));
     } else {
         for (size_t i = 0; i < n; i++) {
             if (r->cfg.before_claim) r->cfg.before_claim(r->cfg.hook_ctx, ids[i]);
@@ -104,7 +106,8 @@ void reaper_tick(reaper *r)
     }
     vm_death *dead = NULL;
     if (vm_death_collect(r->cfg.lc, &dead, &n, &err) != 0) {
-        log_error("event=reaper_scan_failed error=\"%s\"", err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_error("event=reaper_scan_failed error=\"%s\"", log_quote(err.msg, q, sizeof q));
         return;
     }
     for (size_t i = 0; i < n; i++) {

@@ -179,11 +179,12 @@ static void h_list(void *appv, rpc_call *call, const ProtobufCMessage *m)
      * stop the host from being reconciled. The unwritten acks stay pending
      * and are reported again, which the caller handles (it acks them
      * again). */
+    char q[LOG_QUOTE_MAX];
     if (req->n_ack_auto_paused_sandbox_ids > 0 &&
         journal_ack(app->journal, (const char *const *)req->ack_auto_paused_sandbox_ids,
                     req->n_ack_auto_paused_sandbox_ids, &e) != 0)
         log_warn("event=journal_ack_failed count=%zu error=\"%s\"", req->n_ack_auto_paused_sandbox_ids,
-                 e.msg);
+                 log_quote(e.msg, q, sizeof q));
     lifecycle_info *infos = NULL;
     size_t n = 0;
     if (lifecycle_list(app->lc, &infos, &n, &e) != 0) {

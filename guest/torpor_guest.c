@@ -35,6 +35,7 @@
 #include "guest_files.h"
 #include "guest_protocol.h"
 #include "guest_sync.h"
+#include "log.h"
 
 #define GUEST_MAX_INFLIGHT 64
 #define GUEST_THREAD_STACK (512 * 1024)
@@ -122,10 +123,11 @@ static void send_answer(guest_conn *c, uint64_t gen, uint32_t id, const guest_an
                   gp_type_name(a->type), id, a->total);
         return;
     }
+    char q[LOG_QUOTE_MAX];
     pthread_mutex_lock(&c->mu);
     if (c->fd >= 0 && c->gen == gen && write_frame(c->fd, a, id, &err) < 0)
         guest_log("event=answer_failed type=%s request_id=%u error=\"%s\"",
-                  gp_type_name(a->type), id, err.msg);
+                  gp_type_name(a->type), id, log_quote(err.msg, q, sizeof q));
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -353,7 +355,8 @@ static unsigned serve(guest_conn *c, int fd, bool is_port, const sigset_t *sigio
         terr err;
         int w = wait_host(fd, is_port, &was_connected, sigio, &err);
         if (w < 0) {
-            guest_log("event=wait_failed error=\"%s\"", err.msg);
+            char q[LOG_QUOTE_MAX];
+            guest_log("event=wait_failed error=\"%s\"", log_quote(err.msg, q, sizeof q));
             break;
         }
         if (w == 1) {
@@ -373,7 +376,8 @@ static unsigned serve(guest_conn *c, int fd, bool is_port, const sigset_t *sigio
              * stream is out of step either way, so start afresh. */
             if (rc == GP_FRAME_BAD) {
                 send_error(c, gen, h.magic == GP_MAGIC ? h.request_id : 0, err.msg);
-                guest_log("event=bad_frame error=\"%s\"", err.msg);
+                char q[LOG_QUOTE_MAX];
+                guest_log("event=bad_frame error=\"%s\"", log_quote(err.msg, q, sizeof q));
             }
             break;
         }
@@ -461,7 +465,8 @@ int main(int argc, char **argv)
         terr err;
         int fd = open_port(port, &err);
         if (fd < 0) {
-            if (backoff_ms >= 1000) guest_log("event=port_unavailable error=\"%s\"", err.msg);
+            char q[LOG_QUOTE_MAX];
+            if (backoff_ms >= 1000) guest_log("event=port_unavailable error=\"%s\"", log_quote(err.msg, q, sizeof q));
             backoff_ms = backoff_ms ? (backoff_ms < 1000 ? backoff_ms * 2 : 1000) : 10;
             continue;
         }

@@ -173,7 +173,8 @@ fail:
     if (ramfd >= 0) close(ramfd);
     if (statefd >= 0) close(statefd);
     qemu_inst_kill(&v->inst);
-    log_error("event=create_failed sandbox_id=%s error=\"%s\"", spec->sandbox_id, err ? err->msg : "");
+    char q[LOG_QUOTE_MAX];
+    log_error("event=create_failed sandbox_id=%s error=\"%s\"", spec->sandbox_id, log_quote(err ? err->msg : "", q, sizeof q));
     runtime_vm_unref(&v->base);
     terr e2;
     qemu_rmtree(d->sb_dirfd, spec->sandbox_id, &e2);
@@ -251,8 +252,9 @@ fail:
         if (qemu_meta_write(sbfd, QEMU_META_FILE, &meta, &e2) == 0 && qemu_fsync_dir(sbfd, &e2) == 0)
             consumed = false;
     }
+    char q[LOG_QUOTE_MAX];
     log_error("event=resume_failed sandbox_id=%s snapshot=%s error=\"%s\"", id,
-              consumed ? "lost" : "kept", err ? err->msg : "");
+              consumed ? "lost" : "kept", log_quote(err ? err->msg : "", q, sizeof q));
     if (consumed) terr_wrap(err, "resume failed after the snapshot was consumed");
     runtime_vm_unref(&v->base);
     return consumed ? RUNTIME_SNAPSHOT_LOST : -1;
@@ -430,7 +432,9 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
      * template" (the image may be built after the agent started). */
     d->image_dir = realpath(cfg->image_dir, NULL);
     if (!d->image_dir) {
-        log_warn("event=image_dir_missing image_dir=%s error=\"%s\"", cfg->image_dir, strerror(errno));
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=image_dir_missing image_dir=\"%s\" error=\"%s\"",
+                 log_quote(cfg->image_dir, q, sizeof q), strerror(errno));
         char cwd[PATH_MAX] = "";
         if (cfg->image_dir[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
         size_t n = strlen(cwd) + strlen(cfg->image_dir) + 2;
@@ -457,9 +461,11 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
     d->idle_trim_ms = cfg->idle_trim_ms == 0 ? QEMU_IDLE_TRIM_MS_DEFAULT
                       : cfg->idle_trim_ms < 0 ? 0 : cfg->idle_trim_ms;
     if (qemu_watch_start(&d->watch, d->idle_trim_ms, err) < 0) goto fail;
-    log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=%s state_dir=%s image_dir=%s "
-             "idle_trim_ms=%d",
-             accel, why, d->qemu_binary, d->state_dir, d->image_dir, d->idle_trim_ms);
+    char qr[LOG_QUOTE_MAX], qb[LOG_QUOTE_MAX], qs[LOG_QUOTE_MAX], qi[LOG_QUOTE_MAX];
+    log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=\"%s\" state_dir=\"%s\" "
+             "image_dir=\"%s\" idle_trim_ms=%d",
+             accel, log_quote(why, qr, sizeof qr), log_quote(d->qemu_binary, qb, sizeof qb),
+             log_quote(d->state_dir, qs, sizeof qs), log_quote(d->image_dir, qi, sizeof qi), d->idle_trim_ms);
     *out = &d->base;
     return 0;
 fail:

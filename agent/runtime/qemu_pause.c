@@ -39,6 +39,7 @@ static void set_state(qemu_vm *v, qvm_state st)
 
 int qemu_op_pause(runtime_driver *rd, runtime_vm *vm, const runtime_spec *spec, terr *err)
 {
+    char q[LOG_QUOTE_MAX];
     qemu_vm *v = qemu_vm_of(vm);
     const char *id = vm->sandbox_id;
     long long t0 = mono_ms();
@@ -136,15 +137,15 @@ rollback:
             qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, false, &e2) == 0) {
             set_state(v, QVM_RUNNING);
             log_warn("event=pause_failed sandbox_id=%s vm=running duration_ms=%lld error=\"%s\"", id,
-                     mono_ms() - t0, err ? err->msg : "");
+                     mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
             return terr_wrap(err, "pause of %s failed (the sandbox keeps running)", id);
         }
-        log_error("event=pause_rollback_failed sandbox_id=%s error=\"%s\"", id, e2.msg);
+        log_error("event=pause_rollback_failed sandbox_id=%s error=\"%s\"", id, log_quote(e2.msg, q, sizeof q));
     }
     qemu_inst_kill(&v->inst);
     set_state(v, QVM_DEAD);
     log_error("event=pause_failed sandbox_id=%s vm=dead duration_ms=%lld error=\"%s\"", id,
-              mono_ms() - t0, err ? err->msg : "");
+              mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
     return terr_wrap(err, "pause of %s failed and the VM is gone", id);
 
 dead:
@@ -154,6 +155,6 @@ dead:
     discard_snapshot(v);
     set_state(v, QVM_DEAD);
     log_error("event=pause_failed sandbox_id=%s vm=dead duration_ms=%lld error=\"%s\"", id,
-              mono_ms() - t0, err ? err->msg : "");
+              mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
     return terr_wrap(err, "pause of %s failed and the VM is gone", id);
 }

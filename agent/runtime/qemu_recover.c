@@ -93,7 +93,8 @@ static int resume_stopped(qemu_vm *v, terr *err)
         nanosleep(&ts, NULL);
     }
     if (status_is(st, "running")) return 0;
-    log_warn("event=recover_cont sandbox_id=%s status=%s", v->base.sandbox_id, st);
+    char q[LOG_QUOTE_MAX];
+    log_warn("event=recover_cont sandbox_id=%s status=\"%s\"", v->base.sandbox_id, log_quote(st, q, sizeof q));
     if (qmp_call(v->inst.qmp, "cont", NULL, QEMU_RECOVER_QMP_MS, NULL, err) < 0)
         return terr_wrap(err, "cont from status %s", st);
     return 0;
@@ -108,6 +109,7 @@ static int resume_stopped(qemu_vm *v, terr *err)
  * the caller removes the directory. */
 static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *err)
 {
+    char q[LOG_QUOTE_MAX];
     pid_t pid;
     unsigned long long st;
     if (qemu_proc_read_pidfile(sbfd, &pid, &st, err) < 0) return -1;
@@ -147,7 +149,7 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
          * recover() handled that before calling us): a VM that can never
          * run must not be reported running. */
         log_warn("event=recover_create_incomplete sandbox_id=%s pid=%d error=\"%s\" action=kill", id, (int)pid,
-                 why.msg);
+                 log_quote(why.msg, q, sizeof q));
         terr_set(err, "create cut short before its snapshot was loaded (QEMU killed): %s", why.msg);
         qemu_inst_kill(&v->inst);
         runtime_vm_unref(&v->base);
@@ -155,7 +157,7 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
     }
     if (rs < 0) {
         if (!qemu_proc_poll(&v->inst.proc)) goto gone;
-        log_warn("event=recover_qmp_failed sandbox_id=%s pid=%d error=\"%s\"", id, (int)pid, why.msg);
+        log_warn("event=recover_qmp_failed sandbox_id=%s pid=%d error=\"%s\"", id, (int)pid, log_quote(why.msg, q, sizeof q));
     }
     /* SYNC too: the clock stood still while the VM was stopped, and a
      * create cut short may not have reseeded the guest yet. */
@@ -165,10 +167,10 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
          * for the same silence again. */
         qemu_vm_note_connect_failed(v, why.msg);
         log_warn("event=recover_guest_failed sandbox_id=%s pid=%d error=\"%s\" action=reconnect_on_next_call",
-                 id, (int)pid, why.msg);
+                 id, (int)pid, log_quote(why.msg, q, sizeof q));
     }
     if (qemu_watch_add(d->watch, v, &why) < 0)
-        log_warn("event=recover_watch_failed sandbox_id=%s error=\"%s\"", id, why.msg);
+        log_warn("event=recover_watch_failed sandbox_id=%s error=\"%s\"", id, log_quote(why.msg, q, sizeof q));
     *out = v;
     return 0;
 gone:
@@ -189,7 +191,8 @@ static void kill_strays(qemu_scan **scan, bool *scanned, const char *id, int sbf
         terr e;
         if (qemu_scan_take(scan, &e) < 0) {
             *scan = NULL;
-            log_warn("event=recover_scan_failed error=\"%s\"", e.msg);
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=recover_scan_failed error=\"%s\"", log_quote(e.msg, q, sizeof q));
         }
     }
     int n = qemu_scan_kill_in(*scan, id, sbfd);
@@ -218,6 +221,7 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
     while ((e = readdir(dir))) {
         const char *id = e->d_name;
         if (!strcmp(id, ".") || !strcmp(id, "..")) continue;
+        char q[LOG_QUOTE_MAX], qid[LOG_QUOTE_MAX];
         terr why = {"not a sandbox directory"};
         int sbfd = qemu_valid_name(id, RUNTIME_ID_MAX)
                        ? openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -257,16 +261,16 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
             }
             if (r > 0) {
                 /* Alive but not re-attachable now: never delete a live VM. */
-                log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id, why.msg);
+                log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id, log_quote(why.msg, q, sizeof q));
                 kept++;
                 continue;
             }
         }
         terr rerr;
         if (qemu_rmtree(d->sb_dirfd, id, &rerr) < 0)
-            log_warn("event=recover_remove_failed sandbox_id=%s error=\"%s\"", id, rerr.msg);
+            log_warn("event=recover_remove_failed sandbox_id=\"%s\" error=\"%s\"", log_quote(id, qid, sizeof qid), log_quote(rerr.msg, q, sizeof q));
         else
-            log_info("event=recover_removed sandbox_id=%s reason=\"%s\"", id, why.msg);
+            log_info("event=recover_removed sandbox_id=\"%s\" reason=\"%s\"", log_quote(id, qid, sizeof qid), log_quote(why.msg, q, sizeof q));
         removed++;
     }
     closedir(dir);

@@ -179,7 +179,8 @@ fail:
     if (state_fd >= 0) close(state_fd);
     close(bfd);
     qemu_rmtree(d->tpl_dirfd, bname, &e2);
-    log_error("event=template_build_failed template=%s key=%s error=\"%s\"", name, key, err ? err->msg : "");
+    char q[LOG_QUOTE_MAX];
+    log_error("event=template_build_failed template=%s key=%s error=\"%s\"", name, key, log_quote(err ? err->msg : "", q, sizeof q));
     return -1;
 }
 
@@ -240,6 +241,7 @@ void qemu_template_cleanup(qemu_drv *d)
     struct dirent *e;
     while ((e = readdir(dir))) {
         if (e->d_name[0] == '.') continue;
+        char q[LOG_QUOTE_MAX], qd[LOG_QUOTE_MAX];
         size_t l = strlen(e->d_name), sl = strlen(BUILDING_SUFFIX);
         bool half = l > sl && !strcmp(e->d_name + l - sl, BUILDING_SUFFIX);
         if (!half) {
@@ -252,9 +254,9 @@ void qemu_template_cleanup(qemu_drv *d)
         }
         terr er;
         if (qemu_rmtree(d->tpl_dirfd, e->d_name, &er) < 0)
-            log_warn("event=template_cleanup_failed dir=%s error=\"%s\"", e->d_name, er.msg);
+            log_warn("event=template_cleanup_failed dir=\"%s\" error=\"%s\"", log_quote(e->d_name, qd, sizeof qd), log_quote(er.msg, q, sizeof q));
         else
-            log_info("event=template_removed dir=%s reason=%s", e->d_name, half ? "half-built" : "not committed");
+            log_info("event=template_removed dir=\"%s\" reason=%s", log_quote(e->d_name, qd, sizeof qd), half ? "half-built" : "not committed");
     }
     closedir(dir);
 }

@@ -84,9 +84,11 @@ static void maybe_trim(qemu_watch *w, watch_entry *e, long long now)
     if (qemu_trim_vm(pid, e->fd, &advised, &unsupported, &err) < 0) {
         if (unsupported) {
             w->trim_disabled = true;
-            log_warn("event=idle_trim_disabled sandbox_id=%s error=\"%s\"", v->base.sandbox_id, err.msg);
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=idle_trim_disabled sandbox_id=%s error=\"%s\"", v->base.sandbox_id, log_quote(err.msg, q, sizeof q));
         } else {
-            log_info("event=idle_trim_failed sandbox_id=%s error=\"%s\"", v->base.sandbox_id, err.msg);
+            char q[LOG_QUOTE_MAX];
+            log_info("event=idle_trim_failed sandbox_id=%s error=\"%s\"", v->base.sandbox_id, log_quote(err.msg, q, sizeof q));
         }
         return;
     }
