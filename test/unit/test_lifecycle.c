@@ -65,6 +65,19 @@ static void test_create_validation(void **state)
     assert_int_equal(create(fx, spec_of("A.b_c-1", "minimal", 1, 64, 0), &e), AGENT_OK);
 }
 
+/* The lifecycle itself (not only the RPC layer) holds the one template-name
+ * rule: lowercase only, so a recovered or directly created spec with
+ * "Minimal" is refused like on the control plane. */
+static void test_create_refuses_uppercase_template(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    assert_int_equal(create(fx, spec_of("sb-up", "Minimal", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.msg, "invalid template"));
+    assert_int_equal(test_driver_calls(fx->td, TD_CREATE, "sb-up"), 0);
+    assert_int_equal(create(fx, spec_of("sb-up", "minimal", 1, 128, 0), &e), AGENT_OK);
+}
+
 static void test_create_outcomes(void **state)
 {
     agent_fx *fx = *state;
@@ -472,6 +485,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_refuses_uppercase_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_that_loses_the_snapshot_destroys, setup, teardown),
