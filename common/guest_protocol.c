@@ -1,4 +1,11 @@
-/* guest_protocol: frame and message encoding (see guest_protocol.h). */
+/* guest_protocol: frame and message encoding, and frame I/O on a file
+ * descriptor (see guest_protocol.h).
+ *
+ * Over 600 lines on purpose: it is the whole wire format of one protocol,
+ * and the header codec, the frame writer/reader and each message's encoder
+ * and decoder must change together (a field added to one message touches
+ * its encoder, decoder and free in this file and nowhere else); most of the
+ * length is those per-message pairs. */
 #include "guest_protocol.h"
 
 #include <errno.h>
