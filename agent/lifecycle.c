@@ -1,3 +1,8 @@
+/* lifecycle: the helpers lifecycle_internal.h declares, open/close (the
+ * table rebuilt from the driver's recover() and the journal), and the
+ * operations that hold the lifecycle lock across a driver call: create,
+ * destroy, pause, resume. Ping/exec/files are in lifecycle_activity.c,
+ * auto-pause in autopause.c. */
 #include "lifecycle_internal.h"
 
 #include <stdio.h>

@@ -31,7 +31,7 @@ int vm_death_collect(lifecycle *lc, vm_death **out, size_t *n, terr *err)
     size_t k = 0;
     for (size_t i = 0; i < nvms; i++) {
         if (lc->driver->ops->vm_alive(lc->driver, all[i].vm)) runtime_vm_unref(all[i].vm);
-        else all[k++] = all[i]; /* keeps its reference: see lifecycle_claim_dead */
+        else all[k++] = all[i]; /* keeps its reference: see vm_death_claim */
     }
     *out = all;
     *n = k;
