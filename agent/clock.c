@@ -2,16 +2,18 @@
 
 #include <time.h>
 
-static int64_t ts_ms(clockid_t id)
+#include "mono_time.h"
+
+static int64_t realtime_ms(void)
 {
     struct timespec ts;
-    clock_gettime(id, &ts);
+    clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static int64_t system_now(const agent_clock *c)
 {
-    return ts_ms(CLOCK_MONOTONIC) + c->offset_ms;
+    return mono_ms() + c->offset_ms;
 }
 
 static int64_t manual_now(const agent_clock *c)
@@ -22,7 +24,7 @@ static int64_t manual_now(const agent_clock *c)
 void agent_clock_init_system(agent_clock *c)
 {
     c->now_ms = system_now;
-    c->offset_ms = ts_ms(CLOCK_REALTIME) - ts_ms(CLOCK_MONOTONIC);
+    c->offset_ms = realtime_ms() - mono_ms();
     atomic_init(&c->manual_ms, 0);
 }
 
@@ -31,11 +33,6 @@ void agent_clock_init_manual(agent_clock *c, int64_t start_ms)
     c->now_ms = manual_now;
     c->offset_ms = 0;
     atomic_init(&c->manual_ms, start_ms);
-}
-
-void agent_clock_set_ms(agent_clock *c, int64_t now_ms)
-{
-    atomic_store(&c->manual_ms, now_ms);
 }
 
 void agent_clock_advance_ms(agent_clock *c, int64_t delta_ms)

@@ -21,7 +21,6 @@ typedef struct agent_clock {
 void agent_clock_init_system(agent_clock *c);
 void agent_clock_init_manual(agent_clock *c, int64_t start_ms);
 /* Manual clock only. */
-void agent_clock_set_ms(agent_clock *c, int64_t now_ms);
 void agent_clock_advance_ms(agent_clock *c, int64_t delta_ms);
 
 int64_t agent_clock_now_ms(const agent_clock *c);

@@ -10,7 +10,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "sandbox_table.h"
+#include "fs_util.h"
+#include "runtime.h"
+#include "torpor_limits.h"
 
 /* Compact when the file holds this many more records than pending ids. */
 #define JOURNAL_COMPACT_SLACK 256
@@ -202,7 +204,7 @@ static int replay(journal *j, int fd, bool *torn, terr *err)
         const char *line = buf + pos;
         pos = (size_t)(nl - buf) + 1;
         j->records++;
-        if ((line[0] != 'P' && line[0] != 'A') || line[1] != ' ' || !sandbox_id_valid(line + 2))
+        if ((line[0] != 'P' && line[0] != 'A') || line[1] != ' ' || !limits_sandbox_id_valid(line + 2))
             continue; /* malformed: never written by us; skip */
         if (line[0] == 'P') {
             if (add_id(j, line + 2, err) != 0) {
@@ -214,27 +216,6 @@ static int replay(journal *j, int fd, bool *torn, terr *err)
         }
     }
     free(buf);
-    return 0;
-}
-
-static int mkdir_p(const char *dir, terr *err)
-{
-    char *copy = strdup(dir);
-    if (!copy) return terr_set(err, "journal: out of memory");
-    for (char *p = copy + 1; ; p++) {
-        if (*p == '/' || *p == '\0') {
-            char c = *p;
-            *p = '\0';
-            if (mkdir(copy, 0700) != 0 && errno != EEXIST) {
-                terr_set(err, "journal: mkdir %s: %s", copy, strerror(errno));
-                free(copy);
-                return -1;
-            }
-            *p = c;
-            if (c == '\0') break;
-        }
-    }
-    free(copy);
     return 0;
 }
 
@@ -254,7 +235,7 @@ int journal_open(const char *path, journal **out, terr *err)
         journal_close(j);
         return terr_set(err, "journal: out of memory");
     }
-    int rc = mkdir_p(dirname(dircopy), err);
+    int rc = fs_mkdir_p(dirname(dircopy), 0700, err) == 0 ? 0 : terr_wrap(err, "journal");
     free(dircopy);
     if (rc != 0) {
         journal_close(j);
@@ -295,7 +276,7 @@ void journal_close(journal *j)
 
 int journal_append_paused(journal *j, const char *id, terr *err)
 {
-    if (!sandbox_id_valid(id)) return terr_set(err, "journal: invalid sandbox id");
+    if (!limits_sandbox_id_valid(id)) return terr_set(err, "journal: invalid sandbox id");
     pthread_mutex_lock(&j->mu);
     int rc = 0;
     if (find_id(j, id) < 0) {

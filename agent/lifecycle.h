@@ -17,8 +17,9 @@
  *   set_timeout on a running sandbox. An exec or file op in flight
  *   (active_execs > 0) also keeps the reaper away. List and reaper work do
  *   not count.
- * - The reaper side (collect/claim/run) is split so that the claim (re-check
- *   under the table lock + move to pausing) is atomic against ping/exec.
+ * - The reaper side (autopause.h: collect/claim/run) is split so that the
+ *   claim (re-check under the table lock + move to pausing) is atomic
+ *   against ping/exec.
  *
  * Return codes are agent_code; on anything but AGENT_OK err holds the
  * reason. */
@@ -43,11 +44,8 @@ typedef enum {
     AGENT_INTERNAL,
 } agent_code;
 
-const char *agent_code_name(agent_code c);
-
-#define LIFECYCLE_MAX_TIMEOUT_SEC 2592000 /* 30 days */
-#define LIFECYCLE_EXEC_DEFAULT_TIMEOUT_SEC 30
-#define LIFECYCLE_EXEC_MAX_TIMEOUT_SEC 3600
+/* Numeric limits and the id/template name rules: torpor_limits.h (shared
+ * with the control plane). */
 
 /* A snapshot of one record, safe to use after the table lock is gone. */
 typedef struct lifecycle_info {
@@ -92,7 +90,8 @@ agent_code lifecycle_get(lifecycle *lc, const char *id, lifecycle_info *out, ter
 /* Every sandbox that is running, pausing, paused or resuming; *out malloc'd. */
 int lifecycle_list(lifecycle *lc, lifecycle_info **out, size_t *n, terr *err);
 
-/* req->timeout_sec: 0 = default 30 s, max 3600. */
+/* req->timeout_sec: 0 = TORPOR_EXEC_TIMEOUT_DEFAULT_SEC, max
+ * TORPOR_EXEC_TIMEOUT_MAX_SEC. */
 agent_code lifecycle_exec(lifecycle *lc, const char *id, const runtime_exec_request *req,
                           runtime_exec_result *res, terr *err);
 agent_code lifecycle_read_file(lifecycle *lc, const char *id, const char *path, uint8_t **data,
@@ -100,32 +99,7 @@ agent_code lifecycle_read_file(lifecycle *lc, const char *id, const char *path, 
 agent_code lifecycle_write_file(lifecycle *lc, const char *id, const char *path,
                                 const uint8_t *data, size_t len, unsigned mode, terr *err);
 
-/* ---- reaper side ---- */
-/* Ids of running sandboxes past their TTL right now (a snapshot; the claim
- * re-checks). Free with journal_ids_free. */
-int lifecycle_collect_expired(lifecycle *lc, char ***ids, size_t *n, terr *err);
-/* Under the table lock: takes the lifecycle lock (try, never waits) and,
- * only if the sandbox is still running, idle, and expired, moves it to
- * pausing. True = claimed: the caller must then run
- * lifecycle_auto_pause_claimed exactly once. */
-bool lifecycle_claim_auto_pause(lifecycle *lc, const char *id);
-/* Pauses a claimed sandbox; success -> journal (fsync) -> paused; failure
- * -> destroy. Logs the outcome with sandbox_id. */
-void lifecycle_auto_pause_claimed(lifecycle *lc, const char *id);
-/* A running sandbox whose VM was found dead: the id and the handle seen
- * (one reference held, so the handle's address cannot be reused). */
-typedef struct lifecycle_dead {
-    char id[RUNTIME_ID_MAX];
-    runtime_vm *vm;
-} lifecycle_dead;
-/* Running sandboxes whose VM is no longer alive; free with
- * lifecycle_dead_free (after the claims). */
-int lifecycle_collect_dead(lifecycle *lc, lifecycle_dead **out, size_t *n, terr *err);
-void lifecycle_dead_free(lifecycle_dead *dead, size_t n);
-/* Claims a dead running sandbox for destruction (status destroying), only
- * if it still runs that very VM: a sandbox destroyed and re-created (or
- * paused and resumed) since the scan has a new, live VM and is left alone. */
-bool lifecycle_claim_dead(lifecycle *lc, const char *id, const runtime_vm *vm);
-void lifecycle_destroy_dead_claimed(lifecycle *lc, const char *id);
+/* The reaper's side (claim, re-check, auto-pause, journal append, dead-VM
+ * destroy) lives in autopause.h and vm_death.h, on the same table. */
 
 #endif

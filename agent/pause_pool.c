@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "mono_time.h"
+
 typedef struct pool_job {
     pause_pool_fn fn;
     void *arg;
@@ -112,14 +114,7 @@ int pause_pool_pending(pause_pool *p)
 
 int pause_pool_shutdown(pause_pool *p, int timeout_ms, terr *err)
 {
-    struct timespec deadline;
-    clock_gettime(CLOCK_MONOTONIC, &deadline);
-    deadline.tv_sec += timeout_ms / 1000;
-    deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (deadline.tv_nsec >= 1000000000L) {
-        deadline.tv_sec++;
-        deadline.tv_nsec -= 1000000000L;
-    }
+    struct timespec deadline = mono_deadline(timeout_ms);
     pthread_mutex_lock(&p->mu);
     p->closed = true;
     bool timed_out = false;

@@ -8,8 +8,11 @@
 #include <string.h>
 #include <time.h>
 
+#include "autopause.h"
 #include "log.h"
+#include "mono_time.h"
 #include "pause_pool.h"
+#include "vm_death.h"
 
 struct reaper {
     reaper_config cfg;
@@ -30,8 +33,8 @@ typedef struct reaper_job {
 static void run_job(void *arg)
 {
     reaper_job *job = arg;
-    if (job->destroy_dead) lifecycle_destroy_dead_claimed(job->lc, job->id);
-    else lifecycle_auto_pause_claimed(job->lc, job->id);
+    if (job->destroy_dead) vm_death_destroy_claimed(job->lc, job->id);
+    else autopause_run(job->lc, job->id);
     free(job);
 }
 
@@ -69,8 +72,8 @@ static void dispatch(reaper *r, const char *id, bool destroy_dead, const runtime
     job->lc = r->cfg.lc;
     job->destroy_dead = destroy_dead;
     snprintf(job->id, sizeof job->id, "%s", id);
-    bool claimed = destroy_dead ? lifecycle_claim_dead(r->cfg.lc, id, dead_vm)
-                                : lifecycle_claim_auto_pause(r->cfg.lc, id);
+    bool claimed = destroy_dead ? vm_death_claim(r->cfg.lc, id, dead_vm)
+                                : autopause_claim(r->cfg.lc, id);
     if (!claimed) {
         log_debug("event=reaper_skip sandbox_id=%s reason=%s", id,
                   destroy_dead ? "busy_or_gone" : "active_again_or_busy");
@@ -80,7 +83,8 @@ static void dispatch(reaper *r, const char *id, bool destroy_dead, const runtime
     log_info("event=%s sandbox_id=%s", destroy_dead ? "vm_died" : "auto_pause_start", id);
     terr err;
     if (pause_pool_submit(r->pool, run_job, job, &err) != 0) {
-        log_warn("event=reaper_submit_failed sandbox_id=%s error=\"%s\" action=run_inline", id, err.msg);
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=reaper_submit_failed sandbox_id=%s error=\"%s\" action=run_inline", id, log_quote(err.msg, q, sizeof q));
         run_job(job);
     }
 }
@@ -90,8 +94,9 @@ void reaper_tick(reaper *r)
     terr err;
     char **ids = NULL;
     size_t n = 0;
-    if (lifecycle_collect_expired(r->cfg.lc, &ids, &n, &err) != 0) {
-        log_error("event=reaper_scan_failed error=\"%s\"", err.msg);
+    if (autopause_collect(r->cfg.lc, &ids, &n, &err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=reaper_scan_failed error=\"%s\"", log_quote(err.msg, q, sizeof q));
     } else {
         for (size_t i = 0; i < n; i++) {
             if (r->cfg.before_claim) r->cfg.before_claim(r->cfg.hook_ctx, ids[i]);
@@ -99,41 +104,35 @@ void reaper_tick(reaper *r)
         }
         journal_ids_free(ids, n);
     }
-    lifecycle_dead *dead = NULL;
-    if (lifecycle_collect_dead(r->cfg.lc, &dead, &n, &err) != 0) {
-        log_error("event=reaper_scan_failed error=\"%s\"", err.msg);
+    vm_death *dead = NULL;
+    if (vm_death_collect(r->cfg.lc, &dead, &n, &err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=reaper_scan_failed error=\"%s\"", log_quote(err.msg, q, sizeof q));
         return;
     }
     for (size_t i = 0; i < n; i++) {
         if (r->cfg.before_claim_dead) r->cfg.before_claim_dead(r->cfg.hook_ctx, dead[i].id);
         dispatch(r, dead[i].id, true, dead[i].vm);
     }
-    lifecycle_dead_free(dead, n);
+    vm_death_free(dead, n);
 }
 
 static void *reaper_main(void *arg)
 {
     reaper *r = arg;
-    struct timespec next;
-    clock_gettime(CLOCK_MONOTONIC, &next);
+    int64_t next = mono_ms();
     pthread_mutex_lock(&r->mu);
     while (!r->stop) {
-        next.tv_sec += r->cfg.interval_ms / 1000;
-        next.tv_nsec += (long)(r->cfg.interval_ms % 1000) * 1000000L;
-        if (next.tv_nsec >= 1000000000L) {
-            next.tv_sec++;
-            next.tv_nsec -= 1000000000L;
-        }
-        while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &next) != ETIMEDOUT) {}
+        next += r->cfg.interval_ms;
+        struct timespec until = mono_deadline(next - mono_ms());
+        while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) != ETIMEDOUT) {}
         if (r->stop) break;
         pthread_mutex_unlock(&r->mu);
         reaper_tick(r);
         pthread_mutex_lock(&r->mu);
         /* After a long tick, do not fire a burst of catch-up ticks. */
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec > next.tv_sec || (now.tv_sec == next.tv_sec && now.tv_nsec > next.tv_nsec))
-            next = now;
+        int64_t now = mono_ms();
+        if (now > next) next = now;
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;

@@ -1,9 +1,12 @@
-/* reaper: the TTL reaper of torpor-agent.
+/* reaper: the clock and the workers of the TTL reaper of torpor-agent. What
+ * a tick decides and does to a sandbox lives in autopause.c (idle ->
+ * paused) and vm_death.c (VM died -> destroyed); this file keeps time,
+ * dispatches claimed sandboxes to the pause pool and drains it on stop.
  *
  * Contract: every interval, one tick (reaper_tick):
  *   1. scan for running sandboxes idle for >= timeout_sec (timeout_sec > 0,
  *      no exec/file op in flight);
- *   2. for each, claim it (lifecycle_claim_auto_pause: try-lock + re-check
+ *   2. for each, claim it (autopause_claim: try-lock + re-check
  *      + move to pausing, atomically against ping/exec) and hand it to the
  *      bounded pause pool; a sandbox whose lifecycle lock is busy is left
  *      for the next tick, so the tick never blocks;

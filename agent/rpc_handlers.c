@@ -6,6 +6,7 @@
 
 #include "hostagent.pb-c.h"
 #include "log.h"
+#include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
 
@@ -30,7 +31,7 @@ static void fail_code(rpc_call *call, agent_code c, const terr *e)
 /* Checks an id before it is copied anywhere; true = call already failed. */
 static bool bad_id(rpc_call *call, const char *id)
 {
-    if (sandbox_id_valid(id)) return false;
+    if (limits_sandbox_id_valid(id)) return false;
     rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
              "invalid sandbox_id: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
     return true;
@@ -56,9 +57,9 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
     agent_rpc *app = appv;
     const Torpor__Hostagent__V1__CreateSandboxRequest *req = (const void *)m;
     if (bad_id(call, req->sandbox_id)) return;
-    if (!sandbox_id_valid(req->template_)) {
+    if (!limits_template_name_valid(req->template_)) {
         rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                 "invalid template: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
+                 "invalid template: must match ^[a-z0-9][a-z0-9._-]{0,62}$");
         return;
     }
     runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec};
@@ -178,11 +179,12 @@ static void h_list(void *appv, rpc_call *call, const ProtobufCMessage *m)
      * stop the host from being reconciled. The unwritten acks stay pending
      * and are reported again, which the caller handles (it acks them
      * again). */
+    char q[LOG_QUOTE_MAX];
     if (req->n_ack_auto_paused_sandbox_ids > 0 &&
         journal_ack(app->journal, (const char *const *)req->ack_auto_paused_sandbox_ids,
                     req->n_ack_auto_paused_sandbox_ids, &e) != 0)
         log_warn("event=journal_ack_failed count=%zu error=\"%s\"", req->n_ack_auto_paused_sandbox_ids,
-                 e.msg);
+                 log_quote(e.msg, q, sizeof q));
     lifecycle_info *infos = NULL;
     size_t n = 0;
     if (lifecycle_list(app->lc, &infos, &n, &e) != 0) {

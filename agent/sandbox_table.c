@@ -23,21 +23,6 @@ const char *sandbox_status_name(sandbox_status s)
     return "unknown";
 }
 
-bool sandbox_id_valid(const char *id)
-{
-    if (!id || !id[0]) return false;
-    size_t n = strlen(id);
-    if (n > 63) return false;
-    for (size_t i = 0; i < n; i++) {
-        char c = id[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-        if (alnum) continue;
-        if (i > 0 && (c == '.' || c == '_' || c == '-')) continue;
-        return false;
-    }
-    return true;
-}
-
 int sandbox_table_new(sandbox_table **out, terr *err)
 {
     sandbox_table *t = calloc(1, sizeof *t);
@@ -157,12 +142,4 @@ sandbox *sandbox_table_get(sandbox_table *t, const char *id)
     if (sb) sandbox_ref_locked(sb);
     sandbox_table_unlock(t);
     return sb;
-}
-
-void sandbox_unref(sandbox_table *t, sandbox *sb)
-{
-    if (!sb) return;
-    sandbox_table_lock(t);
-    sandbox_unref_locked(t, sb);
-    sandbox_table_unlock(t);
 }

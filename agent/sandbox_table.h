@@ -85,10 +85,5 @@ void sandbox_lifecycle_release_locked(sandbox *sb);
 /* --- no lock needed --- */
 /* Takes the table lock: find + ref. NULL when unknown. */
 sandbox *sandbox_table_get(sandbox_table *t, const char *id);
-void sandbox_unref(sandbox_table *t, sandbox *sb);
-
-/* ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$ : ids and template names become
- * directory names, so nothing else is accepted. */
-bool sandbox_id_valid(const char *id);
 
 #endif

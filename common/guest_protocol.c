@@ -1,12 +1,22 @@
-/* guest_protocol: frame and message encoding (see guest_protocol.h). */
+/* guest_protocol: frame and message encoding, and frame I/O on a file
+ * descriptor (see guest_protocol.h).
+ *
+ * Over 600 lines on purpose: it is the whole wire format of one protocol,
+ * and the header codec, the frame writer/reader and each message's encoder
+ * and decoder must change together (a field added to one message touches
+ * its encoder, decoder and free in this file and nowhere else); most of the
+ * length is those per-message pairs. */
 #include "guest_protocol.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 #include <unistd.h>
+
+#include "mono_time.h"
 
 /* ---- gp_buf ---- */
 
@@ -146,9 +156,7 @@ int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *pa
     return 0;
 }
 
-/* Writes all iov bytes. sendmsg(MSG_NOSIGNAL) on sockets so a closed peer is
- * an EPIPE error, not a SIGPIPE that kills the process; writev on anything
- * else (the guest's virtio-serial char device). */
+/* Writes iov[0..iovcnt) whole (see gp_write_framev). */
 static int write_all(int fd, struct iovec *iov, int iovcnt, terr *err)
 {
     bool is_sock = true;
@@ -166,9 +174,14 @@ static int write_all(int fd, struct iovec *iov, int iovcnt, terr *err)
         }
         if (n < 0) {
             if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return terr_set(err, "write frame: fd is non-blocking and would block");
-            return terr_set(err, "write frame: %s", strerror(errno));
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return terr_set(err, "write frame: %s", strerror(errno));
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            if (poll(&pf, 1, -1) < 0 && errno != EINTR)
+                return terr_set(err, "write frame: poll: %s", strerror(errno));
+            if (pf.revents & (POLLHUP | POLLERR | POLLNVAL))
+                return terr_set(err, "write frame: peer disconnected");
+            continue;
         }
         if (n == 0) return terr_set(err, "write frame: wrote 0 bytes");
         size_t left = (size_t)n;
@@ -185,61 +198,107 @@ static int write_all(int fd, struct iovec *iov, int iovcnt, terr *err)
     return 0;
 }
 
+int gp_write_framev(int fd, uint8_t type, uint32_t request_id, const struct iovec *payload,
+                    int n, terr *err)
+{
+    if (n < 0 || n > GP_IOV_MAX) return terr_set(err, "write frame: %d payload pieces", n);
+    size_t len = 0;
+    for (int i = 0; i < n; i++) {
+        if (payload[i].iov_len > GP_MAX_PAYLOAD - len)
+            return terr_set(err, "frame payload exceeds the %u byte limit", GP_MAX_PAYLOAD);
+        len += payload[i].iov_len;
+    }
+    if (type < GP_TYPE_MIN || type > GP_TYPE_MAX)
+        return terr_set(err, "write frame: unknown type %u", type);
+    uint8_t hdr[GP_HEADER_SIZE];
+    gp_header_encode(hdr, type, request_id, (uint32_t)len);
+    struct iovec iov[1 + GP_IOV_MAX];
+    iov[0] = (struct iovec){.iov_base = hdr, .iov_len = sizeof hdr};
+    int k = 1;
+    for (int i = 0; i < n; i++)
+        if (payload[i].iov_len) iov[k++] = payload[i];
+    return write_all(fd, iov, k, err);
+}
+
 int gp_write_frame(int fd, uint8_t type, uint32_t request_id, const void *payload,
                    size_t len, terr *err)
 {
     if (len > GP_MAX_PAYLOAD)
         return terr_set(err, "frame payload of %zu bytes exceeds the %u byte limit", len,
                         GP_MAX_PAYLOAD);
-    if (type < GP_TYPE_MIN || type > GP_TYPE_MAX)
-        return terr_set(err, "write frame: unknown type %u", type);
-    uint8_t hdr[GP_HEADER_SIZE];
-    gp_header_encode(hdr, type, request_id, (uint32_t)len);
-    struct iovec iov[2] = {
-        {.iov_base = hdr, .iov_len = sizeof hdr},
-        {.iov_base = (void *)payload, .iov_len = len},
-    };
-    return write_all(fd, iov, len ? 2 : 1, err);
+    struct iovec one = {.iov_base = (void *)payload, .iov_len = len};
+    return gp_write_framev(fd, type, request_id, &one, len ? 1 : 0, err);
 }
 
-/* Reads exactly n bytes. what names the part for the error message. */
-static int read_all(int fd, uint8_t *p, size_t n, const char *what, terr *err)
+/* Reads exactly n bytes before deadline_ms (< 0: none). what names the part
+ * for the error message. */
+static int read_all(int fd, uint8_t *p, size_t n, const char *what, int64_t deadline_ms,
+                    int timeout_ms, terr *err)
 {
     size_t got = 0;
     while (got < n) {
-        ssize_t r = read(fd, p + got, n - got);
-        if (r < 0) {
-            if (errno == EINTR) continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return terr_set(err, "read frame %s: fd is non-blocking and would block", what);
-            return terr_set(err, "read frame %s: %s", what, strerror(errno));
+        int wait_ms = -1;
+        if (deadline_ms >= 0) {
+            int64_t left = deadline_ms - mono_ms();
+            if (left <= 0) {
+                terr_set(err, "frame incomplete after %d ms (%zu of %zu %s bytes)", timeout_ms, got,
+                         n, what);
+                return GP_FRAME_BAD;
+            }
+            wait_ms = left > INT32_MAX ? INT32_MAX : (int)left;
         }
-        if (r == 0) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int r = poll(&pf, 1, wait_ms);
+        if (r < 0 && errno != EINTR) {
+            terr_set(err, "read frame %s: poll: %s", what, strerror(errno));
+            return GP_FRAME_IO;
+        }
+        if (r <= 0) continue;
+        ssize_t k = read(fd, p + got, n - got);
+        if (k < 0) {
+            if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) continue;
+            terr_set(err, "read frame %s: %s", what, strerror(errno));
+            return GP_FRAME_IO;
+        }
+        if (k == 0) {
             if (got == 0 && strcmp(what, "header") == 0)
-                return terr_set(err, "read frame: eof (connection closed)");
-            return terr_set(err, "read frame %s: eof after %zu of %zu bytes (connection closed)",
-                            what, got, n);
+                terr_set(err, "read frame: eof (connection closed)");
+            else
+                terr_set(err, "read frame %s: eof after %zu of %zu bytes (connection closed)", what,
+                         got, n);
+            return GP_FRAME_IO;
         }
-        got += (size_t)r;
+        got += (size_t)k;
     }
+    return 0;
+}
+
+int gp_read_frame_within(int fd, gp_header *h, uint8_t **payload, int timeout_ms, terr *err)
+{
+    *payload = NULL;
+    int64_t deadline = timeout_ms >= 0 ? mono_ms() + timeout_ms : -1;
+    uint8_t hdr[GP_HEADER_SIZE];
+    int rc = read_all(fd, hdr, sizeof hdr, "header", deadline, timeout_ms, err);
+    if (rc < 0) return rc;
+    if (gp_header_decode(hdr, h, err) < 0) return GP_FRAME_BAD;
+    if (h->payload_len == 0) return 0;
+    uint8_t *p = malloc(h->payload_len);
+    if (!p) {
+        terr_set(err, "out of memory for a %u byte frame", h->payload_len);
+        return GP_FRAME_BAD;
+    }
+    rc = read_all(fd, p, h->payload_len, "payload", deadline, timeout_ms, err);
+    if (rc < 0) {
+        free(p);
+        return rc;
+    }
+    *payload = p;
     return 0;
 }
 
 int gp_read_frame(int fd, gp_header *h, uint8_t **payload, terr *err)
 {
-    *payload = NULL;
-    uint8_t hdr[GP_HEADER_SIZE];
-    if (read_all(fd, hdr, sizeof hdr, "header", err) < 0) return -1;
-    if (gp_header_decode(hdr, h, err) < 0) return -1;
-    if (h->payload_len == 0) return 0;
-    uint8_t *p = malloc(h->payload_len);
-    if (!p) return terr_set(err, "out of memory for a %u byte frame", h->payload_len);
-    if (read_all(fd, p, h->payload_len, "payload", err) < 0) {
-        free(p);
-        return -1;
-    }
-    *payload = p;
-    return 0;
+    return gp_read_frame_within(fd, h, payload, -1, err) < 0 ? -1 : 0;
 }
 
 /* ---- field writers ---- */

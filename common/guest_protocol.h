@@ -21,10 +21,11 @@
  * - Decoded messages own their memory (strings are NUL-terminated copies):
  *   release them with the matching gp_*_free(). Encoders only read the
  *   struct; encode appends the payload (no header) to a gp_buf.
- * - Depends only on libc and terr.h: it is compiled both into torpor_common
- *   (host) and into the static torpor-guest binary.
- * - Nothing here locks: writers sharing one fd must serialise gp_write_frame
- *   themselves (the guest holds a mutex; the host one writer at a time). */
+ * - Depends only on libc, terr.h and mono_time.h: it is compiled both into
+ *   torpor_common (host) and into the static torpor-guest binary.
+ * - Nothing here locks: writers sharing one fd must serialise
+ *   gp_write_frame(v) themselves (the guest holds a mutex; the host one
+ *   writer at a time). */
 #ifndef TORPOR_GUEST_PROTOCOL_H
 #define TORPOR_GUEST_PROTOCOL_H
 
@@ -108,13 +109,33 @@ int gp_header_decode(const uint8_t in[GP_HEADER_SIZE], gp_header *h, terr *err);
 int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *payload,
                     size_t len, terr *err);
 
-/* Blocking frame I/O on a file descriptor; retries EINTR and short
- * reads/writes. write sends header + payload (one writev when possible).
- * read fills *h and sets *payload to a malloc'd copy (NULL when the length
- * is 0; the caller frees). EOF, at the start or mid-frame, is an error
- * (message contains "eof" / "connection closed"). */
+/* Frame I/O on a file descriptor: the one writer of the agent's guest
+ * channel and of torpor-guest, and the guest's reader (the agent's channel
+ * parses a buffered stream with gp_header_decode instead).
+ *
+ * gp_write_framev writes header + the payload iov[0..n) (n <= GP_IOV_MAX,
+ * total <= GP_MAX_PAYLOAD), retrying EINTR and short writes: sendmsg with
+ * MSG_NOSIGNAL on a socket (a closed peer is an EPIPE error, not SIGPIPE),
+ * writev on anything else (the guest's virtio-serial port). On a
+ * non-blocking fd it waits for POLLOUT and gives up when the peer hung up
+ * (POLLHUP: a virtio port whose host is gone would otherwise wait for the
+ * next connection). gp_write_frame is the same with one payload buffer.
+ *
+ * gp_read_frame_within fills *h and sets *payload to a malloc'd copy (NULL
+ * when the length is 0; the caller frees). timeout_ms >= 0: once called,
+ * the whole frame must arrive within it (call it when data is ready, so no
+ * timer runs while the peer is idle); < 0: no limit. Returns 0,
+ * GP_FRAME_IO (read error or EOF, at the start or mid-frame; the message
+ * contains "eof" / "connection closed") or GP_FRAME_BAD (a header that
+ * does not decode, no memory for the payload, or the time ran out: the
+ * peer is there but the stream is out of step). gp_read_frame: no time
+ * limit, -1 on any failure. */
+enum { GP_FRAME_IO = -1, GP_FRAME_BAD = -2 };
+int gp_write_framev(int fd, uint8_t type, uint32_t request_id, const struct iovec *payload,
+                    int n, terr *err);
 int gp_write_frame(int fd, uint8_t type, uint32_t request_id, const void *payload,
                    size_t len, terr *err);
+int gp_read_frame_within(int fd, gp_header *h, uint8_t **payload, int timeout_ms, terr *err);
 int gp_read_frame(int fd, gp_header *h, uint8_t **payload, terr *err);
 
 /* ---- messages ---- */

@@ -271,6 +271,14 @@ static void rpc_server_on_requested(rpc_server *s, rpc_call *c, int success)
     if (ml >= sizeof c->method_name) ml = sizeof c->method_name - 1;
     memcpy(c->method_name, GRPC_SLICE_START_PTR(c->details.method), ml);
     c->method_name[ml] = '\0';
+    /* The path is the client's text and every log line about the call
+     * carries it unquoted (method=...): anything but the characters of a
+     * real method path becomes '?', so it cannot forge key=value pairs
+     * (the handler lookup uses the slice itself). */
+    for (char *p = c->method_name; *p; p++)
+        if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+              *p == '/' || *p == '.' || *p == '_' || *p == '-'))
+            *p = '?';
 
     grpc_op op;
     memset(&op, 0, sizeof op);

@@ -14,6 +14,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mono_time.h"
+
 extern char **environ;
 
 #define DEFAULT_PATH "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -21,13 +23,6 @@ extern char **environ;
 /* What the child reports through the CLOEXEC error pipe when it fails
  * before (or at) execve. */
 enum { STAGE_CHDIR = 1, STAGE_EXEC = 2, STAGE_DUP = 3 };
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static size_t key_len(const char *kv)
 {

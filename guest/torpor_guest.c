@@ -28,7 +28,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -36,13 +35,14 @@
 #include "guest_files.h"
 #include "guest_protocol.h"
 #include "guest_sync.h"
+#include "log.h"
 
 #define GUEST_MAX_INFLIGHT 64
 #define GUEST_THREAD_STACK (512 * 1024)
 /* Safety net only: the kernel signals (SIGIO) when the host connects. */
 #define GUEST_HOST_WAIT_SEC 60
 /* Once a frame has started, the rest must arrive within this time. */
-#define GUEST_FRAME_TIMEOUT_SEC 30
+#define GUEST_FRAME_TIMEOUT_MS 30000
 
 typedef struct guest_conn {
     pthread_mutex_t mu; /* guards fd and gen; held for each whole frame write */
@@ -102,43 +102,14 @@ static void answer_free(guest_answer *a)
     gp_read_result_free(&a->read);
 }
 
-/* Writes one whole frame on the non-blocking channel. Gives up when the
- * host side goes away (POLLHUP): a blocking write to a virtio port whose host
- * is disconnected would wait for the next connection, holding the write
- * mutex, and the answer belongs to the old connection anyway. */
+/* Writes one whole frame on the non-blocking channel; gp_write_framev
+ * gives up when the host side goes away (POLLHUP): a blocking write to a
+ * virtio port whose host is disconnected would wait for the next
+ * connection, holding the write mutex, and the answer belongs to the old
+ * connection anyway. */
 static int write_frame(int fd, const guest_answer *a, uint32_t id, terr *err)
 {
-    uint8_t hdr[GP_HEADER_SIZE];
-    gp_header_encode(hdr, a->type, id, (uint32_t)a->total);
-    struct iovec iov[1 + GP_IOV_MAX];
-    iov[0] = (struct iovec){.iov_base = hdr, .iov_len = sizeof hdr};
-    memcpy(iov + 1, a->iov, (size_t)a->n * sizeof *iov);
-    struct iovec *v = iov;
-    int n = 1 + a->n;
-    while (n > 0) {
-        ssize_t w = writev(fd, v, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            if (errno != EAGAIN) return terr_set(err, "write: %s", strerror(errno));
-            struct pollfd pf = {.fd = fd, .events = POLLOUT};
-            if (poll(&pf, 1, -1) < 0 && errno != EINTR)
-                return terr_set(err, "poll: %s", strerror(errno));
-            if (pf.revents & (POLLHUP | POLLERR | POLLNVAL))
-                return terr_set(err, "host disconnected");
-            continue;
-        }
-        size_t left = (size_t)w;
-        while (n > 0 && left >= v->iov_len) {
-            left -= v->iov_len;
-            v++;
-            n--;
-        }
-        if (n > 0) {
-            v->iov_base = (uint8_t *)v->iov_base + left;
-            v->iov_len -= left;
-        }
-    }
-    return 0;
+    return gp_write_framev(fd, a->type, id, a->iov, a->n, err);
 }
 
 /* Writes one answer unless the connection it belongs to is gone. */
@@ -152,10 +123,11 @@ static void send_answer(guest_conn *c, uint64_t gen, uint32_t id, const guest_an
                   gp_type_name(a->type), id, a->total);
         return;
     }
+    char q[LOG_QUOTE_MAX];
     pthread_mutex_lock(&c->mu);
     if (c->fd >= 0 && c->gen == gen && write_frame(c->fd, a, id, &err) < 0)
         guest_log("event=answer_failed type=%s request_id=%u error=\"%s\"",
-                  gp_type_name(a->type), id, err.msg);
+                  gp_type_name(a->type), id, log_quote(err.msg, q, sizeof q));
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -369,72 +341,6 @@ static int wait_host(int fd, bool is_port, bool *was_connected, const sigset_t *
     }
 }
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* read_frame results besides 0. Only a frame that is wrong (not one that
- * was cut short by a vanished host) is answered with ERROR. */
-enum { RF_IO = -1, RF_BAD = -2 };
-
-/* Reads exactly n bytes before deadline_ms: 0, RF_IO (error, EOF) or RF_BAD
- * (the deadline passed: the peer is there but the frame is incomplete). */
-static int read_deadline(int fd, uint8_t *p, size_t n, int64_t deadline_ms, terr *err)
-{
-    size_t got = 0;
-    while (got < n) {
-        int64_t left = deadline_ms - mono_ms();
-        if (left <= 0) {
-            terr_set(err, "frame incomplete after %d s (%zu of %zu bytes)",
-                     GUEST_FRAME_TIMEOUT_SEC, got, n);
-            return RF_BAD;
-        }
-        struct pollfd pf = {.fd = fd, .events = POLLIN};
-        int r = poll(&pf, 1, (int)left);
-        if (r < 0 && errno != EINTR) return terr_set(err, "poll: %s", strerror(errno));
-        if (r <= 0) continue;
-        ssize_t k = read(fd, p + got, n - got);
-        if (k < 0) {
-            if (errno == EINTR || errno == EAGAIN) continue;
-            return terr_set(err, "read: %s", strerror(errno));
-        }
-        if (k == 0) return terr_set(err, "eof (connection closed) after %zu of %zu bytes", got, n);
-        got += (size_t)k;
-    }
-    return 0;
-}
-
-/* Like gp_read_frame, but once a frame has started the rest of it must
- * arrive within GUEST_FRAME_TIMEOUT_SEC: a half frame left over from a host
- * that vanished mid-write then resets the channel instead of blocking the
- * guest forever. Called only when data is ready, so no timer runs while the
- * guest is idle. Returns 0, RF_IO or RF_BAD (h is filled as far as read). */
-static int read_frame(int fd, gp_header *h, uint8_t **payload, terr *err)
-{
-    *payload = NULL;
-    int64_t deadline = mono_ms() + GUEST_FRAME_TIMEOUT_SEC * 1000;
-    uint8_t hdr[GP_HEADER_SIZE];
-    int rc = read_deadline(fd, hdr, sizeof hdr, deadline, err);
-    if (rc < 0) return rc;
-    if (gp_header_decode(hdr, h, err) < 0) return RF_BAD;
-    if (h->payload_len == 0) return 0;
-    uint8_t *p = malloc(h->payload_len);
-    if (!p) {
-        terr_set(err, "out of memory for a %u byte frame", h->payload_len);
-        return RF_BAD;
-    }
-    rc = read_deadline(fd, p, h->payload_len, deadline, err);
-    if (rc < 0) {
-        free(p);
-        return rc;
-    }
-    *payload = p;
-    return 0;
-}
-
 /* Reads and dispatches frames until the connection ends or breaks.
  * Returns how many requests it dispatched. */
 static unsigned serve(guest_conn *c, int fd, bool is_port, const sigset_t *sigio)
@@ -449,7 +355,8 @@ static unsigned serve(guest_conn *c, int fd, bool is_port, const sigset_t *sigio
         terr err;
         int w = wait_host(fd, is_port, &was_connected, sigio, &err);
         if (w < 0) {
-            guest_log("event=wait_failed error=\"%s\"", err.msg);
+            char q[LOG_QUOTE_MAX];
+            guest_log("event=wait_failed error=\"%s\"", log_quote(err.msg, q, sizeof q));
             break;
         }
         if (w == 1) {
@@ -462,14 +369,15 @@ static unsigned serve(guest_conn *c, int fd, bool is_port, const sigset_t *sigio
         }
         gp_header h = {0};
         uint8_t *payload = NULL;
-        int rc = read_frame(fd, &h, &payload, &err);
+        int rc = gp_read_frame_within(fd, &h, &payload, GUEST_FRAME_TIMEOUT_MS, &err);
         if (rc < 0) {
             /* A wrong frame gets an ERROR answer (with its id if the header
              * was sane); a connection that ended mid-frame gets nothing. The
              * stream is out of step either way, so start afresh. */
-            if (rc == RF_BAD) {
+            if (rc == GP_FRAME_BAD) {
                 send_error(c, gen, h.magic == GP_MAGIC ? h.request_id : 0, err.msg);
-                guest_log("event=bad_frame error=\"%s\"", err.msg);
+                char q[LOG_QUOTE_MAX];
+                guest_log("event=bad_frame error=\"%s\"", log_quote(err.msg, q, sizeof q));
             }
             break;
         }
@@ -557,7 +465,8 @@ int main(int argc, char **argv)
         terr err;
         int fd = open_port(port, &err);
         if (fd < 0) {
-            if (backoff_ms >= 1000) guest_log("event=port_unavailable error=\"%s\"", err.msg);
+            char q[LOG_QUOTE_MAX];
+            if (backoff_ms >= 1000) guest_log("event=port_unavailable error=\"%s\"", log_quote(err.msg, q, sizeof q));
             backoff_ms = backoff_ms ? (backoff_ms < 1000 ? backoff_ms * 2 : 1000) : 10;
             continue;
         }

@@ -18,6 +18,7 @@
 
 #include "guest_protocol.h"
 #include "log.h"
+#include "mono_time.h"
 
 #define READ_CHUNK (256 * 1024)
 #define HANDSHAKE_RETRY_MS 250
@@ -46,13 +47,6 @@ struct guest_channel {
     waiter *waiters;
     char sandbox_id[64];
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void deadline_ts(struct timespec *ts, long long deadline_mono_ms)
 {
@@ -206,33 +200,11 @@ static int send_frame(guest_channel *ch, uint8_t type, uint32_t id, const void *
                       size_t len, terr *err)
 {
     if (len > GP_MAX_PAYLOAD) return terr_set(err, "request of %zu bytes is too large", len);
-    uint8_t hdr[GP_HEADER_SIZE];
-    gp_header_encode(hdr, type, id, (uint32_t)len);
-    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)payload, len}};
-    struct msghdr msg = {.msg_iov = iov, .msg_iovlen = len ? 2 : 1};
+    struct iovec one = {(void *)payload, len};
     pthread_mutex_lock(&ch->write_mu);
-    int rc = 0;
-    while (msg.msg_iovlen) {
-        /* MSG_NOSIGNAL: a VM that went away must not SIGPIPE the agent. */
-        ssize_t n = sendmsg(ch->fd, &msg, MSG_NOSIGNAL);
-        if (n < 0) {
-            if (errno == EINTR) continue;
-            rc = terr_set(err, "guest channel write: %s", strerror(errno));
-            break;
-        }
-        size_t left = (size_t)n;
-        while (msg.msg_iovlen && left >= msg.msg_iov[0].iov_len) {
-            left -= msg.msg_iov[0].iov_len;
-            msg.msg_iov++;
-            msg.msg_iovlen--;
-        }
-        if (msg.msg_iovlen) {
-            msg.msg_iov[0].iov_base = (uint8_t *)msg.msg_iov[0].iov_base + left;
-            msg.msg_iov[0].iov_len -= left;
-        }
-    }
+    int rc = gp_write_framev(ch->fd, type, id, &one, len ? 1 : 0, err);
     pthread_mutex_unlock(&ch->write_mu);
-    return rc;
+    return rc < 0 ? terr_wrap(err, "guest channel") : 0;
 }
 
 static uint32_t take_id(guest_channel *ch)
@@ -275,7 +247,7 @@ int guest_channel_call(guest_channel *ch, uint8_t type, const void *payload, siz
     *resp_len = 0;
     waiter w;
     if (start_call(ch, &w, type, payload, len, err) < 0) return -1;
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mono_ms() + timeout_ms;
     struct timespec ts;
     deadline_ts(&ts, deadline);
     pthread_mutex_lock(&ch->mu);
@@ -309,17 +281,6 @@ int guest_channel_call(guest_channel *ch, uint8_t type, const void *payload, siz
     *resp = w.payload;
     *resp_len = w.len;
     return 0;
-}
-
-int guest_channel_ping(guest_channel *ch, int timeout_ms, terr *err)
-{
-    uint8_t *p;
-    size_t n;
-    if (guest_channel_call(ch, GP_PING, NULL, 0, GP_PONG, timeout_ms, &p, &n, err) < 0) return -1;
-    gp_pong pong;
-    int r = gp_decode_pong(p, n, &pong, err);
-    free(p);
-    return r;
 }
 
 int guest_channel_sync(guest_channel *ch, int timeout_ms, terr *err)
@@ -377,7 +338,7 @@ static int handshake(guest_channel *ch, int pidfd, long long deadline, terr *err
             if (start_call(ch, &ws[n], GP_PING, NULL, 0, err) < 0) goto out;
             n++;
         }
-        long long until = now_ms() + HANDSHAKE_RETRY_MS;
+        long long until = mono_ms() + HANDSHAKE_RETRY_MS;
         if (until > deadline) until = deadline;
         struct timespec ts;
         deadline_ts(&ts, until);
@@ -396,7 +357,7 @@ static int handshake(guest_channel *ch, int pidfd, long long deadline, terr *err
             terr_set(err, "QEMU exited before torpor-guest answered");
             goto out;
         }
-        if (now_ms() >= deadline) {
+        if (mono_ms() >= deadline) {
             terr_set(err, "torpor-guest did not answer PING in time");
             goto out;
         }
@@ -415,7 +376,7 @@ out:
 int guest_channel_open(int dirfd, const char *name, const char *sandbox_id, int pidfd,
                        int timeout_ms, guest_channel **out, terr *err)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mono_ms() + timeout_ms;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int sn = snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dirfd, name);
     if (sn < 0 || (size_t)sn >= sizeof sa.sun_path) return terr_set(err, "guest socket name too long");
@@ -442,7 +403,7 @@ int guest_channel_open(int dirfd, const char *name, const char *sandbox_id, int 
     atomic_init(&ch->refs, 1);
     snprintf(ch->sandbox_id, sizeof ch->sandbox_id, "%s", sandbox_id);
     if (getrandom(&ch->next_id, sizeof ch->next_id, 0) != sizeof ch->next_id)
-        ch->next_id = (uint32_t)now_ms();
+        ch->next_id = (uint32_t)mono_ms();
     int e = pthread_create(&ch->reader, NULL, reader_main, ch);
     if (e) {
         guest_channel_unref(ch);

@@ -36,9 +36,6 @@ int guest_channel_call(guest_channel *ch, uint8_t type, const void *payload, siz
                        uint8_t expect_type, int timeout_ms, uint8_t **resp, size_t *resp_len,
                        terr *err);
 
-/* PING round trip. */
-int guest_channel_ping(guest_channel *ch, int timeout_ms, terr *err);
-
 /* SYNC: host CLOCK_REALTIME + 64 bytes from getrandom(). */
 int guest_channel_sync(guest_channel *ch, int timeout_ms, terr *err);
 

@@ -1,7 +1,7 @@
 /* qemu_driver: the QEMU runtime driver — open/close, create (restore of a
- * template snapshot), resume, destroy, liveness, handles and recover().
- * Pause lives in qemu_pause.c, guest calls in qemu_guest_ops.c. */
-#include <dirent.h>
+ * template snapshot), resume, destroy, liveness and handles. recover()
+ * lives in qemu_recover.c, pause in qemu_pause.c, guest calls in
+ * qemu_guest_ops.c. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -11,11 +11,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fs_util.h"
 #include "log.h"
 #include "qemu_accel.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
-#include "qemu_json.h"
-#include "qemu_scan.h"
 
 static const runtime_ops qemu_ops;
 
@@ -80,6 +80,14 @@ int qemu_vm_connect_guest(qemu_vm *v, int timeout_ms, bool sync, terr *err)
     return 0;
 }
 
+int qemu_vm_ensure_qmp(qemu_vm *v, terr *err)
+{
+    if (v->inst.qmp) return 0;
+    if (qmp_connect(v->dirfd, QEMU_QMP_SOCK, v->inst.proc.pidfd, QEMU_RECOVER_QMP_MS, &v->inst.qmp, err) < 0)
+        return terr_wrap(err, "QMP of sandbox %s", v->base.sandbox_id);
+    return 0;
+}
+
 static int check_spec(const runtime_spec *spec, terr *err)
 {
     if (!qemu_valid_name(spec->sandbox_id, RUNTIME_ID_MAX))
@@ -96,13 +104,13 @@ static int check_spec(const runtime_spec *spec, terr *err)
 static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm **out, terr *err)
 {
     qemu_drv *d = qemu_drv_of(rd);
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     if (check_spec(spec, err) < 0) return -1;
     int tplfd;
     qemu_meta tmeta;
     if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, &tplfd, &tmeta, err) < 0)
         return -1;
-    long long t_tpl = qemu_now_ms();
+    long long t_tpl = mono_ms();
     if (mkdirat(d->sb_dirfd, spec->sandbox_id, 0750) < 0) {
         int e = errno;
         close(tplfd);
@@ -139,33 +147,34 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     close(ramfd);
     ramfd = -1;
     qemu_writeback_async(sbfd, QEMU_RAM_FILE);
-    t_copy = qemu_now_ms();
+    t_copy = mono_ms();
     /* Written before QEMU starts: recover() re-attaches any live QEMU it
      * finds, and needs to know what it is. */
     if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
     if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd, err) < 0) goto fail;
     close(statefd);
     statefd = -1;
-    t_loaded = qemu_now_ms();
+    t_loaded = mono_ms();
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
-    t_run = qemu_now_ms();
+    t_run = mono_ms();
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl), .load_ms = (double)(t_loaded - t_copy),
                               .running_ms = (double)(t_run - t_copy),
-                              .total_ms = (double)(qemu_now_ms() - t0)};
+                              .total_ms = (double)(mono_ms() - t0)};
     log_info("event=create_done sandbox_id=%s template=%s memory_mb=%d vcpus=%d pid=%d "
              "duration_ms=%lld template_ms=%lld copy_ms=%lld restore_ms=%lld guest_ms=%lld",
              spec->sandbox_id, spec->template_name, spec->memory_mb, spec->vcpus,
-             (int)v->inst.proc.pid, qemu_now_ms() - t0, t_tpl - t0, t_copy - t_tpl, t_run - t_copy,
-             qemu_now_ms() - t_run);
+             (int)v->inst.proc.pid, mono_ms() - t0, t_tpl - t0, t_copy - t_tpl, t_run - t_copy,
+             mono_ms() - t_run);
     *out = &v->base;
     return 0;
 fail:
     if (ramfd >= 0) close(ramfd);
     if (statefd >= 0) close(statefd);
     qemu_inst_kill(&v->inst);
-    log_error("event=create_failed sandbox_id=%s error=\"%s\"", spec->sandbox_id, err ? err->msg : "");
+    char q[LOG_QUOTE_MAX];
+    log_error("event=create_failed sandbox_id=%s error=\"%s\"", spec->sandbox_id, log_quote(err ? err->msg : "", q, sizeof q));
     runtime_vm_unref(&v->base);
     terr e2;
     qemu_rmtree(d->sb_dirfd, spec->sandbox_id, &e2);
@@ -177,7 +186,7 @@ fail:
 static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm **out, terr *err)
 {
     qemu_drv *d = qemu_drv_of(rd);
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     const char *id = spec->sandbox_id;
     if (!qemu_valid_name(id, RUNTIME_ID_MAX)) return terr_set(err, "invalid sandbox id \"%.64s\"", id);
     int sbfd = openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -211,7 +220,7 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     int r = qemu_inst_start(&v->inst, d->qemu_binary, &meta.shape, statefd, err);
     close(statefd);
     if (r < 0) goto fail;
-    long long t_loaded = qemu_now_ms();
+    long long t_loaded = mono_ms();
     /* From `cont` on, the guest writes to the RAM file: the snapshot stops
      * being valid, so it must stop being committed first (durably). */
     if (unlinkat(sbfd, QEMU_META_FILE, 0) < 0) {
@@ -222,16 +231,16 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (qemu_fsync_dir(sbfd, err) < 0) goto fail;
     ran = true; /* from here on the RAM file may change */
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
-    long long t_run = qemu_now_ms();
+    long long t_run = mono_ms();
     unlinkat(sbfd, QEMU_STATE_FILE, 0);
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.load_ms = (double)(t_loaded - t0), .running_ms = (double)(t_run - t0),
-                              .total_ms = (double)(qemu_now_ms() - t0)};
+                              .total_ms = (double)(mono_ms() - t0)};
     log_info("event=resume_done sandbox_id=%s pid=%d duration_ms=%lld load_ms=%lld running_ms=%lld "
              "guest_ms=%lld",
-             id, (int)v->inst.proc.pid, qemu_now_ms() - t0, t_loaded - t0, t_run - t0,
-             qemu_now_ms() - t_run);
+             id, (int)v->inst.proc.pid, mono_ms() - t0, t_loaded - t0, t_run - t0,
+             mono_ms() - t_run);
     *out = &v->base;
     return 0;
 fail:
@@ -243,8 +252,9 @@ fail:
         if (qemu_meta_write(sbfd, QEMU_META_FILE, &meta, &e2) == 0 && qemu_fsync_dir(sbfd, &e2) == 0)
             consumed = false;
     }
+    char q[LOG_QUOTE_MAX];
     log_error("event=resume_failed sandbox_id=%s snapshot=%s error=\"%s\"", id,
-              consumed ? "lost" : "kept", err ? err->msg : "");
+              consumed ? "lost" : "kept", log_quote(err ? err->msg : "", q, sizeof q));
     if (consumed) terr_wrap(err, "resume failed after the snapshot was consumed");
     runtime_vm_unref(&v->base);
     return consumed ? RUNTIME_SNAPSHOT_LOST : -1;
@@ -252,9 +262,7 @@ fail:
 
 /* ---- destroy ---- */
 
-/* Kills a QEMU named by the sandbox's pid file (no handle: e.g. a VM the
- * caller never re-attached). */
-static void kill_by_pidfile(int sbfd)
+void qemu_kill_by_pidfile(int sbfd)
 {
     pid_t pid;
     unsigned long long st;
@@ -268,7 +276,7 @@ static void kill_by_pidfile(int sbfd)
 static int qemu_destroy(runtime_driver *rd, const char *sandbox_id, runtime_vm *vm, terr *err)
 {
     qemu_drv *d = qemu_drv_of(rd);
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     if (!qemu_valid_name(sandbox_id, RUNTIME_ID_MAX))
         return terr_set(err, "invalid sandbox id \"%.64s\"", sandbox_id);
     if (vm) {
@@ -296,12 +304,12 @@ static int qemu_destroy(runtime_driver *rd, const char *sandbox_id, runtime_vm *
     }
     int sbfd = openat(d->sb_dirfd, sandbox_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sbfd >= 0) {
-        kill_by_pidfile(sbfd);
+        qemu_kill_by_pidfile(sbfd);
         close(sbfd);
     }
     if (qemu_rmtree(d->sb_dirfd, sandbox_id, err) < 0) return terr_wrap(err, "destroy %s", sandbox_id);
     qemu_fsync_dir(d->sb_dirfd, NULL);
-    log_info("event=destroy_done sandbox_id=%s duration_ms=%lld", sandbox_id, qemu_now_ms() - t0);
+    log_info("event=destroy_done sandbox_id=%s duration_ms=%lld", sandbox_id, mono_ms() - t0);
     return 0;
 }
 
@@ -344,272 +352,6 @@ static bool qemu_vm_alive(runtime_driver *rd, runtime_vm *vm)
     return alive;
 }
 
-/* ---- recover ---- */
-
-int qemu_vm_ensure_qmp(qemu_vm *v, terr *err)
-{
-    if (v->inst.qmp) return 0;
-    if (qmp_connect(v->dirfd, QEMU_QMP_SOCK, v->inst.proc.pidfd, QEMU_RECOVER_QMP_MS, &v->inst.qmp, err) < 0)
-        return terr_wrap(err, "QMP of sandbox %s", v->base.sandbox_id);
-    return 0;
-}
-
-static bool status_is(const char *st, const char *a)
-{
-    return !strcmp(st, a);
-}
-
-/* resume_stopped() result: the VM is a create cut short before its
- * snapshot load started (see below). */
-#define RESUME_NEVER_LOADED 1
-
-/* Migration status (query-migrate) into ms; "" when there is none. */
-static int migration_status(qemu_vm *v, char *ms, size_t n, terr *err)
-{
-    char *mig;
-    if (qmp_call(v->inst.qmp, "query-migrate", NULL, QEMU_RECOVER_QMP_MS, &mig, err) < 0) return -1;
-    const char *km[] = {"return", "status"};
-    ms[0] = '\0';
-    if (qjson_get_string(mig, km, 2, ms, n) < 0) ms[0] = '\0';
-    free(mig);
-    return 0;
-}
-
-/* Brings a re-attached VM back to `running`. A VM found stopped is a pause
- * the previous agent did not finish (stop and maybe the migration done,
- * quit not): without a committed snapshot its RAM is the only copy of the
- * guest, so it runs again. Failures are reported, the VM is kept anyway.
- * RESUME_NEVER_LOADED: `inmigrate` with no incoming migration (or a failed
- * one) — a create whose agent died before `migrate-incoming`: QEMU waits
- * for a load nobody will send, the guest never existed, and a caller
- * without a committed snapshot (ours) has nothing to keep. */
-static int resume_stopped(qemu_vm *v, terr *err)
-{
-    char st[64] = "";
-    long long deadline = qemu_now_ms() + QEMU_RECOVER_QMP_MS;
-    bool cancelled = false;
-    for (;;) {
-        char *reply;
-        if (qmp_call(v->inst.qmp, "query-status", NULL, QEMU_RECOVER_QMP_MS, &reply, err) < 0) return -1;
-        const char *k[] = {"return", "status"};
-        int r = qjson_get_string(reply, k, 2, st, sizeof st);
-        free(reply);
-        if (r < 0) return terr_set(err, "query-status: no status in the answer");
-        /* A migration still in flight (the agent died mid-save) must end
-         * before cont; an incoming load that started (a create cut short
-         * after migrate-incoming) finishes on its own. */
-        bool settling = status_is(st, "finish-migrate");
-        if (!settling) {
-            char ms[32];
-            if (migration_status(v, ms, sizeof ms, err) < 0) return -1;
-            if (status_is(st, "inmigrate")) {
-                /* The runstate is set before the incoming status turns
-                 * "completed": only none/failed means no load is coming. */
-                if (!ms[0] || status_is(ms, "none") || status_is(ms, "failed") || status_is(ms, "cancelled")) {
-                    terr_set(err, "VM in state inmigrate with %s incoming migration: its snapshot load never "
-                                  "started",
-                             ms[0] ? ms : "no");
-                    return RESUME_NEVER_LOADED;
-                }
-                settling = true;
-            } else {
-                settling = status_is(ms, "active") || status_is(ms, "setup") || status_is(ms, "device") ||
-                           status_is(ms, "pre-switchover") || status_is(ms, "cancelling");
-            }
-        }
-        if (!settling) break;
-        if (!cancelled && !status_is(st, "inmigrate")) {
-            terr e;
-            qmp_call(v->inst.qmp, "migrate_cancel", NULL, QEMU_RECOVER_QMP_MS, NULL, &e);
-            cancelled = true;
-        }
-        if (qemu_now_ms() > deadline) return terr_set(err, "VM stuck in state %s", st);
-        struct timespec ts = {0, 20 * 1000000};
-        nanosleep(&ts, NULL);
-    }
-    if (status_is(st, "running")) return 0;
-    log_warn("event=recover_cont sandbox_id=%s status=%s", v->base.sandbox_id, st);
-    if (qmp_call(v->inst.qmp, "cont", NULL, QEMU_RECOVER_QMP_MS, NULL, err) < 0)
-        return terr_wrap(err, "cont from status %s", st);
-    return 0;
-}
-
-/* recover() for sandboxes/<id>/ without a committed snapshot. 0 and *out:
- * a live QEMU re-attached as running (always, once the process is found
- * alive and described: QMP, cont or the guest failing only gets logged,
- * the guest channel is connected lazily on the next guest call and QMP on
- * the next lifecycle call), except a create cut short before its snapshot
- * load started (killed). -1: no live QEMU for it (any found is killed);
- * the caller removes the directory. */
-static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *err)
-{
-    pid_t pid;
-    unsigned long long st;
-    if (qemu_proc_read_pidfile(sbfd, &pid, &st, err) < 0) return -1;
-    qemu_proc proc;
-    if (qemu_proc_attach(pid, st, &proc, err) < 0) return terr_wrap(err, "no live QEMU");
-    qemu_meta desc;
-    if (qemu_meta_read(sbfd, QEMU_RUNNING_FILE, &desc, err) < 0) {
-        /* create and resume write "running" before QEMU starts, so this is
-         * a QEMU whose sandbox never existed for anyone (or a corrupt
-         * description): nothing to serve it by. */
-        qemu_proc_kill(&proc);
-        return terr_wrap(err, "live QEMU (killed) without a valid description");
-    }
-    int fd2 = fcntl(sbfd, F_DUPFD_CLOEXEC, 0);
-    qemu_vm *v = fd2 >= 0 ? qemu_vm_new(d, id, fd2, err) : NULL;
-    if (!v) {
-        if (fd2 >= 0)
-            close(fd2);
-        else
-            terr_set(err, "dup: %s", strerror(errno));
-        /* Out of resources: keep the VM running for the next restart. */
-        qemu_proc_release(&proc);
-        return 1;
-    }
-    v->desc = desc;
-    v->inst.proc = proc;
-    /* Debris of a pause or resume cut short: not a committed snapshot, the
-     * live VM is the sandbox. */
-    unlinkat(sbfd, QEMU_META_FILE, 0);
-    unlinkat(sbfd, "meta.tmp", 0);
-    unlinkat(sbfd, QEMU_STATE_TMP, 0);
-    unlinkat(sbfd, QEMU_STATE_FILE, 0);
-    terr why;
-    int rs = qemu_vm_ensure_qmp(v, &why) < 0 ? -1 : resume_stopped(v, &why);
-    if (rs == RESUME_NEVER_LOADED) {
-        /* Nothing of the user's exists yet (no committed snapshot either:
-         * recover() handled that before calling us): a VM that can never
-         * run must not be reported running. */
-        log_warn("event=recover_create_incomplete sandbox_id=%s pid=%d error=\"%s\" action=kill", id, (int)pid,
-                 why.msg);
-        terr_set(err, "create cut short before its snapshot was loaded (QEMU killed): %s", why.msg);
-        qemu_inst_kill(&v->inst);
-        runtime_vm_unref(&v->base);
-        return -1;
-    }
-    if (rs < 0) {
-        if (!qemu_proc_poll(&v->inst.proc)) goto gone;
-        log_warn("event=recover_qmp_failed sandbox_id=%s pid=%d error=\"%s\"", id, (int)pid, why.msg);
-    }
-    /* SYNC too: the clock stood still while the VM was stopped, and a
-     * create cut short may not have reseeded the guest yet. */
-    if (qemu_vm_connect_guest(v, QEMU_RECOVER_GUEST_MS, true, &why) < 0) {
-        if (!qemu_proc_poll(&v->inst.proc)) goto gone;
-        /* Counts as an attempt: the first calls right after do not wait
-         * for the same silence again. */
-        qemu_vm_note_connect_failed(v, why.msg);
-        log_warn("event=recover_guest_failed sandbox_id=%s pid=%d error=\"%s\" action=reconnect_on_next_call",
-                 id, (int)pid, why.msg);
-    }
-    if (qemu_watch_add(d->watch, v, &why) < 0)
-        log_warn("event=recover_watch_failed sandbox_id=%s error=\"%s\"", id, why.msg);
-    *out = v;
-    return 0;
-gone:
-    terr_set(err, "QEMU exited while being re-attached: %s", why.msg);
-    qemu_inst_kill(&v->inst);
-    runtime_vm_unref(&v->base);
-    return -1;
-}
-
-/* Kills the QEMUs of sandboxes/<id>/ that no pid file names (the agent died
- * between their spawn and the pid file): called for a directory about to be
- * removed or holding a committed snapshot, where no QEMU may live on. The
- * /proc scan is taken once, on first need. */
-static void kill_strays(qemu_scan **scan, bool *scanned, const char *id, int sbfd)
-{
-    if (!*scanned) {
-        *scanned = true;
-        terr e;
-        if (qemu_scan_take(scan, &e) < 0) {
-            *scan = NULL;
-            log_warn("event=recover_scan_failed error=\"%s\"", e.msg);
-        }
-    }
-    int n = qemu_scan_kill_in(*scan, id, sbfd);
-    if (n > 0)
-        log_warn("event=recover_stray_killed sandbox_id=%s count=%d reason=\"a QEMU of this sandbox that no pid "
-                 "file names\"",
-                 id, n);
-}
-
-static int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err)
-{
-    qemu_drv *d = qemu_drv_of(rd);
-    qemu_template_cleanup(d);
-    int dup_fd = dup(d->sb_dirfd);
-    if (dup_fd < 0) return terr_set(err, "dup: %s", strerror(errno));
-    DIR *dir = fdopendir(dup_fd);
-    if (!dir) {
-        close(dup_fd);
-        return terr_set(err, "read %s/sandboxes: %s", d->state_dir, strerror(errno));
-    }
-    rewinddir(dir);
-    struct dirent *e;
-    int paused = 0, running = 0, removed = 0, kept = 0;
-    qemu_scan *scan = NULL;
-    bool scanned = false;
-    while ((e = readdir(dir))) {
-        const char *id = e->d_name;
-        if (!strcmp(id, ".") || !strcmp(id, "..")) continue;
-        terr why = {"not a sandbox directory"};
-        int sbfd = qemu_valid_name(id, RUNTIME_ID_MAX)
-                       ? openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
-                       : -1;
-        if (sbfd >= 0) {
-            qemu_meta meta;
-            if (qemu_meta_read(sbfd, QEMU_META_FILE, &meta, &why) == 0 && meta.state_bytes > 0 &&
-                qemu_file_size(sbfd, QEMU_STATE_FILE) == meta.state_bytes) {
-                /* Committed snapshot: whatever else is there is debris. */
-                kill_by_pidfile(sbfd);
-                kill_strays(&scan, &scanned, id, sbfd);
-                unlinkat(sbfd, QEMU_STATE_TMP, 0);
-                unlinkat(sbfd, QEMU_RUNNING_FILE, 0);
-                unlinkat(sbfd, "qemu.pid", 0);
-                /* id passed qemu_valid_name(): shorter than RUNTIME_ID_MAX */
-                memcpy(meta.spec.sandbox_id, id, strlen(id) + 1);
-                log_info("event=recovered sandbox_id=%s state=paused", id);
-                cb(ctx, &meta.spec, NULL);
-                close(sbfd);
-                paused++;
-                continue;
-            }
-            qemu_vm *v = NULL;
-            int r = reattach(d, id, sbfd, &v, &why);
-            if (r < 0) kill_strays(&scan, &scanned, id, sbfd);
-            close(sbfd);
-            if (r == 0) {
-                pthread_mutex_lock(&v->mu);
-                bool guest = v->ch != NULL;
-                pthread_mutex_unlock(&v->mu);
-                log_info("event=recovered sandbox_id=%s state=running pid=%d guest=%s qmp=%s", id,
-                         (int)v->inst.proc.pid, guest ? "connected" : "pending",
-                         v->inst.qmp ? "connected" : "pending");
-                cb(ctx, &v->desc.spec, &v->base);
-                running++;
-                continue;
-            }
-            if (r > 0) {
-                /* Alive but not re-attachable now: never delete a live VM. */
-                log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id, why.msg);
-                kept++;
-                continue;
-            }
-        }
-        terr rerr;
-        if (qemu_rmtree(d->sb_dirfd, id, &rerr) < 0)
-            log_warn("event=recover_remove_failed sandbox_id=%s error=\"%s\"", id, rerr.msg);
-        else
-            log_info("event=recover_removed sandbox_id=%s reason=\"%s\"", id, why.msg);
-        removed++;
-    }
-    closedir(dir);
-    qemu_scan_free(scan);
-    log_info("event=recover_done paused=%d running=%d removed=%d kept=%d", paused, running, removed, kept);
-    return 0;
-}
-
 /* ---- open / close ---- */
 
 static void qemu_close(runtime_driver *rd)
@@ -641,21 +383,6 @@ static const runtime_ops qemu_ops = {
     .vm_free = qemu_vm_free,
     .close = qemu_close,
 };
-
-static int mkdir_p(const char *path, terr *err)
-{
-    char buf[PATH_MAX];
-    int n = snprintf(buf, sizeof buf, "%s", path);
-    if (n < 0 || (size_t)n >= sizeof buf) return terr_set(err, "path too long: %s", path);
-    for (char *p = buf + 1; *p; p++) {
-        if (*p != '/') continue;
-        *p = '\0';
-        if (mkdir(buf, 0755) < 0 && errno != EEXIST) return terr_set(err, "mkdir %s: %s", buf, strerror(errno));
-        *p = '/';
-    }
-    if (mkdir(buf, 0755) < 0 && errno != EEXIST) return terr_set(err, "mkdir %s: %s", buf, strerror(errno));
-    return 0;
-}
 
 static char *find_binary(const char *name, terr *err)
 {
@@ -705,7 +432,9 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
      * template" (the image may be built after the agent started). */
     d->image_dir = realpath(cfg->image_dir, NULL);
     if (!d->image_dir) {
-        log_warn("event=image_dir_missing image_dir=%s error=\"%s\"", cfg->image_dir, strerror(errno));
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=image_dir_missing image_dir=\"%s\" error=\"%s\"",
+                 log_quote(cfg->image_dir, q, sizeof q), strerror(errno));
         char cwd[PATH_MAX] = "";
         if (cfg->image_dir[0] != '/' && !getcwd(cwd, sizeof cwd)) cwd[0] = '\0';
         size_t n = strlen(cwd) + strlen(cfg->image_dir) + 2;
@@ -720,10 +449,10 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
     if (!d->state_dir || !d->qemu_binary) goto fail;
     char sub[PATH_MAX];
     snprintf(sub, sizeof sub, "%s/sandboxes", cfg->state_dir);
-    if (mkdir_p(sub, err) < 0) goto fail;
+    if (fs_mkdir_p(sub, 0755, err) < 0) goto fail;
     d->sb_dirfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     snprintf(sub, sizeof sub, "%s/templates", cfg->state_dir);
-    if (mkdir_p(sub, err) < 0) goto fail;
+    if (fs_mkdir_p(sub, 0755, err) < 0) goto fail;
     d->tpl_dirfd = open(sub, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (d->sb_dirfd < 0 || d->tpl_dirfd < 0) {
         terr_set(err, "open state dir %s: %s", cfg->state_dir, strerror(errno));
@@ -732,9 +461,11 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
     d->idle_trim_ms = cfg->idle_trim_ms == 0 ? QEMU_IDLE_TRIM_MS_DEFAULT
                       : cfg->idle_trim_ms < 0 ? 0 : cfg->idle_trim_ms;
     if (qemu_watch_start(&d->watch, d->idle_trim_ms, err) < 0) goto fail;
-    log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=%s state_dir=%s image_dir=%s "
-             "idle_trim_ms=%d",
-             accel, why, d->qemu_binary, d->state_dir, d->image_dir, d->idle_trim_ms);
+    char qr[LOG_QUOTE_MAX], qb[LOG_QUOTE_MAX], qs[LOG_QUOTE_MAX], qi[LOG_QUOTE_MAX];
+    log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=\"%s\" state_dir=\"%s\" "
+             "image_dir=\"%s\" idle_trim_ms=%d",
+             accel, log_quote(why, qr, sizeof qr), log_quote(d->qemu_binary, qb, sizeof qb),
+             log_quote(d->state_dir, qs, sizeof qs), log_quote(d->image_dir, qi, sizeof qi), d->idle_trim_ms);
     *out = &d->base;
     return 0;
 fail:

@@ -212,34 +212,6 @@ int64_t qemu_file_size(int dirfd, const char *name)
     return (int64_t)st.st_size;
 }
 
-int64_t qemu_dir_disk_bytes(int dirfd)
-{
-    int dup_fd = dup(dirfd);
-    if (dup_fd < 0) return -1;
-    DIR *dir = fdopendir(dup_fd);
-    if (!dir) {
-        close(dup_fd);
-        return -1;
-    }
-    rewinddir(dir);
-    int64_t total = 0;
-    struct dirent *e;
-    while ((e = readdir(dir))) {
-        struct stat st;
-        if (fstatat(dirfd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode))
-            total += (int64_t)st.st_blocks * 512;
-    }
-    closedir(dir);
-    return total;
-}
-
-long long qemu_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int64_t qemu_unix_ms(void)
 {
     struct timespec ts;

@@ -10,6 +10,7 @@
 
 #include "guest_protocol.h"
 #include "log.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
 
 /* Margin on top of an exec's own timeout for the guest to kill the command
@@ -20,7 +21,7 @@
 /* Caller holds conn_mu. */
 static void note_failed(qemu_vm *v, const char *why)
 {
-    v->conn_failed_ms = qemu_now_ms();
+    v->conn_failed_ms = mono_ms();
     snprintf(v->conn_failed_why.msg, sizeof v->conn_failed_why.msg, "%s", why);
 }
 
@@ -44,7 +45,7 @@ static int reconnect(qemu_vm *v, terr *err)
     pthread_mutex_lock(&v->mu);
     bool need = v->state == QVM_RUNNING && !v->busy && !v->ch;
     pthread_mutex_unlock(&v->mu);
-    long long since = qemu_now_ms() - v->conn_failed_ms;
+    long long since = mono_ms() - v->conn_failed_ms;
     if (need && v->conn_failed_ms > 0 && since < QEMU_RECONNECT_BACKOFF_MS) {
         terr_set(err, "sandbox %s: guest not connected (last attempt %lld s ago failed: %s)",
                  v->base.sandbox_id, since / 1000, v->conn_failed_why.msg);
@@ -105,7 +106,7 @@ static guest_channel *take_channel(qemu_vm *v, terr *err)
         ch = v->ch;
         guest_channel_ref(ch);
         v->calls++;
-        v->last_call_ms = qemu_now_ms();
+        v->last_call_ms = mono_ms();
         v->trimmed = false;
     }
     pthread_mutex_unlock(&v->mu);
@@ -117,7 +118,7 @@ static void put_channel(qemu_vm *v, guest_channel *ch)
     guest_channel_unref(ch);
     pthread_mutex_lock(&v->mu);
     v->calls--;
-    v->last_call_ms = qemu_now_ms();
+    v->last_call_ms = mono_ms();
     pthread_mutex_unlock(&v->mu);
 }
 

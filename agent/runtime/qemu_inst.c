@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mono_time.h"
 #include "qemu_json.h"
 
 #define QMP_CONNECT_MS 15000
@@ -25,13 +26,6 @@ static void sleep_us(long us)
 {
     struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
     nanosleep(&ts, NULL);
-}
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void qemu_inst_log_tail(int dirfd, terr *err)
@@ -186,12 +180,12 @@ int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *sh
         if (qmp_getfd(in->qmp, "snap", incoming_fd, QMP_CALL_MS, err) < 0 ||
             qmp_call(in->qmp, "migrate-incoming", "{\"uri\":\"fd:snap\"}", QMP_CALL_MS, NULL, err) < 0)
             goto fail;
-        long long deadline = now_ms() + MIGRATE_MS;
+        long long deadline = mono_ms() + MIGRATE_MS;
         char st[64];
         for (;;) {
             if (status_of(in, st, sizeof st, err) < 0) goto fail;
             if (strcmp(st, "inmigrate") != 0) break;
-            if (now_ms() > deadline) {
+            if (mono_ms() > deadline) {
                 terr_set(err, "loading the snapshot did not finish in %d ms", MIGRATE_MS);
                 goto fail;
             }
@@ -250,7 +244,7 @@ int qemu_inst_save(qemu_inst *in, int state_fd, int ram_fd, terr *err)
     if (qmp_getfd(in->qmp, "snap", state_fd, QMP_CALL_MS, err) < 0) return -1;
     if (qmp_call(in->qmp, "migrate", "{\"uri\":\"fd:snap\"}", QMP_CALL_MS, NULL, err) < 0)
         return -1;
-    long long deadline = now_ms() + MIGRATE_MS;
+    long long deadline = mono_ms() + MIGRATE_MS;
     for (;;) {
         char *reply;
         if (qmp_call(in->qmp, "query-migrate", NULL, QMP_CALL_MS, &reply, err) < 0) return -1;
@@ -269,7 +263,7 @@ int qemu_inst_save(qemu_inst *in, int state_fd, int ram_fd, terr *err)
             return terr_set(err, "migration %s%s%s", st, desc[0] ? ": " : "", desc);
         }
         free(reply);
-        if (now_ms() > deadline) return terr_set(err, "migration did not finish in %d ms", MIGRATE_MS);
+        if (mono_ms() > deadline) return terr_set(err, "migration did not finish in %d ms", MIGRATE_MS);
         sleep_us(500);
     }
 }

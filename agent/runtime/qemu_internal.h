@@ -120,8 +120,6 @@ int qemu_punch_zeros(int fd, terr *err);
 void qemu_writeback_async(int dirfd, const char *name);
 int64_t qemu_file_disk_bytes(int dirfd, const char *name);
 int64_t qemu_file_size(int dirfd, const char *name);
-int64_t qemu_dir_disk_bytes(int dirfd);
-long long qemu_now_ms(void);
 int64_t qemu_unix_ms(void);
 
 /* ---- qemu_template.c ---- */
@@ -160,6 +158,13 @@ int qemu_vm_connect_guest(qemu_vm *v, int timeout_ms, bool sync, terr *err);
 /* Connects QMP if the VM has no connection (a VM re-attached while its QMP
  * did not answer); for lifecycle calls only. */
 int qemu_vm_ensure_qmp(qemu_vm *v, terr *err);
+/* Kills a QEMU named by the sandbox's pid file (no handle: e.g. a VM the
+ * caller never re-attached). */
+void qemu_kill_by_pidfile(int sbfd);
+
+/* ---- qemu_recover.c ---- */
+/* runtime_ops.recover (runtime.h). */
+int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err);
 
 /* ---- qemu_pause.c / qemu_guest_ops.c ---- */
 /* Records a failed guest connect for the reconnect back-off (takes conn_mu). */

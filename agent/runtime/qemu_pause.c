@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
 
 /* Removes every trace of an uncommitted snapshot. */
@@ -38,9 +39,10 @@ static void set_state(qemu_vm *v, qvm_state st)
 
 int qemu_op_pause(runtime_driver *rd, runtime_vm *vm, const runtime_spec *spec, terr *err)
 {
+    char q[LOG_QUOTE_MAX];
     qemu_vm *v = qemu_vm_of(vm);
     const char *id = vm->sandbox_id;
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
 
     pthread_mutex_lock(&v->mu);
     if (v->state != QVM_RUNNING || v->busy) {
@@ -85,16 +87,16 @@ int qemu_op_pause(runtime_driver *rd, runtime_vm *vm, const runtime_spec *spec, 
         goto rollback;
     }
     if (qemu_inst_save(&v->inst, state_fd, ram_fd, err) < 0) goto rollback;
-    t_saved = qemu_now_ms();
+    t_saved = mono_ms();
 
     /* Point of no return: after quit the VM only lives on in the files. */
     if (qemu_inst_quit(&v->inst, QEMU_QUIT_GRACE_MS, err) < 0) goto dead;
-    t_quit = qemu_now_ms();
+    t_quit = mono_ms();
     if (fsync(ram_fd) < 0 || fsync(state_fd) < 0) {
         terr_set(err, "fsync snapshot: %s", strerror(errno));
         goto dead;
     }
-    t_sync = qemu_now_ms();
+    t_sync = mono_ms();
     close(ram_fd);
     close(state_fd);
     ram_fd = state_fd = -1;
@@ -105,19 +107,19 @@ int qemu_op_pause(runtime_driver *rd, runtime_vm *vm, const runtime_spec *spec, 
     v->desc.state_bytes = qemu_file_size(v->dirfd, QEMU_STATE_FILE);
     v->desc.ram_disk_bytes = qemu_file_disk_bytes(v->dirfd, QEMU_RAM_FILE);
     v->desc.paused_at_unix_ms = qemu_unix_ms();
-    v->desc.pause_ms = qemu_now_ms() - t0;
+    v->desc.pause_ms = mono_ms() - t0;
     snprintf(v->desc.spec.sandbox_id, sizeof v->desc.spec.sandbox_id, "%s", id);
     if (qemu_meta_write(v->dirfd, QEMU_META_FILE, &v->desc, err) < 0) goto dead;
     if (qemu_fsync_dir(v->dirfd, err) < 0) goto dead;
     unlinkat(v->dirfd, QEMU_RUNNING_FILE, 0);
     unlinkat(v->dirfd, "qemu.pid", 0);
     v->timing = (qemu_timing){.save_ms = (double)(t_saved - t0), .quit_ms = (double)(t_quit - t_saved),
-                              .fsync_ms = (double)(t_sync - t_quit), .total_ms = (double)(qemu_now_ms() - t0),
+                              .fsync_ms = (double)(t_sync - t_quit), .total_ms = (double)(mono_ms() - t0),
                               .state_bytes = v->desc.state_bytes, .ram_disk_bytes = v->desc.ram_disk_bytes};
     set_state(v, QVM_PAUSED);
     log_info("event=pause_done sandbox_id=%s duration_ms=%lld save_ms=%lld quit_ms=%lld fsync_ms=%lld "
              "state_bytes=%lld ram_disk_bytes=%lld",
-             id, qemu_now_ms() - t0, t_saved - t0, t_quit - t_saved, t_sync - t_quit,
+             id, mono_ms() - t0, t_saved - t0, t_quit - t_saved, t_sync - t_quit,
              (long long)v->desc.state_bytes, (long long)v->desc.ram_disk_bytes);
     return 0;
 
@@ -135,15 +137,15 @@ rollback:
             qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, false, &e2) == 0) {
             set_state(v, QVM_RUNNING);
             log_warn("event=pause_failed sandbox_id=%s vm=running duration_ms=%lld error=\"%s\"", id,
-                     qemu_now_ms() - t0, err ? err->msg : "");
+                     mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
             return terr_wrap(err, "pause of %s failed (the sandbox keeps running)", id);
         }
-        log_error("event=pause_rollback_failed sandbox_id=%s error=\"%s\"", id, e2.msg);
+        log_error("event=pause_rollback_failed sandbox_id=%s error=\"%s\"", id, log_quote(e2.msg, q, sizeof q));
     }
     qemu_inst_kill(&v->inst);
     set_state(v, QVM_DEAD);
     log_error("event=pause_failed sandbox_id=%s vm=dead duration_ms=%lld error=\"%s\"", id,
-              qemu_now_ms() - t0, err ? err->msg : "");
+              mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
     return terr_wrap(err, "pause of %s failed and the VM is gone", id);
 
 dead:
@@ -153,6 +155,6 @@ dead:
     discard_snapshot(v);
     set_state(v, QVM_DEAD);
     log_error("event=pause_failed sandbox_id=%s vm=dead duration_ms=%lld error=\"%s\"", id,
-              qemu_now_ms() - t0, err ? err->msg : "");
+              mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
     return terr_wrap(err, "pause of %s failed and the VM is gone", id);
 }

@@ -15,6 +15,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "mono_time.h"
+
 #define PIDFILE "qemu.pid"
 #define PIDFILE_TMP "qemu.pid.tmp"
 
@@ -179,18 +181,11 @@ bool qemu_proc_poll(qemu_proc *p)
     return !p->exited;
 }
 
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 bool qemu_proc_wait(qemu_proc *p, int timeout_ms)
 {
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mono_ms() + timeout_ms;
     while (!p->exited && p->pidfd >= 0) {
-        long long left = deadline - now_ms();
+        long long left = deadline - mono_ms();
         if (left < 0) left = 0;
         struct pollfd pf = {.fd = p->pidfd, .events = POLLIN};
         int r = poll(&pf, 1, (int)left);

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
 
 #define BUILDING_SUFFIX ".building"
@@ -102,7 +103,7 @@ static int open_committed(qemu_drv *d, const char *key, int *fd, qemu_meta *meta
 
 static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape, terr *err)
 {
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     char bname[QEMU_TEMPLATE_KEY_MAX + 16];
     snprintf(bname, sizeof bname, "%s" BUILDING_SUFFIX, key);
     if (qemu_rmtree(d->tpl_dirfd, bname, err) < 0) return -1;
@@ -122,7 +123,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         qemu_inst_log_tail(bfd, err);
         goto fail;
     }
-    long long booted = qemu_now_ms();
+    long long booted = mono_ms();
     /* The snapshot is taken with no host connected, as every clone starts. */
     guest_channel_close(ch, "template snapshot");
     guest_channel_unref(ch);
@@ -168,7 +169,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     if (qemu_fsync_dir(d->tpl_dirfd, err) < 0) return -1;
     log_info("event=template_built template=%s key=%s boot_ms=%lld duration_ms=%lld state_bytes=%lld "
              "ram_disk_bytes=%lld",
-             name, key, booted - t0, qemu_now_ms() - t0, (long long)m.state_bytes,
+             name, key, booted - t0, mono_ms() - t0, (long long)m.state_bytes,
              (long long)m.ram_disk_bytes);
     return 0;
 fail:
@@ -178,7 +179,8 @@ fail:
     if (state_fd >= 0) close(state_fd);
     close(bfd);
     qemu_rmtree(d->tpl_dirfd, bname, &e2);
-    log_error("event=template_build_failed template=%s key=%s error=\"%s\"", name, key, err ? err->msg : "");
+    char q[LOG_QUOTE_MAX];
+    log_error("event=template_build_failed template=%s key=%s error=\"%s\"", name, key, log_quote(err ? err->msg : "", q, sizeof q));
     return -1;
 }
 
@@ -239,6 +241,7 @@ void qemu_template_cleanup(qemu_drv *d)
     struct dirent *e;
     while ((e = readdir(dir))) {
         if (e->d_name[0] == '.') continue;
+        char q[LOG_QUOTE_MAX], qd[LOG_QUOTE_MAX];
         size_t l = strlen(e->d_name), sl = strlen(BUILDING_SUFFIX);
         bool half = l > sl && !strcmp(e->d_name + l - sl, BUILDING_SUFFIX);
         if (!half) {
@@ -251,9 +254,9 @@ void qemu_template_cleanup(qemu_drv *d)
         }
         terr er;
         if (qemu_rmtree(d->tpl_dirfd, e->d_name, &er) < 0)
-            log_warn("event=template_cleanup_failed dir=%s error=\"%s\"", e->d_name, er.msg);
+            log_warn("event=template_cleanup_failed dir=\"%s\" error=\"%s\"", log_quote(e->d_name, qd, sizeof qd), log_quote(er.msg, q, sizeof q));
         else
-            log_info("event=template_removed dir=%s reason=%s", e->d_name, half ? "half-built" : "not committed");
+            log_info("event=template_removed dir=\"%s\" reason=%s", log_quote(e->d_name, qd, sizeof qd), half ? "half-built" : "not committed");
     }
     closedir(dir);
 }

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "mono_time.h"
 #include "qemu_internal.h"
 
 typedef struct watch_entry {
@@ -79,18 +80,20 @@ static void maybe_trim(qemu_watch *w, watch_entry *e, long long now)
     long long advised;
     bool unsupported;
     terr err = {""};
-    long long t0 = qemu_now_ms();
+    long long t0 = mono_ms();
     if (qemu_trim_vm(pid, e->fd, &advised, &unsupported, &err) < 0) {
         if (unsupported) {
             w->trim_disabled = true;
-            log_warn("event=idle_trim_disabled sandbox_id=%s error=\"%s\"", v->base.sandbox_id, err.msg);
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=idle_trim_disabled sandbox_id=%s error=\"%s\"", v->base.sandbox_id, log_quote(err.msg, q, sizeof q));
         } else {
-            log_info("event=idle_trim_failed sandbox_id=%s error=\"%s\"", v->base.sandbox_id, err.msg);
+            char q[LOG_QUOTE_MAX];
+            log_info("event=idle_trim_failed sandbox_id=%s error=\"%s\"", v->base.sandbox_id, log_quote(err.msg, q, sizeof q));
         }
         return;
     }
     log_debug("event=idle_trim sandbox_id=%s pid=%d bytes=%lld duration_ms=%lld", v->base.sandbox_id,
-              (int)pid, advised, qemu_now_ms() - t0);
+              (int)pid, advised, mono_ms() - t0);
 }
 
 static void trim_idle(qemu_watch *w)
@@ -101,19 +104,19 @@ static void trim_idle(qemu_watch *w)
     pthread_mutex_lock(&w->mu);
     watch_entry *head = w->entries;
     pthread_mutex_unlock(&w->mu);
-    long long now = qemu_now_ms();
+    long long now = mono_ms();
     for (watch_entry *e = head; e && !w->trim_disabled; e = e->next) maybe_trim(w, e, now);
 }
 
 static void *watch_main(void *arg)
 {
     qemu_watch *w = arg;
-    long long next_scan = qemu_now_ms() + TRIM_SCAN_MS;
+    long long next_scan = mono_ms() + TRIM_SCAN_MS;
     for (;;) {
         struct epoll_event evs[16];
         int timeout = -1;
         if (w->idle_trim_ms && !w->trim_disabled) {
-            long long left = next_scan - qemu_now_ms();
+            long long left = next_scan - mono_ms();
             timeout = left < 0 ? 0 : (int)left;
         }
         int n = epoll_wait(w->epfd, evs, 16, timeout);
@@ -122,9 +125,9 @@ static void *watch_main(void *arg)
             log_error("event=watch_failed error=\"%s\"", strerror(errno));
             return NULL;
         }
-        if (w->idle_trim_ms && qemu_now_ms() >= next_scan) {
+        if (w->idle_trim_ms && mono_ms() >= next_scan) {
             trim_idle(w);
-            next_scan = qemu_now_ms() + TRIM_SCAN_MS;
+            next_scan = mono_ms() + TRIM_SCAN_MS;
         }
         for (int i = 0; i < n; i++) {
             if (evs[i].data.ptr == NULL) return NULL; /* stop */
@@ -186,7 +189,7 @@ int qemu_watch_add(qemu_watch *w, qemu_vm *vm, terr *err)
     runtime_vm_ref(&vm->base);
     /* The VM just came up (create, resume, re-attach): idle from now on. */
     pthread_mutex_lock(&vm->mu);
-    vm->last_call_ms = qemu_now_ms();
+    vm->last_call_ms = mono_ms();
     vm->trimmed = false;
     pthread_mutex_unlock(&vm->mu);
     pthread_mutex_lock(&w->mu);

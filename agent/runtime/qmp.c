@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,7 +13,9 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "qemu_json.h"
+#include <jansson.h>
+
+#include "mono_time.h"
 
 /* QMP lines are small (query-migrate is the largest we read, < 2 KB), but
  * leave room for events carrying bigger payloads. */
@@ -23,13 +26,6 @@ struct qmp {
     char *buf;
     size_t len;
 };
-
-static long long now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static bool pid_exited(int pidfd)
 {
@@ -57,7 +53,7 @@ static int read_line(qmp *q, long long deadline, char **line, terr *err)
             return 0;
         }
         if (q->len >= QMP_LINE_MAX) return terr_set(err, "qmp: line longer than %d bytes", QMP_LINE_MAX);
-        long long left = deadline - now_ms();
+        long long left = deadline - mono_ms();
         if (left <= 0) return terr_set(err, "qmp: timed out waiting for QEMU");
         struct pollfd p = {.fd = q->fd, .events = POLLIN};
         int r = poll(&p, 1, (int)left);
@@ -94,19 +90,23 @@ static int read_answer(qmp *q, const char *what, long long deadline, char **repl
     for (;;) {
         char *line;
         if (read_line(q, deadline, &line, err) < 0) return terr_wrap(err, "%s", what);
-        if (qjson_has(line, "return")) {
+        json_t *msg = json_loads(line, 0, NULL);
+        if (msg && json_object_get(msg, "return")) {
+            json_decref(msg);
             if (reply) *reply = line;
             else free(line);
             return 0;
         }
-        if (qjson_has(line, "error")) {
-            char desc[400];
-            const char *k[] = {"error", "desc"};
-            if (qjson_get_string(line, k, 2, desc, sizeof desc) < 0) snprintf(desc, sizeof desc, "?");
+        json_t *e = msg ? json_object_get(msg, "error") : NULL;
+        if (e) {
+            const char *desc = json_string_value(json_object_get(e, "desc"));
+            terr_set(err, "qmp %s: %.400s", what, desc ? desc : "?");
+            json_decref(msg);
             free(line);
-            return terr_set(err, "qmp %s: %s", what, desc);
+            return -1;
         }
         /* events ({"event":...}) and anything else: not our answer */
+        json_decref(msg);
         free(line);
     }
 }
@@ -116,7 +116,7 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int n = snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dirfd, name);
     if (n < 0 || (size_t)n >= sizeof sa.sun_path) return terr_set(err, "qmp: socket name too long");
-    long long deadline = now_ms() + timeout_ms;
+    long long deadline = mono_ms() + timeout_ms;
     int fd = -1;
     for (;;) {
         fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -128,7 +128,7 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN)
             return terr_set(err, "qmp: connect %s: %s", name, strerror(e));
         if (pid_exited(pidfd)) return terr_set(err, "qmp: QEMU exited before its QMP socket was ready");
-        if (now_ms() >= deadline) return terr_set(err, "qmp: QEMU did not open %s in %d ms", name, timeout_ms);
+        if (mono_ms() >= deadline) return terr_set(err, "qmp: QEMU did not open %s in %d ms", name, timeout_ms);
         /* QEMU creates the socket a few tens of ms after exec. */
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
@@ -148,13 +148,15 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
         qmp_close(q);
         return terr_wrap(err, "qmp greeting");
     }
-    bool ok = qjson_has(greeting, "QMP");
+    json_t *g = json_loads(greeting, 0, NULL);
+    bool ok = g && json_object_get(g, "QMP");
+    json_decref(g);
     free(greeting);
     if (!ok) {
         qmp_close(q);
         return terr_set(err, "qmp: unexpected greeting from QEMU");
     }
-    if (qmp_call(q, "qmp_capabilities", NULL, (int)(deadline - now_ms() > 0 ? deadline - now_ms() : 1),
+    if (qmp_call(q, "qmp_capabilities", NULL, (int)(deadline - mono_ms() > 0 ? deadline - mono_ms() : 1),
                  NULL, err) < 0) {
         qmp_close(q);
         return -1;
@@ -163,31 +165,62 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
     return 0;
 }
 
+/* The request line for cmd with args (a JSON object, stolen; NULL: none),
+ * newline-terminated and malloc'd, or NULL with err set. */
+static char *request_line(const char *cmd, json_t *args, terr *err)
+{
+    json_t *req = json_pack("{s:s}", "execute", cmd);
+    if (!req || (args && json_object_set_new(req, "arguments", args) != 0)) {
+        if (!req) json_decref(args);
+        json_decref(req);
+        terr_set(err, "qmp %s: cannot encode the command", cmd);
+        return NULL;
+    }
+    char *text = json_dumps(req, JSON_COMPACT);
+    json_decref(req);
+    size_t n = text ? strlen(text) : 0;
+    char *line = text ? realloc(text, n + 2) : NULL;
+    if (!line) {
+        free(text);
+        terr_set(err, "qmp: out of memory");
+        return NULL;
+    }
+    memcpy(line + n, "\n", 2);
+    return line;
+}
+
+static int send_request(qmp *q, const char *cmd, json_t *args, terr *err)
+{
+    char *msg = request_line(cmd, args, err);
+    if (!msg) return -1;
+    int r = write_all(q->fd, msg, strlen(msg), err);
+    free(msg);
+    return r;
+}
+
 int qmp_call(qmp *q, const char *cmd, const char *args_json, int timeout_ms, char **reply,
              terr *err)
 {
     if (!q) return terr_set(err, "qmp %s: not connected", cmd);
-    size_t n = strlen(cmd) + (args_json ? strlen(args_json) : 0) + 48;
-    char *msg = malloc(n);
-    if (!msg) return terr_set(err, "qmp: out of memory");
-    if (args_json)
-        snprintf(msg, n, "{\"execute\":\"%s\",\"arguments\":%s}\n", cmd, args_json);
-    else
-        snprintf(msg, n, "{\"execute\":\"%s\"}\n", cmd);
-    int r = write_all(q->fd, msg, strlen(msg), err);
-    free(msg);
-    if (r < 0) return terr_wrap(err, "%s", cmd);
-    return read_answer(q, cmd, now_ms() + timeout_ms, reply, err);
+    json_t *args = NULL;
+    if (args_json) {
+        args = json_loads(args_json, 0, NULL);
+        if (!json_is_object(args)) {
+            json_decref(args);
+            return terr_set(err, "qmp %s: arguments are not a JSON object", cmd);
+        }
+    }
+    if (send_request(q, cmd, args, err) < 0) return terr_wrap(err, "%s", cmd);
+    return read_answer(q, cmd, mono_ms() + timeout_ms, reply, err);
 }
 
 int qmp_getfd(qmp *q, const char *fdname, int fd, int timeout_ms, terr *err)
 {
     if (!q) return terr_set(err, "qmp getfd: not connected");
-    char msg[160];
-    int n = snprintf(msg, sizeof msg, "{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"%s\"}}\n",
-                     fdname);
-    if (n < 0 || (size_t)n >= sizeof msg) return terr_set(err, "qmp getfd: name too long");
-    struct iovec iov = {msg, (size_t)n};
+    char *msg = request_line("getfd", json_pack("{s:s}", "fdname", fdname), err);
+    if (!msg) return -1;
+    size_t n = strlen(msg);
+    struct iovec iov = {msg, n};
     union {
         char buf[CMSG_SPACE(sizeof(int))];
         struct cmsghdr align;
@@ -203,18 +236,18 @@ int qmp_getfd(qmp *q, const char *fdname, int fd, int timeout_ms, terr *err)
     ssize_t w;
     do w = sendmsg(q->fd, &mh, MSG_NOSIGNAL);
     while (w < 0 && errno == EINTR);
-    if (w < 0) return terr_set(err, "qmp getfd: connection closed (%s)", strerror(errno));
+    int e = errno;
+    free(msg);
+    if (w < 0) return terr_set(err, "qmp getfd: connection closed (%s)", strerror(e));
     /* QMP lines are tiny: a short write here would be a broken socket. */
-    if (w != n) return terr_set(err, "qmp getfd: short write");
-    return read_answer(q, "getfd", now_ms() + timeout_ms, NULL, err);
+    if ((size_t)w != n) return terr_set(err, "qmp getfd: short write");
+    return read_answer(q, "getfd", mono_ms() + timeout_ms, NULL, err);
 }
 
 int qmp_send(qmp *q, const char *cmd, terr *err)
 {
     if (!q) return terr_set(err, "qmp %s: not connected", cmd);
-    char msg[128];
-    snprintf(msg, sizeof msg, "{\"execute\":\"%s\"}\n", cmd);
-    return write_all(q->fd, msg, strlen(msg), err);
+    return send_request(q, cmd, NULL, err);
 }
 
 void qmp_close(qmp *q)

@@ -238,6 +238,29 @@ static void test_status_codes(void **state)
     assert_int_equal(ping(r, "sb-1", &e), GRPC_STATUS_NOT_FOUND);
 }
 
+/* One template-name rule for both services (torpor_limits.h): the agent
+ * refuses a name the control plane would refuse, uppercase included, before
+ * the driver sees it. */
+static void test_create_refuses_uppercase_template(void **state)
+{
+    rpc_fx *r = *state;
+    terr e;
+    Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    req.sandbox_id = "sb-up";
+    req.template_ = "Minimal";
+    req.vcpus = 1;
+    req.memory_mb = 128;
+    assert_int_equal(call(r, RPC_CREATE_SANDBOX, &req.base,
+                          &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.msg, "invalid template"));
+    assert_int_equal(test_driver_calls(r->fx->td, TD_CREATE, "sb-up"), 0);
+    req.template_ = "minimal";
+    assert_int_equal(call(r, RPC_CREATE_SANDBOX, &req.base,
+                          &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL, &e),
+                     GRPC_STATUS_OK);
+}
+
 static void test_list_reports_auto_paused_until_acked(void **state)
 {
     rpc_fx *r = *state;
@@ -401,6 +424,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_status_codes, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_refuses_uppercase_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_reports_auto_paused_until_acked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_answers_when_acks_cannot_be_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_block_ping, setup, teardown),

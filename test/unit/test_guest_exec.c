@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "guest_protocol.h"
+#include "mono_time.h"
 
 /* <build>/test/test_guest_exec -> <build>/<rel> */
 static void build_path(const char *rel, char *out, size_t n)
@@ -520,13 +521,6 @@ typedef struct vm_fixture {
     char dir[64];
     char sock[128];
 } vm_fixture;
-
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int connect_unix(const char *path)
 {

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "agent_fixture.h"
+#include "torpor_limits.h"
 
 #define WAIT_MS 10000
 
@@ -47,7 +48,7 @@ static void test_create_validation(void **state)
     terr e;
     const char *bad_ids[] = {"", "../x", ".hidden", "-x", "a/b", "a b", "sb\n", "_x", "ü"};
     /* 64 characters do not fit a runtime_spec; the checker refuses them */
-    assert_false(sandbox_id_valid("x123456789012345678901234567890123456789012345678901234567890123"));
+    assert_false(limits_sandbox_id_valid("x123456789012345678901234567890123456789012345678901234567890123"));
     for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++)
         assert_int_equal(create(fx, spec_of(bad_ids[i], "minimal", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "../t", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
@@ -62,6 +63,19 @@ static void test_create_validation(void **state)
     const char *id63 = "x12345678901234567890123456789012345678901234567890123456789012";
     assert_int_equal(create(fx, spec_of(id63, "minimal", 64, 65536, 2592000), &e), AGENT_OK);
     assert_int_equal(create(fx, spec_of("A.b_c-1", "minimal", 1, 64, 0), &e), AGENT_OK);
+}
+
+/* The lifecycle itself (not only the RPC layer) holds the one template-name
+ * rule: lowercase only, so a recovered or directly created spec with
+ * "Minimal" is refused like on the control plane. */
+static void test_create_refuses_uppercase_template(void **state)
+{
+    agent_fx *fx = *state;
+    terr e;
+    assert_int_equal(create(fx, spec_of("sb-up", "Minimal", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
+    assert_non_null(strstr(e.msg, "invalid template"));
+    assert_int_equal(test_driver_calls(fx->td, TD_CREATE, "sb-up"), 0);
+    assert_int_equal(create(fx, spec_of("sb-up", "minimal", 1, 128, 0), &e), AGENT_OK);
 }
 
 static void test_create_outcomes(void **state)
@@ -471,6 +485,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_create_validation, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_refuses_uppercase_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_that_loses_the_snapshot_destroys, setup, teardown),

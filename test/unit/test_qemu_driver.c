@@ -381,9 +381,9 @@ static void test_killed_from_outside(void **state)
     assert_int_equal(ops->create(f->drv, &s, &vm, &err), 0);
     pid_t pid = sb_pid(f, "sb-outside");
     assert_int_equal(kill(pid, SIGKILL), 0);
-    long long deadline = fixture_now_ms() + 10000;
+    long long deadline = mono_ms() + 10000;
     while (ops->vm_alive(f->drv, vm)) {
-        assert_true(fixture_now_ms() < deadline);
+        assert_true(mono_ms() < deadline);
         fixture_nap_ms(10);
     }
     runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
@@ -408,9 +408,9 @@ static void *slow_exec_main(void *arg)
     slow_exec *x = arg;
     runtime_exec_request req = {.cmd = "sleep 60", .timeout_sec = 120};
     runtime_exec_result res;
-    long long t0 = fixture_now_ms();
+    long long t0 = mono_ms();
     x->rc = x->f->drv->ops->exec(x->f->drv, x->vm, &req, &res, &x->err);
-    x->took_ms = (double)(fixture_now_ms() - t0);
+    x->took_ms = (double)(mono_ms() - t0);
     if (x->rc == 0) runtime_exec_result_free(&res);
     return NULL;
 }
@@ -430,13 +430,13 @@ static void test_concurrent_calls_and_pause(void **state)
     pthread_t t;
     assert_int_equal(pthread_create(&t, NULL, slow_exec_main, &x), 0);
     /* While `sleep 60` runs, other calls are answered. */
-    long long deadline = fixture_now_ms() + 20000;
+    long long deadline = mono_ms() + 20000;
     for (;;) {
         char *out = fixture_sh(f, vm, "pidof sleep >/dev/null && echo yes || echo no");
         bool running = !strcmp(out, "yes\n");
         free(out);
         if (running) break;
-        assert_true(fixture_now_ms() < deadline);
+        assert_true(mono_ms() < deadline);
         fixture_nap_ms(50);
     }
     assert_int_equal(ops->pause(f->drv, vm, &s, &err), 0);
@@ -556,7 +556,7 @@ static void check_file(fixture *f, runtime_vm *vm, const char *content)
 /* Polls query-status over QMP until it equals want (deadline 20 s). */
 static void wait_qmp_status(qmp *q, const char *want)
 {
-    long long deadline = fixture_now_ms() + 20000;
+    long long deadline = mono_ms() + 20000;
     char needle[80];
     snprintf(needle, sizeof needle, "\"status\": \"%s\"", want);
     for (;;) {
@@ -564,10 +564,10 @@ static void wait_qmp_status(qmp *q, const char *want)
         terr err = {""};
         assert_int_equal(qmp_call(q, "query-status", NULL, 10000, &reply, &err), 0);
         bool ok = strstr(reply, needle) != NULL;
-        if (!ok && fixture_now_ms() > deadline) fprintf(stderr, "query-status: %s\n", reply);
+        if (!ok && mono_ms() > deadline) fprintf(stderr, "query-status: %s\n", reply);
         free(reply);
         if (ok) return;
-        assert_true(fixture_now_ms() < deadline);
+        assert_true(mono_ms() < deadline);
         fixture_nap_ms(20);
     }
 }
@@ -635,7 +635,7 @@ static void test_recover_stopped_mid_pause(void **state)
  * meanwhile only "guest not connected" failures are allowed. */
 static void wait_guest_back(fixture *f, runtime_vm *vm)
 {
-    long long deadline = fixture_now_ms() + 40000;
+    long long deadline = mono_ms() + 40000;
     for (;;) {
         runtime_exec_request req = {.cmd = "true", .timeout_sec = 5};
         runtime_exec_result res;
@@ -645,10 +645,10 @@ static void wait_guest_back(fixture *f, runtime_vm *vm)
             runtime_exec_result_free(&res);
             return;
         }
-        if (!strstr(err.msg, "guest not connected") || fixture_now_ms() > deadline)
+        if (!strstr(err.msg, "guest not connected") || mono_ms() > deadline)
             fprintf(stderr, "exec: %s\n", err.msg);
         assert_non_null(strstr(err.msg, "guest not connected"));
-        assert_true(fixture_now_ms() < deadline);
+        assert_true(mono_ms() < deadline);
         fixture_nap_ms(200);
     }
 }
@@ -869,9 +869,9 @@ static void cut_short_create(fixture *f, const char *id, bool pidfile)
     /* Killed by recover (it is still the test's child: reap and look; a
      * QEMU left running fails the deadline instead of hanging the test). */
     int status = 0;
-    long long deadline = fixture_now_ms() + 10000;
+    long long deadline = mono_ms() + 10000;
     pid_t w;
-    while ((w = waitpid(p.pid, &status, WNOHANG)) == 0 && fixture_now_ms() < deadline) fixture_nap_ms(20);
+    while ((w = waitpid(p.pid, &status, WNOHANG)) == 0 && mono_ms() < deadline) fixture_nap_ms(20);
     if (w == 0) {
         kill(p.pid, SIGKILL);
         waitpid(p.pid, NULL, 0);

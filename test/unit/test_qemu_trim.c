@@ -127,15 +127,15 @@ static void test_idle_trim(void **state)
 
     /* No host calls now: within 200 ms + one watch scan the VM is trimmed.
      * The counter keeps faulting a few pages back, so "well below" is half. */
-    long long t0 = fixture_now_ms(), deadline = t0 + 20000;
+    long long t0 = mono_ms(), deadline = t0 + 20000;
     long after;
     while ((after = ram_rss_kb(f, pid)) * 2 >= before) {
         assert_true(after >= 0);
-        if (fixture_now_ms() > deadline) fprintf(stderr, "ram mapping rss still %ld kB\n", after);
-        assert_true(fixture_now_ms() < deadline);
+        if (mono_ms() > deadline) fprintf(stderr, "ram mapping rss still %ld kB\n", after);
+        assert_true(mono_ms() < deadline);
         fixture_nap_ms(50);
     }
-    fprintf(stderr, "ram mapping rss after: %ld kB (%lld ms)\n", after, fixture_now_ms() - t0);
+    fprintf(stderr, "ram mapping rss after: %ld kB (%lld ms)\n", after, mono_ms() - t0);
 
     /* Nothing changed for the guest: the file is intact, the counter kept
      * counting through the trim. */

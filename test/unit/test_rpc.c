@@ -415,6 +415,22 @@ static void test_unknown_method(void **state)
     assert_non_null(strstr(err.msg, "NoSuchMethod"));
 }
 
+/* A method path is the client's text and lands unquoted in log lines
+ * (method=...): the server keeps only method-path characters of it. */
+static void test_unknown_method_name_is_sanitised(void **state)
+{
+    fixture *f = *state;
+    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    terr err = {{0}};
+    grpc_status_code st = rpc_client_call(f->cli, RPC_HOSTAGENT_PREFIX "No\"Such method=x", &req.base,
+                                          &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp,
+                                          5000, &err);
+    assert_int_equal(st, GRPC_STATUS_UNIMPLEMENTED);
+    assert_null(resp);
+    assert_non_null(strstr(err.msg, "No?Such?method?x"));
+}
+
 static void test_garbage_payload(void **state)
 {
     fixture *f = *state;
@@ -850,6 +866,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_round_trip, setup_plain, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_status_and_message_propagate, setup_plain, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_unknown_method, setup_plain, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_unknown_method_name_is_sanitised, setup_plain, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_garbage_payload, setup_plain, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_large_message_both_ways, setup_plain, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_slow_call_does_not_delay_fast_call, setup_plain, teardown_fixture),

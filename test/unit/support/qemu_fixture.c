@@ -12,13 +12,6 @@
 
 #include <cmocka.h>
 
-long long fixture_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 void fixture_nap_ms(long ms)
 {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
@@ -105,10 +98,10 @@ long fixture_counter_value(qemu_fixture *f, runtime_vm *vm)
 
 long fixture_wait_counter(qemu_fixture *f, runtime_vm *vm, long min)
 {
-    long long deadline = fixture_now_ms() + 20000;
+    long long deadline = mono_ms() + 20000;
     long v;
     while ((v = fixture_counter_value(f, vm)) < min) {
-        assert_true(fixture_now_ms() < deadline);
+        assert_true(mono_ms() < deadline);
         fixture_nap_ms(100);
     }
     return v;

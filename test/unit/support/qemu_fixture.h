@@ -4,13 +4,14 @@
  * two levels up from the test executable), FAILS (never skips) when it is
  * missing, makes a temp state dir /tmp/torpor-<name>-XXXXXX and opens the
  * driver on it. qemu_fixture_reopen opens the driver again on the same dirs
- * (restart tests). Deadline polling helpers use the monotonic clock. The
+ * (restart tests). Deadline polling uses mono_ms (mono_time.h). The
  * guest helpers fail the calling cmocka test on any error. */
 #ifndef TORPOR_TEST_QEMU_FIXTURE_H
 #define TORPOR_TEST_QEMU_FIXTURE_H
 
 #include <limits.h>
 
+#include "mono_time.h" /* mono_ms for deadline polling */
 #include "qemu.h"
 
 typedef struct qemu_fixture {
@@ -31,7 +32,6 @@ long fixture_counter_value(qemu_fixture *f, runtime_vm *vm);
 /* Polls until that counter reaches at least min (deadline 20 s). */
 long fixture_wait_counter(qemu_fixture *f, runtime_vm *vm, long min);
 
-long long fixture_now_ms(void);
 void fixture_nap_ms(long ms);
 
 #endif
