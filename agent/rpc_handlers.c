@@ -61,7 +61,8 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
                  "invalid template: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
         return;
     }
-    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec};
+    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec,
+                         .disk_mb = req->disk_mb};
     snprintf(spec.sandbox_id, sizeof spec.sandbox_id, "%s", req->sandbox_id);
     snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
     lifecycle_info info;

@@ -21,6 +21,7 @@
 
 #include "guest_channel.h"
 #include "qemu.h"
+#include "qemu_disk.h"
 #include "qemu_inst.h"
 #include "qemu_meta.h"
 #include "qemu_stats.h"
@@ -132,6 +133,24 @@ int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, i
                       qemu_meta *meta, terr *err);
 /* recover(): removes half-built template dirs. */
 void qemu_template_cleanup(qemu_drv *d);
+
+/* ---- qemu_disk.c (see qemu_disk.h) ---- */
+/* Fills s->rootfs / s->rootfs_digest from <image_dir>/<name>/ (both "" when
+ * the template has no root disk). */
+int qemu_disk_image(const qemu_drv *d, const char *name, qemu_shape *s, terr *err);
+/* Validates spec->disk_mb (0 = default, else QEMU_DISK_MB_MIN..MAX). */
+int qemu_disk_check_mb(int disk_mb, terr *err);
+/* Creates <dirfd>/root.qcow2 on top of the base image (qemu-img). */
+int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, terr *err);
+/* Copies the template's overlay into a new sandbox dir (no-op without a
+ * root disk). */
+int qemu_disk_clone(int tplfd, int sbfd, const qemu_shape *s, terr *err);
+/* fsyncs <dirfd>/root.qcow2 if the shape has a root disk. */
+int qemu_disk_sync(int dirfd, const qemu_shape *s, terr *err);
+/* Grows a freshly created, connected VM's root disk to its disk_mb: QMP
+ * block_resize, then resize2fs in the guest (online). No-op without a root
+ * disk or when the disk already has that size. */
+int qemu_disk_grow(qemu_drv *d, qemu_vm *v, terr *err);
 
 /* ---- qemu_trim.c ---- */
 /* Unmaps the file-backed pages (guest RAM file, QEMU binary, libraries) of

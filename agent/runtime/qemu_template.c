@@ -66,6 +66,7 @@ static int image_shape(qemu_drv *d, const char *name, int vcpus, int memory_mb, 
     snprintf(s->accel, sizeof s->accel, "%s", d->accel);
     s->vcpus = vcpus;
     s->memory_mb = memory_mb;
+    if (qemu_disk_image(d, name, s, err) < 0) return -1;
     uint64_t h = 1469598103934665603ull;
     h = hash_stat(h, &sk);
     h = hash_stat(h, &si);
@@ -74,6 +75,8 @@ static int image_shape(qemu_drv *d, const char *name, int vcpus, int memory_mb, 
     h = fnv1a(h, s->cmdline, strlen(s->cmdline));
     h = fnv1a(h, s->kernel, strlen(s->kernel));
     h = fnv1a(h, s->initrd, strlen(s->initrd));
+    h = fnv1a(h, s->rootfs, strlen(s->rootfs));
+    h = fnv1a(h, s->rootfs_digest, strlen(s->rootfs_digest));
     *hash = h;
     return 0;
 }
@@ -115,6 +118,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     guest_channel *ch = NULL;
     int state_fd = -1, ram_fd = -1;
     terr e2;
+    if (shape->rootfs[0] && qemu_disk_overlay_create(d, bfd, shape->rootfs, err) < 0) goto fail;
     if (qemu_inst_start(&in, d->qemu_binary, shape, -1, err) < 0) goto fail;
     if (guest_channel_open(bfd, QEMU_GUEST_SOCK, in.id, in.proc.pidfd, QEMU_GUEST_BOOT_MS, &ch, err) < 0) {
         terr_wrap(err, "template %s did not come up", name);
@@ -146,6 +150,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         terr_set(err, "fsync template snapshot: %s", strerror(errno));
         goto fail;
     }
+    if (qemu_disk_sync(bfd, shape, err) < 0) goto fail;
     close(ram_fd);
     close(state_fd);
     ram_fd = state_fd = -1;
