@@ -369,6 +369,43 @@ static void test_full_disk_gives_enospc_in_guest(void **state)
     assert_false(sb_path_exists(f, "dd-full", NULL));
 }
 
+/* A background process whose output still goes to the exec's pipes (no
+ * redirection: `nohup cmd &` with stdout not a terminal) keeps running and
+ * printing after the exec returned. */
+static void test_background_printer_outlives_exec(void **state)
+{
+    fixture *f = *state;
+    runtime_spec s = spec_of("dd-bgprint", 0);
+    runtime_vm *vm = create(f, &s);
+    long long t0 = fixture_now_ms();
+    char *out = fixture_sh(f, vm,
+                           "nohup python3 -c 'import time\n"
+                           "i = 0\n"
+                           "while True:\n"
+                           "    i += 1\n"
+                           "    print(i, flush=True)\n"
+                           "    open(\"/root/p.count\", \"w\").write(str(i))\n"
+                           "    time.sleep(0.05)\n' &\n"
+                           "echo $! > /root/p.pid; sleep 0.5; echo started");
+    assert_true(fixture_now_ms() - t0 < 10000);
+    assert_non_null(strstr(out, "started\n"));
+    free(out);
+    long long deadline = fixture_now_ms() + 20000;
+    long first = 0, v = 0;
+    for (;;) {
+        out = fixture_sh(f, vm, "kill -0 $(cat /root/p.pid) && cat /root/p.count");
+        v = strtol(out, NULL, 10);
+        free(out);
+        if (!first) first = v;
+        if (v >= first + 20) break;
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(200);
+    }
+    terr err = {""};
+    assert_int_equal(f->drv->ops->destroy(f->drv, "dd-bgprint", vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
 /* disk_mb outside 512..65536 is refused before anything is made. */
 static void test_bad_disk_mb_refused(void **state)
 {
@@ -390,6 +427,7 @@ int main(void)
         cmocka_unit_test(test_python_and_disk_size),
         cmocka_unit_test(test_root_disk_survives_pause_and_restart),
         cmocka_unit_test(test_sandboxes_do_not_share_writes),
+        cmocka_unit_test(test_background_printer_outlives_exec),
         cmocka_unit_test(test_full_disk_gives_enospc_in_guest),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
