@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "guest_protocol.h"
 #include "log.h"
 #include "qemu_internal.h"
 
@@ -20,6 +21,13 @@ int qemu_disk_check_mb(int disk_mb, terr *err)
 {
     if (disk_mb == 0 || (disk_mb >= QEMU_DISK_MB_MIN && disk_mb <= QEMU_DISK_MB_MAX)) return 0;
     return terr_set(err, "disk_mb must be %d..%d, got %d", QEMU_DISK_MB_MIN, QEMU_DISK_MB_MAX, disk_mb);
+}
+
+int qemu_disk_template_mb(const qemu_shape *s, int disk_mb)
+{
+    if (!s->rootfs[0]) return 0;
+    if (disk_mb == 0) disk_mb = QEMU_DISK_MB_DEFAULT;
+    return disk_mb >= QEMU_DISK_MB_DEFAULT ? QEMU_DISK_MB_DEFAULT : 0;
 }
 
 int qemu_disk_image(const qemu_drv *d, const char *name, qemu_shape *s, terr *err)
@@ -128,17 +136,21 @@ int qemu_disk_sync(int dirfd, const qemu_shape *s, terr *err)
     return 0;
 }
 
-int qemu_disk_grow(qemu_drv *d, qemu_vm *v, terr *err)
+int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, int to_mb, terr *err)
 {
-    if (!v->desc.shape.rootfs[0]) return 0;
-    long long want = (long long)v->desc.spec.disk_mb << 20;
-    struct stat st;
-    if (stat(v->desc.shape.rootfs, &st) < 0)
-        return terr_set(err, "root disk base %s: %s", v->desc.shape.rootfs, strerror(errno));
-    if (want <= (long long)st.st_size) return 0; /* never shrinks: already that size */
+    if (!s->rootfs[0] || to_mb <= 0) return 0;
+    long long have = (long long)from_mb << 20;
+    if (from_mb <= 0) {
+        struct stat st;
+        if (stat(s->rootfs, &st) < 0) return terr_set(err, "root disk base %s: %s", s->rootfs, strerror(errno));
+        have = (long long)st.st_size;
+    }
+    long long want = (long long)to_mb << 20;
+    if (want <= have) return 0; /* never shrinks: already that size */
+    if (!q || !ch) return terr_set(err, "grow the root disk: no QMP or guest connection");
     char args[128];
     snprintf(args, sizeof args, "{\"node-name\":\"root\",\"size\":%lld}", want);
-    if (qmp_call(v->inst.qmp, "block_resize", args, QEMU_GUEST_CALL_MS, NULL, err) < 0)
+    if (qmp_call(q, "block_resize", args, QEMU_GUEST_CALL_MS, NULL, err) < 0)
         return terr_wrap(err, "block_resize of the root disk");
     /* The capacity change reaches the guest kernel through a config
      * interrupt: wait until it sees the new size, then grow ext4 online. */
@@ -148,19 +160,32 @@ int qemu_disk_grow(qemu_drv *d, qemu_vm *v, terr *err)
              "[ $i -gt 1000 ] && { echo 'capacity change not seen' >&2; exit 3; }; sleep 0.01; done; "
              "exec resize2fs /dev/vda",
              want / 512);
-    runtime_exec_request req = {.cmd = cmd, .timeout_sec = GROW_EXEC_SEC};
-    runtime_exec_result res = {0};
-    if (qemu_op_exec(&d->base, &v->base, &req, &res, err) < 0) return terr_wrap(err, "resize2fs in the guest");
-    int rc = 0;
-    if (res.exit_code != 0) {
-        char msg[200];
-        size_t n = res.err_len < sizeof msg - 1 ? res.err_len : sizeof msg - 1;
-        memcpy(msg, res.err, n);
-        msg[n] = '\0';
-        for (char *q = msg; *q; q++)
-            if (*q == '\n' || *q == '"' || (unsigned char)*q < 0x20) *q = ' ';
-        rc = terr_set(err, "resize2fs in the guest failed (exit %d): %s", res.exit_code, msg);
+    gp_exec_req m = {.cmd = cmd, .timeout_sec = GROW_EXEC_SEC};
+    gp_buf b = {0};
+    if (gp_encode_exec(&b, &m, err) < 0) {
+        gp_buf_free(&b);
+        return terr_wrap(err, "grow the root disk");
     }
-    runtime_exec_result_free(&res);
+    uint8_t *p = NULL;
+    size_t n = 0;
+    int r = guest_channel_call(ch, GP_EXEC, b.data, b.len, GP_EXEC_RESULT, (GROW_EXEC_SEC + 15) * 1000, &p, &n,
+                               err);
+    gp_buf_free(&b);
+    if (r < 0) return terr_wrap(err, "resize2fs in the guest");
+    gp_exec_result gr;
+    r = gp_decode_exec_result(p, n, &gr, err);
+    free(p);
+    if (r < 0) return terr_wrap(err, "resize2fs in the guest: exec result");
+    int rc = 0;
+    if (gr.exit_code != 0) {
+        char msg[200];
+        size_t l = gr.err_len < sizeof msg - 1 ? gr.err_len : sizeof msg - 1;
+        memcpy(msg, gr.err, l);
+        msg[l] = '\0';
+        for (char *c = msg; *c; c++)
+            if (*c == '\n' || *c == '"' || (unsigned char)*c < 0x20) *c = ' ';
+        rc = terr_set(err, "resize2fs in the guest failed (exit %d): %s", gr.exit_code, msg);
+    }
+    gp_exec_result_free(&gr);
     return rc;
 }

@@ -100,7 +100,8 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (check_spec(spec, err) < 0) return -1;
     int tplfd;
     qemu_meta tmeta;
-    if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, &tplfd, &tmeta, err) < 0)
+    if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, spec->disk_mb, &tplfd, &tmeta,
+                          err) < 0)
         return -1;
     long long t_tpl = qemu_now_ms();
     if (mkdirat(d->sb_dirfd, spec->sandbox_id, 0750) < 0) {
@@ -126,7 +127,7 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     v->desc = tmeta;
     v->desc.spec = *spec;
     if (!v->desc.spec.disk_mb) v->desc.spec.disk_mb = QEMU_DISK_MB_DEFAULT;
-    long long t_copy = 0, t_loaded = 0, t_run = 0, t_grown = 0;
+    long long t_copy = 0, t_loaded = 0, t_run = 0, t_conn = 0, t_grown = 0;
     int ramfd = openat(tplfd, QEMU_RAM_FILE, O_RDONLY | O_CLOEXEC);
     int statefd = openat(tplfd, QEMU_STATE_FILE, O_RDONLY | O_CLOEXEC);
     int disk_rc = qemu_disk_clone(tplfd, sbfd, &tmeta.shape, err);
@@ -153,7 +154,9 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
     t_run = qemu_now_ms();
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
-    if (qemu_disk_grow(d, v, err) < 0) goto fail;
+    t_conn = qemu_now_ms();
+    if (qemu_disk_grow(v->inst.qmp, v->ch, &v->desc.shape, tmeta.spec.disk_mb, v->desc.spec.disk_mb, err) < 0)
+        goto fail;
     t_grown = qemu_now_ms();
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl), .load_ms = (double)(t_loaded - t_copy),
@@ -165,7 +168,7 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
              spec->sandbox_id, spec->template_name, spec->memory_mb, spec->vcpus,
              (int)v->inst.proc.pid, qemu_now_ms() - t0, t_tpl - t0, t_copy - t_tpl, t_run - t_copy,
              qemu_now_ms() - t_run, v->desc.shape.rootfs[0] ? v->desc.spec.disk_mb : 0,
-             t_grown - t_run, v->desc.shape.rootfs_digest[0] ? v->desc.shape.rootfs_digest : "-");
+             t_grown - t_conn, v->desc.shape.rootfs_digest[0] ? v->desc.shape.rootfs_digest : "-");
     *out = &v->base;
     return 0;
 fail:

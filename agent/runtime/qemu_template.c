@@ -103,7 +103,8 @@ static int open_committed(qemu_drv *d, const char *key, int *fd, qemu_meta *meta
     return 0;
 }
 
-static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape, terr *err)
+static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape, int disk_mb,
+                 terr *err)
 {
     long long t0 = qemu_now_ms();
     char bname[QEMU_TEMPLATE_KEY_MAX + 16];
@@ -127,6 +128,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         goto fail;
     }
     long long booted = qemu_now_ms();
+    if (qemu_disk_grow(in.qmp, ch, shape, 0, disk_mb, err) < 0) goto fail;
     /* The snapshot is taken with no host connected, as every clone starts. */
     guest_channel_close(ch, "template snapshot");
     guest_channel_unref(ch);
@@ -159,6 +161,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     snprintf(m.spec.template_name, sizeof m.spec.template_name, "%s", name);
     m.spec.vcpus = shape->vcpus;
     m.spec.memory_mb = shape->memory_mb;
+    m.spec.disk_mb = disk_mb;
     m.shape = *shape;
     snprintf(m.template_key, sizeof m.template_key, "%s", key);
     m.state_bytes = qemu_file_size(bfd, QEMU_STATE_FILE);
@@ -187,14 +190,17 @@ fail:
     return -1;
 }
 
-int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int *tplfd,
+int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb, int *tplfd,
                       qemu_meta *meta, terr *err)
 {
     qemu_shape shape;
     uint64_t h = 0;
     if (image_shape(d, name, vcpus, memory_mb, &shape, &h, err) < 0) return -1;
     char key[QEMU_TEMPLATE_KEY_MAX];
-    snprintf(key, sizeof key, "%s-%dM-%dc-%s-%016llx", name, memory_mb, vcpus, d->accel,
+    int tpl_disk_mb = qemu_disk_template_mb(&shape, disk_mb);
+    char disk[24] = "";
+    if (tpl_disk_mb) snprintf(disk, sizeof disk, "-d%d", tpl_disk_mb);
+    snprintf(key, sizeof key, "%s-%dM-%dc%s-%s-%016llx", name, memory_mb, vcpus, disk, d->accel,
              (unsigned long long)h);
     pthread_mutex_lock(&d->tpl_mu);
     for (;;) {
@@ -215,7 +221,7 @@ int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, i
     d->building = me;
     pthread_mutex_unlock(&d->tpl_mu);
 
-    int rc = build(d, name, key, &shape, err);
+    int rc = build(d, name, key, &shape, tpl_disk_mb, err);
 
     pthread_mutex_lock(&d->tpl_mu);
     for (qemu_tpl_build **pp = &d->building; *pp; pp = &(*pp)->next)
