@@ -15,7 +15,9 @@
  *                      [--template NAME] [--disk-mb N]
  * (--template: default minimal; with a root disk template (debian) it also
  * reports the overlay's new bytes right after create; --disk-mb: the
- * sandboxes' disk_mb, default 0 = the driver's default.)
+ * sandboxes' disk_mb, default 0 = the driver's default; --write-mb N: each
+ * round writes N MiB into /root before the pause, timed, so the pause
+ * includes flushing them.)
  * (--idle-trim-ms: the driver's idle trim delay; -1 turns it off.)
  * Default image dir: <build>/image (from this executable's path). */
 #include <errno.h>
@@ -40,7 +42,7 @@ enum {
     M_CREATE, M_CREATE_COPY, M_CREATE_RUNNING, M_CREATE_EXEC,
     M_PAUSE, M_PAUSE_SAVE, M_PAUSE_FSYNC,
     M_RESUME_RUNNING, M_RESUME_READY, M_RESUME_EXEC,
-    M_STATE_KB, M_DIR_MB, M_RAM_MB, M_DISK_NEW_MB, M_COUNT
+    M_STATE_KB, M_DIR_MB, M_RAM_MB, M_DISK_NEW_MB, M_WRITE, M_COUNT
 };
 
 static const char *const metric_names[M_COUNT] = {
@@ -58,10 +60,12 @@ static const char *const metric_names[M_COUNT] = {
     "sandbox dir on disk (paused), MB",
     "  of which RAM file, MB",
     "root disk overlay right after create, MB",
+    "write --write-mb MiB to /root in the guest (no sync), ms",
 };
 
 static char g_template[64] = "minimal";
 static int g_disk_mb = 0;
+static int g_write_mb = 0; /* --write-mb: written to the root disk before each pause */
 
 static double now_ms(void)
 {
@@ -275,6 +279,16 @@ static int run_size(runtime_driver *d, const char *state_dir, int mem, int round
         r->v[M_CREATE_RUNNING][i] = tm.running_ms + tm.copy_ms;
         if (exec_true(d, vm, &err) < 0) goto fail;
         r->v[M_CREATE_EXEC][i] = now_ms() - t;
+        if (g_write_mb > 0) {
+            char cmd[128];
+            snprintf(cmd, sizeof cmd, "head -c %dM /dev/urandom > /root/bench.w", g_write_mb);
+            runtime_exec_request req = {.cmd = cmd, .timeout_sec = 300};
+            runtime_exec_result res;
+            t = now_ms();
+            if (ops->exec(d, vm, &req, &res, &err) < 0) goto fail;
+            r->v[M_WRITE][i] = now_ms() - t;
+            runtime_exec_result_free(&res);
+        }
 
         t = now_ms();
         if (ops->pause(d, vm, &s, &err) < 0) goto fail;
@@ -374,13 +388,14 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) snprintf(state_dir, sizeof state_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--template") && i + 1 < argc) snprintf(g_template, sizeof g_template, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--disk-mb") && i + 1 < argc) g_disk_mb = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--write-mb") && i + 1 < argc) g_write_mb = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
             nsizes = 0;
             for (char *tok = strtok(argv[++i], ","); tok && nsizes < MAX_SIZES; tok = strtok(NULL, ","))
                 sizes[nsizes++] = atoi(tok);
         } else {
             fprintf(stderr, "usage: %s [--rounds N] [--sizes 128,1024] [--idle-sec S] [--image-dir DIR] [--state-dir DIR] "
-                    "[--idle-trim-ms N] [--template NAME] [--disk-mb N]\n",
+                    "[--idle-trim-ms N] [--template NAME] [--disk-mb N] [--write-mb N]\n",
                     argv[0]);
             return 2;
         }
