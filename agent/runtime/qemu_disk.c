@@ -39,7 +39,8 @@ int qemu_disk_image(const qemu_drv *d, const char *name, qemu_shape *s, terr *er
     if (access(path, F_OK) < 0) return 0; /* no root disk (e.g. minimal) */
     char *real = realpath(path, NULL);
     if (!real) return terr_set(err, "template %s: %s: %s", name, path, strerror(errno));
-    if (strlen(real) >= sizeof s->rootfs || strchr(real, ',')) {
+    /* ',' and ':' would be read as QEMU option / protocol syntax. */
+    if (strlen(real) >= sizeof s->rootfs || strpbrk(real, ",:\n")) {
         free(real);
         return terr_set(err, "template %s: unusable root disk path", name);
     }

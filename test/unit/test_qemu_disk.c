@@ -265,6 +265,11 @@ static void test_root_disk_survives_pause_and_restart(void **state)
                            "sha256sum /usr/local/blob | cut -c1-16 > /root/blob.sum && echo ok");
     assert_string_equal(out, "ok\n");
     free(out);
+    /* The default disk (4096 MiB) comes pre-grown with the template. */
+    out = fixture_sh(f, vm, "df -k --output=size / | tail -1");
+    long kb = strtol(out, NULL, 10);
+    free(out);
+    assert_true(kb > 4096L * 1024 * 90 / 100 && kb <= 4096L * 1024);
     long long t0 = fixture_now_ms();
     out = fixture_sh(f, vm, BG_PY);
     long long exec_ms = fixture_now_ms() - t0;
