@@ -6,6 +6,7 @@
 
 #include "hostagent.pb-c.h"
 #include "log.h"
+#include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
 
@@ -59,6 +60,10 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
     if (!sandbox_id_valid(req->template_)) {
         rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
                  "invalid template: must match ^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$");
+        return;
+    }
+    if (req->disk_mb != 0 && (req->disk_mb < TORPOR_DISK_MB_MIN || req->disk_mb > TORPOR_DISK_MB_MAX)) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid disk_mb: must be 0 (default) or 512..65536");
         return;
     }
     runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec,

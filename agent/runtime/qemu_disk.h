@@ -21,9 +21,11 @@
 #define QEMU_DISK_IMAGE "rootfs.img"
 #define QEMU_DISK_DIGEST "rootfs.sha256"
 
-#define QEMU_DISK_MB_DEFAULT 4096
-#define QEMU_DISK_MB_MIN 512
-#define QEMU_DISK_MB_MAX 65536
+#include "torpor_limits.h"
+
+#define QEMU_DISK_MB_DEFAULT TORPOR_DISK_MB_DEFAULT
+#define QEMU_DISK_MB_MIN TORPOR_DISK_MB_MIN
+#define QEMU_DISK_MB_MAX TORPOR_DISK_MB_MAX
 
 /* The overlay as a block node (cwd = instance dir; the backing file comes
  * from the overlay's header). cache.direct=off + aio=threads: the page
