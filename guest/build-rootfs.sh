@@ -82,6 +82,9 @@ if [ -f "$DEST/image-id" ]; then
     exit 0
 fi
 
+# Leftovers of a build of this recipe that was killed (we hold its lock, so
+# nobody else is building it).
+rm -rf "$DEST".tmp.*
 T0=$(date +%s)
 TMP=$(mktemp -d "$DEST.tmp.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
