@@ -7,6 +7,7 @@
  * Few VMs, small (128 MiB), one at a time where possible: the machine has
  * two cores. Waits are polling loops with deadlines, never bare sleeps. */
 #include <dirent.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <setjmp.h>
 #include <stdarg.h>
@@ -23,6 +24,7 @@
 
 #include "qemu.h"
 #include "qemu_fixture.h"
+#include "qmp.h"
 #include "runtime.h"
 
 typedef qemu_fixture fixture;
@@ -313,6 +315,60 @@ static void test_root_disk_survives_pause_and_restart(void **state)
     assert_false(sb_path_exists(f, "dd-keep", NULL));
 }
 
+/* An agent that died in the middle of a pause (QMP stop + migration done,
+ * so QEMU has handed its disk over: block devices inactive; no quit, no
+ * meta): recover conts the VM, and its root disk is writable again — a file
+ * written and synced after that survives a pause/resume. */
+static void test_recover_mid_pause_disk_writable(void **state)
+{
+    fixture *f = *state;
+    terr err = {""};
+    runtime_spec s = spec_of("dd-midpause", 0);
+    runtime_vm *vm = create(f, &s);
+    free(fixture_sh(f, vm, "echo before > /root/before && sync"));
+    runtime_vm_unref(vm);
+    f->drv->ops->close(f->drv);
+    f->drv = NULL;
+    char dir[PATH_MAX * 2];
+    snprintf(dir, sizeof dir, "%s/sandboxes/dd-midpause", f->state_dir);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    assert_true(dfd >= 0);
+    qmp *q = NULL;
+    assert_int_equal(qmp_connect(dfd, "qmp.sock", -1, 10000, &q, &err), 0);
+    assert_int_equal(qmp_call(q, "stop", NULL, 10000, NULL, &err), 0);
+    assert_int_equal(qmp_call(q, "migrate", "{\"uri\":\"exec:cat > state.tmp\"}", 10000, NULL, &err), 0);
+    long long deadline = fixture_now_ms() + 20000;
+    for (;;) {
+        char *reply = NULL;
+        assert_int_equal(qmp_call(q, "query-status", NULL, 10000, &reply, &err), 0);
+        bool done = strstr(reply, "\"postmigrate\"") != NULL;
+        free(reply);
+        if (done) break;
+        assert_true(fixture_now_ms() < deadline);
+        fixture_nap_ms(20);
+    }
+    qmp_close(q);
+    close(dfd);
+
+    recovered r;
+    assert_int_equal(qemu_fixture_reopen(f), 0);
+    memset(&r, 0, sizeof r);
+    assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &r, &err), 0);
+    assert_int_equal(r.running, 1);
+    vm = r.vm;
+    char *out = fixture_sh(f, vm, "echo after > /root/after && sync && cat /root/before /root/after");
+    assert_string_equal(out, "before\nafter\n");
+    free(out);
+    pause_vm(f, vm, &s);
+    runtime_vm_unref(vm);
+    vm = resume_vm(f, &s);
+    out = fixture_sh(f, vm, "cat /root/before /root/after && dmesg | grep -ci 'I/O error' || true");
+    assert_string_equal(out, "before\nafter\n0\n");
+    free(out);
+    assert_int_equal(f->drv->ops->destroy(f->drv, "dd-midpause", vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
 /* Two sandboxes of one template each write the same path: each sees only
  * its own file; a third sees neither. */
 static void test_sandboxes_do_not_share_writes(void **state)
@@ -433,6 +489,7 @@ int main(void)
         cmocka_unit_test(test_python_and_disk_size),
         cmocka_unit_test(test_root_disk_survives_pause_and_restart),
         cmocka_unit_test(test_sandboxes_do_not_share_writes),
+        cmocka_unit_test(test_recover_mid_pause_disk_writable),
         cmocka_unit_test(test_background_printer_outlives_exec),
         cmocka_unit_test(test_full_disk_gives_enospc_in_guest),
     };
