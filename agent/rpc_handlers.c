@@ -62,7 +62,12 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
                  "invalid template: must match ^[a-z0-9][a-z0-9._-]{0,62}$");
         return;
     }
-    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec};
+    if (req->disk_mb != 0 && (req->disk_mb < TORPOR_DISK_MB_MIN || req->disk_mb > TORPOR_DISK_MB_MAX)) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid disk_mb: must be 0 (default) or 512..65536");
+        return;
+    }
+    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec,
+                         .disk_mb = req->disk_mb};
     snprintf(spec.sandbox_id, sizeof spec.sandbox_id, "%s", req->sandbox_id);
     snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
     lifecycle_info info;

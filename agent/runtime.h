@@ -59,6 +59,8 @@ typedef struct runtime_spec {
     int memory_mb;
     int timeout_sec;         /* recorded in the snapshot metadata */
     int64_t created_at_unix;
+    int disk_mb;             /* root disk size (templates with a root disk);
+                              * 0 = default (4096), else 512..65536 */
 } runtime_spec;
 
 typedef struct runtime_exec_request {

@@ -12,6 +12,12 @@
  *
  * Usage: bench_runtime [--rounds N] [--sizes 128,1024] [--idle-sec S]
  *                      [--image-dir DIR] [--state-dir DIR] [--idle-trim-ms N]
+ *                      [--template NAME] [--disk-mb N]
+ * (--template: default minimal; with a root disk template (debian) it also
+ * reports the overlay's new bytes right after create; --disk-mb: the
+ * sandboxes' disk_mb, default 0 = the driver's default; --write-mb N: each
+ * round writes N MiB into /root before the pause, timed, so the pause
+ * includes flushing them.)
  * (--idle-trim-ms: the driver's idle trim delay; -1 turns it off.)
  * Default image dir: <build>/image (from this executable's path). */
 #include <errno.h>
@@ -36,7 +42,7 @@ enum {
     M_CREATE, M_CREATE_COPY, M_CREATE_RUNNING, M_CREATE_EXEC,
     M_PAUSE, M_PAUSE_SAVE, M_PAUSE_FSYNC,
     M_RESUME_RUNNING, M_RESUME_READY, M_RESUME_EXEC,
-    M_STATE_KB, M_DIR_MB, M_RAM_MB, M_COUNT
+    M_STATE_KB, M_DIR_MB, M_RAM_MB, M_DISK_NEW_MB, M_WRITE, M_PY_WARM, M_COUNT
 };
 
 static const char *const metric_names[M_COUNT] = {
@@ -53,7 +59,14 @@ static const char *const metric_names[M_COUNT] = {
     "snapshot state file, KB",
     "sandbox dir on disk (paused), MB",
     "  of which RAM file, MB",
+    "root disk overlay right after create, MB",
+    "write --write-mb MiB to /root in the guest (no sync), ms",
+    "python3 -c 'print(1)', warm (2nd run), ms (not minimal)",
 };
+
+static char g_template[64] = "minimal";
+static int g_disk_mb = 0;
+static int g_write_mb = 0; /* --write-mb: written to the root disk before each pause */
 
 static double now_ms(void)
 {
@@ -178,8 +191,8 @@ static int idle_measure(runtime_driver *d, int mem, int k, int idle_sec, int set
     runtime_vm *vms[8] = {0};
     int pids[8] = {0};
     int rc = 0;
-    runtime_spec s = {.vcpus = 1, .memory_mb = mem};
-    snprintf(s.template_name, sizeof s.template_name, "minimal");
+    runtime_spec s = {.vcpus = 1, .memory_mb = mem, .disk_mb = g_disk_mb};
+    snprintf(s.template_name, sizeof s.template_name, "%s", g_template);
     for (int i = 0; i < k && rc == 0; i++) {
         snprintf(s.sandbox_id, sizeof s.sandbox_id, "bench-%d-idle%d", mem, i);
         if (d->ops->create(d, &s, &vms[i], err) < 0 || exec_true(d, vms[i], err) < 0) rc = -1;
@@ -234,8 +247,8 @@ static int run_size(runtime_driver *d, const char *state_dir, int mem, int round
     const runtime_ops *ops = d->ops;
     terr err = {""};
     r->memory_mb = mem;
-    runtime_spec s = {.vcpus = 1, .memory_mb = mem};
-    snprintf(s.template_name, sizeof s.template_name, "minimal");
+    runtime_spec s = {.vcpus = 1, .memory_mb = mem, .disk_mb = g_disk_mb};
+    snprintf(s.template_name, sizeof s.template_name, "%s", g_template);
 
     /* Round 0 builds the template (first create on this host). */
     snprintf(s.sandbox_id, sizeof s.sandbox_id, "bench-%d-warm", mem);
@@ -255,11 +268,38 @@ static int run_size(runtime_driver *d, const char *state_dir, int mem, int round
         t = now_ms();
         if (ops->create(d, &s, &vm, &err) < 0) goto fail;
         r->v[M_CREATE][i] = now_ms() - t;
+        {
+            char disk[PATH_MAX + 100];
+            sandbox_dir(disk, sizeof disk, state_dir, s.sandbox_id);
+            strcat(disk, "/root.qcow2");
+            struct stat st;
+            r->v[M_DISK_NEW_MB][i] = stat(disk, &st) == 0 ? (double)st.st_blocks * 512 / 1048576.0 : 0;
+        }
         qemu_vm_last_timing(vm, &tm);
         r->v[M_CREATE_COPY][i] = tm.copy_ms;
         r->v[M_CREATE_RUNNING][i] = tm.running_ms + tm.copy_ms;
         if (exec_true(d, vm, &err) < 0) goto fail;
         r->v[M_CREATE_EXEC][i] = now_ms() - t;
+        if (strcmp(g_template, "minimal") != 0) {
+            runtime_exec_request req = {.cmd = "python3 -c 'print(1)'", .timeout_sec = 60};
+            runtime_exec_result res;
+            for (int k = 0; k < 2; k++) {
+                t = now_ms();
+                if (ops->exec(d, vm, &req, &res, &err) < 0) goto fail;
+                r->v[M_PY_WARM][i] = now_ms() - t;
+                runtime_exec_result_free(&res);
+            }
+        }
+        if (g_write_mb > 0) {
+            char cmd[128];
+            snprintf(cmd, sizeof cmd, "head -c %dM /dev/urandom > /root/bench.w", g_write_mb);
+            runtime_exec_request req = {.cmd = cmd, .timeout_sec = 300};
+            runtime_exec_result res;
+            t = now_ms();
+            if (ops->exec(d, vm, &req, &res, &err) < 0) goto fail;
+            r->v[M_WRITE][i] = now_ms() - t;
+            runtime_exec_result_free(&res);
+        }
 
         t = now_ms();
         if (ops->pause(d, vm, &s, &err) < 0) goto fail;
@@ -357,13 +397,16 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--idle-trim-ms") && i + 1 < argc) idle_trim_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--image-dir") && i + 1 < argc) snprintf(image_dir, sizeof image_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) snprintf(state_dir, sizeof state_dir, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--template") && i + 1 < argc) snprintf(g_template, sizeof g_template, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--disk-mb") && i + 1 < argc) g_disk_mb = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--write-mb") && i + 1 < argc) g_write_mb = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
             nsizes = 0;
             for (char *tok = strtok(argv[++i], ","); tok && nsizes < MAX_SIZES; tok = strtok(NULL, ","))
                 sizes[nsizes++] = atoi(tok);
         } else {
             fprintf(stderr, "usage: %s [--rounds N] [--sizes 128,1024] [--idle-sec S] [--image-dir DIR] [--state-dir DIR] "
-                    "[--idle-trim-ms N]\n",
+                    "[--idle-trim-ms N] [--template NAME] [--disk-mb N] [--write-mb N]\n",
                     argv[0]);
             return 2;
         }

@@ -26,6 +26,11 @@ SRC=$(cd "$(dirname "$0")" && pwd)
 CMDLINE="console=ttyS0 quiet panic=-1 tsc=reliable nowatchdog nmi_watchdog=0 audit=0"
 # Load order matters: virtio_ring before virtio (virtio needs its symbols).
 MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console"
+# Other templates (guest/build-rootfs.sh) reuse this script for their boot
+# files: more modules after these, another /init, more kernel arguments.
+MODULES="$MODULES ${BUILD_IMAGE_EXTRA_MODULES:-}"
+INIT=${BUILD_IMAGE_INIT:-$SRC/init}
+CMDLINE="$CMDLINE${BUILD_IMAGE_EXTRA_CMDLINE:+ $BUILD_IMAGE_EXTRA_CMDLINE}"
 
 [ -x "$GUEST" ] || die "torpor-guest binary not found: $GUEST"
 BUSYBOX=$(command -v busybox || true)
@@ -88,7 +93,7 @@ done
 
 install -m 0755 "$GUEST" "$R/sbin/torpor-guest"
 strip --strip-unneeded "$R/sbin/torpor-guest" 2>/dev/null || true
-install -m 0755 "$SRC/init" "$R/init"
+install -m 0755 "$INIT" "$R/init"
 
 : >"$R/lib/modules/order"
 for m in $MODULES; do

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +128,56 @@ static void child_fail(int errfd, int stage)
     ssize_t w = write(errfd, msg, sizeof msg);
     (void)w;
     _exit(127);
+}
+
+/* Reads and discards the command's stdout/stderr until every writer (its
+ * background children) has closed them. */
+static void *drain_main(void *p)
+{
+    int *fds = p;
+    char buf[4096];
+    while (fds[0] >= 0 || fds[1] >= 0) {
+        struct pollfd pf[2] = {{.fd = fds[0], .events = POLLIN}, {.fd = fds[1], .events = POLLIN}};
+        if (poll(pf, 2, -1) < 0) {
+            if (errno == EINTR) continue;
+            break;
+        }
+        for (int i = 0; i < 2; i++) {
+            if (fds[i] < 0 || !pf[i].revents) continue;
+            ssize_t r = read(fds[i], buf, sizeof buf);
+            if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) close_fd(&fds[i]);
+        }
+    }
+    close_fd(&fds[0]);
+    close_fd(&fds[1]);
+    free(fds);
+    return NULL;
+}
+
+/* Hands the read ends still open to a detached drain thread (takes them);
+ * on failure they are closed as before. */
+static void drain_detached(int *out_fd, int *err_fd)
+{
+    if (*out_fd < 0 && *err_fd < 0) return;
+    int *fds = malloc(2 * sizeof *fds);
+    pthread_attr_t a;
+    pthread_t t;
+    if (fds) {
+        fds[0] = *out_fd;
+        fds[1] = *err_fd;
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        pthread_attr_setstacksize(&a, 64 * 1024);
+        int rc = pthread_create(&t, &a, drain_main, fds);
+        pthread_attr_destroy(&a);
+        if (rc == 0) {
+            *out_fd = *err_fd = -1;
+            return;
+        }
+        free(fds);
+    }
+    close_fd(out_fd);
+    close_fd(err_fd);
 }
 
 static uint8_t *take_buf(gp_buf *b, size_t *len)
@@ -326,6 +377,7 @@ int guest_exec_run(const gp_exec_req *req, gp_exec_result *res, terr *err)
         }
     }
 
+    if (exited) drain_detached(&out[0], &errp[0]);
     res->timed_out = timed_out;
     res->exit_code = (!timed_out && WIFEXITED(wstatus)) ? WEXITSTATUS(wstatus) : -1;
     res->stdout_truncated = out_trunc;

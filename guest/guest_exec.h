@@ -10,7 +10,9 @@
  * reports exit_code -1 + timed_out. When the child exits normally its
  * background children are left running; the call returns once the child has
  * exited and its pipes are closed (or GUEST_EXEC_DRAIN_MS after the exit, for
- * background children that keep them open).
+ * background children that keep them open: a detached thread then reads and
+ * discards what they write until they close the pipes, so `nohup cmd &`
+ * without redirection keeps running instead of dying of EPIPE).
  * Returns 0 with *res filled (res->out/err malloc'd; free with
  * gp_exec_result_free), or -1 with err set when the command could not be
  * started at all (pipe/fork failure). A missing program is not an error:

@@ -96,7 +96,7 @@ static int check_spec(const runtime_spec *spec, terr *err)
     if (spec->vcpus < 1 || spec->vcpus > 64) return terr_set(err, "vcpus must be 1..64, got %d", spec->vcpus);
     if (spec->memory_mb < 64 || spec->memory_mb > 65536)
         return terr_set(err, "memory_mb must be 64..65536, got %d", spec->memory_mb);
-    return 0;
+    return qemu_disk_check_mb(spec->disk_mb, err);
 }
 
 /* ---- create ---- */
@@ -108,7 +108,8 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (check_spec(spec, err) < 0) return -1;
     int tplfd;
     qemu_meta tmeta;
-    if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, &tplfd, &tmeta, err) < 0)
+    if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, spec->disk_mb, &tplfd, &tmeta,
+                          err) < 0)
         return -1;
     long long t_tpl = mono_ms();
     if (mkdirat(d->sb_dirfd, spec->sandbox_id, 0750) < 0) {
@@ -133,14 +134,17 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     }
     v->desc = tmeta;
     v->desc.spec = *spec;
-    long long t_copy = 0, t_loaded = 0, t_run = 0;
+    if (!v->desc.spec.disk_mb) v->desc.spec.disk_mb = QEMU_DISK_MB_DEFAULT;
+    long long t_copy = 0, t_loaded = 0, t_run = 0, t_conn = 0, t_grown = 0;
     int ramfd = openat(tplfd, QEMU_RAM_FILE, O_RDONLY | O_CLOEXEC);
     int statefd = openat(tplfd, QEMU_STATE_FILE, O_RDONLY | O_CLOEXEC);
+    int disk_rc = qemu_disk_clone(tplfd, sbfd, &tmeta.shape, err);
     close(tplfd);
     if (ramfd < 0 || statefd < 0) {
         terr_set(err, "template %s is incomplete: %s", tmeta.template_key, strerror(errno));
         goto fail;
     }
+    if (disk_rc < 0) goto fail;
     /* The sandbox's own RAM file starts as a copy of the template's, so the
      * sandbox can later pause with x-ignore-shared like any VM. */
     if (qemu_copy_sparse(ramfd, sbfd, QEMU_RAM_FILE, err) < 0) goto fail;
@@ -158,15 +162,21 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (qemu_inst_cont(&v->inst, err) < 0) goto fail;
     t_run = mono_ms();
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
+    t_conn = mono_ms();
+    if (qemu_disk_grow(v->inst.qmp, v->ch, &v->desc.shape, tmeta.spec.disk_mb, v->desc.spec.disk_mb, err) < 0)
+        goto fail;
+    t_grown = mono_ms();
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
     v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl), .load_ms = (double)(t_loaded - t_copy),
                               .running_ms = (double)(t_run - t_copy),
                               .total_ms = (double)(mono_ms() - t0)};
     log_info("event=create_done sandbox_id=%s template=%s memory_mb=%d vcpus=%d pid=%d "
-             "duration_ms=%lld template_ms=%lld copy_ms=%lld restore_ms=%lld guest_ms=%lld",
+             "duration_ms=%lld template_ms=%lld copy_ms=%lld restore_ms=%lld guest_ms=%lld "
+             "disk_mb=%d disk_grow_ms=%lld base_digest=%s",
              spec->sandbox_id, spec->template_name, spec->memory_mb, spec->vcpus,
              (int)v->inst.proc.pid, mono_ms() - t0, t_tpl - t0, t_copy - t_tpl, t_run - t_copy,
-             mono_ms() - t_run);
+             mono_ms() - t_run, v->desc.shape.rootfs[0] ? v->desc.spec.disk_mb : 0,
+             t_grown - t_conn, v->desc.shape.rootfs_digest[0] ? v->desc.shape.rootfs_digest : "-");
     *out = &v->base;
     return 0;
 fail:

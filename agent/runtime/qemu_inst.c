@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "mono_time.h"
+#include "qemu_disk.h"
 #include "qemu_json.h"
 
 #define QMP_CONNECT_MS 15000
@@ -113,6 +114,12 @@ static int build_argv(argv_builder *b, const char *binary, const char *name,
     arg(b, "%s", s->initrd);
     arg(b, "-append");
     arg(b, "%s", s->cmdline);
+    if (s->rootfs[0]) { /* root disk: the overlay in the instance dir (qemu_disk.h) */
+        arg(b, "-blockdev");
+        arg(b, "%s", QEMU_DISK_BLOCKDEV);
+        arg(b, "-device");
+        arg(b, "%s", QEMU_DISK_DEVICE);
+    }
     arg(b, "-qmp");
     arg(b, "unix:" QEMU_QMP_SOCK ",server=on,wait=off");
     arg(b, "-chardev");

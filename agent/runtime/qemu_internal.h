@@ -21,6 +21,7 @@
 
 #include "guest_channel.h"
 #include "qemu.h"
+#include "qemu_disk.h"
 #include "qemu_inst.h"
 #include "qemu_meta.h"
 #include "qemu_stats.h"
@@ -123,13 +124,37 @@ int64_t qemu_file_size(int dirfd, const char *name);
 int64_t qemu_unix_ms(void);
 
 /* ---- qemu_template.c ---- */
-/* Finds or builds the template snapshot for (name, vcpus, memory_mb);
+/* Finds or builds the template snapshot for (name, vcpus, memory_mb, and
+ * for templates with a root disk qemu_disk_template_mb(disk_mb));
  * concurrent callers for one key wait for a single build. On success
  * *tplfd is an open fd of templates/<key>/ and *meta its metadata. */
-int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int *tplfd,
+int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb, int *tplfd,
                       qemu_meta *meta, terr *err);
 /* recover(): removes half-built template dirs. */
 void qemu_template_cleanup(qemu_drv *d);
+
+/* ---- qemu_disk.c (see qemu_disk.h) ---- */
+/* Fills s->rootfs / s->rootfs_digest from <image_dir>/<name>/ (both "" when
+ * the template has no root disk). */
+int qemu_disk_image(const qemu_drv *d, const char *name, qemu_shape *s, terr *err);
+/* Validates spec->disk_mb (0 = default, else QEMU_DISK_MB_MIN..MAX). */
+int qemu_disk_check_mb(int disk_mb, terr *err);
+/* Creates <dirfd>/root.qcow2 on top of the base image (qemu-img). */
+int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, terr *err);
+/* Copies the template's overlay into a new sandbox dir (no-op without a
+ * root disk). */
+int qemu_disk_clone(int tplfd, int sbfd, const qemu_shape *s, terr *err);
+/* fsyncs <dirfd>/root.qcow2 if the shape has a root disk. */
+int qemu_disk_sync(int dirfd, const qemu_shape *s, terr *err);
+/* Grows a running VM's root disk from from_mb (0: the base image's size) to
+ * to_mb: QMP block_resize, then resize2fs in the guest (online, over ch).
+ * No-op without a root disk or when to_mb <= from_mb. */
+int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, int to_mb, terr *err);
+/* The disk size a template snapshot is pre-grown to for a sandbox that
+ * wants disk_mb (0 = default): QEMU_DISK_MB_DEFAULT when disk_mb is at least
+ * that (creates at the default size then grow nothing), else 0 (the base
+ * image's size; the create grows). 0 without a root disk. */
+int qemu_disk_template_mb(const qemu_shape *s, int disk_mb);
 
 /* ---- qemu_trim.c ---- */
 /* Unmaps the file-backed pages (guest RAM file, QEMU binary, libraries) of

@@ -31,6 +31,11 @@ typedef struct qemu_shape {
     char kernel[PATH_MAX];  /* absolute paths */
     char initrd[PATH_MAX];
     char cmdline[1024];
+    /* Templates with a root disk (qemu_disk.c): the base image (absolute,
+     * symlinks resolved: a sandbox's overlay only works on its exact base)
+     * and its content digest (sha256 hex). Both "" without a root disk. */
+    char rootfs[PATH_MAX];
+    char rootfs_digest[72];
 } qemu_shape;
 
 typedef struct qemu_meta {

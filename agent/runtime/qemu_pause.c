@@ -96,6 +96,9 @@ int qemu_op_pause(runtime_driver *rd, runtime_vm *vm, const runtime_spec *spec, 
         terr_set(err, "fsync snapshot: %s", strerror(errno));
         goto dead;
     }
+    /* The root disk overlay: QEMU flushed it when it stopped the VM; make it
+     * durable before the snapshot that goes with it is committed. */
+    if (qemu_disk_sync(v->dirfd, &v->desc.shape, err) < 0) goto dead;
     t_sync = mono_ms();
     close(ram_fd);
     close(state_fd);

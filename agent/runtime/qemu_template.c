@@ -67,6 +67,7 @@ static int image_shape(qemu_drv *d, const char *name, int vcpus, int memory_mb, 
     snprintf(s->accel, sizeof s->accel, "%s", d->accel);
     s->vcpus = vcpus;
     s->memory_mb = memory_mb;
+    if (qemu_disk_image(d, name, s, err) < 0) return -1;
     uint64_t h = 1469598103934665603ull;
     h = hash_stat(h, &sk);
     h = hash_stat(h, &si);
@@ -75,6 +76,8 @@ static int image_shape(qemu_drv *d, const char *name, int vcpus, int memory_mb, 
     h = fnv1a(h, s->cmdline, strlen(s->cmdline));
     h = fnv1a(h, s->kernel, strlen(s->kernel));
     h = fnv1a(h, s->initrd, strlen(s->initrd));
+    h = fnv1a(h, s->rootfs, strlen(s->rootfs));
+    h = fnv1a(h, s->rootfs_digest, strlen(s->rootfs_digest));
     *hash = h;
     return 0;
 }
@@ -101,7 +104,8 @@ static int open_committed(qemu_drv *d, const char *key, int *fd, qemu_meta *meta
     return 0;
 }
 
-static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape, terr *err)
+static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape, int disk_mb,
+                 terr *err)
 {
     long long t0 = mono_ms();
     char bname[QEMU_TEMPLATE_KEY_MAX + 16];
@@ -116,6 +120,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     guest_channel *ch = NULL;
     int state_fd = -1, ram_fd = -1;
     terr e2;
+    if (shape->rootfs[0] && qemu_disk_overlay_create(d, bfd, shape->rootfs, err) < 0) goto fail;
     if (qemu_inst_start(&in, d->qemu_binary, shape, -1, err) < 0) goto fail;
     if (guest_channel_open(bfd, QEMU_GUEST_SOCK, in.id, in.proc.pidfd, QEMU_GUEST_BOOT_MS, &ch, err) < 0) {
         terr_wrap(err, "template %s did not come up", name);
@@ -124,6 +129,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         goto fail;
     }
     long long booted = mono_ms();
+    if (qemu_disk_grow(in.qmp, ch, shape, 0, disk_mb, err) < 0) goto fail;
     /* The snapshot is taken with no host connected, as every clone starts. */
     guest_channel_close(ch, "template snapshot");
     guest_channel_unref(ch);
@@ -147,6 +153,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         terr_set(err, "fsync template snapshot: %s", strerror(errno));
         goto fail;
     }
+    if (qemu_disk_sync(bfd, shape, err) < 0) goto fail;
     close(ram_fd);
     close(state_fd);
     ram_fd = state_fd = -1;
@@ -155,6 +162,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     snprintf(m.spec.template_name, sizeof m.spec.template_name, "%s", name);
     m.spec.vcpus = shape->vcpus;
     m.spec.memory_mb = shape->memory_mb;
+    m.spec.disk_mb = disk_mb;
     m.shape = *shape;
     snprintf(m.template_key, sizeof m.template_key, "%s", key);
     m.state_bytes = qemu_file_size(bfd, QEMU_STATE_FILE);
@@ -184,14 +192,17 @@ fail:
     return -1;
 }
 
-int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int *tplfd,
+int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb, int *tplfd,
                       qemu_meta *meta, terr *err)
 {
     qemu_shape shape;
     uint64_t h = 0;
     if (image_shape(d, name, vcpus, memory_mb, &shape, &h, err) < 0) return -1;
     char key[QEMU_TEMPLATE_KEY_MAX];
-    snprintf(key, sizeof key, "%s-%dM-%dc-%s-%016llx", name, memory_mb, vcpus, d->accel,
+    int tpl_disk_mb = qemu_disk_template_mb(&shape, disk_mb);
+    char disk[24] = "";
+    if (tpl_disk_mb) snprintf(disk, sizeof disk, "-d%d", tpl_disk_mb);
+    snprintf(key, sizeof key, "%s-%dM-%dc%s-%s-%016llx", name, memory_mb, vcpus, disk, d->accel,
              (unsigned long long)h);
     pthread_mutex_lock(&d->tpl_mu);
     for (;;) {
@@ -212,7 +223,7 @@ int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, i
     d->building = me;
     pthread_mutex_unlock(&d->tpl_mu);
 
-    int rc = build(d, name, key, &shape, err);
+    int rc = build(d, name, key, &shape, tpl_disk_mb, err);
 
     pthread_mutex_lock(&d->tpl_mu);
     for (qemu_tpl_build **pp = &d->building; *pp; pp = &(*pp)->next)

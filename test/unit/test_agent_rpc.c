@@ -122,6 +122,30 @@ static Torpor__Hostagent__V1__ListSandboxesResponse *list(rpc_fx *r, const char 
     return (Torpor__Hostagent__V1__ListSandboxesResponse *)resp;
 }
 
+/* disk_mb: 0 (default) or 512..65536; anything else is INVALID_ARGUMENT. */
+static void test_create_refuses_bad_disk_mb(void **state)
+{
+    rpc_fx *r = *state;
+    terr e;
+    Torpor__Hostagent__V1__CreateSandboxRequest creq = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    creq.sandbox_id = "sb-disk";
+    creq.template_ = "minimal";
+    creq.vcpus = 1;
+    creq.memory_mb = 128;
+    int bad[] = {100, 511, 65537, -1};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        creq.disk_mb = bad[i];
+        assert_int_equal(call(r, RPC_CREATE_SANDBOX, &creq.base,
+                              &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL, &e),
+                         GRPC_STATUS_INVALID_ARGUMENT);
+        assert_non_null(strstr(e.msg, "disk_mb"));
+    }
+    creq.disk_mb = 512;
+    assert_int_equal(call(r, RPC_CREATE_SANDBOX, &creq.base,
+                          &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL, &e),
+                     GRPC_STATUS_OK);
+}
+
 static void test_status_codes(void **state)
 {
     rpc_fx *r = *state;
@@ -425,6 +449,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_status_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_refuses_uppercase_template, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_create_refuses_bad_disk_mb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_reports_auto_paused_until_acked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_answers_when_acks_cannot_be_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_block_ping, setup, teardown),

@@ -347,6 +347,42 @@ static void test_host_exec_background_child(void **state)
     gp_exec_result_free(&r);
 }
 
+/* A background child that keeps writing to the exec's stdout after the exec
+ * returned is not killed by SIGPIPE: the guest drains the pipe for it. */
+static void test_host_exec_background_writer_survives(void **state)
+{
+    host_fixture *f = *state;
+    gp_exec_result r;
+    char count[64], cmd[300];
+    snprintf(count, sizeof count, "/tmp/torpor-bgw-%d", (int)getpid());
+    snprintf(cmd, sizeof cmd,
+             "sh -c 'i=0; while :; do i=$((i+1)); echo tick; echo $i > %s; sleep 0.02; done' & echo $!", count);
+    run_sh(&f->c, cmd, &r);
+    assert_int_equal(r.exit_code, 0);
+    char buf[32] = "";
+    memcpy(buf, r.out, r.out_len < sizeof buf - 1 ? r.out_len : sizeof buf - 1);
+    pid_t bg = (pid_t)atoi(buf);
+    assert_true(bg > 0);
+    gp_exec_result_free(&r);
+    /* It keeps counting well after the answer (a zombie would pass kill(0),
+     * so the counter is the proof): each write to its stdout would have been
+     * its death by SIGPIPE. */
+    long seen[2] = {0, 0};
+    for (int k = 0; k < 2; k++) {
+        struct timespec ts = {0, 500 * 1000000L};
+        nanosleep(&ts, NULL);
+        FILE *fp = fopen(count, "r");
+        if (fp) {
+            if (fscanf(fp, "%ld", &seen[k]) != 1) seen[k] = 0;
+            fclose(fp);
+        }
+    }
+    kill(bg, SIGKILL);
+    unlink(count);
+    assert_true(seen[0] > 0);
+    assert_true(seen[1] > seen[0]);
+}
+
 static void test_host_concurrency(void **state)
 {
     host_fixture *f = *state;
@@ -679,6 +715,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_host_exec_env_cwd_stdin, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_exec_timeout_and_cap, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_exec_background_child, host_setup,
+                                        host_teardown),
+        cmocka_unit_test_setup_teardown(test_host_exec_background_writer_survives, host_setup,
                                         host_teardown),
         cmocka_unit_test_setup_teardown(test_host_concurrency, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_files, host_setup, host_teardown),
