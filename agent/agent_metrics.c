@@ -12,22 +12,27 @@ static pthread_once_t once = PTHREAD_ONCE_INIT;
 static void init(void)
 {
     metrics_registry *r = metrics_default();
-    op_seconds = metrics_histogram(r, "torpor_agent_operation_duration_seconds",
-                                   "Duration of sandbox operations on this host (RPCs and auto-pauses).", 2,
-                                   (const char *[]){"operation", "result"}, metrics_buckets_seconds,
-                                   metrics_buckets_seconds_n);
+    op_seconds =
+        metrics_histogram(r, "torpor_agent_operation_duration_seconds",
+                          "Duration of sandbox operations on this host (RPCs and auto-pauses).", 2,
+                          (const char *[]){"operation", "result"}, metrics_buckets_seconds,
+                          metrics_buckets_seconds_n);
     auto_pauses = metrics_counter(r, "torpor_agent_auto_pauses_total",
-                                  "Auto-pauses of idle sandboxes; failed ones destroy the sandbox.", 1,
-                                  (const char *[]){"result"});
-    ticks = metrics_counter(r, "torpor_agent_reaper_ticks_total", "Ticks of the TTL reaper.", 0, NULL);
+                                  "Auto-pauses of idle sandboxes; failed ones destroy the sandbox.",
+                                  1, (const char *[]){"result"});
+    ticks =
+        metrics_counter(r, "torpor_agent_reaper_ticks_total", "Ticks of the TTL reaper.", 0, NULL);
     lag = metrics_gauge(r, "torpor_agent_reaper_lag_seconds",
                         "How late the last reaper tick started against its schedule.", 0, NULL);
-    sandboxes = metrics_gauge(r, "torpor_agent_sandboxes", "Sandboxes held by this agent, by state.", 1,
-                              (const char *[]){"state"});
-    queue_depth = metrics_gauge(r, "torpor_agent_pause_queue_depth",
-                                "Reaper jobs (auto-pauses, dead-VM destroys) queued or running.", 0, NULL);
-    backlog = metrics_gauge(r, "torpor_agent_journal_backlog",
-                            "Auto-pause notices not yet acknowledged by the control plane.", 0, NULL);
+    sandboxes =
+        metrics_gauge(r, "torpor_agent_sandboxes", "Sandboxes held by this agent, by state.", 1,
+                      (const char *[]){"state"});
+    queue_depth =
+        metrics_gauge(r, "torpor_agent_pause_queue_depth",
+                      "Reaper jobs (auto-pauses, dead-VM destroys) queued or running.", 0, NULL);
+    backlog =
+        metrics_gauge(r, "torpor_agent_journal_backlog",
+                      "Auto-pause notices not yet acknowledged by the control plane.", 0, NULL);
     /* Series that exist from the start, so a scrape sees zeros, not gaps. */
     metrics_add(auto_pauses, (const char *[]){"paused"}, 0);
     metrics_add(auto_pauses, (const char *[]){"failed"}, 0);
@@ -76,7 +81,8 @@ typedef struct watch {
 static void collect(void *ctx, metrics_registry *r)
 {
     watch *w = ctx;
-    static const sandbox_status states[] = {SANDBOX_RUNNING, SANDBOX_PAUSING, SANDBOX_PAUSED, SANDBOX_RESUMING};
+    static const sandbox_status states[] = {SANDBOX_RUNNING, SANDBOX_PAUSING, SANDBOX_PAUSED,
+                                            SANDBOX_RESUMING};
     double counts[sizeof states / sizeof states[0]] = {0};
     lifecycle_info *infos = NULL;
     size_t n = 0;

@@ -9,15 +9,17 @@
 
 #include "log.h"
 
-const double metrics_buckets_seconds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
-const size_t metrics_buckets_seconds_n = sizeof metrics_buckets_seconds / sizeof metrics_buckets_seconds[0];
+const double metrics_buckets_seconds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+                                          1,     2.5,  5,     10,   30,  60,   120};
+const size_t metrics_buckets_seconds_n =
+    sizeof metrics_buckets_seconds / sizeof metrics_buckets_seconds[0];
 
 typedef enum { M_COUNTER, M_GAUGE, M_HISTOGRAM } metric_type;
 
 typedef struct series {
     char *values[METRICS_MAX_LABELS];
-    double value;                         /* counter, gauge; histogram: sum */
-    unsigned long long count;             /* histogram */
+    double value;                                    /* counter, gauge; histogram: sum */
+    unsigned long long count;                        /* histogram */
     unsigned long long buckets[METRICS_MAX_BUCKETS]; /* histogram, not cumulative */
     struct series *next;
 } series;
@@ -48,7 +50,7 @@ struct metrics_registry {
     pthread_mutex_t render_mu; /* one render (and its collectors) at a time */
     metric *first, *last;
     collector *collectors;
-    metric *dropped;           /* torpor_metrics_series_dropped_total */
+    metric *dropped; /* torpor_metrics_series_dropped_total */
 };
 
 static void family_free(metric *m)
@@ -70,14 +72,15 @@ static bool name_valid(const char *s, bool label)
 {
     if (!s || !*s) return false;
     for (const char *c = s; *c; c++) {
-        bool alpha = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '_' || (!label && *c == ':');
+        bool alpha = (*c >= 'a' && *c <= 'z') || (*c >= 'A' && *c <= 'Z') || *c == '_' ||
+                     (!label && *c == ':');
         if (!alpha && !(c != s && *c >= '0' && *c <= '9')) return false;
     }
     return true;
 }
 
-static bool same_shape(const metric *m, metric_type type, size_t n_labels, const char *const *labels,
-                       const double *buckets, size_t n_buckets)
+static bool same_shape(const metric *m, metric_type type, size_t n_labels,
+                       const char *const *labels, const double *buckets, size_t n_buckets)
 {
     if (m->type != type || m->n_labels != n_labels || m->n_buckets != n_buckets) return false;
     for (size_t i = 0; i < n_labels; i++)
@@ -87,11 +90,14 @@ static bool same_shape(const metric *m, metric_type type, size_t n_labels, const
     return true;
 }
 
-static metric *family(metrics_registry *r, metric_type type, const char *name, const char *help, size_t n_labels,
-                      const char *const *labels, const double *buckets, size_t n_buckets)
+static metric *family(metrics_registry *r, metric_type type, const char *name, const char *help,
+                      size_t n_labels, const char *const *labels, const double *buckets,
+                      size_t n_buckets)
 {
-    if (!r || !name_valid(name, false) || n_labels > METRICS_MAX_LABELS || n_buckets > METRICS_MAX_BUCKETS) {
-        log_error("event=metric_rejected name=%s reason=bad_name_or_shape", name && name_valid(name, false) ? name : "?");
+    if (!r || !name_valid(name, false) || n_labels > METRICS_MAX_LABELS ||
+        n_buckets > METRICS_MAX_BUCKETS) {
+        log_error("event=metric_rejected name=%s reason=bad_name_or_shape",
+                  name && name_valid(name, false) ? name : "?");
         return NULL;
     }
     for (size_t i = 0; i < n_labels; i++)
@@ -163,9 +169,10 @@ int metrics_registry_new(metrics_registry **out, terr *err)
     if (!r) return terr_set(err, "metrics: out of memory");
     pthread_mutex_init(&r->mu, NULL);
     pthread_mutex_init(&r->render_mu, NULL);
-    r->dropped = metrics_counter(r, "torpor_metrics_series_dropped_total",
-                                 "Metric updates dropped because their family reached its series limit.", 1,
-                                 (const char *[]){"metric"});
+    r->dropped =
+        metrics_counter(r, "torpor_metrics_series_dropped_total",
+                        "Metric updates dropped because their family reached its series limit.", 1,
+                        (const char *[]){"metric"});
     *out = r;
     return 0;
 }
@@ -194,7 +201,8 @@ static pthread_once_t default_once = PTHREAD_ONCE_INIT;
 static void default_init(void)
 {
     terr err;
-    if (metrics_registry_new(&default_registry, &err) != 0) log_error("event=metrics_registry_failed");
+    if (metrics_registry_new(&default_registry, &err) != 0)
+        log_error("event=metrics_registry_failed");
 }
 
 metrics_registry *metrics_default(void)
@@ -262,8 +270,14 @@ static void update(metric *m, const char *const *values, metric_type want, doubl
     if (dropped && m != m->reg->dropped) metrics_add(m->reg->dropped, (const char *[]){m->name}, 1);
 }
 
-void metrics_add(metric *m, const char *const *label_values, double v) { update(m, label_values, M_COUNTER, v); }
-void metrics_set(metric *m, const char *const *label_values, double v) { update(m, label_values, M_GAUGE, v); }
+void metrics_add(metric *m, const char *const *label_values, double v)
+{
+    update(m, label_values, M_COUNTER, v);
+}
+void metrics_set(metric *m, const char *const *label_values, double v)
+{
+    update(m, label_values, M_GAUGE, v);
+}
 void metrics_observe(metric *m, const char *const *label_values, double v)
 {
     update(m, label_values, M_HISTOGRAM, v);
@@ -356,7 +370,8 @@ static void put_number(buf *b, double v)
 }
 
 /* name{l1="v1",...[,le="bound"]} value\n */
-static void put_sample(buf *b, const metric *m, const char *suffix, const series *s, const char *le, double v)
+static void put_sample(buf *b, const metric *m, const char *suffix, const series *s, const char *le,
+                       double v)
 {
     puts_(b, m->name);
     puts_(b, suffix);

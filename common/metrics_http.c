@@ -28,17 +28,20 @@ static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
     const char *colon;
     if (addr[0] == '[') {
         const char *close = strchr(addr, ']');
-        if (!close || close[1] != ':') return terr_set(err, "bad metrics address \"%s\" (want [v6]:port)", addr);
+        if (!close || close[1] != ':')
+            return terr_set(err, "bad metrics address \"%s\" (want [v6]:port)", addr);
         snprintf(host, sizeof host, "%.*s", (int)(close - addr - 1), addr + 1);
         colon = close + 1;
     } else {
         colon = strrchr(addr, ':');
-        if (!colon) return terr_set(err, "bad metrics address \"%s\" (want host:port or off)", addr);
+        if (!colon)
+            return terr_set(err, "bad metrics address \"%s\" (want host:port or off)", addr);
         snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
     }
     snprintf(port, sizeof port, "%s", colon + 1);
     if (!*port) return terr_set(err, "bad metrics address \"%s\" (no port)", addr);
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res;
     int rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
     if (rc != 0) return terr_set(err, "resolve metrics address %s: %s", addr, gai_strerror(rc));
@@ -65,8 +68,8 @@ static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
     return 0;
 }
 
-static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type, char *body,
-                             size_t len, enum MHD_ResponseMemoryMode mode)
+static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
+                             char *body, size_t len, enum MHD_ResponseMemoryMode mode)
 {
     struct MHD_Response *r = MHD_create_response_from_buffer(len, body, mode);
     if (!r) {
@@ -80,9 +83,9 @@ static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const
     return ret;
 }
 
-static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                 const char *version, const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     metrics_http *h = cls;
     static int first_call_marker;
@@ -95,8 +98,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return MHD_YES;
     }
     static const char text[] = "text/plain; charset=utf-8";
-    static char not_found[] = "not found (the metrics are at /metrics)\n", not_allowed[] = "method not allowed\n",
-                unavailable[] = "metrics unavailable\n";
+    static char not_found[] = "not found (the metrics are at /metrics)\n",
+                not_allowed[] = "method not allowed\n", unavailable[] = "metrics unavailable\n";
     if (strcmp(url, "/metrics") != 0)
         return reply(conn, 404, text, not_found, sizeof not_found - 1, MHD_RESPMEM_PERSISTENT);
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -109,7 +112,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         log_error("event=metrics_render_failed error=\"%s\"", log_quote(err.msg, q, sizeof q));
         return reply(conn, 500, text, unavailable, sizeof unavailable - 1, MHD_RESPMEM_PERSISTENT);
     }
-    return reply(conn, 200, "text/plain; version=0.0.4; charset=utf-8", body, len, MHD_RESPMEM_MUST_FREE);
+    return reply(conn, 200, "text/plain; version=0.0.4; charset=utf-8", body, len,
+                 MHD_RESPMEM_MUST_FREE);
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -124,7 +128,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 int metrics_http_start(const char *addr, metrics_registry *reg, metrics_http **out, terr *err)
 {
     *out = NULL;
-    if (!addr || !*addr || metrics_http_addr_off(addr)) return terr_set(err, "metrics listener is off");
+    if (!addr || !*addr || metrics_http_addr_off(addr))
+        return terr_set(err, "metrics listener is off");
     if (!reg) return terr_set(err, "metrics: no registry");
     metrics_http *h = calloc(1, sizeof *h);
     if (!h) return terr_set(err, "out of memory");
@@ -133,14 +138,11 @@ int metrics_http_start(const char *addr, metrics_registry *reg, metrics_http **o
         free(h);
         return -1;
     }
-    h->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
-                              on_access, h,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, /* first, or MHD says so */
-                              MHD_OPTION_LISTEN_SOCKET, h->fd,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
-                              MHD_OPTION_CONNECTION_TIMEOUT, 10u,
-                              MHD_OPTION_CONNECTION_LIMIT, 32u,
-                              MHD_OPTION_END);
+    h->mhd = MHD_start_daemon(
+        MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        on_access, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, /* first, or MHD says so */
+        MHD_OPTION_LISTEN_SOCKET, h->fd, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(32 * 1024),
+        MHD_OPTION_CONNECTION_TIMEOUT, 10u, MHD_OPTION_CONNECTION_LIMIT, 32u, MHD_OPTION_END);
     if (!h->mhd) {
         close(h->fd);
         free(h);

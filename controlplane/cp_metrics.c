@@ -16,19 +16,21 @@ static void init(void)
 {
     metrics_registry *r = metrics_default();
     const char *http_labels[] = {"method", "route", "status"};
-    requests = metrics_counter(r, "torpor_cp_http_requests_total",
-                               "REST requests answered, by route pattern and status.", 3, http_labels);
-    request_seconds = metrics_histogram(r, "torpor_cp_http_request_duration_seconds",
-                                        "Time from a complete request to its answer, by route pattern and status.",
-                                        3, http_labels, metrics_buckets_seconds, metrics_buckets_seconds_n);
+    requests =
+        metrics_counter(r, "torpor_cp_http_requests_total",
+                        "REST requests answered, by route pattern and status.", 3, http_labels);
+    request_seconds = metrics_histogram(
+        r, "torpor_cp_http_request_duration_seconds",
+        "Time from a complete request to its answer, by route pattern and status.", 3, http_labels,
+        metrics_buckets_seconds, metrics_buckets_seconds_n);
     db_errors = metrics_counter(r, "torpor_cp_db_errors_total",
                                 "Failed PostgreSQL statements and connection attempts.", 0, NULL);
-    reconcile_seconds = metrics_histogram(r, "torpor_cp_reconcile_duration_seconds",
-                                          "Duration of one host's reconcile pass.", 2,
-                                          (const char *[]){"host", "result"}, metrics_buckets_seconds,
-                                          metrics_buckets_seconds_n);
-    sandboxes = metrics_gauge(r, "torpor_cp_sandboxes", "Sandboxes in the database, by host and state.", 2,
-                              (const char *[]){"host", "state"});
+    reconcile_seconds = metrics_histogram(
+        r, "torpor_cp_reconcile_duration_seconds", "Duration of one host's reconcile pass.", 2,
+        (const char *[]){"host", "result"}, metrics_buckets_seconds, metrics_buckets_seconds_n);
+    sandboxes =
+        metrics_gauge(r, "torpor_cp_sandboxes", "Sandboxes in the database, by host and state.", 2,
+                      (const char *[]){"host", "state"});
     metrics_add(db_errors, NULL, 0);
 }
 
@@ -40,7 +42,8 @@ static const char *method_label(const char *m)
     return "other";
 }
 
-void cp_metrics_http_request(const char *method, const char *route_pattern, int status, double seconds)
+void cp_metrics_http_request(const char *method, const char *route_pattern, int status,
+                             double seconds)
 {
     pthread_once(&once, init);
     char st[16];
@@ -89,7 +92,8 @@ static void collect(void *ctx, metrics_registry *r)
         return;
     }
     for (size_t i = 0; i < n; i++)
-        metrics_set(sandboxes, (const char *[]){rows[i].host_id, rows[i].status}, (double)rows[i].count);
+        metrics_set(sandboxes, (const char *[]){rows[i].host_id, rows[i].status},
+                    (double)rows[i].count);
     free(rows);
 }
 

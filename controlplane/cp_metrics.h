@@ -24,7 +24,8 @@
 
 #define CP_METRICS_MAX_ROWS 10000
 
-void cp_metrics_http_request(const char *method, const char *route_pattern, int status, double seconds);
+void cp_metrics_http_request(const char *method, const char *route_pattern, int status,
+                             double seconds);
 void cp_metrics_db_error(void);
 void cp_metrics_reconcile(const char *host_id, int ok, double seconds);
 
