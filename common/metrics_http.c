@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "rpc.h"
 
 struct metrics_http {
     struct MHD_Daemon *mhd;
@@ -147,6 +148,12 @@ int metrics_http_start(const char *addr, metrics_registry *reg, metrics_http **o
         close(h->fd);
         free(h);
         return terr_set(err, "MHD_start_daemon on metrics address %s failed", addr);
+    }
+    if (!rpc_addr_is_loopback(addr)) {
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=metrics_not_loopback addr=\"%s\" note=\"GET /metrics needs no key: expose it only "
+                 "to the scrape network\"",
+                 log_quote(addr, q, sizeof q));
     }
     *out = h;
     return 0;

@@ -5,7 +5,8 @@
  * thread, GET (or HEAD) /metrics: 200 with metrics_render(reg) as
  * "text/plain; version=0.0.4; charset=utf-8". Any other path is 404, any
  * other method on /metrics 405; a render failure is 500. No key: the
- * listener is meant for loopback or a scrape network (docs/operations.md).
+ * listener is meant for loopback or a scrape network (docs/operations.md);
+ * a non-loopback address is logged as a warning (event=metrics_not_loopback).
  * At most 32 connections, 10 s idle timeout, request bodies are discarded.
  * A scrape runs the registry's collectors, so it may block (e.g. on a DB
  * query) - only this listener's thread, never the service's API.
