@@ -6,14 +6,16 @@ GET /metrics answers parse with prometheus_client's text parser, every
 family is there, histogram buckets are cumulative with +Inf = _count, the
 operation counts equal the activity, the HTTP families are labelled with
 route patterns only (never a raw path), and the sandbox gauges match the
-states the API reports."""
+states the API reports. With PostgreSQL stopped, the DB error counter grows
+and the sandbox gauges are absent rather than stale; they come back with it."""
 
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, run_tests, wait_until  # noqa: E402
+from harness import PG_SH, Stack, run_tests, wait_until  # noqa: E402
 
 try:
     from prometheus_client.parser import text_string_to_metric_families
@@ -183,7 +185,33 @@ def test_metrics_listener_has_one_path(s):
     assert re.search(r"^# TYPE torpor_cp_http_requests_total counter$", text, re.M), text[:300]
 
 
+def test_db_outage_counts_errors_and_drops_the_sandbox_gauges(s):
+    def db_errors(fams):
+        return one(fams["torpor_cp_db_errors"], "torpor_cp_db_errors_total")
+
+    def sandbox_samples(fams):
+        fam = fams.get("torpor_cp_sandboxes")
+        return [] if fam is None else fam.samples
+
+    before = db_errors(families(s.scrape("cp")))
+    out = subprocess.run(["bash", PG_SH, "stop", s.pg_dir], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    try:
+        st, body = s.request("GET", "/v1/sandboxes")
+        assert st == 500, f"GET /v1/sandboxes without PostgreSQL: {st} {body}"
+        fams = families(s.scrape("cp"))
+        assert db_errors(fams) > before, f"db errors {db_errors(fams)} (before {before})"
+        assert sandbox_samples(fams) == [], f"stale sandbox gauges: {sandbox_samples(fams)}"
+    finally:
+        out = subprocess.run(["bash", PG_SH, "start", s.pg_dir], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+    wait_until(lambda: s.request("GET", "/v1/sandboxes")[0] == 200, 30, what="the API back after PostgreSQL")
+    fams = families(s.scrape("cp"))
+    assert one(fams["torpor_cp_sandboxes"], "torpor_cp_sandboxes", host="default", state="running") == 1
+
+
 if __name__ == "__main__":
     sys.exit(run_tests(lambda: Stack("metrics", reconcile_interval=RECONCILE, reaper_interval=REAPER),
                        [test_activity, test_agent_metrics_parse_and_match_the_activity,
-                        test_cp_metrics_parse_and_match_the_activity, test_metrics_listener_has_one_path]))
+                        test_cp_metrics_parse_and_match_the_activity, test_metrics_listener_has_one_path,
+                        test_db_outage_counts_errors_and_drops_the_sandbox_gauges]))
