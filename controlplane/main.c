@@ -130,6 +130,14 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                           .server_name_override = cfg->agent_tls_server_name};
     agent_pool *agents;
     if (agent_pool_open(&tls, &agents, &err) != 0) fatal("stage=agent_pool %s", err.msg);
+    /* Before the REST listener: a taken metrics port fails the start
+     * before any request is served. */
+    metrics_http *mh = NULL;
+    if (!metrics_http_addr_off(cfg->metrics_addr)) {
+        if (cp_metrics_watch(cfg->database_url, &err) != 0 ||
+            metrics_http_start(cfg->metrics_addr, metrics_default(), &mh, &err) != 0)
+            fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
+    }
     api_ctx ctx = {.cfg = cfg, .agents = agents};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
@@ -149,12 +157,6 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                                 .grace_sec = cfg->transition_grace_sec};
     reconciler *rec;
     if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
-    metrics_http *mh = NULL;
-    if (!metrics_http_addr_off(cfg->metrics_addr)) {
-        if (cp_metrics_watch(cfg->database_url, &err) != 0 ||
-            metrics_http_start(cfg->metrics_addr, metrics_default(), &mh, &err) != 0)
-            fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
-    }
     log_info("event=cp_ready http=%s port=%d agent=%s threads=%d reconcile_interval=%g metrics_addr=%s "
              "metrics_port=%d",
              cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads,

@@ -15,7 +15,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import PG_SH, Stack, run_tests, wait_until  # noqa: E402
+from harness import PG_SH, Component, Stack, run_tests, wait_until  # noqa: E402
 
 try:
     from prometheus_client.parser import text_string_to_metric_families
@@ -210,8 +210,25 @@ def test_db_outage_counts_errors_and_drops_the_sandbox_gauges(s):
     assert one(fams["torpor_cp_sandboxes"], "torpor_cp_sandboxes", host="default", state="running") == 1
 
 
+def test_metrics_addr_off_and_a_taken_port(s):
+    def cp(name, metrics_addr):
+        argv = [s.cp_bin, "--http-addr", "127.0.0.1:0", "--database-url", s.db_url, "--agent-addr",
+                f"127.0.0.1:{s.agent_port}", "--reconcile-interval", "3600", "--metrics-addr", metrics_addr]
+        comp = Component(name, argv, os.path.join(s.tmp, f"{name}.log"))
+        s.extra.append(comp)
+        comp.start()
+        return comp
+    off = cp("cp-metrics-off", "off")
+    off.wait_log(r"event=cp_ready\b[^\n]*\bmetrics_addr=off metrics_port=0\b", 60, what="cp_ready without metrics")
+    taken = cp("cp-metrics-taken", f"127.0.0.1:{s.cp_metrics_port}")
+    assert taken.proc.wait(60) == 1, f"exit code {taken.proc.returncode} with a taken metrics port"
+    log = taken.log_text()
+    assert "stage=metrics" in log and "event=cp_ready" not in log, log
+
+
 if __name__ == "__main__":
     sys.exit(run_tests(lambda: Stack("metrics", reconcile_interval=RECONCILE, reaper_interval=REAPER),
                        [test_activity, test_agent_metrics_parse_and_match_the_activity,
                         test_cp_metrics_parse_and_match_the_activity, test_metrics_listener_has_one_path,
+                        test_metrics_addr_off_and_a_taken_port,
                         test_db_outage_counts_errors_and_drops_the_sandbox_gauges]))
