@@ -10,7 +10,7 @@
 
 enum {
     OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
-    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_HELP,
+    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_METRICS_ADDR, OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
@@ -41,6 +41,9 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --tls-key PATH           PEM private key (TORPOR_TLS_KEY)\n"
             "  --tls-ca PATH            PEM CA that signs control-plane client certificates;\n"
             "                           with all three set, mutual TLS is required (TORPOR_TLS_CA)\n"
+            "  --metrics-addr ADDR|off  Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
+            "                           on loopback or a scrape network; port 0 = ephemeral\n"
+            "                           (TORPOR_AGENT_METRICS_ADDR, default 127.0.0.1:9465)\n"
             "  --help                   this text\n"
             "\n"
             "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -98,6 +101,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     cfg->tls_cert = env_or("TORPOR_TLS_CERT", NULL);
     cfg->tls_key = env_or("TORPOR_TLS_KEY", NULL);
     cfg->tls_ca = env_or("TORPOR_TLS_CA", NULL);
+    cfg->metrics_addr = env_or("TORPOR_AGENT_METRICS_ADDR", "127.0.0.1:9465");
     const char *interval = env_or("TORPOR_REAPER_INTERVAL", "2");
     const char *workers = env_or("TORPOR_PAUSE_WORKERS", "2");
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
@@ -113,6 +117,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"metrics-addr", required_argument, NULL, OPT_METRICS_ADDR},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -131,6 +136,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_TLS_CERT: cfg->tls_cert = optarg; break;
         case OPT_TLS_KEY: cfg->tls_key = optarg; break;
         case OPT_TLS_CA: cfg->tls_ca = optarg; break;
+        case OPT_METRICS_ADDR: cfg->metrics_addr = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':':
             terr_set(err, "%s needs a value", argv[optind - 1]);
@@ -146,6 +152,10 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     }
     if (!cfg->listen[0]) {
         terr_set(err, "--listen: empty address");
+        return AGENT_CONFIG_ERROR;
+    }
+    if (strcmp(cfg->metrics_addr, "off") != 0 && !strchr(cfg->metrics_addr, ':')) {
+        terr_set(err, "--metrics-addr: want HOST:PORT or off, got \"%s\"", cfg->metrics_addr);
         return AGENT_CONFIG_ERROR;
     }
     if (!cfg->state_dir[0] || !cfg->image_dir[0]) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent_metrics.h"
 #include "lifecycle_internal.h"
 #include "log.h"
 
@@ -95,11 +96,13 @@ void autopause_run(lifecycle *lc, const char *id)
         lifecycle_unlock_locked(lc, sb);
         sandbox_table_unlock(lc->table);
         runtime_vm_unref(vm);
+        agent_metrics_auto_pause(true, (double)(lifecycle_now_ms(lc) - t0) / 1000.0);
         log_info("event=sandbox_paused sandbox_id=%s reason=inactivity idle_ms=%lld timeout_sec=%d "
                  "duration_ms=%lld",
                  id, (long long)idle_ms, spec.timeout_sec, (long long)(lifecycle_now_ms(lc) - t0));
         return;
     }
+    agent_metrics_auto_pause(false, (double)(lifecycle_now_ms(lc) - t0) / 1000.0);
     log_error("event=auto_pause_failed sandbox_id=%s error=\"%s\" action=destroy", id, log_quote(derr.msg, q, sizeof q));
     sandbox_table_lock(lc->table);
     sb->status = SANDBOX_DESTROYING;

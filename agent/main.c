@@ -9,12 +9,14 @@
 #include <stdio.h>
 
 #include "agent_config.h"
+#include "agent_metrics.h"
 #include "agent_identity.h"
 #include "clock.h"
 #include "daemon.h"
 #include "journal.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "qemu.h"
 #include "reaper.h"
 #include "rpc.h"
@@ -62,6 +64,13 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     if (reaper_new(&rcfg, &rp, &err) != 0 || reaper_start(rp, &err) != 0)
         fatal("stage=reaper %s", err.msg);
 
+    metrics_http *mh = NULL;
+    if (!metrics_http_addr_off(cfg->metrics_addr)) {
+        if (agent_metrics_watch(lc, jnl, rp, &err) != 0 ||
+            metrics_http_start(cfg->metrics_addr, metrics_default(), &mh, &err) != 0)
+            fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
+    }
+
     agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
@@ -71,14 +80,17 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     rpc_server *server = NULL;
     if (rpc_server_start(&scfg, &server, &err) != 0) fatal("stage=rpc listen=%s %s", cfg->listen, err.msg);
     char qs[LOG_QUOTE_MAX];
-    log_info("event=agent_ready listen=%s port=%d state_dir=\"%s\" runtime=%s tls=%s agent_id=%s",
+    log_info("event=agent_ready listen=%s port=%d state_dir=\"%s\" runtime=%s tls=%s agent_id=%s "
+             "metrics_addr=%s metrics_port=%d",
              cfg->listen, rpc_server_port(server), log_quote(cfg->state_dir, qs, sizeof qs),
-             driver->ops->name, cfg->tls_cert ? "mutual" : "off", agent_id);
+             driver->ops->name, cfg->tls_cert ? "mutual" : "off", agent_id, cfg->metrics_addr,
+             metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=agent_stopping signal=%s pending_pauses=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
              reaper_pending(rp));
 
+    metrics_http_stop(mh);    /* its collector reads the table, journal, reaper */
     reaper_halt(rp);          /* no new auto-pauses */
     rpc_server_stop(server);  /* no new RPCs; waits for running handlers */
     if (reaper_stop(rp, cfg->shutdown_timeout_ms, &err) != 0) {

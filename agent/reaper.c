@@ -8,6 +8,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "agent_metrics.h"
 #include "autopause.h"
 #include "log.h"
 #include "mono_time.h"
@@ -128,6 +129,7 @@ static void *reaper_main(void *arg)
         while (!r->stop && pthread_cond_timedwait(&r->cv, &r->mu, &until) != ETIMEDOUT) {}
         if (r->stop) break;
         pthread_mutex_unlock(&r->mu);
+        agent_metrics_reaper_tick((double)(mono_ms() - next) / 1000.0);
         reaper_tick(r);
         pthread_mutex_lock(&r->mu);
         /* After a long tick, do not fire a burst of catch-up ticks. */

@@ -4,8 +4,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "agent_metrics.h"
 #include "hostagent.pb-c.h"
 #include "log.h"
+#include "mono_time.h"
 #include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
@@ -22,6 +24,9 @@ grpc_status_code agent_code_to_grpc(agent_code c)
     }
     return GRPC_STATUS_UNKNOWN;
 }
+
+/* Seconds since t0 (mono_ms), for torpor_agent_operation_duration_seconds. */
+static double since(int64_t t0) { return (double)(mono_ms() - t0) / 1000.0; }
 
 static void fail_code(rpc_call *call, agent_code c, const terr *e)
 {
@@ -72,7 +77,9 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
     snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
     lifecycle_info info;
     terr e;
+    int64_t t0 = mono_ms();
     agent_code c = lifecycle_create(app->lc, &spec, &info, &e);
+    agent_metrics_operation("create", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -90,7 +97,9 @@ static void h_destroy(void *appv, rpc_call *call, const ProtobufCMessage *m)
     const Torpor__Hostagent__V1__DestroySandboxRequest *req = (const void *)m;
     if (bad_id(call, req->sandbox_id)) return;
     terr e;
+    int64_t t0 = mono_ms();
     agent_code c = lifecycle_destroy(app->lc, req->sandbox_id, &e);
+    agent_metrics_operation("destroy", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -106,7 +115,9 @@ static void h_pause(void *appv, rpc_call *call, const ProtobufCMessage *m)
     if (bad_id(call, req->sandbox_id)) return;
     lifecycle_info info;
     terr e;
+    int64_t t0 = mono_ms();
     agent_code c = lifecycle_pause(app->lc, req->sandbox_id, &info, &e);
+    agent_metrics_operation("pause", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -125,7 +136,9 @@ static void h_resume(void *appv, rpc_call *call, const ProtobufCMessage *m)
     if (bad_id(call, req->sandbox_id)) return;
     lifecycle_info info;
     terr e;
+    int64_t t0 = mono_ms();
     agent_code c = lifecycle_resume(app->lc, req->sandbox_id, req->timeout_sec, &info, &e);
+    agent_metrics_operation("resume", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -254,7 +267,9 @@ static void h_exec(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     runtime_exec_result res;
     terr e;
+    int64_t t0 = mono_ms();
     agent_code c = lifecycle_exec(app->lc, req->sandbox_id, &r, &res, &e);
+    agent_metrics_operation("exec", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;

@@ -81,7 +81,9 @@ def main(argv):
             argv_ = [os.path.abspath(path), "--http-addr", "127.0.0.1:0", "--database-url", s.db_url,
                      "--agent-addr", f"127.0.0.1:{s.agent_port}", "--reconcile-interval", "3600",
                      "--http-threads", str(args.http_threads)]
-            comp = Component(f"cp-{name}", argv_, os.path.join(s.tmp, f"cp-{name}.log"))
+            # No metrics listener (its default port may be taken; older binaries ignore the variable).
+            comp = Component(f"cp-{name}", argv_, os.path.join(s.tmp, f"cp-{name}.log"),
+                             env=dict(os.environ, TORPOR_METRICS_ADDR="off"))
             s.extra.append(comp)
             comp.start()
             m = comp.wait_log(r"event=cp_ready\b[^\n]*\bport=(\d+)", 60, what=f"{name} cp_ready")

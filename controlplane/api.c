@@ -4,6 +4,7 @@
 
 #include "api_routes.h"
 #include "auth.h"
+#include "cp_metrics.h"
 #include "log.h"
 #include "mono_time.h"
 
@@ -11,6 +12,8 @@ static void log_request(http_request *req, int status, int64_t duration_ms, cons
 {
     /* Reads that succeed are debug-level: clients poll them. */
     const char *method = http_request_method(req);
+    const api_route *route = http_request_user(req);
+    cp_metrics_http_request(method, route ? route->pattern : NULL, status, (double)duration_ms / 1000.0);
     enum log_level lvl = (status < 300 && strcmp(method, "GET") == 0) ? LOG_DEBUG : LOG_INFO;
     char q[LOG_QUOTE_MAX];
     log_write(lvl, "event=http_request method=%s path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s", method,
@@ -32,6 +35,7 @@ static void decide(void *app, http_request *req)
         }
         return;
     }
+    http_request_set_user(req, (void *)route); /* also names the route in metrics of early replies */
     if (route->auth == API_AUTH_KEY) {
         const char *key = http_request_header(req, "X-API-Key");
         if (!key || !*key) {
@@ -49,7 +53,6 @@ static void decide(void *app, http_request *req)
     if (route->auth == API_AUTH_KEY && (route->stream || route->body_limit > API_BODY_LIMIT))
         http_request_vet_first(req);
     if (route->long_running) http_request_set_long_running(req);
-    http_request_set_user(req, (void *)route);
 }
 
 void api_on_headers(void *app, http_request *req)

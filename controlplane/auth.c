@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "ids.h"
+#include "log.h"
 
 bool auth_key_well_formed(const char *key)
 {
@@ -17,13 +18,13 @@ int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 
 {
     if (!team_name || !*team_name || strlen(team_name) > 200)
         return terr_set(err, "team name must be 1..200 characters");
-    char hex[33], hash[65], prefix[9];
+    char hex[33], hash[65], prefix[AUTH_KEY_PREFIX_LEN + 1];
     if (ids_random_hex(hex, 16, err) != 0) return -1;
     memcpy(key, AUTH_KEY_PREFIX, 4);
     memcpy(key + 4, hex, 33);
     if (ids_sha256_hex(key, AUTH_KEY_LEN, hash) != 0) return terr_set(err, "SHA-256 of the new key failed");
-    memcpy(prefix, key, 8);
-    prefix[8] = '\0';
+    memcpy(prefix, key, AUTH_KEY_PREFIX_LEN);
+    prefix[AUTH_KEY_PREFIX_LEN] = '\0';
     if (db_team_ensure(db, team_name, team_id, err) != 0) return -1;
     return db_api_key_insert(db, team_id, hash, prefix, err);
 }
@@ -34,5 +35,18 @@ int auth_check(db_conn *db, const char *key, char team_id[64], bool *ok, terr *e
     if (!auth_key_well_formed(key)) return 0;
     char hash[65];
     if (ids_sha256_hex(key, strlen(key), hash) != 0) return terr_set(err, "SHA-256 of the API key failed");
-    return db_api_key_team(db, hash, team_id, ok, err);
+    char key_id[64];
+    bool stale;
+    if (db_api_key_team(db, hash, team_id, key_id, &stale, ok, err) != 0) return -1;
+    /* At most about once a minute per key: the request path pays one
+     * extra statement only when the stored time is older than that. */
+    if (*ok && stale) {
+        terr terr_touch;
+        if (db_api_key_touch(db, key_id, &terr_touch) != 0) {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=api_key_touch_failed key_id=%s error=\"%s\"", key_id,
+                     log_quote(terr_touch.msg, q, sizeof q));
+        }
+    }
+    return 0;
 }

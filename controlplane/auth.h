@@ -1,9 +1,14 @@
 /* auth: API keys and the team they belong to.
  *
  * Contract: a key is "tpk_" + 32 lowercase hex digits (128 random bits). It
- * is shown once by auth_key_create; only its SHA-256 (hex) is stored. A key
- * that is absent, malformed or unknown authenticates nothing (*ok = false,
- * return 0); -1 is only for database failures. */
+ * is shown once by auth_key_create; only its SHA-256 (hex) and its first
+ * AUTH_KEY_PREFIX_LEN characters (to tell keys apart in `keys list`) are
+ * stored. A key that is absent, malformed, unknown or revoked authenticates
+ * nothing (*ok = false, return 0); -1 is only for database failures. Every
+ * check reads the database (no cache), so a revocation holds from the next
+ * request on, on every replica. A successful check records the key's
+ * last_used_at when the stored one is older than a minute (one UPDATE per
+ * key per minute at most; a failure to record it is logged, not fatal). */
 #ifndef TORPOR_CP_AUTH_H
 #define TORPOR_CP_AUTH_H
 
@@ -14,6 +19,7 @@
 
 #define AUTH_KEY_PREFIX "tpk_"
 #define AUTH_KEY_LEN 36 /* "tpk_" + 32 hex */
+#define AUTH_KEY_PREFIX_LEN 12 /* stored: "tpk_" + 8 hex (keys before 0003: 8 characters) */
 
 /* Creates the team if needed and a new key for it. */
 int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 1], char team_id[64],

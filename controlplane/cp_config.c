@@ -18,6 +18,9 @@ void cp_config_usage(FILE *f)
     fprintf(f,
             "usage: torpor-cp [flags]                      serve the REST API (default)\n"
             "       torpor-cp keys create --team NAME      create a team if needed and print a new API key\n"
+            "       torpor-cp keys list --team NAME        the team's keys: id, prefix, created, last used\n"
+            "                                              (recorded at most once a minute), revoked\n"
+            "       torpor-cp keys revoke --prefix P | --id ID  revoke one key (401 from its next request on)\n"
             "       torpor-cp hosts add --id ID --addr ADDR  register (or re-address) an agent host\n"
             "       torpor-cp hosts reset-identity --id ID   forget the agent identity recorded for a host\n"
             "                                              (after replacing its agent on purpose)\n"
@@ -39,14 +42,18 @@ void cp_config_usage(FILE *f)
             "                              still waits on)\n"
             "  --http-threads N            HTTP worker threads, each with its own DB connection\n"
             "                              [TORPOR_HTTP_THREADS] (8)\n"
+            "  --metrics-addr ADDR|off     Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
+            "                              on loopback or a scrape network; port 0 = ephemeral\n"
+            "                              [TORPOR_METRICS_ADDR] (127.0.0.1:9464)\n"
             "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
             "  --tls-key PEM               its private key [TORPOR_TLS_KEY]\n"
             "  --tls-ca PEM                CA that signed the agents' certificates [TORPOR_TLS_CA]\n"
             "  --agent-tls-server-name N   name to verify in agent certificates instead of the\n"
             "                              address [TORPOR_AGENT_TLS_SERVER_NAME]\n"
-            "  --team NAME                 (keys create) team name\n"
+            "  --team NAME                 (keys create, keys list) team name\n"
             "  --id ID --addr ADDR         (hosts add) host id and agent address; (hosts reset-identity)\n"
-            "                              --id only\n"
+            "                              --id only; (keys revoke) --id is a key id\n"
+            "  --prefix P                  (keys revoke) the key's prefix as keys list shows it\n"
             "  -h, --help                  this text\n"
             "\n"
             "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
@@ -97,9 +104,11 @@ static const flag_def flags[] = {
     {"--tls-key", "TORPOR_TLS_KEY", F_STR, OFF(tls_key)},
     {"--tls-ca", "TORPOR_TLS_CA", F_STR, OFF(tls_ca)},
     {"--agent-tls-server-name", "TORPOR_AGENT_TLS_SERVER_NAME", F_STR, OFF(agent_tls_server_name)},
+    {"--metrics-addr", "TORPOR_METRICS_ADDR", F_STR, OFF(metrics_addr)},
     {"--team", NULL, F_STR, OFF(team)},
     {"--id", NULL, F_STR, OFF(host_id)},
     {"--addr", NULL, F_STR, OFF(host_addr)},
+    {"--prefix", NULL, F_STR, OFF(key_prefix)},
 };
 #define N_FLAGS (sizeof flags / sizeof flags[0])
 
@@ -126,6 +135,7 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->reconcile_interval_sec = 5;
     out->transition_grace_sec = RECONCILER_GRACE_DEFAULT_SEC;
     out->http_threads = 8;
+    out->metrics_addr = "127.0.0.1:9464";
 
     for (size_t i = 0; i < N_FLAGS; i++) {
         const char *v = flags[i].env ? getenv(flags[i].env) : NULL;
@@ -165,6 +175,12 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     } else if (n_words == 2 && strcmp(words[0], "keys") == 0 && strcmp(words[1], "create") == 0) {
         out->command = CP_CMD_KEYS_CREATE;
         if (!out->team) return terr_set(err, "keys create needs --team NAME");
+    } else if (n_words == 2 && strcmp(words[0], "keys") == 0 && strcmp(words[1], "list") == 0) {
+        out->command = CP_CMD_KEYS_LIST;
+        if (!out->team) return terr_set(err, "keys list needs --team NAME");
+    } else if (n_words == 2 && strcmp(words[0], "keys") == 0 && strcmp(words[1], "revoke") == 0) {
+        out->command = CP_CMD_KEYS_REVOKE;
+        if (!out->key_prefix == !out->host_id) return terr_set(err, "keys revoke needs --prefix P or --id ID (one of them)");
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "add") == 0) {
         out->command = CP_CMD_HOSTS_ADD;
         if (!out->host_id || !out->host_addr) return terr_set(err, "hosts add needs --id ID and --addr ADDR");
@@ -183,6 +199,8 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
                         "--transition-grace must be at least %d s (the longest agent deadline, %d s, plus a "
                         "margin; got %g)",
                         RECONCILER_GRACE_MIN_SEC, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000, out->transition_grace_sec);
+    if (strcmp(out->metrics_addr, "off") != 0 && !strchr(out->metrics_addr, ':'))
+        return terr_set(err, "--metrics-addr: want HOST:PORT or off (got \"%s\")", out->metrics_addr);
     int n_tls = !!out->tls_cert + !!out->tls_key + !!out->tls_ca;
     if (n_tls != 0 && n_tls != 3)
         return terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");

@@ -17,6 +17,8 @@
 typedef enum cp_command {
     CP_CMD_SERVE = 0,
     CP_CMD_KEYS_CREATE,
+    CP_CMD_KEYS_LIST,
+    CP_CMD_KEYS_REVOKE,
     CP_CMD_HOSTS_ADD,
     CP_CMD_HOSTS_RESET_IDENTITY,
     CP_CMD_HELP,
@@ -35,8 +37,10 @@ typedef struct cp_config {
     const char *tls_key;
     const char *tls_ca;
     const char *agent_tls_server_name;
-    const char *team;      /* keys create --team */
-    const char *host_id;   /* hosts add / reset-identity --id */
+    const char *metrics_addr; /* "off" = no metrics listener */
+    const char *team;      /* keys create / list --team */
+    const char *host_id;   /* hosts add / reset-identity --id; keys revoke --id (a key id) */
+    const char *key_prefix; /* keys revoke --prefix */
     const char *host_addr; /* hosts add --addr */
 } cp_config;
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cp_metrics.h"
 #include "log.h"
 
 struct db_conn {
@@ -42,6 +43,7 @@ int db_open(const char *conninfo, db_conn **out, terr *err)
         }
         PQfinish(db->pg);
         free(db);
+        cp_metrics_db_error();
         return -1;
     }
     PQsetNoticeProcessor(db->pg, notice_to_log, NULL);
@@ -73,7 +75,10 @@ int db_ensure(db_conn *db, terr *err)
     if (PQstatus(db->pg) == CONNECTION_OK) return 0;
     log_warn("event=db_reconnect");
     PQreset(db->pg);
-    if (PQstatus(db->pg) != CONNECTION_OK) return pg_error(db, err, "reconnect to PostgreSQL");
+    if (PQstatus(db->pg) != CONNECTION_OK) {
+        cp_metrics_db_error();
+        return pg_error(db, err, "reconnect to PostgreSQL");
+    }
     return 0;
 }
 
@@ -87,6 +92,7 @@ static int run(db_conn *db, const char *what, const char *sql, int n, const char
     PGresult *r = PQexecParams(db->pg, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
+        cp_metrics_db_error();
         if (r) {
             terr_set(err, "%s: %s", what, PQresultErrorMessage(r));
             if (err) {
@@ -183,17 +189,114 @@ int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, co
     return 0;
 }
 
-int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], bool *found, terr *err)
+int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
+                    bool *found, terr *err)
 {
     PGresult *r;
     const char *p[1] = {key_hash};
     *found = false;
-    if (run(db, "look up API key", "SELECT team_id::text FROM api_keys WHERE key_hash = $1", 1, p, &r,
-            err) != 0)
+    *stale = false;
+    if (run(db, "look up API key",
+            "SELECT team_id::text, id::text, "
+            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute') "
+            "FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+            1, p, &r, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         copy_field(team_id, 64, r, 0, 0);
+        copy_field(key_id, 64, r, 0, 1);
+        *stale = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
         *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int db_api_key_touch(db_conn *db, const char *key_id, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {key_id};
+    if (run(db, "record API key use",
+            "UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid "
+            "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+            1, p, &r, err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+#define KEY_COLS                                                                                        \
+    "k.id::text, k.key_prefix, "                                                                       \
+    "coalesce(to_char(k.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "        \
+    "coalesce(to_char(k.last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "      \
+    "coalesce(to_char(k.revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
+
+static void key_from_result(PGresult *r, int i, db_api_key *k)
+{
+    copy_field(k->id, sizeof k->id, r, i, 0);
+    copy_field(k->prefix, sizeof k->prefix, r, i, 1);
+    copy_field(k->created_at, sizeof k->created_at, r, i, 2);
+    copy_field(k->last_used_at, sizeof k->last_used_at, r, i, 3);
+    copy_field(k->revoked_at, sizeof k->revoked_at, r, i, 4);
+}
+
+int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t *n, bool *team_found,
+                    terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {team_name};
+    *out = NULL;
+    *n = 0;
+    *team_found = false;
+    if (run(db, "find team", "SELECT id FROM teams WHERE name = $1", 1, p, &r, err) != 0) return -1;
+    *team_found = PQntuples(r) == 1;
+    PQclear(r);
+    if (!*team_found) return 0;
+    if (run(db, "list API keys",
+            "SELECT " KEY_COLS " FROM api_keys k JOIN teams t ON t.id = k.team_id WHERE t.name = $1 "
+            "ORDER BY k.created_at, k.id",
+            1, p, &r, err) != 0)
+        return -1;
+    int rows = PQntuples(r);
+    db_api_key *keys = calloc(rows ? (size_t)rows : 1, sizeof *keys);
+    if (!keys) {
+        PQclear(r);
+        return terr_set(err, "out of memory");
+    }
+    for (int i = 0; i < rows; i++) key_from_result(r, i, &keys[i]);
+    PQclear(r);
+    *out = keys;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int db_api_key_revoke(db_conn *db, const char *key_id, const char *prefix, db_api_key *out, int *matched,
+                      terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {key_id, prefix};
+    *matched = 0;
+    /* One statement: count the matches and revoke only when there is one. */
+    if (run(db, "revoke API key",
+            "WITH m AS (SELECT id FROM api_keys WHERE revoked_at IS NULL AND "
+            "  (($1::text IS NOT NULL AND id::text = $1) OR ($1::text IS NULL AND key_prefix = $2)) FOR UPDATE), "
+            "n AS (SELECT count(*) AS c FROM m), "
+            "u AS (UPDATE api_keys k SET revoked_at = now() FROM n WHERE n.c = 1 AND k.id IN (SELECT id FROM m) "
+            "      RETURNING " KEY_COLS ") "
+            "SELECT n.c, u.* FROM n LEFT JOIN u ON true",
+            2, p, &r, err) != 0)
+        return -1;
+    if (PQntuples(r) >= 1) {
+        *matched = atoi(PQgetvalue(r, 0, 0));
+        if (*matched == 1 && !PQgetisnull(r, 0, 1)) {
+            db_api_key k;
+            copy_field(k.id, sizeof k.id, r, 0, 1);
+            copy_field(k.prefix, sizeof k.prefix, r, 0, 2);
+            copy_field(k.created_at, sizeof k.created_at, r, 0, 3);
+            copy_field(k.last_used_at, sizeof k.last_used_at, r, 0, 4);
+            copy_field(k.revoked_at, sizeof k.revoked_at, r, 0, 5);
+            if (out) *out = k;
+        }
     }
     PQclear(r);
     return 0;
@@ -250,6 +353,39 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     for (int i = 0; i < rows; i++) host_from_result(r, i, &hosts[i]);
     PQclear(r);
     *out = hosts;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size_t *n, terr *err)
+{
+    PGresult *r;
+    char limit[32];
+    snprintf(limit, sizeof limit, "%zu", max_rows);
+    const char *p[1] = {limit};
+    *out = NULL;
+    *n = 0;
+    if (run(db, "count sandboxes",
+            "SELECT h.id, s.status, count(sb.id) FROM hosts h "
+            "CROSS JOIN unnest(ARRAY['pending','running','pausing','paused','resuming','stopped','error']) "
+            "  AS s(status) "
+            "LEFT JOIN sandboxes sb ON sb.host_id = h.id AND sb.status = s.status "
+            "GROUP BY h.id, s.status ORDER BY h.id, s.status LIMIT $1::bigint",
+            1, p, &r, err) != 0)
+        return -1;
+    int rows = PQntuples(r);
+    db_sandbox_count *c = calloc(rows ? (size_t)rows : 1, sizeof *c);
+    if (!c) {
+        PQclear(r);
+        return terr_set(err, "out of memory");
+    }
+    for (int i = 0; i < rows; i++) {
+        copy_field(c[i].host_id, sizeof c[i].host_id, r, i, 0);
+        copy_field(c[i].status, sizeof c[i].status, r, i, 1);
+        c[i].count = atoll(PQgetvalue(r, i, 2));
+    }
+    PQclear(r);
+    *out = c;
     *n = (size_t)rows;
     return 0;
 }

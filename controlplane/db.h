@@ -41,9 +41,43 @@ int db_advisory_unlock(db_conn *db, const char *key, terr *err);
 int db_team_ensure(db_conn *db, const char *name, char team_id[64], terr *err);
 int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
                       terr *err);
-int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], bool *found, terr *err);
+/* The team of a key that is not revoked; key_id gets the key's id and
+ * *stale whether its last_used_at is unset or older than a minute. */
+int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
+                    bool *found, terr *err);
+/* last_used_at = now() unless it was set less than a minute ago (so
+ * concurrent requests and replicas write it at most about once a minute). */
+int db_api_key_touch(db_conn *db, const char *key_id, terr *err);
+
+typedef struct db_api_key {
+    char id[64];
+    char prefix[32];
+    char created_at[40];   /* ISO 8601 UTC, "" if none */
+    char last_used_at[40];
+    char revoked_at[40];
+} db_api_key;
+
+/* The keys of the team named team_name, oldest first; *out malloc'd;
+ * *team_found false when there is no such team. */
+int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t *n, bool *team_found,
+                    terr *err);
+/* Revokes the one unrevoked key whose id is key_id (when non-NULL) or whose
+ * stored prefix is prefix. *matched = how many unrevoked keys matched (only
+ * exactly 1 is revoked, and out gets it). */
+int db_api_key_revoke(db_conn *db, const char *key_id, const char *prefix, db_api_key *out, int *matched,
+                      terr *err);
 
 /* ---- hosts */
+typedef struct db_sandbox_count {
+    char host_id[64];
+    char status[16];
+    long long count;
+} db_sandbox_count;
+
+/* Rows per (host, status) for every registered host and every status (0
+ * included), at most max_rows; *out malloc'd (metrics). */
+int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size_t *n, terr *err);
+
 typedef struct db_host {
     char id[64];
     char address[256];

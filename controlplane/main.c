@@ -1,6 +1,7 @@
 /* torpor-cp: the control plane. Parses flags, applies migrations, registers
  * the default agent host, then serves REST on N threads and runs the
- * reconciler until SIGTERM/SIGINT. Subcommands: keys create, hosts add,
+ * reconciler until SIGTERM/SIGINT, with Prometheus metrics on their own
+ * listener (--metrics-addr). Subcommands: keys create|list|revoke, hosts add,
  * hosts reset-identity. A bad command line exits 2 with one line on
  * stderr; any other start-up failure is one fatal() line and exit 1. */
 #include <signal.h>
@@ -13,10 +14,12 @@
 #include "api_routes.h"
 #include "auth.h"
 #include "cp_config.h"
+#include "cp_metrics.h"
 #include "daemon.h"
 #include "db.h"
 #include "http_server.h"
 #include "log.h"
+#include "metrics_http.h"
 #include "migrate.h"
 #include "reconciler.h"
 
@@ -45,6 +48,46 @@ static int cmd_keys_create(const cp_config *cfg, terr *err)
     printf("%s\n", key);
     char q[LOG_QUOTE_MAX];
     log_info("event=api_key_created team=\"%s\" team_id=%s", log_quote(cfg->team, q, sizeof q), team_id);
+    return 0;
+}
+
+static int cmd_keys_list(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    db_api_key *keys;
+    size_t n;
+    bool team_found;
+    int rc = db_api_key_list(db, cfg->team, &keys, &n, &team_found, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    char q[LOG_QUOTE_MAX];
+    if (!team_found) return terr_set(err, "no team named \"%s\"", log_quote(cfg->team, q, sizeof q));
+    printf("%-36s  %-12s  %-20s  %-20s  %s\n", "ID", "PREFIX", "CREATED", "LAST USED", "REVOKED");
+    for (size_t i = 0; i < n; i++)
+        printf("%-36s  %-12s  %-20s  %-20s  %s\n", keys[i].id, keys[i].prefix, keys[i].created_at,
+               *keys[i].last_used_at ? keys[i].last_used_at : "-", *keys[i].revoked_at ? keys[i].revoked_at : "-");
+    free(keys);
+    return 0;
+}
+
+static int cmd_keys_revoke(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    db_api_key k;
+    int matched;
+    int rc = db_api_key_revoke(db, cfg->host_id, cfg->key_prefix, &k, &matched, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    char q[LOG_QUOTE_MAX];
+    const char *what = cfg->host_id ? "id" : "prefix";
+    log_quote(cfg->host_id ? cfg->host_id : cfg->key_prefix, q, sizeof q);
+    if (matched == 0) return terr_set(err, "no unrevoked key with %s \"%s\" (see keys list)", what, q);
+    if (matched > 1)
+        return terr_set(err, "%d unrevoked keys have prefix \"%s\"; revoke one with --id (see keys list)", matched, q);
+    printf("revoked %s %s\n", k.id, k.prefix);
+    log_info("event=api_key_revoked key_id=%s prefix=%s", k.id, k.prefix);
     return 0;
 }
 
@@ -87,6 +130,14 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                           .server_name_override = cfg->agent_tls_server_name};
     agent_pool *agents;
     if (agent_pool_open(&tls, &agents, &err) != 0) fatal("stage=agent_pool %s", err.msg);
+    /* Before the REST listener: a taken metrics port fails the start
+     * before any request is served. */
+    metrics_http *mh = NULL;
+    if (!metrics_http_addr_off(cfg->metrics_addr)) {
+        if (cp_metrics_watch(cfg->database_url, &err) != 0 ||
+            metrics_http_start(cfg->metrics_addr, metrics_default(), &mh, &err) != 0)
+            fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
+    }
     api_ctx ctx = {.cfg = cfg, .agents = agents};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
@@ -106,11 +157,14 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                                 .grace_sec = cfg->transition_grace_sec};
     reconciler *rec;
     if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
-    log_info("event=cp_ready http=%s port=%d agent=%s threads=%d reconcile_interval=%g", cfg->http_addr,
-             http_server_port(http), cfg->agent_addr, cfg->http_threads, cfg->reconcile_interval_sec);
+    log_info("event=cp_ready http=%s port=%d agent=%s threads=%d reconcile_interval=%g metrics_addr=%s "
+             "metrics_port=%d",
+             cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads,
+             cfg->reconcile_interval_sec, cfg->metrics_addr, metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=cp_stopping signal=%d", sig);
+    metrics_http_stop(mh);
     http_server_stop(http);
     reconciler_stop(rec);
     agent_pool_close(agents);
@@ -132,6 +186,12 @@ int main(int argc, char **argv)
     case CP_CMD_HELP: cp_config_usage(stdout); return 0;
     case CP_CMD_KEYS_CREATE:
         if (cmd_keys_create(&cfg, &err) != 0) fatal("command=keys_create %s", err.msg);
+        return 0;
+    case CP_CMD_KEYS_LIST:
+        if (cmd_keys_list(&cfg, &err) != 0) fatal("command=keys_list %s", err.msg);
+        return 0;
+    case CP_CMD_KEYS_REVOKE:
+        if (cmd_keys_revoke(&cfg, &err) != 0) fatal("command=keys_revoke %s", err.msg);
         return 0;
     case CP_CMD_HOSTS_ADD:
         if (cmd_hosts_add(&cfg, &err) != 0) fatal("command=hosts_add %s", err.msg);

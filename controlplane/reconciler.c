@@ -6,6 +6,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "cp_metrics.h"
 #include "db.h"
 #include "log.h"
 #include "mono_time.h"
@@ -405,7 +406,10 @@ int reconciler_run_once(reconciler *r, terr *err)
         }
         host_state *hs = state_for(r, hosts[i].id);
         if (!hs) terr_set(&herr, "out of memory");
-        if (!hs || reconcile_host(r, &hosts[i], hs, &herr) != 0) {
+        int64_t t0 = mono_ms();
+        bool ok = hs && reconcile_host(r, &hosts[i], hs, &herr) == 0;
+        cp_metrics_reconcile(hosts[i].id, ok, (double)(mono_ms() - t0) / 1000.0);
+        if (!ok) {
             /* One warning per outage, not one per pass. */
             if (hs && hs->failing)
                 log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));

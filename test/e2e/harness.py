@@ -13,6 +13,10 @@ Contract:
   On exit it stops everything it started -- including the QEMU processes
   whose command line or working directory is in its state dir -- and
   removes the temp dir. The components' logs are printed when a test failed.
+  Both services run their metrics listener on an ephemeral loopback port
+  (--metrics-addr 127.0.0.1:0; s.agent_metrics_port, s.cp_metrics_port from
+  their ready lines, 0 when a test turned it off); s.scrape("cp"|"agent")
+  returns the text of GET /metrics.
 
   run_tests(stack_factory, [test functions]) runs each test(stack) in order,
   prints a traceback per failure and a closing line "N passed, M failed",
@@ -212,6 +216,8 @@ class Stack:
         self.cp = None
         self.agent_port = None
         self.http_port = None
+        self.agent_metrics_port = None
+        self.cp_metrics_port = None
         self.key_a = None
         self.key_b = None
         self.extra = []
@@ -267,7 +273,7 @@ class Stack:
         listen = f"127.0.0.1:{self.agent_port or 0}"
         argv = [self.agent_bin, "--listen", listen, "--state-dir", state_dir,
                 "--image-dir", self.image_dir, "--accel", os.environ.get("TORPOR_ACCEL", "auto"),
-                "--reaper-interval", str(self.reaper_interval)]
+                "--reaper-interval", str(self.reaper_interval), "--metrics-addr", "127.0.0.1:0"]
         if self.pause_workers:
             argv += ["--pause-workers", str(self.pause_workers)]
         argv += self.agent_extra
@@ -278,6 +284,8 @@ class Stack:
         self.agent.start()
         m = self.agent.wait_log(r"event=agent_ready\b[^\n]*\bport=(\d+)", 120, what="agent_ready")
         self.agent_port = int(m.group(1))
+        m = self.agent.wait_log(r"event=agent_ready\b[^\n]*\bmetrics_port=(\d+)", 10, what="agent metrics_port")
+        self.agent_metrics_port = int(m.group(1))
 
     def kill_agent(self, sig=signal.SIGKILL):
         return self.agent.stop(sig, timeout=60)
@@ -292,7 +300,8 @@ class Stack:
         argv = [self.cp_bin, "--http-addr", f"127.0.0.1:{self.http_port or 0}",
                 "--database-url", self.db_url,
                 "--agent-addr", f"127.0.0.1:{self.agent_port}",
-                "--reconcile-interval", str(self.reconcile_interval)] + self.cp_extra
+                "--reconcile-interval", str(self.reconcile_interval),
+                "--metrics-addr", "127.0.0.1:0"] + self.cp_extra
         if self.cp is None:
             self.cp = Component("torpor-cp", argv, os.path.join(self.tmp, "cp.log"))
         else:
@@ -300,6 +309,8 @@ class Stack:
         self.cp.start()
         m = self.cp.wait_log(r"event=cp_ready\b[^\n]*\bport=(\d+)", 60, what="cp_ready")
         self.http_port = int(m.group(1))
+        m = self.cp.wait_log(r"event=cp_ready\b[^\n]*\bmetrics_port=(\d+)", 10, what="cp metrics_port")
+        self.cp_metrics_port = int(m.group(1))
 
         def ready():
             if not self.cp.alive():
@@ -317,7 +328,7 @@ class Stack:
         close. Returns its HTTP port."""
         argv = [self.cp_bin, "--http-addr", "127.0.0.1:0", "--database-url", self.db_url,
                 "--agent-addr", f"127.0.0.1:{self.agent_port}",
-                "--reconcile-interval", "3600"] + list(args)
+                "--reconcile-interval", "3600", "--metrics-addr", "127.0.0.1:0"] + list(args)
         comp = Component(name, argv, os.path.join(self.tmp, f"{name}.log"))
         self.extra.append(comp)
         comp.start()
@@ -381,6 +392,23 @@ class Stack:
         sys.stdout.flush()
 
     # ---- helpers ---------------------------------------------------------
+    def scrape(self, which):
+        """GET /metrics of "cp" or "agent"; returns the body (asserts 200
+        and the Prometheus text content type)."""
+        port = {"cp": self.cp_metrics_port, "agent": self.agent_metrics_port}[which]
+        assert port, f"the {which} metrics listener is off"
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            body = resp.read().decode()
+            assert resp.status == 200, f"{which} /metrics answered {resp.status}: {body[:200]!r}"
+            ctype = resp.getheader("Content-Type", "")
+            assert ctype.startswith("text/plain; version=0.0.4"), f"{which} /metrics content type {ctype!r}"
+            return body
+        finally:
+            conn.close()
+
     def request(self, method, path, body=None, key=KEY_A, headers=None, timeout=180, port=None):
         """HTTP request to torpor-cp (or to the one on `port`). body:
         dict/list (JSON), str/bytes (raw) or None. Returns

@@ -13,7 +13,7 @@
 static const char *const env_names[] = {
     "TORPOR_AGENT_LISTEN", "TORPOR_STATE_DIR", "TORPOR_IMAGE_DIR", "TORPOR_ACCEL",
     "TORPOR_REAPER_INTERVAL", "TORPOR_PAUSE_WORKERS", "TORPOR_SHUTDOWN_TIMEOUT",
-    "TORPOR_TLS_CERT", "TORPOR_TLS_KEY", "TORPOR_TLS_CA",
+    "TORPOR_TLS_CERT", "TORPOR_TLS_KEY", "TORPOR_TLS_CA", "TORPOR_AGENT_METRICS_ADDR",
 };
 
 static int clear_env(void **state)
@@ -45,6 +45,20 @@ static void test_defaults(void **state)
     assert_int_equal(c.pause_workers, 2);
     assert_int_equal(c.shutdown_timeout_ms, 120000);
     assert_null(c.tls_cert);
+    assert_string_equal(c.metrics_addr, "127.0.0.1:9465");
+}
+
+static void test_metrics_addr_from_env_flag_or_off(void **state)
+{
+    agent_config c;
+    terr e;
+    setenv("TORPOR_AGENT_METRICS_ADDR", "127.0.0.1:0", 1);
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_string_equal(c.metrics_addr, "127.0.0.1:0");
+    assert_int_equal(parse(&c, &e, 3, "--metrics-addr", "off"), AGENT_CONFIG_OK);
+    assert_string_equal(c.metrics_addr, "off");
+    assert_int_equal(parse(&c, &e, 3, "--metrics-addr", "9465"), AGENT_CONFIG_ERROR);
+    assert_non_null(strstr(e.msg, "--metrics-addr"));
 }
 
 static void test_env_then_flags(void **state)
@@ -109,6 +123,7 @@ int main(void)
         cmocka_unit_test_setup(test_defaults, clear_env),
         cmocka_unit_test_setup(test_env_then_flags, clear_env),
         cmocka_unit_test_setup(test_help, clear_env),
+        cmocka_unit_test_setup(test_metrics_addr_from_env_flag_or_off, clear_env),
         cmocka_unit_test_setup(test_bad_input, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -48,6 +48,22 @@ static void test_config(void **state)
     assert_int_equal(c.command, CP_CMD_HOSTS_RESET_IDENTITY);
     assert_string_equal(c.host_id, "h1");
 
+    assert_string_equal(c.metrics_addr, "127.0.0.1:9464");
+    char *list[] = {"torpor-cp", "keys", "list", "--team", "t1", "--database-url=x", "--metrics-addr", "off"};
+    assert_int_equal(cp_config_parse(8, list, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_KEYS_LIST);
+    assert_string_equal(c.team, "t1");
+    assert_string_equal(c.metrics_addr, "off");
+    char *rev_prefix[] = {"torpor-cp", "keys", "revoke", "--prefix", "tpk_0123abcd", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, rev_prefix, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_KEYS_REVOKE);
+    assert_string_equal(c.key_prefix, "tpk_0123abcd");
+    assert_null(c.host_id);
+    char *rev_id[] = {"torpor-cp", "keys", "revoke", "--id", "k1", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, rev_id, &c, &err), 0);
+    assert_string_equal(c.host_id, "k1");
+    assert_null(c.key_prefix);
+
     char *help[] = {"torpor-cp", "--help"};
     assert_int_equal(cp_config_parse(2, help, &c, &err), 0);
     assert_int_equal(c.command, CP_CMD_HELP);
@@ -61,9 +77,13 @@ static void test_config(void **state)
     /* A grace shorter than the longest agent deadline + margin is refused. */
     char *bad7[] = {"torpor-cp", "--database-url", "x", "--transition-grace", "10"};
     char *bad8[] = {"torpor-cp", "--database-url", "x", "hosts", "reset-identity"};
-    char **bads[] = {bad1, bad2, bad3, bad4, bad5, bad6, bad7, bad8};
-    int argcs[] = {5, 4, 5, 5, 2, 5, 5, 5};
-    for (int i = 0; i < 8; i++) {
+    char *bad9[] = {"torpor-cp", "--database-url", "x", "keys", "list"};
+    char *bad10[] = {"torpor-cp", "--database-url", "x", "keys", "revoke"};
+    char *bad11[] = {"torpor-cp", "--database-url", "x", "keys", "revoke", "--prefix", "p", "--id", "i"};
+    char *bad12[] = {"torpor-cp", "--database-url", "x", "--metrics-addr", "9464"};
+    char **bads[] = {bad1, bad2, bad3, bad4, bad5, bad6, bad7, bad8, bad9, bad10, bad11, bad12};
+    int argcs[] = {5, 4, 5, 5, 2, 5, 5, 5, 5, 5, 9, 5};
+    for (int i = 0; i < 12; i++) {
         err.msg[0] = '\0';
         assert_int_equal(cp_config_parse(argcs[i], bads[i], &c, &err), -1);
         assert_true(strlen(err.msg) > 0);
@@ -79,6 +99,7 @@ int main(void)
     unsetenv("TORPOR_RECONCILE_INTERVAL");
     unsetenv("TORPOR_HTTP_THREADS");
     unsetenv("TORPOR_TRANSITION_GRACE");
+    unsetenv("TORPOR_METRICS_ADDR");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
     };

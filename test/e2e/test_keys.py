@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""`torpor-cp keys list` and `keys revoke` (issue 12, Operations): a new key
+is listed with its 12-character prefix and no last use; a request records
+the last use, and a second one within the minute does not write it again;
+revoking by prefix answers 401 from the very next request (no cache) while
+other keys keep working; a revoked key is listed as revoked and cannot be
+revoked twice; --id revokes one key; a prefix that two keys share is refused
+(use --id); an unknown team is an error. No VM is needed."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Stack, expect_error, run_tests  # noqa: E402
+
+TEAM = "team-keys"
+ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+ctx = {}
+
+
+def cp(s, *args):
+    return subprocess.run([s.cp_bin, *args, "--database-url", s.db_url], capture_output=True, text=True, timeout=60)
+
+
+def key_rows(s, team=TEAM):
+    """keys list as {prefix: {"id", "created", "last_used", "revoked"}}."""
+    out = cp(s, "keys", "list", "--team", team)
+    assert out.returncode == 0, f"keys list: {out.returncode} {out.stderr}"
+    lines = out.stdout.splitlines()
+    assert lines and lines[0].split()[:3] == ["ID", "PREFIX", "CREATED"], out.stdout
+    rows = {}
+    for line in lines[1:]:
+        kid, prefix, created, last_used, revoked = line.split()
+        rows[prefix] = {"id": kid, "created": created, "last_used": last_used, "revoked": revoked}
+    return rows
+
+
+def test_new_key_is_listed_without_a_last_use(s):
+    key = s.create_key(TEAM)
+    ctx["key"] = key
+    rows = key_rows(s)
+    assert key[:12] in rows, f"prefix {key[:12]} not in {rows}"
+    row = rows[key[:12]]
+    assert re.fullmatch(ISO, row["created"]), row
+    assert row["last_used"] == "-" and row["revoked"] == "-", row
+    assert key[12:] not in cp(s, "keys", "list", "--team", TEAM).stdout, "keys list shows more than the prefix"
+
+
+def test_a_request_records_the_last_use_once_a_minute(s):
+    key = ctx["key"]
+    st, _ = s.request("GET", "/v1/sandboxes", key=key)
+    assert st == 200, st
+    first = key_rows(s)[key[:12]]["last_used"]
+    assert re.fullmatch(ISO, first), f"last used after a request: {first!r}"
+    time.sleep(1.2)  # the stored time has second resolution
+    st, _ = s.request("GET", "/v1/sandboxes", key=key)
+    assert st == 200, st
+    assert key_rows(s)[key[:12]]["last_used"] == first, "last_used_at written twice within a minute"
+
+
+def test_revoke_by_prefix_answers_401_at_once(s):
+    key = ctx["key"]
+    out = cp(s, "keys", "revoke", "--prefix", key[:12])
+    assert out.returncode == 0, f"revoke: {out.returncode} {out.stderr}"
+    assert out.stdout.split() == ["revoked", key_rows(s)[key[:12]]["id"], key[:12]], out.stdout
+    expect_error(s.request("GET", "/v1/sandboxes", key=key), 401, "unauthorized", "request with a revoked key")
+    st, _ = s.request("GET", "/v1/sandboxes")  # team A's key is untouched
+    assert st == 200, st
+    assert re.fullmatch(ISO, key_rows(s)[key[:12]]["revoked"]), key_rows(s)
+    again = cp(s, "keys", "revoke", "--prefix", key[:12])
+    assert again.returncode == 1 and "no unrevoked key" in again.stderr, f"{again.returncode} {again.stderr}"
+
+
+def test_revoke_by_id(s):
+    key = s.create_key(TEAM)
+    st, _ = s.request("GET", "/v1/sandboxes", key=key)
+    assert st == 200, st
+    kid = key_rows(s)[key[:12]]["id"]
+    out = cp(s, "keys", "revoke", "--id", kid)
+    assert out.returncode == 0, f"revoke --id: {out.returncode} {out.stderr}"
+    expect_error(s.request("GET", "/v1/sandboxes", key=key), 401, "unauthorized", "request with a revoked key")
+
+
+def test_shared_prefix_is_refused_and_bad_commands_fail(s):
+    # Two keys with one prefix (keys made before 0003 stored only 8 characters).
+    team_id = s.sql(f"SELECT id FROM teams WHERE name = '{TEAM}'")[0][0]
+    for h in ("a" * 64, "b" * 64):
+        s.sql(f"INSERT INTO api_keys (team_id, key_hash, key_prefix) VALUES ('{team_id}', '{h}', 'tpk_dup0')")
+    out = cp(s, "keys", "revoke", "--prefix", "tpk_dup0")
+    assert out.returncode == 1 and "2 unrevoked keys" in out.stderr, f"{out.returncode} {out.stderr}"
+    left = s.sql("SELECT count(*) FROM api_keys WHERE key_prefix = 'tpk_dup0' AND revoked_at IS NULL")
+    assert left == [["2"]], f"a refused revoke changed keys: {left}"
+    out = cp(s, "keys", "list", "--team", "no-such-team")
+    assert out.returncode == 1 and "no-such-team" in out.stderr, f"{out.returncode} {out.stderr}"
+    out = cp(s, "keys", "revoke")
+    assert out.returncode == 2 and "--prefix" in out.stderr, f"{out.returncode} {out.stderr}"
+    out = cp(s, "keys", "revoke", "--prefix", "x", "--id", "y")
+    assert out.returncode == 2, f"{out.returncode} {out.stderr}"
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests(lambda: Stack("keys"),
+                       [test_new_key_is_listed_without_a_last_use, test_a_request_records_the_last_use_once_a_minute,
+                        test_revoke_by_prefix_answers_401_at_once, test_revoke_by_id,
+                        test_shared_prefix_is_refused_and_bad_commands_fail]))
