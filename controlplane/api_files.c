@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_files_stream.h"
 #include "api_validate.h"
 #include "guest_protocol.h"
 #include "http_server.h"
@@ -66,14 +67,6 @@ void api_files_write(api_request *r)
         write_input_free(&in);
         return;
     }
-    if (in.content_len > GP_FILE_MAX) {
-        /* The body limit is larger (base64 inflates by 4/3), so the content
-         * itself is checked against what the guest accepts. */
-        http_reply_error(r->req, 413, "too_large", "file content of %zu bytes is over the %u-byte limit",
-                         in.content_len, (unsigned)GP_FILE_MAX);
-        write_input_free(&in);
-        return;
-    }
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
@@ -83,10 +76,10 @@ void api_files_write(api_request *r)
         write_input_free(&in);
         return;
     }
-    grpc_status_code st = agent_write_file(client, r->id, in.path_ref, in.content, in.content_len, &err);
-    if (st != GRPC_STATUS_OK) {
-        api_reply_agent_error(r, "write_file", st, &err);
-    } else {
+    /* Through the chunk calls like PUT files/content: no guest frame cap,
+     * the limit is the body limit (and the guest's free disk). */
+    static const uint8_t empty[1];
+    if (api_files_push(r, client, in.path_ref, 0644, in.content ? in.content : empty, -1, in.content_len) == 0) {
         sandbox_ops_touch(&c, r->id);
         log_info("event=file_written sandbox_id=%s bytes=%zu", r->id, in.content_len);
         http_reply_empty(r->req, 204);
