@@ -15,13 +15,9 @@
 
 /* ------------------------------------------------------------ spool */
 
-typedef struct spool {
-    int fd;
-    uint64_t size;
-    int err; /* errno of the first failed write; the rest is drained */
-} spool;
+typedef api_spool spool;
 
-static void spool_free(void *p)
+void api_spool_free(void *p)
 {
     spool *sp = p;
     if (!sp) return;
@@ -29,7 +25,7 @@ static void spool_free(void *p)
     free(sp);
 }
 
-static spool *spool_new(void)
+spool *api_spool_new(void)
 {
     spool *sp = calloc(1, sizeof *sp);
     if (!sp) return NULL;
@@ -47,7 +43,7 @@ static spool *spool_new(void)
     return sp;
 }
 
-static int spool_write(spool *sp, const void *data, size_t len)
+int api_spool_write(spool *sp, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0 && !sp->err) {
@@ -69,11 +65,11 @@ int api_files_put_body(void *cls, http_request *req, const char *data, size_t le
     (void)cls;
     spool *sp = http_request_data(req);
     if (!sp) {
-        if (!(sp = spool_new())) return -1;
-        http_request_set_data(req, sp, spool_free);
+        if (!(sp = api_spool_new())) return -1;
+        http_request_set_data(req, sp, api_spool_free);
     }
     /* A failed spool keeps draining the body, so the client reads the 507. */
-    if (!sp->err) spool_write(sp, data, len);
+    if (!sp->err) api_spool_write(sp, data, len);
     return 0;
 }
 
@@ -327,13 +323,13 @@ void api_files_get_content(api_request *r)
         grpc_status_code st = agent_read_chunk(client, r->id, path, off, API_FILES_CHUNK, ino, &resp, &err);
         if (st != GRPC_STATUS_OK) {
             api_reply_agent_error(r, "read_file", st, &err);
-            spool_free(sp);
+            api_spool_free(sp);
             return;
         }
         if (resp->guest_errno != 0) {
             reply_guest_errno(r, "read_file", resp->guest_errno, resp->message, path);
             protobuf_c_message_free_unpacked(&resp->base, NULL);
-            spool_free(sp);
+            api_spool_free(sp);
             return;
         }
         ino = resp->ino;
@@ -346,20 +342,20 @@ void api_files_get_content(api_request *r)
             protobuf_c_message_free_unpacked(&resp->base, NULL);
             return;
         }
-        if (!sp && (!(sp = spool_new()) || sp->err)) {
+        if (!sp && (!(sp = api_spool_new()) || sp->err)) {
             int e = sp ? sp->err : ENOMEM;
             protobuf_c_message_free_unpacked(&resp->base, NULL);
-            spool_free(sp);
+            api_spool_free(sp);
             http_reply_error(r->req, 507, "insufficient_storage", "the control plane could not spool the file: %s",
                              strerror(e));
             return;
         }
-        int wrc = n ? spool_write(sp, resp->data.data, n) : 0;
+        int wrc = n ? api_spool_write(sp, resp->data.data, n) : 0;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         if (wrc != 0) {
             http_reply_error(r->req, 507, "insufficient_storage", "the control plane could not spool the file: %s",
                              strerror(sp->err));
-            spool_free(sp);
+            api_spool_free(sp);
             return;
         }
         off += n;
@@ -369,7 +365,7 @@ void api_files_get_content(api_request *r)
     char q[LOG_QUOTE_MAX];
     log_info("event=file_read sandbox_id=%s path=\"%s\" bytes=%llu", r->id, log_quote(path, q, sizeof q),
              (unsigned long long)sp->size);
-    http_reply_stream(r->req, 200, "application/octet-stream", (int64_t)sp->size, spool_read, sp, spool_free);
+    http_reply_stream(r->req, 200, "application/octet-stream", (int64_t)sp->size, spool_read, sp, api_spool_free);
 }
 
 /* ------------------------------------------------------------ list */

@@ -33,6 +33,18 @@
 #define API_FILES_LIST_MAX 10000
 #define API_FILES_SPOOL_DIR "/var/tmp"
 
+/* A transfer's spool: an unlinked file in the spool dir. err is the errno
+ * of the first failure (creating it or writing to it); later writes are
+ * dropped. api_spool_free takes a void* so it can be a request data free. */
+typedef struct api_spool {
+    int fd;
+    uint64_t size;
+    int err;
+} api_spool;
+api_spool *api_spool_new(void); /* NULL only without memory */
+int api_spool_write(api_spool *sp, const void *data, size_t len);
+void api_spool_free(void *sp);
+
 /* Body fn of the PUT route (I/O thread): appends to the request's spool. */
 int api_files_put_body(void *cls, http_request *req, const char *data, size_t len);
 void api_files_put_content(api_request *r);

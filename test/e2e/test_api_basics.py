@@ -262,6 +262,20 @@ def multipart(fields, boundary="torpor-e2e-boundary"):
 
 def test_files_content_limit_and_paths(s):
     sid = ctx["a1"]
+    # A multipart upload is streamed to the guest: over the 64 MiB body limit of JSON is fine.
+    big = bytes(range(256)) * (65 * 4096 + 3)
+    body, hdrs = multipart([("path", b"/tmp/multi-big.bin"), ("file", big)])
+    st, res = s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs)
+    assert st == 204, f"65 MiB multipart files/write: {st} {res!r}"
+    del body
+    r = s.exec(sid, "md5sum < /tmp/multi-big.bin; rm /tmp/multi-big.bin")
+    assert r["stdout"].split()[0] == hashlib.md5(big).hexdigest(), r
+    del big
+    for what, raw in [("no closing delimiter", b"--torpor-e2e-boundary\r\nContent-Disposition: form-data; name=\"path\""
+                                                b"\r\n\r\n/tmp/x\r\n"),
+                      ("no file field", multipart([("path", b"/tmp/x")])[0])]:
+        expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", raw, headers=hdrs), 400,
+                     "invalid_request", f"multipart files/write with {what}")
     body, hdrs = multipart([("path", b"/tmp/multi.bin"), ("file", FILE_DATA)])
     st, res = s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs)
     assert st == 204, f"multipart files/write: {st} {res!r}"
