@@ -393,6 +393,15 @@ def test_pause_resume_and_409s(s):
     expect_error(s.request("POST", f"/v1/sandboxes/{sid}/ping"), 409, "invalid_state", "ping a paused sandbox")
     expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "echo hi"}), 409, "invalid_state",
                  "exec in a paused sandbox")
+    # A streamed upload is refused before its body is stored.
+    expect_error(s.request("PUT", f"/v1/sandboxes/{sid}/files/content?path=/tmp/x", b"\0" * 1024),
+                 409, "invalid_state", "PUT files/content in a paused sandbox")
+    expect_error(s.request("GET", f"/v1/sandboxes/{sid}/files/content?path=/tmp/api-basics.bin"), 409,
+                 "invalid_state", "GET files/content in a paused sandbox")
+    expect_error(s.request("GET", f"/v1/sandboxes/{sid}/files?path=/tmp"), 409, "invalid_state",
+                 "list files in a paused sandbox")
+    expect_error(s.request("PUT", "/v1/sandboxes/sb-0000000000000000/files/content?path=/tmp/x", b"x"), 404,
+                 "not_found", "PUT files/content of an unknown sandbox")
     st, paused = s.request("GET", "/v1/sandboxes?status=paused")
     assert st == 200 and [x["id"] for x in paused] == [sid], f"?status=paused: {st} {paused}"
     st, sb = s.request("POST", f"/v1/sandboxes/{sid}/resume")
