@@ -83,9 +83,10 @@ static int hexval(char c)
     return -1;
 }
 
-/* Value of key in the raw query, percent-decoded into out: 1 found, 0
- * absent, -1 malformed or too long. */
-static int query_get(const char *query, const char *key, char *out, size_t out_size)
+/* Value of key in the raw query, percent-decoded into out (NUL-terminated;
+ * *out_len, when given, is its length, which may include decoded NULs):
+ * 1 found, 0 absent, -1 malformed or too long. */
+static int query_get_n(const char *query, const char *key, char *out, size_t out_size, size_t *out_len)
 {
     size_t kl = strlen(key);
     for (const char *p = query ? query : ""; *p;) {
@@ -107,6 +108,7 @@ static int query_get(const char *query, const char *key, char *out, size_t out_s
                 out[o++] = c;
             }
             out[o] = '\0';
+            if (out_len) *out_len = o;
             return 1;
         }
         p += n;
@@ -115,18 +117,24 @@ static int query_get(const char *query, const char *key, char *out, size_t out_s
     return 0;
 }
 
+static int query_get(const char *query, const char *key, char *out, size_t out_size)
+{
+    return query_get_n(query, key, out, out_size, NULL);
+}
+
 /* The "path" query parameter: required, absolute, checked like every path
  * (api_validate_path). Replies 400 and returns -1 otherwise. */
 static int query_path(api_request *r, char *path, size_t size)
 {
     terr err;
-    int rc = query_get(http_request_query(r->req), "path", path, size);
+    size_t n = 0;
+    int rc = query_get_n(http_request_query(r->req), "path", path, size, &n);
     if (rc <= 0) {
         http_reply_error(r->req, 400, "invalid_request", rc == 0 ? "query parameter \"path\" is required"
                                                                  : "query parameter \"path\" is malformed or too long");
         return -1;
     }
-    if (api_validate_path(path, strlen(path), &err) != 0) {
+    if (api_validate_path(path, n, &err) != 0) { /* n: a decoded NUL is refused too */
         http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
         return -1;
     }

@@ -347,6 +347,8 @@ def test_files_content_errors(s):
         ("GET", f"{base}/content", None, 400, "invalid_request"),
         ("GET", f"{base}/content?path=tmp/relative", None, 400, "invalid_request"),
         ("GET", f"{base}/content?path=/tmp/a%0Ab", None, 400, "invalid_request"),
+        ("GET", f"{base}/content?path=/tmp/afile%00x", None, 400, "invalid_request"),
+        ("GET", f"{base}/content?path=/tmp/a%zz", None, 400, "invalid_request"),
         ("PUT", f"{base}/content?path=/tmp/x&mode=999", b"x", 400, "invalid_request"),
         ("GET", f"{base}?path=/tmp/no-such-dir", None, 404, "not_found"),
         ("GET", f"{base}?path=/tmp/afile", None, 400, "invalid_request"),
