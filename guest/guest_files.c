@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Sets status + "<what>: <path>" style message. Returns 0, or -1 on OOM. */
@@ -216,6 +217,31 @@ static char *upload_temp(const char *path, const char *id)
     return tmp;
 }
 
+/* Removes upload temp files of path's directory untouched for
+ * GUEST_UPLOAD_STALE_SEC: uploads cut short by a pause, a destroyed agent
+ * connection or a dead control plane. A live upload writes its temp file at
+ * least once per chunk deadline (50 s), so it is never this old. */
+static void remove_stale_uploads(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    size_t dl = (size_t)(slash - path);
+    char *dir = strndup(path, dl ? dl : 1);
+    if (!dir) return;
+    DIR *d = opendir(dir);
+    free(dir);
+    if (!d) return;
+    time_t now = time(NULL);
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, ".torpor-up.", 11) != 0) continue;
+        struct stat st;
+        if (fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
+            now - st.st_mtime > GUEST_UPLOAD_STALE_SEC)
+            unlinkat(dirfd(d), e->d_name, 0);
+    }
+    closedir(d);
+}
+
 int guest_files_write_chunk(const gp_write_chunk_req *req, gp_chunk_result *res, terr *err)
 {
     memset(res, 0, sizeof *res);
@@ -239,6 +265,7 @@ int guest_files_write_chunk(const gp_write_chunk_req *req, gp_chunk_result *res,
             goto fail;
         }
         if ((e = make_parents(path))) goto fail;
+        remove_stale_uploads(path);
         fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
     } else {
         fd = open(tmp, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);

@@ -596,6 +596,25 @@ static void test_host_chunked_files(void **state)
     assert_int_equal(read_chunk(c, path, 0, 100, ino, &rr), ESTALE);
     gp_read_chunk_result_free(&rr);
 
+    /* A new upload removes stale temp files of cut-short uploads (older
+     * than GUEST_UPLOAD_STALE_SEC), not fresh ones. */
+    char stale[160], fresh[160];
+    snprintf(stale, sizeof stale, "%s/sub/.torpor-up.old1", f->dir);
+    snprintf(fresh, sizeof fresh, "%s/sub/.torpor-up.live1", f->dir);
+    FILE *sf = fopen(stale, "we");
+    FILE *ff = fopen(fresh, "we");
+    assert_non_null(sf);
+    assert_non_null(ff);
+    fclose(sf);
+    fclose(ff);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 7200}, {.tv_sec = time(NULL) - 7200}};
+    assert_int_equal(utimensat(AT_FDCWD, stale, old, 0), 0);
+    assert_int_equal(write_chunk(c, path, "u7", 0, "x", 1, GP_CHUNK_F_COMMIT, &cr), 0);
+    gp_chunk_result_free(&cr);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(fresh, F_OK), 0);
+    assert_int_equal(unlink(fresh), 0);
+
     /* LIST_DIR */
     char p2[160];
     snprintf(p2, sizeof p2, "%s/sub/a", f->dir);
