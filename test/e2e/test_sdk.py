@@ -6,6 +6,7 @@ settings from TORPOR_URL / TORPOR_API_KEY, and errors as exceptions carrying
 the API's code and HTTP status. Every answer the SDK receives is also checked
 against docs/openapi.yaml (the SDK's client is wrapped with the checker)."""
 
+import io
 import os
 import sys
 
@@ -70,6 +71,9 @@ def test_files_write_then_read_roundtrips_bytes(s):
     big = os.urandom(3 * 1024 * 1024)  # several 1 MiB chunks through PUT files/content
     files.write("/tmp/big.bin", big)
     assert files.read("/tmp/big.bin") == big
+    # A binary file object is streamed (chunked request body).
+    assert files.write("/tmp/from-file.bin", io.BytesIO(big[:1500000]), mode=0o600) == 1500000
+    assert files.read("/tmp/from-file.bin") == big[:1500000]
 
 
 def test_files_list_returns_sorted_entries(s):
