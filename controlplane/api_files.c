@@ -6,7 +6,6 @@
 #include "api_files_stream.h"
 #include "api_routes.h"
 #include "api_validate.h"
-#include "guest_protocol.h"
 #include "http_server.h"
 #include "json_util.h"
 #include "log.h"
