@@ -94,6 +94,11 @@ int lifecycle_list(lifecycle *lc, lifecycle_info **out, size_t *n, terr *err);
  * TORPOR_EXEC_TIMEOUT_MAX_SEC. */
 agent_code lifecycle_exec(lifecycle *lc, const char *id, const runtime_exec_request *req,
                           runtime_exec_result *res, terr *err);
+/* A chunked file request to the guest (runtime_ops.guest_call) as an
+ * activity of a running sandbox, like exec/read/write. */
+agent_code lifecycle_guest_call(lifecycle *lc, const char *id, const char *what, uint8_t req_type,
+                                const void *payload, size_t len, uint8_t resp_type, int timeout_ms,
+                                uint8_t **resp, size_t *resp_len, terr *err);
 agent_code lifecycle_read_file(lifecycle *lc, const char *id, const char *path, uint8_t **data,
                                size_t *len, terr *err);
 agent_code lifecycle_write_file(lifecycle *lc, const char *id, const char *path,

@@ -150,6 +150,27 @@ agent_code lifecycle_exec(lifecycle *lc, const char *id, const runtime_exec_requ
     return end_activity(lc, sb, vm, rc, "exec", &derr, err);
 }
 
+agent_code lifecycle_guest_call(lifecycle *lc, const char *id, const char *what, uint8_t req_type,
+                                const void *payload, size_t len, uint8_t resp_type, int timeout_ms,
+                                uint8_t **resp, size_t *resp_len, terr *err)
+{
+    *resp = NULL;
+    *resp_len = 0;
+    sandbox *sb = NULL;
+    runtime_vm *vm = NULL;
+    agent_code code = begin_activity(lc, id, &sb, &vm, err);
+    if (code != AGENT_OK) return code;
+    terr derr = {{0}};
+    if (!lc->driver->ops->guest_call) {
+        end_activity(lc, sb, vm, 0, what, &derr, err);
+        terr_set(err, "%s: not supported by the %s runtime", what, lc->driver->ops->name);
+        return AGENT_FAILED_PRECONDITION;
+    }
+    int rc = lc->driver->ops->guest_call(lc->driver, vm, what, req_type, payload, len, resp_type, timeout_ms, resp,
+                                         resp_len, &derr);
+    return end_activity(lc, sb, vm, rc, what, &derr, err);
+}
+
 agent_code lifecycle_read_file(lifecycle *lc, const char *id, const char *path, uint8_t **data,
                                size_t *len, terr *err)
 {

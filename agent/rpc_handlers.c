@@ -8,6 +8,7 @@
 #include "hostagent.pb-c.h"
 #include "log.h"
 #include "mono_time.h"
+#include "rpc_files.h"
 #include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
@@ -335,6 +336,9 @@ static const rpc_method methods[] = {
     {RPC_EXEC, &torpor__hostagent__v1__exec_request__descriptor, h_exec},
     {RPC_READ_FILE, &torpor__hostagent__v1__read_file_request__descriptor, h_read_file},
     {RPC_WRITE_FILE, &torpor__hostagent__v1__write_file_request__descriptor, h_write_file},
+    {RPC_WRITE_FILE_CHUNK, &torpor__hostagent__v1__write_file_chunk_request__descriptor, rpc_files_write_chunk},
+    {RPC_READ_FILE_CHUNK, &torpor__hostagent__v1__read_file_chunk_request__descriptor, rpc_files_read_chunk},
+    {RPC_LIST_DIR, &torpor__hostagent__v1__list_dir_request__descriptor, rpc_files_list_dir},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

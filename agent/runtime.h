@@ -108,6 +108,13 @@ typedef struct runtime_ops {
                      size_t *len, terr *err);
     int (*write_file)(runtime_driver *d, runtime_vm *vm, const char *path, const uint8_t *data,
                       size_t len, unsigned mode, terr *err);
+    /* One request/answer with the guest agent (common/guest_protocol.h):
+     * sends payload as a req_type frame, waits up to timeout_ms for the
+     * resp_type answer and returns its payload in *resp (malloc'd, NULL
+     * when empty). For the chunked file requests; NULL in drivers without
+     * a guest protocol (the call then fails). */
+    int (*guest_call)(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type, const void *payload,
+                      size_t len, uint8_t resp_type, int timeout_ms, uint8_t **resp, size_t *resp_len, terr *err);
     /* False once the VM process has exited (killed from outside, crashed). */
     bool (*vm_alive)(runtime_driver *d, runtime_vm *vm);
     /* Reports sandboxes left on disk by an earlier agent run; removes debris

@@ -73,7 +73,7 @@ def main(argv):
 
     with Stack("bench-http", reconcile_interval=3600,
                cp_args=["--http-threads", str(args.http_threads)]) as s:
-        sb = s.create({"memory_mb": 128})
+        sb = s.create({"template": "minimal", "memory_mb": 128})
         sid = sb["id"]
         targets = [("build", s.http_port)]
         for spec in args.other:

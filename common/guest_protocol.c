@@ -101,6 +101,12 @@ static const char *const type_names[] = {
     [GP_SYNC] = "SYNC",
     [GP_SYNC_RESULT] = "SYNC_RESULT",
     [GP_ERROR] = "ERROR",
+    [GP_WRITE_CHUNK] = "WRITE_CHUNK",
+    [GP_CHUNK_RESULT] = "CHUNK_RESULT",
+    [GP_READ_CHUNK] = "READ_CHUNK",
+    [GP_READ_CHUNK_RESULT] = "READ_CHUNK_RESULT",
+    [GP_LIST_DIR] = "LIST_DIR",
+    [GP_LIST_RESULT] = "LIST_RESULT",
 };
 
 const char *gp_type_name(int type)
@@ -822,5 +828,249 @@ int gp_decode_error(const uint8_t *p, size_t len, gp_error *out, terr *err)
     out->message = msg;
     if (rc == 0) rc = rd_end(&r);
     if (rc < 0) gp_error_free(out);
+    return rc;
+}
+
+/* ---- chunked files ---- */
+
+bool gp_upload_id_valid(const char *id)
+{
+    if (!id) return false;
+    size_t n = strlen(id);
+    if (n == 0 || n > GP_UPLOAD_ID_MAX) return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return false;
+    }
+    return true;
+}
+
+int gp_encode_write_chunk(gp_buf *b, const gp_write_chunk_req *m, terr *err)
+{
+    size_t start = b->len;
+    if (put_str(b, m->path, true, "path", err) < 0 || put_str(b, m->upload_id, true, "upload_id", err) < 0 ||
+        put_u64(b, m->offset, err) < 0 || put_u32(b, m->mode, err) < 0 || put_u32(b, m->flags, err) < 0 ||
+        put_blob(b, m->data, m->len, "data", err) < 0)
+        return -1;
+    return check_size(b, start, "WRITE_CHUNK", err);
+}
+
+void gp_write_chunk_req_free(gp_write_chunk_req *m)
+{
+    free((void *)m->path);
+    free((void *)m->upload_id);
+    free((void *)m->data);
+    memset(m, 0, sizeof *m);
+}
+
+int gp_decode_write_chunk(const uint8_t *p, size_t len, gp_write_chunk_req *out, terr *err)
+{
+    memset(out, 0, sizeof *out);
+    reader r = rd_make(p, len, "WRITE_CHUNK", err);
+    char *path = NULL, *id = NULL;
+    uint8_t *data = NULL;
+    int rc = rd_str(&r, &path, "path");
+    out->path = path;
+    if (rc == 0) rc = rd_str(&r, &id, "upload_id");
+    out->upload_id = id;
+    if (rc == 0) rc = rd_u64(&r, &out->offset, "offset");
+    if (rc == 0) rc = rd_u32(&r, &out->mode, "mode");
+    if (rc == 0) rc = rd_u32(&r, &out->flags, "flags");
+    if (rc == 0) rc = rd_blob(&r, &data, &out->len, "data");
+    out->data = data;
+    if (rc == 0) rc = rd_end(&r);
+    if (rc == 0 && path[0] == '\0') rc = terr_set(err, "WRITE_CHUNK: path is empty");
+    if (rc == 0 && !gp_upload_id_valid(id)) rc = terr_set(err, "WRITE_CHUNK: bad upload_id");
+    if (rc == 0 && (out->mode & ~07777u)) rc = terr_set(err, "WRITE_CHUNK: mode 0%o has bits beyond 07777", out->mode);
+    if (rc == 0 && (out->flags & ~(GP_CHUNK_F_COMMIT | GP_CHUNK_F_ABORT)))
+        rc = terr_set(err, "WRITE_CHUNK: unknown flags 0x%x", out->flags);
+    if (rc < 0) gp_write_chunk_req_free(out);
+    return rc;
+}
+
+int gp_encode_chunk_result(gp_buf *b, const gp_chunk_result *m, terr *err)
+{
+    size_t start = b->len;
+    if (put_u32(b, (uint32_t)m->status, err) < 0 || put_str(b, m->message, false, "message", err) < 0 ||
+        put_u64(b, m->size, err) < 0)
+        return -1;
+    return check_size(b, start, "CHUNK_RESULT", err);
+}
+
+void gp_chunk_result_free(gp_chunk_result *m)
+{
+    free((void *)m->message);
+    memset(m, 0, sizeof *m);
+}
+
+int gp_decode_chunk_result(const uint8_t *p, size_t len, gp_chunk_result *out, terr *err)
+{
+    memset(out, 0, sizeof *out);
+    reader r = rd_make(p, len, "CHUNK_RESULT", err);
+    char *msg = NULL;
+    int rc = rd_i32(&r, &out->status, "status");
+    if (rc == 0) rc = rd_str(&r, &msg, "message");
+    out->message = msg;
+    if (rc == 0) rc = rd_u64(&r, &out->size, "size");
+    if (rc == 0) rc = rd_end(&r);
+    if (rc < 0) gp_chunk_result_free(out);
+    return rc;
+}
+
+int gp_encode_read_chunk(gp_buf *b, const gp_read_chunk_req *m, terr *err)
+{
+    size_t start = b->len;
+    if (put_str(b, m->path, true, "path", err) < 0 || put_u64(b, m->offset, err) < 0 ||
+        put_u32(b, m->max_len, err) < 0 || put_u64(b, m->expect_ino, err) < 0)
+        return -1;
+    return check_size(b, start, "READ_CHUNK", err);
+}
+
+void gp_read_chunk_req_free(gp_read_chunk_req *m)
+{
+    free((void *)m->path);
+    memset(m, 0, sizeof *m);
+}
+
+int gp_decode_read_chunk(const uint8_t *p, size_t len, gp_read_chunk_req *out, terr *err)
+{
+    memset(out, 0, sizeof *out);
+    reader r = rd_make(p, len, "READ_CHUNK", err);
+    char *path = NULL;
+    int rc = rd_str(&r, &path, "path");
+    out->path = path;
+    if (rc == 0) rc = rd_u64(&r, &out->offset, "offset");
+    if (rc == 0) rc = rd_u32(&r, &out->max_len, "max_len");
+    if (rc == 0) rc = rd_u64(&r, &out->expect_ino, "expect_ino");
+    if (rc == 0) rc = rd_end(&r);
+    if (rc == 0 && path[0] == '\0') rc = terr_set(err, "READ_CHUNK: path is empty");
+    if (rc == 0 && (out->max_len == 0 || out->max_len > GP_CHUNK_MAX))
+        rc = terr_set(err, "READ_CHUNK: max_len %u must be 1..%u", out->max_len, GP_CHUNK_MAX);
+    if (rc < 0) gp_read_chunk_req_free(out);
+    return rc;
+}
+
+int gp_encode_read_chunk_result(gp_buf *b, const gp_read_chunk_result *m, terr *err)
+{
+    size_t start = b->len;
+    if (put_u32(b, (uint32_t)m->status, err) < 0 || put_str(b, m->message, false, "message", err) < 0 ||
+        put_u64(b, m->file_size, err) < 0 || put_u64(b, m->ino, err) < 0 ||
+        put_blob(b, m->data, m->len, "data", err) < 0)
+        return -1;
+    return check_size(b, start, "READ_CHUNK_RESULT", err);
+}
+
+void gp_read_chunk_result_free(gp_read_chunk_result *m)
+{
+    free((void *)m->message);
+    free((void *)m->data);
+    memset(m, 0, sizeof *m);
+}
+
+int gp_decode_read_chunk_result(const uint8_t *p, size_t len, gp_read_chunk_result *out, terr *err)
+{
+    memset(out, 0, sizeof *out);
+    reader r = rd_make(p, len, "READ_CHUNK_RESULT", err);
+    char *msg = NULL;
+    uint8_t *data = NULL;
+    int rc = rd_i32(&r, &out->status, "status");
+    if (rc == 0) rc = rd_str(&r, &msg, "message");
+    out->message = msg;
+    if (rc == 0) rc = rd_u64(&r, &out->file_size, "file_size");
+    if (rc == 0) rc = rd_u64(&r, &out->ino, "ino");
+    if (rc == 0) rc = rd_blob(&r, &data, &out->len, "data");
+    out->data = data;
+    if (rc == 0) rc = rd_end(&r);
+    if (rc < 0) gp_read_chunk_result_free(out);
+    return rc;
+}
+
+int gp_encode_list_dir(gp_buf *b, const gp_list_dir_req *m, terr *err)
+{
+    size_t start = b->len;
+    if (put_str(b, m->path, true, "path", err) < 0 || put_u32(b, m->max_entries, err) < 0) return -1;
+    return check_size(b, start, "LIST_DIR", err);
+}
+
+void gp_list_dir_req_free(gp_list_dir_req *m)
+{
+    free((void *)m->path);
+    memset(m, 0, sizeof *m);
+}
+
+int gp_decode_list_dir(const uint8_t *p, size_t len, gp_list_dir_req *out, terr *err)
+{
+    memset(out, 0, sizeof *out);
+    reader r = rd_make(p, len, "LIST_DIR", err);
+    char *path = NULL;
+    int rc = rd_str(&r, &path, "path");
+    out->path = path;
+    if (rc == 0) rc = rd_u32(&r, &out->max_entries, "max_entries");
+    if (rc == 0) rc = rd_end(&r);
+    if (rc == 0 && path[0] == '\0') rc = terr_set(err, "LIST_DIR: path is empty");
+    if (rc == 0 && (out->max_entries == 0 || out->max_entries > GP_LIST_MAX_ENTRIES))
+        rc = terr_set(err, "LIST_DIR: max_entries %u must be 1..%u", out->max_entries, GP_LIST_MAX_ENTRIES);
+    if (rc < 0) gp_list_dir_req_free(out);
+    return rc;
+}
+
+int gp_encode_list_result(gp_buf *b, const gp_list_result *m, terr *err)
+{
+    size_t start = b->len;
+    if (m->n > UINT32_MAX || (m->n && !m->entries)) return terr_set(err, "LIST_RESULT: bad entry list");
+    if (put_u32(b, (uint32_t)m->status, err) < 0 || put_str(b, m->message, false, "message", err) < 0 ||
+        put_u32(b, m->truncated ? 1 : 0, err) < 0 || put_u32(b, (uint32_t)m->n, err) < 0)
+        return -1;
+    for (size_t i = 0; i < m->n; i++) {
+        const gp_dir_entry *e = &m->entries[i];
+        if (put_str(b, e->name, true, "name", err) < 0 || put_u32(b, e->type, err) < 0 ||
+            put_u32(b, e->mode, err) < 0 || put_u64(b, e->size, err) < 0 ||
+            put_u64(b, (uint64_t)e->mtime_sec, err) < 0)
+            return -1;
+    }
+    return check_size(b, start, "LIST_RESULT", err);
+}
+
+void gp_list_result_free(gp_list_result *m)
+{
+    free((void *)m->message);
+    for (size_t i = 0; m->entries && i < m->n; i++) free((void *)m->entries[i].name);
+    free(m->entries);
+    memset(m, 0, sizeof *m);
+}
+
+int gp_decode_list_result(const uint8_t *p, size_t len, gp_list_result *out, terr *err)
+{
+    memset(out, 0, sizeof *out);
+    reader r = rd_make(p, len, "LIST_RESULT", err);
+    char *msg = NULL;
+    uint32_t trunc = 0, n = 0;
+    int rc = rd_i32(&r, &out->status, "status");
+    if (rc == 0) rc = rd_str(&r, &msg, "message");
+    out->message = msg;
+    if (rc == 0) rc = rd_u32(&r, &trunc, "truncated");
+    if (rc == 0) rc = rd_u32(&r, &n, "n");
+    /* Each entry takes at least 28 bytes: refuse absurd counts first. */
+    if (rc == 0 && n > (r.len - r.pos) / 28) rc = terr_set(err, "LIST_RESULT: %u entries claimed, payload too short", n);
+    if (rc == 0 && !(out->entries = calloc(n ? n : 1, sizeof *out->entries)))
+        rc = terr_set(err, "LIST_RESULT: out of memory");
+    out->truncated = trunc != 0;
+    for (uint32_t i = 0; rc == 0 && i < n; i++) {
+        gp_dir_entry *e = &out->entries[i];
+        char *name = NULL;
+        uint64_t mt = 0;
+        rc = rd_str(&r, &name, "name");
+        if (rc == 0) {
+            e->name = name;
+            out->n = i + 1;
+        }
+        if (rc == 0) rc = rd_u32(&r, &e->type, "type");
+        if (rc == 0) rc = rd_u32(&r, &e->mode, "mode");
+        if (rc == 0) rc = rd_u64(&r, &e->size, "size");
+        if (rc == 0) rc = rd_u64(&r, &mt, "mtime_sec");
+        e->mtime_sec = (int64_t)mt;
+    }
+    if (rc == 0) rc = rd_end(&r);
+    if (rc < 0) gp_list_result_free(out);
     return rc;
 }

@@ -65,9 +65,22 @@ typedef enum gp_type {
     GP_SYNC = 9,         /* u64 unix_time_ns, blob random (>= 32 bytes) */
     GP_SYNC_RESULT = 10, /* i32 status, str message */
     GP_ERROR = 11,       /* str message */
+    /* Files of any size, one bounded chunk per request (see below). */
+    GP_WRITE_CHUNK = 12,        /* str path, str upload_id, u64 offset,
+                                   u32 mode, u32 flags (GP_CHUNK_F_*),
+                                   blob data */
+    GP_CHUNK_RESULT = 13,       /* i32 status, str message, u64 size */
+    GP_READ_CHUNK = 14,         /* str path, u64 offset, u32 max_len,
+                                   u64 expect_ino */
+    GP_READ_CHUNK_RESULT = 15,  /* i32 status, str message, u64 file_size,
+                                   u64 ino, blob data */
+    GP_LIST_DIR = 16,           /* str path, u32 max_entries */
+    GP_LIST_RESULT = 17,        /* i32 status, str message, u32 truncated,
+                                   u32 n, n x (str name, u32 type, u32 mode,
+                                   u64 size, i64 mtime_sec) */
 } gp_type;
 #define GP_TYPE_MIN GP_PING
-#define GP_TYPE_MAX GP_ERROR
+#define GP_TYPE_MAX GP_LIST_RESULT
 
 /* GP_EXEC_RESULT flags */
 #define GP_EXEC_F_TIMED_OUT 0x1u
@@ -244,6 +257,113 @@ int gp_decode_write_file(const uint8_t *p, size_t len, gp_write_file_req *out, t
 int gp_decode_status_result(const uint8_t *p, size_t len, gp_status_result *out, terr *err);
 int gp_decode_sync(const uint8_t *p, size_t len, gp_sync_req *out, terr *err);
 int gp_decode_error(const uint8_t *p, size_t len, gp_error *out, terr *err);
+
+/* ---- chunked files (any size; the limit is the guest's free disk) ----
+ *
+ * WRITE_CHUNK writes data at offset of an upload's temp file
+ * "<dir of path>/.torpor-up.<upload_id>" (upload_id: 1..64 of
+ * [A-Za-z0-9]): offset 0 creates it (and the parents of path, 0755; path
+ * being a directory is EISDIR at once), a later offset must be at most the
+ * temp file's size (it is cut there first, so a repeated chunk is
+ * harmless). COMMIT (may come with the last data) sets mode, fsyncs and
+ * renames the temp file over path: a reader sees the old or the new file.
+ * ABORT removes the temp file. Any failure (ENOSPC...) removes the temp
+ * file too, leaving the old file as it was. CHUNK_RESULT's size is the temp
+ * file's (after COMMIT: the file's) size. The guest keeps no state between
+ * chunks: the temp file is the session.
+ *
+ * READ_CHUNK answers up to max_len (<= GP_CHUNK_MAX) bytes at offset of a
+ * regular file, with its current size and inode; a non-zero expect_ino
+ * that differs from the file's is ESTALE (the file was replaced between
+ * two chunks). 0 bytes at offset >= size is the end.
+ *
+ * LIST_DIR answers up to max_entries entries of a directory (without "."
+ * and ".."), sorted by name, lstat'ed; truncated = 1 when there were more. */
+#define GP_CHUNK_MAX (4u * 1024 * 1024)
+#define GP_CHUNK_F_COMMIT 0x1u
+#define GP_CHUNK_F_ABORT 0x2u
+#define GP_UPLOAD_ID_MAX 64
+#define GP_LIST_MAX_ENTRIES 100000
+
+typedef enum gp_entry_type {
+    GP_ENTRY_FILE = 0,
+    GP_ENTRY_DIR = 1,
+    GP_ENTRY_SYMLINK = 2,
+    GP_ENTRY_OTHER = 3,
+} gp_entry_type;
+
+typedef struct gp_write_chunk_req {
+    const char *path;
+    const char *upload_id;
+    uint64_t offset;
+    uint32_t mode;
+    uint32_t flags;
+    const uint8_t *data;
+    size_t len;
+} gp_write_chunk_req;
+
+typedef struct gp_chunk_result {
+    int32_t status;
+    const char *message;
+    uint64_t size;
+} gp_chunk_result;
+
+typedef struct gp_read_chunk_req {
+    const char *path;
+    uint64_t offset;
+    uint32_t max_len;
+    uint64_t expect_ino;
+} gp_read_chunk_req;
+
+typedef struct gp_read_chunk_result {
+    int32_t status;
+    const char *message;
+    uint64_t file_size;
+    uint64_t ino;
+    const uint8_t *data;
+    size_t len;
+} gp_read_chunk_result;
+
+typedef struct gp_list_dir_req {
+    const char *path;
+    uint32_t max_entries;
+} gp_list_dir_req;
+
+typedef struct gp_dir_entry {
+    const char *name;
+    uint32_t type; /* gp_entry_type */
+    uint32_t mode; /* permission bits */
+    uint64_t size;
+    int64_t mtime_sec;
+} gp_dir_entry;
+
+typedef struct gp_list_result {
+    int32_t status;
+    const char *message;
+    bool truncated;
+    gp_dir_entry *entries;
+    size_t n;
+} gp_list_result;
+
+bool gp_upload_id_valid(const char *id);
+int gp_encode_write_chunk(gp_buf *b, const gp_write_chunk_req *m, terr *err);
+int gp_decode_write_chunk(const uint8_t *p, size_t len, gp_write_chunk_req *out, terr *err);
+void gp_write_chunk_req_free(gp_write_chunk_req *m);
+int gp_encode_chunk_result(gp_buf *b, const gp_chunk_result *m, terr *err);
+int gp_decode_chunk_result(const uint8_t *p, size_t len, gp_chunk_result *out, terr *err);
+void gp_chunk_result_free(gp_chunk_result *m);
+int gp_encode_read_chunk(gp_buf *b, const gp_read_chunk_req *m, terr *err);
+int gp_decode_read_chunk(const uint8_t *p, size_t len, gp_read_chunk_req *out, terr *err);
+void gp_read_chunk_req_free(gp_read_chunk_req *m);
+int gp_encode_read_chunk_result(gp_buf *b, const gp_read_chunk_result *m, terr *err);
+int gp_decode_read_chunk_result(const uint8_t *p, size_t len, gp_read_chunk_result *out, terr *err);
+void gp_read_chunk_result_free(gp_read_chunk_result *m);
+int gp_encode_list_dir(gp_buf *b, const gp_list_dir_req *m, terr *err);
+int gp_decode_list_dir(const uint8_t *p, size_t len, gp_list_dir_req *out, terr *err);
+void gp_list_dir_req_free(gp_list_dir_req *m);
+int gp_encode_list_result(gp_buf *b, const gp_list_result *m, terr *err);
+int gp_decode_list_result(const uint8_t *p, size_t len, gp_list_result *out, terr *err);
+void gp_list_result_free(gp_list_result *m);
 
 void gp_exec_req_free(gp_exec_req *m);
 void gp_exec_result_free(gp_exec_result *m);

@@ -129,6 +129,7 @@ bool agent_method_is_idempotent(const char *method_path)
 {
     static const char *const idempotent[] = {
         RPC_LIST_SANDBOXES, RPC_PING_SANDBOX, RPC_SET_TIMEOUT, RPC_READ_FILE, RPC_WRITE_FILE, RPC_DESTROY_SANDBOX,
+        RPC_READ_FILE_CHUNK, RPC_LIST_DIR,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;
@@ -259,6 +260,7 @@ grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
     req.vcpus = row->vcpus;
     req.memory_mb = row->memory_mb;
     req.timeout_sec = row->timeout_sec;
+    req.disk_mb = row->disk_mb;
     return call_no_answer(c, RPC_CREATE_SANDBOX, &req.base, &torpor__hostagent__v1__create_sandbox_response__descriptor,
                           AGENT_DEADLINE_CREATE_MS, err);
 }
@@ -310,6 +312,8 @@ grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_e
     req.n_env = a->n_env;
     req.cwd = a->cwd ? (char *)a->cwd : "";
     req.timeout_sec = a->timeout_sec;
+    req.stdin.data = (uint8_t *)a->stdin_data;
+    req.stdin.len = a->stdin_data ? a->stdin_len : 0;
     ProtobufCMessage *resp = NULL;
     grpc_status_code st = agent_call(c, RPC_EXEC, &req.base, &torpor__hostagent__v1__exec_response__descriptor, &resp,
                                      a->timeout_sec * 1000 + AGENT_EXEC_SLACK_MS, err);
@@ -348,4 +352,61 @@ grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const ch
     }
     *out = (Torpor__Hostagent__V1__ReadFileResponse *)resp;
     return st;
+}
+
+/* agent_call for calls with an answer: *out is NULL unless OK. */
+static grpc_status_code call_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
+                                    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **out,
+                                    int deadline_ms, terr *err)
+{
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
+    if (st != GRPC_STATUS_OK && resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+        resp = NULL;
+    }
+    *out = resp;
+    return st;
+}
+
+grpc_status_code agent_write_chunk(rpc_client *c, const agent_chunk_args *a,
+                                   Torpor__Hostagent__V1__WriteFileChunkResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__WriteFileChunkRequest req = TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_REQUEST__INIT;
+    req.sandbox_id = (char *)a->sandbox_id;
+    req.path = (char *)a->path;
+    req.upload_id = (char *)a->upload_id;
+    req.offset = a->offset;
+    req.data.data = (uint8_t *)a->data;
+    req.data.len = a->data ? a->len : 0;
+    req.mode = a->mode;
+    req.commit = a->commit;
+    req.abort = a->abort;
+    return call_answer(c, RPC_WRITE_FILE_CHUNK, &req.base, &torpor__hostagent__v1__write_file_chunk_response__descriptor,
+                       (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
+}
+
+grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *path, uint64_t offset,
+                                  uint32_t length, uint64_t expect_ino,
+                                  Torpor__Hostagent__V1__ReadFileChunkResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ReadFileChunkRequest req = TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.path = (char *)path;
+    req.offset = offset;
+    req.length = length;
+    req.expect_ino = expect_ino;
+    return call_answer(c, RPC_READ_FILE_CHUNK, &req.base, &torpor__hostagent__v1__read_file_chunk_response__descriptor,
+                       (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
+}
+
+grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path, uint32_t max_entries,
+                                Torpor__Hostagent__V1__ListDirResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ListDirRequest req = TORPOR__HOSTAGENT__V1__LIST_DIR_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.path = (char *)path;
+    req.max_entries = max_entries;
+    return call_answer(c, RPC_LIST_DIR, &req.base, &torpor__hostagent__v1__list_dir_response__descriptor,
+                       (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
 }

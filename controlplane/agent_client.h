@@ -56,7 +56,7 @@ grpc_status_code agent_call(rpc_client *c, const char *method_path, const Protob
 /* True for the status/message of a call that never reached the agent. */
 bool agent_is_connect_failure(grpc_status_code code, const char *message);
 /* True for methods whose repetition has the effect of one call: List, Ping,
- * SetSandboxTimeout, ReadFile, WriteFile, Destroy. */
+ * SetSandboxTimeout, ReadFile, WriteFile, Destroy, ReadFileChunk, ListDir. */
 bool agent_method_is_idempotent(const char *method_path);
 
 /* REST status and error code for a failed agent call. */
@@ -99,6 +99,8 @@ typedef struct agent_exec_args {
     size_t n_env;
     const char *cwd; /* NULL: the guest's default */
     int timeout_sec; /* the deadline is this + AGENT_EXEC_SLACK_MS */
+    const uint8_t *stdin_data; /* NULL/0: no stdin */
+    size_t stdin_len;
 } agent_exec_args;
 grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_exec_args *a,
                             Torpor__Hostagent__V1__ExecResponse **out, terr *err);
@@ -106,6 +108,28 @@ grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const c
                                   size_t len, terr *err);
 grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
                                  Torpor__Hostagent__V1__ReadFileResponse **out, terr *err);
+
+/* The chunked file calls (proto: WriteFileChunk, ReadFileChunk, ListDir),
+ * each with AGENT_DEADLINE_FILES_MS. A failure the guest reports about the
+ * file comes back OK with guest_errno set. */
+typedef struct agent_chunk_args {
+    const char *sandbox_id;
+    const char *path;
+    const char *upload_id;
+    uint64_t offset;
+    const uint8_t *data;
+    size_t len;
+    unsigned mode;
+    bool commit;
+    bool abort;
+} agent_chunk_args;
+grpc_status_code agent_write_chunk(rpc_client *c, const agent_chunk_args *a,
+                                   Torpor__Hostagent__V1__WriteFileChunkResponse **out, terr *err);
+grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *path, uint64_t offset,
+                                  uint32_t length, uint64_t expect_ino,
+                                  Torpor__Hostagent__V1__ReadFileChunkResponse **out, terr *err);
+grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path, uint32_t max_entries,
+                                Torpor__Hostagent__V1__ListDirResponse **out, terr *err);
 
 /* ListSandboxes with acknowledgements (may be NULL/0). */
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,

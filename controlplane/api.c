@@ -70,8 +70,20 @@ void api_vet(void *app, void *worker, http_request *req)
     terr err;
     if (auth_check(r.db, http_request_header(req, "X-API-Key"), r.team_id, &ok, &err) != 0) api_reply_internal(&r, &err);
     else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
+    else if (r.route->stream) {
+        /* A streamed upload (files of any size) to a sandbox that is not
+         * there or not running is refused before its body is read. */
+        api_match m;
+        if (api_route_find(r.route, 1, http_request_method(req), http_request_path(req), &m) == r.route && m.id[0]) {
+            memcpy(r.id, m.id, sizeof r.id);
+            sandbox_row row;
+            if (api_load_sandbox(&r, &row) == 0 && row.status != SB_RUNNING)
+                http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)",
+                                 sb_status_name(row.status));
+        }
+    }
     int status = http_reply_status(req);
-    if (status != 0) log_request(req, status, 0, "");
+    if (status != 0) log_request(req, status, 0, r.id);
 }
 
 static void handle(api_request *r)

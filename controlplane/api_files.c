@@ -3,95 +3,208 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_files_stream.h"
+#include "api_routes.h"
 #include "api_validate.h"
-#include "guest_protocol.h"
 #include "http_server.h"
 #include "json_util.h"
 #include "log.h"
 #include "multipart.h"
 
-/* Path and content of a files/write request, from JSON or multipart. */
-typedef struct write_input {
-    json_t *json;     /* owns path when JSON */
-    char *path;       /* malloc'd copy when multipart */
-    const char *path_ref;
-    uint8_t *decoded; /* malloc'd content (JSON base64) */
-    const uint8_t *content;
-    size_t content_len;
-} write_input;
+/* ------------------------------------------------------------ intake */
 
-static void write_input_free(write_input *in)
+/* What arrives of a files/write body (I/O thread): JSON is buffered up to
+ * the route's limit (it is parsed whole); multipart/form-data is parsed as
+ * it comes, its "path" kept (at most API_PATH_MAX bytes) and its "file"
+ * written to a spool, so an upload of any size holds no more memory than
+ * the parser's window. The first field of each name wins. */
+enum { PART_IGNORE, PART_PATH, PART_FILE };
+
+typedef struct write_intake {
+    bool multipart;
+    bool too_large; /* JSON over the limit: dropped, answered 413 */
+    char *json;
+    size_t json_len, json_cap;
+    multipart_stream *mp;
+    bool failed;    /* multipart: malformed; err says why (answered 400) */
+    terr err;
+    int part;
+    bool has_path, has_file, path_too_long;
+    char path[API_PATH_MAX + 1];
+    size_t path_len;
+    api_spool *spool;
+} write_intake;
+
+static void intake_free(void *p)
 {
-    json_decref(in->json);
-    free(in->path);
-    free(in->decoded);
+    write_intake *in = p;
+    if (!in) return;
+    free(in->json);
+    multipart_stream_free(in->mp);
+    api_spool_free(in->spool);
+    free(in);
 }
 
-static int parse_write(api_request *r, write_input *in, terr *err)
+static int part_begin(void *cls, const char *name, size_t n, terr *err)
 {
-    memset(in, 0, sizeof *in);
-    const char *ct = http_request_header(r->req, "Content-Type");
-    if (multipart_is_form_data(ct)) {
-        char boundary[80];
-        const char *path, *file;
-        size_t path_len, file_len;
-        bool has_path, has_file;
-        if (multipart_boundary(ct, boundary, sizeof boundary, err) != 0 ||
-            multipart_field(r->body, r->body_len, boundary, "path", &path, &path_len, &has_path, err) != 0 ||
-            multipart_field(r->body, r->body_len, boundary, "file", &file, &file_len, &has_file, err) != 0)
-            return -1;
-        if (!has_path) return terr_set(err, "multipart field \"path\" is required");
-        if (!has_file) return terr_set(err, "multipart field \"file\" is required");
-        if (api_validate_path(path, path_len, err) != 0) return -1;
-        if (!(in->path = strndup(path, path_len))) return terr_set(err, "out of memory");
-        in->path_ref = in->path;
-        in->content = (const uint8_t *)file;
-        in->content_len = file_len;
+    (void)err;
+    write_intake *in = cls;
+    in->part = PART_IGNORE;
+    if (n == 4 && memcmp(name, "path", 4) == 0 && !in->has_path) {
+        in->part = PART_PATH;
+        in->has_path = true;
+    } else if (n == 4 && memcmp(name, "file", 4) == 0 && !in->has_file) {
+        in->part = PART_FILE;
+        in->has_file = true;
+        if (!(in->spool = api_spool_new())) return terr_set(err, "out of memory");
+    }
+    return 0;
+}
+
+static int part_data(void *cls, const char *data, size_t len, terr *err)
+{
+    (void)err;
+    write_intake *in = cls;
+    if (in->part == PART_PATH) {
+        if (in->path_len + len > API_PATH_MAX) {
+            in->path_too_long = true;
+            return 0;
+        }
+        memcpy(in->path + in->path_len, data, len);
+        in->path_len += len;
+        in->path[in->path_len] = '\0';
+    } else if (in->part == PART_FILE) {
+        api_spool_write(in->spool, data, len); /* a failure is kept in spool->err */
+    }
+    return 0;
+}
+
+static int part_end(void *cls, terr *err)
+{
+    (void)err;
+    ((write_intake *)cls)->part = PART_IGNORE;
+    return 0;
+}
+
+int api_files_write_body(void *cls, http_request *req, const char *data, size_t len)
+{
+    (void)cls;
+    write_intake *in = http_request_data(req);
+    if (!in) {
+        if (!(in = calloc(1, sizeof *in))) return -1;
+        http_request_set_data(req, in, intake_free);
+        const char *ct = http_request_header(req, "Content-Type");
+        if (multipart_is_form_data(ct)) {
+            in->multipart = true;
+            char boundary[80];
+            multipart_cb cb = {.begin = part_begin, .data = part_data, .end = part_end, .cls = in};
+            if (multipart_boundary(ct, boundary, sizeof boundary, &in->err) != 0 ||
+                !(in->mp = multipart_stream_new(boundary, &cb, &in->err)))
+                in->failed = true;
+        }
+    }
+    if (in->multipart) {
+        /* A malformed body is drained, so the client reads the 400. */
+        if (!in->failed && multipart_stream_feed(in->mp, data, len, &in->err) != 0) in->failed = true;
         return 0;
     }
-    json_t *body;
-    if (json_util_parse_object(r->body, r->body_len, false, &body, err) != 0) return -1;
-    in->json = body;
-    if (api_validate_file_write(body, &in->path_ref, &in->decoded, &in->content_len, err) != 0) return -1;
-    in->content = in->decoded;
+    if (in->too_large) return 0;
+    if (in->json_len + len > API_FILES_BODY_LIMIT) {
+        in->too_large = true;
+        free(in->json);
+        in->json = NULL;
+        in->json_len = in->json_cap = 0;
+        return 0;
+    }
+    if (in->json_len + len > in->json_cap) {
+        size_t cap = in->json_cap ? in->json_cap : 65536;
+        while (cap < in->json_len + len) cap *= 2;
+        char *g = realloc(in->json, cap);
+        if (!g) return -1;
+        in->json = g;
+        in->json_cap = cap;
+    }
+    memcpy(in->json + in->json_len, data, len);
+    in->json_len += len;
+    return 0;
+}
+
+/* ------------------------------------------------------------ write */
+
+/* Checks what the intake gathered; replies 400/413/507 and returns -1 when
+ * it cannot be written. JSON: *json owns the body, *path and *content point
+ * into it / a decoded copy (*decoded, to free). */
+static int check_intake(api_request *r, write_intake *in, json_t **json, const char **path, uint8_t **decoded,
+                        size_t *len)
+{
+    terr err;
+    if (in && in->too_large) {
+        http_reply_error(r->req, 413, "too_large", "request body over the %d-byte limit of a JSON files/write "
+                         "(use multipart or PUT files/content for large files)", API_FILES_BODY_LIMIT);
+        return -1;
+    }
+    if (in && in->multipart) {
+        if (!in->failed && multipart_stream_finish(in->mp, &in->err) != 0) in->failed = true;
+        const char *why = in->failed ? in->err.msg
+                          : !in->has_path ? "multipart field \"path\" is required"
+                          : !in->has_file ? "multipart field \"file\" is required"
+                          : in->path_too_long ? "multipart field \"path\" is longer than 4096 bytes"
+                                              : NULL;
+        if (why) {
+            http_reply_error(r->req, 400, "invalid_request", "%s", why);
+            return -1;
+        }
+        if (api_validate_path(in->path, in->path_len, &err) != 0) {
+            http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
+            return -1;
+        }
+        if (in->spool->err) {
+            http_reply_error(r->req, 507, "insufficient_storage", "the control plane could not spool the upload: %s",
+                             strerror(in->spool->err));
+            return -1;
+        }
+        *path = in->path;
+        *len = (size_t)in->spool->size;
+        return 0;
+    }
+    const char *body = in ? in->json : "";
+    if (json_util_parse_object(body ? body : "", in ? in->json_len : 0, false, json, &err) != 0 ||
+        api_validate_file_write(*json, path, decoded, len, &err) != 0) {
+        http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
+        return -1;
+    }
     return 0;
 }
 
 void api_files_write(api_request *r)
 {
-    write_input in;
-    terr err;
-    if (parse_write(r, &in, &err) != 0) {
-        http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
-        write_input_free(&in);
-        return;
-    }
-    if (in.content_len > GP_FILE_MAX) {
-        /* The body limit is larger (base64 inflates by 4/3), so the content
-         * itself is checked against what the guest accepts. */
-        http_reply_error(r->req, 413, "too_large", "file content of %zu bytes is over the %u-byte limit",
-                         in.content_len, (unsigned)GP_FILE_MAX);
-        write_input_free(&in);
-        return;
-    }
+    write_intake *in = http_request_data(r->req);
+    json_t *json = NULL;
+    const char *path = NULL;
+    uint8_t *decoded = NULL;
+    size_t len = 0;
+    if (check_intake(r, in, &json, &path, &decoded, &len) != 0) goto out;
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
     sandbox_ops_open_running(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "write_file", &res, 204);
-        write_input_free(&in);
-        return;
+        goto out;
     }
-    grpc_status_code st = agent_write_file(client, r->id, in.path_ref, in.content, in.content_len, &err);
-    if (st != GRPC_STATUS_OK) {
-        api_reply_agent_error(r, "write_file", st, &err);
-    } else {
+    /* Through the chunk calls like PUT files/content: no guest frame cap,
+     * the limit is the guest's free disk. */
+    static const uint8_t empty[1];
+    bool from_spool = in && in->multipart;
+    if (api_files_push(r, client, path, 0644, from_spool ? NULL : (decoded ? decoded : empty),
+                       from_spool ? in->spool->fd : -1, len) == 0) {
         sandbox_ops_touch(&c, r->id);
-        log_info("event=file_written sandbox_id=%s bytes=%zu", r->id, in.content_len);
+        log_info("event=file_written sandbox_id=%s bytes=%zu", r->id, len);
         http_reply_empty(r->req, 204);
     }
-    write_input_free(&in);
+out:
+    free(decoded);
+    json_decref(json);
 }
 
 void api_files_read(api_request *r)

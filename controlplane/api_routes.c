@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api_files.h"
+#include "api_files_stream.h"
 #include "api_health.h"
 #include "api_sandboxes.h"
 #include "api_static.h"
@@ -22,8 +23,11 @@ const api_route api_route_table[] = {
     {"POST",   "/v1/sandboxes/{id}/ping",          api_sandboxes_ping,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/timeout",       api_sandboxes_timeout, API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/exec",          api_sandboxes_exec,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
-    {"POST",   "/v1/sandboxes/{id}/files/write",   api_files_write,       API_FILES_BODY_LIMIT, NULL,   API_AUTH_KEY,  true},
+    {"POST",   "/v1/sandboxes/{id}/files/write",   api_files_write,       API_FILES_BODY_LIMIT, api_files_write_body, API_AUTH_KEY, true},
     {"POST",   "/v1/sandboxes/{id}/files/read",    api_files_read,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"PUT",    "/v1/sandboxes/{id}/files/content", api_files_put_content, 0,                    api_files_put_body, API_AUTH_KEY, true},
+    {"GET",    "/v1/sandboxes/{id}/files/content", api_files_get_content, API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"GET",    "/v1/sandboxes/{id}/files",         api_files_list,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"GET",    "/v1/openapi.json",                 api_openapi_json,      API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/",                                api_dashboard_index,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/ui/*",                            api_dashboard_asset,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},

@@ -16,16 +16,25 @@ void api_sandboxes_create(api_request *r)
     api_create_req cr;
     terr err;
     int rc = api_validate_create(body, &cr, &err);
-    json_decref(body);
     if (rc != 0) {
+        json_decref(body);
         http_reply_error(r->req, 400, "invalid_request", "%s", err.msg);
         return;
     }
-    sandbox_row spec = {.vcpus = cr.vcpus, .memory_mb = cr.memory_mb, .timeout_sec = cr.timeout_sec};
+    char *env_json = cr.env ? json_dumps(cr.env, JSON_COMPACT) : NULL;
+    json_decref(body);
+    if (cr.env && !env_json) {
+        terr_set(&err, "out of memory encoding env");
+        api_reply_internal(r, &err);
+        return;
+    }
+    sandbox_row spec = {.vcpus = cr.vcpus, .memory_mb = cr.memory_mb, .timeout_sec = cr.timeout_sec,
+                        .disk_mb = cr.disk_mb, .env_json = env_json};
     snprintf(spec.template_name, sizeof spec.template_name, "%s", cr.template_name);
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
     sandbox_ops_create(&c, &spec, &res);
+    free(env_json);
     snprintf(r->id, sizeof r->id, "%s", res.row.id);
     api_reply_outcome(r, "create", &res, 201);
 }
@@ -192,8 +201,16 @@ void api_sandboxes_exec(api_request *r)
         api_reply_outcome(r, "exec", &res, 200);
         goto out;
     }
+    char *create_env = NULL;
+    if (db_sandbox_env(r->db, r->id, &create_env, &err) != 0 || api_exec_merge_env(&er, create_env, &err) != 0) {
+        free(create_env);
+        api_reply_internal(r, &err);
+        goto out;
+    }
+    free(create_env);
     agent_exec_args args = {.cmd = er.cmd, .args = er.args, .n_args = er.n_args, .env = er.env,
-                            .n_env = er.n_env, .cwd = er.cwd, .timeout_sec = er.timeout_sec};
+                            .n_env = er.n_env, .cwd = er.cwd, .timeout_sec = er.timeout_sec,
+                            .stdin_data = er.stdin_data, .stdin_len = er.stdin_len};
     Torpor__Hostagent__V1__ExecResponse *resp;
     int64_t t0 = mono_ms();
     grpc_status_code st = agent_exec(client, r->id, &args, &resp, &err);

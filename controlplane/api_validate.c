@@ -36,11 +36,49 @@ static int check_path(const char *field, const char *path, size_t len, terr *err
     return 0;
 }
 
+static bool env_name_valid(const char *k)
+{
+    size_t n = strlen(k);
+    if (n == 0 || n > API_ENV_NAME_MAX) return false;
+    if (!((k[0] >= 'A' && k[0] <= 'Z') || (k[0] >= 'a' && k[0] <= 'z') || k[0] == '_')) return false;
+    for (size_t i = 1; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+            return false;
+    }
+    return true;
+}
+
+static int check_create_env(const json_t *env, terr *err)
+{
+    if (!json_is_object(env)) return terr_set(err, "field \"env\" must be an object of strings");
+    if (json_object_size(env) > API_ENV_COUNT_MAX)
+        return terr_set(err, "field \"env\" has %zu entries (at most %d)", json_object_size(env),
+                        API_ENV_COUNT_MAX);
+    size_t total = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach((json_t *)env, key, val) {
+        if (!env_name_valid(key))
+            return terr_set(err, "env name \"%.64s\" must match ^[A-Za-z_][A-Za-z0-9_]*$ (at most %d bytes)", key,
+                            API_ENV_NAME_MAX);
+        if (!json_is_string(val)) return terr_set(err, "env \"%s\" must be a string", key);
+        if (memchr(json_string_value(val), '\0', json_string_length(val)))
+            return terr_set(err, "env \"%s\" must not contain a NUL byte", key);
+        total += strlen(key) + 1 + json_string_length(val);
+    }
+    if (total > API_ENV_TOTAL_MAX)
+        return terr_set(err, "field \"env\" is %zu bytes in total (at most %d)", total, API_ENV_TOTAL_MAX);
+    return 0;
+}
+
 int api_validate_create(const json_t *body, api_create_req *out, terr *err)
 {
-    static const char *const allowed[] = {"template", "vcpus", "memory_mb", "timeout_sec", NULL};
+    static const char *const allowed[] = {"template", "vcpus", "memory_mb", "timeout_sec", "disk_mb", "env",
+                                          NULL};
     memset(out, 0, sizeof *out);
-    strcpy(out->template_name, "minimal");
+    strcpy(out->template_name, "debian");
+    out->disk_mb = TORPOR_DISK_MB_DEFAULT;
     out->vcpus = 1;
     out->memory_mb = 512;
     out->timeout_sec = 0;
@@ -64,6 +102,14 @@ int api_validate_create(const json_t *body, api_create_req *out, terr *err)
     if (json_util_get_int(body, "timeout_sec", 0, API_TIMEOUT_SEC_MAX, &present, &v, err) != 0)
         return -1;
     if (present) out->timeout_sec = (int)v;
+    if (json_util_get_int(body, "disk_mb", TORPOR_DISK_MB_MIN, TORPOR_DISK_MB_MAX, &present, &v, err) != 0)
+        return -1;
+    if (present) out->disk_mb = (int)v;
+    const json_t *env = json_object_get(body, "env");
+    if (env) {
+        if (check_create_env(env, err) != 0) return -1;
+        out->env = env;
+    }
     return 0;
 }
 
@@ -72,6 +118,7 @@ void api_exec_req_free(api_exec_req *r)
     free(r->args);
     for (size_t i = 0; i < r->n_env; i++) free(r->env[i]);
     free(r->env);
+    free(r->stdin_data);
     memset(r, 0, sizeof *r);
 }
 
@@ -94,9 +141,35 @@ static int parse_env(const json_t *env, api_exec_req *out, terr *err)
     return 0;
 }
 
+/* "stdin" (UTF-8 text) or "stdin_base64" (bytes), not both. */
+static int parse_stdin(const json_t *body, api_exec_req *out, terr *err)
+{
+    const json_t *text = json_object_get(body, "stdin"), *b64 = json_object_get(body, "stdin_base64");
+    if (text && b64) return terr_set(err, "give \"stdin\" or \"stdin_base64\", not both");
+    if (text) {
+        if (!json_is_string(text)) return terr_set(err, "field \"stdin\" must be a string");
+        size_t n = json_string_length(text);
+        if (n > API_EXEC_STDIN_MAX)
+            return terr_set(err, "field \"stdin\" is %zu bytes (at most %d)", n, API_EXEC_STDIN_MAX);
+        if (!(out->stdin_data = malloc(n ? n : 1))) return terr_set(err, "out of memory");
+        memcpy(out->stdin_data, json_string_value(text), n);
+        out->stdin_len = n;
+    } else if (b64) {
+        if (!json_is_string(b64)) return terr_set(err, "field \"stdin_base64\" must be a string");
+        if (json_util_base64_decode(json_string_value(b64), json_string_length(b64), &out->stdin_data,
+                                    &out->stdin_len, err) != 0)
+            return terr_wrap(err, "field \"stdin_base64\"");
+        if (out->stdin_len > API_EXEC_STDIN_MAX)
+            return terr_set(err, "field \"stdin_base64\" decodes to %zu bytes (at most %d)", out->stdin_len,
+                            API_EXEC_STDIN_MAX);
+    }
+    return 0;
+}
+
 int api_validate_exec(const json_t *body, api_exec_req *out, terr *err)
 {
-    static const char *const allowed[] = {"cmd", "args", "timeout_sec", "env", "cwd", NULL};
+    static const char *const allowed[] = {"cmd", "args", "timeout_sec", "env", "cwd", "stdin", "stdin_base64",
+                                          NULL};
     memset(out, 0, sizeof *out);
     out->timeout_sec = API_EXEC_TIMEOUT_DEFAULT;
     if (json_util_check_keys(body, allowed, err) != 0) return -1;
@@ -131,6 +204,53 @@ int api_validate_exec(const json_t *body, api_exec_req *out, terr *err)
         api_exec_req_free(out);
         return -1;
     }
+    if (parse_stdin(body, out, err) != 0) {
+        api_exec_req_free(out);
+        return -1;
+    }
+    return 0;
+}
+
+int api_exec_merge_env(api_exec_req *out, const char *create_env_json, terr *err)
+{
+    json_error_t je;
+    json_t *env = json_loads(create_env_json ? create_env_json : "{}", 0, &je);
+    if (!env || !json_is_object(env)) {
+        json_decref(env);
+        return terr_set(err, "stored env is not a JSON object");
+    }
+    size_t n = json_object_size(env);
+    if (n == 0) {
+        json_decref(env);
+        return 0;
+    }
+    char **merged = calloc(n + out->n_env + 1, sizeof *merged);
+    if (!merged) {
+        json_decref(env);
+        return terr_set(err, "out of memory");
+    }
+    size_t k = 0;
+    const char *key;
+    json_t *val;
+    json_object_foreach(env, key, val) {
+        size_t kl = strlen(key);
+        bool overridden = false;
+        for (size_t i = 0; i < out->n_env && !overridden; i++)
+            overridden = strncmp(out->env[i], key, kl) == 0 && out->env[i][kl] == '=';
+        if (overridden || !json_is_string(val)) continue;
+        if (asprintf(&merged[k], "%s=%s", key, json_string_value(val)) < 0) {
+            for (size_t i = 0; i < k; i++) free(merged[i]);
+            free(merged);
+            json_decref(env);
+            return terr_set(err, "out of memory");
+        }
+        k++;
+    }
+    json_decref(env);
+    for (size_t i = 0; i < out->n_env; i++) merged[k++] = out->env[i];
+    free(out->env);
+    out->env = merged;
+    out->n_env = k;
     return 0;
 }
 

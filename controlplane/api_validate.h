@@ -11,6 +11,7 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sandbox_model.h"
 #include "terr.h"
@@ -38,14 +39,26 @@ bool api_validate_template_name(const char *name);
  * before. Takes a length, since the segment is inside the path. */
 bool api_validate_sandbox_id(const char *id, size_t len);
 
+/* env on create: at most this many entries, names ^[A-Za-z_][A-Za-z0-9_]*$
+ * of at most API_ENV_NAME_MAX bytes, values without NUL, and all entries
+ * together ("NAME=value") at most API_ENV_TOTAL_MAX bytes. */
+#define API_ENV_COUNT_MAX 64
+#define API_ENV_NAME_MAX 128
+#define API_ENV_TOTAL_MAX (32 * 1024)
+/* stdin of one exec (decoded); the JSON body limit bounds it too. */
+#define API_EXEC_STDIN_MAX (1024 * 1024)
+
 typedef struct api_create_req {
     char template_name[SANDBOX_TEMPLATE_MAX];
     int vcpus;
     int memory_mb;
     int timeout_sec;
+    int disk_mb;
+    const json_t *env; /* borrowed checked object, NULL when absent */
 } api_create_req;
 
-/* Defaults: template "minimal", vcpus 1, memory_mb 512, timeout_sec 0. */
+/* Defaults: template "debian", vcpus 1, memory_mb 512, timeout_sec 0,
+ * disk_mb 4096 (512..65536), no env. */
 int api_validate_create(const json_t *body, api_create_req *out, terr *err);
 
 typedef struct api_exec_req {
@@ -56,9 +69,15 @@ typedef struct api_exec_req {
     size_t n_env;
     const char *cwd;   /* NULL = guest default */
     int timeout_sec;
+    uint8_t *stdin_data; /* malloc'd, from "stdin" (UTF-8) or "stdin_base64"; NULL = none */
+    size_t stdin_len;
 } api_exec_req;
 
 int api_validate_exec(const json_t *body, api_exec_req *out, terr *err);
+/* Merges a sandbox's create-time env (JSON object text, as stored) under
+ * the exec's own env: entries whose name the exec sets are skipped, the
+ * others are prepended to out->env. */
+int api_exec_merge_env(api_exec_req *out, const char *create_env_json, terr *err);
 void api_exec_req_free(api_exec_req *r);
 
 /* {timeout_sec} required, 0..30 days. */

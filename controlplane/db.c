@@ -17,8 +17,8 @@ struct db_conn {
     "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
     "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
     "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
-    "(extract(epoch from last_updated) * 1000000)::bigint"
-#define SANDBOX_NCOLS 12
+    "(extract(epoch from last_updated) * 1000000)::bigint, disk_mb"
+#define SANDBOX_NCOLS 13
 
 static void notice_to_log(void *arg, const char *message)
 {
@@ -460,6 +460,7 @@ static int row_from_result(PGresult *r, int i, sandbox_row *s, terr *err)
     s->started_at_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
     s->last_active_at_us = strtoll(PQgetvalue(r, i, 10), NULL, 10);
     s->last_updated_us = strtoll(PQgetvalue(r, i, 11), NULL, 10);
+    s->disk_mb = atoi(PQgetvalue(r, i, 12));
     return 0;
 }
 
@@ -510,20 +511,38 @@ static int single_row(PGresult *r, sandbox_row *out, bool *found, terr *err)
 
 int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr *err)
 {
-    char vcpus[16], mem[16], tmo[16];
+    char vcpus[16], mem[16], tmo[16], disk[16];
     snprintf(vcpus, sizeof vcpus, "%d", in->vcpus);
     snprintf(mem, sizeof mem, "%d", in->memory_mb);
     snprintf(tmo, sizeof tmo, "%d", in->timeout_sec);
-    const char *p[7] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo};
+    snprintf(disk, sizeof disk, "%d", in->disk_mb > 0 ? in->disk_mb : 4096);
+    const char *p[9] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo, disk,
+                        in->env_json ? in->env_json : "{}"};
     PGresult *r;
     if (run(db, "insert sandbox",
-            "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec) "
-            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int) RETURNING " SANDBOX_COLS,
-            7, p, &r, err) != 0)
+            "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec, "
+            "disk_mb, env) "
+            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int, $8::int, $9::jsonb) "
+            "RETURNING " SANDBOX_COLS,
+            9, p, &r, err) != 0)
         return -1;
     bool found;
     if (single_row(r, out, &found, err) != 0) return -1;
     return found ? 0 : terr_set(err, "insert sandbox %s returned no row", in->id);
+}
+
+int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err)
+{
+    *env_json = NULL;
+    PGresult *r;
+    const char *p[1] = {id};
+    if (run(db, "get sandbox env", "SELECT env::text FROM sandboxes WHERE id = $1", 1, p, &r, err) != 0)
+        return -1;
+    int rc = 0;
+    if (PQntuples(r) != 1) rc = terr_set(err, "sandbox %s not found reading its env", id);
+    else if (!(*env_json = strdup(PQgetvalue(r, 0, 0)))) rc = terr_set(err, "out of memory");
+    PQclear(r);
+    return rc;
 }
 
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,

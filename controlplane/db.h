@@ -103,6 +103,9 @@ int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err);
 /* Inserts a pending row from in (id, team_id, host_id, template, sizes,
  * timeout) and returns the stored row. */
 int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr *err);
+/* The create-time env of sandbox id as JSON object text (malloc'd, "{}"
+ * when none). */
+int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err);
 /* team_id NULL = any team (reconciler). */
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
                    terr *err);

@@ -66,6 +66,8 @@ struct http_request {
     http_body_fn stream_fn;
     void *stream_cls;
     void *user;
+    void *data; /* http_request_set_data */
+    void (*data_free)(void *data);
     /* The reply. */
     int status; /* 0 = none yet */
     char *content_type;
@@ -178,6 +180,7 @@ static void request_free(http_request *r)
         free(h);
     }
     if (r->reply_done) r->reply_done(r->reply_cls);
+    if (r->data_free) r->data_free(r->data);
     free(r);
 }
 
@@ -724,6 +727,14 @@ void http_request_set_body_limit(http_request *r, size_t limit) { r->body_limit 
 void http_request_set_long_running(http_request *r) { r->long_running = true; }
 void http_request_set_user(http_request *r, void *user) { r->user = user; }
 void http_request_vet_first(http_request *r) { r->vet = true; }
+
+void http_request_set_data(http_request *r, void *data, void (*free_fn)(void *data))
+{
+    r->data = data;
+    r->data_free = free_fn;
+}
+
+void *http_request_data(const http_request *r) { return r->data; }
 
 void http_request_stream_body(http_request *r, http_body_fn fn, void *cls)
 {

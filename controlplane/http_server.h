@@ -94,6 +94,11 @@ const char *http_request_header(const http_request *req, const char *name); /* N
 /* The buffered body (not NUL-terminated; "" when empty). */
 const char *http_request_body(const http_request *req, size_t *len);
 void *http_request_user(const http_request *req);
+/* Per-request data of the application (e.g. a streamed body's spool), set
+ * on the I/O thread (on_headers or a body fn) or by the handler; free_fn
+ * (may be NULL) runs once when the request is freed, however it ended. */
+void http_request_set_data(http_request *req, void *data, void (*free_fn)(void *data));
+void *http_request_data(const http_request *req);
 /* Calls fn for each key=value of a query string ("a=1&b=x%20y"), both
  * percent-decoded ('+' is a space), in order; empty pieces are skipped.
  * Returns -1 for a piece without '=' or a key or value over 255 bytes, or

@@ -23,4 +23,27 @@ int multipart_boundary(const char *content_type, char *out, size_t size, terr *e
 int multipart_field(const char *body, size_t len, const char *boundary, const char *name,
                     const char **data, size_t *data_len, bool *found, terr *err);
 
+/* Incremental form, for bodies that are never held whole (files/write):
+ * feed the body in pieces of any size; for each part the callbacks get its
+ * name (from Content-Disposition; "" if none), its content in pieces, and
+ * its end. The parser holds at most ~64 KiB (its window) plus 8 KiB of part
+ * headers. A callback returning non-zero stops the parse (feed returns -1
+ * with err as the callback left it). multipart_stream_finish fails unless
+ * the closing delimiter was seen. Same rules as multipart_field: a preamble
+ * before the first delimiter is skipped, as is anything after the closing
+ * one; every part needs a header block ending in CRLF CRLF. */
+typedef struct multipart_cb {
+    int (*begin)(void *cls, const char *name, size_t name_len, terr *err);
+    int (*data)(void *cls, const char *data, size_t len, terr *err);
+    int (*end)(void *cls, terr *err);
+    void *cls;
+} multipart_cb;
+
+typedef struct multipart_stream multipart_stream;
+/* NULL on a bad boundary (err set) or no memory. */
+multipart_stream *multipart_stream_new(const char *boundary, const multipart_cb *cb, terr *err);
+int multipart_stream_feed(multipart_stream *m, const char *data, size_t len, terr *err);
+int multipart_stream_finish(multipart_stream *m, terr *err);
+void multipart_stream_free(multipart_stream *m);
+
 #endif

@@ -62,9 +62,9 @@ static int set_time(json_t *o, const char *key, int64_t us, bool nullable, terr 
 
 json_t *sandbox_row_to_json(const sandbox_row *r, terr *err)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:s}", "id", r->id, "status",
+    json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:s}", "id", r->id, "status",
                           sb_status_name(r->status), "template", r->template_name, "vcpus",
-                          r->vcpus, "memory_mb", r->memory_mb, "timeout_sec", r->timeout_sec,
+                          r->vcpus, "memory_mb", r->memory_mb, "disk_mb", r->disk_mb, "timeout_sec", r->timeout_sec,
                           "host_id", r->host_id);
     if (!o) {
         terr_set(err, "out of memory building sandbox JSON");

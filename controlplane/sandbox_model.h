@@ -50,6 +50,11 @@ typedef struct sandbox_row {
     int vcpus;
     int memory_mb;
     int timeout_sec;
+    int disk_mb;               /* root disk size (templates with one) */
+    /* Input only (db_sandbox_insert): the create-time env as a JSON object
+     * text, borrowed; NULL = {}. Rows read back leave it NULL (the env is
+     * read on its own by db_sandbox_env, for exec). */
+    const char *env_json;
     int64_t created_at_us;
     int64_t started_at_us;     /* 0 = null */
     int64_t last_active_at_us; /* 0 = null */

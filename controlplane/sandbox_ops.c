@@ -242,14 +242,16 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
     row.vcpus = spec->vcpus;
     row.memory_mb = spec->memory_mb;
     row.timeout_sec = spec->timeout_sec;
+    row.disk_mb = spec->disk_mb;
+    row.env_json = spec->env_json;
     snprintf(res->row.id, sizeof res->row.id, "%s", row.id);
     if (db_sandbox_insert(c->db, &row, &res->row, &err) != 0) {
         internal(res, &err);
         return;
     }
     log_info("event=sandbox_create_start sandbox_id=%s host_id=%s template=%s vcpus=%d memory_mb=%d "
-             "timeout_sec=%d",
-             row.id, host.id, row.template_name, row.vcpus, row.memory_mb, row.timeout_sec);
+             "disk_mb=%d timeout_sec=%d",
+             row.id, host.id, row.template_name, row.vcpus, row.memory_mb, res->row.disk_mb, row.timeout_sec);
 
     rpc_client *client = NULL;
     grpc_status_code st;

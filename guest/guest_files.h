@@ -20,4 +20,14 @@
 int guest_files_read(const gp_read_file_req *req, gp_read_result *res, terr *err);
 int guest_files_write(const gp_write_file_req *req, gp_status_result *res, terr *err);
 
+/* WRITE_CHUNK, READ_CHUNK and LIST_DIR as guest_protocol.h describes them;
+ * same status/message convention (ENOSPC: "no space left on device: /x",
+ * the temp file removed and the old file intact). */
+/* A new upload (offset 0) first removes the directory's upload temp files
+ * untouched for this long (uploads that were cut short). */
+#define GUEST_UPLOAD_STALE_SEC 3600
+int guest_files_write_chunk(const gp_write_chunk_req *req, gp_chunk_result *res, terr *err);
+int guest_files_read_chunk(const gp_read_chunk_req *req, gp_read_chunk_result *res, terr *err);
+int guest_files_list(const gp_list_dir_req *req, gp_list_result *res, terr *err);
+
 #endif

@@ -223,6 +223,55 @@ static int handle_sync(guest_task *t, guest_answer *a, terr *err)
     return 0;
 }
 
+/* Runs one of the chunked-file requests: decode, run, encode into a->buf. */
+static int handle_write_chunk(guest_task *t, guest_answer *a, terr *err)
+{
+    gp_write_chunk_req req;
+    if (gp_decode_write_chunk(t->payload, t->h.payload_len, &req, err) < 0) return -1;
+    drop_payload(t);
+    gp_chunk_result res;
+    int rc = guest_files_write_chunk(&req, &res, err);
+    gp_write_chunk_req_free(&req);
+    if (rc < 0) return -1;
+    rc = gp_encode_chunk_result(&a->buf, &res, err);
+    gp_chunk_result_free(&res);
+    if (rc < 0) return -1;
+    answer_from_buf(a, GP_CHUNK_RESULT);
+    return 0;
+}
+
+static int handle_read_chunk(guest_task *t, guest_answer *a, terr *err)
+{
+    gp_read_chunk_req req;
+    if (gp_decode_read_chunk(t->payload, t->h.payload_len, &req, err) < 0) return -1;
+    drop_payload(t);
+    gp_read_chunk_result res;
+    int rc = guest_files_read_chunk(&req, &res, err);
+    gp_read_chunk_req_free(&req);
+    if (rc < 0) return -1;
+    rc = gp_encode_read_chunk_result(&a->buf, &res, err);
+    gp_read_chunk_result_free(&res);
+    if (rc < 0) return -1;
+    answer_from_buf(a, GP_READ_CHUNK_RESULT);
+    return 0;
+}
+
+static int handle_list_dir(guest_task *t, guest_answer *a, terr *err)
+{
+    gp_list_dir_req req;
+    if (gp_decode_list_dir(t->payload, t->h.payload_len, &req, err) < 0) return -1;
+    drop_payload(t);
+    gp_list_result res;
+    int rc = guest_files_list(&req, &res, err);
+    gp_list_dir_req_free(&req);
+    if (rc < 0) return -1;
+    rc = gp_encode_list_result(&a->buf, &res, err);
+    gp_list_result_free(&res);
+    if (rc < 0) return -1;
+    answer_from_buf(a, GP_LIST_RESULT);
+    return 0;
+}
+
 static void *task_main(void *arg)
 {
     guest_task *t = arg;
@@ -235,6 +284,9 @@ static void *task_main(void *arg)
     case GP_READ_FILE: rc = handle_read(t, &a, &err); break;
     case GP_WRITE_FILE: rc = handle_write(t, &a, &err); break;
     case GP_SYNC: rc = handle_sync(t, &a, &err); break;
+    case GP_WRITE_CHUNK: rc = handle_write_chunk(t, &a, &err); break;
+    case GP_READ_CHUNK: rc = handle_read_chunk(t, &a, &err); break;
+    case GP_LIST_DIR: rc = handle_list_dir(t, &a, &err); break;
     default:
         rc = terr_set(&err, "frame type %s is not a request", gp_type_name(t->h.type));
         break;

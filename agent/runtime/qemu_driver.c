@@ -388,6 +388,7 @@ static const runtime_ops qemu_ops = {
     .exec = qemu_op_exec,
     .read_file = qemu_op_read_file,
     .write_file = qemu_op_write_file,
+    .guest_call = qemu_op_guest_call,
     .vm_alive = qemu_vm_alive,
     .recover = qemu_recover,
     .vm_free = qemu_vm_free,

@@ -258,3 +258,18 @@ int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, cons
     gp_status_result_free(&st);
     return r;
 }
+
+int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type, const void *payload,
+                       size_t len, uint8_t resp_type, int timeout_ms, uint8_t **resp, size_t *resp_len, terr *err)
+{
+    (void)d;
+    *resp = NULL;
+    *resp_len = 0;
+    qemu_vm *v = qemu_vm_of(vm);
+    guest_channel *ch = take_channel(v, err);
+    if (!ch) return -1;
+    int r = guest_channel_call(ch, req_type, payload, len, resp_type, timeout_ms, resp, resp_len, err);
+    put_channel(v, ch);
+    if (r < 0) return terr_wrap(err, "%s in %s", what, v->base.sandbox_id);
+    return 0;
+}

@@ -197,6 +197,8 @@ void qemu_vm_note_connect_failed(qemu_vm *v, const char *why);
 int qemu_op_pause(runtime_driver *d, runtime_vm *vm, const runtime_spec *spec, terr *err);
 int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *req,
                  runtime_exec_result *res, terr *err);
+int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type, const void *payload,
+                       size_t len, uint8_t resp_type, int timeout_ms, uint8_t **resp, size_t *resp_len, terr *err);
 int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8_t **data,
                       size_t *len, terr *err);
 int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, const uint8_t *data,

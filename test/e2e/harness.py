@@ -2,7 +2,7 @@
 
 Contract:
   with Stack(name, reconcile_interval=5, reaper_interval=2) as s:
-      status, body = s.request("POST", "/v1/sandboxes", {"memory_mb": 128})
+      status, body = s.request("POST", "/v1/sandboxes", {"template": "minimal", "memory_mb": 128})
   starts a throwaway PostgreSQL (scripts/lib/pg.sh), torpor-agent on an
   ephemeral port with a temp state dir and the image of the build dir,
   torpor-cp on an ephemeral port against both, and creates API keys for two

@@ -6,6 +6,7 @@ nothing created), 413 and /healthz. Then the reconciler's repairs: VMs whose
 row is gone or stopped are destroyed (orphan sweep), and a paused sandbox its
 host lost reads stopped (through a resume, or by the reconciler alone)."""
 
+import hashlib
 import os
 import re
 import shutil
@@ -14,14 +15,13 @@ import sys
 from datetime import datetime
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, expect_error, run_tests, b64, wait_until  # noqa: E402
+from harness import KEY_A, Stack, expect_error, run_tests, b64, wait_until  # noqa: E402
 
 RECONCILE = 5
 SLACK = float(os.environ.get("TORPOR_E2E_SLACK", "10"))
-GP_FILE_MAX = 48 * 1024 * 1024  # common/guest_protocol.h
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|\+00:00)$")
-SANDBOX_KEYS = {"id", "status", "template", "vcpus", "memory_mb", "timeout_sec", "host_id",
+SANDBOX_KEYS = {"id", "status", "template", "vcpus", "memory_mb", "disk_mb", "timeout_sec", "host_id",
                 "created_at", "started_at", "last_active_at", "last_updated"}
 MAX_TIMEOUT = 30 * 24 * 3600
 FILE_DATA = b"line one\n\x00\xff binary \xc3\xa9\n"
@@ -43,7 +43,7 @@ def check_sandbox_shape(sb, what):
     missing = SANDBOX_KEYS - sb.keys()
     assert not missing, f"{what}: missing fields {sorted(missing)} in {sb}"
     assert re.fullmatch(r"sb-[0-9a-f]+", sb["id"]), f"{what}: bad id {sb['id']!r}"
-    for k in ("vcpus", "memory_mb", "timeout_sec"):
+    for k in ("vcpus", "memory_mb", "timeout_sec", "disk_mb"):
         assert isinstance(sb[k], int) and not isinstance(sb[k], bool), f"{what}: {k} not an int: {sb[k]!r}"
     assert isinstance(sb["host_id"], str) and sb["host_id"], f"{what}: host_id empty: {sb!r}"
     for k in ("created_at", "last_updated"):
@@ -94,6 +94,15 @@ BAD_CREATE_BODIES = [
     ("vcpus 1.5", {"vcpus": 1.5}),
     ("huge number", '{"memory_mb": 1e300}'),
     ("unknown template", {"template": "no-such-template"}),
+    ("disk_mb 511", {"template": "minimal", "disk_mb": 511}),
+    ("disk_mb 65537", {"template": "minimal", "disk_mb": 65537}),
+    ("disk_mb as string", {"template": "minimal", "disk_mb": "1024"}),
+    ("env as array", {"template": "minimal", "env": ["A=1"]}),
+    ("env name with a digit first", {"template": "minimal", "env": {"1A": "x"}}),
+    ("env name with '='", {"template": "minimal", "env": {"A=B": "x"}}),
+    ("env value not a string", {"template": "minimal", "env": {"A": 1}}),
+    ("env with 65 entries", {"template": "minimal", "env": {f"V{i}": "x" for i in range(65)}}),
+    ("env over 32 KiB", {"template": "minimal", "env": {"BIG": "x" * (32 * 1024)}}),
 ]
 
 
@@ -125,11 +134,13 @@ def test_body_over_1mib_is_413(s):
 
 
 def test_create_defaults(s):
-    sb = s.create({})
-    check_sandbox_shape(sb, "create {}")
+    # The default template (debian) is tested with the Debian userland
+    # (test_files_debian.py); here only the other defaults, on `minimal`.
+    sb = s.create({"template": "minimal"})
+    check_sandbox_shape(sb, "create {template: minimal}")
     assert sb["status"] == "running", sb
-    assert (sb["template"], sb["vcpus"], sb["memory_mb"], sb["timeout_sec"]) == ("minimal", 1, 512, 0), \
-        f"defaults: {sb}"
+    assert (sb["template"], sb["vcpus"], sb["memory_mb"], sb["timeout_sec"], sb["disk_mb"]) == \
+        ("minimal", 1, 512, 0, 4096), f"defaults: {sb}"
     assert sb["started_at"] and sb["last_active_at"], f"started_at/last_active_at unset on a running sandbox: {sb}"
     ctx["a1"] = sb["id"]
     rows = s.sql(f"SELECT status FROM sandboxes WHERE id = '{sb['id']}'")
@@ -137,9 +148,11 @@ def test_create_defaults(s):
 
 
 def test_create_explicit_fields(s):
-    sb = s.create({"template": "minimal", "vcpus": 1, "memory_mb": 128, "timeout_sec": 0})
+    sb = s.create({"template": "minimal", "vcpus": 1, "memory_mb": 128, "timeout_sec": 0, "disk_mb": 1024,
+                   "env": {"GREETING": "from create", "SHARED": "create"}})
     check_sandbox_shape(sb, "create explicit")
-    assert (sb["memory_mb"], sb["timeout_sec"], sb["status"]) == (128, 0, "running"), sb
+    assert (sb["memory_mb"], sb["timeout_sec"], sb["status"], sb["disk_mb"]) == (128, 0, "running", 1024), sb
+    assert "env" not in sb, f"the create env (may hold secrets) is echoed: {sb}"
     assert sb["id"] != ctx["a1"]
     ctx["a2"] = sb["id"]
 
@@ -193,6 +206,31 @@ def test_exec(s):
                      f"exec with {what}")
 
 
+def test_exec_stdin_text_and_base64(s):
+    sid = ctx["a1"]
+    r = s.exec(sid, "cat; echo; wc -c", stdin="héllo\nwörld")
+    assert r["stdout"].startswith("héllo\nwörld\n"), r
+    r = s.exec(sid, "wc -c", stdin_base64=b64(b"\0\1\2\xff" * 1000))
+    assert r["stdout"].strip() == "4000", r
+    r = s.exec(sid, "cat", stdin="")
+    assert r["stdout"] == "" and r["exit_code"] == 0, r
+    for what, body in [("stdin and stdin_base64", {"cmd": "cat", "stdin": "a", "stdin_base64": b64(b"a")}),
+                       ("stdin not a string", {"cmd": "cat", "stdin": 5}),
+                       ("stdin_base64 not base64", {"cmd": "cat", "stdin_base64": "@@"})]:
+        expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", body), 400, "invalid_request",
+                     f"exec with {what}")
+
+
+def test_env_on_create_applies_to_every_exec(s):
+    sid = ctx["a2"]
+    r = s.exec(sid, 'echo "$GREETING|$SHARED"')
+    assert r["stdout"] == "from create|create\n", r
+    r = s.exec(sid, 'echo "$GREETING|$SHARED"', env={"SHARED": "exec"})
+    assert r["stdout"] == "from create|exec\n", f"the exec's own env must win: {r}"
+    r = s.exec(ctx["a1"], 'echo "[$GREETING]"')
+    assert r["stdout"] == "[]\n", f"env of another sandbox leaked: {r}"
+
+
 def test_exec_body_over_1mib_is_413(s):
     sid = ctx["a1"]
     body = '{"cmd": "echo ' + "y" * (1024 * 1024 + 16) + '"}'
@@ -224,12 +262,20 @@ def multipart(fields, boundary="torpor-e2e-boundary"):
 
 def test_files_content_limit_and_paths(s):
     sid = ctx["a1"]
-    # Content the guest would refuse is the caller's 413, not an agent 502.
-    body, hdrs = multipart([("path", b"/tmp/too-big"), ("file", b"\0" * (GP_FILE_MAX + 1))])
-    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs), 413, "too_large",
-                 "files/write with content over the guest's 48 MiB")
-    r = s.exec(sid, "test -e /tmp/too-big && echo yes || echo no")
-    assert r["stdout"] == "no\n", f"a refused write created the file: {r}"
+    # A multipart upload is streamed to the guest: over the 64 MiB body limit of JSON is fine.
+    big = bytes(range(256)) * (65 * 4096 + 3)
+    body, hdrs = multipart([("path", b"/tmp/multi-big.bin"), ("file", big)])
+    st, res = s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs)
+    assert st == 204, f"65 MiB multipart files/write: {st} {res!r}"
+    del body
+    r = s.exec(sid, "md5sum < /tmp/multi-big.bin; rm /tmp/multi-big.bin")
+    assert r["stdout"].split()[0] == hashlib.md5(big).hexdigest(), r
+    del big
+    for what, raw in [("no closing delimiter", b"--torpor-e2e-boundary\r\nContent-Disposition: form-data; name=\"path\""
+                                                b"\r\n\r\n/tmp/x\r\n"),
+                      ("no file field", multipart([("path", b"/tmp/x")])[0])]:
+        expect_error(s.request("POST", f"/v1/sandboxes/{sid}/files/write", raw, headers=hdrs), 400,
+                     "invalid_request", f"multipart files/write with {what}")
     body, hdrs = multipart([("path", b"/tmp/multi.bin"), ("file", FILE_DATA)])
     st, res = s.request("POST", f"/v1/sandboxes/{sid}/files/write", body, headers=hdrs)
     assert st == 204, f"multipart files/write: {st} {res!r}"
@@ -252,6 +298,68 @@ def test_files_content_limit_and_paths(s):
     for comp in (s.cp, s.agent):
         forged_lines = [line for line in comp.log_text().splitlines() if line.startswith("ts=2026-01-01T00:00:00")]
         assert not forged_lines, f"{comp.name} log has a forged line: {forged_lines[:3]}"
+
+
+def test_files_content_put_get_and_list(s):
+    sid = ctx["a1"]
+    base = f"/v1/sandboxes/{sid}/files"
+    st, res = s.request("PUT", f"{base}/content?path=/tmp/put/small.bin&mode=600", FILE_DATA)
+    assert st == 200 and res == {"path": "/tmp/put/small.bin", "size": len(FILE_DATA)}, (st, res)
+    st, got = s.request("GET", f"{base}/content?path=/tmp/put/small.bin")
+    assert st == 200 and got == FILE_DATA, (st, got)
+    big = os.urandom(3 * 1024 * 1024 + 17)  # several chunks, not a multiple of the chunk size
+    st, res = s.request("PUT", f"{base}/content?path=%2Ftmp%2Fput%2Fbig%20file.bin", big)
+    assert st == 200 and res["size"] == len(big), (st, res)
+    st, got = s.request("GET", f"{base}/content?path=/tmp/put/big%20file.bin")
+    assert st == 200 and got == big, (st, len(got) if isinstance(got, bytes) else got)
+    # A chunked request body (no Content-Length).
+    st, res = s.request("PUT", f"{base}/content?path=/tmp/put/chunked.bin",
+                        iter([b"a" * 70000, b"b" * 1024 * 1024, b"c"]))
+    assert st == 200 and res["size"] == 70000 + 1024 * 1024 + 1, (st, res)
+    r = s.exec(sid, "md5sum < /tmp/put/chunked.bin")
+    expect = hashlib.md5(b"a" * 70000 + b"b" * 1024 * 1024 + b"c").hexdigest()
+    assert r["stdout"].split()[0] == expect, r
+    st, res = s.request("PUT", f"{base}/content?path=/tmp/put/empty", b"")
+    assert st == 200 and res["size"] == 0, (st, res)
+    st, got = s.request("GET", f"{base}/content?path=/tmp/put/empty")
+    assert st == 200 and not got, (st, got)
+    st, lst = s.request("GET", f"{base}?path=/tmp/put")
+    assert st == 200 and lst["path"] == "/tmp/put" and lst["truncated"] is False, (st, lst)
+    got = [(e["name"], e["type"], e["size"]) for e in lst["entries"]]
+    assert got == [("big file.bin", "file", len(big)), ("chunked.bin", "file", 70000 + 1024 * 1024 + 1),
+                   ("empty", "file", 0), ("small.bin", "file", len(FILE_DATA))], lst
+    assert lst["entries"][3]["mode"] == 0o600, lst
+    st, lst = s.request("GET", f"{base}?path=/tmp/put&limit=2")
+    assert st == 200 and len(lst["entries"]) == 2 and lst["truncated"] is True, (st, lst)
+    r = s.exec(sid, "ls -a /tmp/put | grep -c torpor-up || true")
+    assert r["stdout"].strip() == "0", f"upload temp files left behind: {r}"
+
+
+def test_files_content_errors(s):
+    sid = ctx["a1"]
+    base = f"/v1/sandboxes/{sid}/files"
+    s.exec(sid, "mkdir -p /tmp/adir && echo keep > /tmp/afile")
+    cases = [
+        ("GET", f"{base}/content?path=/tmp/no-such-file", None, 404, "not_found"),
+        ("GET", f"{base}/content?path=/tmp/adir", None, 400, "invalid_request"),
+        ("PUT", f"{base}/content?path=/tmp/adir", b"x", 400, "invalid_request"),
+        ("PUT", f"{base}/content?path=/tmp/afile/below", b"x", 400, "invalid_request"),
+        ("GET", f"{base}/content", None, 400, "invalid_request"),
+        ("GET", f"{base}/content?path=tmp/relative", None, 400, "invalid_request"),
+        ("GET", f"{base}/content?path=/tmp/a%0Ab", None, 400, "invalid_request"),
+        ("GET", f"{base}/content?path=/tmp/afile%00x", None, 400, "invalid_request"),
+        ("GET", f"{base}/content?path=/tmp/a%zz", None, 400, "invalid_request"),
+        ("PUT", f"{base}/content?path=/tmp/x&mode=999", b"x", 400, "invalid_request"),
+        ("GET", f"{base}?path=/tmp/no-such-dir", None, 404, "not_found"),
+        ("GET", f"{base}?path=/tmp/afile", None, 400, "invalid_request"),
+        ("GET", f"{base}?path=/tmp&limit=0", None, 400, "invalid_request"),
+        ("GET", f"{base}/content?path=/tmp/afile", None, 404, "not_found"),  # another team
+    ]
+    for i, (method, path, body, status, code) in enumerate(cases):
+        key = s.key_b if i == len(cases) - 1 else KEY_A
+        expect_error(s.request(method, path, body, key=key), status, code, f"{method} {path}")
+    r = s.exec(sid, "cat /tmp/afile; ls /tmp/adir | wc -l")
+    assert r["stdout"] == "keep\n0\n", f"a refused write changed something: {r}"
 
 
 def test_other_team_gets_404_everywhere(s):
@@ -287,6 +395,15 @@ def test_pause_resume_and_409s(s):
     expect_error(s.request("POST", f"/v1/sandboxes/{sid}/ping"), 409, "invalid_state", "ping a paused sandbox")
     expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "echo hi"}), 409, "invalid_state",
                  "exec in a paused sandbox")
+    # A streamed upload is refused before its body is stored.
+    expect_error(s.request("PUT", f"/v1/sandboxes/{sid}/files/content?path=/tmp/x", b"\0" * 1024),
+                 409, "invalid_state", "PUT files/content in a paused sandbox")
+    expect_error(s.request("GET", f"/v1/sandboxes/{sid}/files/content?path=/tmp/api-basics.bin"), 409,
+                 "invalid_state", "GET files/content in a paused sandbox")
+    expect_error(s.request("GET", f"/v1/sandboxes/{sid}/files?path=/tmp"), 409, "invalid_state",
+                 "list files in a paused sandbox")
+    expect_error(s.request("PUT", "/v1/sandboxes/sb-0000000000000000/files/content?path=/tmp/x", b"x"), 404,
+                 "not_found", "PUT files/content of an unknown sandbox")
     st, paused = s.request("GET", "/v1/sandboxes?status=paused")
     assert st == 200 and [x["id"] for x in paused] == [sid], f"?status=paused: {st} {paused}"
     st, sb = s.request("POST", f"/v1/sandboxes/{sid}/resume")
@@ -333,8 +450,8 @@ def test_orphan_vms_are_destroyed(s):
     lands after its DELETE leaves) is destroyed by the reconciler; a VM
     without any row of the host is someone else's (another control plane's
     database) and is left alone."""
-    gone = s.create({"memory_mb": 128})["id"]
-    stopped = s.create({"memory_mb": 128})["id"]
+    gone = s.create({"template": "minimal", "memory_mb": 128})["id"]
+    stopped = s.create({"template": "minimal", "memory_mb": 128})["id"]
     assert len(s.qemu_pids(gone)) == 1 and len(s.qemu_pids(stopped)) == 1
     s.sql(f"CREATE TABLE saved_row AS SELECT * FROM sandboxes WHERE id = '{gone}'")
     s.sql(f"DELETE FROM sandboxes WHERE id = '{gone}'")
@@ -368,8 +485,8 @@ def lose_paused_sandboxes(s, sids):
 
 
 def test_lost_paused_sandbox_reads_stopped(s):
-    a = s.create({"memory_mb": 128})["id"]
-    b = s.create({"memory_mb": 128})["id"]
+    a = s.create({"template": "minimal", "memory_mb": 128})["id"]
+    b = s.create({"template": "minimal", "memory_mb": 128})["id"]
     for sid in (a, b):
         st, sb = s.request("POST", f"/v1/sandboxes/{sid}/pause")
         assert st == 200 and sb["status"] == "paused", f"pause {sid}: {st} {sb}"
@@ -399,9 +516,13 @@ TESTS = [
     test_list_newest_first_and_team_scoped,
     test_ping,
     test_exec,
+    test_exec_stdin_text_and_base64,
+    test_env_on_create_applies_to_every_exec,
     test_exec_body_over_1mib_is_413,
     test_files_roundtrip,
     test_files_content_limit_and_paths,
+    test_files_content_put_get_and_list,
+    test_files_content_errors,
     test_other_team_gets_404_everywhere,
     test_pause_resume_and_409s,
     test_timeout_route,

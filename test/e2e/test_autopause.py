@@ -38,7 +38,7 @@ def wait_autopaused(s, sid, since):
 
 def test_idle_sandbox_is_paused(s):
     t0 = time.monotonic()
-    sb = s.create({"memory_mb": 128, "timeout_sec": TTL})
+    sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": TTL})
     t_created = time.monotonic()
     ctx["a"] = sid = sb["id"]
     assert sb["status"] == "running" and sb["timeout_sec"] == TTL, sb
@@ -67,8 +67,8 @@ def test_resume_keeps_ttl_and_pauses_again(s):
 
 
 def test_pinged_sandbox_stays_running(s):
-    ctx["c"] = s.create({"memory_mb": 128})["id"]            # timeout 0: never pauses
-    ctx["b"] = sid = s.create({"memory_mb": 128, "timeout_sec": TTL})["id"]
+    ctx["c"] = s.create({"template": "minimal", "memory_mb": 128})["id"]            # timeout 0: never pauses
+    ctx["b"] = sid = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": TTL})["id"]
     start = time.monotonic()
     for i in range(1, 11):
         # Pace pings on a deadline schedule (one per second), not by sleep alone.
@@ -116,7 +116,7 @@ def test_set_timeout_on_running_sandbox(s):
 
 
 def test_vm_killed_from_outside_reads_stopped(s):
-    sid = s.create({"memory_mb": 128})["id"]
+    sid = s.create({"template": "minimal", "memory_mb": 128})["id"]
     pids = s.qemu_pids(sid)
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)
@@ -126,7 +126,7 @@ def test_vm_killed_from_outside_reads_stopped(s):
 
 
 def test_agent_sigkilled_after_autopause_keeps_paused(s):
-    sid = s.create({"memory_mb": 128, "timeout_sec": TTL})["id"]
+    sid = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": TTL})["id"]
     # With the control plane down, no reconciler can record the auto-pause
     # before the agent dies: only the agent's journal can carry it.
     s.stop_cp()

@@ -73,8 +73,8 @@ def test_identity_persists_across_restart(s):
 
 
 def test_wrong_agent_changes_nothing(s):
-    running = s.create({"memory_mb": 128})["id"]
-    paused = s.create({"memory_mb": 128})["id"]
+    running = s.create({"template": "minimal", "memory_mb": 128})["id"]
+    paused = s.create({"template": "minimal", "memory_mb": 128})["id"]
     assert s.exec(running, "echo before > /tmp/mark")["exit_code"] == 0
     st, body = s.request("POST", f"/v1/sandboxes/{paused}/pause")
     assert st == 200 and body["status"] == "paused", f"pause: {st} {body}"

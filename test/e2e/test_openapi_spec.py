@@ -73,7 +73,7 @@ def rejects(*args):
 
 
 def test_checker_rejects_what_the_spec_does_not_describe():
-    sb = {"id": "sb-0123456789abcdef", "status": "running", "template": "minimal", "vcpus": 1,
+    sb = {"id": "sb-0123456789abcdef", "status": "running", "template": "minimal", "vcpus": 1, "disk_mb": 4096,
           "memory_mb": 128, "timeout_sec": 0, "host_id": "default",
           "created_at": "2026-11-29T14:18:20.458745Z", "started_at": None, "last_active_at": None,
           "last_updated": "2026-11-29T14:18:20.458745Z"}

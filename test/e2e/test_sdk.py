@@ -6,6 +6,7 @@ settings from TORPOR_URL / TORPOR_API_KEY, and errors as exceptions carrying
 the API's code and HTTP status. Every answer the SDK receives is also checked
 against docs/openapi.yaml (the SDK's client is wrapped with the checker)."""
 
+import io
 import os
 import sys
 
@@ -67,18 +68,29 @@ def test_files_write_then_read_roundtrips_bytes(s):
     files.write("/tmp/sdk.txt", "text é")
     assert files.read_text("/tmp/sdk.txt") == "text é"
     assert ctx["sbx"].exec("wc -c < /tmp/sdk.bin").stdout.strip() == str(len(FILE_DATA))
-    big = os.urandom(3 * 1024 * 1024)  # over the 1 MiB JSON body limit: multipart carries it
+    big = os.urandom(3 * 1024 * 1024)  # several 1 MiB chunks through PUT files/content
     files.write("/tmp/big.bin", big)
     assert files.read("/tmp/big.bin") == big
+    # A binary file object is streamed (chunked request body).
+    assert files.write("/tmp/from-file.bin", io.BytesIO(big[:1500000]), mode=0o600) == 1500000
+    assert files.read("/tmp/from-file.bin") == big[:1500000]
 
 
-def test_files_list_raises_not_supported(s):
+def test_files_list_returns_sorted_entries(s):
+    files = ctx["sbx"].files
+    files.write("/tmp/lst/b.txt", b"bb")
+    files.write("/tmp/lst/a.txt", b"a", mode=0o600)
+    ctx["sbx"].exec("mkdir -p /tmp/lst/sub")
+    entries = files.list("/tmp/lst")
+    got = [(e["name"], e["type"], e["size"]) for e in entries]
+    assert got == [("a.txt", "file", 1), ("b.txt", "file", 2), ("sub", "dir", got[2][2])], entries
+    assert entries[0]["mode"] == 0o600, entries[0]
     try:
-        ctx["sbx"].files.list("/tmp")
-    except torpor.NotSupported as e:
-        assert e.code == "not_supported" and e.status == 404, vars(e)
+        files.list("/tmp/lst/a.txt")
+    except torpor.InvalidRequest as e:
+        assert e.status == 400, vars(e)
     else:
-        raise AssertionError("files.list did not raise NotSupported on a torpor-cp without the route")
+        raise AssertionError("files.list of a file did not raise InvalidRequest")
 
 
 def test_pause_then_resume_keeps_files(s):
@@ -126,8 +138,9 @@ def test_errors_carry_api_code_and_status(s):
         (lambda: Sandbox.get("sb-0000000000000000", client=client(s)), torpor.NotFound, "not_found", 404),
         (lambda: Sandbox.get(sbx.id, client=client(s, s.key_b)), torpor.NotFound, "not_found", 404),
         (lambda: Sandbox.create(memory_mb=1, client=client(s)), torpor.InvalidRequest, "invalid_request", 400),
-        # env is not a field torpor-cp knows yet: sent only because it was set, and refused.
-        (lambda: Sandbox.create(env={"A": "1"}, client=client(s)), torpor.InvalidRequest, "invalid_request", 400),
+        # env names are checked on create.
+        (lambda: Sandbox.create(template="minimal", env={"1A": "1"}, client=client(s)), torpor.InvalidRequest,
+         "invalid_request", 400),
         (lambda: Sandbox.list(client=client(s, "tpk_" + "0" * 32)), torpor.Unauthorized, "unauthorized", 401),
         (lambda: sbx.files.read("/tmp/does-not-exist"), torpor.NotFound, "not_found", 404),
         (lambda: torpor.list_templates(client=client(s)), torpor.NotSupported, "not_supported", 404),
@@ -196,7 +209,7 @@ TESTS = [
     test_exec_passes_env_cwd_and_stdin,
     test_exec_timeout_kills_the_command,
     test_files_write_then_read_roundtrips_bytes,
-    test_files_list_raises_not_supported,
+    test_files_list_returns_sorted_entries,
     test_pause_then_resume_keeps_files,
     test_connect_resumes_a_paused_sandbox,
     test_list_filters_by_status,

@@ -31,7 +31,7 @@ def tls_args(cert, key, ca):
 
 
 def test_rest_works_over_mtls(s):
-    sb = s.create({"memory_mb": 128})
+    sb = s.create({"template": "minimal", "memory_mb": 128})
     ctx["id"] = sb["id"]
     assert s.exec(sb["id"], "echo over-mtls")["stdout"] == "over-mtls\n"
     st, _ = s.request("POST", f"/v1/sandboxes/{sb['id']}/ping")

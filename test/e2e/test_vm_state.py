@@ -46,7 +46,7 @@ def files_under(path):
 
 
 def test_create_and_exec(s):
-    sb = s.create({"memory_mb": 128})
+    sb = s.create({"template": "minimal", "memory_mb": 128})
     ctx["id"] = sid = sb["id"]
     assert sb["status"] == "running", sb
     assert len(s.qemu_pids(sid)) == 1, f"expected one QEMU process for {sid}: {s.qemu_pids(sid)}"
@@ -157,8 +157,8 @@ def test_agent_restart_reattaches_running_vm(s):
 
 
 def test_clones_are_not_twins(s):
-    a = s.create({"memory_mb": 128})["id"]
-    b = s.create({"memory_mb": 128})["id"]
+    a = s.create({"template": "minimal", "memory_mb": 128})["id"]
+    b = s.create({"template": "minimal", "memory_mb": 128})["id"]
     cmd = "head -c 16 /dev/urandom | od -An -tx1"
     ra, rb = s.exec(a, cmd)["stdout"], s.exec(b, cmd)["stdout"]
     assert ra.strip() and ra != rb, f"two sandboxes from one template share their random state: {ra!r}"
@@ -224,7 +224,7 @@ def _check_outcome_after_killed_pause(s, sid, pause_result):
 
 
 def test_pause_with_qemu_killed_just_before(s):
-    sid = s.create({"memory_mb": 128})["id"]
+    sid = s.create({"template": "minimal", "memory_mb": 128})["id"]
     pids = s.qemu_pids(sid)
     assert len(pids) == 1, pids
     os.kill(pids[0], signal.SIGKILL)
@@ -249,7 +249,7 @@ def _pause_and_kill_mid_migration(s):
     logged that this pause failed (its lifecycle line), i.e. the pause really
     was cut short rather than finished first.
     Returns (sandbox id, pause result, whether the kill landed mid-pause)."""
-    sid = s.create({"memory_mb": 128})["id"]
+    sid = s.create({"template": "minimal", "memory_mb": 128})["id"]
     pids = s.qemu_pids(sid)
     assert len(pids) == 1, pids
     # A pidfd names this very process: no pid reuse can redirect the kill.

@@ -20,6 +20,7 @@
 
 #include "agent_fixture.h"
 #include "agent_identity.h"
+#include "guest_protocol.h"
 #include "hostagent.pb-c.h"
 #include "rpc.h"
 #include "rpc_handlers.h"
@@ -144,6 +145,63 @@ static void test_create_refuses_bad_disk_mb(void **state)
     assert_int_equal(call(r, RPC_CREATE_SANDBOX, &creq.base,
                           &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL, &e),
                      GRPC_STATUS_OK);
+}
+
+/* The chunked file RPCs check their fields before anything reaches the
+ * sandbox (INVALID_ARGUMENT), answer NOT_FOUND for an unknown sandbox, and a
+ * runtime without a guest protocol (the test driver) is FAILED_PRECONDITION,
+ * never a crash. */
+static void test_file_chunk_rpcs_check_fields(void **state)
+{
+    rpc_fx *r = *state;
+    terr e;
+    assert_int_equal(create(r, "sb-f", 1, 0, &e), GRPC_STATUS_OK);
+    Torpor__Hostagent__V1__WriteFileChunkRequest w = TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_REQUEST__INIT;
+    const ProtobufCMessageDescriptor *wd = &torpor__hostagent__v1__write_file_chunk_response__descriptor;
+    w.sandbox_id = "sb-f";
+    w.path = "/tmp/x";
+    w.upload_id = "../evil";
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    w.upload_id = "abc";
+    w.path = "tmp/relative";
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    w.path = "/tmp/a\nb";
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    w.path = "/tmp/x";
+    w.commit = w.abort = true;
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    w.commit = w.abort = false;
+    uint8_t *big = calloc(1, GP_CHUNK_MAX + 1);
+    w.data.data = big;
+    w.data.len = GP_CHUNK_MAX + 1;
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    free(big);
+    w.data.data = (uint8_t *)"x";
+    w.data.len = 1;
+    w.sandbox_id = "sb-nope";
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_NOT_FOUND);
+    w.sandbox_id = "sb-f";
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_FAILED_PRECONDITION);
+
+    Torpor__Hostagent__V1__ReadFileChunkRequest rq = TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_REQUEST__INIT;
+    const ProtobufCMessageDescriptor *rd = &torpor__hostagent__v1__read_file_chunk_response__descriptor;
+    rq.sandbox_id = "sb-f";
+    rq.path = "/tmp/x";
+    rq.length = 0;
+    assert_int_equal(call(r, RPC_READ_FILE_CHUNK, &rq.base, rd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    rq.length = GP_CHUNK_MAX + 1;
+    assert_int_equal(call(r, RPC_READ_FILE_CHUNK, &rq.base, rd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+
+    Torpor__Hostagent__V1__ListDirRequest lq = TORPOR__HOSTAGENT__V1__LIST_DIR_REQUEST__INIT;
+    const ProtobufCMessageDescriptor *ld = &torpor__hostagent__v1__list_dir_response__descriptor;
+    lq.sandbox_id = "sb-f";
+    lq.path = "/";
+    lq.max_entries = 0;
+    assert_int_equal(call(r, RPC_LIST_DIR, &lq.base, ld, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    lq.max_entries = GP_LIST_MAX_ENTRIES + 1;
+    assert_int_equal(call(r, RPC_LIST_DIR, &lq.base, ld, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    lq.max_entries = 10;
+    assert_int_equal(call(r, RPC_LIST_DIR, &lq.base, ld, NULL, &e), GRPC_STATUS_FAILED_PRECONDITION);
 }
 
 static void test_status_codes(void **state)
@@ -450,6 +508,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_status_codes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_refuses_uppercase_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_refuses_bad_disk_mb, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_file_chunk_rpcs_check_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_reports_auto_paused_until_acked, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_answers_when_acks_cannot_be_written, setup, teardown),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_block_ping, setup, teardown),

@@ -36,7 +36,24 @@ typedef struct app {
     int streamed_bytes;   /* body bytes count_body saw */
     int vetted;           /* vet calls */
     int vetted_handled;   /* handler calls for /vetted */
+    int data_freed;       /* request data freed (http_request_set_data) */
 } app;
+
+/* Request data of /data*: remembers its app so the free fn can count. */
+typedef struct req_data {
+    app *ap;
+    int value;
+} req_data;
+
+static void req_data_free(void *p)
+{
+    req_data *d = p;
+    pthread_mutex_lock(&d->ap->mu);
+    d->ap->data_freed++;
+    pthread_cond_broadcast(&d->ap->cond);
+    pthread_mutex_unlock(&d->ap->mu);
+    free(d);
+}
 
 static void *worker_init(void *a, int index, terr *err)
 {
@@ -94,6 +111,12 @@ static void on_headers(void *a, http_request *req)
     else if (strcmp(path, "/refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
     else if (strcmp(path, "/slow") == 0 && ap->slow_is_long) http_request_set_long_running(req);
     else if (strcmp(path, "/vetted") == 0) http_request_vet_first(req);
+    else if (strncmp(path, "/data", 5) == 0) {
+        req_data *d = malloc(sizeof *d);
+        *d = (req_data){.ap = ap, .value = 42};
+        http_request_set_data(req, d, req_data_free);
+        if (strcmp(path, "/data-refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
+    }
 }
 
 /* The worker-side check before the body: X-Key must be "good". */
@@ -139,6 +162,9 @@ static void handler(void *a, void *worker, http_request *req)
         ap->vetted_handled++;
         pthread_mutex_unlock(&ap->mu);
         http_reply_json(req, 200, json_pack("{s:i}", "buffered", (int)len));
+    } else if (strcmp(uri, "/data") == 0) {
+        req_data *d = http_request_data(req);
+        http_reply_json(req, 200, json_pack("{s:i}", "data", d ? d->value : -1));
     } else if (strcmp(uri, "/upgrade") == 0) {
         http_reply_upgrade(req, "echo", on_upgraded, NULL);
     } else if (strcmp(uri, "/stream") == 0) {
@@ -705,6 +731,29 @@ static void test_streamed_body_and_response(void **state)
     http_server_stop(s);
 }
 
+/* Request data set on the I/O thread reaches the handler and is freed
+ * exactly once when the request ends, also when it was refused before any
+ * handler ran. */
+static void test_request_data_freed_once(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    char *a = http_get(port, "GET", "/data", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "{\"data\":42}"));
+    free(a);
+    assert_int_equal(wait_count(&ap, &ap.data_freed, 1), 1);
+    a = http_get(port, "GET", "/data-refused", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, " 401 "));
+    free(a);
+    assert_int_equal(wait_count(&ap, &ap.data_freed, 2), 2);
+    http_server_stop(s);
+    assert_int_equal(ap.data_freed, 2);
+}
+
 /* Long-running requests never take the last worker: with two workers and
  * two slow long-running requests, one waits and a quick request is still
  * answered at once. */
@@ -846,6 +895,7 @@ int main(void)
         cmocka_unit_test(test_bad_listen_address),
         cmocka_unit_test(test_over_limit_refused_before_the_body),
         cmocka_unit_test(test_streamed_body_and_response),
+        cmocka_unit_test(test_request_data_freed_once),
         cmocka_unit_test(test_long_running_leave_a_worker_for_quick_ones),
         cmocka_unit_test(test_query_parsing),
         cmocka_unit_test(test_upgrade_hands_over_the_socket),

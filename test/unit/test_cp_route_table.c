@@ -40,6 +40,9 @@ static void test_routes(void **state)
     route_is("POST", "/v1/sandboxes/sb-1/exec", "/v1/sandboxes/{id}/exec", "sb-1");
     route_is("POST", "/v1/sandboxes/sb-1/files/write", "/v1/sandboxes/{id}/files/write", "sb-1");
     route_is("POST", "/v1/sandboxes/sb-1/files/read", "/v1/sandboxes/{id}/files/read", "sb-1");
+    route_is("PUT", "/v1/sandboxes/sb-1/files/content", "/v1/sandboxes/{id}/files/content", "sb-1");
+    route_is("GET", "/v1/sandboxes/sb-1/files/content", "/v1/sandboxes/{id}/files/content", "sb-1");
+    route_is("GET", "/v1/sandboxes/sb-1/files", "/v1/sandboxes/{id}/files", "sb-1");
 
     route_is("GET", "/v1/openapi.json", "/v1/openapi.json", "");
     route_is("GET", "/", "/", "");
@@ -50,7 +53,7 @@ static void test_routes(void **state)
     route_is("GET", "/v1/sandboxes/", NULL, "");
     route_is("GET", "/v1/sandboxesx", NULL, "");
     route_is("GET", "/v1/sandboxes/sb-1/", NULL, "");
-    route_is("POST", "/v1/sandboxes/sb-1/files", NULL, "");
+    route_is("GET", "/v1/sandboxes/sb-1/files/", NULL, "");
     route_is("POST", "/v1/sandboxes/sb-1/pause/x", NULL, "");
     route_is("GET", "/v1/sandboxes/sb%201", NULL, "");
     route_is("GET", "/v1/sandboxes/..", "/v1/sandboxes/{id}", ".."); /* harmless: no such sandbox -> 404 */
@@ -82,6 +85,8 @@ static void test_methods(void **state)
     allow_is("PUT", "/v1/sandboxes/sb-1", "GET, DELETE");
     allow_is("GET", "/v1/sandboxes/sb-1/exec", "POST");
     allow_is("GET", "/v1/sandboxes/sb-1/ping", "POST");
+    allow_is("POST", "/v1/sandboxes/sb-1/files", "GET");
+    allow_is("DELETE", "/v1/sandboxes/sb-1/files/content", "PUT, GET");
     allow_is("HEAD", "/healthz", "GET"); /* as before: HEAD is not GET */
 }
 

@@ -23,10 +23,12 @@ static void test_create_defaults(void **state)
     json_t *b = obj("{}");
     api_create_req r;
     assert_int_equal(api_validate_create(b, &r, NULL), 0);
-    assert_string_equal(r.template_name, "minimal");
+    assert_string_equal(r.template_name, "debian");
     assert_int_equal(r.vcpus, 1);
     assert_int_equal(r.memory_mb, 512);
     assert_int_equal(r.timeout_sec, 0);
+    assert_int_equal(r.disk_mb, 4096);
+    assert_null(r.env);
     json_decref(b);
 }
 
@@ -53,6 +55,8 @@ static void test_create_rejects(void **state)
         "{\"timeout_sec\":-1}",  "{\"timeout_sec\":2592001}", "{\"template\":\"\"}", "{\"template\":\"Minimal\"}",
         "{\"template\":\"-x\"}", "{\"template\":\"a/b\"}",  "{\"template\":5}",    "{\"unknown\":1}",
         "{\"template\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
+        "{\"disk_mb\":511}",    "{\"disk_mb\":65537}",     "{\"disk_mb\":\"1024\"}", "{\"env\":[]}",
+        "{\"env\":{\"1A\":\"x\"}}", "{\"env\":{\"A-B\":\"x\"}}", "{\"env\":{\"\":\"x\"}}", "{\"env\":{\"A\":1}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *b = obj(bad[i]);
@@ -62,6 +66,53 @@ static void test_create_rejects(void **state)
         assert_true(strlen(err.msg) > 0);
         json_decref(b);
     }
+}
+
+static void test_create_env_and_disk(void **state)
+{
+    json_t *b = obj("{\"disk_mb\":512,\"env\":{\"A_1\":\"x y\",\"_b\":\"\"}}");
+    api_create_req r;
+    assert_int_equal(api_validate_create(b, &r, NULL), 0);
+    assert_int_equal(r.disk_mb, 512);
+    assert_non_null(r.env);
+    assert_int_equal(json_object_size(r.env), 2);
+    json_decref(b);
+    /* 64 entries is the limit, 65 is refused */
+    json_t *env = json_object();
+    for (int i = 0; i < 65; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "V%d", i);
+        json_object_set_new(env, k, json_string("v"));
+        json_t *body = json_pack("{s:O}", "env", env);
+        terr err = {{0}};
+        assert_int_equal(api_validate_create(body, &r, &err), i < 64 ? 0 : -1);
+        json_decref(body);
+    }
+    json_decref(env);
+}
+
+static void test_exec_stdin_and_env_merge(void **state)
+{
+    json_t *b = obj("{\"cmd\":\"cat\",\"stdin_base64\":\"AAH/\",\"env\":{\"B\":\"exec\"}}");
+    api_exec_req r;
+    assert_int_equal(api_validate_exec(b, &r, NULL), 0);
+    assert_int_equal(r.stdin_len, 3);
+    assert_memory_equal(r.stdin_data, "\x00\x01\xff", 3);
+    terr err = {{0}};
+    assert_int_equal(api_exec_merge_env(&r, "{\"A\":\"create\",\"B\":\"create\"}", &err), 0);
+    assert_int_equal(r.n_env, 2);
+    assert_string_equal(r.env[0], "A=create"); /* create env first, the exec's own wins */
+    assert_string_equal(r.env[1], "B=exec");
+    api_exec_req_free(&r);
+    json_decref(b);
+    b = obj("{\"cmd\":\"cat\",\"stdin\":\"h\u00e9\"}");
+    assert_int_equal(api_validate_exec(b, &r, NULL), 0);
+    assert_int_equal(r.stdin_len, 3);
+    assert_memory_equal(r.stdin_data, "h\xc3\xa9", 3);
+    assert_int_equal(api_exec_merge_env(&r, "{}", &err), 0);
+    assert_int_equal(r.n_env, 0);
+    api_exec_req_free(&r);
+    json_decref(b);
 }
 
 static void test_template_name(void **state)
@@ -112,7 +163,8 @@ static void test_exec_rejects(void **state)
                          "{\"cmd\":\"x\",\"timeout_sec\":3601}", "{\"cmd\":\"x\",\"env\":[]}",
                          "{\"cmd\":\"x\",\"env\":{\"A\":1}}", "{\"cmd\":\"x\",\"env\":{\"A=B\":\"1\"}}",
                          "{\"cmd\":\"x\",\"env\":{\"\":\"1\"}}", "{\"cmd\":\"x\",\"cwd\":\"\"}",
-                         "{\"cmd\":\"x\",\"stdin\":\"\"}", "{\"cmd\":\"x\",\"cwd\":\"/tmp\\n\"}"};
+                         "{\"cmd\":\"x\",\"stdin\":\"a\",\"stdin_base64\":\"YQ==\"}",
+                         "{\"cmd\":\"x\",\"stdin\":1}", "{\"cmd\":\"x\",\"stdin_base64\":\"@@\"}", "{\"cmd\":\"x\",\"cwd\":\"/tmp\\n\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *b = obj(bad[i]);
         api_exec_req r;
@@ -229,7 +281,7 @@ static void test_sandbox_json(void **state)
     assert_true(json_is_null(json_object_get(j, "started_at")));
     assert_string_equal(json_string_value(json_object_get(j, "last_active_at")), "2026-11-29T14:10:56.000000Z");
     assert_int_equal(json_integer_value(json_object_get(j, "memory_mb")), 256);
-    assert_int_equal(json_object_size(j), 11);
+    assert_int_equal(json_object_size(j), 12);
     assert_null(json_object_get(j, "team_id")); /* never exposed */
     json_decref(j);
 }
@@ -239,6 +291,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_create_defaults), cmocka_unit_test(test_create_accepts_limits),
         cmocka_unit_test(test_create_rejects),  cmocka_unit_test(test_template_name),
+        cmocka_unit_test(test_create_env_and_disk), cmocka_unit_test(test_exec_stdin_and_env_merge),
         cmocka_unit_test(test_exec_parse),      cmocka_unit_test(test_exec_rejects),
         cmocka_unit_test(test_timeout_body),    cmocka_unit_test(test_files_bodies),
         cmocka_unit_test(test_status_filter),   cmocka_unit_test(test_sandbox_json),

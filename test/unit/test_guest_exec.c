@@ -489,6 +489,173 @@ static void test_host_files(void **state)
     gp_status_result_free(&st);
 }
 
+static int write_chunk(client *c, const char *path, const char *id, uint64_t off, const void *data, size_t len,
+                       uint32_t flags, gp_chunk_result *res)
+{
+    gp_buf b;
+    gp_buf_init(&b);
+    terr err;
+    gp_write_chunk_req w = {.path = path, .upload_id = id, .offset = off, .mode = 0640, .flags = flags,
+                            .data = data, .len = len};
+    assert_int_equal(gp_encode_write_chunk(&b, &w, &err), 0);
+    size_t n;
+    uint8_t *p = call(c, GP_WRITE_CHUNK, &b, GP_CHUNK_RESULT, &n);
+    assert_int_equal(gp_decode_chunk_result(p, n, res, &err), 0);
+    free(p);
+    gp_buf_free(&b);
+    return res->status;
+}
+
+static int read_chunk(client *c, const char *path, uint64_t off, uint32_t max, uint64_t ino,
+                      gp_read_chunk_result *res)
+{
+    gp_buf b;
+    gp_buf_init(&b);
+    terr err;
+    gp_read_chunk_req r = {.path = path, .offset = off, .max_len = max, .expect_ino = ino};
+    assert_int_equal(gp_encode_read_chunk(&b, &r, &err), 0);
+    size_t n;
+    uint8_t *p = call(c, GP_READ_CHUNK, &b, GP_READ_CHUNK_RESULT, &n);
+    assert_int_equal(gp_decode_read_chunk_result(p, n, res, &err), 0);
+    free(p);
+    gp_buf_free(&b);
+    return res->status;
+}
+
+static void file_text(const char *path, char *out, size_t n)
+{
+    FILE *f = fopen(path, "re");
+    assert_non_null(f);
+    size_t k = fread(out, 1, n - 1, f);
+    out[k] = '\0';
+    fclose(f);
+}
+
+/* WRITE_CHUNK: the old file stays until the commit renames the temp file
+ * over it; a repeated chunk is harmless; a gap, a directory, a missing
+ * session are errors that leave no temp file. READ_CHUNK: offsets, EOF,
+ * inode check. LIST_DIR: sorted entries, truncation, errors. */
+static void test_host_chunked_files(void **state)
+{
+    host_fixture *f = *state;
+    client *c = &f->c;
+    char path[128], text[64];
+    gp_chunk_result cr;
+    snprintf(path, sizeof path, "%s/sub/f.txt", f->dir);
+    assert_int_equal(write_chunk(c, path, "u1", 0, "old", 3, GP_CHUNK_F_COMMIT, &cr), 0);
+    gp_chunk_result_free(&cr);
+    assert_int_equal(write_chunk(c, path, "u2", 0, "new ", 4, 0, &cr), 0);
+    gp_chunk_result_free(&cr);
+    file_text(path, text, sizeof text);
+    assert_string_equal(text, "old"); /* not committed yet */
+    assert_int_equal(write_chunk(c, path, "u2", 4, "conte", 5, 0, &cr), 0);
+    gp_chunk_result_free(&cr);
+    assert_int_equal(write_chunk(c, path, "u2", 4, "conte", 5, 0, &cr), 0); /* repeated */
+    gp_chunk_result_free(&cr);
+    assert_int_equal(write_chunk(c, path, "u2", 20, "x", 1, 0, &cr), EINVAL); /* gap: session dropped */
+    gp_chunk_result_free(&cr);
+    assert_int_equal(write_chunk(c, path, "u2", 9, "nt", 2, GP_CHUNK_F_COMMIT, &cr), ESTALE);
+    gp_chunk_result_free(&cr);
+    file_text(path, text, sizeof text);
+    assert_string_equal(text, "old");
+    assert_int_equal(write_chunk(c, path, "u3", 0, "new ", 4, 0, &cr), 0);
+    gp_chunk_result_free(&cr);
+    assert_int_equal(write_chunk(c, path, "u3", 4, "content", 7, GP_CHUNK_F_COMMIT, &cr), 0);
+    assert_true(cr.size == 11);
+    gp_chunk_result_free(&cr);
+    file_text(path, text, sizeof text);
+    assert_string_equal(text, "new content");
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    /* abort drops the temp file; a directory is EISDIR at once */
+    assert_int_equal(write_chunk(c, path, "u4", 0, "zz", 2, 0, &cr), 0);
+    gp_chunk_result_free(&cr);
+    assert_int_equal(write_chunk(c, path, "u4", 0, NULL, 0, GP_CHUNK_F_ABORT, &cr), 0);
+    gp_chunk_result_free(&cr);
+    char dir[128];
+    snprintf(dir, sizeof dir, "%s/sub", f->dir);
+    assert_int_equal(write_chunk(c, dir, "u5", 0, "x", 1, GP_CHUNK_F_COMMIT, &cr), EISDIR);
+    gp_chunk_result_free(&cr);
+
+    gp_read_chunk_result rr;
+    assert_int_equal(read_chunk(c, path, 4, 3, 0, &rr), 0);
+    assert_true(rr.file_size == 11 && rr.len == 3);
+    assert_memory_equal(rr.data, "con", 3);
+    uint64_t ino = rr.ino;
+    gp_read_chunk_result_free(&rr);
+    assert_int_equal(read_chunk(c, path, 11, 100, ino, &rr), 0);
+    assert_int_equal(rr.len, 0);
+    gp_read_chunk_result_free(&rr);
+    assert_int_equal(read_chunk(c, dir, 0, 100, 0, &rr), EISDIR);
+    gp_read_chunk_result_free(&rr);
+    assert_int_equal(read_chunk(c, "/no/such/file", 0, 100, 0, &rr), ENOENT);
+    gp_read_chunk_result_free(&rr);
+    assert_int_equal(write_chunk(c, path, "u6", 0, "x", 1, GP_CHUNK_F_COMMIT, &cr), 0); /* new inode */
+    gp_chunk_result_free(&cr);
+    assert_int_equal(read_chunk(c, path, 0, 100, ino, &rr), ESTALE);
+    gp_read_chunk_result_free(&rr);
+
+    /* A new upload removes stale temp files of cut-short uploads (older
+     * than GUEST_UPLOAD_STALE_SEC), not fresh ones. */
+    char stale[160], fresh[160];
+    snprintf(stale, sizeof stale, "%s/sub/.torpor-up.old1", f->dir);
+    snprintf(fresh, sizeof fresh, "%s/sub/.torpor-up.live1", f->dir);
+    FILE *sf = fopen(stale, "we");
+    FILE *ff = fopen(fresh, "we");
+    assert_non_null(sf);
+    assert_non_null(ff);
+    fclose(sf);
+    fclose(ff);
+    struct timespec old[2] = {{.tv_sec = time(NULL) - 7200}, {.tv_sec = time(NULL) - 7200}};
+    assert_int_equal(utimensat(AT_FDCWD, stale, old, 0), 0);
+    assert_int_equal(write_chunk(c, path, "u7", 0, "x", 1, GP_CHUNK_F_COMMIT, &cr), 0);
+    gp_chunk_result_free(&cr);
+    assert_int_equal(access(stale, F_OK), -1);
+    assert_int_equal(access(fresh, F_OK), 0);
+    assert_int_equal(unlink(fresh), 0);
+
+    /* LIST_DIR */
+    char p2[160];
+    snprintf(p2, sizeof p2, "%s/sub/a", f->dir);
+    assert_int_equal(mkdir(p2, 0700), 0);
+    gp_buf b;
+    gp_buf_init(&b);
+    terr err;
+    gp_list_dir_req l = {.path = dir, .max_entries = 10};
+    assert_int_equal(gp_encode_list_dir(&b, &l, &err), 0);
+    size_t n;
+    uint8_t *p = call(c, GP_LIST_DIR, &b, GP_LIST_RESULT, &n);
+    gp_list_result lr;
+    assert_int_equal(gp_decode_list_result(p, n, &lr, &err), 0);
+    free(p);
+    assert_int_equal(lr.status, 0);
+    assert_int_equal(lr.n, 2); /* no .torpor-up.* left behind */
+    assert_string_equal(lr.entries[0].name, "a");
+    assert_int_equal(lr.entries[0].type, GP_ENTRY_DIR);
+    assert_int_equal(lr.entries[0].mode, 0700);
+    assert_string_equal(lr.entries[1].name, "f.txt");
+    assert_true(lr.entries[1].size == 1 && !lr.truncated);
+    gp_list_result_free(&lr);
+    gp_buf_reset(&b);
+    l.max_entries = 1;
+    assert_int_equal(gp_encode_list_dir(&b, &l, &err), 0);
+    p = call(c, GP_LIST_DIR, &b, GP_LIST_RESULT, &n);
+    assert_int_equal(gp_decode_list_result(p, n, &lr, &err), 0);
+    free(p);
+    assert_true(lr.truncated && lr.n == 1);
+    gp_list_result_free(&lr);
+    gp_buf_reset(&b);
+    l = (gp_list_dir_req){.path = path, .max_entries = 10};
+    assert_int_equal(gp_encode_list_dir(&b, &l, &err), 0);
+    p = call(c, GP_LIST_DIR, &b, GP_LIST_RESULT, &n);
+    assert_int_equal(gp_decode_list_result(p, n, &lr, &err), 0);
+    free(p);
+    assert_int_equal(lr.status, ENOTDIR);
+    gp_list_result_free(&lr);
+    gp_buf_free(&b);
+}
+
 static void test_host_bad_requests(void **state)
 {
     host_fixture *f = *state;
@@ -720,6 +887,7 @@ int main(void)
                                         host_teardown),
         cmocka_unit_test_setup_teardown(test_host_concurrency, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_files, host_setup, host_teardown),
+        cmocka_unit_test_setup_teardown(test_host_chunked_files, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_bad_requests, host_setup,
                                         host_teardown_after_exit),
         cmocka_unit_test_setup_teardown(test_vm_guest, vm_setup, vm_teardown),

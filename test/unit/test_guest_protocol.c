@@ -147,6 +147,124 @@ static void test_ping_pong(void **state)
     gp_buf_free(&b);
 }
 
+static int dec_write_chunk(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_write_chunk(p, n, o, e); }
+static void free_write_chunk(void *o) { gp_write_chunk_req_free(o); }
+static int dec_chunk_result(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_chunk_result(p, n, o, e); }
+static void free_chunk_result(void *o) { gp_chunk_result_free(o); }
+static int dec_read_chunk(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_read_chunk(p, n, o, e); }
+static void free_read_chunk(void *o) { gp_read_chunk_req_free(o); }
+static int dec_read_chunk_result(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_read_chunk_result(p, n, o, e);
+}
+static void free_read_chunk_result(void *o) { gp_read_chunk_result_free(o); }
+static int dec_list_dir(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_list_dir(p, n, o, e); }
+static void free_list_dir(void *o) { gp_list_dir_req_free(o); }
+static int dec_list_result(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_list_result(p, n, o, e); }
+static void free_list_result(void *o) { gp_list_result_free(o); }
+
+static void test_chunk_messages_round_trip(void **state)
+{
+    (void)state;
+    gp_buf b;
+    gp_buf_init(&b);
+    terr err;
+    const uint8_t data[] = {0, 'x', 0xff};
+
+    gp_write_chunk_req w = {.path = "/r/f", .upload_id = "abc123", .offset = 5ull << 32, .mode = 0600,
+                            .flags = GP_CHUNK_F_COMMIT, .data = data, .len = sizeof data}, wd;
+    assert_int_equal(gp_encode_write_chunk(&b, &w, &err), 0);
+    assert_int_equal(gp_decode_write_chunk(b.data, b.len, &wd, &err), 0);
+    assert_string_equal(wd.path, "/r/f");
+    assert_string_equal(wd.upload_id, "abc123");
+    assert_true(wd.offset == 5ull << 32);
+    assert_int_equal(wd.mode, 0600);
+    assert_int_equal(wd.flags, GP_CHUNK_F_COMMIT);
+    assert_int_equal(wd.len, sizeof data);
+    assert_memory_equal(wd.data, data, sizeof data);
+    gp_write_chunk_req_free(&wd);
+    assert_prefixes_rejected(&b, dec_write_chunk, sizeof(gp_write_chunk_req), free_write_chunk);
+
+    gp_buf_reset(&b);
+    gp_chunk_result cr = {.status = ENOSPC, .message = "no space", .size = 77}, crd;
+    assert_int_equal(gp_encode_chunk_result(&b, &cr, &err), 0);
+    assert_int_equal(gp_decode_chunk_result(b.data, b.len, &crd, &err), 0);
+    assert_int_equal(crd.status, ENOSPC);
+    assert_string_equal(crd.message, "no space");
+    assert_true(crd.size == 77);
+    gp_chunk_result_free(&crd);
+    assert_prefixes_rejected(&b, dec_chunk_result, sizeof(gp_chunk_result), free_chunk_result);
+
+    gp_buf_reset(&b);
+    gp_read_chunk_req r = {.path = "/r/f", .offset = 9, .max_len = 4096, .expect_ino = 12}, rd;
+    assert_int_equal(gp_encode_read_chunk(&b, &r, &err), 0);
+    assert_int_equal(gp_decode_read_chunk(b.data, b.len, &rd, &err), 0);
+    assert_string_equal(rd.path, "/r/f");
+    assert_true(rd.offset == 9 && rd.max_len == 4096 && rd.expect_ino == 12);
+    gp_read_chunk_req_free(&rd);
+    assert_prefixes_rejected(&b, dec_read_chunk, sizeof(gp_read_chunk_req), free_read_chunk);
+
+    gp_buf_reset(&b);
+    gp_read_chunk_result rr = {.status = 0, .message = "", .file_size = 1ull << 33, .ino = 4, .data = data,
+                               .len = sizeof data}, rrd;
+    assert_int_equal(gp_encode_read_chunk_result(&b, &rr, &err), 0);
+    assert_int_equal(gp_decode_read_chunk_result(b.data, b.len, &rrd, &err), 0);
+    assert_true(rrd.file_size == 1ull << 33 && rrd.ino == 4 && rrd.len == sizeof data);
+    assert_memory_equal(rrd.data, data, sizeof data);
+    gp_read_chunk_result_free(&rrd);
+    assert_prefixes_rejected(&b, dec_read_chunk_result, sizeof(gp_read_chunk_result), free_read_chunk_result);
+
+    gp_buf_reset(&b);
+    gp_list_dir_req l = {.path = "/", .max_entries = 10}, ld;
+    assert_int_equal(gp_encode_list_dir(&b, &l, &err), 0);
+    assert_int_equal(gp_decode_list_dir(b.data, b.len, &ld, &err), 0);
+    assert_string_equal(ld.path, "/");
+    assert_int_equal(ld.max_entries, 10);
+    gp_list_dir_req_free(&ld);
+    assert_prefixes_rejected(&b, dec_list_dir, sizeof(gp_list_dir_req), free_list_dir);
+
+    gp_buf_reset(&b);
+    gp_dir_entry ents[] = {{.name = "a", .type = GP_ENTRY_DIR, .mode = 0755, .size = 4096, .mtime_sec = -1},
+                           {.name = "b c", .type = GP_ENTRY_FILE, .mode = 0644, .size = 3, .mtime_sec = 1700000000}};
+    gp_list_result lr = {.status = 0, .message = "", .truncated = true, .entries = ents, .n = 2}, lrd;
+    assert_int_equal(gp_encode_list_result(&b, &lr, &err), 0);
+    assert_int_equal(gp_decode_list_result(b.data, b.len, &lrd, &err), 0);
+    assert_true(lrd.truncated);
+    assert_int_equal(lrd.n, 2);
+    assert_string_equal(lrd.entries[1].name, "b c");
+    assert_int_equal(lrd.entries[0].type, GP_ENTRY_DIR);
+    assert_true(lrd.entries[0].mtime_sec == -1 && lrd.entries[1].size == 3);
+    gp_list_result_free(&lrd);
+    assert_prefixes_rejected(&b, dec_list_result, sizeof(gp_list_result), free_list_result);
+    gp_buf_free(&b);
+}
+
+static void test_chunk_requests_with_bad_fields_refused(void **state)
+{
+    (void)state;
+    gp_buf b;
+    gp_buf_init(&b);
+    terr err;
+    gp_write_chunk_req bad_id = {.path = "/f", .upload_id = "../x", .mode = 0644};
+    assert_int_equal(gp_encode_write_chunk(&b, &bad_id, &err), 0);
+    gp_write_chunk_req wd;
+    assert_int_equal(gp_decode_write_chunk(b.data, b.len, &wd, &err), -1);
+    gp_buf_reset(&b);
+    gp_write_chunk_req bad_flags = {.path = "/f", .upload_id = "a", .flags = 8};
+    assert_int_equal(gp_encode_write_chunk(&b, &bad_flags, &err), 0);
+    assert_int_equal(gp_decode_write_chunk(b.data, b.len, &wd, &err), -1);
+    gp_buf_reset(&b);
+    gp_read_chunk_req zero = {.path = "/f", .max_len = 0};
+    assert_int_equal(gp_encode_read_chunk(&b, &zero, &err), 0);
+    gp_read_chunk_req rd;
+    assert_int_equal(gp_decode_read_chunk(b.data, b.len, &rd, &err), -1);
+    gp_buf_reset(&b);
+    gp_read_chunk_req huge = {.path = "/f", .max_len = GP_CHUNK_MAX + 1};
+    assert_int_equal(gp_encode_read_chunk(&b, &huge, &err), 0);
+    assert_int_equal(gp_decode_read_chunk(b.data, b.len, &rd, &err), -1);
+    gp_buf_free(&b);
+}
+
 static void test_exec_round_trip(void **state)
 {
     const char *args[] = {"-c", "echo hi", ""};
@@ -556,6 +674,8 @@ int main(void)
         cmocka_unit_test(test_exec_rejects_hostile_payloads),
         cmocka_unit_test(test_exec_result_round_trip),
         cmocka_unit_test(test_files_round_trip),
+        cmocka_unit_test(test_chunk_messages_round_trip),
+        cmocka_unit_test(test_chunk_requests_with_bad_fields_refused),
         cmocka_unit_test(test_sync_and_error_round_trip),
         cmocka_unit_test(test_oversized_refused),
         cmocka_unit_test(test_result_iov_zero_copy),

@@ -10,15 +10,16 @@ and .status (HTTP status).
 """
 
 from .client import Client
-from .errors import (AgentError, ConnectionFailed, InvalidRequest, InvalidState, NotFound, NotSupported,
-                     ServerError, TooLarge, TorporError, Unauthorized)
+from .errors import (AgentError, ConnectionFailed, FileChanged, InsufficientStorage, InvalidRequest, InvalidState,
+                     NotFound, NotSupported, ServerError, TooLarge, TorporError, Unauthorized)
 from .sandbox import STATUSES, ExecResult, Files, Sandbox
 from .templates import build_template, list_templates, template_log
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AgentError", "Client", "ConnectionFailed", "ExecResult", "Files", "InvalidRequest", "InvalidState",
+    "AgentError", "Client", "ConnectionFailed", "ExecResult", "FileChanged", "Files", "InsufficientStorage",
+    "InvalidRequest", "InvalidState",
     "NotFound", "NotSupported", "STATUSES", "Sandbox", "ServerError", "TooLarge", "TorporError", "Unauthorized",
     "build_template", "list_templates", "template_log", "__version__",
 ]

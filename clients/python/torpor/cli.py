@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--json", action="store_true", help="print JSON (for scripts) instead of text")
 
     sp = add("create", cmd_create, "Create a sandbox and print its id.")
-    sp.add_argument("--template", help="guest template (server default: minimal)")
+    sp.add_argument("--template", help="guest template (server default: debian)")
     sp.add_argument("--timeout", type=_non_negative, metavar="S",
                     help="auto-pause after S seconds without activity (default 0: never)")
     sp.add_argument("--memory", type=int, metavar="MB", help="memory in MiB (server default 512)")

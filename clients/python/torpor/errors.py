@@ -50,6 +50,15 @@ class TooLarge(TorporError):
     """413 too_large: request body or file content over the limit."""
 
 
+class InsufficientStorage(TorporError):
+    """507 insufficient_storage: the sandbox's disk is full (the old file is
+    intact)."""
+
+
+class FileChanged(TorporError):
+    """409 file_changed: the file was replaced while it was being read."""
+
+
 class AgentError(TorporError):
     """502 agent_error: the host agent is unreachable, too slow or failed."""
 
@@ -73,6 +82,8 @@ _BY_CODE = {
     "not_found": NotFound,
     "invalid_state": InvalidState,
     "too_large": TooLarge,
+    "insufficient_storage": InsufficientStorage,
+    "file_changed": FileChanged,
     "agent_error": AgentError,
     "internal_error": ServerError,
     "unavailable": ServerError,
@@ -87,7 +98,7 @@ def error_from_response(status: int, body: Optional[object], route: str) -> Torp
         message = body["error"].get("message")
     if not isinstance(code, str) or not code:
         code = {400: "invalid_request", 401: "unauthorized", 404: "not_found", 409: "invalid_state",
-                413: "too_large", 502: "agent_error", 503: "unavailable"}.get(status, "http_error")
+                413: "too_large", 507: "insufficient_storage", 502: "agent_error", 503: "unavailable"}.get(status, "http_error")
     if not isinstance(message, str) or not message:
         message = f"HTTP {status} from {route}"
     if status == 404 and code == "not_found" and message == "no such route":

@@ -18,9 +18,8 @@ from __future__ import annotations
 import base64
 import shlex
 import time
-import uuid
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, BinaryIO, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from .client import Client, path_segment
 from .errors import InvalidState, TorporError
@@ -63,31 +62,44 @@ class Files:
         self._sbx = sandbox
 
     def read(self, path: str) -> bytes:
-        """The bytes of the file at path (NotFound if it does not exist)."""
-        _, data = self._sbx._client.request("POST", self._sbx._path("/files/read"), {"path": path},
-                                            timeout=300)
+        """The bytes of the file at path, of any size (GET .../files/content;
+        NotFound if it does not exist, InvalidRequest for a directory)."""
+        _, data = self._sbx._client.request("GET", self._sbx._path("/files/content"), query={"path": path},
+                                            timeout=3600)
         if data is None:
             return b""
         if not isinstance(data, (bytes, bytearray)):
-            raise TorporError("bad_response", 200, "files/read answered JSON instead of the file's bytes")
+            raise TorporError("bad_response", 200, "files/content answered JSON instead of the file's bytes")
         return bytes(data)
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         """read() decoded as text."""
         return self.read(path).decode(encoding)
 
-    def write(self, path: str, data: Union[bytes, str]) -> None:
-        """Creates or replaces the file at path (at most 48 MiB; str is UTF-8)."""
+    def write(self, path: str, data: Union[bytes, str, BinaryIO], mode: Optional[int] = None) -> int:
+        """Creates or replaces the file at path atomically (PUT
+        .../files/content): bytes, str (UTF-8) or a binary file object
+        (streamed, chunked). Any size up to the sandbox's free disk
+        (InsufficientStorage beyond). mode: permission bits (default 0o644).
+        Returns the size written."""
         if isinstance(data, str):
             data = data.encode()
-        self._sbx._client.multipart(self._sbx._path("/files/write"),
-                                    {"path": (None, path.encode()), "file": ("file", bytes(data))}, timeout=300)
+        query = {"path": path}
+        if mode is not None:
+            query["mode"] = format(mode, "o")
+        body = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        ans = self._sbx._client.json("PUT", self._sbx._path("/files/content"), query=query, raw=body,
+                                     timeout=3600)
+        return int(ans["size"]) if isinstance(ans, Mapping) else 0
 
-    def list(self, path: str = "/") -> Any:
-        """Entries of the directory at path. Calls POST .../files/list, which
-        torpor-cp does not have yet: until it does this raises
-        torpor.NotSupported (code "not_supported")."""
-        return self._sbx._client.json("POST", self._sbx._path("/files/list"), {"path": path})
+    def list(self, path: str = "/", limit: Optional[int] = None) -> List[Dict[str, Any]]:
+        """Entries of the directory at path, sorted by name: dicts with name,
+        type ("file", "dir", "symlink", "other"), size, mode, mtime."""
+        query = {"path": path}
+        if limit is not None:
+            query["limit"] = str(int(limit))
+        ans = self._sbx._client.json("GET", self._sbx._path("/files"), query=query)
+        return list(ans["entries"])
 
 
 class Sandbox:
@@ -136,15 +148,18 @@ class Sandbox:
     @classmethod
     def create(cls, template: Optional[str] = None, timeout: int = 0, memory_mb: Optional[int] = None,
                vcpus: Optional[int] = None, env: Optional[Mapping[str, str]] = None,
-               auto_resume: Optional[bool] = None, *, url: Optional[str] = None, api_key: Optional[str] = None,
+               disk_mb: Optional[int] = None, auto_resume: Optional[bool] = None, *, url: Optional[str] = None, api_key: Optional[str] = None,
                client: Optional[Client] = None, request_timeout: float = 180.0) -> "Sandbox":
         """Creates a sandbox and returns it running.
 
         Args:
-            template: guest template (server default ``minimal``).
+            template: guest template (server default ``debian``; ``minimal``
+                is the tiny busybox one).
             timeout: seconds of inactivity before it is auto-paused; 0 = never.
             memory_mb, vcpus: machine shape (server defaults 512 and 1).
-            env, auto_resume: sent only when given; a server that does not
+            env: environment of every exec in the sandbox (an exec's own env
+                wins). disk_mb: root disk size (server default 4096).
+            auto_resume: sent only when given; a server that does not
                 know the field answers InvalidRequest.
             url, api_key, client: where to connect (default: TORPOR_URL /
                 TORPOR_API_KEY).
@@ -164,6 +179,8 @@ class Sandbox:
             body["vcpus"] = int(vcpus)
         if env is not None:
             body["env"] = dict(env)
+        if disk_mb is not None:
+            body["disk_mb"] = int(disk_mb)
         if auto_resume is not None:
             body["auto_resume"] = bool(auto_resume)
         return cls(c.json("POST", "/v1/sandboxes", body, timeout=request_timeout), c)
@@ -222,20 +239,16 @@ class Sandbox:
              timeout: Optional[int] = None) -> ExecResult:
         """Runs a command and waits for it. Without args, cmd goes through
         /bin/sh -c; with args, cmd is executed directly with them. timeout:
-        seconds before it is killed (server default 30). stdin, when given,
-        is written to a temporary file in the sandbox and fed to the command.
+        seconds before it is killed (server default 30). stdin: str (sent
+        as "stdin") or bytes (sent as "stdin_base64"), fed to the command.
         A non-zero exit code is a result, not an exception."""
         body: Dict[str, Any] = {"cmd": cmd}
         if args is not None:
             body["args"] = list(args)
-        tmp = None
-        if stdin is not None:
-            tmp = f"/tmp/.torpor-stdin-{uuid.uuid4().hex}"
-            self.files.write(tmp, stdin)
-            argv = [cmd] + list(args) if args is not None else ["/bin/sh", "-c", cmd]
-            body["cmd"] = "/bin/sh"
-            body["args"] = ["-c", 'f=$1; shift; "$@" < "$f"; rc=$?; rm -f "$f"; exit $rc',
-                            "torpor-stdin", tmp] + argv
+        if isinstance(stdin, str):
+            body["stdin"] = stdin
+        elif stdin is not None:
+            body["stdin_base64"] = base64.b64encode(bytes(stdin)).decode()
         if env is not None:
             body["env"] = dict(env)
         if cwd is not None:
