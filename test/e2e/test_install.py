@@ -60,7 +60,7 @@ def expected_files(prefix, sysconfdir, unitdir, build):
              f"{prefix}/share/man/man8/torpor-agent.8", f"{prefix}/share/man/man8/torpor-cp.8",
              f"{prefix}/share/man/man1/torpor.1"}
     files |= {f"{data}/migrations/{os.path.basename(p)}" for p in glob.glob(f"{SOURCE_DIR}/migrations/*.sql")}
-    for p in glob.glob(f"{build}/image/*/*"):
+    for p in glob.glob(f"{build}/image/minimal/*"):  # debian is not packaged
         files.add(f"{data}/image/{os.path.relpath(p, build + '/image')}")
     src = f"{SOURCE_DIR}/clients/python/torpor"
     files |= {f"{data}/python/torpor/{n}" for n in os.listdir(src) if n != "__pycache__"}
