@@ -46,6 +46,8 @@ typedef struct sandbox {
     sandbox_status status;
     int64_t last_active_ms;       /* agent_clock ms */
     int active_execs;             /* exec/file ops in flight: never auto-paused */
+    int pause_failures;           /* auto-pauses failed in a row (VM alive) */
+    int64_t pause_retry_at_ms;    /* agent_clock ms: no auto-pause before */
     runtime_vm *vm;               /* NULL while paused */
     bool lifecycle_busy;
     bool in_table;
