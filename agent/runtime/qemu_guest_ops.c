@@ -186,6 +186,15 @@ int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *
     int r = gp_decode_exec_result(p, n, &gr, err);
     free(p);
     if (r < 0) return terr_wrap(err, "exec result");
+    /* The output cap holds here too, not only in an honest guest. */
+    if (gr.out_len > GP_EXEC_OUTPUT_CAP) {
+        gr.out_len = GP_EXEC_OUTPUT_CAP;
+        gr.stdout_truncated = true;
+    }
+    if (gr.err_len > GP_EXEC_OUTPUT_CAP) {
+        gr.err_len = GP_EXEC_OUTPUT_CAP;
+        gr.stderr_truncated = true;
+    }
     res->out = dup_bytes(gr.out, gr.out_len, err);
     res->err = dup_bytes(gr.err, gr.err_len, err);
     res->out_len = gr.out_len;
@@ -223,6 +232,12 @@ int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8
     int r = gp_decode_read_result(p, n, &rr, err);
     free(p);
     if (r < 0) return terr_wrap(err, "read_file result");
+    if (rr.status == 0 && rr.len > GP_FILE_MAX) {
+        terr_set(err, "read_file %s: the guest answered %zu bytes, more than the %u allowed", path,
+                 (size_t)rr.len, GP_FILE_MAX);
+        gp_read_result_free(&rr);
+        return -1;
+    }
     if (rr.status != 0) {
         terr_set(err, "read_file %s: %s", path, rr.message[0] ? rr.message : strerror(rr.status));
         gp_read_result_free(&rr);
