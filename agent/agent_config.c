@@ -10,7 +10,7 @@
 
 enum {
     OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
-    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_HELP,
+    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
@@ -41,6 +41,9 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --tls-key PATH           PEM private key (TORPOR_TLS_KEY)\n"
             "  --tls-ca PATH            PEM CA that signs control-plane client certificates;\n"
             "                           with all three set, mutual TLS is required (TORPOR_TLS_CA)\n"
+            "  --tls-client-name NAME   serve only clients whose certificate names NAME (a SAN\n"
+            "                           entry, else the CN), not any the CA signed\n"
+            "                           (TORPOR_TLS_CLIENT_NAME; needs --tls-*)\n"
             "  --help                   this text\n"
             "\n"
             "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -98,6 +101,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     cfg->tls_cert = env_or("TORPOR_TLS_CERT", NULL);
     cfg->tls_key = env_or("TORPOR_TLS_KEY", NULL);
     cfg->tls_ca = env_or("TORPOR_TLS_CA", NULL);
+    cfg->tls_client_name = env_or("TORPOR_TLS_CLIENT_NAME", NULL);
     const char *interval = env_or("TORPOR_REAPER_INTERVAL", "2");
     const char *workers = env_or("TORPOR_PAUSE_WORKERS", "2");
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
@@ -113,6 +117,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"tls-client-name", required_argument, NULL, OPT_TLS_CLIENT_NAME},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -131,6 +136,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_TLS_CERT: cfg->tls_cert = optarg; break;
         case OPT_TLS_KEY: cfg->tls_key = optarg; break;
         case OPT_TLS_CA: cfg->tls_ca = optarg; break;
+        case OPT_TLS_CLIENT_NAME: cfg->tls_client_name = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':':
             terr_set(err, "%s needs a value", argv[optind - 1]);
@@ -160,6 +166,10 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     int n_tls = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;
     if (n_tls != 0 && n_tls != 3) {
         terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");
+        return AGENT_CONFIG_ERROR;
+    }
+    if (cfg->tls_client_name && (n_tls == 0 || !cfg->tls_client_name[0])) {
+        terr_set(err, "--tls-client-name needs --tls-cert, --tls-key and --tls-ca and a non-empty name");
         return AGENT_CONFIG_ERROR;
     }
     if (n_tls == 0 && !rpc_addr_is_loopback(cfg->listen)) {

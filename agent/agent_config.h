@@ -25,6 +25,7 @@ typedef struct agent_config {
     const char *tls_cert;       /* --tls-cert, TORPOR_TLS_CERT */
     const char *tls_key;        /* --tls-key, TORPOR_TLS_KEY */
     const char *tls_ca;         /* --tls-ca, TORPOR_TLS_CA */
+    const char *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

@@ -65,7 +65,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
-                                      .ca_path = cfg->tls_ca},
+                                      .ca_path = cfg->tls_ca, .expected_client_name = cfg->tls_client_name},
                               .app = &app};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
     rpc_server *server = NULL;
@@ -73,14 +73,21 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     char qs[LOG_QUOTE_MAX];
     log_info("event=agent_ready listen=%s port=%d state_dir=\"%s\" runtime=%s tls=%s agent_id=%s",
              cfg->listen, rpc_server_port(server), log_quote(cfg->state_dir, qs, sizeof qs),
-             driver->ops->name, cfg->tls_cert ? "mutual" : "off", agent_id);
+             driver->ops->name, cfg->tls_cert ? (cfg->tls_client_name ? "mutual_named" : "mutual") : "off",
+             agent_id);
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=agent_stopping signal=%s pending_pauses=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
              reaper_pending(rp));
 
     reaper_halt(rp);          /* no new auto-pauses */
-    rpc_server_stop(server);  /* no new RPCs; waits for running handlers */
+    /* No new RPCs; waits for running handlers, boundedly: a guest call
+     * honours its own deadline, but an exec may last an hour. */
+    if (rpc_server_stop_within(server, cfg->shutdown_timeout_ms, &err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=agent_stop_timeout stage=rpc error=\"%s\"", log_quote(err.msg, q, sizeof q));
+        return 1;
+    }
     if (reaper_stop(rp, cfg->shutdown_timeout_ms, &err) != 0) {
         /* A pause still runs: its VM and snapshot dir are left for recover()
          * on the next start, which drops half-written snapshots. */
