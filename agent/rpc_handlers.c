@@ -249,7 +249,9 @@ static void h_exec(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     runtime_exec_result res;
     terr e;
+    runtime_call_deadline_set(rpc_call_deadline_mono_ms(call));
     agent_code c = lifecycle_exec(app->lc, req->sandbox_id, &r, &res, &e);
+    runtime_call_deadline_set(0);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -275,7 +277,9 @@ static void h_read_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
     uint8_t *data = NULL;
     size_t len = 0;
     terr e;
+    runtime_call_deadline_set(rpc_call_deadline_mono_ms(call));
     agent_code c = lifecycle_read_file(app->lc, req->sandbox_id, req->path, &data, &len, &e);
+    runtime_call_deadline_set(0);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -293,8 +297,10 @@ static void h_write_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
     const Torpor__Hostagent__V1__WriteFileRequest *req = (const void *)m;
     if (bad_id(call, req->sandbox_id)) return;
     terr e;
+    runtime_call_deadline_set(rpc_call_deadline_mono_ms(call));
     agent_code c = lifecycle_write_file(app->lc, req->sandbox_id, req->path, req->content.data,
                                         req->content.len, req->mode, &e);
+    runtime_call_deadline_set(0);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;

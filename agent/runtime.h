@@ -86,6 +86,12 @@ typedef struct runtime_exec_result {
 
 void runtime_exec_result_free(runtime_exec_result *r);
 
+/* The deadline of the request the calling thread serves (mono_ms instant;
+ * 0 = none), set by the RPC handlers around exec/read_file/write_file so a
+ * driver's guest calls end before the caller stops waiting. Thread-local. */
+void runtime_call_deadline_set(long long mono_ms);
+long long runtime_call_deadline(void);
+
 /* Called by recover() once per sandbox found on disk from an earlier run.
  * vm == NULL: the sandbox is paused (committed snapshot). vm != NULL: a VM
  * still running that the driver re-attached; the callee takes that reference. */

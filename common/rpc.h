@@ -82,6 +82,9 @@ int rpc_server_stop_within(rpc_server *s, int timeout_ms, terr *err);
 void rpc_reply(rpc_call *call, const ProtobufCMessage *response);
 void rpc_fail(rpc_call *call, grpc_status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The call's gRPC deadline as a mono_ms() instant (common/mono_time.h), or
+ * 0 when the client set none. */
+long long rpc_call_deadline_mono_ms(const rpc_call *call);
 /* The verified peer identity (client certificate SAN/CN) or "" on plaintext. */
 const char *rpc_call_peer_identity(const rpc_call *call);
 

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "mono_time.h"
 
 /* Accept slots kept posted: enough that a burst of calls never waits for the
  * cq thread to re-post one. */
@@ -208,6 +209,17 @@ void rpc_fail(rpc_call *call, grpc_status_code code, const char *fmt, ...)
         code = GRPC_STATUS_INTERNAL;
     }
     rpc_call_send(call, code, msg, NULL);
+}
+
+long long rpc_call_deadline_mono_ms(const rpc_call *call)
+{
+    if (!call) return 0;
+    gpr_timespec d = call->details.deadline;
+    if (gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0) return 0;
+    gpr_timespec now = gpr_now(d.clock_type);
+    gpr_timespec left = gpr_time_sub(d, now);
+    long long ms = (long long)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+    return mono_ms() + ms;
 }
 
 const char *rpc_call_peer_identity(const rpc_call *call)

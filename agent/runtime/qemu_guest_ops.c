@@ -17,6 +17,8 @@
  * and send its answer. */
 #define EXEC_ANSWER_MARGIN_MS 15000
 #define FILE_CALL_MS 120000
+/* How long before the RPC's own deadline a guest call gives up. */
+#define CALLER_DEADLINE_MARGIN_MS 1000
 
 /* Caller holds conn_mu. */
 static void note_failed(qemu_vm *v, const char *why)
@@ -140,6 +142,17 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n, terr *err)
 static int guest_roundtrip(qemu_vm *v, const char *what, gp_buf *b, uint8_t req_type, uint8_t resp_type,
                            int timeout_ms, uint8_t **p, size_t *n, terr *err)
 {
+    /* The caller's deadline wins when it is nearer: answer (with an error)
+     * a little before the caller gives up, never after. */
+    long long dl = runtime_call_deadline();
+    if (dl > 0) {
+        long long left = dl - mono_ms() - CALLER_DEADLINE_MARGIN_MS;
+        if (left < timeout_ms) timeout_ms = left > 0 ? (int)left : 0;
+        if (timeout_ms <= 0) {
+            gp_buf_free(b);
+            return terr_set(err, "%s in %s: the caller's deadline has passed", what, v->base.sandbox_id);
+        }
+    }
     guest_channel *ch = take_channel(v, err);
     if (!ch) {
         gp_buf_free(b);
