@@ -105,6 +105,11 @@ static int build_argv(argv_builder *b, const char *binary, const char *name,
     arg(b, "-display");
     arg(b, "none");
     arg(b, "-no-reboot");
+    /* seccomp confinement (docs/security.md): no exec/fork of helpers, no
+     * setuid/setgid/capabilities, no obsolete syscalls, no scheduler or
+     * affinity changes. */
+    arg(b, "-sandbox");
+    arg(b, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
     arg(b, "-object");
     arg(b, "memory-backend-file,id=mem,size=%dM,mem-path=" QEMU_RAM_FILE ",share=on", s->memory_mb);
     arg(b, "-kernel");
