@@ -25,6 +25,8 @@ typedef struct agent_config {
     const char *tls_cert;       /* --tls-cert, TORPOR_TLS_CERT */
     const char *tls_key;        /* --tls-key, TORPOR_TLS_KEY */
     const char *tls_ca;         /* --tls-ca, TORPOR_TLS_CA */
+    double memory_overcommit;   /* --memory-overcommit, TORPOR_MEMORY_OVERCOMMIT, 1.5; 0 = off */
+    int disk_reserve_mb;        /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
     const char *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
 } agent_config;
 

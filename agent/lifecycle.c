@@ -226,6 +226,10 @@ int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err)
     lifecycle *lc = calloc(1, sizeof *lc);
     if (!lc) return terr_set(err, "lifecycle: out of memory");
     lc->driver = cfg->driver;
+    if (cfg->admission) {
+        lc->admission = *cfg->admission;
+        lc->admission_on = true;
+    }
     lc->journal = cfg->journal;
     lc->clock = cfg->clock;
     if (sandbox_table_new(&lc->table, err) != 0) {
@@ -262,11 +266,22 @@ agent_code lifecycle_create(lifecycle *lc, const runtime_spec *in, lifecycle_inf
     runtime_spec spec = *in;
     if (spec.created_at_unix == 0) spec.created_at_unix = lifecycle_now_ms(lc) / 1000;
 
+    const admission_config *adm = lc->admission_on ? &lc->admission : NULL;
+    if (admission_check_disk(adm, spec.memory_mb, err) != 0) {
+        log_warn("event=admission_refused sandbox_id=%s op=create limit=disk", spec.sandbox_id);
+        return AGENT_RESOURCE_EXHAUSTED;
+    }
     sandbox_table_lock(lc->table);
     if (sandbox_table_find_locked(lc->table, spec.sandbox_id)) {
         sandbox_table_unlock(lc->table);
         terr_set(err, "sandbox %s already exists", spec.sandbox_id);
         return AGENT_ALREADY_EXISTS;
+    }
+    if (admission_check_ram_locked(adm, lc->table, spec.memory_mb, err) != 0) {
+        sandbox_table_unlock(lc->table);
+        log_warn("event=admission_refused sandbox_id=%s op=create limit=memory memory_mb=%d", spec.sandbox_id,
+                 spec.memory_mb);
+        return AGENT_RESOURCE_EXHAUSTED;
     }
     sandbox *sb = sandbox_table_insert_locked(lc->table, &spec, SANDBOX_CREATING, err);
     if (!sb) {
@@ -452,12 +467,24 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     if (code != AGENT_OK) return code;
     sandbox *sb;
     if ((code = lock_lifecycle(lc, id, &sb, err)) != AGENT_OK) return code;
+    const admission_config *adm = lc->admission_on ? &lc->admission : NULL;
+    sandbox_table_lock(lc->table);
+    int memory_mb = sb->spec.memory_mb;
+    sandbox_table_unlock(lc->table);
+    int disk_rc = admission_check_disk(adm, memory_mb, err);
     sandbox_table_lock(lc->table);
     if (sb->status != SANDBOX_PAUSED) {
         terr_set(err, "sandbox %s is %s, not paused", id, sandbox_status_name(sb->status));
         lifecycle_unlock_locked(lc, sb);
         sandbox_table_unlock(lc->table);
         return AGENT_FAILED_PRECONDITION;
+    }
+    if (disk_rc != 0 || admission_check_ram_locked(adm, lc->table, memory_mb, err) != 0) {
+        lifecycle_unlock_locked(lc, sb);
+        sandbox_table_unlock(lc->table);
+        log_warn("event=admission_refused sandbox_id=%s op=resume limit=%s memory_mb=%d", id,
+                 disk_rc != 0 ? "disk" : "memory", memory_mb);
+        return AGENT_RESOURCE_EXHAUSTED;
     }
     sb->status = SANDBOX_RESUMING;
     runtime_spec spec = sb->spec;

@@ -42,6 +42,7 @@ typedef enum {
     AGENT_INVALID_ARGUMENT,
     AGENT_ALREADY_EXISTS,
     AGENT_INTERNAL,
+    AGENT_RESOURCE_EXHAUSTED, /* admission control: no room on this host (admission.h) */
 } agent_code;
 
 /* Numeric limits and the id/template name rules: torpor_limits.h (shared
@@ -58,6 +59,8 @@ typedef struct lifecycle_config {
     runtime_driver *driver;   /* borrowed */
     journal *journal;         /* borrowed */
     const agent_clock *clock; /* borrowed */
+    /* Host limits for create and resume; NULL = none (copied). */
+    const struct admission_config *admission;
 } lifecycle_config;
 
 typedef struct lifecycle lifecycle;

@@ -9,6 +9,7 @@
 #ifndef TORPOR_AGENT_LIFECYCLE_INTERNAL_H
 #define TORPOR_AGENT_LIFECYCLE_INTERNAL_H
 
+#include "admission.h"
 #include "lifecycle.h"
 
 struct lifecycle {
@@ -16,6 +17,8 @@ struct lifecycle {
     journal *journal;
     const agent_clock *clock;
     sandbox_table *table;
+    admission_config admission;
+    bool admission_on;
 };
 
 static inline int64_t lifecycle_now_ms(const lifecycle *lc) { return agent_clock_now_ms(lc->clock); }

@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include "admission.h"
 #include "agent_config.h"
 #include "agent_identity.h"
 #include "clock.h"
@@ -53,7 +54,13 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     if (journal_open(journal_path, &jnl, &err) != 0) fatal("stage=journal %s", err.msg);
 
     lifecycle *lc = NULL;
-    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock};
+    admission_config adm = {.overcommit = cfg->memory_overcommit, .disk_reserve_mb = cfg->disk_reserve_mb,
+                            .disk_path = cfg->state_dir};
+    if (adm.overcommit > 0 && (adm.host_memory_mb = admission_host_memory_mb(&err)) < 0)
+        fatal("stage=admission %s", err.msg);
+    log_info("event=admission_limits host_memory_mb=%lld memory_overcommit=%.2f disk_reserve_mb=%d",
+             (long long)adm.host_memory_mb, cfg->memory_overcommit, cfg->disk_reserve_mb);
+    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .admission = &adm};
     if (lifecycle_open(&lcfg, &lc, &err) != 0) fatal("stage=recover %s", err.msg);
 
     reaper *rp = NULL;

@@ -19,6 +19,7 @@ grpc_status_code agent_code_to_grpc(agent_code c)
     case AGENT_INVALID_ARGUMENT: return GRPC_STATUS_INVALID_ARGUMENT;
     case AGENT_ALREADY_EXISTS: return GRPC_STATUS_ALREADY_EXISTS;
     case AGENT_INTERNAL: return GRPC_STATUS_INTERNAL;
+    case AGENT_RESOURCE_EXHAUSTED: return GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
     return GRPC_STATUS_UNKNOWN;
 }
