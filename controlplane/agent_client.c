@@ -182,6 +182,10 @@ void agent_status_to_http(grpc_status_code code, int *http_status, const char **
         *http_status = 400;
         *error_code = "invalid_request";
         break;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED: /* admission control: the host is full */
+        *http_status = 503;
+        *error_code = "no_capacity";
+        break;
     default: /* UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, ... */
         *http_status = 502;
         *error_code = "agent_error";

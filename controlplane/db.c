@@ -287,15 +287,29 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err)
     return 0;
 }
 
-int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err)
+int db_host_least_loaded(db_conn *db, const char *const *skip, size_t n_skip, db_host *out, bool *found,
+                         terr *err)
 {
     PGresult *r;
     *found = false;
+    /* skip as a text[] literal; host ids are ours ([a-z0-9._-]), quoted anyway. */
+    char arr[2048];
+    size_t used = 0;
+    arr[used++] = '{';
+    for (size_t i = 0; i < n_skip; i++) {
+        if (strpbrk(skip[i], "\"\\") || used + strlen(skip[i]) + 4 >= sizeof arr)
+            return terr_set(err, "pick host: host id not usable in a skip list");
+        used += (size_t)snprintf(arr + used, sizeof arr - used, "%s\"%s\"", i ? "," : "", skip[i]);
+    }
+    arr[used++] = '}';
+    arr[used] = '\0';
+    const char *p[1] = {arr};
     if (run(db, "pick host",
             "SELECT h.id, h.address, h.agent_id FROM hosts h "
             "LEFT JOIN sandboxes s ON s.host_id = h.id AND s.status NOT IN ('stopped', 'error') "
+            "WHERE h.id <> ALL($1::text[]) "
             "GROUP BY h.id, h.address, h.agent_id ORDER BY count(s.id), h.id LIMIT 1",
-            0, NULL, &r, err) != 0)
+            1, p, &r, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         host_from_result(r, 0, out);

@@ -62,8 +62,10 @@ int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, ch
 /* Clears the host's recorded identity (an operator replaced its agent on
  * purpose); the reconciler records the next one it sees. */
 int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
-/* The host with the fewest sandboxes not stopped/error (ties: by id). */
-int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err);
+/* The host with the fewest sandboxes not stopped/error (ties: by id),
+ * leaving out the n_skip hosts in skip (those that just said they are full). */
+int db_host_least_loaded(db_conn *db, const char *const *skip, size_t n_skip, db_host *out, bool *found,
+                         terr *err);
 
 /* ---- sandboxes */
 /* Inserts a pending row from in (id, team_id, host_id, template, sizes,

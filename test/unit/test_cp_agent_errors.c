@@ -33,6 +33,7 @@ static void test_grpc_mapping(void **state)
     mapping_is(GRPC_STATUS_DEADLINE_EXCEEDED, 502, "agent_error");
     mapping_is(GRPC_STATUS_INTERNAL, 502, "agent_error");
     mapping_is(GRPC_STATUS_UNKNOWN, 502, "agent_error");
+    mapping_is(GRPC_STATUS_RESOURCE_EXHAUSTED, 503, "no_capacity");
 
     /* Only a refused/failed connection is retried: the request never left. */
     assert_true(agent_is_connect_failure(GRPC_STATUS_UNAVAILABLE,
