@@ -94,6 +94,7 @@ static const struct {
     {SBOP_NOT_FOUND, 404, "not_found"},
     {SBOP_CONFLICT, 409, "invalid_state"},
     {SBOP_AGENT_UNREACHABLE, 502, "agent_error"},
+    {SBOP_QUOTA_EXCEEDED, 429, "quota_exceeded"},
     {SBOP_CREATE_UNKNOWN, 0, NULL},
 };
 

@@ -71,6 +71,18 @@ int db_host_least_loaded(db_conn *db, const char *const *skip, size_t n_skip, db
 /* Inserts a pending row from in (id, team_id, host_id, template, sizes,
  * timeout) and returns the stored row. */
 int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr *err);
+/* The same, atomically with the team's quota (teams.max_sandboxes,
+ * max_memory_mb over its sandboxes not stopped/error; a per-team advisory
+ * lock serialises concurrent creates of one team). Over quota: returns 0,
+ * *over = true, msg says which limit, nothing inserted. */
+int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_row *out, bool *over, char *msg,
+                                   size_t msg_size, terr *err);
+
+/* ---- teams */
+/* Sets the quota of the team named name; -1 = unlimited. *found = false
+ * when no such team. */
+int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes, long long max_memory_mb,
+                      bool *found, terr *err);
 /* team_id NULL = any team (reconciler). */
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
                    terr *err);

@@ -236,8 +236,14 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const db_h
     row.memory_mb = spec->memory_mb;
     row.timeout_sec = spec->timeout_sec;
     snprintf(res->row.id, sizeof res->row.id, "%s", row.id);
-    if (db_sandbox_insert(c->db, &row, &res->row, &err) != 0) {
+    bool over;
+    if (db_sandbox_insert_within_quota(c->db, &row, &res->row, &over, res->err.msg, sizeof res->err.msg, &err) != 0) {
         internal(res, &err);
+        return 0;
+    }
+    if (over) {
+        res->row.id[0] = '\0';
+        set_outcome(res, SBOP_QUOTA_EXCEEDED);
         return 0;
     }
     log_info("event=sandbox_create_start sandbox_id=%s host_id=%s template=%s vcpus=%d memory_mb=%d "

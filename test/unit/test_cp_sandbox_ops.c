@@ -307,6 +307,46 @@ static void test_create_skips_a_full_host_and_fails_when_all_are_full(void **sta
     o->app.lc = o->fx->lc;
 }
 
+/* The team quota (running + paused, sandboxes and memory): beyond it the
+ * create is SBOP_QUOTA_EXCEEDED (REST 429) with no row and no agent call;
+ * another team is not affected; -1 lifts it. */
+static void test_create_beyond_the_team_quota_is_refused(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    bool found;
+    if (db_team_set_quota(o->db, "team-a", 1, 200, &found, &e) != 0 || !found) fail_msg("quota: %s", e.msg);
+    sbop_result res, res2;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    sbop_result pres;
+    sandbox_ops_pause(&o->ctx, res.row.id, &pres);
+    assert_outcome(pres, SBOP_OK); /* paused still counts */
+    sandbox_ops_create(&o->ctx, &spec, &res2);
+    assert_outcome(res2, SBOP_QUOTA_EXCEEDED);
+    assert_non_null(strstr(res2.err.msg, "at most 1"));
+
+    /* Memory: 128 in use + 128 > 200. */
+    if (db_team_set_quota(o->db, "team-a", 5, 200, &found, &e) != 0) fail_msg("quota: %s", e.msg);
+    sandbox_ops_create(&o->ctx, &spec, &res2);
+    assert_outcome(res2, SBOP_QUOTA_EXCEEDED);
+    assert_non_null(strstr(res2.err.msg, "MiB"));
+
+    /* Team b has no quota. */
+    sbop_ctx cb = o->ctx;
+    cb.team_id = o->team_b;
+    sandbox_ops_create(&cb, &spec, &res2);
+    assert_outcome(res2, SBOP_OK);
+    sandbox_ops_delete(&cb, res2.row.id, &pres);
+
+    if (db_team_set_quota(o->db, "team-a", -1, -1, &found, &e) != 0) fail_msg("quota: %s", e.msg);
+    sandbox_ops_create(&o->ctx, &spec, &res2);
+    assert_outcome(res2, SBOP_OK);
+    sandbox_ops_delete(&o->ctx, res2.row.id, &pres);
+    sandbox_ops_delete(&o->ctx, res.row.id, &pres);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -315,6 +355,7 @@ int main(void)
         cmocka_unit_test(test_resume_of_a_sandbox_the_agent_lost_stops_the_row),
         cmocka_unit_test(test_refused_create_leaves_no_row),
         cmocka_unit_test(test_create_with_an_unreachable_agent_ends_in_error),
+        cmocka_unit_test(test_create_beyond_the_team_quota_is_refused),
         cmocka_unit_test(test_create_skips_a_full_host_and_fails_when_all_are_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
