@@ -47,7 +47,7 @@ int admission_check_ram_locked(const admission_config *cfg, sandbox_table *t, in
     int64_t limit = (int64_t)((double)host * cfg->overcommit);
     if (used + memory_mb > limit)
         return terr_set(err, "no capacity on this host: guest RAM in use %lld MiB + %d MiB requested exceeds "
-                             "%lld MiB (host %lld MiB x overcommit %.2f)",
+                             "%lld MiB (host %lld MiB x overcommit %g)",
                         (long long)used, memory_mb, (long long)limit, (long long)host, cfg->overcommit);
     return 0;
 }

@@ -58,7 +58,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
                             .disk_path = cfg->state_dir};
     if (adm.overcommit > 0 && (adm.host_memory_mb = admission_host_memory_mb(&err)) < 0)
         fatal("stage=admission %s", err.msg);
-    log_info("event=admission_limits host_memory_mb=%lld memory_overcommit=%.2f disk_reserve_mb=%d",
+    log_info("event=admission_limits host_memory_mb=%lld memory_overcommit=%g disk_reserve_mb=%d",
              (long long)adm.host_memory_mb, cfg->memory_overcommit, cfg->disk_reserve_mb);
     lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .admission = &adm};
     if (lifecycle_open(&lcfg, &lc, &err) != 0) fatal("stage=recover %s", err.msg);
