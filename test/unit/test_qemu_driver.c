@@ -458,12 +458,14 @@ typedef struct recovered {
     int paused, running;
     char paused_id[RUNTIME_ID_MAX];
     runtime_vm *vm;
+    runtime_vm *all[8]; /* every running one, in report order (the first 8) */
 } recovered;
 
 static void on_recover(void *ctx, const runtime_spec *spec, runtime_vm *vm)
 {
     recovered *r = ctx;
     if (vm) {
+        if (r->running < 8) r->all[r->running] = vm;
         r->running++;
         r->vm = vm;
     } else {
@@ -714,6 +716,45 @@ static void test_recover_guest_late(void **state)
     runtime_vm_unref(rec.vm);
 }
 
+/* N running VMs whose torpor-guest is stopped (kill -STOP from inside):
+ * an agent restart re-attaches them in parallel, so it waits about one
+ * guest timeout (QEMU_RECOVER_GUEST_MS, 30 s), not N of them; each is
+ * reported running and can be destroyed. */
+static void test_recover_silent_guests_in_parallel(void **state)
+{
+    fixture *f = *state;
+    terr err = {""};
+    enum { N = 3 };
+    char ids[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "sb-silent-%d", i);
+        runtime_spec s = spec_of(ids[i]);
+        runtime_vm *vm = NULL;
+        assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+        runtime_exec_request req = {
+            .cmd = "pid=$(pidof torpor-guest); (sleep 1; kill -STOP $pid) </dev/null >/dev/null 2>&1 &",
+            .timeout_sec = 10};
+        runtime_exec_result res;
+        assert_int_equal(f->drv->ops->exec(f->drv, vm, &req, &res, &err), 0);
+        runtime_exec_result_free(&res);
+        runtime_vm_unref(vm);
+    }
+    sleep(3);
+    recovered rec;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    restart_driver(f, &rec);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    print_message("recover of %d silent guests took %.1f s\n", N, took);
+    assert_int_equal(rec.running, N);
+    assert_true(took < 50); /* serial would be >= 90 s */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(f->drv->ops->destroy(f->drv, rec.all[i]->sandbox_id, rec.all[i], &err), 0);
+        runtime_vm_unref(rec.all[i]);
+    }
+}
+
 /* A committed snapshot next to a live QEMU (the agent died after the
  * commit, before QEMU was gone): the snapshot wins — that QEMU is killed and
  * the sandbox reported paused, and it resumes. Simulated by pointing the
@@ -931,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_recover),
         cmocka_unit_test(test_recover_stopped_mid_pause),
         cmocka_unit_test(test_recover_guest_late),
+        cmocka_unit_test(test_recover_silent_guests_in_parallel),
         cmocka_unit_test(test_recover_snapshot_wins),
         cmocka_unit_test(test_recover_qmp_late),
         cmocka_unit_test(test_recover_create_cut_short),
