@@ -43,6 +43,7 @@ typedef enum {
     AGENT_ALREADY_EXISTS,
     AGENT_INTERNAL,
     AGENT_RESOURCE_EXHAUSTED, /* admission control: no room on this host (admission.h) */
+    AGENT_UNAVAILABLE,        /* the sandbox is recovering (re-attached after a restart): retry */
 } agent_code;
 
 /* Numeric limits and the id/template name rules: torpor_limits.h (shared
@@ -59,6 +60,11 @@ typedef struct lifecycle_config {
     runtime_driver *driver;   /* borrowed */
     journal *journal;         /* borrowed */
     const agent_clock *clock; /* borrowed */
+    /* Re-attach running VMs on a background thread: open returns once every
+     * sandbox is known (paused ones as paused, live ones as "recovering",
+     * answering UNAVAILABLE until re-attached). false = all before open
+     * returns. Only for drivers that announce (runtime_recover_fn). */
+    bool async_recover;
     /* Host limits for create and resume; NULL = none (copied). */
     const struct admission_config *admission;
 } lifecycle_config;

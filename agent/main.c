@@ -60,7 +60,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         fatal("stage=admission %s", err.msg);
     log_info("event=admission_limits host_memory_mb=%lld memory_overcommit=%g disk_reserve_mb=%d",
              (long long)adm.host_memory_mb, cfg->memory_overcommit, cfg->disk_reserve_mb);
-    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .admission = &adm};
+    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .admission = &adm,
+                             .async_recover = true};
     if (lifecycle_open(&lcfg, &lc, &err) != 0) fatal("stage=recover %s", err.msg);
 
     reaper *rp = NULL;

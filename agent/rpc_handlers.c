@@ -20,6 +20,7 @@ grpc_status_code agent_code_to_grpc(agent_code c)
     case AGENT_ALREADY_EXISTS: return GRPC_STATUS_ALREADY_EXISTS;
     case AGENT_INTERNAL: return GRPC_STATUS_INTERNAL;
     case AGENT_RESOURCE_EXHAUSTED: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case AGENT_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
     }
     return GRPC_STATUS_UNKNOWN;
 }

@@ -34,9 +34,11 @@ typedef enum {
     SANDBOX_PAUSED,
     SANDBOX_RESUMING,
     SANDBOX_DESTROYING,   /* internal: driver destroy in progress */
+    SANDBOX_RECOVERING,   /* a live VM the restarted agent is still re-attaching */
 } sandbox_status;
 
-/* "running", "pausing", "paused", "resuming", "creating", "destroying". */
+/* "running", "pausing", "paused", "resuming", "creating", "destroying",
+ * "recovering". */
 const char *sandbox_status_name(sandbox_status s);
 
 typedef struct sandbox {

@@ -200,6 +200,9 @@ static agent_view view_from_status(const char *s)
     if (strcmp(s, "pausing") == 0) return AGENT_VIEW_PAUSING;
     if (strcmp(s, "paused") == 0) return AGENT_VIEW_PAUSED;
     if (strcmp(s, "resuming") == 0) return AGENT_VIEW_RESUMING;
+    /* Re-attached after an agent restart: held, its calls answer
+     * UNAVAILABLE for now; like a transition, never gone. */
+    if (strcmp(s, "recovering") == 0) return AGENT_VIEW_PAUSING;
     /* An unknown status from a newer agent: it holds the sandbox, so treat
      * it as in transition rather than gone. */
     return AGENT_VIEW_PAUSING;

@@ -217,6 +217,7 @@ typedef struct recover_run {
     int running, removed, kept;
     char (*ids)[RUNTIME_ID_MAX];
     int *fds;
+    runtime_spec *specs; /* announced ones: specs[i].sandbox_id[0] != 0 */
     size_t n, next;
 } recover_run;
 
@@ -232,7 +233,7 @@ static void remove_dir(qemu_drv *d, const char *id, const char *why)
                  log_quote(why, q, sizeof q));
 }
 
-static void recover_live(recover_run *rr, const char *id, int sbfd)
+static void recover_live(recover_run *rr, const char *id, int sbfd, const runtime_spec *announced)
 {
     char q[LOG_QUOTE_MAX];
     terr why = {"not a sandbox directory"};
@@ -257,6 +258,7 @@ static void recover_live(recover_run *rr, const char *id, int sbfd)
         remove_dir(rr->d, id, why.msg);
         rr->removed++;
     }
+    if (r != 0 && announced) rr->cb(rr->ctx, announced, RUNTIME_VM_GONE);
     pthread_mutex_unlock(&rr->mu);
 }
 
@@ -268,7 +270,7 @@ static void *recover_worker(void *arg)
         size_t i = rr->next < rr->n ? rr->next++ : rr->n;
         pthread_mutex_unlock(&rr->mu);
         if (i >= rr->n) return NULL;
-        recover_live(rr, rr->ids[i], rr->fds[i]);
+        recover_live(rr, rr->ids[i], rr->fds[i], rr->specs[i].sandbox_id[0] ? &rr->specs[i] : NULL);
     }
 }
 
@@ -321,7 +323,9 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
                 if (ni) rr.ids = ni;
                 void *nf = ni ? realloc(rr.fds, nc * sizeof *rr.fds) : NULL;
                 if (nf) rr.fds = nf;
-                if (!ni || !nf) {
+                void *ns = nf ? realloc(rr.specs, nc * sizeof *rr.specs) : NULL;
+                if (ns) rr.specs = ns;
+                if (!ni || !nf || !ns) {
                     /* Out of memory: leave this one alone (never delete a live VM). */
                     log_error("event=recover_skipped sandbox_id=%s error=\"out of memory\"", id);
                     close(sbfd);
@@ -331,6 +335,17 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
                 cap = nc;
             }
             memcpy(rr.ids[rr.n], id, strlen(id) + 1);
+            /* Announce it (listed as recovering meanwhile) when its
+             * description is readable; otherwise it is reported only if it
+             * comes back. */
+            qemu_meta desc;
+            terr derr;
+            memset(&rr.specs[rr.n], 0, sizeof rr.specs[rr.n]);
+            if (qemu_meta_read(sbfd, QEMU_RUNNING_FILE, &desc, &derr) == 0) {
+                rr.specs[rr.n] = desc.spec;
+                memcpy(rr.specs[rr.n].sandbox_id, id, strlen(id) + 1);
+                cb(ctx, &rr.specs[rr.n], RUNTIME_VM_RECOVERING);
+            }
             rr.fds[rr.n++] = sbfd;
             continue;
         }
@@ -338,6 +353,7 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
         rr.removed++;
     }
     closedir(dir);
+    cb(ctx, NULL, RUNTIME_VM_RECOVERING); /* every sandbox is known now */
     long long t0 = mono_ms();
     pthread_t th[RECOVER_PARALLEL];
     int nth = 0;
@@ -349,6 +365,7 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
     pthread_mutex_destroy(&rr.mu);
     free(rr.ids);
     free(rr.fds);
+    free(rr.specs);
     log_info("event=recover_done paused=%d running=%d removed=%d kept=%d live_candidates=%zu workers=%d "
              "reattach_ms=%lld",
              paused, rr.running, rr.removed, rr.kept, rr.n, nth + 1, mono_ms() - t0);

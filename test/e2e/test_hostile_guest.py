@@ -4,7 +4,9 @@ a guest whose torpor-guest stops reading its channel (kill -STOP from inside)
 cannot block the agent: a 4 MiB files/write to it fails within its deadline,
 another sandbox's exec answers meanwhile, later calls to it fail fast with a
 clear error, its pause and destroy still work, and SIGTERM of the agent
-returns within --shutdown-timeout while such a write is in flight."""
+returns within --shutdown-timeout while such a write is in flight; after an
+agent restart such a VM is listed as recovering (503 unavailable) while it is
+re-attached, and the agent is ready before that ends."""
 
 import os
 import signal
@@ -13,7 +15,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, run_tests, wait_until, b64  # noqa: E402
+from harness import Stack, expect_error, run_tests, wait_until, b64  # noqa: E402
 
 SHUTDOWN_TIMEOUT = 10   # --shutdown-timeout of this stack's agent (s)
 FILES_DEADLINE = 60     # the control plane's deadline for files calls (agent_client.h)
@@ -107,11 +109,35 @@ def test_sigterm_returns_within_shutdown_timeout_with_a_stuck_write(s):
     s.destroy(ctx["b"])
 
 
+def test_restart_lists_a_silent_guest_as_recovering_and_answers_503(s):
+    """An agent restart with a VM whose guest does not answer: the agent is
+    ready before that VM is re-attached (not after its 30 s guest timeout),
+    calls to it answer 503 unavailable with Retry-After meanwhile, the
+    reconciler keeps its row, and once re-attached it can be destroyed."""
+    d = s.create({"memory_mb": 128})["id"]
+    stop_guest(s, d)
+    t0 = time.monotonic()
+    s.agent.stop(signal.SIGKILL)
+    s.start_agent()
+    ready = time.monotonic() - t0
+    print(f"    agent ready {ready:.1f}s after the restart")
+    assert ready < 25, f"the agent waited for the silent guest: ready after {ready:.1f}s"
+    st, body = s.request("POST", f"/v1/sandboxes/{d}/exec", {"cmd": "true"})
+    print(f"    exec while recovering: {st} {body}")
+    expect_error((st, body), 503, "unavailable", "exec on a recovering sandbox")
+    assert "recovering" in body["error"]["message"], body
+    time.sleep(s.reconcile_interval * 2 + 1)
+    assert s.status_of(d) == "running", "the reconciler must not take a recovering sandbox for gone"
+    s.agent.wait_log(r"event=table_recovered", 90, what="re-attach done")
+    s.destroy(d)
+
+
 TESTS = [
     test_write_to_a_guest_that_stops_reading_fails_within_its_deadline,
     test_later_calls_fail_fast_with_a_clear_error,
     test_pause_and_destroy_of_the_stuck_sandbox_work,
     test_sigterm_returns_within_shutdown_timeout_with_a_stuck_write,
+    test_restart_lists_a_silent_guest_as_recovering_and_answers_503,
 ]
 
 if __name__ == "__main__":
