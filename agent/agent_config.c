@@ -10,7 +10,7 @@
 
 enum {
     OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
-    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_OVERCOMMIT, OPT_DISK_RESERVE, OPT_HELP,
+    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_OVERCOMMIT, OPT_DISK_RESERVE, OPT_TEMPLATE_CACHE, OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
@@ -50,6 +50,9 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --disk-reserve-mb N      admit a create/resume only while the state dir's file\n"
             "                           system keeps N MiB free beyond the new VM's RAM file;\n"
             "                           -1 = no check (TORPOR_DISK_RESERVE_MB, default 1024)\n"
+            "  --template-cache N       template snapshots kept (distinct template x shape),\n"
+            "                           least recently used evicted; -1 = unlimited\n"
+            "                           (TORPOR_TEMPLATE_CACHE, default 8)\n"
             "  --help                   this text\n"
             "\n"
             "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -113,6 +116,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
     const char *overcommit = env_or("TORPOR_MEMORY_OVERCOMMIT", "1.5");
     const char *reserve = env_or("TORPOR_DISK_RESERVE_MB", "1024");
+    const char *tcache = env_or("TORPOR_TEMPLATE_CACHE", "8");
 
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -128,6 +132,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"tls-client-name", required_argument, NULL, OPT_TLS_CLIENT_NAME},
         {"memory-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
         {"disk-reserve-mb", required_argument, NULL, OPT_DISK_RESERVE},
+        {"template-cache", required_argument, NULL, OPT_TEMPLATE_CACHE},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -149,6 +154,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_TLS_CLIENT_NAME: cfg->tls_client_name = optarg; break;
         case OPT_OVERCOMMIT: overcommit = optarg; break;
         case OPT_DISK_RESERVE: reserve = optarg; break;
+        case OPT_TEMPLATE_CACHE: tcache = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':':
             terr_set(err, "%s needs a value", argv[optind - 1]);
@@ -183,8 +189,13 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         terr_set(err, "--memory-overcommit: a factor 0..100 (0 = no check), got \"%s\"", overcommit);
         return AGENT_CONFIG_ERROR;
     }
-    if (parse_int("--disk-reserve-mb", reserve, -1, 1 << 30, &cfg->disk_reserve_mb, err) != 0)
+    if (parse_int("--disk-reserve-mb", reserve, -1, 1 << 30, &cfg->disk_reserve_mb, err) != 0 ||
+        parse_int("--template-cache", tcache, -1, 1 << 20, &cfg->template_cache, err) != 0)
         return AGENT_CONFIG_ERROR;
+    if (cfg->template_cache == 0) {
+        terr_set(err, "--template-cache: at least 1, or -1 for unlimited");
+        return AGENT_CONFIG_ERROR;
+    }
     int n_tls = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;
     if (n_tls != 0 && n_tls != 3) {
         terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");

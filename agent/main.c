@@ -44,7 +44,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
      * re-attaches them. */
     qemu_accel accel;
     if (runtime_qemu_parse_accel(cfg->accel, &accel) != 0) fatal("stage=config bad accel %s", cfg->accel);
-    runtime_qemu_config qcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .accel = accel};
+    runtime_qemu_config qcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .accel = accel,
+                                .template_cache_max = cfg->template_cache};
     runtime_driver *driver = NULL;
     if (runtime_qemu_open(&qcfg, &driver, &err) != 0) fatal("stage=runtime %s", err.msg);
 

@@ -26,6 +26,10 @@ typedef struct runtime_qemu_config {
      * unmapped; they come back on use (docs/runtime.md, "Idle trim").
      * 0 = default (5000 ms); < 0 = never. */
     int idle_trim_ms;
+    /* Template snapshots kept (distinct template x shape), least recently
+     * used evicted first; one in use by a create in progress never is.
+     * 0 = default (8); < 0 = unlimited. */
+    int template_cache_max;
 } runtime_qemu_config;
 
 int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr *err);

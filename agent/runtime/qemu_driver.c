@@ -458,6 +458,8 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
         terr_set(err, "open state dir %s: %s", cfg->state_dir, strerror(errno));
         goto fail;
     }
+    d->tpl_cache_max = cfg->template_cache_max == 0 ? QEMU_TEMPLATE_CACHE_DEFAULT
+                       : cfg->template_cache_max < 0 ? 0 : cfg->template_cache_max;
     d->idle_trim_ms = cfg->idle_trim_ms == 0 ? QEMU_IDLE_TRIM_MS_DEFAULT
                       : cfg->idle_trim_ms < 0 ? 0 : cfg->idle_trim_ms;
     if (qemu_watch_start(&d->watch, d->idle_trim_ms, err) < 0) goto fail;

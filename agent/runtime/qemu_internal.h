@@ -47,6 +47,7 @@ typedef struct qemu_drv {
     qemu_tpl_build *building;
     qemu_watch *watch;
     int idle_trim_ms;    /* > 0: trim a VM's QEMU after this long without calls */
+    int tpl_cache_max;   /* > 0: committed templates kept (LRU); 0 = unlimited */
 } qemu_drv;
 
 typedef enum { QVM_RUNNING, QVM_PAUSED, QVM_DESTROYED, QVM_DEAD } qvm_state;
@@ -128,6 +129,11 @@ int64_t qemu_unix_ms(void);
  * *tplfd is an open fd of templates/<key>/ and *meta its metadata. */
 int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int *tplfd,
                       qemu_meta *meta, terr *err);
+#define QEMU_TEMPLATE_CACHE_DEFAULT 8
+/* The template fd qemu_template_get hands out holds a shared flock on the
+ * directory until closed: eviction (LRU beyond tpl_cache_max, after each
+ * get) takes an exclusive one without waiting, so a template a create still
+ * copies from is never removed. */
 /* recover(): removes half-built template dirs. */
 void qemu_template_cleanup(qemu_drv *d);
 

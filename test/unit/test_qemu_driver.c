@@ -29,6 +29,7 @@
 
 #include "qemu.h"
 #include "qemu_fixture.h"
+#include "qemu_internal.h"
 #include "qemu_proc.h"
 #include "qmp.h"
 #include "runtime.h"
@@ -777,6 +778,55 @@ static void test_recover_silent_guests_in_parallel(void **state)
     }
 }
 
+static int count_templates(fixture *f)
+{
+    char p[PATH_MAX * 2];
+    snprintf(p, sizeof p, "%s/templates", f->state_dir);
+    DIR *d = opendir(p);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.' && !strstr(e->d_name, ".building")) n++;
+    closedir(d);
+    return n;
+}
+
+static void create_and_destroy(fixture *f, const char *id, int memory_mb)
+{
+    terr err = {""};
+    runtime_spec s = spec_of(id);
+    s.memory_mb = memory_mb;
+    runtime_vm *vm = NULL;
+    assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+    assert_int_equal(f->drv->ops->destroy(f->drv, id, vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
+/* The template cache keeps at most template_cache_max (template, shape)
+ * snapshots, evicting the least recently used, never one a create still
+ * holds (simulated by holding qemu_template_get's fd). */
+static void test_template_cache_is_bounded_and_spares_one_in_use(void **state)
+{
+    fixture *f = *state;
+    f->drv->ops->close(f->drv);
+    f->template_cache_max = 1;
+    assert_int_equal(qemu_fixture_reopen(f), 0);
+    terr err = {""};
+    int held;
+    qemu_meta m;
+    assert_int_equal(qemu_template_get(qemu_drv_of(f->drv), "minimal", 1, 128, &held, &m, &err), 0);
+    create_and_destroy(f, "sb-tpl-144", 144); /* a new shape: built, cache over its limit */
+    assert_int_equal(count_templates(f), 2); /* the 128 MiB one is in use: kept */
+    close(held);
+    create_and_destroy(f, "sb-tpl-160", 160);
+    assert_int_equal(count_templates(f), 1); /* both older ones evicted */
+
+    f->drv->ops->close(f->drv);
+    f->template_cache_max = 0;
+    assert_int_equal(qemu_fixture_reopen(f), 0);
+}
+
 /* A committed snapshot next to a live QEMU (the agent died after the
  * commit, before QEMU was gone): the snapshot wins — that QEMU is killed and
  * the sandbox reported paused, and it resumes. Simulated by pointing the
@@ -995,6 +1045,7 @@ int main(void)
         cmocka_unit_test(test_recover_stopped_mid_pause),
         cmocka_unit_test(test_recover_guest_late),
         cmocka_unit_test(test_recover_silent_guests_in_parallel),
+        cmocka_unit_test(test_template_cache_is_bounded_and_spares_one_in_use),
         cmocka_unit_test(test_recover_snapshot_wins),
         cmocka_unit_test(test_recover_qmp_late),
         cmocka_unit_test(test_recover_create_cut_short),
