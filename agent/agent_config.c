@@ -10,7 +10,7 @@
 
 enum {
     OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
-    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_OVERCOMMIT, OPT_DISK_RESERVE, OPT_TEMPLATE_CACHE, OPT_HELP,
+    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_OVERCOMMIT, OPT_DISK_RESERVE, OPT_TEMPLATE_CACHE, OPT_VM_USER, OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
@@ -53,6 +53,9 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --template-cache N       template snapshots kept (distinct template x shape),\n"
             "                           least recently used evicted; -1 = unlimited\n"
             "                           (TORPOR_TEMPLATE_CACHE, default 8)\n"
+            "  --vm-user NAME           run every QEMU as this unprivileged user (its sandbox\n"
+            "                           directory and RAM file 0700/0600, owned by it)\n"
+            "                           (TORPOR_VM_USER, default: the agent's own user)\n"
             "  --help                   this text\n"
             "\n"
             "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -111,6 +114,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     cfg->tls_key = env_or("TORPOR_TLS_KEY", NULL);
     cfg->tls_ca = env_or("TORPOR_TLS_CA", NULL);
     cfg->tls_client_name = env_or("TORPOR_TLS_CLIENT_NAME", NULL);
+    cfg->vm_user = env_or("TORPOR_VM_USER", NULL);
     const char *interval = env_or("TORPOR_REAPER_INTERVAL", "2");
     const char *workers = env_or("TORPOR_PAUSE_WORKERS", "2");
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
@@ -133,6 +137,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"memory-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
         {"disk-reserve-mb", required_argument, NULL, OPT_DISK_RESERVE},
         {"template-cache", required_argument, NULL, OPT_TEMPLATE_CACHE},
+        {"vm-user", required_argument, NULL, OPT_VM_USER},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -155,6 +160,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_OVERCOMMIT: overcommit = optarg; break;
         case OPT_DISK_RESERVE: reserve = optarg; break;
         case OPT_TEMPLATE_CACHE: tcache = optarg; break;
+        case OPT_VM_USER: cfg->vm_user = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':':
             terr_set(err, "%s needs a value", argv[optind - 1]);

@@ -45,7 +45,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     qemu_accel accel;
     if (runtime_qemu_parse_accel(cfg->accel, &accel) != 0) fatal("stage=config bad accel %s", cfg->accel);
     runtime_qemu_config qcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .accel = accel,
-                                .template_cache_max = cfg->template_cache};
+                                .template_cache_max = cfg->template_cache, .vm_user = cfg->vm_user};
     runtime_driver *driver = NULL;
     if (runtime_qemu_open(&qcfg, &driver, &err) != 0) fatal("stage=runtime %s", err.msg);
 

@@ -169,7 +169,7 @@ int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *sh
         free(b);
         return -1;
     }
-    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, &in->proc, err);
+    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, in->run_as, &in->proc, err);
     free(b);
     if (r < 0) return -1;
     if (qemu_proc_write_pidfile(in->dirfd, &in->proc, err) < 0) goto fail;

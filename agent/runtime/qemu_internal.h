@@ -48,6 +48,8 @@ typedef struct qemu_drv {
     qemu_watch *watch;
     int idle_trim_ms;    /* > 0: trim a VM's QEMU after this long without calls */
     int tpl_cache_max;   /* > 0: committed templates kept (LRU); 0 = unlimited */
+    qemu_run_as vm_user; /* valid when run_as != NULL */
+    const qemu_run_as *run_as; /* &vm_user, or NULL: QEMU runs as the agent's user */
 } qemu_drv;
 
 typedef enum { QVM_RUNNING, QVM_PAUSED, QVM_DESTROYED, QVM_DEAD } qvm_state;
@@ -112,6 +114,9 @@ int qemu_fsync_dir(int dirfd, terr *err);
 int qemu_rmtree(int parentfd, const char *name, terr *err);
 /* Copies src to <dstdir>/<dst_name> (new file) keeping holes, fast. */
 int qemu_copy_sparse(int srcfd, int dstdirfd, const char *dst_name, terr *err);
+/* With a VM user: gives it fd (a directory: 0700, a file: 0600). No-op
+ * without. */
+int qemu_own_for_vm(const qemu_drv *d, int fd, bool dir, terr *err);
 /* Turns every all-zero 4 KiB page of the file into a hole (same content,
  * fewer blocks): done once per template so each clone copies less. */
 int qemu_punch_zeros(int fd, terr *err);

@@ -113,11 +113,16 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     int bfd = openat(d->tpl_dirfd, bname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (bfd < 0) return terr_set(err, "open %s: %s", bname, strerror(errno));
     log_info("event=template_build_start template=%s key=%s accel=%s", name, key, d->accel);
-    qemu_inst in = {.dirfd = bfd};
+    qemu_inst in = {.dirfd = bfd, .run_as = d->run_as};
+    terr e2;
+    if (qemu_own_for_vm(d, bfd, true, err) < 0) {
+        close(bfd);
+        qemu_rmtree(d->tpl_dirfd, bname, &e2);
+        return -1;
+    }
     snprintf(in.id, sizeof in.id, "torpor-template-%s", name);
     guest_channel *ch = NULL;
     int state_fd = -1, ram_fd = -1;
-    terr e2;
     if (qemu_inst_start(&in, d->qemu_binary, shape, -1, err) < 0) goto fail;
     if (guest_channel_open(bfd, QEMU_GUEST_SOCK, in.id, in.proc.pidfd, QEMU_GUEST_BOOT_MS, &ch, err) < 0) {
         terr_wrap(err, "template %s did not come up", name);
@@ -145,6 +150,12 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         goto fail;
     }
     if (qemu_punch_zeros(ram_fd, err) < 0) goto fail;
+    /* Built: back to root, so no VM user (a QEMU escape) can alter what
+     * every later clone starts from. */
+    if (d->run_as && (fchown(ram_fd, 0, 0) < 0 || fchown(bfd, 0, 0) < 0 || fchmod(bfd, 0755) < 0)) {
+        terr_set(err, "give the template back to root: %s", strerror(errno));
+        goto fail;
+    }
     if (fsync(ram_fd) < 0 || fsync(state_fd) < 0) {
         terr_set(err, "fsync template snapshot: %s", strerror(errno));
         goto fail;
