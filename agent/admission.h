@@ -35,6 +35,7 @@ int64_t admission_host_memory_mb(terr *err);
 /* Disk part; call without the table lock (statvfs). 0 = admitted. */
 int admission_check_disk(const admission_config *cfg, int memory_mb, terr *err);
 /* RAM part; table lock held. 0 = admitted. */
-int admission_check_ram_locked(const admission_config *cfg, sandbox_table *t, int memory_mb, terr *err);
+int admission_check_ram_locked(const admission_config *cfg, sandbox_table *t, int memory_mb,
+                               terr *err);
 
 #endif

@@ -89,7 +89,8 @@ static void test_host_memory_is_read_from_meminfo(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_ram_beyond_overcommit_is_refused_and_pause_frees_it, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_ram_beyond_overcommit_is_refused_and_pause_frees_it,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_disk_below_reserve_is_refused, setup, teardown),
         cmocka_unit_test(test_host_memory_is_read_from_meminfo),
     };

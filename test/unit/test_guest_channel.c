@@ -26,8 +26,8 @@
 #include "mono_time.h"
 
 typedef enum {
-    FAKE_STOP_READING, /* answers the handshake, then never reads again */
-    FAKE_HUGE_PONG,    /* answers the 2nd PING with a header announcing 1 MiB */
+    FAKE_STOP_READING,   /* answers the handshake, then never reads again */
+    FAKE_HUGE_PONG,      /* answers the 2nd PING with a header announcing 1 MiB */
     FAKE_JUNK_THEN_PONG, /* before the 2nd PONG: an 8 MiB frame with an unknown id */
 } fake_mode;
 
@@ -160,7 +160,8 @@ static int big_write(guest_channel *ch, int timeout_ms, terr *e)
     uint8_t *data = calloc(1, n);
     uint8_t *p = NULL;
     size_t pn = 0;
-    int rc = guest_channel_call(ch, GP_WRITE_FILE, data, n, GP_WRITE_RESULT, timeout_ms, &p, &pn, e);
+    int rc =
+        guest_channel_call(ch, GP_WRITE_FILE, data, n, GP_WRITE_RESULT, timeout_ms, &p, &pn, e);
     free(p);
     free(data);
     return rc;
