@@ -10,7 +10,8 @@
 
 enum {
     OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
-    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_METRICS_ADDR, OPT_HELP,
+    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_OVERCOMMIT, OPT_DISK_RESERVE, OPT_TEMPLATE_CACHE, OPT_VM_USER,
+    OPT_METRICS_ADDR, OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
@@ -44,6 +45,21 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --metrics-addr ADDR|off  Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
             "                           on loopback or a scrape network; port 0 = ephemeral\n"
             "                           (TORPOR_AGENT_METRICS_ADDR, default 127.0.0.1:9465)\n"
+            "  --tls-client-name NAME   serve only clients whose certificate names NAME (a SAN\n"
+            "                           entry, else the CN), not any the CA signed\n"
+            "                           (TORPOR_TLS_CLIENT_NAME; needs --tls-*)\n"
+            "  --memory-overcommit X    admit a create/resume only while the guest RAM of\n"
+            "                           running sandboxes stays within MemTotal x X; 0 = no\n"
+            "                           check (TORPOR_MEMORY_OVERCOMMIT, default 1.5)\n"
+            "  --disk-reserve-mb N      admit a create/resume only while the state dir's file\n"
+            "                           system keeps N MiB free beyond the new VM's RAM file;\n"
+            "                           -1 = no check (TORPOR_DISK_RESERVE_MB, default 1024)\n"
+            "  --template-cache N       template snapshots kept (distinct template x shape),\n"
+            "                           least recently used evicted; -1 = unlimited\n"
+            "                           (TORPOR_TEMPLATE_CACHE, default 8)\n"
+            "  --vm-user NAME           run every QEMU as this unprivileged user (its sandbox\n"
+            "                           directory and RAM file 0700/0600, owned by it)\n"
+            "                           (TORPOR_VM_USER, default: the agent's own user)\n"
             "  --help                   this text\n"
             "\n"
             "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -102,9 +118,14 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     cfg->tls_key = env_or("TORPOR_TLS_KEY", NULL);
     cfg->tls_ca = env_or("TORPOR_TLS_CA", NULL);
     cfg->metrics_addr = env_or("TORPOR_AGENT_METRICS_ADDR", "127.0.0.1:9465");
+    cfg->tls_client_name = env_or("TORPOR_TLS_CLIENT_NAME", NULL);
+    cfg->vm_user = env_or("TORPOR_VM_USER", NULL);
     const char *interval = env_or("TORPOR_REAPER_INTERVAL", "2");
     const char *workers = env_or("TORPOR_PAUSE_WORKERS", "2");
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
+    const char *overcommit = env_or("TORPOR_MEMORY_OVERCOMMIT", "1.5");
+    const char *reserve = env_or("TORPOR_DISK_RESERVE_MB", "1024");
+    const char *tcache = env_or("TORPOR_TEMPLATE_CACHE", "8");
 
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -118,6 +139,11 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ca", required_argument, NULL, OPT_TLS_CA},
         {"metrics-addr", required_argument, NULL, OPT_METRICS_ADDR},
+        {"tls-client-name", required_argument, NULL, OPT_TLS_CLIENT_NAME},
+        {"memory-overcommit", required_argument, NULL, OPT_OVERCOMMIT},
+        {"disk-reserve-mb", required_argument, NULL, OPT_DISK_RESERVE},
+        {"template-cache", required_argument, NULL, OPT_TEMPLATE_CACHE},
+        {"vm-user", required_argument, NULL, OPT_VM_USER},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -137,6 +163,11 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_TLS_KEY: cfg->tls_key = optarg; break;
         case OPT_TLS_CA: cfg->tls_ca = optarg; break;
         case OPT_METRICS_ADDR: cfg->metrics_addr = optarg; break;
+        case OPT_TLS_CLIENT_NAME: cfg->tls_client_name = optarg; break;
+        case OPT_OVERCOMMIT: overcommit = optarg; break;
+        case OPT_DISK_RESERVE: reserve = optarg; break;
+        case OPT_TEMPLATE_CACHE: tcache = optarg; break;
+        case OPT_VM_USER: cfg->vm_user = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':':
             terr_set(err, "%s needs a value", argv[optind - 1]);
@@ -167,9 +198,28 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         parse_int("--pause-workers", workers, 1, 256, &cfg->pause_workers, err) != 0 ||
         parse_seconds("--shutdown-timeout", shutdown, 0, 24 * 3600 * 1000, &cfg->shutdown_timeout_ms, err) != 0)
         return AGENT_CONFIG_ERROR;
+    char *end;
+    errno = 0;
+    cfg->memory_overcommit = strtod(overcommit, &end);
+    if (errno || end == overcommit || *end || !isfinite(cfg->memory_overcommit) || cfg->memory_overcommit < 0 ||
+        cfg->memory_overcommit > 100) {
+        terr_set(err, "--memory-overcommit: a factor 0..100 (0 = no check), got \"%s\"", overcommit);
+        return AGENT_CONFIG_ERROR;
+    }
+    if (parse_int("--disk-reserve-mb", reserve, -1, 1 << 30, &cfg->disk_reserve_mb, err) != 0 ||
+        parse_int("--template-cache", tcache, -1, 1 << 20, &cfg->template_cache, err) != 0)
+        return AGENT_CONFIG_ERROR;
+    if (cfg->template_cache == 0) {
+        terr_set(err, "--template-cache: at least 1, or -1 for unlimited");
+        return AGENT_CONFIG_ERROR;
+    }
     int n_tls = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;
     if (n_tls != 0 && n_tls != 3) {
         terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");
+        return AGENT_CONFIG_ERROR;
+    }
+    if (cfg->tls_client_name && (n_tls == 0 || !cfg->tls_client_name[0])) {
+        terr_set(err, "--tls-client-name needs --tls-cert, --tls-key and --tls-ca and a non-empty name");
         return AGENT_CONFIG_ERROR;
     }
     if (n_tls == 0 && !rpc_addr_is_loopback(cfg->listen)) {

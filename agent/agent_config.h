@@ -26,6 +26,11 @@ typedef struct agent_config {
     const char *tls_key;        /* --tls-key, TORPOR_TLS_KEY */
     const char *tls_ca;         /* --tls-ca, TORPOR_TLS_CA */
     const char *metrics_addr;   /* --metrics-addr, TORPOR_AGENT_METRICS_ADDR, 127.0.0.1:9465; "off" */
+    double memory_overcommit;   /* --memory-overcommit, TORPOR_MEMORY_OVERCOMMIT, 1.5; 0 = off */
+    const char *vm_user;        /* --vm-user, TORPOR_VM_USER; NULL = QEMU runs as the agent's user */
+    int template_cache;         /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
+    int disk_reserve_mb;        /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
+    const char *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

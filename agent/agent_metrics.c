@@ -48,6 +48,8 @@ static const char *result_name(agent_code c)
     case AGENT_INVALID_ARGUMENT: return "invalid_argument";
     case AGENT_ALREADY_EXISTS: return "already_exists";
     case AGENT_INTERNAL: return "internal";
+    case AGENT_RESOURCE_EXHAUSTED: return "resource_exhausted";
+    case AGENT_UNAVAILABLE: return "unavailable";
     }
     return "unknown";
 }

@@ -26,7 +26,15 @@ static int push_id(char ***ids, size_t *n, size_t *cap, const char *id)
 static bool expired_locked(const lifecycle *lc, const sandbox *sb, int64_t now)
 {
     return sb->status == SANDBOX_RUNNING && sb->spec.timeout_sec > 0 && sb->active_execs == 0 &&
-           now - sb->last_active_ms >= (int64_t)sb->spec.timeout_sec * 1000;
+           now - sb->last_active_ms >= (int64_t)sb->spec.timeout_sec * 1000 &&
+           now >= sb->pause_retry_at_ms;
+}
+
+int64_t autopause_backoff_ms(int failures)
+{
+    int64_t ms = AUTOPAUSE_RETRY_FIRST_MS;
+    for (int i = 1; i < failures && ms < AUTOPAUSE_RETRY_MAX_MS; i++) ms *= 2;
+    return ms < AUTOPAUSE_RETRY_MAX_MS ? ms : AUTOPAUSE_RETRY_MAX_MS;
 }
 
 int autopause_collect(lifecycle *lc, char ***ids, size_t *n, terr *err)
@@ -93,6 +101,8 @@ void autopause_run(lifecycle *lc, const char *id)
         sandbox_table_lock(lc->table);
         sb->status = SANDBOX_PAUSED;
         sb->vm = NULL;
+        sb->pause_failures = 0;
+        sb->pause_retry_at_ms = 0;
         lifecycle_unlock_locked(lc, sb);
         sandbox_table_unlock(lc->table);
         runtime_vm_unref(vm);
@@ -103,7 +113,24 @@ void autopause_run(lifecycle *lc, const char *id)
         return;
     }
     agent_metrics_auto_pause(false, (double)(lifecycle_now_ms(lc) - t0) / 1000.0);
-    log_error("event=auto_pause_failed sandbox_id=%s error=\"%s\" action=destroy", id, log_quote(derr.msg, q, sizeof q));
+    if (lc->driver->ops->vm_alive(lc->driver, vm)) {
+        /* QMP timeout, ENOSPC, EMFILE...: the tenant's VM is fine, so it
+         * keeps running and a later tick tries again, backing off. */
+        sandbox_table_lock(lc->table);
+        sb->status = SANDBOX_RUNNING;
+        sb->pause_failures++;
+        int failures = sb->pause_failures;
+        int64_t wait = autopause_backoff_ms(failures);
+        sb->pause_retry_at_ms = lifecycle_now_ms(lc) + wait;
+        lifecycle_unlock_locked(lc, sb);
+        sandbox_table_unlock(lc->table);
+        log_warn("event=auto_pause_failed sandbox_id=%s outcome=still_running failures=%d "
+                 "retry_in_ms=%lld error=\"%s\"",
+                 id, failures, (long long)wait, log_quote(derr.msg, q, sizeof q));
+        return;
+    }
+    log_error("event=auto_pause_failed sandbox_id=%s outcome=vm_gone action=destroy error=\"%s\"", id,
+              log_quote(derr.msg, q, sizeof q));
     sandbox_table_lock(lc->table);
     sb->status = SANDBOX_DESTROYING;
     sandbox_table_unlock(lc->table);

@@ -12,18 +12,28 @@
  *      table lock and refuse a pausing sandbox.
  *   3. autopause_run: for a claimed sandbox, exactly once: driver pause;
  *      success -> journal append (fsync) -> paused, so that once a List can
- *      show it paused the control plane's notice is durable; failure ->
- *      destroy (a VM that cannot be paused cannot be kept alive past its
- *      timeout either). Logs the outcome with sandbox_id; releases the
- *      lifecycle lock. */
+ *      show it paused the control plane's notice is durable; failure with
+ *      the VM still alive (QMP timeout, ENOSPC, EMFILE) -> back to running,
+ *      event auto_pause_failed logged, no new attempt before
+ *      autopause_backoff_ms(failures in a row) has passed; failure with the
+ *      VM gone -> destroy (the design's fallback). Logs the outcome with
+ *      sandbox_id; releases the lifecycle lock. */
 #ifndef TORPOR_AGENT_AUTOPAUSE_H
 #define TORPOR_AGENT_AUTOPAUSE_H
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "lifecycle.h"
 #include "terr.h"
+
+#define AUTOPAUSE_RETRY_FIRST_MS 5000
+#define AUTOPAUSE_RETRY_MAX_MS (5 * 60 * 1000)
+
+/* Wait before the next auto-pause attempt after `failures` (>= 1) failed
+ * ones in a row: 5 s, doubling, at most 5 min. */
+int64_t autopause_backoff_ms(int failures);
 
 /* Free *ids with journal_ids_free. */
 int autopause_collect(lifecycle *lc, char ***ids, size_t *n, terr *err);

@@ -84,6 +84,13 @@ agent_code lifecycle_find_and_lock_table(lifecycle *lc, const char *id, sandbox 
         sandbox_table_unlock(lc->table);
         return lifecycle_not_found(id, err);
     }
+    if (sb->status == SANDBOX_RECOVERING) {
+        sandbox_table_unlock(lc->table);
+        /* "is recovering": the control plane's cue for 503 + Retry-After. */
+        terr_set(err, "sandbox %s is recovering (the agent restarted and is re-attaching its VM); retry shortly",
+                 id);
+        return AGENT_UNAVAILABLE;
+    }
     *out = sb;
     return AGENT_OK;
 }
@@ -134,30 +141,71 @@ void lifecycle_drop_notice(lifecycle *lc, const char *id)
 
 /* ------------------------------------------------------------ open/close */
 
-typedef struct recover_ctx {
-    lifecycle *lc;
-    int n_paused, n_running, n_rejected;
-} recover_ctx;
+/* A re-attached VM (or its failure) for a sandbox announced as recovering.
+ * Returns true when it was one (handled), false when it was not announced. */
+static bool settle_recovering(lifecycle *lc, const runtime_spec *spec, runtime_vm *vm)
+{
+    sandbox_table_lock(lc->table);
+    sandbox *sb = sandbox_table_find_locked(lc->table, spec->sandbox_id);
+    if (!sb || sb->status != SANDBOX_RECOVERING) {
+        sandbox_table_unlock(lc->table);
+        return false;
+    }
+    if (vm == RUNTIME_VM_GONE) {
+        sandbox_lifecycle_release_locked(sb);
+        sandbox_table_remove_locked(lc->table, sb);
+        sandbox_table_unlock(lc->table);
+        pthread_mutex_lock(&lc->rec_mu);
+        lc->n_gone++;
+        pthread_mutex_unlock(&lc->rec_mu);
+        log_warn("event=sandbox_recover_failed sandbox_id=%s outcome=removed_from_table", spec->sandbox_id);
+        return true;
+    }
+    sb->vm = vm;
+    sb->status = SANDBOX_RUNNING;
+    sb->last_active_ms = lifecycle_now_ms(lc); /* a restart counts as a fresh start of the TTL */
+    sandbox_lifecycle_release_locked(sb);
+    sandbox_table_unlock(lc->table);
+    pthread_mutex_lock(&lc->rec_mu);
+    lc->n_running++;
+    pthread_mutex_unlock(&lc->rec_mu);
+    log_info("event=sandbox_recovered sandbox_id=%s status=running", spec->sandbox_id);
+    return true;
+}
 
 static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
 {
-    recover_ctx *rc = ctx;
-    lifecycle *lc = rc->lc;
+    lifecycle *lc = ctx;
+    if (!spec) { /* every sandbox announced */
+        pthread_mutex_lock(&lc->rec_mu);
+        lc->rec_announced = true;
+        pthread_cond_broadcast(&lc->rec_cv);
+        pthread_mutex_unlock(&lc->rec_mu);
+        return;
+    }
+    bool announce = vm == RUNTIME_VM_RECOVERING;
+    if (vm == RUNTIME_VM_GONE || (vm && !announce)) {
+        if (settle_recovering(lc, spec, vm)) return;
+        if (vm == RUNTIME_VM_GONE) return; /* never announced: nothing to undo */
+    }
     if (!limits_sandbox_id_valid(spec->sandbox_id)) {
         log_warn("event=recover_skip reason=invalid_id");
-        runtime_vm_unref(vm);
+        if (!announce) runtime_vm_unref(vm);
         return;
     }
     terr e;
     /* Metadata on disk is input like any other: a spec create would refuse
      * (corrupt or hand-edited) cannot be served, and a sandbox left on disk
      * but not in the table would never be listed or reclaimed, so it is
-     * removed. */
+     * removed (once its VM is reported, for an announced one). */
     if (check_spec(spec, &e) != AGENT_OK) {
+        if (announce) return;
         terr derr = {{0}};
         int drc = lc->driver->ops->destroy(lc->driver, spec->sandbox_id, vm, &derr);
         runtime_vm_unref(vm);
-        rc->n_rejected++;
+        pthread_mutex_lock(&lc->rec_mu);
+        lc->n_rejected++;
+        pthread_mutex_unlock(&lc->rec_mu);
         char q[LOG_QUOTE_MAX], q2[LOG_QUOTE_MAX];
         if (drc == 0)
             log_error("event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" action=destroyed",
@@ -168,23 +216,32 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
                       spec->sandbox_id, log_quote(e.msg, q, sizeof q), log_quote(derr.msg, q2, sizeof q2));
         return;
     }
+    sandbox_status st = announce ? SANDBOX_RECOVERING : vm ? SANDBOX_RUNNING : SANDBOX_PAUSED;
     sandbox_table_lock(lc->table);
-    sandbox *sb = sandbox_table_insert_locked(lc->table, spec, vm ? SANDBOX_RUNNING : SANDBOX_PAUSED, &e);
+    sandbox *sb = sandbox_table_insert_locked(lc->table, spec, st, &e);
     if (!sb) {
         sandbox_table_unlock(lc->table);
         char q[LOG_QUOTE_MAX];
         log_warn("event=recover_skip sandbox_id=%s error=\"%s\"", spec->sandbox_id, log_quote(e.msg, q, sizeof q));
-        runtime_vm_unref(vm);
+        if (!announce) runtime_vm_unref(vm);
         return;
     }
-    sb->vm = vm;
-    sb->last_active_ms = lifecycle_now_ms(lc); /* a restart counts as a fresh start of the TTL */
+    /* Recovering: the lifecycle lock is held until the VM is settled, so the
+     * reaper and every lifecycle call keep off it. */
+    if (announce) sb->lifecycle_busy = true;
+    else sb->vm = vm;
+    sb->last_active_ms = lifecycle_now_ms(lc);
     sandbox_unref_locked(lc->table, sb);
     sandbox_table_unlock(lc->table);
-    if (vm) rc->n_running++;
-    else rc->n_paused++;
-    log_info("event=sandbox_recovered sandbox_id=%s status=%s", spec->sandbox_id,
-             vm ? "running" : "paused");
+    pthread_mutex_lock(&lc->rec_mu);
+    if (announce) {
+    } else if (vm) {
+        lc->n_running++;
+    } else {
+        lc->n_paused++;
+    }
+    pthread_mutex_unlock(&lc->rec_mu);
+    log_info("event=sandbox_recovered sandbox_id=%s status=%s", spec->sandbox_id, sandbox_status_name(st));
 }
 
 /* After recovery: a journal notice says "auto-paused and still paused". One
@@ -220,27 +277,74 @@ static void drop_stale_notices(lifecycle *lc)
     journal_ids_free(ids, k);
 }
 
+/* Runs the driver's recover(); on the background thread when async. */
+static void *recover_main(void *arg)
+{
+    lifecycle *lc = arg;
+    terr e = {{0}};
+    long long t0 = lifecycle_now_ms(lc);
+    int rc = lc->driver->ops->recover(lc->driver, on_recovered, lc, &e);
+    pthread_mutex_lock(&lc->rec_mu);
+    lc->rec_done = true;
+    if (rc != 0) {
+        lc->rec_failed = true;
+        lc->rec_err = e;
+    }
+    pthread_cond_broadcast(&lc->rec_cv);
+    log_info("event=table_recovered paused=%d running=%d rejected=%d gone=%d duration_ms=%lld", lc->n_paused,
+             lc->n_running, lc->n_rejected, lc->n_gone, (long long)(lifecycle_now_ms(lc) - t0));
+    pthread_mutex_unlock(&lc->rec_mu);
+    return NULL;
+}
+
 int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err)
 {
     if (!cfg->driver || !cfg->clock) return terr_set(err, "lifecycle: driver and clock are required");
     lifecycle *lc = calloc(1, sizeof *lc);
     if (!lc) return terr_set(err, "lifecycle: out of memory");
     lc->driver = cfg->driver;
+    if (cfg->admission) {
+        lc->admission = *cfg->admission;
+        lc->admission_on = true;
+    }
     lc->journal = cfg->journal;
     lc->clock = cfg->clock;
     if (sandbox_table_new(&lc->table, err) != 0) {
         free(lc);
         return -1;
     }
-    recover_ctx rc = {.lc = lc};
-    if (lc->driver->ops->recover && lc->driver->ops->recover(lc->driver, on_recovered, &rc, err) != 0) {
-        terr_wrap(err, "recover");
-        lifecycle_close(lc);
-        return -1;
+    pthread_mutex_init(&lc->rec_mu, NULL);
+    pthread_cond_init(&lc->rec_cv, NULL);
+    if (!lc->driver->ops->recover) {
+        lc->rec_announced = lc->rec_done = true;
+    } else if (cfg->async_recover) {
+        int e = pthread_create(&lc->rec_thread, NULL, recover_main, lc);
+        if (e) {
+            terr_set(err, "recover: pthread_create: %s", strerror(e));
+            lifecycle_close(lc);
+            return -1;
+        }
+        lc->rec_thread_started = true;
+        /* Open returns once every sandbox is known; live VMs are re-attached
+         * meanwhile (listed as recovering). */
+        pthread_mutex_lock(&lc->rec_mu);
+        while (!lc->rec_announced && !lc->rec_done) pthread_cond_wait(&lc->rec_cv, &lc->rec_mu);
+        int failed = lc->rec_failed;
+        pthread_mutex_unlock(&lc->rec_mu);
+        if (failed) {
+            terr_set(err, "recover: %s", lc->rec_err.msg);
+            lifecycle_close(lc);
+            return -1;
+        }
+    } else {
+        recover_main(lc);
+        if (lc->rec_failed) {
+            terr_set(err, "recover: %s", lc->rec_err.msg);
+            lifecycle_close(lc);
+            return -1;
+        }
     }
     drop_stale_notices(lc);
-    log_info("event=table_recovered paused=%d running=%d rejected=%d", rc.n_paused, rc.n_running,
-             rc.n_rejected);
     *out = lc;
     return 0;
 }
@@ -248,6 +352,7 @@ int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err)
 void lifecycle_close(lifecycle *lc)
 {
     if (!lc) return;
+    if (lc->rec_thread_started) pthread_join(lc->rec_thread, NULL); /* bounded: each re-attach is */
     sandbox_table_free(lc->table);
     free(lc);
 }
@@ -262,11 +367,22 @@ agent_code lifecycle_create(lifecycle *lc, const runtime_spec *in, lifecycle_inf
     runtime_spec spec = *in;
     if (spec.created_at_unix == 0) spec.created_at_unix = lifecycle_now_ms(lc) / 1000;
 
+    const admission_config *adm = lc->admission_on ? &lc->admission : NULL;
+    if (admission_check_disk(adm, spec.memory_mb, err) != 0) {
+        log_warn("event=admission_refused sandbox_id=%s op=create limit=disk", spec.sandbox_id);
+        return AGENT_RESOURCE_EXHAUSTED;
+    }
     sandbox_table_lock(lc->table);
     if (sandbox_table_find_locked(lc->table, spec.sandbox_id)) {
         sandbox_table_unlock(lc->table);
         terr_set(err, "sandbox %s already exists", spec.sandbox_id);
         return AGENT_ALREADY_EXISTS;
+    }
+    if (admission_check_ram_locked(adm, lc->table, spec.memory_mb, err) != 0) {
+        sandbox_table_unlock(lc->table);
+        log_warn("event=admission_refused sandbox_id=%s op=create limit=memory memory_mb=%d", spec.sandbox_id,
+                 spec.memory_mb);
+        return AGENT_RESOURCE_EXHAUSTED;
     }
     sandbox *sb = sandbox_table_insert_locked(lc->table, &spec, SANDBOX_CREATING, err);
     if (!sb) {
@@ -452,12 +568,24 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     if (code != AGENT_OK) return code;
     sandbox *sb;
     if ((code = lock_lifecycle(lc, id, &sb, err)) != AGENT_OK) return code;
+    const admission_config *adm = lc->admission_on ? &lc->admission : NULL;
+    sandbox_table_lock(lc->table);
+    int memory_mb = sb->spec.memory_mb;
+    sandbox_table_unlock(lc->table);
+    int disk_rc = admission_check_disk(adm, memory_mb, err);
     sandbox_table_lock(lc->table);
     if (sb->status != SANDBOX_PAUSED) {
         terr_set(err, "sandbox %s is %s, not paused", id, sandbox_status_name(sb->status));
         lifecycle_unlock_locked(lc, sb);
         sandbox_table_unlock(lc->table);
         return AGENT_FAILED_PRECONDITION;
+    }
+    if (disk_rc != 0 || admission_check_ram_locked(adm, lc->table, memory_mb, err) != 0) {
+        lifecycle_unlock_locked(lc, sb);
+        sandbox_table_unlock(lc->table);
+        log_warn("event=admission_refused sandbox_id=%s op=resume limit=%s memory_mb=%d", id,
+                 disk_rc != 0 ? "disk" : "memory", memory_mb);
+        return AGENT_RESOURCE_EXHAUSTED;
     }
     sb->status = SANDBOX_RESUMING;
     runtime_spec spec = sb->spec;

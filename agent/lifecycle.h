@@ -42,6 +42,8 @@ typedef enum {
     AGENT_INVALID_ARGUMENT,
     AGENT_ALREADY_EXISTS,
     AGENT_INTERNAL,
+    AGENT_RESOURCE_EXHAUSTED, /* admission control: no room on this host (admission.h) */
+    AGENT_UNAVAILABLE,        /* the sandbox is recovering (re-attached after a restart): retry */
 } agent_code;
 
 /* Numeric limits and the id/template name rules: torpor_limits.h (shared
@@ -58,6 +60,13 @@ typedef struct lifecycle_config {
     runtime_driver *driver;   /* borrowed */
     journal *journal;         /* borrowed */
     const agent_clock *clock; /* borrowed */
+    /* Re-attach running VMs on a background thread: open returns once every
+     * sandbox is known (paused ones as paused, live ones as "recovering",
+     * answering UNAVAILABLE until re-attached). false = all before open
+     * returns. Only for drivers that announce (runtime_recover_fn). */
+    bool async_recover;
+    /* Host limits for create and resume; NULL = none (copied). */
+    const struct admission_config *admission;
 } lifecycle_config;
 
 typedef struct lifecycle lifecycle;

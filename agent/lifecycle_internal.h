@@ -9,6 +9,10 @@
 #ifndef TORPOR_AGENT_LIFECYCLE_INTERNAL_H
 #define TORPOR_AGENT_LIFECYCLE_INTERNAL_H
 
+#include <pthread.h>
+#include <stdbool.h>
+
+#include "admission.h"
 #include "lifecycle.h"
 
 struct lifecycle {
@@ -16,6 +20,16 @@ struct lifecycle {
     journal *journal;
     const agent_clock *clock;
     sandbox_table *table;
+    admission_config admission;
+    bool admission_on;
+    /* Recovery (lifecycle.c): counters and the announce handshake, guarded by rec_mu. */
+    pthread_mutex_t rec_mu;
+    pthread_cond_t rec_cv;
+    bool rec_announced, rec_done, rec_failed;
+    terr rec_err;
+    int n_paused, n_running, n_rejected, n_gone;
+    pthread_t rec_thread;
+    bool rec_thread_started;
 };
 
 static inline int64_t lifecycle_now_ms(const lifecycle *lc) { return agent_clock_now_ms(lc->clock); }

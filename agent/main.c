@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 
+#include "admission.h"
 #include "agent_config.h"
 #include "agent_metrics.h"
 #include "agent_identity.h"
@@ -45,7 +46,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
      * re-attaches them. */
     qemu_accel accel;
     if (runtime_qemu_parse_accel(cfg->accel, &accel) != 0) fatal("stage=config bad accel %s", cfg->accel);
-    runtime_qemu_config qcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .accel = accel};
+    runtime_qemu_config qcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .accel = accel,
+                                .template_cache_max = cfg->template_cache, .vm_user = cfg->vm_user};
     runtime_driver *driver = NULL;
     if (runtime_qemu_open(&qcfg, &driver, &err) != 0) fatal("stage=runtime %s", err.msg);
 
@@ -55,7 +57,14 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     if (journal_open(journal_path, &jnl, &err) != 0) fatal("stage=journal %s", err.msg);
 
     lifecycle *lc = NULL;
-    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock};
+    admission_config adm = {.overcommit = cfg->memory_overcommit, .disk_reserve_mb = cfg->disk_reserve_mb,
+                            .disk_path = cfg->state_dir};
+    if (adm.overcommit > 0 && (adm.host_memory_mb = admission_host_memory_mb(&err)) < 0)
+        fatal("stage=admission %s", err.msg);
+    log_info("event=admission_limits host_memory_mb=%lld memory_overcommit=%g disk_reserve_mb=%d",
+             (long long)adm.host_memory_mb, cfg->memory_overcommit, cfg->disk_reserve_mb);
+    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .admission = &adm,
+                             .async_recover = true};
     if (lifecycle_open(&lcfg, &lc, &err) != 0) fatal("stage=recover %s", err.msg);
 
     reaper *rp = NULL;
@@ -74,7 +83,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
-                                      .ca_path = cfg->tls_ca},
+                                      .ca_path = cfg->tls_ca, .expected_client_name = cfg->tls_client_name},
                               .app = &app};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
     rpc_server *server = NULL;
@@ -83,8 +92,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     log_info("event=agent_ready listen=%s port=%d state_dir=\"%s\" runtime=%s tls=%s agent_id=%s "
              "metrics_addr=%s metrics_port=%d",
              cfg->listen, rpc_server_port(server), log_quote(cfg->state_dir, qs, sizeof qs),
-             driver->ops->name, cfg->tls_cert ? "mutual" : "off", agent_id, cfg->metrics_addr,
-             metrics_http_port(mh));
+             driver->ops->name, cfg->tls_cert ? (cfg->tls_client_name ? "mutual_named" : "mutual") : "off",
+             agent_id, cfg->metrics_addr, metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=agent_stopping signal=%s pending_pauses=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
@@ -92,7 +101,13 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
 
     metrics_http_stop(mh);    /* its collector reads the table, journal, reaper */
     reaper_halt(rp);          /* no new auto-pauses */
-    rpc_server_stop(server);  /* no new RPCs; waits for running handlers */
+    /* No new RPCs; waits for running handlers, boundedly: a guest call
+     * honours its own deadline, but an exec may last an hour. */
+    if (rpc_server_stop_within(server, cfg->shutdown_timeout_ms, &err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=agent_stop_timeout stage=rpc error=\"%s\"", log_quote(err.msg, q, sizeof q));
+        return 1;
+    }
     if (reaper_stop(rp, cfg->shutdown_timeout_ms, &err) != 0) {
         /* A pause still runs: its VM and snapshot dir are left for recover()
          * on the next start, which drops half-written snapshots. */

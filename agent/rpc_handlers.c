@@ -22,6 +22,8 @@ grpc_status_code agent_code_to_grpc(agent_code c)
     case AGENT_INVALID_ARGUMENT: return GRPC_STATUS_INVALID_ARGUMENT;
     case AGENT_ALREADY_EXISTS: return GRPC_STATUS_ALREADY_EXISTS;
     case AGENT_INTERNAL: return GRPC_STATUS_INTERNAL;
+    case AGENT_RESOURCE_EXHAUSTED: return GRPC_STATUS_RESOURCE_EXHAUSTED;
+    case AGENT_UNAVAILABLE: return GRPC_STATUS_UNAVAILABLE;
     }
     return GRPC_STATUS_UNKNOWN;
 }
@@ -269,7 +271,9 @@ static void h_exec(void *appv, rpc_call *call, const ProtobufCMessage *m)
     runtime_exec_result res;
     terr e;
     int64_t t0 = mono_ms();
+    runtime_call_deadline_set(rpc_call_deadline_mono_ms(call));
     agent_code c = lifecycle_exec(app->lc, req->sandbox_id, &r, &res, &e);
+    runtime_call_deadline_set(0);
     agent_metrics_operation("exec", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
@@ -296,7 +300,9 @@ static void h_read_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
     uint8_t *data = NULL;
     size_t len = 0;
     terr e;
+    runtime_call_deadline_set(rpc_call_deadline_mono_ms(call));
     agent_code c = lifecycle_read_file(app->lc, req->sandbox_id, req->path, &data, &len, &e);
+    runtime_call_deadline_set(0);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -314,8 +320,10 @@ static void h_write_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
     const Torpor__Hostagent__V1__WriteFileRequest *req = (const void *)m;
     if (bad_id(call, req->sandbox_id)) return;
     terr e;
+    runtime_call_deadline_set(rpc_call_deadline_mono_ms(call));
     agent_code c = lifecycle_write_file(app->lc, req->sandbox_id, req->path, req->content.data,
                                         req->content.len, req->mode, &e);
+    runtime_call_deadline_set(0);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;

@@ -30,3 +30,15 @@ void runtime_vm_unref(runtime_vm *vm)
     if (!vm) return;
     if (atomic_fetch_sub(&vm->refs, 1) == 1) vm->driver->ops->vm_free(vm);
 }
+
+static _Thread_local long long call_deadline_ms;
+
+void runtime_call_deadline_set(long long mono_ms)
+{
+    call_deadline_ms = mono_ms;
+}
+
+long long runtime_call_deadline(void)
+{
+    return call_deadline_ms;
+}

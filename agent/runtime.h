@@ -88,10 +88,24 @@ typedef struct runtime_exec_result {
 
 void runtime_exec_result_free(runtime_exec_result *r);
 
+/* The deadline of the request the calling thread serves (mono_ms instant;
+ * 0 = none), set by the RPC handlers around exec/read_file/write_file so a
+ * driver's guest calls end before the caller stops waiting. Thread-local. */
+void runtime_call_deadline_set(long long mono_ms);
+long long runtime_call_deadline(void);
+
 /* Called by recover() once per sandbox found on disk from an earlier run.
  * vm == NULL: the sandbox is paused (committed snapshot). vm != NULL: a VM
- * still running that the driver re-attached; the callee takes that reference. */
+ * still running that the driver re-attached; the callee takes that reference.
+ * A driver that re-attaches slowly may first announce a live VM with
+ * vm == RUNTIME_VM_RECOVERING and report it again later (vm, or
+ * RUNTIME_VM_GONE when it could not be re-attached); once every sandbox is
+ * announced (paused ones reported) it calls cb(ctx, NULL,
+ * RUNTIME_VM_RECOVERING). Calls may come from several threads, one at a
+ * time. recover() returns when every sandbox has its final report. */
 typedef void (*runtime_recover_fn)(void *ctx, const runtime_spec *spec, runtime_vm *vm);
+#define RUNTIME_VM_RECOVERING ((runtime_vm *)1)
+#define RUNTIME_VM_GONE ((runtime_vm *)2)
 
 typedef struct runtime_ops {
     const char *name;

@@ -19,6 +19,7 @@ const char *sandbox_status_name(sandbox_status s)
     case SANDBOX_PAUSED: return "paused";
     case SANDBOX_RESUMING: return "resuming";
     case SANDBOX_DESTROYING: return "destroying";
+    case SANDBOX_RECOVERING: return "recovering";
     }
     return "unknown";
 }

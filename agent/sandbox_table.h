@@ -34,9 +34,11 @@ typedef enum {
     SANDBOX_PAUSED,
     SANDBOX_RESUMING,
     SANDBOX_DESTROYING,   /* internal: driver destroy in progress */
+    SANDBOX_RECOVERING,   /* a live VM the restarted agent is still re-attaching */
 } sandbox_status;
 
-/* "running", "pausing", "paused", "resuming", "creating", "destroying". */
+/* "running", "pausing", "paused", "resuming", "creating", "destroying",
+ * "recovering". */
 const char *sandbox_status_name(sandbox_status s);
 
 typedef struct sandbox {
@@ -46,6 +48,8 @@ typedef struct sandbox {
     sandbox_status status;
     int64_t last_active_ms;       /* agent_clock ms */
     int active_execs;             /* exec/file ops in flight: never auto-paused */
+    int pause_failures;           /* auto-pauses failed in a row (VM alive) */
+    int64_t pause_retry_at_ms;    /* agent_clock ms: no auto-pause before */
     runtime_vm *vm;               /* NULL while paused */
     bool lifecycle_busy;
     bool in_table;

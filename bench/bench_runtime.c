@@ -12,13 +12,14 @@
  *
  * Usage: bench_runtime [--rounds N] [--sizes 128,1024] [--idle-sec S]
  *                      [--image-dir DIR] [--state-dir DIR] [--idle-trim-ms N]
- *                      [--template NAME] [--disk-mb N]
+ *                      [--template NAME] [--disk-mb N] [--vm-user NAME]
  * (--template: default minimal; with a root disk template (debian) it also
  * reports the overlay's new bytes right after create; --disk-mb: the
  * sandboxes' disk_mb, default 0 = the driver's default; --write-mb N: each
  * round writes N MiB into /root before the pause, timed, so the pause
  * includes flushing them.)
  * (--idle-trim-ms: the driver's idle trim delay; -1 turns it off.)
+ * (--vm-user: QEMU runs as that user, as with torpor-agent --vm-user.)
  * Default image dir: <build>/image (from this executable's path). */
 #include <errno.h>
 #include <limits.h>
@@ -388,6 +389,7 @@ static void print_table(size_result *rs, int nsizes)
 int main(int argc, char **argv)
 {
     int rounds = 10, idle_sec = 10, idle_trim_ms = 0;
+    const char *vm_user = NULL;
     int sizes[MAX_SIZES] = {128, 1024};
     int nsizes = 2;
     char image_dir[PATH_MAX] = "", state_dir[PATH_MAX] = "";
@@ -395,6 +397,7 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--rounds") && i + 1 < argc) rounds = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--idle-sec") && i + 1 < argc) idle_sec = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--idle-trim-ms") && i + 1 < argc) idle_trim_ms = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "--vm-user") && i + 1 < argc) vm_user = argv[++i];
         else if (!strcmp(argv[i], "--image-dir") && i + 1 < argc) snprintf(image_dir, sizeof image_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) snprintf(state_dir, sizeof state_dir, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--template") && i + 1 < argc) snprintf(g_template, sizeof g_template, "%s", argv[++i]);
@@ -442,7 +445,7 @@ int main(int argc, char **argv)
     printf("idle: window of %d s after %d ms of settling (idle trim %s)\n", idle_sec, settle_ms,
            trim_ms > 0 ? "on" : "off");
     runtime_qemu_config cfg = {.state_dir = state_dir, .image_dir = image_dir, .accel = QEMU_ACCEL_AUTO,
-                               .idle_trim_ms = idle_trim_ms};
+                               .idle_trim_ms = idle_trim_ms, .vm_user = vm_user};
     const char *env = getenv("TORPOR_ACCEL");
     if (env && runtime_qemu_parse_accel(env, &cfg.accel) < 0) {
         fprintf(stderr, "TORPOR_ACCEL must be auto|kvm|tcg\n");

@@ -37,6 +37,11 @@ typedef struct rpc_tls_config {
     const char *key_path;  /* PEM private key */
     const char *ca_path;   /* PEM CA that signed the peer's certificate */
     const char *server_name_override; /* client only: name to check in the server cert; NULL = from target */
+    /* Server only: with TLS, a call is served only if one of the client
+     * certificate's identities (SAN entries, else CN) equals this name;
+     * others are refused UNAUTHENTICATED before their handler runs.
+     * NULL = any certificate the CA signed. */
+    const char *expected_client_name;
 } rpc_tls_config;
 
 /* ---------------------------------------------------------------- server */
@@ -68,11 +73,18 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **out, terr *err);
 int rpc_server_port(const rpc_server *s);
 /* Stops accepting calls, waits for running handlers to finish, frees. */
 void rpc_server_stop(rpc_server *s);
+/* The same, but waits at most timeout_ms for running handlers: on timeout
+ * returns -1 with err set and leaves the server allocated and stopping (the
+ * caller exits the process, or stops it again later). */
+int rpc_server_stop_within(rpc_server *s, int timeout_ms, terr *err);
 
 /* End a call with a response (packed now) or with a non-OK status. */
 void rpc_reply(rpc_call *call, const ProtobufCMessage *response);
 void rpc_fail(rpc_call *call, grpc_status_code code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* The call's gRPC deadline as a mono_ms() instant (common/mono_time.h), or
+ * 0 when the client set none. */
+long long rpc_call_deadline_mono_ms(const rpc_call *call);
 /* The verified peer identity (client certificate SAN/CN) or "" on plaintext. */
 const char *rpc_call_peer_identity(const rpc_call *call);
 

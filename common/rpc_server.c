@@ -18,6 +18,7 @@
  * are the calls still waiting for a request message cancelled. */
 #include "rpc_internal.h"
 
+#include <errno.h>
 #include <grpc/byte_buffer_reader.h>
 #include <grpc/support/time.h>
 #include <pthread.h>
@@ -29,6 +30,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "mono_time.h"
 
 /* Accept slots kept posted: enough that a burst of calls never waits for the
  * cq thread to re-post one. */
@@ -54,6 +56,7 @@ struct rpc_call {
     struct timespec started;
     char method_name[128];
     char peer[256];
+    bool peer_accepted; /* identity matches the expected client name (or none is expected) */
 };
 
 struct rpc_server {
@@ -65,11 +68,13 @@ struct rpc_server {
     void *app;
     int max_calls;
     int port;
+    char *expected_client; /* NULL = any client the CA signed */
     int shutdown_tag; /* its address is the tag of shutdown_and_notify */
 
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cond;
     bool stopping;
+    bool shutdown_requested; /* shutdown_and_notify called (once) */
     bool shutdown_done;
     int handlers;  /* handler threads running */
     int finishing; /* final batches started and not yet completed */
@@ -206,6 +211,17 @@ void rpc_fail(rpc_call *call, grpc_status_code code, const char *fmt, ...)
     rpc_call_send(call, code, msg, NULL);
 }
 
+long long rpc_call_deadline_mono_ms(const rpc_call *call)
+{
+    if (!call) return 0;
+    gpr_timespec d = call->details.deadline;
+    if (gpr_time_cmp(d, gpr_inf_future(d.clock_type)) == 0) return 0;
+    gpr_timespec now = gpr_now(d.clock_type);
+    gpr_timespec left = gpr_time_sub(d, now);
+    long long ms = (long long)left.tv_sec * 1000 + left.tv_nsec / 1000000;
+    return mono_ms() + ms;
+}
+
 const char *rpc_call_peer_identity(const rpc_call *call)
 {
     return call ? call->peer : "";
@@ -244,14 +260,21 @@ static const rpc_method *rpc_server_find(const rpc_server *s, grpc_slice method)
     return NULL;
 }
 
-static void rpc_call_read_peer(rpc_call *c)
+static void rpc_call_read_peer(rpc_server *s, rpc_call *c)
 {
     c->peer[0] = '\0';
+    c->peer_accepted = s->expected_client == NULL;
     grpc_auth_context *ac = grpc_call_auth_context(c->call);
     if (!ac) return;
     grpc_auth_property_iterator it = grpc_auth_context_peer_identity(ac);
-    const grpc_auth_property *p = grpc_auth_property_iterator_next(&it);
-    if (p && p->value) snprintf(c->peer, sizeof c->peer, "%s", p->value);
+    const grpc_auth_property *p;
+    while ((p = grpc_auth_property_iterator_next(&it)) != NULL) {
+        if (!p->value) continue;
+        if (!c->peer[0]) snprintf(c->peer, sizeof c->peer, "%.*s", (int)p->value_length, p->value);
+        if (s->expected_client && strlen(s->expected_client) == p->value_length &&
+            memcmp(s->expected_client, p->value, p->value_length) == 0)
+            c->peer_accepted = true;
+    }
     grpc_auth_context_release(ac);
 }
 
@@ -294,7 +317,15 @@ static void rpc_server_on_requested(rpc_server *s, rpc_call *c, int success)
 
 static void rpc_server_on_received(rpc_server *s, rpc_call *c, int success)
 {
-    char msg[256];
+    char msg[512];
+    rpc_call_read_peer(s, c);
+    if (!c->peer_accepted) {
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=rpc_peer_refused method=%s peer=\"%s\"", c->method_name, log_quote(c->peer, q, sizeof q));
+        snprintf(msg, sizeof msg, "client certificate \"%.200s\" is not the expected control plane", c->peer);
+        rpc_call_refuse(c, GRPC_STATUS_UNAUTHENTICATED, msg);
+        return;
+    }
     c->method = rpc_server_find(s, c->details.method);
     if (!c->method) {
         snprintf(msg, sizeof msg, "unknown method %s", c->method_name);
@@ -341,7 +372,6 @@ static void rpc_server_on_received(rpc_server *s, rpc_call *c, int success)
         return;
     }
 
-    rpc_call_read_peer(c);
     c->state = RPC_CALL_HANDLING;
     atomic_fetch_add(&c->refs, 1); /* the handler thread's reference */
     pthread_t t;
@@ -406,6 +436,7 @@ static void rpc_server_free(rpc_server *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     free(s->methods);
+    free(s->expected_client);
     free(s);
 }
 
@@ -413,6 +444,8 @@ static int rpc_server_check_config(const rpc_server_config *cfg, terr *err)
 {
     if (!cfg->listen_addr || !*cfg->listen_addr) return terr_set(err, "rpc server: listen address is empty");
     if (cfg->n_methods > 0 && !cfg->methods) return terr_set(err, "rpc server: methods is NULL");
+    if (cfg->tls.expected_client_name && (!cfg->tls.cert_path || !*cfg->tls.expected_client_name))
+        return terr_set(err, "rpc server: an expected client name needs TLS and must not be empty");
     if (cfg->max_concurrent_calls < 0)
         return terr_set(err, "rpc server: max_concurrent_calls must be >= 0 (got %d)", cfg->max_concurrent_calls);
     for (size_t i = 0; i < cfg->n_methods; i++) {
@@ -453,6 +486,10 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **out, terr *err)
     if (cfg->n_methods > 0) memcpy(s->methods, cfg->methods, cfg->n_methods * sizeof *s->methods);
     s->n_methods = cfg->n_methods;
     s->app = cfg->app;
+    if (cfg->tls.expected_client_name && !(s->expected_client = strdup(cfg->tls.expected_client_name))) {
+        rpc_server_free(s);
+        return terr_set(err, "rpc server: out of memory");
+    }
     s->max_calls = cfg->max_concurrent_calls > 0 ? cfg->max_concurrent_calls : RPC_SERVER_DEFAULT_MAX_CALLS;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
@@ -514,17 +551,38 @@ int rpc_server_port(const rpc_server *s)
     return s ? s->port : 0;
 }
 
-void rpc_server_stop(rpc_server *s)
+/* timeout_ms < 0: no bound. */
+static int rpc_server_stop_impl(rpc_server *s, int timeout_ms, terr *err)
 {
-    if (!s) return;
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
+    bool first = !s->shutdown_requested;
+    s->shutdown_requested = true;
     pthread_mutex_unlock(&s->mu);
-    /* Stop accepting; calls already running continue. */
-    grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
+    /* Stop accepting; calls already running continue. A second stop after
+     * a timed-out one only waits again. */
+    if (first) grpc_server_shutdown_and_notify(s->server, s->cq, &s->shutdown_tag);
 
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    if (timeout_ms >= 0) {
+        until.tv_sec += timeout_ms / 1000;
+        until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+    }
     pthread_mutex_lock(&s->mu);
-    while (s->handlers > 0 || s->finishing > 0) pthread_cond_wait(&s->cond, &s->mu);
+    while (s->handlers > 0 || s->finishing > 0) {
+        if (timeout_ms < 0) pthread_cond_wait(&s->cond, &s->mu);
+        else if (pthread_cond_timedwait(&s->cond, &s->mu, &until) == ETIMEDOUT) {
+            int left = s->handlers;
+            pthread_mutex_unlock(&s->mu);
+            log_warn("event=rpc_server_stop_timeout handlers=%d timeout_ms=%d", left, timeout_ms);
+            return terr_set(err, "rpc server: %d call(s) still running after %d ms", left, timeout_ms);
+        }
+    }
     pthread_mutex_unlock(&s->mu);
 
     /* Only calls still waiting for their request message remain: they never
@@ -542,4 +600,15 @@ void rpc_server_stop(rpc_server *s)
     rpc_server_free(s);
     grpc_shutdown();
     log_info("event=rpc_server_stopped port=%d", port);
+    return 0;
+}
+
+void rpc_server_stop(rpc_server *s)
+{
+    if (s) rpc_server_stop_impl(s, -1, NULL);
+}
+
+int rpc_server_stop_within(rpc_server *s, int timeout_ms, terr *err)
+{
+    return s ? rpc_server_stop_impl(s, timeout_ms < 0 ? 0 : timeout_ms, err) : 0;
 }

@@ -183,6 +183,10 @@ void agent_status_to_http(grpc_status_code code, int *http_status, const char **
         *http_status = 400;
         *error_code = "invalid_request";
         break;
+    case GRPC_STATUS_RESOURCE_EXHAUSTED: /* admission control: the host is full */
+        *http_status = 503;
+        *error_code = "no_capacity";
+        break;
     default: /* UNAVAILABLE, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, ... */
         *http_status = 502;
         *error_code = "agent_error";
@@ -197,6 +201,9 @@ static agent_view view_from_status(const char *s)
     if (strcmp(s, "pausing") == 0) return AGENT_VIEW_PAUSING;
     if (strcmp(s, "paused") == 0) return AGENT_VIEW_PAUSED;
     if (strcmp(s, "resuming") == 0) return AGENT_VIEW_RESUMING;
+    /* Re-attached after an agent restart: held, its calls answer
+     * UNAVAILABLE for now; like a transition, never gone. */
+    if (strcmp(s, "recovering") == 0) return AGENT_VIEW_PAUSING;
     /* An unknown status from a newer agent: it holds the sandbox, so treat
      * it as in transition rather than gone. */
     return AGENT_VIEW_PAUSING;

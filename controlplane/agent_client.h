@@ -27,6 +27,9 @@
 #define AGENT_DEADLINE_DESTROY_MS 60000
 #define AGENT_DEADLINE_SHORT_MS 10000 /* ping, list, timeout */
 #define AGENT_DEADLINE_FILES_MS 60000
+/* In the message of an UNAVAILABLE answer for a sandbox the agent is still
+ * re-attaching after a restart (REST: 503 unavailable + Retry-After). */
+#define AGENT_RECOVERING_MARK "is recovering"
 #define AGENT_EXEC_SLACK_MS 15000     /* exec deadline = its timeout + this */
 
 typedef struct agent_pool agent_pool;

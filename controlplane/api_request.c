@@ -1,6 +1,7 @@
 #include "api_request.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "json_util.h"
 #include "log.h"
@@ -67,6 +68,12 @@ void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code
     int http;
     const char *ecode;
     agent_status_to_http(code, &http, &ecode);
+    if (code == GRPC_STATUS_UNAVAILABLE && strstr(err->msg, AGENT_RECOVERING_MARK)) {
+        /* The agent restarted and is still re-attaching this sandbox. */
+        http = 503;
+        ecode = "unavailable";
+    }
+    if (http == 503) http_add_header(r->req, "Retry-After", "5");
     char q[LOG_QUOTE_MAX];
     log_warn("event=agent_call_failed op=%s sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", op,
              r->id, (int)code, http, log_quote(err->msg, q, sizeof q));
@@ -87,6 +94,7 @@ static const struct {
     {SBOP_NOT_FOUND, 404, "not_found"},
     {SBOP_CONFLICT, 409, "invalid_state"},
     {SBOP_AGENT_UNREACHABLE, 502, "agent_error"},
+    {SBOP_QUOTA_EXCEEDED, 429, "quota_exceeded"},
     {SBOP_CREATE_UNKNOWN, 0, NULL},
 };
 

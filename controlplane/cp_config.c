@@ -22,6 +22,9 @@ void cp_config_usage(FILE *f)
             "                                              (recorded at most once a minute), revoked\n"
             "       torpor-cp keys revoke --prefix P | --id ID  revoke one key (401 from its next request on)\n"
             "       torpor-cp hosts add --id ID --addr ADDR  register (or re-address) an agent host\n"
+            "       torpor-cp teams set-quota --team NAME [--max-sandboxes N] [--max-memory-mb M]\n"
+            "                                              limit a team's sandboxes (running + paused);\n"
+            "                                              an omitted limit, or -1, is unlimited\n"
             "       torpor-cp hosts reset-identity --id ID   forget the agent identity recorded for a host\n"
             "                                              (after replacing its agent on purpose)\n"
             "\n"
@@ -87,7 +90,7 @@ static int parse_threads(const char *name, const char *v, int *out, terr *err)
 typedef struct flag_def {
     const char *flag;
     const char *env;
-    enum { F_STR, F_SECONDS, F_THREADS } kind;
+    enum { F_STR, F_SECONDS, F_THREADS, F_LIMIT } kind;
     size_t offset;
 } flag_def;
 
@@ -106,6 +109,8 @@ static const flag_def flags[] = {
     {"--agent-tls-server-name", "TORPOR_AGENT_TLS_SERVER_NAME", F_STR, OFF(agent_tls_server_name)},
     {"--metrics-addr", "TORPOR_METRICS_ADDR", F_STR, OFF(metrics_addr)},
     {"--team", NULL, F_STR, OFF(team)},
+    {"--max-sandboxes", NULL, F_LIMIT, OFF(max_sandboxes)},
+    {"--max-memory-mb", NULL, F_LIMIT, OFF(max_memory_mb)},
     {"--id", NULL, F_STR, OFF(host_id)},
     {"--addr", NULL, F_STR, OFF(host_addr)},
     {"--prefix", NULL, F_STR, OFF(key_prefix)},
@@ -122,6 +127,15 @@ static int set_value(cp_config *c, const flag_def *f, const char *name, const ch
         return 0;
     case F_SECONDS: return parse_seconds(name, v, (double *)base, err);
     case F_THREADS: return parse_threads(name, v, (int *)base, err);
+    case F_LIMIT: {
+        char *end;
+        errno = 0;
+        long long n = strtoll(v, &end, 10);
+        if (errno || end == v || *end || n < -1 || n > (1LL << 40))
+            return terr_set(err, "%s: a number >= 0, or -1 for unlimited, got \"%s\"", name, v);
+        *(long long *)base = n;
+        return 0;
+    }
     }
     return terr_set(err, "internal: bad flag kind");
 }
@@ -136,6 +150,8 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->transition_grace_sec = RECONCILER_GRACE_DEFAULT_SEC;
     out->http_threads = 8;
     out->metrics_addr = "127.0.0.1:9464";
+    out->max_sandboxes = -1;
+    out->max_memory_mb = -1;
 
     for (size_t i = 0; i < N_FLAGS; i++) {
         const char *v = flags[i].env ? getenv(flags[i].env) : NULL;
@@ -184,6 +200,9 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "add") == 0) {
         out->command = CP_CMD_HOSTS_ADD;
         if (!out->host_id || !out->host_addr) return terr_set(err, "hosts add needs --id ID and --addr ADDR");
+    } else if (n_words == 2 && strcmp(words[0], "teams") == 0 && strcmp(words[1], "set-quota") == 0) {
+        out->command = CP_CMD_TEAMS_SET_QUOTA;
+        if (!out->team) return terr_set(err, "teams set-quota needs --team NAME");
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "reset-identity") == 0) {
         out->command = CP_CMD_HOSTS_RESET_IDENTITY;
         if (!out->host_id) return terr_set(err, "hosts reset-identity needs --id ID");

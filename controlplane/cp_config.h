@@ -21,6 +21,7 @@ typedef enum cp_command {
     CP_CMD_KEYS_REVOKE,
     CP_CMD_HOSTS_ADD,
     CP_CMD_HOSTS_RESET_IDENTITY,
+    CP_CMD_TEAMS_SET_QUOTA,
     CP_CMD_HELP,
 } cp_command;
 
@@ -38,7 +39,9 @@ typedef struct cp_config {
     const char *tls_ca;
     const char *agent_tls_server_name;
     const char *metrics_addr; /* "off" = no metrics listener */
-    const char *team;      /* keys create / list --team */
+    const char *team;      /* keys create / list, teams set-quota --team */
+    long long max_sandboxes; /* teams set-quota --max-sandboxes; -1 = unlimited (also when omitted) */
+    long long max_memory_mb; /* teams set-quota --max-memory-mb; -1 = unlimited (also when omitted) */
     const char *host_id;   /* hosts add / reset-identity --id; keys revoke --id (a key id) */
     const char *key_prefix; /* keys revoke --prefix */
     const char *host_addr; /* hosts add --addr */

@@ -423,15 +423,29 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err)
     return 0;
 }
 
-int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err)
+int db_host_least_loaded(db_conn *db, const char *const *skip, size_t n_skip, db_host *out, bool *found,
+                         terr *err)
 {
     PGresult *r;
     *found = false;
+    /* skip as a text[] literal; host ids are ours ([a-z0-9._-]), quoted anyway. */
+    char arr[2048];
+    size_t used = 0;
+    arr[used++] = '{';
+    for (size_t i = 0; i < n_skip; i++) {
+        if (strpbrk(skip[i], "\"\\") || used + strlen(skip[i]) + 4 >= sizeof arr)
+            return terr_set(err, "pick host: host id not usable in a skip list");
+        used += (size_t)snprintf(arr + used, sizeof arr - used, "%s\"%s\"", i ? "," : "", skip[i]);
+    }
+    arr[used++] = '}';
+    arr[used] = '\0';
+    const char *p[1] = {arr};
     if (run(db, "pick host",
             "SELECT h.id, h.address, h.agent_id FROM hosts h "
             "LEFT JOIN sandboxes s ON s.host_id = h.id AND s.status NOT IN ('stopped', 'error') "
+            "WHERE h.id <> ALL($1::text[]) "
             "GROUP BY h.id, h.address, h.agent_id ORDER BY count(s.id), h.id LIMIT 1",
-            0, NULL, &r, err) != 0)
+            1, p, &r, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         host_from_result(r, 0, out);
@@ -543,6 +557,65 @@ int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err)
     else if (!(*env_json = strdup(PQgetvalue(r, 0, 0)))) rc = terr_set(err, "out of memory");
     PQclear(r);
     return rc;
+}
+
+int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_row *out, bool *over, char *msg,
+                                   size_t msg_size, terr *err)
+{
+    *over = false;
+    if (db_begin(db, err) != 0) return -1;
+    PGresult *r;
+    const char *p[1] = {in->team_id};
+    if (run(db, "quota lock", "SELECT pg_advisory_xact_lock(hashtext($1))", 1, p, &r, err) != 0) goto fail;
+    PQclear(r);
+    if (run(db, "quota usage",
+            "SELECT coalesce(t.max_sandboxes::text, ''), coalesce(t.max_memory_mb::text, ''), count(s.id), "
+            "coalesce(sum(s.memory_mb), 0) FROM teams t "
+            "LEFT JOIN sandboxes s ON s.team_id = t.id AND s.status NOT IN ('stopped', 'error') "
+            "WHERE t.id = $1::uuid GROUP BY t.id",
+            1, p, &r, err) != 0)
+        goto fail;
+    if (PQntuples(r) == 1) {
+        const char *max_sb = PQgetvalue(r, 0, 0), *max_mem = PQgetvalue(r, 0, 1);
+        long long n = strtoll(PQgetvalue(r, 0, 2), NULL, 10), mem = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        if (*max_sb && n + 1 > strtoll(max_sb, NULL, 10)) {
+            snprintf(msg, msg_size, "team quota exceeded: %lld sandboxes (running + paused) of at most %s", n,
+                     max_sb);
+            *over = true;
+        } else if (*max_mem && mem + in->memory_mb > strtoll(max_mem, NULL, 10)) {
+            snprintf(msg, msg_size,
+                     "team quota exceeded: %lld MiB in use (running + paused) + %d MiB requested exceeds %s MiB", mem,
+                     in->memory_mb, max_mem);
+            *over = true;
+        }
+    }
+    PQclear(r);
+    if (*over) {
+        db_rollback(db);
+        return 0;
+    }
+    if (db_sandbox_insert(db, in, out, err) != 0) goto fail;
+    if (db_commit(db, err) != 0) goto fail;
+    return 0;
+fail:
+    db_rollback(db);
+    return -1;
+}
+
+int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes, long long max_memory_mb,
+                      bool *found, terr *err)
+{
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%lld", max_sandboxes);
+    snprintf(b, sizeof b, "%lld", max_memory_mb);
+    const char *p[3] = {name, max_sandboxes < 0 ? NULL : a, max_memory_mb < 0 ? NULL : b};
+    PGresult *r;
+    if (run(db, "set team quota", "UPDATE teams SET max_sandboxes = $2::int, max_memory_mb = $3::bigint WHERE name = $1",
+            3, p, &r, err) != 0)
+        return -1;
+    *found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return 0;
 }
 
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,

@@ -96,8 +96,10 @@ int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, ch
 /* Clears the host's recorded identity (an operator replaced its agent on
  * purpose); the reconciler records the next one it sees. */
 int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
-/* The host with the fewest sandboxes not stopped/error (ties: by id). */
-int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err);
+/* The host with the fewest sandboxes not stopped/error (ties: by id),
+ * leaving out the n_skip hosts in skip (those that just said they are full). */
+int db_host_least_loaded(db_conn *db, const char *const *skip, size_t n_skip, db_host *out, bool *found,
+                         terr *err);
 
 /* ---- sandboxes */
 /* Inserts a pending row from in (id, team_id, host_id, template, sizes,
@@ -106,6 +108,18 @@ int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr
 /* The create-time env of sandbox id as JSON object text (malloc'd, "{}"
  * when none). */
 int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err);
+/* The same, atomically with the team's quota (teams.max_sandboxes,
+ * max_memory_mb over its sandboxes not stopped/error; a per-team advisory
+ * lock serialises concurrent creates of one team). Over quota: returns 0,
+ * *over = true, msg says which limit, nothing inserted. */
+int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_row *out, bool *over, char *msg,
+                                   size_t msg_size, terr *err);
+
+/* ---- teams */
+/* Sets the quota of the team named name; -1 = unlimited. *found = false
+ * when no such team. */
+int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes, long long max_memory_mb,
+                      bool *found, terr *err);
 /* team_id NULL = any team (reconciler). */
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
                    terr *err);

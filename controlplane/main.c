@@ -118,6 +118,21 @@ static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
     return 0;
 }
 
+static int cmd_teams_set_quota(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    bool found;
+    int rc = db_team_set_quota(db, cfg->team, cfg->max_sandboxes, cfg->max_memory_mb, &found, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    char q[LOG_QUOTE_MAX];
+    if (!found) return terr_set(err, "no team named \"%s\"", log_quote(cfg->team, q, sizeof q));
+    log_info("event=team_quota_set team=\"%s\" max_sandboxes=%lld max_memory_mb=%lld", log_quote(cfg->team, q, sizeof q),
+             cfg->max_sandboxes, cfg->max_memory_mb);
+    return 0;
+}
+
 static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
 {
     terr err;
@@ -195,6 +210,9 @@ int main(int argc, char **argv)
         return 0;
     case CP_CMD_HOSTS_ADD:
         if (cmd_hosts_add(&cfg, &err) != 0) fatal("command=hosts_add %s", err.msg);
+        return 0;
+    case CP_CMD_TEAMS_SET_QUOTA:
+        if (cmd_teams_set_quota(&cfg, &err) != 0) fatal("command=teams_set_quota %s", err.msg);
         return 0;
     case CP_CMD_HOSTS_RESET_IDENTITY:
         if (cmd_hosts_reset_identity(&cfg, &err) != 0) fatal("command=hosts_reset_identity %s", err.msg);

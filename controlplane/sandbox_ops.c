@@ -18,6 +18,9 @@ static void set_outcome(sbop_result *res, sbop_outcome o)
     res->outcome = o;
 }
 
+/* Hosts a create tries before answering no capacity. */
+#define CREATE_MAX_HOSTS 16
+
 static void internal(sbop_result *res, const terr *err)
 {
     if (err != &res->err) res->err = *err;
@@ -212,32 +215,22 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
     set_outcome(res, SBOP_OK);
 }
 
-void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
+/* One create attempt on host. Returns 1 when the host refused for lack of
+ * capacity (nothing created, row removed, *full = its message), else 0 with
+ * res set. */
+static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const db_host *host, sbop_result *res,
+                          terr *full)
 {
-    memset(res, 0, sizeof *res);
-    db_host host;
-    bool found;
     terr err;
-    if (db_host_least_loaded(c->db, &host, &found, &err) != 0) {
-        internal(res, &err);
-        return;
-    }
-    if (!found) {
-        terr_set(&err, "no agent host is registered");
-        {
-        internal(res, &err);
-        return;
-    }
-    }
     sandbox_row row = {0};
     char hex[17];
     if (ids_random_hex(hex, 8, &err) != 0) {
         internal(res, &err);
-        return;
+        return 0;
     }
     snprintf(row.id, sizeof row.id, "sb-%s", hex);
     snprintf(row.team_id, sizeof row.team_id, "%s", c->team_id);
-    snprintf(row.host_id, sizeof row.host_id, "%s", host.id);
+    snprintf(row.host_id, sizeof row.host_id, "%s", host->id);
     snprintf(row.template_name, sizeof row.template_name, "%s", spec->template_name);
     row.vcpus = spec->vcpus;
     row.memory_mb = spec->memory_mb;
@@ -245,19 +238,25 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
     row.disk_mb = spec->disk_mb;
     row.env_json = spec->env_json;
     snprintf(res->row.id, sizeof res->row.id, "%s", row.id);
-    if (db_sandbox_insert(c->db, &row, &res->row, &err) != 0) {
+    bool over;
+    if (db_sandbox_insert_within_quota(c->db, &row, &res->row, &over, res->err.msg, sizeof res->err.msg, &err) != 0) {
         internal(res, &err);
-        return;
+        return 0;
+    }
+    if (over) {
+        res->row.id[0] = '\0';
+        set_outcome(res, SBOP_QUOTA_EXCEEDED);
+        return 0;
     }
     log_info("event=sandbox_create_start sandbox_id=%s host_id=%s template=%s vcpus=%d memory_mb=%d "
              "disk_mb=%d timeout_sec=%d",
-             row.id, host.id, row.template_name, row.vcpus, row.memory_mb, res->row.disk_mb, row.timeout_sec);
+             row.id, host->id, row.template_name, row.vcpus, row.memory_mb, res->row.disk_mb, row.timeout_sec);
 
     rpc_client *client = NULL;
     grpc_status_code st;
     int64_t t0 = mono_ms();
     bool sent = false; /* the create may have reached the agent */
-    if (agent_pool_get(c->agents, &host, &client, &err) != 0) {
+    if (agent_pool_get(c->agents, host, &client, &err) != 0) {
         st = GRPC_STATUS_UNAVAILABLE;
     } else {
         sent = true;
@@ -265,11 +264,22 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
     }
     if (st == GRPC_STATUS_OK) {
         create_settle(c, client, res, t0);
-        return;
+        return 0;
     }
 
     terr dberr;
     char q[LOG_QUOTE_MAX];
+    if (st == GRPC_STATUS_RESOURCE_EXHAUSTED) {
+        /* Admission control: this host is full and created nothing. The
+         * row goes; the caller tries the next host. */
+        if (db_sandbox_delete_pending(c->db, row.id, &dberr) != 0)
+            log_error("event=sandbox_delete_failed sandbox_id=%s error=\"%s\"", row.id,
+                      log_quote(dberr.msg, q, sizeof q));
+        log_warn("event=host_full sandbox_id=%s host_id=%s error=\"%s\"", row.id, host->id,
+                 log_quote(err.msg, q, sizeof q));
+        *full = err;
+        return 1;
+    }
     if (st == GRPC_STATUS_INVALID_ARGUMENT) {
         /* Bad input (e.g. an unknown template) changes nothing: the agent
          * created nothing, so the row goes too. */
@@ -278,7 +288,7 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
                       log_quote(dberr.msg, q, sizeof q));
         {
         agent_failed(res, st, &err);
-        return;
+        return 0;
     }
     }
     if (sent && sandbox_ops_create_outcome_unknown(st, err.msg)) {
@@ -301,7 +311,7 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
         res->grpc = st;
         {
         set_outcome(res, SBOP_CREATE_UNKNOWN);
-        return;
+        return 0;
     }
     }
     bool changed;
@@ -309,6 +319,40 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
         log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id,
                   log_quote(dberr.msg, q, sizeof q));
     agent_failed(res, st, &err);
+    return 0;
+}
+
+void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    char tried[CREATE_MAX_HOSTS][64];
+    const char *skip[CREATE_MAX_HOSTS];
+    size_t n_tried = 0;
+    terr full = {{0}};
+    for (;;) {
+        db_host host;
+        bool found;
+        terr err;
+        if (db_host_least_loaded(c->db, skip, n_tried, &host, &found, &err) != 0) {
+            internal(res, &err);
+            return;
+        }
+        if (!found && n_tried == 0) {
+            terr_set(&err, "no agent host is registered");
+            internal(res, &err);
+            return;
+        }
+        if (!found || n_tried == CREATE_MAX_HOSTS) {
+            terr_set(&err, "no capacity: %zu host(s) tried, all full (last: %s)", n_tried, full.msg);
+            agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
+            return;
+        }
+        memset(res, 0, sizeof *res);
+        if (create_on_host(c, spec, &host, res, &full) == 0) return;
+        snprintf(tried[n_tried], sizeof tried[n_tried], "%s", host.id);
+        skip[n_tried] = tried[n_tried];
+        n_tried++;
+    }
 }
 
 /* ------------------------------------------------------------ delete */

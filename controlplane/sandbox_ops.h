@@ -36,6 +36,7 @@ typedef enum sbop_outcome {
     SBOP_AGENT_UNREACHABLE, /* no client for the sandbox's host */
     SBOP_CREATE_UNKNOWN,    /* the create may yet land (res->grpc); its row stays pending */
     SBOP_INTERNAL,          /* database or host registry failure */
+    SBOP_QUOTA_EXCEEDED,    /* create: the team's quota would be exceeded (REST 429 quota_exceeded) */
 } sbop_outcome;
 
 typedef struct sbop_ctx {

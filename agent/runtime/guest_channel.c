@@ -22,10 +22,28 @@
 
 #define READ_CHUNK (256 * 1024)
 #define HANDSHAKE_RETRY_MS 250
+/* Answer caps: what one answer may make the agent hold (the reader's buffer
+ * plus the waiter's copy), by request type. A guest that announces more
+ * breaks its channel before a byte of the payload is buffered. */
+#define ANSWER_SMALL_MAX (64u * 1024)
+#define ANSWER_EXEC_MAX (2u * GP_EXEC_OUTPUT_CAP + ANSWER_SMALL_MAX)
+#define ANSWER_READ_MAX (GP_FILE_MAX + ANSWER_SMALL_MAX)
+/* After a large frame the reader's buffer shrinks back to this. */
+#define READ_BUF_KEEP (4 * READ_CHUNK)
+
+static uint32_t answer_cap(uint8_t request_type)
+{
+    switch (request_type) {
+    case GP_EXEC: return ANSWER_EXEC_MAX;
+    case GP_READ_FILE: return ANSWER_READ_MAX;
+    default: return ANSWER_SMALL_MAX;
+    }
+}
 
 typedef struct waiter {
     uint32_t id;
     bool done;
+    uint32_t max_len; /* the largest answer payload this call accepts */
     uint8_t type;
     uint8_t *payload;
     size_t len;
@@ -35,7 +53,7 @@ typedef struct waiter {
 struct guest_channel {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_mutex_t write_mu; /* one frame writer at a time */
+    bool writing;  /* one frame writer at a time (a lock with a deadline) */
     int fd;
     atomic_int refs;
     pthread_t reader;
@@ -59,7 +77,7 @@ static void fail_locked(guest_channel *ch, const char *reason)
 {
     if (!ch->closed) {
         ch->closed = true;
-        snprintf(ch->reason, sizeof ch->reason, "%s", reason);
+        snprintf(ch->reason, sizeof ch->reason, "%.255s", reason);
         shutdown(ch->fd, SHUT_RDWR); /* wakes the reader */
     }
     pthread_cond_broadcast(&ch->cv);
@@ -101,8 +119,11 @@ static bool deliver(guest_channel *ch, const gp_header *h, const uint8_t *payloa
 }
 
 /* Consumes as many whole frames from buf as possible; returns the number of
- * bytes consumed, or -1 with *why set when the stream is broken. */
-static long parse_frames(guest_channel *ch, const uint8_t *buf, size_t len, char *why, size_t why_n)
+ * bytes consumed, or -1 with *why set when the stream is broken. A frame
+ * nobody waits for is dropped as it streams in: *skip is set to the part of
+ * it not yet in buf, which the reader discards without buffering. */
+static long parse_frames(guest_channel *ch, const uint8_t *buf, size_t len, size_t *skip, char *why,
+                         size_t why_n)
 {
     size_t off = 0;
     static const uint8_t magic[4] = {'T', 'P', 'G', '1'};
@@ -130,18 +151,33 @@ static long parse_frames(guest_channel *ch, const uint8_t *buf, size_t len, char
             off++;
             continue;
         }
-        if (!synced) {
+        pthread_mutex_lock(&ch->mu);
+        waiter *w = find_waiter(ch, h.request_id);
+        bool waited = w && !w->done;
+        uint32_t cap = waited ? w->max_len : 0;
+        pthread_mutex_unlock(&ch->mu);
+        if (!synced && !(waited && h.type == GP_PONG && h.payload_len == 8)) {
             /* Only a PONG to one of our handshake PINGs ends the resync. */
-            pthread_mutex_lock(&ch->mu);
-            waiter *w = find_waiter(ch, h.request_id);
-            bool ours = w && !w->done && h.type == GP_PONG && h.payload_len == 8;
-            pthread_mutex_unlock(&ch->mu);
-            if (!ours) {
-                off++;
-                continue;
-            }
+            off++;
+            continue;
         }
-        if (len - off - GP_HEADER_SIZE < h.payload_len) return (long)off;
+        if (waited && h.payload_len > cap) {
+            snprintf(why, why_n, "guest channel broken: the guest sent a %u-byte %s answer, more than the %u bytes allowed",
+                     h.payload_len, gp_type_name(h.type), cap);
+            return -1;
+        }
+        size_t frame = GP_HEADER_SIZE + (size_t)h.payload_len;
+        if (!waited) {
+            log_debug("event=guest_frame_dropped sandbox_id=%s type=%s request_id=%u len=%u",
+                      ch->sandbox_id, gp_type_name(h.type), h.request_id, h.payload_len);
+            if (len - off < frame) {
+                *skip = frame - (len - off);
+                return (long)len;
+            }
+            off += frame;
+            continue;
+        }
+        if (len - off < frame) return (long)off;
         pthread_mutex_lock(&ch->mu);
         bool got = deliver(ch, &h, buf + off + GP_HEADER_SIZE);
         if (got && !ch->synced) ch->synced = true;
@@ -149,7 +185,7 @@ static long parse_frames(guest_channel *ch, const uint8_t *buf, size_t len, char
         if (!got)
             log_debug("event=guest_frame_dropped sandbox_id=%s type=%s request_id=%u",
                       ch->sandbox_id, gp_type_name(h.type), h.request_id);
-        off += GP_HEADER_SIZE + h.payload_len;
+        off += frame;
     }
 }
 
@@ -159,13 +195,14 @@ static long parse_frames(guest_channel *ch, const uint8_t *buf, size_t len, char
 static void *reader_main(void *arg)
 {
     guest_channel *ch = arg;
-    size_t cap = READ_CHUNK, len = 0;
+    size_t cap = READ_CHUNK, len = 0, skip = 0;
     uint8_t *buf = malloc(cap);
     char why[300] = "guest channel: out of memory";
     if (buf) {
         for (;;) {
             if (cap - len < READ_CHUNK / 4) {
-                /* Partial frames only get this big if the frame is. */
+                /* Partial frames only get this big if the frame is (and the
+                 * frame was checked against its call's answer cap). */
                 size_t ncap = cap * 2 > READ_BUF_LIMIT ? READ_BUF_LIMIT : cap * 2;
                 uint8_t *nb = ncap > cap ? realloc(buf, ncap) : NULL;
                 if (!nb) {
@@ -183,10 +220,25 @@ static void *reader_main(void *arg)
                 break;
             }
             len += (size_t)n;
-            long used = parse_frames(ch, buf, len, why, sizeof why);
+            if (skip) { /* the rest of a frame nobody waits for */
+                size_t d = skip < len ? skip : len;
+                memmove(buf, buf + d, len - d);
+                len -= d;
+                skip -= d;
+                if (!len) continue;
+            }
+            long used = parse_frames(ch, buf, len, &skip, why, sizeof why);
             if (used < 0) break;
             memmove(buf, buf + used, len - (size_t)used);
             len -= (size_t)used;
+            if (cap > READ_BUF_KEEP && len < READ_CHUNK) {
+                /* Give back what a large frame made us hold. */
+                uint8_t *nb = realloc(buf, READ_CHUNK);
+                if (nb) {
+                    buf = nb;
+                    cap = READ_CHUNK;
+                }
+            }
         }
     }
     free(buf);
@@ -196,14 +248,94 @@ static void *reader_main(void *arg)
     return NULL;
 }
 
+/* Takes the write turn, waiting at most until deadline (mono ms). */
+static int write_begin(guest_channel *ch, long long deadline, terr *err)
+{
+    struct timespec ts;
+    deadline_ts(&ts, deadline);
+    pthread_mutex_lock(&ch->mu);
+    while (ch->writing && !ch->closed)
+        if (pthread_cond_timedwait(&ch->cv, &ch->mu, &ts) == ETIMEDOUT) break;
+    int rc = 0;
+    if (ch->closed) rc = terr_set(err, "%s", ch->reason);
+    else if (ch->writing)
+        rc = terr_set(err, "guest channel busy: an earlier request is still being sent to a guest that "
+                           "does not read");
+    else ch->writing = true;
+    pthread_mutex_unlock(&ch->mu);
+    return rc;
+}
+
+static void write_end(guest_channel *ch)
+{
+    pthread_mutex_lock(&ch->mu);
+    ch->writing = false;
+    pthread_cond_broadcast(&ch->cv);
+    pthread_mutex_unlock(&ch->mu);
+}
+
+/* Sends iov whole before deadline: MSG_DONTWAIT + poll, so a guest that
+ * stops reading never blocks us past it (the reader is not affected: the
+ * socket itself stays blocking). *sent counts the bytes that went out. */
+static int send_all(guest_channel *ch, struct iovec *iov, int iovcnt, long long deadline,
+                    size_t *sent, terr *err)
+{
+    *sent = 0;
+    while (iovcnt > 0) {
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)iovcnt};
+        ssize_t n = sendmsg(ch->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR) continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                return terr_set(err, "write to the guest: %s", strerror(errno));
+            long long left = deadline - mono_ms();
+            if (left <= 0) return terr_set(err, "the guest did not take the request in time");
+            struct pollfd pf = {.fd = ch->fd, .events = POLLOUT};
+            if (poll(&pf, 1, left > 1000 ? 1000 : (int)left) < 0 && errno != EINTR)
+                return terr_set(err, "write to the guest: poll: %s", strerror(errno));
+            continue;
+        }
+        *sent += (size_t)n;
+        size_t left = (size_t)n;
+        while (iovcnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (uint8_t *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+/* One frame, before deadline. A frame cut short (deadline, error) leaves the
+ * guest's stream unparseable: the channel is broken from then on, and every
+ * waiting and later call fails at once with why. */
 static int send_frame(guest_channel *ch, uint8_t type, uint32_t id, const void *payload,
-                      size_t len, terr *err)
+                      size_t len, long long deadline, terr *err)
 {
     if (len > GP_MAX_PAYLOAD) return terr_set(err, "request of %zu bytes is too large", len);
-    struct iovec one = {(void *)payload, len};
-    pthread_mutex_lock(&ch->write_mu);
-    int rc = gp_write_framev(ch->fd, type, id, &one, len ? 1 : 0, err);
-    pthread_mutex_unlock(&ch->write_mu);
+    if (write_begin(ch, deadline, err) < 0) return -1;
+    uint8_t hdr[GP_HEADER_SIZE];
+    gp_header_encode(hdr, type, id, (uint32_t)len);
+    struct iovec iov[2] = {{hdr, sizeof hdr}, {(void *)payload, len}};
+    size_t sent = 0;
+    int rc = send_all(ch, iov, len ? 2 : 1, deadline, &sent, err);
+    if (rc < 0 && sent > 0) {
+        char why[300];
+        snprintf(why, sizeof why, "guest channel broken: %s request cut off after %zu of %zu bytes (%.120s)",
+                 gp_type_name(type), sent, sizeof hdr + len, err ? err->msg : "write failed");
+        pthread_mutex_lock(&ch->mu);
+        fail_locked(ch, why);
+        pthread_mutex_unlock(&ch->mu);
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=guest_channel_broken sandbox_id=%s reason=\"%s\"", ch->sandbox_id,
+                 log_quote(why, q, sizeof q));
+        terr_set(err, "%s", why);
+    }
+    write_end(ch);
     return rc < 0 ? terr_wrap(err, "guest channel") : 0;
 }
 
@@ -216,7 +348,7 @@ static uint32_t take_id(guest_channel *ch)
 
 /* Registers a waiter and sends the request; the caller holds no lock. */
 static int start_call(guest_channel *ch, waiter *w, uint8_t type, const void *payload,
-                      size_t len, terr *err)
+                      size_t len, long long deadline, terr *err)
 {
     memset(w, 0, sizeof *w);
     pthread_mutex_lock(&ch->mu);
@@ -226,10 +358,11 @@ static int start_call(guest_channel *ch, waiter *w, uint8_t type, const void *pa
         return r;
     }
     w->id = take_id(ch);
+    w->max_len = answer_cap(type);
     w->next = ch->waiters;
     ch->waiters = w;
     pthread_mutex_unlock(&ch->mu);
-    if (send_frame(ch, type, w->id, payload, len, err) < 0) {
+    if (send_frame(ch, type, w->id, payload, len, deadline, err) < 0) {
         pthread_mutex_lock(&ch->mu);
         remove_waiter(ch, w);
         if (ch->closed) terr_set(err, "%s", ch->reason);
@@ -246,8 +379,8 @@ int guest_channel_call(guest_channel *ch, uint8_t type, const void *payload, siz
     *resp = NULL;
     *resp_len = 0;
     waiter w;
-    if (start_call(ch, &w, type, payload, len, err) < 0) return -1;
     long long deadline = mono_ms() + timeout_ms;
+    if (start_call(ch, &w, type, payload, len, deadline, err) < 0) return -1;
     struct timespec ts;
     deadline_ts(&ts, deadline);
     pthread_mutex_lock(&ch->mu);
@@ -335,7 +468,7 @@ static int handshake(guest_channel *ch, int pidfd, long long deadline, terr *err
     int n = 0, rc = -1;
     for (;;) {
         if (n < MAX_TRIES) {
-            if (start_call(ch, &ws[n], GP_PING, NULL, 0, err) < 0) goto out;
+            if (start_call(ch, &ws[n], GP_PING, NULL, 0, deadline, err) < 0) goto out;
             n++;
         }
         long long until = mono_ms() + HANDSHAKE_RETRY_MS;
@@ -398,7 +531,6 @@ int guest_channel_open(int dirfd, const char *name, const char *sandbox_id, int 
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&ch->cv, &ca);
     pthread_condattr_destroy(&ca);
-    pthread_mutex_init(&ch->write_mu, NULL);
     ch->fd = fd;
     atomic_init(&ch->refs, 1);
     snprintf(ch->sandbox_id, sizeof ch->sandbox_id, "%s", sandbox_id);
@@ -437,7 +569,6 @@ void guest_channel_unref(guest_channel *ch)
     guest_channel_close(ch, "guest channel released");
     if (ch->reader_started) pthread_join(ch->reader, NULL);
     close(ch->fd);
-    pthread_mutex_destroy(&ch->write_mu);
     pthread_cond_destroy(&ch->cv);
     pthread_mutex_destroy(&ch->mu);
     free(ch);

@@ -26,6 +26,14 @@ typedef struct runtime_qemu_config {
      * unmapped; they come back on use (docs/runtime.md, "Idle trim").
      * 0 = default (5000 ms); < 0 = never. */
     int idle_trim_ms;
+    /* Template snapshots kept (distinct template x shape), least recently
+     * used evicted first; one in use by a create in progress never is.
+     * 0 = default (8); < 0 = unlimited. */
+    int template_cache_max;
+    /* Run every QEMU as this (unprivileged) user and group; each sandbox's
+     * directory and RAM file are owned by it (0700 / 0600), templates go
+     * back to root once built. NULL = QEMU runs as the agent's user. */
+    const char *vm_user;
 } runtime_qemu_config;
 
 int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr *err);

@@ -79,6 +79,17 @@ static int find_qemu_img(const qemu_drv *d, char *out, size_t n)
     return -1;
 }
 
+/* The agent (root) makes the overlay; QEMU, perhaps running as --vm-user,
+ * writes it: hand it over like the RAM file. */
+static int own_overlay(const qemu_drv *d, int dirfd, terr *err)
+{
+    int fd = openat(dirfd, QEMU_DISK_FILE, O_RDWR | O_CLOEXEC);
+    if (fd < 0) return terr_set(err, "open %s: %s", QEMU_DISK_FILE, strerror(errno));
+    int rc = qemu_own_for_vm(d, fd, false, err);
+    close(fd);
+    return rc;
+}
+
 int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, terr *err)
 {
     char img[PATH_MAX];
@@ -86,7 +97,7 @@ int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, ter
         return terr_set(err, "qemu-img not found (install the qemu-utils package)");
     char *argv[] = {img, "create", "-q", "-f", "qcow2", "-b", (char *)base, "-F", "raw", QEMU_DISK_FILE, NULL};
     qemu_proc p;
-    if (qemu_proc_spawn(argv, dirfd, QEMU_IMG_LOG, &p, err) < 0) return terr_wrap(err, "qemu-img create");
+    if (qemu_proc_spawn(argv, dirfd, QEMU_IMG_LOG, NULL, &p, err) < 0) return terr_wrap(err, "qemu-img create");
     bool done = qemu_proc_wait(&p, QEMU_IMG_MS);
     if (!done) {
         qemu_proc_kill(&p);
@@ -112,17 +123,18 @@ int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, ter
         return -1;
     }
     unlinkat(dirfd, QEMU_IMG_LOG, 0);
-    return 0;
+    return own_overlay(d, dirfd, err);
 }
 
-int qemu_disk_clone(int tplfd, int sbfd, const qemu_shape *s, terr *err)
+int qemu_disk_clone(const qemu_drv *d, int tplfd, int sbfd, const qemu_shape *s, terr *err)
 {
     if (!s->rootfs[0]) return 0;
     int src = openat(tplfd, QEMU_DISK_FILE, O_RDONLY | O_CLOEXEC);
     if (src < 0) return terr_set(err, "template has no %s: %s", QEMU_DISK_FILE, strerror(errno));
     int r = qemu_copy_sparse(src, sbfd, QEMU_DISK_FILE, err);
     close(src);
-    return r < 0 ? terr_wrap(err, "copy the template's root disk overlay") : 0;
+    if (r < 0) return terr_wrap(err, "copy the template's root disk overlay");
+    return own_overlay(d, sbfd, err);
 }
 
 int qemu_disk_sync(int dirfd, const qemu_shape *s, terr *err)

@@ -4,6 +4,7 @@
  * qemu_guest_ops.c. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@ qemu_vm *qemu_vm_new(qemu_drv *d, const char *sandbox_id, int dirfd, terr *err)
     v->state = QVM_RUNNING;
     v->dirfd = dirfd;
     v->inst.dirfd = dirfd;
+    v->inst.run_as = d->run_as;
     v->inst.proc.pidfd = -1;
     v->inst.proc.exited = true;
     snprintf(v->inst.id, sizeof v->inst.id, "%s", sandbox_id);
@@ -125,7 +127,7 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
         unlinkat(d->sb_dirfd, spec->sandbox_id, AT_REMOVEDIR);
         return terr_set(err, "open sandbox dir: %s", strerror(e));
     }
-    qemu_vm *v = qemu_vm_new(d, spec->sandbox_id, sbfd, err);
+    qemu_vm *v = qemu_own_for_vm(d, sbfd, true, err) == 0 ? qemu_vm_new(d, spec->sandbox_id, sbfd, err) : NULL;
     if (!v) {
         close(sbfd);
         close(tplfd);
@@ -138,7 +140,7 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     long long t_copy = 0, t_loaded = 0, t_run = 0, t_conn = 0, t_grown = 0;
     int ramfd = openat(tplfd, QEMU_RAM_FILE, O_RDONLY | O_CLOEXEC);
     int statefd = openat(tplfd, QEMU_STATE_FILE, O_RDONLY | O_CLOEXEC);
-    int disk_rc = qemu_disk_clone(tplfd, sbfd, &tmeta.shape, err);
+    int disk_rc = qemu_disk_clone(d, tplfd, sbfd, &tmeta.shape, err);
     close(tplfd);
     if (ramfd < 0 || statefd < 0) {
         terr_set(err, "template %s is incomplete: %s", tmeta.template_key, strerror(errno));
@@ -150,6 +152,13 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (qemu_copy_sparse(ramfd, sbfd, QEMU_RAM_FILE, err) < 0) goto fail;
     close(ramfd);
     ramfd = -1;
+    if (d->run_as) {
+        ramfd = openat(sbfd, QEMU_RAM_FILE, O_RDONLY | O_CLOEXEC);
+        int orc = ramfd >= 0 ? qemu_own_for_vm(d, ramfd, false, err) : terr_set(err, "open ram: %s", strerror(errno));
+        if (ramfd >= 0) close(ramfd);
+        ramfd = -1;
+        if (orc < 0) goto fail;
+    }
     qemu_writeback_async(sbfd, QEMU_RAM_FILE);
     t_copy = mono_ms();
     /* Written before QEMU starts: recover() re-attaches any live QEMU it
@@ -469,6 +478,22 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
         terr_set(err, "open state dir %s: %s", cfg->state_dir, strerror(errno));
         goto fail;
     }
+    if (cfg->vm_user) {
+        struct passwd *pw = getpwnam(cfg->vm_user);
+        if (!pw) {
+            terr_set(err, "VM user \"%s\" does not exist (create it: useradd --system --no-create-home torpor-vm)",
+                     cfg->vm_user);
+            goto fail;
+        }
+        if (pw->pw_uid == 0) {
+            terr_set(err, "VM user \"%s\" is root: it must be an unprivileged user", cfg->vm_user);
+            goto fail;
+        }
+        d->vm_user = (qemu_run_as){.uid = pw->pw_uid, .gid = pw->pw_gid};
+        d->run_as = &d->vm_user;
+    }
+    d->tpl_cache_max = cfg->template_cache_max == 0 ? QEMU_TEMPLATE_CACHE_DEFAULT
+                       : cfg->template_cache_max < 0 ? 0 : cfg->template_cache_max;
     d->idle_trim_ms = cfg->idle_trim_ms == 0 ? QEMU_IDLE_TRIM_MS_DEFAULT
                       : cfg->idle_trim_ms < 0 ? 0 : cfg->idle_trim_ms;
     if (qemu_watch_start(&d->watch, d->idle_trim_ms, err) < 0) goto fail;

@@ -218,3 +218,11 @@ int64_t qemu_unix_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+int qemu_own_for_vm(const qemu_drv *d, int fd, bool dir, terr *err)
+{
+    if (!d->run_as) return 0;
+    if (fchown(fd, d->run_as->uid, d->run_as->gid) < 0 || fchmod(fd, dir ? 0700 : 0600) < 0)
+        return terr_set(err, "give %s to the VM user: %s", dir ? "a directory" : "a file", strerror(errno));
+    return 0;
+}

@@ -17,6 +17,8 @@
  * and send its answer. */
 #define EXEC_ANSWER_MARGIN_MS 15000
 #define FILE_CALL_MS 120000
+/* How long before the RPC's own deadline a guest call gives up. */
+#define CALLER_DEADLINE_MARGIN_MS 1000
 
 /* Caller holds conn_mu. */
 static void note_failed(qemu_vm *v, const char *why)
@@ -140,6 +142,17 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n, terr *err)
 static int guest_roundtrip(qemu_vm *v, const char *what, gp_buf *b, uint8_t req_type, uint8_t resp_type,
                            int timeout_ms, uint8_t **p, size_t *n, terr *err)
 {
+    /* The caller's deadline wins when it is nearer: answer (with an error)
+     * a little before the caller gives up, never after. */
+    long long dl = runtime_call_deadline();
+    if (dl > 0) {
+        long long left = dl - mono_ms() - CALLER_DEADLINE_MARGIN_MS;
+        if (left < timeout_ms) timeout_ms = left > 0 ? (int)left : 0;
+        if (timeout_ms <= 0) {
+            gp_buf_free(b);
+            return terr_set(err, "%s in %s: the caller's deadline has passed", what, v->base.sandbox_id);
+        }
+    }
     guest_channel *ch = take_channel(v, err);
     if (!ch) {
         gp_buf_free(b);
@@ -186,6 +199,15 @@ int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *
     int r = gp_decode_exec_result(p, n, &gr, err);
     free(p);
     if (r < 0) return terr_wrap(err, "exec result");
+    /* The output cap holds here too, not only in an honest guest. */
+    if (gr.out_len > GP_EXEC_OUTPUT_CAP) {
+        gr.out_len = GP_EXEC_OUTPUT_CAP;
+        gr.stdout_truncated = true;
+    }
+    if (gr.err_len > GP_EXEC_OUTPUT_CAP) {
+        gr.err_len = GP_EXEC_OUTPUT_CAP;
+        gr.stderr_truncated = true;
+    }
     res->out = dup_bytes(gr.out, gr.out_len, err);
     res->err = dup_bytes(gr.err, gr.err_len, err);
     res->out_len = gr.out_len;
@@ -223,6 +245,12 @@ int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8
     int r = gp_decode_read_result(p, n, &rr, err);
     free(p);
     if (r < 0) return terr_wrap(err, "read_file result");
+    if (rr.status == 0 && rr.len > GP_FILE_MAX) {
+        terr_set(err, "read_file %s: the guest answered %zu bytes, more than the %u allowed", path,
+                 (size_t)rr.len, GP_FILE_MAX);
+        gp_read_result_free(&rr);
+        return -1;
+    }
     if (rr.status != 0) {
         terr_set(err, "read_file %s: %s", path, rr.message[0] ? rr.message : strerror(rr.status));
         gp_read_result_free(&rr);

@@ -106,6 +106,11 @@ static int build_argv(argv_builder *b, const char *binary, const char *name,
     arg(b, "-display");
     arg(b, "none");
     arg(b, "-no-reboot");
+    /* seccomp confinement (docs/security.md): no exec/fork of helpers, no
+     * setuid/setgid/capabilities, no obsolete syscalls, no scheduler or
+     * affinity changes. */
+    arg(b, "-sandbox");
+    arg(b, "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
     arg(b, "-object");
     arg(b, "memory-backend-file,id=mem,size=%dM,mem-path=" QEMU_RAM_FILE ",share=on", s->memory_mb);
     arg(b, "-kernel");
@@ -171,7 +176,7 @@ int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *sh
         free(b);
         return -1;
     }
-    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, &in->proc, err);
+    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, in->run_as, &in->proc, err);
     free(b);
     if (r < 0) return -1;
     if (qemu_proc_write_pidfile(in->dirfd, &in->proc, err) < 0) goto fail;

@@ -40,6 +40,7 @@ typedef struct qemu_inst {
     char id[RUNTIME_ID_MAX + 40]; /* sandbox id or template key, for -name and logs */
     qemu_proc proc;
     qmp *qmp;
+    const qemu_run_as *run_as; /* NULL = QEMU runs as the agent's user */
 } qemu_inst;
 
 /* incoming_fd < 0: cold boot. Otherwise restore from that (readable) fd. */

@@ -48,6 +48,9 @@ typedef struct qemu_drv {
     qemu_tpl_build *building;
     qemu_watch *watch;
     int idle_trim_ms;    /* > 0: trim a VM's QEMU after this long without calls */
+    int tpl_cache_max;   /* > 0: committed templates kept (LRU); 0 = unlimited */
+    qemu_run_as vm_user; /* valid when run_as != NULL */
+    const qemu_run_as *run_as; /* &vm_user, or NULL: QEMU runs as the agent's user */
 } qemu_drv;
 
 typedef enum { QVM_RUNNING, QVM_PAUSED, QVM_DESTROYED, QVM_DEAD } qvm_state;
@@ -112,6 +115,9 @@ int qemu_fsync_dir(int dirfd, terr *err);
 int qemu_rmtree(int parentfd, const char *name, terr *err);
 /* Copies src to <dstdir>/<dst_name> (new file) keeping holes, fast. */
 int qemu_copy_sparse(int srcfd, int dstdirfd, const char *dst_name, terr *err);
+/* With a VM user: gives it fd (a directory: 0700, a file: 0600). No-op
+ * without. */
+int qemu_own_for_vm(const qemu_drv *d, int fd, bool dir, terr *err);
 /* Turns every all-zero 4 KiB page of the file into a hole (same content,
  * fewer blocks): done once per template so each clone copies less. */
 int qemu_punch_zeros(int fd, terr *err);
@@ -130,6 +136,11 @@ int64_t qemu_unix_ms(void);
  * *tplfd is an open fd of templates/<key>/ and *meta its metadata. */
 int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb, int *tplfd,
                       qemu_meta *meta, terr *err);
+#define QEMU_TEMPLATE_CACHE_DEFAULT 8
+/* The template fd qemu_template_get hands out holds a shared flock on the
+ * directory until closed: eviction (LRU beyond tpl_cache_max, after each
+ * get) takes an exclusive one without waiting, so a template a create still
+ * copies from is never removed. */
 /* recover(): removes half-built template dirs. */
 void qemu_template_cleanup(qemu_drv *d);
 
@@ -143,7 +154,7 @@ int qemu_disk_check_mb(int disk_mb, terr *err);
 int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, terr *err);
 /* Copies the template's overlay into a new sandbox dir (no-op without a
  * root disk). */
-int qemu_disk_clone(int tplfd, int sbfd, const qemu_shape *s, terr *err);
+int qemu_disk_clone(const qemu_drv *d, int tplfd, int sbfd, const qemu_shape *s, terr *err);
 /* fsyncs <dirfd>/root.qcow2 if the shape has a root disk. */
 int qemu_disk_sync(int dirfd, const qemu_shape *s, terr *err);
 /* Grows a running VM's root disk from from_mb (0: the base image's size) to

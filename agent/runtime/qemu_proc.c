@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "mono_time.h"
@@ -20,8 +21,8 @@
 #define PIDFILE "qemu.pid"
 #define PIDFILE_TMP "qemu.pid.tmp"
 
-int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, qemu_proc *p,
-                    terr *err)
+int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, const qemu_run_as *run_as,
+                    qemu_proc *p, terr *err)
 {
     memset(p, 0, sizeof *p);
     p->pidfd = -1;
@@ -64,6 +65,13 @@ int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, qemu_pr
         prctl(PR_SET_THP_DISABLE, 1, 0, 0, 0);
         if (setsid() < 0 || fchdir(dirfd) < 0) e = errno;
         if (!e && (dup2(nullfd, 0) < 0 || dup2(logfd, 1) < 0 || dup2(logfd, 2) < 0)) e = errno;
+        /* Drop to the VM user: raw system calls (this child has one thread;
+         * glibc's set*id wrappers are not async-signal-safe). gid first. */
+        if (!e && run_as &&
+            (syscall(SYS_setgroups, 0, NULL) < 0 ||
+             syscall(SYS_setresgid, run_as->gid, run_as->gid, run_as->gid) < 0 ||
+             syscall(SYS_setresuid, run_as->uid, run_as->uid, run_as->uid) < 0))
+            e = errno;
         /* Keep only stdio and the error pipe (moved to fd 3). */
         if (!e && errfd != 3) {
             if (dup3(errfd, 3, O_CLOEXEC) < 0) e = errno;

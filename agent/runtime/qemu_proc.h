@@ -30,8 +30,14 @@ typedef struct qemu_proc {
     int status;     /* wait status when child && exited */
 } qemu_proc;
 
-int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, qemu_proc *p,
-                    terr *err);
+/* run_as (NULL = unchanged): the child drops to this uid/gid (no
+ * supplementary groups) after entering dirfd and before exec. */
+typedef struct qemu_run_as {
+    uid_t uid;
+    gid_t gid;
+} qemu_run_as;
+int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, const qemu_run_as *run_as,
+                    qemu_proc *p, terr *err);
 
 /* Attaches to an existing process (not a child) after checking that its
  * start time (from /proc/<pid>/stat) equals starttime. */

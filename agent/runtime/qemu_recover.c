@@ -202,6 +202,78 @@ static void kill_strays(qemu_scan **scan, bool *scanned, const char *id, int sbf
                  id, n);
 }
 
+/* Live VMs are re-attached in parallel, each within its own bounded waits
+ * (QMP QEMU_RECOVER_QMP_MS, guest QEMU_RECOVER_GUEST_MS), so N silent guests
+ * cost about one guest timeout, not N. */
+#define RECOVER_PARALLEL 16
+
+typedef struct recover_run {
+    qemu_drv *d;
+    runtime_recover_fn cb;
+    void *ctx;
+    pthread_mutex_t mu; /* serialises cb, the stray scan and the counters */
+    qemu_scan *scan;
+    bool scanned;
+    int running, removed, kept;
+    char (*ids)[RUNTIME_ID_MAX];
+    int *fds;
+    runtime_spec *specs; /* announced ones: specs[i].sandbox_id[0] != 0 */
+    size_t n, next;
+} recover_run;
+
+static void remove_dir(qemu_drv *d, const char *id, const char *why)
+{
+    char q[LOG_QUOTE_MAX], qid[LOG_QUOTE_MAX];
+    terr rerr;
+    if (qemu_rmtree(d->sb_dirfd, id, &rerr) < 0)
+        log_warn("event=recover_remove_failed sandbox_id=\"%s\" error=\"%s\"", log_quote(id, qid, sizeof qid),
+                 log_quote(rerr.msg, q, sizeof q));
+    else
+        log_info("event=recover_removed sandbox_id=\"%s\" reason=\"%s\"", log_quote(id, qid, sizeof qid),
+                 log_quote(why, q, sizeof q));
+}
+
+static void recover_live(recover_run *rr, const char *id, int sbfd, const runtime_spec *announced)
+{
+    char q[LOG_QUOTE_MAX];
+    terr why = {"not a sandbox directory"};
+    qemu_vm *v = NULL;
+    int r = reattach(rr->d, id, sbfd, &v, &why);
+    pthread_mutex_lock(&rr->mu);
+    if (r < 0) kill_strays(&rr->scan, &rr->scanned, id, sbfd);
+    close(sbfd);
+    if (r == 0) {
+        pthread_mutex_lock(&v->mu);
+        bool guest = v->ch != NULL;
+        pthread_mutex_unlock(&v->mu);
+        log_info("event=recovered sandbox_id=%s state=running pid=%d guest=%s qmp=%s", id, (int)v->inst.proc.pid,
+                 guest ? "connected" : "pending", v->inst.qmp ? "connected" : "pending");
+        rr->cb(rr->ctx, &v->desc.spec, &v->base);
+        rr->running++;
+    } else if (r > 0) {
+        /* Alive but not re-attachable now: never delete a live VM. */
+        log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id, log_quote(why.msg, q, sizeof q));
+        rr->kept++;
+    } else {
+        remove_dir(rr->d, id, why.msg);
+        rr->removed++;
+    }
+    if (r != 0 && announced) rr->cb(rr->ctx, announced, RUNTIME_VM_GONE);
+    pthread_mutex_unlock(&rr->mu);
+}
+
+static void *recover_worker(void *arg)
+{
+    recover_run *rr = arg;
+    for (;;) {
+        pthread_mutex_lock(&rr->mu);
+        size_t i = rr->next < rr->n ? rr->next++ : rr->n;
+        pthread_mutex_unlock(&rr->mu);
+        if (i >= rr->n) return NULL;
+        recover_live(rr, rr->ids[i], rr->fds[i], rr->specs[i].sandbox_id[0] ? &rr->specs[i] : NULL);
+    }
+}
+
 int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err)
 {
     qemu_drv *d = qemu_drv_of(rd);
@@ -215,13 +287,13 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
     }
     rewinddir(dir);
     struct dirent *e;
-    int paused = 0, running = 0, removed = 0, kept = 0;
-    qemu_scan *scan = NULL;
-    bool scanned = false;
+    int paused = 0;
+    recover_run rr = {.d = d, .cb = cb, .ctx = ctx};
+    pthread_mutex_init(&rr.mu, NULL);
+    size_t cap = 0;
     while ((e = readdir(dir))) {
         const char *id = e->d_name;
         if (!strcmp(id, ".") || !strcmp(id, "..")) continue;
-        char q[LOG_QUOTE_MAX], qid[LOG_QUOTE_MAX];
         terr why = {"not a sandbox directory"};
         int sbfd = qemu_valid_name(id, RUNTIME_ID_MAX)
                        ? openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC)
@@ -232,7 +304,7 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
                 qemu_file_size(sbfd, QEMU_STATE_FILE) == meta.state_bytes) {
                 /* Committed snapshot: whatever else is there is debris. */
                 qemu_kill_by_pidfile(sbfd);
-                kill_strays(&scan, &scanned, id, sbfd);
+                kill_strays(&rr.scan, &rr.scanned, id, sbfd);
                 unlinkat(sbfd, QEMU_STATE_TMP, 0);
                 unlinkat(sbfd, QEMU_RUNNING_FILE, 0);
                 unlinkat(sbfd, "qemu.pid", 0);
@@ -244,37 +316,58 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
                 paused++;
                 continue;
             }
-            qemu_vm *v = NULL;
-            int r = reattach(d, id, sbfd, &v, &why);
-            if (r < 0) kill_strays(&scan, &scanned, id, sbfd);
-            close(sbfd);
-            if (r == 0) {
-                pthread_mutex_lock(&v->mu);
-                bool guest = v->ch != NULL;
-                pthread_mutex_unlock(&v->mu);
-                log_info("event=recovered sandbox_id=%s state=running pid=%d guest=%s qmp=%s", id,
-                         (int)v->inst.proc.pid, guest ? "connected" : "pending",
-                         v->inst.qmp ? "connected" : "pending");
-                cb(ctx, &v->desc.spec, &v->base);
-                running++;
-                continue;
+            /* A live VM (or debris): re-attached below, in parallel. */
+            if (rr.n == cap) {
+                size_t nc = cap ? cap * 2 : 16;
+                void *ni = realloc(rr.ids, nc * sizeof *rr.ids);
+                if (ni) rr.ids = ni;
+                void *nf = ni ? realloc(rr.fds, nc * sizeof *rr.fds) : NULL;
+                if (nf) rr.fds = nf;
+                void *ns = nf ? realloc(rr.specs, nc * sizeof *rr.specs) : NULL;
+                if (ns) rr.specs = ns;
+                if (!ni || !nf || !ns) {
+                    /* Out of memory: leave this one alone (never delete a live VM). */
+                    log_error("event=recover_skipped sandbox_id=%s error=\"out of memory\"", id);
+                    close(sbfd);
+                    rr.kept++;
+                    continue;
+                }
+                cap = nc;
             }
-            if (r > 0) {
-                /* Alive but not re-attachable now: never delete a live VM. */
-                log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id, log_quote(why.msg, q, sizeof q));
-                kept++;
-                continue;
+            memcpy(rr.ids[rr.n], id, strlen(id) + 1);
+            /* Announce it (listed as recovering meanwhile) when its
+             * description is readable; otherwise it is reported only if it
+             * comes back. */
+            qemu_meta desc;
+            terr derr;
+            memset(&rr.specs[rr.n], 0, sizeof rr.specs[rr.n]);
+            if (qemu_meta_read(sbfd, QEMU_RUNNING_FILE, &desc, &derr) == 0) {
+                rr.specs[rr.n] = desc.spec;
+                memcpy(rr.specs[rr.n].sandbox_id, id, strlen(id) + 1);
+                cb(ctx, &rr.specs[rr.n], RUNTIME_VM_RECOVERING);
             }
+            rr.fds[rr.n++] = sbfd;
+            continue;
         }
-        terr rerr;
-        if (qemu_rmtree(d->sb_dirfd, id, &rerr) < 0)
-            log_warn("event=recover_remove_failed sandbox_id=\"%s\" error=\"%s\"", log_quote(id, qid, sizeof qid), log_quote(rerr.msg, q, sizeof q));
-        else
-            log_info("event=recover_removed sandbox_id=\"%s\" reason=\"%s\"", log_quote(id, qid, sizeof qid), log_quote(why.msg, q, sizeof q));
-        removed++;
+        remove_dir(d, id, why.msg);
+        rr.removed++;
     }
     closedir(dir);
-    qemu_scan_free(scan);
-    log_info("event=recover_done paused=%d running=%d removed=%d kept=%d", paused, running, removed, kept);
+    cb(ctx, NULL, RUNTIME_VM_RECOVERING); /* every sandbox is known now */
+    long long t0 = mono_ms();
+    pthread_t th[RECOVER_PARALLEL];
+    int nth = 0;
+    for (size_t i = 0; i < rr.n && nth < RECOVER_PARALLEL; i++)
+        if (pthread_create(&th[nth], NULL, recover_worker, &rr) == 0) nth++;
+    recover_worker(&rr); /* this thread helps, and does all if no thread started */
+    for (int i = 0; i < nth; i++) pthread_join(th[i], NULL);
+    qemu_scan_free(rr.scan);
+    pthread_mutex_destroy(&rr.mu);
+    free(rr.ids);
+    free(rr.fds);
+    free(rr.specs);
+    log_info("event=recover_done paused=%d running=%d removed=%d kept=%d live_candidates=%zu workers=%d "
+             "reattach_ms=%lld",
+             paused, rr.running, rr.removed, rr.kept, rr.n, nth + 1, mono_ms() - t0);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -20,6 +21,7 @@
 #include "qemu_internal.h"
 
 #define BUILDING_SUFFIX ".building"
+#define LAST_USED_FILE "last_used" /* its mtime: the LRU clock, kept across restarts */
 /* Bumped when the way templates are built changes (part of the key). */
 #define TEMPLATE_FORMAT "torpor-template-3"
 
@@ -115,11 +117,16 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     int bfd = openat(d->tpl_dirfd, bname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (bfd < 0) return terr_set(err, "open %s: %s", bname, strerror(errno));
     log_info("event=template_build_start template=%s key=%s accel=%s", name, key, d->accel);
-    qemu_inst in = {.dirfd = bfd};
+    qemu_inst in = {.dirfd = bfd, .run_as = d->run_as};
+    terr e2;
+    if (qemu_own_for_vm(d, bfd, true, err) < 0) {
+        close(bfd);
+        qemu_rmtree(d->tpl_dirfd, bname, &e2);
+        return -1;
+    }
     snprintf(in.id, sizeof in.id, "torpor-template-%s", name);
     guest_channel *ch = NULL;
     int state_fd = -1, ram_fd = -1;
-    terr e2;
     if (shape->rootfs[0] && qemu_disk_overlay_create(d, bfd, shape->rootfs, err) < 0) goto fail;
     if (qemu_inst_start(&in, d->qemu_binary, shape, -1, err) < 0) goto fail;
     if (guest_channel_open(bfd, QEMU_GUEST_SOCK, in.id, in.proc.pidfd, QEMU_GUEST_BOOT_MS, &ch, err) < 0) {
@@ -149,6 +156,12 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
         goto fail;
     }
     if (qemu_punch_zeros(ram_fd, err) < 0) goto fail;
+    /* Built: back to root, so no VM user (a QEMU escape) can alter what
+     * every later clone starts from. */
+    if (d->run_as && (fchown(ram_fd, 0, 0) < 0 || fchown(bfd, 0, 0) < 0 || fchmod(bfd, 0755) < 0)) {
+        terr_set(err, "give the template back to root: %s", strerror(errno));
+        goto fail;
+    }
     if (fsync(ram_fd) < 0 || fsync(state_fd) < 0) {
         terr_set(err, "fsync template snapshot: %s", strerror(errno));
         goto fail;
@@ -192,6 +205,91 @@ fail:
     return -1;
 }
 
+/* Marks the template just handed out: in use (shared flock on its fd, held
+ * until the caller closes it) and used now (LRU). tpl_mu held. */
+static void mark_used(int tplfd)
+{
+    flock(tplfd, LOCK_SH);
+    int f = openat(tplfd, LAST_USED_FILE, O_WRONLY | O_CREAT | O_CLOEXEC, 0600);
+    if (f >= 0) close(f);
+    utimensat(tplfd, LAST_USED_FILE, NULL, 0);
+}
+
+typedef struct tpl_age {
+    char name[QEMU_TEMPLATE_KEY_MAX];
+    struct timespec used;
+} tpl_age;
+
+static int older_first(const void *a, const void *b)
+{
+    const tpl_age *x = a, *y = b;
+    if (x->used.tv_sec != y->used.tv_sec) return x->used.tv_sec < y->used.tv_sec ? -1 : 1;
+    if (x->used.tv_nsec != y->used.tv_nsec) return x->used.tv_nsec < y->used.tv_nsec ? -1 : 1;
+    return strcmp(x->name, y->name);
+}
+
+/* Keeps at most tpl_cache_max committed templates: removes the least
+ * recently used ones that nobody holds (exclusive flock, not waiting) and
+ * that are not keep. tpl_mu held, so no get opens one meanwhile. */
+static void evict(qemu_drv *d, const char *keep)
+{
+    if (d->tpl_cache_max <= 0) return;
+    int dup_fd = dup(d->tpl_dirfd);
+    if (dup_fd < 0) return;
+    DIR *dir = fdopendir(dup_fd);
+    if (!dir) {
+        close(dup_fd);
+        return;
+    }
+    rewinddir(dir);
+    tpl_age *all = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        size_t l = strlen(e->d_name), sl = strlen(BUILDING_SUFFIX);
+        if (e->d_name[0] == '.' || l >= QEMU_TEMPLATE_KEY_MAX || (l > sl && !strcmp(e->d_name + l - sl, BUILDING_SUFFIX)))
+            continue;
+        if (n == cap) {
+            size_t nc = cap ? cap * 2 : 16;
+            tpl_age *g = realloc(all, nc * sizeof *g);
+            if (!g) break;
+            all = g;
+            cap = nc;
+        }
+        memcpy(all[n].name, e->d_name, l + 1);
+        char p[QEMU_TEMPLATE_KEY_MAX + 32];
+        snprintf(p, sizeof p, "%s/" LAST_USED_FILE, e->d_name);
+        struct stat st;
+        all[n].used = fstatat(d->tpl_dirfd, p, &st, 0) == 0 ? st.st_mtim : (struct timespec){0, 0};
+        n++;
+    }
+    closedir(dir);
+    if (n > (size_t)d->tpl_cache_max) {
+        qsort(all, n, sizeof *all, older_first);
+        size_t left = n;
+        for (size_t i = 0; i < n && left > (size_t)d->tpl_cache_max; i++) {
+            if (!strcmp(all[i].name, keep)) continue;
+            int f = openat(d->tpl_dirfd, all[i].name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (f < 0) continue;
+            if (flock(f, LOCK_EX | LOCK_NB) != 0) { /* a create copies from it */
+                close(f);
+                continue;
+            }
+            terr er;
+            char q[LOG_QUOTE_MAX];
+            int rc = qemu_rmtree(d->tpl_dirfd, all[i].name, &er);
+            close(f);
+            if (rc < 0) {
+                log_warn("event=template_evict_failed key=%s error=\"%s\"", all[i].name, log_quote(er.msg, q, sizeof q));
+                continue;
+            }
+            log_info("event=template_evicted key=%s reason=lru cache_max=%d", all[i].name, d->tpl_cache_max);
+            left--;
+        }
+    }
+    free(all);
+}
+
 int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb, int *tplfd,
                       qemu_meta *meta, terr *err)
 {
@@ -207,6 +305,7 @@ int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, i
     pthread_mutex_lock(&d->tpl_mu);
     for (;;) {
         if (open_committed(d, key, tplfd, meta) == 0) {
+            mark_used(*tplfd);
             pthread_mutex_unlock(&d->tpl_mu);
             return 0;
         }
@@ -235,6 +334,10 @@ int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, i
     pthread_cond_broadcast(&d->tpl_cv);
     if (rc == 0 && open_committed(d, key, tplfd, meta) < 0)
         rc = terr_set(err, "template %s vanished right after its build", key);
+    if (rc == 0) {
+        mark_used(*tplfd);
+        evict(d, key); /* a new template: the cache may now be over its limit */
+    }
     pthread_mutex_unlock(&d->tpl_mu);
     return rc;
 }

@@ -81,7 +81,9 @@ def main():
         ctx["good"] = g = gen_certs(os.path.join(certs_dir, "good"))
         ctx["other"] = gen_certs(os.path.join(certs_dir, "other"))
         return run_tests(lambda: Stack("tls",
-                                       agent_args=tls_args(g["agent.pem"], g["agent.key"], g["ca.pem"]),
+                                       # The agent serves only a client named torpor-cp.
+                                       agent_args=tls_args(g["agent.pem"], g["agent.key"], g["ca.pem"])
+                                       + ["--tls-client-name", "torpor-cp"],
                                        cp_args=tls_args(g["cp.pem"], g["cp.key"], g["ca.pem"])),
                          TESTS)
     finally:

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "agent_client.h"
+#include "reconciler.h"
 #include "sandbox_ops.h"
 
 static void mapping_is(grpc_status_code c, int want_http, const char *want_code)
@@ -33,6 +34,7 @@ static void test_grpc_mapping(void **state)
     mapping_is(GRPC_STATUS_DEADLINE_EXCEEDED, 502, "agent_error");
     mapping_is(GRPC_STATUS_INTERNAL, 502, "agent_error");
     mapping_is(GRPC_STATUS_UNKNOWN, 502, "agent_error");
+    mapping_is(GRPC_STATUS_RESOURCE_EXHAUSTED, 503, "no_capacity");
 
     /* Only a refused/failed connection is retried: the request never left. */
     assert_true(agent_is_connect_failure(GRPC_STATUS_UNAVAILABLE,
@@ -73,11 +75,14 @@ static void test_agent_view(void **state)
     a.status = "running";
     b.sandbox_id = "sb-b";
     b.status = "paused";
-    Torpor__Hostagent__V1__SandboxInfo *list[] = {&a, &b};
+    Torpor__Hostagent__V1__SandboxInfo r = TORPOR__HOSTAGENT__V1__SANDBOX_INFO__INIT;
+    r.sandbox_id = "sb-r";
+    r.status = "recovering"; /* a restarted agent still re-attaching it: held, never gone */
+    Torpor__Hostagent__V1__SandboxInfo *list[] = {&a, &b, &r};
     char *autos[] = {"sb-b", "sb-c"};
     Torpor__Hostagent__V1__ListSandboxesResponse resp = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
     resp.sandboxes = list;
-    resp.n_sandboxes = 2;
+    resp.n_sandboxes = 3;
     resp.auto_paused_sandbox_ids = autos;
     resp.n_auto_paused_sandbox_ids = 2;
     bool ap;
@@ -89,6 +94,8 @@ static void test_agent_view(void **state)
     assert_true(ap);
     assert_int_equal(agent_view_of(&resp, "sb-d", &ap), AGENT_VIEW_ABSENT);
     assert_false(ap);
+    assert_int_equal(agent_view_of(&resp, "sb-r", &ap), AGENT_VIEW_PAUSING);
+    assert_int_equal(reconciler_decide(SB_RUNNING, AGENT_VIEW_PAUSING, false, true), SB_RUNNING);
 }
 
 int main(void)

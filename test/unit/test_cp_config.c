@@ -90,6 +90,31 @@ static void test_config(void **state)
     }
 }
 
+static void test_teams_set_quota_parses_limits_and_defaults_to_unlimited(void **state)
+{
+    cp_config c;
+    terr err;
+    char *both[] = {"torpor-cp", "teams", "set-quota", "--team", "t1", "--max-sandboxes", "3",
+                    "--max-memory-mb=1024", "--database-url=x"};
+    assert_int_equal(cp_config_parse(9, both, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_TEAMS_SET_QUOTA);
+    assert_string_equal(c.team, "t1");
+    assert_int_equal(c.max_sandboxes, 3);
+    assert_int_equal(c.max_memory_mb, 1024);
+
+    char *one[] = {"torpor-cp", "teams", "set-quota", "--team", "t1", "--max-sandboxes", "0", "--database-url=x"};
+    assert_int_equal(cp_config_parse(8, one, &c, &err), 0);
+    assert_int_equal(c.max_sandboxes, 0);
+    assert_int_equal(c.max_memory_mb, -1);
+
+    char *noteam[] = {"torpor-cp", "teams", "set-quota", "--max-sandboxes", "3", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, noteam, &c, &err), -1);
+    assert_non_null(strstr(err.msg, "--team"));
+    char *bad[] = {"torpor-cp", "teams", "set-quota", "--team", "t", "--max-memory-mb", "lots", "--database-url=x"};
+    assert_int_equal(cp_config_parse(8, bad, &c, &err), -1);
+    assert_non_null(strstr(err.msg, "--max-memory-mb"));
+}
+
 int main(void)
 {
     unsetenv("TORPOR_DATABASE_URL");
@@ -102,6 +127,7 @@ int main(void)
     unsetenv("TORPOR_METRICS_ADDR");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_teams_set_quota_parses_limits_and_defaults_to_unlimited),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

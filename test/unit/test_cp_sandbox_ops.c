@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "agent_fixture.h"
+#include "admission.h"
 #include "agent_client.h"
 #include "auth.h"
 #include "db.h"
@@ -257,6 +258,95 @@ static void test_create_with_an_unreachable_agent_ends_in_error(void **state)
     assert_int_equal(row.status, SB_ERROR);
 }
 
+/* Admission control: a full host answers RESOURCE_EXHAUSTED and created
+ * nothing; the create goes to the next host; with every host full the
+ * outcome is RESOURCE_EXHAUSTED (REST 503 no_capacity) and no row is left. */
+static void test_create_skips_a_full_host_and_fails_when_all_are_full(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    admission_config full = {.host_memory_mb = 1000, .overcommit = 0.1, .disk_reserve_mb = -1};
+    o->fx->admission = &full;
+    fx_restart(o->fx);
+    o->app.lc = o->fx->lc;
+
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_AGENT_FAILED);
+    assert_int_equal(res.grpc, GRPC_STATUS_RESOURCE_EXHAUSTED);
+    assert_non_null(strstr(res.err.msg, "no capacity"));
+    bool found;
+    db_row(o, res.row.id, &found);
+    assert_false(found);
+
+    /* A second host with room. */
+    agent_fx *fx2 = fx_new();
+    agent_rpc app2 = {.lc = fx2->lc, .journal = fx2->journal, .host_ip = "127.0.0.1", .agent_id = "ag-2222222222222222"};
+    rpc_server_config scfg = {.listen_addr = "127.0.0.1:0", .app = &app2};
+    scfg.methods = agent_rpc_methods(&scfg.n_methods);
+    rpc_server *srv2 = NULL;
+    if (rpc_server_start(&scfg, &srv2, &e) != 0) fail_msg("rpc_server_start: %s", e.msg);
+    char addr2[64];
+    snprintf(addr2, sizeof addr2, "127.0.0.1:%d", rpc_server_port(srv2));
+    if (db_host_upsert(o->db, "h2", addr2, &e) != 0) fail_msg("host: %s", e.msg);
+
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    assert_string_equal(res.row.host_id, "h2");
+    assert_int_equal(res.row.status, SB_RUNNING);
+
+    sbop_result dres;
+    sandbox_ops_delete(&o->ctx, res.row.id, &dres);
+    assert_outcome(dres, SBOP_OK);
+    if (db_host_upsert(o->db, "h2", "127.0.0.1:1", &e) != 0) fail_msg("host: %s", e.msg);
+    rpc_server_stop(srv2);
+    fx_free(fx2);
+    o->fx->admission = NULL;
+    fx_restart(o->fx);
+    o->app.lc = o->fx->lc;
+}
+
+/* The team quota (running + paused, sandboxes and memory): beyond it the
+ * create is SBOP_QUOTA_EXCEEDED (REST 429) with no row and no agent call;
+ * another team is not affected; -1 lifts it. */
+static void test_create_beyond_the_team_quota_is_refused(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    bool found;
+    if (db_team_set_quota(o->db, "team-a", 1, 200, &found, &e) != 0 || !found) fail_msg("quota: %s", e.msg);
+    sbop_result res, res2;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    sbop_result pres;
+    sandbox_ops_pause(&o->ctx, res.row.id, &pres);
+    assert_outcome(pres, SBOP_OK); /* paused still counts */
+    sandbox_ops_create(&o->ctx, &spec, &res2);
+    assert_outcome(res2, SBOP_QUOTA_EXCEEDED);
+    assert_non_null(strstr(res2.err.msg, "at most 1"));
+
+    /* Memory: 128 in use + 128 > 200. */
+    if (db_team_set_quota(o->db, "team-a", 5, 200, &found, &e) != 0) fail_msg("quota: %s", e.msg);
+    sandbox_ops_create(&o->ctx, &spec, &res2);
+    assert_outcome(res2, SBOP_QUOTA_EXCEEDED);
+    assert_non_null(strstr(res2.err.msg, "MiB"));
+
+    /* Team b has no quota. */
+    sbop_ctx cb = o->ctx;
+    cb.team_id = o->team_b;
+    sandbox_ops_create(&cb, &spec, &res2);
+    assert_outcome(res2, SBOP_OK);
+    sandbox_ops_delete(&cb, res2.row.id, &pres);
+
+    if (db_team_set_quota(o->db, "team-a", -1, -1, &found, &e) != 0) fail_msg("quota: %s", e.msg);
+    sandbox_ops_create(&o->ctx, &spec, &res2);
+    assert_outcome(res2, SBOP_OK);
+    sandbox_ops_delete(&o->ctx, res2.row.id, &pres);
+    sandbox_ops_delete(&o->ctx, res.row.id, &pres);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -265,6 +355,8 @@ int main(void)
         cmocka_unit_test(test_resume_of_a_sandbox_the_agent_lost_stops_the_row),
         cmocka_unit_test(test_refused_create_leaves_no_row),
         cmocka_unit_test(test_create_with_an_unreachable_agent_ends_in_error),
+        cmocka_unit_test(test_create_beyond_the_team_quota_is_refused),
+        cmocka_unit_test(test_create_skips_a_full_host_and_fails_when_all_are_full),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

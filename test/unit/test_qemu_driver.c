@@ -29,6 +29,7 @@
 
 #include "qemu.h"
 #include "qemu_fixture.h"
+#include "qemu_internal.h"
 #include "qemu_proc.h"
 #include "qmp.h"
 #include "runtime.h"
@@ -458,12 +459,28 @@ typedef struct recovered {
     int paused, running;
     char paused_id[RUNTIME_ID_MAX];
     runtime_vm *vm;
+    runtime_vm *all[8]; /* every running one, in report order (the first 8) */
+    int announced, gone;  /* live VMs announced as recovering; reported gone */
+    bool all_announced;   /* the "every sandbox is known" call came */
 } recovered;
 
 static void on_recover(void *ctx, const runtime_spec *spec, runtime_vm *vm)
 {
     recovered *r = ctx;
+    if (!spec) {
+        r->all_announced = true;
+        return;
+    }
+    if (vm == RUNTIME_VM_RECOVERING) {
+        r->announced++;
+        return;
+    }
+    if (vm == RUNTIME_VM_GONE) {
+        r->gone++;
+        return;
+    }
     if (vm) {
+        if (r->running < 8) r->all[r->running] = vm;
         r->running++;
         r->vm = vm;
     } else {
@@ -602,7 +619,13 @@ static void test_recover_stopped_mid_pause(void **state)
     if (r < 0) fprintf(stderr, "qmp_connect: %s\n", err.msg);
     assert_int_equal(r, 0);
     assert_int_equal(qmp_call(q, "stop", NULL, 10000, NULL, &err), 0);
-    assert_int_equal(qmp_call(q, "migrate", "{\"uri\":\"exec:cat > state.tmp\"}", 10000, NULL, &err), 0);
+    /* Over an fd, as the agent does: QEMU's seccomp filter (spawn=deny)
+     * forbids an exec: migration. */
+    int sfd = openat(dfd, "state.tmp", O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(sfd >= 0);
+    assert_int_equal(qmp_getfd(q, "st", sfd, 10000, &err), 0);
+    close(sfd);
+    assert_int_equal(qmp_call(q, "migrate", "{\"uri\":\"fd:st\"}", 10000, NULL, &err), 0);
     wait_qmp_status(q, "postmigrate");
     qmp_close(q);
     close(dfd);
@@ -712,6 +735,96 @@ static void test_recover_guest_late(void **state)
     assert_int_equal(f->drv->ops->destroy(f->drv, "sb-rec-late", rec.vm, &err), 0);
     assert_false(pid_running(pid));
     runtime_vm_unref(rec.vm);
+}
+
+/* N running VMs whose torpor-guest is stopped (kill -STOP from inside):
+ * an agent restart re-attaches them in parallel, so it waits about one
+ * guest timeout (QEMU_RECOVER_GUEST_MS, 30 s), not N of them; each is
+ * reported running and can be destroyed. */
+static void test_recover_silent_guests_in_parallel(void **state)
+{
+    fixture *f = *state;
+    terr err = {""};
+    enum { N = 3 };
+    char ids[N][32];
+    for (int i = 0; i < N; i++) {
+        snprintf(ids[i], sizeof ids[i], "sb-silent-%d", i);
+        runtime_spec s = spec_of(ids[i]);
+        runtime_vm *vm = NULL;
+        assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+        runtime_exec_request req = {
+            .cmd = "pid=$(pidof torpor-guest); (sleep 1; kill -STOP $pid) </dev/null >/dev/null 2>&1 &",
+            .timeout_sec = 10};
+        runtime_exec_result res;
+        assert_int_equal(f->drv->ops->exec(f->drv, vm, &req, &res, &err), 0);
+        runtime_exec_result_free(&res);
+        runtime_vm_unref(vm);
+    }
+    sleep(3);
+    recovered rec;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    restart_driver(f, &rec);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    print_message("recover of %d silent guests took %.1f s\n", N, took);
+    assert_int_equal(rec.running, N);
+    assert_int_equal(rec.announced, N); /* listed as recovering while re-attached */
+    assert_true(rec.all_announced);
+    assert_true(took < 50); /* serial would be >= 90 s */
+    for (int i = 0; i < N; i++) {
+        assert_int_equal(f->drv->ops->destroy(f->drv, rec.all[i]->sandbox_id, rec.all[i], &err), 0);
+        runtime_vm_unref(rec.all[i]);
+    }
+}
+
+static int count_templates(fixture *f)
+{
+    char p[PATH_MAX * 2];
+    snprintf(p, sizeof p, "%s/templates", f->state_dir);
+    DIR *d = opendir(p);
+    assert_non_null(d);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.' && !strstr(e->d_name, ".building")) n++;
+    closedir(d);
+    return n;
+}
+
+static void create_and_destroy(fixture *f, const char *id, int memory_mb)
+{
+    terr err = {""};
+    runtime_spec s = spec_of(id);
+    s.memory_mb = memory_mb;
+    runtime_vm *vm = NULL;
+    assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
+    assert_int_equal(f->drv->ops->destroy(f->drv, id, vm, &err), 0);
+    runtime_vm_unref(vm);
+}
+
+/* The template cache keeps at most template_cache_max (template, shape)
+ * snapshots, evicting the least recently used, never one a create still
+ * holds (simulated by holding qemu_template_get's fd). */
+static void test_template_cache_is_bounded_and_spares_one_in_use(void **state)
+{
+    fixture *f = *state;
+    f->drv->ops->close(f->drv);
+    f->template_cache_max = 1;
+    assert_int_equal(qemu_fixture_reopen(f), 0);
+    terr err = {""};
+    int held;
+    qemu_meta m;
+    assert_int_equal(qemu_template_get(qemu_drv_of(f->drv), "minimal", 1, 128, 0, &held, &m, &err), 0);
+    create_and_destroy(f, "sb-tpl-144", 144); /* a new shape: built, cache over its limit */
+    assert_int_equal(count_templates(f), 2); /* the 128 MiB one is in use: kept */
+    close(held);
+    create_and_destroy(f, "sb-tpl-160", 160);
+    assert_int_equal(count_templates(f), 1); /* both older ones evicted */
+
+    f->drv->ops->close(f->drv);
+    f->template_cache_max = 0;
+    assert_int_equal(qemu_fixture_reopen(f), 0);
 }
 
 /* A committed snapshot next to a live QEMU (the agent died after the
@@ -848,7 +961,7 @@ static void cut_short_create(fixture *f, const char *id, bool pidfile)
     unlinkat(dfd, "guest.sock", 0);
     assert_int_equal(unlinkat(dfd, "qemu.pid", 0), 0);
     qemu_proc p;
-    assert_int_equal(qemu_proc_spawn(argv, dfd, "qemu.log", &p, &err), 0);
+    assert_int_equal(qemu_proc_spawn(argv, dfd, "qemu.log", NULL, &p, &err), 0);
     if (pidfile) assert_int_equal(qemu_proc_write_pidfile(dfd, &p, &err), 0);
     qmp *q = NULL;
     int r = qmp_connect(dfd, "qmp.sock", p.pidfd, 10000, &q, &err);
@@ -931,6 +1044,8 @@ int main(void)
         cmocka_unit_test(test_recover),
         cmocka_unit_test(test_recover_stopped_mid_pause),
         cmocka_unit_test(test_recover_guest_late),
+        cmocka_unit_test(test_recover_silent_guests_in_parallel),
+        cmocka_unit_test(test_template_cache_is_bounded_and_spares_one_in_use),
         cmocka_unit_test(test_recover_snapshot_wins),
         cmocka_unit_test(test_recover_qmp_late),
         cmocka_unit_test(test_recover_create_cut_short),

@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "agent_fixture.h"
+#include "autopause.h"
 
 #define WAIT_MS 10000
 
@@ -83,17 +84,45 @@ static void test_ping_at_last_moment_wins(void **state)
     assert_false(journal_is_pending(fx->journal, "sb-ping"));
 }
 
-static void test_failed_pause_falls_back_to_destroy(void **state)
+/* Auto-pause fails (QMP timeout, disk full) while the VM lives: it stays
+ * running, is not retried before the back-off, and a later tick pauses it. */
+static void test_failed_pause_of_live_vm_keeps_running_then_pauses(void **state)
 {
     agent_fx *fx = *state;
     assert_int_equal(fx_create(fx, "sb-fail", 2), AGENT_OK);
     test_driver_fail_next(fx->td, TD_PAUSE, "sb-fail", "migrate: disk full");
     agent_clock_advance_ms(&fx->clock, 2000);
     reaper_tick(fx->reaper);
-    assert_true(fx_wait_status(fx, "sb-fail", -1, WAIT_MS));
-    assert_int_equal(test_driver_calls(fx->td, TD_DESTROY, "sb-fail"), 1);
-    assert_int_equal(test_driver_disk_state(fx->td, "sb-fail"), 0);
-    assert_false(journal_is_pending(fx->journal, "sb-fail"));
+    for (int i = 0; i < 1000 && (reaper_pending(fx->reaper) > 0 || fx_status(fx, "sb-fail") != SANDBOX_RUNNING ||
+                                 test_driver_calls(fx->td, TD_PAUSE, "sb-fail") < 1);
+         i++)
+        nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    assert_int_equal(test_driver_calls(fx->td, TD_PAUSE, "sb-fail"), 1);
+    assert_int_equal(fx_status(fx, "sb-fail"), SANDBOX_RUNNING);
+    assert_int_equal(test_driver_calls(fx->td, TD_DESTROY, "sb-fail"), 0);
+    assert_int_equal(test_driver_disk_state(fx->td, "sb-fail"), 1);
+
+    /* Within the back-off: no new attempt. */
+    agent_clock_advance_ms(&fx->clock, autopause_backoff_ms(1) - 1);
+    reaper_tick(fx->reaper);
+    assert_int_equal(reaper_pending(fx->reaper), 0);
+    assert_int_equal(test_driver_calls(fx->td, TD_PAUSE, "sb-fail"), 1);
+
+    agent_clock_advance_ms(&fx->clock, 1);
+    reaper_tick(fx->reaper);
+    assert_true(fx_wait_status(fx, "sb-fail", SANDBOX_PAUSED, WAIT_MS));
+    assert_int_equal(test_driver_calls(fx->td, TD_PAUSE, "sb-fail"), 2);
+    assert_int_equal(test_driver_disk_state(fx->td, "sb-fail"), 2);
+    assert_true(journal_is_pending(fx->journal, "sb-fail"));
+}
+
+static void test_auto_pause_backoff_doubles_up_to_its_cap(void **state)
+{
+    (void)state;
+    assert_int_equal(autopause_backoff_ms(1), AUTOPAUSE_RETRY_FIRST_MS);
+    assert_int_equal(autopause_backoff_ms(2), 2 * AUTOPAUSE_RETRY_FIRST_MS);
+    assert_int_equal(autopause_backoff_ms(3), 4 * AUTOPAUSE_RETRY_FIRST_MS);
+    assert_int_equal(autopause_backoff_ms(1000), AUTOPAUSE_RETRY_MAX_MS);
 }
 
 static void test_slow_pause_does_not_delay_other(void **state)
@@ -398,7 +427,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expiry_exactly_at_boundary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_zero_never_pauses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_at_last_moment_wins, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_pause_falls_back_to_destroy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_pause_of_live_vm_keeps_running_then_pauses, setup, teardown),
+        cmocka_unit_test(test_auto_pause_backoff_doubles_up_to_its_cap),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_delay_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_pool_is_bounded, setup, teardown),
         cmocka_unit_test_setup_teardown(test_never_paused_twice_and_ping_on_pausing, setup, teardown),

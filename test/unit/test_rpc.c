@@ -597,6 +597,33 @@ static void test_stop_waits_for_running_handler(void **state)
     app_destroy(&f.app);
 }
 
+static void test_stop_within_gives_up_on_a_stuck_handler(void **state)
+{
+    fixture f;
+    memset(&f, 0, sizeof f);
+    assert_int_equal(start_server(&f, NULL, 0), 0);
+    assert_int_equal(open_client(&f, NULL, &f.cli), 0);
+    slow_call s;
+    slow_call_start(&s, f.cli, 10000, NULL);
+    assert_true(app_wait_count(&f.app, &f.app.slow_started, 1));
+
+    terr err = {{0}};
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    assert_int_equal(rpc_server_stop_within(f.srv, 200, &err), -1);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    assert_true(ms >= 150 && ms < 2000);
+    assert_non_null(strstr(err.msg, "still running"));
+    assert_int_equal(app_get(&f.app, &f.app.slow_done), 0);
+
+    app_open_gate(&f.app);
+    assert_int_equal(rpc_server_stop_within(f.srv, 10000, &err), 0);
+    pthread_join(s.thread, NULL);
+    rpc_client_close(f.cli);
+    app_destroy(&f.app);
+}
+
 /* ------------------------------------------------------------ address rules */
 
 static void test_loopback_detection(void **state)
@@ -793,6 +820,57 @@ static void test_tls_client_from_other_ca_refused(void **state)
     assert_string_equal(f->app.peer, "");
 }
 
+/* A client certificate for `name`, signed by CA 1 (what any tenant of the
+ * same PKI could hold): written as <good>/<name>.pem and .key. */
+static int issue_client_cert(const char *name)
+{
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd,
+             "cd '%s' && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out '%s.key' 2>/dev/null && "
+             "openssl req -new -key '%s.key' -subj '/CN=%s' -out '%s.csr' 2>/dev/null && "
+             "printf 'extendedKeyUsage=clientAuth\nsubjectAltName=DNS:%s\n' > '%s.ext' && "
+             "openssl x509 -req -in '%s.csr' -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 "
+             "-extfile '%s.ext' -out '%s.pem' 2>/dev/null",
+             g_certs.good, name, name, name, name, name, name, name, name, name);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int setup_tls_named(void **state)
+{
+    fixture *f = calloc(1, sizeof *f);
+    tls_paths sp, cp;
+    rpc_tls_config st = tls_cfg(&sp, g_certs.good, "agent", g_certs.good);
+    st.expected_client_name = "torpor-cp";
+    rpc_tls_config ct = tls_cfg(&cp, g_certs.good, "cp", g_certs.good);
+    if (!f || start_server(f, &st, 0) != 0 || open_client(f, &ct, &f->cli) != 0) return -1;
+    *state = f;
+    return 0;
+}
+
+static void test_tls_expected_client_name_is_served(void **state)
+{
+    fixture *f = *state;
+    terr err = {{0}};
+    int64_t v = 0;
+    assert_int_equal(ping(f->cli, "sb-named", &v, &err), GRPC_STATUS_OK);
+    assert_string_equal(f->app.peer, "torpor-cp");
+}
+
+static void test_tls_same_ca_other_name_refused(void **state)
+{
+    fixture *f = *state;
+    assert_int_equal(issue_client_cert("intruder"), 0);
+    tls_paths cp;
+    rpc_tls_config ct = tls_cfg(&cp, g_certs.good, "intruder", g_certs.good);
+    rpc_client *c = NULL;
+    assert_int_equal(open_client(f, &ct, &c), 0);
+    terr err = {{0}};
+    assert_int_equal(ping(c, "x", NULL, &err), GRPC_STATUS_UNAUTHENTICATED);
+    assert_non_null(strstr(err.msg, "intruder"));
+    rpc_client_close(c);
+    assert_string_equal(f->app.peer, ""); /* the handler never ran */
+}
+
 static void test_tls_client_rejects_unknown_server(void **state)
 {
     fixture *f = *state;
@@ -876,6 +954,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bad_call_arguments, setup_plain, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_overload_is_resource_exhausted, setup_one_slot, teardown_fixture),
         cmocka_unit_test(test_stop_waits_for_running_handler),
+        cmocka_unit_test(test_stop_within_gives_up_on_a_stuck_handler),
         cmocka_unit_test(test_loopback_detection),
         cmocka_unit_test(test_plaintext_refused_off_loopback),
         cmocka_unit_test(test_bad_server_config),
@@ -889,6 +968,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_client_from_other_ca_refused, setup_tls, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_tls_client_rejects_unknown_server, setup_tls, teardown_fixture),
         cmocka_unit_test(test_tls_file_errors),
+        cmocka_unit_test_setup_teardown(test_tls_expected_client_name_is_served, setup_tls_named, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_same_ca_other_name_refused, setup_tls_named, teardown_fixture),
     };
     int failed = cmocka_run_group_tests_name("rpc", plain, NULL, NULL);
     failed += cmocka_run_group_tests_name("rpc_tls", tls, group_setup, group_teardown);

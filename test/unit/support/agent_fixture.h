@@ -27,6 +27,8 @@ typedef struct agent_fx {
     reaper_hook_fn hook;   /* set before fx_open/fx_restart */
     reaper_hook_fn hook_dead; /* the dead-VM seam, same rule */
     void *hook_ctx;
+    const struct admission_config *admission; /* set before fx_restart; NULL = no limits */
+    bool async_recover;    /* set before fx_restart: lifecycle_config.async_recover */
 } agent_fx;
 
 agent_fx *fx_new(void);              /* aborts on failure: a broken fixture is a bug */

@@ -18,6 +18,7 @@ typedef struct qemu_fixture {
     char state_dir[PATH_MAX];
     char image_dir[PATH_MAX];
     int idle_trim_ms;
+    int template_cache_max; /* runtime_qemu_config's; 0 = its default */
     runtime_driver *drv;
 } qemu_fixture;
 

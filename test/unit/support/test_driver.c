@@ -277,19 +277,32 @@ static bool td_vm_alive(runtime_driver *d, runtime_vm *vm)
     return alive;
 }
 
+static bool slow_recover_locked(test_driver *td, const char *id)
+{
+    for (int i = 0; i < (int)(sizeof td->slots / sizeof td->slots[0]); i++) {
+        td_slot *s = &td->slots[i];
+        if (s->used && s->op == TD_RECOVER && strcmp(s->id, id) == 0) return s->closed || s->fail;
+    }
+    return false;
+}
+
 static int td_recover(runtime_driver *d, runtime_recover_fn cb, void *ctx, terr *err)
 {
     test_driver *td = td_of(d);
     /* Collect under the lock, call back outside it (the callee may unref). */
-    runtime_spec specs[TD_MAX];
+    runtime_spec specs[TD_MAX], slow[TD_MAX];
     runtime_vm *vms[TD_MAX];
-    int n = 0;
+    int n = 0, n_slow = 0;
     pthread_mutex_lock(&td->mu);
     for (int i = 0; i < TD_MAX; i++) {
         td_entry *e = &td->entries[i];
         if (!e->used) continue;
         if ((e->state == 1 && e->dead) || e->state == 3) { /* debris: no VM, no snapshot */
             entry_clear(e);
+            continue;
+        }
+        if (e->state == 1 && !e->vm && slow_recover_locked(td, e->spec.sandbox_id)) {
+            slow[n_slow++] = e->spec;
             continue;
         }
         specs[n] = e->spec;
@@ -306,7 +319,21 @@ static int td_recover(runtime_driver *d, runtime_recover_fn cb, void *ctx, terr 
         n++;
     }
     pthread_mutex_unlock(&td->mu);
+    for (int i = 0; i < n_slow; i++) cb(ctx, &slow[i], RUNTIME_VM_RECOVERING);
     for (int i = 0; i < n; i++) cb(ctx, &specs[i], vms[i]);
+    cb(ctx, NULL, RUNTIME_VM_RECOVERING);
+    for (int i = 0; i < n_slow; i++) {
+        terr e;
+        runtime_vm *vm = RUNTIME_VM_GONE;
+        pthread_mutex_lock(&td->mu);
+        if (enter_locked(td, TD_RECOVER, slow[i].sandbox_id, &e) == 0) {
+            td_entry *en = entry_find(td, slow[i].sandbox_id);
+            if (en) vm = new_vm(td, en);
+        }
+        pthread_mutex_unlock(&td->mu);
+        cb(ctx, &slow[i], vm);
+    }
+    (void)err;
     return 0;
 }
 

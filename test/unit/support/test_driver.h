@@ -17,6 +17,11 @@
  * - metadata: a test can overwrite the spec recorded on "disk" (corruption).
  * - kill: the VM "process" dies: vm_alive false, pause/exec fail.
  * - counters: how many times op was called on a sandbox.
+ * - recover: a running entry whose TD_RECOVER gate is closed (or that has a
+ *   TD_RECOVER failure injected) is announced first (RUNTIME_VM_RECOVERING),
+ *   then everything else is reported and "all announced" is called, then it
+ *   waits at its gate and is reported with a handle (or RUNTIME_VM_GONE on
+ *   the injected failure): a slow re-attach after an agent restart.
  * Templates: "minimal" and "base" exist; any other name fails with
  * "unknown template <name>". Exec answers stdout = "<cmd>\n", exit 0. */
 #ifndef TORPOR_TEST_DRIVER_H
@@ -34,6 +39,7 @@ typedef enum {
     TD_EXEC,
     TD_READ,
     TD_WRITE,
+    TD_RECOVER, /* re-attach of one running entry in recover() (see below) */
     TD_OP_COUNT,
 } td_op;
 
