@@ -320,6 +320,10 @@ static const rpc_method methods[] = {
     {RPC_EXEC, &torpor__hostagent__v1__exec_request__descriptor, h_exec},
     {RPC_READ_FILE, &torpor__hostagent__v1__read_file_request__descriptor, h_read_file},
     {RPC_WRITE_FILE, &torpor__hostagent__v1__write_file_request__descriptor, h_write_file},
+    {RPC_BUILD_TEMPLATE, &torpor__hostagent__v1__build_template_request__descriptor, agent_rpc_build_template},
+    {RPC_GET_TEMPLATE, &torpor__hostagent__v1__get_template_request__descriptor, agent_rpc_get_template},
+    {RPC_LIST_TEMPLATES, &torpor__hostagent__v1__list_templates_request__descriptor, agent_rpc_list_templates},
+    {RPC_DELETE_TEMPLATE, &torpor__hostagent__v1__delete_template_request__descriptor, agent_rpc_delete_template},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

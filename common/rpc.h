@@ -110,5 +110,9 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_EXEC             RPC_HOSTAGENT_PREFIX "Exec"
 #define RPC_READ_FILE        RPC_HOSTAGENT_PREFIX "ReadFile"
 #define RPC_WRITE_FILE       RPC_HOSTAGENT_PREFIX "WriteFile"
+#define RPC_BUILD_TEMPLATE   RPC_HOSTAGENT_PREFIX "BuildTemplate"
+#define RPC_GET_TEMPLATE     RPC_HOSTAGENT_PREFIX "GetTemplate"
+#define RPC_LIST_TEMPLATES   RPC_HOSTAGENT_PREFIX "ListTemplates"
+#define RPC_DELETE_TEMPLATE  RPC_HOSTAGENT_PREFIX "DeleteTemplate"
 
 #endif

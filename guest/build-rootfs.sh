@@ -23,6 +23,12 @@
 # filesystem) and is renamed into place when complete, under a lock, so a
 # reader never sees half an image and two concurrent builds do the work once.
 # OUT_LINK is replaced atomically (symlink + rename).
+#
+# TORPOR_EXTRA_PACKAGES (comma- or space-separated Debian package names) adds
+# packages to debian.packages: a custom template (torpor-agent's template
+# builder, docs/templates.md). They are part of the recipe, so each package
+# list has its own cache entry. A package apt cannot find fails the build with
+# apt's message on stderr.
 set -euo pipefail
 
 die() { echo "build-rootfs: $*" >&2; exit 1; }
@@ -57,6 +63,13 @@ done
 [ -n "$SOURCES" ] || die "no apt sources on this host"
 
 PACKAGES=$(grep -v '^[[:space:]]*#' "$PACKAGES_FILE" | tr -s ' \n' '\n' | grep -v '^$' | paste -sd, -)
+EXTRA=$(printf '%s' "${TORPOR_EXTRA_PACKAGES:-}" | tr -s ', \n' '\n' | grep -v '^$' | sort -u | paste -sd, - || true)
+if [ -n "$EXTRA" ]; then
+    for p in ${EXTRA//,/ }; do
+        [[ "$p" =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || die "invalid package name: $p"
+    done
+    PACKAGES="$PACKAGES,$EXTRA"
+fi
 
 recipe() {
     echo "format=torpor-rootfs-1 suite=$SUITE rootfs_mb=$ROOTFS_MB packages=$PACKAGES"
@@ -107,7 +120,8 @@ mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" \
     --aptopt='Acquire::Languages "none"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log' \
     "$SUITE" "$R" $SOURCES >"$TMP/mmdebstrap.log" 2>&1 ||
-    { tail -20 "$TMP/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
+    { grep -E '^(E|W): ' "$TMP/mmdebstrap.log" | head -20 >&2; tail -20 "$TMP/mmdebstrap.log" >&2
+      die "mmdebstrap failed"; }
 
 install -m 0755 "$GUEST" "$R/usr/sbin/torpor-guest"
 strip --strip-unneeded "$R/usr/sbin/torpor-guest" 2>/dev/null || true
