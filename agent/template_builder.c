@@ -17,6 +17,7 @@
 #include "fs_util.h"
 #include "log.h"
 #include "mono_time.h"
+#include "template_limits.h"
 #include "torpor_limits.h"
 
 extern char **environ;
@@ -51,19 +52,6 @@ const char *tb_status_name(tb_status s)
     case TB_ERROR: return "error";
     }
     return "error";
-}
-
-bool tb_package_name_valid(const char *name)
-{
-    if (!name) return false;
-    size_t n = strlen(name);
-    if (n < 2 || n > TB_PACKAGE_NAME_MAX) return false;
-    if (!((name[0] >= 'a' && name[0] <= 'z') || (name[0] >= '0' && name[0] <= '9'))) return false;
-    for (size_t i = 1; i < n; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '.' || c == '-')) return false;
-    }
-    return true;
 }
 
 /* ------------------------------------------------------------ state files */
@@ -478,20 +466,20 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
         terr_set(err, "invalid base \"%.64s\": only \"debian\" can be built on", base);
         return AGENT_INVALID_ARGUMENT;
     }
-    if (n_packages > TB_PACKAGES_MAX) {
-        terr_set(err, "too many packages: at most %d", TB_PACKAGES_MAX);
+    if (n_packages > TEMPLATE_PACKAGES_MAX) {
+        terr_set(err, "too many packages: at most %d", TEMPLATE_PACKAGES_MAX);
         return AGENT_INVALID_ARGUMENT;
     }
     size_t plen = 1;
     for (size_t i = 0; i < n_packages; i++) {
-        if (!tb_package_name_valid(packages[i])) {
+        if (!template_package_name_valid(packages[i])) {
             terr_set(err, "invalid package name \"%.130s\": must match ^[a-z0-9][a-z0-9+.-]+$", packages[i]);
             return AGENT_INVALID_ARGUMENT;
         }
         plen += strlen(packages[i]) + 1;
     }
-    if (setup && strlen(setup) > TB_SETUP_MAX) {
-        terr_set(err, "setup script too large: at most %d bytes", TB_SETUP_MAX);
+    if (setup && strlen(setup) > TEMPLATE_SETUP_MAX) {
+        terr_set(err, "setup script too large: at most %d bytes", TEMPLATE_SETUP_MAX);
         return AGENT_INVALID_ARGUMENT;
     }
     if (setup && *setup) {

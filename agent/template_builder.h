@@ -29,12 +29,10 @@
 #include <stdint.h>
 
 #include "lifecycle.h"
+#include "template_limits.h"
 #include "terr.h"
 
 #define TB_QUEUE_MAX 4             /* builds queued or running per host */
-#define TB_PACKAGES_MAX 64         /* extra packages per template */
-#define TB_PACKAGE_NAME_MAX 128
-#define TB_SETUP_MAX (64 * 1024)   /* bytes of setup script */
 #define TB_LOG_TAIL_MAX (1024 * 1024)
 #define TB_TIME_LIMIT_DEFAULT 1200 /* seconds per build */
 
@@ -61,10 +59,6 @@ typedef struct tb_info {
 } tb_info;
 
 const char *tb_status_name(tb_status s);
-
-/* Debian package-name syntax (policy 5.6.1): [a-z0-9][a-z0-9+.-]+, at most
- * TB_PACKAGE_NAME_MAX characters. */
-bool tb_package_name_valid(const char *name);
 
 int tb_open(const tb_config *cfg, template_builder **out, terr *err);
 /* Kills a running build (it ends in "error"), joins the worker, frees. */

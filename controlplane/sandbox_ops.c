@@ -214,11 +214,18 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
 
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
 {
+    sandbox_ops_create_on(c, spec, NULL, NULL, res);
+}
+
+void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *on_host,
+                           sbop_result *res)
+{
     memset(res, 0, sizeof *res);
     db_host host;
-    bool found;
+    bool found = on_host != NULL;
     terr err;
-    if (db_host_least_loaded(c->db, &host, &found, &err) != 0) {
+    if (on_host) host = *on_host;
+    else if (db_host_least_loaded(c->db, &host, &found, &err) != 0) {
         internal(res, &err);
         return;
     }
@@ -259,7 +266,9 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
         st = GRPC_STATUS_UNAVAILABLE;
     } else {
         sent = true;
-        st = agent_create(client, &res->row, &err);
+        sandbox_row arow = res->row; /* the agent gets the image, the row keeps the name */
+        if (image) snprintf(arow.template_name, sizeof arow.template_name, "%s", image);
+        st = agent_create(client, &arow, &err);
     }
     if (st == GRPC_STATUS_OK) {
         create_settle(c, client, res, t0);
