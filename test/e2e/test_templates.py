@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""Templates API over REST (issue 8), real stack and real builds: a template
+built from `debian` + `jq` reaches `ready` and a sandbox of it has jq; a
+package apt cannot find ends in `error` with apt's message in the log and
+changes nothing else; names are per team; 400/403/404/409 cases; DELETE
+removes the template and its image name on the host.
+
+Needs the `debian` image (ctest fixture image.debian). The jq image is cached
+by its recipe in the image cache (TORPOR_IMAGE_CACHE), so only the first run
+on a machine builds it (~40 s here)."""
+
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Stack, expect_error, run_tests, wait_until  # noqa: E402
+
+BUILD_TIMEOUT = float(os.environ.get("TORPOR_TEMPLATE_BUILD_WAIT", "900"))
+ctx = {}
+
+
+def get_template(s, name, key=None):
+    st, body = s.request("GET", f"/v1/templates/{name}", **({"key": key} if key else {}))
+    assert st == 200, f"GET template {name}: {st} {body}"
+    return body
+
+
+def wait_template(s, name, timeout=BUILD_TIMEOUT, key=None):
+    def done():
+        t = get_template(s, name, key)
+        return t if t["status"] != "building" else None
+    return wait_until(done, timeout, interval=1, what=f"template {name} leaves building")
+
+
+def image_id(s, name):
+    rows = s.sql(f"SELECT id FROM templates WHERE name = '{name}'")
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
+def test_public_templates_are_listed(s):
+    st, body = s.request("GET", "/v1/templates")
+    assert st == 200, (st, body)
+    by_name = {t["name"]: t for t in body}
+    for name in ("minimal", "debian"):
+        assert name in by_name, f"{name} not listed: {body}"
+        assert by_name[name]["public"] is True and by_name[name]["status"] == "ready", by_name[name]
+    assert re.fullmatch(r"[0-9a-f]{64}", by_name["debian"]["digest"] or ""), by_name["debian"]
+    assert by_name["debian"]["size_bytes"] > 0, by_name["debian"]
+    assert get_template(s, "minimal")["public"] is True
+
+
+def test_unknown_template_is_404(s):
+    expect_error(s.request("GET", "/v1/templates/no-such-template"), 404, "not_found", "GET unknown")
+    expect_error(s.request("GET", "/v1/templates/no-such-template/log"), 404, "not_found", "log of unknown")
+    expect_error(s.request("DELETE", "/v1/templates/no-such-template"), 404, "not_found", "DELETE unknown")
+
+
+def test_builtin_templates_cannot_be_deleted(s):
+    for name in ("debian", "minimal"):
+        expect_error(s.request("DELETE", f"/v1/templates/{name}"), 403, "forbidden", f"DELETE {name}")
+    assert get_template(s, "debian")["status"] == "ready"
+
+
+def test_invalid_build_requests_are_400_and_store_nothing(s):
+    cases = [
+        ("no name", {"packages": ["jq"]}),
+        ("bad name", {"name": "Bad_Name"}),
+        ("reserved debian", {"name": "debian"}),
+        ("reserved minimal", {"name": "minimal"}),
+        ("reserved prefix", {"name": "tpl-0123456789abcdef"}),
+        ("other base", {"name": "x1", "base": "ubuntu"}),
+        ("package not a string", {"name": "x2", "packages": [5]}),
+        ("package name syntax", {"name": "x3", "packages": ["jq;rm -rf /"]}),
+        ("package upper case", {"name": "x4", "packages": ["JQ"]}),
+        ("too many packages", {"name": "x5", "packages": [f"p{i}" for i in range(65)]}),
+        ("duplicate package", {"name": "x6", "packages": ["jq", "jq"]}),
+        ("setup too large", {"name": "x7", "setup": "#" * (64 * 1024 + 1)}),
+        ("unknown field", {"name": "x8", "extra": 1}),
+    ]
+    for what, body in cases:
+        expect_error(s.request("POST", "/v1/templates", body), 400, "invalid_request", what)
+    st, listed = s.request("GET", "/v1/templates")
+    assert st == 200 and all(t["public"] for t in listed), listed
+    assert s.sql("SELECT count(*) FROM templates") == [["0"]]
+
+
+def test_unknown_sandbox_template_stays_400(s):
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": "no-such-template"}), 400, "invalid_request",
+                 "create with unknown template")
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": "tpl-0123456789abcdef"}), 400,
+                 "invalid_request", "create with an image name")
+
+
+def test_bad_package_ends_in_error_with_apt_message(s):
+    st, t = s.request("POST", "/v1/templates", {"name": "broken", "packages": ["no-such-package-xyz"]})
+    assert st == 202 and t["status"] == "building" and t["packages"] == ["no-such-package-xyz"], (st, t)
+    t = wait_template(s, "broken", timeout=300)
+    assert t["status"] == "error", t
+    assert "no-such-package-xyz" in t["error"], t
+    st, log = s.request("GET", "/v1/templates/broken/log")
+    assert st == 200 and isinstance(log, bytes), (st, log)
+    assert b"Unable to locate package no-such-package-xyz" in log, log[-2000:]
+    ctx["broken_image"] = image_id(s, "broken")
+    assert not os.path.lexists(os.path.join(s.image_dir, ctx["broken_image"])), "a failed build left an image"
+    # A failed template cannot be used.
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": "broken", "memory_mb": 128}), 409,
+                 "template_not_ready", "create from a failed template")
+
+
+def test_failed_template_can_be_deleted(s):
+    assert s.request("DELETE", "/v1/templates/broken")[0] == 204
+    expect_error(s.request("GET", "/v1/templates/broken"), 404, "not_found", "GET deleted")
+    assert not os.path.exists(os.path.join(s.state_dir, "templates", ctx["broken_image"]))
+
+
+def test_template_with_a_package_reaches_ready(s):
+    st, t = s.request("POST", "/v1/templates", {"name": "with-jq", "packages": ["jq"]})
+    assert st == 202 and t["status"] == "building" and not t["public"], (st, t)
+    expect_error(s.request("POST", "/v1/templates", {"name": "with-jq", "packages": ["file"]}), 409,
+                 "already_exists", "same name twice in one team")
+    t = wait_template(s, "with-jq")
+    assert t["status"] == "ready", t
+    assert re.fullmatch(r"[0-9a-f]{64}", t["digest"] or ""), t
+    assert t["size_bytes"] > 100 * 1024 * 1024, t
+    st, log = s.request("GET", "/v1/templates/with-jq/log")
+    assert st == 200 and b"build-rootfs:" in log, log[-2000:]
+    ctx["jq_image"] = image_id(s, "with-jq")
+    assert os.path.isfile(os.path.join(s.image_dir, ctx["jq_image"], "rootfs.img"))
+    names = [x["name"] for x in s.request("GET", "/v1/templates")[1]]
+    assert "with-jq" in names, names
+
+
+def test_templates_are_per_team(s):
+    expect_error(s.request("GET", "/v1/templates/with-jq", key=s.key_b), 404, "not_found", "other team's template")
+    names = [x["name"] for x in s.request("GET", "/v1/templates", key=s.key_b)[1]]
+    assert "with-jq" not in names, names
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": "with-jq"}, key=s.key_b), 400, "invalid_request",
+                 "other team's template in create")
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": ctx["jq_image"]}, key=s.key_b), 400,
+                 "invalid_request", "other team's image name in create")
+
+
+def test_sandbox_of_the_template_has_the_package(s):
+    sb = s.create({"template": "with-jq", "memory_mb": 128})
+    assert sb["template"] == "with-jq" and sb["status"] == "running", sb
+    ctx["sb"] = sb["id"]
+    r = s.exec(sb["id"], "echo '{\"a\": [1, 2]}' | jq -c '.a | length'; jq --version")
+    assert r["exit_code"] == 0 and r["stdout"].startswith("2\njq-"), r
+    # The sandbox's root disk sits on exactly the template's image.
+    log = open(os.path.join(s.tmp, "agent.log")).read()
+    m = re.search(rf"event=create_done sandbox_id={sb['id']} template={ctx['jq_image']} .*base_digest=(\w+)", log)
+    assert m and m.group(1) == get_template(s, "with-jq")["digest"], (m and m.group(0), ctx["jq_image"])
+
+
+def test_template_in_use_cannot_be_deleted(s):
+    expect_error(s.request("DELETE", "/v1/templates/with-jq"), 409, "template_in_use", "DELETE while used")
+    assert get_template(s, "with-jq")["status"] == "ready"
+    s.destroy(ctx["sb"])
+
+
+def test_delete_removes_the_template(s):
+    assert s.request("DELETE", "/v1/templates/with-jq")[0] == 204
+    expect_error(s.request("GET", "/v1/templates/with-jq"), 404, "not_found", "GET deleted")
+    assert not os.path.lexists(os.path.join(s.image_dir, ctx["jq_image"])), "image link left behind"
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": "with-jq"}), 400, "invalid_request",
+                 "create from a deleted template")
+
+
+if __name__ == "__main__":
+    sys.exit(run_tests(lambda: Stack("templates"), [
+        test_public_templates_are_listed,
+        test_unknown_template_is_404,
+        test_builtin_templates_cannot_be_deleted,
+        test_invalid_build_requests_are_400_and_store_nothing,
+        test_unknown_sandbox_template_stays_400,
+        test_bad_package_ends_in_error_with_apt_message,
+        test_failed_template_can_be_deleted,
+        test_template_with_a_package_reaches_ready,
+        test_templates_are_per_team,
+        test_sandbox_of_the_template_has_the_package,
+        test_template_in_use_cannot_be_deleted,
+        test_delete_removes_the_template,
+    ]))
