@@ -371,7 +371,7 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
     *out = NULL;
     template_builder *tb = calloc(1, sizeof *tb);
     if (!tb) return terr_set(err, "out of memory");
-    if (asprintf(&tb->state_dir, "%s/templates", cfg->state_dir) < 0) tb->state_dir = NULL;
+    if (asprintf(&tb->state_dir, "%s/template-builds", cfg->state_dir) < 0) tb->state_dir = NULL;
     tb->image_dir = strdup(cfg->image_dir);
     tb->recipe_script = strdup(cfg->recipe_script ? cfg->recipe_script : "");
     tb->guest_binary = strdup(cfg->guest_binary ? cfg->guest_binary : "");

@@ -6,10 +6,10 @@
  * builds one at a time, in order; at most TB_QUEUE_MAX builds are queued or
  * running (see tb_build). A build is the
  * recipe script run as a child in its own process group with its output in
- * <state_dir>/templates/<name>/build.log, killed after time_limit_sec. It
+ * <state_dir>/template-builds/<name>/build.log, killed after time_limit_sec. It
  * links <image_dir>/<name> to the finished image (content-addressed in the
  * image cache) only when complete; the state ("building" | "ready" | "error",
- * the error, the digest, the size) is kept in <state_dir>/templates/<name>/
+ * the error, the digest, the size) is kept in <state_dir>/template-builds/<name>/
  * and written last, so:
  *  - a failed build (e.g. a package apt cannot find) ends in "error" with the
  *    script's output (apt's message) in the log, and leaves no image link;
@@ -39,7 +39,7 @@
 typedef struct template_builder template_builder;
 
 typedef struct tb_config {
-    const char *state_dir;     /* <state_dir>/templates/<name>/ holds build state */
+    const char *state_dir;     /* <state_dir>/template-builds/<name>/ holds build state */
     const char *image_dir;     /* <image_dir>/<name> becomes the image link */
     const char *recipe_script; /* guest/build-rootfs.sh */
     const char *guest_binary;  /* torpor-guest, copied into the image */

@@ -112,7 +112,7 @@ def test_bad_package_ends_in_error_with_apt_message(s):
 def test_failed_template_can_be_deleted(s):
     assert s.request("DELETE", "/v1/templates/broken")[0] == 204
     expect_error(s.request("GET", "/v1/templates/broken"), 404, "not_found", "GET deleted")
-    assert not os.path.exists(os.path.join(s.state_dir, "templates", ctx["broken_image"]))
+    assert not os.path.exists(os.path.join(s.state_dir, "template-builds", ctx["broken_image"]))
 
 
 def test_template_with_a_package_reaches_ready(s):

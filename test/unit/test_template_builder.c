@@ -212,7 +212,7 @@ static void test_crash_mid_build_leaves_no_usable_image(void **state)
     fx *f = *state;
     /* What a SIGKILLed agent leaves: state "building" and, at worst, a link. */
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/templates/tpl-f && printf 'building\\n0\\n-\\n1\\n' > %s/templates/tpl-f/state "
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/template-builds/tpl-f && printf 'building\\n0\\n-\\n1\\n' > %s/template-builds/tpl-f/state "
              "&& mkdir -p %s/.half && touch %s/.half/vmlinux %s/.half/initramfs.cpio.gz && ln -s %s/.half %s/tpl-f",
              f->state, f->state, f->images, f->images, f->images, f->images, f->images);
     assert_int_equal(system(cmd), 0);
@@ -256,7 +256,7 @@ static void test_delete_and_builtin_images(void **state)
     assert_int_equal(tb_get(tb, "tpl-g", 0, &info, NULL, NULL, &err), AGENT_NOT_FOUND);
     assert_int_equal(tb_delete(tb, "tpl-g", &err), AGENT_NOT_FOUND);
     char p[256];
-    snprintf(p, sizeof p, "%s/templates/tpl-g", f->state);
+    snprintf(p, sizeof p, "%s/template-builds/tpl-g", f->state);
     assert_int_equal(access(p, F_OK), -1);
     /* The name is free again. */
     assert_int_equal(build(tb, "tpl-g", "ok", &err), AGENT_OK);
