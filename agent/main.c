@@ -76,7 +76,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     tb_config tbcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir,
                        .recipe_script = env_or("TORPOR_TEMPLATE_RECIPE", TORPOR_TEMPLATE_RECIPE_DEFAULT),
                        .guest_binary = env_or("TORPOR_GUEST_BINARY", TORPOR_GUEST_BINARY_DEFAULT),
-                       .time_limit_sec = atoi(env_or("TORPOR_TEMPLATE_BUILD_TIMEOUT", "0"))};
+                       .time_limit_sec = atoi(env_or("TORPOR_TEMPLATE_BUILD_TIMEOUT", "0")),
+                       .driver = driver};
     if (tb_open(&tbcfg, &tb, &err) != 0) fatal("stage=templates %s", err.msg);
 
     agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id, .templates = tb};

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,11 +27,15 @@ typedef struct tb_entry {
     tb_info info;
     bool queued;  /* waiting for or in the worker */
     char *packages; /* comma-separated */
+    char *setup;    /* NULL = none; kept in memory only (a restart ends the build) */
     struct tb_entry *next;
 } tb_entry;
 
 struct template_builder {
-    char *state_dir; /* <state_dir>/templates */
+    char *agent_state_dir; /* the agent's state dir (the driver's sandboxes/) */
+    char *state_dir;       /* <state_dir>/template-builds */
+    runtime_driver *driver; /* for setup VMs; NULL = no setup scripts */
+    runtime_vm *setup_vm;   /* the setup VM running now, if any */
     char *image_dir;
     char *recipe_script;
     char *guest_binary;
@@ -52,6 +57,16 @@ const char *tb_status_name(tb_status s)
     case TB_ERROR: return "error";
     }
     return "error";
+}
+
+/* snprintf that may truncate (messages, bounded names). */
+static void setf(char *out, size_t size, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void setf(char *out, size_t size, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(out, size, fmt, ap);
+    va_end(ap);
 }
 
 /* ------------------------------------------------------------ state files */
@@ -213,12 +228,214 @@ static void failure_reason(const char *log_path, char *out, size_t size)
     if (!have_e) snprintf(out, size, "%s", last);
 }
 
-/* Runs the recipe for e; returns with e->info settled (ready or error). */
-static void run_build(template_builder *tb, tb_entry *e, const char *name, const char *packages)
+/* Runs argv (a prepared envp) as a child in its own process group with its
+ * output in logfd, until it exits, the build's time limit (from t0) passes
+ * or the builder stops (both kill the group). 0 = exited 0; 1 = exited
+ * otherwise (reason ""); -1 = spawn failure, time limit or stop (reason set). */
+static int run_child(template_builder *tb, char *const argv[], char *const envp[], int logfd, int devnull,
+                     int64_t t0, char *reason, size_t rsize)
 {
-    char log_path[4096], link[4200], qn[LOG_QUOTE_MAX];
+    pid_t pid = fork();
+    if (pid == 0) {
+        setpgid(0, 0);
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(devnull, 0);
+        dup2(logfd, 1);
+        dup2(logfd, 2);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
+        execve(argv[0], argv, envp);
+        _exit(127);
+    }
+    if (pid < 0) {
+        snprintf(reason, rsize, "could not start %s: %s", argv[0], strerror(errno));
+        return -1;
+    }
+    setpgid(pid, pid);
+    pthread_mutex_lock(&tb->mu);
+    tb->running_pid = pid;
+    pthread_mutex_unlock(&tb->mu);
+    int status = 0;
+    bool timed_out = false, stopped = false;
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+        if (r == pid || (r < 0 && errno != EINTR)) break;
+        pthread_mutex_lock(&tb->mu);
+        stopped = tb->stopping;
+        pthread_mutex_unlock(&tb->mu);
+        if (!timed_out && !stopped && mono_ms() - t0 > (int64_t)tb->time_limit_sec * 1000) timed_out = true;
+        if (timed_out || stopped) {
+            kill(-pid, SIGKILL);
+            waitpid(pid, &status, 0);
+            break;
+        }
+        usleep(200 * 1000);
+    }
+    pthread_mutex_lock(&tb->mu);
+    tb->running_pid = 0;
+    pthread_mutex_unlock(&tb->mu);
+    if (timed_out) {
+        snprintf(reason, rsize, "build timed out after %d s", tb->time_limit_sec);
+        return -1;
+    }
+    if (stopped) {
+        snprintf(reason, rsize, "interrupted: the agent stopped during the build");
+        return -1;
+    }
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : 1;
+}
+
+/* Appends an exec's output to the log, prefixed. */
+static void log_output(int logfd, const char *what, const uint8_t *data, size_t len, bool truncated)
+{
+    if (!len) return;
+    dprintf(logfd, "--- %s ---\n", what);
+    if (write(logfd, data, len) < 0) return;
+    if (data[len - 1] != '\n') dprintf(logfd, "\n");
+    if (truncated) dprintf(logfd, "(output truncated by the guest)\n");
+}
+
+/* The setup script of a template, inside a VM of the freshly built image
+ * <image_dir>/<base>: create a VM (the runtime driver, not a sandbox of the
+ * lifecycle), run the script from /tmp (a tmpfs: it does not stay in the
+ * image), sync and freeze the root filesystem, pause the VM (its disk
+ * overlay is then consistent and no process holds it), then `finish`
+ * flattens overlay + base into <state>/<name>/image/rootfs.img with the
+ * base's boot files and links <image_dir>/<name> to it. The VM is destroyed
+ * in every case. 0 = done; -1 with reason. */
+static int run_setup(template_builder *tb, const char *name, const char *base, const char *setup, char *const envp[],
+                     int logfd, int devnull, int64_t t0, char *reason, size_t rsize)
+{
+    runtime_driver *d = tb->driver;
+    runtime_spec spec = {.vcpus = 1, .memory_mb = TB_SETUP_MEMORY_MB, .disk_mb = TORPOR_DISK_MB_MIN,
+                         .created_at_unix = time(NULL)};
+    setf(spec.sandbox_id, sizeof spec.sandbox_id, "%s.setup", name);
+    setf(spec.template_name, sizeof spec.template_name, "%s", base);
+    terr err = {{0}};
+    runtime_vm *vm = NULL;
+    dprintf(logfd, "torpor-agent: booting a VM of the new image for the setup script\n");
+    /* A leftover of an interrupted build of this name. */
+    d->ops->destroy(d, spec.sandbox_id, NULL, &err);
+    if (d->ops->create(d, &spec, &vm, &err) < 0) {
+        setf(reason, rsize, "setup VM did not start: %s", err.msg);
+        return -1;
+    }
+    pthread_mutex_lock(&tb->mu);
+    tb->setup_vm = vm;
+    bool stopping = tb->stopping;
+    pthread_mutex_unlock(&tb->mu);
+    int rc = -1;
+    runtime_exec_result res = {0};
+    if (stopping) {
+        setf(reason, rsize, "interrupted: the agent stopped during the build");
+        goto out;
+    }
+    if (d->ops->write_file(d, vm, "/tmp/torpor-setup.sh", (const uint8_t *)setup, strlen(setup), 0700, &err) < 0) {
+        setf(reason, rsize, "could not copy the setup script into the VM: %s", err.msg);
+        goto out;
+    }
+    static const char *const env[] = {"HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+                                      "DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8"};
+    int remaining = tb->time_limit_sec - (int)((mono_ms() - t0) / 1000);
+    if (remaining > TORPOR_EXEC_TIMEOUT_MAX_SEC) remaining = TORPOR_EXEC_TIMEOUT_MAX_SEC;
+    if (remaining < 1) {
+        setf(reason, rsize, "build timed out after %d s", tb->time_limit_sec);
+        goto out;
+    }
+    runtime_exec_request req = {.cmd = "/bin/bash /tmp/torpor-setup.sh", .env = env,
+                                .n_env = sizeof env / sizeof env[0], .cwd = "/root", .timeout_sec = remaining};
+    int64_t ts = mono_ms();
+    dprintf(logfd, "torpor-agent: running the setup script (%zu bytes, time limit %d s)\n", strlen(setup),
+            remaining);
+    if (d->ops->exec(d, vm, &req, &res, &err) < 0) {
+        pthread_mutex_lock(&tb->mu);
+        stopping = tb->stopping;
+        pthread_mutex_unlock(&tb->mu);
+        if (stopping) setf(reason, rsize, "interrupted: the agent stopped during the build");
+        else setf(reason, rsize, "setup script: %s", err.msg);
+        goto out;
+    }
+    log_output(logfd, "setup stdout", res.out, res.out_len, res.out_truncated);
+    log_output(logfd, "setup stderr", res.err, res.err_len, res.err_truncated);
+    dprintf(logfd, "torpor-agent: setup script exit code %d in %lld ms\n", res.exit_code,
+            (long long)(mono_ms() - ts));
+    if (res.timed_out) {
+        setf(reason, rsize, "setup script timed out after %d s", remaining);
+        goto out;
+    }
+    if (res.exit_code != 0) {
+        setf(reason, rsize, "setup script exited with code %d", res.exit_code);
+        goto out;
+    }
+    runtime_exec_result_free(&res);
+    memset(&res, 0, sizeof res);
+    /* Everything on disk, the journal checkpointed, nothing written after. */
+    runtime_exec_request fz = {.cmd = "rm -f /tmp/torpor-setup.sh; sync && fsfreeze --freeze /", .timeout_sec = 60};
+    if (d->ops->exec(d, vm, &fz, &res, &err) < 0 || res.exit_code != 0) {
+        setf(reason, rsize, "could not flush the VM's disk: %s",
+                 err.msg[0] ? err.msg : (res.err_len ? "fsfreeze failed" : "sync failed"));
+        goto out;
+    }
+    if (d->ops->pause(d, vm, &spec, &err) < 0) {
+        setf(reason, rsize, "could not stop the setup VM: %s", err.msg);
+        goto out;
+    }
+    char overlay[4200], img[4200], base_dir[4200], link[4200];
+    int n1 = snprintf(overlay, sizeof overlay, "%s/sandboxes/%s/root.qcow2", tb->agent_state_dir, spec.sandbox_id);
+    int n2 = snprintf(img, sizeof img, "%s/%s/image", tb->state_dir, name);
+    image_link(tb, base, base_dir, sizeof base_dir);
+    image_link(tb, name, link, sizeof link);
+    if (n1 < 0 || (size_t)n1 >= sizeof overlay || n2 < 0 || (size_t)n2 >= sizeof img) {
+        setf(reason, rsize, "path too long");
+        goto out;
+    }
+    static const char finish[] =
+        "set -e; base=$1; img=$2; ov=$3; link=$4\n"
+        "rm -rf \"$img\"; mkdir -p \"$img\"\n"
+        "for f in vmlinux initramfs.cpio.gz cmdline kernel-source; do\n"
+        "  if [ -e \"$base/$f\" ]; then cp \"$base/$f\" \"$img/$f\"; fi\n"
+        "done\n"
+        "qemu-img convert -O raw \"$ov\" \"$img/rootfs.img.tmp\"\n"
+        "mv \"$img/rootfs.img.tmp\" \"$img/rootfs.img\"; chmod 0444 \"$img/rootfs.img\"\n"
+        "cd \"$img\"; sha256sum rootfs.img | cut -d' ' -f1 > rootfs.sha256\n"
+        "cat vmlinux initramfs.cpio.gz cmdline rootfs.sha256 | sha256sum | cut -d' ' -f1 > image-id\n"
+        "ln -sfn \"$img\" \"$link.tmp\"; mv -T \"$link.tmp\" \"$link\"\n"
+        "echo \"torpor-agent: image after setup: $(cat rootfs.sha256)\"\n";
+    char *argv[] = {"/bin/sh", "-c", (char *)finish, "finish", base_dir, img, overlay, link, NULL};
+    int64_t tf = mono_ms();
+    int r = run_child(tb, argv, envp, logfd, devnull, t0, reason, rsize);
+    if (r == 1) setf(reason, rsize, "flattening the setup VM's disk into the template image failed");
+    if (r == 0) {
+        dprintf(logfd, "torpor-agent: image flattened in %lld ms\n", (long long)(mono_ms() - tf));
+        rc = 0;
+    }
+out:
+    runtime_exec_result_free(&res);
+    pthread_mutex_lock(&tb->mu);
+    tb->setup_vm = NULL;
+    pthread_mutex_unlock(&tb->mu);
+    terr derr = {{0}};
+    if (d->ops->destroy(d, spec.sandbox_id, vm, &derr) < 0) {
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=template_setup_vm_destroy_failed sandbox_id=%s error=\"%s\"", spec.sandbox_id,
+                 log_quote(derr.msg, q, sizeof q));
+    }
+    runtime_vm_unref(vm);
+    return rc;
+}
+
+/* Runs the recipe (and the setup script) for e; returns with e->info
+ * settled (ready or error). Without setup the recipe links the image to
+ * <image_dir>/<name>; with setup it links it to <image_dir>/<name>.base
+ * for the setup VM, and run_setup makes and links the final image. */
+static void run_build(template_builder *tb, tb_entry *e, const char *name, const char *packages, const char *setup)
+{
+    char log_path[4096], link[4200], base_name[80], base_link[4200], qn[LOG_QUOTE_MAX];
     state_path(tb, name, "build.log", log_path, sizeof log_path);
     image_link(tb, name, link, sizeof link);
+    snprintf(base_name, sizeof base_name, "%s" TB_BASE_SUFFIX, name);
+    image_link(tb, base_name, base_link, sizeof base_link);
     log_quote(name, qn, sizeof qn);
 
     /* Everything exec needs, prepared before fork (the child of a threaded
@@ -232,67 +449,32 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
     for (size_t i = 0; envp && i < n_env; i++)
         if (strncmp(environ[i], "TORPOR_EXTRA_PACKAGES=", 22) != 0) envp[k++] = environ[i];
     if (envp) envp[k++] = extra;
-    char *argv[] = {"bash", tb->recipe_script, link, tb->guest_binary, NULL};
+    char *argv[] = {"/bin/bash", tb->recipe_script, setup ? base_link : link, tb->guest_binary, NULL};
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
     bool ok = false;
     char reason[512] = "";
     int64_t t0 = mono_ms();
-    pid_t pid = -1;
-    if (envp && logfd >= 0 && devnull >= 0) {
-        dprintf(logfd, "torpor-agent: building template %s: debian + [%s]\n", name, packages ? packages : "");
-        pid = fork();
-    }
-    if (pid == 0) {
-        setpgid(0, 0);
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(devnull, 0);
-        dup2(logfd, 1);
-        dup2(logfd, 2);
-        sigset_t none;
-        sigemptyset(&none);
-        sigprocmask(SIG_SETMASK, &none, NULL);
-        execve("/bin/bash", argv, envp);
-        _exit(127);
-    }
-    if (pid < 0) {
+    if (!envp || logfd < 0 || devnull < 0) {
         snprintf(reason, sizeof reason, "could not start the build: %s", strerror(errno));
     } else {
-        setpgid(pid, pid);
-        pthread_mutex_lock(&tb->mu);
-        tb->running_pid = pid;
-        pthread_mutex_unlock(&tb->mu);
-        int status = 0;
-        bool timed_out = false, stopped = false;
-        for (;;) {
-            pid_t r = waitpid(pid, &status, WNOHANG);
-            if (r == pid || (r < 0 && errno != EINTR)) break;
-            pthread_mutex_lock(&tb->mu);
-            stopped = tb->stopping;
-            pthread_mutex_unlock(&tb->mu);
-            if (!timed_out && !stopped && mono_ms() - t0 > (int64_t)tb->time_limit_sec * 1000) timed_out = true;
-            if (timed_out || stopped) {
-                kill(-pid, SIGKILL);
-                waitpid(pid, &status, 0);
-                break;
-            }
-            usleep(200 * 1000);
-        }
-        pthread_mutex_lock(&tb->mu);
-        tb->running_pid = 0;
-        pthread_mutex_unlock(&tb->mu);
-        if (timed_out) {
-            snprintf(reason, sizeof reason, "build timed out after %d s", tb->time_limit_sec);
-        } else if (stopped) {
-            snprintf(reason, sizeof reason, "interrupted: the agent stopped during the build");
-        } else if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && image_complete(link)) {
+        dprintf(logfd, "torpor-agent: building template %s: debian + [%s]%s\n", name, packages ? packages : "",
+                setup ? " + setup script" : "");
+        int r = run_child(tb, argv, envp, logfd, devnull, t0, reason, sizeof reason);
+        if (r == 0 && image_complete(setup ? base_link : link)) {
             ok = true;
-        } else {
+        } else if (r >= 0) {
             failure_reason(log_path, reason, sizeof reason);
-            if (!reason[0]) snprintf(reason, sizeof reason, "build failed (status %d)", status);
+            if (!reason[0]) snprintf(reason, sizeof reason, "build failed");
+        }
+        if (ok && setup) {
+            ok = run_setup(tb, name, base_name, setup, envp, logfd, devnull, t0, reason, sizeof reason) == 0 &&
+                 image_complete(link);
+            if (!ok && !reason[0]) snprintf(reason, sizeof reason, "setup failed");
         }
     }
+    if (setup) unlink(base_link);
     if (logfd >= 0) {
         if (!ok) dprintf(logfd, "torpor-agent: build failed: %s\n", reason);
         else dprintf(logfd, "torpor-agent: build done in %lld ms\n", (long long)(mono_ms() - t0));
@@ -321,8 +503,8 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
     pthread_mutex_unlock(&tb->mu);
     char qr[LOG_QUOTE_MAX];
     if (ok)
-        log_info("event=template_built name=\"%s\" ms=%lld size_bytes=%lld digest=%.16s", qn,
-                 (long long)(mono_ms() - t0), (long long)done.size_bytes, done.digest);
+        log_info("event=template_built name=\"%s\" ms=%lld size_bytes=%lld digest=%.16s setup=%s", qn,
+                 (long long)(mono_ms() - t0), (long long)done.size_bytes, done.digest, setup ? "yes" : "no");
     else
         log_warn("event=template_build_failed name=\"%s\" ms=%lld error=\"%s\"", qn, (long long)(mono_ms() - t0),
                  log_quote(reason, qr, sizeof qr));
@@ -346,11 +528,13 @@ static void *worker_main(void *arg)
         char name[64];
         snprintf(name, sizeof name, "%s", next->info.name);
         char *packages = next->packages ? strdup(next->packages) : NULL;
+        char *setup = next->setup ? strdup(next->setup) : NULL;
         pthread_mutex_unlock(&tb->mu);
         /* Entries are only freed by tb_delete, which refuses building ones,
          * and by tb_close after this thread is joined. */
-        run_build(tb, next, name, packages);
+        run_build(tb, next, name, packages, setup);
         free(packages);
+        free(setup);
         pthread_mutex_lock(&tb->mu);
     }
     pthread_mutex_unlock(&tb->mu);
@@ -363,6 +547,7 @@ static void entry_free(tb_entry *e)
 {
     if (!e) return;
     free(e->packages);
+    free(e->setup);
     free(e);
 }
 
@@ -372,13 +557,15 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
     template_builder *tb = calloc(1, sizeof *tb);
     if (!tb) return terr_set(err, "out of memory");
     if (asprintf(&tb->state_dir, "%s/template-builds", cfg->state_dir) < 0) tb->state_dir = NULL;
+    tb->agent_state_dir = strdup(cfg->state_dir);
+    tb->driver = cfg->driver;
     tb->image_dir = strdup(cfg->image_dir);
     tb->recipe_script = strdup(cfg->recipe_script ? cfg->recipe_script : "");
     tb->guest_binary = strdup(cfg->guest_binary ? cfg->guest_binary : "");
     tb->time_limit_sec = cfg->time_limit_sec > 0 ? cfg->time_limit_sec : TB_TIME_LIMIT_DEFAULT;
     pthread_mutex_init(&tb->mu, NULL);
     pthread_cond_init(&tb->cv, NULL);
-    if (!tb->state_dir || !tb->image_dir || !tb->recipe_script || !tb->guest_binary) {
+    if (!tb->state_dir || !tb->agent_state_dir || !tb->image_dir || !tb->recipe_script || !tb->guest_binary) {
         tb_close(tb);
         return terr_set(err, "out of memory");
     }
@@ -408,6 +595,10 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
             char link[4200];
             image_link(tb, e->info.name, link, sizeof link);
             unlink(link);
+            char base[80];
+            snprintf(base, sizeof base, "%s" TB_BASE_SUFFIX, e->info.name);
+            image_link(tb, base, link, sizeof link);
+            unlink(link);
             e->info.status = TB_ERROR;
             snprintf(e->info.error, sizeof e->info.error, "interrupted: the agent restarted during the build");
             terr werr;
@@ -435,7 +626,15 @@ void tb_close(template_builder *tb)
         pthread_mutex_lock(&tb->mu);
         tb->stopping = true;
         pthread_cond_broadcast(&tb->cv);
+        runtime_vm *vm = tb->setup_vm;
+        if (vm) runtime_vm_ref(vm);
         pthread_mutex_unlock(&tb->mu);
+        if (vm) {
+            /* A setup script runs: end it (its exec fails at once). */
+            terr err;
+            tb->driver->ops->destroy(tb->driver, vm->sandbox_id, vm, &err);
+            runtime_vm_unref(vm);
+        }
         pthread_join(tb->worker, NULL);
     }
     /* Queued builds that never ran: the next start marks them error. */
@@ -447,6 +646,7 @@ void tb_close(template_builder *tb)
     pthread_mutex_destroy(&tb->mu);
     pthread_cond_destroy(&tb->cv);
     free(tb->state_dir);
+    free(tb->agent_state_dir);
     free(tb->image_dir);
     free(tb->recipe_script);
     free(tb->guest_binary);
@@ -482,8 +682,8 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
         terr_set(err, "setup script too large: at most %d bytes", TEMPLATE_SETUP_MAX);
         return AGENT_INVALID_ARGUMENT;
     }
-    if (setup && *setup) {
-        terr_set(err, "setup scripts are not supported by this agent yet");
+    if (setup && *setup && !tb->driver) {
+        terr_set(err, "setup scripts are not supported by this agent (no VM driver for the builder)");
         return AGENT_INVALID_ARGUMENT;
     }
     if (!tb->recipe_script[0] || access(tb->recipe_script, R_OK) != 0) {
@@ -529,11 +729,16 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
             e->info.created_at_unix = time(NULL);
             e->packages = list;
             list = NULL;
+            if (setup && *setup && !(e->setup = strdup(setup))) {
+                terr_set(err, "out of memory");
+                code = AGENT_INTERNAL;
+            }
             e->queued = true;
             pjoin(path, sizeof path, dir, "build.log");
             unlink(path);
             pjoin(path, sizeof path, dir, "packages");
-            if (write_file(path, e->packages, err) != 0 || save_state(tb, e, err) != 0) code = AGENT_INTERNAL;
+            if (code == AGENT_OK && (write_file(path, e->packages, err) != 0 || save_state(tb, e, err) != 0))
+                code = AGENT_INTERNAL;
         }
         if (code != AGENT_OK) {
             entry_free(e);
@@ -636,7 +841,9 @@ int tb_list(template_builder *tb, tb_info **out, size_t *n, terr *err)
         for (size_t i = 0; i < len && !managed; i++) managed = strcmp(v[i].name, de->d_name) == 0;
         char link[4200];
         image_link(tb, de->d_name, link, sizeof link);
-        if (managed || !image_complete(link)) continue;
+        size_t nl = strlen(de->d_name), sl = strlen(TB_BASE_SUFFIX);
+        bool base = nl > sl && strcmp(de->d_name + nl - sl, TB_BASE_SUFFIX) == 0;
+        if (managed || base || !image_complete(link)) continue;
         if (len == cap) {
             tb_info *nv = realloc(v, (cap *= 2) * sizeof *v);
             if (!nv) break;
@@ -650,17 +857,27 @@ int tb_list(template_builder *tb, tb_info **out, size_t *n, terr *err)
     return 0;
 }
 
+/* Removes dir and everything below it (no symlink is followed). */
+static void remove_tree_at(int parent, const char *name)
+{
+    if (unlinkat(parent, name, 0) == 0 || errno == ENOENT) return;
+    int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return;
+    DIR *d = fdopendir(fd);
+    if (!d) {
+        close(fd);
+        return;
+    }
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) remove_tree_at(dirfd(d), de->d_name);
+    closedir(d);
+    unlinkat(parent, name, AT_REMOVEDIR);
+}
+
 static void remove_state_dir(const char *dir)
 {
-    DIR *d = opendir(dir);
-    if (d) {
-        struct dirent *de;
-        while ((de = readdir(d)))
-            if (de->d_name[0] != '.' || (de->d_name[1] && strcmp(de->d_name, "..") != 0))
-                unlinkat(dirfd(d), de->d_name, 0);
-        closedir(d);
-    }
-    rmdir(dir);
+    remove_tree_at(AT_FDCWD, dir);
 }
 
 agent_code tb_delete(template_builder *tb, const char *name, terr *err)

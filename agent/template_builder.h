@@ -18,6 +18,17 @@
  *    if any, is removed; nothing half-built is ever usable (the script renames
  *    a complete image into the cache and links it last, and it dies with the
  *    agent: PR_SET_PDEATHSIG).
+ * With a setup script (tenant code) the recipe's image is linked as
+ * <image_dir>/<name>.base, a VM of it is booted through the runtime driver
+ * (sandbox id "<name>.setup", 1 vCPU, TB_SETUP_MEMORY_MB, the smallest
+ * disk), the script runs inside it as root from /tmp within what is left of
+ * the time limit, the root filesystem is synced and frozen, the VM paused,
+ * and its disk (overlay + base) flattened with qemu-img into
+ * <state_dir>/template-builds/<name>/image/rootfs.img: that is the template
+ * (its digest is the sha256 of that file). The script never runs on the
+ * host. The setup VM is destroyed whatever happens; one left by a crash is
+ * adopted by the lifecycle on restart and destroyed by the control plane's
+ * reconciler as an orphan.
  * Images in the image dir that the builder did not make (`minimal`,
  * `debian`) are reported "ready" and builtin; they cannot be deleted.
  * Thread-safe: every call may come from any RPC thread. */
@@ -29,12 +40,15 @@
 #include <stdint.h>
 
 #include "lifecycle.h"
+#include "runtime.h"
 #include "template_limits.h"
 #include "terr.h"
 
 #define TB_QUEUE_MAX 4             /* builds queued or running per host */
 #define TB_LOG_TAIL_MAX (1024 * 1024)
-#define TB_TIME_LIMIT_DEFAULT 1200 /* seconds per build */
+#define TB_TIME_LIMIT_DEFAULT 1200 /* seconds per build, setup included */
+#define TB_SETUP_MEMORY_MB 512     /* the setup VM */
+#define TB_BASE_SUFFIX ".base"     /* <name>.base: the image before setup */
 
 typedef struct template_builder template_builder;
 
@@ -44,6 +58,7 @@ typedef struct tb_config {
     const char *recipe_script; /* guest/build-rootfs.sh */
     const char *guest_binary;  /* torpor-guest, copied into the image */
     int time_limit_sec;        /* 0 = TB_TIME_LIMIT_DEFAULT */
+    runtime_driver *driver;    /* borrowed: boots the setup VMs; NULL = setup scripts refused */
 } tb_config;
 
 typedef enum { TB_BUILDING = 0, TB_READY, TB_ERROR } tb_status;
@@ -65,8 +80,8 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err);
 void tb_close(template_builder *tb);
 
 /* Queues a build. AGENT_INVALID_ARGUMENT: bad name, base other than "debian"
- * (or ""), bad or too many packages, setup too large or given (setup scripts
- * are not supported by this agent yet). AGENT_ALREADY_EXISTS: the name is
+ * (or ""), bad or too many packages, setup too large, or given without a
+ * driver. AGENT_ALREADY_EXISTS: the name is
  * taken (a build of it or an image in the image dir).
  * AGENT_FAILED_PRECONDITION: TB_QUEUE_MAX builds already queued/running. */
 agent_code tb_build(template_builder *tb, const char *name, const char *base, const char *const *packages,

@@ -2,8 +2,11 @@
 """Templates API over REST (issue 8), real stack and real builds: a template
 built from `debian` + `jq` reaches `ready` and a sandbox of it has jq; a
 package apt cannot find ends in `error` with apt's message in the log and
-changes nothing else; names are per team; 400/403/404/409 cases; DELETE
-removes the template and its image name on the host.
+changes nothing else; a setup script runs inside a VM of the new image (not
+on the host) and what it writes is in every sandbox of the template, a
+failing one ends in `error` with its output in the log; names are per team;
+400/403/404/409 cases; DELETE removes the template and its image name on the
+host.
 
 Needs the `debian` image (ctest fixture image.debian). The jq image is cached
 by its recipe in the image cache (TORPOR_IMAGE_CACHE), so only the first run
@@ -77,6 +80,7 @@ def test_invalid_build_requests_are_400_and_store_nothing(s):
         ("too many packages", {"name": "x5", "packages": [f"p{i}" for i in range(65)]}),
         ("duplicate package", {"name": "x6", "packages": ["jq", "jq"]}),
         ("setup too large", {"name": "x7", "setup": "#" * (64 * 1024 + 1)}),
+        ("setup not a string", {"name": "x9", "setup": ["echo"]}),
         ("unknown field", {"name": "x8", "extra": 1}),
     ]
     for what, body in cases:
@@ -132,6 +136,55 @@ def test_template_with_a_package_reaches_ready(s):
     assert "with-jq" in names, names
 
 
+SETUP = """set -e
+echo "setup runs as $(id -u) on $(hostname)"
+echo built-by-setup > /etc/torpor-setup-marker
+test -f /.torpor-not-on-host || touch /.torpor-setup-was-in-a-vm
+"""
+
+
+def test_setup_script_runs_in_a_vm(s):
+    assert not os.path.exists("/etc/torpor-setup-marker"), "the host has the marker already"
+    st, t = s.request("POST", "/v1/templates", {"name": "with-setup", "setup": SETUP})
+    assert st == 202 and t["setup"] is True and t["status"] == "building", (st, t)
+    t = wait_template(s, "with-setup")
+    st, log = s.request("GET", "/v1/templates/with-setup/log")
+    assert t["status"] == "ready", (t, log[-3000:])
+    assert b"setup runs as 0 on torpor" in log, log[-3000:]
+    assert not os.path.exists("/etc/torpor-setup-marker"), "the setup script ran on the host"
+    assert not os.path.exists("/.torpor-setup-was-in-a-vm"), "the setup script ran on the host"
+    debian = get_template(s, "debian")
+    assert re.fullmatch(r"[0-9a-f]{64}", t["digest"] or "") and t["digest"] != debian["digest"], (t, debian)
+    img = image_id(s, "with-setup")
+    assert not os.path.lexists(os.path.join(s.image_dir, img + ".base")), "the pre-setup image is still linked"
+    sb = s.create({"template": "with-setup", "memory_mb": 128})
+    r = s.exec(sb["id"], "cat /etc/torpor-setup-marker; ls /.torpor-setup-was-in-a-vm; ls /tmp/torpor-setup.sh")
+    assert r["stdout"].startswith("built-by-setup\n/.torpor-setup-was-in-a-vm\n"), r
+    assert r["exit_code"] != 0, "the setup script itself stayed in the image"
+    s.destroy(sb["id"])
+    assert s.request("DELETE", "/v1/templates/with-setup")[0] == 204
+    assert not os.path.lexists(os.path.join(s.image_dir, img))
+    assert not os.path.exists(os.path.join(s.state_dir, "template-builds", img))
+
+
+def test_failing_setup_script_ends_in_error(s):
+    st, t = s.request("POST", "/v1/templates",
+                      {"name": "bad-setup", "setup": "echo about to fail; echo oops >&2; exit 3"})
+    assert st == 202, (st, t)
+    t = wait_template(s, "bad-setup")
+    assert t["status"] == "error" and "exited with code 3" in t["error"], t
+    st, log = s.request("GET", "/v1/templates/bad-setup/log")
+    assert b"about to fail" in log and b"oops" in log, log[-3000:]
+    img = image_id(s, "bad-setup")
+    assert not os.path.lexists(os.path.join(s.image_dir, img)), "a failed setup left an image"
+    assert not os.path.lexists(os.path.join(s.image_dir, img + ".base"))
+    # The setup VM is gone.
+    assert not os.path.exists(os.path.join(s.state_dir, "sandboxes", img + ".setup")), "setup VM left behind"
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": "bad-setup"}), 409, "template_not_ready",
+                 "create from a failed setup")
+    assert s.request("DELETE", "/v1/templates/bad-setup")[0] == 204
+
+
 def test_templates_are_per_team(s):
     expect_error(s.request("GET", "/v1/templates/with-jq", key=s.key_b), 404, "not_found", "other team's template")
     names = [x["name"] for x in s.request("GET", "/v1/templates", key=s.key_b)[1]]
@@ -182,4 +235,6 @@ if __name__ == "__main__":
         test_sandbox_of_the_template_has_the_package,
         test_template_in_use_cannot_be_deleted,
         test_delete_removes_the_template,
+        test_setup_script_runs_in_a_vm,
+        test_failing_setup_script_ends_in_error,
     ]))
