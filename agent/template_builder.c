@@ -233,7 +233,7 @@ static void failure_reason(const char *log_path, char *out, size_t size)
  * or the builder stops (both kill the group). 0 = exited 0; 1 = exited
  * otherwise (reason ""); -1 = spawn failure, time limit or stop (reason set). */
 static int run_child(template_builder *tb, char *const argv[], char *const envp[], int logfd, int devnull,
-                     int64_t t0, char *reason, size_t rsize)
+                     int64_t t0, const char *pgid_path, char *reason, size_t rsize)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -253,6 +253,15 @@ static int run_child(template_builder *tb, char *const argv[], char *const envp[
         return -1;
     }
     setpgid(pid, pid);
+    /* For the next start, should the agent die now: the child dies with it
+     * (PR_SET_PDEATHSIG) but its own children (mmdebstrap, apt) would not. */
+    char pg[32];
+    snprintf(pg, sizeof pg, "%d\n", (int)pid);
+    terr werr;
+    if (write_file(pgid_path, pg, &werr) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=template_pgid_write_failed error=\"%s\"", log_quote(werr.msg, q, sizeof q));
+    }
     pthread_mutex_lock(&tb->mu);
     tb->running_pid = pid;
     pthread_mutex_unlock(&tb->mu);
@@ -275,6 +284,7 @@ static int run_child(template_builder *tb, char *const argv[], char *const envp[
     pthread_mutex_lock(&tb->mu);
     tb->running_pid = 0;
     pthread_mutex_unlock(&tb->mu);
+    unlink(pgid_path);
     if (timed_out) {
         snprintf(reason, rsize, "build timed out after %d s", tb->time_limit_sec);
         return -1;
@@ -404,7 +414,9 @@ static int run_setup(template_builder *tb, const char *name, const char *base, c
         "echo \"torpor-agent: image after setup: $(cat rootfs.sha256)\"\n";
     char *argv[] = {"/bin/sh", "-c", (char *)finish, "finish", base_dir, img, overlay, link, NULL};
     int64_t tf = mono_ms();
-    int r = run_child(tb, argv, envp, logfd, devnull, t0, reason, rsize);
+    char pgid_path[4096];
+    state_path(tb, name, "pgid", pgid_path, sizeof pgid_path);
+    int r = run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, reason, rsize);
     if (r == 1) setf(reason, rsize, "flattening the setup VM's disk into the template image failed");
     if (r == 0) {
         dprintf(logfd, "torpor-agent: image flattened in %lld ms\n", (long long)(mono_ms() - tf));
@@ -461,7 +473,9 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
     } else {
         dprintf(logfd, "torpor-agent: building template %s: debian + [%s]%s\n", name, packages ? packages : "",
                 setup ? " + setup script" : "");
-        int r = run_child(tb, argv, envp, logfd, devnull, t0, reason, sizeof reason);
+        char pgid_path[4096];
+        state_path(tb, name, "pgid", pgid_path, sizeof pgid_path);
+        int r = run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, reason, sizeof reason);
         if (r == 0 && image_complete(setup ? base_link : link)) {
             ok = true;
         } else if (r >= 0) {
@@ -551,6 +565,43 @@ static void entry_free(tb_entry *e)
     free(e);
 }
 
+/* Kills what is left of the process group of a build whose agent died:
+ * its leader (the recipe's bash) died with the agent, its children may
+ * still run. Only when no process has the pid pgid (so the id cannot have
+ * been reused as a new leader: Linux keeps a pid in use while a group of
+ * that id has members) and some process is in the group. */
+static void kill_orphan_group(const char *pgid_path, const char *name)
+{
+    char text[32];
+    if (read_small(pgid_path, text, sizeof text) != 0) return;
+    unlink(pgid_path);
+    int pgid = atoi(text);
+    if (pgid <= 1) return;
+    char p[64];
+    snprintf(p, sizeof p, "/proc/%d", pgid);
+    if (access(p, F_OK) == 0) return; /* the leader lives: not ours to kill */
+    DIR *d = opendir("/proc");
+    if (!d) return;
+    int members = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
+        char sp[300], st[512];
+        snprintf(sp, sizeof sp, "/proc/%s/stat", de->d_name);
+        if (read_small(sp, st, sizeof st) != 0) continue;
+        const char *rp = strrchr(st, ')'); /* comm may hold spaces */
+        char state;
+        int ppid, pgrp;
+        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid) members++;
+    }
+    closedir(d);
+    if (!members) return;
+    kill(-pgid, SIGKILL);
+    char q[LOG_QUOTE_MAX];
+    log_warn("event=template_build_orphans_killed name=\"%s\" pgid=%d processes=%d", log_quote(name, q, sizeof q),
+             pgid, members);
+}
+
 int tb_open(const tb_config *cfg, template_builder **out, terr *err)
 {
     *out = NULL;
@@ -592,6 +643,9 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
         char q[LOG_QUOTE_MAX];
         if (e->info.status == TB_BUILDING) {
             /* The agent stopped or died mid-build: never a usable half image. */
+            char pgid_path[4096];
+            state_path(tb, e->info.name, "pgid", pgid_path, sizeof pgid_path);
+            kill_orphan_group(pgid_path, e->info.name);
             char link[4200];
             image_link(tb, e->info.name, link, sizeof link);
             unlink(link);

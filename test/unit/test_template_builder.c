@@ -13,7 +13,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "mono_time.h"
@@ -227,6 +229,62 @@ static void test_crash_mid_build_leaves_no_usable_image(void **state)
     tb_close(tb);
 }
 
+/* True while pid runs (a zombie or no process counts as gone). */
+static bool running(pid_t pid)
+{
+    char p[64], st[512];
+    snprintf(p, sizeof p, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return false;
+    size_t n = fread(st, 1, sizeof st - 1, f);
+    fclose(f);
+    st[n] = '\0';
+    const char *rp = strrchr(st, ')');
+    return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
+}
+
+static void test_crash_mid_build_kills_what_the_recipe_left_running(void **state)
+{
+    fx *f = *state;
+    /* What a SIGKILLed agent leaves: the recipe's leader died with it, its
+     * child (mmdebstrap) runs on in the build's process group. */
+    int fds[2];
+    assert_int_equal(pipe(fds), 0);
+    pid_t leader = fork();
+    if (leader == 0) {
+        setpgid(0, 0);
+        pid_t g = fork();
+        if (g == 0) {
+            execl("/bin/sleep", "sleep", "300", (char *)NULL);
+            _exit(127);
+        }
+        if (write(fds[1], &g, sizeof g) != (ssize_t)sizeof g) _exit(1);
+        _exit(0);
+    }
+    pid_t orphan = 0;
+    assert_int_equal(read(fds[0], &orphan, sizeof orphan), (ssize_t)sizeof orphan);
+    close(fds[0]);
+    close(fds[1]);
+    waitpid(leader, NULL, 0);
+    assert_true(running(orphan));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/template-builds/tpl-i && printf 'building\\n0\\n-\\n1\\n' > "
+             "%s/template-builds/tpl-i/state && echo %d > %s/template-builds/tpl-i/pgid",
+             f->state, f->state, (int)leader, f->state);
+    assert_int_equal(system(cmd), 0);
+    template_builder *tb = open_tb(f, 0);
+    int64_t end = mono_ms() + 5000;
+    while (running(orphan) && mono_ms() < end) usleep(20 * 1000);
+    bool alive = running(orphan);
+    if (alive) kill(orphan, SIGKILL);
+    assert_false(alive);
+    tb_info info;
+    terr err = {{0}};
+    assert_int_equal(tb_get(tb, "tpl-i", 0, &info, NULL, NULL, &err), AGENT_OK);
+    assert_int_equal(info.status, TB_ERROR);
+    tb_close(tb);
+}
+
 static void test_delete_and_builtin_images(void **state)
 {
     fx *f = *state;
@@ -283,6 +341,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_build_over_time_limit_is_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_mid_build_is_error_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_mid_build_leaves_no_usable_image, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_mid_build_kills_what_the_recipe_left_running, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_and_builtin_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_refused_while_building, setup, teardown),
     };
