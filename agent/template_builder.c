@@ -23,6 +23,9 @@
 
 extern char **environ;
 
+/* In the environment of every process of a build: tells its leftovers. */
+#define TB_MARKER_ENV "TORPOR_TEMPLATE_BUILD"
+
 typedef struct tb_entry {
     tb_info info;
     bool queued;  /* waiting for or in the worker */
@@ -228,12 +231,14 @@ static void failure_reason(const char *log_path, char *out, size_t size)
     if (!have_e) snprintf(out, size, "%s", last);
 }
 
+static int stop_group(int pgid, const char *marker);
+
 /* Runs argv (a prepared envp) as a child in its own process group with its
  * output in logfd, until it exits, the build's time limit (from t0) passes
  * or the builder stops (both kill the group). 0 = exited 0; 1 = exited
  * otherwise (reason ""); -1 = spawn failure, time limit or stop (reason set). */
 static int run_child(template_builder *tb, char *const argv[], char *const envp[], int logfd, int devnull,
-                     int64_t t0, const char *pgid_path, char *reason, size_t rsize)
+                     int64_t t0, const char *pgid_path, const char *marker, char *reason, size_t rsize)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -275,7 +280,11 @@ static int run_child(template_builder *tb, char *const argv[], char *const envp[
         pthread_mutex_unlock(&tb->mu);
         if (!timed_out && !stopped && mono_ms() - t0 > (int64_t)tb->time_limit_sec * 1000) timed_out = true;
         if (timed_out || stopped) {
-            kill(-pid, SIGKILL);
+            kill(-pid, SIGTERM);
+            int64_t end = mono_ms() + TB_TERM_GRACE_MS;
+            while (waitpid(pid, &status, WNOHANG) == 0 && mono_ms() < end) usleep(100 * 1000);
+            stop_group(pid, marker);
+            kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             break;
         }
@@ -414,9 +423,10 @@ static int run_setup(template_builder *tb, const char *name, const char *base, c
         "echo \"torpor-agent: image after setup: $(cat rootfs.sha256)\"\n";
     char *argv[] = {"/bin/sh", "-c", (char *)finish, "finish", base_dir, img, overlay, link, NULL};
     int64_t tf = mono_ms();
-    char pgid_path[4096];
+    char pgid_path[4096], marker[128];
     state_path(tb, name, "pgid", pgid_path, sizeof pgid_path);
-    int r = run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, reason, rsize);
+    setf(marker, sizeof marker, TB_MARKER_ENV "=%s", name);
+    int r = run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, marker, reason, rsize);
     if (r == 1) setf(reason, rsize, "flattening the setup VM's disk into the template image failed");
     if (r == 0) {
         dprintf(logfd, "torpor-agent: image flattened in %lld ms\n", (long long)(mono_ms() - tf));
@@ -454,13 +464,19 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
      * process may only make async-signal-safe calls). */
     size_t n_env = 0;
     while (environ[n_env]) n_env++;
-    char **envp = calloc(n_env + 2, sizeof *envp);
-    char extra[8300];
+    char **envp = calloc(n_env + 3, sizeof *envp);
+    char extra[8300], marker[128];
     snprintf(extra, sizeof extra, "TORPOR_EXTRA_PACKAGES=%s", packages ? packages : "");
+    snprintf(marker, sizeof marker, TB_MARKER_ENV "=%s", name);
     size_t k = 0;
     for (size_t i = 0; envp && i < n_env; i++)
-        if (strncmp(environ[i], "TORPOR_EXTRA_PACKAGES=", 22) != 0) envp[k++] = environ[i];
-    if (envp) envp[k++] = extra;
+        if (strncmp(environ[i], "TORPOR_EXTRA_PACKAGES=", 22) != 0 &&
+            strncmp(environ[i], TB_MARKER_ENV "=", strlen(TB_MARKER_ENV) + 1) != 0)
+            envp[k++] = environ[i];
+    if (envp) {
+        envp[k++] = extra;
+        envp[k++] = marker;
+    }
     char *argv[] = {"/bin/bash", tb->recipe_script, setup ? base_link : link, tb->guest_binary, NULL};
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -475,7 +491,7 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
                 setup ? " + setup script" : "");
         char pgid_path[4096];
         state_path(tb, name, "pgid", pgid_path, sizeof pgid_path);
-        int r = run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, reason, sizeof reason);
+        int r = run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, marker, reason, sizeof reason);
         if (r == 0 && image_complete(setup ? base_link : link)) {
             ok = true;
         } else if (r >= 0) {
@@ -565,23 +581,32 @@ static void entry_free(tb_entry *e)
     free(e);
 }
 
-/* Kills what is left of the process group of a build whose agent died:
- * its leader (the recipe's bash) died with the agent, its children may
- * still run. Only when no process has the pid pgid (so the id cannot have
- * been reused as a new leader: Linux keeps a pid in use while a group of
- * that id has members) and some process is in the group. */
-static void kill_orphan_group(const char *pgid_path, const char *name)
+/* True when /proc/<pid>/environ holds the entry marker ("K=V"). */
+static bool environ_has(const char *pid, const char *marker)
 {
-    char text[32];
-    if (read_small(pgid_path, text, sizeof text) != 0) return;
-    unlink(pgid_path);
-    int pgid = atoi(text);
-    if (pgid <= 1) return;
-    char p[64];
-    snprintf(p, sizeof p, "/proc/%d", pgid);
-    if (access(p, F_OK) == 0) return; /* the leader lives: not ours to kill */
+    char p[300];
+    snprintf(p, sizeof p, "/proc/%s/environ", pid);
+    int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return false;
+    static __thread char buf[65536];
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return false;
+    size_t ml = strlen(marker);
+    for (ssize_t i = 0; i < n;) {
+        size_t len = strnlen(buf + i, (size_t)(n - i));
+        if (len == ml && memcmp(buf + i, marker, ml) == 0) return true;
+        i += (ssize_t)len + 1;
+    }
+    return false;
+}
+
+/* Live (not zombie) processes of group pgid that carry marker in their
+ * environment. */
+static int group_members(int pgid, const char *marker)
+{
     DIR *d = opendir("/proc");
-    if (!d) return;
+    if (!d) return 0;
     int members = 0;
     struct dirent *de;
     while ((de = readdir(d))) {
@@ -592,14 +617,48 @@ static void kill_orphan_group(const char *pgid_path, const char *name)
         const char *rp = strrchr(st, ')'); /* comm may hold spaces */
         char state;
         int ppid, pgrp;
-        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid) members++;
+        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z' &&
+            state != 'X' && environ_has(de->d_name, marker))
+            members++;
     }
     closedir(d);
-    if (!members) return;
-    kill(-pgid, SIGKILL);
+    return members;
+}
+
+/* Ends what runs of a build's process group: SIGTERM first, so that
+ * mmdebstrap unmounts what it mounted in its tree (proc, sys, a bind mount
+ * of the host's /dev/shm), SIGKILL after TB_TERM_GRACE_MS. Returns how many
+ * processes there were. */
+static int stop_group(int pgid, const char *marker)
+{
+    int n = group_members(pgid, marker);
+    if (!n) return 0;
+    kill(-pgid, SIGTERM);
+    int64_t end = mono_ms() + TB_TERM_GRACE_MS;
+    while (group_members(pgid, marker) > 0 && mono_ms() < end) usleep(100 * 1000);
+    if (group_members(pgid, marker) > 0) kill(-pgid, SIGKILL);
+    return n;
+}
+
+/* What is left of the process group of a build whose agent died: its
+ * leader (the recipe's bash) died with the agent, its children (mmdebstrap,
+ * apt) may still run. Only processes of that group that carry the build's
+ * marker in their environment (TB_MARKER_ENV=<name>) count, so a reused id
+ * never touches anything else. */
+static void kill_orphan_group(const char *pgid_path, const char *name)
+{
+    char text[32];
+    if (read_small(pgid_path, text, sizeof text) != 0) return;
+    unlink(pgid_path);
+    int pgid = atoi(text);
+    if (pgid <= 1) return;
+    char marker[128];
+    snprintf(marker, sizeof marker, TB_MARKER_ENV "=%s", name);
+    int n = stop_group(pgid, marker);
+    if (!n) return;
     char q[LOG_QUOTE_MAX];
     log_warn("event=template_build_orphans_killed name=\"%s\" pgid=%d processes=%d", log_quote(name, q, sizeof q),
-             pgid, members);
+             pgid, n);
 }
 
 int tb_open(const tb_config *cfg, template_builder **out, terr *err)
@@ -917,6 +976,11 @@ static void remove_tree_at(int parent, const char *name)
     if (unlinkat(parent, name, 0) == 0 || errno == ENOENT) return;
     int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return;
+    struct stat here, up;
+    if (fstat(fd, &here) != 0 || fstatat(parent, ".", &up, 0) != 0 || here.st_dev != up.st_dev) {
+        close(fd); /* another filesystem mounted here: never removed through */
+        return;
+    }
     DIR *d = fdopendir(fd);
     if (!d) {
         close(fd);

@@ -6,7 +6,9 @@
  * builds one at a time, in order; at most TB_QUEUE_MAX builds are queued or
  * running (see tb_build). A build is the
  * recipe script run as a child in its own process group with its output in
- * <state_dir>/template-builds/<name>/build.log, killed after time_limit_sec. It
+ * <state_dir>/template-builds/<name>/build.log, stopped after time_limit_sec
+ * (SIGTERM to the group, so mmdebstrap unmounts what it mounted in its tree,
+ * then SIGKILL after TB_TERM_GRACE_MS). It
  * links <image_dir>/<name> to the finished image (content-addressed in the
  * image cache) only when complete; the state ("building" | "ready" | "error",
  * the error, the digest, the size) is kept in <state_dir>/template-builds/<name>/
@@ -49,6 +51,7 @@
 #define TB_TIME_LIMIT_DEFAULT 1200 /* seconds per build, setup included */
 #define TB_SETUP_MEMORY_MB 512     /* the setup VM */
 #define TB_BASE_SUFFIX ".base"     /* <name>.base: the image before setup */
+#define TB_TERM_GRACE_MS 15000     /* SIGTERM -> SIGKILL of a build's processes */
 
 typedef struct template_builder template_builder;
 

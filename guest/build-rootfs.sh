@@ -86,6 +86,16 @@ link_out() {
     mv -T "$OUT.tmp.$$" "$OUT"
 }
 
+# Removes a build dir. A killed mmdebstrap leaves proc, sys, dev/pts and a
+# bind mount of the host's /dev/shm mounted inside its tree: unmount them
+# first (deepest first), and never let rm cross into another filesystem.
+remove_build_dir() {
+    local m
+    awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf --one-file-system "$1"
+}
+
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock-$DIGEST"
 flock 9
@@ -107,10 +117,10 @@ fi
 
 # Leftovers of a build of this recipe that was killed (we hold its lock, so
 # nobody else is building it).
-rm -rf "$DEST".tmp.*
+for d in "$DEST".tmp.*; do if [ -e "$d" ]; then remove_build_dir "$d"; fi; done
 T0=$(date +%s)
 TMP=$(mktemp -d "$DEST.tmp.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+trap 'remove_build_dir "$TMP"' EXIT
 
 # --- boot files (kernel, initramfs with the root-disk /init) ---------------
 BUILD_IMAGE_EXTRA_MODULES=$EXTRA_MODULES BUILD_IMAGE_INIT=$SRC/init-rootdisk \
@@ -151,7 +161,7 @@ used_mb=$(du -sm "$R" | cut -f1)
 mke2fs -q -t ext4 -d "$R" -L torpor-root -m 0 -i 16384 \
     -E lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0 \
     "$TMP/rootfs.img" "${ROOTFS_MB}M"
-rm -rf "$R"
+remove_build_dir "$R"
 (cd "$TMP" && sha256sum rootfs.img | cut -d' ' -f1) >"$TMP/rootfs.sha256"
 (cd "$TMP" && cat vmlinux initramfs.cpio.gz cmdline rootfs.sha256 | sha256sum | cut -d' ' -f1) >"$TMP/image-id"
 recipe >"$TMP/recipe"

@@ -14,7 +14,10 @@ on a machine builds it (~40 s here)."""
 
 import os
 import re
+import subprocess
 import sys
+import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Stack, expect_error, run_tests, wait_until  # noqa: E402
@@ -185,6 +188,52 @@ def test_failing_setup_script_ends_in_error(s):
     assert s.request("DELETE", "/v1/templates/bad-setup")[0] == 204
 
 
+def mounts_under(path):
+    with open("/proc/mounts") as f:
+        return [line.split()[1] for line in f if line.split()[1].startswith(path.rstrip("/") + "/")]
+
+
+def remove_cache(path):
+    """Never through a mount a killed mmdebstrap may have left (its tree has
+    a bind mount of the host's /dev/shm)."""
+    for m in sorted(mounts_under(path), reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    subprocess.run(["rm", "-rf", "--one-file-system", path], capture_output=True)
+
+
+def test_agent_killed_mid_build_leaves_error_and_nothing_running(s):
+    """Last: the agent is restarted with an empty image cache, so the build
+    really runs (mmdebstrap) when the agent is SIGKILLed."""
+    cache = tempfile.mkdtemp(prefix="torpor-e2e-cache-", dir="/var/tmp")
+    try:
+        s.agent.env = dict(os.environ, TORPOR_IMAGE_CACHE=cache)
+        s.restart_agent()
+        st, t = s.request("POST", "/v1/templates", {"name": "interrupted", "packages": ["file"]})
+        assert st == 202, (st, t)
+        img = image_id(s, "interrupted")
+
+        def build_processes(pattern=cache):
+            out = subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True)
+            return out.stdout.split()
+        # Killed while mmdebstrap runs: the recipe's bash dies with the agent,
+        # mmdebstrap (its child) is killed by the next start.
+        wait_until(lambda: build_processes("mmdebstrap .*" + cache), 120, interval=0.5, what="mmdebstrap runs")
+        time.sleep(1)
+        s.restart_agent()
+        wait_until(lambda: not build_processes(), 30, what="no process of the killed build is left")
+        assert not mounts_under(cache), f"the killed build left mounts: {mounts_under(cache)}"
+        log = s.agent.log_text(since_start=True)
+        assert "event=template_build_orphans_killed" in log and "event=template_build_interrupted" in log, log
+        t = get_template(s, "interrupted")
+        assert t["status"] == "error" and "interrupted" in t["error"], t
+        assert not os.path.lexists(os.path.join(s.image_dir, img)), "an interrupted build left an image"
+        assert not [d for d in os.listdir(cache) if not d.startswith(".lock") and ".tmp." not in d], \
+            os.listdir(cache)
+        assert s.request("DELETE", "/v1/templates/interrupted")[0] == 204
+    finally:
+        remove_cache(cache)
+
+
 def test_templates_are_per_team(s):
     expect_error(s.request("GET", "/v1/templates/with-jq", key=s.key_b), 404, "not_found", "other team's template")
     names = [x["name"] for x in s.request("GET", "/v1/templates", key=s.key_b)[1]]
@@ -237,4 +286,5 @@ if __name__ == "__main__":
         test_delete_removes_the_template,
         test_setup_script_runs_in_a_vm,
         test_failing_setup_script_ends_in_error,
+        test_agent_killed_mid_build_leaves_error_and_nothing_running,
     ]))

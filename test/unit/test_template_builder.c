@@ -255,7 +255,8 @@ static void test_crash_mid_build_kills_what_the_recipe_left_running(void **state
         setpgid(0, 0);
         pid_t g = fork();
         if (g == 0) {
-            execl("/bin/sleep", "sleep", "300", (char *)NULL);
+            char *const env[] = {"TORPOR_TEMPLATE_BUILD=tpl-i", NULL};
+            execle("/bin/sleep", "sleep", "300", (char *)NULL, env);
             _exit(127);
         }
         if (write(fds[1], &g, sizeof g) != (ssize_t)sizeof g) _exit(1);
@@ -282,6 +283,31 @@ static void test_crash_mid_build_kills_what_the_recipe_left_running(void **state
     terr err = {{0}};
     assert_int_equal(tb_get(tb, "tpl-i", 0, &info, NULL, NULL, &err), AGENT_OK);
     assert_int_equal(info.status, TB_ERROR);
+    tb_close(tb);
+}
+
+static void test_crash_recovery_kills_nothing_else(void **state)
+{
+    fx *f = *state;
+    /* A group of that id whose processes are not the build's (reused id). */
+    pid_t other = fork();
+    if (other == 0) {
+        setpgid(0, 0);
+        execl("/bin/sleep", "sleep", "300", (char *)NULL);
+        _exit(127);
+    }
+    setpgid(other, other);
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s/template-builds/tpl-j && printf 'building\\n0\\n-\\n1\\n' > "
+             "%s/template-builds/tpl-j/state && echo %d > %s/template-builds/tpl-j/pgid",
+             f->state, f->state, (int)other, f->state);
+    assert_int_equal(system(cmd), 0);
+    template_builder *tb = open_tb(f, 0);
+    usleep(200 * 1000);
+    bool alive = running(other);
+    kill(other, SIGKILL);
+    waitpid(other, NULL, 0);
+    assert_true(alive);
     tb_close(tb);
 }
 
@@ -342,6 +368,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_stop_mid_build_is_error_after_reopen, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_mid_build_leaves_no_usable_image, setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_mid_build_kills_what_the_recipe_left_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_recovery_kills_nothing_else, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_and_builtin_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_refused_while_building, setup, teardown),
     };
