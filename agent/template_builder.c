@@ -336,9 +336,16 @@ static int run_setup(template_builder *tb, const char *name, const char *base, c
     dprintf(logfd, "torpor-agent: booting a VM of the new image for the setup script\n");
     /* A leftover of an interrupted build of this name. */
     d->ops->destroy(d, spec.sandbox_id, NULL, &err);
-    if (d->ops->create(d, &spec, &vm, &err) < 0) {
-        setf(reason, rsize, "setup VM did not start: %s", err.msg);
-        return -1;
+    /* One more try: on a loaded host a first boot can miss the guest's
+     * answer deadline. */
+    for (int attempt = 1; d->ops->create(d, &spec, &vm, &err) < 0; attempt++) {
+        dprintf(logfd, "torpor-agent: setup VM did not start (attempt %d): %s\n", attempt, err.msg);
+        terr derr;
+        d->ops->destroy(d, spec.sandbox_id, NULL, &derr);
+        if (attempt == 2) {
+            setf(reason, rsize, "setup VM did not start: %s", err.msg);
+            return -1;
+        }
     }
     pthread_mutex_lock(&tb->mu);
     tb->setup_vm = vm;
