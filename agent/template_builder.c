@@ -476,14 +476,14 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
     snprintf(extra, sizeof extra, "TORPOR_EXTRA_PACKAGES=%s", packages ? packages : "");
     snprintf(marker, sizeof marker, TB_MARKER_ENV "=%s", name);
     size_t k = 0;
+    if (envp) {
+        envp[k++] = marker; /* first: group_members reads only the start of an environment */
+        envp[k++] = extra;
+    }
     for (size_t i = 0; envp && i < n_env; i++)
         if (strncmp(environ[i], "TORPOR_EXTRA_PACKAGES=", 22) != 0 &&
             strncmp(environ[i], TB_MARKER_ENV "=", strlen(TB_MARKER_ENV) + 1) != 0)
             envp[k++] = environ[i];
-    if (envp) {
-        envp[k++] = extra;
-        envp[k++] = marker;
-    }
     char *argv[] = {"/bin/bash", tb->recipe_script, setup ? base_link : link, tb->guest_binary, NULL};
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);

@@ -218,6 +218,12 @@ def test_agent_killed_mid_build_leaves_error_and_nothing_running(s):
         # Killed while mmdebstrap runs: the recipe's bash dies with the agent,
         # mmdebstrap (its child) is killed by the next start.
         wait_until(lambda: build_processes("mmdebstrap .*" + cache), 120, interval=0.5, what="mmdebstrap runs")
+        # While it builds: not usable, not deletable.
+        assert get_template(s, "interrupted")["status"] == "building"
+        expect_error(s.request("POST", "/v1/sandboxes", {"template": "interrupted"}), 409, "template_not_ready",
+                     "create from a template still building")
+        expect_error(s.request("DELETE", "/v1/templates/interrupted"), 409, "template_not_ready",
+                     "DELETE while building")
         time.sleep(1)
         s.restart_agent()
         wait_until(lambda: not build_processes(), 30, what="no process of the killed build is left")
