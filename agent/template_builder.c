@@ -19,6 +19,7 @@
 #include "log.h"
 #include "mono_time.h"
 #include "template_limits.h"
+#include "template_procs.h"
 #include "torpor_limits.h"
 
 extern char **environ;
@@ -231,8 +232,6 @@ static void failure_reason(const char *log_path, char *out, size_t size)
     if (!have_e) snprintf(out, size, "%s", last);
 }
 
-static int stop_group(int pgid, const char *marker);
-
 /* Runs argv (a prepared envp) as a child in its own process group with its
  * output in logfd, until it exits, the build's time limit (from t0) passes
  * or the builder stops (both kill the group). 0 = exited 0; 1 = exited
@@ -283,7 +282,7 @@ static int run_child(template_builder *tb, char *const argv[], char *const envp[
             kill(-pid, SIGTERM);
             int64_t end = mono_ms() + TB_TERM_GRACE_MS;
             while (waitpid(pid, &status, WNOHANG) == 0 && mono_ms() < end) usleep(100 * 1000);
-            stop_group(pid, marker);
+            tproc_stop_group(pid, marker, TB_TERM_GRACE_MS);
             kill(pid, SIGKILL);
             waitpid(pid, &status, 0);
             break;
@@ -477,7 +476,7 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
     snprintf(marker, sizeof marker, TB_MARKER_ENV "=%s", name);
     size_t k = 0;
     if (envp) {
-        envp[k++] = marker; /* first: group_members reads only the start of an environment */
+        envp[k++] = marker; /* first: tproc_members reads only the start of an environment */
         envp[k++] = extra;
     }
     for (size_t i = 0; envp && i < n_env; i++)
@@ -588,65 +587,6 @@ static void entry_free(tb_entry *e)
     free(e);
 }
 
-/* True when /proc/<pid>/environ holds the entry marker ("K=V"). */
-static bool environ_has(const char *pid, const char *marker)
-{
-    char p[300];
-    snprintf(p, sizeof p, "/proc/%s/environ", pid);
-    int fd = open(p, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return false;
-    static __thread char buf[65536];
-    ssize_t n = read(fd, buf, sizeof buf - 1);
-    close(fd);
-    if (n <= 0) return false;
-    size_t ml = strlen(marker);
-    for (ssize_t i = 0; i < n;) {
-        size_t len = strnlen(buf + i, (size_t)(n - i));
-        if (len == ml && memcmp(buf + i, marker, ml) == 0) return true;
-        i += (ssize_t)len + 1;
-    }
-    return false;
-}
-
-/* Live (not zombie) processes of group pgid that carry marker in their
- * environment. */
-static int group_members(int pgid, const char *marker)
-{
-    DIR *d = opendir("/proc");
-    if (!d) return 0;
-    int members = 0;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        if (de->d_name[0] < '0' || de->d_name[0] > '9') continue;
-        char sp[300], st[512];
-        snprintf(sp, sizeof sp, "/proc/%s/stat", de->d_name);
-        if (read_small(sp, st, sizeof st) != 0) continue;
-        const char *rp = strrchr(st, ')'); /* comm may hold spaces */
-        char state;
-        int ppid, pgrp;
-        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z' &&
-            state != 'X' && environ_has(de->d_name, marker))
-            members++;
-    }
-    closedir(d);
-    return members;
-}
-
-/* Ends what runs of a build's process group: SIGTERM first, so that
- * mmdebstrap unmounts what it mounted in its tree (proc, sys, a bind mount
- * of the host's /dev/shm), SIGKILL after TB_TERM_GRACE_MS. Returns how many
- * processes there were. */
-static int stop_group(int pgid, const char *marker)
-{
-    int n = group_members(pgid, marker);
-    if (!n) return 0;
-    kill(-pgid, SIGTERM);
-    int64_t end = mono_ms() + TB_TERM_GRACE_MS;
-    while (group_members(pgid, marker) > 0 && mono_ms() < end) usleep(100 * 1000);
-    if (group_members(pgid, marker) > 0) kill(-pgid, SIGKILL);
-    return n;
-}
-
 /* What is left of the process group of a build whose agent died: its
  * leader (the recipe's bash) died with the agent, its children (mmdebstrap,
  * apt) may still run. Only processes of that group that carry the build's
@@ -661,7 +601,7 @@ static void kill_orphan_group(const char *pgid_path, const char *name)
     if (pgid <= 1) return;
     char marker[128];
     snprintf(marker, sizeof marker, TB_MARKER_ENV "=%s", name);
-    int n = stop_group(pgid, marker);
+    int n = tproc_stop_group(pgid, marker, TB_TERM_GRACE_MS);
     if (!n) return;
     char q[LOG_QUOTE_MAX];
     log_warn("event=template_build_orphans_killed name=\"%s\" pgid=%d processes=%d", log_quote(name, q, sizeof q),
