@@ -7,6 +7,7 @@
  * Running VMs are left running; the next start re-attaches them. */
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 #include "admission.h"
 #include "agent_config.h"
@@ -22,6 +23,15 @@
 #include "reaper.h"
 #include "rpc.h"
 #include "rpc_handlers.h"
+#include "template_builder.h"
+
+/* Where the template builder finds the recipe and the guest binary: the
+ * environment, else the paths of this build (agent/CMakeLists.txt). */
+static const char *env_or(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : dflt;
+}
 
 static int run(const agent_config *cfg, const sigset_t *sigs)
 {
@@ -80,7 +90,15 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
             fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
     }
 
-    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id};
+    template_builder *tb = NULL;
+    tb_config tbcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir,
+                       .recipe_script = env_or("TORPOR_TEMPLATE_RECIPE", TORPOR_TEMPLATE_RECIPE_DEFAULT),
+                       .guest_binary = env_or("TORPOR_GUEST_BINARY", TORPOR_GUEST_BINARY_DEFAULT),
+                       .time_limit_sec = atoi(env_or("TORPOR_TEMPLATE_BUILD_TIMEOUT", "0")),
+                       .driver = driver};
+    if (tb_open(&tbcfg, &tb, &err) != 0) fatal("stage=templates %s", err.msg);
+
+    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id, .templates = tb};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
                                       .ca_path = cfg->tls_ca, .expected_client_name = cfg->tls_client_name},
@@ -115,6 +133,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         log_error("event=agent_stop_timeout error=\"%s\"", log_quote(err.msg, q, sizeof q));
         return 1;
     }
+    tb_close(tb);             /* a running build is killed and ends in error */
     lifecycle_close(lc);
     journal_close(jnl);
     driver->ops->close(driver);

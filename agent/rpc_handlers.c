@@ -347,6 +347,10 @@ static const rpc_method methods[] = {
     {RPC_WRITE_FILE_CHUNK, &torpor__hostagent__v1__write_file_chunk_request__descriptor, rpc_files_write_chunk},
     {RPC_READ_FILE_CHUNK, &torpor__hostagent__v1__read_file_chunk_request__descriptor, rpc_files_read_chunk},
     {RPC_LIST_DIR, &torpor__hostagent__v1__list_dir_request__descriptor, rpc_files_list_dir},
+    {RPC_BUILD_TEMPLATE, &torpor__hostagent__v1__build_template_request__descriptor, agent_rpc_build_template},
+    {RPC_GET_TEMPLATE, &torpor__hostagent__v1__get_template_request__descriptor, agent_rpc_get_template},
+    {RPC_LIST_TEMPLATES, &torpor__hostagent__v1__list_templates_request__descriptor, agent_rpc_list_templates},
+    {RPC_DELETE_TEMPLATE, &torpor__hostagent__v1__delete_template_request__descriptor, agent_rpc_delete_template},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

@@ -19,17 +19,25 @@
 #include "journal.h"
 #include "lifecycle.h"
 #include "rpc.h"
+#include "template_builder.h"
 
 typedef struct agent_rpc {
     lifecycle *lc;        /* borrowed */
     journal *journal;     /* borrowed */
     const char *host_ip;  /* reported in SandboxInfo.host_ip; may be "" */
     const char *agent_id; /* reported in ListSandboxesResponse.agent_id; NULL = "" */
+    template_builder *templates; /* borrowed; NULL = template RPCs fail UNIMPLEMENTED */
 } agent_rpc;
 
 /* The method table; pass an agent_rpc* as rpc_server_config.app. */
 const rpc_method *agent_rpc_methods(size_t *n);
 
 grpc_status_code agent_code_to_grpc(agent_code c);
+
+/* BuildTemplate, GetTemplate, ListTemplates, DeleteTemplate (rpc_templates.c). */
+void agent_rpc_build_template(void *app, rpc_call *call, const ProtobufCMessage *m);
+void agent_rpc_get_template(void *app, rpc_call *call, const ProtobufCMessage *m);
+void agent_rpc_list_templates(void *app, rpc_call *call, const ProtobufCMessage *m);
+void agent_rpc_delete_template(void *app, rpc_call *call, const ProtobufCMessage *m);
 
 #endif

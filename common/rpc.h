@@ -125,5 +125,9 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_WRITE_FILE_CHUNK RPC_HOSTAGENT_PREFIX "WriteFileChunk"
 #define RPC_READ_FILE_CHUNK  RPC_HOSTAGENT_PREFIX "ReadFileChunk"
 #define RPC_LIST_DIR         RPC_HOSTAGENT_PREFIX "ListDir"
+#define RPC_BUILD_TEMPLATE   RPC_HOSTAGENT_PREFIX "BuildTemplate"
+#define RPC_GET_TEMPLATE     RPC_HOSTAGENT_PREFIX "GetTemplate"
+#define RPC_LIST_TEMPLATES   RPC_HOSTAGENT_PREFIX "ListTemplates"
+#define RPC_DELETE_TEMPLATE  RPC_HOSTAGENT_PREFIX "DeleteTemplate"
 
 #endif

@@ -129,7 +129,7 @@ bool agent_method_is_idempotent(const char *method_path)
 {
     static const char *const idempotent[] = {
         RPC_LIST_SANDBOXES, RPC_PING_SANDBOX, RPC_SET_TIMEOUT, RPC_READ_FILE, RPC_WRITE_FILE, RPC_DESTROY_SANDBOX,
-        RPC_READ_FILE_CHUNK, RPC_LIST_DIR,
+        RPC_READ_FILE_CHUNK, RPC_LIST_DIR, RPC_GET_TEMPLATE, RPC_LIST_TEMPLATES,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;

@@ -59,7 +59,8 @@ grpc_status_code agent_call(rpc_client *c, const char *method_path, const Protob
 /* True for the status/message of a call that never reached the agent. */
 bool agent_is_connect_failure(grpc_status_code code, const char *message);
 /* True for methods whose repetition has the effect of one call: List, Ping,
- * SetSandboxTimeout, ReadFile, WriteFile, Destroy, ReadFileChunk, ListDir. */
+ * SetSandboxTimeout, ReadFile, WriteFile, Destroy, ReadFileChunk, ListDir, GetTemplate,
+ * ListTemplates. */
 bool agent_method_is_idempotent(const char *method_path);
 
 /* REST status and error code for a failed agent call. */

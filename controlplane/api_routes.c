@@ -8,6 +8,7 @@
 #include "api_health.h"
 #include "api_sandboxes.h"
 #include "api_static.h"
+#include "api_templates.h"
 #include "api_validate.h"
 
 /* clang-format off */
@@ -28,6 +29,11 @@ const api_route api_route_table[] = {
     {"PUT",    "/v1/sandboxes/{id}/files/content", api_files_put_content, 0,                    api_files_put_body, API_AUTH_KEY, true},
     {"GET",    "/v1/sandboxes/{id}/files/content", api_files_get_content, API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"GET",    "/v1/sandboxes/{id}/files",         api_files_list,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"GET",    "/v1/templates",                    api_templates_list,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"POST",   "/v1/templates",                    api_templates_create,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"GET",    "/v1/templates/{id}",               api_templates_get,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"DELETE", "/v1/templates/{id}",               api_templates_delete,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"GET",    "/v1/templates/{id}/log",           api_templates_log,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"GET",    "/v1/openapi.json",                 api_openapi_json,      API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/",                                api_dashboard_index,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/ui/*",                            api_dashboard_asset,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_templates.h"
 #include "api_validate.h"
 #include "json_util.h"
 #include "mono_time.h"
@@ -32,8 +33,18 @@ void api_sandboxes_create(api_request *r)
                         .disk_mb = cr.disk_mb, .env_json = env_json};
     snprintf(spec.template_name, sizeof spec.template_name, "%s", cr.template_name);
     sbop_ctx c = api_ops_ctx(r);
+    /* A team's own template: its image and a host where it is ready. */
+    char image[64];
+    db_host host;
+    bool host_set;
+    top_result tres;
+    template_ops_resolve(&c, spec.template_name, image, &host, &host_set, &tres);
+    if (tres.outcome != TOP_OK) {
+        api_reply_template_outcome(r, "create", &tres, 201);
+        return;
+    }
     sbop_result res;
-    sandbox_ops_create(&c, &spec, &res);
+    sandbox_ops_create_on(&c, &spec, image, host_set ? &host : NULL, &res);
     free(env_json);
     snprintf(r->id, sizeof r->id, "%s", res.row.id);
     api_reply_outcome(r, "create", &res, 201);

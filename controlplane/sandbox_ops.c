@@ -218,8 +218,8 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
 /* One create attempt on host. Returns 1 when the host refused for lack of
  * capacity (nothing created, row removed, *full = its message), else 0 with
  * res set. */
-static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const db_host *host, sbop_result *res,
-                          terr *full)
+static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *host,
+                          sbop_result *res, terr *full)
 {
     terr err;
     sandbox_row row = {0};
@@ -260,7 +260,9 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const db_h
         st = GRPC_STATUS_UNAVAILABLE;
     } else {
         sent = true;
-        st = agent_create(client, &res->row, &err);
+        sandbox_row arow = res->row; /* the agent gets the image, the row keeps the name */
+        if (image) snprintf(arow.template_name, sizeof arow.template_name, "%s", image);
+        st = agent_create(client, &arow, &err);
     }
     if (st == GRPC_STATUS_OK) {
         create_settle(c, client, res, t0);
@@ -286,10 +288,8 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const db_h
         if (db_sandbox_delete_pending(c->db, row.id, &dberr) != 0)
             log_error("event=sandbox_delete_failed sandbox_id=%s error=\"%s\"", row.id,
                       log_quote(dberr.msg, q, sizeof q));
-        {
         agent_failed(res, st, &err);
         return 0;
-    }
     }
     if (sent && sandbox_ops_create_outcome_unknown(st, err.msg)) {
         /* The request may have reached the agent, which may still create
@@ -309,10 +309,8 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const db_h
                  "(running if the agent created it, error otherwise)",
                  msg, row.id);
         res->grpc = st;
-        {
         set_outcome(res, SBOP_CREATE_UNKNOWN);
         return 0;
-    }
     }
     bool changed;
     if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed, &dberr) != 0)
@@ -322,13 +320,22 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const db_h
     return 0;
 }
 
-void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
+void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *on_host,
+                           sbop_result *res)
 {
     memset(res, 0, sizeof *res);
+    terr full = {{0}};
+    if (on_host) {
+        /* A team template is ready on this host only: no other to try. */
+        if (create_on_host(c, spec, image, on_host, res, &full) == 0) return;
+        terr err;
+        terr_set(&err, "no capacity on host %s, the only one with this template ready: %s", on_host->id, full.msg);
+        agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
+        return;
+    }
     char tried[CREATE_MAX_HOSTS][64];
     const char *skip[CREATE_MAX_HOSTS];
     size_t n_tried = 0;
-    terr full = {{0}};
     for (;;) {
         db_host host;
         bool found;
@@ -348,11 +355,16 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
             return;
         }
         memset(res, 0, sizeof *res);
-        if (create_on_host(c, spec, &host, res, &full) == 0) return;
+        if (create_on_host(c, spec, image, &host, res, &full) == 0) return;
         snprintf(tried[n_tried], sizeof tried[n_tried], "%s", host.id);
         skip[n_tried] = tried[n_tried];
         n_tried++;
     }
+}
+
+void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
+{
+    sandbox_ops_create_on(c, spec, NULL, NULL, res);
 }
 
 /* ------------------------------------------------------------ delete */

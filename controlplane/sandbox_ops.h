@@ -54,6 +54,11 @@ typedef struct sbop_result {
 
 /* spec: template_name, vcpus, memory_mb, timeout_sec. */
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res);
+/* The same with the image the agent is asked for (NULL = spec's
+ * template_name; a custom template's image, template_ops_resolve) and the
+ * host (NULL = the least loaded one). The row keeps spec's template_name. */
+void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *on_host,
+                           sbop_result *res);
 void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res);

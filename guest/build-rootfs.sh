@@ -23,6 +23,12 @@
 # filesystem) and is renamed into place when complete, under a lock, so a
 # reader never sees half an image and two concurrent builds do the work once.
 # OUT_LINK is replaced atomically (symlink + rename).
+#
+# TORPOR_EXTRA_PACKAGES (comma- or space-separated Debian package names) adds
+# packages to debian.packages: a custom template (torpor-agent's template
+# builder, docs/templates.md). They are part of the recipe, so each package
+# list has its own cache entry. A package apt cannot find fails the build with
+# apt's message on stderr.
 set -euo pipefail
 
 die() { echo "build-rootfs: $*" >&2; exit 1; }
@@ -57,6 +63,13 @@ done
 [ -n "$SOURCES" ] || die "no apt sources on this host"
 
 PACKAGES=$(grep -v '^[[:space:]]*#' "$PACKAGES_FILE" | tr -s ' \n' '\n' | grep -v '^$' | paste -sd, -)
+EXTRA=$(printf '%s' "${TORPOR_EXTRA_PACKAGES:-}" | tr -s ', \n' '\n' | grep -v '^$' | sort -u | paste -sd, - || true)
+if [ -n "$EXTRA" ]; then
+    for p in ${EXTRA//,/ }; do
+        [[ "$p" =~ ^[a-z0-9][a-z0-9+.-]+$ ]] || die "invalid package name: $p"
+    done
+    PACKAGES="$PACKAGES,$EXTRA"
+fi
 
 recipe() {
     echo "format=torpor-rootfs-1 suite=$SUITE rootfs_mb=$ROOTFS_MB packages=$PACKAGES"
@@ -73,6 +86,16 @@ link_out() {
     mv -T "$OUT.tmp.$$" "$OUT"
 }
 
+# Removes a build dir. A killed mmdebstrap leaves proc, sys, dev/pts and a
+# bind mount of the host's /dev/shm mounted inside its tree: unmount them
+# first (deepest first), and never let rm cross into another filesystem.
+remove_build_dir() {
+    local m
+    awk -v d="$1/" 'index($2, d) == 1 { print $2 }' /proc/mounts | sort -r |
+        while read -r m; do umount -l "$m" 2>/dev/null || true; done
+    rm -rf --one-file-system "$1"
+}
+
 mkdir -p "$CACHE"
 exec 9>"$CACHE/.lock-$DIGEST"
 flock 9
@@ -82,12 +105,22 @@ if [ -f "$DEST/image-id" ]; then
     exit 0
 fi
 
+# A package apt cannot find fails in ~1 s here instead of after mmdebstrap
+# has installed the essential set (~35 s): ask the host's apt, which has the
+# same sources, when the host runs the same suite. Only "Unable to locate"
+# is taken as final; anything else is left to mmdebstrap.
+if [ -n "$EXTRA" ] && grep -q "^VERSION_CODENAME=$SUITE\$" /etc/os-release 2>/dev/null; then
+    missing=$(apt-get -s install --no-install-recommends -o Debug::NoLocking=1 ${EXTRA//,/ } 2>&1 |
+              grep -E '^E: Unable to locate package' || true)
+    [ -z "$missing" ] || { echo "$missing" >&2; die "unknown package(s)"; }
+fi
+
 # Leftovers of a build of this recipe that was killed (we hold its lock, so
 # nobody else is building it).
-rm -rf "$DEST".tmp.*
+for d in "$DEST".tmp.*; do if [ -e "$d" ]; then remove_build_dir "$d"; fi; done
 T0=$(date +%s)
 TMP=$(mktemp -d "$DEST.tmp.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+trap 'remove_build_dir "$TMP"' EXIT
 
 # --- boot files (kernel, initramfs with the root-disk /init) ---------------
 BUILD_IMAGE_EXTRA_MODULES=$EXTRA_MODULES BUILD_IMAGE_INIT=$SRC/init-rootdisk \
@@ -107,7 +140,8 @@ mmdebstrap --mode=root --variant=minbase --include="$PACKAGES" \
     --aptopt='Acquire::Languages "none"' \
     --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin "$1"/var/log/*.log' \
     "$SUITE" "$R" $SOURCES >"$TMP/mmdebstrap.log" 2>&1 ||
-    { tail -20 "$TMP/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
+    { grep -E '^(E|W): ' "$TMP/mmdebstrap.log" | head -20 >&2; tail -20 "$TMP/mmdebstrap.log" >&2
+      die "mmdebstrap failed"; }
 
 install -m 0755 "$GUEST" "$R/usr/sbin/torpor-guest"
 strip --strip-unneeded "$R/usr/sbin/torpor-guest" 2>/dev/null || true
@@ -127,7 +161,7 @@ used_mb=$(du -sm "$R" | cut -f1)
 mke2fs -q -t ext4 -d "$R" -L torpor-root -m 0 -i 16384 \
     -E lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0 \
     "$TMP/rootfs.img" "${ROOTFS_MB}M"
-rm -rf "$R"
+remove_build_dir "$R"
 (cd "$TMP" && sha256sum rootfs.img | cut -d' ' -f1) >"$TMP/rootfs.sha256"
 (cd "$TMP" && cat vmlinux initramfs.cpio.gz cmdline rootfs.sha256 | sha256sum | cut -d' ' -f1) >"$TMP/image-id"
 recipe >"$TMP/recipe"

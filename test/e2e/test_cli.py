@@ -8,6 +8,7 @@ every command."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,13 @@ def test_pause_resume_ls_get(s):
     assert torpor_json(s, "timeout", sid, "30")["timeout_sec"] == 30
 
 
+def test_templates_ls_lists_public_templates(s):
+    out = torpor(s, "templates", "ls")
+    assert re.search(rb"^minimal\s+ready\b", out.stdout, re.M), out.stdout
+    rows = json.loads(torpor(s, "templates", "ls", "--json").stdout)
+    assert any(t["name"] == "minimal" and t["public"] for t in rows), rows
+
+
 def test_failures_have_documented_exit_codes(s):
     sid = ctx["id"]
     torpor(s, "resume", sid, check_rc=4)                       # invalid_state: it is running
@@ -138,9 +146,8 @@ def test_failures_have_documented_exit_codes(s):
     torpor(s, "ls", key="tpk_" + "0" * 32, check_rc=5)           # unauthorized
     torpor(s, "create", "--memory", "1", check_rc=2)             # invalid_request
     torpor(s, "ls", "--status", "sleeping", check_rc=2)          # usage
-    out = torpor(s, "templates", "ls", check_rc=7)               # no /v1/templates yet
-    assert b"no route" in out.stderr, out
-    torpor(s, "templates", "log", "minimal", check_rc=7)
+    torpor(s, "templates", "log", "minimal", check_rc=3)         # not_found: built in, no build log
+    torpor(s, "templates", "log", "no-such-template", check_rc=3)
     env = dict(os.environ, TORPOR_URL="http://127.0.0.1:1", TORPOR_API_KEY=s.key_a)
     out = subprocess.run([ctx["torpor"], "ls"], capture_output=True, env=env, timeout=60)
     assert out.returncode == 6, out                              # unreachable
@@ -161,6 +168,7 @@ TESTS = [
     test_exec_propagates_exit_code_and_output,
     test_cp_both_ways,
     test_pause_resume_ls_get,
+    test_templates_ls_lists_public_templates,
     test_failures_have_documented_exit_codes,
     test_rm_destroys_every_id,
 ]

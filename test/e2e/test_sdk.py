@@ -143,7 +143,7 @@ def test_errors_carry_api_code_and_status(s):
          "invalid_request", 400),
         (lambda: Sandbox.list(client=client(s, "tpk_" + "0" * 32)), torpor.Unauthorized, "unauthorized", 401),
         (lambda: sbx.files.read("/tmp/does-not-exist"), torpor.NotFound, "not_found", 404),
-        (lambda: torpor.list_templates(client=client(s)), torpor.NotSupported, "not_supported", 404),
+        (lambda: torpor.template_log("no-such-template", client=client(s)), torpor.NotFound, "not_found", 404),
     ]
     for call, cls, code, status in cases:
         try:

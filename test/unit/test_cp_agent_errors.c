@@ -52,6 +52,9 @@ static void test_grpc_mapping(void **state)
     assert_false(agent_method_is_idempotent(RPC_CREATE_SANDBOX));
     assert_false(agent_method_is_idempotent(RPC_PAUSE_SANDBOX));
     assert_false(agent_method_is_idempotent(RPC_RESUME_SANDBOX));
+    assert_true(agent_method_is_idempotent(RPC_GET_TEMPLATE));
+    assert_true(agent_method_is_idempotent(RPC_LIST_TEMPLATES));
+    assert_false(agent_method_is_idempotent(RPC_BUILD_TEMPLATE)); /* a second build would be ALREADY_EXISTS */
 }
 
 static void test_create_outcome(void **state)
