@@ -2,10 +2,15 @@
 
 #include <string.h>
 
+#include "api_health.h"
 #include "api_routes.h"
 #include "auth.h"
 #include "log.h"
 #include "mono_time.h"
+#include "team_limit.h"
+
+/* Retry-After (seconds) of a 429 for a team at its long-call limit. */
+#define API_TEAM_RETRY_AFTER "5"
 
 static void log_request(http_request *req, int status, int64_t duration_ms, const char *sandbox_id)
 {
@@ -30,6 +35,11 @@ static void decide(void *app, http_request *req)
         } else {
             http_reply_error(req, 404, "not_found", "no such route");
         }
+        return;
+    }
+    if (route->handler == api_healthz) { /* liveness: here, on the I/O thread, never behind a worker */
+        api_request r = {.req = req, .ctx = app, .route = route};
+        api_healthz(&r);
         return;
     }
     if (route->auth == API_AUTH_KEY) {
@@ -87,7 +97,24 @@ static void handle(api_request *r)
         }
     }
     r->body = http_request_body(r->req, &r->body_len);
+    /* One team's long calls (an hour-long exec, creates) cannot take every
+     * long-call worker: beyond its share it is told to come back. DELETE is
+     * exempt, so a team at its limit can still clean up. */
+    team_limit *tl = r->ctx->long_calls;
+    bool counted = false;
+    if (route->long_running && tl && !(route->method && strcmp(route->method, "DELETE") == 0)) {
+        if (!team_limit_enter(tl, r->team_id)) {
+            http_add_header(r->req, "Retry-After", API_TEAM_RETRY_AFTER);
+            http_reply_error(r->req, 429, "too_many_requests",
+                             "this team has %d long calls (create, exec, pause, resume, files) in flight, its "
+                             "limit; retry later",
+                             r->ctx->cfg->team_long_calls);
+            return;
+        }
+        counted = true;
+    }
     route->handler(r);
+    if (counted) team_limit_leave(tl, r->team_id);
 }
 
 void api_handle(void *app, void *worker, http_request *req)

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "agent_client.h"
 #include "api.h"
@@ -18,6 +19,7 @@
 #include "http_server.h"
 #include "log.h"
 #include "migrate.h"
+#include "team_limit.h"
 #include "reconciler.h"
 
 static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
@@ -75,6 +77,23 @@ static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
     return 0;
 }
 
+/* Each connection is a descriptor, and so is each worker's DB connection:
+ * the soft limit is raised towards the hard one so that max_connections
+ * fit (a lower hard limit is logged, not fatal: libmicrohttpd then refuses
+ * connections beyond it). */
+static void raise_fd_limit(int max_connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t want = (rlim_t)max_connections + 512;
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < want)
+        log_warn("event=fd_limit_low limit=%llu max_connections=%d", (unsigned long long)rl.rlim_cur,
+                 max_connections);
+}
+
 static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
 {
     terr err;
@@ -87,10 +106,21 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                           .server_name_override = cfg->agent_tls_server_name};
     agent_pool *agents;
     if (agent_pool_open(&tls, &agents, &err) != 0) fatal("stage=agent_pool %s", err.msg);
-    api_ctx ctx = {.cfg = cfg, .agents = agents};
+    /* The reconciler first: /readyz reports what it sees of each host. */
+    reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
+                                .interval_sec = cfg->reconcile_interval_sec,
+                                .grace_sec = cfg->transition_grace_sec};
+    reconciler *rec;
+    if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
+    team_limit *long_calls;
+    if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0) fatal("stage=limits %s", err.msg);
+    raise_fd_limit(cfg->max_connections);
+    api_ctx ctx = {.cfg = cfg, .agents = agents, .rec = rec, .long_calls = long_calls};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
         .n_threads = cfg->http_threads,
+        .n_long_threads = cfg->http_long_threads,
+        .max_connections = (unsigned)cfg->max_connections,
         .max_body = API_FILES_BODY_LIMIT,
         .app = &ctx,
         .worker_init = api_worker_init,
@@ -101,18 +131,16 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     };
     http_server *http;
     if (http_server_start(&hc, &http, &err) != 0) fatal("stage=http %s", err.msg);
-    reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
-                                .interval_sec = cfg->reconcile_interval_sec,
-                                .grace_sec = cfg->transition_grace_sec};
-    reconciler *rec;
-    if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
-    log_info("event=cp_ready http=%s port=%d agent=%s threads=%d reconcile_interval=%g", cfg->http_addr,
-             http_server_port(http), cfg->agent_addr, cfg->http_threads, cfg->reconcile_interval_sec);
+    log_info("event=cp_ready http=%s port=%d agent=%s threads=%d long_threads=%d team_long_calls=%d "
+             "max_connections=%d reconcile_interval=%g",
+             cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads, cfg->http_long_threads,
+             cfg->team_long_calls, cfg->max_connections, cfg->reconcile_interval_sec);
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=cp_stopping signal=%d", sig);
     http_server_stop(http);
     reconciler_stop(rec);
+    team_limit_free(long_calls);
     agent_pool_close(agents);
     log_info("event=cp_stopped");
 }

@@ -36,6 +36,7 @@ typedef struct app {
     int streamed_bytes;   /* body bytes count_body saw */
     int vetted;           /* vet calls */
     int vetted_handled;   /* handler calls for /vetted */
+    int long_threads;     /* http_server_config.n_long_threads */
 } app;
 
 static void *worker_init(void *a, int index, terr *err)
@@ -215,7 +216,8 @@ static http_server *start_with(app *ap, int threads, bool hook)
 {
     pthread_mutex_init(&ap->mu, NULL);
     pthread_cond_init(&ap->cond, NULL);
-    http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = threads, .max_body = 4096, .app = ap,
+    http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = threads,
+                              .n_long_threads = ap->long_threads, .max_body = 4096, .app = ap,
                               .worker_init = worker_init, .worker_free = free, .handler = handler,
                               .on_headers = hook ? on_headers : NULL, .vet = hook ? vet : NULL};
     http_server *s;
@@ -739,6 +741,75 @@ static void test_long_running_leave_a_worker_for_quick_ones(void **state)
     http_server_stop(s);
 }
 
+/* With a long-call pool, long requests fill only its workers: two of them
+ * run at once on a pool of two while the one quick worker still answers,
+ * and a third long one waits for the pool, not for the quick worker. */
+static void test_long_pool_leaves_quick_workers_alone(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    ap.slow_is_long = true;
+    ap.long_threads = 2;
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    slow_call c[3] = {{.port = port}, {.port = port}, {.port = port}};
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, slow_thread, &c[i]);
+    assert_int_equal(wait_count(&ap, &ap.slow_parked, 2), 2);
+    usleep(200 * 1000);
+    pthread_mutex_lock(&ap.mu);
+    int parked = ap.slow_parked;
+    pthread_mutex_unlock(&ap.mu);
+    assert_int_equal(parked, 2); /* the third waits for the pool */
+    char *a = http_get(port, "GET", "/fast", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    open_gate(&ap);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_non_null(strstr(c[i].answer, "{\"slow\":\"done\"}"));
+        free(c[i].answer);
+    }
+    http_server_stop(s);
+}
+
+/* Slow-loris: a client that sends its headers a byte a second is closed
+ * once HTTP_HEADERS_TIMEOUT_MS have passed since it connected, although it
+ * is never idle; meanwhile the server answers others. */
+static void test_slow_headers_are_cut_off(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int port = http_server_port(s);
+    int fd = connect_to(port);
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    send_all(fd, "GET /fast HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool closed = false;
+    for (int i = 0; i < 30 && !closed; i++) {
+        if (i == 3) { /* others are served meanwhile */
+            char *a = http_get(port, "GET", "/fast", "", 0);
+            assert_non_null(a);
+            assert_non_null(strstr(a, "200 OK"));
+            free(a);
+        }
+        if (send(fd, "a", 1, MSG_NOSIGNAL) != 1) closed = true;
+        char buf[256];
+        ssize_t n = read(fd, buf, sizeof buf); /* waits up to 1 s */
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) closed = true;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(closed);
+    assert_true(secs >= HTTP_HEADERS_TIMEOUT_MS / 1000.0 - 1.0);
+    assert_true(secs <= HTTP_HEADERS_TIMEOUT_MS / 1000.0 + 5.0);
+    close(fd);
+    http_server_stop(s);
+}
+
 /* A request marked for vetting is checked on a worker before its body is
  * read: refused at once when nothing or a lot is announced or the client
  * waits for 100 Continue, after draining a small body otherwise; accepted,
@@ -850,6 +921,8 @@ int main(void)
         cmocka_unit_test(test_query_parsing),
         cmocka_unit_test(test_upgrade_hands_over_the_socket),
         cmocka_unit_test(test_vet_before_the_body),
+        cmocka_unit_test(test_long_pool_leaves_quick_workers_alone),
+        cmocka_unit_test(test_slow_headers_are_cut_off),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
