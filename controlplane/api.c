@@ -17,9 +17,11 @@ static void log_request(http_request *req, int status, int64_t duration_ms, cons
     /* Reads that succeed are debug-level: clients poll them. */
     const char *method = http_request_method(req);
     enum log_level lvl = (status < 300 && strcmp(method, "GET") == 0) ? LOG_DEBUG : LOG_INFO;
-    char q[LOG_QUOTE_MAX];
-    log_write(lvl, "event=http_request method=%s path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s", method,
-              log_quote(http_request_path(req), q, sizeof q), status, (long long)duration_ms, sandbox_id);
+    char q[LOG_QUOTE_MAX], qm[64];
+    /* The method is the client's text too (libmicrohttpd takes any token). */
+    log_write(lvl, "event=http_request method=\"%s\" path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s",
+              log_quote(method, qm, sizeof qm), log_quote(http_request_path(req), q, sizeof q), status,
+              (long long)duration_ms, sandbox_id);
 }
 
 static void decide(void *app, http_request *req)

@@ -395,9 +395,9 @@ static enum MHD_Result reply_now(http_request *r, int status, const char *code, 
 static enum MHD_Result reply_over_limit(http_request *r)
 {
     /* No handler sees it, so the layer logs it, as the API logs the rest. */
-    char q[LOG_QUOTE_MAX];
-    log_write(LOG_INFO, "event=http_request method=%s path=\"%s\" status=413 body_limit=%zu announced=%llu", r->method,
-              log_quote(r->path, q, sizeof q), r->body_limit, r->body_announced);
+    char q[LOG_QUOTE_MAX], qm[64];
+    log_write(LOG_INFO, "event=http_request method=\"%s\" path=\"%s\" status=413 body_limit=%zu announced=%llu",
+              log_quote(r->method, qm, sizeof qm), log_quote(r->path, q, sizeof q), r->body_limit, r->body_announced);
     char msg[160];
     if (r->body_announced)
         snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit", r->body_announced,
@@ -653,8 +653,8 @@ static void *worker_main(void *arg)
         s->cfg.handler(s->cfg.app, w->worker, r);
         http_current = NULL;
         if (r->status == 0) {
-            char q[LOG_QUOTE_MAX];
-            log_write(LOG_ERROR, "event=http_no_reply method=%s path=\"%s\"", r->method,
+            char q[LOG_QUOTE_MAX], qm[64];
+            log_write(LOG_ERROR, "event=http_no_reply method=\"%s\" path=\"%s\"", log_quote(r->method, qm, sizeof qm),
                       log_quote(r->path, q, sizeof q));
             http_current = r;
             http_reply_error(r, 500, "internal_error", "handler sent no reply");

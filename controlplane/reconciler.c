@@ -9,6 +9,7 @@
 #include "db.h"
 #include "log.h"
 #include "mono_time.h"
+#include "torpor_limits.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
 /* A create may take up to its deadline; a pending row older than this was
@@ -196,8 +197,10 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
         goto out;
     }
     size_t k = 0;
+    /* Only well-formed ids: they are the agent's text, logged and sent back
+     * in DestroySandbox (and no row can have another shape). */
     for (size_t i = 0; i < n; i++)
-        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && *resp->sandboxes[i]->sandbox_id)
+        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && limits_sandbox_id_valid(resp->sandboxes[i]->sandbox_id))
             ids[k++] = resp->sandboxes[i]->sandbox_id;
     if (db_sandbox_statuses(r->db, host->id, ids, k, statuses, ages, err) != 0) goto out;
     for (size_t i = 0; i < k; i++) {
