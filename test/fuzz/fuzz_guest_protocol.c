@@ -21,7 +21,8 @@ static void exec_req(const uint8_t *p, size_t n)
         gp_exec_req again;
         int rc = gp_decode_exec(b.data, b.len, &again, &err);
         FUZZ_CHECK(rc == 0);
-        FUZZ_CHECK(again.n_args == m.n_args && again.n_env == m.n_env && again.stdin_len == m.stdin_len);
+        FUZZ_CHECK(again.n_args == m.n_args && again.n_env == m.n_env &&
+                   again.stdin_len == m.stdin_len);
         gp_exec_req_free(&again);
     }
     gp_buf_free(&b);
@@ -38,7 +39,8 @@ static void exec_result(const uint8_t *p, size_t n)
         gp_exec_result again;
         int rc = gp_decode_exec_result(b.data, b.len, &again, &err);
         FUZZ_CHECK(rc == 0);
-        FUZZ_CHECK(again.out_len == m.out_len && again.err_len == m.err_len && again.exit_code == m.exit_code);
+        FUZZ_CHECK(again.out_len == m.out_len && again.err_len == m.err_len &&
+                   again.exit_code == m.exit_code);
         gp_exec_result_free(&again);
     }
     gp_buf_free(&b);

@@ -40,7 +40,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         if (journal_append_paused(j, "sb-00000000000000aa", &err) == 0) {
             FUZZ_CHECK(journal_is_pending(j, "sb-00000000000000aa"));
             const char *ack[] = {"sb-00000000000000aa"};
-            if (journal_ack(j, ack, 1, &err) == 0) FUZZ_CHECK(!journal_is_pending(j, "sb-00000000000000aa"));
+            if (journal_ack(j, ack, 1, &err) == 0)
+                FUZZ_CHECK(!journal_is_pending(j, "sb-00000000000000aa"));
         }
         journal_close(j);
     }

@@ -44,7 +44,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     (void)multipart_is_form_data(ct);
     char boundary[128];
     terr err;
-    if (multipart_boundary(ct, boundary, sizeof boundary, &err) != 0) snprintf(boundary, sizeof boundary, "XyZ");
+    if (multipart_boundary(ct, boundary, sizeof boundary, &err) != 0)
+        snprintf(boundary, sizeof boundary, "XyZ");
     field(copy, len, boundary, "path");
     field(copy, len, boundary, "content");
     free(copy);

@@ -17,7 +17,7 @@ static void test_cap_is_per_team(void **state)
     assert_true(team_limit_enter(t, "a"));
     assert_false(team_limit_enter(t, "a")); /* a is at its cap */
     assert_int_equal(team_limit_count(t, "a"), 2);
-    assert_true(team_limit_enter(t, "b"));  /* b is not held back by a */
+    assert_true(team_limit_enter(t, "b")); /* b is not held back by a */
     team_limit_leave(t, "a");
     assert_true(team_limit_enter(t, "a")); /* a slot came back */
     team_limit_leave(t, "a");
