@@ -128,7 +128,9 @@ def _parallel_uploads(s, path, key, expect_status):
     statuses = sorted({o[1].decode(errors="replace") for o in out if o})
     print(f"  20 x 50 MiB to {path} ({'no key' if not key else 'key'}): RSS {base} kB -> peak {peak[0]} kB "
           f"(+{grew} kB) in {took:.1f} s; replies {statuses}")
-    assert grew < RSS_BUDGET_KB, f"torpor-cp grew by {grew} kB"
+    # Under ASan (scripts/test --sanitize) RSS means little: measured only.
+    if not os.environ.get("ASAN_OPTIONS"):
+        assert grew < RSS_BUDGET_KB, f"torpor-cp grew by {grew} kB"
     for sent, line in out:
         # Either the answer, or a connection closed on the unread body.
         assert line == b"" or line.startswith(f"HTTP/1.1 {expect_status}".encode()), line
