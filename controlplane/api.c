@@ -1,5 +1,6 @@
 #include "api.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 #include "api_health.h"
@@ -9,6 +10,8 @@
 #include "mono_time.h"
 #include "team_limit.h"
 
+/* The largest body read before the API key is known to be good. */
+#define API_PREAUTH_BODY_MAX (64 * 1024)
 /* Retry-After (seconds) of a 429 for a team at its long-call limit. */
 #define API_TEAM_RETRY_AFTER "5"
 
@@ -22,6 +25,16 @@ static void log_request(http_request *req, int status, int64_t duration_ms, cons
     log_write(lvl, "event=http_request method=\"%s\" path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s",
               log_quote(method, qm, sizeof qm), log_quote(http_request_path(req), q, sizeof q), status,
               (long long)duration_ms, sandbox_id);
+}
+
+/* True when req announces a body that may exceed API_PREAUTH_BODY_MAX
+ * (chunked: unknown size) and the route would accept one that large. */
+static bool big_body(http_request *req, size_t route_limit)
+{
+    if (route_limit <= API_PREAUTH_BODY_MAX) return false;
+    if (http_request_header(req, "Transfer-Encoding")) return true;
+    const char *cl = http_request_header(req, "Content-Length");
+    return cl && strtoull(cl, NULL, 10) > API_PREAUTH_BODY_MAX;
 }
 
 static void decide(void *app, http_request *req)
@@ -56,9 +69,11 @@ static void decide(void *app, http_request *req)
     }
     if (route->stream) http_request_stream_body(req, route->stream, app);
     else http_request_set_body_limit(req, route->body_limit);
-    /* Bodies larger than the common limit (files/write's 64 MiB, streams)
-     * are read only for a known key: the key is checked on a worker first. */
-    if (route->auth == API_AUTH_KEY && (route->stream || route->body_limit > API_BODY_LIMIT))
+    /* A body over API_PREAUTH_BODY_MAX is read only for a known key: the key
+     * is checked on a worker first (one more hop, for big bodies only), so
+     * an unknown key cannot make the server buffer more than that per
+     * connection. Streamed routes always. */
+    if (route->auth == API_AUTH_KEY && (route->stream || big_body(req, route->body_limit)))
         http_request_vet_first(req);
     if (route->long_running) http_request_set_long_running(req);
     http_request_set_user(req, (void *)route);
