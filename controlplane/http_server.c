@@ -464,7 +464,7 @@ static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
         /* Dropped bytes are bounded too: a chunked body far over the limit
          * closes the connection (without the 413 it would get at its end). */
         r->body_len += len;
-        return r->body_len - r->body_limit > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
+        return r->body_len > r->body_limit && r->body_len - r->body_limit > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
     }
     if (len > r->body_limit - r->body_len) { /* chunked: no Content-Length to refuse up front */
         r->body_over = true;

@@ -774,6 +774,50 @@ static void test_long_pool_leaves_quick_workers_alone(void **state)
     http_server_stop(s);
 }
 
+/* A body a little over its limit that arrives in pieces (the first ones
+ * under the limit) is drained and answered 413; a chunked body that goes on
+ * far past the limit is cut off (connection closed), not read forever. */
+static void test_over_limit_in_pieces_and_endless_chunked(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    int fd = connect_to(port);
+    send_all(fd, "POST /limited HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n");
+    for (int i = 0; i < 3; i++) {
+        usleep(50 * 1000);
+        send_all(fd, "0123456789");
+    }
+    char *a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "413"));
+    free(a);
+    close(fd);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /limited HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    static char chunk[65536 + 16];
+    int n = snprintf(chunk, sizeof chunk, "10000\r\n");
+    memset(chunk + n, 'x', 65536);
+    memcpy(chunk + n + 65536, "\r\n", 2);
+    size_t chunk_len = (size_t)n + 65536 + 2;
+    size_t sent = 0;
+    bool cut = false;
+    while (sent < (size_t)64 * 1024 * 1024) { /* far past the limit + 4 MiB */
+        ssize_t w = send(fd, chunk, chunk_len, MSG_NOSIGNAL);
+        if (w < 0) {
+            cut = true;
+            break;
+        }
+        sent += (size_t)w;
+    }
+    assert_true(cut);
+    assert_true(sent < (size_t)16 * 1024 * 1024); /* cut near 4 MiB (+ socket buffers) */
+    close(fd);
+    http_server_stop(s);
+}
+
 /* Slow-loris: a client that sends its headers a byte a second is closed
  * once HTTP_HEADERS_TIMEOUT_MS have passed since it connected, although it
  * is never idle; meanwhile the server answers others. */
@@ -923,6 +967,7 @@ int main(void)
         cmocka_unit_test(test_vet_before_the_body),
         cmocka_unit_test(test_long_pool_leaves_quick_workers_alone),
         cmocka_unit_test(test_slow_headers_are_cut_off),
+        cmocka_unit_test(test_over_limit_in_pieces_and_endless_chunked),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
