@@ -73,6 +73,11 @@ struct http_request {
     bool queued;        /* handed to a worker (counted in s->n_live) */
     bool done;          /* the worker has finished; the reply is recorded */
     bool long_running;
+    /* Streamed body paused by its consumer (guarded by http_server.mu). */
+    bool body_paused;   /* connection suspended until http_request_resume_body */
+    bool resume_wanted; /* the consumer resumed before the pause took hold */
+    bool was_paused;    /* I/O thread: restart the body-rate deadline on the next piece */
+    http_request *paused_next;
     size_t body_limit;
     char *body;
     size_t body_len, body_cap;
@@ -115,6 +120,7 @@ struct http_server {
     pthread_cond_t cond;      /* a job was queued, a long one ended, or stopping */
     pthread_cond_t live_cond; /* n_live dropped */
     http_request *quick, *quick_tail, *slow, *slow_tail;
+    http_request *paused; /* streamed bodies paused by their consumer */
     size_t n_queued;
     int n_long_running, max_long_running;
     int n_live; /* queued requests not yet completed on the wire */
@@ -459,7 +465,6 @@ static enum MHD_Result on_headers(http_server *s, http_request *r)
 /* I/O thread: a piece of the body. */
 static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
 {
-    if (r->stream_fn) return r->stream_fn(r->stream_cls, r, data, len) == 0 ? MHD_YES : MHD_NO;
     if (r->body_over) {
         /* Dropped bytes are bounded too: a chunked body far over the limit
          * closes the connection (without the 413 it would get at its end). */
@@ -485,6 +490,67 @@ static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
     memcpy(r->body + r->body_len, data, len);
     r->body_len += len;
     return MHD_YES;
+}
+
+/* I/O thread: a piece of a streamed body. The consumer takes it whole, or
+ * pauses: the piece stays unread (*size unchanged) and the connection is
+ * suspended, so nothing more is read and TCP holds the client back, until
+ * http_request_resume_body; libmicrohttpd then offers the piece again. */
+static enum MHD_Result on_stream(http_server *s, http_request *r, const char *data, size_t *size)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stopping) return MHD_NO;
+        int rc = r->stream_fn(r->stream_cls, r, data, *size);
+        if (rc < 0) return MHD_NO;
+        if (rc != HTTP_BODY_PAUSE) {
+            if (r->was_paused) {
+                r->was_paused = false;
+                conn_deadline(s, r->hc, HTTP_BODY_WINDOW_MS, "body");
+            }
+            conn_body_bytes(s, r->hc, *size);
+            *size = 0;
+            return MHD_YES;
+        }
+        conn_deadline(s, r->hc, 0, "paused"); /* the consumer is slow, not the client */
+        pthread_mutex_lock(&s->mu);
+        if (r->resume_wanted) { /* room again already: offer the piece again now */
+            r->resume_wanted = false;
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        r->body_paused = true;
+        r->was_paused = true;
+        r->paused_next = s->paused;
+        s->paused = r;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&s->mu);
+        return MHD_YES;
+    }
+}
+
+/* Under s->mu: takes r off the paused list and resumes its connection. */
+static void unpause_locked(http_server *s, http_request *r)
+{
+    for (http_request **p = &s->paused; *p; p = &(*p)->paused_next)
+        if (*p == r) {
+            *p = r->paused_next;
+            break;
+        }
+    r->paused_next = NULL;
+    r->body_paused = false;
+    MHD_resume_connection(r->conn);
+}
+
+void http_request_resume_body(http_request *r)
+{
+    http_server *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    if (r->body_paused) unpause_locked(s, r);
+    else r->resume_wanted = true;
+    pthread_mutex_unlock(&s->mu);
 }
 
 /* I/O thread: hands r to a worker (for cfg->vet when r->vetting, else the
@@ -582,6 +648,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (rc != MHD_YES || r->status) return rc;
         if (!*upload_data_size) return no_body(r) ? dispatch(s, r) : MHD_YES;
     }
+    if (*upload_data_size && r->stream_fn && !r->discard) return on_stream(s, r, upload_data, upload_data_size);
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -777,6 +844,10 @@ void http_server_stop(http_server *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->cond);
+    /* Paused bodies: resumed, so that their connections close (on_stream
+     * refuses once stopping); libmicrohttpd must not be stopped with a
+     * connection still suspended. */
+    while (s->paused) unpause_locked(s, s->paused);
     pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);

@@ -127,10 +127,20 @@ void http_request_set_user(http_request *req, void *user);
 /* Runs cfg->vet on a worker before the body is read (one more worker hop). */
 void http_request_vet_first(http_request *req);
 /* The body is not buffered: each piece is handed to fn on the I/O thread as
- * it arrives (fn must not block); fn returns -1 to refuse the rest (the
- * connection is then closed). The handler runs once the body has ended. */
+ * it arrives (fn must not block); fn returns 0 when it took the piece, -1 to
+ * refuse the rest (the connection is then closed), or HTTP_BODY_PAUSE when
+ * it has no room for it now (back-pressure): it then took nothing, the
+ * server stops reading that connection (the client is held back by TCP, the
+ * server holds at most the one piece) and offers the same piece again once
+ * the consumer calls http_request_resume_body (from any thread, once per
+ * pause, while the request is alive: before its handler has returned). A
+ * piece is at most the connection's buffer (128 KiB), so a consumer must
+ * take one when its own buffer is empty. The body-rate deadline does not
+ * run while paused. The handler runs once the body has ended. */
+#define HTTP_BODY_PAUSE 1
 typedef int (*http_body_fn)(void *cls, http_request *req, const char *data, size_t len);
 void http_request_stream_body(http_request *req, http_body_fn fn, void *cls);
+void http_request_resume_body(http_request *req);
 
 /* ---- replies */
 void http_add_header(http_request *req, const char *name, const char *value);

@@ -37,7 +37,14 @@ typedef struct app {
     int vetted;           /* vet calls */
     int vetted_handled;   /* handler calls for /vetted */
     int long_threads;     /* http_server_config.n_long_threads */
+    /* /paced: a consumer with a bounded buffer (guarded by mu). */
+    size_t paced_buffered, paced_max, paced_total;
+    int paced_pauses;
+    http_request *paced_waiting; /* paused, to be resumed when there is room */
+    bool paced_stop;
 } app;
+
+#define PACED_CAP (256 * 1024)
 
 static void *worker_init(void *a, int index, terr *err)
 {
@@ -84,6 +91,49 @@ static int count_body(void *cls, http_request *req, const char *data, size_t len
     return 0;
 }
 
+/* /paced's body: into a bounded buffer; full -> pause. */
+static int paced_body(void *cls, http_request *req, const char *data, size_t len)
+{
+    app *ap = cls;
+    pthread_mutex_lock(&ap->mu);
+    int rc = 0;
+    if (ap->paced_buffered + len > PACED_CAP) {
+        ap->paced_pauses++;
+        ap->paced_waiting = req;
+        rc = HTTP_BODY_PAUSE;
+    } else {
+        ap->paced_buffered += len;
+        ap->paced_total += len;
+        if (ap->paced_buffered > ap->paced_max) ap->paced_max = ap->paced_buffered;
+    }
+    pthread_mutex_unlock(&ap->mu);
+    return rc;
+}
+
+/* The slow consumer: drains 16 KiB per millisecond, resumes a paused body
+ * once a whole piece (128 KiB) fits again. */
+static void *paced_consumer(void *arg)
+{
+    app *ap = arg;
+    for (;;) {
+        pthread_mutex_lock(&ap->mu);
+        if (ap->paced_stop) {
+            pthread_mutex_unlock(&ap->mu);
+            return NULL;
+        }
+        size_t take = ap->paced_buffered < 16384 ? ap->paced_buffered : 16384;
+        ap->paced_buffered -= take;
+        http_request *resume = NULL;
+        if (ap->paced_waiting && ap->paced_buffered + 128 * 1024 <= PACED_CAP) {
+            resume = ap->paced_waiting;
+            ap->paced_waiting = NULL;
+        }
+        pthread_mutex_unlock(&ap->mu);
+        if (resume) http_request_resume_body(resume);
+        usleep(1000);
+    }
+}
+
 /* The header hook: /limited takes 10 bytes at most, /upload is streamed,
  * /refused is answered before its body, /long is long-running. */
 static void on_headers(void *a, http_request *req)
@@ -92,6 +142,7 @@ static void on_headers(void *a, http_request *req)
     const char *path = http_request_path(req);
     if (strcmp(path, "/limited") == 0) http_request_set_body_limit(req, 10);
     else if (strcmp(path, "/upload") == 0) http_request_stream_body(req, count_body, ap);
+    else if (strcmp(path, "/paced") == 0) http_request_stream_body(req, paced_body, ap);
     else if (strcmp(path, "/refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
     else if (strcmp(path, "/slow") == 0 && ap->slow_is_long) http_request_set_long_running(req);
     else if (strcmp(path, "/vetted") == 0) http_request_vet_first(req);
@@ -144,6 +195,12 @@ static void handler(void *a, void *worker, http_request *req)
         http_reply_upgrade(req, "echo", on_upgraded, NULL);
     } else if (strcmp(uri, "/stream") == 0) {
         http_reply_stream(req, 200, "text/plain", -1, count_stream, NULL, NULL);
+    } else if (strcmp(uri, "/paced") == 0) {
+        pthread_mutex_lock(&ap->mu);
+        json_t *j = json_pack("{s:I, s:I, s:i}", "paced", (json_int_t)ap->paced_total, "max",
+                              (json_int_t)ap->paced_max, "pauses", ap->paced_pauses);
+        pthread_mutex_unlock(&ap->mu);
+        http_reply_json(req, 200, j);
     } else if (strcmp(uri, "/upload") == 0) {
         size_t len;
         http_request_body(req, &len);
@@ -818,6 +875,68 @@ static void test_over_limit_in_pieces_and_endless_chunked(void **state)
     http_server_stop(s);
 }
 
+typedef struct paced_call {
+    int port;
+    size_t len;
+    char *answer;
+} paced_call;
+
+static void *paced_thread(void *arg)
+{
+    paced_call *c = arg;
+    char *body = malloc(c->len);
+    memset(body, 'p', c->len);
+    c->answer = http_get(c->port, "POST", "/paced", body, c->len);
+    free(body);
+    return NULL;
+}
+
+/* Back-pressure: a fast client streaming 8 MiB to a consumer that keeps at
+ * most 256 KiB is paused and resumed (reading stops while the consumer is
+ * full) and every byte arrives once; a stop while a body is paused ends
+ * that connection instead of hanging (or libmicrohttpd panicking). */
+static void test_streamed_body_pauses_for_a_slow_consumer(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 1, true);
+    pthread_t consumer;
+    pthread_create(&consumer, NULL, paced_consumer, &ap);
+    paced_call c = {.port = http_server_port(s), .len = 8u * 1024 * 1024};
+    pthread_t client;
+    pthread_create(&client, NULL, paced_thread, &c);
+    pthread_join(client, NULL);
+    pthread_mutex_lock(&ap.mu);
+    ap.paced_stop = true;
+    pthread_mutex_unlock(&ap.mu);
+    pthread_join(consumer, NULL);
+    assert_non_null(c.answer);
+    char want[64];
+    snprintf(want, sizeof want, "\"paced\":%zu", c.len);
+    if (!strstr(c.answer, want)) fail_msg("answer: %s", c.answer);
+    assert_true(ap.paced_pauses > 0);
+    assert_true(ap.paced_max <= PACED_CAP);
+    free(c.answer);
+
+    /* Paused, never resumed: the stop still returns. */
+    ap.paced_total = ap.paced_buffered = 0;
+    ap.paced_waiting = NULL;
+    int fd = connect_to(http_server_port(s));
+    send_all(fd, "POST /paced HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n");
+    static char chunk[65536];
+    memset(chunk, 'q', sizeof chunk);
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < 64; i++)
+        if (send(fd, chunk, sizeof chunk, MSG_NOSIGNAL) <= 0) break; /* blocks once paused */
+    pthread_mutex_lock(&ap.mu);
+    bool paused = ap.paced_waiting != NULL;
+    pthread_mutex_unlock(&ap.mu);
+    assert_true(paused);
+    http_server_stop(s);
+    close(fd);
+}
+
 /* Slow-loris: a client that sends its headers a byte a second is closed
  * once HTTP_HEADERS_TIMEOUT_MS have passed since it connected, although it
  * is never idle; meanwhile the server answers others. */
@@ -968,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_long_pool_leaves_quick_workers_alone),
         cmocka_unit_test(test_slow_headers_are_cut_off),
         cmocka_unit_test(test_over_limit_in_pieces_and_endless_chunked),
+        cmocka_unit_test(test_streamed_body_pauses_for_a_slow_consumer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
