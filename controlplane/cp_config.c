@@ -41,7 +41,9 @@ void cp_config_usage(FILE *f)
             "                              connection [TORPOR_HTTP_THREADS] (8)\n"
             "  --http-long-threads N       more workers only for long calls (create, exec, pause,\n"
             "                              resume, delete, files), so they never hold the short calls'\n"
-            "                              workers [TORPOR_HTTP_LONG_THREADS] (32)\n"
+            "                              workers, each with its own DB connection: a replica uses\n"
+            "                              http-threads + http-long-threads + 1 of PostgreSQL's\n"
+            "                              max_connections [TORPOR_HTTP_LONG_THREADS] (16)\n"
             "  --team-long-calls N         long calls one team may have in flight on this replica;\n"
             "                              beyond: 429 too_many_requests [TORPOR_TEAM_LONG_CALLS] (8)\n"
             "  --max-connections N         open HTTP connections; more wait in the listen backlog\n"
@@ -137,7 +139,7 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->reconcile_interval_sec = 5;
     out->transition_grace_sec = RECONCILER_GRACE_DEFAULT_SEC;
     out->http_threads = 8;
-    out->http_long_threads = 32;
+    out->http_long_threads = 16;
     out->team_long_calls = 8;
     out->max_connections = 1024;
 
