@@ -86,6 +86,31 @@ void api_on_headers(void *app, http_request *req)
     if (status != 0) log_request(req, status, 0, "");
 }
 
+/* One team's long calls (an hour-long exec, creates) cannot take every
+ * long-call worker: beyond its share it is told to come back (429). The slot
+ * is taken at the key check, before a big body is read (vet) or before the
+ * handler, and given back when the request is over (api_done). DELETE is
+ * exempt, so a team at its limit can still clean up. False: replied 429. */
+static bool take_long_slot(api_request *r)
+{
+    const api_route *route = r->route;
+    team_limit *tl = r->ctx->long_calls;
+    if (!route->long_running || !tl || (route->method && strcmp(route->method, "DELETE") == 0)) return true;
+    if (team_limit_enter_as(tl, r->team_id, r->req)) return true;
+    http_add_header(r->req, "Retry-After", API_TEAM_RETRY_AFTER);
+    http_reply_error(r->req, 429, "too_many_requests",
+                     "this team has %d long calls (create, exec, pause, resume, files) in flight, its limit; "
+                     "retry later",
+                     r->ctx->cfg->team_long_calls);
+    return false;
+}
+
+void api_done(void *app, http_request *req)
+{
+    api_ctx *ctx = app;
+    if (ctx->long_calls) team_limit_release(ctx->long_calls, req);
+}
+
 void api_vet(void *app, void *worker, http_request *req)
 {
     api_worker *w = worker;
@@ -94,6 +119,7 @@ void api_vet(void *app, void *worker, http_request *req)
     terr err;
     if (auth_check(r.db, http_request_header(req, "X-API-Key"), r.team_id, &ok, &err) != 0) api_reply_internal(&r, &err);
     else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
+    else take_long_slot(&r);
     int status = http_reply_status(req);
     if (status != 0) log_request(req, status, 0, "");
 }
@@ -113,25 +139,9 @@ static void handle(api_request *r)
             return;
         }
     }
+    if (!take_long_slot(r)) return; /* a vetted request holds its slot already */
     r->body = http_request_body(r->req, &r->body_len);
-    /* One team's long calls (an hour-long exec, creates) cannot take every
-     * long-call worker: beyond its share it is told to come back. DELETE is
-     * exempt, so a team at its limit can still clean up. */
-    team_limit *tl = r->ctx->long_calls;
-    bool counted = false;
-    if (route->long_running && tl && !(route->method && strcmp(route->method, "DELETE") == 0)) {
-        if (!team_limit_enter(tl, r->team_id)) {
-            http_add_header(r->req, "Retry-After", API_TEAM_RETRY_AFTER);
-            http_reply_error(r->req, 429, "too_many_requests",
-                             "this team has %d long calls (create, exec, pause, resume, files) in flight, its "
-                             "limit; retry later",
-                             r->ctx->cfg->team_long_calls);
-            return;
-        }
-        counted = true;
-    }
     route->handler(r);
-    if (counted) team_limit_leave(tl, r->team_id);
 }
 
 void api_handle(void *app, void *worker, http_request *req)

@@ -322,6 +322,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     /* Keep-alive: the next request's headers within the idle time plus the
      * headers time (an upgraded socket is its route's, not ours). */
     if (!r->upgrade_fn) conn_deadline(s, r->hc, HTTP_IDLE_TIMEOUT_SEC * 1000 + HTTP_HEADERS_TIMEOUT_MS, "headers");
+    if (r->headers_seen && s->cfg.on_done) s->cfg.on_done(s->cfg.app, r);
     if (r->queued) {
         pthread_mutex_lock(&s->mu);
         s->n_live--;

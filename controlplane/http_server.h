@@ -97,6 +97,10 @@ typedef struct http_server_config {
      * no body or more than 4 MiB is announced or the client waits for
      * "100 Continue", else after draining it). May be NULL. */
     void (*vet)(void *app, void *worker, http_request *req);
+    /* I/O thread, once per request whose on_headers ran, when it is over
+     * (answered, refused, or the client left), just before it is freed; to
+     * release what on_headers, vet or the handler took for it. May be NULL. */
+    void (*on_done)(void *app, http_request *req);
 } http_server_config;
 
 int http_server_start(const http_server_config *cfg, http_server **out, terr *err);

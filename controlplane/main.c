@@ -128,6 +128,7 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
         .on_headers = api_on_headers,
         .handler = api_handle,
         .vet = api_vet,
+        .on_done = api_done,
     };
     http_server *http;
     if (http_server_start(&hc, &http, &err) != 0) fatal("stage=http %s", err.msg);

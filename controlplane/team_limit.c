@@ -10,11 +10,18 @@ typedef struct team_count {
     int n;
 } team_count;
 
+typedef struct team_holder {
+    const void *holder;
+    char team[64];
+} team_holder;
+
 struct team_limit {
     pthread_mutex_t mu;
     int max;
     team_count *teams; /* only teams with n > 0 */
     size_t n_teams, cap;
+    team_holder *holders; /* slots taken with team_limit_enter_as */
+    size_t n_holders, holders_cap;
 };
 
 int team_limit_new(int max, team_limit **out, terr *err)
@@ -34,6 +41,7 @@ void team_limit_free(team_limit *t)
     if (!t) return;
     pthread_mutex_destroy(&t->mu);
     free(t->teams);
+    free(t->holders);
     free(t);
 }
 
@@ -44,9 +52,9 @@ static team_count *find(team_limit *t, const char *team)
     return NULL;
 }
 
-bool team_limit_enter(team_limit *t, const char *team)
+/* Under mu. */
+static bool enter_locked(team_limit *t, const char *team)
 {
-    pthread_mutex_lock(&t->mu);
     bool ok = false;
     team_count *c = find(t, team);
     if (c) {
@@ -70,6 +78,19 @@ bool team_limit_enter(team_limit *t, const char *team)
             ok = true;
         }
     }
+    return ok;
+}
+
+static void leave_locked(team_limit *t, const char *team)
+{
+    team_count *c = find(t, team);
+    if (c && --c->n <= 0) *c = t->teams[--t->n_teams];
+}
+
+bool team_limit_enter(team_limit *t, const char *team)
+{
+    pthread_mutex_lock(&t->mu);
+    bool ok = enter_locked(t, team);
     pthread_mutex_unlock(&t->mu);
     return ok;
 }
@@ -77,8 +98,55 @@ bool team_limit_enter(team_limit *t, const char *team)
 void team_limit_leave(team_limit *t, const char *team)
 {
     pthread_mutex_lock(&t->mu);
-    team_count *c = find(t, team);
-    if (c && --c->n <= 0) *c = t->teams[--t->n_teams];
+    leave_locked(t, team);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static team_holder *find_holder(team_limit *t, const void *holder)
+{
+    for (size_t i = 0; i < t->n_holders; i++)
+        if (t->holders[i].holder == holder) return &t->holders[i];
+    return NULL;
+}
+
+bool team_limit_enter_as(team_limit *t, const char *team, const void *holder)
+{
+    pthread_mutex_lock(&t->mu);
+    bool ok = find_holder(t, holder) != NULL;
+    if (!ok && t->n_holders == t->holders_cap) {
+        size_t cap = t->holders_cap ? t->holders_cap * 2 : 16;
+        team_holder *grown = realloc(t->holders, cap * sizeof *grown);
+        if (grown) {
+            t->holders = grown;
+            t->holders_cap = cap;
+        }
+    }
+    if (!ok && t->n_holders < t->holders_cap && enter_locked(t, team)) { /* else out of memory: refused */
+        team_holder *h = &t->holders[t->n_holders++];
+        h->holder = holder;
+        snprintf(h->team, sizeof h->team, "%s", team);
+        ok = true;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return ok;
+}
+
+bool team_limit_holds(team_limit *t, const void *holder)
+{
+    pthread_mutex_lock(&t->mu);
+    bool held = find_holder(t, holder) != NULL;
+    pthread_mutex_unlock(&t->mu);
+    return held;
+}
+
+void team_limit_release(team_limit *t, const void *holder)
+{
+    pthread_mutex_lock(&t->mu);
+    team_holder *h = find_holder(t, holder);
+    if (h) {
+        leave_locked(t, h->team);
+        *h = t->holders[--t->n_holders];
+    }
     pthread_mutex_unlock(&t->mu);
 }
 

@@ -19,6 +19,13 @@ int team_limit_new(int max, team_limit **out, terr *err);
 void team_limit_free(team_limit *t);
 bool team_limit_enter(team_limit *t, const char *team);
 void team_limit_leave(team_limit *t, const char *team);
+/* Like team_limit_enter, with the slot recorded under holder (a unique
+ * pointer, e.g. the HTTP request), so that whoever sees the holder end can
+ * give it back with team_limit_release; a holder has at most one slot. */
+bool team_limit_enter_as(team_limit *t, const char *team, const void *holder);
+bool team_limit_holds(team_limit *t, const void *holder);
+/* Gives back holder's slot; a no-op when it holds none. */
+void team_limit_release(team_limit *t, const void *holder);
 /* Calls in flight for team (tests, logs). */
 int team_limit_count(team_limit *t, const char *team);
 

@@ -186,6 +186,10 @@ def test_team_at_its_long_call_limit_gets_429_others_still_served(s):
         openapi_check.default_checker().check("POST", f"/v1/sandboxes/{sid}/exec", st, "application/json", body)
         expect_error((st, body), 429, "too_many_requests", "team A over its long-call limit")
         assert retry and retry.isdigit(), f"Retry-After: {retry!r}"
+        # A big upload of the same team is refused before its body is read.
+        big = json.dumps({"path": "/tmp/big", "content_base64": "A" * (2 * 1024 * 1024)}).encode()
+        st, _, raw = _raw(s, "POST", f"/v1/sandboxes/{sid}/files/write", big, s.key_a)
+        assert st == 429, f"files/write at the limit: {st} {raw[:200]!r}"
         # Team B is not held back: a short call and a long one.
         (st, _), t_list = timed(lambda: s.request("GET", "/v1/sandboxes", key=s.key_b, timeout=10))
         assert st == 200
