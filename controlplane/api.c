@@ -1,12 +1,20 @@
 #include "api.h"
 
+#include <stdlib.h>
 #include <string.h>
 
+#include "api_health.h"
 #include "api_routes.h"
 #include "auth.h"
 #include "cp_metrics.h"
 #include "log.h"
 #include "mono_time.h"
+#include "team_limit.h"
+
+/* The largest body read before the API key is known to be good. */
+#define API_PREAUTH_BODY_MAX (64 * 1024)
+/* Retry-After (seconds) of a 429 for a team at its long-call limit. */
+#define API_TEAM_RETRY_AFTER "5"
 
 static void log_request(http_request *req, int status, int64_t duration_ms, const char *sandbox_id)
 {
@@ -15,9 +23,21 @@ static void log_request(http_request *req, int status, int64_t duration_ms, cons
     const api_route *route = http_request_user(req);
     cp_metrics_http_request(method, route ? route->pattern : NULL, status, (double)duration_ms / 1000.0);
     enum log_level lvl = (status < 300 && strcmp(method, "GET") == 0) ? LOG_DEBUG : LOG_INFO;
-    char q[LOG_QUOTE_MAX];
-    log_write(lvl, "event=http_request method=%s path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s", method,
-              log_quote(http_request_path(req), q, sizeof q), status, (long long)duration_ms, sandbox_id);
+    char q[LOG_QUOTE_MAX], qm[64];
+    /* The method is the client's text too (libmicrohttpd takes any token). */
+    log_write(lvl, "event=http_request method=\"%s\" path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s",
+              log_quote(method, qm, sizeof qm), log_quote(http_request_path(req), q, sizeof q), status,
+              (long long)duration_ms, sandbox_id);
+}
+
+/* True when req announces a body that may exceed API_PREAUTH_BODY_MAX
+ * (chunked: unknown size) and the route would accept one that large. */
+static bool big_body(http_request *req, size_t route_limit)
+{
+    if (route_limit <= API_PREAUTH_BODY_MAX) return false;
+    if (http_request_header(req, "Transfer-Encoding")) return true;
+    const char *cl = http_request_header(req, "Content-Length");
+    return cl && strtoull(cl, NULL, 10) > API_PREAUTH_BODY_MAX;
 }
 
 static void decide(void *app, http_request *req)
@@ -36,6 +56,11 @@ static void decide(void *app, http_request *req)
         return;
     }
     http_request_set_user(req, (void *)route); /* also names the route in metrics of early replies */
+    if (route->handler == api_healthz) { /* liveness: here, on the I/O thread, never behind a worker */
+        api_request r = {.req = req, .ctx = app, .route = route};
+        api_healthz(&r);
+        return;
+    }
     if (route->auth == API_AUTH_KEY) {
         const char *key = http_request_header(req, "X-API-Key");
         if (!key || !*key) {
@@ -48,9 +73,11 @@ static void decide(void *app, http_request *req)
     }
     if (route->stream) http_request_stream_body(req, route->stream, app);
     else http_request_set_body_limit(req, route->body_limit);
-    /* Bodies larger than the common limit (files/write's 64 MiB, streams)
-     * are read only for a known key: the key is checked on a worker first. */
-    if (route->auth == API_AUTH_KEY && (route->stream || route->body_limit > API_BODY_LIMIT))
+    /* A body over API_PREAUTH_BODY_MAX is read only for a known key: the key
+     * is checked on a worker first (one more hop, for big bodies only), so
+     * an unknown key cannot make the server buffer more than that per
+     * connection. Streamed routes always. */
+    if (route->auth == API_AUTH_KEY && (route->stream || big_body(req, route->body_limit)))
         http_request_vet_first(req);
     if (route->long_running) http_request_set_long_running(req);
 }
@@ -62,6 +89,31 @@ void api_on_headers(void *app, http_request *req)
     if (status != 0) log_request(req, status, 0, "");
 }
 
+/* One team's long calls (an hour-long exec, creates) cannot take every
+ * long-call worker: beyond its share it is told to come back (429). The slot
+ * is taken at the key check, before a big body is read (vet) or before the
+ * handler, and given back when the request is over (api_done). DELETE is
+ * exempt, so a team at its limit can still clean up. False: replied 429. */
+static bool take_long_slot(api_request *r)
+{
+    const api_route *route = r->route;
+    team_limit *tl = r->ctx->long_calls;
+    if (!route->long_running || !tl || (route->method && strcmp(route->method, "DELETE") == 0)) return true;
+    if (team_limit_enter_as(tl, r->team_id, r->req)) return true;
+    http_add_header(r->req, "Retry-After", API_TEAM_RETRY_AFTER);
+    http_reply_error(r->req, 429, "too_many_requests",
+                     "this team has %d long calls (create, exec, pause, resume, files) in flight, its limit; "
+                     "retry later",
+                     r->ctx->cfg->team_long_calls);
+    return false;
+}
+
+void api_done(void *app, http_request *req)
+{
+    api_ctx *ctx = app;
+    if (ctx->long_calls) team_limit_release(ctx->long_calls, req);
+}
+
 void api_vet(void *app, void *worker, http_request *req)
 {
     api_worker *w = worker;
@@ -70,17 +122,21 @@ void api_vet(void *app, void *worker, http_request *req)
     terr err;
     if (auth_check(r.db, http_request_header(req, "X-API-Key"), r.team_id, &ok, &err) != 0) api_reply_internal(&r, &err);
     else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
-    else if (r.route->stream) {
-        /* A streamed upload (files of any size) to a sandbox that is not
-         * there or not running is refused before its body is read. */
-        api_match m;
-        if (api_route_find(r.route, 1, http_request_method(req), http_request_path(req), &m) == r.route && m.id[0]) {
-            memcpy(r.id, m.id, sizeof r.id);
-            sandbox_row row;
-            if (api_load_sandbox(&r, &row) == 0 && row.status != SB_RUNNING)
-                http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)",
-                                 sb_status_name(row.status));
+    else {
+        if (r.route->stream) {
+            /* A streamed upload (files of any size) to a sandbox that is not
+             * there or not running is refused before its body is read. */
+            api_match m;
+            if (api_route_find(r.route, 1, http_request_method(req), http_request_path(req), &m) == r.route &&
+                m.id[0]) {
+                memcpy(r.id, m.id, sizeof r.id);
+                sandbox_row row;
+                if (api_load_sandbox(&r, &row) == 0 && row.status != SB_RUNNING)
+                    http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)",
+                                     sb_status_name(row.status));
+            }
         }
+        if (http_reply_status(req) == 0) take_long_slot(&r);
     }
     int status = http_reply_status(req);
     if (status != 0) log_request(req, status, 0, r.id);
@@ -101,6 +157,7 @@ static void handle(api_request *r)
             return;
         }
     }
+    if (!take_long_slot(r)) return; /* a vetted request holds its slot already */
     r->body = http_request_body(r->req, &r->body_len);
     route->handler(r);
 }

@@ -43,9 +43,17 @@ json_t *api_body_json(api_request *r, bool empty_ok)
 void api_reply_internal(api_request *r, const terr *err)
 {
     char q[LOG_QUOTE_MAX], qp[LOG_QUOTE_MAX];
-    log_error("event=request_failed path=\"%s\" sandbox_id=%s error=\"%s\"",
-              log_quote(http_request_path(r->req), qp, sizeof qp), r->id, log_quote(err->msg, q, sizeof q));
-    http_reply_error(r->req, 500, "internal_error", "%s", err->msg);
+    bool db_down = r->db && db_unavailable(r->db);
+    log_error("event=request_failed path=\"%s\" sandbox_id=%s db_unavailable=%d error=\"%s\"",
+              log_quote(http_request_path(r->req), qp, sizeof qp), r->id, db_down, log_quote(err->msg, q, sizeof q));
+    /* The cause is in the log; the client gets a plain sentence, never the
+     * database's own text. */
+    if (db_down) {
+        http_add_header(r->req, "Retry-After", API_DB_RETRY_AFTER);
+        http_reply_error(r->req, 503, "unavailable", "the database is unavailable; retry later");
+        return;
+    }
+    http_reply_error(r->req, 500, "internal_error", "internal error (logged by the control plane)");
 }
 
 int api_load_sandbox(api_request *r, sandbox_row *row)

@@ -23,9 +23,14 @@
 #include "sandbox_ops.h"
 #include "terr.h"
 
+struct reconciler;
+struct team_limit;
+
 typedef struct api_ctx {
     const cp_config *cfg;
     agent_pool *agents;
+    struct reconciler *rec;         /* host reachability for /readyz; may be NULL */
+    struct team_limit *long_calls;  /* per-team cap on long calls; NULL = none */
 } api_ctx;
 
 typedef struct api_worker {
@@ -51,7 +56,11 @@ void api_worker_free(void *worker);
 /* Parses the body as a JSON object (empty allowed when empty_ok); replies
  * 400 and returns NULL on bad input. */
 json_t *api_body_json(api_request *r, bool empty_ok);
-/* Replies 500 internal_error, logging the cause. */
+/* Retry-After (seconds) of a 503 for an unreachable database. */
+#define API_DB_RETRY_AFTER "2"
+/* Logs the cause and replies 503 unavailable when the database could not be
+ * reached (db_unavailable), else 500 internal_error; the message is a plain
+ * sentence, never the cause's text (libpq's, an OS error). */
 void api_reply_internal(api_request *r, const terr *err);
 /* Loads the team's sandbox r->id; replies 404/500 and returns -1 otherwise. */
 int api_load_sandbox(api_request *r, sandbox_row *row);

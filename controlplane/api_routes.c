@@ -15,6 +15,7 @@
 const api_route api_route_table[] = {
     /* method   pattern                            handler                body limit            stream  auth           long-running */
     {"GET",    "/healthz",                         api_healthz,           API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
+    {"GET",    "/readyz",                          api_readyz,            API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/v1/sandboxes",                    api_sandboxes_list,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes",                    api_sandboxes_create,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"GET",    "/v1/sandboxes/{id}",               api_sandboxes_get,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},

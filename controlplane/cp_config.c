@@ -43,8 +43,17 @@ void cp_config_usage(FILE *f)
             "                              (%d; at least %d: the longest agent deadline, %d s, plus a\n"
             "                              margin, so the reconciler never settles a row a request\n"
             "                              still waits on)\n"
-            "  --http-threads N            HTTP worker threads, each with its own DB connection\n"
-            "                              [TORPOR_HTTP_THREADS] (8)\n"
+            "  --http-threads N            HTTP worker threads for short calls, each with its own DB\n"
+            "                              connection [TORPOR_HTTP_THREADS] (8)\n"
+            "  --http-long-threads N       more workers only for long calls (create, exec, pause,\n"
+            "                              resume, delete, files), so they never hold the short calls'\n"
+            "                              workers, each with its own DB connection: a replica uses\n"
+            "                              http-threads + http-long-threads + 1 of PostgreSQL's\n"
+            "                              max_connections [TORPOR_HTTP_LONG_THREADS] (16)\n"
+            "  --team-long-calls N         long calls one team may have in flight on this replica;\n"
+            "                              beyond: 429 too_many_requests [TORPOR_TEAM_LONG_CALLS] (8)\n"
+            "  --max-connections N         open HTTP connections; more wait in the listen backlog\n"
+            "                              [TORPOR_MAX_CONNECTIONS] (1024)\n"
             "  --metrics-addr ADDR|off     Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
             "                              on loopback or a scrape network; port 0 = ephemeral\n"
             "                              [TORPOR_METRICS_ADDR] (127.0.0.1:9464)\n"
@@ -76,13 +85,13 @@ static int parse_seconds(const char *name, const char *v, double *out, terr *err
     return 0;
 }
 
-static int parse_threads(const char *name, const char *v, int *out, terr *err)
+static int parse_int(const char *name, const char *v, long max, int *out, terr *err)
 {
     char *end;
     errno = 0;
     long n = strtol(v, &end, 10);
-    if (errno || end == v || *end || n < 1 || n > 256)
-        return terr_set(err, "%s must be an integer in 1..256 (got \"%s\")", name, v);
+    if (errno || end == v || *end || n < 1 || n > max)
+        return terr_set(err, "%s must be an integer in 1..%ld (got \"%s\")", name, max, v);
     *out = (int)n;
     return 0;
 }
@@ -90,7 +99,7 @@ static int parse_threads(const char *name, const char *v, int *out, terr *err)
 typedef struct flag_def {
     const char *flag;
     const char *env;
-    enum { F_STR, F_SECONDS, F_THREADS, F_LIMIT } kind;
+    enum { F_STR, F_SECONDS, F_THREADS, F_COUNT, F_LIMIT } kind;
     size_t offset;
 } flag_def;
 
@@ -103,6 +112,9 @@ static const flag_def flags[] = {
     {"--reconcile-interval", "TORPOR_RECONCILE_INTERVAL", F_SECONDS, OFF(reconcile_interval_sec)},
     {"--transition-grace", "TORPOR_TRANSITION_GRACE", F_SECONDS, OFF(transition_grace_sec)},
     {"--http-threads", "TORPOR_HTTP_THREADS", F_THREADS, OFF(http_threads)},
+    {"--http-long-threads", "TORPOR_HTTP_LONG_THREADS", F_THREADS, OFF(http_long_threads)},
+    {"--team-long-calls", "TORPOR_TEAM_LONG_CALLS", F_THREADS, OFF(team_long_calls)},
+    {"--max-connections", "TORPOR_MAX_CONNECTIONS", F_COUNT, OFF(max_connections)},
     {"--tls-cert", "TORPOR_TLS_CERT", F_STR, OFF(tls_cert)},
     {"--tls-key", "TORPOR_TLS_KEY", F_STR, OFF(tls_key)},
     {"--tls-ca", "TORPOR_TLS_CA", F_STR, OFF(tls_ca)},
@@ -126,7 +138,8 @@ static int set_value(cp_config *c, const flag_def *f, const char *name, const ch
         *(const char **)base = v;
         return 0;
     case F_SECONDS: return parse_seconds(name, v, (double *)base, err);
-    case F_THREADS: return parse_threads(name, v, (int *)base, err);
+    case F_THREADS: return parse_int(name, v, 256, (int *)base, err);
+    case F_COUNT: return parse_int(name, v, 1000000, (int *)base, err);
     case F_LIMIT: {
         char *end;
         errno = 0;
@@ -152,6 +165,9 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->metrics_addr = "127.0.0.1:9464";
     out->max_sandboxes = -1;
     out->max_memory_mb = -1;
+    out->http_long_threads = 16;
+    out->team_long_calls = 8;
+    out->max_connections = 1024;
 
     for (size_t i = 0; i < N_FLAGS; i++) {
         const char *v = flags[i].env ? getenv(flags[i].env) : NULL;

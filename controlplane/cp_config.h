@@ -34,6 +34,9 @@ typedef struct cp_config {
     double reconcile_interval_sec;
     double transition_grace_sec; /* pausing/resuming rows older than this are resolved */
     int http_threads;
+    int http_long_threads; /* workers for long calls only */
+    int team_long_calls;   /* long calls in flight per team */
+    int max_connections;   /* open HTTP connections */
     const char *tls_cert;
     const char *tls_key;
     const char *tls_ca;

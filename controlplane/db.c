@@ -3,13 +3,20 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cp_metrics.h"
 #include "log.h"
 
 struct db_conn {
     PGconn *pg;
+    bool in_tx; /* between db_begin and db_commit/db_rollback: no retry */
+    bool down;  /* the last failure was the connection, not the statement */
 };
+
+/* A connect to an unreachable server gives up after this long (a value in
+ * the caller's conninfo wins). */
+#define DB_CONNECT_TIMEOUT "5"
 
 /* Columns of a sandbox row, in the order row_from_result reads them. */
 #define SANDBOX_COLS                                                                            \
@@ -33,7 +40,10 @@ int db_open(const char *conninfo, db_conn **out, terr *err)
     if (!conninfo || !*conninfo) return terr_set(err, "no database URL (set --database-url or TORPOR_DATABASE_URL)");
     db_conn *db = calloc(1, sizeof *db);
     if (!db) return terr_set(err, "out of memory");
-    db->pg = PQconnectdb(conninfo);
+    /* connect_timeout first: a value in the caller's conninfo overrides it. */
+    const char *const keys[] = {"connect_timeout", "dbname", NULL};
+    const char *const vals[] = {DB_CONNECT_TIMEOUT, conninfo, NULL};
+    db->pg = PQconnectdbParams(keys, vals, 1);
     if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
         terr_set(err, "connect to PostgreSQL: %s", db->pg ? PQerrorMessage(db->pg) : "out of memory");
         /* libpq messages end with a newline; drop it so log lines stay whole. */
@@ -73,13 +83,26 @@ static int pg_error(db_conn *db, terr *err, const char *what)
 int db_ensure(db_conn *db, terr *err)
 {
     if (PQstatus(db->pg) == CONNECTION_OK) return 0;
-    log_warn("event=db_reconnect");
+    db->in_tx = false; /* a transaction does not survive its connection */
     PQreset(db->pg);
     if (PQstatus(db->pg) != CONNECTION_OK) {
         cp_metrics_db_error();
+        db->down = true;
+        log_warn("event=db_reconnect ok=0");
         return pg_error(db, err, "reconnect to PostgreSQL");
     }
+    log_warn("event=db_reconnect ok=1");
     return 0;
+}
+
+bool db_unavailable(const db_conn *db) { return db->down; }
+
+/* A statement that may run twice with the same effect: a plain read. Reads
+ * that take session state (advisory locks) or row locks are not retried. */
+static bool db_idempotent(const char *sql)
+{
+    while (*sql == ' ' || *sql == '\n') sql++;
+    return strncasecmp(sql, "SELECT", 6) == 0 && !strstr(sql, "pg_advisory") && !strstr(sql, "FOR UPDATE");
 }
 
 /* Runs a parameterised statement; *res is set only on success (TUPLES_OK
@@ -88,9 +111,27 @@ static int run(db_conn *db, const char *what, const char *sql, int n, const char
                PGresult **res, terr *err)
 {
     *res = NULL;
+    db->down = false;
     if (db_ensure(db, err) != 0) return -1;
+    bool was_tx = db->in_tx;
     PGresult *r = PQexecParams(db->pg, sql, n, NULL, params, NULL, NULL, 0);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+    if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && PQstatus(db->pg) != CONNECTION_OK) {
+        /* The connection broke (PostgreSQL restarted, a network cut): a
+         * plain read outside a transaction is retried once on a fresh one,
+         * so the first request after a restart does not fail. */
+        if (!was_tx && db_idempotent(sql)) {
+            PQclear(r);
+            log_warn("event=db_retry what=\"%s\"", what);
+            if (db_ensure(db, err) != 0) return -1;
+            r = PQexecParams(db->pg, sql, n, NULL, params, NULL, NULL, 0);
+            st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
+        }
+        if (PQstatus(db->pg) != CONNECTION_OK) {
+            db->down = true;
+            db->in_tx = false;
+        }
+    }
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
         cp_metrics_db_error();
         if (r) {
@@ -116,12 +157,44 @@ int db_exec_simple(db_conn *db, const char *sql, terr *err)
     return 0;
 }
 
-int db_begin(db_conn *db, terr *err) { return db_exec_simple(db, "BEGIN", err); }
-int db_commit(db_conn *db, terr *err) { return db_exec_simple(db, "COMMIT", err); }
+int db_begin(db_conn *db, terr *err)
+{
+    if (db_exec_simple(db, "BEGIN", err) != 0) return -1;
+    db->in_tx = true;
+    return 0;
+}
+
+int db_commit(db_conn *db, terr *err)
+{
+    int rc = db_exec_simple(db, "COMMIT", err);
+    db->in_tx = false;
+    return rc;
+}
+
 void db_rollback(db_conn *db)
 {
+    db->in_tx = false;
     PGresult *r = PQexec(db->pg, "ROLLBACK");
     PQclear(r);
+}
+
+int db_ping(db_conn *db, terr *err)
+{
+    PGresult *r;
+    if (run(db, "ping", "SELECT 1", 0, NULL, &r, err) != 0) return -1;
+    PQclear(r);
+    return 0;
+}
+
+int db_clock_us(db_conn *db, int64_t *out, terr *err)
+{
+    PGresult *r;
+    if (run(db, "read the database clock", "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint", 0,
+            NULL, &r, err) != 0)
+        return -1;
+    *out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return 0;
 }
 
 int db_try_advisory_lock(db_conn *db, const char *key, bool *acquired, terr *err)

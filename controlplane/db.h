@@ -1,8 +1,9 @@
 /* db: the control plane's PostgreSQL connection and every query it runs.
  *
  * Contract: one db_conn per thread (libpq connections are not shared). Each
- * call first re-establishes a broken connection (PQreset), so a restarted
- * PostgreSQL costs the requests in flight, not the process. Every function
+ * call first re-establishes a broken connection (PQreset), and a plain read
+ * whose connection broke under it is retried once, so a restarted
+ * PostgreSQL costs at most the writes in flight, not the process. Every function
  * returns 0 or -1 with a message; "not found" is reported through a bool,
  * never as an error. Statements run in autocommit unless the caller opened a
  * transaction with db_begin. All SQL of the control plane lives here (apart
@@ -13,6 +14,7 @@
 #include <libpq-fe.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "sandbox_model.h"
 #include "terr.h"
@@ -25,6 +27,15 @@ void db_close(db_conn *db);
 PGconn *db_pg(db_conn *db);
 /* Reconnects when the connection is broken. */
 int db_ensure(db_conn *db, terr *err);
+/* True when the last call failed because PostgreSQL could not be reached
+ * (down, restarting, connection lost), not because of the statement: the
+ * REST layer answers 503 then. A read (SELECT) outside a transaction whose
+ * connection broke is retried once on a fresh connection before failing. */
+bool db_unavailable(const db_conn *db);
+/* SELECT 1 (readiness). */
+int db_ping(db_conn *db, terr *err);
+/* The database server's clock, microseconds since the epoch. */
+int db_clock_us(db_conn *db, int64_t *out, terr *err);
 /* Runs one statement without parameters or results (BEGIN, COMMIT, DDL...). */
 int db_exec_simple(db_conn *db, const char *sql, terr *err);
 

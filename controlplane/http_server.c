@@ -33,6 +33,21 @@
 /* A stop waits this long for replies to slow readers. */
 #define HTTP_STOP_GRACE_MS 5000
 
+/* One open connection, for the deadlines libmicrohttpd does not keep (an
+ * absolute one for the headers, a minimum body rate). Made and freed by the
+ * connection notifications on the I/O thread; deadline and the list are
+ * guarded by http_server.conn_mu, which the sweeper holds while it shuts a
+ * connection's socket down. libmicrohttpd closes the socket only after the
+ * CLOSED notification, which unlinks the entry under that lock, so the
+ * sweeper never touches a closed (or reused) descriptor. */
+typedef struct http_conn {
+    int fd;
+    int64_t deadline_ms; /* 0: none (a worker holds the request, or a reply is being sent) */
+    const char *phase;   /* "headers" or "body", for the log */
+    uint64_t window_bytes;
+    struct http_conn *prev, *next;
+} http_conn;
+
 typedef struct http_header {
     char *name, *value;
     struct http_header *next;
@@ -58,6 +73,11 @@ struct http_request {
     bool queued;        /* handed to a worker (counted in s->n_live) */
     bool done;          /* the worker has finished; the reply is recorded */
     bool long_running;
+    /* Streamed body paused by its consumer (guarded by http_server.mu). */
+    bool body_paused;   /* connection suspended until http_request_resume_body */
+    bool resume_wanted; /* the consumer resumed before the pause took hold */
+    bool was_paused;    /* I/O thread: restart the body-rate deadline on the next piece */
+    http_request *paused_next;
     size_t body_limit;
     char *body;
     size_t body_len, body_cap;
@@ -68,6 +88,7 @@ struct http_request {
     void *user;
     void *data; /* http_request_set_data */
     void (*data_free)(void *data);
+    http_conn *hc; /* its connection's deadlines */
     /* The reply. */
     int status; /* 0 = none yet */
     char *content_type;
@@ -85,6 +106,7 @@ struct http_request {
 
 typedef struct http_worker {
     http_server *server;
+    bool long_only; /* serves only long-running requests */
     void *worker;
     pthread_t thread;
     bool started;
@@ -100,6 +122,7 @@ struct http_server {
     pthread_cond_t cond;      /* a job was queued, a long one ended, or stopping */
     pthread_cond_t live_cond; /* n_live dropped */
     http_request *quick, *quick_tail, *slow, *slow_tail;
+    http_request *paused; /* streamed bodies paused by their consumer */
     size_t n_queued;
     int n_long_running, max_long_running;
     int n_live; /* queued requests not yet completed on the wire */
@@ -107,6 +130,13 @@ struct http_server {
     /* Fixed after start. */
     http_worker *workers;
     int n_workers;
+    int n_quick_workers; /* workers[0..n_quick_workers) quick; the rest long-only */
+    /* Connection deadlines (see http_conn). */
+    pthread_mutex_t conn_mu;
+    pthread_cond_t sweep_cond;
+    http_conn *conns;
+    bool sweep_stop, sweep_started;
+    pthread_t sweeper;
 };
 
 /* The request whose on_headers or handler runs on this thread, so that the
@@ -163,6 +193,87 @@ static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
     return 0;
 }
 
+/* ------------------------------------------------------------ connection deadlines */
+
+/* Sets hc's deadline after_ms from now (0: none). */
+static void conn_deadline(http_server *s, http_conn *hc, int64_t after_ms, const char *phase)
+{
+    if (!hc) return;
+    pthread_mutex_lock(&s->conn_mu);
+    hc->deadline_ms = after_ms ? mono_ms() + after_ms : 0;
+    hc->phase = phase;
+    hc->window_bytes = 0;
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* n body bytes arrived: a full window's worth moves the deadline on. */
+static void conn_body_bytes(http_server *s, http_conn *hc, size_t n)
+{
+    if (!hc) return;
+    pthread_mutex_lock(&s->conn_mu);
+    hc->window_bytes += n;
+    if (hc->window_bytes >= HTTP_BODY_MIN_BYTES && hc->deadline_ms) {
+        hc->deadline_ms = mono_ms() + HTTP_BODY_WINDOW_MS;
+        hc->window_bytes = 0;
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+}
+
+/* I/O thread: a connection opened or closed. */
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code)
+{
+    http_server *s = cls;
+    if (code == MHD_CONNECTION_NOTIFY_STARTED) {
+        http_conn *hc = calloc(1, sizeof *hc);
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (!hc || !ci) { /* untracked: only libmicrohttpd's idle timeout applies */
+            free(hc);
+            return;
+        }
+        hc->fd = ci->connect_fd;
+        hc->deadline_ms = mono_ms() + HTTP_HEADERS_TIMEOUT_MS;
+        hc->phase = "headers";
+        pthread_mutex_lock(&s->conn_mu);
+        hc->next = s->conns;
+        if (s->conns) s->conns->prev = hc;
+        s->conns = hc;
+        pthread_mutex_unlock(&s->conn_mu);
+        *socket_context = hc;
+    } else if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        http_conn *hc = *socket_context;
+        *socket_context = NULL;
+        if (!hc) return;
+        pthread_mutex_lock(&s->conn_mu);
+        if (hc->prev) hc->prev->next = hc->next;
+        else s->conns = hc->next;
+        if (hc->next) hc->next->prev = hc->prev;
+        pthread_mutex_unlock(&s->conn_mu);
+        free(hc);
+    }
+}
+
+/* Closes connections past their deadline: shutdown() of the socket, which
+ * libmicrohttpd then sees as the client's end and closes on its thread. */
+static void *sweeper_main(void *arg)
+{
+    http_server *s = arg;
+    pthread_mutex_lock(&s->conn_mu);
+    while (!s->sweep_stop) {
+        struct timespec ts = mono_deadline(500);
+        pthread_cond_timedwait(&s->sweep_cond, &s->conn_mu, &ts);
+        int64_t now = mono_ms();
+        for (http_conn *hc = s->conns; hc; hc = hc->next) {
+            if (!hc->deadline_ms || now < hc->deadline_ms) continue;
+            hc->deadline_ms = 0;
+            shutdown(hc->fd, SHUT_RDWR);
+            log_write(LOG_INFO, "event=http_slow_client phase=%s fd=%d", hc->phase, hc->fd);
+        }
+    }
+    pthread_mutex_unlock(&s->conn_mu);
+    return NULL;
+}
+
 /* ------------------------------------------------------------ request */
 
 static void request_free(http_request *r)
@@ -211,6 +322,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     http_request *r = *con_cls;
     *con_cls = NULL;
     if (!r) return;
+    /* Keep-alive: the next request's headers within the idle time plus the
+     * headers time (an upgraded socket is its route's, not ours). */
+    if (!r->upgrade_fn) conn_deadline(s, r->hc, HTTP_IDLE_TIMEOUT_SEC * 1000 + HTTP_HEADERS_TIMEOUT_MS, "headers");
+    if (r->headers_seen && s->cfg.on_done) s->cfg.on_done(s->cfg.app, r);
     if (r->queued) {
         pthread_mutex_lock(&s->mu);
         s->n_live--;
@@ -251,6 +366,7 @@ void http_upgraded_close(http_upgraded *h)
 static enum MHD_Result send_reply(http_request *r)
 {
     struct MHD_Response *resp;
+    conn_deadline(r->s, r->hc, 0, "reply"); /* a slow reader meets the idle timeout only */
     if (r->upgrade_fn) {
         /* The call outlives the request (whose completion may come first),
          * so it gets its own closure, freed with the response. */
@@ -289,9 +405,9 @@ static enum MHD_Result reply_now(http_request *r, int status, const char *code, 
 static enum MHD_Result reply_over_limit(http_request *r)
 {
     /* No handler sees it, so the layer logs it, as the API logs the rest. */
-    char q[LOG_QUOTE_MAX];
-    log_write(LOG_INFO, "event=http_request method=%s path=\"%s\" status=413 body_limit=%zu announced=%llu", r->method,
-              log_quote(r->path, q, sizeof q), r->body_limit, r->body_announced);
+    char q[LOG_QUOTE_MAX], qm[64];
+    log_write(LOG_INFO, "event=http_request method=\"%s\" path=\"%s\" status=413 body_limit=%zu announced=%llu",
+              log_quote(r->method, qm, sizeof qm), log_quote(r->path, q, sizeof q), r->body_limit, r->body_announced);
     char msg[160];
     if (r->body_announced)
         snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit", r->body_announced,
@@ -353,13 +469,18 @@ static enum MHD_Result on_headers(http_server *s, http_request *r)
 /* I/O thread: a piece of the body. */
 static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
 {
-    if (r->stream_fn) return r->stream_fn(r->stream_cls, r, data, len) == 0 ? MHD_YES : MHD_NO;
-    if (r->body_over) return MHD_YES;
+    if (r->body_over) {
+        /* Dropped bytes are bounded too: a chunked body far over the limit
+         * closes the connection (without the 413 it would get at its end). */
+        r->body_len += len;
+        return r->body_len > r->body_limit && r->body_len - r->body_limit > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
+    }
     if (len > r->body_limit - r->body_len) { /* chunked: no Content-Length to refuse up front */
         r->body_over = true;
         free(r->body);
         r->body = NULL;
-        r->body_len = r->body_cap = 0;
+        r->body_len += len; /* from here on: the count of bytes received */
+        r->body_cap = 0;
         return MHD_YES;
     }
     if (r->body_len + len > r->body_cap) {
@@ -375,6 +496,67 @@ static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
     return MHD_YES;
 }
 
+/* I/O thread: a piece of a streamed body. The consumer takes it whole, or
+ * pauses: the piece stays unread (*size unchanged) and the connection is
+ * suspended, so nothing more is read and TCP holds the client back, until
+ * http_request_resume_body; libmicrohttpd then offers the piece again. */
+static enum MHD_Result on_stream(http_server *s, http_request *r, const char *data, size_t *size)
+{
+    for (;;) {
+        pthread_mutex_lock(&s->mu);
+        bool stopping = s->stopping;
+        pthread_mutex_unlock(&s->mu);
+        if (stopping) return MHD_NO;
+        int rc = r->stream_fn(r->stream_cls, r, data, *size);
+        if (rc < 0) return MHD_NO;
+        if (rc != HTTP_BODY_PAUSE) {
+            if (r->was_paused) {
+                r->was_paused = false;
+                conn_deadline(s, r->hc, HTTP_BODY_WINDOW_MS, "body");
+            }
+            conn_body_bytes(s, r->hc, *size);
+            *size = 0;
+            return MHD_YES;
+        }
+        conn_deadline(s, r->hc, 0, "paused"); /* the consumer is slow, not the client */
+        pthread_mutex_lock(&s->mu);
+        if (r->resume_wanted) { /* room again already: offer the piece again now */
+            r->resume_wanted = false;
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        r->body_paused = true;
+        r->was_paused = true;
+        r->paused_next = s->paused;
+        s->paused = r;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&s->mu);
+        return MHD_YES;
+    }
+}
+
+/* Under s->mu: takes r off the paused list and resumes its connection. */
+static void unpause_locked(http_server *s, http_request *r)
+{
+    for (http_request **p = &s->paused; *p; p = &(*p)->paused_next)
+        if (*p == r) {
+            *p = r->paused_next;
+            break;
+        }
+    r->paused_next = NULL;
+    r->body_paused = false;
+    MHD_resume_connection(r->conn);
+}
+
+void http_request_resume_body(http_request *r)
+{
+    http_server *s = r->s;
+    pthread_mutex_lock(&s->mu);
+    if (r->body_paused) unpause_locked(s, r);
+    else r->resume_wanted = true;
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* I/O thread: hands r to a worker (for cfg->vet when r->vetting, else the
  * handler) with its connection suspended; replies 503 when it cannot. */
 static enum MHD_Result queue_job(http_server *s, http_request *r)
@@ -388,6 +570,7 @@ static enum MHD_Result queue_job(http_server *s, http_request *r)
         /* Suspended before a worker can see it, so its resume always
          * follows the suspend. */
         MHD_suspend_connection(r->conn);
+        conn_deadline(s, r->hc, 0, "worker");
         if (!r->queued) s->n_live++;
         r->queued = true;
         if (!r->vetting) r->in_handler = true;
@@ -397,10 +580,9 @@ static enum MHD_Result queue_job(http_server *s, http_request *r)
         if (*tail) (*tail)->next = r;
         else *head = r;
         *tail = r;
-        /* One waiter is enough: a worker that cannot take it (a long job
-         * while the long-running quota is used up) means none can, and the
-         * end of a long job signals again. */
-        pthread_cond_signal(&s->cond);
+        /* All waiters: with two pools the one woken might not be allowed
+         * to take this job. */
+        pthread_cond_broadcast(&s->cond);
     }
     pthread_mutex_unlock(&s->mu);
     if (stopping || full) {
@@ -454,18 +636,27 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->conn = conn;
         r->method = method;
         r->http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
+        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        r->hc = ci ? ci->socket_context : NULL;
+        /* The headers are in: from now on the body's minimum rate. */
+        conn_deadline(s, r->hc, no_body(r) ? 0 : HTTP_BODY_WINDOW_MS, "body");
         return on_headers(s, r);
     }
     if (r->vetting) { /* resumed (or woken early) while the vet job runs */
         if (!r->done) return MHD_YES;
         r->done = false;
         enum MHD_Result rc = after_vet(r);
+        /* Accepted, or refused and drained: the body's rate applies again. */
+        if (rc == MHD_YES && (r->discard || !r->status) && !no_body(r))
+            conn_deadline(s, r->hc, HTTP_BODY_WINDOW_MS, "body");
         if (rc != MHD_YES || r->status) return rc;
         if (!*upload_data_size) return no_body(r) ? dispatch(s, r) : MHD_YES;
     }
+    if (*upload_data_size && r->stream_fn && !r->discard) return on_stream(s, r, upload_data, upload_data_size);
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
+        conn_body_bytes(s, r->hc, n);
         if (r->discard) return MHD_YES;
         return on_body(r, upload_data, n);
     }
@@ -477,19 +668,22 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 
 /* Takes the next job (quick ones first; a long one only while fewer than
  * max_long_running run), or NULL once stopping with nothing left. */
-static http_request *next_job(http_server *s, bool *is_long)
+static http_request *next_job(http_server *s, const http_worker *w, bool *is_long)
 {
     pthread_mutex_lock(&s->mu);
     http_request *r = NULL;
+    /* With a long-call pool, its workers take only long jobs and the others
+     * never do. */
+    bool pooled = s->n_quick_workers < s->n_workers;
     for (;;) {
-        if (s->quick) {
+        if (s->quick && !w->long_only) {
             r = s->quick;
             s->quick = r->next;
             if (!s->quick) s->quick_tail = NULL;
             *is_long = false;
             break;
         }
-        if (s->slow && s->n_long_running < s->max_long_running) {
+        if (s->slow && s->n_long_running < s->max_long_running && (w->long_only || !pooled)) {
             r = s->slow;
             s->slow = r->next;
             if (!s->slow) s->slow_tail = NULL;
@@ -497,7 +691,9 @@ static http_request *next_job(http_server *s, bool *is_long)
             *is_long = true;
             break;
         }
-        if (s->stopping && !s->slow) break;
+        /* Stopping: exit once nothing is left that this worker may take. */
+        bool mine_left = w->long_only ? s->slow != NULL : s->quick || (!pooled && s->slow);
+        if (s->stopping && !mine_left) break;
         pthread_cond_wait(&s->cond, &s->mu);
     }
     if (r) {
@@ -514,7 +710,7 @@ static void *worker_main(void *arg)
     http_server *s = w->server;
     bool is_long;
     http_request *r;
-    while ((r = next_job(s, &is_long))) {
+    while ((r = next_job(s, w, &is_long))) {
         http_current = r;
         if (r->vetting) {
             s->cfg.vet(s->cfg.app, w->worker, r);
@@ -528,8 +724,8 @@ static void *worker_main(void *arg)
         s->cfg.handler(s->cfg.app, w->worker, r);
         http_current = NULL;
         if (r->status == 0) {
-            char q[LOG_QUOTE_MAX];
-            log_write(LOG_ERROR, "event=http_no_reply method=%s path=\"%s\"", r->method,
+            char q[LOG_QUOTE_MAX], qm[64];
+            log_write(LOG_ERROR, "event=http_no_reply method=\"%s\" path=\"%s\"", log_quote(r->method, qm, sizeof qm),
                       log_quote(r->path, q, sizeof q));
             http_current = r;
             http_reply_error(r, 500, "internal_error", "handler sent no reply");
@@ -539,7 +735,7 @@ static void *worker_main(void *arg)
         r->done = true;
         if (is_long) {
             s->n_long_running--;
-            if (s->slow) pthread_cond_signal(&s->cond);
+            if (s->slow) pthread_cond_broadcast(&s->cond);
         }
         pthread_mutex_unlock(&s->mu);
         /* From here on the I/O thread owns r again. */
@@ -566,24 +762,35 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     *out = NULL;
     if (cfg->n_threads < 1 || cfg->n_threads > 1024)
         return terr_set(err, "http threads must be 1..1024 (got %d)", cfg->n_threads);
+    if (cfg->n_long_threads < 0 || cfg->n_long_threads > 1024)
+        return terr_set(err, "http long-call threads must be 0..1024 (got %d)", cfg->n_long_threads);
     http_server *s = calloc(1, sizeof *s);
     if (!s) return terr_set(err, "out of memory");
     s->cfg = *cfg;
     s->listen_fd = -1;
-    s->max_long_running = cfg->n_threads > 1 ? cfg->n_threads - 1 : 1;
+    s->max_long_running = cfg->n_long_threads > 0 ? cfg->n_long_threads : cfg->n_threads > 1 ? cfg->n_threads - 1 : 1;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->conn_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&s->sweep_cond, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_cond_init(&s->cond, NULL);
     pthread_cond_init(&s->live_cond, NULL);
     if (bind_listen(cfg->listen_addr, &s->listen_fd, &s->port, err) != 0) goto fail;
-    s->workers = calloc((size_t)cfg->n_threads, sizeof *s->workers);
+    int total = cfg->n_threads + cfg->n_long_threads;
+    s->workers = calloc((size_t)total, sizeof *s->workers);
     if (!s->workers) {
         terr_set(err, "out of memory");
         goto fail;
     }
-    s->n_workers = cfg->n_threads;
+    s->n_workers = total;
+    s->n_quick_workers = cfg->n_threads;
     for (int i = 0; i < s->n_workers; i++) {
         http_worker *w = &s->workers[i];
         w->server = s;
+        w->long_only = i >= cfg->n_threads;
         w->worker = cfg->worker_init(cfg->app, i, err);
         if (!w->worker) {
             terr_wrap(err, "http worker %d", i);
@@ -604,14 +811,21 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
                               MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
                               MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
                               MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
                               MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-                              MHD_OPTION_CONNECTION_TIMEOUT, 120u,
-                              MHD_OPTION_CONNECTION_LIMIT, 4096u,
+                              MHD_OPTION_CONNECTION_TIMEOUT, HTTP_IDLE_TIMEOUT_SEC,
+                              MHD_OPTION_CONNECTION_LIMIT,
+                              cfg->max_connections ? cfg->max_connections : HTTP_MAX_CONNECTIONS_DEFAULT,
                               MHD_OPTION_END);
     if (!s->mhd) {
         terr_set(err, "MHD_start_daemon on %s failed", cfg->listen_addr);
         goto fail;
     }
+    if (pthread_create(&s->sweeper, NULL, sweeper_main, s) != 0) {
+        terr_set(err, "pthread_create failed");
+        goto fail;
+    }
+    s->sweep_started = true;
     *out = s;
     return 0;
 fail:
@@ -634,6 +848,10 @@ void http_server_stop(http_server *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->cond);
+    /* Paused bodies: resumed, so that their connections close (on_stream
+     * refuses once stopping); libmicrohttpd must not be stopped with a
+     * connection still suspended. */
+    while (s->paused) unpause_locked(s, s->paused);
     pthread_mutex_unlock(&s->mu);
     for (int i = 0; i < s->n_workers; i++)
         if (s->workers[i].started) pthread_join(s->workers[i].thread, NULL);
@@ -646,6 +864,13 @@ void http_server_stop(http_server *s)
     while (s->n_live > 0 && s->mhd)
         if (pthread_cond_timedwait(&s->live_cond, &s->mu, &until) != 0) break;
     pthread_mutex_unlock(&s->mu);
+    if (s->sweep_started) {
+        pthread_mutex_lock(&s->conn_mu);
+        s->sweep_stop = true;
+        pthread_cond_signal(&s->sweep_cond);
+        pthread_mutex_unlock(&s->conn_mu);
+        pthread_join(s->sweeper, NULL);
+    }
     if (s->mhd) MHD_stop_daemon(s->mhd);
     if (s->listen_fd >= 0) close(s->listen_fd);
     for (int i = 0; i < s->n_workers; i++)
@@ -653,6 +878,8 @@ void http_server_stop(http_server *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     pthread_cond_destroy(&s->live_cond);
+    pthread_mutex_destroy(&s->conn_mu);
+    pthread_cond_destroy(&s->sweep_cond);
     free(s->workers);
     free(s);
 }

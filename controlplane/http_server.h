@@ -21,9 +21,19 @@
  * handler holds up only its worker and never another connection, new or
  * keep-alive. Each worker owns an object made by cfg->worker_init (the
  * control plane puts a PostgreSQL connection there). Long-running requests
- * (http_request_set_long_running) use at most n_threads - 1 workers when
- * n_threads > 1, so a quick request always finds a worker. At most
+ * (http_request_set_long_running) go to the n_long_threads workers of their
+ * own pool when there are any (the n_threads others then serve only quick
+ * requests and vet jobs), else they use at most n_threads - 1 workers when
+ * n_threads > 1; either way a quick request always finds a worker. At most
  * HTTP_MAX_QUEUED requests wait; more get 503 at once.
+ *
+ * Connections: at most max_connections are open (more wait in the listen
+ * backlog). Slow clients are closed: a request's headers must be complete
+ * within HTTP_HEADERS_TIMEOUT_MS of its connection's start (or, on a
+ * keep-alive connection, of the previous reply plus the idle time), a body
+ * must arrive at HTTP_BODY_MIN_BYTES per HTTP_BODY_WINDOW_MS at least, and
+ * a connection idle (no byte either way) for HTTP_IDLE_TIMEOUT_SEC is
+ * closed. These deadlines do not run while a worker holds the request.
  *
  * The handler may read the request (method, path, query, headers, body) and
  * add response headers; a reply helper records the response, which the I/O
@@ -55,12 +65,22 @@
 
 #include "terr.h"
 
+#define HTTP_MAX_CONNECTIONS_DEFAULT 1024u
+#define HTTP_HEADERS_TIMEOUT_MS 10000
+#define HTTP_BODY_WINDOW_MS 10000
+#define HTTP_BODY_MIN_BYTES (16 * 1024) /* per window: 1.6 KB/s */
+#define HTTP_IDLE_TIMEOUT_SEC 60u
+
 typedef struct http_server http_server;
 typedef struct http_request http_request;
 
 typedef struct http_server_config {
     const char *listen_addr; /* "127.0.0.1:8080", "[::1]:0" */
     int n_threads;           /* >= 1 */
+    /* Workers that serve only long-running requests (0: none; long ones
+     * then share the n_threads workers, at most n_threads - 1 at a time). */
+    int n_long_threads;
+    unsigned max_connections; /* open connections; 0 = HTTP_MAX_CONNECTIONS_DEFAULT */
     size_t max_body;         /* default body limit of a request */
     void *app;
     /* Called once per worker thread before serving; NULL result = failure. */
@@ -77,6 +97,10 @@ typedef struct http_server_config {
      * no body or more than 4 MiB is announced or the client waits for
      * "100 Continue", else after draining it). May be NULL. */
     void (*vet)(void *app, void *worker, http_request *req);
+    /* I/O thread, once per request whose on_headers ran, when it is over
+     * (answered, refused, or the client left), just before it is freed; to
+     * release what on_headers, vet or the handler took for it. May be NULL. */
+    void (*on_done)(void *app, http_request *req);
 } http_server_config;
 
 int http_server_start(const http_server_config *cfg, http_server **out, terr *err);
@@ -112,10 +136,20 @@ void http_request_set_user(http_request *req, void *user);
 /* Runs cfg->vet on a worker before the body is read (one more worker hop). */
 void http_request_vet_first(http_request *req);
 /* The body is not buffered: each piece is handed to fn on the I/O thread as
- * it arrives (fn must not block); fn returns -1 to refuse the rest (the
- * connection is then closed). The handler runs once the body has ended. */
+ * it arrives (fn must not block); fn returns 0 when it took the piece, -1 to
+ * refuse the rest (the connection is then closed), or HTTP_BODY_PAUSE when
+ * it has no room for it now (back-pressure): it then took nothing, the
+ * server stops reading that connection (the client is held back by TCP, the
+ * server holds at most the one piece) and offers the same piece again once
+ * the consumer calls http_request_resume_body (from any thread, once per
+ * pause, while the request is alive: before its handler has returned). A
+ * piece is at most the connection's buffer (128 KiB), so a consumer must
+ * take one when its own buffer is empty. The body-rate deadline does not
+ * run while paused. The handler runs once the body has ended. */
+#define HTTP_BODY_PAUSE 1
 typedef int (*http_body_fn)(void *cls, http_request *req, const char *data, size_t len);
 void http_request_stream_body(http_request *req, http_body_fn fn, void *cls);
+void http_request_resume_body(http_request *req);
 
 /* ---- replies */
 void http_add_header(http_request *req, const char *name, const char *value);

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "agent_client.h"
 #include "api.h"
@@ -21,6 +22,7 @@
 #include "log.h"
 #include "metrics_http.h"
 #include "migrate.h"
+#include "team_limit.h"
 #include "reconciler.h"
 
 static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
@@ -133,6 +135,23 @@ static int cmd_teams_set_quota(const cp_config *cfg, terr *err)
     return 0;
 }
 
+/* Each connection is a descriptor, and so is each worker's DB connection:
+ * the soft limit is raised towards the hard one so that max_connections
+ * fit (a lower hard limit is logged, not fatal: libmicrohttpd then refuses
+ * connections beyond it). */
+static void raise_fd_limit(int max_connections)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) return;
+    rlim_t want = (rlim_t)max_connections + 512;
+    if (rl.rlim_cur >= want) return;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    setrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur < want)
+        log_warn("event=fd_limit_low limit=%llu max_connections=%d", (unsigned long long)rl.rlim_cur,
+                 max_connections);
+}
+
 static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
 {
     terr err;
@@ -145,6 +164,15 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                           .server_name_override = cfg->agent_tls_server_name};
     agent_pool *agents;
     if (agent_pool_open(&tls, &agents, &err) != 0) fatal("stage=agent_pool %s", err.msg);
+    /* The reconciler first: /readyz reports what it sees of each host. */
+    reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
+                                .interval_sec = cfg->reconcile_interval_sec,
+                                .grace_sec = cfg->transition_grace_sec};
+    reconciler *rec;
+    if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
+    team_limit *long_calls;
+    if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0) fatal("stage=limits %s", err.msg);
+    raise_fd_limit(cfg->max_connections);
     /* Before the REST listener: a taken metrics port fails the start
      * before any request is served. */
     metrics_http *mh = NULL;
@@ -153,10 +181,12 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
             metrics_http_start(cfg->metrics_addr, metrics_default(), &mh, &err) != 0)
             fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
     }
-    api_ctx ctx = {.cfg = cfg, .agents = agents};
+    api_ctx ctx = {.cfg = cfg, .agents = agents, .rec = rec, .long_calls = long_calls};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
         .n_threads = cfg->http_threads,
+        .n_long_threads = cfg->http_long_threads,
+        .max_connections = (unsigned)cfg->max_connections,
         .max_body = API_FILES_BODY_LIMIT,
         .app = &ctx,
         .worker_init = api_worker_init,
@@ -164,24 +194,22 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
         .on_headers = api_on_headers,
         .handler = api_handle,
         .vet = api_vet,
+        .on_done = api_done,
     };
     http_server *http;
     if (http_server_start(&hc, &http, &err) != 0) fatal("stage=http %s", err.msg);
-    reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
-                                .interval_sec = cfg->reconcile_interval_sec,
-                                .grace_sec = cfg->transition_grace_sec};
-    reconciler *rec;
-    if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
-    log_info("event=cp_ready http=%s port=%d agent=%s threads=%d reconcile_interval=%g metrics_addr=%s "
-             "metrics_port=%d",
-             cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads,
-             cfg->reconcile_interval_sec, cfg->metrics_addr, metrics_http_port(mh));
+    log_info("event=cp_ready http=%s port=%d agent=%s threads=%d long_threads=%d team_long_calls=%d "
+             "max_connections=%d reconcile_interval=%g metrics_addr=%s metrics_port=%d",
+             cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads, cfg->http_long_threads,
+             cfg->team_long_calls, cfg->max_connections, cfg->reconcile_interval_sec, cfg->metrics_addr,
+             metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=cp_stopping signal=%d", sig);
     metrics_http_stop(mh);
     http_server_stop(http);
     reconciler_stop(rec);
+    team_limit_free(long_calls);
     agent_pool_close(agents);
     log_info("event=cp_stopped");
 }

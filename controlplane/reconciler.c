@@ -10,6 +10,7 @@
 #include "db.h"
 #include "log.h"
 #include "mono_time.h"
+#include "torpor_limits.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
 /* A create may take up to its deadline; a pending row older than this was
@@ -110,6 +111,9 @@ typedef struct host_state {
     id_list suspects; /* seen on the last pass: paused rows the agent did not
                        * hold, agent sandboxes under a stopped/error row */
     bool failing;     /* last pass failed: log the next failures at debug level only */
+    /* Written under reconciler.mu (read by reconciler_host_reach). */
+    int reachable;    /* the agent answered the last ListSandboxes: 1/0 */
+    int64_t checked_ms; /* mono_ms of that call */
 } host_state;
 
 struct reconciler {
@@ -127,13 +131,40 @@ static host_state *state_for(reconciler *r, const char *host_id)
 {
     for (size_t i = 0; i < r->n_hosts; i++)
         if (strcmp(r->hosts[i].host_id, host_id) == 0) return &r->hosts[i];
+    pthread_mutex_lock(&r->mu); /* reconciler_host_reach reads the array */
     host_state *grown = realloc(r->hosts, (r->n_hosts + 1) * sizeof *grown);
-    if (!grown) return NULL;
-    r->hosts = grown;
-    host_state *h = &r->hosts[r->n_hosts++];
-    memset(h, 0, sizeof *h);
-    snprintf(h->host_id, sizeof h->host_id, "%s", host_id);
+    host_state *h = NULL;
+    if (grown) {
+        r->hosts = grown;
+        h = &r->hosts[r->n_hosts];
+        memset(h, 0, sizeof *h);
+        snprintf(h->host_id, sizeof h->host_id, "%s", host_id);
+        r->n_hosts++;
+    }
+    pthread_mutex_unlock(&r->mu);
     return h;
+}
+
+static void note_reach(reconciler *r, host_state *hs, bool reachable)
+{
+    pthread_mutex_lock(&r->mu);
+    hs->reachable = reachable;
+    hs->checked_ms = mono_ms();
+    pthread_mutex_unlock(&r->mu);
+}
+
+int reconciler_host_reach(reconciler *r, const char *host_id, double *age_sec)
+{
+    int rc = -1;
+    if (!r) return -1;
+    pthread_mutex_lock(&r->mu);
+    for (size_t i = 0; i < r->n_hosts; i++)
+        if (strcmp(r->hosts[i].host_id, host_id) == 0 && r->hosts[i].checked_ms) {
+            rc = r->hosts[i].reachable;
+            *age_sec = (double)(mono_ms() - r->hosts[i].checked_ms) / 1e3;
+        }
+    pthread_mutex_unlock(&r->mu);
+    return rc;
 }
 
 /* What one pass decided beyond the row changes it committed. */
@@ -167,8 +198,10 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
         goto out;
     }
     size_t k = 0;
+    /* Only well-formed ids: they are the agent's text, logged and sent back
+     * in DestroySandbox (and no row can have another shape). */
     for (size_t i = 0; i < n; i++)
-        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && *resp->sandboxes[i]->sandbox_id)
+        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && limits_sandbox_id_valid(resp->sandboxes[i]->sandbox_id))
             ids[k++] = resp->sandboxes[i]->sandbox_id;
     if (db_sandbox_statuses(r->db, host->id, ids, k, statuses, ages, err) != 0) goto out;
     for (size_t i = 0; i < k; i++) {
@@ -193,7 +226,7 @@ out:
 /* Applies reconciler_decide to the host's rows in one transaction and
  * collects what may be done once it has committed. */
 static int apply(reconciler *r, const db_host *host, const host_state *hs,
-                 const Torpor__Hostagent__V1__ListSandboxesResponse *resp, double min_age, pass_result *out,
+                 const Torpor__Hostagent__V1__ListSandboxesResponse *resp, int64_t list_sent_us, pass_result *out,
                  terr *err)
 {
     memset(out, 0, sizeof *out);
@@ -206,8 +239,10 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
     if (db_sandbox_lock_for_host(r->db, host->id, mask, &rows, &ages, &n, err) != 0) goto fail;
     for (size_t i = 0; i < n; i++) {
         /* A row written after ListSandboxes was sent (a create or resume that
-         * just finished) may be newer than the agent's answer: next pass. */
-        if (ages[i] < min_age) continue;
+         * just finished) may be newer than the agent's answer: next pass.
+         * Both times are the database's clock, so a stall between the
+         * answer and this transaction cannot make a fresh row look old. */
+        if (rows[i].last_updated_us >= list_sent_us) continue;
         bool auto_paused;
         agent_view view = agent_view_of(resp, rows[i].id, &auto_paused);
         bool past_grace;
@@ -337,11 +372,18 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
 static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, terr *err)
 {
     rpc_client *c;
-    if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) return -1;
+    if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) {
+        note_reach(r, hs, false);
+        return -1;
+    }
 
     Torpor__Hostagent__V1__ListSandboxesResponse *resp;
-    int64_t t0 = mono_ms();
+    /* The database's time before the call: rows updated after it are
+     * skipped by apply (see there). */
+    int64_t list_sent_us;
+    if (db_clock_us(r->db, &list_sent_us, err) != 0) return -1;
     grpc_status_code st = agent_list(c, hs->acks.ids, hs->acks.n, &resp, err);
+    note_reach(r, hs, st == GRPC_STATUS_OK);
     if (st != GRPC_STATUS_OK) return terr_wrap(err, "ListSandboxes on host %s", host->id);
     if (check_identity(r, host, hs, resp, err) != 0) {
         /* The acks stay queued for the right agent (ids are random, so the
@@ -351,10 +393,8 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     }
     id_list_free(&hs->acks); /* delivered: the agent has dropped them */
 
-    /* Margin for the transaction's own start and clock granularity. */
-    double min_age = (double)(mono_ms() - t0) / 1e3 + 0.5;
     pass_result pr;
-    int rc = apply(r, host, hs, resp, min_age, &pr, err);
+    int rc = apply(r, host, hs, resp, list_sent_us, &pr, err);
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (rc != 0) return terr_wrap(err, "reconcile host %s", host->id); /* acknowledges nothing */
     id_list_free(&hs->suspects);

@@ -30,6 +30,9 @@
  * deadline (AGENT_DEADLINE_TRANSITION_MAX_MS) plus a margin, so the reconciler never
  * settles a pausing/resuming row while a request thread still waits for
  * the agent; cp_config defaults it to RECONCILER_GRACE_DEFAULT_SEC.
+ * A row counts as newer than the agent's answer when its last_updated is
+ * at or after the database's clock read just before ListSandboxes is sent
+ * (one clock: the database's).
  * reconciler_stop wakes the thread, waits for the pass in progress, joins. */
 #ifndef TORPOR_CP_RECONCILER_H
 #define TORPOR_CP_RECONCILER_H
@@ -68,6 +71,12 @@ typedef struct reconciler_config {
 } reconciler_config;
 
 int reconciler_start(const reconciler_config *cfg, reconciler **out, terr *err);
+/* What this replica's reconciler last saw of host_id's agent: 1 it
+ * answered ListSandboxes, 0 it did not, -1 not reconciled here yet (another
+ * replica holds the host's lock, or the first pass has not run); *age_sec
+ * is how long ago. Thread-safe; r may be NULL (-1). */
+int reconciler_host_reach(reconciler *r, const char *host_id, double *age_sec);
+
 void reconciler_stop(reconciler *r);
 
 /* One pass over every host, synchronously (used by the thread; exposed for

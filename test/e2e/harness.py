@@ -9,7 +9,9 @@ Contract:
   teams (s.key_a, s.key_b). s.restart_agent() SIGKILLs the agent and starts
   it again on the same state dir and port (s.restart_agent(state_dir=D) on
   another one, e.g. to give the host a new agent identity; such dirs are
-  swept for QEMU processes on exit too); s.stop_cp()/s.start_cp() likewise.
+  swept for QEMU processes on exit too); s.stop_cp()/s.start_cp() likewise;
+  s.stop_pg()/s.start_pg() stop and start its PostgreSQL (same data, same
+  URL); s.cp_rss_kb() is torpor-cp's resident set size.
   On exit it stops everything it started -- including the QEMU processes
   whose command line or working directory is in its state dir -- and
   removes the temp dir. The components' logs are printed when a test failed.
@@ -334,6 +336,23 @@ class Stack:
         comp.start()
         m = comp.wait_log(r"event=cp_ready\b[^\n]*\bport=(\d+)", 60, what=f"{name} cp_ready")
         return int(m.group(1))
+
+    def stop_pg(self):
+        out = subprocess.run(["bash", PG_SH, "stop", self.pg_dir], capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError(f"pg.sh stop failed: {out.stderr.strip()}")
+
+    def start_pg(self):
+        out = subprocess.run(["bash", PG_SH, "start", self.pg_dir], capture_output=True, text=True, timeout=120)
+        if out.returncode != 0:
+            raise AssertionError(f"pg.sh start failed: {out.stderr.strip()}")
+
+    def cp_rss_kb(self):
+        with open(f"/proc/{self.cp.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS for torpor-cp")
 
     def stop_cp(self, sig=signal.SIGTERM):
         return self.cp.stop(sig, timeout=20)

@@ -37,7 +37,15 @@ typedef struct app {
     int vetted;           /* vet calls */
     int vetted_handled;   /* handler calls for /vetted */
     int data_freed;       /* request data freed (http_request_set_data) */
+    int long_threads;     /* http_server_config.n_long_threads */
+    /* /paced: a consumer with a bounded buffer (guarded by mu). */
+    size_t paced_buffered, paced_max, paced_total;
+    int paced_pauses;
+    http_request *paced_waiting; /* paused, to be resumed when there is room */
+    bool paced_stop;
 } app;
+
+#define PACED_CAP (256 * 1024)
 
 /* Request data of /data*: remembers its app so the free fn can count. */
 typedef struct req_data {
@@ -100,6 +108,49 @@ static int count_body(void *cls, http_request *req, const char *data, size_t len
     return 0;
 }
 
+/* /paced's body: into a bounded buffer; full -> pause. */
+static int paced_body(void *cls, http_request *req, const char *data, size_t len)
+{
+    app *ap = cls;
+    pthread_mutex_lock(&ap->mu);
+    int rc = 0;
+    if (ap->paced_buffered + len > PACED_CAP) {
+        ap->paced_pauses++;
+        ap->paced_waiting = req;
+        rc = HTTP_BODY_PAUSE;
+    } else {
+        ap->paced_buffered += len;
+        ap->paced_total += len;
+        if (ap->paced_buffered > ap->paced_max) ap->paced_max = ap->paced_buffered;
+    }
+    pthread_mutex_unlock(&ap->mu);
+    return rc;
+}
+
+/* The slow consumer: drains 16 KiB per millisecond, resumes a paused body
+ * once a whole piece (128 KiB) fits again. */
+static void *paced_consumer(void *arg)
+{
+    app *ap = arg;
+    for (;;) {
+        pthread_mutex_lock(&ap->mu);
+        if (ap->paced_stop) {
+            pthread_mutex_unlock(&ap->mu);
+            return NULL;
+        }
+        size_t take = ap->paced_buffered < 16384 ? ap->paced_buffered : 16384;
+        ap->paced_buffered -= take;
+        http_request *resume = NULL;
+        if (ap->paced_waiting && ap->paced_buffered + 128 * 1024 <= PACED_CAP) {
+            resume = ap->paced_waiting;
+            ap->paced_waiting = NULL;
+        }
+        pthread_mutex_unlock(&ap->mu);
+        if (resume) http_request_resume_body(resume);
+        usleep(1000);
+    }
+}
+
 /* The header hook: /limited takes 10 bytes at most, /upload is streamed,
  * /refused is answered before its body, /long is long-running. */
 static void on_headers(void *a, http_request *req)
@@ -108,6 +159,7 @@ static void on_headers(void *a, http_request *req)
     const char *path = http_request_path(req);
     if (strcmp(path, "/limited") == 0) http_request_set_body_limit(req, 10);
     else if (strcmp(path, "/upload") == 0) http_request_stream_body(req, count_body, ap);
+    else if (strcmp(path, "/paced") == 0) http_request_stream_body(req, paced_body, ap);
     else if (strcmp(path, "/refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
     else if (strcmp(path, "/slow") == 0 && ap->slow_is_long) http_request_set_long_running(req);
     else if (strcmp(path, "/vetted") == 0) http_request_vet_first(req);
@@ -169,6 +221,12 @@ static void handler(void *a, void *worker, http_request *req)
         http_reply_upgrade(req, "echo", on_upgraded, NULL);
     } else if (strcmp(uri, "/stream") == 0) {
         http_reply_stream(req, 200, "text/plain", -1, count_stream, NULL, NULL);
+    } else if (strcmp(uri, "/paced") == 0) {
+        pthread_mutex_lock(&ap->mu);
+        json_t *j = json_pack("{s:I, s:I, s:i}", "paced", (json_int_t)ap->paced_total, "max",
+                              (json_int_t)ap->paced_max, "pauses", ap->paced_pauses);
+        pthread_mutex_unlock(&ap->mu);
+        http_reply_json(req, 200, j);
     } else if (strcmp(uri, "/upload") == 0) {
         size_t len;
         http_request_body(req, &len);
@@ -241,7 +299,8 @@ static http_server *start_with(app *ap, int threads, bool hook)
 {
     pthread_mutex_init(&ap->mu, NULL);
     pthread_cond_init(&ap->cond, NULL);
-    http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = threads, .max_body = 4096, .app = ap,
+    http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = threads,
+                              .n_long_threads = ap->long_threads, .max_body = 4096, .app = ap,
                               .worker_init = worker_init, .worker_free = free, .handler = handler,
                               .on_headers = hook ? on_headers : NULL, .vet = hook ? vet : NULL};
     http_server *s;
@@ -788,6 +847,181 @@ static void test_long_running_leave_a_worker_for_quick_ones(void **state)
     http_server_stop(s);
 }
 
+/* With a long-call pool, long requests fill only its workers: two of them
+ * run at once on a pool of two while the one quick worker still answers,
+ * and a third long one waits for the pool, not for the quick worker. */
+static void test_long_pool_leaves_quick_workers_alone(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    ap.slow_is_long = true;
+    ap.long_threads = 2;
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    slow_call c[3] = {{.port = port}, {.port = port}, {.port = port}};
+    pthread_t t[3];
+    for (int i = 0; i < 3; i++) pthread_create(&t[i], NULL, slow_thread, &c[i]);
+    assert_int_equal(wait_count(&ap, &ap.slow_parked, 2), 2);
+    usleep(200 * 1000);
+    pthread_mutex_lock(&ap.mu);
+    int parked = ap.slow_parked;
+    pthread_mutex_unlock(&ap.mu);
+    assert_int_equal(parked, 2); /* the third waits for the pool */
+    char *a = http_get(port, "GET", "/fast", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    open_gate(&ap);
+    for (int i = 0; i < 3; i++) {
+        pthread_join(t[i], NULL);
+        assert_non_null(strstr(c[i].answer, "{\"slow\":\"done\"}"));
+        free(c[i].answer);
+    }
+    http_server_stop(s);
+}
+
+/* A body a little over its limit that arrives in pieces (the first ones
+ * under the limit) is drained and answered 413; a chunked body that goes on
+ * far past the limit is cut off (connection closed), not read forever. */
+static void test_over_limit_in_pieces_and_endless_chunked(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    int fd = connect_to(port);
+    send_all(fd, "POST /limited HTTP/1.1\r\nHost: x\r\nContent-Length: 30\r\n\r\n");
+    for (int i = 0; i < 6; i++) { /* 5 bytes at a time: the first under the limit */
+        usleep(50 * 1000);
+        send_all(fd, "01234");
+    }
+    char *a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "413"));
+    free(a);
+    close(fd);
+
+    fd = connect_to(port);
+    send_all(fd, "POST /limited HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n");
+    static char chunk[65536 + 16];
+    int n = snprintf(chunk, sizeof chunk, "10000\r\n");
+    memset(chunk + n, 'x', 65536);
+    memcpy(chunk + n + 65536, "\r\n", 2);
+    size_t chunk_len = (size_t)n + 65536 + 2;
+    size_t sent = 0;
+    bool cut = false;
+    while (sent < (size_t)64 * 1024 * 1024) { /* far past the limit + 4 MiB */
+        ssize_t w = send(fd, chunk, chunk_len, MSG_NOSIGNAL);
+        if (w < 0) {
+            cut = true;
+            break;
+        }
+        sent += (size_t)w;
+    }
+    assert_true(cut);
+    assert_true(sent < (size_t)16 * 1024 * 1024); /* cut near 4 MiB (+ socket buffers) */
+    close(fd);
+    http_server_stop(s);
+}
+
+typedef struct paced_call {
+    int port;
+    size_t len;
+    char *answer;
+} paced_call;
+
+static void *paced_thread(void *arg)
+{
+    paced_call *c = arg;
+    char *body = malloc(c->len);
+    memset(body, 'p', c->len);
+    c->answer = http_get(c->port, "POST", "/paced", body, c->len);
+    free(body);
+    return NULL;
+}
+
+/* Back-pressure: a fast client streaming 8 MiB to a consumer that keeps at
+ * most 256 KiB is paused and resumed (reading stops while the consumer is
+ * full) and every byte arrives once; a stop while a body is paused ends
+ * that connection instead of hanging (or libmicrohttpd panicking). */
+static void test_streamed_body_pauses_for_a_slow_consumer(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 1, true);
+    pthread_t consumer;
+    pthread_create(&consumer, NULL, paced_consumer, &ap);
+    paced_call c = {.port = http_server_port(s), .len = 8u * 1024 * 1024};
+    pthread_t client;
+    pthread_create(&client, NULL, paced_thread, &c);
+    pthread_join(client, NULL);
+    pthread_mutex_lock(&ap.mu);
+    ap.paced_stop = true;
+    pthread_mutex_unlock(&ap.mu);
+    pthread_join(consumer, NULL);
+    assert_non_null(c.answer);
+    char want[64];
+    snprintf(want, sizeof want, "\"paced\":%zu", c.len);
+    if (!strstr(c.answer, want)) fail_msg("answer: %s", c.answer);
+    assert_true(ap.paced_pauses > 0);
+    assert_true(ap.paced_max <= PACED_CAP);
+    free(c.answer);
+
+    /* Paused, never resumed: the stop still returns. */
+    ap.paced_total = ap.paced_buffered = 0;
+    ap.paced_waiting = NULL;
+    int fd = connect_to(http_server_port(s));
+    send_all(fd, "POST /paced HTTP/1.1\r\nHost: x\r\nContent-Length: 4194304\r\n\r\n");
+    static char chunk[65536];
+    memset(chunk, 'q', sizeof chunk);
+    struct timeval tv = {.tv_sec = 2};
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    for (int i = 0; i < 64; i++)
+        if (send(fd, chunk, sizeof chunk, MSG_NOSIGNAL) <= 0) break; /* blocks once paused */
+    pthread_mutex_lock(&ap.mu);
+    bool paused = ap.paced_waiting != NULL;
+    pthread_mutex_unlock(&ap.mu);
+    assert_true(paused);
+    http_server_stop(s);
+    close(fd);
+}
+
+/* Slow-loris: a client that sends its headers a byte a second is closed
+ * once HTTP_HEADERS_TIMEOUT_MS have passed since it connected, although it
+ * is never idle; meanwhile the server answers others. */
+static void test_slow_headers_are_cut_off(void **state)
+{
+    app ap;
+    http_server *s = start(&ap, 1);
+    int port = http_server_port(s);
+    int fd = connect_to(port);
+    struct timeval tv = {.tv_sec = 1};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    send_all(fd, "GET /fast HTTP/1.1\r\nHost: x\r\nX-Slow: ");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    bool closed = false;
+    for (int i = 0; i < 30 && !closed; i++) {
+        if (i == 3) { /* others are served meanwhile */
+            char *a = http_get(port, "GET", "/fast", "", 0);
+            assert_non_null(a);
+            assert_non_null(strstr(a, "200 OK"));
+            free(a);
+        }
+        if (send(fd, "a", 1, MSG_NOSIGNAL) != 1) closed = true;
+        char buf[256];
+        ssize_t n = read(fd, buf, sizeof buf); /* waits up to 1 s */
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK)) closed = true;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double secs = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    assert_true(closed);
+    assert_true(secs >= HTTP_HEADERS_TIMEOUT_MS / 1000.0 - 1.0);
+    assert_true(secs <= HTTP_HEADERS_TIMEOUT_MS / 1000.0 + 5.0);
+    close(fd);
+    http_server_stop(s);
+}
+
 /* A request marked for vetting is checked on a worker before its body is
  * read: refused at once when nothing or a lot is announced or the client
  * waits for 100 Continue, after draining a small body otherwise; accepted,
@@ -900,6 +1134,10 @@ int main(void)
         cmocka_unit_test(test_query_parsing),
         cmocka_unit_test(test_upgrade_hands_over_the_socket),
         cmocka_unit_test(test_vet_before_the_body),
+        cmocka_unit_test(test_long_pool_leaves_quick_workers_alone),
+        cmocka_unit_test(test_slow_headers_are_cut_off),
+        cmocka_unit_test(test_over_limit_in_pieces_and_endless_chunked),
+        cmocka_unit_test(test_streamed_body_pauses_for_a_slow_consumer),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
