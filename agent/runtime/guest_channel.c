@@ -2,6 +2,7 @@
 #include "guest_channel.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -28,6 +29,9 @@
 #define ANSWER_SMALL_MAX (64u * 1024)
 #define ANSWER_EXEC_MAX (2u * GP_EXEC_OUTPUT_CAP + ANSWER_SMALL_MAX)
 #define ANSWER_READ_MAX (GP_FILE_MAX + ANSWER_SMALL_MAX)
+#define ANSWER_CHUNK_MAX (GP_CHUNK_MAX + ANSWER_SMALL_MAX)
+/* A listing: per entry a name (<= NAME_MAX) and its fixed fields. */
+#define ANSWER_LIST_MAX ((uint32_t)GP_LIST_MAX_ENTRIES * (NAME_MAX + 64u) + ANSWER_SMALL_MAX)
 /* After a large frame the reader's buffer shrinks back to this. */
 #define READ_BUF_KEEP (4 * READ_CHUNK)
 
@@ -36,6 +40,8 @@ static uint32_t answer_cap(uint8_t request_type)
     switch (request_type) {
     case GP_EXEC: return ANSWER_EXEC_MAX;
     case GP_READ_FILE: return ANSWER_READ_MAX;
+    case GP_READ_CHUNK: return ANSWER_CHUNK_MAX;
+    case GP_LIST_DIR: return ANSWER_LIST_MAX;
     default: return ANSWER_SMALL_MAX;
     }
 }
