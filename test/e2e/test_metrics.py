@@ -198,7 +198,10 @@ def test_db_outage_counts_errors_and_drops_the_sandbox_gauges(s):
     assert out.returncode == 0, out.stderr
     try:
         st, body = s.request("GET", "/v1/sandboxes")
-        assert st == 500, f"GET /v1/sandboxes without PostgreSQL: {st} {body}"
+        # 503 unavailable since the control plane tells a database outage
+        # apart from a failure (issue 10).
+        assert st == 503 and body["error"]["code"] == "unavailable", \
+            f"GET /v1/sandboxes without PostgreSQL: {st} {body}"
         fams = families(s.scrape("cp"))
         assert db_errors(fams) > before, f"db errors {db_errors(fams)} (before {before})"
         assert sandbox_samples(fams) == [], f"stale sandbox gauges: {sandbox_samples(fams)}"
