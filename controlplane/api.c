@@ -40,6 +40,16 @@ static bool big_body(http_request *req, size_t route_limit)
     return cl && strtoull(cl, NULL, 10) > API_PREAUTH_BODY_MAX;
 }
 
+/* True when the announced body is over the route's limit: the layer answers
+ * 413 right after the vet, so the request must not take a long-call slot
+ * (a burst of them would otherwise turn into 429s for the team). */
+static bool announced_over_limit(http_request *req, const api_route *route)
+{
+    if (route->stream) return false;
+    const char *cl = http_request_header(req, "Content-Length");
+    return cl && strtoull(cl, NULL, 10) > route->body_limit;
+}
+
 static void decide(void *app, http_request *req)
 {
     api_match m;
@@ -136,7 +146,7 @@ void api_vet(void *app, void *worker, http_request *req)
                                      sb_status_name(row.status));
             }
         }
-        if (http_reply_status(req) == 0) take_long_slot(&r);
+        if (http_reply_status(req) == 0 && !announced_over_limit(req, r.route)) take_long_slot(&r);
     }
     int status = http_reply_status(req);
     if (status != 0) log_request(req, status, 0, r.id);
