@@ -71,7 +71,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
             fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
     }
 
-    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id};
+    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id,
+                     .state_dir = cfg->state_dir, .image_dir = cfg->image_dir};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
                                       .ca_path = cfg->tls_ca},

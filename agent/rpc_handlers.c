@@ -1,8 +1,12 @@
 #include "rpc_handlers.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
 
 #include "agent_metrics.h"
 #include "hostagent.pb-c.h"
@@ -324,6 +328,64 @@ static void h_write_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
     rpc_reply(call, &resp.base);
 }
 
+/* Template images under image_dir (its subdirectories); *out malloc'd. */
+static size_t templates_ready(const char *image_dir, char ***out)
+{
+    *out = NULL;
+    if (!image_dir) return 0;
+    DIR *d = opendir(image_dir);
+    if (!d) return 0;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 256) {
+        if (e->d_type != DT_DIR || !limits_template_name_valid(e->d_name)) continue;
+        char **grown = realloc(*out, (n + 1) * sizeof *grown);
+        if (!grown) break;
+        *out = grown;
+        if (!((*out)[n] = strdup(e->d_name))) break;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void h_host_info(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    (void)m;
+    lifecycle_info *infos = NULL;
+    size_t n = 0;
+    terr e;
+    if (lifecycle_list(app->lc, &infos, &n, &e) != 0) {
+        rpc_fail(call, GRPC_STATUS_INTERNAL, "%s", e.msg);
+        return;
+    }
+    Torpor__Hostagent__V1__GetHostInfoResponse resp = TORPOR__HOSTAGENT__V1__GET_HOST_INFO_RESPONSE__INIT;
+    resp.agent_id = (char *)(app->agent_id ? app->agent_id : "");
+    for (size_t i = 0; i < n; i++) {
+        if (infos[i].status == SANDBOX_PAUSED) {
+            resp.sandboxes_paused++;
+        } else {
+            resp.sandboxes_running++;
+            resp.memory_reserved_mb += infos[i].spec.memory_mb;
+        }
+    }
+    free(infos);
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) resp.memory_total_mb = (int64_t)((uint64_t)si.totalram * si.mem_unit / (1024 * 1024));
+    struct statvfs vf;
+    if (app->state_dir && statvfs(app->state_dir, &vf) == 0)
+        resp.disk_free_mb = (int64_t)((uint64_t)vf.f_bavail * vf.f_frsize / (1024 * 1024));
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    resp.vcpus = cpus > 0 ? (int32_t)cpus : 0;
+    char **tpl;
+    resp.n_templates_ready = templates_ready(app->image_dir, &tpl);
+    resp.templates_ready = tpl;
+    rpc_reply(call, &resp.base);
+    for (size_t i = 0; i < resp.n_templates_ready; i++) free(tpl[i]);
+    free(tpl);
+}
+
 static const rpc_method methods[] = {
     {RPC_CREATE_SANDBOX, &torpor__hostagent__v1__create_sandbox_request__descriptor, h_create},
     {RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, h_destroy},
@@ -335,6 +397,7 @@ static const rpc_method methods[] = {
     {RPC_EXEC, &torpor__hostagent__v1__exec_request__descriptor, h_exec},
     {RPC_READ_FILE, &torpor__hostagent__v1__read_file_request__descriptor, h_read_file},
     {RPC_WRITE_FILE, &torpor__hostagent__v1__write_file_request__descriptor, h_write_file},
+    {RPC_GET_HOST_INFO, &torpor__hostagent__v1__get_host_info_request__descriptor, h_host_info},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

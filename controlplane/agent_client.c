@@ -129,6 +129,7 @@ bool agent_method_is_idempotent(const char *method_path)
 {
     static const char *const idempotent[] = {
         RPC_LIST_SANDBOXES, RPC_PING_SANDBOX, RPC_SET_TIMEOUT, RPC_READ_FILE, RPC_WRITE_FILE, RPC_DESTROY_SANDBOX,
+        RPC_GET_HOST_INFO,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;
@@ -238,6 +239,18 @@ grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
                                           &torpor__hostagent__v1__list_sandboxes_response__descriptor,
                                           &resp, AGENT_DEADLINE_SHORT_MS, err);
     *out = (Torpor__Hostagent__V1__ListSandboxesResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_host_info(rpc_client *c, int deadline_ms, Torpor__Hostagent__V1__GetHostInfoResponse **out,
+                                 terr *err)
+{
+    Torpor__Hostagent__V1__GetHostInfoRequest req = TORPOR__HOSTAGENT__V1__GET_HOST_INFO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_GET_HOST_INFO, &req.base,
+                                     &torpor__hostagent__v1__get_host_info_response__descriptor, &resp,
+                                     deadline_ms > 0 ? deadline_ms : AGENT_DEADLINE_PROBE_MS, err);
+    *out = (Torpor__Hostagent__V1__GetHostInfoResponse *)resp;
     return st;
 }
 

@@ -28,6 +28,9 @@
 #define AGENT_DEADLINE_SHORT_MS 10000 /* ping, list, timeout */
 #define AGENT_DEADLINE_FILES_MS 60000
 #define AGENT_EXEC_SLACK_MS 15000     /* exec deadline = its timeout + this */
+/* GetHostInfo as a health probe: a frozen agent keeps its TCP connection
+ * open, so only a short call deadline tells it from a slow one. */
+#define AGENT_DEADLINE_PROBE_MS 1000
 
 typedef struct agent_pool agent_pool;
 
@@ -56,7 +59,7 @@ grpc_status_code agent_call(rpc_client *c, const char *method_path, const Protob
 /* True for the status/message of a call that never reached the agent. */
 bool agent_is_connect_failure(grpc_status_code code, const char *message);
 /* True for methods whose repetition has the effect of one call: List, Ping,
- * SetSandboxTimeout, ReadFile, WriteFile, Destroy. */
+ * SetSandboxTimeout, ReadFile, WriteFile, Destroy, GetHostInfo. */
 bool agent_method_is_idempotent(const char *method_path);
 
 /* REST status and error code for a failed agent call. */
@@ -106,6 +109,11 @@ grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const c
                                   size_t len, terr *err);
 grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
                                  Torpor__Hostagent__V1__ReadFileResponse **out, terr *err);
+
+/* GetHostInfo (capacity; also the health probe) with deadline_ms (<= 0:
+ * AGENT_DEADLINE_PROBE_MS). */
+grpc_status_code agent_host_info(rpc_client *c, int deadline_ms, Torpor__Hostagent__V1__GetHostInfoResponse **out,
+                                 terr *err);
 
 /* ListSandboxes with acknowledgements (may be NULL/0). */
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,

@@ -11,14 +11,21 @@ struct db_conn {
     PGconn *pg;
 };
 
+/* What a host reads as (db_host.status), over hosts h. */
+#define STR2(x) #x
+#define STR(x) STR2(x)
+#define HOST_STATUS_EXPR \
+    "(CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)"
+
 /* Columns of a sandbox row, in the order row_from_result reads them. */
 #define SANDBOX_COLS                                                                            \
     "id, team_id::text, host_id, status, template, vcpus, memory_mb, timeout_sec, "            \
     "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
     "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
     "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
-    "(extract(epoch from last_updated) * 1000000)::bigint"
-#define SANDBOX_NCOLS 12
+    "(extract(epoch from last_updated) * 1000000)::bigint, "                                   \
+    "coalesce((SELECT " HOST_STATUS_EXPR " FROM hosts h WHERE h.id = sandboxes.host_id), '')"
+#define SANDBOX_NCOLS 13
 
 static void notice_to_log(void *arg, const char *message)
 {
@@ -192,13 +199,34 @@ int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, co
 int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
                     bool *found, terr *err)
 {
+    bool admin;
+    return db_api_key_team_role(db, key_hash, team_id, key_id, stale, &admin, found, err);
+}
+
+int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
+                           bool admin, terr *err)
+{
+    PGresult *r;
+    const char *p[4] = {team_id, key_hash, key_prefix, admin ? "admin" : "member"};
+    if (run(db, "insert API key",
+            "INSERT INTO api_keys (team_id, key_hash, key_prefix, role) VALUES ($1::uuid, $2, $3, $4)", 4, p, &r,
+            err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
+                         bool *admin, bool *found, terr *err)
+{
     PGresult *r;
     const char *p[1] = {key_hash};
     *found = false;
     *stale = false;
+    *admin = false;
     if (run(db, "look up API key",
             "SELECT team_id::text, id::text, "
-            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute') "
+            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute'), role = 'admin' "
             "FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
             1, p, &r, err) != 0)
         return -1;
@@ -206,6 +234,7 @@ int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char ke
         copy_field(team_id, 64, r, 0, 0);
         copy_field(key_id, 64, r, 0, 1);
         *stale = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+        *admin = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
         *found = true;
     }
     PQclear(r);
@@ -317,11 +346,39 @@ int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
     return 0;
 }
 
+/* Columns of a host (host_from_result), over hosts h. */
+#define HOST_COLS                                                                                      \
+    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                           \
+    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "          \
+    "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
+    "(SELECT count(*) FROM sandboxes s WHERE s.host_id = h.id AND s.status NOT IN ('stopped', 'error')) AS n_live, " \
+    "(SELECT coalesce(sum(s.memory_mb), 0) FROM sandboxes s WHERE s.host_id = h.id "                   \
+    "   AND s.status IN ('pending', 'running', 'pausing', 'resuming')) AS mem_used"
+
+/* The same without the per-host sandbox counts (0): for the request path. */
+#define HOST_COLS_LIGHT                                                                                \
+    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                           \
+    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "          \
+    "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
+    "0 AS n_live, 0 AS mem_used"
+
 static void host_from_result(PGresult *r, int i, db_host *h)
 {
+    memset(h, 0, sizeof *h);
     copy_field(h->id, sizeof h->id, r, i, 0);
     copy_field(h->address, sizeof h->address, r, i, 1);
     copy_field(h->agent_id, sizeof h->agent_id, r, i, 2);
+    copy_field(h->state, sizeof h->state, r, i, 3);
+    copy_field(h->status, sizeof h->status, r, i, 4);
+    h->last_seen_age_sec = strtod(PQgetvalue(r, i, 5), NULL);
+    h->failures = atoi(PQgetvalue(r, i, 6));
+    h->max_memory_mb = atoll(PQgetvalue(r, i, 7));
+    h->memory_total_mb = atoll(PQgetvalue(r, i, 8));
+    h->memory_reserved_mb = atoll(PQgetvalue(r, i, 9));
+    h->disk_free_mb = atoll(PQgetvalue(r, i, 10));
+    h->vcpus = atoi(PQgetvalue(r, i, 11));
+    h->sandboxes = atoll(PQgetvalue(r, i, 12));
+    h->memory_used_mb = atoll(PQgetvalue(r, i, 13));
 }
 
 int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err)
@@ -329,7 +386,7 @@ int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *er
     PGresult *r;
     const char *p[1] = {id};
     *found = false;
-    if (run(db, "get host", "SELECT id, address, agent_id FROM hosts WHERE id = $1", 1, p, &r, err) != 0) return -1;
+    if (run(db, "get host", "SELECT " HOST_COLS_LIGHT " FROM hosts h WHERE h.id = $1", 1, p, &r, err) != 0) return -1;
     if (PQntuples(r) == 1) {
         host_from_result(r, 0, out);
         *found = true;
@@ -343,7 +400,7 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run(db, "list hosts", "SELECT id, address, agent_id FROM hosts ORDER BY id", 0, NULL, &r, err) != 0) return -1;
+    if (run(db, "list hosts", "SELECT " HOST_COLS " FROM hosts h ORDER BY h.id", 0, NULL, &r, err) != 0) return -1;
     int rows = PQntuples(r);
     db_host *hosts = calloc(rows ? (size_t)rows : 1, sizeof *hosts);
     if (!hosts) {
@@ -354,6 +411,130 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     PQclear(r);
     *out = hosts;
     *n = (size_t)rows;
+    return 0;
+}
+
+static char *text_array(const char *const *items, size_t n);
+
+int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip, size_t n_skip,
+                 db_host *out, bool *found, terr *err)
+{
+    PGresult *r;
+    *found = false;
+    char mem[16];
+    snprintf(mem, sizeof mem, "%d", memory_mb);
+    char *arr = text_array(skip, n_skip);
+    if (!arr) return terr_set(err, "out of memory");
+    const char *p[3] = {mem, template_name, arr};
+    int rc = run(db, "pick host",
+                 "SELECT * FROM (SELECT " HOST_COLS ", coalesce(h.max_memory_mb, nullif(h.memory_total_mb, 0)) AS cap, "
+                 "  h.templates FROM hosts h WHERE h.state = 'ready' AND h.failures < "
+                 STR(DB_HOST_UNREACHABLE_FAILURES) " AND h.id <> ALL($3::text[])) c "
+                 "WHERE (c.cap IS NULL OR c.cap - c.mem_used >= $1::bigint) "
+                 "  AND (cardinality(c.templates) = 0 OR $2 = ANY(c.templates)) "
+                 "ORDER BY c.n_live, c.id LIMIT 1",
+                 3, p, &r, err);
+    free(arr);
+    if (rc != 0) return -1;
+    if (PQntuples(r) == 1) {
+        host_from_result(r, 0, out);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Runs an UPDATE of one host that returns (old status, new status). */
+static int host_update_status(db_conn *db, const char *what, const char *sql, int n, const char *const *p,
+                              char *old_status, char *new_status, terr *err)
+{
+    PGresult *r;
+    old_status[0] = new_status[0] = '\0';
+    if (run(db, what, sql, n, p, &r, err) != 0) return -1;
+    if (PQntuples(r) == 1) {
+        snprintf(old_status, 16, "%s", PQgetvalue(r, 0, 0));
+        snprintf(new_status, 16, "%s", PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Old status of hosts row h joined as o (a FOR UPDATE read of the same row). */
+#define OLD_STATUS_EXPR \
+    "(CASE WHEN o.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE o.state END)"
+
+int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info, char *old_status,
+                          char *new_status, terr *err)
+{
+    char total[24] = "", reserved[24] = "", disk[24] = "", vcpus[16] = "";
+    char *tpl = NULL;
+    if (info) {
+        snprintf(total, sizeof total, "%lld", info->memory_total_mb);
+        snprintf(reserved, sizeof reserved, "%lld", info->memory_reserved_mb);
+        snprintf(disk, sizeof disk, "%lld", info->disk_free_mb);
+        snprintf(vcpus, sizeof vcpus, "%d", info->vcpus);
+        if (!(tpl = text_array(info->templates, info->n_templates))) return terr_set(err, "out of memory");
+    }
+    const char *p[6] = {id, info ? total : NULL, info ? reserved : NULL, info ? disk : NULL, info ? vcpus : NULL,
+                        tpl};
+    int rc = host_update_status(
+        db, "record host answer",
+        "WITH o AS (SELECT id, state, failures FROM hosts WHERE id = $1 FOR UPDATE) "
+        "UPDATE hosts h SET last_seen = now(), failures = 0, "
+        "  state = CASE WHEN h.state = 'draining' THEN 'draining' ELSE 'ready' END, "
+        "  memory_total_mb = coalesce($2::bigint, h.memory_total_mb), "
+        "  memory_reserved_mb = coalesce($3::bigint, h.memory_reserved_mb), "
+        "  disk_free_mb = coalesce($4::bigint, h.disk_free_mb), vcpus = coalesce($5::int, h.vcpus), "
+        "  templates = coalesce($6::text[], h.templates) "
+        "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
+        "  (CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
+        6, p, old_status, new_status, err);
+    free(tpl);
+    return rc;
+}
+
+int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status, terr *err)
+{
+    const char *p[1] = {id};
+    return host_update_status(
+        db, "record host failure",
+        "WITH o AS (SELECT id, state, failures FROM hosts WHERE id = $1 FOR UPDATE) "
+        "UPDATE hosts h SET failures = o.failures + 1, "
+        "  state = CASE WHEN o.state = 'draining' THEN 'draining' "
+        "               WHEN o.failures + 1 >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' "
+        "               ELSE o.state END "
+        "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
+        "  (CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
+        1, p, old_status, new_status, err);
+}
+
+int db_host_set_state(db_conn *db, const char *id, const char *state, bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {id, state};
+    *found = false;
+    /* ready only undoes a drain; whether it answers decides the rest. */
+    if (run(db, "set host state",
+            "UPDATE hosts SET state = $2 WHERE id = $1 AND ($2 <> 'ready' OR state = 'draining')", 2, p, &r,
+            err) != 0)
+        return -1;
+    *found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return 0;
+}
+
+int db_host_set_max_memory(db_conn *db, const char *id, long long memory_mb, bool *found, terr *err)
+{
+    PGresult *r;
+    char mem[24];
+    snprintf(mem, sizeof mem, "%lld", memory_mb);
+    const char *p[2] = {id, memory_mb >= 0 ? mem : NULL};
+    *found = false;
+    if (run(db, "set host memory cap", "UPDATE hosts SET max_memory_mb = $2::bigint WHERE id = $1", 2, p, &r,
+            err) != 0)
+        return -1;
+    *found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
     return 0;
 }
 
@@ -423,24 +604,6 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err)
     return 0;
 }
 
-int db_host_least_loaded(db_conn *db, db_host *out, bool *found, terr *err)
-{
-    PGresult *r;
-    *found = false;
-    if (run(db, "pick host",
-            "SELECT h.id, h.address, h.agent_id FROM hosts h "
-            "LEFT JOIN sandboxes s ON s.host_id = h.id AND s.status NOT IN ('stopped', 'error') "
-            "GROUP BY h.id, h.address, h.agent_id ORDER BY count(s.id), h.id LIMIT 1",
-            0, NULL, &r, err) != 0)
-        return -1;
-    if (PQntuples(r) == 1) {
-        host_from_result(r, 0, out);
-        *found = true;
-    }
-    PQclear(r);
-    return 0;
-}
-
 /* ---- sandboxes */
 
 static int row_from_result(PGresult *r, int i, sandbox_row *s, terr *err)
@@ -460,6 +623,7 @@ static int row_from_result(PGresult *r, int i, sandbox_row *s, terr *err)
     s->started_at_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
     s->last_active_at_us = strtoll(PQgetvalue(r, i, 10), NULL, 10);
     s->last_updated_us = strtoll(PQgetvalue(r, i, 11), NULL, 10);
+    copy_field(s->host_status, sizeof s->host_status, r, i, 12);
     return 0;
 }
 

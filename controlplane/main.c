@@ -42,12 +42,13 @@ static int cmd_keys_create(const cp_config *cfg, terr *err)
     db_conn *db;
     if (open_migrated(cfg, &db, err) != 0) return -1;
     char key[AUTH_KEY_LEN + 1], team_id[64];
-    int rc = auth_key_create(db, cfg->team, key, team_id, err);
+    int rc = auth_key_create_role(db, cfg->team, cfg->admin, key, team_id, err);
     db_close(db);
     if (rc != 0) return -1;
     printf("%s\n", key);
     char q[LOG_QUOTE_MAX];
-    log_info("event=api_key_created team=\"%s\" team_id=%s", log_quote(cfg->team, q, sizeof q), team_id);
+    log_info("event=api_key_created team=\"%s\" team_id=%s role=%s", log_quote(cfg->team, q, sizeof q), team_id,
+             cfg->admin ? "admin" : "member");
     return 0;
 }
 
@@ -96,9 +97,56 @@ static int cmd_hosts_add(const cp_config *cfg, terr *err)
     db_conn *db;
     if (open_migrated(cfg, &db, err) != 0) return -1;
     int rc = db_host_upsert(db, cfg->host_id, cfg->host_addr, err);
+    bool found;
+    if (rc == 0 && cfg->max_memory_mb)
+        rc = db_host_set_max_memory(db, cfg->host_id,
+                                    strcmp(cfg->max_memory_mb, "none") == 0 ? -1 : atoll(cfg->max_memory_mb), &found,
+                                    err);
     db_close(db);
-    if (rc == 0) log_info("event=host_registered host_id=%s addr=%s", cfg->host_id, cfg->host_addr);
+    if (rc == 0)
+        log_info("event=host_registered host_id=%s addr=%s max_memory_mb=%s", cfg->host_id, cfg->host_addr,
+                 cfg->max_memory_mb ? cfg->max_memory_mb : "unchanged");
     return rc;
+}
+
+static int cmd_hosts_list(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    db_host *hosts;
+    size_t n;
+    int rc = db_host_list(db, &hosts, &n, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9s  %5s  %9s\n", "ID", "STATUS", "ADDRESS", "AGENT ID",
+           "LAST SEEN", "MEMORY USED/CAP MB", "DISK MB", "VCPUS", "SANDBOXES");
+    for (size_t i = 0; i < n; i++) {
+        const db_host *h = &hosts[i];
+        char seen[32], mem[48];
+        if (h->last_seen_age_sec < 0) snprintf(seen, sizeof seen, "never");
+        else snprintf(seen, sizeof seen, "%.1fs ago", h->last_seen_age_sec);
+        long long cap = h->max_memory_mb >= 0 ? h->max_memory_mb : h->memory_total_mb;
+        snprintf(mem, sizeof mem, "%lld/%lld", h->memory_used_mb, cap);
+        printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9lld  %5d  %9lld\n", h->id, h->status, h->address,
+               *h->agent_id ? h->agent_id : "-", seen, mem, h->disk_free_mb, h->vcpus, h->sandboxes);
+    }
+    free(hosts);
+    return 0;
+}
+
+static int cmd_hosts_set_state(const cp_config *cfg, const char *state, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    bool found;
+    int rc = db_host_set_state(db, cfg->host_id, state, &found, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    if (!found)
+        return terr_set(err, strcmp(state, "ready") == 0 ? "no draining host with id %s" : "no host with id %s",
+                        cfg->host_id);
+    log_info("event=host_state_set host_id=%s state=%s", cfg->host_id, state);
+    return 0;
 }
 
 static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
@@ -198,6 +246,15 @@ int main(int argc, char **argv)
         return 0;
     case CP_CMD_HOSTS_RESET_IDENTITY:
         if (cmd_hosts_reset_identity(&cfg, &err) != 0) fatal("command=hosts_reset_identity %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_LIST:
+        if (cmd_hosts_list(&cfg, &err) != 0) fatal("command=hosts_list %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_DRAIN:
+        if (cmd_hosts_set_state(&cfg, "draining", &err) != 0) fatal("command=hosts_drain %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_UNDRAIN:
+        if (cmd_hosts_set_state(&cfg, "ready", &err) != 0) fatal("command=hosts_undrain %s", err.msg);
         return 0;
     default: cmd_serve(&cfg, &sigs); return 0;
     }

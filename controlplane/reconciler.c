@@ -334,10 +334,51 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
                     *recorded ? recorded : "(none)", !safe ? "(malformed)" : *got ? got : "(none)");
 }
 
+/* The health probe: GetHostInfo with AGENT_DEADLINE_PROBE_MS, its answer
+ * or failure recorded in the hosts table (state, last_seen, capacity); a
+ * change of the host's status is logged (event=host_status). */
+static int probe(reconciler *r, const db_host *host, rpc_client *c, terr *err)
+{
+    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
+    grpc_status_code st = agent_host_info(c, AGENT_DEADLINE_PROBE_MS, &info, err);
+    char before[16], after[16];
+    terr dberr;
+    int rc;
+    if (st == GRPC_STATUS_OK) {
+        db_host_info hi = {.memory_total_mb = info->memory_total_mb,
+                           .memory_reserved_mb = info->memory_reserved_mb,
+                           .disk_free_mb = info->disk_free_mb,
+                           .vcpus = info->vcpus,
+                           .templates = (const char *const *)info->templates_ready,
+                           .n_templates = info->n_templates_ready};
+        rc = db_host_record_answer(r->db, host->id, &hi, before, after, &dberr);
+        protobuf_c_message_free_unpacked(&info->base, NULL);
+    } else {
+        rc = db_host_record_failure(r->db, host->id, before, after, &dberr);
+    }
+    if (rc != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+    } else if (strcmp(before, after) != 0) {
+        log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
+    }
+    if (st != GRPC_STATUS_OK) return terr_wrap(err, "GetHostInfo on host %s", host->id);
+    return 0;
+}
+
 static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, terr *err)
 {
     rpc_client *c;
-    if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) return -1;
+    if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) {
+        char before[16], after[16];
+        terr dberr;
+        if (db_host_record_failure(r->db, host->id, before, after, &dberr) == 0 && strcmp(before, after) != 0)
+            log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
+        return -1;
+    }
+    /* A frozen agent keeps its connection open: without the short probe,
+     * ListSandboxes would wait its whole deadline every pass. */
+    if (probe(r, host, c, err) != 0) return -1;
 
     Torpor__Hostagent__V1__ListSandboxesResponse *resp;
     int64_t t0 = mono_ms();

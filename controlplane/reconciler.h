@@ -3,6 +3,11 @@
  * Contract: a background thread that, every interval, for each host in the
  * hosts table and only while holding that host's PostgreSQL advisory lock
  * (so one replica reconciles a host at a time):
+ *   0. probes the agent with GetHostInfo (deadline AGENT_DEADLINE_PROBE_MS)
+ *      and records the answer in the hosts table (last_seen, capacity,
+ *      state ready unless draining) or the failure (failures + 1; from
+ *      DB_HOST_UNREACHABLE_FAILURES consecutive ones on the host reads
+ *      unreachable); a failed probe ends the host's pass;
  *   1. calls ListSandboxes, acknowledging the auto-pause notices recorded
  *      (committed) by the previous pass, and checks the agent's identity
  *      (ListSandboxesResponse.agent_id) against hosts.agent_id: the first

@@ -54,9 +54,12 @@ typedef struct sandbox_row {
     int64_t started_at_us;     /* 0 = null */
     int64_t last_active_at_us; /* 0 = null */
     int64_t last_updated_us;
+    char host_status[16];      /* its host's status (db_host.status); "" = unknown */
 } sandbox_row;
 
-/* New reference to the REST Sandbox object (NULL on OOM or bad time). */
+/* New reference to the REST Sandbox object (NULL on OOM or bad time).
+ * host_status is included when known; expires_at = last_active_at +
+ * timeout_sec for a running sandbox with a timeout, else null. */
 json_t *sandbox_row_to_json(const sandbox_row *row, terr *err);
 
 #endif

@@ -88,6 +88,15 @@ static int agent_for(const sbop_ctx *c, sbop_result *res, rpc_client **client)
         internal(res, &res->err);
         return -1;
     }
+    if (strcmp(host.status, "unreachable") == 0) {
+        /* Not asked at all: a frozen agent would hold the call until its deadline. */
+        terr_set(&res->err,
+                 "host %s of sandbox %s is unreachable (its agent has not answered for %.0f s); the sandbox keeps "
+                 "its status and can be used again once the host answers",
+                 row->host_id, row->id, host.last_seen_age_sec < 0 ? 0 : host.last_seen_age_sec);
+        set_outcome(res, SBOP_HOST_UNREACHABLE);
+        return -1;
+    }
     if (agent_pool_get(c->agents, &host, client, &res->err) != 0) {
         char q[LOG_QUOTE_MAX];
         log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id, row->id,
@@ -212,22 +221,65 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
     set_outcome(res, SBOP_OK);
 }
 
+/* Asks host's agent for GetHostInfo with the probe deadline and records the
+ * answer (or the failure) in the hosts table; 0 when it answered. */
+static int probe_host(const sbop_ctx *c, const db_host *host, rpc_client **client, terr *err)
+{
+    char before[16], after[16], q[LOG_QUOTE_MAX];
+    terr dberr;
+    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
+    grpc_status_code st = GRPC_STATUS_UNAVAILABLE;
+    if (agent_pool_get(c->agents, host, client, err) == 0) st = agent_host_info(*client, AGENT_DEADLINE_PROBE_MS, &info, err);
+    if (st != GRPC_STATUS_OK) {
+        if (db_host_record_failure(c->db, host->id, before, after, &dberr) != 0)
+            log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+        log_warn("event=host_probe_failed host_id=%s op=create grpc_status=%d status=%s error=\"%s\"", host->id, (int)st,
+                 after[0] ? after : "?", log_quote(err->msg, q, sizeof q));
+        return -1;
+    }
+    db_host_info hi = {.memory_total_mb = info->memory_total_mb, .memory_reserved_mb = info->memory_reserved_mb,
+                       .disk_free_mb = info->disk_free_mb, .vcpus = info->vcpus,
+                       .templates = (const char *const *)info->templates_ready, .n_templates = info->n_templates_ready};
+    if (db_host_record_answer(c->db, host->id, &hi, before, after, &dberr) != 0)
+        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+    protobuf_c_message_free_unpacked(&info->base, NULL);
+    return 0;
+}
+
+/* Most hosts one create tries before it answers no_capacity. */
+#define CREATE_MAX_HOSTS 16
+
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     db_host host;
-    bool found;
+    bool found = false;
     terr err;
-    if (db_host_least_loaded(c->db, &host, &found, &err) != 0) {
-        internal(res, &err);
-        return;
+    const char *skip[CREATE_MAX_HOSTS];
+    char skip_ids[CREATE_MAX_HOSTS][64];
+    size_t n_skip = 0;
+    rpc_client *client = NULL;
+    while (n_skip < CREATE_MAX_HOSTS) {
+        if (db_host_pick(c->db, spec->memory_mb, spec->template_name, skip, n_skip, &host, &found, &err) != 0) {
+            internal(res, &err);
+            return;
+        }
+        if (!found) break;
+        terr perr;
+        if (probe_host(c, &host, &client, &perr) == 0) break;
+        snprintf(skip_ids[n_skip], sizeof skip_ids[n_skip], "%s", host.id);
+        skip[n_skip] = skip_ids[n_skip];
+        n_skip++;
+        found = false;
     }
     if (!found) {
-        terr_set(&err, "no agent host is registered");
-        {
-        internal(res, &err);
+        terr_set(&res->err,
+                 "no host has room for a %d MiB sandbox of template %s (%zu host(s) did not answer); retry later",
+                 spec->memory_mb, spec->template_name, n_skip);
+        log_warn("event=sandbox_no_capacity memory_mb=%d template=%s hosts_unanswered=%zu", spec->memory_mb,
+                 spec->template_name, n_skip);
+        set_outcome(res, SBOP_NO_CAPACITY);
         return;
-    }
     }
     sandbox_row row = {0};
     char hex[17];
@@ -251,16 +303,8 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
              "timeout_sec=%d",
              row.id, host.id, row.template_name, row.vcpus, row.memory_mb, row.timeout_sec);
 
-    rpc_client *client = NULL;
-    grpc_status_code st;
     int64_t t0 = mono_ms();
-    bool sent = false; /* the create may have reached the agent */
-    if (agent_pool_get(c->agents, &host, &client, &err) != 0) {
-        st = GRPC_STATUS_UNAVAILABLE;
-    } else {
-        sent = true;
-        st = agent_create(client, &res->row, &err);
-    }
+    grpc_status_code st = agent_create(client, &res->row, &err);
     if (st == GRPC_STATUS_OK) {
         create_settle(c, client, res, t0);
         return;
@@ -279,7 +323,7 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
         return;
     }
     }
-    if (sent && sandbox_ops_create_outcome_unknown(st, err.msg)) {
+    if (sandbox_ops_create_outcome_unknown(st, err.msg)) {
         /* The request may have reached the agent, which may still create
          * the VM: the row stays pending and the reconciler's pending rule
          * settles it (running if the agent holds it, error otherwise; a VM

@@ -16,7 +16,9 @@
  * reconciler (SBOP_CREATE_UNKNOWN); a create whose row stopped meanwhile
  * destroys the VM it made and is SBOP_CONFLICT. res->row is the row as the
  * operation leaves it when SBOP_OK (and its id from the start for a
- * create); res->err.msg is the message for the client otherwise. Every
+ * create); res->err.msg is the message for the client otherwise. A sandbox
+ * whose host reads unreachable is SBOP_HOST_UNREACHABLE at once, its row
+ * unchanged. Every
  * operation logs its own events (sandbox_paused, sandbox_settled, ...). */
 #ifndef TORPOR_CP_SANDBOX_OPS_H
 #define TORPOR_CP_SANDBOX_OPS_H
@@ -36,6 +38,8 @@ typedef enum sbop_outcome {
     SBOP_AGENT_UNREACHABLE, /* no client for the sandbox's host */
     SBOP_CREATE_UNKNOWN,    /* the create may yet land (res->grpc); its row stays pending */
     SBOP_INTERNAL,          /* database or host registry failure */
+    SBOP_HOST_UNREACHABLE,  /* the sandbox's host reads unreachable: not asked at all */
+    SBOP_NO_CAPACITY,       /* create: no ready host with room answered the probe */
 } sbop_outcome;
 
 typedef struct sbop_ctx {
@@ -51,7 +55,12 @@ typedef struct sbop_result {
     terr err;
 } sbop_result;
 
-/* spec: template_name, vcpus, memory_mb, timeout_sec. */
+/* spec: template_name, vcpus, memory_mb, timeout_sec. The host: db_host_pick
+ * (ready, room for memory_mb, template, fewest sandboxes), and only once it
+ * answered a GetHostInfo probe (AGENT_DEADLINE_PROBE_MS) just before: a host
+ * that does not is recorded as failing and the next one is tried, so no
+ * create is sent to a dead or frozen agent, and one create goes to one
+ * host. None left: SBOP_NO_CAPACITY. */
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res);
 void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res);
