@@ -111,5 +111,10 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_READ_FILE        RPC_HOSTAGENT_PREFIX "ReadFile"
 #define RPC_WRITE_FILE       RPC_HOSTAGENT_PREFIX "WriteFile"
 #define RPC_GET_HOST_INFO    RPC_HOSTAGENT_PREFIX "GetHostInfo"
+#define RPC_EXPORT_FILES     RPC_HOSTAGENT_PREFIX "ExportSandboxFiles"
+#define RPC_READ_CHUNK       RPC_HOSTAGENT_PREFIX "ReadSandboxFileChunk"
+#define RPC_WRITE_CHUNK      RPC_HOSTAGENT_PREFIX "WriteSandboxFileChunk"
+#define RPC_COMMIT_IMPORT    RPC_HOSTAGENT_PREFIX "CommitSandboxImport"
+#define RPC_ABORT_IMPORT     RPC_HOSTAGENT_PREFIX "AbortSandboxImport"
 
 #endif

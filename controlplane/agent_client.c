@@ -129,7 +129,7 @@ bool agent_method_is_idempotent(const char *method_path)
 {
     static const char *const idempotent[] = {
         RPC_LIST_SANDBOXES, RPC_PING_SANDBOX, RPC_SET_TIMEOUT, RPC_READ_FILE, RPC_WRITE_FILE, RPC_DESTROY_SANDBOX,
-        RPC_GET_HOST_INFO,
+        RPC_GET_HOST_INFO, RPC_EXPORT_FILES, RPC_READ_CHUNK, RPC_WRITE_CHUNK, RPC_ABORT_IMPORT,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;
@@ -361,4 +361,74 @@ grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const ch
     }
     *out = (Torpor__Hostagent__V1__ReadFileResponse *)resp;
     return st;
+}
+
+grpc_status_code agent_export_files(rpc_client *c, const char *sandbox_id,
+                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ExportSandboxFilesRequest req = TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_EXPORT_FILES, &req.base,
+                                     &torpor__hostagent__v1__export_sandbox_files_response__descriptor, &resp,
+                                     AGENT_DEADLINE_TRANSFER_MS, err);
+    *out = (Torpor__Hostagent__V1__ExportSandboxFilesResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                  Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ReadSandboxFileChunkRequest req = TORPOR__HOSTAGENT__V1__READ_SANDBOX_FILE_CHUNK_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.name = (char *)name;
+    req.offset = offset;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_READ_CHUNK, &req.base,
+                                     &torpor__hostagent__v1__read_sandbox_file_chunk_response__descriptor, &resp,
+                                     AGENT_DEADLINE_TRANSFER_MS, err);
+    *out = (Torpor__Hostagent__V1__ReadSandboxFileChunkResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_write_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                   const uint8_t *data, size_t len, int64_t zero_len, terr *err)
+{
+    Torpor__Hostagent__V1__WriteSandboxFileChunkRequest req =
+        TORPOR__HOSTAGENT__V1__WRITE_SANDBOX_FILE_CHUNK_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.name = (char *)name;
+    req.offset = offset;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    req.zero_len = zero_len;
+    return call_no_answer(c, RPC_WRITE_CHUNK, &req.base,
+                          &torpor__hostagent__v1__write_sandbox_file_chunk_response__descriptor,
+                          AGENT_DEADLINE_TRANSFER_MS, err);
+}
+
+grpc_status_code agent_commit_import(rpc_client *c, const sandbox_row *row,
+                                     const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err)
+{
+    Torpor__Hostagent__V1__CommitSandboxImportRequest req = TORPOR__HOSTAGENT__V1__COMMIT_SANDBOX_IMPORT_REQUEST__INIT;
+    req.sandbox_id = (char *)row->id;
+    req.template_ = (char *)row->template_name;
+    req.vcpus = row->vcpus;
+    req.memory_mb = row->memory_mb;
+    req.timeout_sec = row->timeout_sec;
+    req.created_at_unix = row->created_at_us / 1000000;
+    req.files = manifest->files;
+    req.n_files = manifest->n_files;
+    return call_no_answer(c, RPC_COMMIT_IMPORT, &req.base,
+                          &torpor__hostagent__v1__commit_sandbox_import_response__descriptor,
+                          AGENT_DEADLINE_TRANSFER_MS, err);
+}
+
+grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr *err)
+{
+    Torpor__Hostagent__V1__AbortSandboxImportRequest req = TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    return call_no_answer(c, RPC_ABORT_IMPORT, &req.base,
+                          &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,
+                          AGENT_DEADLINE_SHORT_MS, err);
 }

@@ -115,6 +115,19 @@ grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const ch
 grpc_status_code agent_host_info(rpc_client *c, int deadline_ms, Torpor__Hostagent__V1__GetHostInfoResponse **out,
                                  terr *err);
 
+/* Moving a paused sandbox (agent/sandbox_transfer.h): each call with
+ * AGENT_DEADLINE_TRANSFER_MS. */
+#define AGENT_DEADLINE_TRANSFER_MS 60000
+grpc_status_code agent_export_files(rpc_client *c, const char *sandbox_id,
+                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out, terr *err);
+grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                  Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err);
+grpc_status_code agent_write_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                   const uint8_t *data, size_t len, int64_t zero_len, terr *err);
+grpc_status_code agent_commit_import(rpc_client *c, const sandbox_row *row,
+                                     const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err);
+grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr *err);
+
 /* ListSandboxes with acknowledgements (may be NULL/0). */
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
                             Torpor__Hostagent__V1__ListSandboxesResponse **out, terr *err);

@@ -1,6 +1,7 @@
 #include "api_hosts.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 json_t *api_host_json(const db_host *h)
 {
@@ -42,4 +43,34 @@ void api_hosts_list(api_request *r)
         return;
     }
     http_reply_json(r->req, 200, arr);
+}
+
+void api_sandboxes_move(api_request *r)
+{
+    json_t *body = api_body_json(r, true);
+    if (!body) return;
+    const char *key;
+    json_t *v;
+    char target[64] = "";
+    json_object_foreach(body, key, v)
+    {
+        if (strcmp(key, "host_id") != 0) {
+            http_reply_error(r->req, 400, "invalid_request", "unknown field \"%.64s\" (allowed: host_id)", key);
+            json_decref(body);
+            return;
+        }
+        const char *hid = json_string_value(v);
+        if (!hid || !*hid || strlen(hid) >= sizeof target) {
+            http_reply_error(r->req, 400, "invalid_request", "host_id must be a host id (1..63 characters)");
+            json_decref(body);
+            return;
+        }
+        snprintf(target, sizeof target, "%s", hid);
+    }
+    json_decref(body);
+    sbop_ctx c = api_ops_ctx(r);
+    c.team_id = NULL; /* an admin key reaches any team's sandbox here */
+    sbop_result res;
+    sandbox_ops_move(&c, r->id, target[0] ? target : NULL, &res);
+    api_reply_outcome(r, "move", &res, 200);
 }

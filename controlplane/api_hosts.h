@@ -1,4 +1,4 @@
-/* api_hosts: GET /v1/hosts (admin keys only): every registered agent host
+/* api_hosts: the admin routes. GET /v1/hosts: every registered agent host
  * with its status as the reconcilers see it, its address, agent identity,
  * capacity as last reported, and its sandboxes. The JSON is the REST "Host"
  * object of docs/api.md; api_hosts_json is shared with `torpor-cp hosts
@@ -15,5 +15,8 @@
 json_t *api_host_json(const db_host *h);
 
 void api_hosts_list(api_request *r);
+/* POST /v1/sandboxes/{id}/move {"host_id"?} (admin keys, any team's
+ * sandbox): sandbox_ops_move; 200 with the sandbox, paused on its new host. */
+void api_sandboxes_move(api_request *r);
 
 #endif

@@ -25,6 +25,7 @@ const api_route api_route_table[] = {
     {"POST",   "/v1/sandboxes/{id}/exec",          api_sandboxes_exec,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/files/write",   api_files_write,       API_FILES_BODY_LIMIT, NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/files/read",    api_files_read,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {"POST",   "/v1/sandboxes/{id}/move",          api_sandboxes_move,    API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, true},
     {"GET",    "/v1/hosts",                        api_hosts_list,        API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, false},
     {"GET",    "/v1/openapi.json",                 api_openapi_json,      API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/",                                api_dashboard_index,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},

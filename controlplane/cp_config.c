@@ -25,8 +25,11 @@ void cp_config_usage(FILE *f)
             "       torpor-cp hosts add --id ID --addr ADDR [--max-memory-mb N|none]  register (or re-address)\n"
             "                                              an agent host; N caps the guest memory placed on it\n"
             "       torpor-cp hosts list                   every host: status, address, agent id, capacity, sandboxes\n"
-            "       torpor-cp hosts drain --id ID          no new sandboxes on the host (undrain: ready again)\n"
-            "       torpor-cp hosts undrain --id ID\n"
+            "       torpor-cp hosts drain --id ID          no new sandboxes on the host; its running sandboxes\n"
+            "                                              are paused, then every paused one is moved to another\n"
+            "                                              ready host (run it again to retry what failed)\n"
+            "       torpor-cp hosts undrain --id ID        ready again\n"
+            "       torpor-cp hosts remove --id ID         forget a host that holds no sandbox any more\n"
             "       torpor-cp hosts reset-identity --id ID   forget the agent identity recorded for a host\n"
             "                                              (after replacing its agent on purpose)\n"
             "\n"
@@ -204,8 +207,11 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "list") == 0) {
         out->command = CP_CMD_HOSTS_LIST;
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 &&
-               (strcmp(words[1], "drain") == 0 || strcmp(words[1], "undrain") == 0)) {
-        out->command = words[1][0] == 'd' ? CP_CMD_HOSTS_DRAIN : CP_CMD_HOSTS_UNDRAIN;
+               (strcmp(words[1], "drain") == 0 || strcmp(words[1], "undrain") == 0 ||
+                strcmp(words[1], "remove") == 0)) {
+        out->command = words[1][0] == 'd' ? CP_CMD_HOSTS_DRAIN
+                       : words[1][0] == 'u' ? CP_CMD_HOSTS_UNDRAIN
+                                            : CP_CMD_HOSTS_REMOVE;
         if (!out->host_id) return terr_set(err, "hosts %s needs --id ID", words[1]);
     } else {
         return terr_set(err, "unknown command \"%s%s%s\" (see --help)", words[0], n_words > 1 ? " " : "",

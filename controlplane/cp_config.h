@@ -25,6 +25,7 @@ typedef enum cp_command {
     CP_CMD_HOSTS_LIST,
     CP_CMD_HOSTS_DRAIN,
     CP_CMD_HOSTS_UNDRAIN,
+    CP_CMD_HOSTS_REMOVE,
     CP_CMD_HELP,
 } cp_command;
 

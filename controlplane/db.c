@@ -548,7 +548,7 @@ int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size
     *n = 0;
     if (run(db, "count sandboxes",
             "SELECT h.id, s.status, count(sb.id) FROM hosts h "
-            "CROSS JOIN unnest(ARRAY['pending','running','pausing','paused','resuming','stopped','error']) "
+            "CROSS JOIN unnest(ARRAY['pending','running','pausing','paused','resuming','stopped','error','moving']) "
             "  AS s(status) "
             "LEFT JOIN sandboxes sb ON sb.host_id = h.id AND sb.status = s.status "
             "GROUP BY h.id, s.status ORDER BY h.id, s.status LIMIT $1::bigint",
@@ -869,4 +869,111 @@ int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids
     }
     PQclear(r);
     return 0;
+}
+
+int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host, sandbox_row *out,
+                           bool *changed, terr *err)
+{
+    PGresult *r;
+    const char *p[3] = {id, from_host, to_host};
+    if (run(db, "switch sandbox host",
+            "UPDATE sandboxes SET host_id = $3, status = 'paused', last_updated = now() "
+            "WHERE id = $1 AND host_id = $2 AND status = 'moving' RETURNING " SANDBOX_COLS,
+            3, p, &r, err) != 0)
+        return -1;
+    return single_row(r, out, changed, err);
+}
+
+int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n, bool *foreign,
+                       double *age_sec, terr *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        foreign[i] = false;
+        age_sec[i] = 0;
+    }
+    if (n == 0) return 0;
+    char *arr = text_array(ids, n);
+    if (!arr) return terr_set(err, "out of memory");
+    const char *p[2] = {arr, host_id};
+    PGresult *r;
+    int rc = run(db, "read foreign sandbox rows",
+                 "SELECT s.id, extract(epoch from now() - s.last_updated)::float8 FROM sandboxes s "
+                 "JOIN hosts oh ON oh.id = s.host_id JOIN hosts me ON me.id = $2 "
+                 "WHERE s.id = ANY($1::text[]) AND s.host_id <> $2 AND s.status <> 'moving' "
+                 "  AND oh.agent_id <> '' AND me.agent_id <> '' AND oh.agent_id <> me.agent_id",
+                 2, p, &r, err);
+    free(arr);
+    if (rc != 0) return -1;
+    for (int row = 0; row < PQntuples(r); row++) {
+        const char *id = PQgetvalue(r, row, 0);
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(ids[i], id) != 0) continue;
+            foreign[i] = true;
+            age_sec[i] = strtod(PQgetvalue(r, row, 1), NULL);
+        }
+    }
+    PQclear(r);
+    return 0;
+}
+
+int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out, size_t *n,
+                         terr *err)
+{
+    char statuses[160];
+    status_array(status_mask, statuses, sizeof statuses);
+    const char *p[2] = {host_id, statuses};
+    PGresult *r;
+    *out = NULL;
+    *n = 0;
+    if (run(db, "list host sandboxes",
+            "SELECT " SANDBOX_COLS " FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
+            "ORDER BY created_at, id",
+            2, p, &r, err) != 0)
+        return -1;
+    int rows = PQntuples(r);
+    sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
+    if (!list) {
+        PQclear(r);
+        return terr_set(err, "out of memory");
+    }
+    for (int i = 0; i < rows; i++) {
+        if (row_from_result(r, i, &list[i], err) != 0) {
+            free(list);
+            PQclear(r);
+            return -1;
+        }
+    }
+    PQclear(r);
+    *out = list;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {id};
+    *live = 0;
+    *found = false;
+    if (db_begin(db, err) != 0) return -1;
+    if (run(db, "lock host", "SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", 1, p, &r, err) != 0) goto fail;
+    *found = PQntuples(r) == 1;
+    PQclear(r);
+    if (!*found) goto done;
+    if (run(db, "count host sandboxes",
+            "SELECT count(*) FROM sandboxes WHERE host_id = $1 AND status NOT IN ('stopped', 'error')", 1, p, &r,
+            err) != 0)
+        goto fail;
+    *live = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (*live > 0) goto done;
+    if (run(db, "remove host rows", "DELETE FROM sandboxes WHERE host_id = $1", 1, p, &r, err) != 0) goto fail;
+    PQclear(r);
+    if (run(db, "remove host", "DELETE FROM hosts WHERE id = $1", 1, p, &r, err) != 0) goto fail;
+    PQclear(r);
+done:
+    return db_commit(db, err);
+fail:
+    db_rollback(db);
+    return -1;
 }

@@ -178,6 +178,24 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
                            sandbox_row *out, bool *changed, terr *err);
 
+/* Rows of host_id (any team) whose status is in mask, oldest first; *out malloc'd. */
+int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out, size_t *n,
+                         terr *err);
+/* Removes host id and its stopped/error rows, only when no other row names
+ * it: *live gets how many do (then nothing is removed); *found false when
+ * there is no such host. */
+int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, terr *err);
+
+/* The move's switch: host_id = to_host and status paused, only while the
+ * row is moving on from_host (one statement). */
+int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host, sandbox_row *out,
+                           bool *changed, terr *err);
+/* For ids the agent of host_id holds that have no row on host_id: whether
+ * each has a row on ANOTHER host, not moving, whose host has a different
+ * recorded agent identity than host_id's (foreign[i]), and that row's age. */
+int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n, bool *foreign,
+                       double *age_sec, terr *err);
+
 /* Reconciler: rows of host whose status is in mask, locked FOR UPDATE (call
  * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */
 int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,

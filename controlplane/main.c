@@ -22,6 +22,7 @@
 #include "metrics_http.h"
 #include "migrate.h"
 #include "reconciler.h"
+#include "sandbox_ops.h"
 
 static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
 {
@@ -166,6 +167,75 @@ static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
     return 0;
 }
 
+static int cmd_hosts_remove(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    long long live;
+    bool found;
+    int rc = db_host_remove(db, cfg->host_id, &live, &found, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    if (!found) return terr_set(err, "no host with id %s", cfg->host_id);
+    if (live > 0)
+        return terr_set(err, "host %s still holds %lld sandbox(es); drain it first (torpor-cp hosts drain --id %s)",
+                        cfg->host_id, live, cfg->host_id);
+    printf("removed %s\n", cfg->host_id);
+    log_info("event=host_removed host_id=%s", cfg->host_id);
+    return 0;
+}
+
+/* After the host is draining: pauses its running sandboxes, then moves every
+ * paused one to another ready host. Failures are reported per sandbox and
+ * make the command fail at the end (running it again retries them). */
+static int cmd_hosts_drain(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    rpc_tls_config tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key, .ca_path = cfg->tls_ca,
+                          .server_name_override = cfg->agent_tls_server_name};
+    agent_pool *agents;
+    if (agent_pool_open(&tls, &agents, err) != 0) {
+        db_close(db);
+        return -1;
+    }
+    sbop_ctx c = {.db = db, .agents = agents, .team_id = NULL};
+    int failed = 0, moved = 0, paused = 0;
+    char q[LOG_QUOTE_MAX];
+    sandbox_row *rows;
+    size_t n;
+    for (int phase = 0; phase < 2; phase++) {
+        sb_status want = phase == 0 ? SB_RUNNING : SB_PAUSED;
+        if (db_sandbox_list_host(db, cfg->host_id, SB_STATUS_BIT(want), &rows, &n, err) != 0) {
+            failed++;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            sbop_result res;
+            if (phase == 0) sandbox_ops_pause(&c, rows[i].id, &res);
+            else sandbox_ops_move(&c, rows[i].id, NULL, &res);
+            if (res.outcome == SBOP_OK) {
+                if (phase == 0) paused++;
+                else moved++;
+                printf("%s %s%s%s\n", phase == 0 ? "paused" : "moved", rows[i].id, phase ? " to " : "",
+                       phase ? res.row.host_id : "");
+            } else {
+                failed++;
+                fprintf(stderr, "torpor-cp: %s %s: %s\n", phase == 0 ? "pause" : "move", rows[i].id, res.err.msg);
+                log_warn("event=drain_step_failed host_id=%s sandbox_id=%s step=%s error=\"%s\"", cfg->host_id,
+                         rows[i].id, phase == 0 ? "pause" : "move", log_quote(res.err.msg, q, sizeof q));
+            }
+            fflush(stdout);
+        }
+        free(rows);
+    }
+    agent_pool_close(agents);
+    db_close(db);
+    log_info("event=host_drained host_id=%s paused=%d moved=%d failed=%d", cfg->host_id, paused, moved, failed);
+    if (failed) return terr_set(err, "%d sandbox(es) of host %s were not moved (see above); run the drain again", failed, cfg->host_id);
+    return 0;
+}
+
 static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
 {
     terr err;
@@ -251,7 +321,11 @@ int main(int argc, char **argv)
         if (cmd_hosts_list(&cfg, &err) != 0) fatal("command=hosts_list %s", err.msg);
         return 0;
     case CP_CMD_HOSTS_DRAIN:
-        if (cmd_hosts_set_state(&cfg, "draining", &err) != 0) fatal("command=hosts_drain %s", err.msg);
+        if (cmd_hosts_set_state(&cfg, "draining", &err) != 0 || cmd_hosts_drain(&cfg, &err) != 0)
+            fatal("command=hosts_drain %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_REMOVE:
+        if (cmd_hosts_remove(&cfg, &err) != 0) fatal("command=hosts_remove %s", err.msg);
         return 0;
     case CP_CMD_HOSTS_UNDRAIN:
         if (cmd_hosts_set_state(&cfg, "ready", &err) != 0) fatal("command=hosts_undrain %s", err.msg);

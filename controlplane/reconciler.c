@@ -57,6 +57,11 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
          * again, and a resume request then finds it running.) */
         if (view == AGENT_VIEW_ABSENT && past_grace) return SB_STOPPED;
         return db;
+    case SB_MOVING:
+        /* A move whose control plane stopped refreshing it: the source
+         * still holds the sandbox, so it is paused there again. */
+        if (past_grace && view == AGENT_VIEW_PAUSED) return SB_PAUSED;
+        return db;
     default: /* stopped, error: final */
         return db;
     }
@@ -158,6 +163,8 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
 {
     size_t n = resp->n_sandboxes;
     if (n == 0) return 0;
+    bool *foreign = NULL;
+    double *fages = NULL;
     const char **ids = calloc(n, sizeof *ids);
     int *statuses = calloc(n, sizeof *statuses);
     double *ages = calloc(n, sizeof *ages);
@@ -171,6 +178,26 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
         if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && *resp->sandboxes[i]->sandbox_id)
             ids[k++] = resp->sandboxes[i]->sandbox_id;
     if (db_sandbox_statuses(r->db, host->id, ids, k, statuses, ages, err) != 0) goto out;
+    /* A sandbox whose row names another host (with another agent) and is
+     * not being moved: a move finished or was undone elsewhere; this copy
+     * is nobody's. */
+    foreign = calloc(k ? k : 1, sizeof *foreign);
+    fages = calloc(k ? k : 1, sizeof *fages);
+    if (!foreign || !fages) {
+        terr_set(err, "out of memory");
+        goto out;
+    }
+    if (db_sandbox_foreign(r->db, host->id, ids, k, foreign, fages, err) != 0) goto out;
+    for (size_t i = 0; i < k; i++) {
+        if (statuses[i] >= 0 || !foreign[i]) continue;
+        bool seen = id_list_has(&hs->suspects, ids[i]);
+        if (id_list_push(&out->suspects, ids[i], err) != 0) goto out;
+        if (!seen && fages[i] < r->cfg.grace_sec) {
+            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row=another_host", ids[i], host->id);
+            continue;
+        }
+        if (id_list_push(&out->orphans, ids[i], err) != 0) goto out;
+    }
     for (size_t i = 0; i < k; i++) {
         if (statuses[i] != SB_STOPPED && statuses[i] != SB_ERROR) continue;
         bool seen = id_list_has(&hs->suspects, ids[i]);
@@ -187,6 +214,8 @@ out:
     free(ids);
     free(statuses);
     free(ages);
+    free(foreign);
+    free(fages);
     return rc;
 }
 
@@ -202,7 +231,8 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
     double *ages = NULL;
     size_t n = 0;
     int *statuses = NULL;
-    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) | BIT(SB_RESUMING);
+    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) | BIT(SB_RESUMING) |
+                    BIT(SB_MOVING);
     if (db_sandbox_lock_for_host(r->db, host->id, mask, &rows, &ages, &n, err) != 0) goto fail;
     for (size_t i = 0; i < n; i++) {
         /* A row written after ListSandboxes was sent (a create or resume that
@@ -221,7 +251,9 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
                 continue;
             }
         } else {
-            double grace = rows[i].status == SB_PENDING ? PENDING_GRACE_SEC : r->cfg.grace_sec;
+            double grace = rows[i].status == SB_PENDING ? PENDING_GRACE_SEC
+                           : rows[i].status == SB_MOVING ? MOVE_STALE_SEC
+                                                         : r->cfg.grace_sec;
             past_grace = ages[i] >= grace;
         }
         sb_status to = reconciler_decide(rows[i].status, view, auto_paused, past_grace);

@@ -5,7 +5,7 @@
 #include "time_util.h"
 
 static const char *const status_names[SB_STATUS_COUNT] = {
-    "pending", "running", "pausing", "paused", "resuming", "stopped", "error",
+    "pending", "running", "pausing", "paused", "resuming", "stopped", "error", "moving",
 };
 
 const char *sb_status_name(sb_status s)
@@ -43,7 +43,7 @@ int sb_status_parse_filter(const char *list, unsigned *mask, terr *err)
         if (sb_status_parse(name, &s) != 0)
             return terr_set(err,
                             "unknown status \"%s\" (expected pending, running, pausing, paused, "
-                            "resuming, stopped or error)",
+                            "resuming, stopped, error or moving)",
                             name);
         *mask |= SB_STATUS_BIT(s);
         if (!comma) break;

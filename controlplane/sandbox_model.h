@@ -1,6 +1,6 @@
 /* sandbox_model: the control plane's view of one sandbox row and its JSON.
  *
- * Contract: statuses are the seven of the sandboxes.status CHECK constraint;
+ * Contract: statuses are the eight of the sandboxes.status CHECK constraint;
  * conversions between names and the enum never accept anything else. Times
  * are microseconds since the epoch, 0 meaning NULL (never set). The JSON is
  * the REST "Sandbox" object of docs/api.md. */
@@ -21,6 +21,7 @@ typedef enum sb_status {
     SB_RESUMING,
     SB_STOPPED,
     SB_ERROR,
+    SB_MOVING, /* paused, its files being copied to another host */
     SB_STATUS_COUNT
 } sb_status;
 
@@ -29,7 +30,7 @@ typedef enum sb_status {
 #define SB_STATUS_MASK_ACTIVE                                                              \
     (SB_STATUS_BIT(SB_PENDING) | SB_STATUS_BIT(SB_RUNNING) |                \
      SB_STATUS_BIT(SB_PAUSING) | SB_STATUS_BIT(SB_PAUSED) |                 \
-     SB_STATUS_BIT(SB_RESUMING))
+     SB_STATUS_BIT(SB_RESUMING) | SB_STATUS_BIT(SB_MOVING))
 
 const char *sb_status_name(sb_status s);
 /* -1 for an unknown name. */

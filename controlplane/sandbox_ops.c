@@ -221,9 +221,7 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
     set_outcome(res, SBOP_OK);
 }
 
-/* Asks host's agent for GetHostInfo with the probe deadline and records the
- * answer (or the failure) in the hosts table; 0 when it answered. */
-static int probe_host(const sbop_ctx *c, const db_host *host, rpc_client **client, terr *err)
+int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **client, terr *err)
 {
     char before[16], after[16], q[LOG_QUOTE_MAX];
     terr dberr;
@@ -266,7 +264,7 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
         }
         if (!found) break;
         terr perr;
-        if (probe_host(c, &host, &client, &perr) == 0) break;
+        if (sandbox_ops_probe_host(c, &host, &client, &perr) == 0) break;
         snprintf(skip_ids[n_skip], sizeof skip_ids[n_skip], "%s", host.id);
         skip[n_skip] = skip_ids[n_skip];
         n_skip++;
@@ -363,6 +361,10 @@ void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
         set_outcome(res, SBOP_OK);
         return;
     } /* idempotent: already gone */
+    if (res->row.status == SB_MOVING) {
+        conflict(res, "sandbox is being moved to another host (status: moving); retry when it is paused");
+        return;
+    }
     rpc_client *client;
     if (agent_for(c, res, &client) != 0) return;
     terr err;
@@ -372,7 +374,7 @@ void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
         return;
     }
     bool changed;
-    unsigned from = ~BIT(SB_STOPPED) & ((1u << SB_STATUS_COUNT) - 1);
+    unsigned from = ~(BIT(SB_STOPPED) | BIT(SB_MOVING)) & ((1u << SB_STATUS_COUNT) - 1);
     if (db_sandbox_transition(c->db, id, from, SB_STOPPED, 0, NULL, NULL, &changed, &err) != 0)
         {
         internal(res, &err);

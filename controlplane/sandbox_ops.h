@@ -73,6 +73,24 @@ void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **cl
 /* Records activity on id (last_active_at); a failure is logged only. */
 void sandbox_ops_touch(const sbop_ctx *c, const char *id);
 
+/* Asks host's agent for GetHostInfo with AGENT_DEADLINE_PROBE_MS and records
+ * the answer (or the failure) in the hosts table; 0 when it answered, with
+ * *client its agent client. */
+int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **client, terr *err);
+
+/* Moves a paused sandbox (any team's when c->team_id is NULL) to the host
+ * target_id (NULL: db_host_pick without its current host): paused ->
+ * moving (other operations 409), the files streamed chunk by chunk from the
+ * source agent to the target's, committed there (size + sha256 verified,
+ * base image checked), host_id switched and status paused again in one
+ * statement, then destroyed on the source. A failure before the switch
+ * aborts the import and puts the row back to paused on the source; a copy
+ * the target committed anyway belongs to no row of its host and is
+ * destroyed by its reconciler. Outcomes: NOT_FOUND (sandbox or target host),
+ * CONFLICT (not paused, target = source or not ready), HOST_UNREACHABLE,
+ * NO_CAPACITY, AGENT_FAILED. */
+void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, sbop_result *res);
+
 /* True when a failed CreateSandbox call may still have created the VM
  * (UNAVAILABLE or DEADLINE_EXCEEDED after the request may have been sent):
  * its row then stays pending for the reconciler instead of going to error. */

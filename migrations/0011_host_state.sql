@@ -22,3 +22,10 @@ ALTER TABLE hosts ADD COLUMN templates TEXT[] NOT NULL DEFAULT '{}';
 -- member: its team's sandboxes; admin: also /v1/hosts and moves of any
 -- team's sandbox.
 ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'member' CHECK (role IN ('member', 'admin'));
+
+-- moving: a paused sandbox whose files are being copied to another host
+-- (POST /v1/sandboxes/{id}/move, hosts drain); host_id stays the source until
+-- the target has committed them, then switches in one statement.
+ALTER TABLE sandboxes DROP CONSTRAINT sandboxes_status_check;
+ALTER TABLE sandboxes ADD CONSTRAINT sandboxes_status_check
+    CHECK (status IN ('pending', 'running', 'pausing', 'paused', 'resuming', 'stopped', 'error', 'moving'));

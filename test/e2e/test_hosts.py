@@ -22,6 +22,7 @@ reconciling every RECONCILE s.
 Minimal template, 128 MiB guests."""
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -183,6 +184,144 @@ def test_drained_host_gets_nothing_and_all_full_is_no_capacity(s):
     assert host_status(s, "default") == "ready"
 
 
+COUNTER = ("(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.tmp && mv /tmp/counter.tmp /tmp/counter; "
+           "sleep 0.5; done) </dev/null >/dev/null 2>&1 &")
+
+
+def counter(s, sid):
+    r = s.exec(sid, "cat /tmp/counter")
+    assert r["exit_code"] == 0, f"counter unreadable: {r}"
+    return int(r["stdout"].strip())
+
+
+def state_dir_of(s, host):
+    return s.state_dir if host == "default" else os.path.join(s.tmp, f"state-{host}")
+
+
+def holders(s, sid):
+    """Hosts whose state dir holds the sandbox's directory (committed)."""
+    return [h for h in ("default", "h2", "h3")
+            if os.path.isdir(os.path.join(state_dir_of(s, h), "sandboxes", sid))]
+
+
+def prepared_paused(s, big_mb=0):
+    """A sandbox with a counter, a marker file (and big_mb of random data in
+    its RAM-backed /tmp), paused; returns (id, counter value, marker)."""
+    sid = s.create({"template": "minimal", "memory_mb": MEM})["id"]
+    marker = os.urandom(8).hex()
+    assert s.exec(sid, f"echo {marker} > /tmp/mark && " + COUNTER)["exit_code"] == 0
+    if big_mb:
+        r = s.exec(sid, f"head -c {big_mb * 1000000} /dev/urandom > /tmp/big", timeout_sec=120)
+        assert r["exit_code"] == 0, r
+    wait_until(lambda: counter(s, sid) >= 3, 60, interval=0.5, what="counter >= 3")
+    value = counter(s, sid)
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200 and body["status"] == "paused", f"pause: {st} {body}"
+    return sid, value, marker
+
+
+def assert_resumes_intact(s, sid, value, marker, host):
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert st == 200 and body["status"] == "running" and body["host_id"] == host, f"resume: {st} {body}"
+    r = s.exec(sid, "cat /tmp/mark")
+    assert r["exit_code"] == 0 and r["stdout"].strip() == marker, f"marker lost: {r}"
+    after = counter(s, sid)
+    assert after >= value, f"counter went back: {value} -> {after}"
+    wait_until(lambda: counter(s, sid) > after, 30, interval=0.5, what="the counter running on")
+
+
+def test_move_keeps_memory_and_files(s):
+    sid, value, marker = prepared_paused(s)
+    src = sandbox(s, sid)["host_id"]
+    dst = "h3" if src != "h3" else "h2"
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": dst}), 403, "forbidden",
+                 "move with a team key")
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": src}, key=ctx["admin"]), 409,
+                 "invalid_state", "move to its own host")
+    t0 = time.monotonic()
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": dst}, key=ctx["admin"])
+    assert st == 200 and body["status"] == "paused" and body["host_id"] == dst, f"move: {st} {body}"
+    print(f"     moved {src} -> {dst} in {time.monotonic() - t0:.1f}s")
+    assert holders(s, sid) == [dst], f"after the move the files are on {holders(s, sid)}"
+    assert_resumes_intact(s, sid, value, marker, dst)
+    s.destroy(sid)
+
+
+def test_drain_moves_every_sandbox_off_the_host(s):
+    sid, value, marker = prepared_paused(s)
+    running = ctx["by_host"]["h2"]  # running on h2 since the placement test
+    if sandbox(s, sid)["host_id"] != "h2":
+        st, body = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": "h2"}, key=ctx["admin"])
+        assert st == 200, f"move to h2: {st} {body}"
+    out = subprocess.run([s.cp_bin, "hosts", "remove", "--id", "h2", "--database-url", s.db_url],
+                         capture_output=True, text=True, timeout=60)
+    m = re.search(r"still holds (\d+) sandbox", out.stderr)
+    assert out.returncode == 1 and m and int(m.group(1)) >= 2, f"hosts remove: {out.returncode} {out.stderr}"
+    print(cp_cli(s, "hosts", "drain", "--id", "h2").strip().replace("\n", "; "))
+    assert host_status(s, "h2") == "draining"
+    assert hosts(s)["h2"]["sandboxes"] == 0
+    for x in (sid, running):
+        sb = sandbox(s, x)
+        assert sb["status"] == "paused" and sb["host_id"] != "h2", f"{x} after the drain: {sb}"
+        assert holders(s, x) == [sb["host_id"]], f"{x} files on {holders(s, x)}"
+    assert_resumes_intact(s, sid, value, marker, sandbox(s, sid)["host_id"])
+    st, body = s.request("POST", f"/v1/sandboxes/{running}/resume")
+    assert st == 200 and body["status"] == "running", f"resume {running}: {st} {body}"
+    ctx["by_host"]["moved_from_h2"] = running
+    s.destroy(sid)
+    cp_cli(s, "hosts", "undrain", "--id", "h2")
+
+
+def restart_extra_agent(s, name):
+    comp = ctx["agents"][name]
+    port = int(s.sql(f"SELECT split_part(address, ':', 2) FROM hosts WHERE id = '{name}'")[0][0])
+    comp.stop(signal.SIGKILL)
+    comp.argv = [a if a != "127.0.0.1:0" else f"127.0.0.1:{port}" for a in comp.argv]
+    comp.start()
+    comp.wait_log(r"event=agent_ready\b", 120, what=f"{name} agent_ready")
+
+
+def interrupted_move(s, victim_side):
+    sid, value, marker = prepared_paused(s, big_mb=40)
+    src = sandbox(s, sid)["host_id"]
+    if src == "default":  # both ends must be restartable extra agents
+        st, body = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": "h3"}, key=ctx["admin"])
+        assert st == 200, f"move to h3: {st} {body}"
+        src = "h3"
+    dst = "h2" if src == "h3" else "h3"
+    victim = src if victim_side == "source" else dst
+    result = {}
+
+    def mover():
+        result["answer"] = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": dst}, key=ctx["admin"])
+    import threading
+    t = threading.Thread(target=mover)
+    t.start()
+    time.sleep(0.3)
+    ctx["agents"][victim].proc.send_signal(signal.SIGKILL)
+    t.join(120)
+    st, body = result["answer"]
+    print(f"     move with the {victim_side} ({victim}) SIGKILLed: {st} {body.get('error', {}).get('code') if isinstance(body, dict) else body}")
+    restart_extra_agent(s, victim)
+    wait_until(lambda: host_status(s, victim) == "ready", 30, what=f"{victim} ready again")
+    sb = wait_until(lambda: (lambda b: b if b["status"] == "paused" else None)(sandbox(s, sid)), 30,
+                    what=f"{sid} paused")
+    owner = sb["host_id"]
+    assert owner in (src, dst), sb
+    # Exactly one host keeps it: the other's copy (if any) goes within passes.
+    wait_until(lambda: holders(s, sid) == [owner], 10 * RECONCILE + 20, what=f"{sid} files only on {owner}")
+    assert_resumes_intact(s, sid, value, marker, owner)
+    s.destroy(sid)
+
+
+def test_move_with_the_target_killed_leaves_one_resumable_copy(s):
+    interrupted_move(s, "target")
+
+
+def test_move_with_the_source_killed_leaves_one_resumable_copy(s):
+    interrupted_move(s, "source")
+
+
 def test_killed_replica_loses_no_auto_pause_notice(s):
     sid = ctx["by_host"]["h3"]
     st, body = s.request("POST", f"/v1/sandboxes/{sid}/timeout", {"timeout_sec": 2})
@@ -201,5 +340,9 @@ if __name__ == "__main__":
         test_placement_spreads_and_honours_the_memory_cap,
         test_frozen_agent_is_skipped_and_reads_unreachable,
         test_drained_host_gets_nothing_and_all_full_is_no_capacity,
+        test_move_keeps_memory_and_files,
+        test_drain_moves_every_sandbox_off_the_host,
+        test_move_with_the_target_killed_leaves_one_resumable_copy,
+        test_move_with_the_source_killed_leaves_one_resumable_copy,
         test_killed_replica_loses_no_auto_pause_notice,
     ]))
