@@ -130,7 +130,7 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
  * unreachable) and are not in skip, whose memory cap (max_memory_mb, else the
  * reported RAM; unknown = no limit) minus memory_used_mb holds memory_mb and
  * whose reported templates include template_name (none reported = unknown,
- * allowed), the one with the fewest sandboxes not stopped/error (ties: by
+ * allowed; template_name NULL = any), the one with the fewest sandboxes not stopped/error (ties: by
  * id). *found false when there is none. */
 int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip, size_t n_skip,
                  db_host *out, bool *found, terr *err);

@@ -257,10 +257,18 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
     char skip_ids[CREATE_MAX_HOSTS][64];
     size_t n_skip = 0;
     rpc_client *client = NULL;
+    bool any_template = false;
     while (n_skip < CREATE_MAX_HOSTS) {
-        if (db_host_pick(c->db, spec->memory_mb, spec->template_name, skip, n_skip, &host, &found, &err) != 0) {
+        if (db_host_pick(c->db, spec->memory_mb, any_template ? NULL : spec->template_name, skip, n_skip, &host,
+                         &found, &err) != 0) {
             internal(res, &err);
             return;
+        }
+        if (!found && !any_template) {
+            /* No host reports the template ready: ask one with room anyway;
+             * its agent answers an unknown template (400) or builds it. */
+            any_template = true;
+            continue;
         }
         if (!found) break;
         terr perr;
