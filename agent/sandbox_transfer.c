@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fs_util.h"
 #include "log.h"
 #include "torpor_limits.h"
 
@@ -178,10 +179,7 @@ agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char
     char dir[PATH_MAX], path[PATH_MAX];
     if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0 || path_of(path, sizeof path, state_dir, id, true, name) != 0)
         return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
-        terr_set(err, "mkdir %s: %s", dir, strerror(errno));
-        return AGENT_INTERNAL;
-    }
+    if (fs_mkdir_p(dir, 0700, err) != 0) return AGENT_INTERNAL;
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         terr_set(err, "open %s: %s", path, strerror(errno));
