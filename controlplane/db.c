@@ -362,24 +362,26 @@ int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
     "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
     "0 AS n_live, 0 AS mem_used"
 
-static void host_from_result(PGresult *r, int i, db_host *h)
+static void host_from_result_at(PGresult *r, int i, int c, db_host *h)
 {
     memset(h, 0, sizeof *h);
-    copy_field(h->id, sizeof h->id, r, i, 0);
-    copy_field(h->address, sizeof h->address, r, i, 1);
-    copy_field(h->agent_id, sizeof h->agent_id, r, i, 2);
-    copy_field(h->state, sizeof h->state, r, i, 3);
-    copy_field(h->status, sizeof h->status, r, i, 4);
-    h->last_seen_age_sec = strtod(PQgetvalue(r, i, 5), NULL);
-    h->failures = atoi(PQgetvalue(r, i, 6));
-    h->max_memory_mb = atoll(PQgetvalue(r, i, 7));
-    h->memory_total_mb = atoll(PQgetvalue(r, i, 8));
-    h->memory_reserved_mb = atoll(PQgetvalue(r, i, 9));
-    h->disk_free_mb = atoll(PQgetvalue(r, i, 10));
-    h->vcpus = atoi(PQgetvalue(r, i, 11));
-    h->sandboxes = atoll(PQgetvalue(r, i, 12));
-    h->memory_used_mb = atoll(PQgetvalue(r, i, 13));
+    copy_field(h->id, sizeof h->id, r, i, c + 0);
+    copy_field(h->address, sizeof h->address, r, i, c + 1);
+    copy_field(h->agent_id, sizeof h->agent_id, r, i, c + 2);
+    copy_field(h->state, sizeof h->state, r, i, c + 3);
+    copy_field(h->status, sizeof h->status, r, i, c + 4);
+    h->last_seen_age_sec = strtod(PQgetvalue(r, i, c + 5), NULL);
+    h->failures = atoi(PQgetvalue(r, i, c + 6));
+    h->max_memory_mb = atoll(PQgetvalue(r, i, c + 7));
+    h->memory_total_mb = atoll(PQgetvalue(r, i, c + 8));
+    h->memory_reserved_mb = atoll(PQgetvalue(r, i, c + 9));
+    h->disk_free_mb = atoll(PQgetvalue(r, i, c + 10));
+    h->vcpus = atoi(PQgetvalue(r, i, c + 11));
+    h->sandboxes = atoll(PQgetvalue(r, i, c + 12));
+    h->memory_used_mb = atoll(PQgetvalue(r, i, c + 13));
 }
+
+static void host_from_result(PGresult *r, int i, db_host *h) { host_from_result_at(r, i, 0, h); }
 
 int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err)
 {
@@ -774,7 +776,8 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err)
     const char *p[1] = {id};
     if (run(db, "update last_active_at",
             "UPDATE sandboxes SET last_active_at = now(), last_updated = now() "
-            "WHERE id = $1 AND status = 'running'",
+            "WHERE id = $1 AND status = 'running' "
+            "AND (last_active_at IS NULL OR last_active_at < now() - interval '" DB_TOUCH_COALESCE "')",
             1, p, &r, err) != 0)
         return -1;
     *changed = strcmp(PQcmdTuples(r), "1") == 0;
@@ -976,4 +979,25 @@ done:
 fail:
     db_rollback(db);
     return -1;
+}
+
+int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out, db_host *host,
+                             bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {id, team_id};
+    *found = false;
+    if (run(db, "get sandbox and host",
+            "SELECT s.*, " HOST_COLS_LIGHT " FROM (SELECT " SANDBOX_COLS ", host_id AS row_host_ FROM sandboxes "
+            "  WHERE id = $1 AND ($2::uuid IS NULL OR team_id = $2::uuid)) s JOIN hosts h ON h.id = s.row_host_",
+            2, p, &r, err) != 0)
+        return -1;
+    int rc = 0;
+    if (PQntuples(r) == 1) {
+        *found = true;
+        rc = row_from_result(r, 0, out, err);
+        host_from_result_at(r, 0, SANDBOX_NCOLS + 1, host);
+    }
+    PQclear(r);
+    return rc;
 }

@@ -155,6 +155,9 @@ int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr
 /* team_id NULL = any team (reconciler). */
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
                    terr *err);
+/* db_sandbox_get and its host (as db_host_get) in one query. */
+int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out, db_host *host,
+                             bool *found, terr *err);
 /* The team's rows whose status is in mask, newest first; *out malloc'd. */
 int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sandbox_row **out,
                     size_t *n, terr *err);
@@ -172,7 +175,11 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
 /* Removes a row that never existed for the user (a create the agent refused
  * as invalid input), only while it is still pending. */
 int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err);
-/* last_active_at = now() when running. */
+/* last_active_at = now() when running, unless it was set less than
+ * DB_TOUCH_COALESCE ago: busy sandboxes cost no write (and no commit) per
+ * ping; the agent's timer is the truth, so last_active_at over REST lags it
+ * by at most that. *changed: whether it was written. */
+#define DB_TOUCH_COALESCE "1 second"
 int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 /* timeout_sec = t when the status is in from_mask. */
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,

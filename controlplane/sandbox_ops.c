@@ -73,6 +73,29 @@ static int require_running(sbop_result *res)
     return -1;
 }
 
+/* The agent client of host (the row's); -1 with the outcome set. */
+static int agent_of_host(const sbop_ctx *c, sbop_result *res, const db_host *host, rpc_client **client)
+{
+    const sandbox_row *row = &res->row;
+    if (strcmp(host->status, "unreachable") == 0) {
+        /* Not asked at all: a frozen agent would hold the call until its deadline. */
+        terr_set(&res->err,
+                 "host %s of sandbox %s is unreachable (its agent has not answered for %.0f s); the sandbox keeps "
+                 "its status and can be used again once the host answers",
+                 row->host_id, row->id, host->last_seen_age_sec < 0 ? 0 : host->last_seen_age_sec);
+        set_outcome(res, SBOP_HOST_UNREACHABLE);
+        return -1;
+    }
+    if (agent_pool_get(c->agents, host, client, &res->err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id, row->id,
+                  log_quote(res->err.msg, q, sizeof q));
+        set_outcome(res, SBOP_AGENT_UNREACHABLE);
+        return -1;
+    }
+    return 0;
+}
+
 /* The agent client of the row's host; -1 with the outcome set. */
 static int agent_for(const sbop_ctx *c, sbop_result *res, rpc_client **client)
 {
@@ -88,23 +111,7 @@ static int agent_for(const sbop_ctx *c, sbop_result *res, rpc_client **client)
         internal(res, &res->err);
         return -1;
     }
-    if (strcmp(host.status, "unreachable") == 0) {
-        /* Not asked at all: a frozen agent would hold the call until its deadline. */
-        terr_set(&res->err,
-                 "host %s of sandbox %s is unreachable (its agent has not answered for %.0f s); the sandbox keeps "
-                 "its status and can be used again once the host answers",
-                 row->host_id, row->id, host.last_seen_age_sec < 0 ? 0 : host.last_seen_age_sec);
-        set_outcome(res, SBOP_HOST_UNREACHABLE);
-        return -1;
-    }
-    if (agent_pool_get(c->agents, &host, client, &res->err) != 0) {
-        char q[LOG_QUOTE_MAX];
-        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id, row->id,
-                  log_quote(res->err.msg, q, sizeof q));
-        set_outcome(res, SBOP_AGENT_UNREACHABLE);
-        return -1;
-    }
-    return 0;
+    return agent_of_host(c, res, &host, client);
 }
 
 void sandbox_ops_touch(const sbop_ctx *c, const char *id)
@@ -511,7 +518,19 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
 void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
-    if (load(c, id, res) != 0 || require_running(res) != 0 || agent_for(c, res, client) != 0) return;
+    /* One query for the row and its host: this is the path of every ping. */
+    db_host host;
+    bool found;
+    if (db_sandbox_get_with_host(c->db, c->team_id, id, &res->row, &host, &found, &res->err) != 0) {
+        internal(res, &res->err);
+        return;
+    }
+    if (!found) {
+        terr_set(&res->err, "sandbox %s not found", id);
+        set_outcome(res, SBOP_NOT_FOUND);
+        return;
+    }
+    if (require_running(res) != 0 || agent_of_host(c, res, &host, client) != 0) return;
     set_outcome(res, SBOP_OK);
 }
 
