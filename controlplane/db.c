@@ -855,20 +855,19 @@ int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids
     PGresult *r;
     /* $2 NULL: rows of any host. */
     int rc = run(db, "read sandbox statuses",
-                 "SELECT id, status, extract(epoch from now() - last_updated)::float8 FROM sandboxes "
-                 "WHERE id = ANY($1::text[]) AND ($2::text IS NULL OR host_id = $2::text)",
+                 "SELECT u.i, s.status, extract(epoch from now() - s.last_updated)::float8 "
+                 "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
+                 "WHERE ($2::text IS NULL OR s.host_id = $2::text)",
                  2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
+    /* u.i: the 1-based position in ids (no per-row search: n may be 10,000). */
     for (int row = 0; row < PQntuples(r); row++) {
-        const char *id = PQgetvalue(r, row, 0);
+        long long pos = atoll(PQgetvalue(r, row, 0));
         sb_status s;
-        if (sb_status_parse(PQgetvalue(r, row, 1), &s) != 0) continue;
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(ids[i], id) != 0) continue;
-            statuses[i] = (int)s;
-            if (age_sec) age_sec[i] = strtod(PQgetvalue(r, row, 2), NULL);
-        }
+        if (pos < 1 || (size_t)pos > n || sb_status_parse(PQgetvalue(r, row, 1), &s) != 0) continue;
+        statuses[pos - 1] = (int)s;
+        if (age_sec) age_sec[pos - 1] = strtod(PQgetvalue(r, row, 2), NULL);
     }
     PQclear(r);
     return 0;
@@ -900,20 +899,19 @@ int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids,
     const char *p[2] = {arr, host_id};
     PGresult *r;
     int rc = run(db, "read foreign sandbox rows",
-                 "SELECT s.id, extract(epoch from now() - s.last_updated)::float8 FROM sandboxes s "
+                 "SELECT u.i, extract(epoch from now() - s.last_updated)::float8 "
+                 "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
                  "JOIN hosts oh ON oh.id = s.host_id JOIN hosts me ON me.id = $2 "
-                 "WHERE s.id = ANY($1::text[]) AND s.host_id <> $2 AND s.status <> 'moving' "
+                 "WHERE s.host_id <> $2 AND s.status <> 'moving' "
                  "  AND oh.agent_id <> '' AND me.agent_id <> '' AND oh.agent_id <> me.agent_id",
                  2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     for (int row = 0; row < PQntuples(r); row++) {
-        const char *id = PQgetvalue(r, row, 0);
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(ids[i], id) != 0) continue;
-            foreign[i] = true;
-            age_sec[i] = strtod(PQgetvalue(r, row, 1), NULL);
-        }
+        long long pos = atoll(PQgetvalue(r, row, 0));
+        if (pos < 1 || (size_t)pos > n) continue;
+        foreign[pos - 1] = true;
+        age_sec[pos - 1] = strtod(PQgetvalue(r, row, 1), NULL);
     }
     PQclear(r);
     return 0;

@@ -77,6 +77,48 @@ bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, 
     return seen_last_pass || row_age_sec >= grace_sec;
 }
 
+/* ListSandboxes answers are sorted by id once (sort_answer), so that each
+ * row's lookup is a binary search: a host may hold 10,000 sandboxes. */
+static int cmp_info(const void *a, const void *b)
+{
+    const Torpor__Hostagent__V1__SandboxInfo *x = *(const Torpor__Hostagent__V1__SandboxInfo *const *)a;
+    const Torpor__Hostagent__V1__SandboxInfo *y = *(const Torpor__Hostagent__V1__SandboxInfo *const *)b;
+    return strcmp(x && x->sandbox_id ? x->sandbox_id : "", y && y->sandbox_id ? y->sandbox_id : "");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+static void sort_answer(Torpor__Hostagent__V1__ListSandboxesResponse *resp)
+{
+    qsort(resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info);
+    qsort(resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids, sizeof *resp->auto_paused_sandbox_ids,
+          cmp_str);
+}
+
+/* agent_view_of over a sorted answer. */
+static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id, bool *auto_paused)
+{
+    const char *key = id;
+    *auto_paused = resp->n_auto_paused_sandbox_ids > 0 &&
+                   bsearch(&key, resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids,
+                           sizeof *resp->auto_paused_sandbox_ids, cmp_str) != NULL;
+    Torpor__Hostagent__V1__SandboxInfo probe = TORPOR__HOSTAGENT__V1__SANDBOX_INFO__INIT, *pp = &probe;
+    probe.sandbox_id = (char *)id;
+    Torpor__Hostagent__V1__SandboxInfo **hit =
+        resp->n_sandboxes ? bsearch(&pp, resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info) : NULL;
+    if (!hit) return AGENT_VIEW_ABSENT;
+    /* The one-entry answer gives the status mapping of agent_client. */
+    Torpor__Hostagent__V1__ListSandboxesResponse one = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    one.sandboxes = hit;
+    one.n_sandboxes = 1;
+    bool unused;
+    return agent_view_of(&one, id, &unused);
+}
+
 /* A malloc'd list of sandbox ids. */
 typedef struct id_list {
     char **ids;
@@ -239,7 +281,7 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
          * just finished) may be newer than the agent's answer: next pass. */
         if (ages[i] < min_age) continue;
         bool auto_paused;
-        agent_view view = agent_view_of(resp, rows[i].id, &auto_paused);
+        agent_view view = view_of(resp, rows[i].id, &auto_paused);
         bool past_grace;
         if (rows[i].status == SB_PAUSED) {
             if (view != AGENT_VIEW_ABSENT) continue;
@@ -285,7 +327,7 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             bool unused;
             bool settled = statuses[i] < 0 || statuses[i] == SB_PAUSED || statuses[i] == SB_STOPPED ||
                            statuses[i] == SB_ERROR ||
-                           (statuses[i] == SB_RUNNING && agent_view_of(resp, id, &unused) == AGENT_VIEW_RUNNING);
+                           (statuses[i] == SB_RUNNING && view_of(resp, id, &unused) == AGENT_VIEW_RUNNING);
             if (settled && id_list_push(&out->ack, id, err) != 0) goto fail;
         }
     }
@@ -423,6 +465,7 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
         return -1;
     }
     id_list_free(&hs->acks); /* delivered: the agent has dropped them */
+    sort_answer(resp);
 
     /* Margin for the transaction's own start and clock granularity. */
     double min_age = (double)(mono_ms() - t0) / 1e3 + 0.5;
