@@ -18,13 +18,16 @@ struct db_conn {
     "(CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)"
 
 /* Columns of a sandbox row, in the order row_from_result reads them. */
-#define SANDBOX_COLS                                                                            \
+#define SANDBOX_COLS_BASE                                                                       \
     "id, team_id::text, host_id, status, template, vcpus, memory_mb, timeout_sec, "            \
     "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
     "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
     "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
-    "(extract(epoch from last_updated) * 1000000)::bigint, "                                   \
-    "coalesce((SELECT " HOST_STATUS_EXPR " FROM hosts h WHERE h.id = sandboxes.host_id), '')"
+    "(extract(epoch from last_updated) * 1000000)::bigint, "
+#define SANDBOX_COLS \
+    SANDBOX_COLS_BASE "coalesce((SELECT " HOST_STATUS_EXPR " FROM hosts h WHERE h.id = sandboxes.host_id), '')"
+/* The same without the host's status ("": the reconciler knows its host). */
+#define SANDBOX_COLS_NOHOST SANDBOX_COLS_BASE "''"
 #define SANDBOX_NCOLS 13
 
 static void notice_to_log(void *arg, const char *message)
@@ -812,7 +815,7 @@ int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_m
     *age_sec = NULL;
     *n = 0;
     if (run(db, "lock host sandboxes",
-            "SELECT " SANDBOX_COLS ", extract(epoch from now() - last_updated)::float8 "
+            "SELECT " SANDBOX_COLS_NOHOST ", extract(epoch from now() - last_updated)::float8 "
             "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) ORDER BY id FOR UPDATE",
             2, p, &r, err) != 0)
         return -1;

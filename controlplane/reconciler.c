@@ -207,6 +207,7 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
     if (n == 0) return 0;
     bool *foreign = NULL;
     double *fages = NULL;
+    const char **rowless = NULL;
     const char **ids = calloc(n, sizeof *ids);
     int *statuses = calloc(n, sizeof *statuses);
     double *ages = calloc(n, sizeof *ages);
@@ -223,22 +224,27 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
     /* A sandbox whose row names another host (with another agent) and is
      * not being moved: a move finished or was undone elsewhere; this copy
      * is nobody's. */
+    /* Only the ids without a row on this host are asked about (usually none). */
     foreign = calloc(k ? k : 1, sizeof *foreign);
     fages = calloc(k ? k : 1, sizeof *fages);
-    if (!foreign || !fages) {
+    rowless = calloc(k ? k : 1, sizeof *rowless);
+    if (!foreign || !fages || !rowless) {
         terr_set(err, "out of memory");
         goto out;
     }
-    if (db_sandbox_foreign(r->db, host->id, ids, k, foreign, fages, err) != 0) goto out;
-    for (size_t i = 0; i < k; i++) {
-        if (statuses[i] >= 0 || !foreign[i]) continue;
-        bool seen = id_list_has(&hs->suspects, ids[i]);
-        if (id_list_push(&out->suspects, ids[i], err) != 0) goto out;
+    size_t nr = 0;
+    for (size_t i = 0; i < k; i++)
+        if (statuses[i] < 0) rowless[nr++] = ids[i];
+    if (db_sandbox_foreign(r->db, host->id, rowless, nr, foreign, fages, err) != 0) goto out;
+    for (size_t i = 0; i < nr; i++) {
+        if (!foreign[i]) continue;
+        bool seen = id_list_has(&hs->suspects, rowless[i]);
+        if (id_list_push(&out->suspects, rowless[i], err) != 0) goto out;
         if (!seen && fages[i] < r->cfg.grace_sec) {
-            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row=another_host", ids[i], host->id);
+            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row=another_host", rowless[i], host->id);
             continue;
         }
-        if (id_list_push(&out->orphans, ids[i], err) != 0) goto out;
+        if (id_list_push(&out->orphans, rowless[i], err) != 0) goto out;
     }
     for (size_t i = 0; i < k; i++) {
         if (statuses[i] != SB_STOPPED && statuses[i] != SB_ERROR) continue;
@@ -258,6 +264,7 @@ out:
     free(ages);
     free(foreign);
     free(fages);
+    free(rowless);
     return rc;
 }
 
@@ -468,9 +475,13 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     sort_answer(resp);
 
     /* Margin for the transaction's own start and clock granularity. */
-    double min_age = (double)(mono_ms() - t0) / 1e3 + 0.5;
+    int64_t t_listed = mono_ms();
+    double min_age = (double)(t_listed - t0) / 1e3 + 0.5;
     pass_result pr;
+    size_t n_agent = resp->n_sandboxes;
     int rc = apply(r, host, hs, resp, min_age, &pr, err);
+    log_debug("event=reconcile_timing host_id=%s agent_sandboxes=%zu list_ms=%lld apply_ms=%lld", host->id, n_agent,
+              (long long)(t_listed - t0), (long long)(mono_ms() - t_listed));
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (rc != 0) return terr_wrap(err, "reconcile host %s", host->id); /* acknowledges nothing */
     id_list_free(&hs->suspects);
