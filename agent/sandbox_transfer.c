@@ -20,11 +20,11 @@
 static bool name_ok(const char *name)
 {
     size_t n = strlen(name);
-    if (n == 0 || n >= sizeof ((transfer_file *)0)->name || name[0] == '.') return false;
+    if (n == 0 || n >= sizeof((transfer_file *)0)->name || name[0] == '.') return false;
     for (size_t i = 0; i < n; i++) {
         char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' ||
-              c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
             return false;
     }
     return true;
@@ -37,10 +37,11 @@ static agent_code bad(terr *err, agent_code c, const char *fmt, const char *a, c
 }
 
 /* <state>/sandboxes/<id> (incoming: .incoming-<id>), optionally /<name>. */
-static int path_of(char *out, size_t size, const char *state_dir, const char *id, bool incoming, const char *name)
+static int path_of(char *out, size_t size, const char *state_dir, const char *id, bool incoming,
+                   const char *name)
 {
-    int n = snprintf(out, size, "%s/sandboxes/%s%s%s%s", state_dir, incoming ? INCOMING_PREFIX : "", id,
-                     name ? "/" : "", name ? name : "");
+    int n = snprintf(out, size, "%s/sandboxes/%s%s%s%s", state_dir, incoming ? INCOMING_PREFIX : "",
+                     id, name ? "/" : "", name ? name : "");
     return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
@@ -50,7 +51,8 @@ static agent_code require_paused(lifecycle *lc, const char *id, terr *err)
     agent_code c = lifecycle_get(lc, id, &info, err);
     if (c != AGENT_OK) return c;
     if (info.status != SANDBOX_PAUSED)
-        return bad(err, AGENT_FAILED_PRECONDITION, "sandbox %s is not paused (%s)", id, sandbox_status_name(info.status));
+        return bad(err, AGENT_FAILED_PRECONDITION, "sandbox %s is not paused (%s)", id,
+                   sandbox_status_name(info.status));
     return AGENT_OK;
 }
 
@@ -93,14 +95,15 @@ out:
     return rc;
 }
 
-agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const char *id, transfer_file *files,
-                                    size_t *n, terr *err)
+agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const char *id,
+                                    transfer_file *files, size_t *n, terr *err)
 {
     *n = 0;
     agent_code c = require_paused(lc, id, err);
     if (c != AGENT_OK) return c;
     char dir[PATH_MAX];
-    if (path_of(dir, sizeof dir, state_dir, id, false, NULL) != 0) return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
+    if (path_of(dir, sizeof dir, state_dir, id, false, NULL) != 0)
+        return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
     DIR *d = opendir(dir);
     if (!d) {
         terr_set(err, "open %s: %s", dir, strerror(errno));
@@ -111,12 +114,13 @@ agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const 
         if (!name_ok(e->d_name)) continue;
         char path[PATH_MAX];
         struct stat st;
-        if (path_of(path, sizeof path, state_dir, id, false, e->d_name) != 0 || lstat(path, &st) != 0 ||
-            !S_ISREG(st.st_mode))
+        if (path_of(path, sizeof path, state_dir, id, false, e->d_name) != 0 ||
+            lstat(path, &st) != 0 || !S_ISREG(st.st_mode))
             continue; /* sockets, pid files gone, links: not part of a snapshot */
         if (*n == TRANSFER_FILES_MAX) {
             closedir(d);
-            return bad(err, AGENT_INTERNAL, "sandbox %s has more files than a transfer carries%s", id, "");
+            return bad(err, AGENT_INTERNAL, "sandbox %s has more files than a transfer carries%s",
+                       id, "");
         }
         transfer_file *f = &files[*n];
         snprintf(f->name, sizeof f->name, "%s", e->d_name);
@@ -130,17 +134,20 @@ agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const 
     return AGENT_OK;
 }
 
-agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char *id, const char *name,
-                               int64_t offset, size_t max_len, uint8_t *buf, size_t *len, bool *zero, terr *err)
+agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char *id,
+                               const char *name, int64_t offset, size_t max_len, uint8_t *buf,
+                               size_t *len, bool *zero, terr *err)
 {
     *len = 0;
     *zero = false;
-    if (!name_ok(name) || offset < 0) return bad(err, AGENT_INVALID_ARGUMENT, "bad file name or offset%s%s", "", "");
+    if (!name_ok(name) || offset < 0)
+        return bad(err, AGENT_INVALID_ARGUMENT, "bad file name or offset%s%s", "", "");
     agent_code c = require_paused(lc, id, err);
     if (c != AGENT_OK) return c;
     if (max_len == 0 || max_len > TRANSFER_CHUNK_MAX) max_len = TRANSFER_CHUNK_MAX;
     char path[PATH_MAX];
-    if (path_of(path, sizeof path, state_dir, id, false, name) != 0) return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
+    if (path_of(path, sizeof path, state_dir, id, false, name) != 0)
+        return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         terr_set(err, "open %s: %s", path, strerror(errno));
@@ -166,18 +173,21 @@ agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char 
     return AGENT_OK;
 }
 
-agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char *id, const char *name,
-                                int64_t offset, const uint8_t *data, size_t len, size_t zero_len, terr *err)
+agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char *id,
+                                const char *name, int64_t offset, const uint8_t *data, size_t len,
+                                size_t zero_len, terr *err)
 {
     if (!limits_sandbox_id_valid(id) || !name_ok(name) || offset < 0 || len > TRANSFER_CHUNK_MAX ||
         zero_len > TRANSFER_CHUNK_MAX)
-        return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id, file name, offset or length%s%s", "", "");
+        return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id, file name, offset or length%s%s",
+                   "", "");
     lifecycle_info info;
     terr ign;
     if (lifecycle_get(lc, id, &info, &ign) == AGENT_OK)
         return bad(err, AGENT_ALREADY_EXISTS, "sandbox %s is already held here%s", id, "");
     char dir[PATH_MAX], path[PATH_MAX];
-    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0 || path_of(path, sizeof path, state_dir, id, true, name) != 0)
+    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0 ||
+        path_of(path, sizeof path, state_dir, id, true, name) != 0)
         return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
     if (fs_mkdir_p(dir, 0700, err) != 0) return AGENT_INTERNAL;
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
@@ -189,7 +199,8 @@ agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char
     if (zero_len > 0) {
         /* A hole: only make sure the file reaches that far. */
         struct stat st;
-        if (fstat(fd, &st) != 0 || (st.st_size < offset + (off_t)zero_len && ftruncate(fd, offset + (off_t)zero_len) != 0))
+        if (fstat(fd, &st) != 0 ||
+            (st.st_size < offset + (off_t)zero_len && ftruncate(fd, offset + (off_t)zero_len) != 0))
             rc = -1;
     } else {
         size_t done = 0;
@@ -237,7 +248,9 @@ static agent_code check_base_image(const char *meta_path, terr *err)
     char dpath[PATH_MAX + 32];
     snprintf(dpath, sizeof dpath, "%s", rootfs);
     char *slash = strrchr(dpath, '/');
-    if (!slash) return bad(err, AGENT_FAILED_PRECONDITION, "snapshot names a relative base image %s%s", rootfs, "");
+    if (!slash)
+        return bad(err, AGENT_FAILED_PRECONDITION, "snapshot names a relative base image %s%s",
+                   rootfs, "");
     snprintf(slash + 1, sizeof dpath - (size_t)(slash + 1 - dpath), "rootfs.sha256");
     char here[80] = "";
     FILE *f = fopen(dpath, "re");
@@ -247,10 +260,11 @@ static agent_code check_base_image(const char *meta_path, terr *err)
         here[strcspn(here, "\r\n")] = '\0';
     }
     if (access(rootfs, R_OK) != 0 || strcmp(here, digest) != 0) {
-        terr_set(err,
-                 "this host lacks the sandbox's base image %s with digest %s (here: %s); build or copy the "
-                 "template image first",
-                 rootfs, digest, here[0] ? here : "none");
+        terr_set(
+            err,
+            "this host lacks the sandbox's base image %s with digest %s (here: %s); build or copy the "
+            "template image first",
+            rootfs, digest, here[0] ? here : "none");
         return AGENT_FAILED_PRECONDITION;
     }
     return AGENT_OK;
@@ -263,25 +277,29 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
     if (!limits_sandbox_id_valid(id) || n == 0 || n > TRANSFER_FILES_MAX)
         return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id or file list for %s%s", id, "");
     char dir[PATH_MAX], final[PATH_MAX];
-    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0 || path_of(final, sizeof final, state_dir, id, false, NULL) != 0)
+    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0 ||
+        path_of(final, sizeof final, state_dir, id, false, NULL) != 0)
         return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
     struct stat st;
     if (stat(dir, &st) != 0) {
         /* Repeated commit: already in place and adopted. */
         lifecycle_info info;
         terr ign;
-        if (stat(final, &st) == 0 && lifecycle_get(lc, id, &info, &ign) == AGENT_OK && info.status == SANDBOX_PAUSED)
+        if (stat(final, &st) == 0 && lifecycle_get(lc, id, &info, &ign) == AGENT_OK &&
+            info.status == SANDBOX_PAUSED)
             return AGENT_OK;
         return bad(err, AGENT_NOT_FOUND, "no import of sandbox %s in progress%s", id, "");
     }
     bool has_meta = false;
     for (size_t i = 0; i < n; i++) {
-        if (!name_ok(files[i].name)) return bad(err, AGENT_INVALID_ARGUMENT, "bad file name%s%s", "", "");
+        if (!name_ok(files[i].name))
+            return bad(err, AGENT_INVALID_ARGUMENT, "bad file name%s%s", "", "");
         char path[PATH_MAX];
         path_of(path, sizeof path, state_dir, id, true, files[i].name);
         /* Trailing holes were never written. */
         int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-        if (fd < 0 || fstat(fd, &st) != 0 || (st.st_size < files[i].size && ftruncate(fd, files[i].size) != 0)) {
+        if (fd < 0 || fstat(fd, &st) != 0 ||
+            (st.st_size < files[i].size && ftruncate(fd, files[i].size) != 0)) {
             if (fd >= 0) close(fd);
             terr_set(err, "complete %s: %s", path, strerror(errno));
             return AGENT_INTERNAL;
@@ -292,8 +310,10 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
         int64_t size;
         if (file_sha256(path, sum, &size, err) != 0) return AGENT_INTERNAL;
         if (size != files[i].size || strcmp(sum, files[i].sha256) != 0) {
-            terr_set(err, "file %s of sandbox %s arrived damaged (size %lld, want %lld; sha256 %s, want %s)",
-                     files[i].name, id, (long long)size, (long long)files[i].size, sum, files[i].sha256);
+            terr_set(
+                err,
+                "file %s of sandbox %s arrived damaged (size %lld, want %lld; sha256 %s, want %s)",
+                files[i].name, id, (long long)size, (long long)files[i].size, sum, files[i].sha256);
             return AGENT_FAILED_PRECONDITION;
         }
         if (strcmp(files[i].name, "meta") == 0) {
@@ -302,7 +322,9 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
             if (c != AGENT_OK) return c;
         }
     }
-    if (!has_meta) return bad(err, AGENT_INVALID_ARGUMENT, "sandbox %s: no committed snapshot (meta) in the transfer%s", id, "");
+    if (!has_meta)
+        return bad(err, AGENT_INVALID_ARGUMENT,
+                   "sandbox %s: no committed snapshot (meta) in the transfer%s", id, "");
     lifecycle_info info;
     terr ign;
     if (lifecycle_get(lc, id, &info, &ign) == AGENT_OK || stat(final, &st) == 0)
@@ -325,9 +347,11 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
 
 agent_code transfer_abort(const char *state_dir, const char *id, terr *err)
 {
-    if (!limits_sandbox_id_valid(id)) return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id%s%s", "", "");
+    if (!limits_sandbox_id_valid(id))
+        return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id%s%s", "", "");
     char dir[PATH_MAX];
-    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0) return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
+    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0)
+        return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
     DIR *d = opendir(dir);
     if (!d) return AGENT_OK; /* nothing to abort */
     struct dirent *e;

@@ -38,14 +38,16 @@ typedef struct transfer_file {
     char sha256[65];
 } transfer_file;
 
-agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const char *id, transfer_file *files,
-                                    size_t *n, terr *err);
+agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const char *id,
+                                    transfer_file *files, size_t *n, terr *err);
 /* buf has TRANSFER_CHUNK_MAX bytes; *len gets the bytes read (0 at EOF). */
-agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char *id, const char *name,
-                               int64_t offset, size_t max_len, uint8_t *buf, size_t *len, bool *zero, terr *err);
+agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char *id,
+                               const char *name, int64_t offset, size_t max_len, uint8_t *buf,
+                               size_t *len, bool *zero, terr *err);
 /* zero_len > 0: that many zero bytes at offset (data ignored). */
-agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char *id, const char *name,
-                                int64_t offset, const uint8_t *data, size_t len, size_t zero_len, terr *err);
+agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char *id,
+                                const char *name, int64_t offset, const uint8_t *data, size_t len,
+                                size_t zero_len, terr *err);
 agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_spec *spec,
                            const transfer_file *files, size_t n, terr *err);
 agent_code transfer_abort(const char *state_dir, const char *id, terr *err);

@@ -92,7 +92,8 @@ int main(int argc, char **argv)
         if (!strcmp(argv[i], "--sandboxes")) n = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--hosts")) n_hosts = atoi(argv[i + 1]);
     }
-    if (n < 200 || n_hosts < 1 || n_hosts > MAX_HOSTS) die("usage: --sandboxes N (>= 200) --hosts 1..4", NULL);
+    if (n < 200 || n_hosts < 1 || n_hosts > MAX_HOSTS)
+        die("usage: --sandboxes N (>= 200) --hosts 1..4", NULL);
     terr e;
     agent_fx *fx[MAX_HOSTS];
     agent_rpc app[MAX_HOSTS];
@@ -112,9 +113,10 @@ int main(int argc, char **argv)
     }
     double create_s = (now_us() - t0) / 1e6;
     long rss1 = rss_kib();
-    printf("%d host(s) x %d sandboxes created in %.2f s; agent memory per sandbox record: %.0f bytes "
-           "(RSS growth / records, test driver entries included)\n",
-           n_hosts, n, create_s, (double)(rss1 - rss0) * 1024.0 / ((double)n * n_hosts));
+    printf(
+        "%d host(s) x %d sandboxes created in %.2f s; agent memory per sandbox record: %.0f bytes "
+        "(RSS growth / records, test driver entries included)\n",
+        n_hosts, n, create_s, (double)(rss1 - rss0) * 1024.0 / ((double)n * n_hosts));
 
     /* Reaper tick, nothing expiring. */
     double ticks[50];
@@ -145,7 +147,9 @@ int main(int argc, char **argv)
     /* The agents behind gRPC. */
     for (int h = 0; h < n_hosts; h++) {
         snprintf(agent_id[h], sizeof agent_id[h], "ag-%016x", 0xbe00 + h);
-        app[h] = (agent_rpc){.lc = fx[h]->lc, .journal = fx[h]->journal, .host_ip = "127.0.0.1",
+        app[h] = (agent_rpc){.lc = fx[h]->lc,
+                             .journal = fx[h]->journal,
+                             .host_ip = "127.0.0.1",
                              .agent_id = agent_id[h]};
         rpc_server_config scfg = {.listen_addr = "127.0.0.1:0", .app = &app[h]};
         scfg.methods = agent_rpc_methods(&scfg.n_methods);
@@ -179,7 +183,8 @@ int main(int argc, char **argv)
     if (pg("start", pg_dir, url, sizeof url) != 0 || !*url) die("PostgreSQL did not start", NULL);
     db_conn *db;
     int applied;
-    if (db_open(url, &db, &e) != 0 || migrate_run(db, TORPOR_SOURCE_DIR "/migrations", &applied, &e) != 0)
+    if (db_open(url, &db, &e) != 0 ||
+        migrate_run(db, TORPOR_SOURCE_DIR "/migrations", &applied, &e) != 0)
         die("db", &e);
     char team[64], key[AUTH_KEY_LEN + 1];
     if (auth_key_create(db, "bench", key, team, &e) != 0) die("team", &e);
@@ -187,16 +192,19 @@ int main(int argc, char **argv)
         char hid[16], sql[1024];
         snprintf(hid, sizeof hid, "h%d", h);
         if (db_host_upsert(db, hid, addr[h], &e) != 0) die("host", &e);
-        snprintf(sql, sizeof sql,
-                 "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, started_at, "
-                 "last_active_at, last_updated) SELECT 'sb-' || lpad(to_hex(%d), 2, '0') || lpad(to_hex(g), 14, '0'), "
-                 "'%s'::uuid, '%s', CASE WHEN g < 100 THEN 'paused' ELSE 'running' END, 'minimal', 1, 128, "
-                 "now(), now(), now() - interval '1 hour' FROM generate_series(0, %d) g",
-                 h, team, hid, n - 1);
+        snprintf(
+            sql, sizeof sql,
+            "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, started_at, "
+            "last_active_at, last_updated) SELECT 'sb-' || lpad(to_hex(%d), 2, '0') || lpad(to_hex(g), 14, '0'), "
+            "'%s'::uuid, '%s', CASE WHEN g < 100 THEN 'paused' ELSE 'running' END, 'minimal', 1, 128, "
+            "now(), now(), now() - interval '1 hour' FROM generate_series(0, %d) g",
+            h, team, hid, n - 1);
         if (db_exec_simple(db, sql, &e) != 0) die("rows", &e);
     }
     db_exec_simple(db, "ANALYZE", &e);
-    reconciler_config rcfg = {.database_url = url, .agents = agents, .interval_sec = 3600,
+    reconciler_config rcfg = {.database_url = url,
+                              .agents = agents,
+                              .interval_sec = 3600,
                               .grace_sec = RECONCILER_GRACE_DEFAULT_SEC};
     reconciler *r;
     if (reconciler_start(&rcfg, &r, &e) != 0) die("reconciler", &e);

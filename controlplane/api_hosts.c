@@ -5,13 +5,14 @@
 
 json_t *api_host_json(const db_host *h)
 {
-    json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:i, s:I, s:I}", "id", h->id, "status",
-                          h->status, "address", h->address, "agent_id", h->agent_id, "failures", h->failures,
-                          "memory_total_mb", (json_int_t)h->memory_total_mb, "memory_reserved_mb",
-                          (json_int_t)h->memory_reserved_mb, "memory_used_mb", (json_int_t)h->memory_used_mb,
-                          "disk_free_mb", (json_int_t)h->disk_free_mb, "vcpus", h->vcpus, "sandboxes",
-                          (json_int_t)h->sandboxes, "max_memory_mb",
-                          (json_int_t)(h->max_memory_mb < 0 ? 0 : h->max_memory_mb));
+    json_t *o =
+        json_pack("{s:s, s:s, s:s, s:s, s:i, s:I, s:I, s:I, s:I, s:i, s:I, s:I}", "id", h->id,
+                  "status", h->status, "address", h->address, "agent_id", h->agent_id, "failures",
+                  h->failures, "memory_total_mb", (json_int_t)h->memory_total_mb,
+                  "memory_reserved_mb", (json_int_t)h->memory_reserved_mb, "memory_used_mb",
+                  (json_int_t)h->memory_used_mb, "disk_free_mb", (json_int_t)h->disk_free_mb,
+                  "vcpus", h->vcpus, "sandboxes", (json_int_t)h->sandboxes, "max_memory_mb",
+                  (json_int_t)(h->max_memory_mb < 0 ? 0 : h->max_memory_mb));
     if (!o) return NULL;
     if (h->max_memory_mb < 0) json_object_set_new(o, "max_memory_mb", json_null());
     json_object_set_new(o, "last_seen_age_sec",
@@ -55,13 +56,15 @@ void api_sandboxes_move(api_request *r)
     json_object_foreach(body, key, v)
     {
         if (strcmp(key, "host_id") != 0) {
-            http_reply_error(r->req, 400, "invalid_request", "unknown field \"%.64s\" (allowed: host_id)", key);
+            http_reply_error(r->req, 400, "invalid_request",
+                             "unknown field \"%.64s\" (allowed: host_id)", key);
             json_decref(body);
             return;
         }
         const char *hid = json_string_value(v);
         if (!hid || !*hid || strlen(hid) >= sizeof target) {
-            http_reply_error(r->req, 400, "invalid_request", "host_id must be a host id (1..63 characters)");
+            http_reply_error(r->req, 400, "invalid_request",
+                             "host_id must be a host id (1..63 characters)");
             json_decref(body);
             return;
         }

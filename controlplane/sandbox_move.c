@@ -21,9 +21,9 @@ static void fail_agent(sbop_result *res, grpc_status_code st, const terr *err, c
 
 /* Streams one file from src to dst; returns the gRPC status of the first
  * failed call (GRPC_STATUS_OK when all went through). */
-static grpc_status_code copy_file(const sbop_ctx *c, rpc_client *src, rpc_client *dst, const char *id,
-                                  const Torpor__Hostagent__V1__TransferFile *f, long long *chunks, long long *bytes,
-                                  terr *err, const char **what)
+static grpc_status_code copy_file(const sbop_ctx *c, rpc_client *src, rpc_client *dst,
+                                  const char *id, const Torpor__Hostagent__V1__TransferFile *f,
+                                  long long *chunks, long long *bytes, terr *err, const char **what)
 {
     int64_t off = 0;
     while (off < f->size) {
@@ -36,7 +36,8 @@ static grpc_status_code copy_file(const sbop_ctx *c, rpc_client *src, rpc_client
         int64_t n = chunk->zero_len > 0 ? chunk->zero_len : (int64_t)chunk->data.len;
         if (n == 0) {
             protobuf_c_message_free_unpacked(&chunk->base, NULL);
-            terr_set(err, "file %s ended at %lld of %lld bytes", f->name, (long long)off, (long long)f->size);
+            terr_set(err, "file %s ended at %lld of %lld bytes", f->name, (long long)off,
+                     (long long)f->size);
             *what = "read from the source host";
             return GRPC_STATUS_DATA_LOSS;
         }
@@ -52,9 +53,11 @@ static grpc_status_code copy_file(const sbop_ctx *c, rpc_client *src, rpc_client
         if (++*chunks % MOVE_HEARTBEAT_CHUNKS == 0) {
             bool ch;
             terr hb;
-            if (db_sandbox_transition(c->db, id, BIT(SB_MOVING), SB_MOVING, 0, NULL, NULL, &ch, &hb) != 0) {
+            if (db_sandbox_transition(c->db, id, BIT(SB_MOVING), SB_MOVING, 0, NULL, NULL, &ch,
+                                      &hb) != 0) {
                 char q[LOG_QUOTE_MAX];
-                log_warn("event=move_heartbeat_failed sandbox_id=%s error=\"%s\"", id, log_quote(hb.msg, q, sizeof q));
+                log_warn("event=move_heartbeat_failed sandbox_id=%s error=\"%s\"", id,
+                         log_quote(hb.msg, q, sizeof q));
             }
         }
     }
@@ -70,8 +73,10 @@ static void move_back(const sbop_ctx *c, rpc_client *dst, const char *id, const 
         log_warn("event=move_abort_failed sandbox_id=%s target=%s error=\"%s\"", id, target_id,
                  log_quote(err.msg, q, sizeof q));
     bool changed;
-    if (db_sandbox_transition(c->db, id, BIT(SB_MOVING), SB_PAUSED, 0, NULL, NULL, &changed, &err) != 0)
-        log_error("event=move_revert_failed sandbox_id=%s error=\"%s\"", id, log_quote(err.msg, q, sizeof q));
+    if (db_sandbox_transition(c->db, id, BIT(SB_MOVING), SB_PAUSED, 0, NULL, NULL, &changed,
+                              &err) != 0)
+        log_error("event=move_revert_failed sandbox_id=%s error=\"%s\"", id,
+                  log_quote(err.msg, q, sizeof q));
 }
 
 void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, sbop_result *res)
@@ -91,7 +96,8 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
     }
     sandbox_row row = res->row;
     if (row.status != SB_PAUSED) {
-        terr_set(&res->err, "only a paused sandbox can be moved (status: %s)", sb_status_name(row.status));
+        terr_set(&res->err, "only a paused sandbox can be moved (status: %s)",
+                 sb_status_name(row.status));
         res->outcome = SBOP_CONFLICT;
         return;
     }
@@ -102,7 +108,8 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
         return;
     }
     if (strcmp(src.status, "unreachable") == 0) {
-        terr_set(&res->err, "host %s of sandbox %s is unreachable; its files cannot be read", src.id, id);
+        terr_set(&res->err, "host %s of sandbox %s is unreachable; its files cannot be read",
+                 src.id, id);
         res->outcome = SBOP_HOST_UNREACHABLE;
         return;
     }
@@ -118,8 +125,10 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
             return;
         }
         if (strcmp(dst.id, src.id) == 0 || strcmp(dst.status, "ready") != 0) {
-            terr_set(&res->err, strcmp(dst.id, src.id) == 0 ? "sandbox %s is already on host %s"
-                                                             : "sandbox %s cannot move to host %s: it is not ready",
+            terr_set(&res->err,
+                     strcmp(dst.id, src.id) == 0
+                         ? "sandbox %s is already on host %s"
+                         : "sandbox %s cannot move to host %s: it is not ready",
                      id, dst.id);
             res->outcome = SBOP_CONFLICT;
             return;
@@ -134,12 +143,14 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
         char skip_ids[8][64];
         size_t n_skip = 1;
         for (;;) {
-            if (db_host_pick(c->db, row.memory_mb, row.template_name, skip, n_skip, &dst, &found, &res->err) != 0) {
+            if (db_host_pick(c->db, row.memory_mb, row.template_name, skip, n_skip, &dst, &found,
+                             &res->err) != 0) {
                 res->outcome = SBOP_INTERNAL;
                 return;
             }
             if (!found) {
-                terr_set(&res->err, "no other ready host has room for sandbox %s (%d MiB, template %s)", id,
+                terr_set(&res->err,
+                         "no other ready host has room for sandbox %s (%d MiB, template %s)", id,
                          row.memory_mb, row.template_name);
                 res->outcome = SBOP_NO_CAPACITY;
                 return;
@@ -160,7 +171,8 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
         return;
     }
     bool changed;
-    if (db_sandbox_transition(c->db, id, BIT(SB_PAUSED), SB_MOVING, 0, NULL, &res->row, &changed, &res->err) != 0) {
+    if (db_sandbox_transition(c->db, id, BIT(SB_PAUSED), SB_MOVING, 0, NULL, &res->row, &changed,
+                              &res->err) != 0) {
         res->outcome = SBOP_INTERNAL;
         return;
     }
@@ -190,13 +202,15 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
     size_t n_files = manifest->n_files;
     protobuf_c_message_free_unpacked(&manifest->base, NULL);
     if (st != GRPC_STATUS_OK) {
-        log_warn("event=sandbox_move_failed sandbox_id=%s from=%s to=%s step=\"%s\" grpc_status=%d error=\"%s\"", id,
-                 src.id, dst.id, what, (int)st, log_quote(err.msg, q, sizeof q));
+        log_warn(
+            "event=sandbox_move_failed sandbox_id=%s from=%s to=%s step=\"%s\" grpc_status=%d error=\"%s\"",
+            id, src.id, dst.id, what, (int)st, log_quote(err.msg, q, sizeof q));
         move_back(c, dc, id, dst.id);
         fail_agent(res, st, &err, what);
         return;
     }
-    if (db_sandbox_move_switch(c->db, id, src.id, dst.id, &res->row, &changed, &res->err) != 0 || !changed) {
+    if (db_sandbox_move_switch(c->db, id, src.id, dst.id, &res->row, &changed, &res->err) != 0 ||
+        !changed) {
         /* The target holds a committed copy no row of its host names: its
          * reconciler destroys it; the row stays with the source. */
         if (changed) res->outcome = SBOP_INTERNAL;
@@ -204,17 +218,19 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
             terr_set(&res->err, "sandbox %s changed state during the move", id);
             res->outcome = SBOP_CONFLICT;
         }
-        log_error("event=sandbox_move_switch_failed sandbox_id=%s from=%s to=%s error=\"%s\"", id, src.id, dst.id,
-                  log_quote(res->err.msg, q, sizeof q));
+        log_error("event=sandbox_move_switch_failed sandbox_id=%s from=%s to=%s error=\"%s\"", id,
+                  src.id, dst.id, log_quote(res->err.msg, q, sizeof q));
         if (!changed) move_back(c, NULL, id, dst.id);
         return;
     }
     st = agent_destroy(sc, id, &err);
     if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND)
         /* Its row names another host now: the source's reconciler removes it. */
-        log_warn("event=sandbox_move_source_cleanup_failed sandbox_id=%s host_id=%s grpc_status=%d error=\"%s\"", id,
-                 src.id, (int)st, log_quote(err.msg, q, sizeof q));
-    log_info("event=sandbox_moved sandbox_id=%s from=%s to=%s files=%zu bytes=%lld chunks=%lld duration_ms=%lld", id,
-             src.id, dst.id, n_files, bytes, chunks, (long long)(mono_ms() - t0));
+        log_warn(
+            "event=sandbox_move_source_cleanup_failed sandbox_id=%s host_id=%s grpc_status=%d error=\"%s\"",
+            id, src.id, (int)st, log_quote(err.msg, q, sizeof q));
+    log_info(
+        "event=sandbox_moved sandbox_id=%s from=%s to=%s files=%zu bytes=%lld chunks=%lld duration_ms=%lld",
+        id, src.id, dst.id, n_files, bytes, chunks, (long long)(mono_ms() - t0));
     res->outcome = SBOP_OK;
 }

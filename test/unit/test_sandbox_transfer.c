@@ -40,7 +40,8 @@ static int teardown(void **state)
     return 0;
 }
 
-static void write_file(const char *path, const uint8_t *data, size_t len, off_t hole_at, size_t hole_len)
+static void write_file(const char *path, const uint8_t *data, size_t len, off_t hole_at,
+                       size_t hole_len)
 {
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0600);
     assert_true(fd >= 0);
@@ -81,7 +82,8 @@ static uint8_t *paused_with_files(tx *t, const char *id, const char *meta_text, 
 static int copy_all(tx *t, const char *id, transfer_file *files, size_t *n)
 {
     terr e;
-    if (transfer_export_manifest(t->src->lc, t->src->dir, id, files, n, &e) != AGENT_OK) fail_msg("export: %s", e.msg);
+    if (transfer_export_manifest(t->src->lc, t->src->dir, id, files, n, &e) != AGENT_OK)
+        fail_msg("export: %s", e.msg);
     uint8_t *buf = malloc(TRANSFER_CHUNK_MAX);
     int zeros = 0;
     for (size_t i = 0; i < *n; i++) {
@@ -89,12 +91,13 @@ static int copy_all(tx *t, const char *id, transfer_file *files, size_t *n)
         while (off < files[i].size) {
             size_t len;
             bool zero;
-            assert_int_equal(
-                transfer_read_chunk(t->src->lc, t->src->dir, id, files[i].name, off, 0, buf, &len, &zero, &e),
-                AGENT_OK);
+            assert_int_equal(transfer_read_chunk(t->src->lc, t->src->dir, id, files[i].name, off, 0,
+                                                 buf, &len, &zero, &e),
+                             AGENT_OK);
             assert_true(len > 0);
-            assert_int_equal(transfer_write_chunk(t->dst->lc, t->dst->dir, id, files[i].name, off, zero ? NULL : buf,
-                                                  zero ? 0 : len, zero ? len : 0, &e),
+            assert_int_equal(transfer_write_chunk(t->dst->lc, t->dst->dir, id, files[i].name, off,
+                                                  zero ? NULL : buf, zero ? 0 : len, zero ? len : 0,
+                                                  &e),
                              AGENT_OK);
             zeros += zero;
             off += (int64_t)len;
@@ -124,7 +127,8 @@ static void test_moved_files_are_identical_and_the_sandbox_is_held_paused(void *
     assert_int_equal(zeros, 1); /* the hole travelled as a hole */
     terr e;
     runtime_spec spec = spec_of("sb-move1");
-    if (transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e) != AGENT_OK) fail_msg("commit: %s", e.msg);
+    if (transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e) != AGENT_OK)
+        fail_msg("commit: %s", e.msg);
     assert_int_equal(fx_status(t->dst, "sb-move1"), SANDBOX_PAUSED);
     char path[600];
     snprintf(path, sizeof path, "%s/sandboxes/sb-move1/ram", t->dst->dir);
@@ -155,10 +159,12 @@ static void test_a_damaged_file_is_refused_and_abort_removes_the_import(void **s
     copy_all(t, "sb-move2", files, &n);
     terr e;
     /* one byte changed on the way */
-    assert_int_equal(transfer_write_chunk(t->dst->lc, t->dst->dir, "sb-move2", "ram", 10, (const uint8_t *)"X", 1, 0, &e),
+    assert_int_equal(transfer_write_chunk(t->dst->lc, t->dst->dir, "sb-move2", "ram", 10,
+                                          (const uint8_t *)"X", 1, 0, &e),
                      AGENT_OK);
     runtime_spec spec = spec_of("sb-move2");
-    assert_int_equal(transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e), AGENT_FAILED_PRECONDITION);
+    assert_int_equal(transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e),
+                     AGENT_FAILED_PRECONDITION);
     assert_non_null(strstr(e.msg, "arrived damaged"));
     assert_int_equal(fx_status(t->dst, "sb-move2"), -1);
     assert_int_equal(transfer_abort(t->dst->dir, "sb-move2", &e), AGENT_OK);
@@ -181,7 +187,8 @@ static void test_a_missing_base_image_is_refused(void **state)
     copy_all(t, "sb-move3", files, &n);
     terr e;
     runtime_spec spec = spec_of("sb-move3");
-    assert_int_equal(transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e), AGENT_FAILED_PRECONDITION);
+    assert_int_equal(transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e),
+                     AGENT_FAILED_PRECONDITION);
     assert_non_null(strstr(e.msg, "lacks the sandbox's base image"));
     assert_int_equal(fx_status(t->dst, "sb-move3"), -1);
 }
@@ -195,7 +202,8 @@ static void test_a_running_sandbox_is_not_exported(void **state)
     terr e;
     assert_int_equal(transfer_export_manifest(t->src->lc, t->src->dir, "sb-move4", files, &n, &e),
                      AGENT_FAILED_PRECONDITION);
-    assert_int_equal(transfer_export_manifest(t->src->lc, t->src->dir, "sb-none", files, &n, &e), AGENT_NOT_FOUND);
+    assert_int_equal(transfer_export_manifest(t->src->lc, t->src->dir, "sb-none", files, &n, &e),
+                     AGENT_NOT_FOUND);
 }
 
 int main(void)
