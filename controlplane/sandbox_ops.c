@@ -338,26 +338,29 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
     }
     if (sandbox_ops_create_outcome_unknown(st, err.msg)) {
         /* The request may have reached the agent, which may still create
-         * the VM: the row stays pending and the reconciler's pending rule
-         * settles it (running if the agent holds it, error otherwise; a VM
-         * that lands after that is destroyed as an orphan). */
+         * the VM. The row goes to error at once (the client may retry, and
+         * the next create may land elsewhere), so no VM may outlive it: the
+         * host's reconciler destroys a VM it finds under an error row
+         * (orphan rule). No destroy call here: the agent did not answer, and
+         * the client must not wait for it again. */
         int http;
         const char *ecode;
         agent_status_to_http(st, &http, &ecode);
-        log_warn("event=sandbox_create_unknown sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", row.id,
-                 (int)st, http, log_quote(err.msg, q, sizeof q));
-        /* The client must learn the id: the sandbox may yet exist. */
+        log_warn("event=sandbox_create_unknown sandbox_id=%s host_id=%s grpc_status=%d http_status=%d error=\"%s\"",
+                 row.id, host.id, (int)st, http, log_quote(err.msg, q, sizeof q));
         char msg[sizeof err.msg];
         snprintf(msg, sizeof msg, "%s", err.msg);
+        bool ch;
         terr_set(&res->err,
-                 "agent did not answer in time (%s); sandbox %s is pending and will be resolved by the reconciler "
-                 "(running if the agent created it, error otherwise)",
-                 msg, row.id);
+                 "agent on host %s did not answer in time (%s); sandbox %s is error, and a VM the agent may still "
+                 "create for it will be destroyed by the reconciler",
+                 host.id, msg, row.id);
+        if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, res->err.msg, NULL, &ch, &dberr) != 0)
+            log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id,
+                      log_quote(dberr.msg, q, sizeof q));
         res->grpc = st;
-        {
         set_outcome(res, SBOP_CREATE_UNKNOWN);
         return;
-    }
     }
     bool changed;
     if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed, &dberr) != 0)

@@ -12,8 +12,9 @@
  * with the gRPC status; a failed resume never leaves a row paused that the
  * agent no longer holds (it becomes stopped), and one the agent reports
  * running is SBOP_OK. A create whose outcome is unknown
- * (sandbox_ops_create_outcome_unknown) leaves its row pending for the
- * reconciler (SBOP_CREATE_UNKNOWN); a create whose row stopped meanwhile
+ * (sandbox_ops_create_outcome_unknown: it timed out) leaves its row error at
+ * once; a VM the agent makes anyway is an orphan its host's reconciler
+ * destroys (SBOP_CREATE_UNKNOWN); a create whose row stopped meanwhile
  * destroys the VM it made and is SBOP_CONFLICT. res->row is the row as the
  * operation leaves it when SBOP_OK (and its id from the start for a
  * create); res->err.msg is the message for the client otherwise. A sandbox
@@ -36,7 +37,7 @@ typedef enum sbop_outcome {
     SBOP_CONFLICT,          /* the row is, or went meanwhile, in a state the operation cannot take */
     SBOP_AGENT_FAILED,      /* the agent call failed with res->grpc */
     SBOP_AGENT_UNREACHABLE, /* no client for the sandbox's host */
-    SBOP_CREATE_UNKNOWN,    /* the create may yet land (res->grpc); its row stays pending */
+    SBOP_CREATE_UNKNOWN,    /* the create timed out (res->grpc); its row is error, any VM destroyed */
     SBOP_INTERNAL,          /* database or host registry failure */
     SBOP_HOST_UNREACHABLE,  /* the sandbox's host reads unreachable: not asked at all */
     SBOP_NO_CAPACITY,       /* create: no ready host with room answered the probe */
@@ -93,7 +94,8 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
 
 /* True when a failed CreateSandbox call may still have created the VM
  * (UNAVAILABLE or DEADLINE_EXCEEDED after the request may have been sent):
- * its row then stays pending for the reconciler instead of going to error. */
+ * its row goes to error with a message saying so, and the reconciler
+ * destroys the VM if it lands. */
 bool sandbox_ops_create_outcome_unknown(grpc_status_code st, const char *message);
 
 #endif
