@@ -334,6 +334,16 @@ def test_killed_replica_loses_no_auto_pause_notice(s):
     s.start_cp()
 
 
+def test_hosts_remove_after_drain(s):
+    th_sid = s.create({"template": "minimal", "memory_mb": MEM})["id"]  # somewhere
+    out = cp_cli(s, "hosts", "drain", "--id", "h2")
+    assert hosts(s)["h2"]["sandboxes"] == 0, out
+    assert cp_cli(s, "hosts", "remove", "--id", "h2").strip() == "removed h2"
+    assert "h2" not in hosts(s)
+    assert "h2" not in cp_cli(s, "hosts", "list")
+    s.destroy(th_sid)
+
+
 if __name__ == "__main__":
     sys.exit(run_tests(lambda: Stack("hosts", reconcile_interval=RECONCILE, reaper_interval=1), [
         test_hosts_are_listed_for_admin_keys,
@@ -345,4 +355,5 @@ if __name__ == "__main__":
         test_move_with_the_target_killed_leaves_one_resumable_copy,
         test_move_with_the_source_killed_leaves_one_resumable_copy,
         test_killed_replica_loses_no_auto_pause_notice,
+        test_hosts_remove_after_drain,
     ]))

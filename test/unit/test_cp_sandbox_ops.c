@@ -350,6 +350,46 @@ static void test_create_honours_the_memory_cap_and_draining(void **state)
     if (db_host_set_max_memory(o->db, "h1", -1, &found, &e) != 0) fail_msg("cap: %s", e.msg);
 }
 
+/* A moving sandbox: every other operation is a conflict and changes
+ * nothing; a move of a sandbox that is not paused is a conflict too. */
+static void test_a_moving_sandbox_refuses_other_operations(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+    sandbox_ops_move(&o->ctx, id, NULL, &res);
+    assert_outcome(res, SBOP_CONFLICT); /* running */
+    sandbox_ops_pause(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    bool changed;
+    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_PAUSED), SB_MOVING, 0, NULL, NULL, &changed, &e) != 0 ||
+        !changed)
+        fail_msg("to moving: %s", e.msg);
+    sandbox_ops_resume(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_set_timeout(&o->ctx, id, 5, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_ping(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_move(&o->ctx, id, NULL, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    bool found;
+    sandbox_row row = db_row(o, id, &found);
+    assert_true(found);
+    assert_int_equal(row.status, SB_MOVING);
+    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_MOVING), SB_PAUSED, 0, NULL, NULL, &changed, &e) != 0)
+        fail_msg("back: %s", e.msg);
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -358,6 +398,7 @@ int main(void)
         cmocka_unit_test(test_resume_of_a_sandbox_the_agent_lost_stops_the_row),
         cmocka_unit_test(test_refused_create_leaves_no_row),
         cmocka_unit_test(test_create_honours_the_memory_cap_and_draining),
+        cmocka_unit_test(test_a_moving_sandbox_refuses_other_operations),
         cmocka_unit_test(test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once),
         cmocka_unit_test(test_create_with_an_unreachable_agent_is_no_capacity_and_writes_no_row),
     };
