@@ -436,6 +436,7 @@ int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const ch
                  "  h.templates FROM hosts h WHERE h.state = 'ready' AND h.failures < "
                  STR(DB_HOST_UNREACHABLE_FAILURES) " AND h.id <> ALL($3::text[])) c "
                  "WHERE (c.cap IS NULL OR c.cap - c.mem_used >= $1::bigint) "
+                 "  AND (c.disk_free_mb = 0 OR c.disk_free_mb >= $1::bigint + " STR(DB_HOST_DISK_MARGIN_MB) ") "
                  "  AND ($2::text IS NULL OR cardinality(c.templates) = 0 OR $2 = ANY(c.templates)) "
                  "ORDER BY c.n_live, c.id LIMIT 1",
                  3, p, &r, err);

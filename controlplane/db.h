@@ -126,9 +126,15 @@ int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, ch
 /* Clears the host's recorded identity (an operator replaced its agent on
  * purpose); the reconciler records the next one it sees. */
 int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
+/* Free disk a host must keep beyond a new sandbox's RAM file (what its
+ * pause writes) to be chosen. */
+#define DB_HOST_DISK_MARGIN_MB 512
+
 /* The scheduler: among hosts that read ready (not draining, not
  * unreachable) and are not in skip, whose memory cap (max_memory_mb, else the
- * reported RAM; unknown = no limit) minus memory_used_mb holds memory_mb and
+ * reported RAM; unknown = no limit) minus memory_used_mb holds memory_mb,
+ * whose reported free disk holds memory_mb + DB_HOST_DISK_MARGIN_MB (0 =
+ * not reported, allowed) and
  * whose reported templates include template_name (none reported = unknown,
  * allowed; template_name NULL = any), the one with the fewest sandboxes not stopped/error (ties: by
  * id). *found false when there is none. */
