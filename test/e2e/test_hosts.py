@@ -247,6 +247,33 @@ def test_move_keeps_memory_and_files(s):
     s.destroy(sid)
 
 
+def test_stray_copy_of_a_moved_sandbox_is_destroyed(s):
+    """What an interrupted move can leave (a committed copy on a host the row
+    does not name, or the source's copy when its delete failed), made by
+    hand: the sandbox's directory copied back onto "default", whose agent
+    then recovers it paused. Its reconciler destroys it; the row and the
+    real copy are untouched."""
+    import shutil
+    sid, value, marker = prepared_paused(s)
+    owner = sandbox(s, sid)["host_id"]
+    if owner == "default":
+        st, body = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": "h3"}, key=ctx["admin"])
+        assert st == 200, f"move to h3: {st} {body}"
+        owner = "h3"
+    stray = os.path.join(s.state_dir, "sandboxes", sid)
+    shutil.copytree(os.path.join(state_dir_of(s, owner), "sandboxes", sid), stray)
+    offset = len(s.cp.log_text())
+    s.restart_agent(signal.SIGTERM)
+    wait_until(lambda: not os.path.exists(stray), 10 * RECONCILE + 20, what="the stray copy destroyed")
+    log = s.cp.log_text()[offset:] + "".join(c.log_text() for c in s.extra if c.name == "torpor-cp-2")
+    assert f"event=orphan_destroyed sandbox_id={sid} host_id=default" in log, "no orphan_destroyed line"
+    sb = sandbox(s, sid)
+    assert sb["status"] == "paused" and sb["host_id"] == owner, sb
+    assert holders(s, sid) == [owner]
+    assert_resumes_intact(s, sid, value, marker, owner)
+    s.destroy(sid)
+
+
 def test_drain_moves_every_sandbox_off_the_host(s):
     sid, value, marker = prepared_paused(s)
     running = ctx["by_host"]["h2"]  # running on h2 since the placement test
@@ -351,6 +378,7 @@ if __name__ == "__main__":
         test_frozen_agent_is_skipped_and_reads_unreachable,
         test_drained_host_gets_nothing_and_all_full_is_no_capacity,
         test_move_keeps_memory_and_files,
+        test_stray_copy_of_a_moved_sandbox_is_destroyed,
         test_drain_moves_every_sandbox_off_the_host,
         test_move_with_the_target_killed_leaves_one_resumable_copy,
         test_move_with_the_source_killed_leaves_one_resumable_copy,
