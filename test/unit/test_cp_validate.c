@@ -281,7 +281,7 @@ static void test_sandbox_json(void **state)
     assert_true(json_is_null(json_object_get(j, "started_at")));
     assert_string_equal(json_string_value(json_object_get(j, "last_active_at")), "2026-11-29T14:10:56.000000Z");
     assert_int_equal(json_integer_value(json_object_get(j, "memory_mb")), 256);
-    assert_int_equal(json_object_size(j), 12);
+    assert_int_equal(json_object_size(j), 13); /* disk_mb and expires_at included */
     assert_true(json_is_null(json_object_get(j, "expires_at"))); /* paused */
     assert_null(json_object_get(j, "host_status"));               /* unknown: left out */
     assert_null(json_object_get(j, "team_id")); /* never exposed */
