@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/sysinfo.h>
 #include <unistd.h>
@@ -348,7 +349,16 @@ static size_t templates_ready(const char *image_dir, char ***out)
     size_t n = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL && n < 256) {
-        if (e->d_type != DT_DIR || !limits_template_name_valid(e->d_name)) continue;
+        if (!limits_template_name_valid(e->d_name)) continue;
+        if (e->d_type != DT_DIR) {
+            /* A built template is a link into the image cache
+             * (template_builder.h): a link to a directory counts. */
+            char p[4096];
+            struct stat st;
+            if (e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
+            if (snprintf(p, sizeof p, "%s/%s", image_dir, e->d_name) >= (int)sizeof p) continue;
+            if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+        }
         char **grown = realloc(*out, (n + 1) * sizeof *grown);
         if (!grown) break;
         *out = grown;
