@@ -62,11 +62,18 @@ typedef struct sbop_result {
  * answered a GetHostInfo probe (AGENT_DEADLINE_PROBE_MS) just before: a host
  * that does not is recorded as failing and the next one is tried, so no
  * create is sent to a dead or frozen agent, and one create goes to one
- * host. None left: SBOP_NO_CAPACITY. */
+ * host at a time. The row is inserted per attempt within the team's quota
+ * (db_sandbox_insert_within_quota; beyond it SBOP_QUOTA_EXCEEDED, no row).
+ * An agent that answers RESOURCE_EXHAUSTED (admission control) created
+ * nothing; its row goes and the next host is tried. None left:
+ * SBOP_NO_CAPACITY, or SBOP_AGENT_FAILED with RESOURCE_EXHAUSTED when some
+ * agent answered full (both REST 503 no_capacity). An unknown outcome
+ * (timeout): the row is error, SBOP_CREATE_UNKNOWN. */
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res);
 /* The same with the image the agent is asked for (NULL = spec's
  * template_name; a custom template's image, template_ops_resolve) and the
- * host (NULL = the least loaded one). The row keeps spec's template_name. */
+ * host (NULL = db_host_pick as above; given: that host only, probed too).
+ * The row keeps spec's template_name. */
 void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *on_host,
                            sbop_result *res);
 void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res);

@@ -102,8 +102,9 @@ void template_ops_create(const sbop_ctx *c, const template_create_req *req, top_
         return;
     }
     if (!found) {
-        terr_set(&err, "no agent host is registered");
-        internal(res, &err);
+        /* None registered, or every one draining, unreachable or full. */
+        res->grpc = GRPC_STATUS_RESOURCE_EXHAUSTED; /* REST 503 no_capacity */
+        outcome(res, TOP_AGENT_FAILED, "no ready agent host to build the template on; retry later");
         return;
     }
     template_row *row = &res->row;
