@@ -40,6 +40,14 @@ static bool big_body(http_request *req, size_t route_limit)
     return cl && strtoull(cl, NULL, 10) > API_PREAUTH_BODY_MAX;
 }
 
+/* True when req's Content-Length is over the (not streamed) route's limit. */
+static bool over_route_limit(http_request *req, const api_route *route)
+{
+    if (route->stream) return false;
+    const char *cl = http_request_header(req, "Content-Length");
+    return cl && strtoull(cl, NULL, 10) > route->body_limit;
+}
+
 static void decide(void *app, http_request *req)
 {
     api_match m;
@@ -136,7 +144,10 @@ void api_vet(void *app, void *worker, http_request *req)
                                      sb_status_name(row.status));
             }
         }
-        if (http_reply_status(req) == 0) take_long_slot(&r);
+        /* A body announced over the route's limit gets its 413 next and
+         * never reaches the handler: it takes no long-call slot (or
+         * parallel oversize uploads would be answered 429 instead). */
+        if (http_reply_status(req) == 0 && !over_route_limit(req, r.route)) take_long_slot(&r);
     }
     int status = http_reply_status(req);
     if (status != 0) log_request(req, status, 0, r.id);
