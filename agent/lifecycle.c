@@ -621,3 +621,28 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     return AGENT_OK;
 }
 
+
+agent_code lifecycle_adopt_paused(lifecycle *lc, const runtime_spec *spec, terr *err)
+{
+    agent_code code = check_spec(spec, err);
+    if (code != AGENT_OK) return code;
+    sandbox_table_lock(lc->table);
+    sandbox *old = sandbox_table_find_locked(lc->table, spec->sandbox_id);
+    if (old) {
+        bool paused = old->status == SANDBOX_PAUSED;
+        sandbox_table_unlock(lc->table);
+        if (paused) return AGENT_OK;
+        terr_set(err, "sandbox %s is already held here (%s)", spec->sandbox_id, sandbox_status_name(old->status));
+        return AGENT_ALREADY_EXISTS;
+    }
+    sandbox *sb = sandbox_table_insert_locked(lc->table, spec, SANDBOX_PAUSED, err);
+    if (!sb) {
+        sandbox_table_unlock(lc->table);
+        return AGENT_INTERNAL;
+    }
+    sb->last_active_ms = lifecycle_now_ms(lc);
+    sandbox_unref_locked(lc->table, sb);
+    sandbox_table_unlock(lc->table);
+    log_info("event=sandbox_adopted sandbox_id=%s status=paused", spec->sandbox_id);
+    return AGENT_OK;
+}

@@ -99,6 +99,12 @@ agent_code lifecycle_get(lifecycle *lc, const char *id, lifecycle_info *out, ter
 /* Every sandbox that is running, pausing, paused or resuming; *out malloc'd. */
 int lifecycle_list(lifecycle *lc, lifecycle_info **out, size_t *n, terr *err);
 
+/* A paused sandbox whose snapshot directory was just put in place from
+ * another host (sandbox_transfer.h): a paused record for spec (checked like
+ * a create's). AGENT_OK also when the id is already held paused (a repeated
+ * commit); ALREADY_EXISTS when held in another state. */
+agent_code lifecycle_adopt_paused(lifecycle *lc, const runtime_spec *spec, terr *err);
+
 /* req->timeout_sec: 0 = TORPOR_EXEC_TIMEOUT_DEFAULT_SEC, max
  * TORPOR_EXEC_TIMEOUT_MAX_SEC. */
 agent_code lifecycle_exec(lifecycle *lc, const char *id, const runtime_exec_request *req,

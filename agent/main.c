@@ -98,7 +98,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
                        .driver = driver};
     if (tb_open(&tbcfg, &tb, &err) != 0) fatal("stage=templates %s", err.msg);
 
-    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id, .templates = tb};
+    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id, .templates = tb,
+                     .state_dir = cfg->state_dir, .image_dir = cfg->image_dir};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
                                       .ca_path = cfg->tls_ca, .expected_client_name = cfg->tls_client_name},

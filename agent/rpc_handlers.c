@@ -1,14 +1,20 @@
 #include "rpc_handlers.h"
 
+#include <dirent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/sysinfo.h>
+#include <unistd.h>
 
 #include "agent_metrics.h"
 #include "hostagent.pb-c.h"
 #include "log.h"
 #include "mono_time.h"
 #include "rpc_files.h"
+#include "sandbox_transfer.h"
 #include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
@@ -333,6 +339,205 @@ static void h_write_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
     rpc_reply(call, &resp.base);
 }
 
+/* Template images under image_dir (its subdirectories); *out malloc'd. */
+static size_t templates_ready(const char *image_dir, char ***out)
+{
+    *out = NULL;
+    if (!image_dir) return 0;
+    DIR *d = opendir(image_dir);
+    if (!d) return 0;
+    size_t n = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL && n < 256) {
+        if (!limits_template_name_valid(e->d_name)) continue;
+        if (e->d_type != DT_DIR) {
+            /* A built template is a link into the image cache
+             * (template_builder.h): a link to a directory counts. */
+            char p[4096];
+            struct stat st;
+            if (e->d_type != DT_LNK && e->d_type != DT_UNKNOWN) continue;
+            if (snprintf(p, sizeof p, "%s/%s", image_dir, e->d_name) >= (int)sizeof p) continue;
+            if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) continue;
+        }
+        char **grown = realloc(*out, (n + 1) * sizeof *grown);
+        if (!grown) break;
+        *out = grown;
+        if (!((*out)[n] = strdup(e->d_name))) break;
+        n++;
+    }
+    closedir(d);
+    return n;
+}
+
+static void h_host_info(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    (void)m;
+    lifecycle_info *infos = NULL;
+    size_t n = 0;
+    terr e;
+    if (lifecycle_list(app->lc, &infos, &n, &e) != 0) {
+        rpc_fail(call, GRPC_STATUS_INTERNAL, "%s", e.msg);
+        return;
+    }
+    Torpor__Hostagent__V1__GetHostInfoResponse resp = TORPOR__HOSTAGENT__V1__GET_HOST_INFO_RESPONSE__INIT;
+    resp.agent_id = (char *)(app->agent_id ? app->agent_id : "");
+    for (size_t i = 0; i < n; i++) {
+        if (infos[i].status == SANDBOX_PAUSED) {
+            resp.sandboxes_paused++;
+        } else {
+            resp.sandboxes_running++;
+            resp.memory_reserved_mb += infos[i].spec.memory_mb;
+        }
+    }
+    free(infos);
+    struct sysinfo si;
+    if (sysinfo(&si) == 0) resp.memory_total_mb = (int64_t)((uint64_t)si.totalram * si.mem_unit / (1024 * 1024));
+    struct statvfs vf;
+    if (app->state_dir && statvfs(app->state_dir, &vf) == 0)
+        resp.disk_free_mb = (int64_t)((uint64_t)vf.f_bavail * vf.f_frsize / (1024 * 1024));
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    resp.vcpus = cpus > 0 ? (int32_t)cpus : 0;
+    char **tpl;
+    resp.n_templates_ready = templates_ready(app->image_dir, &tpl);
+    resp.templates_ready = tpl;
+    rpc_reply(call, &resp.base);
+    for (size_t i = 0; i < resp.n_templates_ready; i++) free(tpl[i]);
+    free(tpl);
+}
+
+typedef Torpor__Hostagent__V1__TransferFile pb_tfile;
+
+static void h_export_files(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__ExportSandboxFilesRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    transfer_file files[TRANSFER_FILES_MAX];
+    size_t n = 0;
+    terr e;
+    agent_code c = transfer_export_manifest(app->lc, app->state_dir, req->sandbox_id, files, &n, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    pb_tfile pbs[TRANSFER_FILES_MAX];
+    pb_tfile *ptrs[TRANSFER_FILES_MAX];
+    for (size_t i = 0; i < n; i++) {
+        pbs[i] = (pb_tfile)TORPOR__HOSTAGENT__V1__TRANSFER_FILE__INIT;
+        pbs[i].name = files[i].name;
+        pbs[i].size = files[i].size;
+        pbs[i].sha256 = files[i].sha256;
+        ptrs[i] = &pbs[i];
+    }
+    Torpor__Hostagent__V1__ExportSandboxFilesResponse resp = TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_RESPONSE__INIT;
+    resp.files = ptrs;
+    resp.n_files = n;
+    log_info("event=sandbox_export sandbox_id=%s files=%zu", req->sandbox_id, n);
+    rpc_reply(call, &resp.base);
+}
+
+static void h_read_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__ReadSandboxFileChunkRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    uint8_t *buf = malloc(TRANSFER_CHUNK_MAX);
+    if (!buf) {
+        rpc_fail(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "out of memory");
+        return;
+    }
+    size_t len = 0;
+    bool zero = false;
+    terr e;
+    agent_code c = transfer_read_chunk(app->lc, app->state_dir, req->sandbox_id, req->name ? req->name : "",
+                                       req->offset, req->max_len > 0 ? (size_t)req->max_len : 0, buf, &len, &zero, &e);
+    if (c != AGENT_OK) {
+        free(buf);
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__ReadSandboxFileChunkResponse resp = TORPOR__HOSTAGENT__V1__READ_SANDBOX_FILE_CHUNK_RESPONSE__INIT;
+    if (zero) {
+        resp.zero_len = (int64_t)len;
+    } else {
+        resp.data.data = buf;
+        resp.data.len = len;
+    }
+    rpc_reply(call, &resp.base);
+    free(buf);
+}
+
+static void h_write_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__WriteSandboxFileChunkRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    terr e;
+    if (req->zero_len < 0 || req->zero_len > TRANSFER_CHUNK_MAX) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "zero_len out of range");
+        return;
+    }
+    agent_code c = transfer_write_chunk(app->lc, app->state_dir, req->sandbox_id, req->name ? req->name : "",
+                                        req->offset, req->data.data, req->data.len, (size_t)req->zero_len, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__WriteSandboxFileChunkResponse resp = TORPOR__HOSTAGENT__V1__WRITE_SANDBOX_FILE_CHUNK_RESPONSE__INIT;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_commit_import(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__CommitSandboxImportRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    if (req->n_files == 0 || req->n_files > TRANSFER_FILES_MAX || !req->template_ ||
+        strlen(req->template_) >= RUNTIME_TEMPLATE_MAX) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad file list or template");
+        return;
+    }
+    transfer_file files[TRANSFER_FILES_MAX];
+    for (size_t i = 0; i < req->n_files; i++) {
+        const pb_tfile *f = req->files[i];
+        if (!f || !f->name || !f->sha256 || strlen(f->name) >= sizeof files[i].name || strlen(f->sha256) != 64) {
+            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad file entry");
+            return;
+        }
+        snprintf(files[i].name, sizeof files[i].name, "%s", f->name);
+        snprintf(files[i].sha256, sizeof files[i].sha256, "%s", f->sha256);
+        files[i].size = f->size;
+    }
+    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec,
+                         .created_at_unix = req->created_at_unix};
+    snprintf(spec.sandbox_id, sizeof spec.sandbox_id, "%s", req->sandbox_id);
+    snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
+    terr e;
+    agent_code c = transfer_commit(app->lc, app->state_dir, &spec, files, req->n_files, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__CommitSandboxImportResponse resp = TORPOR__HOSTAGENT__V1__COMMIT_SANDBOX_IMPORT_RESPONSE__INIT;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_abort_import(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__AbortSandboxImportRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    terr e;
+    agent_code c = transfer_abort(app->state_dir, req->sandbox_id, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__AbortSandboxImportResponse resp = TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_RESPONSE__INIT;
+    rpc_reply(call, &resp.base);
+}
+
 static const rpc_method methods[] = {
     {RPC_CREATE_SANDBOX, &torpor__hostagent__v1__create_sandbox_request__descriptor, h_create},
     {RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, h_destroy},
@@ -351,6 +556,12 @@ static const rpc_method methods[] = {
     {RPC_GET_TEMPLATE, &torpor__hostagent__v1__get_template_request__descriptor, agent_rpc_get_template},
     {RPC_LIST_TEMPLATES, &torpor__hostagent__v1__list_templates_request__descriptor, agent_rpc_list_templates},
     {RPC_DELETE_TEMPLATE, &torpor__hostagent__v1__delete_template_request__descriptor, agent_rpc_delete_template},
+    {RPC_GET_HOST_INFO, &torpor__hostagent__v1__get_host_info_request__descriptor, h_host_info},
+    {RPC_EXPORT_FILES, &torpor__hostagent__v1__export_sandbox_files_request__descriptor, h_export_files},
+    {RPC_READ_CHUNK, &torpor__hostagent__v1__read_sandbox_file_chunk_request__descriptor, h_read_chunk},
+    {RPC_WRITE_CHUNK, &torpor__hostagent__v1__write_sandbox_file_chunk_request__descriptor, h_write_chunk},
+    {RPC_COMMIT_IMPORT, &torpor__hostagent__v1__commit_sandbox_import_request__descriptor, h_commit_import},
+    {RPC_ABORT_IMPORT, &torpor__hostagent__v1__abort_sandbox_import_request__descriptor, h_abort_import},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

@@ -8,6 +8,9 @@ the same database, e.g. one built from an older commit):
   healthz   GET /healthz                       (no key, no database)
   get       GET /v1/sandboxes/{id} + X-API-Key (key check + one row read:
                                                 two PostgreSQL queries)
+  ping      POST /v1/sandboxes/{id}/ping       (key check, row + host read, the
+                                                agent's PingSandbox over gRPC,
+                                                last_active_at write)
 Binaries are measured in turns, --rounds times, so a change in the
 machine's load hits them alike. Prints requests/s and wrk's latency
 percentiles. Figures only: nothing passes or fails on time.
@@ -49,9 +52,14 @@ def to_ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
 
 
-def run_wrk(args, url, key):
+def run_wrk(args, url, key, method=None, tmp="/tmp"):
     cmd = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{args.duration}s",
            "--latency", url]
+    if method:
+        script = os.path.join(tmp, f"wrk-{method.lower()}.lua")
+        with open(script, "w") as f:
+            f.write(f'wrk.method = "{method}"\n')
+        cmd[1:1] = ["-s", script]
     if key:
         cmd[1:1] = ["-H", f"X-API-Key: {key}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60).stdout
@@ -96,11 +104,12 @@ def main(argv):
         rows = []
         for rnd in range(args.rounds):
             for name, port in targets:
-                routes = [("healthz", "/healthz", None), ("get", f"/v1/sandboxes/{sid}", s.key_a)]
+                routes = [("healthz", "/healthz", None, None), ("get", f"/v1/sandboxes/{sid}", s.key_a, None),
+                          ("ping", f"/v1/sandboxes/{sid}/ping", s.key_a, "POST")]
                 if name == "proto-bev":
                     routes = routes[:1]
-                for label, path, key in routes:
-                    r = run_wrk(args, f"http://127.0.0.1:{port}{path}", key)
+                for label, path, key, method in routes:
+                    r = run_wrk(args, f"http://127.0.0.1:{port}{path}", key, method, s.tmp)
                     rows.append((rnd, name, label, r))
                     print(f"round {rnd} {name:>8} {label:>8}: {r['rps']:9.0f} req/s  p50 {r['p50']:.2f} ms  "
                           f"p90 {r['p90']:.2f} ms  p99 {r['p99']:.2f} ms  non-2xx {r['bad']} {r['errors']}",

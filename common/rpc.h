@@ -129,5 +129,11 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_GET_TEMPLATE     RPC_HOSTAGENT_PREFIX "GetTemplate"
 #define RPC_LIST_TEMPLATES   RPC_HOSTAGENT_PREFIX "ListTemplates"
 #define RPC_DELETE_TEMPLATE  RPC_HOSTAGENT_PREFIX "DeleteTemplate"
+#define RPC_GET_HOST_INFO    RPC_HOSTAGENT_PREFIX "GetHostInfo"
+#define RPC_EXPORT_FILES     RPC_HOSTAGENT_PREFIX "ExportSandboxFiles"
+#define RPC_READ_CHUNK       RPC_HOSTAGENT_PREFIX "ReadSandboxFileChunk"
+#define RPC_WRITE_CHUNK      RPC_HOSTAGENT_PREFIX "WriteSandboxFileChunk"
+#define RPC_COMMIT_IMPORT    RPC_HOSTAGENT_PREFIX "CommitSandboxImport"
+#define RPC_ABORT_IMPORT     RPC_HOSTAGENT_PREFIX "AbortSandboxImport"
 
 #endif

@@ -130,6 +130,7 @@ bool agent_method_is_idempotent(const char *method_path)
     static const char *const idempotent[] = {
         RPC_LIST_SANDBOXES, RPC_PING_SANDBOX, RPC_SET_TIMEOUT, RPC_READ_FILE, RPC_WRITE_FILE, RPC_DESTROY_SANDBOX,
         RPC_READ_FILE_CHUNK, RPC_LIST_DIR, RPC_GET_TEMPLATE, RPC_LIST_TEMPLATES,
+        RPC_GET_HOST_INFO, RPC_EXPORT_FILES, RPC_READ_CHUNK, RPC_WRITE_CHUNK, RPC_ABORT_IMPORT,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;
@@ -246,6 +247,18 @@ grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
                                           &torpor__hostagent__v1__list_sandboxes_response__descriptor,
                                           &resp, AGENT_DEADLINE_SHORT_MS, err);
     *out = (Torpor__Hostagent__V1__ListSandboxesResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_host_info(rpc_client *c, int deadline_ms, Torpor__Hostagent__V1__GetHostInfoResponse **out,
+                                 terr *err)
+{
+    Torpor__Hostagent__V1__GetHostInfoRequest req = TORPOR__HOSTAGENT__V1__GET_HOST_INFO_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_GET_HOST_INFO, &req.base,
+                                     &torpor__hostagent__v1__get_host_info_response__descriptor, &resp,
+                                     deadline_ms > 0 ? deadline_ms : AGENT_DEADLINE_PROBE_MS, err);
+    *out = (Torpor__Hostagent__V1__GetHostInfoResponse *)resp;
     return st;
 }
 
@@ -416,4 +429,74 @@ grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const cha
     req.max_entries = max_entries;
     return call_answer(c, RPC_LIST_DIR, &req.base, &torpor__hostagent__v1__list_dir_response__descriptor,
                        (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
+}
+
+grpc_status_code agent_export_files(rpc_client *c, const char *sandbox_id,
+                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ExportSandboxFilesRequest req = TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_EXPORT_FILES, &req.base,
+                                     &torpor__hostagent__v1__export_sandbox_files_response__descriptor, &resp,
+                                     AGENT_DEADLINE_TRANSFER_MS, err);
+    *out = (Torpor__Hostagent__V1__ExportSandboxFilesResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_transfer_read_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                  Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ReadSandboxFileChunkRequest req = TORPOR__HOSTAGENT__V1__READ_SANDBOX_FILE_CHUNK_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.name = (char *)name;
+    req.offset = offset;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_READ_CHUNK, &req.base,
+                                     &torpor__hostagent__v1__read_sandbox_file_chunk_response__descriptor, &resp,
+                                     AGENT_DEADLINE_TRANSFER_MS, err);
+    *out = (Torpor__Hostagent__V1__ReadSandboxFileChunkResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                   const uint8_t *data, size_t len, int64_t zero_len, terr *err)
+{
+    Torpor__Hostagent__V1__WriteSandboxFileChunkRequest req =
+        TORPOR__HOSTAGENT__V1__WRITE_SANDBOX_FILE_CHUNK_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.name = (char *)name;
+    req.offset = offset;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    req.zero_len = zero_len;
+    return call_no_answer(c, RPC_WRITE_CHUNK, &req.base,
+                          &torpor__hostagent__v1__write_sandbox_file_chunk_response__descriptor,
+                          AGENT_DEADLINE_TRANSFER_MS, err);
+}
+
+grpc_status_code agent_commit_import(rpc_client *c, const sandbox_row *row,
+                                     const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err)
+{
+    Torpor__Hostagent__V1__CommitSandboxImportRequest req = TORPOR__HOSTAGENT__V1__COMMIT_SANDBOX_IMPORT_REQUEST__INIT;
+    req.sandbox_id = (char *)row->id;
+    req.template_ = (char *)row->template_name;
+    req.vcpus = row->vcpus;
+    req.memory_mb = row->memory_mb;
+    req.timeout_sec = row->timeout_sec;
+    req.created_at_unix = row->created_at_us / 1000000;
+    req.files = manifest->files;
+    req.n_files = manifest->n_files;
+    return call_no_answer(c, RPC_COMMIT_IMPORT, &req.base,
+                          &torpor__hostagent__v1__commit_sandbox_import_response__descriptor,
+                          AGENT_DEADLINE_TRANSFER_MS, err);
+}
+
+grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr *err)
+{
+    Torpor__Hostagent__V1__AbortSandboxImportRequest req = TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    return call_no_answer(c, RPC_ABORT_IMPORT, &req.base,
+                          &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,
+                          AGENT_DEADLINE_SHORT_MS, err);
 }

@@ -31,6 +31,9 @@
  * re-attaching after a restart (REST: 503 unavailable + Retry-After). */
 #define AGENT_RECOVERING_MARK "is recovering"
 #define AGENT_EXEC_SLACK_MS 15000     /* exec deadline = its timeout + this */
+/* GetHostInfo as a health probe: a frozen agent keeps its TCP connection
+ * open, so only a short call deadline tells it from a slow one. */
+#define AGENT_DEADLINE_PROBE_MS 1000
 
 typedef struct agent_pool agent_pool;
 
@@ -60,7 +63,7 @@ grpc_status_code agent_call(rpc_client *c, const char *method_path, const Protob
 bool agent_is_connect_failure(grpc_status_code code, const char *message);
 /* True for methods whose repetition has the effect of one call: List, Ping,
  * SetSandboxTimeout, ReadFile, WriteFile, Destroy, ReadFileChunk, ListDir, GetTemplate,
- * ListTemplates. */
+ * ListTemplates, GetHostInfo. */
 bool agent_method_is_idempotent(const char *method_path);
 
 /* REST status and error code for a failed agent call. */
@@ -134,6 +137,23 @@ grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const c
                                   Torpor__Hostagent__V1__ReadFileChunkResponse **out, terr *err);
 grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path, uint32_t max_entries,
                                 Torpor__Hostagent__V1__ListDirResponse **out, terr *err);
+/* GetHostInfo (capacity; also the health probe) with deadline_ms (<= 0:
+ * AGENT_DEADLINE_PROBE_MS). */
+grpc_status_code agent_host_info(rpc_client *c, int deadline_ms, Torpor__Hostagent__V1__GetHostInfoResponse **out,
+                                 terr *err);
+
+/* Moving a paused sandbox (agent/sandbox_transfer.h): each call with
+ * AGENT_DEADLINE_TRANSFER_MS. */
+#define AGENT_DEADLINE_TRANSFER_MS 60000
+grpc_status_code agent_export_files(rpc_client *c, const char *sandbox_id,
+                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out, terr *err);
+grpc_status_code agent_transfer_read_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                  Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err);
+grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+                                   const uint8_t *data, size_t len, int64_t zero_len, terr *err);
+grpc_status_code agent_commit_import(rpc_client *c, const sandbox_row *row,
+                                     const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err);
+grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr *err);
 
 /* ListSandboxes with acknowledgements (may be NULL/0). */
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,

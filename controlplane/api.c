@@ -71,7 +71,7 @@ static void decide(void *app, http_request *req)
         api_healthz(&r);
         return;
     }
-    if (route->auth == API_AUTH_KEY) {
+    if (route->auth == API_AUTH_KEY || route->auth == API_AUTH_ADMIN) {
         const char *key = http_request_header(req, "X-API-Key");
         if (!key || !*key) {
             http_reply_error(req, 401, "unauthorized", "X-API-Key header required");
@@ -155,15 +155,19 @@ void api_vet(void *app, void *worker, http_request *req)
 static void handle(api_request *r)
 {
     const api_route *route = r->route;
-    if (route->auth == API_AUTH_KEY) {
+    if (route->auth == API_AUTH_KEY || route->auth == API_AUTH_ADMIN) {
         bool ok;
         terr err;
-        if (auth_check(r->db, http_request_header(r->req, "X-API-Key"), r->team_id, &ok, &err) != 0) {
+        if (auth_check_role(r->db, http_request_header(r->req, "X-API-Key"), r->team_id, &ok, &r->admin, &err) != 0) {
             api_reply_internal(r, &err);
             return;
         }
         if (!ok) {
             http_reply_error(r->req, 401, "unauthorized", "invalid API key");
+            return;
+        }
+        if (route->auth == API_AUTH_ADMIN && !r->admin) {
+            http_reply_error(r->req, 403, "forbidden", "this route needs an admin key (torpor-cp keys create --admin)");
             return;
         }
     }

@@ -103,6 +103,8 @@ static const struct {
     {SBOP_CONFLICT, 409, "invalid_state"},
     {SBOP_AGENT_UNREACHABLE, 502, "agent_error"},
     {SBOP_QUOTA_EXCEEDED, 429, "quota_exceeded"},
+    {SBOP_HOST_UNREACHABLE, 503, "host_unreachable"},
+    {SBOP_NO_CAPACITY, 503, "no_capacity"},
     {SBOP_CREATE_UNKNOWN, 0, NULL},
 };
 
@@ -132,6 +134,12 @@ void api_reply_outcome(api_request *r, const char *op, const sbop_result *res, i
         int status = outcome_http[i].status;
         const char *code = outcome_http[i].code;
         if (status == 0) agent_status_to_http(res->grpc, &status, &code);
+        if (res->outcome == SBOP_NO_CAPACITY) http_add_header(r->req, "Retry-After", "5");
+        if (res->outcome == SBOP_HOST_UNREACHABLE || res->outcome == SBOP_NO_CAPACITY) {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=request_refused op=%s sandbox_id=%s code=%s error=\"%s\"", op, r->id, code,
+                     log_quote(res->err.msg, q, sizeof q));
+        }
         http_reply_error(r->req, status, code, "%s", res->err.msg);
         return;
     }

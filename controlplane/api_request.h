@@ -45,6 +45,7 @@ typedef struct api_request {
     db_conn *db;
     const struct api_route *route;
     char team_id[64];
+    bool admin;              /* the key's role is admin */
     char id[SANDBOX_ID_MAX]; /* sandbox id from the path, "" if none */
     const char *body;        /* raw body (not NUL-terminated), body_len bytes */
     size_t body_len;
@@ -71,7 +72,8 @@ sbop_ctx api_ops_ctx(const api_request *r);
 /* Answers a sandbox_ops outcome through the one outcome -> status table:
  * SBOP_OK -> ok_status with the row (201/200) or empty (204); not found
  * 404, conflict 409 invalid_state, agent failures by agent_status_to_http
- * (logged with op), agent unreachable 502, internal 500. */
+ * (logged with op), agent unreachable 502, host unreachable 503
+ * host_unreachable, no capacity 503 no_capacity with Retry-After, internal 500. */
 void api_reply_outcome(api_request *r, const char *op, const sbop_result *res, int ok_status);
 
 #endif

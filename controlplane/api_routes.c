@@ -6,6 +6,7 @@
 #include "api_files.h"
 #include "api_files_stream.h"
 #include "api_health.h"
+#include "api_hosts.h"
 #include "api_sandboxes.h"
 #include "api_static.h"
 #include "api_templates.h"
@@ -35,6 +36,8 @@ const api_route api_route_table[] = {
     {"GET",    "/v1/templates/{id}",               api_templates_get,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"DELETE", "/v1/templates/{id}",               api_templates_delete,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"GET",    "/v1/templates/{id}/log",           api_templates_log,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"POST",   "/v1/sandboxes/{id}/move",          api_sandboxes_move,    API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, true},
+    {"GET",    "/v1/hosts",                        api_hosts_list,        API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, false},
     {"GET",    "/v1/openapi.json",                 api_openapi_json,      API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/",                                api_dashboard_index,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/ui/*",                            api_dashboard_asset,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},

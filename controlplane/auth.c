@@ -16,6 +16,12 @@ bool auth_key_well_formed(const char *key)
 int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 1], char team_id[64],
                     terr *err)
 {
+    return auth_key_create_role(db, team_name, false, key, team_id, err);
+}
+
+int auth_key_create_role(db_conn *db, const char *team_name, bool admin, char key[AUTH_KEY_LEN + 1],
+                         char team_id[64], terr *err)
+{
     if (!team_name || !*team_name || strlen(team_name) > 200)
         return terr_set(err, "team name must be 1..200 characters");
     char hex[33], hash[65], prefix[AUTH_KEY_PREFIX_LEN + 1];
@@ -26,18 +32,25 @@ int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 
     memcpy(prefix, key, AUTH_KEY_PREFIX_LEN);
     prefix[AUTH_KEY_PREFIX_LEN] = '\0';
     if (db_team_ensure(db, team_name, team_id, err) != 0) return -1;
-    return db_api_key_insert(db, team_id, hash, prefix, err);
+    return db_api_key_insert_role(db, team_id, hash, prefix, admin, err);
 }
 
 int auth_check(db_conn *db, const char *key, char team_id[64], bool *ok, terr *err)
 {
+    bool admin;
+    return auth_check_role(db, key, team_id, ok, &admin, err);
+}
+
+int auth_check_role(db_conn *db, const char *key, char team_id[64], bool *ok, bool *admin, terr *err)
+{
     *ok = false;
+    *admin = false;
     if (!auth_key_well_formed(key)) return 0;
     char hash[65];
     if (ids_sha256_hex(key, strlen(key), hash) != 0) return terr_set(err, "SHA-256 of the API key failed");
     char key_id[64];
     bool stale;
-    if (db_api_key_team(db, hash, team_id, key_id, &stale, ok, err) != 0) return -1;
+    if (db_api_key_team_role(db, hash, team_id, key_id, &stale, admin, ok, err) != 0) return -1;
     /* At most about once a minute per key: the request path pays one
      * extra statement only when the stored time is older than that. */
     if (*ok && stale) {

@@ -29,5 +29,10 @@ int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 
 bool auth_key_well_formed(const char *key);
 
 int auth_check(db_conn *db, const char *key, char team_id[64], bool *ok, terr *err);
+/* auth_check plus *admin: whether the key's role is admin. */
+int auth_check_role(db_conn *db, const char *key, char team_id[64], bool *ok, bool *admin, terr *err);
+/* auth_key_create with a role: admin (true) or member. */
+int auth_key_create_role(db_conn *db, const char *team_name, bool admin, char key[AUTH_KEY_LEN + 1],
+                         char team_id[64], terr *err);
 
 #endif

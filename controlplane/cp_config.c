@@ -17,11 +17,19 @@ void cp_config_usage(FILE *f)
 {
     fprintf(f,
             "usage: torpor-cp [flags]                      serve the REST API (default)\n"
-            "       torpor-cp keys create --team NAME      create a team if needed and print a new API key\n"
+            "       torpor-cp keys create --team NAME [--admin]  create a team if needed and print a new API\n"
+            "                                              key (--admin: may also read /v1/hosts)\n"
             "       torpor-cp keys list --team NAME        the team's keys: id, prefix, created, last used\n"
             "                                              (recorded at most once a minute), revoked\n"
             "       torpor-cp keys revoke --prefix P | --id ID  revoke one key (401 from its next request on)\n"
-            "       torpor-cp hosts add --id ID --addr ADDR  register (or re-address) an agent host\n"
+            "       torpor-cp hosts add --id ID --addr ADDR [--max-memory-mb N|none]  register (or re-address)\n"
+            "                                              an agent host; N caps the guest memory placed on it\n"
+            "       torpor-cp hosts list                   every host: status, address, agent id, capacity, sandboxes\n"
+            "       torpor-cp hosts drain --id ID          no new sandboxes on the host; its running sandboxes\n"
+            "                                              are paused, then every paused one is moved to another\n"
+            "                                              ready host (run it again to retry what failed)\n"
+            "       torpor-cp hosts undrain --id ID        ready again\n"
+            "       torpor-cp hosts remove --id ID         forget a host that holds no sandbox any more\n"
             "       torpor-cp teams set-quota --team NAME [--max-sandboxes N] [--max-memory-mb M]\n"
             "                                              limit a team's sandboxes (running + paused);\n"
             "                                              an omitted limit, or -1, is unlimited\n"
@@ -66,6 +74,9 @@ void cp_config_usage(FILE *f)
             "  --id ID --addr ADDR         (hosts add) host id and agent address; (hosts reset-identity)\n"
             "                              --id only; (keys revoke) --id is a key id\n"
             "  --prefix P                  (keys revoke) the key's prefix as keys list shows it\n"
+            "  --admin                     (keys create) the key may also use the admin routes\n"
+            "  --max-memory-mb N|none      (hosts add) cap on the guest memory placed on the host\n"
+            "                              (none: the RAM its agent reports)\n"
             "  -h, --help                  this text\n"
             "\n"
             "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
@@ -122,10 +133,10 @@ static const flag_def flags[] = {
     {"--metrics-addr", "TORPOR_METRICS_ADDR", F_STR, OFF(metrics_addr)},
     {"--team", NULL, F_STR, OFF(team)},
     {"--max-sandboxes", NULL, F_LIMIT, OFF(max_sandboxes)},
-    {"--max-memory-mb", NULL, F_LIMIT, OFF(max_memory_mb)},
     {"--id", NULL, F_STR, OFF(host_id)},
     {"--addr", NULL, F_STR, OFF(host_addr)},
     {"--prefix", NULL, F_STR, OFF(key_prefix)},
+    {"--max-memory-mb", NULL, F_STR, OFF(max_memory_mb_arg)}, /* teams set-quota or hosts add */
 };
 #define N_FLAGS (sizeof flags / sizeof flags[0])
 
@@ -176,11 +187,12 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
 
     /* getopt_long over the flags table: option i has val FLAG_VAL0 + i. */
     enum { FLAG_VAL0 = 256 };
-    struct option longopts[N_FLAGS + 2];
+    struct option longopts[N_FLAGS + 3];
     for (size_t i = 0; i < N_FLAGS; i++)
         longopts[i] = (struct option){flags[i].flag + 2, required_argument, NULL, FLAG_VAL0 + (int)i};
     longopts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
-    longopts[N_FLAGS + 1] = (struct option){0};
+    longopts[N_FLAGS + 1] = (struct option){"admin", no_argument, NULL, 'a'};
+    longopts[N_FLAGS + 2] = (struct option){0};
     optind = 0; /* GNU: a full re-initialisation, so parsing twice works */
     opterr = 0; /* errors are ours, through err */
     int opt;
@@ -188,6 +200,10 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
         if (opt == 'h') {
             out->command = CP_CMD_HELP;
             return 0;
+        }
+        if (opt == 'a') {
+            out->admin = true;
+            continue;
         }
         if (opt == ':') return terr_set(err, "%s needs a value", argv[optind - 1]);
         if (opt == '?' || opt < FLAG_VAL0 || opt >= FLAG_VAL0 + (int)N_FLAGS)
@@ -222,6 +238,15 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "reset-identity") == 0) {
         out->command = CP_CMD_HOSTS_RESET_IDENTITY;
         if (!out->host_id) return terr_set(err, "hosts reset-identity needs --id ID");
+    } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "list") == 0) {
+        out->command = CP_CMD_HOSTS_LIST;
+    } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 &&
+               (strcmp(words[1], "drain") == 0 || strcmp(words[1], "undrain") == 0 ||
+                strcmp(words[1], "remove") == 0)) {
+        out->command = words[1][0] == 'd' ? CP_CMD_HOSTS_DRAIN
+                       : words[1][0] == 'u' ? CP_CMD_HOSTS_UNDRAIN
+                                            : CP_CMD_HOSTS_REMOVE;
+        if (!out->host_id) return terr_set(err, "hosts %s needs --id ID", words[1]);
     } else {
         return terr_set(err, "unknown command \"%s%s%s\" (see --help)", words[0], n_words > 1 ? " " : "",
                         n_words > 1 ? words[1] : "");
@@ -239,6 +264,25 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     int n_tls = !!out->tls_cert + !!out->tls_key + !!out->tls_ca;
     if (n_tls != 0 && n_tls != 3)
         return terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");
+    if (out->admin && out->command != CP_CMD_KEYS_CREATE) return terr_set(err, "--admin goes with keys create only");
+    if (out->max_memory_mb_arg) {
+        /* Two meanings: a team's quota (teams set-quota, -1 = unlimited) or
+         * a host's memory cap (hosts add, none = no cap). */
+        const char *a = out->max_memory_mb_arg;
+        if (out->command == CP_CMD_TEAMS_SET_QUOTA) {
+            static const flag_def quota = {"--max-memory-mb", NULL, F_LIMIT, OFF(max_memory_mb)};
+            if (set_value(out, &quota, quota.flag, a, err) != 0) return -1;
+        } else if (out->command == CP_CMD_HOSTS_ADD) {
+            char *end;
+            errno = 0;
+            long long v = strtoll(a, &end, 10);
+            if (strcmp(a, "none") != 0 && (errno || end == a || *end || v < 0 || v > (1LL << 40)))
+                return terr_set(err, "--max-memory-mb must be a number of MiB >= 0 or none (got \"%s\")", a);
+            out->host_max_memory_mb = a;
+        } else {
+            return terr_set(err, "--max-memory-mb goes with hosts add or teams set-quota only");
+        }
+    }
     if (!out->database_url) return terr_set(err, "no database: set --database-url or TORPOR_DATABASE_URL");
     return 0;
 }

@@ -10,6 +10,7 @@
 #ifndef TORPOR_CP_CONFIG_H
 #define TORPOR_CP_CONFIG_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "terr.h"
@@ -22,6 +23,10 @@ typedef enum cp_command {
     CP_CMD_HOSTS_ADD,
     CP_CMD_HOSTS_RESET_IDENTITY,
     CP_CMD_TEAMS_SET_QUOTA,
+    CP_CMD_HOSTS_LIST,
+    CP_CMD_HOSTS_DRAIN,
+    CP_CMD_HOSTS_UNDRAIN,
+    CP_CMD_HOSTS_REMOVE,
     CP_CMD_HELP,
 } cp_command;
 
@@ -48,6 +53,9 @@ typedef struct cp_config {
     const char *host_id;   /* hosts add / reset-identity --id; keys revoke --id (a key id) */
     const char *key_prefix; /* keys revoke --prefix */
     const char *host_addr; /* hosts add --addr */
+    bool admin;            /* keys create --admin */
+    const char *host_max_memory_mb; /* hosts add --max-memory-mb N|none (NULL: unchanged) */
+    const char *max_memory_mb_arg;  /* --max-memory-mb as given; parsed into one of the two above */
 } cp_config;
 
 int cp_config_parse(int argc, char **argv, cp_config *out, terr *err);

@@ -18,14 +18,24 @@ struct db_conn {
  * the caller's conninfo wins). */
 #define DB_CONNECT_TIMEOUT "5"
 
+/* What a host reads as (db_host.status), over hosts h. */
+#define STR2(x) #x
+#define STR(x) STR2(x)
+#define HOST_STATUS_EXPR \
+    "(CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)"
+
 /* Columns of a sandbox row, in the order row_from_result reads them. */
-#define SANDBOX_COLS                                                                            \
+#define SANDBOX_COLS_BASE                                                                       \
     "id, team_id::text, host_id, status, template, vcpus, memory_mb, timeout_sec, "            \
     "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
     "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
     "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
-    "(extract(epoch from last_updated) * 1000000)::bigint, disk_mb"
-#define SANDBOX_NCOLS 13
+    "(extract(epoch from last_updated) * 1000000)::bigint, disk_mb, "
+#define SANDBOX_COLS \
+    SANDBOX_COLS_BASE "coalesce((SELECT " HOST_STATUS_EXPR " FROM hosts h WHERE h.id = sandboxes.host_id), '')"
+/* The same without the host's status ("": the reconciler knows its host). */
+#define SANDBOX_COLS_NOHOST SANDBOX_COLS_BASE "''"
+#define SANDBOX_NCOLS 14
 
 static void notice_to_log(void *arg, const char *message)
 {
@@ -265,13 +275,34 @@ int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, co
 int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
                     bool *found, terr *err)
 {
+    bool admin;
+    return db_api_key_team_role(db, key_hash, team_id, key_id, stale, &admin, found, err);
+}
+
+int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
+                           bool admin, terr *err)
+{
+    PGresult *r;
+    const char *p[4] = {team_id, key_hash, key_prefix, admin ? "admin" : "member"};
+    if (run(db, "insert API key",
+            "INSERT INTO api_keys (team_id, key_hash, key_prefix, role) VALUES ($1::uuid, $2, $3, $4)", 4, p, &r,
+            err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
+int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
+                         bool *admin, bool *found, terr *err)
+{
     PGresult *r;
     const char *p[1] = {key_hash};
     *found = false;
     *stale = false;
+    *admin = false;
     if (run(db, "look up API key",
             "SELECT team_id::text, id::text, "
-            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute') "
+            "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute'), role = 'admin' "
             "FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
             1, p, &r, err) != 0)
         return -1;
@@ -279,6 +310,7 @@ int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char ke
         copy_field(team_id, 64, r, 0, 0);
         copy_field(key_id, 64, r, 0, 1);
         *stale = strcmp(PQgetvalue(r, 0, 2), "t") == 0;
+        *admin = strcmp(PQgetvalue(r, 0, 3), "t") == 0;
         *found = true;
     }
     PQclear(r);
@@ -390,19 +422,49 @@ int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
     return 0;
 }
 
-static void host_from_result(PGresult *r, int i, db_host *h)
+/* Columns of a host (host_from_result), over hosts h. */
+#define HOST_COLS                                                                                      \
+    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                           \
+    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "          \
+    "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
+    "(SELECT count(*) FROM sandboxes s WHERE s.host_id = h.id AND s.status NOT IN ('stopped', 'error')) AS n_live, " \
+    "(SELECT coalesce(sum(s.memory_mb), 0) FROM sandboxes s WHERE s.host_id = h.id "                   \
+    "   AND s.status IN ('pending', 'running', 'pausing', 'resuming')) AS mem_used"
+
+/* The same without the per-host sandbox counts (0): for the request path. */
+#define HOST_COLS_LIGHT                                                                                \
+    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                           \
+    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "          \
+    "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
+    "0 AS n_live, 0 AS mem_used"
+
+static void host_from_result_at(PGresult *r, int i, int c, db_host *h)
 {
-    copy_field(h->id, sizeof h->id, r, i, 0);
-    copy_field(h->address, sizeof h->address, r, i, 1);
-    copy_field(h->agent_id, sizeof h->agent_id, r, i, 2);
+    memset(h, 0, sizeof *h);
+    copy_field(h->id, sizeof h->id, r, i, c + 0);
+    copy_field(h->address, sizeof h->address, r, i, c + 1);
+    copy_field(h->agent_id, sizeof h->agent_id, r, i, c + 2);
+    copy_field(h->state, sizeof h->state, r, i, c + 3);
+    copy_field(h->status, sizeof h->status, r, i, c + 4);
+    h->last_seen_age_sec = strtod(PQgetvalue(r, i, c + 5), NULL);
+    h->failures = atoi(PQgetvalue(r, i, c + 6));
+    h->max_memory_mb = atoll(PQgetvalue(r, i, c + 7));
+    h->memory_total_mb = atoll(PQgetvalue(r, i, c + 8));
+    h->memory_reserved_mb = atoll(PQgetvalue(r, i, c + 9));
+    h->disk_free_mb = atoll(PQgetvalue(r, i, c + 10));
+    h->vcpus = atoi(PQgetvalue(r, i, c + 11));
+    h->sandboxes = atoll(PQgetvalue(r, i, c + 12));
+    h->memory_used_mb = atoll(PQgetvalue(r, i, c + 13));
 }
+
+static void host_from_result(PGresult *r, int i, db_host *h) { host_from_result_at(r, i, 0, h); }
 
 int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err)
 {
     PGresult *r;
     const char *p[1] = {id};
     *found = false;
-    if (run(db, "get host", "SELECT id, address, agent_id FROM hosts WHERE id = $1", 1, p, &r, err) != 0) return -1;
+    if (run(db, "get host", "SELECT " HOST_COLS_LIGHT " FROM hosts h WHERE h.id = $1", 1, p, &r, err) != 0) return -1;
     if (PQntuples(r) == 1) {
         host_from_result(r, 0, out);
         *found = true;
@@ -416,7 +478,7 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run(db, "list hosts", "SELECT id, address, agent_id FROM hosts ORDER BY id", 0, NULL, &r, err) != 0) return -1;
+    if (run(db, "list hosts", "SELECT " HOST_COLS " FROM hosts h ORDER BY h.id", 0, NULL, &r, err) != 0) return -1;
     int rows = PQntuples(r);
     db_host *hosts = calloc(rows ? (size_t)rows : 1, sizeof *hosts);
     if (!hosts) {
@@ -430,6 +492,131 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     return 0;
 }
 
+static char *text_array(const char *const *items, size_t n);
+
+int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip, size_t n_skip,
+                 db_host *out, bool *found, terr *err)
+{
+    PGresult *r;
+    *found = false;
+    char mem[16];
+    snprintf(mem, sizeof mem, "%d", memory_mb);
+    char *arr = text_array(skip, n_skip);
+    if (!arr) return terr_set(err, "out of memory");
+    const char *p[3] = {mem, template_name, arr};
+    int rc = run(db, "pick host",
+                 "SELECT * FROM (SELECT " HOST_COLS ", coalesce(h.max_memory_mb, nullif(h.memory_total_mb, 0)) AS cap, "
+                 "  h.templates FROM hosts h WHERE h.state = 'ready' AND h.failures < "
+                 STR(DB_HOST_UNREACHABLE_FAILURES) " AND h.id <> ALL($3::text[])) c "
+                 "WHERE (c.cap IS NULL OR c.cap - c.mem_used >= $1::bigint) "
+                 "  AND (c.disk_free_mb = 0 OR c.disk_free_mb >= $1::bigint + " STR(DB_HOST_DISK_MARGIN_MB) ") "
+                 "  AND ($2::text IS NULL OR cardinality(c.templates) = 0 OR $2 = ANY(c.templates)) "
+                 "ORDER BY c.n_live, c.id LIMIT 1",
+                 3, p, &r, err);
+    free(arr);
+    if (rc != 0) return -1;
+    if (PQntuples(r) == 1) {
+        host_from_result(r, 0, out);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Runs an UPDATE of one host that returns (old status, new status). */
+static int host_update_status(db_conn *db, const char *what, const char *sql, int n, const char *const *p,
+                              char *old_status, char *new_status, terr *err)
+{
+    PGresult *r;
+    old_status[0] = new_status[0] = '\0';
+    if (run(db, what, sql, n, p, &r, err) != 0) return -1;
+    if (PQntuples(r) == 1) {
+        snprintf(old_status, 16, "%s", PQgetvalue(r, 0, 0));
+        snprintf(new_status, 16, "%s", PQgetvalue(r, 0, 1));
+    }
+    PQclear(r);
+    return 0;
+}
+
+/* Old status of hosts row h joined as o (a FOR UPDATE read of the same row). */
+#define OLD_STATUS_EXPR \
+    "(CASE WHEN o.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE o.state END)"
+
+int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info, char *old_status,
+                          char *new_status, terr *err)
+{
+    char total[24] = "", reserved[24] = "", disk[24] = "", vcpus[16] = "";
+    char *tpl = NULL;
+    if (info) {
+        snprintf(total, sizeof total, "%lld", info->memory_total_mb);
+        snprintf(reserved, sizeof reserved, "%lld", info->memory_reserved_mb);
+        snprintf(disk, sizeof disk, "%lld", info->disk_free_mb);
+        snprintf(vcpus, sizeof vcpus, "%d", info->vcpus);
+        if (!(tpl = text_array(info->templates, info->n_templates))) return terr_set(err, "out of memory");
+    }
+    const char *p[6] = {id, info ? total : NULL, info ? reserved : NULL, info ? disk : NULL, info ? vcpus : NULL,
+                        tpl};
+    int rc = host_update_status(
+        db, "record host answer",
+        "WITH o AS (SELECT id, state, failures FROM hosts WHERE id = $1 FOR UPDATE) "
+        "UPDATE hosts h SET last_seen = now(), failures = 0, "
+        "  state = CASE WHEN h.state = 'draining' THEN 'draining' ELSE 'ready' END, "
+        "  memory_total_mb = coalesce($2::bigint, h.memory_total_mb), "
+        "  memory_reserved_mb = coalesce($3::bigint, h.memory_reserved_mb), "
+        "  disk_free_mb = coalesce($4::bigint, h.disk_free_mb), vcpus = coalesce($5::int, h.vcpus), "
+        "  templates = coalesce($6::text[], h.templates) "
+        "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
+        "  (CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
+        6, p, old_status, new_status, err);
+    free(tpl);
+    return rc;
+}
+
+int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status, terr *err)
+{
+    const char *p[1] = {id};
+    return host_update_status(
+        db, "record host failure",
+        "WITH o AS (SELECT id, state, failures FROM hosts WHERE id = $1 FOR UPDATE) "
+        "UPDATE hosts h SET failures = o.failures + 1, "
+        "  state = CASE WHEN o.state = 'draining' THEN 'draining' "
+        "               WHEN o.failures + 1 >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' "
+        "               ELSE o.state END "
+        "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
+        "  (CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
+        1, p, old_status, new_status, err);
+}
+
+int db_host_set_state(db_conn *db, const char *id, const char *state, bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {id, state};
+    *found = false;
+    /* ready only undoes a drain; whether it answers decides the rest. */
+    if (run(db, "set host state",
+            "UPDATE hosts SET state = $2 WHERE id = $1 AND ($2 <> 'ready' OR state = 'draining')", 2, p, &r,
+            err) != 0)
+        return -1;
+    *found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return 0;
+}
+
+int db_host_set_max_memory(db_conn *db, const char *id, long long memory_mb, bool *found, terr *err)
+{
+    PGresult *r;
+    char mem[24];
+    snprintf(mem, sizeof mem, "%lld", memory_mb);
+    const char *p[2] = {id, memory_mb >= 0 ? mem : NULL};
+    *found = false;
+    if (run(db, "set host memory cap", "UPDATE hosts SET max_memory_mb = $2::bigint WHERE id = $1", 2, p, &r,
+            err) != 0)
+        return -1;
+    *found = strcmp(PQcmdTuples(r), "0") != 0;
+    PQclear(r);
+    return 0;
+}
+
 int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size_t *n, terr *err)
 {
     PGresult *r;
@@ -440,7 +627,7 @@ int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size
     *n = 0;
     if (run(db, "count sandboxes",
             "SELECT h.id, s.status, count(sb.id) FROM hosts h "
-            "CROSS JOIN unnest(ARRAY['pending','running','pausing','paused','resuming','stopped','error']) "
+            "CROSS JOIN unnest(ARRAY['pending','running','pausing','paused','resuming','stopped','error','moving']) "
             "  AS s(status) "
             "LEFT JOIN sandboxes sb ON sb.host_id = h.id AND sb.status = s.status "
             "GROUP BY h.id, s.status ORDER BY h.id, s.status LIMIT $1::bigint",
@@ -496,37 +683,6 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err)
     return 0;
 }
 
-int db_host_least_loaded(db_conn *db, const char *const *skip, size_t n_skip, db_host *out, bool *found,
-                         terr *err)
-{
-    PGresult *r;
-    *found = false;
-    /* skip as a text[] literal; host ids are ours ([a-z0-9._-]), quoted anyway. */
-    char arr[2048];
-    size_t used = 0;
-    arr[used++] = '{';
-    for (size_t i = 0; i < n_skip; i++) {
-        if (strpbrk(skip[i], "\"\\") || used + strlen(skip[i]) + 4 >= sizeof arr)
-            return terr_set(err, "pick host: host id not usable in a skip list");
-        used += (size_t)snprintf(arr + used, sizeof arr - used, "%s\"%s\"", i ? "," : "", skip[i]);
-    }
-    arr[used++] = '}';
-    arr[used] = '\0';
-    const char *p[1] = {arr};
-    if (run(db, "pick host",
-            "SELECT h.id, h.address, h.agent_id FROM hosts h "
-            "LEFT JOIN sandboxes s ON s.host_id = h.id AND s.status NOT IN ('stopped', 'error') "
-            "WHERE h.id <> ALL($1::text[]) "
-            "GROUP BY h.id, h.address, h.agent_id ORDER BY count(s.id), h.id LIMIT 1",
-            1, p, &r, err) != 0)
-        return -1;
-    if (PQntuples(r) == 1) {
-        host_from_result(r, 0, out);
-        *found = true;
-    }
-    PQclear(r);
-    return 0;
-}
 
 /* ---- sandboxes */
 
@@ -548,6 +704,7 @@ static int row_from_result(PGresult *r, int i, sandbox_row *s, terr *err)
     s->last_active_at_us = strtoll(PQgetvalue(r, i, 10), NULL, 10);
     s->last_updated_us = strtoll(PQgetvalue(r, i, 11), NULL, 10);
     s->disk_mb = atoi(PQgetvalue(r, i, 12));
+    copy_field(s->host_status, sizeof s->host_status, r, i, 13);
     return 0;
 }
 
@@ -775,7 +932,8 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err)
     const char *p[1] = {id};
     if (run(db, "update last_active_at",
             "UPDATE sandboxes SET last_active_at = now(), last_updated = now() "
-            "WHERE id = $1 AND status = 'running'",
+            "WHERE id = $1 AND status = 'running' "
+            "AND (last_active_at IS NULL OR last_active_at < now() - interval '" DB_TOUCH_COALESCE "')",
             1, p, &r, err) != 0)
         return -1;
     *changed = strcmp(PQcmdTuples(r), "1") == 0;
@@ -810,7 +968,7 @@ int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_m
     *age_sec = NULL;
     *n = 0;
     if (run(db, "lock host sandboxes",
-            "SELECT " SANDBOX_COLS ", extract(epoch from now() - last_updated)::float8 "
+            "SELECT " SANDBOX_COLS_NOHOST ", extract(epoch from now() - last_updated)::float8 "
             "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) ORDER BY id FOR UPDATE",
             2, p, &r, err) != 0)
         return -1;
@@ -853,21 +1011,147 @@ int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids
     PGresult *r;
     /* $2 NULL: rows of any host. */
     int rc = run(db, "read sandbox statuses",
-                 "SELECT id, status, extract(epoch from now() - last_updated)::float8 FROM sandboxes "
-                 "WHERE id = ANY($1::text[]) AND ($2::text IS NULL OR host_id = $2::text)",
+                 "SELECT u.i, s.status, extract(epoch from now() - s.last_updated)::float8 "
+                 "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
+                 "WHERE ($2::text IS NULL OR s.host_id = $2::text)",
+                 2, p, &r, err);
+    free(arr);
+    if (rc != 0) return -1;
+    /* u.i: the 1-based position in ids (no per-row search: n may be 10,000). */
+    for (int row = 0; row < PQntuples(r); row++) {
+        long long pos = atoll(PQgetvalue(r, row, 0));
+        sb_status s;
+        if (pos < 1 || (size_t)pos > n || sb_status_parse(PQgetvalue(r, row, 1), &s) != 0) continue;
+        statuses[pos - 1] = (int)s;
+        if (age_sec) age_sec[pos - 1] = strtod(PQgetvalue(r, row, 2), NULL);
+    }
+    PQclear(r);
+    return 0;
+}
+
+int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host, sandbox_row *out,
+                           bool *changed, terr *err)
+{
+    PGresult *r;
+    const char *p[3] = {id, from_host, to_host};
+    if (run(db, "switch sandbox host",
+            "UPDATE sandboxes SET host_id = $3, status = 'paused', last_updated = now() "
+            "WHERE id = $1 AND host_id = $2 AND status = 'moving' RETURNING " SANDBOX_COLS,
+            3, p, &r, err) != 0)
+        return -1;
+    return single_row(r, out, changed, err);
+}
+
+int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n, bool *foreign,
+                       double *age_sec, terr *err)
+{
+    for (size_t i = 0; i < n; i++) {
+        foreign[i] = false;
+        age_sec[i] = 0;
+    }
+    if (n == 0) return 0;
+    char *arr = text_array(ids, n);
+    if (!arr) return terr_set(err, "out of memory");
+    const char *p[2] = {arr, host_id};
+    PGresult *r;
+    int rc = run(db, "read foreign sandbox rows",
+                 "SELECT u.i, extract(epoch from now() - s.last_updated)::float8 "
+                 "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
+                 "JOIN hosts oh ON oh.id = s.host_id JOIN hosts me ON me.id = $2 "
+                 "WHERE s.host_id <> $2 AND s.status <> 'moving' "
+                 "  AND oh.agent_id <> '' AND me.agent_id <> '' AND oh.agent_id <> me.agent_id",
                  2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     for (int row = 0; row < PQntuples(r); row++) {
-        const char *id = PQgetvalue(r, row, 0);
-        sb_status s;
-        if (sb_status_parse(PQgetvalue(r, row, 1), &s) != 0) continue;
-        for (size_t i = 0; i < n; i++) {
-            if (strcmp(ids[i], id) != 0) continue;
-            statuses[i] = (int)s;
-            if (age_sec) age_sec[i] = strtod(PQgetvalue(r, row, 2), NULL);
-        }
+        long long pos = atoll(PQgetvalue(r, row, 0));
+        if (pos < 1 || (size_t)pos > n) continue;
+        foreign[pos - 1] = true;
+        age_sec[pos - 1] = strtod(PQgetvalue(r, row, 1), NULL);
     }
     PQclear(r);
     return 0;
+}
+
+int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out, size_t *n,
+                         terr *err)
+{
+    char statuses[160];
+    status_array(status_mask, statuses, sizeof statuses);
+    const char *p[2] = {host_id, statuses};
+    PGresult *r;
+    *out = NULL;
+    *n = 0;
+    if (run(db, "list host sandboxes",
+            "SELECT " SANDBOX_COLS " FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
+            "ORDER BY created_at, id",
+            2, p, &r, err) != 0)
+        return -1;
+    int rows = PQntuples(r);
+    sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
+    if (!list) {
+        PQclear(r);
+        return terr_set(err, "out of memory");
+    }
+    for (int i = 0; i < rows; i++) {
+        if (row_from_result(r, i, &list[i], err) != 0) {
+            free(list);
+            PQclear(r);
+            return -1;
+        }
+    }
+    PQclear(r);
+    *out = list;
+    *n = (size_t)rows;
+    return 0;
+}
+
+int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[1] = {id};
+    *live = 0;
+    *found = false;
+    if (db_begin(db, err) != 0) return -1;
+    if (run(db, "lock host", "SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", 1, p, &r, err) != 0) goto fail;
+    *found = PQntuples(r) == 1;
+    PQclear(r);
+    if (!*found) goto done;
+    if (run(db, "count host sandboxes",
+            "SELECT count(*) FROM sandboxes WHERE host_id = $1 AND status NOT IN ('stopped', 'error')", 1, p, &r,
+            err) != 0)
+        goto fail;
+    *live = atoll(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    if (*live > 0) goto done;
+    if (run(db, "remove host rows", "DELETE FROM sandboxes WHERE host_id = $1", 1, p, &r, err) != 0) goto fail;
+    PQclear(r);
+    if (run(db, "remove host", "DELETE FROM hosts WHERE id = $1", 1, p, &r, err) != 0) goto fail;
+    PQclear(r);
+done:
+    return db_commit(db, err);
+fail:
+    db_rollback(db);
+    return -1;
+}
+
+int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out, db_host *host,
+                             bool *found, terr *err)
+{
+    PGresult *r;
+    const char *p[2] = {id, team_id};
+    *found = false;
+    if (run(db, "get sandbox and host",
+            "SELECT s.*, " HOST_COLS_LIGHT " FROM (SELECT " SANDBOX_COLS ", host_id AS row_host_ FROM sandboxes "
+            "  WHERE id = $1 AND ($2::uuid IS NULL OR team_id = $2::uuid)) s JOIN hosts h ON h.id = s.row_host_",
+            2, p, &r, err) != 0)
+        return -1;
+    int rc = 0;
+    if (PQntuples(r) == 1) {
+        *found = true;
+        rc = row_from_result(r, 0, out, err);
+        host_from_result_at(r, 0, SANDBOX_NCOLS + 1, host);
+    }
+    PQclear(r);
+    return rc;
 }

@@ -56,6 +56,12 @@ int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, co
  * *stale whether its last_used_at is unset or older than a minute. */
 int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
                     bool *found, terr *err);
+/* The same, plus *admin: whether the key's role is admin. */
+int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
+                         bool *admin, bool *found, terr *err);
+/* Inserts a key with role admin (true) or member. */
+int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
+                           bool admin, terr *err);
 /* last_used_at = now() unless it was set less than a minute ago (so
  * concurrent requests and replicas write it at most about once a minute). */
 int db_api_key_touch(db_conn *db, const char *key_id, terr *err);
@@ -89,15 +95,39 @@ typedef struct db_sandbox_count {
  * included), at most max_rows; *out malloc'd (metrics). */
 int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size_t *n, terr *err);
 
+/* Consecutive failed probes after which a host reads unreachable. */
+#define DB_HOST_UNREACHABLE_FAILURES 2
+
 typedef struct db_host {
     char id[64];
     char address[256];
     char agent_id[64]; /* identity of the agent recorded for it; "" = none yet */
+    /* "ready", "unreachable" or "draining" as stored; status is what it
+     * reads as: "unreachable" once failures >= DB_HOST_UNREACHABLE_FAILURES
+     * (also for a draining host), else state. */
+    char state[16];
+    char status[16];
+    double last_seen_age_sec; /* now() - last_seen on the DB clock; -1 = never */
+    int failures;             /* consecutive failed probes */
+    long long max_memory_mb;  /* operator cap; -1 = none (the agent's RAM) */
+    long long memory_total_mb, memory_reserved_mb, disk_free_mb; /* as last reported */
+    int vcpus;
+    long long sandboxes;      /* rows not stopped/error */
+    long long memory_used_mb; /* memory_mb of its rows pending/running/pausing/resuming */
 } db_host;
 
+/* What one GetHostInfo answer reported. */
+typedef struct db_host_info {
+    long long memory_total_mb, memory_reserved_mb, disk_free_mb;
+    int vcpus;
+    const char *const *templates;
+    size_t n_templates;
+} db_host_info;
+
 int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err);
+/* One host; its sandboxes and memory_used_mb are not counted (0). */
 int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err);
-/* All hosts, ordered by id; *out is malloc'd. */
+/* All hosts with their counts, ordered by id; *out is malloc'd. */
 int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err);
 /* Records agent_id as the host's agent identity when none is recorded yet
  * (agent_id "" records nothing) and returns, in recorded, the identity
@@ -107,10 +137,33 @@ int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, ch
 /* Clears the host's recorded identity (an operator replaced its agent on
  * purpose); the reconciler records the next one it sees. */
 int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
-/* The host with the fewest sandboxes not stopped/error (ties: by id),
- * leaving out the n_skip hosts in skip (those that just said they are full). */
-int db_host_least_loaded(db_conn *db, const char *const *skip, size_t n_skip, db_host *out, bool *found,
-                         terr *err);
+/* Free disk a host must keep beyond a new sandbox's RAM file (what its
+ * pause writes) to be chosen. */
+#define DB_HOST_DISK_MARGIN_MB 512
+
+/* The scheduler: among hosts that read ready (not draining, not
+ * unreachable) and are not in skip, whose memory cap (max_memory_mb, else the
+ * reported RAM; unknown = no limit) minus memory_used_mb holds memory_mb,
+ * whose reported free disk holds memory_mb + DB_HOST_DISK_MARGIN_MB (0 =
+ * not reported, allowed) and
+ * whose reported templates include template_name (none reported = unknown,
+ * allowed; template_name NULL = any), the one with the fewest sandboxes not stopped/error (ties: by
+ * id). *found false when there is none. */
+int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip, size_t n_skip,
+                 db_host *out, bool *found, terr *err);
+/* An answer from the host's agent: last_seen = now(), failures = 0, the
+ * info (NULL keeps the old), state ready unless draining. old_status and
+ * new_status (16 bytes each) get the status before and after. */
+int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info, char *old_status,
+                          char *new_status, terr *err);
+/* A failed probe: failures + 1 (unreachable from DB_HOST_UNREACHABLE_FAILURES
+ * on). old_status/new_status as above. */
+int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status, terr *err);
+/* Sets state (drain: "draining"; undrain: "ready", only from draining).
+ * *found false when no such host (or, for ready, it was not draining). */
+int db_host_set_state(db_conn *db, const char *id, const char *state, bool *found, terr *err);
+/* Sets (memory_mb >= 0) or clears (-1) the host's memory cap. */
+int db_host_set_max_memory(db_conn *db, const char *id, long long memory_mb, bool *found, terr *err);
 
 /* ---- sandboxes */
 /* Inserts a pending row from in (id, team_id, host_id, template, sizes,
@@ -134,6 +187,9 @@ int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes, lo
 /* team_id NULL = any team (reconciler). */
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
                    terr *err);
+/* db_sandbox_get and its host (as db_host_get) in one query. */
+int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out, db_host *host,
+                             bool *found, terr *err);
 /* The team's rows whose status is in mask, newest first; *out malloc'd. */
 int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sandbox_row **out,
                     size_t *n, terr *err);
@@ -151,11 +207,33 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
 /* Removes a row that never existed for the user (a create the agent refused
  * as invalid input), only while it is still pending. */
 int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err);
-/* last_active_at = now() when running. */
+/* last_active_at = now() when running, unless it was set less than
+ * DB_TOUCH_COALESCE ago: busy sandboxes cost no write (and no commit) per
+ * ping; the agent's timer is the truth, so last_active_at over REST lags it
+ * by at most that. *changed: whether it was written. */
+#define DB_TOUCH_COALESCE "1 second"
 int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 /* timeout_sec = t when the status is in from_mask. */
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
                            sandbox_row *out, bool *changed, terr *err);
+
+/* Rows of host_id (any team) whose status is in mask, oldest first; *out malloc'd. */
+int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out, size_t *n,
+                         terr *err);
+/* Removes host id and its stopped/error rows, only when no other row names
+ * it: *live gets how many do (then nothing is removed); *found false when
+ * there is no such host. */
+int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, terr *err);
+
+/* The move's switch: host_id = to_host and status paused, only while the
+ * row is moving on from_host (one statement). */
+int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host, sandbox_row *out,
+                           bool *changed, terr *err);
+/* For ids the agent of host_id holds that have no row on host_id: whether
+ * each has a row on ANOTHER host, not moving, whose host has a different
+ * recorded agent identity than host_id's (foreign[i]), and that row's age. */
+int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n, bool *foreign,
+                       double *age_sec, terr *err);
 
 /* Reconciler: rows of host whose status is in mask, locked FOR UPDATE (call
  * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */

@@ -24,6 +24,7 @@
 #include "migrate.h"
 #include "team_limit.h"
 #include "reconciler.h"
+#include "sandbox_ops.h"
 
 static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
 {
@@ -44,12 +45,13 @@ static int cmd_keys_create(const cp_config *cfg, terr *err)
     db_conn *db;
     if (open_migrated(cfg, &db, err) != 0) return -1;
     char key[AUTH_KEY_LEN + 1], team_id[64];
-    int rc = auth_key_create(db, cfg->team, key, team_id, err);
+    int rc = auth_key_create_role(db, cfg->team, cfg->admin, key, team_id, err);
     db_close(db);
     if (rc != 0) return -1;
     printf("%s\n", key);
     char q[LOG_QUOTE_MAX];
-    log_info("event=api_key_created team=\"%s\" team_id=%s", log_quote(cfg->team, q, sizeof q), team_id);
+    log_info("event=api_key_created team=\"%s\" team_id=%s role=%s", log_quote(cfg->team, q, sizeof q), team_id,
+             cfg->admin ? "admin" : "member");
     return 0;
 }
 
@@ -98,9 +100,56 @@ static int cmd_hosts_add(const cp_config *cfg, terr *err)
     db_conn *db;
     if (open_migrated(cfg, &db, err) != 0) return -1;
     int rc = db_host_upsert(db, cfg->host_id, cfg->host_addr, err);
+    bool found;
+    if (rc == 0 && cfg->host_max_memory_mb)
+        rc = db_host_set_max_memory(db, cfg->host_id,
+                                    strcmp(cfg->host_max_memory_mb, "none") == 0 ? -1 : atoll(cfg->host_max_memory_mb), &found,
+                                    err);
     db_close(db);
-    if (rc == 0) log_info("event=host_registered host_id=%s addr=%s", cfg->host_id, cfg->host_addr);
+    if (rc == 0)
+        log_info("event=host_registered host_id=%s addr=%s max_memory_mb=%s", cfg->host_id, cfg->host_addr,
+                 cfg->host_max_memory_mb ? cfg->host_max_memory_mb : "unchanged");
     return rc;
+}
+
+static int cmd_hosts_list(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    db_host *hosts;
+    size_t n;
+    int rc = db_host_list(db, &hosts, &n, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9s  %5s  %9s\n", "ID", "STATUS", "ADDRESS", "AGENT ID",
+           "LAST SEEN", "MEMORY USED/CAP MB", "DISK MB", "VCPUS", "SANDBOXES");
+    for (size_t i = 0; i < n; i++) {
+        const db_host *h = &hosts[i];
+        char seen[32], mem[48];
+        if (h->last_seen_age_sec < 0) snprintf(seen, sizeof seen, "never");
+        else snprintf(seen, sizeof seen, "%.1fs ago", h->last_seen_age_sec);
+        long long cap = h->max_memory_mb >= 0 ? h->max_memory_mb : h->memory_total_mb;
+        snprintf(mem, sizeof mem, "%lld/%lld", h->memory_used_mb, cap);
+        printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9lld  %5d  %9lld\n", h->id, h->status, h->address,
+               *h->agent_id ? h->agent_id : "-", seen, mem, h->disk_free_mb, h->vcpus, h->sandboxes);
+    }
+    free(hosts);
+    return 0;
+}
+
+static int cmd_hosts_set_state(const cp_config *cfg, const char *state, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    bool found;
+    int rc = db_host_set_state(db, cfg->host_id, state, &found, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    if (!found)
+        return terr_set(err, strcmp(state, "ready") == 0 ? "no draining host with id %s" : "no host with id %s",
+                        cfg->host_id);
+    log_info("event=host_state_set host_id=%s state=%s", cfg->host_id, state);
+    return 0;
 }
 
 static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
@@ -150,6 +199,75 @@ static void raise_fd_limit(int max_connections)
     if (rl.rlim_cur < want)
         log_warn("event=fd_limit_low limit=%llu max_connections=%d", (unsigned long long)rl.rlim_cur,
                  max_connections);
+}
+
+static int cmd_hosts_remove(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    long long live;
+    bool found;
+    int rc = db_host_remove(db, cfg->host_id, &live, &found, err);
+    db_close(db);
+    if (rc != 0) return -1;
+    if (!found) return terr_set(err, "no host with id %s", cfg->host_id);
+    if (live > 0)
+        return terr_set(err, "host %s still holds %lld sandbox(es); drain it first (torpor-cp hosts drain --id %s)",
+                        cfg->host_id, live, cfg->host_id);
+    printf("removed %s\n", cfg->host_id);
+    log_info("event=host_removed host_id=%s", cfg->host_id);
+    return 0;
+}
+
+/* After the host is draining: pauses its running sandboxes, then moves every
+ * paused one to another ready host. Failures are reported per sandbox and
+ * make the command fail at the end (running it again retries them). */
+static int cmd_hosts_drain(const cp_config *cfg, terr *err)
+{
+    db_conn *db;
+    if (open_migrated(cfg, &db, err) != 0) return -1;
+    rpc_tls_config tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key, .ca_path = cfg->tls_ca,
+                          .server_name_override = cfg->agent_tls_server_name};
+    agent_pool *agents;
+    if (agent_pool_open(&tls, &agents, err) != 0) {
+        db_close(db);
+        return -1;
+    }
+    sbop_ctx c = {.db = db, .agents = agents, .team_id = NULL};
+    int failed = 0, moved = 0, paused = 0;
+    char q[LOG_QUOTE_MAX];
+    sandbox_row *rows;
+    size_t n;
+    for (int phase = 0; phase < 2; phase++) {
+        sb_status want = phase == 0 ? SB_RUNNING : SB_PAUSED;
+        if (db_sandbox_list_host(db, cfg->host_id, SB_STATUS_BIT(want), &rows, &n, err) != 0) {
+            failed++;
+            break;
+        }
+        for (size_t i = 0; i < n; i++) {
+            sbop_result res;
+            if (phase == 0) sandbox_ops_pause(&c, rows[i].id, &res);
+            else sandbox_ops_move(&c, rows[i].id, NULL, &res);
+            if (res.outcome == SBOP_OK) {
+                if (phase == 0) paused++;
+                else moved++;
+                printf("%s %s%s%s\n", phase == 0 ? "paused" : "moved", rows[i].id, phase ? " to " : "",
+                       phase ? res.row.host_id : "");
+            } else {
+                failed++;
+                fprintf(stderr, "torpor-cp: %s %s: %s\n", phase == 0 ? "pause" : "move", rows[i].id, res.err.msg);
+                log_warn("event=drain_step_failed host_id=%s sandbox_id=%s step=%s error=\"%s\"", cfg->host_id,
+                         rows[i].id, phase == 0 ? "pause" : "move", log_quote(res.err.msg, q, sizeof q));
+            }
+            fflush(stdout);
+        }
+        free(rows);
+    }
+    agent_pool_close(agents);
+    db_close(db);
+    log_info("event=host_drained host_id=%s paused=%d moved=%d failed=%d", cfg->host_id, paused, moved, failed);
+    if (failed) return terr_set(err, "%d sandbox(es) of host %s were not moved (see above); run the drain again", failed, cfg->host_id);
+    return 0;
 }
 
 static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
@@ -244,6 +362,19 @@ int main(int argc, char **argv)
         return 0;
     case CP_CMD_HOSTS_RESET_IDENTITY:
         if (cmd_hosts_reset_identity(&cfg, &err) != 0) fatal("command=hosts_reset_identity %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_LIST:
+        if (cmd_hosts_list(&cfg, &err) != 0) fatal("command=hosts_list %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_DRAIN:
+        if (cmd_hosts_set_state(&cfg, "draining", &err) != 0 || cmd_hosts_drain(&cfg, &err) != 0)
+            fatal("command=hosts_drain %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_REMOVE:
+        if (cmd_hosts_remove(&cfg, &err) != 0) fatal("command=hosts_remove %s", err.msg);
+        return 0;
+    case CP_CMD_HOSTS_UNDRAIN:
+        if (cmd_hosts_set_state(&cfg, "ready", &err) != 0) fatal("command=hosts_undrain %s", err.msg);
         return 0;
     default: cmd_serve(&cfg, &sigs); return 0;
     }

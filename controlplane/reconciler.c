@@ -58,6 +58,11 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
          * again, and a resume request then finds it running.) */
         if (view == AGENT_VIEW_ABSENT && past_grace) return SB_STOPPED;
         return db;
+    case SB_MOVING:
+        /* A move whose control plane stopped refreshing it: the source
+         * still holds the sandbox, so it is paused there again. */
+        if (past_grace && view == AGENT_VIEW_PAUSED) return SB_PAUSED;
+        return db;
     default: /* stopped, error: final */
         return db;
     }
@@ -71,6 +76,48 @@ bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, 
     if (row_status < 0) return false;
     if (row_status != SB_STOPPED && row_status != SB_ERROR) return false;
     return seen_last_pass || row_age_sec >= grace_sec;
+}
+
+/* ListSandboxes answers are sorted by id once (sort_answer), so that each
+ * row's lookup is a binary search: a host may hold 10,000 sandboxes. */
+static int cmp_info(const void *a, const void *b)
+{
+    const Torpor__Hostagent__V1__SandboxInfo *x = *(const Torpor__Hostagent__V1__SandboxInfo *const *)a;
+    const Torpor__Hostagent__V1__SandboxInfo *y = *(const Torpor__Hostagent__V1__SandboxInfo *const *)b;
+    return strcmp(x && x->sandbox_id ? x->sandbox_id : "", y && y->sandbox_id ? y->sandbox_id : "");
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    return strcmp(x ? x : "", y ? y : "");
+}
+
+static void sort_answer(Torpor__Hostagent__V1__ListSandboxesResponse *resp)
+{
+    qsort(resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info);
+    qsort(resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids, sizeof *resp->auto_paused_sandbox_ids,
+          cmp_str);
+}
+
+/* agent_view_of over a sorted answer. */
+static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id, bool *auto_paused)
+{
+    const char *key = id;
+    *auto_paused = resp->n_auto_paused_sandbox_ids > 0 &&
+                   bsearch(&key, resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids,
+                           sizeof *resp->auto_paused_sandbox_ids, cmp_str) != NULL;
+    Torpor__Hostagent__V1__SandboxInfo probe = TORPOR__HOSTAGENT__V1__SANDBOX_INFO__INIT, *pp = &probe;
+    probe.sandbox_id = (char *)id;
+    Torpor__Hostagent__V1__SandboxInfo **hit =
+        resp->n_sandboxes ? bsearch(&pp, resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info) : NULL;
+    if (!hit) return AGENT_VIEW_ABSENT;
+    /* The one-entry answer gives the status mapping of agent_client. */
+    Torpor__Hostagent__V1__ListSandboxesResponse one = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    one.sandboxes = hit;
+    one.n_sandboxes = 1;
+    bool unused;
+    return agent_view_of(&one, id, &unused);
 }
 
 /* A malloc'd list of sandbox ids. */
@@ -189,6 +236,9 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
 {
     size_t n = resp->n_sandboxes;
     if (n == 0) return 0;
+    bool *foreign = NULL;
+    double *fages = NULL;
+    const char **rowless = NULL;
     const char **ids = calloc(n, sizeof *ids);
     int *statuses = calloc(n, sizeof *statuses);
     double *ages = calloc(n, sizeof *ages);
@@ -204,6 +254,31 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
         if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && limits_sandbox_id_valid(resp->sandboxes[i]->sandbox_id))
             ids[k++] = resp->sandboxes[i]->sandbox_id;
     if (db_sandbox_statuses(r->db, host->id, ids, k, statuses, ages, err) != 0) goto out;
+    /* A sandbox whose row names another host (with another agent) and is
+     * not being moved: a move finished or was undone elsewhere; this copy
+     * is nobody's. */
+    /* Only the ids without a row on this host are asked about (usually none). */
+    foreign = calloc(k ? k : 1, sizeof *foreign);
+    fages = calloc(k ? k : 1, sizeof *fages);
+    rowless = calloc(k ? k : 1, sizeof *rowless);
+    if (!foreign || !fages || !rowless) {
+        terr_set(err, "out of memory");
+        goto out;
+    }
+    size_t nr = 0;
+    for (size_t i = 0; i < k; i++)
+        if (statuses[i] < 0) rowless[nr++] = ids[i];
+    if (db_sandbox_foreign(r->db, host->id, rowless, nr, foreign, fages, err) != 0) goto out;
+    for (size_t i = 0; i < nr; i++) {
+        if (!foreign[i]) continue;
+        bool seen = id_list_has(&hs->suspects, rowless[i]);
+        if (id_list_push(&out->suspects, rowless[i], err) != 0) goto out;
+        if (!seen && fages[i] < r->cfg.grace_sec) {
+            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row=another_host", rowless[i], host->id);
+            continue;
+        }
+        if (id_list_push(&out->orphans, rowless[i], err) != 0) goto out;
+    }
     for (size_t i = 0; i < k; i++) {
         if (statuses[i] != SB_STOPPED && statuses[i] != SB_ERROR) continue;
         bool seen = id_list_has(&hs->suspects, ids[i]);
@@ -220,6 +295,9 @@ out:
     free(ids);
     free(statuses);
     free(ages);
+    free(foreign);
+    free(fages);
+    free(rowless);
     return rc;
 }
 
@@ -235,7 +313,8 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
     double *ages = NULL;
     size_t n = 0;
     int *statuses = NULL;
-    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) | BIT(SB_RESUMING);
+    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) | BIT(SB_RESUMING) |
+                    BIT(SB_MOVING);
     if (db_sandbox_lock_for_host(r->db, host->id, mask, &rows, &ages, &n, err) != 0) goto fail;
     for (size_t i = 0; i < n; i++) {
         /* A row written after ListSandboxes was sent (a create or resume that
@@ -244,7 +323,7 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
          * answer and this transaction cannot make a fresh row look old. */
         if (rows[i].last_updated_us >= list_sent_us) continue;
         bool auto_paused;
-        agent_view view = agent_view_of(resp, rows[i].id, &auto_paused);
+        agent_view view = view_of(resp, rows[i].id, &auto_paused);
         bool past_grace;
         if (rows[i].status == SB_PAUSED) {
             if (view != AGENT_VIEW_ABSENT) continue;
@@ -256,7 +335,9 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
                 continue;
             }
         } else {
-            double grace = rows[i].status == SB_PENDING ? PENDING_GRACE_SEC : r->cfg.grace_sec;
+            double grace = rows[i].status == SB_PENDING ? PENDING_GRACE_SEC
+                           : rows[i].status == SB_MOVING ? MOVE_STALE_SEC
+                                                         : r->cfg.grace_sec;
             past_grace = ages[i] >= grace;
         }
         sb_status to = reconciler_decide(rows[i].status, view, auto_paused, past_grace);
@@ -288,7 +369,7 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             bool unused;
             bool settled = statuses[i] < 0 || statuses[i] == SB_PAUSED || statuses[i] == SB_STOPPED ||
                            statuses[i] == SB_ERROR ||
-                           (statuses[i] == SB_RUNNING && agent_view_of(resp, id, &unused) == AGENT_VIEW_RUNNING);
+                           (statuses[i] == SB_RUNNING && view_of(resp, id, &unused) == AGENT_VIEW_RUNNING);
             if (settled && id_list_push(&out->ack, id, err) != 0) goto fail;
         }
     }
@@ -369,10 +450,52 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
                     *recorded ? recorded : "(none)", !safe ? "(malformed)" : *got ? got : "(none)");
 }
 
+/* The health probe: GetHostInfo with AGENT_DEADLINE_PROBE_MS, its answer
+ * or failure recorded in the hosts table (state, last_seen, capacity); a
+ * change of the host's status is logged (event=host_status). */
+static int probe(reconciler *r, const db_host *host, rpc_client *c, terr *err)
+{
+    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
+    grpc_status_code st = agent_host_info(c, AGENT_DEADLINE_PROBE_MS, &info, err);
+    char before[16], after[16];
+    terr dberr;
+    int rc;
+    if (st == GRPC_STATUS_OK) {
+        db_host_info hi = {.memory_total_mb = info->memory_total_mb,
+                           .memory_reserved_mb = info->memory_reserved_mb,
+                           .disk_free_mb = info->disk_free_mb,
+                           .vcpus = info->vcpus,
+                           .templates = (const char *const *)info->templates_ready,
+                           .n_templates = info->n_templates_ready};
+        rc = db_host_record_answer(r->db, host->id, &hi, before, after, &dberr);
+        protobuf_c_message_free_unpacked(&info->base, NULL);
+    } else {
+        rc = db_host_record_failure(r->db, host->id, before, after, &dberr);
+    }
+    if (rc != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+    } else if (strcmp(before, after) != 0) {
+        log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
+    }
+    if (st != GRPC_STATUS_OK) return terr_wrap(err, "GetHostInfo on host %s", host->id);
+    return 0;
+}
+
 static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, terr *err)
 {
     rpc_client *c;
     if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) {
+        note_reach(r, hs, false);
+        char before[16], after[16];
+        terr dberr;
+        if (db_host_record_failure(r->db, host->id, before, after, &dberr) == 0 && strcmp(before, after) != 0)
+            log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
+        return -1;
+    }
+    /* A frozen agent keeps its connection open: without the short probe,
+     * ListSandboxes would wait its whole deadline every pass. */
+    if (probe(r, host, c, err) != 0) {
         note_reach(r, hs, false);
         return -1;
     }
@@ -382,6 +505,7 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
      * skipped by apply (see there). */
     int64_t list_sent_us;
     if (db_clock_us(r->db, &list_sent_us, err) != 0) return -1;
+    int64_t t0 = mono_ms();
     grpc_status_code st = agent_list(c, hs->acks.ids, hs->acks.n, &resp, err);
     note_reach(r, hs, st == GRPC_STATUS_OK);
     if (st != GRPC_STATUS_OK) return terr_wrap(err, "ListSandboxes on host %s", host->id);
@@ -392,9 +516,14 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
         return -1;
     }
     id_list_free(&hs->acks); /* delivered: the agent has dropped them */
+    sort_answer(resp);
 
+    int64_t t_listed = mono_ms();
     pass_result pr;
+    size_t n_agent = resp->n_sandboxes;
     int rc = apply(r, host, hs, resp, list_sent_us, &pr, err);
+    log_debug("event=reconcile_timing host_id=%s agent_sandboxes=%zu list_ms=%lld apply_ms=%lld", host->id, n_agent,
+              (long long)(t_listed - t0), (long long)(mono_ms() - t_listed));
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (rc != 0) return terr_wrap(err, "reconcile host %s", host->id); /* acknowledges nothing */
     id_list_free(&hs->suspects);

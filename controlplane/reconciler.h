@@ -3,6 +3,11 @@
  * Contract: a background thread that, every interval, for each host in the
  * hosts table and only while holding that host's PostgreSQL advisory lock
  * (so one replica reconciles a host at a time):
+ *   0. probes the agent with GetHostInfo (deadline AGENT_DEADLINE_PROBE_MS)
+ *      and records the answer in the hosts table (last_seen, capacity,
+ *      state ready unless draining) or the failure (failures + 1; from
+ *      DB_HOST_UNREACHABLE_FAILURES consecutive ones on the host reads
+ *      unreachable); a failed probe ends the host's pass;
  *   1. calls ListSandboxes, acknowledging the auto-pause notices recorded
  *      (committed) by the previous pass, and checks the agent's identity
  *      (ListSandboxesResponse.agent_id) against hosts.agent_id: the first
@@ -14,7 +19,9 @@
  *      pending/running/pausing/paused/resuming, and finds the agent's
  *      orphans (sandboxes whose row ON THIS HOST is stopped or error; a
  *      sandbox without such a row belongs to someone else and is never
- *      touched);
+ *      touched; one whose row names another host with another agent and
+ *      is not moving is a leftover of a move, and is destroyed on the
+ *      second pass that sees it, or once its row is older than the grace);
  *   3. only after COMMIT, acknowledges the auto-paused ids whose rows are
  *      settled (paused, stopped, error, gone, or running on the agent) with
  *      a second ListSandboxes, then destroys the orphans (DestroySandbox,
@@ -54,6 +61,11 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
  * destroyed: only a stopped/error row, seen on the last pass too or older
  * than grace_sec. No row is never an orphan (it is someone else's). */
 bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, bool seen_last_pass);
+
+/* A moving row not refreshed for this long lost its mover (sandbox_move.c
+ * refreshes it while the files stream): it becomes paused again on its
+ * host when the host still holds the sandbox paused. */
+#define MOVE_STALE_SEC (AGENT_DEADLINE_TRANSFER_MS / 1000.0 + 30.0)
 
 /* Largest agent call deadline plus a margin (see the contract above). */
 #define RECONCILER_GRACE_DEFAULT_SEC (AGENT_DEADLINE_TRANSITION_MAX_MS / 1000 + 60)

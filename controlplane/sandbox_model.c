@@ -5,7 +5,7 @@
 #include "time_util.h"
 
 static const char *const status_names[SB_STATUS_COUNT] = {
-    "pending", "running", "pausing", "paused", "resuming", "stopped", "error",
+    "pending", "running", "pausing", "paused", "resuming", "stopped", "error", "moving",
 };
 
 const char *sb_status_name(sb_status s)
@@ -43,7 +43,7 @@ int sb_status_parse_filter(const char *list, unsigned *mask, terr *err)
         if (sb_status_parse(name, &s) != 0)
             return terr_set(err,
                             "unknown status \"%s\" (expected pending, running, pausing, paused, "
-                            "resuming, stopped or error)",
+                            "resuming, stopped, error or moving)",
                             name);
         *mask |= SB_STATUS_BIT(s);
         if (!comma) break;
@@ -73,7 +73,14 @@ json_t *sandbox_row_to_json(const sandbox_row *r, terr *err)
     if (set_time(o, "created_at", r->created_at_us, false, err) ||
         set_time(o, "started_at", r->started_at_us, true, err) ||
         set_time(o, "last_active_at", r->last_active_at_us, true, err) ||
-        set_time(o, "last_updated", r->last_updated_us, false, err)) {
+        set_time(o, "last_updated", r->last_updated_us, false, err) ||
+        set_time(o, "expires_at",
+                 r->status == SB_RUNNING && r->timeout_sec > 0 && r->last_active_at_us
+                     ? r->last_active_at_us + (int64_t)r->timeout_sec * 1000000
+                     : 0,
+                 true, err) ||
+        (r->host_status[0] && json_object_set_new(o, "host_status", json_string(r->host_status)) != 0 &&
+         terr_set(err, "out of memory"))) {
         json_decref(o);
         return NULL;
     }

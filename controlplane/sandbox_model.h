@@ -1,6 +1,6 @@
 /* sandbox_model: the control plane's view of one sandbox row and its JSON.
  *
- * Contract: statuses are the seven of the sandboxes.status CHECK constraint;
+ * Contract: statuses are the eight of the sandboxes.status CHECK constraint;
  * conversions between names and the enum never accept anything else. Times
  * are microseconds since the epoch, 0 meaning NULL (never set). The JSON is
  * the REST "Sandbox" object of docs/api.md. */
@@ -21,6 +21,7 @@ typedef enum sb_status {
     SB_RESUMING,
     SB_STOPPED,
     SB_ERROR,
+    SB_MOVING, /* paused, its files being copied to another host */
     SB_STATUS_COUNT
 } sb_status;
 
@@ -29,7 +30,7 @@ typedef enum sb_status {
 #define SB_STATUS_MASK_ACTIVE                                                              \
     (SB_STATUS_BIT(SB_PENDING) | SB_STATUS_BIT(SB_RUNNING) |                \
      SB_STATUS_BIT(SB_PAUSING) | SB_STATUS_BIT(SB_PAUSED) |                 \
-     SB_STATUS_BIT(SB_RESUMING))
+     SB_STATUS_BIT(SB_RESUMING) | SB_STATUS_BIT(SB_MOVING))
 
 const char *sb_status_name(sb_status s);
 /* -1 for an unknown name. */
@@ -59,9 +60,12 @@ typedef struct sandbox_row {
     int64_t started_at_us;     /* 0 = null */
     int64_t last_active_at_us; /* 0 = null */
     int64_t last_updated_us;
+    char host_status[16];      /* its host's status (db_host.status); "" = unknown */
 } sandbox_row;
 
-/* New reference to the REST Sandbox object (NULL on OOM or bad time). */
+/* New reference to the REST Sandbox object (NULL on OOM or bad time).
+ * host_status is included when known; expires_at = last_active_at +
+ * timeout_sec for a running sandbox with a timeout, else null. */
 json_t *sandbox_row_to_json(const sandbox_row *row, terr *err);
 
 #endif

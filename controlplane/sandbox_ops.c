@@ -76,6 +76,29 @@ static int require_running(sbop_result *res)
     return -1;
 }
 
+/* The agent client of host (the row's); -1 with the outcome set. */
+static int agent_of_host(const sbop_ctx *c, sbop_result *res, const db_host *host, rpc_client **client)
+{
+    const sandbox_row *row = &res->row;
+    if (strcmp(host->status, "unreachable") == 0) {
+        /* Not asked at all: a frozen agent would hold the call until its deadline. */
+        terr_set(&res->err,
+                 "host %s of sandbox %s is unreachable (its agent has not answered for %.0f s); the sandbox keeps "
+                 "its status and can be used again once the host answers",
+                 row->host_id, row->id, host->last_seen_age_sec < 0 ? 0 : host->last_seen_age_sec);
+        set_outcome(res, SBOP_HOST_UNREACHABLE);
+        return -1;
+    }
+    if (agent_pool_get(c->agents, host, client, &res->err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id, row->id,
+                  log_quote(res->err.msg, q, sizeof q));
+        set_outcome(res, SBOP_AGENT_UNREACHABLE);
+        return -1;
+    }
+    return 0;
+}
+
 /* The agent client of the row's host; -1 with the outcome set. */
 static int agent_for(const sbop_ctx *c, sbop_result *res, rpc_client **client)
 {
@@ -91,14 +114,7 @@ static int agent_for(const sbop_ctx *c, sbop_result *res, rpc_client **client)
         internal(res, &res->err);
         return -1;
     }
-    if (agent_pool_get(c->agents, &host, client, &res->err) != 0) {
-        char q[LOG_QUOTE_MAX];
-        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id, row->id,
-                  log_quote(res->err.msg, q, sizeof q));
-        set_outcome(res, SBOP_AGENT_UNREACHABLE);
-        return -1;
-    }
-    return 0;
+    return agent_of_host(c, res, &host, client);
 }
 
 void sandbox_ops_touch(const sbop_ctx *c, const char *id)
@@ -215,11 +231,37 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
     set_outcome(res, SBOP_OK);
 }
 
-/* One create attempt on host. Returns 1 when the host refused for lack of
- * capacity (nothing created, row removed, *full = its message), else 0 with
- * res set. */
+int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **client, terr *err)
+{
+    char before[16], after[16], q[LOG_QUOTE_MAX];
+    terr dberr;
+    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
+    grpc_status_code st = GRPC_STATUS_UNAVAILABLE;
+    if (agent_pool_get(c->agents, host, client, err) == 0) st = agent_host_info(*client, AGENT_DEADLINE_PROBE_MS, &info, err);
+    if (st != GRPC_STATUS_OK) {
+        if (db_host_record_failure(c->db, host->id, before, after, &dberr) != 0)
+            log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+        log_warn("event=host_probe_failed host_id=%s op=create grpc_status=%d status=%s error=\"%s\"", host->id, (int)st,
+                 after[0] ? after : "?", log_quote(err->msg, q, sizeof q));
+        return -1;
+    }
+    db_host_info hi = {.memory_total_mb = info->memory_total_mb, .memory_reserved_mb = info->memory_reserved_mb,
+                       .disk_free_mb = info->disk_free_mb, .vcpus = info->vcpus,
+                       .templates = (const char *const *)info->templates_ready, .n_templates = info->n_templates_ready};
+    if (db_host_record_answer(c->db, host->id, &hi, before, after, &dberr) != 0)
+        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+    protobuf_c_message_free_unpacked(&info->base, NULL);
+    return 0;
+}
+
+/* Most hosts one create tries before it answers no_capacity. */
+#define CREATE_MAX_HOSTS 16
+
+/* One create attempt on host, whose agent (client) just answered the probe.
+ * Returns 1 when the host refused for lack of capacity (admission control:
+ * nothing created, row removed, *full = its message), else 0 with res set. */
 static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *host,
-                          sbop_result *res, terr *full)
+                          rpc_client *client, sbop_result *res, terr *full)
 {
     terr err;
     sandbox_row row = {0};
@@ -252,18 +294,10 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
              "disk_mb=%d timeout_sec=%d",
              row.id, host->id, row.template_name, row.vcpus, row.memory_mb, res->row.disk_mb, row.timeout_sec);
 
-    rpc_client *client = NULL;
-    grpc_status_code st;
     int64_t t0 = mono_ms();
-    bool sent = false; /* the create may have reached the agent */
-    if (agent_pool_get(c->agents, host, &client, &err) != 0) {
-        st = GRPC_STATUS_UNAVAILABLE;
-    } else {
-        sent = true;
-        sandbox_row arow = res->row; /* the agent gets the image, the row keeps the name */
-        if (image) snprintf(arow.template_name, sizeof arow.template_name, "%s", image);
-        st = agent_create(client, &arow, &err);
-    }
+    sandbox_row arow = res->row; /* the agent gets the image, the row keeps the name */
+    if (image) snprintf(arow.template_name, sizeof arow.template_name, "%s", image);
+    grpc_status_code st = agent_create(client, &arow, &err);
     if (st == GRPC_STATUS_OK) {
         create_settle(c, client, res, t0);
         return 0;
@@ -291,23 +325,28 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
         agent_failed(res, st, &err);
         return 0;
     }
-    if (sent && sandbox_ops_create_outcome_unknown(st, err.msg)) {
+    if (sandbox_ops_create_outcome_unknown(st, err.msg)) {
         /* The request may have reached the agent, which may still create
-         * the VM: the row stays pending and the reconciler's pending rule
-         * settles it (running if the agent holds it, error otherwise; a VM
-         * that lands after that is destroyed as an orphan). */
+         * the VM. The row goes to error at once (the client may retry, and
+         * the next create may land elsewhere), so no VM may outlive it: the
+         * host's reconciler destroys a VM it finds under an error row
+         * (orphan rule). No destroy call here: the agent did not answer, and
+         * the client must not wait for it again. */
         int http;
         const char *ecode;
         agent_status_to_http(st, &http, &ecode);
-        log_warn("event=sandbox_create_unknown sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", row.id,
-                 (int)st, http, log_quote(err.msg, q, sizeof q));
-        /* The client must learn the id: the sandbox may yet exist. */
+        log_warn("event=sandbox_create_unknown sandbox_id=%s host_id=%s grpc_status=%d http_status=%d error=\"%s\"",
+                 row.id, host->id, (int)st, http, log_quote(err.msg, q, sizeof q));
         char msg[sizeof err.msg];
         snprintf(msg, sizeof msg, "%s", err.msg);
+        bool ch;
         terr_set(&res->err,
-                 "agent did not answer in time (%s); sandbox %s is pending and will be resolved by the reconciler "
-                 "(running if the agent created it, error otherwise)",
-                 msg, row.id);
+                 "agent on host %s did not answer in time (%s); sandbox %s is error, and a VM the agent may still "
+                 "create for it will be destroyed by the reconciler",
+                 host->id, msg, row.id);
+        if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, res->err.msg, NULL, &ch, &dberr) != 0)
+            log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id,
+                      log_quote(dberr.msg, q, sizeof q));
         res->grpc = st;
         set_outcome(res, SBOP_CREATE_UNKNOWN);
         return 0;
@@ -325,41 +364,68 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
 {
     memset(res, 0, sizeof *res);
     terr full = {{0}};
+    rpc_client *client = NULL;
+    terr perr;
     if (on_host) {
         /* A team template is ready on this host only: no other to try. */
-        if (create_on_host(c, spec, image, on_host, res, &full) == 0) return;
+        if (sandbox_ops_probe_host(c, on_host, &client, &perr) != 0) {
+            terr_set(&res->err, "host %s, the only one with this template ready, did not answer (%s); retry later",
+                     on_host->id, perr.msg);
+            set_outcome(res, SBOP_NO_CAPACITY);
+            return;
+        }
+        if (create_on_host(c, spec, image, on_host, client, res, &full) == 0) return;
         terr err;
         terr_set(&err, "no capacity on host %s, the only one with this template ready: %s", on_host->id, full.msg);
         agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
         return;
     }
-    char tried[CREATE_MAX_HOSTS][64];
+    /* The scheduler picks a ready host with room (db_host_pick); a host whose
+     * probe fails or whose agent answers full (RESOURCE_EXHAUSTED) is skipped
+     * and the next one is tried. */
     const char *skip[CREATE_MAX_HOSTS];
-    size_t n_tried = 0;
-    for (;;) {
+    char skip_ids[CREATE_MAX_HOSTS][64];
+    size_t n_skip = 0, n_full = 0;
+    bool any_template = false;
+    while (n_skip < CREATE_MAX_HOSTS) {
         db_host host;
-        bool found;
+        bool found = false;
         terr err;
-        if (db_host_least_loaded(c->db, skip, n_tried, &host, &found, &err) != 0) {
+        if (db_host_pick(c->db, spec->memory_mb, any_template ? NULL : spec->template_name, skip, n_skip, &host,
+                         &found, &err) != 0) {
+            memset(res, 0, sizeof *res);
             internal(res, &err);
             return;
         }
-        if (!found && n_tried == 0) {
-            terr_set(&err, "no agent host is registered");
-            internal(res, &err);
-            return;
+        if (!found && !any_template) {
+            /* No host reports the template ready: ask one with room anyway;
+             * its agent answers an unknown template (400) or builds it. */
+            any_template = true;
+            continue;
         }
-        if (!found || n_tried == CREATE_MAX_HOSTS) {
-            terr_set(&err, "no capacity: %zu host(s) tried, all full (last: %s)", n_tried, full.msg);
-            agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
-            return;
-        }
+        if (!found) break;
         memset(res, 0, sizeof *res);
-        if (create_on_host(c, spec, image, &host, res, &full) == 0) return;
-        snprintf(tried[n_tried], sizeof tried[n_tried], "%s", host.id);
-        skip[n_tried] = tried[n_tried];
-        n_tried++;
+        if (sandbox_ops_probe_host(c, &host, &client, &perr) == 0) {
+            if (create_on_host(c, spec, image, &host, client, res, &full) == 0) return;
+            n_full++;
+        }
+        snprintf(skip_ids[n_skip], sizeof skip_ids[n_skip], "%s", host.id);
+        skip[n_skip] = skip_ids[n_skip];
+        n_skip++;
     }
+    memset(res, 0, sizeof *res);
+    if (n_full > 0) {
+        /* Agents answered, and said they were full. */
+        terr err;
+        terr_set(&err, "no capacity: %zu host(s) tried, %zu full (last: %s)", n_skip, n_full, full.msg);
+        agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
+        return;
+    }
+    terr_set(&res->err, "no host has room for a %d MiB sandbox of template %s (%zu host(s) did not answer); retry later",
+             spec->memory_mb, spec->template_name, n_skip);
+    log_warn("event=sandbox_no_capacity memory_mb=%d template=%s hosts_unanswered=%zu", spec->memory_mb,
+             spec->template_name, n_skip);
+    set_outcome(res, SBOP_NO_CAPACITY);
 }
 
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res)
@@ -377,6 +443,10 @@ void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
         set_outcome(res, SBOP_OK);
         return;
     } /* idempotent: already gone */
+    if (res->row.status == SB_MOVING) {
+        conflict(res, "sandbox is being moved to another host (status: moving); retry when it is paused");
+        return;
+    }
     rpc_client *client;
     if (agent_for(c, res, &client) != 0) return;
     terr err;
@@ -386,7 +456,7 @@ void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
         return;
     }
     bool changed;
-    unsigned from = ~BIT(SB_STOPPED) & ((1u << SB_STATUS_COUNT) - 1);
+    unsigned from = ~(BIT(SB_STOPPED) | BIT(SB_MOVING)) & ((1u << SB_STATUS_COUNT) - 1);
     if (db_sandbox_transition(c->db, id, from, SB_STOPPED, 0, NULL, NULL, &changed, &err) != 0)
         {
         internal(res, &err);
@@ -515,7 +585,19 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
 void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
-    if (load(c, id, res) != 0 || require_running(res) != 0 || agent_for(c, res, client) != 0) return;
+    /* One query for the row and its host: this is the path of every ping. */
+    db_host host;
+    bool found;
+    if (db_sandbox_get_with_host(c->db, c->team_id, id, &res->row, &host, &found, &res->err) != 0) {
+        internal(res, &res->err);
+        return;
+    }
+    if (!found) {
+        terr_set(&res->err, "sandbox %s not found", id);
+        set_outcome(res, SBOP_NOT_FOUND);
+        return;
+    }
+    if (require_running(res) != 0 || agent_of_host(c, res, &host, client) != 0) return;
     set_outcome(res, SBOP_OK);
 }
 

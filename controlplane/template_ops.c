@@ -96,13 +96,15 @@ void template_ops_create(const sbop_ctx *c, const template_create_req *req, top_
     terr err;
     db_host host;
     bool found;
-    if (db_host_least_loaded(c->db, NULL, 0, &host, &found, &err) != 0) {
+    /* A ready host (not draining or unreachable), the least loaded. */
+    if (db_host_pick(c->db, 0, NULL, NULL, 0, &host, &found, &err) != 0) {
         internal(res, &err);
         return;
     }
     if (!found) {
-        terr_set(&err, "no agent host is registered");
-        internal(res, &err);
+        /* None registered, or every one draining, unreachable or full. */
+        res->grpc = GRPC_STATUS_RESOURCE_EXHAUSTED; /* REST 503 no_capacity */
+        outcome(res, TOP_AGENT_FAILED, "no ready agent host to build the template on; retry later");
         return;
     }
     template_row *row = &res->row;
@@ -181,7 +183,7 @@ static int builtin_row(const sbop_ctx *c, const char *name, template_row *out, b
     *found = false;
     db_host host;
     bool hf;
-    if (db_host_least_loaded(c->db, NULL, 0, &host, &hf, err) != 0) return -1;
+    if (db_host_pick(c->db, 0, name, NULL, 0, &host, &hf, err) != 0) return -1;
     if (!hf) return 0;
     rpc_client *client = NULL;
     if (agent_pool_get(c->agents, &host, &client, err) != 0) return 0;

@@ -2,7 +2,7 @@
  * apart from HTTP, like sandbox_ops for sandboxes.
  *
  * Contract: a template row (db_templates.h) is created "building" on one
- * host (the least loaded) and the host's agent is asked to build it
+ * host (the least loaded ready one, db_host_pick) and the host's agent is asked to build it
  * (BuildTemplate, asynchronous). Its status follows the agent's answer
  * (template_next_status) whenever it is read while building: GET, list, the
  * log, and the resolve of a sandbox create. So no reconciler pass is needed:

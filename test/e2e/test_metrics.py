@@ -161,7 +161,7 @@ def test_cp_metrics_parse_and_match_the_activity(s):
         assert one(dur, "torpor_cp_http_request_duration_seconds_count", **x.labels) == x.value, x
     sb = fams["torpor_cp_sandboxes"]
     states = {x.labels["state"] for x in sb.samples if x.labels["host"] == "default"}
-    assert states == {"pending", "running", "pausing", "paused", "resuming", "stopped", "error"}, states
+    assert states == {"pending", "running", "pausing", "paused", "resuming", "stopped", "error", "moving"}, states
     assert one(sb, "torpor_cp_sandboxes", host="default", state="running") == 1
     assert one(sb, "torpor_cp_sandboxes", host="default", state="paused") == 1
     rec = fams["torpor_cp_reconcile_duration_seconds"]

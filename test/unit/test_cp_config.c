@@ -115,6 +115,48 @@ static void test_teams_set_quota_parses_limits_and_defaults_to_unlimited(void **
     assert_non_null(strstr(err.msg, "--max-memory-mb"));
 }
 
+/* issue 11: keys create --admin, hosts add --max-memory-mb, hosts list,
+ * drain, undrain, remove; the flags only where they belong. */
+static void test_host_commands(void **state)
+{
+    (void)state;
+    cp_config c;
+    terr err;
+    char *admin[] = {"torpor-cp", "keys", "create", "--team", "ops", "--admin", "--database-url=x"};
+    assert_int_equal(cp_config_parse(7, admin, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_KEYS_CREATE);
+    assert_true(c.admin);
+    char *member[] = {"torpor-cp", "keys", "create", "--team", "ops", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, member, &c, &err), 0);
+    assert_false(c.admin);
+    char *cap[] = {"torpor-cp", "hosts", "add", "--id", "h2", "--addr", "10.0.0.2:50051", "--max-memory-mb", "4096",
+                   "--database-url=x"};
+    assert_int_equal(cp_config_parse(10, cap, &c, &err), 0);
+    assert_string_equal(c.host_max_memory_mb, "4096");
+    char *none[] = {"torpor-cp", "hosts", "add", "--id", "h2", "--addr", "a:1", "--max-memory-mb", "none",
+                    "--database-url=x"};
+    assert_int_equal(cp_config_parse(10, none, &c, &err), 0);
+    char *list[] = {"torpor-cp", "hosts", "list", "--database-url=x"};
+    assert_int_equal(cp_config_parse(4, list, &c, &err), 0);
+    assert_int_equal(c.command, CP_CMD_HOSTS_LIST);
+    const char *verbs[] = {"drain", "undrain", "remove"};
+    cp_command want[] = {CP_CMD_HOSTS_DRAIN, CP_CMD_HOSTS_UNDRAIN, CP_CMD_HOSTS_REMOVE};
+    for (int i = 0; i < 3; i++) {
+        char *argv[] = {"torpor-cp", "hosts", (char *)verbs[i], "--id", "h2", "--database-url=x"};
+        assert_int_equal(cp_config_parse(6, argv, &c, &err), 0);
+        assert_int_equal(c.command, want[i]);
+        char *no_id[] = {"torpor-cp", "hosts", (char *)verbs[i], "--database-url=x"};
+        assert_int_equal(cp_config_parse(4, no_id, &c, &err), -1);
+    }
+    char *bad_cap[] = {"torpor-cp", "hosts", "add", "--id", "h", "--addr", "a:1", "--max-memory-mb", "-5",
+                       "--database-url=x"};
+    assert_int_equal(cp_config_parse(10, bad_cap, &c, &err), -1);
+    char *cap_elsewhere[] = {"torpor-cp", "hosts", "list", "--max-memory-mb", "5", "--database-url=x"};
+    assert_int_equal(cp_config_parse(6, cap_elsewhere, &c, &err), -1);
+    char *admin_elsewhere[] = {"torpor-cp", "hosts", "list", "--admin", "--database-url=x"};
+    assert_int_equal(cp_config_parse(5, admin_elsewhere, &c, &err), -1);
+}
+
 int main(void)
 {
     unsetenv("TORPOR_DATABASE_URL");
@@ -128,6 +170,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_teams_set_quota_parses_limits_and_defaults_to_unlimited),
+        cmocka_unit_test(test_host_commands),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -68,6 +68,21 @@ static void test_reconciler_decide(void **state)
     decide_is(SB_STOPPED, AGENT_VIEW_ABSENT, false, true, SB_STOPPED);
 }
 
+/* A moving row: untouched while its mover is alive (not past the stale
+ * limit); past it, paused again when its host still holds the sandbox
+ * paused, and left alone otherwise (the files may be elsewhere). */
+static void test_moving_rule(void **state)
+{
+    (void)state;
+    agent_view views[] = {AGENT_VIEW_ABSENT, AGENT_VIEW_RUNNING, AGENT_VIEW_PAUSING, AGENT_VIEW_PAUSED,
+                          AGENT_VIEW_RESUMING};
+    for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
+        assert_int_equal(reconciler_decide(SB_MOVING, views[i], false, false), SB_MOVING);
+        assert_int_equal(reconciler_decide(SB_MOVING, views[i], true, true),
+                         views[i] == AGENT_VIEW_PAUSED ? SB_PAUSED : SB_MOVING);
+    }
+}
+
 static void test_orphan_rule(void **state)
 {
     const double grace = 180;
@@ -95,6 +110,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reconciler_decide),
         cmocka_unit_test(test_orphan_rule),
+        cmocka_unit_test(test_moving_rule),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -3,8 +3,10 @@
  * migrated) and a fake agent (the agent's gRPC handlers over the test
  * driver, on 127.0.0.1:0): the happy path, conflicts, idempotent delete,
  * unknown sandboxes, another team's sandbox, a resume the agent can no
- * longer honour (the row ends stopped), a refused template (no row left) and
- * an agent that cannot be reached (the row ends in error). */
+ * longer honour (the row ends stopped), a refused template (no row left), an
+ * agent that cannot be reached (no_capacity, no row, the host's failures
+ * counted until it reads unreachable), calls to a sandbox of an unreachable
+ * host (host_unreachable at once), the memory cap and draining. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -239,23 +241,167 @@ static void test_refused_create_leaves_no_row(void **state)
     assert_false(found);
 }
 
-/* The host's agent cannot be reached: the create never reached it, so the
- * row goes to error (not pending), and the outcome carries UNAVAILABLE. */
-static void test_create_with_an_unreachable_agent_ends_in_error(void **state)
+/* The only host's agent cannot be reached: its health probe fails, so the
+ * create is never sent, writes no row and is no_capacity; the failed probe is
+ * counted, and from the second one on the host reads unreachable. */
+static void test_create_with_an_unreachable_agent_is_no_capacity_and_writes_no_row(void **state)
 {
     ops_fx *o = *state;
     terr e;
     if (db_host_upsert(o->db, "h1", "127.0.0.1:1", &e) != 0) fail_msg("host: %s", e.msg);
+    sandbox_row *rows;
+    size_t n0, n;
+    if (db_sandbox_list(o->db, o->team_a, ~0u, &rows, &n0, &e) != 0) fail_msg("list: %s", e.msg);
+    free(rows);
     sbop_result res;
     sandbox_row spec = spec_of("minimal");
     sandbox_ops_create(&o->ctx, &spec, &res);
-    if (db_host_upsert(o->db, "h1", o->agent_addr, &e) != 0) fail_msg("host: %s", e.msg);
-    assert_outcome(res, SBOP_AGENT_FAILED);
-    assert_int_equal(res.grpc, GRPC_STATUS_UNAVAILABLE);
+    assert_outcome(res, SBOP_NO_CAPACITY);
+    if (db_sandbox_list(o->db, o->team_a, ~0u, &rows, &n, &e) != 0) fail_msg("list: %s", e.msg);
+    free(rows);
+    assert_int_equal(n, n0);
+    db_host h;
     bool found;
-    sandbox_row row = db_row(o, res.row.id, &found);
+    if (db_host_get(o->db, "h1", &h, &found, &e) != 0 || !found) fail_msg("host: %s", e.msg);
+    assert_int_equal(h.failures, 1);
+    assert_string_equal(h.status, "ready");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_NO_CAPACITY);
+    if (db_host_get(o->db, "h1", &h, &found, &e) != 0 || !found) fail_msg("host: %s", e.msg);
+    assert_string_equal(h.status, "unreachable");
+    /* Back at its agent's address: the next answer makes it ready again. */
+    if (db_host_upsert(o->db, "h1", o->agent_addr, &e) != 0) fail_msg("host: %s", e.msg);
+    char before[16], after[16];
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    assert_string_equal(before, "unreachable");
+    assert_string_equal(after, "ready");
+}
+
+/* A sandbox whose host reads unreachable: every call answers
+ * host_unreachable without asking the agent, and the row keeps its status
+ * (and shows the host's status). */
+static void test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    assert_string_equal(res.row.host_status, "ready");
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+    char before[16], after[16];
+    for (int i = 0; i < DB_HOST_UNREACHABLE_FAILURES; i++)
+        if (db_host_record_failure(o->db, "h1", before, after, &e) != 0) fail_msg("failure: %s", e.msg);
+    assert_string_equal(after, "unreachable");
+    sandbox_ops_ping(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_HOST_UNREACHABLE);
+    sandbox_ops_pause(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_HOST_UNREACHABLE);
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_HOST_UNREACHABLE);
+    bool found;
+    sandbox_row row = db_row(o, id, &found);
     assert_true(found);
-    assert_int_equal(row.status, SB_ERROR);
+    assert_int_equal(row.status, SB_RUNNING);
+    assert_string_equal(row.host_status, "unreachable");
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    sandbox_ops_ping(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+}
+
+/* The scheduler honours the host's memory cap (rows not stopped count) and
+ * places nothing on a draining host. */
+static void test_create_honours_the_memory_cap_and_draining(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    bool found;
+    if (db_host_set_max_memory(o->db, "h1", 300, &found, &e) != 0 || !found) fail_msg("cap: %s", e.msg);
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char first[SANDBOX_ID_MAX];
+    snprintf(first, sizeof first, "%s", res.row.id);
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char second[SANDBOX_ID_MAX];
+    snprintf(second, sizeof second, "%s", res.row.id);
+    sandbox_ops_create(&o->ctx, &spec, &res); /* 3 x 128 > 300 */
+    assert_outcome(res, SBOP_NO_CAPACITY);
+    sandbox_ops_delete(&o->ctx, second, &res);
+    assert_outcome(res, SBOP_OK);
+    if (db_host_set_state(o->db, "h1", "draining", &found, &e) != 0 || !found) fail_msg("drain: %s", e.msg);
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_NO_CAPACITY);
+    char before[16], after[16];
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    assert_string_equal(after, "draining"); /* an answer does not end a drain */
+    if (db_host_set_state(o->db, "h1", "ready", &found, &e) != 0 || !found) fail_msg("undrain: %s", e.msg);
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char third[SANDBOX_ID_MAX];
+    snprintf(third, sizeof third, "%s", res.row.id);
+    sandbox_ops_delete(&o->ctx, first, &res);
+    sandbox_ops_delete(&o->ctx, third, &res);
+    if (db_host_set_max_memory(o->db, "h1", -1, &found, &e) != 0) fail_msg("cap: %s", e.msg);
+    /* A host reporting too little free disk for the RAM file + margin is
+     * skipped (the create's own probe refreshes the figure, so the pick is
+     * checked directly). */
+    db_host_info small = {.memory_total_mb = 8192, .disk_free_mb = 128 + DB_HOST_DISK_MARGIN_MB - 1, .vcpus = 2};
+    db_host_info roomy = {.memory_total_mb = 8192, .disk_free_mb = 128 + DB_HOST_DISK_MARGIN_MB, .vcpus = 2};
+    db_host h;
+    if (db_host_record_answer(o->db, "h1", &small, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    if (db_host_pick(o->db, 128, "minimal", NULL, 0, &h, &found, &e) != 0) fail_msg("pick: %s", e.msg);
+    assert_false(found);
+    if (db_host_record_answer(o->db, "h1", &roomy, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    if (db_host_pick(o->db, 128, "minimal", NULL, 0, &h, &found, &e) != 0) fail_msg("pick: %s", e.msg);
+    assert_true(found);
+    assert_string_equal(h.id, "h1");
+}
+
+/* A moving sandbox: every other operation is a conflict and changes
+ * nothing; a move of a sandbox that is not paused is a conflict too. */
+static void test_a_moving_sandbox_refuses_other_operations(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+    sandbox_ops_move(&o->ctx, id, NULL, &res);
+    assert_outcome(res, SBOP_CONFLICT); /* running */
+    sandbox_ops_pause(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    bool changed;
+    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_PAUSED), SB_MOVING, 0, NULL, NULL, &changed, &e) != 0 ||
+        !changed)
+        fail_msg("to moving: %s", e.msg);
+    sandbox_ops_resume(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_set_timeout(&o->ctx, id, 5, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_ping(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    sandbox_ops_move(&o->ctx, id, NULL, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    bool found;
+    sandbox_row row = db_row(o, id, &found);
+    assert_true(found);
+    assert_int_equal(row.status, SB_MOVING);
+    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_MOVING), SB_PAUSED, 0, NULL, NULL, &changed, &e) != 0)
+        fail_msg("back: %s", e.msg);
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
 }
 
 /* Admission control: a full host answers RESOURCE_EXHAUSTED and created
@@ -354,9 +500,12 @@ int main(void)
         cmocka_unit_test(test_unknown_or_foreign_sandbox_is_not_found),
         cmocka_unit_test(test_resume_of_a_sandbox_the_agent_lost_stops_the_row),
         cmocka_unit_test(test_refused_create_leaves_no_row),
-        cmocka_unit_test(test_create_with_an_unreachable_agent_ends_in_error),
         cmocka_unit_test(test_create_beyond_the_team_quota_is_refused),
         cmocka_unit_test(test_create_skips_a_full_host_and_fails_when_all_are_full),
+        cmocka_unit_test(test_create_honours_the_memory_cap_and_draining),
+        cmocka_unit_test(test_a_moving_sandbox_refuses_other_operations),
+        cmocka_unit_test(test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once),
+        cmocka_unit_test(test_create_with_an_unreachable_agent_is_no_capacity_and_writes_no_row),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

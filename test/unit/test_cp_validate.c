@@ -281,8 +281,31 @@ static void test_sandbox_json(void **state)
     assert_true(json_is_null(json_object_get(j, "started_at")));
     assert_string_equal(json_string_value(json_object_get(j, "last_active_at")), "2026-11-29T14:10:56.000000Z");
     assert_int_equal(json_integer_value(json_object_get(j, "memory_mb")), 256);
-    assert_int_equal(json_object_size(j), 12);
+    assert_int_equal(json_object_size(j), 13); /* disk_mb and expires_at included */
+    assert_true(json_is_null(json_object_get(j, "expires_at"))); /* paused */
+    assert_null(json_object_get(j, "host_status"));               /* unknown: left out */
     assert_null(json_object_get(j, "team_id")); /* never exposed */
+    json_decref(j);
+}
+
+/* expires_at = last_active_at + timeout_sec for a running sandbox with a
+ * timeout, null without one; host_status as given. */
+static void test_sandbox_json_expires_at_and_host_status(void **state)
+{
+    (void)state;
+    sandbox_row r = {.id = "sb-0123456789abcdef", .host_id = "h2", .status = SB_RUNNING,
+                     .template_name = "minimal", .vcpus = 1, .memory_mb = 128, .timeout_sec = 30,
+                     .created_at_us = 1795961455123456LL, .started_at_us = 1795961455123456LL,
+                     .last_active_at_us = 1795961456000000LL, .last_updated_us = 1795961457000000LL,
+                     .host_status = "unreachable"};
+    json_t *j = sandbox_row_to_json(&r, NULL);
+    assert_non_null(j);
+    assert_string_equal(json_string_value(json_object_get(j, "expires_at")), "2026-11-29T14:11:26.000000Z");
+    assert_string_equal(json_string_value(json_object_get(j, "host_status")), "unreachable");
+    json_decref(j);
+    r.timeout_sec = 0;
+    j = sandbox_row_to_json(&r, NULL);
+    assert_true(json_is_null(json_object_get(j, "expires_at")));
     json_decref(j);
 }
 
@@ -295,6 +318,7 @@ int main(void)
         cmocka_unit_test(test_exec_parse),      cmocka_unit_test(test_exec_rejects),
         cmocka_unit_test(test_timeout_body),    cmocka_unit_test(test_files_bodies),
         cmocka_unit_test(test_status_filter),   cmocka_unit_test(test_sandbox_json),
+        cmocka_unit_test(test_sandbox_json_expires_at_and_host_status),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -39,7 +39,9 @@ static void fx_close(agent_fx *fx)
     fx->journal = NULL;
 }
 
-agent_fx *fx_new(void)
+agent_fx *fx_new(void) { return fx_new_sized(64); }
+
+agent_fx *fx_new_sized(int max)
 {
     agent_fx *fx = calloc(1, sizeof *fx);
     if (!fx) abort();
@@ -47,7 +49,7 @@ agent_fx *fx_new(void)
     if (!mkdtemp(fx->dir)) die("mkdtemp", NULL);
     snprintf(fx->journal_path, sizeof fx->journal_path, "%s/agent/auto_paused.journal", fx->dir);
     agent_clock_init_manual(&fx->clock, FX_T0_MS);
-    fx->td = test_driver_new();
+    fx->td = test_driver_new_sized(max);
     fx_open(fx);
     return fx;
 }

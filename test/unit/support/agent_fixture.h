@@ -32,6 +32,7 @@ typedef struct agent_fx {
 } agent_fx;
 
 agent_fx *fx_new(void);              /* aborts on failure: a broken fixture is a bug */
+agent_fx *fx_new_sized(int max);     /* a test driver with room for max sandboxes */
 void fx_free(agent_fx *fx);          /* stops everything, removes the dir */
 void fx_restart(agent_fx *fx);
 

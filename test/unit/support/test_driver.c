@@ -6,7 +6,8 @@
 #include <string.h>
 #include <time.h>
 
-#define TD_MAX 64
+#define TD_MAX_DEFAULT 64
+#define TD_MAX (td->max)
 
 typedef struct td_file {
     char path[256];
@@ -40,8 +41,9 @@ struct test_driver {
     runtime_driver rd;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    td_entry entries[TD_MAX];
-    td_slot slots[TD_MAX * 4];
+    int max;           /* entries; slots hold 4 per entry */
+    td_entry *entries;
+    td_slot *slots;
 };
 
 static test_driver *td_of(runtime_driver *d) { return d->priv; }
@@ -67,7 +69,7 @@ static void entry_clear(td_entry *e)
 static td_slot *slot_get(test_driver *td, td_op op, const char *id)
 {
     td_slot *free_slot = NULL;
-    for (size_t i = 0; i < sizeof td->slots / sizeof td->slots[0]; i++) {
+    for (size_t i = 0; i < (size_t)td->max * 4; i++) {
         td_slot *s = &td->slots[i];
         if (s->used && s->op == op && strcmp(s->id, id) == 0) return s;
         if (!s->used && !free_slot) free_slot = s;
@@ -102,7 +104,7 @@ static runtime_vm *new_vm(test_driver *td, td_entry *e)
 {
     runtime_vm *vm = calloc(1, sizeof *vm);
     if (!vm) abort();
-    runtime_vm_init(vm, &td->rd, e->spec.sandbox_id, NULL);
+    runtime_vm_init(vm, &td->rd, e->spec.sandbox_id, e); /* priv: a lookup hint */
     e->vm = vm;
     e->state = 1;
     e->dead = false;
@@ -112,7 +114,11 @@ static runtime_vm *new_vm(test_driver *td, td_entry *e)
 /* The entry of a handle if the handle is the live VM of a running entry. */
 static td_entry *live_entry(test_driver *td, runtime_vm *vm)
 {
-    td_entry *e = entry_find(td, vm->sandbox_id);
+    /* The entry the handle was made for, when it still is this handle's
+     * (entries never move); else the linear search. */
+    td_entry *e = vm->priv;
+    if (!(e && e->used && e->vm == vm && strcmp(e->spec.sandbox_id, vm->sandbox_id) == 0))
+        e = entry_find(td, vm->sandbox_id);
     if (!e || e->vm != vm || e->state != 1) return NULL;
     return e;
 }
@@ -279,7 +285,7 @@ static bool td_vm_alive(runtime_driver *d, runtime_vm *vm)
 
 static bool slow_recover_locked(test_driver *td, const char *id)
 {
-    for (int i = 0; i < (int)(sizeof td->slots / sizeof td->slots[0]); i++) {
+    for (int i = 0; i < td->max * 4; i++) {
         td_slot *s = &td->slots[i];
         if (s->used && s->op == TD_RECOVER && strcmp(s->id, id) == 0) return s->closed || s->fail;
     }
@@ -290,8 +296,10 @@ static int td_recover(runtime_driver *d, runtime_recover_fn cb, void *ctx, terr 
 {
     test_driver *td = td_of(d);
     /* Collect under the lock, call back outside it (the callee may unref). */
-    runtime_spec specs[TD_MAX], slow[TD_MAX];
-    runtime_vm *vms[TD_MAX];
+    runtime_spec *specs = calloc((size_t)TD_MAX, sizeof *specs);
+    runtime_spec *slow = calloc((size_t)TD_MAX, sizeof *slow);
+    runtime_vm **vms = calloc((size_t)TD_MAX, sizeof *vms);
+    if (!specs || !slow || !vms) abort();
     int n = 0, n_slow = 0;
     pthread_mutex_lock(&td->mu);
     for (int i = 0; i < TD_MAX; i++) {
@@ -334,6 +342,9 @@ static int td_recover(runtime_driver *d, runtime_recover_fn cb, void *ctx, terr 
         cb(ctx, &slow[i], vm);
     }
     (void)err;
+    free(specs);
+    free(slow);
+    free(vms);
     return 0;
 }
 
@@ -364,10 +375,16 @@ static const runtime_ops td_ops = {
     .close = td_close,
 };
 
-test_driver *test_driver_new(void)
+test_driver *test_driver_new(void) { return test_driver_new_sized(TD_MAX_DEFAULT); }
+
+test_driver *test_driver_new_sized(int max)
 {
     test_driver *td = calloc(1, sizeof *td);
     if (!td) abort();
+    td->max = max;
+    td->entries = calloc((size_t)max, sizeof *td->entries);
+    td->slots = calloc((size_t)max * 4, sizeof *td->slots);
+    if (!td->entries || !td->slots) abort();
     td->rd.ops = &td_ops;
     td->rd.priv = td;
     pthread_mutex_init(&td->mu, NULL);
@@ -384,6 +401,8 @@ void test_driver_free(test_driver *td)
         if (td->entries[i].used) entry_clear(&td->entries[i]);
     pthread_cond_destroy(&td->cv);
     pthread_mutex_destroy(&td->mu);
+    free(td->entries);
+    free(td->slots);
     free(td);
 }
 

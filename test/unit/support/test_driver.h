@@ -45,7 +45,9 @@ typedef enum {
 
 typedef struct test_driver test_driver;
 
-test_driver *test_driver_new(void);
+test_driver *test_driver_new(void); /* room for 64 sandboxes */
+/* Room for max sandboxes (benchmarks; lookups are linear). */
+test_driver *test_driver_new_sized(int max);
 runtime_driver *test_driver_runtime(test_driver *td);
 /* Frees everything (call after the lifecycle using it is closed). */
 void test_driver_free(test_driver *td);
