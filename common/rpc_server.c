@@ -1,4 +1,6 @@
-/* rpc_server: the gRPC server half of common/rpc.h.
+/* rpc_server: the gRPC server half of common/rpc.h. (Just over 600 lines:
+ * the call state machine below is one unit with the completion-queue loop
+ * that drives it.)
  *
  * Threads: one completion-queue thread owns accepting (RPC_SERVER_PENDING
  * request_call slots, re-posted as soon as one is used), reading the request

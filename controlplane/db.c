@@ -1,3 +1,9 @@
+/* db: every SQL statement of the control plane, by table (teams and API
+ * keys, hosts, sandboxes, templates); the contract is in db.h.
+ * Why one file over 600 lines: the statements share the connection's
+ * error, retry and transaction helpers, and a schema change (migrations/)
+ * is reviewed against one file. Splitting it per table behind a private
+ * db_internal.h is the next step once the schema settles. */
 #include "db.h"
 
 #include <stdio.h>

@@ -1,3 +1,8 @@
+/* reconciler: one pass per host every interval (see reconciler.h): probe,
+ * list, settle rows, acknowledge auto-pause notices, sweep orphans, record
+ * host state. Why over 600 lines: the pass is one transaction-shaped
+ * sequence whose steps share the host's lock and the DB clock taken before
+ * the list; splitting it would spread one invariant over several files. */
 #include "reconciler.h"
 
 #include <pthread.h>

@@ -1,3 +1,8 @@
+/* sandbox_ops: the sandbox state machine of the control plane (contract in
+ * sandbox_ops.h). Why over 600 lines: every operation is the same
+ * compare-and-set -> agent call -> settle shape over shared helpers
+ * (load, agent_for, settle_from_agent, create's host loop); one file keeps
+ * the transitions side by side for review. */
 #include "sandbox_ops.h"
 
 #include <stdarg.h>
