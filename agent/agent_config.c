@@ -10,7 +10,7 @@
 
 enum {
     OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
-    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_HELP,
+    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_NETWORK, OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
@@ -41,6 +41,9 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --tls-key PATH           PEM private key (TORPOR_TLS_KEY)\n"
             "  --tls-ca PATH            PEM CA that signs control-plane client certificates;\n"
             "                           with all three set, mutual TLS is required (TORPOR_TLS_CA)\n"
+            "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
+            "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"
+            "                           default on)\n"
             "  --help                   this text\n"
             "\n"
             "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -101,6 +104,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     const char *interval = env_or("TORPOR_REAPER_INTERVAL", "2");
     const char *workers = env_or("TORPOR_PAUSE_WORKERS", "2");
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
+    const char *network = env_or("TORPOR_NETWORK", "on");
 
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -113,6 +117,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"tls-cert", required_argument, NULL, OPT_TLS_CERT},
         {"tls-key", required_argument, NULL, OPT_TLS_KEY},
         {"tls-ca", required_argument, NULL, OPT_TLS_CA},
+        {"network", required_argument, NULL, OPT_NETWORK},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -131,6 +136,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_TLS_CERT: cfg->tls_cert = optarg; break;
         case OPT_TLS_KEY: cfg->tls_key = optarg; break;
         case OPT_TLS_CA: cfg->tls_ca = optarg; break;
+        case OPT_NETWORK: network = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':':
             terr_set(err, "%s needs a value", argv[optind - 1]);
@@ -157,6 +163,12 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         parse_int("--pause-workers", workers, 1, 256, &cfg->pause_workers, err) != 0 ||
         parse_seconds("--shutdown-timeout", shutdown, 0, 24 * 3600 * 1000, &cfg->shutdown_timeout_ms, err) != 0)
         return AGENT_CONFIG_ERROR;
+    if (!strcmp(network, "on")) cfg->network = true;
+    else if (!strcmp(network, "off")) cfg->network = false;
+    else {
+        terr_set(err, "--network: \"on\" or \"off\", not \"%s\"", network);
+        return AGENT_CONFIG_ERROR;
+    }
     int n_tls = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;
     if (n_tls != 0 && n_tls != 3) {
         terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");

@@ -8,6 +8,7 @@
 #ifndef TORPOR_AGENT_CONFIG_H
 #define TORPOR_AGENT_CONFIG_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "terr.h"
@@ -25,6 +26,7 @@ typedef struct agent_config {
     const char *tls_cert;       /* --tls-cert, TORPOR_TLS_CERT */
     const char *tls_key;        /* --tls-key, TORPOR_TLS_KEY */
     const char *tls_ca;         /* --tls-ca, TORPOR_TLS_CA */
+    bool network;               /* --network on|off, TORPOR_NETWORK, on (docs/network.md) */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

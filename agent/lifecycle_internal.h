@@ -16,6 +16,7 @@ struct lifecycle {
     journal *journal;
     const agent_clock *clock;
     sandbox_table *table;
+    struct agent_net *net; /* NULL: no network */
 };
 
 static inline int64_t lifecycle_now_ms(const lifecycle *lc) { return agent_clock_now_ms(lc->clock); }

@@ -15,6 +15,7 @@
 #include "journal.h"
 #include "lifecycle.h"
 #include "log.h"
+#include "net.h"
 #include "qemu.h"
 #include "reaper.h"
 #include "rpc.h"
@@ -52,8 +53,11 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     journal *jnl = NULL;
     if (journal_open(journal_path, &jnl, &err) != 0) fatal("stage=journal %s", err.msg);
 
+    agent_net *net = NULL;
+    if (cfg->network && net_open(cfg->state_dir, &net, &err) != 0) fatal("stage=network %s", err.msg);
+
     lifecycle *lc = NULL;
-    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock};
+    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .net = net};
     if (lifecycle_open(&lcfg, &lc, &err) != 0) fatal("stage=recover %s", err.msg);
 
     reaper *rp = NULL;
@@ -89,6 +93,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         return 1;
     }
     lifecycle_close(lc);
+    net_close(net);
     journal_close(jnl);
     driver->ops->close(driver);
     log_info("event=agent_stopped");

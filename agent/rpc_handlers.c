@@ -6,6 +6,7 @@
 
 #include "hostagent.pb-c.h"
 #include "log.h"
+#include "net_policy.h"
 #include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
@@ -52,6 +53,19 @@ static void to_pb(const agent_rpc *app, const lifecycle_info *info, pb_info *pb)
     pb->timeout_sec = info->spec.timeout_sec;
 }
 
+/* NULL pb = the default policy. */
+static int policy_from_pb(const Torpor__Hostagent__V1__NetworkPolicy *pb, net_policy *p, terr *e)
+{
+    net_policy_default(p);
+    if (!pb) return 0;
+    if (pb->egress && pb->egress[0] && net_policy_set_egress(p, pb->egress, e) < 0) return -1;
+    for (size_t i = 0; i < pb->n_allow; i++)
+        if (net_policy_add(p, true, pb->allow[i], e) < 0) return -1;
+    for (size_t i = 0; i < pb->n_deny; i++)
+        if (net_policy_add(p, false, pb->deny[i], e) < 0) return -1;
+    return 0;
+}
+
 static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
 {
     agent_rpc *app = appv;
@@ -67,7 +81,12 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
     snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
     lifecycle_info info;
     terr e;
-    agent_code c = lifecycle_create(app->lc, &spec, &info, &e);
+    net_policy policy;
+    if (policy_from_pb(req->network, &policy, &e) < 0) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid network policy: %s", e.msg);
+        return;
+    }
+    agent_code c = lifecycle_create_net(app->lc, &spec, &policy, &info, &e);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -304,6 +323,31 @@ static void h_write_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
     rpc_reply(call, &resp.base);
 }
 
+static void h_set_network(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__SetSandboxNetworkRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    terr e;
+    net_policy policy;
+    if (policy_from_pb(req->network, &policy, &e) < 0) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid network policy: %s", e.msg);
+        return;
+    }
+    lifecycle_info info;
+    agent_code c = lifecycle_set_network(app->lc, req->sandbox_id, &policy, &info, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    pb_info pb;
+    to_pb(app, &info, &pb);
+    Torpor__Hostagent__V1__SetSandboxNetworkResponse resp =
+        TORPOR__HOSTAGENT__V1__SET_SANDBOX_NETWORK_RESPONSE__INIT;
+    resp.sandbox = &pb;
+    rpc_reply(call, &resp.base);
+}
+
 static const rpc_method methods[] = {
     {RPC_CREATE_SANDBOX, &torpor__hostagent__v1__create_sandbox_request__descriptor, h_create},
     {RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, h_destroy},
@@ -315,6 +359,7 @@ static const rpc_method methods[] = {
     {RPC_EXEC, &torpor__hostagent__v1__exec_request__descriptor, h_exec},
     {RPC_READ_FILE, &torpor__hostagent__v1__read_file_request__descriptor, h_read_file},
     {RPC_WRITE_FILE, &torpor__hostagent__v1__write_file_request__descriptor, h_write_file},
+    {RPC_SET_NETWORK, &torpor__hostagent__v1__set_sandbox_network_request__descriptor, h_set_network},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

@@ -59,6 +59,9 @@ typedef struct runtime_spec {
     int memory_mb;
     int timeout_sec;         /* recorded in the snapshot metadata */
     int64_t created_at_unix;
+    /* Not recorded: for create/resume only, a TAP device (> 2) the VM's NIC
+     * uses; 0 = none (the NIC, if the machine has one, stays unconnected). */
+    int net_fd;
 } runtime_spec;
 
 typedef struct runtime_exec_request {

@@ -31,6 +31,7 @@ typedef struct qemu_shape {
     char kernel[PATH_MAX];  /* absolute paths */
     char initrd[PATH_MAX];
     char cmdline[1024];
+    int net;                /* 1: the machine has the virtio-net NIC (docs/network.md) */
 } qemu_shape;
 
 typedef struct qemu_meta {

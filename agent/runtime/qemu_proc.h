@@ -30,7 +30,9 @@ typedef struct qemu_proc {
     int status;     /* wait status when child && exited */
 } qemu_proc;
 
-int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, qemu_proc *p,
+/* pass_fd >= 0: handed to the child as its fd 4 (QEMU_PASS_FD), e.g. a TAP device. */
+#define QEMU_PASS_FD 4
+int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, int pass_fd, qemu_proc *p,
                     terr *err);
 
 /* Attaches to an existing process (not a child) after checking that its
