@@ -90,6 +90,8 @@ grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err);
 grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
 grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err);
 grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
+/* network: the canonical policy JSON of the row (api_network.h). */
+grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network, terr *err);
 
 typedef struct agent_exec_args {
     const char *cmd;

@@ -5,6 +5,7 @@
 
 #include "api_files.h"
 #include "api_health.h"
+#include "api_network.h"
 #include "api_sandboxes.h"
 #include "api_static.h"
 #include "api_validate.h"
@@ -21,6 +22,7 @@ const api_route api_route_table[] = {
     {"POST",   "/v1/sandboxes/{id}/resume",        api_sandboxes_resume,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/ping",          api_sandboxes_ping,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/timeout",       api_sandboxes_timeout, API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"PUT",    "/v1/sandboxes/{id}/network",       api_network_put,       API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/exec",          api_sandboxes_exec,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/files/write",   api_files_write,       API_FILES_BODY_LIMIT, NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/files/read",    api_files_read,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},

@@ -23,6 +23,8 @@ void api_sandboxes_create(api_request *r)
     }
     sandbox_row spec = {.vcpus = cr.vcpus, .memory_mb = cr.memory_mb, .timeout_sec = cr.timeout_sec};
     snprintf(spec.template_name, sizeof spec.template_name, "%s", cr.template_name);
+    spec.auto_resume = cr.auto_resume;
+    snprintf(spec.network, sizeof spec.network, "%s", cr.network);
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
     sandbox_ops_create(&c, &spec, &res);
@@ -187,7 +189,7 @@ void api_sandboxes_exec(api_request *r)
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
-    sandbox_ops_open_running(&c, r->id, &client, &res);
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "exec", &res, 200);
         goto out;

@@ -43,6 +43,8 @@ typedef struct api_create_req {
     int vcpus;
     int memory_mb;
     int timeout_sec;
+    bool auto_resume;
+    char network[SANDBOX_NETWORK_MAX]; /* canonical JSON (api_network.h) */
 } api_create_req;
 
 /* Defaults: template "minimal", vcpus 1, memory_mb 512, timeout_sec 0. */

@@ -16,8 +16,8 @@ struct db_conn {
     "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
     "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
     "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
-    "(extract(epoch from last_updated) * 1000000)::bigint"
-#define SANDBOX_NCOLS 12
+    "(extract(epoch from last_updated) * 1000000)::bigint, network::text, auto_resume"
+#define SANDBOX_NCOLS 14
 
 static void notice_to_log(void *arg, const char *message)
 {
@@ -324,6 +324,8 @@ static int row_from_result(PGresult *r, int i, sandbox_row *s, terr *err)
     s->started_at_us = strtoll(PQgetvalue(r, i, 9), NULL, 10);
     s->last_active_at_us = strtoll(PQgetvalue(r, i, 10), NULL, 10);
     s->last_updated_us = strtoll(PQgetvalue(r, i, 11), NULL, 10);
+    copy_field(s->network, sizeof s->network, r, i, 12);
+    s->auto_resume = strcmp(PQgetvalue(r, i, 13), "t") == 0;
     return 0;
 }
 
@@ -378,12 +380,16 @@ int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr
     snprintf(vcpus, sizeof vcpus, "%d", in->vcpus);
     snprintf(mem, sizeof mem, "%d", in->memory_mb);
     snprintf(tmo, sizeof tmo, "%d", in->timeout_sec);
-    const char *p[7] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo};
+    const char *p[9] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo,
+                        in->network[0] ? in->network : "{\"egress\": \"allow\", \"allow\": [], \"deny\": []}",
+                        in->auto_resume ? "true" : "false"};
     PGresult *r;
     if (run(db, "insert sandbox",
-            "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec) "
-            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int) RETURNING " SANDBOX_COLS,
-            7, p, &r, err) != 0)
+            "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec, "
+            "network, auto_resume) "
+            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int, $8::jsonb, $9::boolean) "
+            "RETURNING " SANDBOX_COLS,
+            9, p, &r, err) != 0)
         return -1;
     bool found;
     if (single_row(r, out, &found, err) != 0) return -1;
@@ -492,6 +498,21 @@ int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int 
     PGresult *r;
     if (run(db, "update timeout_sec",
             "UPDATE sandboxes SET timeout_sec = $3::int, last_updated = now() "
+            "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
+            3, p, &r, err) != 0)
+        return -1;
+    return single_row(r, out, changed, err);
+}
+
+int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, const char *network,
+                           sandbox_row *out, bool *changed, terr *err)
+{
+    char from[128];
+    status_array(from_mask, from, sizeof from);
+    const char *p[3] = {id, from, network};
+    PGresult *r;
+    if (run(db, "update network",
+            "UPDATE sandboxes SET network = $3::jsonb, last_updated = now() "
             "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
             3, p, &r, err) != 0)
         return -1;

@@ -133,12 +133,154 @@ def test_namespace_gateway_is_unreachable(s):
     assert not reaches(s, ctx["id"], "10.0.0.1"), "the sandbox namespace's own address must be refused"
 
 
+def put_network(s, sid, policy):
+    return s.request("PUT", f"/v1/sandboxes/{sid}/network", policy)
+
+
+def test_create_shows_the_default_policy(s):
+    st, sb = s.request("GET", f"/v1/sandboxes/{ctx['id']}")
+    assert st == 200 and sb["network"] == {"egress": "allow", "allow": [], "deny": []}, sb
+    assert sb["auto_resume"] is False, sb
+
+
+def test_create_with_egress_deny_reaches_nothing(s):
+    sb = s.create({"memory_mb": 128, "network": {"egress": "deny"}})
+    ctx["deny_id"] = sb["id"]
+    assert sb["network"] == {"egress": "deny", "allow": [], "deny": []}, sb
+    assert not reaches(s, sb["id"], SERVER), "egress deny: the test server must be unreachable"
+
+
+def test_allow_entry_lets_exactly_that_through(s):
+    sid = ctx["deny_id"]
+    st, sb = put_network(s, sid, {"egress": "deny", "allow": [f"{SERVER}:{PORT}"]})
+    assert st == 200, (st, sb)
+    assert sb["network"]["allow"] == [f"{SERVER}/32:{PORT}"], sb
+    assert reaches(s, sid, SERVER), "the allowed address:port must be reachable"
+    assert not reaches(s, sid, SERVER2), "an address next to the allowed one must stay unreachable"
+
+
+def test_deny_entry_wins_over_default_allow(s):
+    sid = ctx["id"]
+    st, sb = put_network(s, sid, {"egress": "allow", "deny": [f"{SERVER}/32"]})
+    assert st == 200, (st, sb)
+    assert not reaches(s, sid, SERVER), "a denied address must be unreachable"
+    assert reaches(s, sid, SERVER2), "other addresses stay reachable"
+
+
+def test_allow_entry_opens_a_refused_range(s):
+    sid = ctx["id"]
+    st, sb = put_network(s, sid, {"allow": [f"{REFUSED}/32"]})
+    assert st == 200, (st, sb)
+    assert sb["network"] == {"egress": "allow", "allow": [f"{REFUSED}/32"], "deny": []}, sb
+    assert reaches(s, sid, REFUSED), "an allow entry naming a refused range must let it through"
+    assert reaches(s, sid, SERVER), "the earlier deny entry is gone with the replaced policy"
+
+
+def test_bad_policy_is_400_and_changes_nothing(s):
+    sid = ctx["deny_id"]
+    st, before = s.request("GET", f"/v1/sandboxes/{sid}")
+    for bad in ({"allow": ["10.0.0.0/33"]}, {"allow": ["300.1.1.1"]}, {"allow": ["1.2.3.4:0"]},
+                {"deny": ["1.2.3.4:65536"]}, {"allow": ["10.0.0.1/8"]}, {"egress": "maybe"},
+                {"egress": "deny", "rules": []}, {"allow": "1.2.3.4"}, {"allow": [5]}):
+        expect_error(put_network(s, sid, bad), 400, "invalid_request", f"PUT network {bad}")
+    st, after = s.request("GET", f"/v1/sandboxes/{sid}")
+    assert after["network"] == before["network"], (before, after)
+    assert reaches(s, sid, SERVER) and not reaches(s, sid, SERVER2), "the rules must be unchanged"
+    st, body = s.request("POST", "/v1/sandboxes", {"network": {"allow": ["nonsense"]}})
+    expect_error((st, body), 400, "invalid_request", "create with a bad policy")
+
+
+def test_policy_survives_pause_and_resume(s):
+    sid = ctx["deny_id"]
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200, (st, body)
+    # while paused the policy can still change; the resumed VM has the new one
+    st, sb = put_network(s, sid, {"egress": "deny", "allow": [f"{SERVER2}/32"]})
+    assert st == 200 and sb["status"] == "paused", (st, sb)
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert st == 200, (st, body)
+    r = s.exec(sid, "ip -4 addr show eth0")
+    assert "inet 10.0.0.2/24" in r["stdout"], r
+    assert reaches(s, sid, SERVER2), "policy set while paused must hold after resume"
+    assert not reaches(s, sid, SERVER), "egress deny must hold after resume"
+
+
+def test_policy_survives_agent_restart(s):
+    s.restart_agent()
+    sid = ctx["deny_id"]
+    wait_until(lambda: s.request("POST", f"/v1/sandboxes/{sid}/ping")[0] == 204, 60, what="ping after restart")
+    assert reaches(s, sid, SERVER2) and not reaches(s, sid, SERVER), "policy must hold after an agent restart"
+    st, sb = put_network(s, sid, {"egress": "allow"})
+    assert st == 200, (st, sb)
+    assert reaches(s, sid, SERVER), "a change after the restart applies"
+
+
+def test_policy_on_a_stopped_sandbox_is_409(s):
+    sid = ctx["deny_id"]
+    s.destroy(sid)
+    expect_error(put_network(s, sid, {"egress": "allow"}), 409, "invalid_state", "PUT network on a stopped sandbox")
+    assert not os.path.exists(f"/run/netns/torpor-{sid}"), "destroy must remove the namespace"
+
+
+def test_auto_resume_exec_wakes_an_auto_paused_sandbox(s):
+    sb = s.create({"memory_mb": 128, "timeout_sec": 3, "auto_resume": True})
+    sid = ctx["ar_id"] = sb["id"]
+    assert sb["auto_resume"] is True, sb
+    s.wait_status(sid, "paused", 60)
+    r = s.exec(sid, "echo awake")
+    assert r["stdout"] == "awake\n", r
+    assert s.status_of(sid) == "running"
+    assert reaches(s, sid, SERVER), "network works after an auto-resume"
+
+
+def test_auto_resume_concurrent_callers_resume_once(s):
+    import threading
+    sid = ctx["ar_id"]
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200, (st, body)
+    before = s.cp.log_text().count(f"event=sandbox_auto_resumed sandbox_id={sid}")
+    results = []
+
+    def call(i):
+        results.append(s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": f"echo {i}"}))
+    ts = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert all(st == 200 for st, _ in results), results
+    after = s.cp.log_text().count(f"event=sandbox_auto_resumed sandbox_id={sid}")
+    assert after - before == 1, f"expected one auto-resume, saw {after - before}"
+
+
+def test_without_auto_resume_exec_on_paused_is_409(s):
+    sb = s.create({"memory_mb": 128})
+    sid = sb["id"]
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200, (st, body)
+    expect_error(s.request("POST", f"/v1/sandboxes/{sid}/exec", {"cmd": "true"}), 409, "invalid_state",
+                 "exec on a paused sandbox without auto_resume")
+    s.destroy(sid)
+
+
 TESTS = [
     test_guest_has_its_fixed_address,
     test_default_policy_reaches_a_public_range_server,
     test_refused_range_server_is_unreachable,
     test_host_address_is_unreachable,
     test_namespace_gateway_is_unreachable,
+    test_create_shows_the_default_policy,
+    test_create_with_egress_deny_reaches_nothing,
+    test_allow_entry_lets_exactly_that_through,
+    test_deny_entry_wins_over_default_allow,
+    test_allow_entry_opens_a_refused_range,
+    test_bad_policy_is_400_and_changes_nothing,
+    test_policy_survives_pause_and_resume,
+    test_policy_survives_agent_restart,
+    test_policy_on_a_stopped_sandbox_is_409,
+    test_auto_resume_exec_wakes_an_auto_paused_sandbox,
+    test_auto_resume_concurrent_callers_resume_once,
+    test_without_auto_resume_exec_on_paused_is_409,
 ]
 
 if __name__ == "__main__":
