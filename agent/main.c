@@ -16,6 +16,7 @@
 #include "lifecycle.h"
 #include "log.h"
 #include "net.h"
+#include "port_tunnel.h"
 #include "qemu.h"
 #include "reaper.h"
 #include "rpc.h"
@@ -66,7 +67,13 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     if (reaper_new(&rcfg, &rp, &err) != 0 || reaper_start(rp, &err) != 0)
         fatal("stage=reaper %s", err.msg);
 
-    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id};
+    /* The port tunnel (no TLS yet) only beside a loopback gRPC address. */
+    port_tunnel *tunnel = NULL;
+    if (net && rpc_addr_is_loopback(cfg->listen)) {
+        if (tunnel_start("127.0.0.1", lc, net, &tunnel, &err) != 0) fatal("stage=tunnel %s", err.msg);
+        log_info("event=tunnel_ready port=%d", tunnel_port(tunnel));
+    }
+    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id, .tunnel = tunnel};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
                                       .ca_path = cfg->tls_ca},
@@ -92,6 +99,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         log_error("event=agent_stop_timeout error=\"%s\"", log_quote(err.msg, q, sizeof q));
         return 1;
     }
+    tunnel_stop(tunnel);
     lifecycle_close(lc);
     net_close(net);
     journal_close(jnl);

@@ -7,6 +7,7 @@
 #include "hostagent.pb-c.h"
 #include "log.h"
 #include "net_policy.h"
+#include "port_tunnel.h"
 #include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
@@ -348,6 +349,30 @@ static void h_set_network(void *appv, rpc_call *call, const ProtobufCMessage *m)
     rpc_reply(call, &resp.base);
 }
 
+static void h_open_port(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__OpenPortRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    if (!app->tunnel) {
+        rpc_fail(call, GRPC_STATUS_UNAVAILABLE, "this agent has no port tunnel (network off or non-loopback address)");
+        return;
+    }
+    char token[TUNNEL_TOKEN_LEN + 1];
+    int closed = 0;
+    terr e;
+    agent_code c = tunnel_open(app->tunnel, req->sandbox_id, req->port, token, &closed, &e);
+    if (c != AGENT_OK) {
+        if (closed) rpc_fail(call, GRPC_STATUS_OUT_OF_RANGE, "nothing listens on port %d: %s", req->port, e.msg);
+        else fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__OpenPortResponse resp = TORPOR__HOSTAGENT__V1__OPEN_PORT_RESPONSE__INIT;
+    resp.token = token;
+    resp.tunnel_port = tunnel_port(app->tunnel);
+    rpc_reply(call, &resp.base);
+}
+
 static const rpc_method methods[] = {
     {RPC_CREATE_SANDBOX, &torpor__hostagent__v1__create_sandbox_request__descriptor, h_create},
     {RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, h_destroy},
@@ -360,6 +385,7 @@ static const rpc_method methods[] = {
     {RPC_READ_FILE, &torpor__hostagent__v1__read_file_request__descriptor, h_read_file},
     {RPC_WRITE_FILE, &torpor__hostagent__v1__write_file_request__descriptor, h_write_file},
     {RPC_SET_NETWORK, &torpor__hostagent__v1__set_sandbox_network_request__descriptor, h_set_network},
+    {RPC_OPEN_PORT, &torpor__hostagent__v1__open_port_request__descriptor, h_open_port},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

@@ -111,5 +111,6 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_READ_FILE        RPC_HOSTAGENT_PREFIX "ReadFile"
 #define RPC_WRITE_FILE       RPC_HOSTAGENT_PREFIX "WriteFile"
 #define RPC_SET_NETWORK      RPC_HOSTAGENT_PREFIX "SetSandboxNetwork"
+#define RPC_OPEN_PORT        RPC_HOSTAGENT_PREFIX "OpenPort"
 
 #endif

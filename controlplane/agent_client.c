@@ -321,6 +321,23 @@ grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
     return st;
 }
 
+grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port, char *token, size_t token_size,
+                                 int *tunnel_port, terr *err)
+{
+    Torpor__Hostagent__V1__OpenPortRequest req = TORPOR__HOSTAGENT__V1__OPEN_PORT_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.port = port;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_OPEN_PORT, &req.base, &torpor__hostagent__v1__open_port_response__descriptor,
+                                     &resp, AGENT_DEADLINE_SHORT_MS, err);
+    if (st != GRPC_STATUS_OK) return st;
+    const Torpor__Hostagent__V1__OpenPortResponse *r = (const void *)resp;
+    snprintf(token, token_size, "%s", r->token ? r->token : "");
+    *tunnel_port = r->tunnel_port;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return GRPC_STATUS_OK;
+}
+
 grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network, terr *err)
 {
     Torpor__Hostagent__V1__SetSandboxNetworkRequest req = TORPOR__HOSTAGENT__V1__SET_SANDBOX_NETWORK_REQUEST__INIT;

@@ -1,9 +1,12 @@
 #include "api.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "api_routes.h"
 #include "auth.h"
+#include "ids.h"
 #include "log.h"
 #include "mono_time.h"
 
@@ -15,6 +18,29 @@ static void log_request(http_request *req, int status, int64_t duration_ms, cons
     char q[LOG_QUOTE_MAX];
     log_write(lvl, "event=http_request method=%s path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s", method,
               log_quote(http_request_path(req), q, sizeof q), status, (long long)duration_ms, sandbox_id);
+}
+
+static int token_param(void *cls, const char *key, const char *value)
+{
+    char **out = cls;
+    if (!strcmp(key, "token") && !*out) *out = strdup(value);
+    return 0;
+}
+
+/* The access token of the request: X-Access-Token, else ?token=. */
+static bool api_access_token(const http_request *req, char *buf, size_t n)
+{
+    const char *h = http_request_header(req, "X-Access-Token");
+    if (h && *h) {
+        snprintf(buf, n, "%s", h);
+        return true;
+    }
+    char *q = NULL;
+    http_query_each(http_request_query(req), token_param, &q);
+    if (!q) return false;
+    snprintf(buf, n, "%s", q);
+    free(q);
+    return buf[0] != '\0';
 }
 
 static void decide(void *app, http_request *req)
@@ -39,8 +65,12 @@ static void decide(void *app, http_request *req)
             return;
         }
     } else if (route->auth == API_AUTH_SANDBOX_TOKEN) {
-        http_reply_error(req, 401, "unauthorized", "sandbox access tokens are not supported yet");
-        return;
+        const char *key = http_request_header(req, "X-API-Key");
+        char token[128];
+        if ((!key || !*key) && !api_access_token(req, token, sizeof token)) {
+            http_reply_error(req, 401, "unauthorized", "X-API-Key, X-Access-Token or ?token= required");
+            return;
+        }
     }
     if (route->stream) http_request_stream_body(req, route->stream, app);
     else http_request_set_body_limit(req, route->body_limit);
@@ -83,6 +113,28 @@ static void handle(api_request *r)
         }
         if (!ok) {
             http_reply_error(r->req, 401, "unauthorized", "invalid API key");
+            return;
+        }
+    }
+    if (route->auth == API_AUTH_SANDBOX_TOKEN) {
+        const char *key = http_request_header(r->req, "X-API-Key");
+        bool ok = false;
+        terr err;
+        int rc;
+        if (key && *key) {
+            rc = auth_check(r->db, key, r->team_id, &ok, &err);
+        } else {
+            char token[128], hash[65];
+            rc = 0;
+            if (api_access_token(r->req, token, sizeof token) && ids_sha256_hex(token, strlen(token), hash) == 0)
+                rc = db_sandbox_token_team(r->db, r->id, hash, r->team_id, &ok, &err);
+        }
+        if (rc != 0) {
+            api_reply_internal(r, &err);
+            return;
+        }
+        if (!ok) {
+            http_reply_error(r->req, 401, "unauthorized", "invalid API key or access token");
             return;
         }
     }

@@ -6,6 +6,7 @@
 #include "api_files.h"
 #include "api_health.h"
 #include "api_network.h"
+#include "api_proxy.h"
 #include "api_sandboxes.h"
 #include "api_static.h"
 #include "api_validate.h"
@@ -26,6 +27,7 @@ const api_route api_route_table[] = {
     {"POST",   "/v1/sandboxes/{id}/exec",          api_sandboxes_exec,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/files/write",   api_files_write,       API_FILES_BODY_LIMIT, NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/files/read",    api_files_read,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
+    {NULL,     "/v1/sandboxes/{id}/ports/*",       api_proxy,             API_BODY_LIMIT,       NULL,   API_AUTH_SANDBOX_TOKEN, true},
     {"GET",    "/v1/openapi.json",                 api_openapi_json,      API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/",                                api_dashboard_index,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/ui/*",                            api_dashboard_asset,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "api_validate.h"
+#include "ids.h"
 #include "json_util.h"
 #include "mono_time.h"
 
@@ -25,10 +26,27 @@ void api_sandboxes_create(api_request *r)
     snprintf(spec.template_name, sizeof spec.template_name, "%s", cr.template_name);
     spec.auto_resume = cr.auto_resume;
     snprintf(spec.network, sizeof spec.network, "%s", cr.network);
+    /* The access token: shown once, here; only its hash is stored. */
+    char token[64];
+    memcpy(token, "tpa_", 4);
+    if (ids_random_hex(token + 4, 16, &err) != 0 || ids_sha256_hex(token, strlen(token), spec.access_token_hash) != 0) {
+        api_reply_internal(r, &err);
+        return;
+    }
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
     sandbox_ops_create(&c, &spec, &res);
     snprintf(r->id, sizeof r->id, "%s", res.row.id);
+    if (res.outcome == SBOP_OK) {
+        json_t *j = sandbox_row_to_json(&res.row, &err);
+        if (!j || json_object_set_new(j, "access_token", json_string(token)) != 0) {
+            json_decref(j);
+            api_reply_internal(r, &err);
+            return;
+        }
+        http_reply_json(r->req, 201, j);
+        return;
+    }
     api_reply_outcome(r, "create", &res, 201);
 }
 

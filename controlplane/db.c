@@ -380,16 +380,16 @@ int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr
     snprintf(vcpus, sizeof vcpus, "%d", in->vcpus);
     snprintf(mem, sizeof mem, "%d", in->memory_mb);
     snprintf(tmo, sizeof tmo, "%d", in->timeout_sec);
-    const char *p[9] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo,
+    const char *p[10] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo,
                         in->network[0] ? in->network : "{\"egress\": \"allow\", \"allow\": [], \"deny\": []}",
-                        in->auto_resume ? "true" : "false"};
+                        in->auto_resume ? "true" : "false", in->access_token_hash};
     PGresult *r;
     if (run(db, "insert sandbox",
             "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec, "
-            "network, auto_resume) "
-            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int, $8::jsonb, $9::boolean) "
+            "network, auto_resume, access_token_hash) "
+            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int, $8::jsonb, $9::boolean, $10) "
             "RETURNING " SANDBOX_COLS,
-            9, p, &r, err) != 0)
+            10, p, &r, err) != 0)
         return -1;
     bool found;
     if (single_row(r, out, &found, err) != 0) return -1;
@@ -502,6 +502,25 @@ int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int 
             3, p, &r, err) != 0)
         return -1;
     return single_row(r, out, changed, err);
+}
+
+int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64], bool *found,
+                          terr *err)
+{
+    const char *p[2] = {id, token_hash};
+    PGresult *r;
+    *found = false;
+    if (run(db, "look up access token",
+            "SELECT team_id::text FROM sandboxes WHERE id = $1 AND access_token_hash <> '' "
+            "AND access_token_hash = $2",
+            2, p, &r, err) != 0)
+        return -1;
+    if (PQntuples(r) == 1) {
+        copy_field(team_id, 64, r, 0, 0);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
 }
 
 int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, const char *network,

@@ -57,6 +57,7 @@ typedef struct sandbox_row {
     int64_t last_active_at_us; /* 0 = null */
     int64_t last_updated_us;
     bool auto_resume;
+    char access_token_hash[65];        /* for the insert only; never read back */
     char network[SANDBOX_NETWORK_MAX]; /* canonical JSON {"egress","allow","deny"}; "" = default */
 } sandbox_row;
 

@@ -244,6 +244,7 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
     row.memory_mb = spec->memory_mb;
     row.timeout_sec = spec->timeout_sec;
     row.auto_resume = spec->auto_resume;
+    memcpy(row.access_token_hash, spec->access_token_hash, sizeof row.access_token_hash);
     snprintf(row.network, sizeof row.network, "%s", spec->network);
     snprintf(res->row.id, sizeof res->row.id, "%s", row.id);
     if (db_sandbox_insert(c->db, &row, &res->row, &err) != 0) {

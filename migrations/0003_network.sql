@@ -4,3 +4,6 @@
 ALTER TABLE sandboxes ADD COLUMN network JSONB NOT NULL
     DEFAULT '{"egress": "allow", "allow": [], "deny": []}'::jsonb;
 ALTER TABLE sandboxes ADD COLUMN auto_resume BOOLEAN NOT NULL DEFAULT false;
+-- SHA-256 (hex) of the sandbox's access token (returned once, on create): it
+-- authenticates the port proxy of this sandbox only. '' = none.
+ALTER TABLE sandboxes ADD COLUMN access_token_hash TEXT NOT NULL DEFAULT '';
