@@ -3,6 +3,9 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -170,6 +173,155 @@ static void reply_guest_answer(api_request *r, buf *in)
     http_reply_bytes(r->req, status, content_type, body, body_len);
 }
 
+/* ---- WebSocket (any Upgrade): after the guest's 101, bytes both ways */
+
+typedef struct ws_relay {
+    int tfd;           /* the tunnel to the guest */
+    char *pending;     /* guest bytes read past its 101 headers */
+    size_t pending_len;
+    char *extra;       /* client bytes read past its request */
+    size_t extra_len;
+    int cfd;
+    http_upgraded *h;
+} ws_relay;
+
+static void relay_pump(int a, int b)
+{
+    char chunk[65536];
+    bool a_open = true, b_open = true;
+    while (a_open || b_open) {
+        struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN}, {.fd = b_open ? b : -1, .events = POLLIN}};
+        int n = poll(pf, 2, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return;
+        for (int i = 0; i < 2; i++) {
+            if (!pf[i].revents) continue;
+            int from = i ? b : a, to = i ? a : b;
+            ssize_t got = recv(from, chunk, sizeof chunk, 0);
+            if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (got <= 0) {
+                shutdown(to, SHUT_WR);
+                if (i) b_open = false;
+                else a_open = false;
+                continue;
+            }
+            if (send_all(to, chunk, (size_t)got) < 0) return;
+        }
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    ws_relay *w = arg;
+    int fl = fcntl(w->cfd, F_GETFL);
+    if (fl >= 0) fcntl(w->cfd, F_SETFL, fl & ~O_NONBLOCK);
+    struct timeval none = {0, 0};
+    setsockopt(w->tfd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    setsockopt(w->tfd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+    if ((w->pending_len == 0 || send_all(w->cfd, w->pending, w->pending_len) == 0) &&
+        (w->extra_len == 0 || send_all(w->tfd, w->extra, w->extra_len) == 0))
+        relay_pump(w->cfd, w->tfd);
+    close(w->tfd);
+    http_upgraded_close(w->h);
+    free(w->pending);
+    free(w->extra);
+    free(w);
+    return NULL;
+}
+
+/* I/O thread: must not block; hands the sockets to a relay thread. */
+static void on_upgraded(void *cls, int fd, const char *extra, size_t extra_len, http_upgraded *h)
+{
+    ws_relay *w = cls;
+    w->cfd = fd;
+    w->h = h;
+    if (extra_len) {
+        w->extra = malloc(extra_len);
+        if (w->extra) {
+            memcpy(w->extra, extra, extra_len);
+            w->extra_len = extra_len;
+        }
+    }
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &at, relay_main, w) != 0) {
+        close(w->tfd);
+        http_upgraded_close(h);
+        free(w->pending);
+        free(w->extra);
+        free(w);
+    }
+    pthread_attr_destroy(&at);
+}
+
+/* After an Upgrade request went out: the guest's answer headers decide. A
+ * 101 switches the client's connection too; anything else is answered as a
+ * normal reply. Takes fd. */
+static void upgrade_answer(api_request *r, int fd, const char *protocol)
+{
+    buf in = {0};
+    char chunk[4096];
+    char *end = NULL;
+    while (!end) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || in.len > 65536) break;
+        put(&in, chunk, (size_t)n);
+        end = in.p ? strstr(in.p, "\r\n\r\n") : NULL;
+    }
+    int status = 0;
+    if (!end || sscanf(in.p, "HTTP/1.%*d %d", &status) != 1) {
+        close(fd);
+        http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer to the upgrade is not HTTP/1.x");
+        free(in.p);
+        return;
+    }
+    if (status != 101) {
+        /* an ordinary answer: read it to its end */
+        for (;;) {
+            ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0 || in.len > PROXY_RESPONSE_MAX) break;
+            put(&in, chunk, (size_t)n);
+        }
+        close(fd);
+        reply_guest_answer(r, &in);
+        free(in.p);
+        return;
+    }
+    ws_relay *w = calloc(1, sizeof *w);
+    if (!w) {
+        close(fd);
+        free(in.p);
+        http_reply_error(r->req, 500, "internal_error", "out of memory");
+        return;
+    }
+    w->tfd = fd;
+    size_t head = (size_t)(end + 4 - in.p);
+    if (in.len > head) {
+        w->pending_len = in.len - head;
+        w->pending = malloc(w->pending_len);
+        if (w->pending) memcpy(w->pending, in.p + head, w->pending_len);
+        else w->pending_len = 0;
+    }
+    *end = '\0';
+    char *save = NULL;
+    strtok_r(in.p, "\r\n", &save);
+    for (char *line = strtok_r(NULL, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+        char *colon = strchr(line, ':');
+        if (!colon) continue;
+        *colon = '\0';
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        if (strcasecmp(line, "connection") && strcasecmp(line, "upgrade") && strcasecmp(line, "date"))
+            http_add_header(r->req, line, v);
+    }
+    free(in.p);
+    http_reply_upgrade(r->req, protocol, on_upgraded, w);
+}
+
 void api_proxy(api_request *r)
 {
     /* path: /v1/sandboxes/<id>/ports/<port>[/rest] */
@@ -189,10 +341,7 @@ void api_proxy(api_request *r)
     }
     const char *guest_path = *q ? q : "/";
     const char *upgrade = http_request_header(r->req, "Upgrade");
-    if (upgrade && *upgrade) {
-        http_reply_error(r->req, 501, "not_implemented", "WebSocket/Upgrade through the port proxy is not built yet");
-        return;
-    }
+    if (upgrade && (!*upgrade || strpbrk(upgrade, "\r\n"))) upgrade = NULL;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
     rpc_client *client;
@@ -239,13 +388,23 @@ void api_proxy(api_request *r)
     http_request_headers_each(r->req, add_header, &out);
     char cl[64];
     snprintf(cl, sizeof cl, "Content-Length: %zu\r\nConnection: close\r\n\r\n", r->body_len);
-    if (r->body_len || (strcmp(http_request_method(r->req), "GET") && strcmp(http_request_method(r->req), "HEAD")))
+    if (upgrade) {
+        puts_(&out, "Connection: Upgrade\r\nUpgrade: ");
+        puts_(&out, upgrade);
+        puts_(&out, "\r\n\r\n");
+    } else if (r->body_len ||
+               (strcmp(http_request_method(r->req), "GET") && strcmp(http_request_method(r->req), "HEAD"))) {
         puts_(&out, cl);
-    else
+    } else {
         puts_(&out, "Connection: close\r\n\r\n");
+    }
     int rc = out.oom ? -1 : send_all(fd, out.p, out.len);
     if (rc == 0 && r->body_len) rc = send_all(fd, r->body, r->body_len);
     free(out.p);
+    if (rc == 0 && upgrade) {
+        upgrade_answer(r, fd, upgrade);
+        return;
+    }
     char chunk[65536];
     while (rc == 0) {
         ssize_t n = recv(fd, chunk, sizeof chunk, 0);

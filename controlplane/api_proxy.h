@@ -9,9 +9,12 @@
  * the credentials removed; the answer is read to its end (at most
  * PROXY_RESPONSE_MAX, within PROXY_TIMEOUT_MS) and sent back with the
  * guest's status and headers. Nothing listening: 502 port_closed; a guest
- * answer that is not HTTP: 502 bad_gateway. Each request is activity (agent
- * and DB). Not built: streaming (request and answer are buffered) and
- * WebSocket upgrades (501). */
+ * answer that is not HTTP: 502 bad_gateway. An Upgrade request (WebSocket)
+ * keeps its Connection/Upgrade headers; when the guest answers 101, its
+ * headers go back with our 101 and a relay thread copies bytes both ways
+ * until both directions closed (the agent's tunnel counts that traffic as
+ * activity). Each request is activity (agent and DB). Not built: streaming
+ * of plain HTTP (request body and answer are buffered, 1 MiB / 16 MiB). */
 #ifndef TORPOR_CP_API_PROXY_H
 #define TORPOR_CP_API_PROXY_H
 

@@ -126,10 +126,61 @@ def test_auto_resume_proxy_wakes_a_paused_sandbox(s):
     s.destroy(sid)
 
 
-def test_upgrade_is_501_for_now(s):
-    st, _, data = proxy(s, ctx["id"], "8080/", key=s.key_a,
-                        headers={"Upgrade": "websocket", "Connection": "Upgrade"})
-    assert st == 501, (st, data)
+# A WebSocket handshake server in busybox sh (sha1sum + xxd + base64), then
+# `cat`: every byte the client sends comes back (frames echoed as they are).
+WS_SH = r"""#!/bin/sh
+key=""
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+  case "$line" in [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');; esac
+done
+acc=$(printf '%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11' "$key" | sha1sum | cut -d' ' -f1 | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$acc"
+exec cat
+"""
+
+
+def ws_frame(payload, mask=b"\x01\x02\x03\x04"):
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+def test_websocket_echo_through_the_proxy(s):
+    import base64 as b64m
+    import socket
+    sid = ctx["id"]
+    st, _ = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
+                      {"path": "/tmp/ws.sh", "content_base64": b64m.b64encode(WS_SH.encode()).decode()})
+    assert st == 204, st
+    r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &)")
+    assert r["exit_code"] == 0, r
+    c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
+    try:
+        c.sendall((f"GET /v1/sandboxes/{sid}/ports/9000/chat HTTP/1.1\r\nHost: x\r\n"
+                   f"X-Access-Token: {ctx['token']}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = c.recv(4096)
+            assert chunk, f"connection closed during the handshake: {head!r}"
+            head += chunk
+        head, rest = head.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head, head
+        for msg in (b"hello", b"again, a second later"):
+            frame = ws_frame(msg)
+            c.sendall(frame)
+            got = rest
+            while len(got) < len(frame):
+                chunk = c.recv(4096)
+                assert chunk, "connection closed"
+                got += chunk
+            rest = got[len(frame):]
+            assert got[:len(frame)] == frame, (got, frame)
+            time.sleep(1)
+    finally:
+        c.close()
 
 
 TESTS = [
@@ -141,7 +192,7 @@ TESTS = [
     test_unknown_sandbox_is_404_and_bad_port_400,
     test_proxied_requests_keep_a_short_timeout_sandbox_running,
     test_auto_resume_proxy_wakes_a_paused_sandbox,
-    test_upgrade_is_501_for_now,
+    test_websocket_echo_through_the_proxy,
 ]
 
 if __name__ == "__main__":
