@@ -406,6 +406,13 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
         if (build_ns(id, slot, err) < 0) goto fail;
         built = true;
     }
+    /* Resume of a sandbox whose namespace is still there: its rules are
+     * the stored policy already (net_apply keeps both in step). */
+    if (!built && p == &stored) {
+        log_info("event=net_setup sandbox_id=%s slot=%d built=0 reapplied=0 duration_ms=%lld", id, slot,
+                 mono_ms() - t0);
+        return 0;
+    }
     pthread_mutex_lock(&n->pol_mu);
     if (p == &stored) { /* a policy change may have landed since the first read */
         int s2;

@@ -24,11 +24,58 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "test", "e2e"))
 
 
+# One client: N sequential GETs (new connection each, as busybox httpd closes),
+# then 4 threads for the throughput; prints JSON. Run on the host (proxied) or
+# inside the sandbox's namespace (direct).
+CLIENT = r"""
+import http.client, json, sys, threading, time
+host, port, path, n = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+hdrs = json.loads(sys.argv[5])
+def one():
+    c = http.client.HTTPConnection(host, port, timeout=30)
+    c.request("GET", path, headers=hdrs)
+    r = c.getresponse(); r.read(); c.close()
+    assert r.status == 200, r.status
+lat = []
+for _ in range(n):
+    t0 = time.perf_counter(); one(); lat.append((time.perf_counter() - t0) * 1000)
+lat.sort()
+done = [0]
+def worker(k):
+    for _ in range(k): one(); done[0] += 1
+t0 = time.perf_counter()
+ts = [threading.Thread(target=worker, args=(n // 4,)) for _ in range(4)]
+[t.start() for t in ts]; [t.join() for t in ts]
+print(json.dumps({"p50": lat[len(lat) // 2], "p99": lat[int(len(lat) * 0.99) - 1],
+                  "rps": done[0] / (time.perf_counter() - t0)}))
+"""
+
+
+def proxy_vs_direct(s, sid, n):
+    import json as js
+    r = s.exec(sid, "mkdir -p /tmp/www && echo 'small page' > /tmp/www/index.html && httpd -p 8080 -h /tmp/www")
+    assert r["exit_code"] == 0, r
+    direct = js.loads(subprocess.run(["ip", "netns", "exec", f"torpor-{sid}", "python3", "-c", CLIENT, "10.0.0.2",
+                                      "8080", "/index.html", str(n), "{}"],
+                                     check=True, capture_output=True, text=True).stdout)
+    proxied = js.loads(subprocess.run(["python3", "-c", CLIENT, "127.0.0.1", str(s.http_port),
+                                       f"/v1/sandboxes/{sid}/ports/8080/index.html", str(n),
+                                       js.dumps({"X-API-Key": s.key_a})],
+                                      check=True, capture_output=True, text=True).stdout)
+    print(f"GET small page, direct (host -> guest, in the sandbox's namespace): p50 {direct['p50']:.2f} ms, "
+          f"p99 {direct['p99']:.2f} ms, {direct['rps']:.0f} req/s (4 threads)")
+    print(f"GET small page, proxied (cp -> agent tunnel -> guest): p50 {proxied['p50']:.2f} ms, "
+          f"p99 {proxied['p99']:.2f} ms, {proxied['rps']:.0f} req/s (4 threads)")
+    print(f"proxied/direct throughput: {proxied['rps'] / direct['rps']:.2f}; added at p50: "
+          f"{proxied['p50'] - direct['p50']:.2f} ms")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "build"))
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--mib", type=int, default=32)
+    ap.add_argument("--requests", type=int, default=200)
     a = ap.parse_args()
     os.environ["TORPOR_BUILD_DIR"] = os.path.abspath(a.build_dir)
     import test_network as t  # noqa: E402  (after TORPOR_BUILD_DIR)
@@ -85,6 +132,7 @@ def main():
         finally:
             sink.kill()
             sink.wait()
+        proxy_vs_direct(s, ids[0], a.requests)
         for sid in ids:
             s.destroy(sid)
     finally:
