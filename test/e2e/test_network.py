@@ -176,6 +176,28 @@ def test_allow_entry_opens_a_refused_range(s):
     assert reaches(s, sid, SERVER), "the earlier deny entry is gone with the replaced policy"
 
 
+def test_another_sandbox_is_unreachable_even_when_its_range_is_allowed(s):
+    """A listener the test places in sandbox B's namespace, on B's transit
+    address (the only address of B routable from the host); A allows all of
+    10.0.0.0/8, so only the host's sandbox-to-sandbox rule stands between."""
+    a, b = ctx["id"], ctx["deny_id"]
+    out = sh("ip", "-n", f"torpor-{b}", "-4", "-o", "addr", "show", "eth0").stdout
+    b_addr = out.split("inet ")[1].split("/")[0]
+    ns = f"torpor-{b}"
+    p = subprocess.Popen(["ip", "netns", "exec", ns, "python3", "-m", "http.server", "--bind", b_addr,
+                          str(PORT), "--directory", ctx["www"]], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ctx["procs"].append(p)
+    probe = ["ip", "netns", "exec", ns, "python3", "-c",
+             f"import urllib.request as u; u.urlopen('http://{b_addr}:{PORT}/hello.txt', timeout=1)"]
+    wait_until(lambda: subprocess.run(probe, capture_output=True).returncode == 0, 20, what="server in B's namespace")
+    st, sb = put_network(s, a, {"allow": ["10.0.0.0/8"]})
+    assert st == 200, (st, sb)
+    assert reaches(s, a, REFUSED), "the allow entry is in force (10.99.x.1 now reachable)"
+    assert not reaches(s, a, b_addr), f"sandbox B ({b_addr}) must be unreachable from sandbox A"
+    p.kill()
+    p.wait()
+
+
 def test_bad_policy_is_400_and_changes_nothing(s):
     sid = ctx["deny_id"]
     st, before = s.request("GET", f"/v1/sandboxes/{sid}")
@@ -274,6 +296,7 @@ TESTS = [
     test_allow_entry_lets_exactly_that_through,
     test_deny_entry_wins_over_default_allow,
     test_allow_entry_opens_a_refused_range,
+    test_another_sandbox_is_unreachable_even_when_its_range_is_allowed,
     test_bad_policy_is_400_and_changes_nothing,
     test_policy_survives_pause_and_resume,
     test_policy_survives_agent_restart,
