@@ -15,8 +15,7 @@ agent_code lifecycle_set_network(lifecycle *lc, const char *id, const net_policy
     if (sb->status == SANDBOX_RUNNING || sb->status == SANDBOX_PAUSED ||
         sb->status == SANDBOX_PAUSING || sb->status == SANDBOX_RESUMING)
         lifecycle_fill_info(sb, out);
-    else
-        code = lifecycle_wrong_state(id, sb->status, "running or paused", err);
+    else code = lifecycle_wrong_state(id, sb->status, "running or paused", err);
     sandbox_table_unlock(lc->table);
     if (code != AGENT_OK) return code;
     if (!lc->net) {
@@ -27,7 +26,8 @@ agent_code lifecycle_set_network(lifecycle *lc, const char *id, const net_policy
      * then fails (INTERNAL), and the sandbox is gone anyway. */
     if (net_apply(lc->net, id, policy, err) < 0) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=net_policy_failed sandbox_id=%s error=\"%s\"", id, log_quote(err->msg, q, sizeof q));
+        log_warn("event=net_policy_failed sandbox_id=%s error=\"%s\"", id,
+                 log_quote(err->msg, q, sizeof q));
         return AGENT_INTERNAL;
     }
     return AGENT_OK;

@@ -35,7 +35,7 @@
 #define NFT_TEXT_MAX 65536
 
 struct agent_net {
-    char dir[4096]; /* <state_dir>/net */
+    char dir[4096];         /* <state_dir>/net */
     pthread_mutex_t mu;     /* serialises slot allocation */
     pthread_mutex_t pol_mu; /* serialises policy read-apply-store */
 };
@@ -65,7 +65,8 @@ static int run(const char *const argv[], int nsfd, const char *input, terr *err)
         sigprocmask(SIG_SETMASK, &all, NULL);
         if (nsfd >= 0 && setns(nsfd, CLONE_NEWNET) < 0) _exit(126);
         int nul = open("/dev/null", O_WRONLY);
-        if (dup2(in[0], 0) < 0 || dup2(nul >= 0 ? nul : errp[1], 1) < 0 || dup2(errp[1], 2) < 0) _exit(126);
+        if (dup2(in[0], 0) < 0 || dup2(nul >= 0 ? nul : errp[1], 1) < 0 || dup2(errp[1], 2) < 0)
+            _exit(126);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
@@ -278,24 +279,23 @@ static int state_write(agent_net *n, const char *id, int slot, const net_policy 
 
 /* ---- public ---- */
 
-static const char host_rules[] =
-    "table inet torpor_host\n"
-    "delete table inet torpor_host\n"
-    "table inet torpor_host {\n"
-    "  chain input {\n"
-    "    type filter hook input priority filter; policy accept;\n"
-    "    iifname \"tnv*\" ct state established,related accept\n"
-    "    iifname \"tnv*\" drop\n"
-    "  }\n"
-    "  chain forward {\n"
-    "    type filter hook forward priority filter; policy accept;\n"
-    "    iifname \"tnv*\" oifname \"tnv*\" drop\n"
-    "  }\n"
-    "  chain postrouting {\n"
-    "    type nat hook postrouting priority srcnat; policy accept;\n"
-    "    ip saddr 10.201.0.0/16 oifname != \"tnv*\" masquerade\n"
-    "  }\n"
-    "}\n";
+static const char host_rules[] = "table inet torpor_host\n"
+                                 "delete table inet torpor_host\n"
+                                 "table inet torpor_host {\n"
+                                 "  chain input {\n"
+                                 "    type filter hook input priority filter; policy accept;\n"
+                                 "    iifname \"tnv*\" ct state established,related accept\n"
+                                 "    iifname \"tnv*\" drop\n"
+                                 "  }\n"
+                                 "  chain forward {\n"
+                                 "    type filter hook forward priority filter; policy accept;\n"
+                                 "    iifname \"tnv*\" oifname \"tnv*\" drop\n"
+                                 "  }\n"
+                                 "  chain postrouting {\n"
+                                 "    type nat hook postrouting priority srcnat; policy accept;\n"
+                                 "    ip saddr 10.201.0.0/16 oifname != \"tnv*\" masquerade\n"
+                                 "  }\n"
+                                 "}\n";
 
 int net_open(const char *state_dir, agent_net **out, terr *err)
 {
@@ -363,7 +363,8 @@ static int build_ns(const char *id, int slot, terr *err)
         rc = write_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err);
         if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1", err);
         if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1", err);
-        if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv6/conf/" GUEST_IF "/disable_ipv6", "1", err);
+        if (rc == 0)
+            rc = write_sysctl("/proc/sys/net/ipv6/conf/" GUEST_IF "/disable_ipv6", "1", err);
         ns_leave(saved);
     } else {
         rc = -1;
@@ -409,8 +410,8 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     /* Resume of a sandbox whose namespace is still there: its rules are
      * the stored policy already (net_apply keeps both in step). */
     if (!built && p == &stored) {
-        log_info("event=net_setup sandbox_id=%s slot=%d built=0 reapplied=0 duration_ms=%lld", id, slot,
-                 mono_ms() - t0);
+        log_info("event=net_setup sandbox_id=%s slot=%d built=0 reapplied=0 duration_ms=%lld", id,
+                 slot, mono_ms() - t0);
         return 0;
     }
     pthread_mutex_lock(&n->pol_mu);
@@ -425,8 +426,9 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     if (rc == 0) rc = apply_rules(id, p, err);
     pthread_mutex_unlock(&n->pol_mu);
     if (rc < 0) goto fail;
-    log_info("event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu duration_ms=%lld",
-             id, slot, built, p->egress_allow ? "allow" : "deny", p->n_allow, p->n_deny, mono_ms() - t0);
+    log_info(
+        "event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu duration_ms=%lld",
+        id, slot, built, p->egress_allow ? "allow" : "deny", p->n_allow, p->n_deny, mono_ms() - t0);
     return 0;
 fail:
     if (built) {
@@ -520,7 +522,8 @@ int net_teardown(agent_net *n, const char *id, terr *err)
     }
     if (slot >= 0) slot_release(slot, id);
     state_path(n, id, path, sizeof path);
-    if (unlink(path) < 0 && errno != ENOENT) return terr_set(err, "unlink %s: %s", path, strerror(errno));
+    if (unlink(path) < 0 && errno != ENOENT)
+        return terr_set(err, "unlink %s: %s", path, strerror(errno));
     return 0;
 }
 

@@ -46,7 +46,8 @@ static void expire_locked(port_tunnel *t)
         }
 }
 
-agent_code tunnel_open(port_tunnel *t, const char *id, int port, char *token, int *closed, terr *err)
+agent_code tunnel_open(port_tunnel *t, const char *id, int port, char *token, int *closed,
+                       terr *err)
 {
     *closed = 0;
     if (port < 1 || port > 65535) {
@@ -100,7 +101,8 @@ static void pump(port_tunnel *t, const char *id, int a, int b)
     bool a_open = true, b_open = true;
     long long last_touch = mono_ms();
     while (a_open || b_open) {
-        struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN}, {.fd = b_open ? b : -1, .events = POLLIN}};
+        struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN},
+                               {.fd = b_open ? b : -1, .events = POLLIN}};
         int r = poll(pf, 2, 60000);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) continue; /* idle connections stay; the peers decide */
@@ -204,7 +206,8 @@ static void *accept_main(void *arg)
     }
 }
 
-int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tunnel **out, terr *err)
+int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tunnel **out,
+                 terr *err)
 {
     port_tunnel *t = calloc(1, sizeof *t);
     if (!t) return terr_set(err, "out of memory");
@@ -213,14 +216,15 @@ int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tu
     pthread_mutex_init(&t->mu, NULL);
     for (int i = 0; i < PENDING_MAX; i++) t->slots[i].fd = -1;
     struct sockaddr_in sa = {.sin_family = AF_INET};
-    if (inet_pton(AF_INET, listen_host, &sa.sin_addr) != 1 || (ntohl(sa.sin_addr.s_addr) >> 24) != 127) {
+    if (inet_pton(AF_INET, listen_host, &sa.sin_addr) != 1 ||
+        (ntohl(sa.sin_addr.s_addr) >> 24) != 127) {
         free(t);
         return terr_set(err, "the port tunnel listens on IPv4 loopback only, not %s", listen_host);
     }
     t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     socklen_t sl = sizeof sa;
-    if (t->lfd < 0 || bind(t->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 || listen(t->lfd, 128) < 0 ||
-        getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
+    if (t->lfd < 0 || bind(t->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(t->lfd, 128) < 0 || getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
         int e = errno;
         if (t->lfd >= 0) close(t->lfd);
         free(t);

@@ -27,12 +27,14 @@
 
 typedef struct port_tunnel port_tunnel;
 
-int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tunnel **out, terr *err);
+int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tunnel **out,
+                 terr *err);
 void tunnel_stop(port_tunnel *t);
 int tunnel_port(const port_tunnel *t);
 
 /* AGENT_OK: token (TUNNEL_TOKEN_LEN + 1 bytes) to send on the tunnel port.
  * *closed is set when the guest refused the connection (nothing listening). */
-agent_code tunnel_open(port_tunnel *t, const char *id, int port, char *token, int *closed, terr *err);
+agent_code tunnel_open(port_tunnel *t, const char *id, int port, char *token, int *closed,
+                       terr *err);
 
 #endif

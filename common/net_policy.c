@@ -8,9 +8,9 @@
 #include <string.h>
 
 const char *const net_policy_refused[] = {
-    "0.0.0.0/8",      "10.0.0.0/8",     "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
-    "172.16.0.0/12",  "192.168.0.0/16", "224.0.0.0/4",   "240.0.0.0/4", "::1/128",
-    "fc00::/7",       "fe80::/10",      "ff00::/8",      NULL,
+    "0.0.0.0/8",     "10.0.0.0/8",     "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16",
+    "172.16.0.0/12", "192.168.0.0/16", "224.0.0.0/4",   "240.0.0.0/4", "::1/128",
+    "fc00::/7",      "fe80::/10",      "ff00::/8",      NULL,
 };
 
 void net_policy_default(net_policy *p)
@@ -107,7 +107,8 @@ int net_policy_add(net_policy *p, bool allow, const char *text, terr *err)
 {
     size_t *n = allow ? &p->n_allow : &p->n_deny;
     if (*n >= NET_POLICY_ENTRIES_MAX)
-        return terr_set(err, "at most %d %s entries", NET_POLICY_ENTRIES_MAX, allow ? "allow" : "deny");
+        return terr_set(err, "at most %d %s entries", NET_POLICY_ENTRIES_MAX,
+                        allow ? "allow" : "deny");
     net_rule r;
     if (net_rule_parse(text, &r, err) < 0) return -1;
     (allow ? p->allow : p->deny)[(*n)++] = r;

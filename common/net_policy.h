@@ -27,10 +27,10 @@
 #define NET_POLICY_ENTRY_MAX 64 /* longest entry text, with its NUL */
 
 typedef struct net_rule {
-    int family;      /* 4 or 6 */
+    int family; /* 4 or 6 */
     uint8_t addr[16];
     int prefix;
-    int port;        /* 0 = any port */
+    int port; /* 0 = any port */
 } net_rule;
 
 typedef struct net_policy {

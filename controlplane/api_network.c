@@ -18,8 +18,8 @@ int api_network_canonical(const net_policy *p, char *buf, size_t n, terr *err)
         net_rule_format(&p->deny[i], e, sizeof e);
         json_array_append_new(deny, json_string(e));
     }
-    json_t *o = json_pack("{s:s, s:o, s:o}", "egress", p->egress_allow ? "allow" : "deny", "allow", allow,
-                          "deny", deny);
+    json_t *o = json_pack("{s:s, s:o, s:o}", "egress", p->egress_allow ? "allow" : "deny", "allow",
+                          allow, "deny", deny);
     if (!o) return terr_set(err, "out of memory");
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
@@ -38,13 +38,16 @@ static int add_list(const json_t *net, const char *key, bool allow, net_policy *
 {
     json_t *a = json_object_get(net, key);
     if (!a) return 0;
-    if (!json_is_array(a)) return terr_set(err, "field \"network.%s\" must be an array of strings", key);
+    if (!json_is_array(a))
+        return terr_set(err, "field \"network.%s\" must be an array of strings", key);
     size_t i;
     json_t *v;
-    json_array_foreach(a, i, v) {
+    json_array_foreach(a, i, v)
+    {
         if (!json_is_string(v))
             return terr_set(err, "field \"network.%s\" must be an array of strings", key);
-        if (net_policy_add(p, allow, json_string_value(v), err) < 0) return terr_wrap(err, "network.%s", key);
+        if (net_policy_add(p, allow, json_string_value(v), err) < 0)
+            return terr_wrap(err, "network.%s", key);
     }
     return 0;
 }
@@ -58,7 +61,8 @@ int api_network_validate(const json_t *net, net_policy *p, char *buf, size_t n, 
     json_t *eg = json_object_get(net, "egress");
     if (eg && (!json_is_string(eg) || net_policy_set_egress(p, json_string_value(eg), err) < 0))
         return terr_set(err, "field \"network.egress\" must be \"allow\" or \"deny\"");
-    if (add_list(net, "allow", true, p, err) < 0 || add_list(net, "deny", false, p, err) < 0) return -1;
+    if (add_list(net, "allow", true, p, err) < 0 || add_list(net, "deny", false, p, err) < 0)
+        return -1;
     return api_network_canonical(p, buf, n, err);
 }
 

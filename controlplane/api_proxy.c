@@ -21,9 +21,10 @@
 
 static bool skip_request_header(const char *n)
 {
-    static const char *const skip[] = {"connection", "keep-alive", "proxy-connection", "te", "trailer",
-                                       "transfer-encoding", "upgrade", "content-length", "x-api-key",
-                                       "x-access-token", "expect", NULL};
+    static const char *const skip[] = {
+        "connection", "keep-alive",        "proxy-connection", "te",
+        "trailer",    "transfer-encoding", "upgrade",          "content-length",
+        "x-api-key",  "x-access-token",    "expect",           NULL};
     for (int i = 0; skip[i]; i++)
         if (!strcasecmp(n, skip[i])) return true;
     return false;
@@ -31,8 +32,9 @@ static bool skip_request_header(const char *n)
 
 static bool skip_response_header(const char *n)
 {
-    static const char *const skip[] = {"connection", "keep-alive", "transfer-encoding", "content-length",
-                                       "content-type", "date", "trailer", "upgrade", NULL};
+    static const char *const skip[] = {"connection",     "keep-alive",   "transfer-encoding",
+                                       "content-length", "content-type", "date",
+                                       "trailer",        "upgrade",      NULL};
     for (int i = 0; skip[i]; i++)
         if (!strcasecmp(n, skip[i])) return true;
     return false;
@@ -86,7 +88,8 @@ static int tunnel_connect(const char *agent_addr, int port, const char *token, t
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
-    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai) return terr_set(err, "agent address %s unresolvable", host);
+    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai)
+        return terr_set(err, "agent address %s unresolvable", host);
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
         int e = errno;
@@ -146,7 +149,8 @@ static void reply_guest_answer(api_request *r, buf *in)
     char *hdr_end = in->p ? strstr(in->p, "\r\n\r\n") : NULL;
     int status = 0;
     if (!hdr_end || sscanf(in->p, "HTTP/1.%*d %d", &status) != 1 || status < 100 || status > 599) {
-        http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer on that port is not HTTP/1.x");
+        http_reply_error(r->req, 502, "bad_gateway",
+                         "the sandbox's answer on that port is not HTTP/1.x");
         return;
     }
     *hdr_end = '\0';
@@ -176,10 +180,10 @@ static void reply_guest_answer(api_request *r, buf *in)
 /* ---- WebSocket (any Upgrade): after the guest's 101, bytes both ways */
 
 typedef struct ws_relay {
-    int tfd;           /* the tunnel to the guest */
-    char *pending;     /* guest bytes read past its 101 headers */
+    int tfd;       /* the tunnel to the guest */
+    char *pending; /* guest bytes read past its 101 headers */
     size_t pending_len;
-    char *extra;       /* client bytes read past its request */
+    char *extra; /* client bytes read past its request */
     size_t extra_len;
     int cfd;
     http_upgraded *h;
@@ -190,7 +194,8 @@ static void relay_pump(int a, int b)
     char chunk[65536];
     bool a_open = true, b_open = true;
     while (a_open || b_open) {
-        struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN}, {.fd = b_open ? b : -1, .events = POLLIN}};
+        struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN},
+                               {.fd = b_open ? b : -1, .events = POLLIN}};
         int n = poll(pf, 2, -1);
         if (n < 0 && errno == EINTR) continue;
         if (n < 0) return;
@@ -274,7 +279,8 @@ static void upgrade_answer(api_request *r, int fd, const char *protocol)
     int status = 0;
     if (!end || sscanf(in.p, "HTTP/1.%*d %d", &status) != 1) {
         close(fd);
-        http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer to the upgrade is not HTTP/1.x");
+        http_reply_error(r->req, 502, "bad_gateway",
+                         "the sandbox's answer to the upgrade is not HTTP/1.x");
         free(in.p);
         return;
     }
@@ -315,7 +321,8 @@ static void upgrade_answer(api_request *r, int fd, const char *protocol)
         *colon = '\0';
         char *v = colon + 1;
         while (*v == ' ' || *v == '\t') v++;
-        if (strcasecmp(line, "connection") && strcasecmp(line, "upgrade") && strcasecmp(line, "date"))
+        if (strcasecmp(line, "connection") && strcasecmp(line, "upgrade") &&
+            strcasecmp(line, "date"))
             http_add_header(r->req, line, v);
     }
     free(in.p);
@@ -353,9 +360,11 @@ void api_proxy(api_request *r)
     char token[80];
     int tport = 0;
     terr err;
-    grpc_status_code st = agent_open_port(client, r->id, (int)port, token, sizeof token, &tport, &err);
+    grpc_status_code st =
+        agent_open_port(client, r->id, (int)port, token, sizeof token, &tport, &err);
     if (st == GRPC_STATUS_OUT_OF_RANGE) {
-        http_reply_error(r->req, 502, "port_closed", "nothing listens on port %ld in sandbox %s", port, r->id);
+        http_reply_error(r->req, 502, "port_closed", "nothing listens on port %ld in sandbox %s",
+                         port, r->id);
         return;
     }
     if (st != GRPC_STATUS_OK) {
@@ -367,7 +376,9 @@ void api_proxy(api_request *r)
     bool found;
     if (db_host_get(r->db, res.row.host_id, &host, &found, &err) != 0 || !found) {
         if (found) api_reply_internal(r, &err);
-        else http_reply_error(r->req, 502, "agent_error", "host %s is not registered", res.row.host_id);
+        else
+            http_reply_error(r->req, 502, "agent_error", "host %s is not registered",
+                             res.row.host_id);
         return;
     }
     int fd = tunnel_connect(host.address, tport, token, &err);
@@ -392,8 +403,8 @@ void api_proxy(api_request *r)
         puts_(&out, "Connection: Upgrade\r\nUpgrade: ");
         puts_(&out, upgrade);
         puts_(&out, "\r\n\r\n");
-    } else if (r->body_len ||
-               (strcmp(http_request_method(r->req), "GET") && strcmp(http_request_method(r->req), "HEAD"))) {
+    } else if (r->body_len || (strcmp(http_request_method(r->req), "GET") &&
+                               strcmp(http_request_method(r->req), "HEAD"))) {
         puts_(&out, cl);
     } else {
         puts_(&out, "Connection: close\r\n\r\n");
@@ -418,8 +429,11 @@ void api_proxy(api_request *r)
         put(&in, chunk, (size_t)n);
     }
     close(fd);
-    if (rc == -2) http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer is over %d bytes", PROXY_RESPONSE_MAX);
-    else if (rc < 0 || in.oom) http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
+    if (rc == -2)
+        http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer is over %d bytes",
+                         PROXY_RESPONSE_MAX);
+    else if (rc < 0 || in.oom)
+        http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
     else reply_guest_answer(r, &in);
     free(in.p);
 }

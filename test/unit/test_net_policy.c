@@ -34,9 +34,10 @@ static void test_entries_parse_to_their_canonical_form(void **state)
 static void test_invalid_entries_are_refused(void **state)
 {
     (void)state;
-    const char *bad[] = {"", "1.2.3", "300.1.1.1", "1.2.3.4/33", "1.2.3.4/", "1.2.3.4:0", "1.2.3.4:65536",
-                         "1.2.3.4:http", "10.0.0.1/8", "fc00::/129", "fc00::1/7", "[fc00::/7]", "nonsense",
-                         "1.2.3.4/8x", "1.2.3.4 ", NULL};
+    const char *bad[] = {"",           "1.2.3",      "300.1.1.1",     "1.2.3.4/33",
+                         "1.2.3.4/",   "1.2.3.4:0",  "1.2.3.4:65536", "1.2.3.4:http",
+                         "10.0.0.1/8", "fc00::/129", "fc00::1/7",     "[fc00::/7]",
+                         "nonsense",   "1.2.3.4/8x", "1.2.3.4 ",      NULL};
     for (int i = 0; bad[i]; i++) {
         net_rule r;
         terr e;
@@ -71,7 +72,8 @@ static void test_too_many_entries_are_refused(void **state)
     net_policy p;
     terr e;
     net_policy_default(&p);
-    for (int i = 0; i < NET_POLICY_ENTRIES_MAX; i++) assert_int_equal(net_policy_add(&p, true, "1.2.3.4", &e), 0);
+    for (int i = 0; i < NET_POLICY_ENTRIES_MAX; i++)
+        assert_int_equal(net_policy_add(&p, true, "1.2.3.4", &e), 0);
     assert_int_equal(net_policy_add(&p, true, "1.2.3.4", &e), -1);
 }
 
