@@ -330,11 +330,16 @@ static int build_ns(const char *id, int slot, terr *err)
     snprintf(veth, sizeof veth, "tnv%d", slot);
     slot_addr(slot, 1, host_addr, sizeof host_addr);
     slot_addr(slot, 0, ns_addr, sizeof ns_addr);
+    /* Debris of a half-made earlier attempt goes first (checked before
+     * running anything: each exec costs milliseconds). */
     terr ignored;
+    char probe[256];
+    snprintf(probe, sizeof probe, "/run/netns/%s", ns);
     const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
-    run(del, -1, NULL, &ignored);
+    if (access(probe, F_OK) == 0) run(del, -1, NULL, &ignored);
+    snprintf(probe, sizeof probe, "/sys/class/net/%s", veth);
     const char *delv[] = {IP_BIN, "link", "del", veth, NULL};
-    run(delv, -1, NULL, &ignored);
+    if (access(probe, F_OK) == 0) run(delv, -1, NULL, &ignored);
     const char *add[] = {IP_BIN, "netns", "add", ns, NULL};
     if (run(add, -1, NULL, err) < 0) return -1;
     snprintf(script, sizeof script,
