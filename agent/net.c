@@ -2,6 +2,7 @@
 #include "net.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
@@ -23,6 +24,7 @@
 #include "fs_util.h"
 #include "log.h"
 #include "mono_time.h"
+#include "torpor_limits.h"
 
 #define IP_BIN "/usr/sbin/ip"
 #define NFT_BIN "/usr/sbin/nft"
@@ -164,18 +166,34 @@ static void slot_addr(int slot, int host, char *buf, size_t n)
     snprintf(buf, n, "%u.%u.%u.%u", v >> 24, (v >> 16) & 255, (v >> 8) & 255, v & 255);
 }
 
-static int slot_owner(int slot, char *id, size_t n)
+/* A slot file holds "<sandbox id>\n<the owning agent's net dir>\n". */
+static int slot_read(int slot, char *id, size_t n, char *dir, size_t dn)
 {
-    char path[128];
+    char path[128], buf[4400];
     snprintf(path, sizeof path, SLOT_DIR "/%d", slot);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return -1;
-    ssize_t r = read(fd, id, n - 1);
+    ssize_t r = read(fd, buf, sizeof buf - 1);
     close(fd);
     if (r < 0) return -1;
-    id[r] = '\0';
+    buf[r] = '\0';
+    char *nl = strchr(buf, '\n');
+    if (nl) *nl = '\0';
+    size_t l = strlen(buf);
+    if (l >= n) return -1;
+    memcpy(id, buf, l + 1);
+    if (dir) {
+        char *d = nl ? nl + 1 : buf + r;
+        char *nl2 = strchr(d, '\n');
+        if (nl2) *nl2 = '\0';
+        l = strlen(d);
+        if (l >= dn) return -1;
+        memcpy(dir, d, l + 1);
+    }
     return 0;
 }
+
+static int slot_owner(int slot, char *id, size_t n) { return slot_read(slot, id, n, NULL, 0); }
 
 /* Claims a slot for id: the one it had (kept in the state file) if still
  * free or its own, else the first free one from a hash of the id. */
@@ -200,9 +218,11 @@ static int slot_claim(agent_net *n, const char *id, int hint, int *slot, terr *e
         }
         int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
         if (fd < 0) continue; /* another agent of this host won it */
-        ssize_t w = write(fd, id, strlen(id));
+        char line[4400];
+        int len = snprintf(line, sizeof line, "%s\n%s\n", id, n->dir);
+        ssize_t w = write(fd, line, (size_t)len);
         close(fd);
-        if (w != (ssize_t)strlen(id)) {
+        if (w != len) {
             unlink(path);
             continue;
         }
@@ -297,6 +317,34 @@ static const char host_rules[] = "table inet torpor_host\n"
                                  "  }\n"
                                  "}\n";
 
+/* Namespaces whose owning agent's state dir is gone (a test stack's temp
+ * dir, a removed installation) belong to nobody: removed at start. A live
+ * agent's namespaces are never touched. */
+static void sweep_orphans(void)
+{
+    int swept = 0;
+    DIR *d = opendir(SLOT_DIR);
+    if (!d) return;
+    for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9') continue;
+        int s = atoi(e->d_name);
+        char id[128], dir[4200], path[4300];
+        if (slot_read(s, id, sizeof id, dir, sizeof dir) < 0) continue;
+        if (!dir[0] || access(dir, F_OK) == 0 || !limits_sandbox_id_valid(id)) continue;
+        char ns[160];
+        ns_name(id, ns, sizeof ns);
+        snprintf(path, sizeof path, "/run/netns/%s", ns);
+        terr ignored;
+        const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
+        if (access(path, F_OK) == 0 && run(del, -1, NULL, &ignored) < 0) continue;
+        snprintf(path, sizeof path, SLOT_DIR "/%d", s);
+        unlink(path);
+        swept++;
+    }
+    closedir(d);
+    if (swept) log_info("event=net_orphans_removed count=%d", swept);
+}
+
 int net_open(const char *state_dir, agent_net **out, terr *err)
 {
     agent_net *n = calloc(1, sizeof *n);
@@ -310,6 +358,7 @@ int net_open(const char *state_dir, agent_net **out, terr *err)
         net_close(n);
         return terr_wrap(err, "host network setup");
     }
+    sweep_orphans();
     *out = n;
     return 0;
 }

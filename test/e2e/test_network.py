@@ -237,6 +237,29 @@ def test_policy_survives_agent_restart(s):
     assert reaches(s, sid, SERVER), "a change after the restart applies"
 
 
+def test_agent_start_removes_namespaces_of_agents_that_are_gone(s):
+    """A namespace and slot of a sandbox whose agent's state dir no longer
+    exists (a removed test stack) are removed at the next agent start; those
+    of a live agent (this one) are kept."""
+    fake_id = f"sb-fee{os.getpid():013x}"[:19]
+    ns = f"torpor-{fake_id}"
+    sh("ip", "netns", "add", ns)
+    slot = "/run/torpor-net/slots/16383"
+    assert not os.path.exists(slot), "slot 16383 is in use; pick another for this test"
+    with open(slot, "w") as f:
+        f.write(f"{fake_id}\n/nonexistent/torpor-gone-{os.getpid()}/net\n")
+    try:
+        s.restart_agent()
+        assert not os.path.exists(f"/run/netns/{ns}"), "the orphan namespace must be removed"
+        assert not os.path.exists(slot), "the orphan slot must be released"
+        assert os.path.exists(f"/run/netns/torpor-{ctx['id']}"), "a live agent's namespace must stay"
+        assert reaches(s, ctx["id"], SERVER), "and keep working"
+    finally:
+        sh("ip", "netns", "del", ns, check=False)
+        if os.path.exists(slot):
+            os.unlink(slot)
+
+
 def test_policy_on_a_stopped_sandbox_is_409(s):
     sid = ctx["deny_id"]
     s.destroy(sid)
@@ -300,6 +323,7 @@ TESTS = [
     test_bad_policy_is_400_and_changes_nothing,
     test_policy_survives_pause_and_resume,
     test_policy_survives_agent_restart,
+    test_agent_start_removes_namespaces_of_agents_that_are_gone,
     test_policy_on_a_stopped_sandbox_is_409,
     test_auto_resume_exec_wakes_an_auto_paused_sandbox,
     test_auto_resume_concurrent_callers_resume_once,
