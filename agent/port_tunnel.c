@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ids.h"
@@ -18,6 +19,8 @@
 
 #define PENDING_MAX 256
 #define CONNECT_MS 3000
+#define LIVE_MAX 1024
+#define STOP_WAIT_MS 5000
 
 typedef struct pending {
     char token[TUNNEL_TOKEN_LEN + 1];
@@ -33,8 +36,48 @@ struct port_tunnel {
     int port;
     pthread_t acceptor;
     pthread_mutex_t mu;
+    pthread_cond_t idle;
     pending slots[PENDING_MAX];
+    /* Live connections (both fds), so tunnel_stop can end them and wait:
+     * their threads use the lifecycle, which is closed after the stop. */
+    int live[LIVE_MAX][2];
+    int n_live;
+    bool stopping;
 };
+
+/* Registers a live connection; false when stopping or full. */
+static bool live_add(port_tunnel *t, int cfd, int *slot)
+{
+    pthread_mutex_lock(&t->mu);
+    bool ok = !t->stopping;
+    *slot = -1;
+    for (int i = 0; ok && i < LIVE_MAX && *slot < 0; i++)
+        if (t->live[i][0] < 0) *slot = i;
+    if (ok && *slot >= 0) {
+        t->live[*slot][0] = cfd;
+        t->live[*slot][1] = -1;
+        t->n_live++;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return ok && *slot >= 0;
+}
+
+static void live_set_guest(port_tunnel *t, int slot, int gfd)
+{
+    pthread_mutex_lock(&t->mu);
+    t->live[slot][1] = gfd;
+    if (t->stopping) shutdown(gfd, SHUT_RDWR);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void live_remove(port_tunnel *t, int slot)
+{
+    pthread_mutex_lock(&t->mu);
+    t->live[slot][0] = t->live[slot][1] = -1;
+    t->n_live--;
+    pthread_cond_broadcast(&t->idle);
+    pthread_mutex_unlock(&t->mu);
+}
 
 static void expire_locked(port_tunnel *t)
 {
@@ -138,6 +181,11 @@ static void *conn_main(void *arg)
     port_tunnel *t = c->t;
     int cfd = c->cfd;
     free(c);
+    int lslot;
+    if (!live_add(t, cfd, &lslot)) {
+        close(cfd);
+        return NULL;
+    }
     struct timeval tv = {5, 0};
     setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char line[TUNNEL_TOKEN_LEN + 2];
@@ -166,12 +214,15 @@ static void *conn_main(void *arg)
     }
     if (gfd < 0) {
         log_warn("event=tunnel_refused reason=bad_token");
+        live_remove(t, lslot);
         close(cfd);
         return NULL;
     }
+    live_set_guest(t, lslot, gfd);
     tv.tv_sec = 0;
     setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     pump(t, id, cfd, gfd);
+    live_remove(t, lslot);
     close(gfd);
     close(cfd);
     return NULL;
@@ -214,7 +265,9 @@ int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tu
     t->lc = lc;
     t->net = net;
     pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->idle, NULL);
     for (int i = 0; i < PENDING_MAX; i++) t->slots[i].fd = -1;
+    for (int i = 0; i < LIVE_MAX; i++) t->live[i][0] = t->live[i][1] = -1;
     struct sockaddr_in sa = {.sin_family = AF_INET};
     if (inet_pton(AF_INET, listen_host, &sa.sin_addr) != 1 ||
         (ntohl(sa.sin_addr.s_addr) >> 24) != 127) {
@@ -249,8 +302,23 @@ void tunnel_stop(port_tunnel *t)
     close(t->lfd);
     pthread_join(t->acceptor, NULL);
     pthread_mutex_lock(&t->mu);
+    t->stopping = true;
     for (int i = 0; i < PENDING_MAX; i++)
-        if (t->slots[i].fd >= 0) close(t->slots[i].fd);
+        if (t->slots[i].fd >= 0) {
+            close(t->slots[i].fd);
+            t->slots[i].fd = -1;
+        }
+    /* End every live connection (its thread closes the fds) and wait for
+     * the threads, bounded: after this the lifecycle may be closed. */
+    for (int i = 0; i < LIVE_MAX; i++)
+        for (int k = 0; k < 2; k++)
+            if (t->live[i][k] >= 0) shutdown(t->live[i][k], SHUT_RDWR);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += STOP_WAIT_MS / 1000;
+    while (t->n_live > 0 && pthread_cond_timedwait(&t->idle, &t->mu, &until) == 0) {}
+    int left = t->n_live;
     pthread_mutex_unlock(&t->mu);
-    /* Connection threads still running hold t: it is left allocated. */
+    if (left) log_warn("event=tunnel_stop_timeout live=%d", left);
+    /* A thread that outlived the wait still holds t: it stays allocated. */
 }

@@ -13,8 +13,9 @@
  * Contract: the tunnel listens only on a loopback address (the raw tunnel has
  * no TLS yet); with a non-loopback gRPC address the tunnel is off and
  * OpenPort fails UNAVAILABLE. An unknown or expired token closes the
- * connection. One thread per live connection; tunnel_stop closes the
- * listener (live connections end with their peers). */
+ * connection. One thread per live connection (at most 1024); tunnel_stop
+ * closes the listener, ends every live connection and waits (up to 5 s) for
+ * their threads, so the lifecycle can be closed after it. */
 #ifndef TORPOR_AGENT_PORT_TUNNEL_H
 #define TORPOR_AGENT_PORT_TUNNEL_H
 

@@ -183,6 +183,35 @@ def test_websocket_echo_through_the_proxy(s):
         c.close()
 
 
+def test_agent_sigterm_ends_live_tunnels_and_exits_cleanly(s):
+    """SIGTERM with a WebSocket open through the agent's tunnel: the agent
+    ends the tunnel, exits 0 (no thread left using the closed lifecycle),
+    and the client sees the end of the stream."""
+    import signal
+    import socket
+    sid = ctx["id"]
+    c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
+    try:
+        c.sendall((f"GET /v1/sandboxes/{sid}/ports/9000/ HTTP/1.1\r\nHost: x\r\nX-API-Key: {s.key_a}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = c.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        t0 = time.monotonic()
+        rc = s.kill_agent(signal.SIGTERM)
+        assert rc == 0, f"agent exit code {rc} after SIGTERM with a live tunnel"
+        assert time.monotonic() - t0 < 20, "the agent took too long to stop"
+        c.settimeout(10)
+        assert c.recv(4096) == b"", "the client must see the stream end"
+    finally:
+        c.close()
+        s.start_agent()
+
+
 TESTS = [
     test_api_key_reaches_httpd_in_the_guest,
     test_guest_status_passes_through,
@@ -193,6 +222,7 @@ TESTS = [
     test_proxied_requests_keep_a_short_timeout_sandbox_running,
     test_auto_resume_proxy_wakes_a_paused_sandbox,
     test_websocket_echo_through_the_proxy,
+    test_agent_sigterm_ends_live_tunnels_and_exits_cleanly,
 ]
 
 if __name__ == "__main__":
