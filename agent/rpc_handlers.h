@@ -27,6 +27,7 @@ typedef struct agent_rpc {
     const char *host_ip;  /* reported in SandboxInfo.host_ip; may be "" */
     const char *agent_id; /* reported in ListSandboxesResponse.agent_id; NULL = "" */
     template_builder *templates; /* borrowed; NULL = template RPCs fail UNIMPLEMENTED */
+    struct port_tunnel *tunnel; /* NULL: OpenPort answers UNAVAILABLE */
 } agent_rpc;
 
 /* The method table; pass an agent_rpc* as rpc_server_config.app. */

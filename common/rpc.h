@@ -129,5 +129,7 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_GET_TEMPLATE     RPC_HOSTAGENT_PREFIX "GetTemplate"
 #define RPC_LIST_TEMPLATES   RPC_HOSTAGENT_PREFIX "ListTemplates"
 #define RPC_DELETE_TEMPLATE  RPC_HOSTAGENT_PREFIX "DeleteTemplate"
+#define RPC_SET_NETWORK      RPC_HOSTAGENT_PREFIX "SetSandboxNetwork"
+#define RPC_OPEN_PORT        RPC_HOSTAGENT_PREFIX "OpenPort"
 
 #endif

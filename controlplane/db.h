@@ -156,6 +156,12 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 /* timeout_sec = t when the status is in from_mask. */
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
                            sandbox_row *out, bool *changed, terr *err);
+/* The team of sandbox id when token_hash is its access token's hash. */
+int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64], bool *found,
+                          terr *err);
+/* network (canonical JSON) when the status is in from_mask. */
+int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, const char *network,
+                           sandbox_row *out, bool *changed, terr *err);
 
 /* Reconciler: rows of host whose status is in mask, locked FOR UPDATE (call
  * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */

@@ -52,7 +52,7 @@ typedef struct sbop_result {
     terr err;
 } sbop_result;
 
-/* spec: template_name, vcpus, memory_mb, timeout_sec. */
+/* spec: template_name, vcpus, memory_mb, timeout_sec, auto_resume, network (canonical JSON). */
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res);
 /* The same with the image the agent is asked for (NULL = spec's
  * template_name; a custom template's image, template_ops_resolve) and the
@@ -67,6 +67,14 @@ void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec,
 /* The team's running sandbox id and its host's agent client, for calls
  * that need a running VM and change no state (exec, files). */
 void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res);
+/* open_running, except that a sandbox created with auto_resume is woken:
+ * paused -> resumed here (one caller wins the compare-and-set, the others
+ * wait), pausing/resuming -> waited for (bounded, then SBOP_CONFLICT). For
+ * exec, files and the port proxy. */
+void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res);
+/* Replaces the network policy (canonical JSON) of a running or paused
+ * sandbox: the row, then the agent; SBOP_CONFLICT in any other state. */
+void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network, sbop_result *res);
 /* Records activity on id (last_active_at); a failure is logged only. */
 void sandbox_ops_touch(const sbop_ctx *c, const char *id);
 
