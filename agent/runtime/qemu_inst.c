@@ -49,7 +49,7 @@ void qemu_inst_log_tail(int dirfd, terr *err)
 
 /* argv storage: a fixed array of pointers into one arena. */
 typedef struct argv_builder {
-    char *argv[48];
+    char *argv[64]; /* root disk + NIC + -sandbox + incoming: ~50 */
     int argc;
     char arena[8192];
     size_t used;
