@@ -298,6 +298,24 @@ def test_auto_resume_concurrent_callers_resume_once(s):
     assert after - before == 1, f"expected one auto-resume, saw {after - before}"
 
 
+def test_auto_resume_streamed_file_routes_wake_a_paused_sandbox(s):
+    sid = ctx["ar_id"]
+    data = b"auto-resume streamed upload\n" * 100
+    for method, path, body in (
+            ("PUT", "files/content?path=/tmp/ar.bin", data),
+            ("GET", "files/content?path=/tmp/ar.bin", None),
+            ("GET", "files?path=/tmp", None)):
+        st, out = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+        assert st == 200, (st, out)
+        st, out = s.request(method, f"/v1/sandboxes/{sid}/{path}", body)
+        assert st == 200, f"{method} {path} on a paused auto_resume sandbox: {st} {out}"
+        if method == "GET" and path.startswith("files/content"):
+            assert out == data, f"read back {len(out)} bytes"
+        if path.startswith("files?"):
+            assert "ar.bin" in [e["name"] for e in out["entries"]], out
+        assert s.status_of(sid) == "running"
+
+
 def test_without_auto_resume_exec_on_paused_is_409(s):
     sb = s.create({"memory_mb": 128})
     sid = sb["id"]
@@ -327,6 +345,7 @@ TESTS = [
     test_policy_on_a_stopped_sandbox_is_409,
     test_auto_resume_exec_wakes_an_auto_paused_sandbox,
     test_auto_resume_concurrent_callers_resume_once,
+    test_auto_resume_streamed_file_routes_wake_a_paused_sandbox,
     test_without_auto_resume_exec_on_paused_is_409,
 ]
 
