@@ -85,7 +85,7 @@ def main():
         ids, create_ms, resume_ms = [], [], []
         for _ in range(a.n):
             t0 = time.monotonic()
-            ids.append(s.create({"memory_mb": 128})["id"])
+            ids.append(s.create({"template": "minimal", "memory_mb": 128})["id"])
             create_ms.append((time.monotonic() - t0) * 1000)
         for sid in ids:
             st, _ = s.request("POST", f"/v1/sandboxes/{sid}/pause")

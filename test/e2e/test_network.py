@@ -103,7 +103,7 @@ def reaches(s, sid, addr, port=PORT):
 
 
 def test_guest_has_its_fixed_address(s):
-    sb = s.create({"memory_mb": 128})
+    sb = s.create({"template": "minimal", "memory_mb": 128})
     ctx["id"] = sid = sb["id"]
     r = s.exec(sid, "ip -4 addr show eth0")
     assert "inet 10.0.0.2/24" in r["stdout"], r
@@ -144,7 +144,7 @@ def test_create_shows_the_default_policy(s):
 
 
 def test_create_with_egress_deny_reaches_nothing(s):
-    sb = s.create({"memory_mb": 128, "network": {"egress": "deny"}})
+    sb = s.create({"template": "minimal", "memory_mb": 128, "network": {"egress": "deny"}})
     ctx["deny_id"] = sb["id"]
     assert sb["network"] == {"egress": "deny", "allow": [], "deny": []}, sb
     assert not reaches(s, sb["id"], SERVER), "egress deny: the test server must be unreachable"
@@ -268,7 +268,7 @@ def test_policy_on_a_stopped_sandbox_is_409(s):
 
 
 def test_auto_resume_exec_wakes_an_auto_paused_sandbox(s):
-    sb = s.create({"memory_mb": 128, "timeout_sec": 3, "auto_resume": True})
+    sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3, "auto_resume": True})
     sid = ctx["ar_id"] = sb["id"]
     assert sb["auto_resume"] is True, sb
     s.wait_status(sid, "paused", 60)
@@ -317,7 +317,7 @@ def test_auto_resume_streamed_file_routes_wake_a_paused_sandbox(s):
 
 
 def test_without_auto_resume_exec_on_paused_is_409(s):
-    sb = s.create({"memory_mb": 128})
+    sb = s.create({"template": "minimal", "memory_mb": 128})
     sid = sb["id"]
     st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
     assert st == 200, (st, body)

@@ -49,7 +49,7 @@ def start_httpd(s, sid):
 
 
 def test_api_key_reaches_httpd_in_the_guest(s):
-    st, sb = s.request("POST", "/v1/sandboxes", {"memory_mb": 128})
+    st, sb = s.request("POST", "/v1/sandboxes", {"template": "minimal", "memory_mb": 128})
     assert st == 201 and sb["access_token"].startswith("tpa_"), sb
     ctx["id"], ctx["token"] = sb["id"], sb["access_token"]
     st, body = s.request("GET", f"/v1/sandboxes/{sb['id']}")
@@ -75,7 +75,7 @@ def test_access_token_header_and_query_work(s):
 def test_wrong_or_missing_or_foreign_token_is_401(s):
     assert proxy(s, ctx["id"], "8080/index.html", token="tpa_" + "0" * 32)[0] == 401
     assert proxy(s, ctx["id"], "8080/index.html")[0] == 401
-    other = s.create({"memory_mb": 128})
+    other = s.create({"template": "minimal", "memory_mb": 128})
     ctx["other"] = other["id"]
     assert proxy(s, other["id"], "8080/index.html", token=ctx["token"])[0] == 401, \
         "a sandbox's token must not open another sandbox"
@@ -99,7 +99,7 @@ def test_unknown_sandbox_is_404_and_bad_port_400(s):
 
 
 def test_proxied_requests_keep_a_short_timeout_sandbox_running(s):
-    sb = s.create({"memory_mb": 128, "timeout_sec": 3})
+    sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3})
     sid = sb["id"]
     start_httpd(s, sid)
     t_end = time.monotonic() + 10
@@ -113,7 +113,7 @@ def test_proxied_requests_keep_a_short_timeout_sandbox_running(s):
 
 
 def test_auto_resume_proxy_wakes_a_paused_sandbox(s):
-    sb = s.create({"memory_mb": 128, "timeout_sec": 3, "auto_resume": True})
+    sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3, "auto_resume": True})
     sid = sb["id"]
     start_httpd(s, sid)
     s.wait_status(sid, "paused", 60)
