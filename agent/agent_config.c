@@ -11,7 +11,7 @@
 enum {
     OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
     OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_OVERCOMMIT, OPT_DISK_RESERVE, OPT_TEMPLATE_CACHE, OPT_VM_USER,
-    OPT_METRICS_ADDR, OPT_HELP,
+    OPT_METRICS_ADDR, OPT_NETWORK, OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
@@ -60,6 +60,9 @@ void agent_config_usage(FILE *out, const char *prog)
             "  --vm-user NAME           run every QEMU as this unprivileged user (its sandbox\n"
             "                           directory and RAM file 0700/0600, owned by it)\n"
             "                           (TORPOR_VM_USER, default: the agent's own user)\n"
+            "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
+            "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"
+            "                           default on)\n"
             "  --help                   this text\n"
             "\n"
             "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -126,6 +129,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     const char *overcommit = env_or("TORPOR_MEMORY_OVERCOMMIT", "1.5");
     const char *reserve = env_or("TORPOR_DISK_RESERVE_MB", "1024");
     const char *tcache = env_or("TORPOR_TEMPLATE_CACHE", "8");
+    const char *network = env_or("TORPOR_NETWORK", "on");
 
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -144,6 +148,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"disk-reserve-mb", required_argument, NULL, OPT_DISK_RESERVE},
         {"template-cache", required_argument, NULL, OPT_TEMPLATE_CACHE},
         {"vm-user", required_argument, NULL, OPT_VM_USER},
+        {"network", required_argument, NULL, OPT_NETWORK},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -168,6 +173,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_DISK_RESERVE: reserve = optarg; break;
         case OPT_TEMPLATE_CACHE: tcache = optarg; break;
         case OPT_VM_USER: cfg->vm_user = optarg; break;
+        case OPT_NETWORK: network = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':':
             terr_set(err, "%s needs a value", argv[optind - 1]);
@@ -211,6 +217,12 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         return AGENT_CONFIG_ERROR;
     if (cfg->template_cache == 0) {
         terr_set(err, "--template-cache: at least 1, or -1 for unlimited");
+        return AGENT_CONFIG_ERROR;
+    }
+    if (!strcmp(network, "on")) cfg->network = true;
+    else if (!strcmp(network, "off")) cfg->network = false;
+    else {
+        terr_set(err, "--network: \"on\" or \"off\", not \"%s\"", network);
         return AGENT_CONFIG_ERROR;
     }
     int n_tls = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;

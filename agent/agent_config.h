@@ -8,6 +8,7 @@
 #ifndef TORPOR_AGENT_CONFIG_H
 #define TORPOR_AGENT_CONFIG_H
 
+#include <stdbool.h>
 #include <stdio.h>
 
 #include "terr.h"
@@ -31,6 +32,7 @@ typedef struct agent_config {
     int template_cache;         /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
     int disk_reserve_mb;        /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
     const char *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
+    bool network;               /* --network on|off, TORPOR_NETWORK, on (docs/network.md) */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "log.h"
+#include "net.h"
 #include "torpor_limits.h"
 
 /* ------------------------------------------------------------ shared helpers */
@@ -310,6 +312,7 @@ int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err)
     }
     lc->journal = cfg->journal;
     lc->clock = cfg->clock;
+    lc->net = cfg->net;
     if (sandbox_table_new(&lc->table, err) != 0) {
         free(lc);
         return -1;
@@ -362,6 +365,30 @@ void lifecycle_close(lifecycle *lc)
 
 agent_code lifecycle_create(lifecycle *lc, const runtime_spec *in, lifecycle_info *out, terr *err)
 {
+    return lifecycle_create_net(lc, in, NULL, out, err);
+}
+
+/* Network of a sandbox about to start (create or resume): namespace and
+ * rules (policy, or the stored one when NULL), and a TAP fd for the VM in
+ * *tap (-1 without network). */
+static int net_prepare(lifecycle *lc, const char *id, const net_policy *policy, bool creating, int *tap,
+                       terr *err)
+{
+    *tap = -1;
+    if (!lc->net) return 0;
+    net_policy def;
+    if (creating && !policy) {
+        net_policy_default(&def);
+        policy = &def;
+    }
+    if (net_setup(lc->net, id, policy, err) < 0) return -1;
+    if (net_tap_open(lc->net, id, tap, err) < 0) return -1;
+    return 0;
+}
+
+agent_code lifecycle_create_net(lifecycle *lc, const runtime_spec *in, const net_policy *policy,
+                                lifecycle_info *out, terr *err)
+{
     agent_code code = check_spec(in, err);
     if (code != AGENT_OK) return code;
 
@@ -396,7 +423,22 @@ agent_code lifecycle_create(lifecycle *lc, const runtime_spec *in, lifecycle_inf
     int64_t t0 = lifecycle_now_ms(lc);
     runtime_vm *vm = NULL;
     terr derr = {{0}};
-    int rc = lc->driver->ops->create(lc->driver, &spec, &vm, &derr);
+    int tap = -1;
+    int rc = net_prepare(lc, spec.sandbox_id, policy, true, &tap, &derr);
+    if (rc == 0) {
+        spec.net_fd = tap > 2 ? tap : 0;
+        rc = lc->driver->ops->create(lc->driver, &spec, &vm, &derr);
+        spec.net_fd = 0;
+    }
+    if (tap >= 0) close(tap);
+    if (rc != 0 && lc->net) {
+        terr nerr;
+        if (net_teardown(lc->net, spec.sandbox_id, &nerr) < 0) {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=net_teardown_failed sandbox_id=%s error=\"%s\"", spec.sandbox_id,
+                     log_quote(nerr.msg, q, sizeof q));
+        }
+    }
 
     sandbox_table_lock(lc->table);
     if (rc == 0) {
@@ -443,6 +485,16 @@ int lifecycle_destroy_held(lifecycle *lc, sandbox *sb, sandbox_status prev, terr
     sandbox_table_unlock(lc->table);
     runtime_vm_unref(vm);
     if (rc == 0) lifecycle_drop_notice(lc, sb->id);
+    if (rc == 0 && lc->net) {
+        /* The VM is gone: its namespace goes too. A failure leaves debris
+         * that the next create of the same id would rebuild; logged. */
+        terr nerr;
+        if (net_teardown(lc->net, sb->id, &nerr) < 0) {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=net_teardown_failed sandbox_id=%s error=\"%s\"", sb->id,
+                     log_quote(nerr.msg, q, sizeof q));
+        }
+    }
     return rc;
 }
 
@@ -596,7 +648,14 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     int64_t t0 = lifecycle_now_ms(lc);
     runtime_vm *vm = NULL;
     terr derr = {{0}};
-    int rc = lc->driver->ops->resume(lc->driver, &spec, &vm, &derr);
+    int tap = -1;
+    int rc = net_prepare(lc, id, NULL, false, &tap, &derr);
+    if (rc == 0) {
+        spec.net_fd = tap > 2 ? tap : 0;
+        rc = lc->driver->ops->resume(lc->driver, &spec, &vm, &derr);
+        spec.net_fd = 0;
+    }
+    if (tap >= 0) close(tap);
     if (rc == RUNTIME_SNAPSHOT_LOST) return resume_lost(lc, sb, &derr, err);
     sandbox_table_lock(lc->table);
     if (rc == 0) {

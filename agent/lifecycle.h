@@ -31,6 +31,7 @@
 
 #include "clock.h"
 #include "journal.h"
+#include "net_policy.h"
 #include "runtime.h"
 #include "sandbox_table.h"
 #include "terr.h"
@@ -67,6 +68,7 @@ typedef struct lifecycle_config {
     bool async_recover;
     /* Host limits for create and resume; NULL = none (copied). */
     const struct admission_config *admission;
+    struct agent_net *net;    /* borrowed; NULL = sandboxes get no network (net.h) */
 } lifecycle_config;
 
 typedef struct lifecycle lifecycle;
@@ -88,6 +90,14 @@ void lifecycle_close(lifecycle *lc);
  * record (INTERNAL "resume failed and the snapshot was lost; sandbox
  * destroyed"). */
 agent_code lifecycle_create(lifecycle *lc, const runtime_spec *spec, lifecycle_info *out, terr *err);
+/* create with the sandbox's egress policy (NULL = the default policy); the
+ * policy is ignored when the agent runs without network. */
+agent_code lifecycle_create_net(lifecycle *lc, const runtime_spec *spec, const net_policy *policy,
+                                lifecycle_info *out, terr *err);
+/* Replaces the egress policy of a running, pausing, paused or resuming
+ * sandbox (FAILED_PRECONDITION otherwise, and when the agent has no network). */
+agent_code lifecycle_set_network(lifecycle *lc, const char *id, const net_policy *policy,
+                                 lifecycle_info *out, terr *err);
 agent_code lifecycle_destroy(lifecycle *lc, const char *id, terr *err);
 agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, terr *err);
 agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, lifecycle_info *out,

@@ -30,6 +30,7 @@ struct lifecycle {
     int n_paused, n_running, n_rejected, n_gone;
     pthread_t rec_thread;
     bool rec_thread_started;
+    struct agent_net *net; /* NULL: no network */
 };
 
 static inline int64_t lifecycle_now_ms(const lifecycle *lc) { return agent_clock_now_ms(lc->clock); }

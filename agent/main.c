@@ -19,6 +19,8 @@
 #include "lifecycle.h"
 #include "log.h"
 #include "metrics_http.h"
+#include "net.h"
+#include "port_tunnel.h"
 #include "qemu.h"
 #include "reaper.h"
 #include "rpc.h"
@@ -66,6 +68,9 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     journal *jnl = NULL;
     if (journal_open(journal_path, &jnl, &err) != 0) fatal("stage=journal %s", err.msg);
 
+    agent_net *net = NULL;
+    if (cfg->network && net_open(cfg->state_dir, &net, &err) != 0) fatal("stage=network %s", err.msg);
+
     lifecycle *lc = NULL;
     admission_config adm = {.overcommit = cfg->memory_overcommit, .disk_reserve_mb = cfg->disk_reserve_mb,
                             .disk_path = cfg->state_dir};
@@ -74,7 +79,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     log_info("event=admission_limits host_memory_mb=%lld memory_overcommit=%g disk_reserve_mb=%d",
              (long long)adm.host_memory_mb, cfg->memory_overcommit, cfg->disk_reserve_mb);
     lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .admission = &adm,
-                             .async_recover = true};
+                             .async_recover = true, .net = net};
     if (lifecycle_open(&lcfg, &lc, &err) != 0) fatal("stage=recover %s", err.msg);
 
     reaper *rp = NULL;
@@ -98,8 +103,14 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
                        .driver = driver};
     if (tb_open(&tbcfg, &tb, &err) != 0) fatal("stage=templates %s", err.msg);
 
+    /* The port tunnel (no TLS yet) only beside a loopback gRPC address. */
+    port_tunnel *tunnel = NULL;
+    if (net && rpc_addr_is_loopback(cfg->listen)) {
+        if (tunnel_start("127.0.0.1", lc, net, &tunnel, &err) != 0) fatal("stage=tunnel %s", err.msg);
+        log_info("event=tunnel_ready port=%d", tunnel_port(tunnel));
+    }
     agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id, .templates = tb,
-                     .state_dir = cfg->state_dir, .image_dir = cfg->image_dir};
+                     .state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .tunnel = tunnel};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
                                       .ca_path = cfg->tls_ca, .expected_client_name = cfg->tls_client_name},
@@ -135,7 +146,9 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         return 1;
     }
     tb_close(tb);             /* a running build is killed and ends in error */
+    tunnel_stop(tunnel);
     lifecycle_close(lc);
+    net_close(net);
     journal_close(jnl);
     driver->ops->close(driver);
     log_info("event=agent_stopped");

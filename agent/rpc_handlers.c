@@ -15,6 +15,8 @@
 #include "mono_time.h"
 #include "rpc_files.h"
 #include "sandbox_transfer.h"
+#include "net_policy.h"
+#include "port_tunnel.h"
 #include "torpor_limits.h"
 
 typedef Torpor__Hostagent__V1__SandboxInfo pb_info;
@@ -66,6 +68,19 @@ static void to_pb(const agent_rpc *app, const lifecycle_info *info, pb_info *pb)
     pb->timeout_sec = info->spec.timeout_sec;
 }
 
+/* NULL pb = the default policy. */
+static int policy_from_pb(const Torpor__Hostagent__V1__NetworkPolicy *pb, net_policy *p, terr *e)
+{
+    net_policy_default(p);
+    if (!pb) return 0;
+    if (pb->egress && pb->egress[0] && net_policy_set_egress(p, pb->egress, e) < 0) return -1;
+    for (size_t i = 0; i < pb->n_allow; i++)
+        if (net_policy_add(p, true, pb->allow[i], e) < 0) return -1;
+    for (size_t i = 0; i < pb->n_deny; i++)
+        if (net_policy_add(p, false, pb->deny[i], e) < 0) return -1;
+    return 0;
+}
+
 static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
 {
     agent_rpc *app = appv;
@@ -86,8 +101,13 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
     snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
     lifecycle_info info;
     terr e;
+    net_policy policy;
+    if (policy_from_pb(req->network, &policy, &e) < 0) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid network policy: %s", e.msg);
+        return;
+    }
     int64_t t0 = mono_ms();
-    agent_code c = lifecycle_create(app->lc, &spec, &info, &e);
+    agent_code c = lifecycle_create_net(app->lc, &spec, &policy, &info, &e);
     agent_metrics_operation("create", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
@@ -538,6 +558,55 @@ static void h_abort_import(void *appv, rpc_call *call, const ProtobufCMessage *m
     rpc_reply(call, &resp.base);
 }
 
+static void h_set_network(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__SetSandboxNetworkRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    terr e;
+    net_policy policy;
+    if (policy_from_pb(req->network, &policy, &e) < 0) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid network policy: %s", e.msg);
+        return;
+    }
+    lifecycle_info info;
+    agent_code c = lifecycle_set_network(app->lc, req->sandbox_id, &policy, &info, &e);
+    if (c != AGENT_OK) {
+        fail_code(call, c, &e);
+        return;
+    }
+    pb_info pb;
+    to_pb(app, &info, &pb);
+    Torpor__Hostagent__V1__SetSandboxNetworkResponse resp =
+        TORPOR__HOSTAGENT__V1__SET_SANDBOX_NETWORK_RESPONSE__INIT;
+    resp.sandbox = &pb;
+    rpc_reply(call, &resp.base);
+}
+
+static void h_open_port(void *appv, rpc_call *call, const ProtobufCMessage *m)
+{
+    agent_rpc *app = appv;
+    const Torpor__Hostagent__V1__OpenPortRequest *req = (const void *)m;
+    if (bad_id(call, req->sandbox_id)) return;
+    if (!app->tunnel) {
+        rpc_fail(call, GRPC_STATUS_UNAVAILABLE, "this agent has no port tunnel (network off or non-loopback address)");
+        return;
+    }
+    char token[TUNNEL_TOKEN_LEN + 1];
+    int closed = 0;
+    terr e;
+    agent_code c = tunnel_open(app->tunnel, req->sandbox_id, req->port, token, &closed, &e);
+    if (c != AGENT_OK) {
+        if (closed) rpc_fail(call, GRPC_STATUS_OUT_OF_RANGE, "nothing listens on port %d: %s", req->port, e.msg);
+        else fail_code(call, c, &e);
+        return;
+    }
+    Torpor__Hostagent__V1__OpenPortResponse resp = TORPOR__HOSTAGENT__V1__OPEN_PORT_RESPONSE__INIT;
+    resp.token = token;
+    resp.tunnel_port = tunnel_port(app->tunnel);
+    rpc_reply(call, &resp.base);
+}
+
 static const rpc_method methods[] = {
     {RPC_CREATE_SANDBOX, &torpor__hostagent__v1__create_sandbox_request__descriptor, h_create},
     {RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, h_destroy},
@@ -562,6 +631,8 @@ static const rpc_method methods[] = {
     {RPC_WRITE_CHUNK, &torpor__hostagent__v1__write_sandbox_file_chunk_request__descriptor, h_write_chunk},
     {RPC_COMMIT_IMPORT, &torpor__hostagent__v1__commit_sandbox_import_request__descriptor, h_commit_import},
     {RPC_ABORT_IMPORT, &torpor__hostagent__v1__abort_sandbox_import_request__descriptor, h_abort_import},
+    {RPC_SET_NETWORK, &torpor__hostagent__v1__set_sandbox_network_request__descriptor, h_set_network},
+    {RPC_OPEN_PORT, &torpor__hostagent__v1__open_port_request__descriptor, h_open_port},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

@@ -29,6 +29,7 @@ typedef struct agent_rpc {
     template_builder *templates; /* borrowed; NULL = template RPCs fail UNIMPLEMENTED */
     const char *state_dir; /* GetHostInfo: disk free under it; NULL = not reported */
     const char *image_dir; /* GetHostInfo: its subdirectories are the templates ready */
+    struct port_tunnel *tunnel; /* NULL: OpenPort answers UNAVAILABLE */
 } agent_rpc;
 
 /* The method table; pass an agent_rpc* as rpc_server_config.app. */

@@ -61,6 +61,9 @@ typedef struct runtime_spec {
     int64_t created_at_unix;
     int disk_mb;             /* root disk size (templates with a root disk);
                               * 0 = default (4096), else 512..65536 */
+    /* Not recorded: for create/resume only, a TAP device (> 2) the VM's NIC
+     * uses; 0 = none (the NIC, if the machine has one, stays unconnected). */
+    int net_fd;
 } runtime_spec;
 
 typedef struct runtime_exec_request {

@@ -135,5 +135,7 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_WRITE_CHUNK      RPC_HOSTAGENT_PREFIX "WriteSandboxFileChunk"
 #define RPC_COMMIT_IMPORT    RPC_HOSTAGENT_PREFIX "CommitSandboxImport"
 #define RPC_ABORT_IMPORT     RPC_HOSTAGENT_PREFIX "AbortSandboxImport"
+#define RPC_SET_NETWORK      RPC_HOSTAGENT_PREFIX "SetSandboxNetwork"
+#define RPC_OPEN_PORT        RPC_HOSTAGENT_PREFIX "OpenPort"
 
 #endif

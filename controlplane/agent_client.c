@@ -5,6 +5,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "mono_time.h"
 
 typedef struct pool_entry {
@@ -272,6 +274,51 @@ static grpc_status_code call_no_answer(rpc_client *c, const char *method, const 
     return st;
 }
 
+/* The wire form of a canonical network JSON ("" = default: no message).
+ * Strings point into *holder (json_decref it and free the arrays after the
+ * call). */
+typedef struct net_pb {
+    Torpor__Hostagent__V1__NetworkPolicy msg;
+    json_t *holder;
+    char **allow, **deny;
+} net_pb;
+
+static void net_pb_free(net_pb *n)
+{
+    json_decref(n->holder);
+    free(n->allow);
+    free(n->deny);
+}
+
+static int strings_of(json_t *a, char ***out, size_t *n, terr *err)
+{
+    *n = json_is_array(a) ? json_array_size(a) : 0;
+    *out = calloc(*n ? *n : 1, sizeof **out);
+    if (!*out) return terr_set(err, "out of memory");
+    for (size_t i = 0; i < *n; i++) {
+        const char *s = json_string_value(json_array_get(a, i));
+        if (!s) return terr_set(err, "network policy in the row is malformed");
+        (*out)[i] = (char *)s;
+    }
+    return 0;
+}
+
+static int net_pb_from_json(const char *text, net_pb *n, terr *err)
+{
+    memset(n, 0, sizeof *n);
+    torpor__hostagent__v1__network_policy__init(&n->msg);
+    n->holder = json_loads(text, 0, NULL);
+    const char *eg = json_string_value(json_object_get(n->holder, "egress"));
+    if (!n->holder || !eg) return terr_set(err, "network policy in the row is malformed");
+    n->msg.egress = (char *)eg;
+    if (strings_of(json_object_get(n->holder, "allow"), &n->allow, &n->msg.n_allow, err) < 0 ||
+        strings_of(json_object_get(n->holder, "deny"), &n->deny, &n->msg.n_deny, err) < 0)
+        return -1;
+    n->msg.allow = n->allow;
+    n->msg.deny = n->deny;
+    return 0;
+}
+
 grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
 {
     Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
@@ -281,8 +328,53 @@ grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
     req.memory_mb = row->memory_mb;
     req.timeout_sec = row->timeout_sec;
     req.disk_mb = row->disk_mb;
-    return call_no_answer(c, RPC_CREATE_SANDBOX, &req.base, &torpor__hostagent__v1__create_sandbox_response__descriptor,
-                          AGENT_DEADLINE_CREATE_MS, err);
+    net_pb net = {0};
+    if (row->network[0]) {
+        if (net_pb_from_json(row->network, &net, err) < 0) {
+            net_pb_free(&net);
+            return GRPC_STATUS_INVALID_ARGUMENT;
+        }
+        req.network = &net.msg;
+    }
+    grpc_status_code st = call_no_answer(c, RPC_CREATE_SANDBOX, &req.base,
+                                         &torpor__hostagent__v1__create_sandbox_response__descriptor,
+                                         AGENT_DEADLINE_CREATE_MS, err);
+    net_pb_free(&net);
+    return st;
+}
+
+grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port, char *token, size_t token_size,
+                                 int *tunnel_port, terr *err)
+{
+    Torpor__Hostagent__V1__OpenPortRequest req = TORPOR__HOSTAGENT__V1__OPEN_PORT_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    req.port = port;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, RPC_OPEN_PORT, &req.base, &torpor__hostagent__v1__open_port_response__descriptor,
+                                     &resp, AGENT_DEADLINE_SHORT_MS, err);
+    if (st != GRPC_STATUS_OK) return st;
+    const Torpor__Hostagent__V1__OpenPortResponse *r = (const void *)resp;
+    snprintf(token, token_size, "%s", r->token ? r->token : "");
+    *tunnel_port = r->tunnel_port;
+    protobuf_c_message_free_unpacked(resp, NULL);
+    return GRPC_STATUS_OK;
+}
+
+grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network, terr *err)
+{
+    Torpor__Hostagent__V1__SetSandboxNetworkRequest req = TORPOR__HOSTAGENT__V1__SET_SANDBOX_NETWORK_REQUEST__INIT;
+    req.sandbox_id = (char *)sandbox_id;
+    net_pb net;
+    if (net_pb_from_json(network, &net, err) < 0) {
+        net_pb_free(&net);
+        return GRPC_STATUS_INVALID_ARGUMENT;
+    }
+    req.network = &net.msg;
+    grpc_status_code st = call_no_answer(c, RPC_SET_NETWORK, &req.base,
+                                         &torpor__hostagent__v1__set_sandbox_network_response__descriptor,
+                                         AGENT_DEADLINE_SHORT_MS, err);
+    net_pb_free(&net);
+    return st;
 }
 
 grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err)

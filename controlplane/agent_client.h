@@ -97,6 +97,12 @@ grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err);
 grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
 grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err);
 grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
+/* The port proxy's first hop: a one-time token for the agent's tunnel port
+ * (agent/port_tunnel.h). OUT_OF_RANGE: nothing listens on that port. */
+grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port, char *token, size_t token_size,
+                                 int *tunnel_port, terr *err);
+/* network: the canonical policy JSON of the row (api_network.h). */
+grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network, terr *err);
 
 typedef struct agent_exec_args {
     const char *cmd;

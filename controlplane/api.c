@@ -1,5 +1,6 @@
 #include "api.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,6 +8,7 @@
 #include "api_routes.h"
 #include "auth.h"
 #include "cp_metrics.h"
+#include "ids.h"
 #include "log.h"
 #include "mono_time.h"
 #include "team_limit.h"
@@ -50,6 +52,29 @@ static bool announced_over_limit(http_request *req, const api_route *route)
     return cl && strtoull(cl, NULL, 10) > route->body_limit;
 }
 
+static int token_param(void *cls, const char *key, const char *value)
+{
+    char **out = cls;
+    if (!strcmp(key, "token") && !*out) *out = strdup(value);
+    return 0;
+}
+
+/* The access token of the request: X-Access-Token, else ?token=. */
+static bool api_access_token(const http_request *req, char *buf, size_t n)
+{
+    const char *h = http_request_header(req, "X-Access-Token");
+    if (h && *h) {
+        snprintf(buf, n, "%s", h);
+        return true;
+    }
+    char *q = NULL;
+    http_query_each(http_request_query(req), token_param, &q);
+    if (!q) return false;
+    snprintf(buf, n, "%s", q);
+    free(q);
+    return buf[0] != '\0';
+}
+
 static void decide(void *app, http_request *req)
 {
     api_match m;
@@ -78,8 +103,12 @@ static void decide(void *app, http_request *req)
             return;
         }
     } else if (route->auth == API_AUTH_SANDBOX_TOKEN) {
-        http_reply_error(req, 401, "unauthorized", "sandbox access tokens are not supported yet");
-        return;
+        const char *key = http_request_header(req, "X-API-Key");
+        char token[128];
+        if ((!key || !*key) && !api_access_token(req, token, sizeof token)) {
+            http_reply_error(req, 401, "unauthorized", "X-API-Key, X-Access-Token or ?token= required");
+            return;
+        }
     }
     if (route->stream) http_request_stream_body(req, route->stream, app);
     else http_request_set_body_limit(req, route->body_limit);
@@ -135,13 +164,18 @@ void api_vet(void *app, void *worker, http_request *req)
     else {
         if (r.route->stream) {
             /* A streamed upload (files of any size) to a sandbox that is not
-             * there or not running is refused before its body is read. */
+             * there or not running is refused before its body is read; one
+             * created with auto_resume that is paused (or on its way to or
+             * from it) is let through: the handler wakes it
+             * (sandbox_ops_open_awake). */
             api_match m;
             if (api_route_find(r.route, 1, http_request_method(req), http_request_path(req), &m) == r.route &&
                 m.id[0]) {
                 memcpy(r.id, m.id, sizeof r.id);
                 sandbox_row row;
-                if (api_load_sandbox(&r, &row) == 0 && row.status != SB_RUNNING)
+                if (api_load_sandbox(&r, &row) == 0 && row.status != SB_RUNNING &&
+                    !(row.auto_resume && (row.status == SB_PAUSED || row.status == SB_PAUSING ||
+                                          row.status == SB_RESUMING)))
                     http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)",
                                      sb_status_name(row.status));
             }
@@ -168,6 +202,28 @@ static void handle(api_request *r)
         }
         if (route->auth == API_AUTH_ADMIN && !r->admin) {
             http_reply_error(r->req, 403, "forbidden", "this route needs an admin key (torpor-cp keys create --admin)");
+            return;
+        }
+    }
+    if (route->auth == API_AUTH_SANDBOX_TOKEN) {
+        const char *key = http_request_header(r->req, "X-API-Key");
+        bool ok = false;
+        terr err;
+        int rc;
+        if (key && *key) {
+            rc = auth_check(r->db, key, r->team_id, &ok, &err);
+        } else {
+            char token[128], hash[65];
+            rc = 0;
+            if (api_access_token(r->req, token, sizeof token) && ids_sha256_hex(token, strlen(token), hash) == 0)
+                rc = db_sandbox_token_team(r->db, r->id, hash, r->team_id, &ok, &err);
+        }
+        if (rc != 0) {
+            api_reply_internal(r, &err);
+            return;
+        }
+        if (!ok) {
+            http_reply_error(r->req, 401, "unauthorized", "invalid API key or access token");
             return;
         }
     }

@@ -187,7 +187,7 @@ void api_files_write(api_request *r)
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
-    sandbox_ops_open_running(&c, r->id, &client, &res);
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "write_file", &res, 204);
         goto out;
@@ -221,7 +221,7 @@ void api_files_read(api_request *r)
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
-    sandbox_ops_open_running(&c, r->id, &client, &res);
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "read_file", &res, 200);
         json_decref(body);

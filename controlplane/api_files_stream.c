@@ -282,7 +282,7 @@ void api_files_put_content(api_request *r)
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
-    sandbox_ops_open_running(&c, r->id, &client, &res);
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "write_file", &res, 200);
         return;
@@ -318,7 +318,7 @@ void api_files_get_content(api_request *r)
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
-    sandbox_ops_open_running(&c, r->id, &client, &res);
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "read_file", &res, 200);
         return;
@@ -396,7 +396,7 @@ void api_files_list(api_request *r)
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
-    sandbox_ops_open_running(&c, r->id, &client, &res);
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "list_files", &res, 200);
         return;

@@ -7,6 +7,8 @@
 #include "api_files_stream.h"
 #include "api_health.h"
 #include "api_hosts.h"
+#include "api_network.h"
+#include "api_proxy.h"
 #include "api_sandboxes.h"
 #include "api_static.h"
 #include "api_templates.h"
@@ -25,6 +27,7 @@ const api_route api_route_table[] = {
     {"POST",   "/v1/sandboxes/{id}/resume",        api_sandboxes_resume,  API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/ping",          api_sandboxes_ping,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/timeout",       api_sandboxes_timeout, API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
+    {"PUT",    "/v1/sandboxes/{id}/network",       api_network_put,       API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/exec",          api_sandboxes_exec,    API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
     {"POST",   "/v1/sandboxes/{id}/files/write",   api_files_write,       API_FILES_BODY_LIMIT, api_files_write_body, API_AUTH_KEY, true},
     {"POST",   "/v1/sandboxes/{id}/files/read",    api_files_read,        API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  true},
@@ -38,6 +41,7 @@ const api_route api_route_table[] = {
     {"GET",    "/v1/templates/{id}/log",           api_templates_log,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/move",          api_sandboxes_move,    API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, true},
     {"GET",    "/v1/hosts",                        api_hosts_list,        API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, false},
+    {NULL,     "/v1/sandboxes/{id}/ports/*",       api_proxy,             API_BODY_LIMIT,       NULL,   API_AUTH_SANDBOX_TOKEN, true},
     {"GET",    "/v1/openapi.json",                 api_openapi_json,      API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/",                                api_dashboard_index,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/ui/*",                            api_dashboard_asset,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},

@@ -31,8 +31,8 @@ typedef enum api_auth {
     API_AUTH_NONE = 0,
     API_AUTH_KEY,           /* X-API-Key of a team (401 otherwise) */
     API_AUTH_ADMIN,         /* X-API-Key whose role is admin (401 / 403 forbidden) */
-    API_AUTH_SANDBOX_TOKEN, /* a sandbox's access token: for the port proxy to
-                               come; until it exists such a row answers 401 */
+    API_AUTH_SANDBOX_TOKEN, /* the team's X-API-Key, or the {id} sandbox's access
+                               token (X-Access-Token or ?token=): the port proxy */
 } api_auth;
 
 typedef struct api_route {

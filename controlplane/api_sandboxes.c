@@ -5,6 +5,7 @@
 
 #include "api_templates.h"
 #include "api_validate.h"
+#include "ids.h"
 #include "json_util.h"
 #include "mono_time.h"
 
@@ -32,6 +33,15 @@ void api_sandboxes_create(api_request *r)
     sandbox_row spec = {.vcpus = cr.vcpus, .memory_mb = cr.memory_mb, .timeout_sec = cr.timeout_sec,
                         .disk_mb = cr.disk_mb, .env_json = env_json};
     snprintf(spec.template_name, sizeof spec.template_name, "%s", cr.template_name);
+    spec.auto_resume = cr.auto_resume;
+    snprintf(spec.network, sizeof spec.network, "%s", cr.network);
+    /* The access token: shown once, here; only its hash is stored. */
+    char token[64];
+    memcpy(token, "tpa_", 4);
+    if (ids_random_hex(token + 4, 16, &err) != 0 || ids_sha256_hex(token, strlen(token), spec.access_token_hash) != 0) {
+        api_reply_internal(r, &err);
+        return;
+    }
     sbop_ctx c = api_ops_ctx(r);
     /* A team's own template: its image and a host where it is ready. */
     char image[64];
@@ -47,6 +57,16 @@ void api_sandboxes_create(api_request *r)
     sandbox_ops_create_on(&c, &spec, image, host_set ? &host : NULL, &res);
     free(env_json);
     snprintf(r->id, sizeof r->id, "%s", res.row.id);
+    if (res.outcome == SBOP_OK) {
+        json_t *j = sandbox_row_to_json(&res.row, &err);
+        if (!j || json_object_set_new(j, "access_token", json_string(token)) != 0) {
+            json_decref(j);
+            api_reply_internal(r, &err);
+            return;
+        }
+        http_reply_json(r->req, 201, j);
+        return;
+    }
     api_reply_outcome(r, "create", &res, 201);
 }
 
@@ -207,7 +227,7 @@ void api_sandboxes_exec(api_request *r)
     rpc_client *client;
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
-    sandbox_ops_open_running(&c, r->id, &client, &res);
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "exec", &res, 200);
         goto out;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_network.h"
 #include "json_util.h"
 #include "torpor_limits.h"
 
@@ -75,7 +76,7 @@ static int check_create_env(const json_t *env, terr *err)
 int api_validate_create(const json_t *body, api_create_req *out, terr *err)
 {
     static const char *const allowed[] = {"template", "vcpus", "memory_mb", "timeout_sec", "disk_mb", "env",
-                                          NULL};
+                                          "network", "auto_resume", NULL};
     memset(out, 0, sizeof *out);
     strcpy(out->template_name, "debian");
     out->disk_mb = TORPOR_DISK_MB_DEFAULT;
@@ -110,7 +111,14 @@ int api_validate_create(const json_t *body, api_create_req *out, terr *err)
         if (check_create_env(env, err) != 0) return -1;
         out->env = env;
     }
-    return 0;
+    json_t *ar = json_object_get(body, "auto_resume");
+    if (ar && !json_is_boolean(ar)) return terr_set(err, "field \"auto_resume\" must be a boolean");
+    out->auto_resume = ar && json_is_true(ar);
+    json_t *net = json_object_get(body, "network");
+    net_policy p;
+    if (net) return api_network_validate(net, &p, out->network, sizeof out->network, err);
+    net_policy_default(&p);
+    return api_network_canonical(&p, out->network, sizeof out->network, err);
 }
 
 void api_exec_req_free(api_exec_req *r)

@@ -55,6 +55,8 @@ typedef struct api_create_req {
     int timeout_sec;
     int disk_mb;
     const json_t *env; /* borrowed checked object, NULL when absent */
+    bool auto_resume;
+    char network[SANDBOX_NETWORK_MAX]; /* canonical JSON (api_network.h) */
 } api_create_req;
 
 /* Defaults: template "debian", vcpus 1, memory_mb 512, timeout_sec 0,

@@ -36,12 +36,12 @@ struct db_conn {
     "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
     "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
     "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
-    "(extract(epoch from last_updated) * 1000000)::bigint, disk_mb, "
+    "(extract(epoch from last_updated) * 1000000)::bigint, disk_mb, network::text, auto_resume, "
 #define SANDBOX_COLS \
     SANDBOX_COLS_BASE "coalesce((SELECT " HOST_STATUS_EXPR " FROM hosts h WHERE h.id = sandboxes.host_id), '')"
 /* The same without the host's status ("": the reconciler knows its host). */
 #define SANDBOX_COLS_NOHOST SANDBOX_COLS_BASE "''"
-#define SANDBOX_NCOLS 14
+#define SANDBOX_NCOLS 16
 
 static void notice_to_log(void *arg, const char *message)
 {
@@ -710,7 +710,9 @@ static int row_from_result(PGresult *r, int i, sandbox_row *s, terr *err)
     s->last_active_at_us = strtoll(PQgetvalue(r, i, 10), NULL, 10);
     s->last_updated_us = strtoll(PQgetvalue(r, i, 11), NULL, 10);
     s->disk_mb = atoi(PQgetvalue(r, i, 12));
-    copy_field(s->host_status, sizeof s->host_status, r, i, 13);
+    copy_field(s->network, sizeof s->network, r, i, 13);
+    s->auto_resume = strcmp(PQgetvalue(r, i, 14), "t") == 0;
+    copy_field(s->host_status, sizeof s->host_status, r, i, 15);
     return 0;
 }
 
@@ -766,15 +768,18 @@ int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr
     snprintf(mem, sizeof mem, "%d", in->memory_mb);
     snprintf(tmo, sizeof tmo, "%d", in->timeout_sec);
     snprintf(disk, sizeof disk, "%d", in->disk_mb > 0 ? in->disk_mb : 4096);
-    const char *p[9] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo, disk,
-                        in->env_json ? in->env_json : "{}"};
+    const char *p[12] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo, disk,
+                         in->env_json ? in->env_json : "{}",
+                         in->network[0] ? in->network : "{\"egress\": \"allow\", \"allow\": [], \"deny\": []}",
+                         in->auto_resume ? "true" : "false", in->access_token_hash};
     PGresult *r;
     if (run(db, "insert sandbox",
             "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec, "
-            "disk_mb, env) "
-            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int, $8::int, $9::jsonb) "
+            "disk_mb, env, network, auto_resume, access_token_hash) "
+            "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int, $8::int, $9::jsonb, $10::jsonb, "
+            "$11::boolean, $12) "
             "RETURNING " SANDBOX_COLS,
-            9, p, &r, err) != 0)
+            12, p, &r, err) != 0)
         return -1;
     bool found;
     if (single_row(r, out, &found, err) != 0) return -1;
@@ -957,6 +962,40 @@ int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int 
     PGresult *r;
     if (run(db, "update timeout_sec",
             "UPDATE sandboxes SET timeout_sec = $3::int, last_updated = now() "
+            "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
+            3, p, &r, err) != 0)
+        return -1;
+    return single_row(r, out, changed, err);
+}
+
+int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64], bool *found,
+                          terr *err)
+{
+    const char *p[2] = {id, token_hash};
+    PGresult *r;
+    *found = false;
+    if (run(db, "look up access token",
+            "SELECT team_id::text FROM sandboxes WHERE id = $1 AND access_token_hash <> '' "
+            "AND access_token_hash = $2",
+            2, p, &r, err) != 0)
+        return -1;
+    if (PQntuples(r) == 1) {
+        copy_field(team_id, 64, r, 0, 0);
+        *found = true;
+    }
+    PQclear(r);
+    return 0;
+}
+
+int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, const char *network,
+                           sandbox_row *out, bool *changed, terr *err)
+{
+    char from[128];
+    status_array(from_mask, from, sizeof from);
+    const char *p[3] = {id, from, network};
+    PGresult *r;
+    if (run(db, "update network",
+            "UPDATE sandboxes SET network = $3::jsonb, last_updated = now() "
             "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
             3, p, &r, err) != 0)
         return -1;

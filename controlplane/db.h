@@ -216,6 +216,12 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 /* timeout_sec = t when the status is in from_mask. */
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
                            sandbox_row *out, bool *changed, terr *err);
+/* The team of sandbox id when token_hash is its access token's hash. */
+int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64], bool *found,
+                          terr *err);
+/* network (canonical JSON) when the status is in from_mask. */
+int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, const char *network,
+                           sandbox_row *out, bool *changed, terr *err);
 
 /* Rows of host_id (any team) whose status is in mask, oldest first; *out malloc'd. */
 int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out, size_t *n,

@@ -897,6 +897,25 @@ const char *http_request_header(const http_request *r, const char *name)
     return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
+typedef struct header_iter {
+    int (*fn)(void *cls, const char *name, const char *value);
+    void *cls;
+} header_iter;
+
+static enum MHD_Result header_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    header_iter *it = cls;
+    return it->fn(it->cls, key, value ? value : "") == 0 ? MHD_YES : MHD_NO;
+}
+
+void http_request_headers_each(const http_request *r, int (*fn)(void *cls, const char *name, const char *value),
+                               void *cls)
+{
+    header_iter it = {fn, cls};
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, header_cb, &it);
+}
+
 const char *http_request_body(const http_request *r, size_t *len)
 {
     *len = r->body_len;

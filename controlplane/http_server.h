@@ -115,6 +115,9 @@ const char *http_request_uri(const http_request *req);
 const char *http_request_path(const http_request *req);
 const char *http_request_query(const http_request *req);
 const char *http_request_header(const http_request *req, const char *name); /* NULL if absent */
+/* Calls fn for every request header in order; fn returns non-zero to stop. */
+void http_request_headers_each(const http_request *req, int (*fn)(void *cls, const char *name, const char *value),
+                               void *cls);
 /* The buffered body (not NUL-terminated; "" when empty). */
 const char *http_request_body(const http_request *req, size_t *len);
 void *http_request_user(const http_request *req);

@@ -84,5 +84,13 @@ json_t *sandbox_row_to_json(const sandbox_row *r, terr *err)
         json_decref(o);
         return NULL;
     }
+    json_t *net = r->network[0] ? json_loads(r->network, 0, NULL)
+                                : json_pack("{s:s, s:[], s:[]}", "egress", "allow", "allow", "deny");
+    if (!net || json_object_set_new(o, "network", net) != 0 ||
+        json_object_set_new(o, "auto_resume", json_boolean(r->auto_resume)) != 0) {
+        terr_set(err, "building sandbox JSON: bad network policy in the row");
+        json_decref(o);
+        return NULL;
+    }
     return o;
 }

@@ -41,6 +41,8 @@ int sb_status_parse_filter(const char *list, unsigned *mask, terr *err);
 
 #define SANDBOX_ID_MAX 64
 #define SANDBOX_TEMPLATE_MAX 64
+/* The canonical JSON text of a network policy (64 + 64 entries). */
+#define SANDBOX_NETWORK_MAX 12288
 
 typedef struct sandbox_row {
     char id[SANDBOX_ID_MAX];
@@ -61,6 +63,9 @@ typedef struct sandbox_row {
     int64_t last_active_at_us; /* 0 = null */
     int64_t last_updated_us;
     char host_status[16];      /* its host's status (db_host.status); "" = unknown */
+    bool auto_resume;
+    char access_token_hash[65];        /* for the insert only; never read back */
+    char network[SANDBOX_NETWORK_MAX]; /* canonical JSON {"egress","allow","deny"}; "" = default */
 } sandbox_row;
 
 /* New reference to the REST Sandbox object (NULL on OOM or bad time).

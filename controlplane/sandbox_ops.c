@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 
 #include "ids.h"
 #include "log.h"
@@ -284,6 +285,9 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
     row.timeout_sec = spec->timeout_sec;
     row.disk_mb = spec->disk_mb;
     row.env_json = spec->env_json;
+    row.auto_resume = spec->auto_resume;
+    memcpy(row.access_token_hash, spec->access_token_hash, sizeof row.access_token_hash);
+    snprintf(row.network, sizeof row.network, "%s", spec->network);
     snprintf(res->row.id, sizeof res->row.id, "%s", row.id);
     bool over;
     if (db_sandbox_insert_within_quota(c->db, &row, &res->row, &over, res->err.msg, sizeof res->err.msg, &err) != 0) {
@@ -603,6 +607,83 @@ void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **cl
         return;
     }
     if (require_running(res) != 0 || agent_of_host(c, res, &host, client) != 0) return;
+    set_outcome(res, SBOP_OK);
+}
+
+/* How long a caller waits for a sandbox that another caller (or replica)
+ * is resuming, or that is pausing, before 409. */
+#define WAKE_WAIT_MS 60000
+#define WAKE_POLL_MS 50
+
+void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res)
+{
+    long long deadline = mono_ms() + WAKE_WAIT_MS;
+    bool waited = false;
+    for (;;) {
+        memset(res, 0, sizeof *res);
+        if (load(c, id, res) != 0) return;
+        sb_status st = res->row.status;
+        if (st == SB_RUNNING || !res->row.auto_resume) break;
+        if (st == SB_PAUSED) {
+            /* The compare-and-set paused -> resuming inside resume decides
+             * which caller resumes; a loser sees a conflict and waits. */
+            sandbox_ops_resume(c, id, res);
+            if (res->outcome == SBOP_OK) {
+                log_info("event=sandbox_auto_resumed sandbox_id=%s", id);
+                break;
+            }
+            if (res->outcome != SBOP_CONFLICT) return;
+        } else if (st != SB_RESUMING && st != SB_PAUSING) {
+            break; /* stopped, error, pending: not ours to wake */
+        }
+        if (mono_ms() >= deadline) {
+            conflict(res, "sandbox did not become running within %d ms (status: %s)", WAKE_WAIT_MS,
+                     sb_status_name(st));
+            return;
+        }
+        waited = true;
+        struct timespec ts = {0, WAKE_POLL_MS * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    if (waited) log_debug("event=sandbox_wake_waited sandbox_id=%s", id);
+    if (require_running(res) != 0 || agent_for(c, res, client) != 0) return;
+    set_outcome(res, SBOP_OK);
+}
+
+void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network, sbop_result *res)
+{
+    memset(res, 0, sizeof *res);
+    if (load(c, id, res) != 0) return;
+    if (res->row.status != SB_RUNNING && res->row.status != SB_PAUSED) {
+        conflict(res, "sandbox is not running or paused (status: %s)", sb_status_name(res->row.status));
+        return;
+    }
+    sandbox_row old = res->row;
+    rpc_client *client;
+    if (agent_for(c, res, &client) != 0) return;
+    /* Row first (compare-and-set on the status), then the agent; an agent
+     * failure puts the old policy back, so the row never claims rules the
+     * host does not enforce. */
+    bool changed;
+    terr err;
+    if (db_sandbox_set_network(c->db, id, BIT(SB_RUNNING) | BIT(SB_PAUSED), network, &res->row, &changed, &err) != 0) {
+        internal(res, &err);
+        return;
+    }
+    if (!changed) {
+        conflict_now(c, id, "sandbox is not running or paused", res);
+        return;
+    }
+    grpc_status_code st = agent_set_network(client, id, network, &err);
+    if (st != GRPC_STATUS_OK) {
+        terr dberr;
+        sandbox_row ignored;
+        if (db_sandbox_set_network(c->db, id, ~0u, old.network, &ignored, &changed, &dberr) != 0)
+            log_error("event=network_revert_failed sandbox_id=%s", id);
+        agent_failed(res, st, &err);
+        return;
+    }
+    log_info("event=sandbox_network_set sandbox_id=%s", id);
     set_outcome(res, SBOP_OK);
 }
 

@@ -57,7 +57,8 @@ typedef struct sbop_result {
     terr err;
 } sbop_result;
 
-/* spec: template_name, vcpus, memory_mb, timeout_sec. The host: db_host_pick
+/* spec: template_name, vcpus, memory_mb, timeout_sec, disk_mb, env,
+ * auto_resume, network (canonical JSON). The host: db_host_pick
  * (ready, room for memory_mb, template, fewest sandboxes), and only once it
  * answered a GetHostInfo probe (AGENT_DEADLINE_PROBE_MS) just before: a host
  * that does not is recorded as failing and the next one is tried, so no
@@ -84,6 +85,14 @@ void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec,
 /* The team's running sandbox id and its host's agent client, for calls
  * that need a running VM and change no state (exec, files). */
 void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res);
+/* open_running, except that a sandbox created with auto_resume is woken:
+ * paused -> resumed here (one caller wins the compare-and-set, the others
+ * wait), pausing/resuming -> waited for (bounded, then SBOP_CONFLICT). For
+ * exec, files and the port proxy. */
+void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res);
+/* Replaces the network policy (canonical JSON) of a running or paused
+ * sandbox: the row, then the agent; SBOP_CONFLICT in any other state. */
+void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network, sbop_result *res);
 /* Records activity on id (last_active_at); a failure is logged only. */
 void sandbox_ops_touch(const sbop_ctx *c, const char *id);
 

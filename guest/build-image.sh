@@ -25,7 +25,7 @@ GUEST=$2
 SRC=$(cd "$(dirname "$0")" && pwd)
 CMDLINE="console=ttyS0 quiet panic=-1 tsc=reliable nowatchdog nmi_watchdog=0 audit=0"
 # Load order matters: virtio_ring before virtio (virtio needs its symbols).
-MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console"
+MODULES="virtio_ring virtio virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_console failover net_failover virtio_net"
 # Other templates (guest/build-rootfs.sh) reuse this script for their boot
 # files: more modules after these, another /init, more kernel arguments.
 MODULES="$MODULES ${BUILD_IMAGE_EXTRA_MODULES:-}"

@@ -97,7 +97,7 @@ int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, ter
         return terr_set(err, "qemu-img not found (install the qemu-utils package)");
     char *argv[] = {img, "create", "-q", "-f", "qcow2", "-b", (char *)base, "-F", "raw", QEMU_DISK_FILE, NULL};
     qemu_proc p;
-    if (qemu_proc_spawn(argv, dirfd, QEMU_IMG_LOG, NULL, &p, err) < 0) return terr_wrap(err, "qemu-img create");
+    if (qemu_proc_spawn(argv, dirfd, QEMU_IMG_LOG, NULL, -1, &p, err) < 0) return terr_wrap(err, "qemu-img create");
     bool done = qemu_proc_wait(&p, QEMU_IMG_MS);
     if (!done) {
         qemu_proc_kill(&p);

@@ -137,6 +137,7 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     v->desc = tmeta;
     v->desc.spec = *spec;
     if (!v->desc.spec.disk_mb) v->desc.spec.disk_mb = QEMU_DISK_MB_DEFAULT;
+    v->desc.spec.net_fd = 0;
     long long t_copy = 0, t_loaded = 0, t_run = 0, t_conn = 0, t_grown = 0;
     int ramfd = openat(tplfd, QEMU_RAM_FILE, O_RDONLY | O_CLOEXEC);
     int statefd = openat(tplfd, QEMU_STATE_FILE, O_RDONLY | O_CLOEXEC);
@@ -164,7 +165,7 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     /* Written before QEMU starts: recover() re-attaches any live QEMU it
      * finds, and needs to know what it is. */
     if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
-    if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd, err) < 0) goto fail;
+    if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd, spec->net_fd > 2 ? spec->net_fd : -1, err) < 0) goto fail;
     close(statefd);
     statefd = -1;
     t_loaded = mono_ms();
@@ -236,7 +237,7 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
         terr_set(err, "open snapshot state: %s", strerror(errno));
         goto fail;
     }
-    int r = qemu_inst_start(&v->inst, d->qemu_binary, &meta.shape, statefd, err);
+    int r = qemu_inst_start(&v->inst, d->qemu_binary, &meta.shape, statefd, spec->net_fd > 2 ? spec->net_fd : -1, err);
     close(statefd);
     if (r < 0) goto fail;
     long long t_loaded = mono_ms();

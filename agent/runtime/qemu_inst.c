@@ -49,7 +49,7 @@ void qemu_inst_log_tail(int dirfd, terr *err)
 
 /* argv storage: a fixed array of pointers into one arena. */
 typedef struct argv_builder {
-    char *argv[48];
+    char *argv[64]; /* root disk + NIC + -sandbox + incoming: ~50 */
     int argc;
     char arena[8192];
     size_t used;
@@ -77,7 +77,7 @@ static void arg(argv_builder *b, const char *fmt, ...)
 }
 
 static int build_argv(argv_builder *b, const char *binary, const char *name,
-                      const qemu_shape *s, bool incoming, terr *err)
+                      const qemu_shape *s, bool incoming, bool tap, terr *err)
 {
     memset(b, 0, sizeof *b);
     /* -name must not contain ',' (QEMU option syntax); ids are validated
@@ -140,6 +140,17 @@ static int build_argv(argv_builder *b, const char *binary, const char *name,
     arg(b, "socket,id=tg,path=" QEMU_GUEST_SOCK ",server=on,wait=off");
     arg(b, "-device");
     arg(b, "virtserialport,bus=vs.0,chardev=tg,name=torpor");
+    if (s->net) {
+        /* The NIC is part of the machine (so of every snapshot); its
+         * backend is not: a TAP in the sandbox's network namespace, handed
+         * over as an fd, or an unconnected hub port (template builds,
+         * sandboxes without network). No option ROM: nothing boots from it. */
+        arg(b, "-netdev");
+        if (tap) arg(b, "tap,id=n0,fd=%d", QEMU_PASS_FD);
+        else arg(b, "hubport,id=n0,hubid=0");
+        arg(b, "-device");
+        arg(b, "virtio-net-pci,netdev=n0,mac=52:54:00:00:00:02,romfile=");
+    }
     if (incoming) {
         arg(b, "-incoming");
         arg(b, "defer");
@@ -160,7 +171,7 @@ static int status_of(qemu_inst *in, char *status, size_t n, terr *err)
 }
 
 int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *shape,
-                    int incoming_fd, terr *err)
+                    int incoming_fd, int tap_fd, terr *err)
 {
     in->qmp = NULL;
     in->proc.pid = 0;
@@ -172,11 +183,13 @@ int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *sh
     unlinkat(in->dirfd, QEMU_GUEST_SOCK, 0);
     argv_builder *b = malloc(sizeof *b);
     if (!b) return terr_set(err, "out of memory");
-    if (build_argv(b, qemu_binary, in->id, shape, incoming_fd >= 0, err) < 0) {
+    bool tap = shape->net && tap_fd >= 0;
+    if (build_argv(b, qemu_binary, in->id, shape, incoming_fd >= 0, tap, err) < 0) {
         free(b);
         return -1;
     }
-    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, in->run_as, &in->proc, err);
+    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, in->run_as, tap ? tap_fd : -1, &in->proc,
+                            err);
     free(b);
     if (r < 0) return -1;
     if (qemu_proc_write_pidfile(in->dirfd, &in->proc, err) < 0) goto fail;

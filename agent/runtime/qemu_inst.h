@@ -44,8 +44,10 @@ typedef struct qemu_inst {
 } qemu_inst;
 
 /* incoming_fd < 0: cold boot. Otherwise restore from that (readable) fd. */
+/* tap_fd >= 0 and shape->net: the NIC's backend is that TAP device (QEMU
+ * gets a copy; the caller keeps and closes its own). */
 int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *shape,
-                    int incoming_fd, terr *err);
+                    int incoming_fd, int tap_fd, terr *err);
 
 int qemu_inst_cont(qemu_inst *in, terr *err);
 

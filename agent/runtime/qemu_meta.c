@@ -30,13 +30,14 @@ int qemu_meta_write(int dirfd, const char *name, const qemu_meta *m, terr *err)
                      "version=%d\nsandbox_id=%s\ntemplate=%s\nvcpus=%d\nmemory_mb=%d\n"
                      "timeout_sec=%d\ncreated_at_unix=%lld\naccel=%s\nkernel=%s\ninitrd=%s\n"
                      "cmdline=%s\ntemplate_key=%s\nstate_bytes=%lld\nram_disk_bytes=%lld\n"
-                     "paused_at_unix_ms=%lld\npause_ms=%lld\ndisk_mb=%d\nrootfs=%s\nbase_digest=%s\n",
+                     "paused_at_unix_ms=%lld\npause_ms=%lld\ndisk_mb=%d\nrootfs=%s\nbase_digest=%s\n"
+                     "net=%d\n",
                      QEMU_META_VERSION, m->spec.sandbox_id, m->spec.template_name, m->spec.vcpus,
                      m->spec.memory_mb, m->spec.timeout_sec, (long long)m->spec.created_at_unix,
                      s->accel, s->kernel, s->initrd, s->cmdline, m->template_key,
                      (long long)m->state_bytes, (long long)m->ram_disk_bytes,
                      (long long)m->paused_at_unix_ms, (long long)m->pause_ms, m->spec.disk_mb,
-                     s->rootfs, s->rootfs_digest);
+                     s->rootfs, s->rootfs_digest, s->net);
     if (n < 0 || (size_t)n >= sizeof buf) return terr_set(err, "meta: too large");
     int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) return terr_set(err, "open %s: %s", tmp, strerror(errno));
@@ -153,6 +154,9 @@ int qemu_meta_read(int dirfd, const char *name, qemu_meta *m, terr *err)
             bad = (v[0] && v[0] != '/') || copy_str(m->shape.rootfs, sizeof m->shape.rootfs, v);
         } else if (!strcmp(k, "base_digest")) {
             bad = copy_str(m->shape.rootfs_digest, sizeof m->shape.rootfs_digest, v);
+        } else if (!strcmp(k, "net")) { /* absent in metadata written before the NIC */
+            bad = parse_ll(v, 0, 1, &x);
+            m->shape.net = (int)x;
         } else if (!strcmp(k, "pause_ms")) {
             bad = parse_ll(v, 0, 1LL << 40, &x);
             m->pause_ms = x;

@@ -36,6 +36,7 @@ typedef struct qemu_shape {
      * and its content digest (sha256 hex). Both "" without a root disk. */
     char rootfs[PATH_MAX];
     char rootfs_digest[72];
+    int net;                /* 1: the machine has the virtio-net NIC (docs/network.md) */
 } qemu_shape;
 
 typedef struct qemu_meta {

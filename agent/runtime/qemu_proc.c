@@ -22,7 +22,7 @@
 #define PIDFILE_TMP "qemu.pid.tmp"
 
 int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, const qemu_run_as *run_as,
-                    qemu_proc *p, terr *err)
+                    int pass_fd, qemu_proc *p, terr *err)
 {
     memset(p, 0, sizeof *p);
     p->pidfd = -1;
@@ -77,8 +77,12 @@ int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, const q
             if (dup3(errfd, 3, O_CLOEXEC) < 0) e = errno;
             else errfd = 3;
         }
+        /* The passed fd becomes QEMU_PASS_FD without CLOEXEC (dup2 clears
+         * it); the error pipe (3) was moved before, so it cannot be hit. */
+        if (!e && pass_fd >= 0 && pass_fd != QEMU_PASS_FD && dup2(pass_fd, QEMU_PASS_FD) < 0) e = errno;
+        if (!e && pass_fd == QEMU_PASS_FD && fcntl(pass_fd, F_SETFD, 0) < 0) e = errno;
         if (!e) {
-            close_range(4, ~0u, 0);
+            close_range(pass_fd >= 0 ? QEMU_PASS_FD + 1 : QEMU_PASS_FD, ~0u, 0);
             execv(argv[0], argv);
             e = errno;
         }

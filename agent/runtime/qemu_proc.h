@@ -36,8 +36,11 @@ typedef struct qemu_run_as {
     uid_t uid;
     gid_t gid;
 } qemu_run_as;
+/* pass_fd >= 0: handed to the child as its fd 4 (QEMU_PASS_FD), e.g. a TAP
+ * device (opened by the agent, so an unprivileged run_as child can use it). */
+#define QEMU_PASS_FD 4
 int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, const qemu_run_as *run_as,
-                    qemu_proc *p, terr *err);
+                    int pass_fd, qemu_proc *p, terr *err);
 
 /* Attaches to an existing process (not a child) after checking that its
  * start time (from /proc/<pid>/stat) equals starttime. */

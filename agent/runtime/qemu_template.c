@@ -23,7 +23,7 @@
 #define BUILDING_SUFFIX ".building"
 #define LAST_USED_FILE "last_used" /* its mtime: the LRU clock, kept across restarts */
 /* Bumped when the way templates are built changes (part of the key). */
-#define TEMPLATE_FORMAT "torpor-template-3"
+#define TEMPLATE_FORMAT "torpor-template-4" /* 4: virtio-net NIC */
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 {
@@ -69,6 +69,7 @@ static int image_shape(qemu_drv *d, const char *name, int vcpus, int memory_mb, 
     snprintf(s->accel, sizeof s->accel, "%s", d->accel);
     s->vcpus = vcpus;
     s->memory_mb = memory_mb;
+    s->net = 1;
     if (qemu_disk_image(d, name, s, err) < 0) return -1;
     uint64_t h = 1469598103934665603ull;
     h = hash_stat(h, &sk);
@@ -128,7 +129,7 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     guest_channel *ch = NULL;
     int state_fd = -1, ram_fd = -1;
     if (shape->rootfs[0] && qemu_disk_overlay_create(d, bfd, shape->rootfs, err) < 0) goto fail;
-    if (qemu_inst_start(&in, d->qemu_binary, shape, -1, err) < 0) goto fail;
+    if (qemu_inst_start(&in, d->qemu_binary, shape, -1, -1, err) < 0) goto fail;
     if (guest_channel_open(bfd, QEMU_GUEST_SOCK, in.id, in.proc.pidfd, QEMU_GUEST_BOOT_MS, &ch, err) < 0) {
         terr_wrap(err, "template %s did not come up", name);
         qemu_inst_console_tail(&in, err);

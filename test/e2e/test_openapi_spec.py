@@ -76,7 +76,8 @@ def test_checker_rejects_what_the_spec_does_not_describe():
     sb = {"id": "sb-0123456789abcdef", "status": "running", "template": "minimal", "vcpus": 1, "disk_mb": 4096,
           "memory_mb": 128, "timeout_sec": 0, "host_id": "default",
           "created_at": "2026-11-29T14:18:20.458745Z", "started_at": None, "last_active_at": None,
-          "last_updated": "2026-11-29T14:18:20.458745Z"}
+          "last_updated": "2026-11-29T14:18:20.458745Z",
+          "network": {"egress": "allow", "allow": [], "deny": []}, "auto_resume": False}
     SPEC.check("GET", "/v1/sandboxes/sb-0123456789abcdef", 200, "application/json", sb)
     assert rejects("GET", "/v1/sandboxes/sb-0123456789abcdef", 200, "application/json", dict(sb, extra=1))
     assert rejects("GET", "/v1/sandboxes/sb-0123456789abcdef", 200, "application/json", dict(sb, status="asleep"))

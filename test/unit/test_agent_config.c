@@ -13,7 +13,7 @@
 static const char *const env_names[] = {
     "TORPOR_AGENT_LISTEN", "TORPOR_STATE_DIR", "TORPOR_IMAGE_DIR", "TORPOR_ACCEL",
     "TORPOR_REAPER_INTERVAL", "TORPOR_PAUSE_WORKERS", "TORPOR_SHUTDOWN_TIMEOUT",
-    "TORPOR_TLS_CERT", "TORPOR_TLS_KEY", "TORPOR_TLS_CA", "TORPOR_AGENT_METRICS_ADDR",
+    "TORPOR_TLS_CERT", "TORPOR_TLS_KEY", "TORPOR_TLS_CA", "TORPOR_AGENT_METRICS_ADDR", "TORPOR_NETWORK",
 };
 
 static int clear_env(void **state)
@@ -46,6 +46,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.shutdown_timeout_ms, 120000);
     assert_null(c.tls_cert);
     assert_string_equal(c.metrics_addr, "127.0.0.1:9465");
+    assert_true(c.network);
 }
 
 static void test_metrics_addr_from_env_flag_or_off(void **state)
@@ -59,6 +60,21 @@ static void test_metrics_addr_from_env_flag_or_off(void **state)
     assert_string_equal(c.metrics_addr, "off");
     assert_int_equal(parse(&c, &e, 3, "--metrics-addr", "9465"), AGENT_CONFIG_ERROR);
     assert_non_null(strstr(e.msg, "--metrics-addr"));
+}
+
+static void test_network_flag_and_env(void **state)
+{
+    agent_config c;
+    terr e;
+    assert_int_equal(parse(&c, &e, 3, "--network", "off"), AGENT_CONFIG_OK);
+    assert_false(c.network);
+    setenv("TORPOR_NETWORK", "off", 1);
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_false(c.network);
+    assert_int_equal(parse(&c, &e, 3, "--network", "on"), AGENT_CONFIG_OK);
+    assert_true(c.network);
+    assert_int_equal(parse(&c, &e, 3, "--network", "maybe"), AGENT_CONFIG_ERROR);
+    assert_non_null(strstr(e.msg, "--network"));
 }
 
 static void test_env_then_flags(void **state)
@@ -124,6 +140,7 @@ int main(void)
         cmocka_unit_test_setup(test_env_then_flags, clear_env),
         cmocka_unit_test_setup(test_help, clear_env),
         cmocka_unit_test_setup(test_metrics_addr_from_env_flag_or_off, clear_env),
+        cmocka_unit_test_setup(test_network_flag_and_env, clear_env),
         cmocka_unit_test_setup(test_bad_input, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

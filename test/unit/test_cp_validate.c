@@ -281,9 +281,14 @@ static void test_sandbox_json(void **state)
     assert_true(json_is_null(json_object_get(j, "started_at")));
     assert_string_equal(json_string_value(json_object_get(j, "last_active_at")), "2026-11-29T14:10:56.000000Z");
     assert_int_equal(json_integer_value(json_object_get(j, "memory_mb")), 256);
-    assert_int_equal(json_object_size(j), 13); /* disk_mb and expires_at included */
+    assert_int_equal(json_object_size(j), 15); /* disk_mb, expires_at, network, auto_resume included */
     assert_true(json_is_null(json_object_get(j, "expires_at"))); /* paused */
     assert_null(json_object_get(j, "host_status"));               /* unknown: left out */
+    /* no stored policy: the default, all three keys */
+    json_t *net = json_object_get(j, "network");
+    assert_string_equal(json_string_value(json_object_get(net, "egress")), "allow");
+    assert_int_equal(json_array_size(json_object_get(net, "allow")), 0);
+    assert_true(json_is_false(json_object_get(j, "auto_resume")));
     assert_null(json_object_get(j, "team_id")); /* never exposed */
     json_decref(j);
 }

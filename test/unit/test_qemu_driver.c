@@ -961,7 +961,7 @@ static void cut_short_create(fixture *f, const char *id, bool pidfile)
     unlinkat(dfd, "guest.sock", 0);
     assert_int_equal(unlinkat(dfd, "qemu.pid", 0), 0);
     qemu_proc p;
-    assert_int_equal(qemu_proc_spawn(argv, dfd, "qemu.log", NULL, &p, &err), 0);
+    assert_int_equal(qemu_proc_spawn(argv, dfd, "qemu.log", NULL, -1, &p, &err), 0);
     if (pidfile) assert_int_equal(qemu_proc_write_pidfile(dfd, &p, &err), 0);
     qmp *q = NULL;
     int r = qmp_connect(dfd, "qmp.sock", p.pidfd, 10000, &q, &err);

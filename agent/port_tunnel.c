@@ -1,0 +1,324 @@
+/* port_tunnel: one-time tokens for guest connections and the byte pump (see port_tunnel.h). */
+#include "port_tunnel.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "ids.h"
+#include "log.h"
+#include "mono_time.h"
+
+#define PENDING_MAX 256
+#define CONNECT_MS 3000
+#define LIVE_MAX 1024
+#define STOP_WAIT_MS 5000
+
+typedef struct pending {
+    char token[TUNNEL_TOKEN_LEN + 1];
+    char id[RUNTIME_ID_MAX];
+    int fd; /* -1 = free slot */
+    long long expires_ms;
+} pending;
+
+struct port_tunnel {
+    lifecycle *lc;
+    agent_net *net;
+    int lfd;
+    int port;
+    pthread_t acceptor;
+    pthread_mutex_t mu;
+    pthread_cond_t idle;
+    pending slots[PENDING_MAX];
+    /* Live connections (both fds), so tunnel_stop can end them and wait:
+     * their threads use the lifecycle, which is closed after the stop. */
+    int live[LIVE_MAX][2];
+    int n_live;
+    bool stopping;
+};
+
+/* Registers a live connection; false when stopping or full. */
+static bool live_add(port_tunnel *t, int cfd, int *slot)
+{
+    pthread_mutex_lock(&t->mu);
+    bool ok = !t->stopping;
+    *slot = -1;
+    for (int i = 0; ok && i < LIVE_MAX && *slot < 0; i++)
+        if (t->live[i][0] < 0) *slot = i;
+    if (ok && *slot >= 0) {
+        t->live[*slot][0] = cfd;
+        t->live[*slot][1] = -1;
+        t->n_live++;
+    }
+    pthread_mutex_unlock(&t->mu);
+    return ok && *slot >= 0;
+}
+
+static void live_set_guest(port_tunnel *t, int slot, int gfd)
+{
+    pthread_mutex_lock(&t->mu);
+    t->live[slot][1] = gfd;
+    if (t->stopping) shutdown(gfd, SHUT_RDWR);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void live_remove(port_tunnel *t, int slot)
+{
+    pthread_mutex_lock(&t->mu);
+    t->live[slot][0] = t->live[slot][1] = -1;
+    t->n_live--;
+    pthread_cond_broadcast(&t->idle);
+    pthread_mutex_unlock(&t->mu);
+}
+
+static void expire_locked(port_tunnel *t)
+{
+    long long now = mono_ms();
+    for (int i = 0; i < PENDING_MAX; i++)
+        if (t->slots[i].fd >= 0 && t->slots[i].expires_ms < now) {
+            close(t->slots[i].fd);
+            t->slots[i].fd = -1;
+        }
+}
+
+agent_code tunnel_open(port_tunnel *t, const char *id, int port, char *token, int *closed,
+                       terr *err)
+{
+    *closed = 0;
+    if (port < 1 || port > 65535) {
+        terr_set(err, "port must be 1..65535");
+        return AGENT_INVALID_ARGUMENT;
+    }
+    lifecycle_info info;
+    agent_code c = lifecycle_get(t->lc, id, &info, err);
+    if (c != AGENT_OK) return c;
+    if (info.status != SANDBOX_RUNNING) {
+        terr_set(err, "sandbox %s is %s, not running", id, sandbox_status_name(info.status));
+        return AGENT_FAILED_PRECONDITION;
+    }
+    int64_t last;
+    lifecycle_ping(t->lc, id, &last, err); /* each proxied request is activity */
+    int fd;
+    if (net_connect(t->net, id, port, CONNECT_MS, &fd, closed, err) < 0) return AGENT_INTERNAL;
+    if (ids_random_hex(token, TUNNEL_TOKEN_LEN / 2, err) < 0) {
+        close(fd);
+        return AGENT_INTERNAL;
+    }
+    pthread_mutex_lock(&t->mu);
+    expire_locked(t);
+    int slot = -1;
+    for (int i = 0; i < PENDING_MAX && slot < 0; i++)
+        if (t->slots[i].fd < 0) slot = i;
+    if (slot < 0) {
+        pthread_mutex_unlock(&t->mu);
+        close(fd);
+        terr_set(err, "too many port connections waiting for the control plane");
+        return AGENT_INTERNAL;
+    }
+    pending *p = &t->slots[slot];
+    snprintf(p->token, sizeof p->token, "%s", token);
+    snprintf(p->id, sizeof p->id, "%s", id);
+    p->fd = fd;
+    p->expires_ms = mono_ms() + TUNNEL_TOKEN_TTL_MS;
+    pthread_mutex_unlock(&t->mu);
+    return AGENT_OK;
+}
+
+typedef struct conn {
+    port_tunnel *t;
+    int cfd;
+} conn;
+
+/* Copies both ways until both directions ended (half-close passed on). */
+static void pump(port_tunnel *t, const char *id, int a, int b)
+{
+    char buf[65536];
+    bool a_open = true, b_open = true;
+    long long last_touch = mono_ms();
+    while (a_open || b_open) {
+        struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN},
+                               {.fd = b_open ? b : -1, .events = POLLIN}};
+        int r = poll(pf, 2, 60000);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) continue; /* idle connections stay; the peers decide */
+        for (int i = 0; i < 2; i++) {
+            if (!pf[i].revents) continue;
+            int from = i ? b : a, to = i ? a : b;
+            ssize_t n = read(from, buf, sizeof buf);
+            if (n <= 0) {
+                shutdown(to, SHUT_WR);
+                if (i) b_open = false;
+                else a_open = false;
+                continue;
+            }
+            for (ssize_t off = 0; off < n;) {
+                ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
+                if (w < 0 && errno == EINTR) continue;
+                if (w <= 0) return;
+                off += w;
+            }
+            if (mono_ms() - last_touch >= 1000) {
+                last_touch = mono_ms();
+                int64_t last;
+                terr ignored;
+                lifecycle_ping(t->lc, id, &last, &ignored);
+            }
+        }
+    }
+}
+
+static void *conn_main(void *arg)
+{
+    conn *c = arg;
+    port_tunnel *t = c->t;
+    int cfd = c->cfd;
+    free(c);
+    int lslot;
+    if (!live_add(t, cfd, &lslot)) {
+        close(cfd);
+        return NULL;
+    }
+    struct timeval tv = {5, 0};
+    setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    char line[TUNNEL_TOKEN_LEN + 2];
+    size_t got = 0;
+    /* Byte by byte: nothing after the newline may be consumed here. */
+    while (got < sizeof line) {
+        ssize_t n = read(cfd, line + got, 1);
+        if (n <= 0) break;
+        if (line[got] == '\n') break;
+        got++;
+    }
+    int gfd = -1;
+    char id[RUNTIME_ID_MAX] = "";
+    if (got == TUNNEL_TOKEN_LEN && line[got] == '\n') {
+        line[got] = '\0';
+        pthread_mutex_lock(&t->mu);
+        expire_locked(t);
+        for (int i = 0; i < PENDING_MAX; i++)
+            if (t->slots[i].fd >= 0 && !strcmp(t->slots[i].token, line)) {
+                gfd = t->slots[i].fd;
+                snprintf(id, sizeof id, "%s", t->slots[i].id);
+                t->slots[i].fd = -1;
+                break;
+            }
+        pthread_mutex_unlock(&t->mu);
+    }
+    if (gfd < 0) {
+        log_warn("event=tunnel_refused reason=bad_token");
+        live_remove(t, lslot);
+        close(cfd);
+        return NULL;
+    }
+    live_set_guest(t, lslot, gfd);
+    tv.tv_sec = 0;
+    setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    pump(t, id, cfd, gfd);
+    live_remove(t, lslot);
+    close(gfd);
+    close(cfd);
+    return NULL;
+}
+
+static void *accept_main(void *arg)
+{
+    port_tunnel *t = arg;
+    for (;;) {
+        int cfd = accept4(t->lfd, NULL, NULL, SOCK_CLOEXEC);
+        if (cfd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED) continue;
+            if (errno == EBADF || errno == EINVAL) return NULL; /* stopped */
+            continue;
+        }
+        conn *c = malloc(sizeof *c);
+        pthread_t th;
+        pthread_attr_t at;
+        pthread_attr_init(&at);
+        pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+        if (!c) {
+            close(cfd);
+        } else {
+            c->t = t;
+            c->cfd = cfd;
+            if (pthread_create(&th, &at, conn_main, c) != 0) {
+                close(cfd);
+                free(c);
+            }
+        }
+        pthread_attr_destroy(&at);
+    }
+}
+
+int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tunnel **out,
+                 terr *err)
+{
+    port_tunnel *t = calloc(1, sizeof *t);
+    if (!t) return terr_set(err, "out of memory");
+    t->lc = lc;
+    t->net = net;
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->idle, NULL);
+    for (int i = 0; i < PENDING_MAX; i++) t->slots[i].fd = -1;
+    for (int i = 0; i < LIVE_MAX; i++) t->live[i][0] = t->live[i][1] = -1;
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    if (inet_pton(AF_INET, listen_host, &sa.sin_addr) != 1 ||
+        (ntohl(sa.sin_addr.s_addr) >> 24) != 127) {
+        free(t);
+        return terr_set(err, "the port tunnel listens on IPv4 loopback only, not %s", listen_host);
+    }
+    t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    socklen_t sl = sizeof sa;
+    if (t->lfd < 0 || bind(t->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
+        listen(t->lfd, 128) < 0 || getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
+        int e = errno;
+        if (t->lfd >= 0) close(t->lfd);
+        free(t);
+        return terr_set(err, "port tunnel listen: %s", strerror(e));
+    }
+    t->port = ntohs(sa.sin_port);
+    if (pthread_create(&t->acceptor, NULL, accept_main, t) != 0) {
+        close(t->lfd);
+        free(t);
+        return terr_set(err, "port tunnel thread");
+    }
+    *out = t;
+    return 0;
+}
+
+int tunnel_port(const port_tunnel *t) { return t->port; }
+
+void tunnel_stop(port_tunnel *t)
+{
+    if (!t) return;
+    shutdown(t->lfd, SHUT_RDWR);
+    close(t->lfd);
+    pthread_join(t->acceptor, NULL);
+    pthread_mutex_lock(&t->mu);
+    t->stopping = true;
+    for (int i = 0; i < PENDING_MAX; i++)
+        if (t->slots[i].fd >= 0) {
+            close(t->slots[i].fd);
+            t->slots[i].fd = -1;
+        }
+    /* End every live connection (its thread closes the fds) and wait for
+     * the threads, bounded: after this the lifecycle may be closed. */
+    for (int i = 0; i < LIVE_MAX; i++)
+        for (int k = 0; k < 2; k++)
+            if (t->live[i][k] >= 0) shutdown(t->live[i][k], SHUT_RDWR);
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += STOP_WAIT_MS / 1000;
+    while (t->n_live > 0 && pthread_cond_timedwait(&t->idle, &t->mu, &until) == 0) {}
+    int left = t->n_live;
+    pthread_mutex_unlock(&t->mu);
+    if (left) log_warn("event=tunnel_stop_timeout live=%d", left);
+    /* A thread that outlived the wait still holds t: it stays allocated. */
+}

@@ -1,0 +1,439 @@
+/* api_proxy: the port proxy's control-plane end (see api_proxy.h). */
+#include "api_proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "sandbox_ops.h"
+
+static bool skip_request_header(const char *n)
+{
+    static const char *const skip[] = {
+        "connection", "keep-alive",        "proxy-connection", "te",
+        "trailer",    "transfer-encoding", "upgrade",          "content-length",
+        "x-api-key",  "x-access-token",    "expect",           NULL};
+    for (int i = 0; skip[i]; i++)
+        if (!strcasecmp(n, skip[i])) return true;
+    return false;
+}
+
+static bool skip_response_header(const char *n)
+{
+    static const char *const skip[] = {"connection",     "keep-alive",   "transfer-encoding",
+                                       "content-length", "content-type", "date",
+                                       "trailer",        "upgrade",      NULL};
+    for (int i = 0; skip[i]; i++)
+        if (!strcasecmp(n, skip[i])) return true;
+    return false;
+}
+
+typedef struct buf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+} buf;
+
+static void put(buf *b, const void *d, size_t n)
+{
+    if (b->oom) return;
+    if (b->len + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + n + 1) cap *= 2;
+        char *q = realloc(b->p, cap);
+        if (!q) {
+            b->oom = true;
+            return;
+        }
+        b->p = q;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, d, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+static void puts_(buf *b, const char *s) { put(b, s, strlen(s)); }
+
+static int add_header(void *cls, const char *name, const char *value)
+{
+    buf *b = cls;
+    if (skip_request_header(name) || strpbrk(value, "\r\n")) return 0;
+    puts_(b, name);
+    puts_(b, ": ");
+    puts_(b, value);
+    puts_(b, "\r\n");
+    return 0;
+}
+
+/* Connects to host:port of the agent's tunnel and sends the token line. */
+static int tunnel_connect(const char *agent_addr, int port, const char *token, terr *err)
+{
+    char host[256];
+    snprintf(host, sizeof host, "%s", agent_addr);
+    char *colon = strrchr(host, ':');
+    if (colon) *colon = '\0';
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
+    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai)
+        return terr_set(err, "agent address %s unresolvable", host);
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
+        int e = errno;
+        if (fd >= 0) close(fd);
+        freeaddrinfo(ai);
+        return terr_set(err, "connect to the agent's tunnel: %s", strerror(e));
+    }
+    freeaddrinfo(ai);
+    struct timeval tv = {PROXY_TIMEOUT_MS / 1000, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+    char line[80];
+    int n = snprintf(line, sizeof line, "%s\n", token);
+    if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+        close(fd);
+        return terr_set(err, "tunnel handshake failed");
+    }
+    return fd;
+}
+
+static int send_all(int fd, const char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Decodes a chunked body in place; -1 when malformed. */
+static int dechunk(char *p, size_t len, size_t *out)
+{
+    size_t r = 0, w = 0;
+    for (;;) {
+        char *end;
+        unsigned long sz = strtoul(p + r, &end, 16);
+        char *nl = memchr(p + r, '\n', len - r);
+        if (!nl || end == p + r) return -1;
+        r = (size_t)(nl - p) + 1;
+        if (sz == 0) break;
+        if (sz > len - r) return -1;
+        memmove(p + w, p + r, sz);
+        w += sz;
+        r += sz;
+        if (r + 2 <= len && p[r] == '\r') r += 2;
+        else if (r + 1 <= len && p[r] == '\n') r += 1;
+    }
+    *out = w;
+    return 0;
+}
+
+static void reply_guest_answer(api_request *r, buf *in)
+{
+    char *hdr_end = in->p ? strstr(in->p, "\r\n\r\n") : NULL;
+    int status = 0;
+    if (!hdr_end || sscanf(in->p, "HTTP/1.%*d %d", &status) != 1 || status < 100 || status > 599) {
+        http_reply_error(r->req, 502, "bad_gateway",
+                         "the sandbox's answer on that port is not HTTP/1.x");
+        return;
+    }
+    *hdr_end = '\0';
+    char *body = hdr_end + 4;
+    size_t body_len = in->len - (size_t)(body - in->p);
+    char content_type[256] = "application/octet-stream";
+    bool chunked = false;
+    char *save = NULL;
+    strtok_r(in->p, "\r\n", &save); /* status line */
+    for (char *line = strtok_r(NULL, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+        char *colon = strchr(line, ':');
+        if (!colon) continue;
+        *colon = '\0';
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        if (!strcasecmp(line, "content-type")) snprintf(content_type, sizeof content_type, "%s", v);
+        if (!strcasecmp(line, "transfer-encoding") && strstr(v, "chunked")) chunked = true;
+        if (!skip_response_header(line)) http_add_header(r->req, line, v);
+    }
+    if (chunked && dechunk(body, body_len, &body_len) < 0) {
+        http_reply_error(r->req, 502, "bad_gateway", "malformed chunked answer from the sandbox");
+        return;
+    }
+    http_reply_bytes(r->req, status, content_type, body, body_len);
+}
+
+/* ---- WebSocket (any Upgrade): after the guest's 101, bytes both ways */
+
+typedef struct ws_relay {
+    int tfd;       /* the tunnel to the guest */
+    char *pending; /* guest bytes read past its 101 headers */
+    size_t pending_len;
+    char *extra; /* client bytes read past its request */
+    size_t extra_len;
+    int cfd;
+    http_upgraded *h;
+} ws_relay;
+
+static void relay_pump(int a, int b)
+{
+    char chunk[65536];
+    bool a_open = true, b_open = true;
+    while (a_open || b_open) {
+        struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN},
+                               {.fd = b_open ? b : -1, .events = POLLIN}};
+        int n = poll(pf, 2, -1);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) return;
+        for (int i = 0; i < 2; i++) {
+            if (!pf[i].revents) continue;
+            int from = i ? b : a, to = i ? a : b;
+            ssize_t got = recv(from, chunk, sizeof chunk, 0);
+            if (got < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+            if (got <= 0) {
+                shutdown(to, SHUT_WR);
+                if (i) b_open = false;
+                else a_open = false;
+                continue;
+            }
+            if (send_all(to, chunk, (size_t)got) < 0) return;
+        }
+    }
+}
+
+static void *relay_main(void *arg)
+{
+    ws_relay *w = arg;
+    int fl = fcntl(w->cfd, F_GETFL);
+    if (fl >= 0) fcntl(w->cfd, F_SETFL, fl & ~O_NONBLOCK);
+    struct timeval none = {0, 0};
+    setsockopt(w->tfd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
+    setsockopt(w->tfd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
+    if ((w->pending_len == 0 || send_all(w->cfd, w->pending, w->pending_len) == 0) &&
+        (w->extra_len == 0 || send_all(w->tfd, w->extra, w->extra_len) == 0))
+        relay_pump(w->cfd, w->tfd);
+    close(w->tfd);
+    http_upgraded_close(w->h);
+    free(w->pending);
+    free(w->extra);
+    free(w);
+    return NULL;
+}
+
+/* I/O thread: must not block; hands the sockets to a relay thread. */
+static void on_upgraded(void *cls, int fd, const char *extra, size_t extra_len, http_upgraded *h)
+{
+    ws_relay *w = cls;
+    w->cfd = fd;
+    w->h = h;
+    if (extra_len) {
+        w->extra = malloc(extra_len);
+        if (w->extra) {
+            memcpy(w->extra, extra, extra_len);
+            w->extra_len = extra_len;
+        }
+    }
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &at, relay_main, w) != 0) {
+        close(w->tfd);
+        http_upgraded_close(h);
+        free(w->pending);
+        free(w->extra);
+        free(w);
+    }
+    pthread_attr_destroy(&at);
+}
+
+/* After an Upgrade request went out: the guest's answer headers decide. A
+ * 101 switches the client's connection too; anything else is answered as a
+ * normal reply. Takes fd. */
+static void upgrade_answer(api_request *r, int fd, const char *protocol)
+{
+    buf in = {0};
+    char chunk[4096];
+    char *end = NULL;
+    while (!end) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0 || in.len > 65536) break;
+        put(&in, chunk, (size_t)n);
+        end = in.p ? strstr(in.p, "\r\n\r\n") : NULL;
+    }
+    int status = 0;
+    if (!end || sscanf(in.p, "HTTP/1.%*d %d", &status) != 1) {
+        close(fd);
+        http_reply_error(r->req, 502, "bad_gateway",
+                         "the sandbox's answer to the upgrade is not HTTP/1.x");
+        free(in.p);
+        return;
+    }
+    if (status != 101) {
+        /* an ordinary answer: read it to its end */
+        for (;;) {
+            ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+            if (n < 0 && errno == EINTR) continue;
+            if (n <= 0 || in.len > PROXY_RESPONSE_MAX) break;
+            put(&in, chunk, (size_t)n);
+        }
+        close(fd);
+        reply_guest_answer(r, &in);
+        free(in.p);
+        return;
+    }
+    ws_relay *w = calloc(1, sizeof *w);
+    if (!w) {
+        close(fd);
+        free(in.p);
+        http_reply_error(r->req, 500, "internal_error", "out of memory");
+        return;
+    }
+    w->tfd = fd;
+    size_t head = (size_t)(end + 4 - in.p);
+    if (in.len > head) {
+        w->pending_len = in.len - head;
+        w->pending = malloc(w->pending_len);
+        if (w->pending) memcpy(w->pending, in.p + head, w->pending_len);
+        else w->pending_len = 0;
+    }
+    *end = '\0';
+    char *save = NULL;
+    strtok_r(in.p, "\r\n", &save);
+    for (char *line = strtok_r(NULL, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
+        char *colon = strchr(line, ':');
+        if (!colon) continue;
+        *colon = '\0';
+        char *v = colon + 1;
+        while (*v == ' ' || *v == '\t') v++;
+        if (strcasecmp(line, "connection") && strcasecmp(line, "upgrade") &&
+            strcasecmp(line, "date"))
+            http_add_header(r->req, line, v);
+    }
+    free(in.p);
+    http_reply_upgrade(r->req, protocol, on_upgraded, w);
+}
+
+void api_proxy(api_request *r)
+{
+    /* path: /v1/sandboxes/<id>/ports/<port>[/rest] */
+    const char *path = http_request_path(r->req);
+    const char *p = strstr(path, "/ports/");
+    if (!p) {
+        http_reply_error(r->req, 404, "not_found", "no such route");
+        return;
+    }
+    p += 7;
+    long port = 0;
+    const char *q = p;
+    while (*q >= '0' && *q <= '9' && q - p < 6) port = port * 10 + (*q++ - '0');
+    if (q == p || (*q && *q != '/') || port < 1 || port > 65535) {
+        http_reply_error(r->req, 400, "invalid_request", "port must be 1..65535");
+        return;
+    }
+    const char *guest_path = *q ? q : "/";
+    const char *upgrade = http_request_header(r->req, "Upgrade");
+    if (upgrade && (!*upgrade || strpbrk(upgrade, "\r\n"))) upgrade = NULL;
+    sbop_ctx c = api_ops_ctx(r);
+    sbop_result res;
+    rpc_client *client;
+    sandbox_ops_open_awake(&c, r->id, &client, &res);
+    if (res.outcome != SBOP_OK) {
+        api_reply_outcome(r, "proxy", &res, 200);
+        return;
+    }
+    char token[80];
+    int tport = 0;
+    terr err;
+    grpc_status_code st =
+        agent_open_port(client, r->id, (int)port, token, sizeof token, &tport, &err);
+    if (st == GRPC_STATUS_OUT_OF_RANGE) {
+        http_reply_error(r->req, 502, "port_closed", "nothing listens on port %ld in sandbox %s",
+                         port, r->id);
+        return;
+    }
+    if (st != GRPC_STATUS_OK) {
+        api_reply_agent_error(r, "open_port", st, &err);
+        return;
+    }
+    sandbox_ops_touch(&c, r->id);
+    db_host host;
+    bool found;
+    if (db_host_get(r->db, res.row.host_id, &host, &found, &err) != 0 || !found) {
+        if (found) api_reply_internal(r, &err);
+        else
+            http_reply_error(r->req, 502, "agent_error", "host %s is not registered",
+                             res.row.host_id);
+        return;
+    }
+    int fd = tunnel_connect(host.address, tport, token, &err);
+    if (fd < 0) {
+        http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
+        return;
+    }
+    buf out = {0}, in = {0};
+    const char *query = http_request_query(r->req);
+    puts_(&out, http_request_method(r->req));
+    puts_(&out, " ");
+    puts_(&out, guest_path);
+    if (query && *query) {
+        puts_(&out, "?");
+        puts_(&out, query);
+    }
+    puts_(&out, " HTTP/1.1\r\n");
+    http_request_headers_each(r->req, add_header, &out);
+    char cl[64];
+    snprintf(cl, sizeof cl, "Content-Length: %zu\r\nConnection: close\r\n\r\n", r->body_len);
+    if (upgrade) {
+        puts_(&out, "Connection: Upgrade\r\nUpgrade: ");
+        puts_(&out, upgrade);
+        puts_(&out, "\r\n\r\n");
+    } else if (r->body_len || (strcmp(http_request_method(r->req), "GET") &&
+                               strcmp(http_request_method(r->req), "HEAD"))) {
+        puts_(&out, cl);
+    } else {
+        puts_(&out, "Connection: close\r\n\r\n");
+    }
+    int rc = out.oom ? -1 : send_all(fd, out.p, out.len);
+    if (rc == 0 && r->body_len) rc = send_all(fd, r->body, r->body_len);
+    free(out.p);
+    if (rc == 0 && upgrade) {
+        upgrade_answer(r, fd, upgrade);
+        return;
+    }
+    char chunk[65536];
+    while (rc == 0) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) rc = -1;
+        if (n <= 0) break;
+        if (in.len + (size_t)n > PROXY_RESPONSE_MAX) {
+            rc = -2;
+            break;
+        }
+        put(&in, chunk, (size_t)n);
+    }
+    close(fd);
+    if (rc == -2)
+        http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer is over %d bytes",
+                         PROXY_RESPONSE_MAX);
+    else if (rc < 0 || in.oom)
+        http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
+    else reply_guest_answer(r, &in);
+    free(in.p);
+}

@@ -1,0 +1,229 @@
+#!/usr/bin/env python3
+"""The port proxy (issue 9, docs/network.md "Inbound"): ANY
+/v1/sandboxes/{id}/ports/{port}/{path} reaches busybox httpd in the guest
+through control plane -> agent tunnel -> guest; API key and access token
+(header and ?token=) work, a wrong or foreign token is 401; nothing
+listening is 502 port_closed; an unknown sandbox 404; proxied requests keep
+a timeout_sec 3 sandbox running; auto_resume wakes a paused sandbox for a
+proxied request. Traffic: loopback (the control plane) only."""
+
+import http.client
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import Stack, openapi_check, run_tests  # noqa: E402
+
+ctx = {}
+HTTPD = "mkdir -p /tmp/www && echo 'hello through the proxy' > /tmp/www/index.html && httpd -p 8080 -h /tmp/www"
+
+
+def proxy(s, sid, path, method="GET", key=None, token=None, query="", body=None, headers=None):
+    """Raw request to the proxy route; returns (status, headers dict, body bytes).
+    cp-made errors (JSON) are checked against the spec like every other answer."""
+    h = dict(headers or {})
+    if key:
+        h["X-API-Key"] = key
+    if token:
+        h["X-Access-Token"] = token
+    url = f"/v1/sandboxes/{sid}/ports/{path}" + (f"?{query}" if query else "")
+    conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=120)
+    try:
+        conn.request(method, url, body=body, headers=h)
+        r = conn.getresponse()
+        data = r.read()
+        hdrs = {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        conn.close()
+    if "json" in hdrs.get("content-type", "") and r.status >= 400:
+        openapi_check.default_checker().check(method, f"/v1/sandboxes/{sid}/ports/8080/x", r.status,
+                                              hdrs["content-type"], json.loads(data))
+    return r.status, hdrs, data
+
+
+def start_httpd(s, sid):
+    r = s.exec(sid, HTTPD)
+    assert r["exit_code"] == 0, r
+
+
+def test_api_key_reaches_httpd_in_the_guest(s):
+    st, sb = s.request("POST", "/v1/sandboxes", {"template": "minimal", "memory_mb": 128})
+    assert st == 201 and sb["access_token"].startswith("tpa_"), sb
+    ctx["id"], ctx["token"] = sb["id"], sb["access_token"]
+    st, body = s.request("GET", f"/v1/sandboxes/{sb['id']}")
+    assert "access_token" not in body, "the token is shown once, on create"
+    start_httpd(s, ctx["id"])
+    st, h, data = proxy(s, ctx["id"], "8080/index.html", key=s.key_a)
+    assert st == 200 and data == b"hello through the proxy\n", (st, h, data)
+    assert h["content-type"].startswith("text/html"), h
+
+
+def test_guest_status_passes_through(s):
+    st, h, data = proxy(s, ctx["id"], "8080/missing.html", key=s.key_a)
+    assert st == 404, (st, data)
+
+
+def test_access_token_header_and_query_work(s):
+    st, _, data = proxy(s, ctx["id"], "8080/index.html", token=ctx["token"])
+    assert st == 200 and data == b"hello through the proxy\n", (st, data)
+    st, _, data = proxy(s, ctx["id"], "8080/index.html", query=f"token={ctx['token']}")
+    assert st == 200 and data == b"hello through the proxy\n", (st, data)
+
+
+def test_wrong_or_missing_or_foreign_token_is_401(s):
+    assert proxy(s, ctx["id"], "8080/index.html", token="tpa_" + "0" * 32)[0] == 401
+    assert proxy(s, ctx["id"], "8080/index.html")[0] == 401
+    other = s.create({"template": "minimal", "memory_mb": 128})
+    ctx["other"] = other["id"]
+    assert proxy(s, other["id"], "8080/index.html", token=ctx["token"])[0] == 401, \
+        "a sandbox's token must not open another sandbox"
+    # and the token grants nothing but the proxy
+    st, _ = s.request("GET", f"/v1/sandboxes/{ctx['id']}", key=None, headers={"X-Access-Token": ctx["token"]})
+    assert st == 401
+
+
+def test_nothing_listening_is_502_port_closed(s):
+    st, _, data = proxy(s, ctx["id"], "8081/", key=s.key_a)
+    assert st == 502 and json.loads(data)["error"]["code"] == "port_closed", (st, data)
+
+
+def test_unknown_sandbox_is_404_and_bad_port_400(s):
+    st, _, data = proxy(s, "sb-00000000000000ff", "8080/", key=s.key_a)
+    assert st == 404, (st, data)
+    st, _, data = proxy(s, ctx["id"], "0/", key=s.key_a)
+    assert st == 400, (st, data)
+    st, _, data = proxy(s, ctx["id"], "70000/", key=s.key_a)
+    assert st == 400, (st, data)
+
+
+def test_proxied_requests_keep_a_short_timeout_sandbox_running(s):
+    sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3})
+    sid = sb["id"]
+    start_httpd(s, sid)
+    t_end = time.monotonic() + 10
+    while time.monotonic() < t_end:
+        st, _, _ = proxy(s, sid, "8080/index.html", key=s.key_a)
+        assert st == 200, st
+        assert s.status_of(sid) == "running", "proxied requests every second must keep it running"
+        time.sleep(1)
+    s.wait_status(sid, "paused", 30)  # and without them it does pause
+    s.destroy(sid)
+
+
+def test_auto_resume_proxy_wakes_a_paused_sandbox(s):
+    sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3, "auto_resume": True})
+    sid = sb["id"]
+    start_httpd(s, sid)
+    s.wait_status(sid, "paused", 60)
+    t0 = time.monotonic()
+    st, _, data = proxy(s, sid, "8080/index.html", token=sb["access_token"])
+    took = time.monotonic() - t0
+    assert st == 200 and data == b"hello through the proxy\n", (st, data)
+    assert s.status_of(sid) == "running"
+    print(f"     paused -> first proxied answer: {took * 1000:.0f} ms")
+    s.destroy(sid)
+
+
+# A WebSocket handshake server in busybox sh (sha1sum + xxd + base64), then
+# `cat`: every byte the client sends comes back (frames echoed as they are).
+WS_SH = r"""#!/bin/sh
+key=""
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  [ -z "$line" ] && break
+  case "$line" in [Ss]ec-[Ww]eb[Ss]ocket-[Kk]ey:*) key=$(printf '%s' "${line#*:}" | tr -d ' ');; esac
+done
+acc=$(printf '%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11' "$key" | sha1sum | cut -d' ' -f1 | xxd -r -p | base64)
+printf 'HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n' "$acc"
+exec cat
+"""
+
+
+def ws_frame(payload, mask=b"\x01\x02\x03\x04"):
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes([0x81, 0x80 | len(payload)]) + mask + masked
+
+
+def test_websocket_echo_through_the_proxy(s):
+    import base64 as b64m
+    import socket
+    sid = ctx["id"]
+    st, _ = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
+                      {"path": "/tmp/ws.sh", "content_base64": b64m.b64encode(WS_SH.encode()).decode()})
+    assert st == 204, st
+    r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &)")
+    assert r["exit_code"] == 0, r
+    c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
+    try:
+        c.sendall((f"GET /v1/sandboxes/{sid}/ports/9000/chat HTTP/1.1\r\nHost: x\r\n"
+                   f"X-Access-Token: {ctx['token']}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = c.recv(4096)
+            assert chunk, f"connection closed during the handshake: {head!r}"
+            head += chunk
+        head, rest = head.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 101"), head
+        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head, head
+        for msg in (b"hello", b"again, a second later"):
+            frame = ws_frame(msg)
+            c.sendall(frame)
+            got = rest
+            while len(got) < len(frame):
+                chunk = c.recv(4096)
+                assert chunk, "connection closed"
+                got += chunk
+            rest = got[len(frame):]
+            assert got[:len(frame)] == frame, (got, frame)
+            time.sleep(1)
+    finally:
+        c.close()
+
+
+def test_agent_sigterm_ends_live_tunnels_and_exits_cleanly(s):
+    """SIGTERM with a WebSocket open through the agent's tunnel: the agent
+    ends the tunnel, exits 0 (no thread left using the closed lifecycle),
+    and the client sees the end of the stream."""
+    import signal
+    import socket
+    sid = ctx["id"]
+    c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
+    try:
+        c.sendall((f"GET /v1/sandboxes/{sid}/ports/9000/ HTTP/1.1\r\nHost: x\r\nX-API-Key: {s.key_a}\r\n"
+                   "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = c.recv(4096)
+            assert chunk, head
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 101"), head
+        t0 = time.monotonic()
+        rc = s.kill_agent(signal.SIGTERM)
+        assert rc == 0, f"agent exit code {rc} after SIGTERM with a live tunnel"
+        assert time.monotonic() - t0 < 20, "the agent took too long to stop"
+        c.settimeout(10)
+        assert c.recv(4096) == b"", "the client must see the stream end"
+    finally:
+        c.close()
+        s.start_agent()
+
+
+TESTS = [
+    test_api_key_reaches_httpd_in_the_guest,
+    test_guest_status_passes_through,
+    test_access_token_header_and_query_work,
+    test_wrong_or_missing_or_foreign_token_is_401,
+    test_nothing_listening_is_502_port_closed,
+    test_unknown_sandbox_is_404_and_bad_port_400,
+    test_proxied_requests_keep_a_short_timeout_sandbox_running,
+    test_auto_resume_proxy_wakes_a_paused_sandbox,
+    test_websocket_echo_through_the_proxy,
+    test_agent_sigterm_ends_live_tunnels_and_exits_cleanly,
+]
+
+if __name__ == "__main__":
+    sys.exit(run_tests(lambda: Stack("port-proxy"), TESTS))
