@@ -9,71 +9,88 @@
 #include "rpc.h"
 
 enum {
-    OPT_LISTEN = 1000, OPT_STATE_DIR, OPT_IMAGE_DIR, OPT_ACCEL, OPT_REAPER_INTERVAL,
-    OPT_PAUSE_WORKERS, OPT_SHUTDOWN_TIMEOUT, OPT_TLS_CERT, OPT_TLS_KEY, OPT_TLS_CA, OPT_TLS_CLIENT_NAME, OPT_OVERCOMMIT, OPT_DISK_RESERVE, OPT_TEMPLATE_CACHE, OPT_VM_USER,
-    OPT_METRICS_ADDR, OPT_NETWORK, OPT_HELP,
+    OPT_LISTEN = 1000,
+    OPT_STATE_DIR,
+    OPT_IMAGE_DIR,
+    OPT_ACCEL,
+    OPT_REAPER_INTERVAL,
+    OPT_PAUSE_WORKERS,
+    OPT_SHUTDOWN_TIMEOUT,
+    OPT_TLS_CERT,
+    OPT_TLS_KEY,
+    OPT_TLS_CA,
+    OPT_TLS_CLIENT_NAME,
+    OPT_OVERCOMMIT,
+    OPT_DISK_RESERVE,
+    OPT_TEMPLATE_CACHE,
+    OPT_VM_USER,
+    OPT_METRICS_ADDR,
+    OPT_NETWORK,
+    OPT_HELP,
 };
 
 void agent_config_usage(FILE *out, const char *prog)
 {
-    fprintf(out,
-            "usage: %s [flags]\n"
-            "\n"
-            "torpor-agent: runs sandboxes (QEMU VMs) on this host, serves HostAgentService\n"
-            "over gRPC, and pauses sandboxes idle for their timeout_sec.\n"
-            "\n"
-            "flags (each also settable by the environment variable shown; a flag wins):\n"
-            "  --listen ADDR            gRPC listen address, port 0 = ephemeral\n"
-            "                           (TORPOR_AGENT_LISTEN, default 127.0.0.1:50051).\n"
-            "                           Non-loopback addresses require --tls-*.\n"
-            "  --state-dir DIR          sandboxes, snapshots, journal (TORPOR_STATE_DIR,\n"
-            "                           default /var/lib/torpor)\n"
-            "  --image-dir DIR          guest templates, one folder each (TORPOR_IMAGE_DIR,\n"
-            "                           default " TORPOR_DATADIR "/image)\n"
-            "  --accel auto|kvm|tcg     QEMU accelerator (TORPOR_ACCEL, default auto:\n"
-            "                           KVM only if it really runs a guest)\n"
-            "  --reaper-interval SEC    seconds between TTL reaper scans, fractions allowed\n"
-            "                           (TORPOR_REAPER_INTERVAL, default 2)\n"
-            "  --pause-workers N        auto-pauses running at once, 1..256\n"
-            "                           (TORPOR_PAUSE_WORKERS, default 2)\n"
-            "  --shutdown-timeout SEC   how long SIGTERM waits for in-flight pauses\n"
-            "                           (TORPOR_SHUTDOWN_TIMEOUT, default 120)\n"
-            "  --tls-cert PATH          PEM certificate of this agent (TORPOR_TLS_CERT)\n"
-            "  --tls-key PATH           PEM private key (TORPOR_TLS_KEY)\n"
-            "  --tls-ca PATH            PEM CA that signs control-plane client certificates;\n"
-            "                           with all three set, mutual TLS is required (TORPOR_TLS_CA)\n"
-            "  --metrics-addr ADDR|off  Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
-            "                           on loopback or a scrape network; port 0 = ephemeral\n"
-            "                           (TORPOR_AGENT_METRICS_ADDR, default 127.0.0.1:9465)\n"
-            "  --tls-client-name NAME   serve only clients whose certificate names NAME (a SAN\n"
-            "                           entry, else the CN), not any the CA signed\n"
-            "                           (TORPOR_TLS_CLIENT_NAME; needs --tls-*)\n"
-            "  --memory-overcommit X    admit a create/resume only while the guest RAM of\n"
-            "                           running sandboxes stays within MemTotal x X; 0 = no\n"
-            "                           check (TORPOR_MEMORY_OVERCOMMIT, default 1.5)\n"
-            "  --disk-reserve-mb N      admit a create/resume only while the state dir's file\n"
-            "                           system keeps N MiB free beyond the new VM's RAM file;\n"
-            "                           -1 = no check (TORPOR_DISK_RESERVE_MB, default 1024)\n"
-            "  --template-cache N       template snapshots kept (distinct template x shape),\n"
-            "                           least recently used evicted; -1 = unlimited\n"
-            "                           (TORPOR_TEMPLATE_CACHE, default 8)\n"
-            "  --vm-user NAME           run every QEMU as this unprivileged user (its sandbox\n"
-            "                           directory and RAM file 0700/0600, owned by it)\n"
-            "                           (TORPOR_VM_USER, default: the agent's own user)\n"
-            "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
-            "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"
-            "                           default on)\n"
-            "  --help                   this text\n"
-            "\n"
-            "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
-            "SIGTERM/SIGINT: stop the reaper and RPCs, finish in-flight pauses, exit 0;\n"
-            "running VMs keep running and are re-attached by the next start.\n"
-            "exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.\n",
-            prog);
+    fprintf(
+        out,
+        "usage: %s [flags]\n"
+        "\n"
+        "torpor-agent: runs sandboxes (QEMU VMs) on this host, serves HostAgentService\n"
+        "over gRPC, and pauses sandboxes idle for their timeout_sec.\n"
+        "\n"
+        "flags (each also settable by the environment variable shown; a flag wins):\n"
+        "  --listen ADDR            gRPC listen address, port 0 = ephemeral\n"
+        "                           (TORPOR_AGENT_LISTEN, default 127.0.0.1:50051).\n"
+        "                           Non-loopback addresses require --tls-*.\n"
+        "  --state-dir DIR          sandboxes, snapshots, journal (TORPOR_STATE_DIR,\n"
+        "                           default /var/lib/torpor)\n"
+        "  --image-dir DIR          guest templates, one folder each (TORPOR_IMAGE_DIR,\n"
+        "                           default " TORPOR_DATADIR "/image)\n"
+        "  --accel auto|kvm|tcg     QEMU accelerator (TORPOR_ACCEL, default auto:\n"
+        "                           KVM only if it really runs a guest)\n"
+        "  --reaper-interval SEC    seconds between TTL reaper scans, fractions allowed\n"
+        "                           (TORPOR_REAPER_INTERVAL, default 2)\n"
+        "  --pause-workers N        auto-pauses running at once, 1..256\n"
+        "                           (TORPOR_PAUSE_WORKERS, default 2)\n"
+        "  --shutdown-timeout SEC   how long SIGTERM waits for in-flight pauses\n"
+        "                           (TORPOR_SHUTDOWN_TIMEOUT, default 120)\n"
+        "  --tls-cert PATH          PEM certificate of this agent (TORPOR_TLS_CERT)\n"
+        "  --tls-key PATH           PEM private key (TORPOR_TLS_KEY)\n"
+        "  --tls-ca PATH            PEM CA that signs control-plane client certificates;\n"
+        "                           with all three set, mutual TLS is required (TORPOR_TLS_CA)\n"
+        "  --metrics-addr ADDR|off  Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
+        "                           on loopback or a scrape network; port 0 = ephemeral\n"
+        "                           (TORPOR_AGENT_METRICS_ADDR, default 127.0.0.1:9465)\n"
+        "  --tls-client-name NAME   serve only clients whose certificate names NAME (a SAN\n"
+        "                           entry, else the CN), not any the CA signed\n"
+        "                           (TORPOR_TLS_CLIENT_NAME; needs --tls-*)\n"
+        "  --memory-overcommit X    admit a create/resume only while the guest RAM of\n"
+        "                           running sandboxes stays within MemTotal x X; 0 = no\n"
+        "                           check (TORPOR_MEMORY_OVERCOMMIT, default 1.5)\n"
+        "  --disk-reserve-mb N      admit a create/resume only while the state dir's file\n"
+        "                           system keeps N MiB free beyond the new VM's RAM file;\n"
+        "                           -1 = no check (TORPOR_DISK_RESERVE_MB, default 1024)\n"
+        "  --template-cache N       template snapshots kept (distinct template x shape),\n"
+        "                           least recently used evicted; -1 = unlimited\n"
+        "                           (TORPOR_TEMPLATE_CACHE, default 8)\n"
+        "  --vm-user NAME           run every QEMU as this unprivileged user (its sandbox\n"
+        "                           directory and RAM file 0700/0600, owned by it)\n"
+        "                           (TORPOR_VM_USER, default: the agent's own user)\n"
+        "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
+        "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"
+        "                           default on)\n"
+        "  --help                   this text\n"
+        "\n"
+        "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
+        "SIGTERM/SIGINT: stop the reaper and RPCs, finish in-flight pauses, exit 0;\n"
+        "running VMs keep running and are re-attached by the next start.\n"
+        "exit codes: 0 clean shutdown, 1 runtime failure, 2 usage error.\n",
+        prog);
 }
 
 /* Seconds (fractional) -> ms within [min_ms, max_ms]. */
-static int parse_seconds(const char *name, const char *s, int min_ms, int max_ms, int *out, terr *err)
+static int parse_seconds(const char *name, const char *s, int min_ms, int max_ms, int *out,
+                         terr *err)
 {
     char *end;
     errno = 0;
@@ -82,7 +99,8 @@ static int parse_seconds(const char *name, const char *s, int min_ms, int max_ms
         return terr_set(err, "%s: not a number of seconds: \"%s\"", name, s);
     double ms = v * 1000.0;
     if (ms < min_ms || ms > max_ms)
-        return terr_set(err, "%s: %s s is out of range %.3f..%d s", name, s, min_ms / 1000.0, max_ms / 1000);
+        return terr_set(err, "%s: %s s is out of range %.3f..%d s", name, s, min_ms / 1000.0,
+                        max_ms / 1000);
     *out = (int)(ms + 0.5);
     return 0;
 }
@@ -92,8 +110,10 @@ static int parse_int(const char *name, const char *s, int min, int max, int *out
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
-    if (errno || end == s || *end != '\0') return terr_set(err, "%s: not an integer: \"%s\"", name, s);
-    if (v < min || v > max) return terr_set(err, "%s: %ld is out of range %d..%d", name, v, min, max);
+    if (errno || end == s || *end != '\0')
+        return terr_set(err, "%s: not an integer: \"%s\"", name, s);
+    if (v < min || v > max)
+        return terr_set(err, "%s: %ld is out of range %d..%d", name, v, min, max);
     *out = (int)v;
     return 0;
 }
@@ -175,12 +195,8 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_VM_USER: cfg->vm_user = optarg; break;
         case OPT_NETWORK: network = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
-        case ':':
-            terr_set(err, "%s needs a value", argv[optind - 1]);
-            return AGENT_CONFIG_ERROR;
-        default:
-            terr_set(err, "unknown flag %s", argv[optind - 1]);
-            return AGENT_CONFIG_ERROR;
+        case ':': terr_set(err, "%s needs a value", argv[optind - 1]); return AGENT_CONFIG_ERROR;
+        default: terr_set(err, "unknown flag %s", argv[optind - 1]); return AGENT_CONFIG_ERROR;
         }
     }
     if (optind < argc) {
@@ -200,16 +216,19 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         return AGENT_CONFIG_ERROR;
     }
     if (check_accel(cfg->accel, err) != 0 ||
-        parse_seconds("--reaper-interval", interval, 10, 3600 * 1000, &cfg->reaper_interval_ms, err) != 0 ||
+        parse_seconds("--reaper-interval", interval, 10, 3600 * 1000, &cfg->reaper_interval_ms,
+                      err) != 0 ||
         parse_int("--pause-workers", workers, 1, 256, &cfg->pause_workers, err) != 0 ||
-        parse_seconds("--shutdown-timeout", shutdown, 0, 24 * 3600 * 1000, &cfg->shutdown_timeout_ms, err) != 0)
+        parse_seconds("--shutdown-timeout", shutdown, 0, 24 * 3600 * 1000,
+                      &cfg->shutdown_timeout_ms, err) != 0)
         return AGENT_CONFIG_ERROR;
     char *end;
     errno = 0;
     cfg->memory_overcommit = strtod(overcommit, &end);
-    if (errno || end == overcommit || *end || !isfinite(cfg->memory_overcommit) || cfg->memory_overcommit < 0 ||
-        cfg->memory_overcommit > 100) {
-        terr_set(err, "--memory-overcommit: a factor 0..100 (0 = no check), got \"%s\"", overcommit);
+    if (errno || end == overcommit || *end || !isfinite(cfg->memory_overcommit) ||
+        cfg->memory_overcommit < 0 || cfg->memory_overcommit > 100) {
+        terr_set(err, "--memory-overcommit: a factor 0..100 (0 = no check), got \"%s\"",
+                 overcommit);
         return AGENT_CONFIG_ERROR;
     }
     if (parse_int("--disk-reserve-mb", reserve, -1, 1 << 30, &cfg->disk_reserve_mb, err) != 0 ||
@@ -231,12 +250,15 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         return AGENT_CONFIG_ERROR;
     }
     if (cfg->tls_client_name && (n_tls == 0 || !cfg->tls_client_name[0])) {
-        terr_set(err, "--tls-client-name needs --tls-cert, --tls-key and --tls-ca and a non-empty name");
+        terr_set(err,
+                 "--tls-client-name needs --tls-cert, --tls-key and --tls-ca and a non-empty name");
         return AGENT_CONFIG_ERROR;
     }
     if (n_tls == 0 && !rpc_addr_is_loopback(cfg->listen)) {
-        terr_set(err, "--listen %s is not loopback: plaintext gRPC is refused there; "
-                      "give --tls-cert, --tls-key and --tls-ca (mutual TLS)", cfg->listen);
+        terr_set(err,
+                 "--listen %s is not loopback: plaintext gRPC is refused there; "
+                 "give --tls-cert, --tls-key and --tls-ca (mutual TLS)",
+                 cfg->listen);
         return AGENT_CONFIG_ERROR;
     }
     return AGENT_CONFIG_OK;

@@ -13,26 +13,31 @@
 
 #include "terr.h"
 
-typedef enum { AGENT_CONFIG_OK = 0, AGENT_CONFIG_HELP = 1, AGENT_CONFIG_ERROR = -1 } agent_config_result;
+typedef enum {
+    AGENT_CONFIG_OK = 0,
+    AGENT_CONFIG_HELP = 1,
+    AGENT_CONFIG_ERROR = -1
+} agent_config_result;
 
 typedef struct agent_config {
-    const char *listen;         /* --listen, TORPOR_AGENT_LISTEN, 127.0.0.1:50051 */
-    const char *state_dir;      /* --state-dir, TORPOR_STATE_DIR, /var/lib/torpor */
-    const char *image_dir;      /* --image-dir, TORPOR_IMAGE_DIR, /usr/share/torpor/image */
-    const char *accel;          /* --accel, TORPOR_ACCEL, auto (auto|kvm|tcg) */
-    int reaper_interval_ms;     /* --reaper-interval SEC (fractional ok), TORPOR_REAPER_INTERVAL, 2 */
-    int pause_workers;          /* --pause-workers, TORPOR_PAUSE_WORKERS, 2 */
-    int shutdown_timeout_ms;    /* --shutdown-timeout SEC, TORPOR_SHUTDOWN_TIMEOUT, 120 */
-    const char *tls_cert;       /* --tls-cert, TORPOR_TLS_CERT */
-    const char *tls_key;        /* --tls-key, TORPOR_TLS_KEY */
-    const char *tls_ca;         /* --tls-ca, TORPOR_TLS_CA */
-    const char *metrics_addr;   /* --metrics-addr, TORPOR_AGENT_METRICS_ADDR, 127.0.0.1:9465; "off" */
-    double memory_overcommit;   /* --memory-overcommit, TORPOR_MEMORY_OVERCOMMIT, 1.5; 0 = off */
-    const char *vm_user;        /* --vm-user, TORPOR_VM_USER; NULL = QEMU runs as the agent's user */
-    int template_cache;         /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
-    int disk_reserve_mb;        /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
-    const char *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
-    bool network;               /* --network on|off, TORPOR_NETWORK, on (docs/network.md) */
+    const char *listen;       /* --listen, TORPOR_AGENT_LISTEN, 127.0.0.1:50051 */
+    const char *state_dir;    /* --state-dir, TORPOR_STATE_DIR, /var/lib/torpor */
+    const char *image_dir;    /* --image-dir, TORPOR_IMAGE_DIR, /usr/share/torpor/image */
+    const char *accel;        /* --accel, TORPOR_ACCEL, auto (auto|kvm|tcg) */
+    int reaper_interval_ms;   /* --reaper-interval SEC (fractional ok), TORPOR_REAPER_INTERVAL, 2 */
+    int pause_workers;        /* --pause-workers, TORPOR_PAUSE_WORKERS, 2 */
+    int shutdown_timeout_ms;  /* --shutdown-timeout SEC, TORPOR_SHUTDOWN_TIMEOUT, 120 */
+    const char *tls_cert;     /* --tls-cert, TORPOR_TLS_CERT */
+    const char *tls_key;      /* --tls-key, TORPOR_TLS_KEY */
+    const char *tls_ca;       /* --tls-ca, TORPOR_TLS_CA */
+    const char *metrics_addr; /* --metrics-addr, TORPOR_AGENT_METRICS_ADDR, 127.0.0.1:9465; "off" */
+    double memory_overcommit; /* --memory-overcommit, TORPOR_MEMORY_OVERCOMMIT, 1.5; 0 = off */
+    const char *vm_user;      /* --vm-user, TORPOR_VM_USER; NULL = QEMU runs as the agent's user */
+    int template_cache;       /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
+    int disk_reserve_mb;      /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
+    const char
+        *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
+    bool network;         /* --network on|off, TORPOR_NETWORK, on (docs/network.md) */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

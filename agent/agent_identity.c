@@ -54,11 +54,12 @@ static int read_id(const char *path, char out[AGENT_ID_LEN + 1], bool *missing, 
     buf[len] = '\0';
     if (len > 0 && buf[len - 1] == '\n') buf[--len] = '\0';
     if (!agent_identity_valid(buf))
-        return terr_set(err,
-                        "agent identity: %s is malformed (want \"%s\" + %d lowercase hex digits); restore it "
-                        "from a backup or, to give this host a new identity, remove it and run "
-                        "\"torpor-cp hosts reset-identity --id HOST\"",
-                        path, AGENT_ID_PREFIX, AGENT_ID_HEX);
+        return terr_set(
+            err,
+            "agent identity: %s is malformed (want \"%s\" + %d lowercase hex digits); restore it "
+            "from a backup or, to give this host a new identity, remove it and run "
+            "\"torpor-cp hosts reset-identity --id HOST\"",
+            path, AGENT_ID_PREFIX, AGENT_ID_HEX);
     memcpy(out, buf, AGENT_ID_LEN + 1);
     return 0;
 }

@@ -26,6 +26,7 @@ bool agent_identity_valid(const char *s);
 
 /* Fills out (AGENT_ID_LEN + 1 bytes) with the id, creating it on first use;
  * *created tells which (may be NULL). */
-int agent_identity_load(const char *state_dir, char out[AGENT_ID_LEN + 1], bool *created, terr *err);
+int agent_identity_load(const char *state_dir, char out[AGENT_ID_LEN + 1], bool *created,
+                        terr *err);
 
 #endif

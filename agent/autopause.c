@@ -97,7 +97,8 @@ void autopause_run(lifecycle *lc, const char *id)
         /* Journal before "paused": once a List can show it paused, the notice
          * is durable. */
         if (lc->journal && journal_append_paused(lc->journal, id, &jerr) != 0)
-            log_error("event=journal_append_failed sandbox_id=%s error=\"%s\"", id, log_quote(jerr.msg, q, sizeof q));
+            log_error("event=journal_append_failed sandbox_id=%s error=\"%s\"", id,
+                      log_quote(jerr.msg, q, sizeof q));
         sandbox_table_lock(lc->table);
         sb->status = SANDBOX_PAUSED;
         sb->vm = NULL;
@@ -129,8 +130,8 @@ void autopause_run(lifecycle *lc, const char *id)
                  id, failures, (long long)wait, log_quote(derr.msg, q, sizeof q));
         return;
     }
-    log_error("event=auto_pause_failed sandbox_id=%s outcome=vm_gone action=destroy error=\"%s\"", id,
-              log_quote(derr.msg, q, sizeof q));
+    log_error("event=auto_pause_failed sandbox_id=%s outcome=vm_gone action=destroy error=\"%s\"",
+              id, log_quote(derr.msg, q, sizeof q));
     sandbox_table_lock(lc->table);
     sb->status = SANDBOX_DESTROYING;
     sandbox_table_unlock(lc->table);
@@ -144,4 +145,3 @@ void autopause_run(lifecycle *lc, const char *id)
         log_error("event=destroy_failed sandbox_id=%s reason=auto_pause_failed error=\"%s\"", id,
                   log_quote(xerr.msg, q, sizeof q));
 }
-

@@ -11,15 +11,9 @@ static int64_t realtime_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t system_now(const agent_clock *c)
-{
-    return mono_ms() + c->offset_ms;
-}
+static int64_t system_now(const agent_clock *c) { return mono_ms() + c->offset_ms; }
 
-static int64_t manual_now(const agent_clock *c)
-{
-    return atomic_load(&c->manual_ms);
-}
+static int64_t manual_now(const agent_clock *c) { return atomic_load(&c->manual_ms); }
 
 void agent_clock_init_system(agent_clock *c)
 {
@@ -40,7 +34,4 @@ void agent_clock_advance_ms(agent_clock *c, int64_t delta_ms)
     atomic_fetch_add(&c->manual_ms, delta_ms);
 }
 
-int64_t agent_clock_now_ms(const agent_clock *c)
-{
-    return c->now_ms(c);
-}
+int64_t agent_clock_now_ms(const agent_clock *c) { return c->now_ms(c); }

@@ -14,7 +14,7 @@
 
 typedef struct agent_clock {
     int64_t (*now_ms)(const struct agent_clock *c);
-    int64_t offset_ms;        /* system clock: realtime - monotonic at init */
+    int64_t offset_ms;         /* system clock: realtime - monotonic at init */
     _Atomic int64_t manual_ms; /* manual clock: the current time */
 } agent_clock;
 

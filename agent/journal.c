@@ -20,10 +20,10 @@
 struct journal {
     pthread_mutex_t mu;
     char *path;
-    int fd;              /* O_APPEND */
-    char **ids;          /* pending, in append order */
+    int fd;     /* O_APPEND */
+    char **ids; /* pending, in append order */
     size_t n, cap;
-    size_t records;      /* lines in the file */
+    size_t records; /* lines in the file */
     /* The file may not match ids (a failed append could not be undone):
      * rewrite it from ids before appending anything else. */
     bool dirty;
@@ -204,7 +204,8 @@ static int replay(journal *j, int fd, bool *torn, terr *err)
         const char *line = buf + pos;
         pos = (size_t)(nl - buf) + 1;
         j->records++;
-        if ((line[0] != 'P' && line[0] != 'A') || line[1] != ' ' || !limits_sandbox_id_valid(line + 2))
+        if ((line[0] != 'P' && line[0] != 'A') || line[1] != ' ' ||
+            !limits_sandbox_id_valid(line + 2))
             continue; /* malformed: never written by us; skip */
         if (line[0] == 'P') {
             if (add_id(j, line + 2, err) != 0) {

@@ -66,7 +66,8 @@ static agent_code check_spec(const runtime_spec *s, terr *err)
         return AGENT_INVALID_ARGUMENT;
     }
     if (s->vcpus < TORPOR_VCPUS_MIN || s->vcpus > TORPOR_VCPUS_MAX) {
-        terr_set(err, "invalid vcpus %d: must be %d..%d", s->vcpus, TORPOR_VCPUS_MIN, TORPOR_VCPUS_MAX);
+        terr_set(err, "invalid vcpus %d: must be %d..%d", s->vcpus, TORPOR_VCPUS_MIN,
+                 TORPOR_VCPUS_MAX);
         return AGENT_INVALID_ARGUMENT;
     }
     if (s->memory_mb < TORPOR_MEMORY_MB_MIN || s->memory_mb > TORPOR_MEMORY_MB_MAX) {
@@ -90,8 +91,10 @@ agent_code lifecycle_find_and_lock_table(lifecycle *lc, const char *id, sandbox 
     if (sb->status == SANDBOX_RECOVERING) {
         sandbox_table_unlock(lc->table);
         /* "is recovering": the control plane's cue for 503 + Retry-After. */
-        terr_set(err, "sandbox %s is recovering (the agent restarted and is re-attaching its VM); retry shortly",
-                 id);
+        terr_set(
+            err,
+            "sandbox %s is recovering (the agent restarted and is re-attaching its VM); retry shortly",
+            id);
         return AGENT_UNAVAILABLE;
     }
     *out = sb;
@@ -138,7 +141,8 @@ void lifecycle_drop_notice(lifecycle *lc, const char *id)
     const char *ids[1] = {id};
     if (journal_ack(lc->journal, ids, 1, &e) != 0) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=journal_drop_failed sandbox_id=%s error=\"%s\"", id, log_quote(e.msg, q, sizeof q));
+        log_warn("event=journal_drop_failed sandbox_id=%s error=\"%s\"", id,
+                 log_quote(e.msg, q, sizeof q));
     }
 }
 
@@ -161,7 +165,8 @@ static bool settle_recovering(lifecycle *lc, const runtime_spec *spec, runtime_v
         pthread_mutex_lock(&lc->rec_mu);
         lc->n_gone++;
         pthread_mutex_unlock(&lc->rec_mu);
-        log_warn("event=sandbox_recover_failed sandbox_id=%s outcome=removed_from_table", spec->sandbox_id);
+        log_warn("event=sandbox_recover_failed sandbox_id=%s outcome=removed_from_table",
+                 spec->sandbox_id);
         return true;
     }
     sb->vm = vm;
@@ -211,12 +216,14 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
         pthread_mutex_unlock(&lc->rec_mu);
         char q[LOG_QUOTE_MAX], q2[LOG_QUOTE_MAX];
         if (drc == 0)
-            log_error("event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" action=destroyed",
-                      spec->sandbox_id, log_quote(e.msg, q, sizeof q));
+            log_error(
+                "event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" action=destroyed",
+                spec->sandbox_id, log_quote(e.msg, q, sizeof q));
         else
             log_error("event=recover_rejected sandbox_id=%s reason=\"invalid spec: %s\" "
                       "action=destroy_failed error=\"%s\"",
-                      spec->sandbox_id, log_quote(e.msg, q, sizeof q), log_quote(derr.msg, q2, sizeof q2));
+                      spec->sandbox_id, log_quote(e.msg, q, sizeof q),
+                      log_quote(derr.msg, q2, sizeof q2));
         return;
     }
     sandbox_status st = announce ? SANDBOX_RECOVERING : vm ? SANDBOX_RUNNING : SANDBOX_PAUSED;
@@ -225,7 +232,8 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
     if (!sb) {
         sandbox_table_unlock(lc->table);
         char q[LOG_QUOTE_MAX];
-        log_warn("event=recover_skip sandbox_id=%s error=\"%s\"", spec->sandbox_id, log_quote(e.msg, q, sizeof q));
+        log_warn("event=recover_skip sandbox_id=%s error=\"%s\"", spec->sandbox_id,
+                 log_quote(e.msg, q, sizeof q));
         if (!announce) runtime_vm_unref(vm);
         return;
     }
@@ -244,7 +252,8 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
         lc->n_paused++;
     }
     pthread_mutex_unlock(&lc->rec_mu);
-    log_info("event=sandbox_recovered sandbox_id=%s status=%s", spec->sandbox_id, sandbox_status_name(st));
+    log_info("event=sandbox_recovered sandbox_id=%s status=%s", spec->sandbox_id,
+             sandbox_status_name(st));
 }
 
 /* After recovery: a journal notice says "auto-paused and still paused". One
@@ -274,7 +283,8 @@ static void drop_stale_notices(lifecycle *lc)
     }
     sandbox_table_unlock(lc->table);
     if (k > 0 && journal_ack(lc->journal, (const char *const *)ids, k, &e) != 0)
-        log_warn("event=journal_drop_failed count=%zu error=\"%s\"", k, log_quote(e.msg, q, sizeof q));
+        log_warn("event=journal_drop_failed count=%zu error=\"%s\"", k,
+                 log_quote(e.msg, q, sizeof q));
     for (size_t i = 0; i < k; i++)
         log_info("event=journal_stale_notice_dropped sandbox_id=%s", ids[i]);
     journal_ids_free(ids, k);
@@ -294,15 +304,17 @@ static void *recover_main(void *arg)
         lc->rec_err = e;
     }
     pthread_cond_broadcast(&lc->rec_cv);
-    log_info("event=table_recovered paused=%d running=%d rejected=%d gone=%d duration_ms=%lld", lc->n_paused,
-             lc->n_running, lc->n_rejected, lc->n_gone, (long long)(lifecycle_now_ms(lc) - t0));
+    log_info("event=table_recovered paused=%d running=%d rejected=%d gone=%d duration_ms=%lld",
+             lc->n_paused, lc->n_running, lc->n_rejected, lc->n_gone,
+             (long long)(lifecycle_now_ms(lc) - t0));
     pthread_mutex_unlock(&lc->rec_mu);
     return NULL;
 }
 
 int lifecycle_open(const lifecycle_config *cfg, lifecycle **out, terr *err)
 {
-    if (!cfg->driver || !cfg->clock) return terr_set(err, "lifecycle: driver and clock are required");
+    if (!cfg->driver || !cfg->clock)
+        return terr_set(err, "lifecycle: driver and clock are required");
     lifecycle *lc = calloc(1, sizeof *lc);
     if (!lc) return terr_set(err, "lifecycle: out of memory");
     lc->driver = cfg->driver;
@@ -371,8 +383,8 @@ agent_code lifecycle_create(lifecycle *lc, const runtime_spec *in, lifecycle_inf
 /* Network of a sandbox about to start (create or resume): namespace and
  * rules (policy, or the stored one when NULL), and a TAP fd for the VM in
  * *tap (-1 without network). */
-static int net_prepare(lifecycle *lc, const char *id, const net_policy *policy, bool creating, int *tap,
-                       terr *err)
+static int net_prepare(lifecycle *lc, const char *id, const net_policy *policy, bool creating,
+                       int *tap, terr *err)
 {
     *tap = -1;
     if (!lc->net) return 0;
@@ -408,8 +420,8 @@ agent_code lifecycle_create_net(lifecycle *lc, const runtime_spec *in, const net
     }
     if (admission_check_ram_locked(adm, lc->table, spec.memory_mb, err) != 0) {
         sandbox_table_unlock(lc->table);
-        log_warn("event=admission_refused sandbox_id=%s op=create limit=memory memory_mb=%d", spec.sandbox_id,
-                 spec.memory_mb);
+        log_warn("event=admission_refused sandbox_id=%s op=create limit=memory memory_mb=%d",
+                 spec.sandbox_id, spec.memory_mb);
         return AGENT_RESOURCE_EXHAUSTED;
     }
     sandbox *sb = sandbox_table_insert_locked(lc->table, &spec, SANDBOX_CREATING, err);
@@ -457,7 +469,8 @@ agent_code lifecycle_create_net(lifecycle *lc, const runtime_spec *in, const net
         log_warn("event=create_failed sandbox_id=%s template=%s error=\"%s\"", spec.sandbox_id,
                  spec.template_name, log_quote(derr.msg, q, sizeof q));
         terr_set(err, "%s", derr.msg);
-        return strncmp(derr.msg, "unknown template", 16) == 0 ? AGENT_INVALID_ARGUMENT : AGENT_INTERNAL;
+        return strncmp(derr.msg, "unknown template", 16) == 0 ? AGENT_INVALID_ARGUMENT
+                                                              : AGENT_INTERNAL;
     }
     log_info("event=sandbox_created sandbox_id=%s template=%s vcpus=%d memory_mb=%d timeout_sec=%d "
              "duration_ms=%lld",
@@ -513,7 +526,8 @@ agent_code lifecycle_destroy(lifecycle *lc, const char *id, terr *err)
     lifecycle_unlock(lc, sb);
     if (rc != 0) {
         char q[LOG_QUOTE_MAX];
-        log_error("event=destroy_failed sandbox_id=%s error=\"%s\"", id, log_quote(derr.msg, q, sizeof q));
+        log_error("event=destroy_failed sandbox_id=%s error=\"%s\"", id,
+                  log_quote(derr.msg, q, sizeof q));
         terr_set(err, "destroy failed: %s", derr.msg);
         return AGENT_INTERNAL;
     }
@@ -559,7 +573,8 @@ agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, t
         lifecycle_unlock_locked(lc, sb);
         sandbox_table_unlock(lc->table);
         char q[LOG_QUOTE_MAX];
-        log_warn("event=pause_failed sandbox_id=%s outcome=still_running error=\"%s\"", id, log_quote(derr.msg, q, sizeof q));
+        log_warn("event=pause_failed sandbox_id=%s outcome=still_running error=\"%s\"", id,
+                 log_quote(derr.msg, q, sizeof q));
         terr_set(err, "pause failed (sandbox still running): %s", derr.msg);
         return AGENT_INTERNAL;
     }
@@ -603,8 +618,9 @@ static agent_code resume_lost(lifecycle *lc, sandbox *sb, const terr *derr, terr
     lifecycle_drop_notice(lc, sb->id);
     char q[LOG_QUOTE_MAX], q2[LOG_QUOTE_MAX];
     if (drc == 0)
-        log_error("event=resume_failed sandbox_id=%s outcome=snapshot_lost action=destroyed error=\"%s\"",
-                  sb->id, log_quote(derr->msg, q, sizeof q));
+        log_error(
+            "event=resume_failed sandbox_id=%s outcome=snapshot_lost action=destroyed error=\"%s\"",
+            sb->id, log_quote(derr->msg, q, sizeof q));
     else
         log_error("event=resume_failed sandbox_id=%s outcome=snapshot_lost action=destroy_failed "
                   "error=\"%s\" destroy_error=\"%s\"",
@@ -671,7 +687,8 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     sandbox_table_unlock(lc->table);
     if (rc != 0) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=resume_failed sandbox_id=%s outcome=still_paused error=\"%s\"", id, log_quote(derr.msg, q, sizeof q));
+        log_warn("event=resume_failed sandbox_id=%s outcome=still_paused error=\"%s\"", id,
+                 log_quote(derr.msg, q, sizeof q));
         terr_set(err, "resume failed (sandbox stays paused): %s", derr.msg);
         return AGENT_INTERNAL;
     }
@@ -680,7 +697,6 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
              (long long)(lifecycle_now_ms(lc) - t0));
     return AGENT_OK;
 }
-
 
 agent_code lifecycle_adopt_paused(lifecycle *lc, const runtime_spec *spec, terr *err)
 {
@@ -692,7 +708,8 @@ agent_code lifecycle_adopt_paused(lifecycle *lc, const runtime_spec *spec, terr 
         bool paused = old->status == SANDBOX_PAUSED;
         sandbox_table_unlock(lc->table);
         if (paused) return AGENT_OK;
-        terr_set(err, "sandbox %s is already held here (%s)", spec->sandbox_id, sandbox_status_name(old->status));
+        terr_set(err, "sandbox %s is already held here (%s)", spec->sandbox_id,
+                 sandbox_status_name(old->status));
         return AGENT_ALREADY_EXISTS;
     }
     sandbox *sb = sandbox_table_insert_locked(lc->table, spec, SANDBOX_PAUSED, err);

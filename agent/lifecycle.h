@@ -68,7 +68,7 @@ typedef struct lifecycle_config {
     bool async_recover;
     /* Host limits for create and resume; NULL = none (copied). */
     const struct admission_config *admission;
-    struct agent_net *net;    /* borrowed; NULL = sandboxes get no network (net.h) */
+    struct agent_net *net; /* borrowed; NULL = sandboxes get no network (net.h) */
 } lifecycle_config;
 
 typedef struct lifecycle lifecycle;
@@ -89,7 +89,8 @@ void lifecycle_close(lifecycle *lc);
  * (INTERNAL, retryable); RUNTIME_SNAPSHOT_LOST destroys it and removes the
  * record (INTERNAL "resume failed and the snapshot was lost; sandbox
  * destroyed"). */
-agent_code lifecycle_create(lifecycle *lc, const runtime_spec *spec, lifecycle_info *out, terr *err);
+agent_code lifecycle_create(lifecycle *lc, const runtime_spec *spec, lifecycle_info *out,
+                            terr *err);
 /* create with the sandbox's egress policy (NULL = the default policy); the
  * policy is ignored when the agent runs without network. */
 agent_code lifecycle_create_net(lifecycle *lc, const runtime_spec *spec, const net_policy *policy,

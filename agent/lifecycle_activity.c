@@ -79,8 +79,8 @@ int lifecycle_list(lifecycle *lc, lifecycle_info **out, size_t *n, terr *err)
 
 /* Starts an exec/file op: the sandbox must be running; counts as activity
  * and holds off the reaper until end_activity. */
-static agent_code begin_activity(lifecycle *lc, const char *id, sandbox **sb_out, runtime_vm **vm_out,
-                                 terr *err)
+static agent_code begin_activity(lifecycle *lc, const char *id, sandbox **sb_out,
+                                 runtime_vm **vm_out, terr *err)
 {
     sandbox *sb;
     agent_code code = lifecycle_find_and_lock_table(lc, id, &sb, err);
@@ -166,8 +166,8 @@ agent_code lifecycle_guest_call(lifecycle *lc, const char *id, const char *what,
         terr_set(err, "%s: not supported by the %s runtime", what, lc->driver->ops->name);
         return AGENT_FAILED_PRECONDITION;
     }
-    int rc = lc->driver->ops->guest_call(lc->driver, vm, what, req_type, payload, len, resp_type, timeout_ms, resp,
-                                         resp_len, &derr);
+    int rc = lc->driver->ops->guest_call(lc->driver, vm, what, req_type, payload, len, resp_type,
+                                         timeout_ms, resp, resp_len, &derr);
     return end_activity(lc, sb, vm, rc, what, &derr, err);
 }
 
@@ -205,7 +205,7 @@ agent_code lifecycle_write_file(lifecycle *lc, const char *id, const char *path,
     agent_code code = begin_activity(lc, id, &sb, &vm, err);
     if (code != AGENT_OK) return code;
     terr derr = {{0}};
-    int rc = lc->driver->ops->write_file(lc->driver, vm, path, data, len, mode ? mode : 0644, &derr);
+    int rc =
+        lc->driver->ops->write_file(lc->driver, vm, path, data, len, mode ? mode : 0644, &derr);
     return end_activity(lc, sb, vm, rc, "write_file", &derr, err);
 }
-

@@ -33,7 +33,10 @@ struct lifecycle {
     struct agent_net *net; /* NULL: no network */
 };
 
-static inline int64_t lifecycle_now_ms(const lifecycle *lc) { return agent_clock_now_ms(lc->clock); }
+static inline int64_t lifecycle_now_ms(const lifecycle *lc)
+{
+    return agent_clock_now_ms(lc->clock);
+}
 
 /* Copies the record's spec, status and last_active into out (NULL: no-op).
  * Table lock held. */

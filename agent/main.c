@@ -57,9 +57,13 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
      * VMs left by a previous agent keep running, and the next start
      * re-attaches them. */
     qemu_accel accel;
-    if (runtime_qemu_parse_accel(cfg->accel, &accel) != 0) fatal("stage=config bad accel %s", cfg->accel);
-    runtime_qemu_config qcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .accel = accel,
-                                .template_cache_max = cfg->template_cache, .vm_user = cfg->vm_user};
+    if (runtime_qemu_parse_accel(cfg->accel, &accel) != 0)
+        fatal("stage=config bad accel %s", cfg->accel);
+    runtime_qemu_config qcfg = {.state_dir = cfg->state_dir,
+                                .image_dir = cfg->image_dir,
+                                .accel = accel,
+                                .template_cache_max = cfg->template_cache,
+                                .vm_user = cfg->vm_user};
     runtime_driver *driver = NULL;
     if (runtime_qemu_open(&qcfg, &driver, &err) != 0) fatal("stage=runtime %s", err.msg);
 
@@ -69,22 +73,28 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     if (journal_open(journal_path, &jnl, &err) != 0) fatal("stage=journal %s", err.msg);
 
     agent_net *net = NULL;
-    if (cfg->network && net_open(cfg->state_dir, &net, &err) != 0) fatal("stage=network %s", err.msg);
+    if (cfg->network && net_open(cfg->state_dir, &net, &err) != 0)
+        fatal("stage=network %s", err.msg);
 
     lifecycle *lc = NULL;
-    admission_config adm = {.overcommit = cfg->memory_overcommit, .disk_reserve_mb = cfg->disk_reserve_mb,
+    admission_config adm = {.overcommit = cfg->memory_overcommit,
+                            .disk_reserve_mb = cfg->disk_reserve_mb,
                             .disk_path = cfg->state_dir};
     if (adm.overcommit > 0 && (adm.host_memory_mb = admission_host_memory_mb(&err)) < 0)
         fatal("stage=admission %s", err.msg);
     log_info("event=admission_limits host_memory_mb=%lld memory_overcommit=%g disk_reserve_mb=%d",
              (long long)adm.host_memory_mb, cfg->memory_overcommit, cfg->disk_reserve_mb);
-    lifecycle_config lcfg = {.driver = driver, .journal = jnl, .clock = &clock, .admission = &adm,
-                             .async_recover = true, .net = net};
+    lifecycle_config lcfg = {.driver = driver,
+                             .journal = jnl,
+                             .clock = &clock,
+                             .admission = &adm,
+                             .async_recover = true,
+                             .net = net};
     if (lifecycle_open(&lcfg, &lc, &err) != 0) fatal("stage=recover %s", err.msg);
 
     reaper *rp = NULL;
-    reaper_config rcfg = {.lc = lc, .interval_ms = cfg->reaper_interval_ms,
-                          .pause_workers = cfg->pause_workers};
+    reaper_config rcfg = {
+        .lc = lc, .interval_ms = cfg->reaper_interval_ms, .pause_workers = cfg->pause_workers};
     if (reaper_new(&rcfg, &rp, &err) != 0 || reaper_start(rp, &err) != 0)
         fatal("stage=reaper %s", err.msg);
 
@@ -96,8 +106,10 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     }
 
     template_builder *tb = NULL;
-    tb_config tbcfg = {.state_dir = cfg->state_dir, .image_dir = cfg->image_dir,
-                       .recipe_script = env_or("TORPOR_TEMPLATE_RECIPE", TORPOR_TEMPLATE_RECIPE_DEFAULT),
+    tb_config tbcfg = {.state_dir = cfg->state_dir,
+                       .image_dir = cfg->image_dir,
+                       .recipe_script =
+                           env_or("TORPOR_TEMPLATE_RECIPE", TORPOR_TEMPLATE_RECIPE_DEFAULT),
                        .guest_binary = env_or("TORPOR_GUEST_BINARY", TORPOR_GUEST_BINARY_DEFAULT),
                        .time_limit_sec = atoi(env_or("TORPOR_TEMPLATE_BUILD_TIMEOUT", "0")),
                        .driver = driver};
@@ -106,36 +118,48 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     /* The port tunnel (no TLS yet) only beside a loopback gRPC address. */
     port_tunnel *tunnel = NULL;
     if (net && rpc_addr_is_loopback(cfg->listen)) {
-        if (tunnel_start("127.0.0.1", lc, net, &tunnel, &err) != 0) fatal("stage=tunnel %s", err.msg);
+        if (tunnel_start("127.0.0.1", lc, net, &tunnel, &err) != 0)
+            fatal("stage=tunnel %s", err.msg);
         log_info("event=tunnel_ready port=%d", tunnel_port(tunnel));
     }
-    agent_rpc app = {.lc = lc, .journal = jnl, .host_ip = "", .agent_id = agent_id, .templates = tb,
-                     .state_dir = cfg->state_dir, .image_dir = cfg->image_dir, .tunnel = tunnel};
+    agent_rpc app = {.lc = lc,
+                     .journal = jnl,
+                     .host_ip = "",
+                     .agent_id = agent_id,
+                     .templates = tb,
+                     .state_dir = cfg->state_dir,
+                     .image_dir = cfg->image_dir,
+                     .tunnel = tunnel};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
-                              .tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key,
-                                      .ca_path = cfg->tls_ca, .expected_client_name = cfg->tls_client_name},
+                              .tls = {.cert_path = cfg->tls_cert,
+                                      .key_path = cfg->tls_key,
+                                      .ca_path = cfg->tls_ca,
+                                      .expected_client_name = cfg->tls_client_name},
                               .app = &app};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
     rpc_server *server = NULL;
-    if (rpc_server_start(&scfg, &server, &err) != 0) fatal("stage=rpc listen=%s %s", cfg->listen, err.msg);
+    if (rpc_server_start(&scfg, &server, &err) != 0)
+        fatal("stage=rpc listen=%s %s", cfg->listen, err.msg);
     char qs[LOG_QUOTE_MAX];
     log_info("event=agent_ready listen=%s port=%d state_dir=\"%s\" runtime=%s tls=%s agent_id=%s "
              "metrics_addr=%s metrics_port=%d",
              cfg->listen, rpc_server_port(server), log_quote(cfg->state_dir, qs, sizeof qs),
-             driver->ops->name, cfg->tls_cert ? (cfg->tls_client_name ? "mutual_named" : "mutual") : "off",
-             agent_id, cfg->metrics_addr, metrics_http_port(mh));
+             driver->ops->name,
+             cfg->tls_cert ? (cfg->tls_client_name ? "mutual_named" : "mutual") : "off", agent_id,
+             cfg->metrics_addr, metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
-    log_info("event=agent_stopping signal=%s pending_pauses=%d", sig == SIGINT ? "SIGINT" : "SIGTERM",
-             reaper_pending(rp));
+    log_info("event=agent_stopping signal=%s pending_pauses=%d",
+             sig == SIGINT ? "SIGINT" : "SIGTERM", reaper_pending(rp));
 
-    metrics_http_stop(mh);    /* its collector reads the table, journal, reaper */
-    reaper_halt(rp);          /* no new auto-pauses */
+    metrics_http_stop(mh); /* its collector reads the table, journal, reaper */
+    reaper_halt(rp);       /* no new auto-pauses */
     /* No new RPCs; waits for running handlers, boundedly: a guest call
      * honours its own deadline, but an exec may last an hour. */
     if (rpc_server_stop_within(server, cfg->shutdown_timeout_ms, &err) != 0) {
         char q[LOG_QUOTE_MAX];
-        log_error("event=agent_stop_timeout stage=rpc error=\"%s\"", log_quote(err.msg, q, sizeof q));
+        log_error("event=agent_stop_timeout stage=rpc error=\"%s\"",
+                  log_quote(err.msg, q, sizeof q));
         return 1;
     }
     if (reaper_stop(rp, cfg->shutdown_timeout_ms, &err) != 0) {
@@ -145,7 +169,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         log_error("event=agent_stop_timeout error=\"%s\"", log_quote(err.msg, q, sizeof q));
         return 1;
     }
-    tb_close(tb);             /* a running build is killed and ends in error */
+    tb_close(tb); /* a running build is killed and ends in error */
     tunnel_stop(tunnel);
     lifecycle_close(lc);
     net_close(net);
@@ -160,15 +184,12 @@ int main(int argc, char **argv)
     agent_config cfg;
     terr err = {{0}};
     switch (agent_config_parse(argc, argv, &cfg, &err)) {
-    case AGENT_CONFIG_HELP:
-        agent_config_usage(stdout, argv[0]);
-        return 0;
+    case AGENT_CONFIG_HELP: agent_config_usage(stdout, argv[0]); return 0;
     case AGENT_CONFIG_ERROR:
         fprintf(stderr, "torpor-agent: %s\n\n", err.msg);
         agent_config_usage(stderr, argv[0]);
         return 2;
-    case AGENT_CONFIG_OK:
-        break;
+    case AGENT_CONFIG_OK: break;
     }
     /* Before any thread exists, so that every thread (grpc's included)
      * inherits the mask and only daemon_wait_signal sees SIGTERM/SIGINT. */

@@ -17,12 +17,12 @@ typedef struct pool_job {
 
 struct pause_pool {
     pthread_mutex_t mu;
-    pthread_cond_t work_cv;  /* a job was queued, or stopping */
-    pthread_cond_t idle_cv;  /* a job finished; CLOCK_MONOTONIC for timed waits */
+    pthread_cond_t work_cv; /* a job was queued, or stopping */
+    pthread_cond_t idle_cv; /* a job finished; CLOCK_MONOTONIC for timed waits */
     pool_job *head, *tail;
     int queued, running;
-    bool closed;    /* no more submissions */
-    bool stopping;  /* workers exit once the queue is empty */
+    bool closed;   /* no more submissions */
+    bool stopping; /* workers exit once the queue is empty */
     int n_threads;
     pthread_t *threads;
 };

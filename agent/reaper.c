@@ -19,7 +19,7 @@ struct reaper {
     reaper_config cfg;
     pause_pool *pool;
     pthread_mutex_t mu;
-    pthread_cond_t cv;      /* wakes the thread on stop */
+    pthread_cond_t cv; /* wakes the thread on stop */
     bool stop;
     bool started;
     pthread_t thread;
@@ -27,7 +27,7 @@ struct reaper {
 
 typedef struct reaper_job {
     lifecycle *lc;
-    bool destroy_dead;      /* else auto-pause */
+    bool destroy_dead; /* else auto-pause */
     char id[RUNTIME_ID_MAX];
 } reaper_job;
 
@@ -73,8 +73,8 @@ static void dispatch(reaper *r, const char *id, bool destroy_dead, const runtime
     job->lc = r->cfg.lc;
     job->destroy_dead = destroy_dead;
     snprintf(job->id, sizeof job->id, "%s", id);
-    bool claimed = destroy_dead ? vm_death_claim(r->cfg.lc, id, dead_vm)
-                                : autopause_claim(r->cfg.lc, id);
+    bool claimed =
+        destroy_dead ? vm_death_claim(r->cfg.lc, id, dead_vm) : autopause_claim(r->cfg.lc, id);
     if (!claimed) {
         log_debug("event=reaper_skip sandbox_id=%s reason=%s", id,
                   destroy_dead ? "busy_or_gone" : "active_again_or_busy");
@@ -85,7 +85,8 @@ static void dispatch(reaper *r, const char *id, bool destroy_dead, const runtime
     terr err;
     if (pause_pool_submit(r->pool, run_job, job, &err) != 0) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=reaper_submit_failed sandbox_id=%s error=\"%s\" action=run_inline", id, log_quote(err.msg, q, sizeof q));
+        log_warn("event=reaper_submit_failed sandbox_id=%s error=\"%s\" action=run_inline", id,
+                 log_quote(err.msg, q, sizeof q));
         run_job(job);
     }
 }
@@ -168,7 +169,8 @@ int reaper_stop(reaper *r, int drain_timeout_ms, terr *err)
 {
     reaper_halt(r);
     int pending = pause_pool_pending(r->pool);
-    if (pending > 0) log_info("event=reaper_draining jobs=%d timeout_ms=%d", pending, drain_timeout_ms);
+    if (pending > 0)
+        log_info("event=reaper_draining jobs=%d timeout_ms=%d", pending, drain_timeout_ms);
     int rc = pause_pool_shutdown(r->pool, drain_timeout_ms, err);
     if (rc != 0) return -1; /* jobs still reference the lifecycle: leak r too */
     pthread_cond_destroy(&r->cv);

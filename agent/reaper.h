@@ -26,9 +26,9 @@
 typedef void (*reaper_hook_fn)(void *ctx, const char *sandbox_id);
 
 typedef struct reaper_config {
-    lifecycle *lc;            /* borrowed */
-    int interval_ms;          /* > 0; the default is 2000 */
-    int pause_workers;        /* >= 1; the default is 2 */
+    lifecycle *lc;     /* borrowed */
+    int interval_ms;   /* > 0; the default is 2000 */
+    int pause_workers; /* >= 1; the default is 2 */
     reaper_hook_fn before_claim;
     /* Same seam between the dead-VM scan and its claim. */
     reaper_hook_fn before_claim_dead;

@@ -21,13 +21,15 @@ static bool bad_fields(rpc_call *call, const char *id, const char *path)
     }
     size_t n = path ? strlen(path) : 0;
     if (n == 0 || path[0] != '/' || n > PATH_MAX_BYTES) {
-        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "path must be absolute and 1..%d bytes", PATH_MAX_BYTES);
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "path must be absolute and 1..%d bytes",
+                 PATH_MAX_BYTES);
         return true;
     }
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)path[i];
         if (c < 0x20 || c == 0x7f) {
-            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "path contains a control character at offset %zu", i);
+            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                     "path contains a control character at offset %zu", i);
             return true;
         }
     }
@@ -36,8 +38,8 @@ static bool bad_fields(rpc_call *call, const char *id, const char *path)
 
 /* Encodes nothing itself: sends b (freed here) and returns the answer's
  * payload, or fails the call. */
-static int guest(agent_rpc *app, rpc_call *call, const char *id, const char *what, gp_buf *b, uint8_t req_type,
-                 uint8_t resp_type, uint8_t **p, size_t *n)
+static int guest(agent_rpc *app, rpc_call *call, const char *id, const char *what, gp_buf *b,
+                 uint8_t req_type, uint8_t resp_type, uint8_t **p, size_t *n)
 {
     terr e;
     agent_code c = lifecycle_guest_call(app->lc, id, what, req_type, b->data, b->len, resp_type,
@@ -55,13 +57,15 @@ void rpc_files_write_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m
     const Torpor__Hostagent__V1__WriteFileChunkRequest *req = (const void *)m;
     if (bad_fields(call, req->sandbox_id, req->path)) return;
     if (!gp_upload_id_valid(req->upload_id)) {
-        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "upload_id must be 1..%d of [A-Za-z0-9]", GP_UPLOAD_ID_MAX);
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "upload_id must be 1..%d of [A-Za-z0-9]",
+                 GP_UPLOAD_ID_MAX);
         return;
     }
     if (req->data.len > GP_CHUNK_MAX || req->mode > 07777 || (req->commit && req->abort)) {
-        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
-                 "chunk of %zu bytes (at most %u), mode %o (at most 07777), commit and abort not both",
-                 req->data.len, GP_CHUNK_MAX, req->mode);
+        rpc_fail(
+            call, GRPC_STATUS_INVALID_ARGUMENT,
+            "chunk of %zu bytes (at most %u), mode %o (at most 07777), commit and abort not both",
+            req->data.len, GP_CHUNK_MAX, req->mode);
         return;
     }
     gp_write_chunk_req g = {
@@ -82,7 +86,9 @@ void rpc_files_write_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m
     }
     uint8_t *p;
     size_t n;
-    if (guest(appv, call, req->sandbox_id, "write_chunk", &b, GP_WRITE_CHUNK, GP_CHUNK_RESULT, &p, &n) < 0) return;
+    if (guest(appv, call, req->sandbox_id, "write_chunk", &b, GP_WRITE_CHUNK, GP_CHUNK_RESULT, &p,
+              &n) < 0)
+        return;
     gp_chunk_result r;
     int rc = gp_decode_chunk_result(p, n, &r, &e);
     free(p);
@@ -90,7 +96,8 @@ void rpc_files_write_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m
         rpc_fail(call, GRPC_STATUS_INTERNAL, "write_chunk answer: %s", e.msg);
         return;
     }
-    Torpor__Hostagent__V1__WriteFileChunkResponse resp = TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_RESPONSE__INIT;
+    Torpor__Hostagent__V1__WriteFileChunkResponse resp =
+        TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_RESPONSE__INIT;
     resp.guest_errno = r.status;
     resp.message = (char *)r.message;
     resp.size = r.size;
@@ -103,10 +110,13 @@ void rpc_files_read_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m)
     const Torpor__Hostagent__V1__ReadFileChunkRequest *req = (const void *)m;
     if (bad_fields(call, req->sandbox_id, req->path)) return;
     if (req->length == 0 || req->length > GP_CHUNK_MAX) {
-        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "length %u must be 1..%u", req->length, GP_CHUNK_MAX);
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "length %u must be 1..%u", req->length,
+                 GP_CHUNK_MAX);
         return;
     }
-    gp_read_chunk_req g = {.path = req->path, .offset = req->offset, .max_len = req->length,
+    gp_read_chunk_req g = {.path = req->path,
+                           .offset = req->offset,
+                           .max_len = req->length,
                            .expect_ino = req->expect_ino};
     gp_buf b = {0};
     terr e;
@@ -117,7 +127,8 @@ void rpc_files_read_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     uint8_t *p;
     size_t n;
-    if (guest(appv, call, req->sandbox_id, "read_chunk", &b, GP_READ_CHUNK, GP_READ_CHUNK_RESULT, &p, &n) < 0)
+    if (guest(appv, call, req->sandbox_id, "read_chunk", &b, GP_READ_CHUNK, GP_READ_CHUNK_RESULT,
+              &p, &n) < 0)
         return;
     gp_read_chunk_result r;
     int rc = gp_decode_read_chunk_result(p, n, &r, &e);
@@ -126,7 +137,8 @@ void rpc_files_read_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m)
         rpc_fail(call, GRPC_STATUS_INTERNAL, "read_chunk answer: %s", e.msg);
         return;
     }
-    Torpor__Hostagent__V1__ReadFileChunkResponse resp = TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ReadFileChunkResponse resp =
+        TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_RESPONSE__INIT;
     resp.guest_errno = r.status;
     resp.message = (char *)r.message;
     resp.file_size = r.file_size;
@@ -152,8 +164,8 @@ void rpc_files_list_dir(void *appv, rpc_call *call, const ProtobufCMessage *m)
     const Torpor__Hostagent__V1__ListDirRequest *req = (const void *)m;
     if (bad_fields(call, req->sandbox_id, req->path)) return;
     if (req->max_entries == 0 || req->max_entries > GP_LIST_MAX_ENTRIES) {
-        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "max_entries %u must be 1..%u", req->max_entries,
-                 GP_LIST_MAX_ENTRIES);
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "max_entries %u must be 1..%u",
+                 req->max_entries, GP_LIST_MAX_ENTRIES);
         return;
     }
     gp_list_dir_req g = {.path = req->path, .max_entries = req->max_entries};
@@ -166,7 +178,8 @@ void rpc_files_list_dir(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     uint8_t *p;
     size_t n;
-    if (guest(appv, call, req->sandbox_id, "list_dir", &b, GP_LIST_DIR, GP_LIST_RESULT, &p, &n) < 0) return;
+    if (guest(appv, call, req->sandbox_id, "list_dir", &b, GP_LIST_DIR, GP_LIST_RESULT, &p, &n) < 0)
+        return;
     gp_list_result r;
     int rc = gp_decode_list_result(p, n, &r, &e);
     free(p);

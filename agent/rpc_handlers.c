@@ -91,11 +91,15 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
                  "invalid template: must match ^[a-z0-9][a-z0-9._-]{0,62}$");
         return;
     }
-    if (req->disk_mb != 0 && (req->disk_mb < TORPOR_DISK_MB_MIN || req->disk_mb > TORPOR_DISK_MB_MAX)) {
-        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid disk_mb: must be 0 (default) or 512..65536");
+    if (req->disk_mb != 0 &&
+        (req->disk_mb < TORPOR_DISK_MB_MIN || req->disk_mb > TORPOR_DISK_MB_MAX)) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT,
+                 "invalid disk_mb: must be 0 (default) or 512..65536");
         return;
     }
-    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec,
+    runtime_spec spec = {.vcpus = req->vcpus,
+                         .memory_mb = req->memory_mb,
+                         .timeout_sec = req->timeout_sec,
                          .disk_mb = req->disk_mb};
     snprintf(spec.sandbox_id, sizeof spec.sandbox_id, "%s", req->sandbox_id);
     snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
@@ -115,7 +119,8 @@ static void h_create(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     pb_info pb;
     to_pb(app, &info, &pb);
-    Torpor__Hostagent__V1__CreateSandboxResponse resp = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__CreateSandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_RESPONSE__INIT;
     resp.sandbox = &pb;
     rpc_reply(call, &resp.base);
 }
@@ -133,7 +138,8 @@ static void h_destroy(void *appv, rpc_call *call, const ProtobufCMessage *m)
         fail_code(call, c, &e);
         return;
     }
-    Torpor__Hostagent__V1__DestroySandboxResponse resp = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__DestroySandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_RESPONSE__INIT;
     rpc_reply(call, &resp.base);
 }
 
@@ -153,7 +159,8 @@ static void h_pause(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     pb_info pb;
     to_pb(app, &info, &pb);
-    Torpor__Hostagent__V1__PauseSandboxResponse resp = TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__PauseSandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_RESPONSE__INIT;
     resp.sandbox = &pb;
     rpc_reply(call, &resp.base);
 }
@@ -174,7 +181,8 @@ static void h_resume(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     pb_info pb;
     to_pb(app, &info, &pb);
-    Torpor__Hostagent__V1__ResumeSandboxResponse resp = TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ResumeSandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_RESPONSE__INIT;
     resp.sandbox = &pb;
     rpc_reply(call, &resp.base);
 }
@@ -191,7 +199,8 @@ static void h_ping(void *appv, rpc_call *call, const ProtobufCMessage *m)
         fail_code(call, c, &e);
         return;
     }
-    Torpor__Hostagent__V1__PingSandboxResponse resp = TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__PingSandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
     resp.last_active_at_unix = last / 1000;
     rpc_reply(call, &resp.base);
 }
@@ -230,8 +239,8 @@ static void h_list(void *appv, rpc_call *call, const ProtobufCMessage *m)
     if (req->n_ack_auto_paused_sandbox_ids > 0 &&
         journal_ack(app->journal, (const char *const *)req->ack_auto_paused_sandbox_ids,
                     req->n_ack_auto_paused_sandbox_ids, &e) != 0)
-        log_warn("event=journal_ack_failed count=%zu error=\"%s\"", req->n_ack_auto_paused_sandbox_ids,
-                 log_quote(e.msg, q, sizeof q));
+        log_warn("event=journal_ack_failed count=%zu error=\"%s\"",
+                 req->n_ack_auto_paused_sandbox_ids, log_quote(e.msg, q, sizeof q));
     lifecycle_info *infos = NULL;
     size_t n = 0;
     if (lifecycle_list(app->lc, &infos, &n, &e) != 0) {
@@ -259,7 +268,8 @@ static void h_list(void *appv, rpc_call *call, const ProtobufCMessage *m)
         to_pb(app, &infos[i], &pbs[i]);
         ptrs[i] = &pbs[i];
     }
-    Torpor__Hostagent__V1__ListSandboxesResponse resp = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ListSandboxesResponse resp =
+        TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
     resp.n_sandboxes = n;
     resp.sandboxes = ptrs;
     resp.n_auto_paused_sandbox_ids = n_ids;
@@ -290,7 +300,8 @@ static void h_exec(void *appv, rpc_call *call, const ProtobufCMessage *m)
     };
     for (size_t i = 0; i < req->n_env; i++) {
         if (!strchr(req->env[i], '=') || req->env[i][0] == '=') {
-            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid env entry %zu: must be KEY=VALUE", i);
+            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid env entry %zu: must be KEY=VALUE",
+                     i);
             return;
         }
     }
@@ -354,7 +365,8 @@ static void h_write_file(void *appv, rpc_call *call, const ProtobufCMessage *m)
         fail_code(call, c, &e);
         return;
     }
-    Torpor__Hostagent__V1__WriteFileResponse resp = TORPOR__HOSTAGENT__V1__WRITE_FILE_RESPONSE__INIT;
+    Torpor__Hostagent__V1__WriteFileResponse resp =
+        TORPOR__HOSTAGENT__V1__WRITE_FILE_RESPONSE__INIT;
     resp.size = (int64_t)req->content.len;
     rpc_reply(call, &resp.base);
 }
@@ -400,7 +412,8 @@ static void h_host_info(void *appv, rpc_call *call, const ProtobufCMessage *m)
         rpc_fail(call, GRPC_STATUS_INTERNAL, "%s", e.msg);
         return;
     }
-    Torpor__Hostagent__V1__GetHostInfoResponse resp = TORPOR__HOSTAGENT__V1__GET_HOST_INFO_RESPONSE__INIT;
+    Torpor__Hostagent__V1__GetHostInfoResponse resp =
+        TORPOR__HOSTAGENT__V1__GET_HOST_INFO_RESPONSE__INIT;
     resp.agent_id = (char *)(app->agent_id ? app->agent_id : "");
     for (size_t i = 0; i < n; i++) {
         if (infos[i].status == SANDBOX_PAUSED) {
@@ -412,7 +425,8 @@ static void h_host_info(void *appv, rpc_call *call, const ProtobufCMessage *m)
     }
     free(infos);
     struct sysinfo si;
-    if (sysinfo(&si) == 0) resp.memory_total_mb = (int64_t)((uint64_t)si.totalram * si.mem_unit / (1024 * 1024));
+    if (sysinfo(&si) == 0)
+        resp.memory_total_mb = (int64_t)((uint64_t)si.totalram * si.mem_unit / (1024 * 1024));
     struct statvfs vf;
     if (app->state_dir && statvfs(app->state_dir, &vf) == 0)
         resp.disk_free_mb = (int64_t)((uint64_t)vf.f_bavail * vf.f_frsize / (1024 * 1024));
@@ -436,7 +450,8 @@ static void h_export_files(void *appv, rpc_call *call, const ProtobufCMessage *m
     transfer_file files[TRANSFER_FILES_MAX];
     size_t n = 0;
     terr e;
-    agent_code c = transfer_export_manifest(app->lc, app->state_dir, req->sandbox_id, files, &n, &e);
+    agent_code c =
+        transfer_export_manifest(app->lc, app->state_dir, req->sandbox_id, files, &n, &e);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
@@ -450,7 +465,8 @@ static void h_export_files(void *appv, rpc_call *call, const ProtobufCMessage *m
         pbs[i].sha256 = files[i].sha256;
         ptrs[i] = &pbs[i];
     }
-    Torpor__Hostagent__V1__ExportSandboxFilesResponse resp = TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ExportSandboxFilesResponse resp =
+        TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_RESPONSE__INIT;
     resp.files = ptrs;
     resp.n_files = n;
     log_info("event=sandbox_export sandbox_id=%s files=%zu", req->sandbox_id, n);
@@ -470,14 +486,16 @@ static void h_read_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m)
     size_t len = 0;
     bool zero = false;
     terr e;
-    agent_code c = transfer_read_chunk(app->lc, app->state_dir, req->sandbox_id, req->name ? req->name : "",
-                                       req->offset, req->max_len > 0 ? (size_t)req->max_len : 0, buf, &len, &zero, &e);
+    agent_code c = transfer_read_chunk(
+        app->lc, app->state_dir, req->sandbox_id, req->name ? req->name : "", req->offset,
+        req->max_len > 0 ? (size_t)req->max_len : 0, buf, &len, &zero, &e);
     if (c != AGENT_OK) {
         free(buf);
         fail_code(call, c, &e);
         return;
     }
-    Torpor__Hostagent__V1__ReadSandboxFileChunkResponse resp = TORPOR__HOSTAGENT__V1__READ_SANDBOX_FILE_CHUNK_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ReadSandboxFileChunkResponse resp =
+        TORPOR__HOSTAGENT__V1__READ_SANDBOX_FILE_CHUNK_RESPONSE__INIT;
     if (zero) {
         resp.zero_len = (int64_t)len;
     } else {
@@ -498,13 +516,15 @@ static void h_write_chunk(void *appv, rpc_call *call, const ProtobufCMessage *m)
         rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "zero_len out of range");
         return;
     }
-    agent_code c = transfer_write_chunk(app->lc, app->state_dir, req->sandbox_id, req->name ? req->name : "",
-                                        req->offset, req->data.data, req->data.len, (size_t)req->zero_len, &e);
+    agent_code c =
+        transfer_write_chunk(app->lc, app->state_dir, req->sandbox_id, req->name ? req->name : "",
+                             req->offset, req->data.data, req->data.len, (size_t)req->zero_len, &e);
     if (c != AGENT_OK) {
         fail_code(call, c, &e);
         return;
     }
-    Torpor__Hostagent__V1__WriteSandboxFileChunkResponse resp = TORPOR__HOSTAGENT__V1__WRITE_SANDBOX_FILE_CHUNK_RESPONSE__INIT;
+    Torpor__Hostagent__V1__WriteSandboxFileChunkResponse resp =
+        TORPOR__HOSTAGENT__V1__WRITE_SANDBOX_FILE_CHUNK_RESPONSE__INIT;
     rpc_reply(call, &resp.base);
 }
 
@@ -521,7 +541,8 @@ static void h_commit_import(void *appv, rpc_call *call, const ProtobufCMessage *
     transfer_file files[TRANSFER_FILES_MAX];
     for (size_t i = 0; i < req->n_files; i++) {
         const pb_tfile *f = req->files[i];
-        if (!f || !f->name || !f->sha256 || strlen(f->name) >= sizeof files[i].name || strlen(f->sha256) != 64) {
+        if (!f || !f->name || !f->sha256 || strlen(f->name) >= sizeof files[i].name ||
+            strlen(f->sha256) != 64) {
             rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad file entry");
             return;
         }
@@ -529,7 +550,9 @@ static void h_commit_import(void *appv, rpc_call *call, const ProtobufCMessage *
         snprintf(files[i].sha256, sizeof files[i].sha256, "%s", f->sha256);
         files[i].size = f->size;
     }
-    runtime_spec spec = {.vcpus = req->vcpus, .memory_mb = req->memory_mb, .timeout_sec = req->timeout_sec,
+    runtime_spec spec = {.vcpus = req->vcpus,
+                         .memory_mb = req->memory_mb,
+                         .timeout_sec = req->timeout_sec,
                          .created_at_unix = req->created_at_unix};
     snprintf(spec.sandbox_id, sizeof spec.sandbox_id, "%s", req->sandbox_id);
     snprintf(spec.template_name, sizeof spec.template_name, "%s", req->template_);
@@ -539,7 +562,8 @@ static void h_commit_import(void *appv, rpc_call *call, const ProtobufCMessage *
         fail_code(call, c, &e);
         return;
     }
-    Torpor__Hostagent__V1__CommitSandboxImportResponse resp = TORPOR__HOSTAGENT__V1__COMMIT_SANDBOX_IMPORT_RESPONSE__INIT;
+    Torpor__Hostagent__V1__CommitSandboxImportResponse resp =
+        TORPOR__HOSTAGENT__V1__COMMIT_SANDBOX_IMPORT_RESPONSE__INIT;
     rpc_reply(call, &resp.base);
 }
 
@@ -554,7 +578,8 @@ static void h_abort_import(void *appv, rpc_call *call, const ProtobufCMessage *m
         fail_code(call, c, &e);
         return;
     }
-    Torpor__Hostagent__V1__AbortSandboxImportResponse resp = TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_RESPONSE__INIT;
+    Torpor__Hostagent__V1__AbortSandboxImportResponse resp =
+        TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_RESPONSE__INIT;
     rpc_reply(call, &resp.base);
 }
 
@@ -589,7 +614,8 @@ static void h_open_port(void *appv, rpc_call *call, const ProtobufCMessage *m)
     const Torpor__Hostagent__V1__OpenPortRequest *req = (const void *)m;
     if (bad_id(call, req->sandbox_id)) return;
     if (!app->tunnel) {
-        rpc_fail(call, GRPC_STATUS_UNAVAILABLE, "this agent has no port tunnel (network off or non-loopback address)");
+        rpc_fail(call, GRPC_STATUS_UNAVAILABLE,
+                 "this agent has no port tunnel (network off or non-loopback address)");
         return;
     }
     char token[TUNNEL_TOKEN_LEN + 1];
@@ -597,7 +623,9 @@ static void h_open_port(void *appv, rpc_call *call, const ProtobufCMessage *m)
     terr e;
     agent_code c = tunnel_open(app->tunnel, req->sandbox_id, req->port, token, &closed, &e);
     if (c != AGENT_OK) {
-        if (closed) rpc_fail(call, GRPC_STATUS_OUT_OF_RANGE, "nothing listens on port %d: %s", req->port, e.msg);
+        if (closed)
+            rpc_fail(call, GRPC_STATUS_OUT_OF_RANGE, "nothing listens on port %d: %s", req->port,
+                     e.msg);
         else fail_code(call, c, &e);
         return;
     }
@@ -613,25 +641,38 @@ static const rpc_method methods[] = {
     {RPC_PAUSE_SANDBOX, &torpor__hostagent__v1__pause_sandbox_request__descriptor, h_pause},
     {RPC_RESUME_SANDBOX, &torpor__hostagent__v1__resume_sandbox_request__descriptor, h_resume},
     {RPC_PING_SANDBOX, &torpor__hostagent__v1__ping_sandbox_request__descriptor, h_ping},
-    {RPC_SET_TIMEOUT, &torpor__hostagent__v1__set_sandbox_timeout_request__descriptor, h_set_timeout},
+    {RPC_SET_TIMEOUT, &torpor__hostagent__v1__set_sandbox_timeout_request__descriptor,
+     h_set_timeout},
     {RPC_LIST_SANDBOXES, &torpor__hostagent__v1__list_sandboxes_request__descriptor, h_list},
     {RPC_EXEC, &torpor__hostagent__v1__exec_request__descriptor, h_exec},
     {RPC_READ_FILE, &torpor__hostagent__v1__read_file_request__descriptor, h_read_file},
     {RPC_WRITE_FILE, &torpor__hostagent__v1__write_file_request__descriptor, h_write_file},
-    {RPC_WRITE_FILE_CHUNK, &torpor__hostagent__v1__write_file_chunk_request__descriptor, rpc_files_write_chunk},
-    {RPC_READ_FILE_CHUNK, &torpor__hostagent__v1__read_file_chunk_request__descriptor, rpc_files_read_chunk},
+    {RPC_WRITE_FILE_CHUNK, &torpor__hostagent__v1__write_file_chunk_request__descriptor,
+     rpc_files_write_chunk},
+    {RPC_READ_FILE_CHUNK, &torpor__hostagent__v1__read_file_chunk_request__descriptor,
+     rpc_files_read_chunk},
     {RPC_LIST_DIR, &torpor__hostagent__v1__list_dir_request__descriptor, rpc_files_list_dir},
-    {RPC_BUILD_TEMPLATE, &torpor__hostagent__v1__build_template_request__descriptor, agent_rpc_build_template},
-    {RPC_GET_TEMPLATE, &torpor__hostagent__v1__get_template_request__descriptor, agent_rpc_get_template},
-    {RPC_LIST_TEMPLATES, &torpor__hostagent__v1__list_templates_request__descriptor, agent_rpc_list_templates},
-    {RPC_DELETE_TEMPLATE, &torpor__hostagent__v1__delete_template_request__descriptor, agent_rpc_delete_template},
+    {RPC_BUILD_TEMPLATE, &torpor__hostagent__v1__build_template_request__descriptor,
+     agent_rpc_build_template},
+    {RPC_GET_TEMPLATE, &torpor__hostagent__v1__get_template_request__descriptor,
+     agent_rpc_get_template},
+    {RPC_LIST_TEMPLATES, &torpor__hostagent__v1__list_templates_request__descriptor,
+     agent_rpc_list_templates},
+    {RPC_DELETE_TEMPLATE, &torpor__hostagent__v1__delete_template_request__descriptor,
+     agent_rpc_delete_template},
     {RPC_GET_HOST_INFO, &torpor__hostagent__v1__get_host_info_request__descriptor, h_host_info},
-    {RPC_EXPORT_FILES, &torpor__hostagent__v1__export_sandbox_files_request__descriptor, h_export_files},
-    {RPC_READ_CHUNK, &torpor__hostagent__v1__read_sandbox_file_chunk_request__descriptor, h_read_chunk},
-    {RPC_WRITE_CHUNK, &torpor__hostagent__v1__write_sandbox_file_chunk_request__descriptor, h_write_chunk},
-    {RPC_COMMIT_IMPORT, &torpor__hostagent__v1__commit_sandbox_import_request__descriptor, h_commit_import},
-    {RPC_ABORT_IMPORT, &torpor__hostagent__v1__abort_sandbox_import_request__descriptor, h_abort_import},
-    {RPC_SET_NETWORK, &torpor__hostagent__v1__set_sandbox_network_request__descriptor, h_set_network},
+    {RPC_EXPORT_FILES, &torpor__hostagent__v1__export_sandbox_files_request__descriptor,
+     h_export_files},
+    {RPC_READ_CHUNK, &torpor__hostagent__v1__read_sandbox_file_chunk_request__descriptor,
+     h_read_chunk},
+    {RPC_WRITE_CHUNK, &torpor__hostagent__v1__write_sandbox_file_chunk_request__descriptor,
+     h_write_chunk},
+    {RPC_COMMIT_IMPORT, &torpor__hostagent__v1__commit_sandbox_import_request__descriptor,
+     h_commit_import},
+    {RPC_ABORT_IMPORT, &torpor__hostagent__v1__abort_sandbox_import_request__descriptor,
+     h_abort_import},
+    {RPC_SET_NETWORK, &torpor__hostagent__v1__set_sandbox_network_request__descriptor,
+     h_set_network},
     {RPC_OPEN_PORT, &torpor__hostagent__v1__open_port_request__descriptor, h_open_port},
 };
 

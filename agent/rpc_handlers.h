@@ -22,14 +22,14 @@
 #include "template_builder.h"
 
 typedef struct agent_rpc {
-    lifecycle *lc;        /* borrowed */
-    journal *journal;     /* borrowed */
-    const char *host_ip;  /* reported in SandboxInfo.host_ip; may be "" */
-    const char *agent_id; /* reported in ListSandboxesResponse.agent_id; NULL = "" */
+    lifecycle *lc;               /* borrowed */
+    journal *journal;            /* borrowed */
+    const char *host_ip;         /* reported in SandboxInfo.host_ip; may be "" */
+    const char *agent_id;        /* reported in ListSandboxesResponse.agent_id; NULL = "" */
     template_builder *templates; /* borrowed; NULL = template RPCs fail UNIMPLEMENTED */
-    const char *state_dir; /* GetHostInfo: disk free under it; NULL = not reported */
-    const char *image_dir; /* GetHostInfo: its subdirectories are the templates ready */
-    struct port_tunnel *tunnel; /* NULL: OpenPort answers UNAVAILABLE */
+    const char *state_dir;       /* GetHostInfo: disk free under it; NULL = not reported */
+    const char *image_dir;       /* GetHostInfo: its subdirectories are the templates ready */
+    struct port_tunnel *tunnel;  /* NULL: OpenPort answers UNAVAILABLE */
 } agent_rpc;
 
 /* The method table; pass an agent_rpc* as rpc_server_config.app. */

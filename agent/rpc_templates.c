@@ -22,7 +22,8 @@ static void to_pb(const tb_info *in, pb_tpl *pb)
 static template_builder *builder(void *appv, rpc_call *call)
 {
     agent_rpc *app = appv;
-    if (!app->templates) rpc_fail(call, GRPC_STATUS_UNIMPLEMENTED, "this agent does not build templates");
+    if (!app->templates)
+        rpc_fail(call, GRPC_STATUS_UNIMPLEMENTED, "this agent does not build templates");
     return app->templates;
 }
 
@@ -33,15 +34,16 @@ void agent_rpc_build_template(void *appv, rpc_call *call, const ProtobufCMessage
     const Torpor__Hostagent__V1__BuildTemplateRequest *req = (const void *)m;
     tb_info info;
     terr e;
-    agent_code c = tb_build(tb, req->name, req->base_template, (const char *const *)req->packages, req->n_packages,
-                            req->setup, &info, &e);
+    agent_code c = tb_build(tb, req->name, req->base_template, (const char *const *)req->packages,
+                            req->n_packages, req->setup, &info, &e);
     if (c != AGENT_OK) {
         rpc_fail(call, agent_code_to_grpc(c), "%s", e.msg);
         return;
     }
     pb_tpl pb;
     to_pb(&info, &pb);
-    Torpor__Hostagent__V1__BuildTemplateResponse resp = TORPOR__HOSTAGENT__V1__BUILD_TEMPLATE_RESPONSE__INIT;
+    Torpor__Hostagent__V1__BuildTemplateResponse resp =
+        TORPOR__HOSTAGENT__V1__BUILD_TEMPLATE_RESPONSE__INIT;
     resp.template_ = &pb;
     rpc_reply(call, &resp.base);
 }
@@ -63,7 +65,8 @@ void agent_rpc_get_template(void *appv, rpc_call *call, const ProtobufCMessage *
     }
     pb_tpl pb;
     to_pb(&info, &pb);
-    Torpor__Hostagent__V1__GetTemplateResponse resp = TORPOR__HOSTAGENT__V1__GET_TEMPLATE_RESPONSE__INIT;
+    Torpor__Hostagent__V1__GetTemplateResponse resp =
+        TORPOR__HOSTAGENT__V1__GET_TEMPLATE_RESPONSE__INIT;
     resp.template_ = &pb;
     resp.log.data = (uint8_t *)log;
     resp.log.len = log_len;
@@ -96,7 +99,8 @@ void agent_rpc_list_templates(void *appv, rpc_call *call, const ProtobufCMessage
         to_pb(&v[i], &pbs[i]);
         ptrs[i] = &pbs[i];
     }
-    Torpor__Hostagent__V1__ListTemplatesResponse resp = TORPOR__HOSTAGENT__V1__LIST_TEMPLATES_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ListTemplatesResponse resp =
+        TORPOR__HOSTAGENT__V1__LIST_TEMPLATES_RESPONSE__INIT;
     resp.templates = ptrs;
     resp.n_templates = n;
     rpc_reply(call, &resp.base);
@@ -116,6 +120,7 @@ void agent_rpc_delete_template(void *appv, rpc_call *call, const ProtobufCMessag
         rpc_fail(call, agent_code_to_grpc(c), "%s", e.msg);
         return;
     }
-    Torpor__Hostagent__V1__DeleteTemplateResponse resp = TORPOR__HOSTAGENT__V1__DELETE_TEMPLATE_RESPONSE__INIT;
+    Torpor__Hostagent__V1__DeleteTemplateResponse resp =
+        TORPOR__HOSTAGENT__V1__DELETE_TEMPLATE_RESPONSE__INIT;
     rpc_reply(call, &resp.base);
 }

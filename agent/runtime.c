@@ -20,10 +20,7 @@ void runtime_vm_init(runtime_vm *vm, runtime_driver *d, const char *sandbox_id, 
     vm->priv = priv;
 }
 
-void runtime_vm_ref(runtime_vm *vm)
-{
-    atomic_fetch_add(&vm->refs, 1);
-}
+void runtime_vm_ref(runtime_vm *vm) { atomic_fetch_add(&vm->refs, 1); }
 
 void runtime_vm_unref(runtime_vm *vm)
 {
@@ -33,12 +30,6 @@ void runtime_vm_unref(runtime_vm *vm)
 
 static _Thread_local long long call_deadline_ms;
 
-void runtime_call_deadline_set(long long mono_ms)
-{
-    call_deadline_ms = mono_ms;
-}
+void runtime_call_deadline_set(long long mono_ms) { call_deadline_ms = mono_ms; }
 
-long long runtime_call_deadline(void)
-{
-    return call_deadline_ms;
-}
+long long runtime_call_deadline(void) { return call_deadline_ms; }

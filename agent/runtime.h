@@ -57,9 +57,9 @@ typedef struct runtime_spec {
     char template_name[RUNTIME_TEMPLATE_MAX];
     int vcpus;
     int memory_mb;
-    int timeout_sec;         /* recorded in the snapshot metadata */
+    int timeout_sec; /* recorded in the snapshot metadata */
     int64_t created_at_unix;
-    int disk_mb;             /* root disk size (templates with a root disk);
+    int disk_mb; /* root disk size (templates with a root disk);
                               * 0 = default (4096), else 512..65536 */
     /* Not recorded: for create/resume only, a TAP device (> 2) the VM's NIC
      * uses; 0 = none (the NIC, if the machine has one, stays unconnected). */
@@ -67,25 +67,25 @@ typedef struct runtime_spec {
 } runtime_spec;
 
 typedef struct runtime_exec_request {
-    const char *cmd;                 /* no args: run via /bin/sh -c cmd */
+    const char *cmd; /* no args: run via /bin/sh -c cmd */
     const char *const *args;
     size_t n_args;
-    const char *const *env;          /* "KEY=VALUE" */
+    const char *const *env; /* "KEY=VALUE" */
     size_t n_env;
-    const char *cwd;                 /* NULL or "" = / */
-    int timeout_sec;                 /* > 0 */
+    const char *cwd; /* NULL or "" = / */
+    int timeout_sec; /* > 0 */
     const uint8_t *stdin_data;
     size_t stdin_len;
 } runtime_exec_request;
 
 typedef struct runtime_exec_result {
-    uint8_t *out;        /* malloc'd, binary-safe */
+    uint8_t *out; /* malloc'd, binary-safe */
     size_t out_len;
     uint8_t *err;
     size_t err_len;
-    int exit_code;       /* -1 when killed (timeout or signal) */
+    int exit_code; /* -1 when killed (timeout or signal) */
     bool timed_out;
-    bool out_truncated;  /* output over the guest's cap (see guest/README) */
+    bool out_truncated; /* output over the guest's cap (see guest/README) */
     bool err_truncated;
 } runtime_exec_result;
 
@@ -130,8 +130,9 @@ typedef struct runtime_ops {
      * resp_type answer and returns its payload in *resp (malloc'd, NULL
      * when empty). For the chunked file requests; NULL in drivers without
      * a guest protocol (the call then fails). */
-    int (*guest_call)(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type, const void *payload,
-                      size_t len, uint8_t resp_type, int timeout_ms, uint8_t **resp, size_t *resp_len, terr *err);
+    int (*guest_call)(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type,
+                      const void *payload, size_t len, uint8_t resp_type, int timeout_ms,
+                      uint8_t **resp, size_t *resp_len, terr *err);
     /* False once the VM process has exited (killed from outside, crashed). */
     bool (*vm_alive)(runtime_driver *d, runtime_vm *vm);
     /* Reports sandboxes left on disk by an earlier agent run; removes debris

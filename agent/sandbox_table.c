@@ -6,7 +6,7 @@
 
 struct sandbox_table {
     pthread_mutex_t mu;
-    sandbox **items;  /* a flat array: an agent holds hundreds, not millions */
+    sandbox **items; /* a flat array: an agent holds hundreds, not millions */
     size_t n, cap;
 };
 

@@ -33,8 +33,8 @@ typedef enum {
     SANDBOX_PAUSING,
     SANDBOX_PAUSED,
     SANDBOX_RESUMING,
-    SANDBOX_DESTROYING,   /* internal: driver destroy in progress */
-    SANDBOX_RECOVERING,   /* a live VM the restarted agent is still re-attaching */
+    SANDBOX_DESTROYING, /* internal: driver destroy in progress */
+    SANDBOX_RECOVERING, /* a live VM the restarted agent is still re-attaching */
 } sandbox_status;
 
 /* "running", "pausing", "paused", "resuming", "creating", "destroying",
@@ -42,15 +42,15 @@ typedef enum {
 const char *sandbox_status_name(sandbox_status s);
 
 typedef struct sandbox {
-    char id[RUNTIME_ID_MAX];      /* immutable */
+    char id[RUNTIME_ID_MAX]; /* immutable */
     /* All below: guarded by the table lock. */
-    runtime_spec spec;            /* spec.timeout_sec is the live TTL */
+    runtime_spec spec; /* spec.timeout_sec is the live TTL */
     sandbox_status status;
-    int64_t last_active_ms;       /* agent_clock ms */
-    int active_execs;             /* exec/file ops in flight: never auto-paused */
-    int pause_failures;           /* auto-pauses failed in a row (VM alive) */
-    int64_t pause_retry_at_ms;    /* agent_clock ms: no auto-pause before */
-    runtime_vm *vm;               /* NULL while paused */
+    int64_t last_active_ms;    /* agent_clock ms */
+    int active_execs;          /* exec/file ops in flight: never auto-paused */
+    int pause_failures;        /* auto-pauses failed in a row (VM alive) */
+    int64_t pause_retry_at_ms; /* agent_clock ms: no auto-pause before */
+    runtime_vm *vm;            /* NULL while paused */
     bool lifecycle_busy;
     bool in_table;
     int refs;

@@ -27,7 +27,7 @@ extern char **environ;
 
 struct tb_entry {
     tb_info info;
-    bool queued;  /* waiting for or in the worker */
+    bool queued;    /* waiting for or in the worker */
     char *packages; /* comma-separated */
     char *setup;    /* NULL = none; kept in memory only (a restart ends the build) */
     struct tb_entry *next;
@@ -67,8 +67,9 @@ static int load_state(const template_builder *tb, const char *name, tb_entry *e)
     if (sscanf(text, "%31s %lld %79s %lld", status, &size, digest, &created) != 4) return -1;
     if (strlen(name) >= sizeof e->info.name) return -1;
     memcpy(e->info.name, name, strlen(name) + 1);
-    e->info.status = strcmp(status, "ready") == 0 ? TB_READY : strcmp(status, "building") == 0 ? TB_BUILDING
-                                                                                             : TB_ERROR;
+    e->info.status = strcmp(status, "ready") == 0      ? TB_READY
+                     : strcmp(status, "building") == 0 ? TB_BUILDING
+                                                       : TB_ERROR;
     e->info.size_bytes = size;
     snprintf(e->info.digest, sizeof e->info.digest, "%s", strcmp(digest, "-") == 0 ? "" : digest);
     e->info.created_at_unix = created;
@@ -116,7 +117,8 @@ static void failure_reason(const char *log_path, char *out, size_t size)
  * settled (ready or error). Without setup the recipe links the image to
  * <image_dir>/<name>; with setup it links it to <image_dir>/<name>.base
  * for the setup VM, and run_setup makes and links the final image. */
-static void run_build(template_builder *tb, tb_entry *e, const char *name, const char *packages, const char *setup)
+static void run_build(template_builder *tb, tb_entry *e, const char *name, const char *packages,
+                      const char *setup)
 {
     char log_path[4096], link[4200], base_name[80], base_link[4200], qn[LOG_QUOTE_MAX];
     tb_state_path(tb, name, "build.log", log_path, sizeof log_path);
@@ -142,7 +144,8 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
         if (strncmp(environ[i], "TORPOR_EXTRA_PACKAGES=", 22) != 0 &&
             strncmp(environ[i], TB_MARKER_ENV "=", strlen(TB_MARKER_ENV) + 1) != 0)
             envp[k++] = environ[i];
-    char *argv[] = {"/bin/bash", tb->recipe_script, setup ? base_link : link, tb->guest_binary, NULL};
+    char *argv[] = {"/bin/bash", tb->recipe_script, setup ? base_link : link, tb->guest_binary,
+                    NULL};
     int logfd = open(log_path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
 
@@ -152,11 +155,12 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
     if (!envp || logfd < 0 || devnull < 0) {
         snprintf(reason, sizeof reason, "could not start the build: %s", strerror(errno));
     } else {
-        dprintf(logfd, "torpor-agent: building template %s: debian + [%s]%s\n", name, packages ? packages : "",
-                setup ? " + setup script" : "");
+        dprintf(logfd, "torpor-agent: building template %s: debian + [%s]%s\n", name,
+                packages ? packages : "", setup ? " + setup script" : "");
         char pgid_path[4096];
         tb_state_path(tb, name, "pgid", pgid_path, sizeof pgid_path);
-        int r = tb_run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, marker, reason, sizeof reason);
+        int r = tb_run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, marker, reason,
+                             sizeof reason);
         if (r == 0 && tb_image_complete(setup ? base_link : link)) {
             ok = true;
         } else if (r >= 0) {
@@ -164,7 +168,8 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
             if (!reason[0]) snprintf(reason, sizeof reason, "build failed");
         }
         if (ok && setup) {
-            ok = tb_run_setup(tb, name, base_name, setup, envp, logfd, devnull, t0, reason, sizeof reason) == 0 &&
+            ok = tb_run_setup(tb, name, base_name, setup, envp, logfd, devnull, t0, reason,
+                              sizeof reason) == 0 &&
                  tb_image_complete(link);
             if (!ok && !reason[0]) snprintf(reason, sizeof reason, "setup failed");
         }
@@ -198,13 +203,15 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
     pthread_mutex_unlock(&tb->mu);
     char qr[LOG_QUOTE_MAX];
     if (ok)
-        log_info("event=template_built name=\"%s\" ms=%lld size_bytes=%lld digest=%.16s setup=%s", qn,
-                 (long long)(mono_ms() - t0), (long long)done.size_bytes, done.digest, setup ? "yes" : "no");
+        log_info("event=template_built name=\"%s\" ms=%lld size_bytes=%lld digest=%.16s setup=%s",
+                 qn, (long long)(mono_ms() - t0), (long long)done.size_bytes, done.digest,
+                 setup ? "yes" : "no");
     else
-        log_warn("event=template_build_failed name=\"%s\" ms=%lld error=\"%s\"", qn, (long long)(mono_ms() - t0),
-                 log_quote(reason, qr, sizeof qr));
-    if (rc != 0) log_error("event=template_state_write_failed name=\"%s\" error=\"%s\"", qn,
-                           log_quote(err.msg, qr, sizeof qr));
+        log_warn("event=template_build_failed name=\"%s\" ms=%lld error=\"%s\"", qn,
+                 (long long)(mono_ms() - t0), log_quote(reason, qr, sizeof qr));
+    if (rc != 0)
+        log_error("event=template_state_write_failed name=\"%s\" error=\"%s\"", qn,
+                  log_quote(err.msg, qr, sizeof qr));
 }
 
 static void *worker_main(void *arg)
@@ -260,7 +267,8 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
     tb->time_limit_sec = cfg->time_limit_sec > 0 ? cfg->time_limit_sec : TB_TIME_LIMIT_DEFAULT;
     pthread_mutex_init(&tb->mu, NULL);
     pthread_cond_init(&tb->cv, NULL);
-    if (!tb->state_dir || !tb->agent_state_dir || !tb->image_dir || !tb->recipe_script || !tb->guest_binary) {
+    if (!tb->state_dir || !tb->agent_state_dir || !tb->image_dir || !tb->recipe_script ||
+        !tb->guest_binary) {
         tb_close(tb);
         return terr_set(err, "out of memory");
     }
@@ -298,11 +306,14 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
             tb_image_link(tb, base, link, sizeof link);
             unlink(link);
             e->info.status = TB_ERROR;
-            snprintf(e->info.error, sizeof e->info.error, "interrupted: the agent restarted during the build");
+            snprintf(e->info.error, sizeof e->info.error,
+                     "interrupted: the agent restarted during the build");
             terr werr;
-            if (save_state(tb, e, &werr) != 0) log_error("event=template_state_write_failed error=\"%s\"",
-                                                         log_quote(werr.msg, q, sizeof q));
-            log_warn("event=template_build_interrupted name=\"%s\"", log_quote(e->info.name, q, sizeof q));
+            if (save_state(tb, e, &werr) != 0)
+                log_error("event=template_state_write_failed error=\"%s\"",
+                          log_quote(werr.msg, q, sizeof q));
+            log_warn("event=template_build_interrupted name=\"%s\"",
+                     log_quote(e->info.name, q, sizeof q));
         }
         *tail = e;
         tail = &e->next;
@@ -353,8 +364,9 @@ void tb_close(template_builder *tb)
 
 /* ------------------------------------------------------------ calls */
 
-agent_code tb_build(template_builder *tb, const char *name, const char *base, const char *const *packages,
-                    size_t n_packages, const char *setup, tb_info *out, terr *err)
+agent_code tb_build(template_builder *tb, const char *name, const char *base,
+                    const char *const *packages, size_t n_packages, const char *setup, tb_info *out,
+                    terr *err)
 {
     if (!limits_template_name_valid(name)) {
         terr_set(err, "invalid template name: must match ^[a-z0-9][a-z0-9._-]{0,62}$");
@@ -371,7 +383,8 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
     size_t plen = 1;
     for (size_t i = 0; i < n_packages; i++) {
         if (!template_package_name_valid(packages[i])) {
-            terr_set(err, "invalid package name \"%.130s\": must match ^[a-z0-9][a-z0-9+.-]+$", packages[i]);
+            terr_set(err, "invalid package name \"%.130s\": must match ^[a-z0-9][a-z0-9+.-]+$",
+                     packages[i]);
             return AGENT_INVALID_ARGUMENT;
         }
         plen += strlen(packages[i]) + 1;
@@ -381,12 +394,15 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
         return AGENT_INVALID_ARGUMENT;
     }
     if (setup && *setup && !tb->driver) {
-        terr_set(err, "setup scripts are not supported by this agent (no VM driver for the builder)");
+        terr_set(err,
+                 "setup scripts are not supported by this agent (no VM driver for the builder)");
         return AGENT_INVALID_ARGUMENT;
     }
     if (!tb->recipe_script[0] || access(tb->recipe_script, R_OK) != 0) {
-        terr_set(err, "this agent cannot build templates: recipe script %.300s not found "
-                      "(TORPOR_TEMPLATE_RECIPE)", tb->recipe_script);
+        terr_set(err,
+                 "this agent cannot build templates: recipe script %.300s not found "
+                 "(TORPOR_TEMPLATE_RECIPE)",
+                 tb->recipe_script);
         return AGENT_FAILED_PRECONDITION;
     }
     char *list = calloc(1, plen);
@@ -410,7 +426,8 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
         terr_set(err, "template %s already exists on this host", name);
         code = AGENT_ALREADY_EXISTS;
     } else if (active >= TB_QUEUE_MAX) {
-        terr_set(err, "%zu template builds are already queued or running on this host (the limit)", active);
+        terr_set(err, "%zu template builds are already queued or running on this host (the limit)",
+                 active);
         code = AGENT_FAILED_PRECONDITION;
     }
     tb_entry *e = NULL;
@@ -435,7 +452,8 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
             tb_pjoin(path, sizeof path, dir, "build.log");
             unlink(path);
             tb_pjoin(path, sizeof path, dir, "packages");
-            if (code == AGENT_OK && (tb_write_file(path, e->packages, err) != 0 || save_state(tb, e, err) != 0))
+            if (code == AGENT_OK &&
+                (tb_write_file(path, e->packages, err) != 0 || save_state(tb, e, err) != 0))
                 code = AGENT_INTERNAL;
         }
         if (code != AGENT_OK) {
@@ -452,12 +470,12 @@ agent_code tb_build(template_builder *tb, const char *name, const char *base, co
     free(list);
     if (code == AGENT_OK) {
         char q[LOG_QUOTE_MAX], qp[LOG_QUOTE_MAX];
-        log_info("event=template_build_queued name=\"%s\" packages=\"%s\" queued=%zu", log_quote(name, q, sizeof q),
+        log_info("event=template_build_queued name=\"%s\" packages=\"%s\" queued=%zu",
+                 log_quote(name, q, sizeof q),
                  log_quote(e->packages ? e->packages : "", qp, sizeof qp), active + 1);
     }
     return code;
 }
-
 
 agent_code tb_get(template_builder *tb, const char *name, size_t log_tail, tb_info *out, char **log,
                   size_t *log_len, terr *err)
@@ -530,7 +548,6 @@ int tb_list(template_builder *tb, tb_info **out, size_t *n, terr *err)
     *n = len;
     return 0;
 }
-
 
 agent_code tb_delete(template_builder *tb, const char *name, terr *err)
 {

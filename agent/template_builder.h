@@ -46,7 +46,7 @@
 #include "template_limits.h"
 #include "terr.h"
 
-#define TB_QUEUE_MAX 4             /* builds queued or running per host */
+#define TB_QUEUE_MAX 4 /* builds queued or running per host */
 #define TB_LOG_TAIL_MAX (1024 * 1024)
 #define TB_TIME_LIMIT_DEFAULT 1200 /* seconds per build, setup included */
 #define TB_SETUP_MEMORY_MB 512     /* the setup VM */
@@ -87,8 +87,9 @@ void tb_close(template_builder *tb);
  * driver. AGENT_ALREADY_EXISTS: the name is
  * taken (a build of it or an image in the image dir).
  * AGENT_FAILED_PRECONDITION: TB_QUEUE_MAX builds already queued/running. */
-agent_code tb_build(template_builder *tb, const char *name, const char *base, const char *const *packages,
-                    size_t n_packages, const char *setup, tb_info *out, terr *err);
+agent_code tb_build(template_builder *tb, const char *name, const char *base,
+                    const char *const *packages, size_t n_packages, const char *setup, tb_info *out,
+                    terr *err);
 /* *log (malloc'd, may be NULL when log_tail is 0) gets the last log_tail
  * bytes of the build log. AGENT_NOT_FOUND for an unknown name. */
 agent_code tb_get(template_builder *tb, const char *name, size_t log_tail, tb_info *out, char **log,

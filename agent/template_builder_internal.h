@@ -31,8 +31,8 @@
 typedef struct tb_entry tb_entry; /* template_builder.c */
 
 struct template_builder {
-    char *agent_state_dir; /* the agent's state dir (the driver's sandboxes/) */
-    char *state_dir;       /* <state_dir>/template-builds */
+    char *agent_state_dir;  /* the agent's state dir (the driver's sandboxes/) */
+    char *state_dir;        /* <state_dir>/template-builds */
     runtime_driver *driver; /* for setup VMs; NULL = no setup scripts */
     runtime_vm *setup_vm;   /* the setup VM running now, if any */
     char *image_dir;
@@ -55,7 +55,8 @@ void tb_setf(char *out, size_t size, const char *fmt, ...) __attribute__((format
 /* dir + "/" + file into out ("" when it does not fit). */
 void tb_pjoin(char *out, size_t size, const char *dir, const char *file);
 /* <state_dir>/template-builds/<name>/<file> into out ("" when it does not fit). */
-void tb_state_path(const template_builder *tb, const char *name, const char *file, char *out, size_t size);
+void tb_state_path(const template_builder *tb, const char *name, const char *file, char *out,
+                   size_t size);
 /* Writes file atomically (tmp + fsync + rename). */
 int tb_write_file(const char *path, const char *text, terr *err);
 /* A small text file into out, trailing newlines/spaces cut; -1 if unreadable. */
@@ -80,8 +81,9 @@ void tb_remove_tree(const char *dir);
  * output in logfd, until it exits, the build's time limit (from t0) passes
  * or the builder stops (both kill the group). 0 = exited 0; 1 = exited
  * otherwise (reason ""); -1 = spawn failure, time limit or stop (reason set). */
-int tb_run_child(template_builder *tb, char *const argv[], char *const envp[], int logfd, int devnull, int64_t t0,
-                 const char *pgid_path, const char *marker, char *reason, size_t rsize);
+int tb_run_child(template_builder *tb, char *const argv[], char *const envp[], int logfd,
+                 int devnull, int64_t t0, const char *pgid_path, const char *marker, char *reason,
+                 size_t rsize);
 /* Stops what is left of the process group recorded in pgid_path by a build
  * of name whose agent died (only processes carrying the build's marker). */
 void tb_kill_orphan_group(const char *pgid_path, const char *name);
@@ -90,7 +92,8 @@ void tb_kill_orphan_group(const char *pgid_path, const char *name);
 
 /* Runs the setup script in a VM of <image_dir>/<base> and makes and links
  * the final image <image_dir>/<name>. 0 = done; -1 with reason. */
-int tb_run_setup(template_builder *tb, const char *name, const char *base, const char *setup, char *const envp[],
-                 int logfd, int devnull, int64_t t0, char *reason, size_t rsize);
+int tb_run_setup(template_builder *tb, const char *name, const char *base, const char *setup,
+                 char *const envp[], int logfd, int devnull, int64_t t0, char *reason,
+                 size_t rsize);
 
 #endif

@@ -25,8 +25,9 @@
  * output in logfd, until it exits, the build's time limit (from t0) passes
  * or the builder stops (both kill the group). 0 = exited 0; 1 = exited
  * otherwise (reason ""); -1 = spawn failure, time limit or stop (reason set). */
-int tb_run_child(template_builder *tb, char *const argv[], char *const envp[], int logfd, int devnull,
-                 int64_t t0, const char *pgid_path, const char *marker, char *reason, size_t rsize)
+int tb_run_child(template_builder *tb, char *const argv[], char *const envp[], int logfd,
+                 int devnull, int64_t t0, const char *pgid_path, const char *marker, char *reason,
+                 size_t rsize)
 {
     pid_t pid = fork();
     if (pid == 0) {
@@ -66,7 +67,8 @@ int tb_run_child(template_builder *tb, char *const argv[], char *const envp[], i
         pthread_mutex_lock(&tb->mu);
         stopped = tb->stopping;
         pthread_mutex_unlock(&tb->mu);
-        if (!timed_out && !stopped && mono_ms() - t0 > (int64_t)tb->time_limit_sec * 1000) timed_out = true;
+        if (!timed_out && !stopped && mono_ms() - t0 > (int64_t)tb->time_limit_sec * 1000)
+            timed_out = true;
         if (timed_out || stopped) {
             kill(-pid, SIGTERM);
             int64_t end = mono_ms() + TB_TERM_GRACE_MS;
@@ -110,6 +112,6 @@ void tb_kill_orphan_group(const char *pgid_path, const char *name)
     int n = tproc_stop_group(pgid, marker, TB_TERM_GRACE_MS);
     if (!n) return;
     char q[LOG_QUOTE_MAX];
-    log_warn("event=template_build_orphans_killed name=\"%s\" pgid=%d processes=%d", log_quote(name, q, sizeof q),
-             pgid, n);
+    log_warn("event=template_build_orphans_killed name=\"%s\" pgid=%d processes=%d",
+             log_quote(name, q, sizeof q), pgid, n);
 }

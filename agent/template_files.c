@@ -32,7 +32,8 @@ void tb_pjoin(char *out, size_t size, const char *dir, const char *file)
     if (n < 0 || (size_t)n >= size) out[0] = '\0';
 }
 
-void tb_state_path(const template_builder *tb, const char *name, const char *file, char *out, size_t size)
+void tb_state_path(const template_builder *tb, const char *name, const char *file, char *out,
+                   size_t size)
 {
     int n = snprintf(out, size, "%s/%s/%s", tb->state_dir, name, file);
     if (n < 0 || (size_t)n >= size) out[0] = '\0';
@@ -158,12 +159,10 @@ static void remove_tree_at(int parent, const char *name)
     }
     struct dirent *de;
     while ((de = readdir(d)))
-        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0) remove_tree_at(dirfd(d), de->d_name);
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            remove_tree_at(dirfd(d), de->d_name);
     closedir(d);
     unlinkat(parent, name, AT_REMOVEDIR);
 }
 
-void tb_remove_tree(const char *dir)
-{
-    remove_tree_at(AT_FDCWD, dir);
-}
+void tb_remove_tree(const char *dir) { remove_tree_at(AT_FDCWD, dir); }

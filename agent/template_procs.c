@@ -50,8 +50,8 @@ int tproc_members(int pgid, const char *marker)
         const char *rp = strrchr(st, ')'); /* comm may hold spaces and parentheses */
         char state;
         int ppid, pgrp;
-        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid && state != 'Z' &&
-            state != 'X' && environ_has(de->d_name, marker))
+        if (rp && sscanf(rp + 1, " %c %d %d", &state, &ppid, &pgrp) == 3 && pgrp == pgid &&
+            state != 'Z' && state != 'X' && environ_has(de->d_name, marker))
             members++;
     }
     closedir(d);

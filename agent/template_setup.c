@@ -32,11 +32,13 @@ static void log_output(int logfd, const char *what, const uint8_t *data, size_t 
  * flattens overlay + base into <state>/<name>/image/rootfs.img with the
  * base's boot files and links <image_dir>/<name> to it. The VM is destroyed
  * in every case. 0 = done; -1 with reason. */
-int tb_run_setup(template_builder *tb, const char *name, const char *base, const char *setup, char *const envp[],
-                 int logfd, int devnull, int64_t t0, char *reason, size_t rsize)
+int tb_run_setup(template_builder *tb, const char *name, const char *base, const char *setup,
+                 char *const envp[], int logfd, int devnull, int64_t t0, char *reason, size_t rsize)
 {
     runtime_driver *d = tb->driver;
-    runtime_spec spec = {.vcpus = 1, .memory_mb = TB_SETUP_MEMORY_MB, .disk_mb = TORPOR_DISK_MB_MIN,
+    runtime_spec spec = {.vcpus = 1,
+                         .memory_mb = TB_SETUP_MEMORY_MB,
+                         .disk_mb = TORPOR_DISK_MB_MIN,
                          .created_at_unix = time(NULL)};
     tb_setf(spec.sandbox_id, sizeof spec.sandbox_id, "%s.setup", name);
     tb_setf(spec.template_name, sizeof spec.template_name, "%s", base);
@@ -66,23 +68,28 @@ int tb_run_setup(template_builder *tb, const char *name, const char *base, const
         tb_setf(reason, rsize, "interrupted: the agent stopped during the build");
         goto out;
     }
-    if (d->ops->write_file(d, vm, "/tmp/torpor-setup.sh", (const uint8_t *)setup, strlen(setup), 0700, &err) < 0) {
+    if (d->ops->write_file(d, vm, "/tmp/torpor-setup.sh", (const uint8_t *)setup, strlen(setup),
+                           0700, &err) < 0) {
         tb_setf(reason, rsize, "could not copy the setup script into the VM: %s", err.msg);
         goto out;
     }
-    static const char *const env[] = {"HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-                                      "DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8"};
+    static const char *const env[] = {
+        "HOME=/root", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "DEBIAN_FRONTEND=noninteractive", "LANG=C.UTF-8"};
     int remaining = tb->time_limit_sec - (int)((mono_ms() - t0) / 1000);
     if (remaining > TORPOR_EXEC_TIMEOUT_MAX_SEC) remaining = TORPOR_EXEC_TIMEOUT_MAX_SEC;
     if (remaining < 1) {
         tb_setf(reason, rsize, "build timed out after %d s", tb->time_limit_sec);
         goto out;
     }
-    runtime_exec_request req = {.cmd = "/bin/bash /tmp/torpor-setup.sh", .env = env,
-                                .n_env = sizeof env / sizeof env[0], .cwd = "/root", .timeout_sec = remaining};
+    runtime_exec_request req = {.cmd = "/bin/bash /tmp/torpor-setup.sh",
+                                .env = env,
+                                .n_env = sizeof env / sizeof env[0],
+                                .cwd = "/root",
+                                .timeout_sec = remaining};
     int64_t ts = mono_ms();
-    dprintf(logfd, "torpor-agent: running the setup script (%zu bytes, time limit %d s)\n", strlen(setup),
-            remaining);
+    dprintf(logfd, "torpor-agent: running the setup script (%zu bytes, time limit %d s)\n",
+            strlen(setup), remaining);
     if (d->ops->exec(d, vm, &req, &res, &err) < 0) {
         pthread_mutex_lock(&tb->mu);
         stopping = tb->stopping;
@@ -106,10 +113,11 @@ int tb_run_setup(template_builder *tb, const char *name, const char *base, const
     runtime_exec_result_free(&res);
     memset(&res, 0, sizeof res);
     /* Everything on disk, the journal checkpointed, nothing written after. */
-    runtime_exec_request fz = {.cmd = "rm -f /tmp/torpor-setup.sh; sync && fsfreeze --freeze /", .timeout_sec = 60};
+    runtime_exec_request fz = {.cmd = "rm -f /tmp/torpor-setup.sh; sync && fsfreeze --freeze /",
+                               .timeout_sec = 60};
     if (d->ops->exec(d, vm, &fz, &res, &err) < 0 || res.exit_code != 0) {
         tb_setf(reason, rsize, "could not flush the VM's disk: %s",
-                 err.msg[0] ? err.msg : (res.err_len ? "fsfreeze failed" : "sync failed"));
+                err.msg[0] ? err.msg : (res.err_len ? "fsfreeze failed" : "sync failed"));
         goto out;
     }
     if (d->ops->pause(d, vm, &spec, &err) < 0) {
@@ -117,7 +125,8 @@ int tb_run_setup(template_builder *tb, const char *name, const char *base, const
         goto out;
     }
     char overlay[4200], img[4200], base_dir[4200], link[4200];
-    int n1 = snprintf(overlay, sizeof overlay, "%s/sandboxes/%s/root.qcow2", tb->agent_state_dir, spec.sandbox_id);
+    int n1 = snprintf(overlay, sizeof overlay, "%s/sandboxes/%s/root.qcow2", tb->agent_state_dir,
+                      spec.sandbox_id);
     int n2 = snprintf(img, sizeof img, "%s/%s/image", tb->state_dir, name);
     tb_image_link(tb, base, base_dir, sizeof base_dir);
     tb_image_link(tb, name, link, sizeof link);
@@ -143,7 +152,8 @@ int tb_run_setup(template_builder *tb, const char *name, const char *base, const
     tb_state_path(tb, name, "pgid", pgid_path, sizeof pgid_path);
     tb_setf(marker, sizeof marker, TB_MARKER_ENV "=%s", name);
     int r = tb_run_child(tb, argv, envp, logfd, devnull, t0, pgid_path, marker, reason, rsize);
-    if (r == 1) tb_setf(reason, rsize, "flattening the setup VM's disk into the template image failed");
+    if (r == 1)
+        tb_setf(reason, rsize, "flattening the setup VM's disk into the template image failed");
     if (r == 0) {
         dprintf(logfd, "torpor-agent: image flattened in %lld ms\n", (long long)(mono_ms() - tf));
         rc = 0;
@@ -156,8 +166,8 @@ out:
     terr derr = {{0}};
     if (d->ops->destroy(d, spec.sandbox_id, vm, &derr) < 0) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=template_setup_vm_destroy_failed sandbox_id=%s error=\"%s\"", spec.sandbox_id,
-                 log_quote(derr.msg, q, sizeof q));
+        log_warn("event=template_setup_vm_destroy_failed sandbox_id=%s error=\"%s\"",
+                 spec.sandbox_id, log_quote(derr.msg, q, sizeof q));
     }
     runtime_vm_unref(vm);
     return rc;

@@ -73,8 +73,8 @@ void vm_death_destroy_claimed(lifecycle *lc, const char *id)
     int rc = lifecycle_destroy_held(lc, sb, SANDBOX_RUNNING, &derr);
     lifecycle_unlock(lc, sb);
     char q[LOG_QUOTE_MAX];
-    if (rc == 0)
-        log_warn("event=sandbox_destroyed sandbox_id=%s reason=vm_died", id);
+    if (rc == 0) log_warn("event=sandbox_destroyed sandbox_id=%s reason=vm_died", id);
     else
-        log_error("event=destroy_failed sandbox_id=%s reason=vm_died error=\"%s\"", id, log_quote(derr.msg, q, sizeof q));
+        log_error("event=destroy_failed sandbox_id=%s reason=vm_died error=\"%s\"", id,
+                  log_quote(derr.msg, q, sizeof q));
 }

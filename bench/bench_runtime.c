@@ -40,10 +40,23 @@
 #define MAX_SIZES 4
 
 enum {
-    M_CREATE, M_CREATE_COPY, M_CREATE_RUNNING, M_CREATE_EXEC,
-    M_PAUSE, M_PAUSE_SAVE, M_PAUSE_FSYNC,
-    M_RESUME_RUNNING, M_RESUME_READY, M_RESUME_EXEC,
-    M_STATE_KB, M_DIR_MB, M_RAM_MB, M_DISK_NEW_MB, M_WRITE, M_PY_WARM, M_COUNT
+    M_CREATE,
+    M_CREATE_COPY,
+    M_CREATE_RUNNING,
+    M_CREATE_EXEC,
+    M_PAUSE,
+    M_PAUSE_SAVE,
+    M_PAUSE_FSYNC,
+    M_RESUME_RUNNING,
+    M_RESUME_READY,
+    M_RESUME_EXEC,
+    M_STATE_KB,
+    M_DIR_MB,
+    M_RAM_MB,
+    M_DISK_NEW_MB,
+    M_WRITE,
+    M_PY_WARM,
+    M_COUNT
 };
 
 static const char *const metric_names[M_COUNT] = {
@@ -117,9 +130,9 @@ static int exec_true(runtime_driver *d, runtime_vm *vm, terr *err)
 }
 
 typedef struct mem_kb {
-    long long pss;      /* the whole process */
-    long long ram_pss;  /* its mapping of the guest RAM file (<sandbox>/ram) */
-    long long uss;      /* private pages (Private_Clean + Private_Dirty) */
+    long long pss;     /* the whole process */
+    long long ram_pss; /* its mapping of the guest RAM file (<sandbox>/ram) */
+    long long uss;     /* private pages (Private_Clean + Private_Dirty) */
 } mem_kb;
 
 /* Sums /proc/<pid>/smaps. */
@@ -165,7 +178,8 @@ static long long proc_cpu_ticks(int pid)
     if (!s) return -1;
     unsigned long long ut = 0, st = 0;
     /* after ')': state(3) ... utime(14) stime(15) */
-    if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2) return -1;
+    if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
     return (long long)(ut + st);
 }
 
@@ -174,14 +188,12 @@ typedef struct size_result {
     double template_build_ms;
     double v[M_COUNT][MAX_ROUNDS];
     int n;
-    mem_kb idle;             /* one idle sandbox alone */
+    mem_kb idle; /* one idle sandbox alone */
     double idle_cpu_pct;
-    mem_kb idle3;            /* per sandbox, three idle at once (shared pages split) */
+    mem_kb idle3; /* per sandbox, three idle at once (shared pages split) */
     double idle3_cpu_pct;
     double idle_settle_cpu_ms, idle3_settle_cpu_ms; /* CPU before the window, per sandbox */
 } size_result;
-
-
 
 /* Idle cost of k sandboxes that were created, used once, then left alone:
  * average PSS and CPU% (of one core) per sandbox over a window, and the CPU
@@ -274,7 +286,8 @@ static int run_size(runtime_driver *d, const char *state_dir, int mem, int round
             sandbox_dir(disk, sizeof disk, state_dir, s.sandbox_id);
             strcat(disk, "/root.qcow2");
             struct stat st;
-            r->v[M_DISK_NEW_MB][i] = stat(disk, &st) == 0 ? (double)st.st_blocks * 512 / 1048576.0 : 0;
+            r->v[M_DISK_NEW_MB][i] =
+                stat(disk, &st) == 0 ? (double)st.st_blocks * 512 / 1048576.0 : 0;
         }
         qemu_vm_last_timing(vm, &tm);
         r->v[M_CREATE_COPY][i] = tm.copy_ms;
@@ -330,8 +343,10 @@ static int run_size(runtime_driver *d, const char *state_dir, int mem, int round
         r->n = i + 1;
     }
 
-    if (idle_measure(d, mem, 1, idle_sec, settle_ms, &r->idle, &r->idle_cpu_pct, &r->idle_settle_cpu_ms, &err) < 0 ||
-        idle_measure(d, mem, 3, idle_sec, settle_ms, &r->idle3, &r->idle3_cpu_pct, &r->idle3_settle_cpu_ms, &err) < 0) {
+    if (idle_measure(d, mem, 1, idle_sec, settle_ms, &r->idle, &r->idle_cpu_pct,
+                     &r->idle_settle_cpu_ms, &err) < 0 ||
+        idle_measure(d, mem, 3, idle_sec, settle_ms, &r->idle3, &r->idle3_cpu_pct,
+                     &r->idle3_settle_cpu_ms, &err) < 0) {
         fprintf(stderr, "idle measurement (%d MiB): %s\n", mem, err.msg);
         return -1;
     }
@@ -347,7 +362,8 @@ fail:
 
 static void print_mem(size_result *rs, int nsizes, const char *title, size_t off)
 {
-    const char *rows[3] = {title, "  of which its guest RAM file mapped, MB", "  private to it (USS), MB"};
+    const char *rows[3] = {title, "  of which its guest RAM file mapped, MB",
+                           "  private to it (USS), MB"};
     for (int row = 0; row < 3; row++) {
         printf("\n%-52s", rows[row]);
         for (int j = 0; j < nsizes; j++) {
@@ -366,7 +382,8 @@ static void print_table(size_result *rs, int nsizes)
     for (int m = 0; m < M_COUNT; m++) {
         printf("%-52s", metric_names[m]);
         for (int j = 0; j < nsizes; j++)
-            printf(" | %17.1f %7.1f", percentile(rs[j].v[m], rs[j].n, 0.5), percentile(rs[j].v[m], rs[j].n, 0.9));
+            printf(" | %17.1f %7.1f", percentile(rs[j].v[m], rs[j].n, 0.5),
+                   percentile(rs[j].v[m], rs[j].n, 0.9));
         printf("\n");
     }
     printf("%-52s", "template build (first create on the host), ms");
@@ -398,19 +415,25 @@ int main(int argc, char **argv)
         else if (!strcmp(argv[i], "--idle-sec") && i + 1 < argc) idle_sec = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--idle-trim-ms") && i + 1 < argc) idle_trim_ms = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--vm-user") && i + 1 < argc) vm_user = argv[++i];
-        else if (!strcmp(argv[i], "--image-dir") && i + 1 < argc) snprintf(image_dir, sizeof image_dir, "%s", argv[++i]);
-        else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc) snprintf(state_dir, sizeof state_dir, "%s", argv[++i]);
-        else if (!strcmp(argv[i], "--template") && i + 1 < argc) snprintf(g_template, sizeof g_template, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--image-dir") && i + 1 < argc)
+            snprintf(image_dir, sizeof image_dir, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--state-dir") && i + 1 < argc)
+            snprintf(state_dir, sizeof state_dir, "%s", argv[++i]);
+        else if (!strcmp(argv[i], "--template") && i + 1 < argc)
+            snprintf(g_template, sizeof g_template, "%s", argv[++i]);
         else if (!strcmp(argv[i], "--disk-mb") && i + 1 < argc) g_disk_mb = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--write-mb") && i + 1 < argc) g_write_mb = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--sizes") && i + 1 < argc) {
             nsizes = 0;
-            for (char *tok = strtok(argv[++i], ","); tok && nsizes < MAX_SIZES; tok = strtok(NULL, ","))
+            for (char *tok = strtok(argv[++i], ","); tok && nsizes < MAX_SIZES;
+                 tok = strtok(NULL, ","))
                 sizes[nsizes++] = atoi(tok);
         } else {
-            fprintf(stderr, "usage: %s [--rounds N] [--sizes 128,1024] [--idle-sec S] [--image-dir DIR] [--state-dir DIR] "
-                    "[--idle-trim-ms N] [--template NAME] [--disk-mb N] [--write-mb N]\n",
-                    argv[0]);
+            fprintf(
+                stderr,
+                "usage: %s [--rounds N] [--sizes 128,1024] [--idle-sec S] [--image-dir DIR] [--state-dir DIR] "
+                "[--idle-trim-ms N] [--template NAME] [--disk-mb N] [--write-mb N]\n",
+                argv[0]);
             return 2;
         }
     }
@@ -444,8 +467,11 @@ int main(int argc, char **argv)
     int settle_ms = trim_ms > 0 ? trim_ms + 3000 : 2000;
     printf("idle: window of %d s after %d ms of settling (idle trim %s)\n", idle_sec, settle_ms,
            trim_ms > 0 ? "on" : "off");
-    runtime_qemu_config cfg = {.state_dir = state_dir, .image_dir = image_dir, .accel = QEMU_ACCEL_AUTO,
-                               .idle_trim_ms = idle_trim_ms, .vm_user = vm_user};
+    runtime_qemu_config cfg = {.state_dir = state_dir,
+                               .image_dir = image_dir,
+                               .accel = QEMU_ACCEL_AUTO,
+                               .idle_trim_ms = idle_trim_ms,
+                               .vm_user = vm_user};
     const char *env = getenv("TORPOR_ACCEL");
     if (env && runtime_qemu_parse_accel(env, &cfg.accel) < 0) {
         fprintf(stderr, "TORPOR_ACCEL must be auto|kvm|tcg\n");

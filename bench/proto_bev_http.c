@@ -67,9 +67,9 @@ static void send_reply(conn *c, int status, const char *body)
 {
     const char *reason = status == 200 ? "OK" : status == 413 ? "Payload Too Large" : "Not Found";
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    evbuffer_add_printf(out,
-                        "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n%s",
-                        status, reason, strlen(body), c->keep_alive ? "" : "Connection: close\r\n", body);
+    evbuffer_add_printf(
+        out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\n%s\r\n%s",
+        status, reason, strlen(body), c->keep_alive ? "" : "Connection: close\r\n", body);
 }
 
 static int on_url(http_parser *p, const char *at, size_t len)
@@ -89,7 +89,8 @@ static int on_headers_complete(http_parser *p)
     c->keep_alive = http_should_keep_alive(p);
     if ((p->flags & F_CONTENTLENGTH) && p->content_length > BODY_LIMIT) {
         c->keep_alive = false;
-        send_reply(c, 413, "{\"error\":{\"code\":\"too_large\",\"message\":\"body over the limit\"}}");
+        send_reply(c, 413,
+                   "{\"error\":{\"code\":\"too_large\",\"message\":\"body over the limit\"}}");
         c->closing = true;
         return -1; /* stop parsing: the body is never read */
     }
@@ -157,7 +158,8 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
     }
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
 {
     conn *c = calloc(1, sizeof *c);
     c->bev = bufferevent_socket_new(base, fd, BEV_OPT_CLOSE_ON_FREE);
@@ -212,7 +214,8 @@ static void *worker_main(void *arg)
             snprintf(j->body, sizeof j->body, "{\"status\":\"ok\"}");
         } else {
             j->status = 404;
-            snprintf(j->body, sizeof j->body, "{\"error\":{\"code\":\"not_found\",\"message\":\"no such route\"}}");
+            snprintf(j->body, sizeof j->body,
+                     "{\"error\":{\"code\":\"not_found\",\"message\":\"no such route\"}}");
         }
         pthread_mutex_lock(&mu);
         j->next = done;
@@ -233,8 +236,9 @@ int main(int argc, char **argv)
     done_ev = event_new(base, -1, 0, on_done, NULL);
     struct sockaddr_in sa = {.sin_family = AF_INET};
     sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    struct evconnlistener *l = evconnlistener_new_bind(base, on_accept, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE,
-                                                       1024, (struct sockaddr *)&sa, sizeof sa);
+    struct evconnlistener *l =
+        evconnlistener_new_bind(base, on_accept, NULL, LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE,
+                                1024, (struct sockaddr *)&sa, sizeof sa);
     if (!l) {
         perror("listen");
         return 1;

@@ -21,8 +21,7 @@ void daemon_signals_block(sigset_t *set)
 int daemon_wait_signal(const sigset_t *set)
 {
     int sig = 0;
-    while (sigwait(set, &sig) != 0) {
-    }
+    while (sigwait(set, &sig) != 0) {}
     return sig;
 }
 

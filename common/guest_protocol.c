@@ -33,10 +33,7 @@ void gp_buf_free(gp_buf *b)
     gp_buf_init(b);
 }
 
-void gp_buf_reset(gp_buf *b)
-{
-    b->len = 0;
-}
+void gp_buf_reset(gp_buf *b) { b->len = 0; }
 
 static int buf_reserve(gp_buf *b, size_t extra, terr *err)
 {
@@ -143,13 +140,13 @@ int gp_header_decode(const uint8_t in[GP_HEADER_SIZE], gp_header *h, terr *err)
         return terr_set(err, "unknown frame type %u", h->type);
     if (h->flags != 0) return terr_set(err, "unsupported frame flags 0x%04x", h->flags);
     if (h->payload_len > GP_MAX_PAYLOAD)
-        return terr_set(err, "frame payload of %u bytes exceeds the %u byte limit",
-                        h->payload_len, GP_MAX_PAYLOAD);
+        return terr_set(err, "frame payload of %u bytes exceeds the %u byte limit", h->payload_len,
+                        GP_MAX_PAYLOAD);
     return 0;
 }
 
-int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *payload,
-                    size_t len, terr *err)
+int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *payload, size_t len,
+                    terr *err)
 {
     if (len > GP_MAX_PAYLOAD)
         return terr_set(err, "frame payload of %zu bytes exceeds the %u byte limit", len,
@@ -204,8 +201,8 @@ static int write_all(int fd, struct iovec *iov, int iovcnt, terr *err)
     return 0;
 }
 
-int gp_write_framev(int fd, uint8_t type, uint32_t request_id, const struct iovec *payload,
-                    int n, terr *err)
+int gp_write_framev(int fd, uint8_t type, uint32_t request_id, const struct iovec *payload, int n,
+                    terr *err)
 {
     if (n < 0 || n > GP_IOV_MAX) return terr_set(err, "write frame: %d payload pieces", n);
     size_t len = 0;
@@ -226,8 +223,8 @@ int gp_write_framev(int fd, uint8_t type, uint32_t request_id, const struct iove
     return write_all(fd, iov, k, err);
 }
 
-int gp_write_frame(int fd, uint8_t type, uint32_t request_id, const void *payload,
-                   size_t len, terr *err)
+int gp_write_frame(int fd, uint8_t type, uint32_t request_id, const void *payload, size_t len,
+                   terr *err)
 {
     if (len > GP_MAX_PAYLOAD)
         return terr_set(err, "frame payload of %zu bytes exceeds the %u byte limit", len,
@@ -326,8 +323,8 @@ static int put_u64(gp_buf *b, uint64_t v, terr *err)
 static int put_blob(gp_buf *b, const void *p, size_t len, const char *field, terr *err)
 {
     if (len > GP_MAX_PAYLOAD)
-        return terr_set(err, "field %s of %zu bytes exceeds the %u byte frame limit", field,
-                        len, GP_MAX_PAYLOAD);
+        return terr_set(err, "field %s of %zu bytes exceeds the %u byte frame limit", field, len,
+                        GP_MAX_PAYLOAD);
     if (len && !p) return terr_set(err, "field %s: NULL data with length %zu", field, len);
     if (put_u32(b, (uint32_t)len, err) < 0) return -1;
     return gp_buf_append(b, p, len, err);
@@ -343,8 +340,7 @@ static int put_str(gp_buf *b, const char *s, bool required, const char *field, t
     return put_blob(b, s, strlen(s), field, err);
 }
 
-static int put_str_list(gp_buf *b, const char *const *v, size_t n, const char *field,
-                        terr *err)
+static int put_str_list(gp_buf *b, const char *const *v, size_t n, const char *field, terr *err)
 {
     if (n > UINT32_MAX) return terr_set(err, "field %s: too many entries", field);
     if (n && !v) return terr_set(err, "field %s: NULL list with %zu entries", field, n);
@@ -484,10 +480,7 @@ int gp_decode_empty(const uint8_t *p, size_t len, terr *err)
     return 0;
 }
 
-int gp_encode_pong(gp_buf *b, const gp_pong *m, terr *err)
-{
-    return put_u64(b, m->uptime_ns, err);
-}
+int gp_encode_pong(gp_buf *b, const gp_pong *m, terr *err) { return put_u64(b, m->uptime_ns, err); }
 
 int gp_decode_pong(const uint8_t *p, size_t len, gp_pong *out, terr *err)
 {
@@ -555,8 +548,8 @@ static int append_iov(gp_buf *b, const struct iovec *iov, int n, size_t total, t
 static int iov_blob_ok(const void *p, size_t len, const char *field, terr *err)
 {
     if (len > GP_MAX_PAYLOAD)
-        return terr_set(err, "field %s of %zu bytes exceeds the %u byte frame limit", field,
-                        len, GP_MAX_PAYLOAD);
+        return terr_set(err, "field %s of %zu bytes exceeds the %u byte frame limit", field, len,
+                        GP_MAX_PAYLOAD);
     if (len && !p) return terr_set(err, "field %s: NULL data with length %zu", field, len);
     return 0;
 }
@@ -610,8 +603,8 @@ int gp_decode_exec_result(const uint8_t *p, size_t len, gp_exec_result *out, ter
     uint8_t *o = NULL, *e = NULL;
     int rc = rd_i32(&r, &out->exit_code, "exit_code");
     if (rc == 0) rc = rd_u32(&r, &flags, "flags");
-    if (rc == 0 && (flags & ~(GP_EXEC_F_TIMED_OUT | GP_EXEC_F_STDOUT_TRUNCATED |
-                              GP_EXEC_F_STDERR_TRUNCATED)))
+    if (rc == 0 &&
+        (flags & ~(GP_EXEC_F_TIMED_OUT | GP_EXEC_F_STDOUT_TRUNCATED | GP_EXEC_F_STDERR_TRUNCATED)))
         rc = terr_set(err, "EXEC_RESULT: unknown flags 0x%x", flags);
     if (rc == 0) rc = rd_blob(&r, &o, &out->out_len, "stdout");
     out->out = o;
@@ -659,8 +652,7 @@ int gp_read_result_iov(const gp_read_result *m, gp_iov_scratch *scratch,
 {
     const char *msg = m->message ? m->message : "";
     size_t mlen = strlen(msg);
-    if (iov_blob_ok(msg, mlen, "message", err) < 0 ||
-        iov_blob_ok(m->data, m->len, "data", err) < 0)
+    if (iov_blob_ok(msg, mlen, "message", err) < 0 || iov_blob_ok(m->data, m->len, "data", err) < 0)
         return -1;
     uint8_t *s = scratch->b;
     le32_put(s, (uint32_t)m->status);
@@ -840,7 +832,8 @@ bool gp_upload_id_valid(const char *id)
     if (n == 0 || n > GP_UPLOAD_ID_MAX) return false;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9'))) return false;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')))
+            return false;
     }
     return true;
 }
@@ -848,8 +841,9 @@ bool gp_upload_id_valid(const char *id)
 int gp_encode_write_chunk(gp_buf *b, const gp_write_chunk_req *m, terr *err)
 {
     size_t start = b->len;
-    if (put_str(b, m->path, true, "path", err) < 0 || put_str(b, m->upload_id, true, "upload_id", err) < 0 ||
-        put_u64(b, m->offset, err) < 0 || put_u32(b, m->mode, err) < 0 || put_u32(b, m->flags, err) < 0 ||
+    if (put_str(b, m->path, true, "path", err) < 0 ||
+        put_str(b, m->upload_id, true, "upload_id", err) < 0 || put_u64(b, m->offset, err) < 0 ||
+        put_u32(b, m->mode, err) < 0 || put_u32(b, m->flags, err) < 0 ||
         put_blob(b, m->data, m->len, "data", err) < 0)
         return -1;
     return check_size(b, start, "WRITE_CHUNK", err);
@@ -881,7 +875,8 @@ int gp_decode_write_chunk(const uint8_t *p, size_t len, gp_write_chunk_req *out,
     if (rc == 0) rc = rd_end(&r);
     if (rc == 0 && path[0] == '\0') rc = terr_set(err, "WRITE_CHUNK: path is empty");
     if (rc == 0 && !gp_upload_id_valid(id)) rc = terr_set(err, "WRITE_CHUNK: bad upload_id");
-    if (rc == 0 && (out->mode & ~07777u)) rc = terr_set(err, "WRITE_CHUNK: mode 0%o has bits beyond 07777", out->mode);
+    if (rc == 0 && (out->mode & ~07777u))
+        rc = terr_set(err, "WRITE_CHUNK: mode 0%o has bits beyond 07777", out->mode);
     if (rc == 0 && (out->flags & ~(GP_CHUNK_F_COMMIT | GP_CHUNK_F_ABORT)))
         rc = terr_set(err, "WRITE_CHUNK: unknown flags 0x%x", out->flags);
     if (rc < 0) gp_write_chunk_req_free(out);
@@ -891,8 +886,8 @@ int gp_decode_write_chunk(const uint8_t *p, size_t len, gp_write_chunk_req *out,
 int gp_encode_chunk_result(gp_buf *b, const gp_chunk_result *m, terr *err)
 {
     size_t start = b->len;
-    if (put_u32(b, (uint32_t)m->status, err) < 0 || put_str(b, m->message, false, "message", err) < 0 ||
-        put_u64(b, m->size, err) < 0)
+    if (put_u32(b, (uint32_t)m->status, err) < 0 ||
+        put_str(b, m->message, false, "message", err) < 0 || put_u64(b, m->size, err) < 0)
         return -1;
     return check_size(b, start, "CHUNK_RESULT", err);
 }
@@ -953,9 +948,9 @@ int gp_decode_read_chunk(const uint8_t *p, size_t len, gp_read_chunk_req *out, t
 int gp_encode_read_chunk_result(gp_buf *b, const gp_read_chunk_result *m, terr *err)
 {
     size_t start = b->len;
-    if (put_u32(b, (uint32_t)m->status, err) < 0 || put_str(b, m->message, false, "message", err) < 0 ||
-        put_u64(b, m->file_size, err) < 0 || put_u64(b, m->ino, err) < 0 ||
-        put_blob(b, m->data, m->len, "data", err) < 0)
+    if (put_u32(b, (uint32_t)m->status, err) < 0 ||
+        put_str(b, m->message, false, "message", err) < 0 || put_u64(b, m->file_size, err) < 0 ||
+        put_u64(b, m->ino, err) < 0 || put_blob(b, m->data, m->len, "data", err) < 0)
         return -1;
     return check_size(b, start, "READ_CHUNK_RESULT", err);
 }
@@ -988,7 +983,8 @@ int gp_decode_read_chunk_result(const uint8_t *p, size_t len, gp_read_chunk_resu
 int gp_encode_list_dir(gp_buf *b, const gp_list_dir_req *m, terr *err)
 {
     size_t start = b->len;
-    if (put_str(b, m->path, true, "path", err) < 0 || put_u32(b, m->max_entries, err) < 0) return -1;
+    if (put_str(b, m->path, true, "path", err) < 0 || put_u32(b, m->max_entries, err) < 0)
+        return -1;
     return check_size(b, start, "LIST_DIR", err);
 }
 
@@ -1009,7 +1005,8 @@ int gp_decode_list_dir(const uint8_t *p, size_t len, gp_list_dir_req *out, terr 
     if (rc == 0) rc = rd_end(&r);
     if (rc == 0 && path[0] == '\0') rc = terr_set(err, "LIST_DIR: path is empty");
     if (rc == 0 && (out->max_entries == 0 || out->max_entries > GP_LIST_MAX_ENTRIES))
-        rc = terr_set(err, "LIST_DIR: max_entries %u must be 1..%u", out->max_entries, GP_LIST_MAX_ENTRIES);
+        rc = terr_set(err, "LIST_DIR: max_entries %u must be 1..%u", out->max_entries,
+                      GP_LIST_MAX_ENTRIES);
     if (rc < 0) gp_list_dir_req_free(out);
     return rc;
 }
@@ -1017,8 +1014,10 @@ int gp_decode_list_dir(const uint8_t *p, size_t len, gp_list_dir_req *out, terr 
 int gp_encode_list_result(gp_buf *b, const gp_list_result *m, terr *err)
 {
     size_t start = b->len;
-    if (m->n > UINT32_MAX || (m->n && !m->entries)) return terr_set(err, "LIST_RESULT: bad entry list");
-    if (put_u32(b, (uint32_t)m->status, err) < 0 || put_str(b, m->message, false, "message", err) < 0 ||
+    if (m->n > UINT32_MAX || (m->n && !m->entries))
+        return terr_set(err, "LIST_RESULT: bad entry list");
+    if (put_u32(b, (uint32_t)m->status, err) < 0 ||
+        put_str(b, m->message, false, "message", err) < 0 ||
         put_u32(b, m->truncated ? 1 : 0, err) < 0 || put_u32(b, (uint32_t)m->n, err) < 0)
         return -1;
     for (size_t i = 0; i < m->n; i++) {
@@ -1051,7 +1050,8 @@ int gp_decode_list_result(const uint8_t *p, size_t len, gp_list_result *out, ter
     if (rc == 0) rc = rd_u32(&r, &trunc, "truncated");
     if (rc == 0) rc = rd_u32(&r, &n, "n");
     /* Each entry takes at least 28 bytes: refuse absurd counts first. */
-    if (rc == 0 && n > (r.len - r.pos) / 28) rc = terr_set(err, "LIST_RESULT: %u entries claimed, payload too short", n);
+    if (rc == 0 && n > (r.len - r.pos) / 28)
+        rc = terr_set(err, "LIST_RESULT: %u entries claimed, payload too short", n);
     if (rc == 0 && !(out->entries = calloc(n ? n : 1, sizeof *out->entries)))
         rc = terr_set(err, "LIST_RESULT: out of memory");
     out->truncated = trunc != 0;

@@ -66,16 +66,16 @@ typedef enum gp_type {
     GP_SYNC_RESULT = 10, /* i32 status, str message */
     GP_ERROR = 11,       /* str message */
     /* Files of any size, one bounded chunk per request (see below). */
-    GP_WRITE_CHUNK = 12,        /* str path, str upload_id, u64 offset,
+    GP_WRITE_CHUNK = 12,       /* str path, str upload_id, u64 offset,
                                    u32 mode, u32 flags (GP_CHUNK_F_*),
                                    blob data */
-    GP_CHUNK_RESULT = 13,       /* i32 status, str message, u64 size */
-    GP_READ_CHUNK = 14,         /* str path, u64 offset, u32 max_len,
+    GP_CHUNK_RESULT = 13,      /* i32 status, str message, u64 size */
+    GP_READ_CHUNK = 14,        /* str path, u64 offset, u32 max_len,
                                    u64 expect_ino */
-    GP_READ_CHUNK_RESULT = 15,  /* i32 status, str message, u64 file_size,
+    GP_READ_CHUNK_RESULT = 15, /* i32 status, str message, u64 file_size,
                                    u64 ino, blob data */
-    GP_LIST_DIR = 16,           /* str path, u32 max_entries */
-    GP_LIST_RESULT = 17,        /* i32 status, str message, u32 truncated,
+    GP_LIST_DIR = 16,          /* str path, u32 max_entries */
+    GP_LIST_RESULT = 17,       /* i32 status, str message, u32 truncated,
                                    u32 n, n x (str name, u32 type, u32 mode,
                                    u64 size, i64 mtime_sec) */
 } gp_type;
@@ -119,8 +119,8 @@ int gp_header_decode(const uint8_t in[GP_HEADER_SIZE], gp_header *h, terr *err);
 
 /* Appends a whole frame (header + payload) to b: for callers that write with
  * their own I/O (non-blocking loops). Fails if len > GP_MAX_PAYLOAD. */
-int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *payload,
-                    size_t len, terr *err);
+int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *payload, size_t len,
+                    terr *err);
 
 /* Frame I/O on a file descriptor: the one writer of the agent's guest
  * channel and of torpor-guest, and the guest's reader (the agent's channel
@@ -144,10 +144,10 @@ int gp_frame_encode(gp_buf *b, uint8_t type, uint32_t request_id, const void *pa
  * peer is there but the stream is out of step). gp_read_frame: no time
  * limit, -1 on any failure. */
 enum { GP_FRAME_IO = -1, GP_FRAME_BAD = -2 };
-int gp_write_framev(int fd, uint8_t type, uint32_t request_id, const struct iovec *payload,
-                    int n, terr *err);
-int gp_write_frame(int fd, uint8_t type, uint32_t request_id, const void *payload,
-                   size_t len, terr *err);
+int gp_write_framev(int fd, uint8_t type, uint32_t request_id, const struct iovec *payload, int n,
+                    terr *err);
+int gp_write_frame(int fd, uint8_t type, uint32_t request_id, const void *payload, size_t len,
+                   terr *err);
 int gp_read_frame_within(int fd, gp_header *h, uint8_t **payload, int timeout_ms, terr *err);
 int gp_read_frame(int fd, gp_header *h, uint8_t **payload, terr *err);
 
@@ -158,19 +158,19 @@ typedef struct gp_pong {
 } gp_pong;
 
 typedef struct gp_exec_req {
-    const char *cmd;             /* no args: /bin/sh -c cmd; else exec cmd (PATH) */
-    const char *const *args;     /* argv[1..]; argv[0] is cmd */
+    const char *cmd;         /* no args: /bin/sh -c cmd; else exec cmd (PATH) */
+    const char *const *args; /* argv[1..]; argv[0] is cmd */
     size_t n_args;
-    const char *const *env;      /* "K=V", added to the guest's base env */
+    const char *const *env; /* "K=V", added to the guest's base env */
     size_t n_env;
-    const char *cwd;             /* NULL or "" = "/" */
-    int32_t timeout_sec;         /* <= 0: no timeout */
-    const uint8_t *stdin_data;   /* may be NULL when stdin_len is 0 */
+    const char *cwd;           /* NULL or "" = "/" */
+    int32_t timeout_sec;       /* <= 0: no timeout */
+    const uint8_t *stdin_data; /* may be NULL when stdin_len is 0 */
     size_t stdin_len;
 } gp_exec_req;
 
 typedef struct gp_exec_result {
-    int32_t exit_code;           /* -1 when killed (timeout or signal) */
+    int32_t exit_code; /* -1 when killed (timeout or signal) */
     bool timed_out;
     bool stdout_truncated;
     bool stderr_truncated;
@@ -188,14 +188,14 @@ typedef struct gp_read_file_req {
  * human message such as "no such file: /x". */
 typedef struct gp_read_result {
     int32_t status;
-    const char *message;         /* "" on success */
+    const char *message; /* "" on success */
     const uint8_t *data;
     size_t len;
 } gp_read_result;
 
 typedef struct gp_write_file_req {
-    const char *path;            /* absolute; parents are created (0755) */
-    uint32_t mode;               /* permission bits, e.g. 0644 */
+    const char *path; /* absolute; parents are created (0755) */
+    uint32_t mode;    /* permission bits, e.g. 0644 */
     const uint8_t *content;
     size_t len;
 } gp_write_file_req;
@@ -207,8 +207,8 @@ typedef struct gp_status_result {
 } gp_status_result;
 
 typedef struct gp_sync_req {
-    uint64_t unix_time_ns;       /* host CLOCK_REALTIME */
-    const uint8_t *random;       /* >= GP_SYNC_MIN_RANDOM bytes */
+    uint64_t unix_time_ns; /* host CLOCK_REALTIME */
+    const uint8_t *random; /* >= GP_SYNC_MIN_RANDOM bytes */
     size_t random_len;
 } gp_sync_req;
 

@@ -20,7 +20,8 @@ int ids_random_hex(char *out, size_t nbytes, terr *err)
 {
     if (!out) return terr_set(err, "ids: output buffer is NULL");
     if (nbytes == 0 || nbytes > IDS_MAX_RANDOM_BYTES)
-        return terr_set(err, "ids: random length must be 1..%d bytes (got %zu)", IDS_MAX_RANDOM_BYTES, nbytes);
+        return terr_set(err, "ids: random length must be 1..%d bytes (got %zu)",
+                        IDS_MAX_RANDOM_BYTES, nbytes);
     unsigned char buf[IDS_MAX_RANDOM_BYTES];
     size_t got = 0;
     while (got < nbytes) {
@@ -41,7 +42,8 @@ int ids_sha256_hex(const void *data, size_t len, char out[65])
     if (!out || (!data && len > 0)) return -1;
     unsigned char md[EVP_MAX_MD_SIZE];
     unsigned int mdlen = 0;
-    if (EVP_Digest(data ? data : "", len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32) return -1;
+    if (EVP_Digest(data ? data : "", len, md, &mdlen, EVP_sha256(), NULL) != 1 || mdlen != 32)
+        return -1;
     ids_to_hex(md, mdlen, out);
     return 0;
 }

@@ -41,7 +41,8 @@ static size_t escape_of(unsigned char c, bool quotes, char out[4])
 
 /* Copies src into dst (cap bytes incl. NUL) escaping as escape_of says;
  * returns the length written. Stops before an escape that would not fit. */
-static size_t escape_into(const char *src, size_t src_len, bool quotes, char *dst, size_t cap, bool *cut)
+static size_t escape_into(const char *src, size_t src_len, bool quotes, char *dst, size_t cap,
+                          bool *cut)
 {
     size_t o = 0;
     *cut = false;
@@ -97,11 +98,12 @@ void log_write(enum log_level level, const char *fmt, ...)
     struct tm tm;
     gmtime_r(&ts.tv_sec, &tm);
     int n = snprintf(line, sizeof line, "ts=%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ level=%s ",
-                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-                     tm.tm_sec, ts.tv_nsec / 1000000, level_names[level]);
+                     tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                     ts.tv_nsec / 1000000, level_names[level]);
     bool cut;
     /* Control characters only: quotes belong to the caller's format. */
-    size_t len = (size_t)n + escape_into(raw, raw_len, false, line + n, sizeof line - (size_t)n - 1, &cut);
+    size_t len =
+        (size_t)n + escape_into(raw, raw_len, false, line + n, sizeof line - (size_t)n - 1, &cut);
     line[len++] = '\n';
     ssize_t w = write(STDERR_FILENO, line, len);
     (void)w;

@@ -151,9 +151,10 @@ int metrics_http_start(const char *addr, metrics_registry *reg, metrics_http **o
     }
     if (!rpc_addr_is_loopback(addr)) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=metrics_not_loopback addr=\"%s\" note=\"GET /metrics needs no key: expose it only "
-                 "to the scrape network\"",
-                 log_quote(addr, q, sizeof q));
+        log_warn(
+            "event=metrics_not_loopback addr=\"%s\" note=\"GET /metrics needs no key: expose it only "
+            "to the scrape network\"",
+            log_quote(addr, q, sizeof q));
     }
     *out = h;
     return 0;

@@ -36,7 +36,8 @@ typedef struct rpc_tls_config {
     const char *cert_path; /* PEM certificate of this side; NULL = plaintext */
     const char *key_path;  /* PEM private key */
     const char *ca_path;   /* PEM CA that signed the peer's certificate */
-    const char *server_name_override; /* client only: name to check in the server cert; NULL = from target */
+    const char *
+        server_name_override; /* client only: name to check in the server cert; NULL = from target */
     /* Server only: with TLS, a call is served only if one of the client
      * certificate's identities (SAN entries, else CN) equals this name;
      * others are refused UNAUTHENTICATED before their handler runs.
@@ -46,7 +47,7 @@ typedef struct rpc_tls_config {
 
 /* ---------------------------------------------------------------- server */
 
-typedef struct rpc_call rpc_call;   /* one in-flight call; opaque to handlers */
+typedef struct rpc_call rpc_call; /* one in-flight call; opaque to handlers */
 typedef struct rpc_server rpc_server;
 
 /* Handler: must end the call exactly once with rpc_reply or rpc_fail. */
@@ -59,12 +60,12 @@ typedef struct rpc_method {
 } rpc_method;
 
 typedef struct rpc_server_config {
-    const char *listen_addr;     /* "127.0.0.1:50051"; port 0 = ephemeral */
+    const char *listen_addr; /* "127.0.0.1:50051"; port 0 = ephemeral */
     rpc_tls_config tls;
     const rpc_method *methods;
     size_t n_methods;
-    void *app;                   /* passed to every handler */
-    int max_concurrent_calls;    /* calls beyond this get RESOURCE_EXHAUSTED; 0 = 64 */
+    void *app;                /* passed to every handler */
+    int max_concurrent_calls; /* calls beyond this get RESOURCE_EXHAUSTED; 0 = 64 */
 } rpc_server_config;
 
 /* Binds, starts serving on background threads and returns. */
@@ -112,30 +113,30 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 
 /* Method paths of HostAgentService, shared by both sides. */
 #define RPC_HOSTAGENT_PREFIX "/torpor.hostagent.v1.HostAgentService/"
-#define RPC_CREATE_SANDBOX   RPC_HOSTAGENT_PREFIX "CreateSandbox"
-#define RPC_DESTROY_SANDBOX  RPC_HOSTAGENT_PREFIX "DestroySandbox"
-#define RPC_PAUSE_SANDBOX    RPC_HOSTAGENT_PREFIX "PauseSandbox"
-#define RPC_RESUME_SANDBOX   RPC_HOSTAGENT_PREFIX "ResumeSandbox"
-#define RPC_PING_SANDBOX     RPC_HOSTAGENT_PREFIX "PingSandbox"
-#define RPC_SET_TIMEOUT      RPC_HOSTAGENT_PREFIX "SetSandboxTimeout"
-#define RPC_LIST_SANDBOXES   RPC_HOSTAGENT_PREFIX "ListSandboxes"
-#define RPC_EXEC             RPC_HOSTAGENT_PREFIX "Exec"
-#define RPC_READ_FILE        RPC_HOSTAGENT_PREFIX "ReadFile"
-#define RPC_WRITE_FILE       RPC_HOSTAGENT_PREFIX "WriteFile"
+#define RPC_CREATE_SANDBOX RPC_HOSTAGENT_PREFIX "CreateSandbox"
+#define RPC_DESTROY_SANDBOX RPC_HOSTAGENT_PREFIX "DestroySandbox"
+#define RPC_PAUSE_SANDBOX RPC_HOSTAGENT_PREFIX "PauseSandbox"
+#define RPC_RESUME_SANDBOX RPC_HOSTAGENT_PREFIX "ResumeSandbox"
+#define RPC_PING_SANDBOX RPC_HOSTAGENT_PREFIX "PingSandbox"
+#define RPC_SET_TIMEOUT RPC_HOSTAGENT_PREFIX "SetSandboxTimeout"
+#define RPC_LIST_SANDBOXES RPC_HOSTAGENT_PREFIX "ListSandboxes"
+#define RPC_EXEC RPC_HOSTAGENT_PREFIX "Exec"
+#define RPC_READ_FILE RPC_HOSTAGENT_PREFIX "ReadFile"
+#define RPC_WRITE_FILE RPC_HOSTAGENT_PREFIX "WriteFile"
 #define RPC_WRITE_FILE_CHUNK RPC_HOSTAGENT_PREFIX "WriteFileChunk"
-#define RPC_READ_FILE_CHUNK  RPC_HOSTAGENT_PREFIX "ReadFileChunk"
-#define RPC_LIST_DIR         RPC_HOSTAGENT_PREFIX "ListDir"
-#define RPC_BUILD_TEMPLATE   RPC_HOSTAGENT_PREFIX "BuildTemplate"
-#define RPC_GET_TEMPLATE     RPC_HOSTAGENT_PREFIX "GetTemplate"
-#define RPC_LIST_TEMPLATES   RPC_HOSTAGENT_PREFIX "ListTemplates"
-#define RPC_DELETE_TEMPLATE  RPC_HOSTAGENT_PREFIX "DeleteTemplate"
-#define RPC_GET_HOST_INFO    RPC_HOSTAGENT_PREFIX "GetHostInfo"
-#define RPC_EXPORT_FILES     RPC_HOSTAGENT_PREFIX "ExportSandboxFiles"
-#define RPC_READ_CHUNK       RPC_HOSTAGENT_PREFIX "ReadSandboxFileChunk"
-#define RPC_WRITE_CHUNK      RPC_HOSTAGENT_PREFIX "WriteSandboxFileChunk"
-#define RPC_COMMIT_IMPORT    RPC_HOSTAGENT_PREFIX "CommitSandboxImport"
-#define RPC_ABORT_IMPORT     RPC_HOSTAGENT_PREFIX "AbortSandboxImport"
-#define RPC_SET_NETWORK      RPC_HOSTAGENT_PREFIX "SetSandboxNetwork"
-#define RPC_OPEN_PORT        RPC_HOSTAGENT_PREFIX "OpenPort"
+#define RPC_READ_FILE_CHUNK RPC_HOSTAGENT_PREFIX "ReadFileChunk"
+#define RPC_LIST_DIR RPC_HOSTAGENT_PREFIX "ListDir"
+#define RPC_BUILD_TEMPLATE RPC_HOSTAGENT_PREFIX "BuildTemplate"
+#define RPC_GET_TEMPLATE RPC_HOSTAGENT_PREFIX "GetTemplate"
+#define RPC_LIST_TEMPLATES RPC_HOSTAGENT_PREFIX "ListTemplates"
+#define RPC_DELETE_TEMPLATE RPC_HOSTAGENT_PREFIX "DeleteTemplate"
+#define RPC_GET_HOST_INFO RPC_HOSTAGENT_PREFIX "GetHostInfo"
+#define RPC_EXPORT_FILES RPC_HOSTAGENT_PREFIX "ExportSandboxFiles"
+#define RPC_READ_CHUNK RPC_HOSTAGENT_PREFIX "ReadSandboxFileChunk"
+#define RPC_WRITE_CHUNK RPC_HOSTAGENT_PREFIX "WriteSandboxFileChunk"
+#define RPC_COMMIT_IMPORT RPC_HOSTAGENT_PREFIX "CommitSandboxImport"
+#define RPC_ABORT_IMPORT RPC_HOSTAGENT_PREFIX "AbortSandboxImport"
+#define RPC_SET_NETWORK RPC_HOSTAGENT_PREFIX "SetSandboxNetwork"
+#define RPC_OPEN_PORT RPC_HOSTAGENT_PREFIX "OpenPort"
 
 #endif

@@ -24,8 +24,7 @@ static bool rpc_addr_host_is_loopback(const char *host)
 {
     if (strcasecmp(host, "localhost") == 0) return true;
     struct in_addr a4;
-    if (inet_pton(AF_INET, host, &a4) == 1)
-        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET, host, &a4) == 1) return (ntohl(a4.s_addr) >> 24) == 127;
     struct in6_addr a6;
     if (inet_pton(AF_INET6, host, &a6) == 1) {
         if (IN6_IS_ADDR_LOOPBACK(&a6)) return true;
@@ -42,14 +41,17 @@ bool rpc_addr_is_loopback(const char *addr)
     static const char *const prefixes[] = {"dns:///", "dns:", "ipv4:", "ipv6:"};
     for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
         size_t n = strlen(prefixes[i]);
-        if (strncmp(addr, prefixes[i], n) == 0) { addr += n; break; }
+        if (strncmp(addr, prefixes[i], n) == 0) {
+            addr += n;
+            break;
+        }
     }
 
     char host[256];
     size_t len = strlen(addr);
     if (len == 0 || len >= sizeof host) return false;
 
-    if (addr[0] == '[') {                       /* [v6] or [v6]:port */
+    if (addr[0] == '[') { /* [v6] or [v6]:port */
         const char *close = strchr(addr, ']');
         if (!close || close == addr + 1) return false;
         size_t hl = (size_t)(close - addr - 1);
@@ -60,7 +62,7 @@ bool rpc_addr_is_loopback(const char *addr)
     }
 
     const char *colon = strchr(addr, ':');
-    if (colon && strchr(colon + 1, ':')) {      /* bare IPv6 without port: "::1" */
+    if (colon && strchr(colon + 1, ':')) { /* bare IPv6 without port: "::1" */
         memcpy(host, addr, len + 1);
         return rpc_addr_host_is_loopback(host);
     }

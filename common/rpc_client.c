@@ -41,7 +41,8 @@ struct rpc_client {
 static void rpc_client_drain_cq(grpc_completion_queue *cq)
 {
     grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {}
     grpc_completion_queue_destroy(cq);
 }
 
@@ -67,11 +68,15 @@ int rpc_client_open(const rpc_client_config *cfg, rpc_client **out, terr *err)
     bool tls;
     if (rpc_tls_mode(&cfg->tls, &tls, err) < 0) return -1;
     if (!tls && cfg->tls.server_name_override)
-        return terr_set(err, "rpc client: a TLS server name (%s) was given without --tls-cert, --tls-key and --tls-ca",
-                        cfg->tls.server_name_override);
+        return terr_set(
+            err,
+            "rpc client: a TLS server name (%s) was given without --tls-cert, --tls-key and --tls-ca",
+            cfg->tls.server_name_override);
     if (!tls && !rpc_addr_is_loopback(cfg->target))
-        return terr_set(err, "rpc client: refusing plaintext gRPC to non-loopback address %s; "
-                             "give --tls-cert, --tls-key and --tls-ca (mutual TLS)", cfg->target);
+        return terr_set(err,
+                        "rpc client: refusing plaintext gRPC to non-loopback address %s; "
+                        "give --tls-cert, --tls-key and --tls-ca (mutual TLS)",
+                        cfg->target);
 
     grpc_init();
     grpc_channel_credentials *creds = NULL;
@@ -94,7 +99,10 @@ int rpc_client_open(const rpc_client_config *cfg, rpc_client **out, terr *err)
     size_t n = 0;
     /* An agent that restarts must be reachable again within a second, not
      * after grpc's default back-off (up to 120 s between attempts). */
-    static const struct { const char *key; int value; } backoff[] = {
+    static const struct {
+        const char *key;
+        int value;
+    } backoff[] = {
         {GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100},
         {GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100},
         {GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000},
@@ -156,13 +164,16 @@ void rpc_client_close(rpc_client *c)
     grpc_shutdown();
 }
 
-grpc_status_code rpc_client_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
+grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
+                                 const ProtobufCMessage *request,
                                  const ProtobufCMessageDescriptor *response_descriptor,
                                  ProtobufCMessage **response, int deadline_ms, terr *err)
 {
     if (response) *response = NULL;
     if (!c || !method_path || !request || !response_descriptor || !response) {
-        terr_set(err, "rpc call: client, method, request, response descriptor and response are required");
+        terr_set(
+            err,
+            "rpc call: client, method, request, response descriptor and response are required");
         return GRPC_STATUS_INVALID_ARGUMENT;
     }
     if (deadline_ms <= 0) {
@@ -171,16 +182,17 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path, const P
     }
     size_t req_len = protobuf_c_message_get_packed_size(request);
     if (req_len > RPC_MAX_MESSAGE_BYTES) {
-        terr_set(err, "rpc call %s: request of %zu bytes exceeds the 64 MiB message limit", method_path, req_len);
+        terr_set(err, "rpc call %s: request of %zu bytes exceeds the 64 MiB message limit",
+                 method_path, req_len);
         return GRPC_STATUS_RESOURCE_EXHAUSTED;
     }
 
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
-                                         gpr_time_from_millis(deadline_ms, GPR_TIMESPAN));
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(deadline_ms, GPR_TIMESPAN));
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
     grpc_slice method = grpc_slice_from_copied_string(method_path);
-    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq, method, NULL,
-                                               deadline, NULL);
+    grpc_call *call = grpc_channel_create_call(c->channel, NULL, GRPC_PROPAGATE_DEFAULTS, cq,
+                                               method, NULL, deadline, NULL);
     grpc_slice_unref(method);
     if (!call) {
         rpc_client_drain_cq(cq);
@@ -222,24 +234,24 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path, const P
         status = GRPC_STATUS_INTERNAL;
         terr_set(err, "rpc call %s: grpc_call_start_batch failed (%d)", method_path, (int)e);
     } else {
-        gpr_timespec wait_until = gpr_time_add(deadline, gpr_time_from_millis(RPC_CLIENT_GRACE_MS, GPR_TIMESPAN));
+        gpr_timespec wait_until =
+            gpr_time_add(deadline, gpr_time_from_millis(RPC_CLIENT_GRACE_MS, GPR_TIMESPAN));
         grpc_event ev = grpc_completion_queue_next(cq, wait_until, NULL);
         if (ev.type == GRPC_QUEUE_TIMEOUT) {
             /* grpc should have ended the call at its deadline; make sure. */
-            grpc_call_cancel_with_status(call, GRPC_STATUS_DEADLINE_EXCEEDED, "client deadline passed", NULL);
+            grpc_call_cancel_with_status(call, GRPC_STATUS_DEADLINE_EXCEEDED,
+                                         "client deadline passed", NULL);
             ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
         }
         if (status != GRPC_STATUS_OK) {
             size_t dl = GRPC_SLICE_LENGTH(details);
-            if (dl > 0)
-                terr_set(err, "%.*s", (int)dl, (const char *)GRPC_SLICE_START_PTR(details));
-            else if (error_string)
-                terr_set(err, "%s: %s", rpc_status_name(status), error_string);
-            else
-                terr_set(err, "%s", rpc_status_name(status));
+            if (dl > 0) terr_set(err, "%.*s", (int)dl, (const char *)GRPC_SLICE_START_PTR(details));
+            else if (error_string) terr_set(err, "%s: %s", rpc_status_name(status), error_string);
+            else terr_set(err, "%s", rpc_status_name(status));
         } else if (!resp_buf) {
             status = GRPC_STATUS_INTERNAL;
-            terr_set(err, "rpc call %s: server answered OK without a response message", method_path);
+            terr_set(err, "rpc call %s: server answered OK without a response message",
+                     method_path);
         } else {
             grpc_byte_buffer_reader reader;
             if (!grpc_byte_buffer_reader_init(&reader, resp_buf)) {
@@ -248,8 +260,8 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path, const P
             } else {
                 grpc_slice body = grpc_byte_buffer_reader_readall(&reader);
                 grpc_byte_buffer_reader_destroy(&reader);
-                *response = protobuf_c_message_unpack(response_descriptor, NULL, GRPC_SLICE_LENGTH(body),
-                                                      GRPC_SLICE_START_PTR(body));
+                *response = protobuf_c_message_unpack(
+                    response_descriptor, NULL, GRPC_SLICE_LENGTH(body), GRPC_SLICE_START_PTR(body));
                 grpc_slice_unref(body);
                 if (!*response) {
                     status = GRPC_STATUS_INTERNAL;

@@ -71,7 +71,7 @@ struct rpc_server {
     int max_calls;
     int port;
     char *expected_client; /* NULL = any client the CA signed */
-    int shutdown_tag; /* its address is the tag of shutdown_and_notify */
+    int shutdown_tag;      /* its address is the tag of shutdown_and_notify */
 
     pthread_mutex_t mu; /* guards everything below */
     pthread_cond_t cond;
@@ -108,8 +108,8 @@ static void rpc_server_post_request(rpc_server *s)
     atomic_init(&c->finished, false);
     grpc_call_details_init(&c->details);
     grpc_metadata_array_init(&c->request_md);
-    grpc_call_error e = grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md,
-                                                 s->cq, s->cq, c);
+    grpc_call_error e =
+        grpc_server_request_call(s->server, &c->call, &c->details, &c->request_md, s->cq, s->cq, c);
     if (e != GRPC_CALL_OK) {
         log_error("event=rpc_accept_failed grpc_call_error=%d", (int)e);
         rpc_call_unref(c);
@@ -124,7 +124,8 @@ static double rpc_ms_since(const struct timespec *t0)
 }
 
 /* Starts the final batch: status (+ message when buf is set). Takes buf. */
-static void rpc_call_send(rpc_call *c, grpc_status_code code, const char *details, grpc_byte_buffer *buf)
+static void rpc_call_send(rpc_call *c, grpc_status_code code, const char *details,
+                          grpc_byte_buffer *buf)
 {
     rpc_server *s = c->srv;
     grpc_slice details_slice = grpc_slice_from_copied_string(details ? details : "");
@@ -142,7 +143,8 @@ static void rpc_call_send(rpc_call *c, grpc_status_code code, const char *detail
     ops[n].op = GRPC_OP_SEND_STATUS_FROM_SERVER;
     ops[n].data.send_status_from_server.trailing_metadata_count = 0;
     ops[n].data.send_status_from_server.status = code;
-    ops[n].data.send_status_from_server.status_details = details && *details ? &details_slice : NULL;
+    ops[n].data.send_status_from_server.status_details =
+        details && *details ? &details_slice : NULL;
     n++;
     ops[n].op = GRPC_OP_RECV_CLOSE_ON_SERVER;
     ops[n].data.recv_close_on_server.cancelled = &c->cancelled;
@@ -171,8 +173,9 @@ static bool rpc_call_claim(rpc_call *c, const char *what)
 {
     bool expected = false;
     if (atomic_compare_exchange_strong(&c->finished, &expected, true)) return true;
-    log_error("event=rpc_handler_bug method=%s error=\"%s after the call was already answered; ignored\"",
-              c->method_name, what);
+    log_error(
+        "event=rpc_handler_bug method=%s error=\"%s after the call was already answered; ignored\"",
+        c->method_name, what);
     return false;
 }
 
@@ -181,13 +184,15 @@ void rpc_reply(rpc_call *call, const ProtobufCMessage *response)
     if (!call) return;
     if (!rpc_call_claim(call, "rpc_reply")) return;
     if (!response) {
-        log_error("event=rpc_handler_bug method=%s error=\"rpc_reply with a NULL response\"", call->method_name);
+        log_error("event=rpc_handler_bug method=%s error=\"rpc_reply with a NULL response\"",
+                  call->method_name);
         rpc_call_send(call, GRPC_STATUS_INTERNAL, "handler produced no response", NULL);
         return;
     }
     size_t n = protobuf_c_message_get_packed_size(response);
     if (n > RPC_MAX_MESSAGE_BYTES) {
-        rpc_call_send(call, GRPC_STATUS_RESOURCE_EXHAUSTED, "response larger than the 64 MiB message limit", NULL);
+        rpc_call_send(call, GRPC_STATUS_RESOURCE_EXHAUSTED,
+                      "response larger than the 64 MiB message limit", NULL);
         return;
     }
     grpc_slice slice = grpc_slice_malloc(n);
@@ -207,7 +212,8 @@ void rpc_fail(rpc_call *call, grpc_status_code code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (code == GRPC_STATUS_OK) {
-        log_error("event=rpc_handler_bug method=%s error=\"rpc_fail with status OK\"", call->method_name);
+        log_error("event=rpc_handler_bug method=%s error=\"rpc_fail with status OK\"",
+                  call->method_name);
         code = GRPC_STATUS_INTERNAL;
     }
     rpc_call_send(call, code, msg, NULL);
@@ -224,10 +230,7 @@ long long rpc_call_deadline_mono_ms(const rpc_call *call)
     return mono_ms() + ms;
 }
 
-const char *rpc_call_peer_identity(const rpc_call *call)
-{
-    return call ? call->peer : "";
-}
+const char *rpc_call_peer_identity(const rpc_call *call) { return call ? call->peer : ""; }
 
 static void *rpc_handler_thread(void *arg)
 {
@@ -235,8 +238,10 @@ static void *rpc_handler_thread(void *arg)
     rpc_server *s = c->srv;
     c->method->handler(s->app, c, c->request);
     if (!atomic_load(&c->finished)) {
-        log_error("event=rpc_handler_bug method=%s error=\"handler returned without rpc_reply or rpc_fail; "
-                  "answering INTERNAL\"", c->method_name);
+        log_error(
+            "event=rpc_handler_bug method=%s error=\"handler returned without rpc_reply or rpc_fail; "
+            "answering INTERNAL\"",
+            c->method_name);
         if (rpc_call_claim(c, "implicit reply"))
             rpc_call_send(c, GRPC_STATUS_INTERNAL, "handler ended without a reply", NULL);
     }
@@ -323,8 +328,10 @@ static void rpc_server_on_received(rpc_server *s, rpc_call *c, int success)
     rpc_call_read_peer(s, c);
     if (!c->peer_accepted) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=rpc_peer_refused method=%s peer=\"%s\"", c->method_name, log_quote(c->peer, q, sizeof q));
-        snprintf(msg, sizeof msg, "client certificate \"%.200s\" is not the expected control plane", c->peer);
+        log_warn("event=rpc_peer_refused method=%s peer=\"%s\"", c->method_name,
+                 log_quote(c->peer, q, sizeof q));
+        snprintf(msg, sizeof msg, "client certificate \"%.200s\" is not the expected control plane",
+                 c->peer);
         rpc_call_refuse(c, GRPC_STATUS_UNAUTHENTICATED, msg);
         return;
     }
@@ -340,18 +347,20 @@ static void rpc_server_on_received(rpc_server *s, rpc_call *c, int success)
     }
     grpc_byte_buffer_reader reader;
     if (!grpc_byte_buffer_reader_init(&reader, c->recv_buf)) {
-        rpc_call_refuse(c, GRPC_STATUS_INVALID_ARGUMENT, "request message cannot be read (compressed?)");
+        rpc_call_refuse(c, GRPC_STATUS_INVALID_ARGUMENT,
+                        "request message cannot be read (compressed?)");
         return;
     }
     grpc_slice body = grpc_byte_buffer_reader_readall(&reader);
     grpc_byte_buffer_reader_destroy(&reader);
-    c->request = protobuf_c_message_unpack(c->method->request_descriptor, NULL, GRPC_SLICE_LENGTH(body),
-                                           GRPC_SLICE_START_PTR(body));
+    c->request = protobuf_c_message_unpack(c->method->request_descriptor, NULL,
+                                           GRPC_SLICE_LENGTH(body), GRPC_SLICE_START_PTR(body));
     grpc_slice_unref(body);
     grpc_byte_buffer_destroy(c->recv_buf);
     c->recv_buf = NULL;
     if (!c->request) {
-        snprintf(msg, sizeof msg, "request does not parse as %s", c->method->request_descriptor->name);
+        snprintf(msg, sizeof msg, "request does not parse as %s",
+                 c->method->request_descriptor->name);
         rpc_call_refuse(c, GRPC_STATUS_INVALID_ARGUMENT, msg);
         return;
     }
@@ -397,8 +406,9 @@ static void rpc_server_on_received(rpc_server *s, rpc_call *c, int success)
 
 static void rpc_server_on_sent(rpc_server *s, rpc_call *c, int success)
 {
-    log_debug("event=rpc_done method=%s code=%s peer=\"%s\" cancelled=%d duration_ms=%.3f", c->method_name,
-              rpc_status_name(c->code), c->peer, c->cancelled || !success, rpc_ms_since(&c->started));
+    log_debug("event=rpc_done method=%s code=%s peer=\"%s\" cancelled=%d duration_ms=%.3f",
+              c->method_name, rpc_status_name(c->code), c->peer, c->cancelled || !success,
+              rpc_ms_since(&c->started));
     pthread_mutex_lock(&s->mu);
     s->finishing--;
     pthread_cond_broadcast(&s->cond);
@@ -426,7 +436,8 @@ static void *rpc_server_cq_thread(void *arg)
         case RPC_CALL_RECEIVING: rpc_server_on_received(s, c, ev.success); break;
         case RPC_CALL_SENDING: rpc_server_on_sent(s, c, ev.success); break;
         case RPC_CALL_HANDLING: /* no batch is outstanding in this state */
-            log_error("event=rpc_internal_bug method=%s error=\"completion while handling\"", c->method_name);
+            log_error("event=rpc_internal_bug method=%s error=\"completion while handling\"",
+                      c->method_name);
             break;
         }
     }
@@ -444,23 +455,29 @@ static void rpc_server_free(rpc_server *s)
 
 static int rpc_server_check_config(const rpc_server_config *cfg, terr *err)
 {
-    if (!cfg->listen_addr || !*cfg->listen_addr) return terr_set(err, "rpc server: listen address is empty");
+    if (!cfg->listen_addr || !*cfg->listen_addr)
+        return terr_set(err, "rpc server: listen address is empty");
     if (cfg->n_methods > 0 && !cfg->methods) return terr_set(err, "rpc server: methods is NULL");
     if (cfg->tls.expected_client_name && (!cfg->tls.cert_path || !*cfg->tls.expected_client_name))
         return terr_set(err, "rpc server: an expected client name needs TLS and must not be empty");
     if (cfg->max_concurrent_calls < 0)
-        return terr_set(err, "rpc server: max_concurrent_calls must be >= 0 (got %d)", cfg->max_concurrent_calls);
+        return terr_set(err, "rpc server: max_concurrent_calls must be >= 0 (got %d)",
+                        cfg->max_concurrent_calls);
     for (size_t i = 0; i < cfg->n_methods; i++) {
         const rpc_method *m = &cfg->methods[i];
         if (!m->path || m->path[0] != '/' || !m->request_descriptor || !m->handler)
-            return terr_set(err, "rpc server: method %zu is incomplete (path must start with '/', "
-                                 "descriptor and handler are required)", i);
+            return terr_set(err,
+                            "rpc server: method %zu is incomplete (path must start with '/', "
+                            "descriptor and handler are required)",
+                            i);
     }
     bool tls;
     if (rpc_tls_mode(&cfg->tls, &tls, err) < 0) return -1;
     if (!tls && !rpc_addr_is_loopback(cfg->listen_addr))
-        return terr_set(err, "rpc server: refusing plaintext gRPC on non-loopback address %s; "
-                             "give --tls-cert, --tls-key and --tls-ca (mutual TLS)", cfg->listen_addr);
+        return terr_set(err,
+                        "rpc server: refusing plaintext gRPC on non-loopback address %s; "
+                        "give --tls-cert, --tls-key and --tls-ca (mutual TLS)",
+                        cfg->listen_addr);
     return 0;
 }
 
@@ -488,11 +505,13 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **out, terr *err)
     if (cfg->n_methods > 0) memcpy(s->methods, cfg->methods, cfg->n_methods * sizeof *s->methods);
     s->n_methods = cfg->n_methods;
     s->app = cfg->app;
-    if (cfg->tls.expected_client_name && !(s->expected_client = strdup(cfg->tls.expected_client_name))) {
+    if (cfg->tls.expected_client_name &&
+        !(s->expected_client = strdup(cfg->tls.expected_client_name))) {
         rpc_server_free(s);
         return terr_set(err, "rpc server: out of memory");
     }
-    s->max_calls = cfg->max_concurrent_calls > 0 ? cfg->max_concurrent_calls : RPC_SERVER_DEFAULT_MAX_CALLS;
+    s->max_calls =
+        cfg->max_concurrent_calls > 0 ? cfg->max_concurrent_calls : RPC_SERVER_DEFAULT_MAX_CALLS;
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cond, NULL);
 
@@ -525,7 +544,8 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **out, terr *err)
         grpc_completion_queue_destroy(s->cq);
         rpc_server_free(s);
         grpc_shutdown();
-        return terr_set(err, "rpc server: cannot start the completion-queue thread: %s", strerror(rc));
+        return terr_set(err, "rpc server: cannot start the completion-queue thread: %s",
+                        strerror(rc));
     }
 
     s->port = grpc_server_add_http2_port(s->server, cfg->listen_addr, creds);
@@ -537,7 +557,8 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **out, terr *err)
         grpc_completion_queue_destroy(s->cq);
         rpc_server_free(s);
         grpc_shutdown();
-        return terr_set(err, "rpc server: cannot listen on %s (address in use or invalid)", cfg->listen_addr);
+        return terr_set(err, "rpc server: cannot listen on %s (address in use or invalid)",
+                        cfg->listen_addr);
     }
     grpc_server_start(s->server);
     for (int i = 0; i < RPC_SERVER_PENDING; i++) rpc_server_post_request(s);
@@ -548,10 +569,7 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **out, terr *err)
     return 0;
 }
 
-int rpc_server_port(const rpc_server *s)
-{
-    return s ? s->port : 0;
-}
+int rpc_server_port(const rpc_server *s) { return s ? s->port : 0; }
 
 /* timeout_ms < 0: no bound. */
 static int rpc_server_stop_impl(rpc_server *s, int timeout_ms, terr *err)
@@ -582,7 +600,8 @@ static int rpc_server_stop_impl(rpc_server *s, int timeout_ms, terr *err)
             int left = s->handlers;
             pthread_mutex_unlock(&s->mu);
             log_warn("event=rpc_server_stop_timeout handlers=%d timeout_ms=%d", left, timeout_ms);
-            return terr_set(err, "rpc server: %d call(s) still running after %d ms", left, timeout_ms);
+            return terr_set(err, "rpc server: %d call(s) still running after %d ms", left,
+                            timeout_ms);
         }
     }
     pthread_mutex_unlock(&s->mu);

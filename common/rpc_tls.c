@@ -19,9 +19,22 @@
 const char *rpc_status_name(grpc_status_code code)
 {
     static const char *const names[] = {
-        "OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-        "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-        "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
         "UNAUTHENTICATED",
     };
     if ((int)code < 0 || (size_t)code >= sizeof names / sizeof names[0]) return "UNKNOWN_STATUS";
@@ -31,11 +44,18 @@ const char *rpc_status_name(grpc_status_code code)
 int rpc_tls_mode(const rpc_tls_config *tls, bool *enabled, terr *err)
 {
     int set = (tls->cert_path != NULL) + (tls->key_path != NULL) + (tls->ca_path != NULL);
-    if (set == 0) { *enabled = false; return 0; }
-    if (set == 3) { *enabled = true; return 0; }
-    return terr_set(err, "tls: certificate, key and CA must be given together (have cert=%s key=%s ca=%s)",
-                    tls->cert_path ? tls->cert_path : "-", tls->key_path ? tls->key_path : "-",
-                    tls->ca_path ? tls->ca_path : "-");
+    if (set == 0) {
+        *enabled = false;
+        return 0;
+    }
+    if (set == 3) {
+        *enabled = true;
+        return 0;
+    }
+    return terr_set(
+        err, "tls: certificate, key and CA must be given together (have cert=%s key=%s ca=%s)",
+        tls->cert_path ? tls->cert_path : "-", tls->key_path ? tls->key_path : "-",
+        tls->ca_path ? tls->ca_path : "-");
 }
 
 /* Reads a whole PEM file into a NUL-terminated malloc'd string. */
@@ -44,14 +64,21 @@ static int rpc_tls_read_file(const char *what, const char *path, char **out, ter
     FILE *f = fopen(path, "rb");
     if (!f) return terr_set(err, "tls: cannot read %s %s: %s", what, path, strerror(errno));
     char *buf = malloc(RPC_TLS_MAX_PEM_BYTES + 1);
-    if (!buf) { fclose(f); return terr_set(err, "tls: out of memory reading %s", path); }
+    if (!buf) {
+        fclose(f);
+        return terr_set(err, "tls: out of memory reading %s", path);
+    }
     size_t n = fread(buf, 1, RPC_TLS_MAX_PEM_BYTES + 1, f);
     int rerr = ferror(f);
     fclose(f);
-    if (rerr) { free(buf); return terr_set(err, "tls: cannot read %s %s: read error", what, path); }
+    if (rerr) {
+        free(buf);
+        return terr_set(err, "tls: cannot read %s %s: read error", what, path);
+    }
     if (n > RPC_TLS_MAX_PEM_BYTES) {
         free(buf);
-        return terr_set(err, "tls: %s %s is larger than %d bytes", what, path, RPC_TLS_MAX_PEM_BYTES);
+        return terr_set(err, "tls: %s %s is larger than %d bytes", what, path,
+                        RPC_TLS_MAX_PEM_BYTES);
     }
     buf[n] = '\0';
     if (strlen(buf) != n) {
@@ -114,7 +141,8 @@ static int rpc_tls_load(const rpc_tls_config *tls, char **cert, char **key, char
         goto out;
     }
     if (X509_check_private_key(x, k) != 1) {
-        terr_set(err, "tls: private key %s does not match certificate %s", tls->key_path, tls->cert_path);
+        terr_set(err, "tls: private key %s does not match certificate %s", tls->key_path,
+                 tls->cert_path);
         goto out;
     }
     rc = 0;
@@ -124,7 +152,9 @@ out:
     X509_free(cax);
     EVP_PKEY_free(k);
     if (rc < 0) {
-        free(*cert); rpc_tls_free_secret(*key); free(*ca);
+        free(*cert);
+        rpc_tls_free_secret(*key);
+        free(*ca);
         *cert = *key = *ca = NULL;
     }
     return rc;
@@ -144,7 +174,9 @@ int rpc_tls_server_creds(const rpc_tls_config *tls, grpc_server_credentials **ou
     /* grpc copies the PEM strings. */
     *out = grpc_ssl_server_credentials_create_ex(
         ca, &pair, 1, GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY, NULL);
-    free(cert); rpc_tls_free_secret(key); free(ca);
+    free(cert);
+    rpc_tls_free_secret(key);
+    free(ca);
     if (!*out) return terr_set(err, "tls: grpc refused the server certificate %s", tls->cert_path);
     return 0;
 }
@@ -161,7 +193,9 @@ int rpc_tls_channel_creds(const rpc_tls_config *tls, grpc_channel_credentials **
     if (rpc_tls_load(tls, &cert, &key, &ca, err) < 0) return -1;
     grpc_ssl_pem_key_cert_pair pair = {.private_key = key, .cert_chain = cert};
     *out = grpc_ssl_credentials_create(ca, &pair, NULL, NULL);
-    free(cert); rpc_tls_free_secret(key); free(ca);
+    free(cert);
+    rpc_tls_free_secret(key);
+    free(ca);
     if (!*out) return terr_set(err, "tls: grpc refused the client certificate %s", tls->cert_path);
     return 0;
 }

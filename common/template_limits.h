@@ -8,10 +8,10 @@
 
 #include <stdbool.h>
 
-#define TEMPLATE_PACKAGES_MAX 64          /* extra packages per template */
-#define TEMPLATE_PACKAGE_NAME_MAX 128     /* characters of one package name */
-#define TEMPLATE_SETUP_MAX (64 * 1024)    /* bytes of setup script */
-#define TEMPLATE_IMAGE_PREFIX "tpl-"      /* image names of custom templates; no user name starts so */
+#define TEMPLATE_PACKAGES_MAX 64       /* extra packages per template */
+#define TEMPLATE_PACKAGE_NAME_MAX 128  /* characters of one package name */
+#define TEMPLATE_SETUP_MAX (64 * 1024) /* bytes of setup script */
+#define TEMPLATE_IMAGE_PREFIX "tpl-"   /* image names of custom templates; no user name starts so */
 
 /* Debian package-name syntax (policy 5.6.1): ^[a-z0-9][a-z0-9+.-]+$, at most
  * TEMPLATE_PACKAGE_NAME_MAX characters. */

@@ -28,7 +28,10 @@ int terr_wrap(terr *e, const char *fmt, ...)
     size_t n = strnlen(prefix, sizeof prefix);
     memcpy(e->msg, prefix, n);
     size_t pos = n;
-    if (pos + 2 < sizeof e->msg) { e->msg[pos++] = ':'; e->msg[pos++] = ' '; }
+    if (pos + 2 < sizeof e->msg) {
+        e->msg[pos++] = ':';
+        e->msg[pos++] = ' ';
+    }
     size_t rest = strnlen(old, sizeof old);
     if (rest > sizeof e->msg - 1 - pos) rest = sizeof e->msg - 1 - pos;
     memcpy(e->msg + pos, old, rest);

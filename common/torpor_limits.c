@@ -9,7 +9,8 @@ static bool name_valid(const char *s, bool upper_ok)
     if (n < 1 || n > TORPOR_NAME_LEN_MAX) return false;
     for (size_t i = 0; i < n; i++) {
         char c = s[i];
-        bool alnum = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (upper_ok && c >= 'A' && c <= 'Z');
+        bool alnum =
+            (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || (upper_ok && c >= 'A' && c <= 'Z');
         if (i == 0 ? !alnum : !(alnum || c == '.' || c == '_' || c == '-')) return false;
     }
     return true;

@@ -20,7 +20,7 @@
 #define TORPOR_VCPUS_MAX 64
 #define TORPOR_MEMORY_MB_MIN 64
 #define TORPOR_MEMORY_MB_MAX 65536
-#define TORPOR_DISK_MB_MIN 512      /* root disk (templates with one); 0 on input = default */
+#define TORPOR_DISK_MB_MIN 512 /* root disk (templates with one); 0 on input = default */
 #define TORPOR_DISK_MB_MAX 65536
 #define TORPOR_DISK_MB_DEFAULT 4096
 #define TORPOR_TIMEOUT_SEC_MAX 2592000 /* 30 days of inactivity before auto-pause */

@@ -61,7 +61,9 @@ static int open_client(agent_pool *p, const char *address, rpc_client **out, ter
 {
     rpc_client_config cfg = {
         .target = address,
-        .tls = {.cert_path = p->cert, .key_path = p->key, .ca_path = p->ca,
+        .tls = {.cert_path = p->cert,
+                .key_path = p->key,
+                .ca_path = p->ca,
                 .server_name_override = p->server_name},
     };
     if (rpc_client_open(&cfg, out, err) != 0) return terr_wrap(err, "agent %s", address);
@@ -130,9 +132,10 @@ bool agent_is_connect_failure(grpc_status_code code, const char *message)
 bool agent_method_is_idempotent(const char *method_path)
 {
     static const char *const idempotent[] = {
-        RPC_LIST_SANDBOXES, RPC_PING_SANDBOX, RPC_SET_TIMEOUT, RPC_READ_FILE, RPC_WRITE_FILE, RPC_DESTROY_SANDBOX,
-        RPC_READ_FILE_CHUNK, RPC_LIST_DIR, RPC_GET_TEMPLATE, RPC_LIST_TEMPLATES,
-        RPC_GET_HOST_INFO, RPC_EXPORT_FILES, RPC_READ_CHUNK, RPC_WRITE_CHUNK, RPC_ABORT_IMPORT,
+        RPC_LIST_SANDBOXES, RPC_PING_SANDBOX,    RPC_SET_TIMEOUT,     RPC_READ_FILE,
+        RPC_WRITE_FILE,     RPC_DESTROY_SANDBOX, RPC_READ_FILE_CHUNK, RPC_LIST_DIR,
+        RPC_GET_TEMPLATE,   RPC_LIST_TEMPLATES,  RPC_GET_HOST_INFO,   RPC_EXPORT_FILES,
+        RPC_READ_CHUNK,     RPC_WRITE_CHUNK,     RPC_ABORT_IMPORT,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;
@@ -140,8 +143,8 @@ bool agent_method_is_idempotent(const char *method_path)
 }
 
 grpc_status_code agent_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
-                            const ProtobufCMessageDescriptor *response_descriptor, ProtobufCMessage **response,
-                            int deadline_ms, terr *err)
+                            const ProtobufCMessageDescriptor *response_descriptor,
+                            ProtobufCMessage **response, int deadline_ms, terr *err)
 {
     int64_t start = mono_ms();
     int sleep_ms = 100;
@@ -150,7 +153,8 @@ grpc_status_code agent_call(rpc_client *c, const char *method_path, const Protob
         int remaining = deadline_ms - (int)elapsed;
         if (remaining < 1) remaining = 1;
         terr e = {{0}};
-        grpc_status_code st = rpc_client_call(c, method_path, request, response_descriptor, response, remaining, &e);
+        grpc_status_code st =
+            rpc_client_call(c, method_path, request, response_descriptor, response, remaining, &e);
         elapsed = mono_ms() - start;
         bool retry = agent_is_connect_failure(st, e.msg) ||
                      (st == GRPC_STATUS_UNAVAILABLE && agent_method_is_idempotent(method_path));
@@ -159,7 +163,8 @@ grpc_status_code agent_call(rpc_client *c, const char *method_path, const Protob
             if (st != GRPC_STATUS_OK) terr_set(err, "%s", e.msg);
             return st;
         }
-        struct timespec ts = {.tv_sec = sleep_ms / 1000, .tv_nsec = (long)(sleep_ms % 1000) * 1000000L};
+        struct timespec ts = {.tv_sec = sleep_ms / 1000,
+                              .tv_nsec = (long)(sleep_ms % 1000) * 1000000L};
         nanosleep(&ts, NULL);
         if (sleep_ms < 800) sleep_ms *= 2;
     }
@@ -221,19 +226,21 @@ agent_view agent_view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *res
             *auto_paused = true;
     for (size_t i = 0; i < resp->n_sandboxes; i++) {
         const Torpor__Hostagent__V1__SandboxInfo *s = resp->sandboxes[i];
-        if (s && s->sandbox_id && strcmp(s->sandbox_id, id) == 0) return view_from_status(s->status);
+        if (s && s->sandbox_id && strcmp(s->sandbox_id, id) == 0)
+            return view_from_status(s->status);
     }
     return AGENT_VIEW_ABSENT;
 }
 
 grpc_status_code agent_destroy(rpc_client *c, const char *sandbox_id, terr *err)
 {
-    Torpor__Hostagent__V1__DestroySandboxRequest req = TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__DestroySandboxRequest req =
+        TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     ProtobufCMessage *resp = NULL;
     grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__destroy_sandbox_response__descriptor, &resp,
-                                     AGENT_DEADLINE_DESTROY_MS, err);
+                                     &torpor__hostagent__v1__destroy_sandbox_response__descriptor,
+                                     &resp, AGENT_DEADLINE_DESTROY_MS, err);
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     return st;
 }
@@ -241,32 +248,36 @@ grpc_status_code agent_destroy(rpc_client *c, const char *sandbox_id, terr *err)
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
                             Torpor__Hostagent__V1__ListSandboxesResponse **out, terr *err)
 {
-    Torpor__Hostagent__V1__ListSandboxesRequest req = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_REQUEST__INIT;
+    Torpor__Hostagent__V1__ListSandboxesRequest req =
+        TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_REQUEST__INIT;
     req.ack_auto_paused_sandbox_ids = ack;
     req.n_ack_auto_paused_sandbox_ids = n_ack;
     ProtobufCMessage *resp = NULL;
     grpc_status_code st = agent_call(c, RPC_LIST_SANDBOXES, &req.base,
-                                          &torpor__hostagent__v1__list_sandboxes_response__descriptor,
-                                          &resp, AGENT_DEADLINE_SHORT_MS, err);
+                                     &torpor__hostagent__v1__list_sandboxes_response__descriptor,
+                                     &resp, AGENT_DEADLINE_SHORT_MS, err);
     *out = (Torpor__Hostagent__V1__ListSandboxesResponse *)resp;
     return st;
 }
 
-grpc_status_code agent_host_info(rpc_client *c, int deadline_ms, Torpor__Hostagent__V1__GetHostInfoResponse **out,
-                                 terr *err)
+grpc_status_code agent_host_info(rpc_client *c, int deadline_ms,
+                                 Torpor__Hostagent__V1__GetHostInfoResponse **out, terr *err)
 {
-    Torpor__Hostagent__V1__GetHostInfoRequest req = TORPOR__HOSTAGENT__V1__GET_HOST_INFO_REQUEST__INIT;
+    Torpor__Hostagent__V1__GetHostInfoRequest req =
+        TORPOR__HOSTAGENT__V1__GET_HOST_INFO_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_GET_HOST_INFO, &req.base,
-                                     &torpor__hostagent__v1__get_host_info_response__descriptor, &resp,
-                                     deadline_ms > 0 ? deadline_ms : AGENT_DEADLINE_PROBE_MS, err);
+    grpc_status_code st = agent_call(
+        c, RPC_GET_HOST_INFO, &req.base, &torpor__hostagent__v1__get_host_info_response__descriptor,
+        &resp, deadline_ms > 0 ? deadline_ms : AGENT_DEADLINE_PROBE_MS, err);
     *out = (Torpor__Hostagent__V1__GetHostInfoResponse *)resp;
     return st;
 }
 
 /* Calls method with req and its deadline, dropping the (empty) answer. */
-static grpc_status_code call_no_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
-                                       const ProtobufCMessageDescriptor *resp_desc, int deadline_ms, terr *err)
+static grpc_status_code call_no_answer(rpc_client *c, const char *method,
+                                       const ProtobufCMessage *req,
+                                       const ProtobufCMessageDescriptor *resp_desc, int deadline_ms,
+                                       terr *err)
 {
     ProtobufCMessage *resp = NULL;
     grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
@@ -321,7 +332,8 @@ static int net_pb_from_json(const char *text, net_pb *n, terr *err)
 
 grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
 {
-    Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__CreateSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)row->id;
     req.template_ = (char *)row->template_name;
     req.vcpus = row->vcpus;
@@ -336,22 +348,23 @@ grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
         }
         req.network = &net.msg;
     }
-    grpc_status_code st = call_no_answer(c, RPC_CREATE_SANDBOX, &req.base,
-                                         &torpor__hostagent__v1__create_sandbox_response__descriptor,
-                                         AGENT_DEADLINE_CREATE_MS, err);
+    grpc_status_code st = call_no_answer(
+        c, RPC_CREATE_SANDBOX, &req.base,
+        &torpor__hostagent__v1__create_sandbox_response__descriptor, AGENT_DEADLINE_CREATE_MS, err);
     net_pb_free(&net);
     return st;
 }
 
-grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port, char *token, size_t token_size,
-                                 int *tunnel_port, terr *err)
+grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port, char *token,
+                                 size_t token_size, int *tunnel_port, terr *err)
 {
     Torpor__Hostagent__V1__OpenPortRequest req = TORPOR__HOSTAGENT__V1__OPEN_PORT_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.port = port;
     ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_OPEN_PORT, &req.base, &torpor__hostagent__v1__open_port_response__descriptor,
-                                     &resp, AGENT_DEADLINE_SHORT_MS, err);
+    grpc_status_code st = agent_call(c, RPC_OPEN_PORT, &req.base,
+                                     &torpor__hostagent__v1__open_port_response__descriptor, &resp,
+                                     AGENT_DEADLINE_SHORT_MS, err);
     if (st != GRPC_STATUS_OK) return st;
     const Torpor__Hostagent__V1__OpenPortResponse *r = (const void *)resp;
     snprintf(token, token_size, "%s", r->token ? r->token : "");
@@ -360,9 +373,11 @@ grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port
     return GRPC_STATUS_OK;
 }
 
-grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network, terr *err)
+grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network,
+                                   terr *err)
 {
-    Torpor__Hostagent__V1__SetSandboxNetworkRequest req = TORPOR__HOSTAGENT__V1__SET_SANDBOX_NETWORK_REQUEST__INIT;
+    Torpor__Hostagent__V1__SetSandboxNetworkRequest req =
+        TORPOR__HOSTAGENT__V1__SET_SANDBOX_NETWORK_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     net_pb net;
     if (net_pb_from_json(network, &net, err) < 0) {
@@ -370,46 +385,55 @@ grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const 
         return GRPC_STATUS_INVALID_ARGUMENT;
     }
     req.network = &net.msg;
-    grpc_status_code st = call_no_answer(c, RPC_SET_NETWORK, &req.base,
-                                         &torpor__hostagent__v1__set_sandbox_network_response__descriptor,
-                                         AGENT_DEADLINE_SHORT_MS, err);
+    grpc_status_code st =
+        call_no_answer(c, RPC_SET_NETWORK, &req.base,
+                       &torpor__hostagent__v1__set_sandbox_network_response__descriptor,
+                       AGENT_DEADLINE_SHORT_MS, err);
     net_pb_free(&net);
     return st;
 }
 
 grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err)
 {
-    Torpor__Hostagent__V1__PauseSandboxRequest req = TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PauseSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
-    return call_no_answer(c, RPC_PAUSE_SANDBOX, &req.base, &torpor__hostagent__v1__pause_sandbox_response__descriptor,
+    return call_no_answer(c, RPC_PAUSE_SANDBOX, &req.base,
+                          &torpor__hostagent__v1__pause_sandbox_response__descriptor,
                           AGENT_DEADLINE_PAUSE_MS, err);
 }
 
 grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err)
 {
-    Torpor__Hostagent__V1__ResumeSandboxRequest req = TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__ResumeSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.timeout_sec = timeout_sec;
     return call_no_answer(c, RPC_RESUME_SANDBOX, &req.base,
-                          &torpor__hostagent__v1__resume_sandbox_response__descriptor, AGENT_DEADLINE_RESUME_MS, err);
+                          &torpor__hostagent__v1__resume_sandbox_response__descriptor,
+                          AGENT_DEADLINE_RESUME_MS, err);
 }
 
 grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err)
 {
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
-    return call_no_answer(c, RPC_PING_SANDBOX, &req.base, &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+    return call_no_answer(c, RPC_PING_SANDBOX, &req.base,
+                          &torpor__hostagent__v1__ping_sandbox_response__descriptor,
                           AGENT_DEADLINE_SHORT_MS, err);
 }
 
-grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err)
+grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec,
+                                   terr *err)
 {
-    Torpor__Hostagent__V1__SetSandboxTimeoutRequest req = TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_REQUEST__INIT;
+    Torpor__Hostagent__V1__SetSandboxTimeoutRequest req =
+        TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.timeout_sec = timeout_sec;
     return call_no_answer(c, RPC_SET_TIMEOUT, &req.base,
-                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor, AGENT_DEADLINE_SHORT_MS,
-                          err);
+                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor,
+                          AGENT_DEADLINE_SHORT_MS, err);
 }
 
 grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_exec_args *a,
@@ -427,8 +451,9 @@ grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_e
     req.stdin.data = (uint8_t *)a->stdin_data;
     req.stdin.len = a->stdin_data ? a->stdin_len : 0;
     ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_EXEC, &req.base, &torpor__hostagent__v1__exec_response__descriptor, &resp,
-                                     a->timeout_sec * 1000 + AGENT_EXEC_SLACK_MS, err);
+    grpc_status_code st =
+        agent_call(c, RPC_EXEC, &req.base, &torpor__hostagent__v1__exec_response__descriptor, &resp,
+                   a->timeout_sec * 1000 + AGENT_EXEC_SLACK_MS, err);
     if (st != GRPC_STATUS_OK && resp) {
         protobuf_c_message_free_unpacked(resp, NULL);
         resp = NULL;
@@ -437,15 +462,16 @@ grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_e
     return st;
 }
 
-grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const char *path, const uint8_t *data,
-                                  size_t len, terr *err)
+grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const char *path,
+                                  const uint8_t *data, size_t len, terr *err)
 {
     Torpor__Hostagent__V1__WriteFileRequest req = TORPOR__HOSTAGENT__V1__WRITE_FILE_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.path = (char *)path;
     req.content.data = (uint8_t *)data;
     req.content.len = len;
-    return call_no_answer(c, RPC_WRITE_FILE, &req.base, &torpor__hostagent__v1__write_file_response__descriptor,
+    return call_no_answer(c, RPC_WRITE_FILE, &req.base,
+                          &torpor__hostagent__v1__write_file_response__descriptor,
                           AGENT_DEADLINE_FILES_MS, err);
 }
 
@@ -456,8 +482,9 @@ grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const ch
     req.sandbox_id = (char *)sandbox_id;
     req.path = (char *)path;
     ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_READ_FILE, &req.base, &torpor__hostagent__v1__read_file_response__descriptor,
-                                     &resp, AGENT_DEADLINE_FILES_MS, err);
+    grpc_status_code st = agent_call(c, RPC_READ_FILE, &req.base,
+                                     &torpor__hostagent__v1__read_file_response__descriptor, &resp,
+                                     AGENT_DEADLINE_FILES_MS, err);
     if (st != GRPC_STATUS_OK && resp) {
         protobuf_c_message_free_unpacked(resp, NULL);
         resp = NULL;
@@ -468,8 +495,8 @@ grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const ch
 
 /* agent_call for calls with an answer: *out is NULL unless OK. */
 static grpc_status_code call_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
-                                    const ProtobufCMessageDescriptor *resp_desc, ProtobufCMessage **out,
-                                    int deadline_ms, terr *err)
+                                    const ProtobufCMessageDescriptor *resp_desc,
+                                    ProtobufCMessage **out, int deadline_ms, terr *err)
 {
     ProtobufCMessage *resp = NULL;
     grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
@@ -484,7 +511,8 @@ static grpc_status_code call_answer(rpc_client *c, const char *method, const Pro
 grpc_status_code agent_write_chunk(rpc_client *c, const agent_chunk_args *a,
                                    Torpor__Hostagent__V1__WriteFileChunkResponse **out, terr *err)
 {
-    Torpor__Hostagent__V1__WriteFileChunkRequest req = TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_REQUEST__INIT;
+    Torpor__Hostagent__V1__WriteFileChunkRequest req =
+        TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_REQUEST__INIT;
     req.sandbox_id = (char *)a->sandbox_id;
     req.path = (char *)a->path;
     req.upload_id = (char *)a->upload_id;
@@ -494,65 +522,77 @@ grpc_status_code agent_write_chunk(rpc_client *c, const agent_chunk_args *a,
     req.mode = a->mode;
     req.commit = a->commit;
     req.abort = a->abort;
-    return call_answer(c, RPC_WRITE_FILE_CHUNK, &req.base, &torpor__hostagent__v1__write_file_chunk_response__descriptor,
+    return call_answer(c, RPC_WRITE_FILE_CHUNK, &req.base,
+                       &torpor__hostagent__v1__write_file_chunk_response__descriptor,
                        (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
 }
 
-grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *path, uint64_t offset,
-                                  uint32_t length, uint64_t expect_ino,
+grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *path,
+                                  uint64_t offset, uint32_t length, uint64_t expect_ino,
                                   Torpor__Hostagent__V1__ReadFileChunkResponse **out, terr *err)
 {
-    Torpor__Hostagent__V1__ReadFileChunkRequest req = TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_REQUEST__INIT;
+    Torpor__Hostagent__V1__ReadFileChunkRequest req =
+        TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.path = (char *)path;
     req.offset = offset;
     req.length = length;
     req.expect_ino = expect_ino;
-    return call_answer(c, RPC_READ_FILE_CHUNK, &req.base, &torpor__hostagent__v1__read_file_chunk_response__descriptor,
+    return call_answer(c, RPC_READ_FILE_CHUNK, &req.base,
+                       &torpor__hostagent__v1__read_file_chunk_response__descriptor,
                        (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
 }
 
-grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path, uint32_t max_entries,
-                                Torpor__Hostagent__V1__ListDirResponse **out, terr *err)
+grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path,
+                                uint32_t max_entries, Torpor__Hostagent__V1__ListDirResponse **out,
+                                terr *err)
 {
     Torpor__Hostagent__V1__ListDirRequest req = TORPOR__HOSTAGENT__V1__LIST_DIR_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.path = (char *)path;
     req.max_entries = max_entries;
-    return call_answer(c, RPC_LIST_DIR, &req.base, &torpor__hostagent__v1__list_dir_response__descriptor,
+    return call_answer(c, RPC_LIST_DIR, &req.base,
+                       &torpor__hostagent__v1__list_dir_response__descriptor,
                        (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
 }
 
 grpc_status_code agent_export_files(rpc_client *c, const char *sandbox_id,
-                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out, terr *err)
+                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out,
+                                    terr *err)
 {
-    Torpor__Hostagent__V1__ExportSandboxFilesRequest req = TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_REQUEST__INIT;
+    Torpor__Hostagent__V1__ExportSandboxFilesRequest req =
+        TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_EXPORT_FILES, &req.base,
-                                     &torpor__hostagent__v1__export_sandbox_files_response__descriptor, &resp,
-                                     AGENT_DEADLINE_TRANSFER_MS, err);
+    grpc_status_code st =
+        agent_call(c, RPC_EXPORT_FILES, &req.base,
+                   &torpor__hostagent__v1__export_sandbox_files_response__descriptor, &resp,
+                   AGENT_DEADLINE_TRANSFER_MS, err);
     *out = (Torpor__Hostagent__V1__ExportSandboxFilesResponse *)resp;
     return st;
 }
 
-grpc_status_code agent_transfer_read_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
-                                  Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err)
+grpc_status_code agent_transfer_read_chunk(
+    rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+    Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err)
 {
-    Torpor__Hostagent__V1__ReadSandboxFileChunkRequest req = TORPOR__HOSTAGENT__V1__READ_SANDBOX_FILE_CHUNK_REQUEST__INIT;
+    Torpor__Hostagent__V1__ReadSandboxFileChunkRequest req =
+        TORPOR__HOSTAGENT__V1__READ_SANDBOX_FILE_CHUNK_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.name = (char *)name;
     req.offset = offset;
     ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_READ_CHUNK, &req.base,
-                                     &torpor__hostagent__v1__read_sandbox_file_chunk_response__descriptor, &resp,
-                                     AGENT_DEADLINE_TRANSFER_MS, err);
+    grpc_status_code st =
+        agent_call(c, RPC_READ_CHUNK, &req.base,
+                   &torpor__hostagent__v1__read_sandbox_file_chunk_response__descriptor, &resp,
+                   AGENT_DEADLINE_TRANSFER_MS, err);
     *out = (Torpor__Hostagent__V1__ReadSandboxFileChunkResponse *)resp;
     return st;
 }
 
-grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
-                                   const uint8_t *data, size_t len, int64_t zero_len, terr *err)
+grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_id, const char *name,
+                                            int64_t offset, const uint8_t *data, size_t len,
+                                            int64_t zero_len, terr *err)
 {
     Torpor__Hostagent__V1__WriteSandboxFileChunkRequest req =
         TORPOR__HOSTAGENT__V1__WRITE_SANDBOX_FILE_CHUNK_REQUEST__INIT;
@@ -567,10 +607,12 @@ grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_i
                           AGENT_DEADLINE_TRANSFER_MS, err);
 }
 
-grpc_status_code agent_commit_import(rpc_client *c, const sandbox_row *row,
-                                     const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err)
+grpc_status_code agent_commit_import(
+    rpc_client *c, const sandbox_row *row,
+    const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err)
 {
-    Torpor__Hostagent__V1__CommitSandboxImportRequest req = TORPOR__HOSTAGENT__V1__COMMIT_SANDBOX_IMPORT_REQUEST__INIT;
+    Torpor__Hostagent__V1__CommitSandboxImportRequest req =
+        TORPOR__HOSTAGENT__V1__COMMIT_SANDBOX_IMPORT_REQUEST__INIT;
     req.sandbox_id = (char *)row->id;
     req.template_ = (char *)row->template_name;
     req.vcpus = row->vcpus;
@@ -586,7 +628,8 @@ grpc_status_code agent_commit_import(rpc_client *c, const sandbox_row *row,
 
 grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr *err)
 {
-    Torpor__Hostagent__V1__AbortSandboxImportRequest req = TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_REQUEST__INIT;
+    Torpor__Hostagent__V1__AbortSandboxImportRequest req =
+        TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     return call_no_answer(c, RPC_ABORT_IMPORT, &req.base,
                           &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,

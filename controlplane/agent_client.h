@@ -30,7 +30,7 @@
 /* In the message of an UNAVAILABLE answer for a sandbox the agent is still
  * re-attaching after a restart (REST: 503 unavailable + Retry-After). */
 #define AGENT_RECOVERING_MARK "is recovering"
-#define AGENT_EXEC_SLACK_MS 15000     /* exec deadline = its timeout + this */
+#define AGENT_EXEC_SLACK_MS 15000 /* exec deadline = its timeout + this */
 /* GetHostInfo as a health probe: a frozen agent keeps its TCP connection
  * open, so only a short call deadline tells it from a slow one. */
 #define AGENT_DEADLINE_PROBE_MS 1000
@@ -56,8 +56,8 @@ int agent_pool_get(agent_pool *p, const db_host *host, rpc_client **out, terr *e
  * reconnect backoff (about 1 s) or still holds the dead connection, and fails
  * calls fast with the old error although the agent is back. */
 grpc_status_code agent_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
-                            const ProtobufCMessageDescriptor *response_descriptor, ProtobufCMessage **response,
-                            int deadline_ms, terr *err);
+                            const ProtobufCMessageDescriptor *response_descriptor,
+                            ProtobufCMessage **response, int deadline_ms, terr *err);
 
 /* True for the status/message of a call that never reached the agent. */
 bool agent_is_connect_failure(grpc_status_code code, const char *message);
@@ -96,13 +96,15 @@ grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err);
 /* timeout_sec: the TTL, which survives pause/resume. */
 grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
 grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err);
-grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
+grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec,
+                                   terr *err);
 /* The port proxy's first hop: a one-time token for the agent's tunnel port
  * (agent/port_tunnel.h). OUT_OF_RANGE: nothing listens on that port. */
-grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port, char *token, size_t token_size,
-                                 int *tunnel_port, terr *err);
+grpc_status_code agent_open_port(rpc_client *c, const char *sandbox_id, int port, char *token,
+                                 size_t token_size, int *tunnel_port, terr *err);
 /* network: the canonical policy JSON of the row (api_network.h). */
-grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network, terr *err);
+grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const char *network,
+                                   terr *err);
 
 typedef struct agent_exec_args {
     const char *cmd;
@@ -110,15 +112,15 @@ typedef struct agent_exec_args {
     size_t n_args;
     char **env; /* "KEY=VALUE" */
     size_t n_env;
-    const char *cwd; /* NULL: the guest's default */
-    int timeout_sec; /* the deadline is this + AGENT_EXEC_SLACK_MS */
+    const char *cwd;           /* NULL: the guest's default */
+    int timeout_sec;           /* the deadline is this + AGENT_EXEC_SLACK_MS */
     const uint8_t *stdin_data; /* NULL/0: no stdin */
     size_t stdin_len;
 } agent_exec_args;
 grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_exec_args *a,
                             Torpor__Hostagent__V1__ExecResponse **out, terr *err);
-grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const char *path, const uint8_t *data,
-                                  size_t len, terr *err);
+grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const char *path,
+                                  const uint8_t *data, size_t len, terr *err);
 grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
                                  Torpor__Hostagent__V1__ReadFileResponse **out, terr *err);
 
@@ -138,27 +140,32 @@ typedef struct agent_chunk_args {
 } agent_chunk_args;
 grpc_status_code agent_write_chunk(rpc_client *c, const agent_chunk_args *a,
                                    Torpor__Hostagent__V1__WriteFileChunkResponse **out, terr *err);
-grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *path, uint64_t offset,
-                                  uint32_t length, uint64_t expect_ino,
+grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *path,
+                                  uint64_t offset, uint32_t length, uint64_t expect_ino,
                                   Torpor__Hostagent__V1__ReadFileChunkResponse **out, terr *err);
-grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path, uint32_t max_entries,
-                                Torpor__Hostagent__V1__ListDirResponse **out, terr *err);
+grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path,
+                                uint32_t max_entries, Torpor__Hostagent__V1__ListDirResponse **out,
+                                terr *err);
 /* GetHostInfo (capacity; also the health probe) with deadline_ms (<= 0:
  * AGENT_DEADLINE_PROBE_MS). */
-grpc_status_code agent_host_info(rpc_client *c, int deadline_ms, Torpor__Hostagent__V1__GetHostInfoResponse **out,
-                                 terr *err);
+grpc_status_code agent_host_info(rpc_client *c, int deadline_ms,
+                                 Torpor__Hostagent__V1__GetHostInfoResponse **out, terr *err);
 
 /* Moving a paused sandbox (agent/sandbox_transfer.h): each call with
  * AGENT_DEADLINE_TRANSFER_MS. */
 #define AGENT_DEADLINE_TRANSFER_MS 60000
 grpc_status_code agent_export_files(rpc_client *c, const char *sandbox_id,
-                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out, terr *err);
-grpc_status_code agent_transfer_read_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
-                                  Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err);
-grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
-                                   const uint8_t *data, size_t len, int64_t zero_len, terr *err);
-grpc_status_code agent_commit_import(rpc_client *c, const sandbox_row *row,
-                                     const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err);
+                                    Torpor__Hostagent__V1__ExportSandboxFilesResponse **out,
+                                    terr *err);
+grpc_status_code agent_transfer_read_chunk(
+    rpc_client *c, const char *sandbox_id, const char *name, int64_t offset,
+    Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err);
+grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_id, const char *name,
+                                            int64_t offset, const uint8_t *data, size_t len,
+                                            int64_t zero_len, terr *err);
+grpc_status_code agent_commit_import(
+    rpc_client *c, const sandbox_row *row,
+    const Torpor__Hostagent__V1__ExportSandboxFilesResponse *manifest, terr *err);
 grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr *err);
 
 /* ListSandboxes with acknowledgements (may be NULL/0). */

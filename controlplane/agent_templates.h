@@ -10,8 +10,9 @@
 #define AGENT_TEMPLATE_LOG_TAIL (256 * 1024)
 
 /* packages: the names (n of them); setup NULL = none. */
-grpc_status_code agent_build_template(rpc_client *c, const char *image, const char *base, const char *const *packages,
-                                      size_t n, const char *setup, terr *err);
+grpc_status_code agent_build_template(rpc_client *c, const char *image, const char *base,
+                                      const char *const *packages, size_t n, const char *setup,
+                                      terr *err);
 /* log_tail 0 = no log. *out freed with protobuf_c_message_free_unpacked. */
 grpc_status_code agent_get_template(rpc_client *c, const char *image, int log_tail,
                                     Torpor__Hostagent__V1__GetTemplateResponse **out, terr *err);

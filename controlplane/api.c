@@ -23,13 +23,16 @@ static void log_request(http_request *req, int status, int64_t duration_ms, cons
     /* Reads that succeed are debug-level: clients poll them. */
     const char *method = http_request_method(req);
     const api_route *route = http_request_user(req);
-    cp_metrics_http_request(method, route ? route->pattern : NULL, status, (double)duration_ms / 1000.0);
+    cp_metrics_http_request(method, route ? route->pattern : NULL, status,
+                            (double)duration_ms / 1000.0);
     enum log_level lvl = (status < 300 && strcmp(method, "GET") == 0) ? LOG_DEBUG : LOG_INFO;
     char q[LOG_QUOTE_MAX], qm[64];
     /* The method is the client's text too (libmicrohttpd takes any token). */
-    log_write(lvl, "event=http_request method=\"%s\" path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s",
-              log_quote(method, qm, sizeof qm), log_quote(http_request_path(req), q, sizeof q), status,
-              (long long)duration_ms, sandbox_id);
+    log_write(
+        lvl,
+        "event=http_request method=\"%s\" path=\"%s\" status=%d duration_ms=%lld sandbox_id=%s",
+        log_quote(method, qm, sizeof qm), log_quote(http_request_path(req), q, sizeof q), status,
+        (long long)duration_ms, sandbox_id);
 }
 
 /* True when req announces a body that may exceed API_PREAUTH_BODY_MAX
@@ -78,20 +81,22 @@ static bool api_access_token(const http_request *req, char *buf, size_t n)
 static void decide(void *app, http_request *req)
 {
     api_match m;
-    const api_route *route =
-        api_route_find(api_route_table, api_route_count, http_request_method(req), http_request_path(req), &m);
+    const api_route *route = api_route_find(api_route_table, api_route_count,
+                                            http_request_method(req), http_request_path(req), &m);
     if (!route) {
         if (m.status == 405) {
             http_add_header(req, "Allow", m.allow);
-            http_reply_error(req, 405, "method_not_allowed", "method not allowed on this route (allowed: %s)",
-                             m.allow);
+            http_reply_error(req, 405, "method_not_allowed",
+                             "method not allowed on this route (allowed: %s)", m.allow);
         } else {
             http_reply_error(req, 404, "not_found", "no such route");
         }
         return;
     }
-    http_request_set_user(req, (void *)route); /* also names the route in metrics of early replies */
-    if (route->handler == api_healthz) { /* liveness: here, on the I/O thread, never behind a worker */
+    http_request_set_user(req,
+                          (void *)route); /* also names the route in metrics of early replies */
+    if (route->handler ==
+        api_healthz) { /* liveness: here, on the I/O thread, never behind a worker */
         api_request r = {.req = req, .ctx = app, .route = route};
         api_healthz(&r);
         return;
@@ -106,7 +111,8 @@ static void decide(void *app, http_request *req)
         const char *key = http_request_header(req, "X-API-Key");
         char token[128];
         if ((!key || !*key) && !api_access_token(req, token, sizeof token)) {
-            http_reply_error(req, 401, "unauthorized", "X-API-Key, X-Access-Token or ?token= required");
+            http_reply_error(req, 401, "unauthorized",
+                             "X-API-Key, X-Access-Token or ?token= required");
             return;
         }
     }
@@ -137,13 +143,15 @@ static bool take_long_slot(api_request *r)
 {
     const api_route *route = r->route;
     team_limit *tl = r->ctx->long_calls;
-    if (!route->long_running || !tl || (route->method && strcmp(route->method, "DELETE") == 0)) return true;
+    if (!route->long_running || !tl || (route->method && strcmp(route->method, "DELETE") == 0))
+        return true;
     if (team_limit_enter_as(tl, r->team_id, r->req)) return true;
     http_add_header(r->req, "Retry-After", API_TEAM_RETRY_AFTER);
-    http_reply_error(r->req, 429, "too_many_requests",
-                     "this team has %d long calls (create, exec, pause, resume, files) in flight, its limit; "
-                     "retry later",
-                     r->ctx->cfg->team_long_calls);
+    http_reply_error(
+        r->req, 429, "too_many_requests",
+        "this team has %d long calls (create, exec, pause, resume, files) in flight, its limit; "
+        "retry later",
+        r->ctx->cfg->team_long_calls);
     return false;
 }
 
@@ -159,7 +167,8 @@ void api_vet(void *app, void *worker, http_request *req)
     api_request r = {.req = req, .ctx = app, .db = w->db, .route = http_request_user(req)};
     bool ok;
     terr err;
-    if (auth_check(r.db, http_request_header(req, "X-API-Key"), r.team_id, &ok, &err) != 0) api_reply_internal(&r, &err);
+    if (auth_check(r.db, http_request_header(req, "X-API-Key"), r.team_id, &ok, &err) != 0)
+        api_reply_internal(&r, &err);
     else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
     else {
         if (r.route->stream) {
@@ -169,14 +178,16 @@ void api_vet(void *app, void *worker, http_request *req)
              * from it) is let through: the handler wakes it
              * (sandbox_ops_open_awake). */
             api_match m;
-            if (api_route_find(r.route, 1, http_request_method(req), http_request_path(req), &m) == r.route &&
+            if (api_route_find(r.route, 1, http_request_method(req), http_request_path(req), &m) ==
+                    r.route &&
                 m.id[0]) {
                 memcpy(r.id, m.id, sizeof r.id);
                 sandbox_row row;
                 if (api_load_sandbox(&r, &row) == 0 && row.status != SB_RUNNING &&
                     !(row.auto_resume && (row.status == SB_PAUSED || row.status == SB_PAUSING ||
                                           row.status == SB_RESUMING)))
-                    http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)",
+                    http_reply_error(req, 409, "invalid_state",
+                                     "sandbox is not running (status: %s)",
                                      sb_status_name(row.status));
             }
         }
@@ -192,7 +203,8 @@ static void handle(api_request *r)
     if (route->auth == API_AUTH_KEY || route->auth == API_AUTH_ADMIN) {
         bool ok;
         terr err;
-        if (auth_check_role(r->db, http_request_header(r->req, "X-API-Key"), r->team_id, &ok, &r->admin, &err) != 0) {
+        if (auth_check_role(r->db, http_request_header(r->req, "X-API-Key"), r->team_id, &ok,
+                            &r->admin, &err) != 0) {
             api_reply_internal(r, &err);
             return;
         }
@@ -201,7 +213,8 @@ static void handle(api_request *r)
             return;
         }
         if (route->auth == API_AUTH_ADMIN && !r->admin) {
-            http_reply_error(r->req, 403, "forbidden", "this route needs an admin key (torpor-cp keys create --admin)");
+            http_reply_error(r->req, 403, "forbidden",
+                             "this route needs an admin key (torpor-cp keys create --admin)");
             return;
         }
     }
@@ -215,7 +228,8 @@ static void handle(api_request *r)
         } else {
             char token[128], hash[65];
             rc = 0;
-            if (api_access_token(r->req, token, sizeof token) && ids_sha256_hex(token, strlen(token), hash) == 0)
+            if (api_access_token(r->req, token, sizeof token) &&
+                ids_sha256_hex(token, strlen(token), hash) == 0)
                 rc = db_sandbox_token_team(r->db, r->id, hash, r->team_id, &ok, &err);
         }
         if (rc != 0) {

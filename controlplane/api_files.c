@@ -26,7 +26,7 @@ typedef struct write_intake {
     char *json;
     size_t json_len, json_cap;
     multipart_stream *mp;
-    bool failed;    /* multipart: malformed; err says why (answered 400) */
+    bool failed; /* multipart: malformed; err says why (answered 400) */
     terr err;
     int part;
     bool has_path, has_file, path_too_long;
@@ -105,7 +105,8 @@ int api_files_write_body(void *cls, http_request *req, const char *data, size_t 
     }
     if (in->multipart) {
         /* A malformed body is drained, so the client reads the 400. */
-        if (!in->failed && multipart_stream_feed(in->mp, data, len, &in->err) != 0) in->failed = true;
+        if (!in->failed && multipart_stream_feed(in->mp, data, len, &in->err) != 0)
+            in->failed = true;
         return 0;
     }
     if (in->too_large) return 0;
@@ -134,20 +135,22 @@ int api_files_write_body(void *cls, http_request *req, const char *data, size_t 
 /* Checks what the intake gathered; replies 400/413/507 and returns -1 when
  * it cannot be written. JSON: *json owns the body, *path and *content point
  * into it / a decoded copy (*decoded, to free). */
-static int check_intake(api_request *r, write_intake *in, json_t **json, const char **path, uint8_t **decoded,
-                        size_t *len)
+static int check_intake(api_request *r, write_intake *in, json_t **json, const char **path,
+                        uint8_t **decoded, size_t *len)
 {
     terr err;
     if (in && in->too_large) {
-        http_reply_error(r->req, 413, "too_large", "request body over the %d-byte limit of a JSON files/write "
-                         "(use multipart or PUT files/content for large files)", API_FILES_BODY_LIMIT);
+        http_reply_error(r->req, 413, "too_large",
+                         "request body over the %d-byte limit of a JSON files/write "
+                         "(use multipart or PUT files/content for large files)",
+                         API_FILES_BODY_LIMIT);
         return -1;
     }
     if (in && in->multipart) {
         if (!in->failed && multipart_stream_finish(in->mp, &in->err) != 0) in->failed = true;
-        const char *why = in->failed ? in->err.msg
-                          : !in->has_path ? "multipart field \"path\" is required"
-                          : !in->has_file ? "multipart field \"file\" is required"
+        const char *why = in->failed          ? in->err.msg
+                          : !in->has_path     ? "multipart field \"path\" is required"
+                          : !in->has_file     ? "multipart field \"file\" is required"
                           : in->path_too_long ? "multipart field \"path\" is longer than 4096 bytes"
                                               : NULL;
         if (why) {
@@ -159,7 +162,8 @@ static int check_intake(api_request *r, write_intake *in, json_t **json, const c
             return -1;
         }
         if (in->spool->err) {
-            http_reply_error(r->req, 507, "insufficient_storage", "the control plane could not spool the upload: %s",
+            http_reply_error(r->req, 507, "insufficient_storage",
+                             "the control plane could not spool the upload: %s",
                              strerror(in->spool->err));
             return -1;
         }
@@ -229,13 +233,16 @@ void api_files_read(api_request *r)
     }
     Torpor__Hostagent__V1__ReadFileResponse *rf;
     grpc_status_code st = agent_read_file(client, r->id, path, &rf, &err);
-    if ((st == GRPC_STATUS_INTERNAL || st == GRPC_STATUS_NOT_FOUND) && strcasestr(err.msg, "no such file")) {
+    if ((st == GRPC_STATUS_INTERNAL || st == GRPC_STATUS_NOT_FOUND) &&
+        strcasestr(err.msg, "no such file")) {
         /* The agent reports a guest-side failure as INTERNAL with the guest's
          * text ("no such file: PATH"); a missing file is the caller's 404, not
          * a 502. NOT_FOUND covers an agent that maps it itself. */
         char q[LOG_QUOTE_MAX];
-        log_info("event=file_not_found sandbox_id=%s error=\"%s\"", r->id, log_quote(err.msg, q, sizeof q));
-        http_reply_error(r->req, 404, "not_found", "file %s not found in sandbox %s (%s)", path, r->id, err.msg);
+        log_info("event=file_not_found sandbox_id=%s error=\"%s\"", r->id,
+                 log_quote(err.msg, q, sizeof q));
+        http_reply_error(r->req, 404, "not_found", "file %s not found in sandbox %s (%s)", path,
+                         r->id, err.msg);
         json_decref(body);
         return;
     }

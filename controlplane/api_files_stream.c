@@ -86,7 +86,8 @@ static int hexval(char c)
 /* Value of key in the raw query, percent-decoded into out (NUL-terminated;
  * *out_len, when given, is its length, which may include decoded NULs):
  * 1 found, 0 absent, -1 malformed or too long. */
-static int query_get_n(const char *query, const char *key, char *out, size_t out_size, size_t *out_len)
+static int query_get_n(const char *query, const char *key, char *out, size_t out_size,
+                       size_t *out_len)
 {
     size_t kl = strlen(key);
     for (const char *p = query ? query : ""; *p;) {
@@ -130,8 +131,9 @@ static int query_path(api_request *r, char *path, size_t size)
     size_t n = 0;
     int rc = query_get_n(http_request_query(r->req), "path", path, size, &n);
     if (rc <= 0) {
-        http_reply_error(r->req, 400, "invalid_request", rc == 0 ? "query parameter \"path\" is required"
-                                                                 : "query parameter \"path\" is malformed or too long");
+        http_reply_error(r->req, 400, "invalid_request",
+                         rc == 0 ? "query parameter \"path\" is required"
+                                 : "query parameter \"path\" is malformed or too long");
         return -1;
     }
     if (api_validate_path(path, n, &err) != 0) { /* n: a decoded NUL is refused too */
@@ -139,7 +141,8 @@ static int query_path(api_request *r, char *path, size_t size)
         return -1;
     }
     if (path[0] != '/') {
-        http_reply_error(r->req, 400, "invalid_request", "query parameter \"path\" must be absolute");
+        http_reply_error(r->req, 400, "invalid_request",
+                         "query parameter \"path\" must be absolute");
         return -1;
     }
     return 0;
@@ -148,23 +151,25 @@ static int query_path(api_request *r, char *path, size_t size)
 /* ------------------------------------------------------------ errors */
 
 /* Replies to a failure the guest reported about path (errno e). */
-static void reply_guest_errno(api_request *r, const char *op, int e, const char *msg, const char *path)
+static void reply_guest_errno(api_request *r, const char *op, int e, const char *msg,
+                              const char *path)
 {
     char q[LOG_QUOTE_MAX];
     log_info("event=file_error op=%s sandbox_id=%s errno=%d error=\"%s\"", op, r->id, e,
              log_quote(msg, q, sizeof q));
     switch (e) {
     case ENOENT:
-        http_reply_error(r->req, 404, "not_found", "file %s not found in sandbox %s (%s)", path, r->id, msg);
+        http_reply_error(r->req, 404, "not_found", "file %s not found in sandbox %s (%s)", path,
+                         r->id, msg);
         break;
     case ENOSPC:
     case EDQUOT:
-        http_reply_error(r->req, 507, "insufficient_storage", "no space left in sandbox %s writing %s (%s)", r->id,
-                         path, msg);
+        http_reply_error(r->req, 507, "insufficient_storage",
+                         "no space left in sandbox %s writing %s (%s)", r->id, path, msg);
         break;
     case ESTALE:
-        http_reply_error(r->req, 409, "file_changed", "%s changed in sandbox %s during the transfer (%s)", path,
-                         r->id, msg);
+        http_reply_error(r->req, 409, "file_changed",
+                         "%s changed in sandbox %s during the transfer (%s)", path, r->id, msg);
         break;
     case EISDIR:
     case ENOTDIR:
@@ -174,11 +179,10 @@ static void reply_guest_errno(api_request *r, const char *op, int e, const char 
     case EROFS:
     case ENAMETOOLONG:
     case ELOOP:
-    case EEXIST:
-        http_reply_error(r->req, 400, "invalid_request", "%s", msg);
-        break;
+    case EEXIST: http_reply_error(r->req, 400, "invalid_request", "%s", msg); break;
     default:
-        http_reply_error(r->req, 502, "agent_error", "%s of %s in sandbox %s failed: %s", op, path, r->id, msg);
+        http_reply_error(r->req, 502, "agent_error", "%s of %s in sandbox %s failed: %s", op, path,
+                         r->id, msg);
         break;
     }
 }
@@ -195,8 +199,8 @@ static void push_abort(rpc_client *client, const char *id, const char *path, con
         protobuf_c_message_free_unpacked(&resp->base, NULL);
 }
 
-int api_files_push(api_request *r, rpc_client *client, const char *path, unsigned mode, const uint8_t *mem,
-                   int fd, uint64_t len)
+int api_files_push(api_request *r, rpc_client *client, const char *path, unsigned mode,
+                   const uint8_t *mem, int fd, uint64_t len)
 {
     char upload_id[33];
     terr err;
@@ -221,7 +225,8 @@ int api_files_push(api_request *r, rpc_client *client, const char *path, unsigne
                 ssize_t k = pread(fd, buf + got, n - got, (off_t)(off + got));
                 if (k < 0 && errno == EINTR) continue;
                 if (k <= 0) {
-                    terr_set(&err, "reading the upload spool: %s", k < 0 ? strerror(errno) : "short file");
+                    terr_set(&err, "reading the upload spool: %s",
+                             k < 0 ? strerror(errno) : "short file");
                     api_reply_internal(r, &err);
                     push_abort(client, r->id, path, upload_id);
                     goto out;
@@ -230,8 +235,14 @@ int api_files_push(api_request *r, rpc_client *client, const char *path, unsigne
             }
         }
         bool last = off + n == len;
-        agent_chunk_args a = {.sandbox_id = r->id, .path = path, .upload_id = upload_id, .offset = off,
-                              .data = data, .len = n, .mode = mode, .commit = last};
+        agent_chunk_args a = {.sandbox_id = r->id,
+                              .path = path,
+                              .upload_id = upload_id,
+                              .offset = off,
+                              .data = data,
+                              .len = n,
+                              .mode = mode,
+                              .commit = last};
         Torpor__Hostagent__V1__WriteFileChunkResponse *resp;
         grpc_status_code st = agent_write_chunk(client, &a, &resp, &err);
         if (st != GRPC_STATUS_OK) {
@@ -267,7 +278,8 @@ void api_files_put_content(api_request *r)
         char *end;
         unsigned long m = strtoul(modestr, &end, 8);
         if (mrc < 0 || !*modestr || *end || m > 07777) {
-            http_reply_error(r->req, 400, "invalid_request", "query parameter \"mode\" must be octal 0..7777");
+            http_reply_error(r->req, 400, "invalid_request",
+                             "query parameter \"mode\" must be octal 0..7777");
             return;
         }
         mode = (unsigned)m;
@@ -275,8 +287,8 @@ void api_files_put_content(api_request *r)
     spool *sp = http_request_data(r->req);
     if (sp && sp->err) {
         log_error("event=spool_failed sandbox_id=%s error=\"%s\"", r->id, strerror(sp->err));
-        http_reply_error(r->req, 507, "insufficient_storage", "the control plane could not spool the upload: %s",
-                         strerror(sp->err));
+        http_reply_error(r->req, 507, "insufficient_storage",
+                         "the control plane could not spool the upload: %s", strerror(sp->err));
         return;
     }
     rpc_client *client;
@@ -289,11 +301,12 @@ void api_files_put_content(api_request *r)
     }
     uint64_t size = sp ? sp->size : 0;
     static const uint8_t empty[1];
-    if (api_files_push(r, client, path, mode, sp ? NULL : empty, sp ? sp->fd : -1, size) != 0) return;
+    if (api_files_push(r, client, path, mode, sp ? NULL : empty, sp ? sp->fd : -1, size) != 0)
+        return;
     sandbox_ops_touch(&c, r->id);
     char q[LOG_QUOTE_MAX];
-    log_info("event=file_written sandbox_id=%s path=\"%s\" bytes=%llu", r->id, log_quote(path, q, sizeof q),
-             (unsigned long long)size);
+    log_info("event=file_written sandbox_id=%s path=\"%s\" bytes=%llu", r->id,
+             log_quote(path, q, sizeof q), (unsigned long long)size);
     http_reply_json(r->req, 200, json_pack("{s:s, s:I}", "path", path, "size", (json_int_t)size));
 }
 
@@ -328,7 +341,8 @@ void api_files_get_content(api_request *r)
     terr err;
     for (;;) {
         Torpor__Hostagent__V1__ReadFileChunkResponse *resp;
-        grpc_status_code st = agent_read_chunk(client, r->id, path, off, API_FILES_CHUNK, ino, &resp, &err);
+        grpc_status_code st =
+            agent_read_chunk(client, r->id, path, off, API_FILES_CHUNK, ino, &resp, &err);
         if (st != GRPC_STATUS_OK) {
             api_reply_agent_error(r, "read_file", st, &err);
             api_spool_free(sp);
@@ -354,15 +368,15 @@ void api_files_get_content(api_request *r)
             int e = sp ? sp->err : ENOMEM;
             protobuf_c_message_free_unpacked(&resp->base, NULL);
             api_spool_free(sp);
-            http_reply_error(r->req, 507, "insufficient_storage", "the control plane could not spool the file: %s",
-                             strerror(e));
+            http_reply_error(r->req, 507, "insufficient_storage",
+                             "the control plane could not spool the file: %s", strerror(e));
             return;
         }
         int wrc = n ? api_spool_write(sp, resp->data.data, n) : 0;
         protobuf_c_message_free_unpacked(&resp->base, NULL);
         if (wrc != 0) {
-            http_reply_error(r->req, 507, "insufficient_storage", "the control plane could not spool the file: %s",
-                             strerror(sp->err));
+            http_reply_error(r->req, 507, "insufficient_storage",
+                             "the control plane could not spool the file: %s", strerror(sp->err));
             api_spool_free(sp);
             return;
         }
@@ -371,9 +385,10 @@ void api_files_get_content(api_request *r)
     }
     sandbox_ops_touch(&c, r->id);
     char q[LOG_QUOTE_MAX];
-    log_info("event=file_read sandbox_id=%s path=\"%s\" bytes=%llu", r->id, log_quote(path, q, sizeof q),
-             (unsigned long long)sp->size);
-    http_reply_stream(r->req, 200, "application/octet-stream", (int64_t)sp->size, spool_read, sp, api_spool_free);
+    log_info("event=file_read sandbox_id=%s path=\"%s\" bytes=%llu", r->id,
+             log_quote(path, q, sizeof q), (unsigned long long)sp->size);
+    http_reply_stream(r->req, 200, "application/octet-stream", (int64_t)sp->size, spool_read, sp,
+                      api_spool_free);
 }
 
 /* ------------------------------------------------------------ list */
@@ -388,8 +403,8 @@ void api_files_list(api_request *r)
         char *end;
         limit = strtol(limstr, &end, 10);
         if (lrc < 0 || !*limstr || *end || limit < 1 || limit > API_FILES_LIST_MAX) {
-            http_reply_error(r->req, 400, "invalid_request", "query parameter \"limit\" must be 1..%d",
-                             API_FILES_LIST_MAX);
+            http_reply_error(r->req, 400, "invalid_request",
+                             "query parameter \"limit\" must be 1..%d", API_FILES_LIST_MAX);
             return;
         }
     }
@@ -426,7 +441,8 @@ void api_files_list(api_request *r)
             arr = NULL;
         }
     }
-    json_t *out = arr ? json_pack("{s:s, s:o, s:b}", "path", path, "entries", arr, "truncated", resp->truncated)
+    json_t *out = arr ? json_pack("{s:s, s:o, s:b}", "path", path, "entries", arr, "truncated",
+                                  resp->truncated)
                       : NULL;
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (!out) {

@@ -54,7 +54,7 @@ void api_files_list(api_request *r);
 /* Writes len bytes (from mem, or from fd when mem is NULL) to path in the
  * running sandbox through the chunk calls; on failure replies (mapped as
  * above) and returns -1; on success replies nothing and returns 0. */
-int api_files_push(api_request *r, rpc_client *client, const char *path, unsigned mode, const uint8_t *mem,
-                   int fd, uint64_t len);
+int api_files_push(api_request *r, rpc_client *client, const char *path, unsigned mode,
+                   const uint8_t *mem, int fd, uint64_t len);
 
 #endif

@@ -45,7 +45,8 @@ void api_reply_internal(api_request *r, const terr *err)
     char q[LOG_QUOTE_MAX], qp[LOG_QUOTE_MAX];
     bool db_down = r->db && db_unavailable(r->db);
     log_error("event=request_failed path=\"%s\" sandbox_id=%s db_unavailable=%d error=\"%s\"",
-              log_quote(http_request_path(r->req), qp, sizeof qp), r->id, db_down, log_quote(err->msg, q, sizeof q));
+              log_quote(http_request_path(r->req), qp, sizeof qp), r->id, db_down,
+              log_quote(err->msg, q, sizeof q));
     /* The cause is in the log; the client gets a plain sentence, never the
      * database's own text. */
     if (db_down) {
@@ -83,8 +84,9 @@ void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code
     }
     if (http == 503) http_add_header(r->req, "Retry-After", "5");
     char q[LOG_QUOTE_MAX];
-    log_warn("event=agent_call_failed op=%s sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"", op,
-             r->id, (int)code, http, log_quote(err->msg, q, sizeof q));
+    log_warn(
+        "event=agent_call_failed op=%s sandbox_id=%s grpc_status=%d http_status=%d error=\"%s\"",
+        op, r->id, (int)code, http, log_quote(err->msg, q, sizeof q));
     http_reply_error(r->req, http, ecode, "%s", err->msg);
 }
 
@@ -137,8 +139,8 @@ void api_reply_outcome(api_request *r, const char *op, const sbop_result *res, i
         if (res->outcome == SBOP_NO_CAPACITY) http_add_header(r->req, "Retry-After", "5");
         if (res->outcome == SBOP_HOST_UNREACHABLE || res->outcome == SBOP_NO_CAPACITY) {
             char q[LOG_QUOTE_MAX];
-            log_warn("event=request_refused op=%s sandbox_id=%s code=%s error=\"%s\"", op, r->id, code,
-                     log_quote(res->err.msg, q, sizeof q));
+            log_warn("event=request_refused op=%s sandbox_id=%s code=%s error=\"%s\"", op, r->id,
+                     code, log_quote(res->err.msg, q, sizeof q));
         }
         http_reply_error(r->req, status, code, "%s", res->err.msg);
         return;

@@ -29,8 +29,8 @@ struct team_limit;
 typedef struct api_ctx {
     const cp_config *cfg;
     agent_pool *agents;
-    struct reconciler *rec;         /* host reachability for /readyz; may be NULL */
-    struct team_limit *long_calls;  /* per-team cap on long calls; NULL = none */
+    struct reconciler *rec;        /* host reachability for /readyz; may be NULL */
+    struct team_limit *long_calls; /* per-team cap on long calls; NULL = none */
 } api_ctx;
 
 typedef struct api_worker {

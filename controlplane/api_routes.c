@@ -50,7 +50,8 @@ const api_route api_route_table[] = {
 const size_t api_route_count = sizeof api_route_table / sizeof api_route_table[0];
 
 /* True when path matches pattern; fills id and rest. */
-static bool path_matches(const char *pattern, const char *path, char id[SANDBOX_ID_MAX], const char **rest)
+static bool path_matches(const char *pattern, const char *path, char id[SANDBOX_ID_MAX],
+                         const char **rest)
 {
     const char *p = pattern, *s = path;
     id[0] = '\0';
@@ -78,8 +79,8 @@ static bool path_matches(const char *pattern, const char *path, char id[SANDBOX_
     return *s == '\0';
 }
 
-const api_route *api_route_find(const api_route *table, size_t n, const char *method, const char *path,
-                                api_match *m)
+const api_route *api_route_find(const api_route *table, size_t n, const char *method,
+                                const char *path, api_match *m)
 {
     memset(m, 0, sizeof *m);
     m->status = 404;
@@ -97,8 +98,8 @@ const api_route *api_route_find(const api_route *table, size_t n, const char *me
         }
         m->status = 405;
         if (used < sizeof m->allow)
-            used += (size_t)snprintf(m->allow + used, sizeof m->allow - used, "%s%s", used ? ", " : "",
-                                     table[i].method);
+            used += (size_t)snprintf(m->allow + used, sizeof m->allow - used, "%s%s",
+                                     used ? ", " : "", table[i].method);
     }
     return NULL;
 }

@@ -59,7 +59,7 @@ typedef struct api_match {
 } api_match;
 
 /* The row of table[0..n) for method and path, or NULL with m->status set. */
-const api_route *api_route_find(const api_route *table, size_t n, const char *method, const char *path,
-                                api_match *m);
+const api_route *api_route_find(const api_route *table, size_t n, const char *method,
+                                const char *path, api_match *m);
 
 #endif

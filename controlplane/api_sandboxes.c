@@ -30,15 +30,19 @@ void api_sandboxes_create(api_request *r)
         api_reply_internal(r, &err);
         return;
     }
-    sandbox_row spec = {.vcpus = cr.vcpus, .memory_mb = cr.memory_mb, .timeout_sec = cr.timeout_sec,
-                        .disk_mb = cr.disk_mb, .env_json = env_json};
+    sandbox_row spec = {.vcpus = cr.vcpus,
+                        .memory_mb = cr.memory_mb,
+                        .timeout_sec = cr.timeout_sec,
+                        .disk_mb = cr.disk_mb,
+                        .env_json = env_json};
     snprintf(spec.template_name, sizeof spec.template_name, "%s", cr.template_name);
     spec.auto_resume = cr.auto_resume;
     snprintf(spec.network, sizeof spec.network, "%s", cr.network);
     /* The access token: shown once, here; only its hash is stored. */
     char token[64];
     memcpy(token, "tpa_", 4);
-    if (ids_random_hex(token + 4, 16, &err) != 0 || ids_sha256_hex(token, strlen(token), spec.access_token_hash) != 0) {
+    if (ids_random_hex(token + 4, 16, &err) != 0 ||
+        ids_sha256_hex(token, strlen(token), spec.access_token_hash) != 0) {
         api_reply_internal(r, &err);
         return;
     }
@@ -81,8 +85,9 @@ typedef struct list_query {
 static int list_param(void *cls, const char *key, const char *value)
 {
     list_query *q = cls;
-    int rc = strcmp(key, "status") == 0 ? sb_status_parse_filter(value, q->mask, q->err)
-                                         : terr_set(q->err, "unknown query parameter \"%.64s\"", key);
+    int rc = strcmp(key, "status") == 0
+                 ? sb_status_parse_filter(value, q->mask, q->err)
+                 : terr_set(q->err, "unknown query parameter \"%.64s\"", key);
     if (rc != 0) q->seen_error = true;
     return rc;
 }
@@ -183,8 +188,8 @@ void api_sandboxes_timeout(api_request *r)
 
 /* ------------------------------------------------------------ exec */
 
-static json_t *exec_json(const char *id, const char *cmd, const Torpor__Hostagent__V1__ExecResponse *x,
-                         int64_t duration_ms)
+static json_t *exec_json(const char *id, const char *cmd,
+                         const Torpor__Hostagent__V1__ExecResponse *x, int64_t duration_ms)
 {
     bool utf8 = json_util_is_utf8(x->stdout.data, x->stdout.len) &&
                 json_util_is_utf8(x->stderr.data, x->stderr.len);
@@ -206,8 +211,8 @@ static json_t *exec_json(const char *id, const char *cmd, const Torpor__Hostagen
         json_decref(err);
         return NULL;
     }
-    return json_pack("{s:s, s:s, s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:b}", "sandbox_id", id, "cmd", cmd,
-                     "stdout", out, "stderr", err, "exit_code", x->exit_code, "duration_ms",
+    return json_pack("{s:s, s:s, s:o, s:o, s:i, s:I, s:b, s:s, s:b, s:b}", "sandbox_id", id, "cmd",
+                     cmd, "stdout", out, "stderr", err, "exit_code", x->exit_code, "duration_ms",
                      (json_int_t)duration_ms, "timed_out", x->timed_out, "encoding",
                      utf8 ? "utf-8" : "base64", "stdout_truncated", x->stdout_truncated,
                      "stderr_truncated", x->stderr_truncated);
@@ -233,15 +238,22 @@ void api_sandboxes_exec(api_request *r)
         goto out;
     }
     char *create_env = NULL;
-    if (db_sandbox_env(r->db, r->id, &create_env, &err) != 0 || api_exec_merge_env(&er, create_env, &err) != 0) {
+    if (db_sandbox_env(r->db, r->id, &create_env, &err) != 0 ||
+        api_exec_merge_env(&er, create_env, &err) != 0) {
         free(create_env);
         api_reply_internal(r, &err);
         goto out;
     }
     free(create_env);
-    agent_exec_args args = {.cmd = er.cmd, .args = er.args, .n_args = er.n_args, .env = er.env,
-                            .n_env = er.n_env, .cwd = er.cwd, .timeout_sec = er.timeout_sec,
-                            .stdin_data = er.stdin_data, .stdin_len = er.stdin_len};
+    agent_exec_args args = {.cmd = er.cmd,
+                            .args = er.args,
+                            .n_args = er.n_args,
+                            .env = er.env,
+                            .n_env = er.n_env,
+                            .cwd = er.cwd,
+                            .timeout_sec = er.timeout_sec,
+                            .stdin_data = er.stdin_data,
+                            .stdin_len = er.stdin_len};
     Torpor__Hostagent__V1__ExecResponse *resp;
     int64_t t0 = mono_ms();
     grpc_status_code st = agent_exec(client, r->id, &args, &resp, &err);

@@ -36,7 +36,8 @@ void api_dashboard_asset(api_request *r)
     /* The route is "/ui/<rest>", so path starts with the prefix. The page is
      * embedded as "index.html", so /ui/index.html is 404 like any unknown
      * name: it lives only at "/". */
-    const char *asset = strncmp(path, prefix, sizeof prefix - 1) == 0 ? path + sizeof prefix - 1 : "";
+    const char *asset =
+        strncmp(path, prefix, sizeof prefix - 1) == 0 ? path + sizeof prefix - 1 : "";
     int n = snprintf(name, sizeof name, "ui/%s", asset);
     if (n < 0 || (size_t)n >= sizeof name) {
         common_headers(r->req, "no-cache");

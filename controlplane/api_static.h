@@ -14,8 +14,8 @@
 
 #include "api_request.h"
 
-#define API_STATIC_CSP                                                                                     \
-    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "     \
+#define API_STATIC_CSP                                                                              \
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; " \
     "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
 void api_openapi_json(api_request *r);

@@ -11,17 +11,14 @@ static const struct {
     int status; /* 0: agent_status_to_http */
     const char *code;
 } outcome_http[] = {
-    {TOP_NOT_FOUND, 404, "not_found"},
-    {TOP_INVALID, 400, "invalid_request"},
-    {TOP_EXISTS, 409, "already_exists"},
-    {TOP_IN_USE, 409, "template_in_use"},
-    {TOP_NOT_READY, 409, "template_not_ready"},
-    {TOP_FORBIDDEN, 403, "forbidden"},
-    {TOP_UNREACHABLE, 502, "agent_error"},
-    {TOP_AGENT_FAILED, 0, NULL},
+    {TOP_NOT_FOUND, 404, "not_found"},          {TOP_INVALID, 400, "invalid_request"},
+    {TOP_EXISTS, 409, "already_exists"},        {TOP_IN_USE, 409, "template_in_use"},
+    {TOP_NOT_READY, 409, "template_not_ready"}, {TOP_FORBIDDEN, 403, "forbidden"},
+    {TOP_UNREACHABLE, 502, "agent_error"},      {TOP_AGENT_FAILED, 0, NULL},
 };
 
-void api_reply_template_outcome(api_request *r, const char *op, const top_result *res, int ok_status)
+void api_reply_template_outcome(api_request *r, const char *op, const top_result *res,
+                                int ok_status)
 {
     if (res->outcome == TOP_OK) {
         if (ok_status == 204) {
@@ -45,8 +42,8 @@ void api_reply_template_outcome(api_request *r, const char *op, const top_result
         if (status == 0) {
             agent_status_to_http(res->grpc, &status, &code);
             char q[LOG_QUOTE_MAX];
-            log_warn("event=agent_call_failed op=%s grpc_status=%d http_status=%d error=\"%s\"", op, (int)res->grpc,
-                     status, log_quote(res->err.msg, q, sizeof q));
+            log_warn("event=agent_call_failed op=%s grpc_status=%d http_status=%d error=\"%s\"", op,
+                     (int)res->grpc, status, log_quote(res->err.msg, q, sizeof q));
         }
         http_reply_error(r->req, status, code, "%s", res->err.msg);
         return;

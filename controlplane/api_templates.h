@@ -19,6 +19,7 @@ void api_templates_delete(api_request *r);
 
 /* The one outcome -> REST status table of template_ops (also for the
  * template check of a sandbox create). */
-void api_reply_template_outcome(api_request *r, const char *op, const top_result *res, int ok_status);
+void api_reply_template_outcome(api_request *r, const char *op, const top_result *res,
+                                int ok_status);
 
 #endif

@@ -27,12 +27,14 @@ bool api_validate_sandbox_id(const char *s, size_t n)
 static int check_path(const char *field, const char *path, size_t len, terr *err)
 {
     if (!path || len == 0) return terr_set(err, "field \"%s\" must not be empty", field);
-    if (len > API_PATH_MAX) return terr_set(err, "field \"%s\" is longer than %d bytes", field, API_PATH_MAX);
+    if (len > API_PATH_MAX)
+        return terr_set(err, "field \"%s\" is longer than %d bytes", field, API_PATH_MAX);
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)path[i];
         if (c < 0x20 || c == 0x7f)
-            return terr_set(err, "field \"%s\" contains a control character (byte 0x%02x at offset %zu)", field,
-                            c, i);
+            return terr_set(err,
+                            "field \"%s\" contains a control character (byte 0x%02x at offset %zu)",
+                            field, c, i);
     }
     return 0;
 }
@@ -41,10 +43,12 @@ static bool env_name_valid(const char *k)
 {
     size_t n = strlen(k);
     if (n == 0 || n > API_ENV_NAME_MAX) return false;
-    if (!((k[0] >= 'A' && k[0] <= 'Z') || (k[0] >= 'a' && k[0] <= 'z') || k[0] == '_')) return false;
+    if (!((k[0] >= 'A' && k[0] <= 'Z') || (k[0] >= 'a' && k[0] <= 'z') || k[0] == '_'))
+        return false;
     for (size_t i = 1; i < n; i++) {
         char c = k[i];
-        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_'))
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_'))
             return false;
     }
     return true;
@@ -59,24 +63,28 @@ static int check_create_env(const json_t *env, terr *err)
     size_t total = 0;
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)env, key, val) {
+    json_object_foreach((json_t *)env, key, val)
+    {
         if (!env_name_valid(key))
-            return terr_set(err, "env name \"%.64s\" must match ^[A-Za-z_][A-Za-z0-9_]*$ (at most %d bytes)", key,
-                            API_ENV_NAME_MAX);
+            return terr_set(
+                err, "env name \"%.64s\" must match ^[A-Za-z_][A-Za-z0-9_]*$ (at most %d bytes)",
+                key, API_ENV_NAME_MAX);
         if (!json_is_string(val)) return terr_set(err, "env \"%s\" must be a string", key);
         if (memchr(json_string_value(val), '\0', json_string_length(val)))
             return terr_set(err, "env \"%s\" must not contain a NUL byte", key);
         total += strlen(key) + 1 + json_string_length(val);
     }
     if (total > API_ENV_TOTAL_MAX)
-        return terr_set(err, "field \"env\" is %zu bytes in total (at most %d)", total, API_ENV_TOTAL_MAX);
+        return terr_set(err, "field \"env\" is %zu bytes in total (at most %d)", total,
+                        API_ENV_TOTAL_MAX);
     return 0;
 }
 
 int api_validate_create(const json_t *body, api_create_req *out, terr *err)
 {
-    static const char *const allowed[] = {"template", "vcpus", "memory_mb", "timeout_sec", "disk_mb", "env",
-                                          "network", "auto_resume", NULL};
+    static const char *const allowed[] = {"template",    "vcpus",       "memory_mb",
+                                          "timeout_sec", "disk_mb",     "env",
+                                          "network",     "auto_resume", NULL};
     memset(out, 0, sizeof *out);
     strcpy(out->template_name, "debian");
     out->disk_mb = TORPOR_DISK_MB_DEFAULT;
@@ -97,13 +105,15 @@ int api_validate_create(const json_t *body, api_create_req *out, terr *err)
     if (json_util_get_int(body, "vcpus", API_VCPUS_MIN, API_VCPUS_MAX, &present, &v, err) != 0)
         return -1;
     if (present) out->vcpus = (int)v;
-    if (json_util_get_int(body, "memory_mb", API_MEMORY_MB_MIN, API_MEMORY_MB_MAX, &present, &v, err) != 0)
+    if (json_util_get_int(body, "memory_mb", API_MEMORY_MB_MIN, API_MEMORY_MB_MAX, &present, &v,
+                          err) != 0)
         return -1;
     if (present) out->memory_mb = (int)v;
     if (json_util_get_int(body, "timeout_sec", 0, API_TIMEOUT_SEC_MAX, &present, &v, err) != 0)
         return -1;
     if (present) out->timeout_sec = (int)v;
-    if (json_util_get_int(body, "disk_mb", TORPOR_DISK_MB_MIN, TORPOR_DISK_MB_MAX, &present, &v, err) != 0)
+    if (json_util_get_int(body, "disk_mb", TORPOR_DISK_MB_MIN, TORPOR_DISK_MB_MAX, &present, &v,
+                          err) != 0)
         return -1;
     if (present) out->disk_mb = (int)v;
     const json_t *env = json_object_get(body, "env");
@@ -138,12 +148,14 @@ static int parse_env(const json_t *env, api_exec_req *out, terr *err)
     if (!out->env) return terr_set(err, "out of memory");
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)env, key, val) {
+    json_object_foreach((json_t *)env, key, val)
+    {
         if (!*key || strchr(key, '='))
             return terr_set(err, "env name \"%s\" must be non-empty and contain no '='", key);
         if (!json_is_string(val)) return terr_set(err, "env \"%s\" must be a string", key);
         char *kv;
-        if (asprintf(&kv, "%s=%s", key, json_string_value(val)) < 0) return terr_set(err, "out of memory");
+        if (asprintf(&kv, "%s=%s", key, json_string_value(val)) < 0)
+            return terr_set(err, "out of memory");
         out->env[out->n_env++] = kv;
     }
     return 0;
@@ -152,38 +164,42 @@ static int parse_env(const json_t *env, api_exec_req *out, terr *err)
 /* "stdin" (UTF-8 text) or "stdin_base64" (bytes), not both. */
 static int parse_stdin(const json_t *body, api_exec_req *out, terr *err)
 {
-    const json_t *text = json_object_get(body, "stdin"), *b64 = json_object_get(body, "stdin_base64");
+    const json_t *text = json_object_get(body, "stdin"),
+                 *b64 = json_object_get(body, "stdin_base64");
     if (text && b64) return terr_set(err, "give \"stdin\" or \"stdin_base64\", not both");
     if (text) {
         if (!json_is_string(text)) return terr_set(err, "field \"stdin\" must be a string");
         size_t n = json_string_length(text);
         if (n > API_EXEC_STDIN_MAX)
-            return terr_set(err, "field \"stdin\" is %zu bytes (at most %d)", n, API_EXEC_STDIN_MAX);
+            return terr_set(err, "field \"stdin\" is %zu bytes (at most %d)", n,
+                            API_EXEC_STDIN_MAX);
         if (!(out->stdin_data = malloc(n ? n : 1))) return terr_set(err, "out of memory");
         memcpy(out->stdin_data, json_string_value(text), n);
         out->stdin_len = n;
     } else if (b64) {
         if (!json_is_string(b64)) return terr_set(err, "field \"stdin_base64\" must be a string");
-        if (json_util_base64_decode(json_string_value(b64), json_string_length(b64), &out->stdin_data,
-                                    &out->stdin_len, err) != 0)
+        if (json_util_base64_decode(json_string_value(b64), json_string_length(b64),
+                                    &out->stdin_data, &out->stdin_len, err) != 0)
             return terr_wrap(err, "field \"stdin_base64\"");
         if (out->stdin_len > API_EXEC_STDIN_MAX)
-            return terr_set(err, "field \"stdin_base64\" decodes to %zu bytes (at most %d)", out->stdin_len,
-                            API_EXEC_STDIN_MAX);
+            return terr_set(err, "field \"stdin_base64\" decodes to %zu bytes (at most %d)",
+                            out->stdin_len, API_EXEC_STDIN_MAX);
     }
     return 0;
 }
 
 int api_validate_exec(const json_t *body, api_exec_req *out, terr *err)
 {
-    static const char *const allowed[] = {"cmd", "args", "timeout_sec", "env", "cwd", "stdin", "stdin_base64",
-                                          NULL};
+    static const char *const allowed[] = {"cmd", "args",  "timeout_sec",  "env",
+                                          "cwd", "stdin", "stdin_base64", NULL};
     memset(out, 0, sizeof *out);
     out->timeout_sec = API_EXEC_TIMEOUT_DEFAULT;
     if (json_util_check_keys(body, allowed, err) != 0) return -1;
     if (json_util_get_string(body, "cmd", true, true, 0, &out->cmd, err) != 0) return -1;
-    if (json_util_get_string(body, "cwd", false, true, API_PATH_MAX, &out->cwd, err) != 0) return -1;
-    if (out->cwd && check_path("cwd", out->cwd, json_string_length(json_object_get(body, "cwd")), err) != 0)
+    if (json_util_get_string(body, "cwd", false, true, API_PATH_MAX, &out->cwd, err) != 0)
+        return -1;
+    if (out->cwd &&
+        check_path("cwd", out->cwd, json_string_length(json_object_get(body, "cwd")), err) != 0)
         return -1;
 
     bool present;
@@ -194,7 +210,8 @@ int api_validate_exec(const json_t *body, api_exec_req *out, terr *err)
 
     json_t *args = json_object_get(body, "args");
     if (args) {
-        if (!json_is_array(args)) return terr_set(err, "field \"args\" must be an array of strings");
+        if (!json_is_array(args))
+            return terr_set(err, "field \"args\" must be an array of strings");
         size_t n = json_array_size(args);
         out->args = calloc(n ? n : 1, sizeof *out->args);
         if (!out->args) return terr_set(err, "out of memory");
@@ -240,7 +257,8 @@ int api_exec_merge_env(api_exec_req *out, const char *create_env_json, terr *err
     size_t k = 0;
     const char *key;
     json_t *val;
-    json_object_foreach(env, key, val) {
+    json_object_foreach(env, key, val)
+    {
         size_t kl = strlen(key);
         bool overridden = false;
         for (size_t i = 0; i < out->n_env && !overridden; i++)
@@ -268,13 +286,17 @@ int api_validate_timeout(const json_t *body, int *timeout_sec, terr *err)
     if (json_util_check_keys(body, allowed, err) != 0) return -1;
     bool present;
     long long v;
-    if (json_util_get_int(body, "timeout_sec", 0, API_TIMEOUT_SEC_MAX, &present, &v, err) != 0) return -1;
+    if (json_util_get_int(body, "timeout_sec", 0, API_TIMEOUT_SEC_MAX, &present, &v, err) != 0)
+        return -1;
     if (!present) return terr_set(err, "field \"timeout_sec\" is required");
     *timeout_sec = (int)v;
     return 0;
 }
 
-int api_validate_path(const char *path, size_t len, terr *err) { return check_path("path", path, len, err); }
+int api_validate_path(const char *path, size_t len, terr *err)
+{
+    return check_path("path", path, len, err);
+}
 
 /* The string field "path" of body, checked like every path. */
 static int get_path(const json_t *body, const char **path, terr *err)

@@ -67,9 +67,9 @@ typedef struct api_exec_req {
     const char *cmd;
     const char **args; /* n_args borrowed strings (array malloc'd) */
     size_t n_args;
-    char **env;        /* n_env malloc'd "KEY=VALUE" strings, in body order */
+    char **env; /* n_env malloc'd "KEY=VALUE" strings, in body order */
     size_t n_env;
-    const char *cwd;   /* NULL = guest default */
+    const char *cwd; /* NULL = guest default */
     int timeout_sec;
     uint8_t *stdin_data; /* malloc'd, from "stdin" (UTF-8) or "stdin_base64"; NULL = none */
     size_t stdin_len;

@@ -13,8 +13,8 @@ bool auth_key_well_formed(const char *key)
     return true;
 }
 
-int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 1], char team_id[64],
-                    terr *err)
+int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 1],
+                    char team_id[64], terr *err)
 {
     return auth_key_create_role(db, team_name, false, key, team_id, err);
 }
@@ -28,7 +28,8 @@ int auth_key_create_role(db_conn *db, const char *team_name, bool admin, char ke
     if (ids_random_hex(hex, 16, err) != 0) return -1;
     memcpy(key, AUTH_KEY_PREFIX, 4);
     memcpy(key + 4, hex, 33);
-    if (ids_sha256_hex(key, AUTH_KEY_LEN, hash) != 0) return terr_set(err, "SHA-256 of the new key failed");
+    if (ids_sha256_hex(key, AUTH_KEY_LEN, hash) != 0)
+        return terr_set(err, "SHA-256 of the new key failed");
     memcpy(prefix, key, AUTH_KEY_PREFIX_LEN);
     prefix[AUTH_KEY_PREFIX_LEN] = '\0';
     if (db_team_ensure(db, team_name, team_id, err) != 0) return -1;
@@ -41,13 +42,15 @@ int auth_check(db_conn *db, const char *key, char team_id[64], bool *ok, terr *e
     return auth_check_role(db, key, team_id, ok, &admin, err);
 }
 
-int auth_check_role(db_conn *db, const char *key, char team_id[64], bool *ok, bool *admin, terr *err)
+int auth_check_role(db_conn *db, const char *key, char team_id[64], bool *ok, bool *admin,
+                    terr *err)
 {
     *ok = false;
     *admin = false;
     if (!auth_key_well_formed(key)) return 0;
     char hash[65];
-    if (ids_sha256_hex(key, strlen(key), hash) != 0) return terr_set(err, "SHA-256 of the API key failed");
+    if (ids_sha256_hex(key, strlen(key), hash) != 0)
+        return terr_set(err, "SHA-256 of the API key failed");
     char key_id[64];
     bool stale;
     if (db_api_key_team_role(db, hash, team_id, key_id, &stale, admin, ok, err) != 0) return -1;

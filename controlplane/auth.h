@@ -18,19 +18,20 @@
 #include "terr.h"
 
 #define AUTH_KEY_PREFIX "tpk_"
-#define AUTH_KEY_LEN 36 /* "tpk_" + 32 hex */
+#define AUTH_KEY_LEN 36        /* "tpk_" + 32 hex */
 #define AUTH_KEY_PREFIX_LEN 12 /* stored: "tpk_" + 8 hex (keys before 0003: 8 characters) */
 
 /* Creates the team if needed and a new key for it. */
-int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 1], char team_id[64],
-                    terr *err);
+int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 1],
+                    char team_id[64], terr *err);
 
 /* True when key has the shape of a Torpor API key. */
 bool auth_key_well_formed(const char *key);
 
 int auth_check(db_conn *db, const char *key, char team_id[64], bool *ok, terr *err);
 /* auth_check plus *admin: whether the key's role is admin. */
-int auth_check_role(db_conn *db, const char *key, char team_id[64], bool *ok, bool *admin, terr *err);
+int auth_check_role(db_conn *db, const char *key, char team_id[64], bool *ok, bool *admin,
+                    terr *err);
 /* auth_key_create with a role: admin (true) or member. */
 int auth_key_create_role(db_conn *db, const char *team_name, bool admin, char key[AUTH_KEY_LEN + 1],
                          char team_id[64], terr *err);

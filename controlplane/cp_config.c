@@ -15,74 +15,75 @@
 
 void cp_config_usage(FILE *f)
 {
-    fprintf(f,
-            "usage: torpor-cp [flags]                      serve the REST API (default)\n"
-            "       torpor-cp keys create --team NAME [--admin]  create a team if needed and print a new API\n"
-            "                                              key (--admin: may also read /v1/hosts)\n"
-            "       torpor-cp keys list --team NAME        the team's keys: id, prefix, created, last used\n"
-            "                                              (recorded at most once a minute), revoked\n"
-            "       torpor-cp keys revoke --prefix P | --id ID  revoke one key (401 from its next request on)\n"
-            "       torpor-cp hosts add --id ID --addr ADDR [--max-memory-mb N|none]  register (or re-address)\n"
-            "                                              an agent host; N caps the guest memory placed on it\n"
-            "       torpor-cp hosts list                   every host: status, address, agent id, capacity, sandboxes\n"
-            "       torpor-cp hosts drain --id ID          no new sandboxes on the host; its running sandboxes\n"
-            "                                              are paused, then every paused one is moved to another\n"
-            "                                              ready host (run it again to retry what failed)\n"
-            "       torpor-cp hosts undrain --id ID        ready again\n"
-            "       torpor-cp hosts remove --id ID         forget a host that holds no sandbox any more\n"
-            "       torpor-cp teams set-quota --team NAME [--max-sandboxes N] [--max-memory-mb M]\n"
-            "                                              limit a team's sandboxes (running + paused);\n"
-            "                                              an omitted limit, or -1, is unlimited\n"
-            "       torpor-cp hosts reset-identity --id ID   forget the agent identity recorded for a host\n"
-            "                                              (after replacing its agent on purpose)\n"
-            "\n"
-            "flags (environment variable in brackets; flags win over variables):\n"
-            "  --http-addr ADDR            REST listen address [TORPOR_HTTP_ADDR] (127.0.0.1:8080)\n"
-            "  --database-url URL          libpq connection string or URL [TORPOR_DATABASE_URL] (required)\n"
-            "  --agent-addr ADDR           agent registered as host \"default\" at start\n"
-            "                              [TORPOR_AGENT_ADDR] (127.0.0.1:50051)\n"
-            "  --migrations-dir DIR        SQL migrations to apply at start [TORPOR_MIGRATIONS_DIR]\n"
-            "                              (%s)\n"
-            "  --reconcile-interval SEC    reconciler period, fractions allowed\n"
-            "                              [TORPOR_RECONCILE_INTERVAL] (5)\n"
-            "  --transition-grace SEC      age after which rows stuck in pausing/resuming are resolved\n"
-            "                              from the agent, and stopped/error rows whose sandbox the\n"
-            "                              agent still holds are reclaimed [TORPOR_TRANSITION_GRACE]\n"
-            "                              (%d; at least %d: the longest agent deadline, %d s, plus a\n"
-            "                              margin, so the reconciler never settles a row a request\n"
-            "                              still waits on)\n"
-            "  --http-threads N            HTTP worker threads for short calls, each with its own DB\n"
-            "                              connection [TORPOR_HTTP_THREADS] (8)\n"
-            "  --http-long-threads N       more workers only for long calls (create, exec, pause,\n"
-            "                              resume, delete, files), so they never hold the short calls'\n"
-            "                              workers, each with its own DB connection: a replica uses\n"
-            "                              http-threads + http-long-threads + 1 of PostgreSQL's\n"
-            "                              max_connections [TORPOR_HTTP_LONG_THREADS] (16)\n"
-            "  --team-long-calls N         long calls one team may have in flight on this replica;\n"
-            "                              beyond: 429 too_many_requests [TORPOR_TEAM_LONG_CALLS] (8)\n"
-            "  --max-connections N         open HTTP connections; more wait in the listen backlog\n"
-            "                              [TORPOR_MAX_CONNECTIONS] (1024)\n"
-            "  --metrics-addr ADDR|off     Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
-            "                              on loopback or a scrape network; port 0 = ephemeral\n"
-            "                              [TORPOR_METRICS_ADDR] (127.0.0.1:9464)\n"
-            "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
-            "  --tls-key PEM               its private key [TORPOR_TLS_KEY]\n"
-            "  --tls-ca PEM                CA that signed the agents' certificates [TORPOR_TLS_CA]\n"
-            "  --agent-tls-server-name N   name to verify in agent certificates instead of the\n"
-            "                              address [TORPOR_AGENT_TLS_SERVER_NAME]\n"
-            "  --team NAME                 (keys create, keys list) team name\n"
-            "  --id ID --addr ADDR         (hosts add) host id and agent address; (hosts reset-identity)\n"
-            "                              --id only; (keys revoke) --id is a key id\n"
-            "  --prefix P                  (keys revoke) the key's prefix as keys list shows it\n"
-            "  --admin                     (keys create) the key may also use the admin routes\n"
-            "  --max-memory-mb N|none      (hosts add) cap on the guest memory placed on the host\n"
-            "                              (none: the RAM its agent reports)\n"
-            "  -h, --help                  this text\n"
-            "\n"
-            "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
-            "addresses. Logs go to stderr as key=value lines (TORPOR_LOG_LEVEL=debug|info|warn|error).\n",
-            TORPOR_MIGRATIONS_DIR, RECONCILER_GRACE_DEFAULT_SEC, RECONCILER_GRACE_MIN_SEC,
-            AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
+    fprintf(
+        f,
+        "usage: torpor-cp [flags]                      serve the REST API (default)\n"
+        "       torpor-cp keys create --team NAME [--admin]  create a team if needed and print a new API\n"
+        "                                              key (--admin: may also read /v1/hosts)\n"
+        "       torpor-cp keys list --team NAME        the team's keys: id, prefix, created, last used\n"
+        "                                              (recorded at most once a minute), revoked\n"
+        "       torpor-cp keys revoke --prefix P | --id ID  revoke one key (401 from its next request on)\n"
+        "       torpor-cp hosts add --id ID --addr ADDR [--max-memory-mb N|none]  register (or re-address)\n"
+        "                                              an agent host; N caps the guest memory placed on it\n"
+        "       torpor-cp hosts list                   every host: status, address, agent id, capacity, sandboxes\n"
+        "       torpor-cp hosts drain --id ID          no new sandboxes on the host; its running sandboxes\n"
+        "                                              are paused, then every paused one is moved to another\n"
+        "                                              ready host (run it again to retry what failed)\n"
+        "       torpor-cp hosts undrain --id ID        ready again\n"
+        "       torpor-cp hosts remove --id ID         forget a host that holds no sandbox any more\n"
+        "       torpor-cp teams set-quota --team NAME [--max-sandboxes N] [--max-memory-mb M]\n"
+        "                                              limit a team's sandboxes (running + paused);\n"
+        "                                              an omitted limit, or -1, is unlimited\n"
+        "       torpor-cp hosts reset-identity --id ID   forget the agent identity recorded for a host\n"
+        "                                              (after replacing its agent on purpose)\n"
+        "\n"
+        "flags (environment variable in brackets; flags win over variables):\n"
+        "  --http-addr ADDR            REST listen address [TORPOR_HTTP_ADDR] (127.0.0.1:8080)\n"
+        "  --database-url URL          libpq connection string or URL [TORPOR_DATABASE_URL] (required)\n"
+        "  --agent-addr ADDR           agent registered as host \"default\" at start\n"
+        "                              [TORPOR_AGENT_ADDR] (127.0.0.1:50051)\n"
+        "  --migrations-dir DIR        SQL migrations to apply at start [TORPOR_MIGRATIONS_DIR]\n"
+        "                              (%s)\n"
+        "  --reconcile-interval SEC    reconciler period, fractions allowed\n"
+        "                              [TORPOR_RECONCILE_INTERVAL] (5)\n"
+        "  --transition-grace SEC      age after which rows stuck in pausing/resuming are resolved\n"
+        "                              from the agent, and stopped/error rows whose sandbox the\n"
+        "                              agent still holds are reclaimed [TORPOR_TRANSITION_GRACE]\n"
+        "                              (%d; at least %d: the longest agent deadline, %d s, plus a\n"
+        "                              margin, so the reconciler never settles a row a request\n"
+        "                              still waits on)\n"
+        "  --http-threads N            HTTP worker threads for short calls, each with its own DB\n"
+        "                              connection [TORPOR_HTTP_THREADS] (8)\n"
+        "  --http-long-threads N       more workers only for long calls (create, exec, pause,\n"
+        "                              resume, delete, files), so they never hold the short calls'\n"
+        "                              workers, each with its own DB connection: a replica uses\n"
+        "                              http-threads + http-long-threads + 1 of PostgreSQL's\n"
+        "                              max_connections [TORPOR_HTTP_LONG_THREADS] (16)\n"
+        "  --team-long-calls N         long calls one team may have in flight on this replica;\n"
+        "                              beyond: 429 too_many_requests [TORPOR_TEAM_LONG_CALLS] (8)\n"
+        "  --max-connections N         open HTTP connections; more wait in the listen backlog\n"
+        "                              [TORPOR_MAX_CONNECTIONS] (1024)\n"
+        "  --metrics-addr ADDR|off     Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
+        "                              on loopback or a scrape network; port 0 = ephemeral\n"
+        "                              [TORPOR_METRICS_ADDR] (127.0.0.1:9464)\n"
+        "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
+        "  --tls-key PEM               its private key [TORPOR_TLS_KEY]\n"
+        "  --tls-ca PEM                CA that signed the agents' certificates [TORPOR_TLS_CA]\n"
+        "  --agent-tls-server-name N   name to verify in agent certificates instead of the\n"
+        "                              address [TORPOR_AGENT_TLS_SERVER_NAME]\n"
+        "  --team NAME                 (keys create, keys list) team name\n"
+        "  --id ID --addr ADDR         (hosts add) host id and agent address; (hosts reset-identity)\n"
+        "                              --id only; (keys revoke) --id is a key id\n"
+        "  --prefix P                  (keys revoke) the key's prefix as keys list shows it\n"
+        "  --admin                     (keys create) the key may also use the admin routes\n"
+        "  --max-memory-mb N|none      (hosts add) cap on the guest memory placed on the host\n"
+        "                              (none: the RAM its agent reports)\n"
+        "  -h, --help                  this text\n"
+        "\n"
+        "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
+        "addresses. Logs go to stderr as key=value lines (TORPOR_LOG_LEVEL=debug|info|warn|error).\n",
+        TORPOR_MIGRATIONS_DIR, RECONCILER_GRACE_DEFAULT_SEC, RECONCILER_GRACE_MIN_SEC,
+        AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
 }
 
 static int parse_seconds(const char *name, const char *v, double *out, terr *err)
@@ -189,7 +190,8 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     enum { FLAG_VAL0 = 256 };
     struct option longopts[N_FLAGS + 3];
     for (size_t i = 0; i < N_FLAGS; i++)
-        longopts[i] = (struct option){flags[i].flag + 2, required_argument, NULL, FLAG_VAL0 + (int)i};
+        longopts[i] =
+            (struct option){flags[i].flag + 2, required_argument, NULL, FLAG_VAL0 + (int)i};
     longopts[N_FLAGS] = (struct option){"help", no_argument, NULL, 'h'};
     longopts[N_FLAGS + 1] = (struct option){"admin", no_argument, NULL, 'a'};
     longopts[N_FLAGS + 2] = (struct option){0};
@@ -228,14 +230,18 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
         if (!out->team) return terr_set(err, "keys list needs --team NAME");
     } else if (n_words == 2 && strcmp(words[0], "keys") == 0 && strcmp(words[1], "revoke") == 0) {
         out->command = CP_CMD_KEYS_REVOKE;
-        if (!out->key_prefix == !out->host_id) return terr_set(err, "keys revoke needs --prefix P or --id ID (one of them)");
+        if (!out->key_prefix == !out->host_id)
+            return terr_set(err, "keys revoke needs --prefix P or --id ID (one of them)");
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "add") == 0) {
         out->command = CP_CMD_HOSTS_ADD;
-        if (!out->host_id || !out->host_addr) return terr_set(err, "hosts add needs --id ID and --addr ADDR");
-    } else if (n_words == 2 && strcmp(words[0], "teams") == 0 && strcmp(words[1], "set-quota") == 0) {
+        if (!out->host_id || !out->host_addr)
+            return terr_set(err, "hosts add needs --id ID and --addr ADDR");
+    } else if (n_words == 2 && strcmp(words[0], "teams") == 0 &&
+               strcmp(words[1], "set-quota") == 0) {
         out->command = CP_CMD_TEAMS_SET_QUOTA;
         if (!out->team) return terr_set(err, "teams set-quota needs --team NAME");
-    } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "reset-identity") == 0) {
+    } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 &&
+               strcmp(words[1], "reset-identity") == 0) {
         out->command = CP_CMD_HOSTS_RESET_IDENTITY;
         if (!out->host_id) return terr_set(err, "hosts reset-identity needs --id ID");
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 && strcmp(words[1], "list") == 0) {
@@ -243,28 +249,32 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     } else if (n_words == 2 && strcmp(words[0], "hosts") == 0 &&
                (strcmp(words[1], "drain") == 0 || strcmp(words[1], "undrain") == 0 ||
                 strcmp(words[1], "remove") == 0)) {
-        out->command = words[1][0] == 'd' ? CP_CMD_HOSTS_DRAIN
+        out->command = words[1][0] == 'd'   ? CP_CMD_HOSTS_DRAIN
                        : words[1][0] == 'u' ? CP_CMD_HOSTS_UNDRAIN
                                             : CP_CMD_HOSTS_REMOVE;
         if (!out->host_id) return terr_set(err, "hosts %s needs --id ID", words[1]);
     } else {
-        return terr_set(err, "unknown command \"%s%s%s\" (see --help)", words[0], n_words > 1 ? " " : "",
-                        n_words > 1 ? words[1] : "");
+        return terr_set(err, "unknown command \"%s%s%s\" (see --help)", words[0],
+                        n_words > 1 ? " " : "", n_words > 1 ? words[1] : "");
     }
 
     /* A shorter grace lets the reconciler settle a pausing/resuming row
      * while a request thread still waits for the agent. */
     if (out->transition_grace_sec < RECONCILER_GRACE_MIN_SEC)
-        return terr_set(err,
-                        "--transition-grace must be at least %d s (the longest agent deadline, %d s, plus a "
-                        "margin; got %g)",
-                        RECONCILER_GRACE_MIN_SEC, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000, out->transition_grace_sec);
+        return terr_set(
+            err,
+            "--transition-grace must be at least %d s (the longest agent deadline, %d s, plus a "
+            "margin; got %g)",
+            RECONCILER_GRACE_MIN_SEC, AGENT_DEADLINE_TRANSITION_MAX_MS / 1000,
+            out->transition_grace_sec);
     if (strcmp(out->metrics_addr, "off") != 0 && !strchr(out->metrics_addr, ':'))
-        return terr_set(err, "--metrics-addr: want HOST:PORT or off (got \"%s\")", out->metrics_addr);
+        return terr_set(err, "--metrics-addr: want HOST:PORT or off (got \"%s\")",
+                        out->metrics_addr);
     int n_tls = !!out->tls_cert + !!out->tls_key + !!out->tls_ca;
     if (n_tls != 0 && n_tls != 3)
         return terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");
-    if (out->admin && out->command != CP_CMD_KEYS_CREATE) return terr_set(err, "--admin goes with keys create only");
+    if (out->admin && out->command != CP_CMD_KEYS_CREATE)
+        return terr_set(err, "--admin goes with keys create only");
     if (out->max_memory_mb_arg) {
         /* Two meanings: a team's quota (teams set-quota, -1 = unlimited) or
          * a host's memory cap (hosts add, none = no cap). */
@@ -277,12 +287,14 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
             errno = 0;
             long long v = strtoll(a, &end, 10);
             if (strcmp(a, "none") != 0 && (errno || end == a || *end || v < 0 || v > (1LL << 40)))
-                return terr_set(err, "--max-memory-mb must be a number of MiB >= 0 or none (got \"%s\")", a);
+                return terr_set(
+                    err, "--max-memory-mb must be a number of MiB >= 0 or none (got \"%s\")", a);
             out->host_max_memory_mb = a;
         } else {
             return terr_set(err, "--max-memory-mb goes with hosts add or teams set-quota only");
         }
     }
-    if (!out->database_url) return terr_set(err, "no database: set --database-url or TORPOR_DATABASE_URL");
+    if (!out->database_url)
+        return terr_set(err, "no database: set --database-url or TORPOR_DATABASE_URL");
     return 0;
 }

@@ -47,13 +47,15 @@ typedef struct cp_config {
     const char *tls_ca;
     const char *agent_tls_server_name;
     const char *metrics_addr; /* "off" = no metrics listener */
-    const char *team;      /* keys create / list, teams set-quota --team */
-    long long max_sandboxes; /* teams set-quota --max-sandboxes; -1 = unlimited (also when omitted) */
-    long long max_memory_mb; /* teams set-quota --max-memory-mb; -1 = unlimited (also when omitted) */
-    const char *host_id;   /* hosts add / reset-identity --id; keys revoke --id (a key id) */
-    const char *key_prefix; /* keys revoke --prefix */
-    const char *host_addr; /* hosts add --addr */
-    bool admin;            /* keys create --admin */
+    const char *team;         /* keys create / list, teams set-quota --team */
+    long long
+        max_sandboxes; /* teams set-quota --max-sandboxes; -1 = unlimited (also when omitted) */
+    long long
+        max_memory_mb;   /* teams set-quota --max-memory-mb; -1 = unlimited (also when omitted) */
+    const char *host_id; /* hosts add / reset-identity --id; keys revoke --id (a key id) */
+    const char *key_prefix;         /* keys revoke --prefix */
+    const char *host_addr;          /* hosts add --addr */
+    bool admin;                     /* keys create --admin */
     const char *host_max_memory_mb; /* hosts add --max-memory-mb N|none (NULL: unchanged) */
     const char *max_memory_mb_arg;  /* --max-memory-mb as given; parsed into one of the two above */
 } cp_config;

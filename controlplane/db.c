@@ -27,18 +27,20 @@ struct db_conn {
 /* What a host reads as (db_host.status), over hosts h. */
 #define STR2(x) #x
 #define STR(x) STR2(x)
-#define HOST_STATUS_EXPR \
-    "(CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)"
+#define HOST_STATUS_EXPR             \
+    "(CASE WHEN h.failures >= " STR( \
+        DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)"
 
 /* Columns of a sandbox row, in the order row_from_result reads them. */
-#define SANDBOX_COLS_BASE                                                                       \
-    "id, team_id::text, host_id, status, template, vcpus, memory_mb, timeout_sec, "            \
-    "(extract(epoch from created_at) * 1000000)::bigint, "                                     \
-    "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "                        \
-    "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "                    \
+#define SANDBOX_COLS_BASE                                                           \
+    "id, team_id::text, host_id, status, template, vcpus, memory_mb, timeout_sec, " \
+    "(extract(epoch from created_at) * 1000000)::bigint, "                          \
+    "coalesce((extract(epoch from started_at) * 1000000)::bigint, 0), "             \
+    "coalesce((extract(epoch from last_active_at) * 1000000)::bigint, 0), "         \
     "(extract(epoch from last_updated) * 1000000)::bigint, disk_mb, network::text, auto_resume, "
-#define SANDBOX_COLS \
-    SANDBOX_COLS_BASE "coalesce((SELECT " HOST_STATUS_EXPR " FROM hosts h WHERE h.id = sandboxes.host_id), '')"
+#define SANDBOX_COLS                                       \
+    SANDBOX_COLS_BASE "coalesce((SELECT " HOST_STATUS_EXPR \
+                      " FROM hosts h WHERE h.id = sandboxes.host_id), '')"
 /* The same without the host's status ("": the reconciler knows its host). */
 #define SANDBOX_COLS_NOHOST SANDBOX_COLS_BASE "''"
 #define SANDBOX_NCOLS 16
@@ -53,7 +55,8 @@ static void notice_to_log(void *arg, const char *message)
 int db_open(const char *conninfo, db_conn **out, terr *err)
 {
     *out = NULL;
-    if (!conninfo || !*conninfo) return terr_set(err, "no database URL (set --database-url or TORPOR_DATABASE_URL)");
+    if (!conninfo || !*conninfo)
+        return terr_set(err, "no database URL (set --database-url or TORPOR_DATABASE_URL)");
     db_conn *db = calloc(1, sizeof *db);
     if (!db) return terr_set(err, "out of memory");
     /* connect_timeout first: a value in the caller's conninfo overrides it. */
@@ -61,7 +64,8 @@ int db_open(const char *conninfo, db_conn **out, terr *err)
     const char *const vals[] = {DB_CONNECT_TIMEOUT, conninfo, NULL};
     db->pg = PQconnectdbParams(keys, vals, 1);
     if (!db->pg || PQstatus(db->pg) != CONNECTION_OK) {
-        terr_set(err, "connect to PostgreSQL: %s", db->pg ? PQerrorMessage(db->pg) : "out of memory");
+        terr_set(err, "connect to PostgreSQL: %s",
+                 db->pg ? PQerrorMessage(db->pg) : "out of memory");
         /* libpq messages end with a newline; drop it so log lines stay whole. */
         if (err) {
             size_t n = strlen(err->msg);
@@ -118,7 +122,8 @@ bool db_unavailable(const db_conn *db) { return db->down; }
 static bool db_idempotent(const char *sql)
 {
     while (*sql == ' ' || *sql == '\n') sql++;
-    return strncasecmp(sql, "SELECT", 6) == 0 && !strstr(sql, "pg_advisory") && !strstr(sql, "FOR UPDATE");
+    return strncasecmp(sql, "SELECT", 6) == 0 && !strstr(sql, "pg_advisory") &&
+           !strstr(sql, "FOR UPDATE");
 }
 
 /* Runs a parameterised statement; *res is set only on success (TUPLES_OK
@@ -205,8 +210,9 @@ int db_ping(db_conn *db, terr *err)
 int db_clock_us(db_conn *db, int64_t *out, terr *err)
 {
     PGresult *r;
-    if (run(db, "read the database clock", "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint", 0,
-            NULL, &r, err) != 0)
+    if (run(db, "read the database clock",
+            "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint", 0, NULL, &r,
+            err) != 0)
         return -1;
     *out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
@@ -228,7 +234,8 @@ int db_advisory_lock(db_conn *db, const char *key, terr *err)
 {
     PGresult *r;
     const char *p[1] = {key};
-    if (run(db, "advisory lock", "SELECT pg_advisory_lock(hashtext($1))", 1, p, &r, err) != 0) return -1;
+    if (run(db, "advisory lock", "SELECT pg_advisory_lock(hashtext($1))", 1, p, &r, err) != 0)
+        return -1;
     PQclear(r);
     return 0;
 }
@@ -265,41 +272,41 @@ int db_team_ensure(db_conn *db, const char *name, char team_id[64], terr *err)
     return 0;
 }
 
-int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
-                      terr *err)
+int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash,
+                      const char *key_prefix, terr *err)
 {
     PGresult *r;
     const char *p[3] = {team_id, key_hash, key_prefix};
     if (run(db, "insert API key",
-            "INSERT INTO api_keys (team_id, key_hash, key_prefix) VALUES ($1::uuid, $2, $3)", 3, p, &r,
-            err) != 0)
+            "INSERT INTO api_keys (team_id, key_hash, key_prefix) VALUES ($1::uuid, $2, $3)", 3, p,
+            &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
 }
 
-int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
-                    bool *found, terr *err)
+int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64],
+                    bool *stale, bool *found, terr *err)
 {
     bool admin;
     return db_api_key_team_role(db, key_hash, team_id, key_id, stale, &admin, found, err);
 }
 
-int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
-                           bool admin, terr *err)
+int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_hash,
+                           const char *key_prefix, bool admin, terr *err)
 {
     PGresult *r;
     const char *p[4] = {team_id, key_hash, key_prefix, admin ? "admin" : "member"};
     if (run(db, "insert API key",
-            "INSERT INTO api_keys (team_id, key_hash, key_prefix, role) VALUES ($1::uuid, $2, $3, $4)", 4, p, &r,
-            err) != 0)
+            "INSERT INTO api_keys (team_id, key_hash, key_prefix, role) VALUES ($1::uuid, $2, $3, $4)",
+            4, p, &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
 }
 
-int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
-                         bool *admin, bool *found, terr *err)
+int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], char key_id[64],
+                         bool *stale, bool *admin, bool *found, terr *err)
 {
     PGresult *r;
     const char *p[1] = {key_hash};
@@ -336,10 +343,10 @@ int db_api_key_touch(db_conn *db, const char *key_id, terr *err)
     return 0;
 }
 
-#define KEY_COLS                                                                                        \
-    "k.id::text, k.key_prefix, "                                                                       \
-    "coalesce(to_char(k.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "        \
-    "coalesce(to_char(k.last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "      \
+#define KEY_COLS                                                                                   \
+    "k.id::text, k.key_prefix, "                                                                   \
+    "coalesce(to_char(k.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), "   \
+    "coalesce(to_char(k.last_used_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), ''), " \
     "coalesce(to_char(k.revoked_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), '')"
 
 static void key_from_result(PGresult *r, int i, db_api_key *k)
@@ -351,8 +358,8 @@ static void key_from_result(PGresult *r, int i, db_api_key *k)
     copy_field(k->revoked_at, sizeof k->revoked_at, r, i, 4);
 }
 
-int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t *n, bool *team_found,
-                    terr *err)
+int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t *n,
+                    bool *team_found, terr *err)
 {
     PGresult *r;
     const char *p[1] = {team_name};
@@ -364,7 +371,8 @@ int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t
     PQclear(r);
     if (!*team_found) return 0;
     if (run(db, "list API keys",
-            "SELECT " KEY_COLS " FROM api_keys k JOIN teams t ON t.id = k.team_id WHERE t.name = $1 "
+            "SELECT " KEY_COLS
+            " FROM api_keys k JOIN teams t ON t.id = k.team_id WHERE t.name = $1 "
             "ORDER BY k.created_at, k.id",
             1, p, &r, err) != 0)
         return -1;
@@ -381,8 +389,8 @@ int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t
     return 0;
 }
 
-int db_api_key_revoke(db_conn *db, const char *key_id, const char *prefix, db_api_key *out, int *matched,
-                      terr *err)
+int db_api_key_revoke(db_conn *db, const char *key_id, const char *prefix, db_api_key *out,
+                      int *matched, terr *err)
 {
     PGresult *r;
     const char *p[2] = {key_id, prefix};
@@ -429,18 +437,18 @@ int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
 }
 
 /* Columns of a host (host_from_result), over hosts h. */
-#define HOST_COLS                                                                                      \
-    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                           \
-    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "          \
-    "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
+#define HOST_COLS                                                                                                    \
+    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                                         \
+    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "                        \
+    "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, "   \
     "(SELECT count(*) FROM sandboxes s WHERE s.host_id = h.id AND s.status NOT IN ('stopped', 'error')) AS n_live, " \
-    "(SELECT coalesce(sum(s.memory_mb), 0) FROM sandboxes s WHERE s.host_id = h.id "                   \
+    "(SELECT coalesce(sum(s.memory_mb), 0) FROM sandboxes s WHERE s.host_id = h.id "                                 \
     "   AND s.status IN ('pending', 'running', 'pausing', 'resuming')) AS mem_used"
 
 /* The same without the per-host sandbox counts (0): for the request path. */
-#define HOST_COLS_LIGHT                                                                                \
-    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                           \
-    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "          \
+#define HOST_COLS_LIGHT                                                                                            \
+    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                                       \
+    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "                      \
     "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
     "0 AS n_live, 0 AS mem_used"
 
@@ -470,7 +478,9 @@ int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *er
     PGresult *r;
     const char *p[1] = {id};
     *found = false;
-    if (run(db, "get host", "SELECT " HOST_COLS_LIGHT " FROM hosts h WHERE h.id = $1", 1, p, &r, err) != 0) return -1;
+    if (run(db, "get host", "SELECT " HOST_COLS_LIGHT " FROM hosts h WHERE h.id = $1", 1, p, &r,
+            err) != 0)
+        return -1;
     if (PQntuples(r) == 1) {
         host_from_result(r, 0, out);
         *found = true;
@@ -484,7 +494,9 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run(db, "list hosts", "SELECT " HOST_COLS " FROM hosts h ORDER BY h.id", 0, NULL, &r, err) != 0) return -1;
+    if (run(db, "list hosts", "SELECT " HOST_COLS " FROM hosts h ORDER BY h.id", 0, NULL, &r,
+            err) != 0)
+        return -1;
     int rows = PQntuples(r);
     db_host *hosts = calloc(rows ? (size_t)rows : 1, sizeof *hosts);
     if (!hosts) {
@@ -500,8 +512,8 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
 
 static char *text_array(const char *const *items, size_t n);
 
-int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip, size_t n_skip,
-                 db_host *out, bool *found, terr *err)
+int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip,
+                 size_t n_skip, db_host *out, bool *found, terr *err)
 {
     PGresult *r;
     *found = false;
@@ -510,15 +522,18 @@ int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const ch
     char *arr = text_array(skip, n_skip);
     if (!arr) return terr_set(err, "out of memory");
     const char *p[3] = {mem, template_name, arr};
-    int rc = run(db, "pick host",
-                 "SELECT * FROM (SELECT " HOST_COLS ", coalesce(h.max_memory_mb, nullif(h.memory_total_mb, 0)) AS cap, "
-                 "  h.templates FROM hosts h WHERE h.state = 'ready' AND h.failures < "
-                 STR(DB_HOST_UNREACHABLE_FAILURES) " AND h.id <> ALL($3::text[])) c "
-                 "WHERE (c.cap IS NULL OR c.cap - c.mem_used >= $1::bigint) "
-                 "  AND (c.disk_free_mb = 0 OR c.disk_free_mb >= $1::bigint + " STR(DB_HOST_DISK_MARGIN_MB) ") "
-                 "  AND ($2::text IS NULL OR cardinality(c.templates) = 0 OR $2 = ANY(c.templates)) "
-                 "ORDER BY c.n_live, c.id LIMIT 1",
-                 3, p, &r, err);
+    int rc = run(
+        db, "pick host",
+        "SELECT * FROM (SELECT " HOST_COLS
+        ", coalesce(h.max_memory_mb, nullif(h.memory_total_mb, 0)) AS cap, "
+        "  h.templates FROM hosts h WHERE h.state = 'ready' AND h.failures < " STR(
+            DB_HOST_UNREACHABLE_FAILURES) " AND h.id <> ALL($3::text[])) c "
+                                          "WHERE (c.cap IS NULL OR c.cap - c.mem_used >= $1::bigint) "
+                                          "  AND (c.disk_free_mb = 0 OR c.disk_free_mb >= $1::bigint + " STR(
+                                              DB_HOST_DISK_MARGIN_MB) ") "
+                                                                      "  AND ($2::text IS NULL OR cardinality(c.templates) = 0 OR $2 = ANY(c.templates)) "
+                                                                      "ORDER BY c.n_live, c.id LIMIT 1",
+        3, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     if (PQntuples(r) == 1) {
@@ -530,8 +545,8 @@ int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const ch
 }
 
 /* Runs an UPDATE of one host that returns (old status, new status). */
-static int host_update_status(db_conn *db, const char *what, const char *sql, int n, const char *const *p,
-                              char *old_status, char *new_status, terr *err)
+static int host_update_status(db_conn *db, const char *what, const char *sql, int n,
+                              const char *const *p, char *old_status, char *new_status, terr *err)
 {
     PGresult *r;
     old_status[0] = new_status[0] = '\0';
@@ -545,8 +560,9 @@ static int host_update_status(db_conn *db, const char *what, const char *sql, in
 }
 
 /* Old status of hosts row h joined as o (a FOR UPDATE read of the same row). */
-#define OLD_STATUS_EXPR \
-    "(CASE WHEN o.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE o.state END)"
+#define OLD_STATUS_EXPR              \
+    "(CASE WHEN o.failures >= " STR( \
+        DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE o.state END)"
 
 int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info, char *old_status,
                           char *new_status, terr *err)
@@ -558,10 +574,12 @@ int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info,
         snprintf(reserved, sizeof reserved, "%lld", info->memory_reserved_mb);
         snprintf(disk, sizeof disk, "%lld", info->disk_free_mb);
         snprintf(vcpus, sizeof vcpus, "%d", info->vcpus);
-        if (!(tpl = text_array(info->templates, info->n_templates))) return terr_set(err, "out of memory");
+        if (!(tpl = text_array(info->templates, info->n_templates)))
+            return terr_set(err, "out of memory");
     }
-    const char *p[6] = {id, info ? total : NULL, info ? reserved : NULL, info ? disk : NULL, info ? vcpus : NULL,
-                        tpl};
+    const char *p[6] = {
+        id, info ? total : NULL, info ? reserved : NULL, info ? disk : NULL, info ? vcpus : NULL,
+        tpl};
     int rc = host_update_status(
         db, "record host answer",
         "WITH o AS (SELECT id, state, failures FROM hosts WHERE id = $1 FOR UPDATE) "
@@ -572,13 +590,15 @@ int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info,
         "  disk_free_mb = coalesce($4::bigint, h.disk_free_mb), vcpus = coalesce($5::int, h.vcpus), "
         "  templates = coalesce($6::text[], h.templates) "
         "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
-        "  (CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
+        "  (CASE WHEN h.failures >= " STR(
+            DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
         6, p, old_status, new_status, err);
     free(tpl);
     return rc;
 }
 
-int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status, terr *err)
+int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status,
+                           terr *err)
 {
     const char *p[1] = {id};
     return host_update_status(
@@ -586,10 +606,12 @@ int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *
         "WITH o AS (SELECT id, state, failures FROM hosts WHERE id = $1 FOR UPDATE) "
         "UPDATE hosts h SET failures = o.failures + 1, "
         "  state = CASE WHEN o.state = 'draining' THEN 'draining' "
-        "               WHEN o.failures + 1 >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' "
-        "               ELSE o.state END "
-        "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
-        "  (CASE WHEN h.failures >= " STR(DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
+        "               WHEN o.failures + 1 >= " STR(
+            DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' "
+                                          "               ELSE o.state END "
+                                          "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
+                                          "  (CASE WHEN h.failures >= " STR(
+                                              DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
         1, p, old_status, new_status, err);
 }
 
@@ -600,8 +622,8 @@ int db_host_set_state(db_conn *db, const char *id, const char *state, bool *foun
     *found = false;
     /* ready only undoes a drain; whether it answers decides the rest. */
     if (run(db, "set host state",
-            "UPDATE hosts SET state = $2 WHERE id = $1 AND ($2 <> 'ready' OR state = 'draining')", 2, p, &r,
-            err) != 0)
+            "UPDATE hosts SET state = $2 WHERE id = $1 AND ($2 <> 'ready' OR state = 'draining')",
+            2, p, &r, err) != 0)
         return -1;
     *found = strcmp(PQcmdTuples(r), "0") != 0;
     PQclear(r);
@@ -615,8 +637,8 @@ int db_host_set_max_memory(db_conn *db, const char *id, long long memory_mb, boo
     snprintf(mem, sizeof mem, "%lld", memory_mb);
     const char *p[2] = {id, memory_mb >= 0 ? mem : NULL};
     *found = false;
-    if (run(db, "set host memory cap", "UPDATE hosts SET max_memory_mb = $2::bigint WHERE id = $1", 2, p, &r,
-            err) != 0)
+    if (run(db, "set host memory cap", "UPDATE hosts SET max_memory_mb = $2::bigint WHERE id = $1",
+            2, p, &r, err) != 0)
         return -1;
     *found = strcmp(PQcmdTuples(r), "0") != 0;
     PQclear(r);
@@ -656,8 +678,8 @@ int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size
     return 0;
 }
 
-int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, char recorded[64], bool *found,
-                           terr *err)
+int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, char recorded[64],
+                           bool *found, terr *err)
 {
     PGresult *r;
     const char *p[2] = {id, agent_id};
@@ -682,13 +704,13 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err)
     PGresult *r;
     const char *p[1] = {id};
     *found = false;
-    if (run(db, "reset host agent identity", "UPDATE hosts SET agent_id = '' WHERE id = $1", 1, p, &r, err) != 0)
+    if (run(db, "reset host agent identity", "UPDATE hosts SET agent_id = '' WHERE id = $1", 1, p,
+            &r, err) != 0)
         return -1;
     *found = strcmp(PQcmdTuples(r), "0") != 0;
     PQclear(r);
     return 0;
 }
-
 
 /* ---- sandboxes */
 
@@ -768,10 +790,19 @@ int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr
     snprintf(mem, sizeof mem, "%d", in->memory_mb);
     snprintf(tmo, sizeof tmo, "%d", in->timeout_sec);
     snprintf(disk, sizeof disk, "%d", in->disk_mb > 0 ? in->disk_mb : 4096);
-    const char *p[12] = {in->id, in->team_id, in->host_id, in->template_name, vcpus, mem, tmo, disk,
+    const char *p[12] = {in->id,
+                         in->team_id,
+                         in->host_id,
+                         in->template_name,
+                         vcpus,
+                         mem,
+                         tmo,
+                         disk,
                          in->env_json ? in->env_json : "{}",
-                         in->network[0] ? in->network : "{\"egress\": \"allow\", \"allow\": [], \"deny\": []}",
-                         in->auto_resume ? "true" : "false", in->access_token_hash};
+                         in->network[0] ? in->network
+                                        : "{\"egress\": \"allow\", \"allow\": [], \"deny\": []}",
+                         in->auto_resume ? "true" : "false",
+                         in->access_token_hash};
     PGresult *r;
     if (run(db, "insert sandbox",
             "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec, "
@@ -791,7 +822,8 @@ int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err)
     *env_json = NULL;
     PGresult *r;
     const char *p[1] = {id};
-    if (run(db, "get sandbox env", "SELECT env::text FROM sandboxes WHERE id = $1", 1, p, &r, err) != 0)
+    if (run(db, "get sandbox env", "SELECT env::text FROM sandboxes WHERE id = $1", 1, p, &r,
+            err) != 0)
         return -1;
     int rc = 0;
     if (PQntuples(r) != 1) rc = terr_set(err, "sandbox %s not found reading its env", id);
@@ -800,14 +832,15 @@ int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err)
     return rc;
 }
 
-int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_row *out, bool *over, char *msg,
-                                   size_t msg_size, terr *err)
+int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_row *out, bool *over,
+                                   char *msg, size_t msg_size, terr *err)
 {
     *over = false;
     if (db_begin(db, err) != 0) return -1;
     PGresult *r;
     const char *p[1] = {in->team_id};
-    if (run(db, "quota lock", "SELECT pg_advisory_xact_lock(hashtext($1))", 1, p, &r, err) != 0) goto fail;
+    if (run(db, "quota lock", "SELECT pg_advisory_xact_lock(hashtext($1))", 1, p, &r, err) != 0)
+        goto fail;
     PQclear(r);
     if (run(db, "quota usage",
             "SELECT coalesce(t.max_sandboxes::text, ''), coalesce(t.max_memory_mb::text, ''), count(s.id), "
@@ -818,15 +851,18 @@ int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_r
         goto fail;
     if (PQntuples(r) == 1) {
         const char *max_sb = PQgetvalue(r, 0, 0), *max_mem = PQgetvalue(r, 0, 1);
-        long long n = strtoll(PQgetvalue(r, 0, 2), NULL, 10), mem = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
+        long long n = strtoll(PQgetvalue(r, 0, 2), NULL, 10),
+                  mem = strtoll(PQgetvalue(r, 0, 3), NULL, 10);
         if (*max_sb && n + 1 > strtoll(max_sb, NULL, 10)) {
-            snprintf(msg, msg_size, "team quota exceeded: %lld sandboxes (running + paused) of at most %s", n,
+            snprintf(msg, msg_size,
+                     "team quota exceeded: %lld sandboxes (running + paused) of at most %s", n,
                      max_sb);
             *over = true;
         } else if (*max_mem && mem + in->memory_mb > strtoll(max_mem, NULL, 10)) {
-            snprintf(msg, msg_size,
-                     "team quota exceeded: %lld MiB in use (running + paused) + %d MiB requested exceeds %s MiB", mem,
-                     in->memory_mb, max_mem);
+            snprintf(
+                msg, msg_size,
+                "team quota exceeded: %lld MiB in use (running + paused) + %d MiB requested exceeds %s MiB",
+                mem, in->memory_mb, max_mem);
             *over = true;
         }
     }
@@ -843,15 +879,16 @@ fail:
     return -1;
 }
 
-int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes, long long max_memory_mb,
-                      bool *found, terr *err)
+int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes,
+                      long long max_memory_mb, bool *found, terr *err)
 {
     char a[24], b[24];
     snprintf(a, sizeof a, "%lld", max_sandboxes);
     snprintf(b, sizeof b, "%lld", max_memory_mb);
     const char *p[3] = {name, max_sandboxes < 0 ? NULL : a, max_memory_mb < 0 ? NULL : b};
     PGresult *r;
-    if (run(db, "set team quota", "UPDATE teams SET max_sandboxes = $2::int, max_memory_mb = $3::bigint WHERE name = $1",
+    if (run(db, "set team quota",
+            "UPDATE teams SET max_sandboxes = $2::int, max_memory_mb = $3::bigint WHERE name = $1",
             3, p, &r, err) != 0)
         return -1;
     *found = strcmp(PQcmdTuples(r), "0") != 0;
@@ -864,11 +901,12 @@ int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row
 {
     PGresult *r;
     const char *p[2] = {id, team_id};
-    int rc = team_id ? run(db, "get sandbox",
-                           "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1 AND team_id = $2::uuid",
-                           2, p, &r, err)
-                     : run(db, "get sandbox", "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1", 1,
-                           p, &r, err);
+    int rc =
+        team_id ? run(db, "get sandbox",
+                      "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1 AND team_id = $2::uuid",
+                      2, p, &r, err)
+                : run(db, "get sandbox", "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1", 1,
+                      p, &r, err);
     if (rc != 0) return -1;
     return single_row(r, out, found, err);
 }
@@ -883,7 +921,8 @@ int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sand
     *out = NULL;
     *n = 0;
     if (run(db, "list sandboxes",
-            "SELECT " SANDBOX_COLS " FROM sandboxes WHERE team_id = $1::uuid AND status = ANY($2::text[]) "
+            "SELECT " SANDBOX_COLS
+            " FROM sandboxes WHERE team_id = $1::uuid AND status = ANY($2::text[]) "
             "ORDER BY created_at DESC, id DESC",
             2, p, &r, err) != 0)
         return -1;
@@ -912,8 +951,12 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
 {
     char from[128];
     status_array(from_mask, from, sizeof from);
-    const char *p[6] = {id, from, sb_status_name(to), (flags & DB_SET_STARTED) ? "t" : "f",
-                        (flags & DB_SET_ACTIVE) ? "t" : "f", error_message};
+    const char *p[6] = {id,
+                        from,
+                        sb_status_name(to),
+                        (flags & DB_SET_STARTED) ? "t" : "f",
+                        (flags & DB_SET_ACTIVE) ? "t" : "f",
+                        error_message};
     PGresult *r;
     if (run(db, "update sandbox status",
             "UPDATE sandboxes SET status = $3, last_updated = now(), "
@@ -930,8 +973,8 @@ int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err)
 {
     PGresult *r;
     const char *p[1] = {id};
-    if (run(db, "delete pending sandbox", "DELETE FROM sandboxes WHERE id = $1 AND status = 'pending'", 1, p, &r,
-            err) != 0)
+    if (run(db, "delete pending sandbox",
+            "DELETE FROM sandboxes WHERE id = $1 AND status = 'pending'", 1, p, &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
@@ -944,7 +987,8 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err)
     if (run(db, "update last_active_at",
             "UPDATE sandboxes SET last_active_at = now(), last_updated = now() "
             "WHERE id = $1 AND status = 'running' "
-            "AND (last_active_at IS NULL OR last_active_at < now() - interval '" DB_TOUCH_COALESCE "')",
+            "AND (last_active_at IS NULL OR last_active_at < now() - interval '" DB_TOUCH_COALESCE
+            "')",
             1, p, &r, err) != 0)
         return -1;
     *changed = strcmp(PQcmdTuples(r), "1") == 0;
@@ -968,8 +1012,8 @@ int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int 
     return single_row(r, out, changed, err);
 }
 
-int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64], bool *found,
-                          terr *err)
+int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64],
+                          bool *found, terr *err)
 {
     const char *p[2] = {id, token_hash};
     PGresult *r;
@@ -1042,8 +1086,8 @@ int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_m
     return 0;
 }
 
-int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids, size_t n, int *statuses,
-                        double *age_sec, terr *err)
+int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids, size_t n,
+                        int *statuses, double *age_sec, terr *err)
 {
     for (size_t i = 0; i < n; i++) {
         statuses[i] = -1;
@@ -1055,11 +1099,12 @@ int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids
     const char *p[2] = {arr, host_id};
     PGresult *r;
     /* $2 NULL: rows of any host. */
-    int rc = run(db, "read sandbox statuses",
-                 "SELECT u.i, s.status, extract(epoch from now() - s.last_updated)::float8 "
-                 "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
-                 "WHERE ($2::text IS NULL OR s.host_id = $2::text)",
-                 2, p, &r, err);
+    int rc =
+        run(db, "read sandbox statuses",
+            "SELECT u.i, s.status, extract(epoch from now() - s.last_updated)::float8 "
+            "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
+            "WHERE ($2::text IS NULL OR s.host_id = $2::text)",
+            2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     /* u.i: the 1-based position in ids (no per-row search: n may be 10,000). */
@@ -1074,8 +1119,8 @@ int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids
     return 0;
 }
 
-int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host, sandbox_row *out,
-                           bool *changed, terr *err)
+int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host,
+                           sandbox_row *out, bool *changed, terr *err)
 {
     PGresult *r;
     const char *p[3] = {id, from_host, to_host};
@@ -1087,8 +1132,8 @@ int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, c
     return single_row(r, out, changed, err);
 }
 
-int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n, bool *foreign,
-                       double *age_sec, terr *err)
+int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n,
+                       bool *foreign, double *age_sec, terr *err)
 {
     for (size_t i = 0; i < n; i++) {
         foreign[i] = false;
@@ -1099,13 +1144,14 @@ int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids,
     if (!arr) return terr_set(err, "out of memory");
     const char *p[2] = {arr, host_id};
     PGresult *r;
-    int rc = run(db, "read foreign sandbox rows",
-                 "SELECT u.i, extract(epoch from now() - s.last_updated)::float8 "
-                 "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
-                 "JOIN hosts oh ON oh.id = s.host_id JOIN hosts me ON me.id = $2 "
-                 "WHERE s.host_id <> $2 AND s.status <> 'moving' "
-                 "  AND oh.agent_id <> '' AND me.agent_id <> '' AND oh.agent_id <> me.agent_id",
-                 2, p, &r, err);
+    int rc =
+        run(db, "read foreign sandbox rows",
+            "SELECT u.i, extract(epoch from now() - s.last_updated)::float8 "
+            "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
+            "JOIN hosts oh ON oh.id = s.host_id JOIN hosts me ON me.id = $2 "
+            "WHERE s.host_id <> $2 AND s.status <> 'moving' "
+            "  AND oh.agent_id <> '' AND me.agent_id <> '' AND oh.agent_id <> me.agent_id",
+            2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     for (int row = 0; row < PQntuples(r); row++) {
@@ -1118,8 +1164,8 @@ int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids,
     return 0;
 }
 
-int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out, size_t *n,
-                         terr *err)
+int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out,
+                         size_t *n, terr *err)
 {
     char statuses[160];
     status_array(status_mask, statuses, sizeof statuses);
@@ -1128,7 +1174,8 @@ int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask,
     *out = NULL;
     *n = 0;
     if (run(db, "list host sandboxes",
-            "SELECT " SANDBOX_COLS " FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
+            "SELECT " SANDBOX_COLS
+            " FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
             "ORDER BY created_at, id",
             2, p, &r, err) != 0)
         return -1;
@@ -1158,18 +1205,20 @@ int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, te
     *live = 0;
     *found = false;
     if (db_begin(db, err) != 0) return -1;
-    if (run(db, "lock host", "SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", 1, p, &r, err) != 0) goto fail;
+    if (run(db, "lock host", "SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", 1, p, &r, err) != 0)
+        goto fail;
     *found = PQntuples(r) == 1;
     PQclear(r);
     if (!*found) goto done;
     if (run(db, "count host sandboxes",
-            "SELECT count(*) FROM sandboxes WHERE host_id = $1 AND status NOT IN ('stopped', 'error')", 1, p, &r,
-            err) != 0)
+            "SELECT count(*) FROM sandboxes WHERE host_id = $1 AND status NOT IN ('stopped', 'error')",
+            1, p, &r, err) != 0)
         goto fail;
     *live = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
     if (*live > 0) goto done;
-    if (run(db, "remove host rows", "DELETE FROM sandboxes WHERE host_id = $1", 1, p, &r, err) != 0) goto fail;
+    if (run(db, "remove host rows", "DELETE FROM sandboxes WHERE host_id = $1", 1, p, &r, err) != 0)
+        goto fail;
     PQclear(r);
     if (run(db, "remove host", "DELETE FROM hosts WHERE id = $1", 1, p, &r, err) != 0) goto fail;
     PQclear(r);
@@ -1180,14 +1229,15 @@ fail:
     return -1;
 }
 
-int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out, db_host *host,
-                             bool *found, terr *err)
+int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out,
+                             db_host *host, bool *found, terr *err)
 {
     PGresult *r;
     const char *p[2] = {id, team_id};
     *found = false;
     if (run(db, "get sandbox and host",
-            "SELECT s.*, " HOST_COLS_LIGHT " FROM (SELECT " SANDBOX_COLS ", host_id AS row_host_ FROM sandboxes "
+            "SELECT s.*, " HOST_COLS_LIGHT " FROM (SELECT " SANDBOX_COLS
+            ", host_id AS row_host_ FROM sandboxes "
             "  WHERE id = $1 AND ($2::uuid IS NULL OR team_id = $2::uuid)) s JOIN hosts h ON h.id = s.row_host_",
             2, p, &r, err) != 0)
         return -1;

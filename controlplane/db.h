@@ -50,18 +50,18 @@ int db_advisory_unlock(db_conn *db, const char *key, terr *err);
 
 /* ---- teams and API keys */
 int db_team_ensure(db_conn *db, const char *name, char team_id[64], terr *err);
-int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
-                      terr *err);
+int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash,
+                      const char *key_prefix, terr *err);
 /* The team of a key that is not revoked; key_id gets the key's id and
  * *stale whether its last_used_at is unset or older than a minute. */
-int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
-                    bool *found, terr *err);
+int db_api_key_team(db_conn *db, const char *key_hash, char team_id[64], char key_id[64],
+                    bool *stale, bool *found, terr *err);
 /* The same, plus *admin: whether the key's role is admin. */
-int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], char key_id[64], bool *stale,
-                         bool *admin, bool *found, terr *err);
+int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], char key_id[64],
+                         bool *stale, bool *admin, bool *found, terr *err);
 /* Inserts a key with role admin (true) or member. */
-int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_hash, const char *key_prefix,
-                           bool admin, terr *err);
+int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_hash,
+                           const char *key_prefix, bool admin, terr *err);
 /* last_used_at = now() unless it was set less than a minute ago (so
  * concurrent requests and replicas write it at most about once a minute). */
 int db_api_key_touch(db_conn *db, const char *key_id, terr *err);
@@ -69,20 +69,20 @@ int db_api_key_touch(db_conn *db, const char *key_id, terr *err);
 typedef struct db_api_key {
     char id[64];
     char prefix[32];
-    char created_at[40];   /* ISO 8601 UTC, "" if none */
+    char created_at[40]; /* ISO 8601 UTC, "" if none */
     char last_used_at[40];
     char revoked_at[40];
 } db_api_key;
 
 /* The keys of the team named team_name, oldest first; *out malloc'd;
  * *team_found false when there is no such team. */
-int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t *n, bool *team_found,
-                    terr *err);
+int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t *n,
+                    bool *team_found, terr *err);
 /* Revokes the one unrevoked key whose id is key_id (when non-NULL) or whose
  * stored prefix is prefix. *matched = how many unrevoked keys matched (only
  * exactly 1 is revoked, and out gets it). */
-int db_api_key_revoke(db_conn *db, const char *key_id, const char *prefix, db_api_key *out, int *matched,
-                      terr *err);
+int db_api_key_revoke(db_conn *db, const char *key_id, const char *prefix, db_api_key *out,
+                      int *matched, terr *err);
 
 /* ---- hosts */
 typedef struct db_sandbox_count {
@@ -132,8 +132,8 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err);
 /* Records agent_id as the host's agent identity when none is recorded yet
  * (agent_id "" records nothing) and returns, in recorded, the identity
  * recorded now; *found false when there is no such host. */
-int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, char recorded[64], bool *found,
-                           terr *err);
+int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, char recorded[64],
+                           bool *found, terr *err);
 /* Clears the host's recorded identity (an operator replaced its agent on
  * purpose); the reconciler records the next one it sees. */
 int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
@@ -149,8 +149,8 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
  * whose reported templates include template_name (none reported = unknown,
  * allowed; template_name NULL = any), the one with the fewest sandboxes not stopped/error (ties: by
  * id). *found false when there is none. */
-int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip, size_t n_skip,
-                 db_host *out, bool *found, terr *err);
+int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip,
+                 size_t n_skip, db_host *out, bool *found, terr *err);
 /* An answer from the host's agent: last_seen = now(), failures = 0, the
  * info (NULL keeps the old), state ready unless draining. old_status and
  * new_status (16 bytes each) get the status before and after. */
@@ -158,12 +158,14 @@ int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info,
                           char *new_status, terr *err);
 /* A failed probe: failures + 1 (unreachable from DB_HOST_UNREACHABLE_FAILURES
  * on). old_status/new_status as above. */
-int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status, terr *err);
+int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status,
+                           terr *err);
 /* Sets state (drain: "draining"; undrain: "ready", only from draining).
  * *found false when no such host (or, for ready, it was not draining). */
 int db_host_set_state(db_conn *db, const char *id, const char *state, bool *found, terr *err);
 /* Sets (memory_mb >= 0) or clears (-1) the host's memory cap. */
-int db_host_set_max_memory(db_conn *db, const char *id, long long memory_mb, bool *found, terr *err);
+int db_host_set_max_memory(db_conn *db, const char *id, long long memory_mb, bool *found,
+                           terr *err);
 
 /* ---- sandboxes */
 /* Inserts a pending row from in (id, team_id, host_id, template, sizes,
@@ -176,20 +178,20 @@ int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err);
  * max_memory_mb over its sandboxes not stopped/error; a per-team advisory
  * lock serialises concurrent creates of one team). Over quota: returns 0,
  * *over = true, msg says which limit, nothing inserted. */
-int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_row *out, bool *over, char *msg,
-                                   size_t msg_size, terr *err);
+int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_row *out, bool *over,
+                                   char *msg, size_t msg_size, terr *err);
 
 /* ---- teams */
 /* Sets the quota of the team named name; -1 = unlimited. *found = false
  * when no such team. */
-int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes, long long max_memory_mb,
-                      bool *found, terr *err);
+int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes,
+                      long long max_memory_mb, bool *found, terr *err);
 /* team_id NULL = any team (reconciler). */
 int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row *out, bool *found,
                    terr *err);
 /* db_sandbox_get and its host (as db_host_get) in one query. */
-int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out, db_host *host,
-                             bool *found, terr *err);
+int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, sandbox_row *out,
+                             db_host *host, bool *found, terr *err);
 /* The team's rows whose status is in mask, newest first; *out malloc'd. */
 int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sandbox_row **out,
                     size_t *n, terr *err);
@@ -217,15 +219,15 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
                            sandbox_row *out, bool *changed, terr *err);
 /* The team of sandbox id when token_hash is its access token's hash. */
-int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64], bool *found,
-                          terr *err);
+int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, char team_id[64],
+                          bool *found, terr *err);
 /* network (canonical JSON) when the status is in from_mask. */
 int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, const char *network,
                            sandbox_row *out, bool *changed, terr *err);
 
 /* Rows of host_id (any team) whose status is in mask, oldest first; *out malloc'd. */
-int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out, size_t *n,
-                         terr *err);
+int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask, sandbox_row **out,
+                         size_t *n, terr *err);
 /* Removes host id and its stopped/error rows, only when no other row names
  * it: *live gets how many do (then nothing is removed); *found false when
  * there is no such host. */
@@ -233,13 +235,13 @@ int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, te
 
 /* The move's switch: host_id = to_host and status paused, only while the
  * row is moving on from_host (one statement). */
-int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host, sandbox_row *out,
-                           bool *changed, terr *err);
+int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, const char *to_host,
+                           sandbox_row *out, bool *changed, terr *err);
 /* For ids the agent of host_id holds that have no row on host_id: whether
  * each has a row on ANOTHER host, not moving, whose host has a different
  * recorded agent identity than host_id's (foreign[i]), and that row's age. */
-int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n, bool *foreign,
-                       double *age_sec, terr *err);
+int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n,
+                       bool *foreign, double *age_sec, terr *err);
 
 /* Reconciler: rows of host whose status is in mask, locked FOR UPDATE (call
  * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */
@@ -248,7 +250,7 @@ int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_m
 /* Status of each id (-1 when there is no such row, or, with host_id
  * non-NULL, when the row belongs to another host); statuses has n slots.
  * age_sec (NULL or n slots) gets now() - last_updated (0 for no row). */
-int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids, size_t n, int *statuses,
-                        double *age_sec, terr *err);
+int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids, size_t n,
+                        int *statuses, double *age_sec, terr *err);
 
 #endif

@@ -4,8 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TEMPLATE_COLS                                                                              \
-    "t.id, t.team_id::text, t.name, t.base, array_to_string(t.packages, ','), t.setup <> '', "    \
+#define TEMPLATE_COLS                                                                                   \
+    "t.id, t.team_id::text, t.name, t.base, array_to_string(t.packages, ','), t.setup <> '', "          \
     "t.status, t.digest, t.size_bytes, t.error, (extract(epoch from t.created_at) * 1000000)::bigint, " \
     "coalesce((SELECT h.host_id FROM template_hosts h WHERE h.template_id = t.id ORDER BY h.host_id LIMIT 1), '')"
 
@@ -18,8 +18,8 @@ static void trim_nl(terr *err)
 
 /* PQexecParams with the checks of db.c's run(); *sqlstate (if non-NULL)
  * gets the error's SQLSTATE ("" on success). */
-static int q(db_conn *db, const char *what, const char *sql, int n, const char *const *params, PGresult **res,
-             char sqlstate[6], terr *err)
+static int q(db_conn *db, const char *what, const char *sql, int n, const char *const *params,
+             PGresult **res, char sqlstate[6], terr *err)
 {
     *res = NULL;
     if (sqlstate) sqlstate[0] = '\0';
@@ -60,12 +60,14 @@ static void from_result(PGresult *r, int i, template_row *t)
     cp(t->host_id, sizeof t->host_id, r, i, 11);
 }
 
-int db_template_insert(db_conn *db, const template_row *in, const char *setup, bool *duplicate, terr *err)
+int db_template_insert(db_conn *db, const template_row *in, const char *setup, bool *duplicate,
+                       terr *err)
 {
     *duplicate = false;
     char arr[sizeof in->packages + 2];
     snprintf(arr, sizeof arr, "{%s}", in->packages); /* names are [a-z0-9+.-]: no quoting needed */
-    const char *p[7] = {in->id, in->team_id, in->name, in->base, arr, setup ? setup : "", in->host_id};
+    const char *p[7] = {in->id, in->team_id,        in->name,   in->base,
+                        arr,    setup ? setup : "", in->host_id};
     PGresult *r;
     char state[6];
     int rc = q(db, "insert template",
@@ -84,14 +86,15 @@ int db_template_insert(db_conn *db, const template_row *in, const char *setup, b
     return 0;
 }
 
-int db_template_get(db_conn *db, const char *team_id, const char *name, template_row *out, bool *found,
-                    terr *err)
+int db_template_get(db_conn *db, const char *team_id, const char *name, template_row *out,
+                    bool *found, terr *err)
 {
     *found = false;
     const char *p[2] = {team_id, name};
     PGresult *r;
-    if (q(db, "get template", "SELECT " TEMPLATE_COLS " FROM templates t WHERE t.team_id = $1::uuid AND t.name = $2",
-          2, p, &r, NULL, err) != 0)
+    if (q(db, "get template",
+          "SELECT " TEMPLATE_COLS " FROM templates t WHERE t.team_id = $1::uuid AND t.name = $2", 2,
+          p, &r, NULL, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         from_result(r, 0, out);
@@ -107,8 +110,9 @@ int db_template_list(db_conn *db, const char *team_id, template_row **out, size_
     *n = 0;
     const char *p[1] = {team_id};
     PGresult *r;
-    if (q(db, "list templates", "SELECT " TEMPLATE_COLS " FROM templates t WHERE t.team_id = $1::uuid ORDER BY t.name",
-          1, p, &r, NULL, err) != 0)
+    if (q(db, "list templates",
+          "SELECT " TEMPLATE_COLS " FROM templates t WHERE t.team_id = $1::uuid ORDER BY t.name", 1,
+          p, &r, NULL, err) != 0)
         return -1;
     int rows = PQntuples(r);
     template_row *v = calloc(rows ? (size_t)rows : 1, sizeof *v);
@@ -123,13 +127,15 @@ int db_template_list(db_conn *db, const char *team_id, template_row **out, size_
     return 0;
 }
 
-int db_template_settle(db_conn *db, const char *id, const char *host_id, tpl_status status, const char *digest,
-                       int64_t size_bytes, const char *error, bool *changed, terr *err)
+int db_template_settle(db_conn *db, const char *id, const char *host_id, tpl_status status,
+                       const char *digest, int64_t size_bytes, const char *error, bool *changed,
+                       terr *err)
 {
     *changed = false;
     char size[32];
     snprintf(size, sizeof size, "%lld", (long long)size_bytes);
-    const char *p[6] = {id, tpl_status_name(status), digest ? digest : "", size, error ? error : "", host_id};
+    const char *p[6] = {id,   tpl_status_name(status), digest ? digest : "",
+                        size, error ? error : "",      host_id};
     PGresult *r;
     if (q(db, "settle template",
           "WITH t AS (UPDATE templates SET status = $2, digest = $3, size_bytes = $4::bigint, error = $5 "
@@ -147,12 +153,14 @@ int db_template_delete(db_conn *db, const char *id, terr *err)
 {
     const char *p[1] = {id};
     PGresult *r;
-    if (q(db, "delete template", "DELETE FROM templates WHERE id = $1", 1, p, &r, NULL, err) != 0) return -1;
+    if (q(db, "delete template", "DELETE FROM templates WHERE id = $1", 1, p, &r, NULL, err) != 0)
+        return -1;
     PQclear(r);
     return 0;
 }
 
-int db_template_sandboxes(db_conn *db, const char *team_id, const char *name, long *count, terr *err)
+int db_template_sandboxes(db_conn *db, const char *team_id, const char *name, long *count,
+                          terr *err)
 {
     *count = 0;
     const char *p[2] = {team_id, name};

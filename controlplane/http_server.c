@@ -59,19 +59,19 @@ typedef struct http_header {
 struct http_request {
     http_server *s;
     struct MHD_Connection *conn;
-    char *uri;          /* raw target; path = uri up to '?' */
+    char *uri; /* raw target; path = uri up to '?' */
     char *path;
     const char *query;  /* into uri, "" if none */
     const char *method; /* libmicrohttpd's */
     bool http10;
-    bool headers_seen;  /* on_headers ran */
-    bool vet;           /* on_headers asked for cfg->vet on a worker before the body */
-    bool vetting;       /* that job is queued or running (connection suspended) */
-    bool vetted;        /* it has run: status != 0 means refused */
-    bool discard;       /* refused before the body: drain it, then send the reply */
-    bool in_handler;    /* handed to a worker for the handler */
-    bool queued;        /* handed to a worker (counted in s->n_live) */
-    bool done;          /* the worker has finished; the reply is recorded */
+    bool headers_seen; /* on_headers ran */
+    bool vet;          /* on_headers asked for cfg->vet on a worker before the body */
+    bool vetting;      /* that job is queued or running (connection suspended) */
+    bool vetted;       /* it has run: status != 0 means refused */
+    bool discard;      /* refused before the body: drain it, then send the reply */
+    bool in_handler;   /* handed to a worker for the handler */
+    bool queued;       /* handed to a worker (counted in s->n_live) */
+    bool done;         /* the worker has finished; the reply is recorded */
     bool long_running;
     /* Streamed body paused by its consumer (guarded by http_server.mu). */
     bool body_paused;   /* connection suspended until http_request_resume_body */
@@ -81,7 +81,7 @@ struct http_request {
     size_t body_limit;
     char *body;
     size_t body_len, body_cap;
-    bool body_over;     /* over the limit: dropped as it arrives, then 413 */
+    bool body_over;                    /* over the limit: dropped as it arrives, then 413 */
     unsigned long long body_announced; /* its Content-Length, 0 if chunked */
     http_body_fn stream_fn;
     void *stream_cls;
@@ -143,13 +143,14 @@ struct http_server {
  * reply helpers can check they are called where they may be. */
 static _Thread_local http_request *http_current;
 
-static int split_host_port(const char *addr, char *host, size_t host_size, char *port, size_t port_size,
-                           terr *err)
+static int split_host_port(const char *addr, char *host, size_t host_size, char *port,
+                           size_t port_size, terr *err)
 {
     const char *colon;
     if (addr[0] == '[') {
         const char *close = strchr(addr, ']');
-        if (!close || close[1] != ':') return terr_set(err, "bad listen address \"%s\" (want [v6]:port)", addr);
+        if (!close || close[1] != ':')
+            return terr_set(err, "bad listen address \"%s\" (want [v6]:port)", addr);
         snprintf(host, host_size, "%.*s", (int)(close - addr - 1), addr + 1);
         colon = close + 1;
     } else {
@@ -166,7 +167,8 @@ static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
 {
     char host[256], port[32];
     if (split_host_port(addr, host, sizeof host, port, sizeof port, err) != 0) return -1;
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
     struct addrinfo *res;
     int rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
     if (rc != 0) return terr_set(err, "resolve %s: %s", addr, gai_strerror(rc));
@@ -226,7 +228,8 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     http_server *s = cls;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         http_conn *hc = calloc(1, sizeof *hc);
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (!hc || !ci) { /* untracked: only libmicrohttpd's idle timeout applies */
             free(hc);
             return;
@@ -324,7 +327,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (!r) return;
     /* Keep-alive: the next request's headers within the idle time plus the
      * headers time (an upgraded socket is its route's, not ours). */
-    if (!r->upgrade_fn) conn_deadline(s, r->hc, HTTP_IDLE_TIMEOUT_SEC * 1000 + HTTP_HEADERS_TIMEOUT_MS, "headers");
+    if (!r->upgrade_fn)
+        conn_deadline(s, r->hc, HTTP_IDLE_TIMEOUT_SEC * 1000 + HTTP_HEADERS_TIMEOUT_MS, "headers");
     if (r->headers_seen && s->cfg.on_done) s->cfg.on_done(s->cfg.app, r);
     if (r->queued) {
         pthread_mutex_lock(&s->mu);
@@ -351,7 +355,8 @@ typedef struct upgrade_call {
 
 /* I/O thread: the 101 is out; the socket is the route's now. */
 static void on_upgraded(void *cls, struct MHD_Connection *conn, void *con_cls, const char *extra_in,
-                        size_t extra_in_size, MHD_socket sock, struct MHD_UpgradeResponseHandle *urh)
+                        size_t extra_in_size, MHD_socket sock,
+                        struct MHD_UpgradeResponseHandle *urh)
 {
     upgrade_call *u = cls;
     u->fn(u->cls, sock, extra_in, extra_in_size, (http_upgraded *)urh);
@@ -383,16 +388,19 @@ static enum MHD_Result send_reply(http_request *r)
     } else if (r->reply_fn) {
         /* The request outlives the response (completion comes after the
          * last byte), so it is the reader's closure. */
-        resp = MHD_create_response_from_callback(r->reply_size < 0 ? MHD_SIZE_UNKNOWN : (uint64_t)r->reply_size,
+        resp = MHD_create_response_from_callback(r->reply_size < 0 ? MHD_SIZE_UNKNOWN
+                                                                   : (uint64_t)r->reply_size,
                                                  32 * 1024, stream_reader, r, NULL);
     } else {
         resp = MHD_create_response_from_buffer(r->reply_len, r->reply_body ? r->reply_body : "",
-                                               r->reply_body ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+                                               r->reply_body ? MHD_RESPMEM_MUST_FREE
+                                                             : MHD_RESPMEM_PERSISTENT);
         if (resp) r->reply_body = NULL;
     }
     if (!resp) return MHD_NO;
     if (r->content_type) MHD_add_response_header(resp, "Content-Type", r->content_type);
-    for (http_header *h = r->headers; h; h = h->next) MHD_add_response_header(resp, h->name, h->value);
+    for (http_header *h = r->headers; h; h = h->next)
+        MHD_add_response_header(resp, h->name, h->value);
     if (r->http10) MHD_set_response_options(resp, MHD_RF_HTTP_1_0_SERVER, MHD_RO_END);
     enum MHD_Result rc = MHD_queue_response(r->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
@@ -406,14 +414,16 @@ static enum MHD_Result reply_over_limit(http_request *r)
 {
     /* No handler sees it, so the layer logs it, as the API logs the rest. */
     char q[LOG_QUOTE_MAX], qm[64];
-    log_write(LOG_INFO, "event=http_request method=\"%s\" path=\"%s\" status=413 body_limit=%zu announced=%llu",
-              log_quote(r->method, qm, sizeof qm), log_quote(r->path, q, sizeof q), r->body_limit, r->body_announced);
+    log_write(
+        LOG_INFO,
+        "event=http_request method=\"%s\" path=\"%s\" status=413 body_limit=%zu announced=%llu",
+        log_quote(r->method, qm, sizeof qm), log_quote(r->path, q, sizeof q), r->body_limit,
+        r->body_announced);
     char msg[160];
     if (r->body_announced)
-        snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit", r->body_announced,
-                 r->body_limit);
-    else
-        snprintf(msg, sizeof msg, "request body is over the %zu-byte limit", r->body_limit);
+        snprintf(msg, sizeof msg, "request body of %llu bytes is over the %zu-byte limit",
+                 r->body_announced, r->body_limit);
+    else snprintf(msg, sizeof msg, "request body is over the %zu-byte limit", r->body_limit);
     return reply_now(r, 413, "too_large", msg);
 }
 
@@ -430,11 +440,13 @@ static enum MHD_Result queue_job(http_server *s, http_request *r);
 /* I/O thread: the body limit against the announced Content-Length. */
 static enum MHD_Result check_limit(http_request *r)
 {
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl && !r->stream_fn) {
         unsigned long long n = strtoull(cl, NULL, 10);
         if (n > r->body_limit) {
-            const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+            const char *expect =
+                MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
             bool waits = expect && strcasecmp(expect, "100-continue") == 0;
             r->body_over = true;
             r->body_announced = n;
@@ -473,7 +485,9 @@ static enum MHD_Result on_body(http_request *r, const char *data, size_t len)
         /* Dropped bytes are bounded too: a chunked body far over the limit
          * closes the connection (without the 413 it would get at its end). */
         r->body_len += len;
-        return r->body_len > r->body_limit && r->body_len - r->body_limit > HTTP_DRAIN_MAX ? MHD_NO : MHD_YES;
+        return r->body_len > r->body_limit && r->body_len - r->body_limit > HTTP_DRAIN_MAX
+                   ? MHD_NO
+                   : MHD_YES;
     }
     if (len > r->body_limit - r->body_len) { /* chunked: no Content-Length to refuse up front */
         r->body_over = true;
@@ -587,7 +601,8 @@ static enum MHD_Result queue_job(http_server *s, http_request *r)
     pthread_mutex_unlock(&s->mu);
     if (stopping || full) {
         r->vetting = false;
-        return reply_now(r, 503, "unavailable", stopping ? "server is shutting down" : "server is busy; retry later");
+        return reply_now(r, 503, "unavailable",
+                         stopping ? "server is shutting down" : "server is busy; retry later");
     }
     return MHD_YES;
 }
@@ -608,8 +623,10 @@ static enum MHD_Result after_vet(http_request *r)
     r->vetting = false;
     r->vetted = true;
     if (!r->status) return check_limit(r); /* accepted: on to the limit and the body */
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *expect = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *expect =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
     unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
     if (!cl || n == 0 || n > HTTP_DRAIN_MAX || (expect && strcasecmp(expect, "100-continue") == 0))
         return send_reply(r);
@@ -620,14 +637,16 @@ static enum MHD_Result after_vet(http_request *r)
 /* True when the request announces no body at all. */
 static bool no_body(http_request *r)
 {
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    const char *cl =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
     return !te && (!cl || strtoull(cl, NULL, 10) == 0);
 }
 
-static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
-                                 const char *version, const char *upload_data, size_t *upload_data_size,
-                                 void **con_cls)
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url,
+                                 const char *method, const char *version, const char *upload_data,
+                                 size_t *upload_data_size, void **con_cls)
 {
     http_server *s = cls;
     http_request *r = *con_cls;
@@ -636,7 +655,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->conn = conn;
         r->method = method;
         r->http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
-        const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         r->hc = ci ? ci->socket_context : NULL;
         /* The headers are in: from now on the body's minimum rate. */
         conn_deadline(s, r->hc, no_body(r) ? 0 : HTTP_BODY_WINDOW_MS, "body");
@@ -652,7 +672,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (rc != MHD_YES || r->status) return rc;
         if (!*upload_data_size) return no_body(r) ? dispatch(s, r) : MHD_YES;
     }
-    if (*upload_data_size && r->stream_fn && !r->discard) return on_stream(s, r, upload_data, upload_data_size);
+    if (*upload_data_size && r->stream_fn && !r->discard)
+        return on_stream(s, r, upload_data, upload_data_size);
     if (*upload_data_size) {
         size_t n = *upload_data_size;
         *upload_data_size = 0;
@@ -725,8 +746,8 @@ static void *worker_main(void *arg)
         http_current = NULL;
         if (r->status == 0) {
             char q[LOG_QUOTE_MAX], qm[64];
-            log_write(LOG_ERROR, "event=http_no_reply method=\"%s\" path=\"%s\"", log_quote(r->method, qm, sizeof qm),
-                      log_quote(r->path, q, sizeof q));
+            log_write(LOG_ERROR, "event=http_no_reply method=\"%s\" path=\"%s\"",
+                      log_quote(r->method, qm, sizeof qm), log_quote(r->path, q, sizeof q));
             http_current = r;
             http_reply_error(r, 500, "internal_error", "handler sent no reply");
             http_current = NULL;
@@ -763,12 +784,15 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     if (cfg->n_threads < 1 || cfg->n_threads > 1024)
         return terr_set(err, "http threads must be 1..1024 (got %d)", cfg->n_threads);
     if (cfg->n_long_threads < 0 || cfg->n_long_threads > 1024)
-        return terr_set(err, "http long-call threads must be 0..1024 (got %d)", cfg->n_long_threads);
+        return terr_set(err, "http long-call threads must be 0..1024 (got %d)",
+                        cfg->n_long_threads);
     http_server *s = calloc(1, sizeof *s);
     if (!s) return terr_set(err, "out of memory");
     s->cfg = *cfg;
     s->listen_fd = -1;
-    s->max_long_running = cfg->n_long_threads > 0 ? cfg->n_long_threads : cfg->n_threads > 1 ? cfg->n_threads - 1 : 1;
+    s->max_long_running = cfg->n_long_threads > 0 ? cfg->n_long_threads
+                          : cfg->n_threads > 1    ? cfg->n_threads - 1
+                                                  : 1;
     pthread_mutex_init(&s->mu, NULL);
     pthread_mutex_init(&s->conn_mu, NULL);
     pthread_condattr_t ca;
@@ -804,19 +828,16 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     }
     /* One I/O thread on epoll; ITC so workers can resume connections and a
      * stop can quiesce; upgrade for the WebSocket/proxy routes to come. */
-    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC | MHD_ALLOW_SUSPEND_RESUME |
-                     MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
-    s->mhd = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
-                              MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s, /* first, or MHD says so */
-                              MHD_OPTION_LISTEN_SOCKET, s->listen_fd,
-                              MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
-                              MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                              MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-                              MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024),
-                              MHD_OPTION_CONNECTION_TIMEOUT, HTTP_IDLE_TIMEOUT_SEC,
-                              MHD_OPTION_CONNECTION_LIMIT,
-                              cfg->max_connections ? cfg->max_connections : HTTP_MAX_CONNECTIONS_DEFAULT,
-                              MHD_OPTION_END);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                     MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG;
+    s->mhd = MHD_start_daemon(
+        flags, 0, NULL, NULL, on_access, s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log,
+        s, /* first, or MHD says so */
+        MHD_OPTION_LISTEN_SOCKET, s->listen_fd, MHD_OPTION_URI_LOG_CALLBACK, on_uri, s,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
+        s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(128 * 1024), MHD_OPTION_CONNECTION_TIMEOUT,
+        HTTP_IDLE_TIMEOUT_SEC, MHD_OPTION_CONNECTION_LIMIT,
+        cfg->max_connections ? cfg->max_connections : HTTP_MAX_CONNECTIONS_DEFAULT, MHD_OPTION_END);
     if (!s->mhd) {
         terr_set(err, "MHD_start_daemon on %s failed", cfg->listen_addr);
         goto fail;
@@ -902,15 +923,16 @@ typedef struct header_iter {
     void *cls;
 } header_iter;
 
-static enum MHD_Result header_cb(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+static enum MHD_Result header_cb(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 const char *value)
 {
     (void)kind;
     header_iter *it = cls;
     return it->fn(it->cls, key, value ? value : "") == 0 ? MHD_YES : MHD_NO;
 }
 
-void http_request_headers_each(const http_request *r, int (*fn)(void *cls, const char *name, const char *value),
-                               void *cls)
+void http_request_headers_each(const http_request *r,
+                               int (*fn)(void *cls, const char *name, const char *value), void *cls)
 {
     header_iter it = {fn, cls};
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, header_cb, &it);
@@ -948,7 +970,8 @@ static int query_decode(const char *s, size_t n, char out[256])
     return 0;
 }
 
-int http_query_each(const char *query, int (*fn)(void *cls, const char *key, const char *value), void *cls)
+int http_query_each(const char *query, int (*fn)(void *cls, const char *key, const char *value),
+                    void *cls)
 {
     const char *p = query ? query : "";
     while (*p) {
@@ -959,7 +982,8 @@ int http_query_each(const char *query, int (*fn)(void *cls, const char *key, con
             if (!eq) return -1;
             char key[256], value[256];
             size_t klen = (size_t)(eq - p);
-            if (query_decode(p, klen, key) != 0 || query_decode(eq + 1, n - klen - 1, value) != 0) return -1;
+            if (query_decode(p, klen, key) != 0 || query_decode(eq + 1, n - klen - 1, value) != 0)
+                return -1;
             int rc = fn(cls, key, value);
             if (rc != 0) return rc;
         }
@@ -1000,11 +1024,14 @@ const char *http_reason(int status)
 static bool may_reply(http_request *req, int status)
 {
     if (http_current != req) {
-        log_write(LOG_ERROR, "event=http_reply_misuse status=%d reason=\"not on the request's thread\"", status);
+        log_write(LOG_ERROR,
+                  "event=http_reply_misuse status=%d reason=\"not on the request's thread\"",
+                  status);
         return false;
     }
     if (req->status != 0) {
-        log_write(LOG_ERROR, "event=http_reply_twice status=%d first_status=%d", status, req->status);
+        log_write(LOG_ERROR, "event=http_reply_twice status=%d first_status=%d", status,
+                  req->status);
         return false;
     }
     return true;
@@ -1022,7 +1049,8 @@ void http_add_header(http_request *req, const char *name, const char *value)
     req->headers = h;
 }
 
-void http_reply_bytes(http_request *req, int status, const char *content_type, const void *data, size_t len)
+void http_reply_bytes(http_request *req, int status, const char *content_type, const void *data,
+                      size_t len)
 {
     if (!may_reply(req, status)) return;
     if (len) {
@@ -1071,7 +1099,8 @@ void http_reply_json(http_request *req, int status, json_t *body)
     char *text = body ? json_dumps(body, JSON_COMPACT) : NULL;
     json_decref(body);
     if (!text) {
-        static const char oom[] = "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";
+        static const char oom[] =
+            "{\"error\":{\"code\":\"internal_error\",\"message\":\"out of memory\"}}";
         http_reply_bytes(req, 500, "application/json", oom, sizeof oom - 1);
         return;
     }
@@ -1086,7 +1115,11 @@ void http_reply_error(http_request *req, int status, const char *code, const cha
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    http_reply_json(req, status, json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
+    http_reply_json(req, status,
+                    json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", msg));
 }
 
-void http_reply_empty(http_request *req, int status) { http_reply_bytes(req, status, NULL, NULL, 0); }
+void http_reply_empty(http_request *req, int status)
+{
+    http_reply_bytes(req, status, NULL, NULL, 0);
+}

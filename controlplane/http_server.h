@@ -81,7 +81,7 @@ typedef struct http_server_config {
      * then share the n_threads workers, at most n_threads - 1 at a time). */
     int n_long_threads;
     unsigned max_connections; /* open connections; 0 = HTTP_MAX_CONNECTIONS_DEFAULT */
-    size_t max_body;         /* default body limit of a request */
+    size_t max_body;          /* default body limit of a request */
     void *app;
     /* Called once per worker thread before serving; NULL result = failure. */
     void *(*worker_init)(void *app, int index, terr *err);
@@ -116,7 +116,8 @@ const char *http_request_path(const http_request *req);
 const char *http_request_query(const http_request *req);
 const char *http_request_header(const http_request *req, const char *name); /* NULL if absent */
 /* Calls fn for every request header in order; fn returns non-zero to stop. */
-void http_request_headers_each(const http_request *req, int (*fn)(void *cls, const char *name, const char *value),
+void http_request_headers_each(const http_request *req,
+                               int (*fn)(void *cls, const char *name, const char *value),
                                void *cls);
 /* The buffered body (not NUL-terminated; "" when empty). */
 const char *http_request_body(const http_request *req, size_t *len);
@@ -130,7 +131,8 @@ void *http_request_data(const http_request *req);
  * percent-decoded ('+' is a space), in order; empty pieces are skipped.
  * Returns -1 for a piece without '=' or a key or value over 255 bytes, or
  * the first non-zero result of fn; 0 otherwise. */
-int http_query_each(const char *query, int (*fn)(void *cls, const char *key, const char *value), void *cls);
+int http_query_each(const char *query, int (*fn)(void *cls, const char *key, const char *value),
+                    void *cls);
 
 /* ---- decisions (on_headers only) */
 void http_request_set_body_limit(http_request *req, size_t limit);
@@ -162,7 +164,8 @@ void http_reply_json(http_request *req, int status, json_t *body);
 void http_reply_error(http_request *req, int status, const char *code, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 void http_reply_empty(http_request *req, int status);
-void http_reply_bytes(http_request *req, int status, const char *content_type, const void *data, size_t len);
+void http_reply_bytes(http_request *req, int status, const char *content_type, const void *data,
+                      size_t len);
 /* A streamed response: fn fills buf (up to max bytes) at offset pos and
  * returns the count, HTTP_STREAM_END at the end or HTTP_STREAM_ERROR; it
  * runs on the I/O thread and must not block. size < 0: unknown (chunked).
@@ -179,7 +182,8 @@ void http_reply_stream(http_request *req, int status, const char *content_type, 
  * to whatever serves the protocol, which calls http_upgraded_close(h) when
  * done (from any thread; never close(fd) itself). */
 typedef struct http_upgraded http_upgraded;
-typedef void (*http_upgrade_fn)(void *cls, int fd, const char *extra, size_t extra_len, http_upgraded *h);
+typedef void (*http_upgrade_fn)(void *cls, int fd, const char *extra, size_t extra_len,
+                                http_upgraded *h);
 void http_reply_upgrade(http_request *req, const char *protocol, http_upgrade_fn fn, void *cls);
 void http_upgraded_close(http_upgraded *h);
 const char *http_reason(int status);

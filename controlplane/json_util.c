@@ -13,7 +13,9 @@ int json_util_parse_object(const char *buf, size_t len, bool empty_ok, json_t **
     }
     json_error_t jerr;
     json_t *v = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &jerr);
-    if (!v) return terr_set(err, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column, jerr.text);
+    if (!v)
+        return terr_set(err, "invalid JSON at line %d column %d: %s", jerr.line, jerr.column,
+                        jerr.text);
     if (!json_is_object(v)) {
         json_decref(v);
         return terr_set(err, "request body must be a JSON object");
@@ -26,7 +28,8 @@ int json_util_check_keys(const json_t *obj, const char *const *allowed, terr *er
 {
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)obj, key, val) {
+    json_object_foreach((json_t *)obj, key, val)
+    {
         (void)val;
         bool ok = false;
         for (size_t i = 0; allowed[i]; i++)
@@ -42,11 +45,11 @@ int json_util_get_int(const json_t *obj, const char *key, long long min, long lo
     json_t *v = json_object_get(obj, key);
     *present = v != NULL;
     if (!v) return 0;
-    if (!json_is_integer(v))
-        return terr_set(err, "field \"%s\" must be an integer", key);
+    if (!json_is_integer(v)) return terr_set(err, "field \"%s\" must be an integer", key);
     long long n = json_integer_value(v);
     if (n < min || n > max)
-        return terr_set(err, "field \"%s\" must be between %lld and %lld (got %lld)", key, min, max, n);
+        return terr_set(err, "field \"%s\" must be between %lld and %lld (got %lld)", key, min, max,
+                        n);
     *out = n;
     return 0;
 }
@@ -103,7 +106,8 @@ bool json_util_is_utf8(const uint8_t *s, size_t len)
     return true;
 }
 
-static const char b64_alphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 char *json_util_base64_encode(const uint8_t *buf, size_t len)
 {
@@ -162,7 +166,8 @@ int json_util_base64_decode(const char *s, size_t len, uint8_t **out, size_t *ou
             v[k] = b64_value(c);
             if (v[k] < 0) goto bad;
         }
-        uint32_t n = (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
+        uint32_t n =
+            (uint32_t)v[0] << 18 | (uint32_t)v[1] << 12 | (uint32_t)v[2] << 6 | (uint32_t)v[3];
         buf[o++] = (uint8_t)(n >> 16);
         if (pad < 2) buf[o++] = (uint8_t)(n >> 8);
         if (pad < 1) buf[o++] = (uint8_t)n;

@@ -36,7 +36,8 @@ static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
         return -1;
     }
     char q[LOG_QUOTE_MAX];
-    log_info("event=migrations_done applied=%d dir=\"%s\"", applied, log_quote(cfg->migrations_dir, q, sizeof q));
+    log_info("event=migrations_done applied=%d dir=\"%s\"", applied,
+             log_quote(cfg->migrations_dir, q, sizeof q));
     return 0;
 }
 
@@ -50,8 +51,8 @@ static int cmd_keys_create(const cp_config *cfg, terr *err)
     if (rc != 0) return -1;
     printf("%s\n", key);
     char q[LOG_QUOTE_MAX];
-    log_info("event=api_key_created team=\"%s\" team_id=%s role=%s", log_quote(cfg->team, q, sizeof q), team_id,
-             cfg->admin ? "admin" : "member");
+    log_info("event=api_key_created team=\"%s\" team_id=%s role=%s",
+             log_quote(cfg->team, q, sizeof q), team_id, cfg->admin ? "admin" : "member");
     return 0;
 }
 
@@ -66,11 +67,13 @@ static int cmd_keys_list(const cp_config *cfg, terr *err)
     db_close(db);
     if (rc != 0) return -1;
     char q[LOG_QUOTE_MAX];
-    if (!team_found) return terr_set(err, "no team named \"%s\"", log_quote(cfg->team, q, sizeof q));
+    if (!team_found)
+        return terr_set(err, "no team named \"%s\"", log_quote(cfg->team, q, sizeof q));
     printf("%-36s  %-12s  %-20s  %-20s  %s\n", "ID", "PREFIX", "CREATED", "LAST USED", "REVOKED");
     for (size_t i = 0; i < n; i++)
         printf("%-36s  %-12s  %-20s  %-20s  %s\n", keys[i].id, keys[i].prefix, keys[i].created_at,
-               *keys[i].last_used_at ? keys[i].last_used_at : "-", *keys[i].revoked_at ? keys[i].revoked_at : "-");
+               *keys[i].last_used_at ? keys[i].last_used_at : "-",
+               *keys[i].revoked_at ? keys[i].revoked_at : "-");
     free(keys);
     return 0;
 }
@@ -87,9 +90,12 @@ static int cmd_keys_revoke(const cp_config *cfg, terr *err)
     char q[LOG_QUOTE_MAX];
     const char *what = cfg->host_id ? "id" : "prefix";
     log_quote(cfg->host_id ? cfg->host_id : cfg->key_prefix, q, sizeof q);
-    if (matched == 0) return terr_set(err, "no unrevoked key with %s \"%s\" (see keys list)", what, q);
+    if (matched == 0)
+        return terr_set(err, "no unrevoked key with %s \"%s\" (see keys list)", what, q);
     if (matched > 1)
-        return terr_set(err, "%d unrevoked keys have prefix \"%s\"; revoke one with --id (see keys list)", matched, q);
+        return terr_set(
+            err, "%d unrevoked keys have prefix \"%s\"; revoke one with --id (see keys list)",
+            matched, q);
     printf("revoked %s %s\n", k.id, k.prefix);
     log_info("event=api_key_revoked key_id=%s prefix=%s", k.id, k.prefix);
     return 0;
@@ -102,13 +108,14 @@ static int cmd_hosts_add(const cp_config *cfg, terr *err)
     int rc = db_host_upsert(db, cfg->host_id, cfg->host_addr, err);
     bool found;
     if (rc == 0 && cfg->host_max_memory_mb)
-        rc = db_host_set_max_memory(db, cfg->host_id,
-                                    strcmp(cfg->host_max_memory_mb, "none") == 0 ? -1 : atoll(cfg->host_max_memory_mb), &found,
-                                    err);
+        rc = db_host_set_max_memory(
+            db, cfg->host_id,
+            strcmp(cfg->host_max_memory_mb, "none") == 0 ? -1 : atoll(cfg->host_max_memory_mb),
+            &found, err);
     db_close(db);
     if (rc == 0)
-        log_info("event=host_registered host_id=%s addr=%s max_memory_mb=%s", cfg->host_id, cfg->host_addr,
-                 cfg->host_max_memory_mb ? cfg->host_max_memory_mb : "unchanged");
+        log_info("event=host_registered host_id=%s addr=%s max_memory_mb=%s", cfg->host_id,
+                 cfg->host_addr, cfg->host_max_memory_mb ? cfg->host_max_memory_mb : "unchanged");
     return rc;
 }
 
@@ -121,8 +128,8 @@ static int cmd_hosts_list(const cp_config *cfg, terr *err)
     int rc = db_host_list(db, &hosts, &n, err);
     db_close(db);
     if (rc != 0) return -1;
-    printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9s  %5s  %9s\n", "ID", "STATUS", "ADDRESS", "AGENT ID",
-           "LAST SEEN", "MEMORY USED/CAP MB", "DISK MB", "VCPUS", "SANDBOXES");
+    printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9s  %5s  %9s\n", "ID", "STATUS", "ADDRESS",
+           "AGENT ID", "LAST SEEN", "MEMORY USED/CAP MB", "DISK MB", "VCPUS", "SANDBOXES");
     for (size_t i = 0; i < n; i++) {
         const db_host *h = &hosts[i];
         char seen[32], mem[48];
@@ -130,8 +137,9 @@ static int cmd_hosts_list(const cp_config *cfg, terr *err)
         else snprintf(seen, sizeof seen, "%.1fs ago", h->last_seen_age_sec);
         long long cap = h->max_memory_mb >= 0 ? h->max_memory_mb : h->memory_total_mb;
         snprintf(mem, sizeof mem, "%lld/%lld", h->memory_used_mb, cap);
-        printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9lld  %5d  %9lld\n", h->id, h->status, h->address,
-               *h->agent_id ? h->agent_id : "-", seen, mem, h->disk_free_mb, h->vcpus, h->sandboxes);
+        printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9lld  %5d  %9lld\n", h->id, h->status,
+               h->address, *h->agent_id ? h->agent_id : "-", seen, mem, h->disk_free_mb, h->vcpus,
+               h->sandboxes);
     }
     free(hosts);
     return 0;
@@ -146,8 +154,9 @@ static int cmd_hosts_set_state(const cp_config *cfg, const char *state, terr *er
     db_close(db);
     if (rc != 0) return -1;
     if (!found)
-        return terr_set(err, strcmp(state, "ready") == 0 ? "no draining host with id %s" : "no host with id %s",
-                        cfg->host_id);
+        return terr_set(
+            err, strcmp(state, "ready") == 0 ? "no draining host with id %s" : "no host with id %s",
+            cfg->host_id);
     log_info("event=host_state_set host_id=%s state=%s", cfg->host_id, state);
     return 0;
 }
@@ -163,9 +172,10 @@ static int cmd_hosts_reset_identity(const cp_config *cfg, terr *err)
     db_close(db);
     if (rc != 0) return -1;
     if (!found) return terr_set(err, "no host with id %s", cfg->host_id);
-    log_info("event=host_identity_reset host_id=%s previous_agent_id=%s note=\"the reconciler records the next "
-             "agent that answers at %s\"",
-             cfg->host_id, *before.agent_id ? before.agent_id : "(none)", before.address);
+    log_info(
+        "event=host_identity_reset host_id=%s previous_agent_id=%s note=\"the reconciler records the next "
+        "agent that answers at %s\"",
+        cfg->host_id, *before.agent_id ? before.agent_id : "(none)", before.address);
     return 0;
 }
 
@@ -179,8 +189,8 @@ static int cmd_teams_set_quota(const cp_config *cfg, terr *err)
     if (rc != 0) return -1;
     char q[LOG_QUOTE_MAX];
     if (!found) return terr_set(err, "no team named \"%s\"", log_quote(cfg->team, q, sizeof q));
-    log_info("event=team_quota_set team=\"%s\" max_sandboxes=%lld max_memory_mb=%lld", log_quote(cfg->team, q, sizeof q),
-             cfg->max_sandboxes, cfg->max_memory_mb);
+    log_info("event=team_quota_set team=\"%s\" max_sandboxes=%lld max_memory_mb=%lld",
+             log_quote(cfg->team, q, sizeof q), cfg->max_sandboxes, cfg->max_memory_mb);
     return 0;
 }
 
@@ -197,8 +207,8 @@ static void raise_fd_limit(int max_connections)
     rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
     setrlimit(RLIMIT_NOFILE, &rl);
     if (rl.rlim_cur < want)
-        log_warn("event=fd_limit_low limit=%llu max_connections=%d", (unsigned long long)rl.rlim_cur,
-                 max_connections);
+        log_warn("event=fd_limit_low limit=%llu max_connections=%d",
+                 (unsigned long long)rl.rlim_cur, max_connections);
 }
 
 static int cmd_hosts_remove(const cp_config *cfg, terr *err)
@@ -212,8 +222,10 @@ static int cmd_hosts_remove(const cp_config *cfg, terr *err)
     if (rc != 0) return -1;
     if (!found) return terr_set(err, "no host with id %s", cfg->host_id);
     if (live > 0)
-        return terr_set(err, "host %s still holds %lld sandbox(es); drain it first (torpor-cp hosts drain --id %s)",
-                        cfg->host_id, live, cfg->host_id);
+        return terr_set(
+            err,
+            "host %s still holds %lld sandbox(es); drain it first (torpor-cp hosts drain --id %s)",
+            cfg->host_id, live, cfg->host_id);
     printf("removed %s\n", cfg->host_id);
     log_info("event=host_removed host_id=%s", cfg->host_id);
     return 0;
@@ -226,7 +238,9 @@ static int cmd_hosts_drain(const cp_config *cfg, terr *err)
 {
     db_conn *db;
     if (open_migrated(cfg, &db, err) != 0) return -1;
-    rpc_tls_config tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key, .ca_path = cfg->tls_ca,
+    rpc_tls_config tls = {.cert_path = cfg->tls_cert,
+                          .key_path = cfg->tls_key,
+                          .ca_path = cfg->tls_ca,
                           .server_name_override = cfg->agent_tls_server_name};
     agent_pool *agents;
     if (agent_pool_open(&tls, &agents, err) != 0) {
@@ -251,13 +265,15 @@ static int cmd_hosts_drain(const cp_config *cfg, terr *err)
             if (res.outcome == SBOP_OK) {
                 if (phase == 0) paused++;
                 else moved++;
-                printf("%s %s%s%s\n", phase == 0 ? "paused" : "moved", rows[i].id, phase ? " to " : "",
-                       phase ? res.row.host_id : "");
+                printf("%s %s%s%s\n", phase == 0 ? "paused" : "moved", rows[i].id,
+                       phase ? " to " : "", phase ? res.row.host_id : "");
             } else {
                 failed++;
-                fprintf(stderr, "torpor-cp: %s %s: %s\n", phase == 0 ? "pause" : "move", rows[i].id, res.err.msg);
-                log_warn("event=drain_step_failed host_id=%s sandbox_id=%s step=%s error=\"%s\"", cfg->host_id,
-                         rows[i].id, phase == 0 ? "pause" : "move", log_quote(res.err.msg, q, sizeof q));
+                fprintf(stderr, "torpor-cp: %s %s: %s\n", phase == 0 ? "pause" : "move", rows[i].id,
+                        res.err.msg);
+                log_warn("event=drain_step_failed host_id=%s sandbox_id=%s step=%s error=\"%s\"",
+                         cfg->host_id, rows[i].id, phase == 0 ? "pause" : "move",
+                         log_quote(res.err.msg, q, sizeof q));
             }
             fflush(stdout);
         }
@@ -265,8 +281,12 @@ static int cmd_hosts_drain(const cp_config *cfg, terr *err)
     }
     agent_pool_close(agents);
     db_close(db);
-    log_info("event=host_drained host_id=%s paused=%d moved=%d failed=%d", cfg->host_id, paused, moved, failed);
-    if (failed) return terr_set(err, "%d sandbox(es) of host %s were not moved (see above); run the drain again", failed, cfg->host_id);
+    log_info("event=host_drained host_id=%s paused=%d moved=%d failed=%d", cfg->host_id, paused,
+             moved, failed);
+    if (failed)
+        return terr_set(err,
+                        "%d sandbox(es) of host %s were not moved (see above); run the drain again",
+                        failed, cfg->host_id);
     return 0;
 }
 
@@ -275,21 +295,26 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     terr err;
     db_conn *db;
     if (open_migrated(cfg, &db, &err) != 0) fatal("stage=migrate %s", err.msg);
-    if (db_host_upsert(db, "default", cfg->agent_addr, &err) != 0) fatal("stage=default_host %s", err.msg);
+    if (db_host_upsert(db, "default", cfg->agent_addr, &err) != 0)
+        fatal("stage=default_host %s", err.msg);
     db_close(db);
 
-    rpc_tls_config tls = {.cert_path = cfg->tls_cert, .key_path = cfg->tls_key, .ca_path = cfg->tls_ca,
+    rpc_tls_config tls = {.cert_path = cfg->tls_cert,
+                          .key_path = cfg->tls_key,
+                          .ca_path = cfg->tls_ca,
                           .server_name_override = cfg->agent_tls_server_name};
     agent_pool *agents;
     if (agent_pool_open(&tls, &agents, &err) != 0) fatal("stage=agent_pool %s", err.msg);
     /* The reconciler first: /readyz reports what it sees of each host. */
-    reconciler_config rc_cfg = {.database_url = cfg->database_url, .agents = agents,
+    reconciler_config rc_cfg = {.database_url = cfg->database_url,
+                                .agents = agents,
                                 .interval_sec = cfg->reconcile_interval_sec,
                                 .grace_sec = cfg->transition_grace_sec};
     reconciler *rec;
     if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
     team_limit *long_calls;
-    if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0) fatal("stage=limits %s", err.msg);
+    if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0)
+        fatal("stage=limits %s", err.msg);
     raise_fd_limit(cfg->max_connections);
     /* Before the REST listener: a taken metrics port fails the start
      * before any request is served. */
@@ -316,11 +341,12 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     };
     http_server *http;
     if (http_server_start(&hc, &http, &err) != 0) fatal("stage=http %s", err.msg);
-    log_info("event=cp_ready http=%s port=%d agent=%s threads=%d long_threads=%d team_long_calls=%d "
-             "max_connections=%d reconcile_interval=%g metrics_addr=%s metrics_port=%d",
-             cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads, cfg->http_long_threads,
-             cfg->team_long_calls, cfg->max_connections, cfg->reconcile_interval_sec, cfg->metrics_addr,
-             metrics_http_port(mh));
+    log_info(
+        "event=cp_ready http=%s port=%d agent=%s threads=%d long_threads=%d team_long_calls=%d "
+        "max_connections=%d reconcile_interval=%g metrics_addr=%s metrics_port=%d",
+        cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads,
+        cfg->http_long_threads, cfg->team_long_calls, cfg->max_connections,
+        cfg->reconcile_interval_sec, cfg->metrics_addr, metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=cp_stopping signal=%d", sig);
@@ -361,7 +387,8 @@ int main(int argc, char **argv)
         if (cmd_teams_set_quota(&cfg, &err) != 0) fatal("command=teams_set_quota %s", err.msg);
         return 0;
     case CP_CMD_HOSTS_RESET_IDENTITY:
-        if (cmd_hosts_reset_identity(&cfg, &err) != 0) fatal("command=hosts_reset_identity %s", err.msg);
+        if (cmd_hosts_reset_identity(&cfg, &err) != 0)
+            fatal("command=hosts_reset_identity %s", err.msg);
         return 0;
     case CP_CMD_HOSTS_LIST:
         if (cmd_hosts_list(&cfg, &err) != 0) fatal("command=hosts_list %s", err.msg);
@@ -374,7 +401,8 @@ int main(int argc, char **argv)
         if (cmd_hosts_remove(&cfg, &err) != 0) fatal("command=hosts_remove %s", err.msg);
         return 0;
     case CP_CMD_HOSTS_UNDRAIN:
-        if (cmd_hosts_set_state(&cfg, "ready", &err) != 0) fatal("command=hosts_undrain %s", err.msg);
+        if (cmd_hosts_set_state(&cfg, "ready", &err) != 0)
+            fatal("command=hosts_undrain %s", err.msg);
         return 0;
     default: cmd_serve(&cfg, &sigs); return 0;
     }

@@ -133,7 +133,8 @@ static int apply_one(db_conn *db, const char *dir, const char *name, bool *did, 
         return -1;
     }
     PQclear(r);
-    r = PQexecParams(pg, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL, p, NULL, NULL, 0);
+    r = PQexecParams(pg, "INSERT INTO schema_migrations (version) VALUES ($1)", 1, NULL, p, NULL,
+                     NULL, 0);
     if (PQresultStatus(r) != PGRES_COMMAND_OK) {
         terr_set(err, "record migration %s: %s", name, PQresultErrorMessage(r));
         PQclear(r);

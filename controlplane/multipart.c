@@ -10,7 +10,8 @@ bool multipart_is_form_data(const char *ct)
 {
     if (!ct) return false;
     while (*ct == ' ') ct++;
-    return strncasecmp(ct, "multipart/form-data", 19) == 0 && (ct[19] == '\0' || ct[19] == ';' || ct[19] == ' ');
+    return strncasecmp(ct, "multipart/form-data", 19) == 0 &&
+           (ct[19] == '\0' || ct[19] == ';' || ct[19] == ' ');
 }
 
 int multipart_boundary(const char *ct, char *out, size_t size, terr *err)
@@ -27,7 +28,8 @@ int multipart_boundary(const char *ct, char *out, size_t size, terr *err)
     } else {
         n = strcspn(p, "; \t");
     }
-    if (n == 0 || n > 70 || n + 1 > size) return terr_set(err, "multipart boundary must be 1..70 characters");
+    if (n == 0 || n > 70 || n + 1 > size)
+        return terr_set(err, "multipart boundary must be 1..70 characters");
     memcpy(out, p, n);
     out[n] = '\0';
     return 0;
@@ -65,7 +67,8 @@ int multipart_field(const char *body, size_t len, const char *boundary, const ch
     p += dlen;
     for (;;) {
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') return 0; /* closing delimiter */
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return terr_set(err, "malformed multipart delimiter line");
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+            return terr_set(err, "malformed multipart delimiter line");
         p += 2;
         const char *hdr_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         if (!hdr_end) return terr_set(err, "multipart part has unterminated headers");
@@ -167,7 +170,8 @@ static int process(multipart_stream *m, terr *err)
                 m->wlen = 0;
                 return 0;
             }
-            if (m->work[0] != '\r' || m->work[1] != '\n') return terr_set(err, "malformed multipart delimiter line");
+            if (m->work[0] != '\r' || m->work[1] != '\n')
+                return terr_set(err, "malformed multipart delimiter line");
             consume(m, 2);
             m->state = MS_HEADERS;
             m->hlen = 0;
@@ -180,7 +184,8 @@ static int process(multipart_stream *m, terr *err)
             consume(m, n);
             const char *end = memmem(m->hdr + from, m->hlen - from, "\r\n\r\n", 4);
             if (!end) {
-                if (m->hlen >= MS_HEADERS_MAX) return terr_set(err, "multipart part headers over %d bytes", MS_HEADERS_MAX);
+                if (m->hlen >= MS_HEADERS_MAX)
+                    return terr_set(err, "multipart part headers over %d bytes", MS_HEADERS_MAX);
                 return 0;
             }
             size_t k = (size_t)(end - m->hdr), rest = m->hlen - (k + 4);
@@ -198,9 +203,7 @@ static int process(multipart_stream *m, terr *err)
             m->state = MS_BODY;
             continue;
         }
-        default: /* MS_DONE: the epilogue is ignored */
-            m->wlen = 0;
-            return 0;
+        default: /* MS_DONE: the epilogue is ignored */ m->wlen = 0; return 0;
         }
     }
 }

@@ -39,7 +39,8 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
     case SB_PAUSING:
         if (!past_grace) return db; /* a request thread is still on it */
         if (view == AGENT_VIEW_RUNNING) return SB_RUNNING;
-        if (view == AGENT_VIEW_PAUSED || (view == AGENT_VIEW_ABSENT && auto_paused)) return SB_PAUSED;
+        if (view == AGENT_VIEW_PAUSED || (view == AGENT_VIEW_ABSENT && auto_paused))
+            return SB_PAUSED;
         if (view == AGENT_VIEW_ABSENT) return SB_STOPPED;
         return db; /* the agent is still pausing it */
     case SB_RESUMING:
@@ -54,7 +55,8 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
         if (!past_grace) return db;
         if (view == AGENT_VIEW_RUNNING) return SB_RUNNING;
         /* The create landed and the reaper auto-paused it since. */
-        if (view == AGENT_VIEW_PAUSED || (view == AGENT_VIEW_ABSENT && auto_paused)) return SB_PAUSED;
+        if (view == AGENT_VIEW_PAUSED || (view == AGENT_VIEW_ABSENT && auto_paused))
+            return SB_PAUSED;
         if (view == AGENT_VIEW_ABSENT) return SB_ERROR;
         return db;
     case SB_PAUSED:
@@ -68,8 +70,7 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
          * still holds the sandbox, so it is paused there again. */
         if (past_grace && view == AGENT_VIEW_PAUSED) return SB_PAUSED;
         return db;
-    default: /* stopped, error: final */
-        return db;
+    default: /* stopped, error: final */ return db;
     }
 }
 
@@ -87,8 +88,10 @@ bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, 
  * row's lookup is a binary search: a host may hold 10,000 sandboxes. */
 static int cmp_info(const void *a, const void *b)
 {
-    const Torpor__Hostagent__V1__SandboxInfo *x = *(const Torpor__Hostagent__V1__SandboxInfo *const *)a;
-    const Torpor__Hostagent__V1__SandboxInfo *y = *(const Torpor__Hostagent__V1__SandboxInfo *const *)b;
+    const Torpor__Hostagent__V1__SandboxInfo *x =
+        *(const Torpor__Hostagent__V1__SandboxInfo *const *)a;
+    const Torpor__Hostagent__V1__SandboxInfo *y =
+        *(const Torpor__Hostagent__V1__SandboxInfo *const *)b;
     return strcmp(x && x->sandbox_id ? x->sandbox_id : "", y && y->sandbox_id ? y->sandbox_id : "");
 }
 
@@ -101,24 +104,29 @@ static int cmp_str(const void *a, const void *b)
 static void sort_answer(Torpor__Hostagent__V1__ListSandboxesResponse *resp)
 {
     qsort(resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info);
-    qsort(resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids, sizeof *resp->auto_paused_sandbox_ids,
-          cmp_str);
+    qsort(resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids,
+          sizeof *resp->auto_paused_sandbox_ids, cmp_str);
 }
 
 /* agent_view_of over a sorted answer. */
-static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id, bool *auto_paused)
+static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id,
+                          bool *auto_paused)
 {
     const char *key = id;
     *auto_paused = resp->n_auto_paused_sandbox_ids > 0 &&
                    bsearch(&key, resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids,
                            sizeof *resp->auto_paused_sandbox_ids, cmp_str) != NULL;
-    Torpor__Hostagent__V1__SandboxInfo probe = TORPOR__HOSTAGENT__V1__SANDBOX_INFO__INIT, *pp = &probe;
+    Torpor__Hostagent__V1__SandboxInfo probe = TORPOR__HOSTAGENT__V1__SANDBOX_INFO__INIT,
+                                       *pp = &probe;
     probe.sandbox_id = (char *)id;
     Torpor__Hostagent__V1__SandboxInfo **hit =
-        resp->n_sandboxes ? bsearch(&pp, resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info) : NULL;
+        resp->n_sandboxes
+            ? bsearch(&pp, resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info)
+            : NULL;
     if (!hit) return AGENT_VIEW_ABSENT;
     /* The one-entry answer gives the status mapping of agent_client. */
-    Torpor__Hostagent__V1__ListSandboxesResponse one = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ListSandboxesResponse one =
+        TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
     one.sandboxes = hit;
     one.n_sandboxes = 1;
     bool unused;
@@ -164,7 +172,7 @@ typedef struct host_state {
                        * hold, agent sandboxes under a stopped/error row */
     bool failing;     /* last pass failed: log the next failures at debug level only */
     /* Written under reconciler.mu (read by reconciler_host_reach). */
-    int reachable;    /* the agent answered the last ListSandboxes: 1/0 */
+    int reachable;      /* the agent answered the last ListSandboxes: 1/0 */
     int64_t checked_ms; /* mono_ms of that call */
 } host_state;
 
@@ -237,7 +245,8 @@ static void pass_result_free(pass_result *p)
  * reconciler_is_orphan says so, else suspects for the next pass. Sandboxes
  * without a row of this host are never touched. */
 static int find_orphans(reconciler *r, const db_host *host, const host_state *hs,
-                        const Torpor__Hostagent__V1__ListSandboxesResponse *resp, pass_result *out, terr *err)
+                        const Torpor__Hostagent__V1__ListSandboxesResponse *resp, pass_result *out,
+                        terr *err)
 {
     size_t n = resp->n_sandboxes;
     if (n == 0) return 0;
@@ -256,7 +265,8 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
     /* Only well-formed ids: they are the agent's text, logged and sent back
      * in DestroySandbox (and no row can have another shape). */
     for (size_t i = 0; i < n; i++)
-        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id && limits_sandbox_id_valid(resp->sandboxes[i]->sandbox_id))
+        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id &&
+            limits_sandbox_id_valid(resp->sandboxes[i]->sandbox_id))
             ids[k++] = resp->sandboxes[i]->sandbox_id;
     if (db_sandbox_statuses(r->db, host->id, ids, k, statuses, ages, err) != 0) goto out;
     /* A sandbox whose row names another host (with another agent) and is
@@ -279,7 +289,8 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
         bool seen = id_list_has(&hs->suspects, rowless[i]);
         if (id_list_push(&out->suspects, rowless[i], err) != 0) goto out;
         if (!seen && fages[i] < r->cfg.grace_sec) {
-            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row=another_host", rowless[i], host->id);
+            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row=another_host", rowless[i],
+                     host->id);
             continue;
         }
         if (id_list_push(&out->orphans, rowless[i], err) != 0) goto out;
@@ -288,9 +299,11 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
         if (statuses[i] != SB_STOPPED && statuses[i] != SB_ERROR) continue;
         bool seen = id_list_has(&hs->suspects, ids[i]);
         const char *row = sb_status_name((sb_status)statuses[i]);
-        if (id_list_push(&out->suspects, ids[i], err) != 0) goto out; /* retried if the destroy fails */
+        if (id_list_push(&out->suspects, ids[i], err) != 0)
+            goto out; /* retried if the destroy fails */
         if (!reconciler_is_orphan(statuses[i], ages[i], r->cfg.grace_sec, seen)) {
-            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row_status=%s", ids[i], host->id, row);
+            log_info("event=orphan_suspected sandbox_id=%s host_id=%s row_status=%s", ids[i],
+                     host->id, row);
             continue;
         }
         if (id_list_push(&out->orphans, ids[i], err) != 0) goto out;
@@ -309,8 +322,8 @@ out:
 /* Applies reconciler_decide to the host's rows in one transaction and
  * collects what may be done once it has committed. */
 static int apply(reconciler *r, const db_host *host, const host_state *hs,
-                 const Torpor__Hostagent__V1__ListSandboxesResponse *resp, int64_t list_sent_us, pass_result *out,
-                 terr *err)
+                 const Torpor__Hostagent__V1__ListSandboxesResponse *resp, int64_t list_sent_us,
+                 pass_result *out, terr *err)
 {
     memset(out, 0, sizeof *out);
     if (db_begin(r->db, err) != 0) return -1;
@@ -318,8 +331,8 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
     double *ages = NULL;
     size_t n = 0;
     int *statuses = NULL;
-    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) | BIT(SB_RESUMING) |
-                    BIT(SB_MOVING);
+    unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) |
+                    BIT(SB_RESUMING) | BIT(SB_MOVING);
     if (db_sandbox_lock_for_host(r->db, host->id, mask, &rows, &ages, &n, err) != 0) goto fail;
     for (size_t i = 0; i < n; i++) {
         /* A row written after ListSandboxes was sent (a create or resume that
@@ -336,11 +349,12 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             past_grace = id_list_has(&hs->suspects, rows[i].id);
             if (!past_grace) {
                 if (id_list_push(&out->suspects, rows[i].id, err) != 0) goto fail;
-                log_info("event=paused_sandbox_missing sandbox_id=%s host_id=%s", rows[i].id, host->id);
+                log_info("event=paused_sandbox_missing sandbox_id=%s host_id=%s", rows[i].id,
+                         host->id);
                 continue;
             }
         } else {
-            double grace = rows[i].status == SB_PENDING ? PENDING_GRACE_SEC
+            double grace = rows[i].status == SB_PENDING  ? PENDING_GRACE_SEC
                            : rows[i].status == SB_MOVING ? MOVE_STALE_SEC
                                                          : r->cfg.grace_sec;
             past_grace = ages[i] >= grace;
@@ -348,15 +362,19 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
         sb_status to = reconciler_decide(rows[i].status, view, auto_paused, past_grace);
         if (to == rows[i].status) continue;
         unsigned flags = 0;
-        if (to == SB_RUNNING) flags = DB_SET_ACTIVE | (rows[i].status != SB_PAUSING ? DB_SET_STARTED : 0);
+        if (to == SB_RUNNING)
+            flags = DB_SET_ACTIVE | (rows[i].status != SB_PAUSING ? DB_SET_STARTED : 0);
         bool changed;
-        const char *msg = to == SB_ERROR ? "create was abandoned; the agent does not hold the sandbox"
-                          : rows[i].status == SB_PAUSED ? "the host no longer holds the paused sandbox"
-                                                       : NULL;
-        if (db_sandbox_transition(r->db, rows[i].id, BIT(rows[i].status), to, flags, msg, NULL, &changed, err) != 0)
+        const char *msg =
+            to == SB_ERROR ? "create was abandoned; the agent does not hold the sandbox"
+            : rows[i].status == SB_PAUSED ? "the host no longer holds the paused sandbox"
+                                          : NULL;
+        if (db_sandbox_transition(r->db, rows[i].id, BIT(rows[i].status), to, flags, msg, NULL,
+                                  &changed, err) != 0)
             goto fail;
-        log_info("event=reconcile_change sandbox_id=%s host_id=%s from=%s to=%s auto_paused=%d", rows[i].id,
-                 host->id, sb_status_name(rows[i].status), sb_status_name(to), auto_paused);
+        log_info("event=reconcile_change sandbox_id=%s host_id=%s from=%s to=%s auto_paused=%d",
+                 rows[i].id, host->id, sb_status_name(rows[i].status), sb_status_name(to),
+                 auto_paused);
     }
 
     size_t na = resp->n_auto_paused_sandbox_ids;
@@ -366,15 +384,16 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             terr_set(err, "out of memory");
             goto fail;
         }
-        if (db_sandbox_statuses(r->db, NULL, (const char *const *)resp->auto_paused_sandbox_ids, na, statuses,
-                                NULL, err) != 0)
+        if (db_sandbox_statuses(r->db, NULL, (const char *const *)resp->auto_paused_sandbox_ids, na,
+                                statuses, NULL, err) != 0)
             goto fail;
         for (size_t i = 0; i < na; i++) {
             const char *id = resp->auto_paused_sandbox_ids[i];
             bool unused;
-            bool settled = statuses[i] < 0 || statuses[i] == SB_PAUSED || statuses[i] == SB_STOPPED ||
-                           statuses[i] == SB_ERROR ||
-                           (statuses[i] == SB_RUNNING && view_of(resp, id, &unused) == AGENT_VIEW_RUNNING);
+            bool settled =
+                statuses[i] < 0 || statuses[i] == SB_PAUSED || statuses[i] == SB_STOPPED ||
+                statuses[i] == SB_ERROR ||
+                (statuses[i] == SB_RUNNING && view_of(resp, id, &unused) == AGENT_VIEW_RUNNING);
             if (settled && id_list_push(&out->ack, id, err) != 0) goto fail;
         }
     }
@@ -399,13 +418,14 @@ static void destroy_orphans(const db_host *host, rpc_client *c, const id_list *o
         terr err;
         grpc_status_code st = agent_destroy(c, orphans->ids[i], &err);
         if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
-            log_info("event=orphan_destroyed sandbox_id=%s host_id=%s agent_not_found=%d", orphans->ids[i],
-                     host->id, st == GRPC_STATUS_NOT_FOUND);
+            log_info("event=orphan_destroyed sandbox_id=%s host_id=%s agent_not_found=%d",
+                     orphans->ids[i], host->id, st == GRPC_STATUS_NOT_FOUND);
         } else {
             /* Still a suspect: the next pass tries again. */
             char q[LOG_QUOTE_MAX];
-            log_warn("event=orphan_destroy_failed sandbox_id=%s host_id=%s grpc_status=%d error=\"%s\"",
-                     orphans->ids[i], host->id, (int)st, log_quote(err.msg, q, sizeof q));
+            log_warn(
+                "event=orphan_destroy_failed sandbox_id=%s host_id=%s grpc_status=%d error=\"%s\"",
+                orphans->ids[i], host->id, (int)st, log_quote(err.msg, q, sizeof q));
         }
     }
 }
@@ -417,7 +437,8 @@ static bool agent_id_safe(const char *id)
     if (n >= 64) return false;
     for (size_t i = 0; i < n; i++) {
         char c = id[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-'))
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-'))
             return false;
     }
     return true;
@@ -434,25 +455,30 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
     char recorded[64];
     bool found;
     /* A malformed id is never recorded: it always reads as a mismatch. */
-    if (db_host_claim_identity(r->db, host->id, safe ? got : "", recorded, &found, err) != 0) return -1;
+    if (db_host_claim_identity(r->db, host->id, safe ? got : "", recorded, &found, err) != 0)
+        return -1;
     if (!found) return terr_set(err, "host %s was removed", host->id);
     if (safe && strcmp(recorded, got) == 0) {
-        if (*got && !*host->agent_id)
-            /* got passed the agent-id shape check (safe) */
-            log_info("event=agent_identity_recorded host_id=%s agent_id=%s addr=%s", host->id, got, host->address);
+        if (*got && !*host->agent_id) /* got passed the agent-id shape check (safe) */
+            log_info("event=agent_identity_recorded host_id=%s agent_id=%s addr=%s", host->id, got,
+                     host->address);
         return 0;
     }
     char q[LOG_QUOTE_MAX];
-    log_error("event=agent_identity_mismatch host_id=%s addr=%s expected=%s got=\"%s\" rows_changed=0 "
-              "note=\"a different agent answers at this host's address; nothing is changed for the host until "
-              "the address points at its agent again, or, if the agent was replaced on purpose, "
-              "torpor-cp hosts reset-identity --id %s\"",
-              host->id, host->address, *recorded ? recorded : "(none)", log_quote(*got ? got : "(none)", q, sizeof q),
-              host->id);
+    log_error(
+        "event=agent_identity_mismatch host_id=%s addr=%s expected=%s got=\"%s\" rows_changed=0 "
+        "note=\"a different agent answers at this host's address; nothing is changed for the host until "
+        "the address points at its agent again, or, if the agent was replaced on purpose, "
+        "torpor-cp hosts reset-identity --id %s\"",
+        host->id, host->address, *recorded ? recorded : "(none)",
+        log_quote(*got ? got : "(none)", q, sizeof q), host->id);
     /* Whatever was suspected came from another agent's answers. */
     id_list_free(&hs->suspects);
     return terr_set(err, "agent identity mismatch on host %s (expected %s, got %s)", host->id,
-                    *recorded ? recorded : "(none)", !safe ? "(malformed)" : *got ? got : "(none)");
+                    *recorded ? recorded : "(none)",
+                    !safe  ? "(malformed)"
+                    : *got ? got
+                           : "(none)");
 }
 
 /* The health probe: GetHostInfo with AGENT_DEADLINE_PROBE_MS, its answer
@@ -479,7 +505,8 @@ static int probe(reconciler *r, const db_host *host, rpc_client *c, terr *err)
     }
     if (rc != 0) {
         char q[LOG_QUOTE_MAX];
-        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
+                  log_quote(dberr.msg, q, sizeof q));
     } else if (strcmp(before, after) != 0) {
         log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
     }
@@ -494,7 +521,8 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
         note_reach(r, hs, false);
         char before[16], after[16];
         terr dberr;
-        if (db_host_record_failure(r->db, host->id, before, after, &dberr) == 0 && strcmp(before, after) != 0)
+        if (db_host_record_failure(r->db, host->id, before, after, &dberr) == 0 &&
+            strcmp(before, after) != 0)
             log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
         return -1;
     }
@@ -527,8 +555,8 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
     pass_result pr;
     size_t n_agent = resp->n_sandboxes;
     int rc = apply(r, host, hs, resp, list_sent_us, &pr, err);
-    log_debug("event=reconcile_timing host_id=%s agent_sandboxes=%zu list_ms=%lld apply_ms=%lld", host->id, n_agent,
-              (long long)(t_listed - t0), (long long)(mono_ms() - t_listed));
+    log_debug("event=reconcile_timing host_id=%s agent_sandboxes=%zu list_ms=%lld apply_ms=%lld",
+              host->id, n_agent, (long long)(t_listed - t0), (long long)(mono_ms() - t_listed));
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     if (rc != 0) return terr_wrap(err, "reconcile host %s", host->id); /* acknowledges nothing */
     id_list_free(&hs->suspects);
@@ -543,7 +571,8 @@ static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, te
         if (st == GRPC_STATUS_OK) {
             protobuf_c_message_free_unpacked(&resp2->base, NULL);
             for (size_t i = 0; i < pr.ack.n; i++)
-                log_info("event=auto_pause_acked sandbox_id=%s host_id=%s", pr.ack.ids[i], host->id);
+                log_info("event=auto_pause_acked sandbox_id=%s host_id=%s", pr.ack.ids[i],
+                         host->id);
         } else {
             char q[LOG_QUOTE_MAX];
             log_warn("event=ack_deferred host_id=%s count=%zu error=\"%s\"", host->id, pr.ack.n,
@@ -570,12 +599,14 @@ int reconciler_run_once(reconciler *r, terr *err)
         terr herr;
         char hq[LOG_QUOTE_MAX];
         if (db_try_advisory_lock(r->db, key, &locked, &herr) != 0) {
-            log_warn("event=reconcile_lock_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
+            log_warn("event=reconcile_lock_failed host_id=%s error=\"%s\"", hosts[i].id,
+                     log_quote(herr.msg, hq, sizeof hq));
             rc = -1;
             continue;
         }
         if (!locked) {
-            log_debug("event=reconcile_skip host_id=%s reason=locked_by_other_replica", hosts[i].id);
+            log_debug("event=reconcile_skip host_id=%s reason=locked_by_other_replica",
+                      hosts[i].id);
             continue;
         }
         host_state *hs = state_for(r, hosts[i].id);
@@ -586,9 +617,11 @@ int reconciler_run_once(reconciler *r, terr *err)
         if (!ok) {
             /* One warning per outage, not one per pass. */
             if (hs && hs->failing)
-                log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
+                log_debug("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id,
+                          log_quote(herr.msg, hq, sizeof hq));
             else
-                log_warn("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
+                log_warn("event=reconcile_failed host_id=%s error=\"%s\"", hosts[i].id,
+                         log_quote(herr.msg, hq, sizeof hq));
             if (hs) hs->failing = true;
             rc = -1;
         } else if (hs && hs->failing) {
@@ -596,7 +629,8 @@ int reconciler_run_once(reconciler *r, terr *err)
             log_info("event=reconcile_recovered host_id=%s", hosts[i].id);
         }
         if (db_advisory_unlock(r->db, key, &herr) != 0)
-            log_warn("event=reconcile_unlock_failed host_id=%s error=\"%s\"", hosts[i].id, log_quote(herr.msg, hq, sizeof hq));
+            log_warn("event=reconcile_unlock_failed host_id=%s error=\"%s\"", hosts[i].id,
+                     log_quote(herr.msg, hq, sizeof hq));
     }
     free(hosts);
     if (rc != 0) terr_set(err, "some hosts were not reconciled (see the log)");
@@ -613,8 +647,7 @@ static void *reconciler_main(void *arg)
         reconciler_run_once(r, &err); /* failures are logged per host */
         pthread_mutex_lock(&r->mu);
         struct timespec ts = mono_deadline((int64_t)(r->cfg.interval_sec * 1e3));
-        while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &ts) == 0) {
-        }
+        while (!r->stop && pthread_cond_timedwait(&r->cond, &r->mu, &ts) == 0) {}
     }
     pthread_mutex_unlock(&r->mu);
     return NULL;

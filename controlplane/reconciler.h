@@ -60,7 +60,8 @@ sb_status reconciler_decide(sb_status db, agent_view view, bool auto_paused, boo
  * host being reconciled, -1 when it has none there. True when it must be
  * destroyed: only a stopped/error row, seen on the last pass too or older
  * than grace_sec. No row is never an orphan (it is someone else's). */
-bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec, bool seen_last_pass);
+bool reconciler_is_orphan(int row_status, double row_age_sec, double grace_sec,
+                          bool seen_last_pass);
 
 /* A moving row not refreshed for this long lost its mover (sandbox_move.c
  * refreshes it while the files stream): it becomes paused again on its

@@ -54,7 +54,8 @@ int sb_status_parse_filter(const char *list, unsigned *mask, terr *err)
 
 static int set_time(json_t *o, const char *key, int64_t us, bool nullable, terr *err)
 {
-    if (us == 0 && nullable) return json_object_set_new(o, key, json_null()) == 0 ? 0 : terr_set(err, "out of memory");
+    if (us == 0 && nullable)
+        return json_object_set_new(o, key, json_null()) == 0 ? 0 : terr_set(err, "out of memory");
     char buf[TIME_RFC3339_LEN];
     if (time_util_format_rfc3339(us, buf, err) != 0) return -1;
     return json_object_set_new(o, key, json_string(buf)) == 0 ? 0 : terr_set(err, "out of memory");
@@ -64,8 +65,8 @@ json_t *sandbox_row_to_json(const sandbox_row *r, terr *err)
 {
     json_t *o = json_pack("{s:s, s:s, s:s, s:i, s:i, s:i, s:i, s:s}", "id", r->id, "status",
                           sb_status_name(r->status), "template", r->template_name, "vcpus",
-                          r->vcpus, "memory_mb", r->memory_mb, "disk_mb", r->disk_mb, "timeout_sec", r->timeout_sec,
-                          "host_id", r->host_id);
+                          r->vcpus, "memory_mb", r->memory_mb, "disk_mb", r->disk_mb, "timeout_sec",
+                          r->timeout_sec, "host_id", r->host_id);
     if (!o) {
         terr_set(err, "out of memory building sandbox JSON");
         return NULL;
@@ -79,13 +80,15 @@ json_t *sandbox_row_to_json(const sandbox_row *r, terr *err)
                      ? r->last_active_at_us + (int64_t)r->timeout_sec * 1000000
                      : 0,
                  true, err) ||
-        (r->host_status[0] && json_object_set_new(o, "host_status", json_string(r->host_status)) != 0 &&
+        (r->host_status[0] &&
+         json_object_set_new(o, "host_status", json_string(r->host_status)) != 0 &&
          terr_set(err, "out of memory"))) {
         json_decref(o);
         return NULL;
     }
-    json_t *net = r->network[0] ? json_loads(r->network, 0, NULL)
-                                : json_pack("{s:s, s:[], s:[]}", "egress", "allow", "allow", "deny");
+    json_t *net = r->network[0]
+                      ? json_loads(r->network, 0, NULL)
+                      : json_pack("{s:s, s:[], s:[]}", "egress", "allow", "allow", "deny");
     if (!net || json_object_set_new(o, "network", net) != 0 ||
         json_object_set_new(o, "auto_resume", json_boolean(r->auto_resume)) != 0) {
         terr_set(err, "building sandbox JSON: bad network policy in the row");

@@ -27,10 +27,9 @@ typedef enum sb_status {
 
 #define SB_STATUS_BIT(s) (1u << (s))
 /* What GET /v1/sandboxes shows without a filter: all but stopped and error. */
-#define SB_STATUS_MASK_ACTIVE                                                              \
-    (SB_STATUS_BIT(SB_PENDING) | SB_STATUS_BIT(SB_RUNNING) |                \
-     SB_STATUS_BIT(SB_PAUSING) | SB_STATUS_BIT(SB_PAUSED) |                 \
-     SB_STATUS_BIT(SB_RESUMING) | SB_STATUS_BIT(SB_MOVING))
+#define SB_STATUS_MASK_ACTIVE                                                            \
+    (SB_STATUS_BIT(SB_PENDING) | SB_STATUS_BIT(SB_RUNNING) | SB_STATUS_BIT(SB_PAUSING) | \
+     SB_STATUS_BIT(SB_PAUSED) | SB_STATUS_BIT(SB_RESUMING) | SB_STATUS_BIT(SB_MOVING))
 
 const char *sb_status_name(sb_status s);
 /* -1 for an unknown name. */
@@ -53,7 +52,7 @@ typedef struct sandbox_row {
     int vcpus;
     int memory_mb;
     int timeout_sec;
-    int disk_mb;               /* root disk size (templates with one) */
+    int disk_mb; /* root disk size (templates with one) */
     /* Input only (db_sandbox_insert): the create-time env as a JSON object
      * text, borrowed; NULL = {}. Rows read back leave it NULL (the env is
      * read on its own by db_sandbox_env, for exec). */
@@ -62,7 +61,7 @@ typedef struct sandbox_row {
     int64_t started_at_us;     /* 0 = null */
     int64_t last_active_at_us; /* 0 = null */
     int64_t last_updated_us;
-    char host_status[16];      /* its host's status (db_host.status); "" = unknown */
+    char host_status[16]; /* its host's status (db_host.status); "" = unknown */
     bool auto_resume;
     char access_token_hash[65];        /* for the insert only; never read back */
     char network[SANDBOX_NETWORK_MAX]; /* canonical JSON {"egress","allow","deny"}; "" = default */

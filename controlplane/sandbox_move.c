@@ -41,8 +41,9 @@ static grpc_status_code copy_file(const sbop_ctx *c, rpc_client *src, rpc_client
             *what = "read from the source host";
             return GRPC_STATUS_DATA_LOSS;
         }
-        st = agent_transfer_write_chunk(dst, id, f->name, off, chunk->zero_len > 0 ? NULL : chunk->data.data,
-                               chunk->zero_len > 0 ? 0 : chunk->data.len, chunk->zero_len, err);
+        st = agent_transfer_write_chunk(
+            dst, id, f->name, off, chunk->zero_len > 0 ? NULL : chunk->data.data,
+            chunk->zero_len > 0 ? 0 : chunk->data.len, chunk->zero_len, err);
         protobuf_c_message_free_unpacked(&chunk->base, NULL);
         if (st != GRPC_STATUS_OK) {
             *what = "write to the target host";

@@ -19,10 +19,7 @@
 
 /* ------------------------------------------------------------ outcomes */
 
-static void set_outcome(sbop_result *res, sbop_outcome o)
-{
-    res->outcome = o;
-}
+static void set_outcome(sbop_result *res, sbop_outcome o) { res->outcome = o; }
 
 /* Hosts a create tries before answering no capacity. */
 #define CREATE_MAX_HOSTS 16
@@ -83,22 +80,24 @@ static int require_running(sbop_result *res)
 }
 
 /* The agent client of host (the row's); -1 with the outcome set. */
-static int agent_of_host(const sbop_ctx *c, sbop_result *res, const db_host *host, rpc_client **client)
+static int agent_of_host(const sbop_ctx *c, sbop_result *res, const db_host *host,
+                         rpc_client **client)
 {
     const sandbox_row *row = &res->row;
     if (strcmp(host->status, "unreachable") == 0) {
         /* Not asked at all: a frozen agent would hold the call until its deadline. */
-        terr_set(&res->err,
-                 "host %s of sandbox %s is unreachable (its agent has not answered for %.0f s); the sandbox keeps "
-                 "its status and can be used again once the host answers",
-                 row->host_id, row->id, host->last_seen_age_sec < 0 ? 0 : host->last_seen_age_sec);
+        terr_set(
+            &res->err,
+            "host %s of sandbox %s is unreachable (its agent has not answered for %.0f s); the sandbox keeps "
+            "its status and can be used again once the host answers",
+            row->host_id, row->id, host->last_seen_age_sec < 0 ? 0 : host->last_seen_age_sec);
         set_outcome(res, SBOP_HOST_UNREACHABLE);
         return -1;
     }
     if (agent_pool_get(c->agents, host, client, &res->err) != 0) {
         char q[LOG_QUOTE_MAX];
-        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id, row->id,
-                  log_quote(res->err.msg, q, sizeof q));
+        log_error("event=agent_connect_failed host_id=%s sandbox_id=%s error=\"%s\"", row->host_id,
+                  row->id, log_quote(res->err.msg, q, sizeof q));
         set_outcome(res, SBOP_AGENT_UNREACHABLE);
         return -1;
     }
@@ -131,7 +130,8 @@ void sandbox_ops_touch(const sbop_ctx *c, const char *id)
      * last_active_at in the REST view, so it is logged, not answered. */
     if (db_sandbox_touch(c->db, id, &changed, &err) != 0) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", id, log_quote(err.msg, q, sizeof q));
+        log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", id,
+                 log_quote(err.msg, q, sizeof q));
     }
 }
 
@@ -142,22 +142,24 @@ static void mark_stopped(const sbop_ctx *c, const char *id, sb_status from)
     terr dberr;
     if (db_sandbox_transition(c->db, id, BIT(from), SB_STOPPED, 0, NULL, NULL, &ch, &dberr) != 0) {
         char q[LOG_QUOTE_MAX];
-        log_error("event=mark_stopped_failed sandbox_id=%s error=\"%s\"", id, log_quote(dberr.msg, q, sizeof q));
+        log_error("event=mark_stopped_failed sandbox_id=%s error=\"%s\"", id,
+                  log_quote(dberr.msg, q, sizeof q));
     }
 }
 
 /* Asks the agent what it holds about id and moves the row from `from`
  * accordingly. Returns the status the row ends in, or `from` when the agent
  * could not be asked or reports a transition still in progress. */
-static sb_status settle_from_agent(const sbop_ctx *c, rpc_client *client, const char *id, sb_status from,
-                                   sandbox_row *out)
+static sb_status settle_from_agent(const sbop_ctx *c, rpc_client *client, const char *id,
+                                   sb_status from, sandbox_row *out)
 {
     Torpor__Hostagent__V1__ListSandboxesResponse *resp;
     terr err;
     char q[LOG_QUOTE_MAX];
     grpc_status_code st = agent_list(client, NULL, 0, &resp, &err);
     if (st != GRPC_STATUS_OK) {
-        log_warn("event=settle_list_failed sandbox_id=%s error=\"%s\"", id, log_quote(err.msg, q, sizeof q));
+        log_warn("event=settle_list_failed sandbox_id=%s error=\"%s\"", id,
+                 log_quote(err.msg, q, sizeof q));
         return from;
     }
     bool auto_paused;
@@ -165,13 +167,16 @@ static sb_status settle_from_agent(const sbop_ctx *c, rpc_client *client, const 
     protobuf_c_message_free_unpacked(&resp->base, NULL);
     sb_status to = reconciler_decide(from, view, auto_paused, true);
     if (to == from) return from;
-    unsigned flags = to == SB_RUNNING ? DB_SET_ACTIVE | (from != SB_PAUSING ? DB_SET_STARTED : 0) : 0;
+    unsigned flags =
+        to == SB_RUNNING ? DB_SET_ACTIVE | (from != SB_PAUSING ? DB_SET_STARTED : 0) : 0;
     bool changed;
     if (db_sandbox_transition(c->db, id, BIT(from), to, flags, NULL, out, &changed, &err) != 0) {
-        log_error("event=settle_write_failed sandbox_id=%s error=\"%s\"", id, log_quote(err.msg, q, sizeof q));
+        log_error("event=settle_write_failed sandbox_id=%s error=\"%s\"", id,
+                  log_quote(err.msg, q, sizeof q));
         return from;
     }
-    log_info("event=sandbox_settled sandbox_id=%s from=%s to=%s", id, sb_status_name(from), sb_status_name(to));
+    log_info("event=sandbox_settled sandbox_id=%s from=%s to=%s", id, sb_status_name(from),
+             sb_status_name(to));
     return changed ? to : from;
 }
 
@@ -190,13 +195,15 @@ static void destroy_unowned(rpc_client *client, const char *id, const char *row_
     terr err;
     grpc_status_code st = agent_destroy(client, id, &err);
     if (st == GRPC_STATUS_OK || st == GRPC_STATUS_NOT_FOUND) {
-        log_info("event=sandbox_create_orphan_destroyed sandbox_id=%s row_status=%s", id, row_status);
+        log_info("event=sandbox_create_orphan_destroyed sandbox_id=%s row_status=%s", id,
+                 row_status);
         return;
     }
     /* The reconciler's orphan sweep retries it. */
     char q[LOG_QUOTE_MAX];
-    log_warn("event=sandbox_create_orphan_destroy_failed sandbox_id=%s row_status=%s grpc_status=%d error=\"%s\"",
-             id, row_status, (int)st, log_quote(err.msg, q, sizeof q));
+    log_warn(
+        "event=sandbox_create_orphan_destroy_failed sandbox_id=%s row_status=%s grpc_status=%d error=\"%s\"",
+        id, row_status, (int)st, log_quote(err.msg, q, sizeof q));
 }
 
 /* The create reached a definite end at the agent; settle the pending row. */
@@ -205,8 +212,8 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
     sandbox_row *row = &res->row;
     bool changed;
     terr dberr;
-    if (db_sandbox_transition(c->db, row->id, BIT(SB_PENDING), SB_RUNNING, DB_SET_STARTED | DB_SET_ACTIVE, NULL,
-                              row, &changed, &dberr) != 0) {
+    if (db_sandbox_transition(c->db, row->id, BIT(SB_PENDING), SB_RUNNING,
+                              DB_SET_STARTED | DB_SET_ACTIVE, NULL, row, &changed, &dberr) != 0) {
         /* The VM exists but its row could not be written: the reconciler's
          * pending rule will find it running on the agent. */
         internal(res, &dberr);
@@ -233,7 +240,8 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
                  found ? sb_status_name(row->status) : "gone");
         return;
     }
-    log_info("event=sandbox_created sandbox_id=%s duration_ms=%lld", row->id, (long long)(mono_ms() - t0));
+    log_info("event=sandbox_created sandbox_id=%s duration_ms=%lld", row->id,
+             (long long)(mono_ms() - t0));
     set_outcome(res, SBOP_OK);
 }
 
@@ -243,19 +251,26 @@ int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **
     terr dberr;
     Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
     grpc_status_code st = GRPC_STATUS_UNAVAILABLE;
-    if (agent_pool_get(c->agents, host, client, err) == 0) st = agent_host_info(*client, AGENT_DEADLINE_PROBE_MS, &info, err);
+    if (agent_pool_get(c->agents, host, client, err) == 0)
+        st = agent_host_info(*client, AGENT_DEADLINE_PROBE_MS, &info, err);
     if (st != GRPC_STATUS_OK) {
         if (db_host_record_failure(c->db, host->id, before, after, &dberr) != 0)
-            log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
-        log_warn("event=host_probe_failed host_id=%s op=create grpc_status=%d status=%s error=\"%s\"", host->id, (int)st,
-                 after[0] ? after : "?", log_quote(err->msg, q, sizeof q));
+            log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
+                      log_quote(dberr.msg, q, sizeof q));
+        log_warn(
+            "event=host_probe_failed host_id=%s op=create grpc_status=%d status=%s error=\"%s\"",
+            host->id, (int)st, after[0] ? after : "?", log_quote(err->msg, q, sizeof q));
         return -1;
     }
-    db_host_info hi = {.memory_total_mb = info->memory_total_mb, .memory_reserved_mb = info->memory_reserved_mb,
-                       .disk_free_mb = info->disk_free_mb, .vcpus = info->vcpus,
-                       .templates = (const char *const *)info->templates_ready, .n_templates = info->n_templates_ready};
+    db_host_info hi = {.memory_total_mb = info->memory_total_mb,
+                       .memory_reserved_mb = info->memory_reserved_mb,
+                       .disk_free_mb = info->disk_free_mb,
+                       .vcpus = info->vcpus,
+                       .templates = (const char *const *)info->templates_ready,
+                       .n_templates = info->n_templates_ready};
     if (db_host_record_answer(c->db, host->id, &hi, before, after, &dberr) != 0)
-        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id, log_quote(dberr.msg, q, sizeof q));
+        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
+                  log_quote(dberr.msg, q, sizeof q));
     protobuf_c_message_free_unpacked(&info->base, NULL);
     return 0;
 }
@@ -266,8 +281,8 @@ int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **
 /* One create attempt on host, whose agent (client) just answered the probe.
  * Returns 1 when the host refused for lack of capacity (admission control:
  * nothing created, row removed, *full = its message), else 0 with res set. */
-static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *host,
-                          rpc_client *client, sbop_result *res, terr *full)
+static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char *image,
+                          const db_host *host, rpc_client *client, sbop_result *res, terr *full)
 {
     terr err;
     sandbox_row row = {0};
@@ -290,7 +305,8 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
     snprintf(row.network, sizeof row.network, "%s", spec->network);
     snprintf(res->row.id, sizeof res->row.id, "%s", row.id);
     bool over;
-    if (db_sandbox_insert_within_quota(c->db, &row, &res->row, &over, res->err.msg, sizeof res->err.msg, &err) != 0) {
+    if (db_sandbox_insert_within_quota(c->db, &row, &res->row, &over, res->err.msg,
+                                       sizeof res->err.msg, &err) != 0) {
         internal(res, &err);
         return 0;
     }
@@ -299,9 +315,11 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
         set_outcome(res, SBOP_QUOTA_EXCEEDED);
         return 0;
     }
-    log_info("event=sandbox_create_start sandbox_id=%s host_id=%s template=%s vcpus=%d memory_mb=%d "
-             "disk_mb=%d timeout_sec=%d",
-             row.id, host->id, row.template_name, row.vcpus, row.memory_mb, res->row.disk_mb, row.timeout_sec);
+    log_info(
+        "event=sandbox_create_start sandbox_id=%s host_id=%s template=%s vcpus=%d memory_mb=%d "
+        "disk_mb=%d timeout_sec=%d",
+        row.id, host->id, row.template_name, row.vcpus, row.memory_mb, res->row.disk_mb,
+        row.timeout_sec);
 
     int64_t t0 = mono_ms();
     sandbox_row arow = res->row; /* the agent gets the image, the row keeps the name */
@@ -344,16 +362,19 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
         int http;
         const char *ecode;
         agent_status_to_http(st, &http, &ecode);
-        log_warn("event=sandbox_create_unknown sandbox_id=%s host_id=%s grpc_status=%d http_status=%d error=\"%s\"",
-                 row.id, host->id, (int)st, http, log_quote(err.msg, q, sizeof q));
+        log_warn(
+            "event=sandbox_create_unknown sandbox_id=%s host_id=%s grpc_status=%d http_status=%d error=\"%s\"",
+            row.id, host->id, (int)st, http, log_quote(err.msg, q, sizeof q));
         char msg[sizeof err.msg];
         snprintf(msg, sizeof msg, "%s", err.msg);
         bool ch;
-        terr_set(&res->err,
-                 "agent on host %s did not answer in time (%s); sandbox %s is error, and a VM the agent may still "
-                 "create for it will be destroyed by the reconciler",
-                 host->id, msg, row.id);
-        if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, res->err.msg, NULL, &ch, &dberr) != 0)
+        terr_set(
+            &res->err,
+            "agent on host %s did not answer in time (%s); sandbox %s is error, and a VM the agent may still "
+            "create for it will be destroyed by the reconciler",
+            host->id, msg, row.id);
+        if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, res->err.msg, NULL,
+                                  &ch, &dberr) != 0)
             log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id,
                       log_quote(dberr.msg, q, sizeof q));
         res->grpc = st;
@@ -361,15 +382,16 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
         return 0;
     }
     bool changed;
-    if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed, &dberr) != 0)
+    if (db_sandbox_transition(c->db, row.id, BIT(SB_PENDING), SB_ERROR, 0, err.msg, NULL, &changed,
+                              &dberr) != 0)
         log_error("event=sandbox_mark_error_failed sandbox_id=%s error=\"%s\"", row.id,
                   log_quote(dberr.msg, q, sizeof q));
     agent_failed(res, st, &err);
     return 0;
 }
 
-void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *on_host,
-                           sbop_result *res)
+void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image,
+                           const db_host *on_host, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     terr full = {{0}};
@@ -378,14 +400,17 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
     if (on_host) {
         /* A team template is ready on this host only: no other to try. */
         if (sandbox_ops_probe_host(c, on_host, &client, &perr) != 0) {
-            terr_set(&res->err, "host %s, the only one with this template ready, did not answer (%s); retry later",
-                     on_host->id, perr.msg);
+            terr_set(
+                &res->err,
+                "host %s, the only one with this template ready, did not answer (%s); retry later",
+                on_host->id, perr.msg);
             set_outcome(res, SBOP_NO_CAPACITY);
             return;
         }
         if (create_on_host(c, spec, image, on_host, client, res, &full) == 0) return;
         terr err;
-        terr_set(&err, "no capacity on host %s, the only one with this template ready: %s", on_host->id, full.msg);
+        terr_set(&err, "no capacity on host %s, the only one with this template ready: %s",
+                 on_host->id, full.msg);
         agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
         return;
     }
@@ -400,8 +425,8 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
         db_host host;
         bool found = false;
         terr err;
-        if (db_host_pick(c->db, spec->memory_mb, any_template ? NULL : spec->template_name, skip, n_skip, &host,
-                         &found, &err) != 0) {
+        if (db_host_pick(c->db, spec->memory_mb, any_template ? NULL : spec->template_name, skip,
+                         n_skip, &host, &found, &err) != 0) {
             memset(res, 0, sizeof *res);
             internal(res, &err);
             return;
@@ -426,14 +451,17 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
     if (n_full > 0) {
         /* Agents answered, and said they were full. */
         terr err;
-        terr_set(&err, "no capacity: %zu host(s) tried, %zu full (last: %s)", n_skip, n_full, full.msg);
+        terr_set(&err, "no capacity: %zu host(s) tried, %zu full (last: %s)", n_skip, n_full,
+                 full.msg);
         agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
         return;
     }
-    terr_set(&res->err, "no host has room for a %d MiB sandbox of template %s (%zu host(s) did not answer); retry later",
+    terr_set(
+        &res->err,
+        "no host has room for a %d MiB sandbox of template %s (%zu host(s) did not answer); retry later",
+        spec->memory_mb, spec->template_name, n_skip);
+    log_warn("event=sandbox_no_capacity memory_mb=%d template=%s hosts_unanswered=%zu",
              spec->memory_mb, spec->template_name, n_skip);
-    log_warn("event=sandbox_no_capacity memory_mb=%d template=%s hosts_unanswered=%zu", spec->memory_mb,
-             spec->template_name, n_skip);
     set_outcome(res, SBOP_NO_CAPACITY);
 }
 
@@ -453,7 +481,9 @@ void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
         return;
     } /* idempotent: already gone */
     if (res->row.status == SB_MOVING) {
-        conflict(res, "sandbox is being moved to another host (status: moving); retry when it is paused");
+        conflict(
+            res,
+            "sandbox is being moved to another host (status: moving); retry when it is paused");
         return;
     }
     rpc_client *client;
@@ -466,12 +496,12 @@ void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
     }
     bool changed;
     unsigned from = ~(BIT(SB_STOPPED) | BIT(SB_MOVING)) & ((1u << SB_STATUS_COUNT) - 1);
-    if (db_sandbox_transition(c->db, id, from, SB_STOPPED, 0, NULL, NULL, &changed, &err) != 0)
-        {
+    if (db_sandbox_transition(c->db, id, from, SB_STOPPED, 0, NULL, NULL, &changed, &err) != 0) {
         internal(res, &err);
         return;
     }
-    log_info("event=sandbox_destroyed sandbox_id=%s agent_not_found=%d", id, st == GRPC_STATUS_NOT_FOUND);
+    log_info("event=sandbox_destroyed sandbox_id=%s agent_not_found=%d", id,
+             st == GRPC_STATUS_NOT_FOUND);
     set_outcome(res, SBOP_OK);
 }
 
@@ -487,8 +517,8 @@ void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res)
     terr err;
     /* pausing before the RPC, so the reconciler never takes the VM's
      * disappearance for a crash. */
-    if (db_sandbox_transition(c->db, id, BIT(SB_RUNNING), SB_PAUSING, 0, NULL, &res->row, &changed, &err) != 0)
-        {
+    if (db_sandbox_transition(c->db, id, BIT(SB_RUNNING), SB_PAUSING, 0, NULL, &res->row, &changed,
+                              &err) != 0) {
         internal(res, &err);
         return;
     }
@@ -500,21 +530,21 @@ void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res)
     grpc_status_code st = agent_pause(client, id, &err);
     if (st == GRPC_STATUS_OK) {
         terr dberr;
-        if (db_sandbox_transition(c->db, id, BIT(SB_PAUSING), SB_PAUSED, 0, NULL, &res->row, &changed, &dberr) !=
-            0)
-            {
-        internal(res, &dberr);
-        return;
-    }
+        if (db_sandbox_transition(c->db, id, BIT(SB_PAUSING), SB_PAUSED, 0, NULL, &res->row,
+                                  &changed, &dberr) != 0) {
+            internal(res, &dberr);
+            return;
+        }
         if (!changed) {
-        conflict_now(c, id, "sandbox changed state during the pause", res);
-        return;
-    }
-        log_info("event=sandbox_paused sandbox_id=%s duration_ms=%lld", id, (long long)(mono_ms() - t0));
+            conflict_now(c, id, "sandbox changed state during the pause", res);
+            return;
+        }
+        log_info("event=sandbox_paused sandbox_id=%s duration_ms=%lld", id,
+                 (long long)(mono_ms() - t0));
         {
-        set_outcome(res, SBOP_OK);
-        return;
-    }
+            set_outcome(res, SBOP_OK);
+            return;
+        }
     }
     /* The pause failed: find out where the sandbox really is. */
     sb_status now = settle_from_agent(c, client, id, SB_PAUSING, &res->row);
@@ -530,8 +560,7 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     if (load(c, id, res) != 0) return;
-    if (res->row.status != SB_PAUSED)
-        {
+    if (res->row.status != SB_PAUSED) {
         conflict(res, "sandbox is not paused (status: %s)", sb_status_name(res->row.status));
         return;
     }
@@ -539,8 +568,8 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
     if (agent_for(c, res, &client) != 0) return;
     bool changed;
     terr err;
-    if (db_sandbox_transition(c->db, id, BIT(SB_PAUSED), SB_RESUMING, 0, NULL, &res->row, &changed, &err) != 0)
-        {
+    if (db_sandbox_transition(c->db, id, BIT(SB_PAUSED), SB_RESUMING, 0, NULL, &res->row, &changed,
+                              &err) != 0) {
         internal(res, &err);
         return;
     }
@@ -552,22 +581,22 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
     grpc_status_code st = agent_resume(client, id, res->row.timeout_sec, &err);
     terr dberr;
     if (st == GRPC_STATUS_OK) {
-        if (db_sandbox_transition(c->db, id, BIT(SB_RESUMING), SB_RUNNING, DB_SET_STARTED | DB_SET_ACTIVE, NULL,
-                                  &res->row, &changed, &dberr) != 0)
-            {
-        internal(res, &dberr);
-        return;
-    }
+        if (db_sandbox_transition(c->db, id, BIT(SB_RESUMING), SB_RUNNING,
+                                  DB_SET_STARTED | DB_SET_ACTIVE, NULL, &res->row, &changed,
+                                  &dberr) != 0) {
+            internal(res, &dberr);
+            return;
+        }
         if (!changed) {
-        conflict_now(c, id, "sandbox changed state during the resume", res);
-        return;
-    }
-        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld", id, res->row.timeout_sec,
-                 (long long)(mono_ms() - t0));
+            conflict_now(c, id, "sandbox changed state during the resume", res);
+            return;
+        }
+        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld", id,
+                 res->row.timeout_sec, (long long)(mono_ms() - t0));
         {
-        set_outcome(res, SBOP_OK);
-        return;
-    }
+            set_outcome(res, SBOP_OK);
+            return;
+        }
     }
     /* The resume failed: what the agent now holds decides the row. The
      * agent keeps a snapshot it did not consume (paused), may have resumed
@@ -578,20 +607,23 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
      * the reconciler settles it after the grace period. */
     sb_status now = settle_from_agent(c, client, id, SB_RESUMING, &res->row);
     if (now == SB_RUNNING) {
-        log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld after_error=1", id,
-                 res->row.timeout_sec, (long long)(mono_ms() - t0));
+        log_info(
+            "event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld after_error=1", id,
+            res->row.timeout_sec, (long long)(mono_ms() - t0));
         {
-        set_outcome(res, SBOP_OK);
-        return;
+            set_outcome(res, SBOP_OK);
+            return;
+        }
     }
-    }
-    if (now == SB_RESUMING && st == GRPC_STATUS_NOT_FOUND) mark_stopped(c, id, SB_RESUMING); /* the agent said so */
+    if (now == SB_RESUMING && st == GRPC_STATUS_NOT_FOUND)
+        mark_stopped(c, id, SB_RESUMING); /* the agent said so */
     agent_failed(res, st, &err);
 }
 
 /* ------------------------------------------------------------ ping / timeout */
 
-void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res)
+void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client,
+                              sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     /* One query for the row and its host: this is the path of every ping. */
@@ -615,7 +647,8 @@ void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **cl
 #define WAKE_WAIT_MS 60000
 #define WAKE_POLL_MS 50
 
-void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res)
+void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client,
+                            sbop_result *res)
 {
     long long deadline = mono_ms() + WAKE_WAIT_MS;
     bool waited = false;
@@ -650,12 +683,14 @@ void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **clie
     set_outcome(res, SBOP_OK);
 }
 
-void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network, sbop_result *res)
+void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network,
+                             sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     if (load(c, id, res) != 0) return;
     if (res->row.status != SB_RUNNING && res->row.status != SB_PAUSED) {
-        conflict(res, "sandbox is not running or paused (status: %s)", sb_status_name(res->row.status));
+        conflict(res, "sandbox is not running or paused (status: %s)",
+                 sb_status_name(res->row.status));
         return;
     }
     sandbox_row old = res->row;
@@ -666,7 +701,8 @@ void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *netw
      * host does not enforce. */
     bool changed;
     terr err;
-    if (db_sandbox_set_network(c->db, id, BIT(SB_RUNNING) | BIT(SB_PAUSED), network, &res->row, &changed, &err) != 0) {
+    if (db_sandbox_set_network(c->db, id, BIT(SB_RUNNING) | BIT(SB_PAUSED), network, &res->row,
+                               &changed, &err) != 0) {
         internal(res, &err);
         return;
     }
@@ -705,9 +741,9 @@ void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec,
 {
     memset(res, 0, sizeof *res);
     if (load(c, id, res) != 0) return;
-    if (res->row.status != SB_RUNNING && res->row.status != SB_PAUSED)
-        {
-        conflict(res, "sandbox is not running or paused (status: %s)", sb_status_name(res->row.status));
+    if (res->row.status != SB_RUNNING && res->row.status != SB_PAUSED) {
+        conflict(res, "sandbox is not running or paused (status: %s)",
+                 sb_status_name(res->row.status));
         return;
     }
     terr err;
@@ -717,14 +753,13 @@ void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec,
         if (agent_for(c, res, &client) != 0) return;
         grpc_status_code st = agent_set_timeout(client, id, timeout_sec, &err);
         if (st != GRPC_STATUS_OK) {
-        agent_failed(res, st, &err);
-        return;
-    }
+            agent_failed(res, st, &err);
+            return;
+        }
     }
     bool changed;
-    if (db_sandbox_set_timeout(c->db, id, BIT(SB_RUNNING) | BIT(SB_PAUSED), timeout_sec, &res->row, &changed,
-                               &err) != 0)
-        {
+    if (db_sandbox_set_timeout(c->db, id, BIT(SB_RUNNING) | BIT(SB_PAUSED), timeout_sec, &res->row,
+                               &changed, &err) != 0) {
         internal(res, &err);
         return;
     }

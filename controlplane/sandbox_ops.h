@@ -33,15 +33,15 @@
 
 typedef enum sbop_outcome {
     SBOP_OK = 0,
-    SBOP_NOT_FOUND,         /* no such sandbox for the team */
-    SBOP_CONFLICT,          /* the row is, or went meanwhile, in a state the operation cannot take */
-    SBOP_AGENT_FAILED,      /* the agent call failed with res->grpc */
+    SBOP_NOT_FOUND,    /* no such sandbox for the team */
+    SBOP_CONFLICT,     /* the row is, or went meanwhile, in a state the operation cannot take */
+    SBOP_AGENT_FAILED, /* the agent call failed with res->grpc */
     SBOP_AGENT_UNREACHABLE, /* no client for the sandbox's host */
-    SBOP_CREATE_UNKNOWN,    /* the create timed out (res->grpc); its row is error, any VM destroyed */
-    SBOP_INTERNAL,          /* database or host registry failure */
-    SBOP_QUOTA_EXCEEDED,    /* create: the team's quota would be exceeded (REST 429 quota_exceeded) */
-    SBOP_HOST_UNREACHABLE,  /* the sandbox's host reads unreachable: not asked at all */
-    SBOP_NO_CAPACITY,       /* create: no ready host with room answered the probe */
+    SBOP_CREATE_UNKNOWN, /* the create timed out (res->grpc); its row is error, any VM destroyed */
+    SBOP_INTERNAL,       /* database or host registry failure */
+    SBOP_QUOTA_EXCEEDED, /* create: the team's quota would be exceeded (REST 429 quota_exceeded) */
+    SBOP_HOST_UNREACHABLE, /* the sandbox's host reads unreachable: not asked at all */
+    SBOP_NO_CAPACITY,      /* create: no ready host with room answered the probe */
 } sbop_outcome;
 
 typedef struct sbop_ctx {
@@ -75,8 +75,8 @@ void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result 
  * template_name; a custom template's image, template_ops_resolve) and the
  * host (NULL = db_host_pick as above; given: that host only, probed too).
  * The row keeps spec's template_name. */
-void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image, const db_host *on_host,
-                           sbop_result *res);
+void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image,
+                           const db_host *on_host, sbop_result *res);
 void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res);
@@ -84,15 +84,18 @@ void sandbox_ops_ping(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec, sbop_result *res);
 /* The team's running sandbox id and its host's agent client, for calls
  * that need a running VM and change no state (exec, files). */
-void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res);
+void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client,
+                              sbop_result *res);
 /* open_running, except that a sandbox created with auto_resume is woken:
  * paused -> resumed here (one caller wins the compare-and-set, the others
  * wait), pausing/resuming -> waited for (bounded, then SBOP_CONFLICT). For
  * exec, files and the port proxy. */
-void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client, sbop_result *res);
+void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client,
+                            sbop_result *res);
 /* Replaces the network policy (canonical JSON) of a running or paused
  * sandbox: the row, then the agent; SBOP_CONFLICT in any other state. */
-void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network, sbop_result *res);
+void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network,
+                             sbop_result *res);
 /* Records activity on id (last_active_at); a failure is logged only. */
 void sandbox_ops_touch(const sbop_ctx *c, const char *id);
 

@@ -121,7 +121,8 @@ bool team_limit_enter_as(team_limit *t, const char *team, const void *holder)
             t->holders_cap = cap;
         }
     }
-    if (!ok && t->n_holders < t->holders_cap && enter_locked(t, team)) { /* else out of memory: refused */
+    if (!ok && t->n_holders < t->holders_cap &&
+        enter_locked(t, team)) { /* else out of memory: refused */
         team_holder *h = &t->holders[t->n_holders++];
         h->holder = holder;
         snprintf(h->team, sizeof h->team, "%s", team);

@@ -63,7 +63,8 @@ typedef enum tpl_agent_answer {
 /* The status a template row takes from its build host's answer: only a
  * building row changes; NOT_FOUND ends it in error; no answer keeps it.
  * Returns true when the status changes. */
-bool template_next_status(tpl_status cur, tpl_agent_answer a, const char *agent_status, tpl_status *next);
+bool template_next_status(tpl_status cur, tpl_agent_answer a, const char *agent_status,
+                          tpl_status *next);
 
 /* New reference to the REST Template object. */
 json_t *template_row_to_json(const template_row *r, terr *err);

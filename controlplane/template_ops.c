@@ -10,7 +10,8 @@
 #include "ids.h"
 #include "log.h"
 
-static void outcome(top_result *res, top_outcome o, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void outcome(top_result *res, top_outcome o, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void outcome(top_result *res, top_outcome o, const char *fmt, ...)
 {
     res->outcome = o;
@@ -59,26 +60,28 @@ static void refresh(const sbop_ctx *c, template_row *row)
     Torpor__Hostagent__V1__GetTemplateResponse *resp = NULL;
     terr err;
     grpc_status_code st = agent_get_template(client, row->id, 0, &resp, &err);
-    tpl_agent_answer a = st == GRPC_STATUS_OK ? TPL_AGENT_STATUS
+    tpl_agent_answer a = st == GRPC_STATUS_OK          ? TPL_AGENT_STATUS
                          : st == GRPC_STATUS_NOT_FOUND ? TPL_AGENT_NOT_FOUND
                                                        : TPL_AGENT_NO_ANSWER;
     const Torpor__Hostagent__V1__TemplateInfo *ti = resp ? resp->template_ : NULL;
     tpl_status next;
     if (template_next_status(row->status, a, ti ? ti->status : NULL, &next)) {
-        const char *error = next != TPL_ERROR ? ""
+        const char *error = next != TPL_ERROR          ? ""
                             : a == TPL_AGENT_NOT_FOUND ? "the build host no longer knows the build"
-                            : ti && ti->error[0] ? ti->error
-                                                 : "build failed";
+                            : ti && ti->error[0]       ? ti->error
+                                                       : "build failed";
         bool changed;
         if (db_template_settle(c->db, row->id, row->host_id, next, ti ? ti->digest : "",
-                               ti && next == TPL_READY ? ti->size_bytes : 0, error, &changed, &err) != 0) {
+                               ti && next == TPL_READY ? ti->size_bytes : 0, error, &changed,
+                               &err) != 0) {
             char q[LOG_QUOTE_MAX];
             log_error("event=template_settle_failed template_id=%s error=\"%s\"", row->id,
                       log_quote(err.msg, q, sizeof q));
         } else if (changed) {
             char q[LOG_QUOTE_MAX];
-            log_info("event=template_settled template_id=%s status=%s digest=%.16s error=\"%s\"", row->id,
-                     tpl_status_name(next), ti ? ti->digest : "", log_quote(error, q, sizeof q));
+            log_info("event=template_settled template_id=%s status=%s digest=%.16s error=\"%s\"",
+                     row->id, tpl_status_name(next), ti ? ti->digest : "",
+                     log_quote(error, q, sizeof q));
             row->status = next;
             if (ti && next == TPL_READY) {
                 snprintf(row->digest, sizeof row->digest, "%s", ti->digest);
@@ -130,16 +133,19 @@ void template_ops_create(const sbop_ctx *c, const template_create_req *req, top_
         return;
     }
     char qp[LOG_QUOTE_MAX];
-    log_info("event=template_build_start template_id=%s name=%s host_id=%s packages=\"%s\" setup=%s", row->id,
-             row->name, host.id, log_quote(row->packages, qp, sizeof qp), row->has_setup ? "yes" : "no");
+    log_info(
+        "event=template_build_start template_id=%s name=%s host_id=%s packages=\"%s\" setup=%s",
+        row->id, row->name, host.id, log_quote(row->packages, qp, sizeof qp),
+        row->has_setup ? "yes" : "no");
     rpc_client *client = NULL;
     grpc_status_code st = GRPC_STATUS_UNAVAILABLE;
     if (agent_pool_get(c->agents, &host, &client, &err) == 0)
-        st = agent_build_template(client, row->id, req->base, req->packages_v, req->n_packages, req->setup, &err);
+        st = agent_build_template(client, row->id, req->base, req->packages_v, req->n_packages,
+                                  req->setup, &err);
     if (st != GRPC_STATUS_OK) {
         char q[LOG_QUOTE_MAX];
-        log_warn("event=template_build_refused template_id=%s grpc_status=%d error=\"%s\"", row->id, (int)st,
-                 log_quote(err.msg, q, sizeof q));
+        log_warn("event=template_build_refused template_id=%s grpc_status=%d error=\"%s\"", row->id,
+                 (int)st, log_quote(err.msg, q, sizeof q));
         terr derr;
         if (st == GRPC_STATUS_INVALID_ARGUMENT || st == GRPC_STATUS_FAILED_PRECONDITION ||
             st == GRPC_STATUS_ALREADY_EXISTS || st == GRPC_STATUS_UNIMPLEMENTED) {
@@ -160,7 +166,8 @@ void template_ops_create(const sbop_ctx *c, const template_create_req *req, top_
         bool changed;
         char msg[sizeof err.msg + 32];
         snprintf(msg, sizeof msg, "build not started: %s", err.msg);
-        if (db_template_settle(c->db, row->id, row->host_id, TPL_ERROR, "", 0, msg, &changed, &derr) != 0)
+        if (db_template_settle(c->db, row->id, row->host_id, TPL_ERROR, "", 0, msg, &changed,
+                               &derr) != 0)
             log_error("event=template_settle_failed template_id=%s error=\"%s\"", row->id,
                       log_quote(derr.msg, q, sizeof q));
         res->grpc = st;
@@ -178,7 +185,8 @@ void template_ops_create(const sbop_ctx *c, const template_create_req *req, top_
 
 /* A built-in template as the first host's agent reports it; found false
  * when the host does not have it (or cannot be asked). */
-static int builtin_row(const sbop_ctx *c, const char *name, template_row *out, bool *found, terr *err)
+static int builtin_row(const sbop_ctx *c, const char *name, template_row *out, bool *found,
+                       terr *err)
 {
     *found = false;
     db_host host;
@@ -189,7 +197,8 @@ static int builtin_row(const sbop_ctx *c, const char *name, template_row *out, b
     if (agent_pool_get(c->agents, &host, &client, err) != 0) return 0;
     Torpor__Hostagent__V1__GetTemplateResponse *resp = NULL;
     terr e;
-    if (agent_get_template(client, name, 0, &resp, &e) != GRPC_STATUS_OK || !resp || !resp->template_) {
+    if (agent_get_template(client, name, 0, &resp, &e) != GRPC_STATUS_OK || !resp ||
+        !resp->template_) {
         if (resp) protobuf_c_message_free_unpacked(&resp->base, NULL);
         return 0;
     }
@@ -213,7 +222,8 @@ void template_ops_get(const sbop_ctx *c, const char *name, top_result *res)
     bool found;
     if (template_is_builtin(name)) {
         if (builtin_row(c, name, &res->row, &found, &err) != 0) internal(res, &err);
-        else if (!found) outcome(res, TOP_NOT_FOUND, "template %s is not installed on any host", name);
+        else if (!found)
+            outcome(res, TOP_NOT_FOUND, "template %s is not installed on any host", name);
         else res->outcome = TOP_OK;
         return;
     }
@@ -269,7 +279,8 @@ void template_ops_log(const sbop_ctx *c, const char *name, char **log, size_t *l
     if (!client) return;
     Torpor__Hostagent__V1__GetTemplateResponse *resp = NULL;
     terr err;
-    grpc_status_code st = agent_get_template(client, res->row.id, AGENT_TEMPLATE_LOG_TAIL, &resp, &err);
+    grpc_status_code st =
+        agent_get_template(client, res->row.id, AGENT_TEMPLATE_LOG_TAIL, &resp, &err);
     if (st == GRPC_STATUS_NOT_FOUND) {
         /* Nothing left on the host (e.g. the build never started): the row's error is the log. */
         size_t n = strlen(res->row.error);
@@ -314,7 +325,8 @@ void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res)
         return;
     }
     if (in_use > 0) {
-        outcome(res, TOP_IN_USE, "template %s is used by %ld sandbox(es); destroy them first", name, in_use);
+        outcome(res, TOP_IN_USE, "template %s is used by %ld sandbox(es); destroy them first", name,
+                in_use);
         return;
     }
     rpc_client *client = client_of(c, res->row.host_id, res);
@@ -333,8 +345,8 @@ void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res)
     res->outcome = TOP_OK;
 }
 
-void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], db_host *host, bool *host_set,
-                          top_result *res)
+void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], db_host *host,
+                          bool *host_set, top_result *res)
 {
     memset(res, 0, sizeof *res);
     *host_set = false;
@@ -352,8 +364,7 @@ void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], d
     if (!found) {
         if (strncmp(name, TEMPLATE_IMAGE_PREFIX, strlen(TEMPLATE_IMAGE_PREFIX)) == 0)
             outcome(res, TOP_INVALID, "unknown template %s", name);
-        else
-            res->outcome = TOP_OK;
+        else res->outcome = TOP_OK;
         return;
     }
     refresh(c, &res->row);

@@ -23,15 +23,15 @@
 
 typedef enum top_outcome {
     TOP_OK = 0,
-    TOP_NOT_FOUND,      /* 404 not_found */
-    TOP_INVALID,        /* 400 invalid_request (e.g. the agent refused a package) */
-    TOP_EXISTS,         /* 409 already_exists: the team has a template of that name */
-    TOP_IN_USE,         /* 409 template_in_use */
-    TOP_NOT_READY,      /* 409 template_not_ready: building (or failed) */
-    TOP_FORBIDDEN,      /* 403 forbidden: a built-in template */
-    TOP_AGENT_FAILED,   /* agent_status_to_http(res->grpc) */
-    TOP_UNREACHABLE,    /* 502 agent_error */
-    TOP_INTERNAL,       /* 500 */
+    TOP_NOT_FOUND,    /* 404 not_found */
+    TOP_INVALID,      /* 400 invalid_request (e.g. the agent refused a package) */
+    TOP_EXISTS,       /* 409 already_exists: the team has a template of that name */
+    TOP_IN_USE,       /* 409 template_in_use */
+    TOP_NOT_READY,    /* 409 template_not_ready: building (or failed) */
+    TOP_FORBIDDEN,    /* 403 forbidden: a built-in template */
+    TOP_AGENT_FAILED, /* agent_status_to_http(res->grpc) */
+    TOP_UNREACHABLE,  /* 502 agent_error */
+    TOP_INTERNAL,     /* 500 */
 } top_outcome;
 
 typedef struct top_result {
@@ -46,7 +46,8 @@ void template_ops_get(const sbop_ctx *c, const char *name, top_result *res);
 /* The team's templates, then the built-in ones its first host has. */
 int template_ops_list(const sbop_ctx *c, template_row **out, size_t *n, terr *err);
 /* The build log's last AGENT_TEMPLATE_LOG_TAIL bytes (*log malloc'd). */
-void template_ops_log(const sbop_ctx *c, const char *name, char **log, size_t *len, top_result *res);
+void template_ops_log(const sbop_ctx *c, const char *name, char **log, size_t *len,
+                      top_result *res);
 void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res);
 
 /* For a sandbox create of template name: *image is what the agent is asked
@@ -55,7 +56,7 @@ void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res);
  * (the agent's images: `minimal`, `debian`; an unknown one is the agent's
  * 400), except names starting with "tpl-" (400: never another team's
  * image). Building or failed: TOP_NOT_READY. */
-void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], db_host *host, bool *host_set,
-                          top_result *res);
+void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], db_host *host,
+                          bool *host_set, top_result *res);
 
 #endif

@@ -46,8 +46,7 @@ static char **build_env(const gp_exec_req *req, terr *err)
         size_t kl = key_len(kv);
         if (kl == 0 || kv[kl] != '=') {
             free(v);
-            return terr_set(err, "exec: env entry %zu (\"%.64s\") is not KEY=VALUE", i, kv),
-                   NULL;
+            return terr_set(err, "exec: env entry %zu (\"%.64s\") is not KEY=VALUE", i, kv), NULL;
         }
         size_t j = 0;
         for (; j < n; j++)
@@ -90,8 +89,7 @@ static char *resolve_path(const char *cmd, char **envp)
         cand[dl] = '/';
         memcpy(cand + dl + 1, cmd, cl + 1);
         struct stat st;
-        if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0)
-            return cand;
+        if (stat(cand, &st) == 0 && S_ISREG(st.st_mode) && access(cand, X_OK) == 0) return cand;
         free(cand);
         if (!*end) return NULL;
         p = end + 1;
@@ -329,10 +327,22 @@ int guest_exec_run(const gp_exec_req *req, gp_exec_result *res, terr *err)
         else if (!timed_out && deadline >= 0) wait_ms = deadline - now;
         struct pollfd pf[4];
         int n = 0, i_in = -1, i_out = -1, i_err = -1, i_pid = -1;
-        if (in[1] >= 0) { i_in = n; pf[n++] = (struct pollfd){.fd = in[1], .events = POLLOUT}; }
-        if (out[0] >= 0) { i_out = n; pf[n++] = (struct pollfd){.fd = out[0], .events = POLLIN}; }
-        if (errp[0] >= 0) { i_err = n; pf[n++] = (struct pollfd){.fd = errp[0], .events = POLLIN}; }
-        if (!exited) { i_pid = n; pf[n++] = (struct pollfd){.fd = pidfd, .events = POLLIN}; }
+        if (in[1] >= 0) {
+            i_in = n;
+            pf[n++] = (struct pollfd){.fd = in[1], .events = POLLOUT};
+        }
+        if (out[0] >= 0) {
+            i_out = n;
+            pf[n++] = (struct pollfd){.fd = out[0], .events = POLLIN};
+        }
+        if (errp[0] >= 0) {
+            i_err = n;
+            pf[n++] = (struct pollfd){.fd = errp[0], .events = POLLIN};
+        }
+        if (!exited) {
+            i_pid = n;
+            pf[n++] = (struct pollfd){.fd = pidfd, .events = POLLIN};
+        }
         int pr = poll(pf, (nfds_t)n, wait_ms > INT32_MAX ? INT32_MAX : (int)wait_ms);
         if (pr < 0) {
             if (errno == EINTR) continue;

@@ -247,7 +247,8 @@ int guest_files_write_chunk(const gp_write_chunk_req *req, gp_chunk_result *res,
     memset(res, 0, sizeof *res);
     const char *path = req->path;
     size_t plen = strlen(path);
-    if (path[0] != '/' || !gp_upload_id_valid(req->upload_id)) return chunk_fail(res, EINVAL, path, err);
+    if (path[0] != '/' || !gp_upload_id_valid(req->upload_id))
+        return chunk_fail(res, EINVAL, path, err);
     if (path[plen - 1] == '/') return chunk_fail(res, EISDIR, path, err);
     char *tmp = upload_temp(path, req->upload_id);
     if (!tmp) return terr_set(err, "file: out of memory");
@@ -440,7 +441,7 @@ int guest_files_list(const gp_list_dir_req *req, gp_list_result *res, terr *err)
             e->type = GP_ENTRY_OTHER; /* vanished meanwhile */
             continue;
         }
-        e->type = S_ISREG(st.st_mode) ? GP_ENTRY_FILE
+        e->type = S_ISREG(st.st_mode)   ? GP_ENTRY_FILE
                   : S_ISDIR(st.st_mode) ? GP_ENTRY_DIR
                   : S_ISLNK(st.st_mode) ? GP_ENTRY_SYMLINK
                                         : GP_ENTRY_OTHER;

@@ -126,8 +126,8 @@ static void send_answer(guest_conn *c, uint64_t gen, uint32_t id, const guest_an
     char q[LOG_QUOTE_MAX];
     pthread_mutex_lock(&c->mu);
     if (c->fd >= 0 && c->gen == gen && write_frame(c->fd, a, id, &err) < 0)
-        guest_log("event=answer_failed type=%s request_id=%u error=\"%s\"",
-                  gp_type_name(a->type), id, log_quote(err.msg, q, sizeof q));
+        guest_log("event=answer_failed type=%s request_id=%u error=\"%s\"", gp_type_name(a->type),
+                  id, log_quote(err.msg, q, sizeof q));
     pthread_mutex_unlock(&c->mu);
 }
 
@@ -287,9 +287,7 @@ static void *task_main(void *arg)
     case GP_WRITE_CHUNK: rc = handle_write_chunk(t, &a, &err); break;
     case GP_READ_CHUNK: rc = handle_read_chunk(t, &a, &err); break;
     case GP_LIST_DIR: rc = handle_list_dir(t, &a, &err); break;
-    default:
-        rc = terr_set(&err, "frame type %s is not a request", gp_type_name(t->h.type));
-        break;
+    default: rc = terr_set(&err, "frame type %s is not a request", gp_type_name(t->h.type)); break;
     }
     if (rc < 0) send_error(t->c, t->gen, t->h.request_id, err.msg);
     else send_answer(t->c, t->gen, t->h.request_id, &a);
@@ -445,9 +443,10 @@ static unsigned serve(guest_conn *c, int fd, bool is_port, const sigset_t *sigio
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: torpor-guest [--port NAME] [--fd N]\n"
-               "  --port NAME  virtio-serial port to serve (default %s)\n"
-               "  --fd N       serve an open descriptor instead; exit when it closes\n",
+    fprintf(f,
+            "usage: torpor-guest [--port NAME] [--fd N]\n"
+            "  --port NAME  virtio-serial port to serve (default %s)\n"
+            "  --fd N       serve an open descriptor instead; exit when it closes\n",
             GP_PORT_NAME);
 }
 
@@ -518,7 +517,8 @@ int main(int argc, char **argv)
         int fd = open_port(port, &err);
         if (fd < 0) {
             char q[LOG_QUOTE_MAX];
-            if (backoff_ms >= 1000) guest_log("event=port_unavailable error=\"%s\"", log_quote(err.msg, q, sizeof q));
+            if (backoff_ms >= 1000)
+                guest_log("event=port_unavailable error=\"%s\"", log_quote(err.msg, q, sizeof q));
             backoff_ms = backoff_ms ? (backoff_ms < 1000 ? backoff_ms * 2 : 1000) : 10;
             continue;
         }

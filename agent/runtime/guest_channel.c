@@ -59,13 +59,13 @@ typedef struct waiter {
 struct guest_channel {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    bool writing;  /* one frame writer at a time (a lock with a deadline) */
+    bool writing; /* one frame writer at a time (a lock with a deadline) */
     int fd;
     atomic_int refs;
     pthread_t reader;
     bool reader_started;
-    bool closed;   /* no new calls; waiters fail */
-    bool synced;   /* handshake PONG seen: framing is strict from now on */
+    bool closed; /* no new calls; waiters fail */
+    bool synced; /* handshake PONG seen: framing is strict from now on */
     char reason[256];
     uint32_t next_id;
     waiter *waiters;
@@ -168,8 +168,10 @@ static long parse_frames(guest_channel *ch, const uint8_t *buf, size_t len, size
             continue;
         }
         if (waited && h.payload_len > cap) {
-            snprintf(why, why_n, "guest channel broken: the guest sent a %u-byte %s answer, more than the %u bytes allowed",
-                     h.payload_len, gp_type_name(h.type), cap);
+            snprintf(
+                why, why_n,
+                "guest channel broken: the guest sent a %u-byte %s answer, more than the %u bytes allowed",
+                h.payload_len, gp_type_name(h.type), cap);
             return -1;
         }
         size_t frame = GP_HEADER_SIZE + (size_t)h.payload_len;
@@ -265,8 +267,9 @@ static int write_begin(guest_channel *ch, long long deadline, terr *err)
     int rc = 0;
     if (ch->closed) rc = terr_set(err, "%s", ch->reason);
     else if (ch->writing)
-        rc = terr_set(err, "guest channel busy: an earlier request is still being sent to a guest that "
-                           "does not read");
+        rc = terr_set(err,
+                      "guest channel busy: an earlier request is still being sent to a guest that "
+                      "does not read");
     else ch->writing = true;
     pthread_mutex_unlock(&ch->mu);
     return rc;
@@ -319,8 +322,8 @@ static int send_all(guest_channel *ch, struct iovec *iov, int iovcnt, long long 
 /* One frame, before deadline. A frame cut short (deadline, error) leaves the
  * guest's stream unparseable: the channel is broken from then on, and every
  * waiting and later call fails at once with why. */
-static int send_frame(guest_channel *ch, uint8_t type, uint32_t id, const void *payload,
-                      size_t len, long long deadline, terr *err)
+static int send_frame(guest_channel *ch, uint8_t type, uint32_t id, const void *payload, size_t len,
+                      long long deadline, terr *err)
 {
     if (len > GP_MAX_PAYLOAD) return terr_set(err, "request of %zu bytes is too large", len);
     if (write_begin(ch, deadline, err) < 0) return -1;
@@ -331,7 +334,8 @@ static int send_frame(guest_channel *ch, uint8_t type, uint32_t id, const void *
     int rc = send_all(ch, iov, len ? 2 : 1, deadline, &sent, err);
     if (rc < 0 && sent > 0) {
         char why[300];
-        snprintf(why, sizeof why, "guest channel broken: %s request cut off after %zu of %zu bytes (%.120s)",
+        snprintf(why, sizeof why,
+                 "guest channel broken: %s request cut off after %zu of %zu bytes (%.120s)",
                  gp_type_name(type), sent, sizeof hdr + len, err ? err->msg : "write failed");
         pthread_mutex_lock(&ch->mu);
         fail_locked(ch, why);
@@ -353,8 +357,8 @@ static uint32_t take_id(guest_channel *ch)
 }
 
 /* Registers a waiter and sends the request; the caller holds no lock. */
-static int start_call(guest_channel *ch, waiter *w, uint8_t type, const void *payload,
-                      size_t len, long long deadline, terr *err)
+static int start_call(guest_channel *ch, waiter *w, uint8_t type, const void *payload, size_t len,
+                      long long deadline, terr *err)
 {
     memset(w, 0, sizeof *w);
     pthread_mutex_lock(&ch->mu);
@@ -518,7 +522,8 @@ int guest_channel_open(int dirfd, const char *name, const char *sandbox_id, int 
     long long deadline = mono_ms() + timeout_ms;
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     int sn = snprintf(sa.sun_path, sizeof sa.sun_path, "/proc/self/fd/%d/%s", dirfd, name);
-    if (sn < 0 || (size_t)sn >= sizeof sa.sun_path) return terr_set(err, "guest socket name too long");
+    if (sn < 0 || (size_t)sn >= sizeof sa.sun_path)
+        return terr_set(err, "guest socket name too long");
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return terr_set(err, "socket: %s", strerror(errno));
     if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
@@ -564,10 +569,7 @@ void guest_channel_close(guest_channel *ch, const char *reason)
     pthread_mutex_unlock(&ch->mu);
 }
 
-void guest_channel_ref(guest_channel *ch)
-{
-    atomic_fetch_add(&ch->refs, 1);
-}
+void guest_channel_ref(guest_channel *ch) { atomic_fetch_add(&ch->refs, 1); }
 
 void guest_channel_unref(guest_channel *ch)
 {

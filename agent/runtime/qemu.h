@@ -17,10 +17,10 @@
 typedef enum { QEMU_ACCEL_AUTO = 0, QEMU_ACCEL_KVM, QEMU_ACCEL_TCG } qemu_accel;
 
 typedef struct runtime_qemu_config {
-    const char *state_dir;    /* e.g. /var/lib/torpor */
-    const char *image_dir;    /* holds one folder per template */
-    qemu_accel accel;         /* auto: KVM only if it really runs a guest */
-    const char *qemu_binary;  /* NULL = "qemu-system-x86_64" from PATH */
+    const char *state_dir;   /* e.g. /var/lib/torpor */
+    const char *image_dir;   /* holds one folder per template */
+    qemu_accel accel;        /* auto: KVM only if it really runs a guest */
+    const char *qemu_binary; /* NULL = "qemu-system-x86_64" from PATH */
     /* A running VM with no exec/read/write call for this long has the
      * file-backed pages of its QEMU (guest RAM file, binary, libraries)
      * unmapped; they come back on use (docs/runtime.md, "Idle trim").

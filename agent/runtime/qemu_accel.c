@@ -89,7 +89,8 @@ int qemu_accel_resolve(qemu_accel want, const char **out, char *why, size_t why_
     bool intel = cpu_has_flag("vmx") && path_exists("/sys/module/kvm_intel");
     bool amd = cpu_has_flag("svm") && path_exists("/sys/module/kvm_amd");
     if (path_exists("/sys/module/kvm_pvm")) {
-        snprintf(why, why_n, "auto: /dev/kvm is served by kvm_pvm, which runs only PVM guest kernels");
+        snprintf(why, why_n,
+                 "auto: /dev/kvm is served by kvm_pvm, which runs only PVM guest kernels");
         *out = "tcg";
     } else if (!intel && !amd) {
         snprintf(why, why_n, "auto: no vmx/svm CPU flag with kvm_intel/kvm_amd loaded");

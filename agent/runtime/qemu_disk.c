@@ -20,7 +20,8 @@
 int qemu_disk_check_mb(int disk_mb, terr *err)
 {
     if (disk_mb == 0 || (disk_mb >= QEMU_DISK_MB_MIN && disk_mb <= QEMU_DISK_MB_MAX)) return 0;
-    return terr_set(err, "disk_mb must be %d..%d, got %d", QEMU_DISK_MB_MIN, QEMU_DISK_MB_MAX, disk_mb);
+    return terr_set(err, "disk_mb must be %d..%d, got %d", QEMU_DISK_MB_MIN, QEMU_DISK_MB_MAX,
+                    disk_mb);
 }
 
 int qemu_disk_template_mb(const qemu_shape *s, int disk_mb)
@@ -52,7 +53,8 @@ int qemu_disk_image(const qemu_drv *d, const char *name, qemu_shape *s, terr *er
     char *slash = strrchr(dpath, '/');
     snprintf(slash + 1, sizeof dpath - (size_t)(slash + 1 - dpath), "%s", QEMU_DISK_DIGEST);
     FILE *f = fopen(dpath, "re");
-    if (!f) return terr_set(err, "template %s: no %s next to its root disk", name, QEMU_DISK_DIGEST);
+    if (!f)
+        return terr_set(err, "template %s: no %s next to its root disk", name, QEMU_DISK_DIGEST);
     char line[128] = "";
     bool ok = fgets(line, sizeof line, f) != NULL;
     fclose(f);
@@ -95,9 +97,11 @@ int qemu_disk_overlay_create(const qemu_drv *d, int dirfd, const char *base, ter
     char img[PATH_MAX];
     if (find_qemu_img(d, img, sizeof img) < 0)
         return terr_set(err, "qemu-img not found (install the qemu-utils package)");
-    char *argv[] = {img, "create", "-q", "-f", "qcow2", "-b", (char *)base, "-F", "raw", QEMU_DISK_FILE, NULL};
+    char *argv[] = {img,          "create", "-q",  "-f",           "qcow2", "-b",
+                    (char *)base, "-F",     "raw", QEMU_DISK_FILE, NULL};
     qemu_proc p;
-    if (qemu_proc_spawn(argv, dirfd, QEMU_IMG_LOG, NULL, -1, &p, err) < 0) return terr_wrap(err, "qemu-img create");
+    if (qemu_proc_spawn(argv, dirfd, QEMU_IMG_LOG, NULL, -1, &p, err) < 0)
+        return terr_wrap(err, "qemu-img create");
     bool done = qemu_proc_wait(&p, QEMU_IMG_MS);
     if (!done) {
         qemu_proc_kill(&p);
@@ -149,13 +153,15 @@ int qemu_disk_sync(int dirfd, const qemu_shape *s, terr *err)
     return 0;
 }
 
-int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, int to_mb, terr *err)
+int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, int to_mb,
+                   terr *err)
 {
     if (!s->rootfs[0] || to_mb <= 0) return 0;
     long long have = (long long)from_mb << 20;
     if (from_mb <= 0) {
         struct stat st;
-        if (stat(s->rootfs, &st) < 0) return terr_set(err, "root disk base %s: %s", s->rootfs, strerror(errno));
+        if (stat(s->rootfs, &st) < 0)
+            return terr_set(err, "root disk base %s: %s", s->rootfs, strerror(errno));
         have = (long long)st.st_size;
     }
     long long want = (long long)to_mb << 20;
@@ -168,11 +174,12 @@ int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, 
     /* The capacity change reaches the guest kernel through a config
      * interrupt: wait until it sees the new size, then grow ext4 online. */
     char cmd[400];
-    snprintf(cmd, sizeof cmd,
-             "i=0; while [ \"$(cat /sys/block/vda/size)\" -lt %lld ]; do i=$((i+1)); "
-             "[ $i -gt 1000 ] && { echo 'capacity change not seen' >&2; exit 3; }; sleep 0.01; done; "
-             "exec resize2fs /dev/vda",
-             want / 512);
+    snprintf(
+        cmd, sizeof cmd,
+        "i=0; while [ \"$(cat /sys/block/vda/size)\" -lt %lld ]; do i=$((i+1)); "
+        "[ $i -gt 1000 ] && { echo 'capacity change not seen' >&2; exit 3; }; sleep 0.01; done; "
+        "exec resize2fs /dev/vda",
+        want / 512);
     gp_exec_req m = {.cmd = cmd, .timeout_sec = GROW_EXEC_SEC};
     gp_buf b = {0};
     if (gp_encode_exec(&b, &m, err) < 0) {
@@ -181,8 +188,8 @@ int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, 
     }
     uint8_t *p = NULL;
     size_t n = 0;
-    int r = guest_channel_call(ch, GP_EXEC, b.data, b.len, GP_EXEC_RESULT, (GROW_EXEC_SEC + 15) * 1000, &p, &n,
-                               err);
+    int r = guest_channel_call(ch, GP_EXEC, b.data, b.len, GP_EXEC_RESULT,
+                               (GROW_EXEC_SEC + 15) * 1000, &p, &n, err);
     gp_buf_free(&b);
     if (r < 0) return terr_wrap(err, "resize2fs in the guest");
     gp_exec_result gr;

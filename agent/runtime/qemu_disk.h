@@ -31,7 +31,7 @@
  * from the overlay's header). cache.direct=off + aio=threads: the page
  * cache absorbs the guest's writes (the guest flushes what it must; pause
  * fsyncs the file); see docs/runtime.md for the measurements. */
-#define QEMU_DISK_BLOCKDEV                                                                 \
+#define QEMU_DISK_BLOCKDEV                                                                     \
     "driver=qcow2,node-name=root,discard=unmap,file.driver=file,file.filename=" QEMU_DISK_FILE \
     ",file.aio=threads,cache.direct=off"
 #define QEMU_DISK_DEVICE "virtio-blk-pci,drive=root,id=rootdisk"

@@ -85,7 +85,8 @@ int qemu_vm_connect_guest(qemu_vm *v, int timeout_ms, bool sync, terr *err)
 int qemu_vm_ensure_qmp(qemu_vm *v, terr *err)
 {
     if (v->inst.qmp) return 0;
-    if (qmp_connect(v->dirfd, QEMU_QMP_SOCK, v->inst.proc.pidfd, QEMU_RECOVER_QMP_MS, &v->inst.qmp, err) < 0)
+    if (qmp_connect(v->dirfd, QEMU_QMP_SOCK, v->inst.proc.pidfd, QEMU_RECOVER_QMP_MS, &v->inst.qmp,
+                    err) < 0)
         return terr_wrap(err, "QMP of sandbox %s", v->base.sandbox_id);
     return 0;
 }
@@ -93,9 +94,11 @@ int qemu_vm_ensure_qmp(qemu_vm *v, terr *err)
 static int check_spec(const runtime_spec *spec, terr *err)
 {
     if (!qemu_valid_name(spec->sandbox_id, RUNTIME_ID_MAX))
-        return terr_set(err, "invalid sandbox id \"%.64s\" (letters, digits, . _ -; not starting with . or -)",
-                        spec->sandbox_id);
-    if (spec->vcpus < 1 || spec->vcpus > 64) return terr_set(err, "vcpus must be 1..64, got %d", spec->vcpus);
+        return terr_set(
+            err, "invalid sandbox id \"%.64s\" (letters, digits, . _ -; not starting with . or -)",
+            spec->sandbox_id);
+    if (spec->vcpus < 1 || spec->vcpus > 64)
+        return terr_set(err, "vcpus must be 1..64, got %d", spec->vcpus);
     if (spec->memory_mb < 64 || spec->memory_mb > 65536)
         return terr_set(err, "memory_mb must be 64..65536, got %d", spec->memory_mb);
     return qemu_disk_check_mb(spec->disk_mb, err);
@@ -110,14 +113,15 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     if (check_spec(spec, err) < 0) return -1;
     int tplfd;
     qemu_meta tmeta;
-    if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, spec->disk_mb, &tplfd, &tmeta,
-                          err) < 0)
+    if (qemu_template_get(d, spec->template_name, spec->vcpus, spec->memory_mb, spec->disk_mb,
+                          &tplfd, &tmeta, err) < 0)
         return -1;
     long long t_tpl = mono_ms();
     if (mkdirat(d->sb_dirfd, spec->sandbox_id, 0750) < 0) {
         int e = errno;
         close(tplfd);
-        if (e == EEXIST) return terr_set(err, "sandbox %s already exists on this host", spec->sandbox_id);
+        if (e == EEXIST)
+            return terr_set(err, "sandbox %s already exists on this host", spec->sandbox_id);
         return terr_set(err, "mkdir sandbox %s: %s", spec->sandbox_id, strerror(e));
     }
     int sbfd = openat(d->sb_dirfd, spec->sandbox_id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -127,7 +131,9 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
         unlinkat(d->sb_dirfd, spec->sandbox_id, AT_REMOVEDIR);
         return terr_set(err, "open sandbox dir: %s", strerror(e));
     }
-    qemu_vm *v = qemu_own_for_vm(d, sbfd, true, err) == 0 ? qemu_vm_new(d, spec->sandbox_id, sbfd, err) : NULL;
+    qemu_vm *v = qemu_own_for_vm(d, sbfd, true, err) == 0
+                     ? qemu_vm_new(d, spec->sandbox_id, sbfd, err)
+                     : NULL;
     if (!v) {
         close(sbfd);
         close(tplfd);
@@ -155,7 +161,8 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     ramfd = -1;
     if (d->run_as) {
         ramfd = openat(sbfd, QEMU_RAM_FILE, O_RDONLY | O_CLOEXEC);
-        int orc = ramfd >= 0 ? qemu_own_for_vm(d, ramfd, false, err) : terr_set(err, "open ram: %s", strerror(errno));
+        int orc = ramfd >= 0 ? qemu_own_for_vm(d, ramfd, false, err)
+                             : terr_set(err, "open ram: %s", strerror(errno));
         if (ramfd >= 0) close(ramfd);
         ramfd = -1;
         if (orc < 0) goto fail;
@@ -165,7 +172,9 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     /* Written before QEMU starts: recover() re-attaches any live QEMU it
      * finds, and needs to know what it is. */
     if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
-    if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd, spec->net_fd > 2 ? spec->net_fd : -1, err) < 0) goto fail;
+    if (qemu_inst_start(&v->inst, d->qemu_binary, &tmeta.shape, statefd,
+                        spec->net_fd > 2 ? spec->net_fd : -1, err) < 0)
+        goto fail;
     close(statefd);
     statefd = -1;
     t_loaded = mono_ms();
@@ -173,11 +182,13 @@ static int qemu_create(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     t_run = mono_ms();
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     t_conn = mono_ms();
-    if (qemu_disk_grow(v->inst.qmp, v->ch, &v->desc.shape, tmeta.spec.disk_mb, v->desc.spec.disk_mb, err) < 0)
+    if (qemu_disk_grow(v->inst.qmp, v->ch, &v->desc.shape, tmeta.spec.disk_mb, v->desc.spec.disk_mb,
+                       err) < 0)
         goto fail;
     t_grown = mono_ms();
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
-    v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl), .load_ms = (double)(t_loaded - t_copy),
+    v->timing = (qemu_timing){.copy_ms = (double)(t_copy - t_tpl),
+                              .load_ms = (double)(t_loaded - t_copy),
                               .running_ms = (double)(t_run - t_copy),
                               .total_ms = (double)(mono_ms() - t0)};
     log_info("event=create_done sandbox_id=%s template=%s memory_mb=%d vcpus=%d pid=%d "
@@ -194,7 +205,8 @@ fail:
     if (statefd >= 0) close(statefd);
     qemu_inst_kill(&v->inst);
     char q[LOG_QUOTE_MAX];
-    log_error("event=create_failed sandbox_id=%s error=\"%s\"", spec->sandbox_id, log_quote(err ? err->msg : "", q, sizeof q));
+    log_error("event=create_failed sandbox_id=%s error=\"%s\"", spec->sandbox_id,
+              log_quote(err ? err->msg : "", q, sizeof q));
     runtime_vm_unref(&v->base);
     terr e2;
     qemu_rmtree(d->sb_dirfd, spec->sandbox_id, &e2);
@@ -208,7 +220,8 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     qemu_drv *d = qemu_drv_of(rd);
     long long t0 = mono_ms();
     const char *id = spec->sandbox_id;
-    if (!qemu_valid_name(id, RUNTIME_ID_MAX)) return terr_set(err, "invalid sandbox id \"%.64s\"", id);
+    if (!qemu_valid_name(id, RUNTIME_ID_MAX))
+        return terr_set(err, "invalid sandbox id \"%.64s\"", id);
     int sbfd = openat(d->sb_dirfd, id, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (sbfd < 0) return terr_set(err, "sandbox %s has no snapshot on this host", id);
     qemu_meta meta;
@@ -237,7 +250,8 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
         terr_set(err, "open snapshot state: %s", strerror(errno));
         goto fail;
     }
-    int r = qemu_inst_start(&v->inst, d->qemu_binary, &meta.shape, statefd, spec->net_fd > 2 ? spec->net_fd : -1, err);
+    int r = qemu_inst_start(&v->inst, d->qemu_binary, &meta.shape, statefd,
+                            spec->net_fd > 2 ? spec->net_fd : -1, err);
     close(statefd);
     if (r < 0) goto fail;
     long long t_loaded = mono_ms();
@@ -255,7 +269,8 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     unlinkat(sbfd, QEMU_STATE_FILE, 0);
     if (qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, true, err) < 0) goto fail;
     if (qemu_watch_add(d->watch, v, err) < 0) goto fail;
-    v->timing = (qemu_timing){.load_ms = (double)(t_loaded - t0), .running_ms = (double)(t_run - t0),
+    v->timing = (qemu_timing){.load_ms = (double)(t_loaded - t0),
+                              .running_ms = (double)(t_run - t0),
                               .total_ms = (double)(mono_ms() - t0)};
     log_info("event=resume_done sandbox_id=%s pid=%d duration_ms=%lld load_ms=%lld running_ms=%lld "
              "guest_ms=%lld",
@@ -269,7 +284,8 @@ fail:
     if (consumed && !ran) {
         /* The guest never ran: the snapshot is still good, commit it again. */
         terr e2;
-        if (qemu_meta_write(sbfd, QEMU_META_FILE, &meta, &e2) == 0 && qemu_fsync_dir(sbfd, &e2) == 0)
+        if (qemu_meta_write(sbfd, QEMU_META_FILE, &meta, &e2) == 0 &&
+            qemu_fsync_dir(sbfd, &e2) == 0)
             consumed = false;
     }
     char q[LOG_QUOTE_MAX];
@@ -327,7 +343,8 @@ static int qemu_destroy(runtime_driver *rd, const char *sandbox_id, runtime_vm *
         qemu_kill_by_pidfile(sbfd);
         close(sbfd);
     }
-    if (qemu_rmtree(d->sb_dirfd, sandbox_id, err) < 0) return terr_wrap(err, "destroy %s", sandbox_id);
+    if (qemu_rmtree(d->sb_dirfd, sandbox_id, err) < 0)
+        return terr_wrap(err, "destroy %s", sandbox_id);
     qemu_fsync_dir(d->sb_dirfd, NULL);
     log_info("event=destroy_done sandbox_id=%s duration_ms=%lld", sandbox_id, mono_ms() - t0);
     return 0;
@@ -435,8 +452,10 @@ static char *find_binary(const char *name, terr *err)
 
 int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr *err)
 {
-    if (!cfg || !cfg->state_dir || !*cfg->state_dir) return terr_set(err, "qemu driver: state_dir is required");
-    if (!cfg->image_dir || !*cfg->image_dir) return terr_set(err, "qemu driver: image_dir is required");
+    if (!cfg || !cfg->state_dir || !*cfg->state_dir)
+        return terr_set(err, "qemu driver: state_dir is required");
+    if (!cfg->image_dir || !*cfg->image_dir)
+        return terr_set(err, "qemu driver: image_dir is required");
     const char *accel;
     char why[200];
     if (qemu_accel_resolve(cfg->accel, &accel, why, sizeof why, err) < 0) return -1;
@@ -482,8 +501,10 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
     if (cfg->vm_user) {
         struct passwd *pw = getpwnam(cfg->vm_user);
         if (!pw) {
-            terr_set(err, "VM user \"%s\" does not exist (create it: useradd --system --no-create-home torpor-vm)",
-                     cfg->vm_user);
+            terr_set(
+                err,
+                "VM user \"%s\" does not exist (create it: useradd --system --no-create-home torpor-vm)",
+                cfg->vm_user);
             goto fail;
         }
         if (pw->pw_uid == 0) {
@@ -493,16 +514,19 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
         d->vm_user = (qemu_run_as){.uid = pw->pw_uid, .gid = pw->pw_gid};
         d->run_as = &d->vm_user;
     }
-    d->tpl_cache_max = cfg->template_cache_max == 0 ? QEMU_TEMPLATE_CACHE_DEFAULT
-                       : cfg->template_cache_max < 0 ? 0 : cfg->template_cache_max;
-    d->idle_trim_ms = cfg->idle_trim_ms == 0 ? QEMU_IDLE_TRIM_MS_DEFAULT
-                      : cfg->idle_trim_ms < 0 ? 0 : cfg->idle_trim_ms;
+    d->tpl_cache_max = cfg->template_cache_max == 0  ? QEMU_TEMPLATE_CACHE_DEFAULT
+                       : cfg->template_cache_max < 0 ? 0
+                                                     : cfg->template_cache_max;
+    d->idle_trim_ms = cfg->idle_trim_ms == 0  ? QEMU_IDLE_TRIM_MS_DEFAULT
+                      : cfg->idle_trim_ms < 0 ? 0
+                                              : cfg->idle_trim_ms;
     if (qemu_watch_start(&d->watch, d->idle_trim_ms, err) < 0) goto fail;
     char qr[LOG_QUOTE_MAX], qb[LOG_QUOTE_MAX], qs[LOG_QUOTE_MAX], qi[LOG_QUOTE_MAX];
     log_info("event=runtime_open driver=qemu accel=%s reason=\"%s\" qemu=\"%s\" state_dir=\"%s\" "
              "image_dir=\"%s\" idle_trim_ms=%d",
              accel, log_quote(why, qr, sizeof qr), log_quote(d->qemu_binary, qb, sizeof qb),
-             log_quote(d->state_dir, qs, sizeof qs), log_quote(d->image_dir, qi, sizeof qi), d->idle_trim_ms);
+             log_quote(d->state_dir, qs, sizeof qs), log_quote(d->image_dir, qi, sizeof qi),
+             d->idle_trim_ms);
     *out = &d->base;
     return 0;
 fail:

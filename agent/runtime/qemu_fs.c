@@ -123,8 +123,8 @@ int qemu_copy_sparse(int srcfd, int dstdirfd, const char *dst_name, terr *err)
                                 : copy_rw(srcfd, &in, dst, &out, (size_t)(hole - in));
             if (n < 0) {
                 if (errno == EINTR) continue;
-                if (use_cfr && (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
-                                errno == EOPNOTSUPP)) {
+                if (use_cfr &&
+                    (errno == EXDEV || errno == EINVAL || errno == ENOSYS || errno == EOPNOTSUPP)) {
                     use_cfr = false; /* e.g. another filesystem: plain copy */
                     continue;
                 }
@@ -161,7 +161,8 @@ int qemu_punch_zeros(int fd, terr *err)
             off_t at = pos + off;
             if (z && run_start < 0) run_start = at;
             if (!z && run_start >= 0) {
-                if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, run_start, at - run_start) < 0) {
+                if (fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, run_start,
+                              at - run_start) < 0) {
                     rc = terr_set(err, "punch hole: %s", strerror(errno));
                     goto out;
                 }
@@ -223,6 +224,7 @@ int qemu_own_for_vm(const qemu_drv *d, int fd, bool dir, terr *err)
 {
     if (!d->run_as) return 0;
     if (fchown(fd, d->run_as->uid, d->run_as->gid) < 0 || fchmod(fd, dir ? 0700 : 0600) < 0)
-        return terr_set(err, "give %s to the VM user: %s", dir ? "a directory" : "a file", strerror(errno));
+        return terr_set(err, "give %s to the VM user: %s", dir ? "a directory" : "a file",
+                        strerror(errno));
     return 0;
 }

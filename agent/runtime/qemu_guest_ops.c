@@ -62,8 +62,8 @@ static int reconnect(qemu_vm *v, terr *err)
     int rc = 0;
     if (need) {
         guest_channel *ch = NULL;
-        if (guest_channel_open(v->dirfd, QEMU_GUEST_SOCK, v->base.sandbox_id, pidfd, QEMU_GUEST_CALL_MS,
-                               &ch, err) < 0 ||
+        if (guest_channel_open(v->dirfd, QEMU_GUEST_SOCK, v->base.sandbox_id, pidfd,
+                               QEMU_GUEST_CALL_MS, &ch, err) < 0 ||
             guest_channel_sync(ch, QEMU_GUEST_CALL_MS, err) < 0) {
             note_failed(v, err ? err->msg : "guest did not answer");
             rc = terr_wrap(err, "sandbox %s: guest not connected", v->base.sandbox_id);
@@ -100,8 +100,7 @@ static guest_channel *take_channel(qemu_vm *v, terr *err)
         pthread_mutex_lock(&v->mu);
     }
     guest_channel *ch = NULL;
-    if (v->state != QVM_RUNNING)
-        terr_set(err, "sandbox %s is not running", v->base.sandbox_id);
+    if (v->state != QVM_RUNNING) terr_set(err, "sandbox %s is not running", v->base.sandbox_id);
     else if (!v->ch || v->busy)
         terr_set(err, "sandbox %s is being paused or destroyed", v->base.sandbox_id);
     else {
@@ -139,8 +138,8 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n, terr *err)
  * request b (freed here in every case), waits up to timeout_ms for an answer
  * of resp_type and returns its payload in *p and *n (malloc'd). what names the
  * operation in errors. */
-static int guest_roundtrip(qemu_vm *v, const char *what, gp_buf *b, uint8_t req_type, uint8_t resp_type,
-                           int timeout_ms, uint8_t **p, size_t *n, terr *err)
+static int guest_roundtrip(qemu_vm *v, const char *what, gp_buf *b, uint8_t req_type,
+                           uint8_t resp_type, int timeout_ms, uint8_t **p, size_t *n, terr *err)
 {
     /* The caller's deadline wins when it is nearer: answer (with an error)
      * a little before the caller gives up, never after. */
@@ -150,7 +149,8 @@ static int guest_roundtrip(qemu_vm *v, const char *what, gp_buf *b, uint8_t req_
         if (left < timeout_ms) timeout_ms = left > 0 ? (int)left : 0;
         if (timeout_ms <= 0) {
             gp_buf_free(b);
-            return terr_set(err, "%s in %s: the caller's deadline has passed", what, v->base.sandbox_id);
+            return terr_set(err, "%s in %s: the caller's deadline has passed", what,
+                            v->base.sandbox_id);
         }
     }
     guest_channel *ch = take_channel(v, err);
@@ -189,12 +189,13 @@ int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *
         gp_buf_free(&b);
         return terr_wrap(err, "exec");
     }
-    long long timeout_ms = (req->timeout_sec > 0 ? (long long)req->timeout_sec : 3600) * 1000 +
-                           EXEC_ANSWER_MARGIN_MS;
+    long long timeout_ms =
+        (req->timeout_sec > 0 ? (long long)req->timeout_sec : 3600) * 1000 + EXEC_ANSWER_MARGIN_MS;
     if (timeout_ms > 0x7fffffff) timeout_ms = 0x7fffffff;
     uint8_t *p;
     size_t n;
-    if (guest_roundtrip(v, "exec", &b, GP_EXEC, GP_EXEC_RESULT, (int)timeout_ms, &p, &n, err) < 0) return -1;
+    if (guest_roundtrip(v, "exec", &b, GP_EXEC, GP_EXEC_RESULT, (int)timeout_ms, &p, &n, err) < 0)
+        return -1;
     gp_exec_result gr;
     int r = gp_decode_exec_result(p, n, &gr, err);
     free(p);
@@ -238,8 +239,8 @@ int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8
     }
     uint8_t *p;
     size_t n;
-    if (guest_roundtrip(qemu_vm_of(vm), "read_file", &b, GP_READ_FILE, GP_READ_RESULT, FILE_CALL_MS, &p, &n,
-                        err) < 0)
+    if (guest_roundtrip(qemu_vm_of(vm), "read_file", &b, GP_READ_FILE, GP_READ_RESULT, FILE_CALL_MS,
+                        &p, &n, err) < 0)
         return -1;
     gp_read_result rr;
     int r = gp_decode_read_result(p, n, &rr, err);
@@ -275,20 +276,23 @@ int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, cons
     }
     uint8_t *p;
     size_t n;
-    if (guest_roundtrip(qemu_vm_of(vm), "write_file", &b, GP_WRITE_FILE, GP_WRITE_RESULT, FILE_CALL_MS, &p, &n,
-                        err) < 0)
+    if (guest_roundtrip(qemu_vm_of(vm), "write_file", &b, GP_WRITE_FILE, GP_WRITE_RESULT,
+                        FILE_CALL_MS, &p, &n, err) < 0)
         return -1;
     gp_status_result st;
     int r = gp_decode_status_result(p, n, &st, err);
     free(p);
     if (r < 0) return terr_wrap(err, "write_file result");
-    if (st.status != 0) r = terr_set(err, "write_file %s: %s", path, st.message[0] ? st.message : strerror(st.status));
+    if (st.status != 0)
+        r = terr_set(err, "write_file %s: %s", path,
+                     st.message[0] ? st.message : strerror(st.status));
     gp_status_result_free(&st);
     return r;
 }
 
-int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type, const void *payload,
-                       size_t len, uint8_t resp_type, int timeout_ms, uint8_t **resp, size_t *resp_len, terr *err)
+int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type,
+                       const void *payload, size_t len, uint8_t resp_type, int timeout_ms,
+                       uint8_t **resp, size_t *resp_len, terr *err)
 {
     (void)d;
     *resp = NULL;
@@ -296,7 +300,8 @@ int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint
     qemu_vm *v = qemu_vm_of(vm);
     guest_channel *ch = take_channel(v, err);
     if (!ch) return -1;
-    int r = guest_channel_call(ch, req_type, payload, len, resp_type, timeout_ms, resp, resp_len, err);
+    int r =
+        guest_channel_call(ch, req_type, payload, len, resp_type, timeout_ms, resp, resp_len, err);
     put_channel(v, ch);
     if (r < 0) return terr_wrap(err, "%s in %s", what, v->base.sandbox_id);
     return 0;

@@ -76,8 +76,8 @@ static void arg(argv_builder *b, const char *fmt, ...)
     b->used += (size_t)n + 1;
 }
 
-static int build_argv(argv_builder *b, const char *binary, const char *name,
-                      const qemu_shape *s, bool incoming, bool tap, terr *err)
+static int build_argv(argv_builder *b, const char *binary, const char *name, const qemu_shape *s,
+                      bool incoming, bool tap, terr *err)
 {
     memset(b, 0, sizeof *b);
     /* -name must not contain ',' (QEMU option syntax); ids are validated
@@ -188,8 +188,8 @@ int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *sh
         free(b);
         return -1;
     }
-    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, in->run_as, tap ? tap_fd : -1, &in->proc,
-                            err);
+    int r = qemu_proc_spawn(b->argv, in->dirfd, QEMU_LOG_FILE, in->run_as, tap ? tap_fd : -1,
+                            &in->proc, err);
     free(b);
     if (r < 0) return -1;
     if (qemu_proc_write_pidfile(in->dirfd, &in->proc, err) < 0) goto fail;
@@ -203,7 +203,8 @@ int qemu_inst_start(qemu_inst *in, const char *qemu_binary, const qemu_shape *sh
         goto fail;
     if (incoming_fd >= 0) {
         if (qmp_getfd(in->qmp, "snap", incoming_fd, QMP_CALL_MS, err) < 0 ||
-            qmp_call(in->qmp, "migrate-incoming", "{\"uri\":\"fd:snap\"}", QMP_CALL_MS, NULL, err) < 0)
+            qmp_call(in->qmp, "migrate-incoming", "{\"uri\":\"fd:snap\"}", QMP_CALL_MS, NULL, err) <
+                0)
             goto fail;
         long long deadline = mono_ms() + MIGRATE_MS;
         char st[64];
@@ -288,7 +289,8 @@ int qemu_inst_save(qemu_inst *in, int state_fd, int ram_fd, terr *err)
             return terr_set(err, "migration %s%s%s", st, desc[0] ? ": " : "", desc);
         }
         free(reply);
-        if (mono_ms() > deadline) return terr_set(err, "migration did not finish in %d ms", MIGRATE_MS);
+        if (mono_ms() > deadline)
+            return terr_set(err, "migration did not finish in %d ms", MIGRATE_MS);
         sleep_us(500);
     }
 }

@@ -36,7 +36,7 @@
 #define QEMU_LOG_FILE "qemu.log"
 
 typedef struct qemu_inst {
-    int dirfd;          /* not owned */
+    int dirfd;                    /* not owned */
     char id[RUNTIME_ID_MAX + 40]; /* sandbox id or template key, for -name and logs */
     qemu_proc proc;
     qmp *qmp;

@@ -39,24 +39,24 @@ typedef struct qemu_drv {
     runtime_driver base;
     char *state_dir;
     char *image_dir;
-    char *qemu_binary;   /* absolute */
-    const char *accel;   /* "tcg" | "kvm" */
-    int sb_dirfd;        /* <state_dir>/sandboxes */
-    int tpl_dirfd;       /* <state_dir>/templates */
+    char *qemu_binary; /* absolute */
+    const char *accel; /* "tcg" | "kvm" */
+    int sb_dirfd;      /* <state_dir>/sandboxes */
+    int tpl_dirfd;     /* <state_dir>/templates */
     pthread_mutex_t tpl_mu;
     pthread_cond_t tpl_cv;
     qemu_tpl_build *building;
     qemu_watch *watch;
-    int idle_trim_ms;    /* > 0: trim a VM's QEMU after this long without calls */
-    int tpl_cache_max;   /* > 0: committed templates kept (LRU); 0 = unlimited */
-    qemu_run_as vm_user; /* valid when run_as != NULL */
+    int idle_trim_ms;          /* > 0: trim a VM's QEMU after this long without calls */
+    int tpl_cache_max;         /* > 0: committed templates kept (LRU); 0 = unlimited */
+    qemu_run_as vm_user;       /* valid when run_as != NULL */
     const qemu_run_as *run_as; /* &vm_user, or NULL: QEMU runs as the agent's user */
 } qemu_drv;
 
 typedef enum { QVM_RUNNING, QVM_PAUSED, QVM_DESTROYED, QVM_DEAD } qvm_state;
 
 typedef struct qemu_vm {
-    runtime_vm base;     /* base.priv points back here */
+    runtime_vm base; /* base.priv points back here */
     pthread_mutex_t mu;
     /* Serialises lazy guest reconnects (qemu_guest_ops.c): a re-attached VM
      * whose guest did not answer during recover() gets its channel on the
@@ -69,13 +69,13 @@ typedef struct qemu_vm {
     long long conn_failed_ms;
     terr conn_failed_why;
     qvm_state state;
-    bool busy;           /* a lifecycle call owns the process right now */
-    int dirfd;           /* sandboxes/<id>, owned */
+    bool busy; /* a lifecycle call owns the process right now */
+    int dirfd; /* sandboxes/<id>, owned */
     qemu_inst inst;
-    guest_channel *ch;   /* NULL while pausing, when not running, or while a
+    guest_channel *ch;  /* NULL while pausing, when not running, or while a
                           * re-attached VM's guest has not answered yet */
-    qemu_meta desc;      /* spec + shape + template key */
-    qemu_timing timing;  /* of the last lifecycle call */
+    qemu_meta desc;     /* spec + shape + template key */
+    qemu_timing timing; /* of the last lifecycle call */
     /* Idle trim bookkeeping (under mu): host calls in flight, when the last
      * one ended (or the VM came up), and whether it was trimmed since. */
     int calls;
@@ -83,23 +83,17 @@ typedef struct qemu_vm {
     bool trimmed;
 } qemu_vm;
 
-static inline qemu_drv *qemu_drv_of(runtime_driver *d)
-{
-    return (qemu_drv *)d->priv;
-}
+static inline qemu_drv *qemu_drv_of(runtime_driver *d) { return (qemu_drv *)d->priv; }
 
-static inline qemu_vm *qemu_vm_of(runtime_vm *vm)
-{
-    return (qemu_vm *)vm->priv;
-}
+static inline qemu_vm *qemu_vm_of(runtime_vm *vm) { return (qemu_vm *)vm->priv; }
 
 /* Default idle time before a VM's QEMU is trimmed (qemu_trim.c). */
 #define QEMU_IDLE_TRIM_MS_DEFAULT 5000
 
 /* Timeouts (ms). */
-#define QEMU_GUEST_CONNECT_MS 20000   /* restore: guest answers quickly */
-#define QEMU_GUEST_BOOT_MS 120000     /* cold boot of a template under TCG */
-#define QEMU_GUEST_CALL_MS 10000      /* PING / SYNC / small calls */
+#define QEMU_GUEST_CONNECT_MS 20000 /* restore: guest answers quickly */
+#define QEMU_GUEST_BOOT_MS 120000   /* cold boot of a template under TCG */
+#define QEMU_GUEST_CALL_MS 10000    /* PING / SYNC / small calls */
 #define QEMU_QUIT_GRACE_MS 5000
 /* recover(): generous, a loaded 2-core TCG host may answer slowly, and
  * giving up must never cost a live VM. */
@@ -134,8 +128,8 @@ int64_t qemu_unix_ms(void);
  * for templates with a root disk qemu_disk_template_mb(disk_mb));
  * concurrent callers for one key wait for a single build. On success
  * *tplfd is an open fd of templates/<key>/ and *meta its metadata. */
-int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb, int *tplfd,
-                      qemu_meta *meta, terr *err);
+int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb,
+                      int *tplfd, qemu_meta *meta, terr *err);
 #define QEMU_TEMPLATE_CACHE_DEFAULT 8
 /* The template fd qemu_template_get hands out holds a shared flock on the
  * directory until closed: eviction (LRU beyond tpl_cache_max, after each
@@ -160,7 +154,8 @@ int qemu_disk_sync(int dirfd, const qemu_shape *s, terr *err);
 /* Grows a running VM's root disk from from_mb (0: the base image's size) to
  * to_mb: QMP block_resize, then resize2fs in the guest (online, over ch).
  * No-op without a root disk or when to_mb <= from_mb. */
-int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, int to_mb, terr *err);
+int qemu_disk_grow(qmp *q, guest_channel *ch, const qemu_shape *s, int from_mb, int to_mb,
+                   terr *err);
 /* The disk size a template snapshot is pre-grown to for a sandbox that
  * wants disk_mb (0 = default): QEMU_DISK_MB_DEFAULT when disk_mb is at least
  * that (creates at the default size then grow nothing), else 0 (the base
@@ -208,8 +203,9 @@ void qemu_vm_note_connect_failed(qemu_vm *v, const char *why);
 int qemu_op_pause(runtime_driver *d, runtime_vm *vm, const runtime_spec *spec, terr *err);
 int qemu_op_exec(runtime_driver *d, runtime_vm *vm, const runtime_exec_request *req,
                  runtime_exec_result *res, terr *err);
-int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type, const void *payload,
-                       size_t len, uint8_t resp_type, int timeout_ms, uint8_t **resp, size_t *resp_len, terr *err);
+int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint8_t req_type,
+                       const void *payload, size_t len, uint8_t resp_type, int timeout_ms,
+                       uint8_t **resp, size_t *resp_len, terr *err);
 int qemu_op_read_file(runtime_driver *d, runtime_vm *vm, const char *path, uint8_t **data,
                       size_t *len, terr *err);
 int qemu_op_write_file(runtime_driver *d, runtime_vm *vm, const char *path, const uint8_t *data,

@@ -4,8 +4,7 @@
 #include <jansson.h>
 #include <string.h>
 
-int qjson_get_string(const char *json, const char *const *keys, size_t n_keys, char *out,
-                     size_t n)
+int qjson_get_string(const char *json, const char *const *keys, size_t n_keys, char *out, size_t n)
 {
     if (n > 0) out[0] = '\0';
     json_t *root = json ? json_loads(json, 0, NULL) : NULL;

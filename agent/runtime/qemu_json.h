@@ -14,7 +14,6 @@
  * the JSON text json and copies it into out (NUL-terminated, cut to n-1
  * bytes). Returns 0, or -1 when json does not parse, the path does not
  * exist or the value is not a string (out is then ""). */
-int qjson_get_string(const char *json, const char *const *keys, size_t n_keys, char *out,
-                     size_t n);
+int qjson_get_string(const char *json, const char *const *keys, size_t n_keys, char *out, size_t n);
 
 #endif

@@ -26,18 +26,18 @@ int qemu_meta_write(int dirfd, const char *name, const qemu_meta *m, terr *err)
         has_newline(m->template_key))
         return terr_set(err, "meta: a value contains a newline");
     char buf[META_MAX];
-    int n = snprintf(buf, sizeof buf,
-                     "version=%d\nsandbox_id=%s\ntemplate=%s\nvcpus=%d\nmemory_mb=%d\n"
-                     "timeout_sec=%d\ncreated_at_unix=%lld\naccel=%s\nkernel=%s\ninitrd=%s\n"
-                     "cmdline=%s\ntemplate_key=%s\nstate_bytes=%lld\nram_disk_bytes=%lld\n"
-                     "paused_at_unix_ms=%lld\npause_ms=%lld\ndisk_mb=%d\nrootfs=%s\nbase_digest=%s\n"
-                     "net=%d\n",
-                     QEMU_META_VERSION, m->spec.sandbox_id, m->spec.template_name, m->spec.vcpus,
-                     m->spec.memory_mb, m->spec.timeout_sec, (long long)m->spec.created_at_unix,
-                     s->accel, s->kernel, s->initrd, s->cmdline, m->template_key,
-                     (long long)m->state_bytes, (long long)m->ram_disk_bytes,
-                     (long long)m->paused_at_unix_ms, (long long)m->pause_ms, m->spec.disk_mb,
-                     s->rootfs, s->rootfs_digest, s->net);
+    int n = snprintf(
+        buf, sizeof buf,
+        "version=%d\nsandbox_id=%s\ntemplate=%s\nvcpus=%d\nmemory_mb=%d\n"
+        "timeout_sec=%d\ncreated_at_unix=%lld\naccel=%s\nkernel=%s\ninitrd=%s\n"
+        "cmdline=%s\ntemplate_key=%s\nstate_bytes=%lld\nram_disk_bytes=%lld\n"
+        "paused_at_unix_ms=%lld\npause_ms=%lld\ndisk_mb=%d\nrootfs=%s\nbase_digest=%s\n"
+        "net=%d\n",
+        QEMU_META_VERSION, m->spec.sandbox_id, m->spec.template_name, m->spec.vcpus,
+        m->spec.memory_mb, m->spec.timeout_sec, (long long)m->spec.created_at_unix, s->accel,
+        s->kernel, s->initrd, s->cmdline, m->template_key, (long long)m->state_bytes,
+        (long long)m->ram_disk_bytes, (long long)m->paused_at_unix_ms, (long long)m->pause_ms,
+        m->spec.disk_mb, s->rootfs, s->rootfs_digest, s->net);
     if (n < 0 || (size_t)n >= sizeof buf) return terr_set(err, "meta: too large");
     int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640);
     if (fd < 0) return terr_set(err, "open %s: %s", tmp, strerror(errno));
@@ -125,7 +125,8 @@ int qemu_meta_read(int dirfd, const char *name, qemu_meta *m, terr *err)
             bad = parse_ll(v, 0, 1LL << 62, &x);
             m->spec.created_at_unix = x;
         } else if (!strcmp(k, "accel")) {
-            bad = (strcmp(v, "tcg") && strcmp(v, "kvm")) || copy_str(m->shape.accel, sizeof m->shape.accel, v);
+            bad = (strcmp(v, "tcg") && strcmp(v, "kvm")) ||
+                  copy_str(m->shape.accel, sizeof m->shape.accel, v);
             seen[F_ACCEL] = true;
         } else if (!strcmp(k, "kernel")) {
             bad = v[0] != '/' || copy_str(m->shape.kernel, sizeof m->shape.kernel, v);

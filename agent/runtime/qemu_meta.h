@@ -25,10 +25,10 @@
 #define QEMU_META_VERSION 1
 
 typedef struct qemu_shape {
-    char accel[8];          /* "tcg" | "kvm" */
+    char accel[8]; /* "tcg" | "kvm" */
     int vcpus;
     int memory_mb;
-    char kernel[PATH_MAX];  /* absolute paths */
+    char kernel[PATH_MAX]; /* absolute paths */
     char initrd[PATH_MAX];
     char cmdline[1024];
     /* Templates with a root disk (qemu_disk.c): the base image (absolute,
@@ -36,15 +36,15 @@ typedef struct qemu_shape {
      * and its content digest (sha256 hex). Both "" without a root disk. */
     char rootfs[PATH_MAX];
     char rootfs_digest[72];
-    int net;                /* 1: the machine has the virtio-net NIC (docs/network.md) */
+    int net; /* 1: the machine has the virtio-net NIC (docs/network.md) */
 } qemu_shape;
 
 typedef struct qemu_meta {
-    runtime_spec spec;       /* sandbox_id empty for a template */
+    runtime_spec spec; /* sandbox_id empty for a template */
     qemu_shape shape;
-    char template_key[160];  /* the template snapshot this came from */
-    int64_t state_bytes;     /* size of "state"; checked on resume */
-    int64_t ram_disk_bytes;  /* blocks allocated to "ram" */
+    char template_key[160]; /* the template snapshot this came from */
+    int64_t state_bytes;    /* size of "state"; checked on resume */
+    int64_t ram_disk_bytes; /* blocks allocated to "ram" */
     int64_t paused_at_unix_ms;
     int64_t pause_ms;
 } qemu_meta;

@@ -116,14 +116,18 @@ int qemu_op_pause(runtime_driver *rd, runtime_vm *vm, const runtime_spec *spec, 
     if (qemu_fsync_dir(v->dirfd, err) < 0) goto dead;
     unlinkat(v->dirfd, QEMU_RUNNING_FILE, 0);
     unlinkat(v->dirfd, "qemu.pid", 0);
-    v->timing = (qemu_timing){.save_ms = (double)(t_saved - t0), .quit_ms = (double)(t_quit - t_saved),
-                              .fsync_ms = (double)(t_sync - t_quit), .total_ms = (double)(mono_ms() - t0),
-                              .state_bytes = v->desc.state_bytes, .ram_disk_bytes = v->desc.ram_disk_bytes};
+    v->timing = (qemu_timing){.save_ms = (double)(t_saved - t0),
+                              .quit_ms = (double)(t_quit - t_saved),
+                              .fsync_ms = (double)(t_sync - t_quit),
+                              .total_ms = (double)(mono_ms() - t0),
+                              .state_bytes = v->desc.state_bytes,
+                              .ram_disk_bytes = v->desc.ram_disk_bytes};
     set_state(v, QVM_PAUSED);
-    log_info("event=pause_done sandbox_id=%s duration_ms=%lld save_ms=%lld quit_ms=%lld fsync_ms=%lld "
-             "state_bytes=%lld ram_disk_bytes=%lld",
-             id, mono_ms() - t0, t_saved - t0, t_quit - t_saved, t_sync - t_quit,
-             (long long)v->desc.state_bytes, (long long)v->desc.ram_disk_bytes);
+    log_info(
+        "event=pause_done sandbox_id=%s duration_ms=%lld save_ms=%lld quit_ms=%lld fsync_ms=%lld "
+        "state_bytes=%lld ram_disk_bytes=%lld",
+        id, mono_ms() - t0, t_saved - t0, t_quit - t_saved, t_sync - t_quit,
+        (long long)v->desc.state_bytes, (long long)v->desc.ram_disk_bytes);
     return 0;
 
 rollback:
@@ -139,11 +143,12 @@ rollback:
         if (qemu_inst_cont(&v->inst, &e2) == 0 &&
             qemu_vm_connect_guest(v, QEMU_GUEST_CONNECT_MS, false, &e2) == 0) {
             set_state(v, QVM_RUNNING);
-            log_warn("event=pause_failed sandbox_id=%s vm=running duration_ms=%lld error=\"%s\"", id,
-                     mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
+            log_warn("event=pause_failed sandbox_id=%s vm=running duration_ms=%lld error=\"%s\"",
+                     id, mono_ms() - t0, log_quote(err ? err->msg : "", q, sizeof q));
             return terr_wrap(err, "pause of %s failed (the sandbox keeps running)", id);
         }
-        log_error("event=pause_rollback_failed sandbox_id=%s error=\"%s\"", id, log_quote(e2.msg, q, sizeof q));
+        log_error("event=pause_rollback_failed sandbox_id=%s error=\"%s\"", id,
+                  log_quote(e2.msg, q, sizeof q));
     }
     qemu_inst_kill(&v->inst);
     set_state(v, QVM_DEAD);

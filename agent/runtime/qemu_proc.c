@@ -79,7 +79,8 @@ int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, const q
         }
         /* The passed fd becomes QEMU_PASS_FD without CLOEXEC (dup2 clears
          * it); the error pipe (3) was moved before, so it cannot be hit. */
-        if (!e && pass_fd >= 0 && pass_fd != QEMU_PASS_FD && dup2(pass_fd, QEMU_PASS_FD) < 0) e = errno;
+        if (!e && pass_fd >= 0 && pass_fd != QEMU_PASS_FD && dup2(pass_fd, QEMU_PASS_FD) < 0)
+            e = errno;
         if (!e && pass_fd == QEMU_PASS_FD && fcntl(pass_fd, F_SETFD, 0) < 0) e = errno;
         if (!e) {
             close_range(pass_fd >= 0 ? QEMU_PASS_FD + 1 : QEMU_PASS_FD, ~0u, 0);
@@ -138,7 +139,8 @@ int qemu_proc_starttime(pid_t pid, unsigned long long *out, terr *err)
         field++;
         if (field == 3) state = tok[0];
         if (field == 22) {
-            if (state == 'Z' || state == 'X') return terr_set(err, "process %d has exited", (int)pid);
+            if (state == 'Z' || state == 'X')
+                return terr_set(err, "process %d has exited", (int)pid);
             *out = strtoull(tok, NULL, 10);
             return 0;
         }

@@ -24,10 +24,10 @@
 
 typedef struct qemu_proc {
     pid_t pid;
-    int pidfd;      /* -1 when none */
-    bool child;     /* ours to reap */
+    int pidfd;  /* -1 when none */
+    bool child; /* ours to reap */
     bool exited;
-    int status;     /* wait status when child && exited */
+    int status; /* wait status when child && exited */
 } qemu_proc;
 
 /* run_as (NULL = unchanged): the child drops to this uid/gid (no

@@ -19,10 +19,7 @@
 #include "qemu_json.h"
 #include "qemu_scan.h"
 
-static bool status_is(const char *st, const char *a)
-{
-    return !strcmp(st, a);
-}
+static bool status_is(const char *st, const char *a) { return !strcmp(st, a); }
 
 /* resume_stopped() result: the VM is a create cut short before its
  * snapshot load started (see below). */
@@ -55,7 +52,8 @@ static int resume_stopped(qemu_vm *v, terr *err)
     bool cancelled = false;
     for (;;) {
         char *reply;
-        if (qmp_call(v->inst.qmp, "query-status", NULL, QEMU_RECOVER_QMP_MS, &reply, err) < 0) return -1;
+        if (qmp_call(v->inst.qmp, "query-status", NULL, QEMU_RECOVER_QMP_MS, &reply, err) < 0)
+            return -1;
         const char *k[] = {"return", "status"};
         int r = qjson_get_string(reply, k, 2, st, sizeof st);
         free(reply);
@@ -70,16 +68,20 @@ static int resume_stopped(qemu_vm *v, terr *err)
             if (status_is(st, "inmigrate")) {
                 /* The runstate is set before the incoming status turns
                  * "completed": only none/failed means no load is coming. */
-                if (!ms[0] || status_is(ms, "none") || status_is(ms, "failed") || status_is(ms, "cancelled")) {
-                    terr_set(err, "VM in state inmigrate with %s incoming migration: its snapshot load never "
-                                  "started",
-                             ms[0] ? ms : "no");
+                if (!ms[0] || status_is(ms, "none") || status_is(ms, "failed") ||
+                    status_is(ms, "cancelled")) {
+                    terr_set(
+                        err,
+                        "VM in state inmigrate with %s incoming migration: its snapshot load never "
+                        "started",
+                        ms[0] ? ms : "no");
                     return RESUME_NEVER_LOADED;
                 }
                 settling = true;
             } else {
-                settling = status_is(ms, "active") || status_is(ms, "setup") || status_is(ms, "device") ||
-                           status_is(ms, "pre-switchover") || status_is(ms, "cancelling");
+                settling = status_is(ms, "active") || status_is(ms, "setup") ||
+                           status_is(ms, "device") || status_is(ms, "pre-switchover") ||
+                           status_is(ms, "cancelling");
             }
         }
         if (!settling) break;
@@ -94,7 +96,8 @@ static int resume_stopped(qemu_vm *v, terr *err)
     }
     if (status_is(st, "running")) return 0;
     char q[LOG_QUOTE_MAX];
-    log_warn("event=recover_cont sandbox_id=%s status=\"%s\"", v->base.sandbox_id, log_quote(st, q, sizeof q));
+    log_warn("event=recover_cont sandbox_id=%s status=\"%s\"", v->base.sandbox_id,
+             log_quote(st, q, sizeof q));
     if (qmp_call(v->inst.qmp, "cont", NULL, QEMU_RECOVER_QMP_MS, NULL, err) < 0)
         return terr_wrap(err, "cont from status %s", st);
     return 0;
@@ -126,10 +129,8 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
     int fd2 = fcntl(sbfd, F_DUPFD_CLOEXEC, 0);
     qemu_vm *v = fd2 >= 0 ? qemu_vm_new(d, id, fd2, err) : NULL;
     if (!v) {
-        if (fd2 >= 0)
-            close(fd2);
-        else
-            terr_set(err, "dup: %s", strerror(errno));
+        if (fd2 >= 0) close(fd2);
+        else terr_set(err, "dup: %s", strerror(errno));
         /* Out of resources: keep the VM running for the next restart. */
         qemu_proc_release(&proc);
         return 1;
@@ -148,8 +149,8 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
         /* Nothing of the user's exists yet (no committed snapshot either:
          * recover() handled that before calling us): a VM that can never
          * run must not be reported running. */
-        log_warn("event=recover_create_incomplete sandbox_id=%s pid=%d error=\"%s\" action=kill", id, (int)pid,
-                 log_quote(why.msg, q, sizeof q));
+        log_warn("event=recover_create_incomplete sandbox_id=%s pid=%d error=\"%s\" action=kill",
+                 id, (int)pid, log_quote(why.msg, q, sizeof q));
         terr_set(err, "create cut short before its snapshot was loaded (QEMU killed): %s", why.msg);
         qemu_inst_kill(&v->inst);
         runtime_vm_unref(&v->base);
@@ -157,7 +158,8 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
     }
     if (rs < 0) {
         if (!qemu_proc_poll(&v->inst.proc)) goto gone;
-        log_warn("event=recover_qmp_failed sandbox_id=%s pid=%d error=\"%s\"", id, (int)pid, log_quote(why.msg, q, sizeof q));
+        log_warn("event=recover_qmp_failed sandbox_id=%s pid=%d error=\"%s\"", id, (int)pid,
+                 log_quote(why.msg, q, sizeof q));
     }
     /* SYNC too: the clock stood still while the VM was stopped, and a
      * create cut short may not have reseeded the guest yet. */
@@ -166,11 +168,13 @@ static int reattach(qemu_drv *d, const char *id, int sbfd, qemu_vm **out, terr *
         /* Counts as an attempt: the first calls right after do not wait
          * for the same silence again. */
         qemu_vm_note_connect_failed(v, why.msg);
-        log_warn("event=recover_guest_failed sandbox_id=%s pid=%d error=\"%s\" action=reconnect_on_next_call",
-                 id, (int)pid, log_quote(why.msg, q, sizeof q));
+        log_warn(
+            "event=recover_guest_failed sandbox_id=%s pid=%d error=\"%s\" action=reconnect_on_next_call",
+            id, (int)pid, log_quote(why.msg, q, sizeof q));
     }
     if (qemu_watch_add(d->watch, v, &why) < 0)
-        log_warn("event=recover_watch_failed sandbox_id=%s error=\"%s\"", id, log_quote(why.msg, q, sizeof q));
+        log_warn("event=recover_watch_failed sandbox_id=%s error=\"%s\"", id,
+                 log_quote(why.msg, q, sizeof q));
     *out = v;
     return 0;
 gone:
@@ -197,9 +201,10 @@ static void kill_strays(qemu_scan **scan, bool *scanned, const char *id, int sbf
     }
     int n = qemu_scan_kill_in(*scan, id, sbfd);
     if (n > 0)
-        log_warn("event=recover_stray_killed sandbox_id=%s count=%d reason=\"a QEMU of this sandbox that no pid "
-                 "file names\"",
-                 id, n);
+        log_warn(
+            "event=recover_stray_killed sandbox_id=%s count=%d reason=\"a QEMU of this sandbox that no pid "
+            "file names\"",
+            id, n);
 }
 
 /* Live VMs are re-attached in parallel, each within its own bounded waits
@@ -226,11 +231,11 @@ static void remove_dir(qemu_drv *d, const char *id, const char *why)
     char q[LOG_QUOTE_MAX], qid[LOG_QUOTE_MAX];
     terr rerr;
     if (qemu_rmtree(d->sb_dirfd, id, &rerr) < 0)
-        log_warn("event=recover_remove_failed sandbox_id=\"%s\" error=\"%s\"", log_quote(id, qid, sizeof qid),
-                 log_quote(rerr.msg, q, sizeof q));
+        log_warn("event=recover_remove_failed sandbox_id=\"%s\" error=\"%s\"",
+                 log_quote(id, qid, sizeof qid), log_quote(rerr.msg, q, sizeof q));
     else
-        log_info("event=recover_removed sandbox_id=\"%s\" reason=\"%s\"", log_quote(id, qid, sizeof qid),
-                 log_quote(why, q, sizeof q));
+        log_info("event=recover_removed sandbox_id=\"%s\" reason=\"%s\"",
+                 log_quote(id, qid, sizeof qid), log_quote(why, q, sizeof q));
 }
 
 static void recover_live(recover_run *rr, const char *id, int sbfd, const runtime_spec *announced)
@@ -246,13 +251,15 @@ static void recover_live(recover_run *rr, const char *id, int sbfd, const runtim
         pthread_mutex_lock(&v->mu);
         bool guest = v->ch != NULL;
         pthread_mutex_unlock(&v->mu);
-        log_info("event=recovered sandbox_id=%s state=running pid=%d guest=%s qmp=%s", id, (int)v->inst.proc.pid,
-                 guest ? "connected" : "pending", v->inst.qmp ? "connected" : "pending");
+        log_info("event=recovered sandbox_id=%s state=running pid=%d guest=%s qmp=%s", id,
+                 (int)v->inst.proc.pid, guest ? "connected" : "pending",
+                 v->inst.qmp ? "connected" : "pending");
         rr->cb(rr->ctx, &v->desc.spec, &v->base);
         rr->running++;
     } else if (r > 0) {
         /* Alive but not re-attachable now: never delete a live VM. */
-        log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id, log_quote(why.msg, q, sizeof q));
+        log_error("event=recover_skipped sandbox_id=%s error=\"%s\"", id,
+                  log_quote(why.msg, q, sizeof q));
         rr->kept++;
     } else {
         remove_dir(rr->d, id, why.msg);
@@ -366,8 +373,9 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
     free(rr.ids);
     free(rr.fds);
     free(rr.specs);
-    log_info("event=recover_done paused=%d running=%d removed=%d kept=%d live_candidates=%zu workers=%d "
-             "reattach_ms=%lld",
-             paused, rr.running, rr.removed, rr.kept, rr.n, nth + 1, mono_ms() - t0);
+    log_info(
+        "event=recover_done paused=%d running=%d removed=%d kept=%d live_candidates=%zu workers=%d "
+        "reattach_ms=%lld",
+        paused, rr.running, rr.removed, rr.kept, rr.n, nth + 1, mono_ms() - t0);
     return 0;
 }

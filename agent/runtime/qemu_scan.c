@@ -113,7 +113,8 @@ int qemu_scan_kill_in(qemu_scan *s, const char *name, int dirfd)
     int killed = 0;
     for (size_t i = 0; i < s->n; i++) {
         scan_entry *e = &s->e[i];
-        if (strcmp(e->name, name) != 0 || e->cwd_dev != dst.st_dev || e->cwd_ino != dst.st_ino) continue;
+        if (strcmp(e->name, name) != 0 || e->cwd_dev != dst.st_dev || e->cwd_ino != dst.st_ino)
+            continue;
         qemu_proc p;
         terr ignored;
         /* Gone since the scan, or its pid reused: nothing to kill. */

@@ -14,14 +14,14 @@
 
 typedef struct qemu_timing {
     /* create / resume */
-    double copy_ms;      /* create: template RAM file -> sandbox RAM file */
-    double load_ms;      /* QEMU started and the snapshot loaded (paused) */
-    double running_ms;   /* ... and `cont` done: the VM runs */
-    double total_ms;     /* ... and torpor-guest answered PING + SYNC */
+    double copy_ms;    /* create: template RAM file -> sandbox RAM file */
+    double load_ms;    /* QEMU started and the snapshot loaded (paused) */
+    double running_ms; /* ... and `cont` done: the VM runs */
+    double total_ms;   /* ... and torpor-guest answered PING + SYNC */
     /* pause */
-    double save_ms;      /* stop + device state migrated */
-    double quit_ms;      /* QEMU exited */
-    double fsync_ms;     /* RAM + state fsync'd */
+    double save_ms;  /* stop + device state migrated */
+    double quit_ms;  /* QEMU exited */
+    double fsync_ms; /* RAM + state fsync'd */
     int64_t state_bytes;
     int64_t ram_disk_bytes;
 } qemu_timing;

@@ -37,7 +37,8 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n)
 
 static uint64_t hash_stat(uint64_t h, const struct stat *st)
 {
-    int64_t v[3] = {(int64_t)st->st_size, (int64_t)st->st_mtim.tv_sec, (int64_t)st->st_mtim.tv_nsec};
+    int64_t v[3] = {(int64_t)st->st_size, (int64_t)st->st_mtim.tv_sec,
+                    (int64_t)st->st_mtim.tv_nsec};
     return fnv1a(h, v, sizeof v);
 }
 
@@ -46,7 +47,8 @@ static int image_shape(qemu_drv *d, const char *name, int vcpus, int memory_mb, 
                        uint64_t *hash, terr *err)
 {
     memset(s, 0, sizeof *s);
-    if (!qemu_valid_name(name, RUNTIME_TEMPLATE_MAX)) return terr_set(err, "unknown template %s", name);
+    if (!qemu_valid_name(name, RUNTIME_TEMPLATE_MAX))
+        return terr_set(err, "unknown template %s", name);
     char cmdline_path[PATH_MAX];
     struct stat sk, si, sc, sq;
     int n1 = snprintf(s->kernel, sizeof s->kernel, "%s/%s/vmlinux", d->image_dir, name);
@@ -56,8 +58,10 @@ static int image_shape(qemu_drv *d, const char *name, int vcpus, int memory_mb, 
         (size_t)n2 >= sizeof s->initrd || (size_t)n3 >= sizeof cmdline_path)
         return terr_set(err, "image path too long");
     if (stat(s->kernel, &sk) < 0 || stat(s->initrd, &si) < 0 || stat(cmdline_path, &sc) < 0)
-        return terr_set(err, "unknown template %s (no complete image in %s/%s)", name, d->image_dir, name);
-    if (stat(d->qemu_binary, &sq) < 0) return terr_set(err, "stat %s: %s", d->qemu_binary, strerror(errno));
+        return terr_set(err, "unknown template %s (no complete image in %s/%s)", name, d->image_dir,
+                        name);
+    if (stat(d->qemu_binary, &sq) < 0)
+        return terr_set(err, "stat %s: %s", d->qemu_binary, strerror(errno));
     FILE *f = fopen(cmdline_path, "re");
     if (!f) return terr_set(err, "open %s: %s", cmdline_path, strerror(errno));
     size_t n = fread(s->cmdline, 1, sizeof s->cmdline - 1, f);
@@ -107,14 +111,15 @@ static int open_committed(qemu_drv *d, const char *key, int *fd, qemu_meta *meta
     return 0;
 }
 
-static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape, int disk_mb,
-                 terr *err)
+static int build(qemu_drv *d, const char *name, const char *key, const qemu_shape *shape,
+                 int disk_mb, terr *err)
 {
     long long t0 = mono_ms();
     char bname[QEMU_TEMPLATE_KEY_MAX + 16];
     snprintf(bname, sizeof bname, "%s" BUILDING_SUFFIX, key);
     if (qemu_rmtree(d->tpl_dirfd, bname, err) < 0) return -1;
-    if (mkdirat(d->tpl_dirfd, bname, 0750) < 0) return terr_set(err, "mkdir %s: %s", bname, strerror(errno));
+    if (mkdirat(d->tpl_dirfd, bname, 0750) < 0)
+        return terr_set(err, "mkdir %s: %s", bname, strerror(errno));
     int bfd = openat(d->tpl_dirfd, bname, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (bfd < 0) return terr_set(err, "open %s: %s", bname, strerror(errno));
     log_info("event=template_build_start template=%s key=%s accel=%s", name, key, d->accel);
@@ -130,7 +135,8 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     int state_fd = -1, ram_fd = -1;
     if (shape->rootfs[0] && qemu_disk_overlay_create(d, bfd, shape->rootfs, err) < 0) goto fail;
     if (qemu_inst_start(&in, d->qemu_binary, shape, -1, -1, err) < 0) goto fail;
-    if (guest_channel_open(bfd, QEMU_GUEST_SOCK, in.id, in.proc.pidfd, QEMU_GUEST_BOOT_MS, &ch, err) < 0) {
+    if (guest_channel_open(bfd, QEMU_GUEST_SOCK, in.id, in.proc.pidfd, QEMU_GUEST_BOOT_MS, &ch,
+                           err) < 0) {
         terr_wrap(err, "template %s did not come up", name);
         qemu_inst_console_tail(&in, err);
         qemu_inst_log_tail(bfd, err);
@@ -182,17 +188,19 @@ static int build(qemu_drv *d, const char *name, const char *key, const qemu_shap
     m.state_bytes = qemu_file_size(bfd, QEMU_STATE_FILE);
     m.ram_disk_bytes = qemu_file_disk_bytes(bfd, QEMU_RAM_FILE);
     m.paused_at_unix_ms = qemu_unix_ms();
-    if (qemu_meta_write(bfd, QEMU_META_FILE, &m, err) < 0 || qemu_fsync_dir(bfd, err) < 0) goto fail;
+    if (qemu_meta_write(bfd, QEMU_META_FILE, &m, err) < 0 || qemu_fsync_dir(bfd, err) < 0)
+        goto fail;
     if (renameat(d->tpl_dirfd, bname, d->tpl_dirfd, key) < 0) {
         terr_set(err, "rename template %s: %s", key, strerror(errno));
         goto fail;
     }
     close(bfd);
     if (qemu_fsync_dir(d->tpl_dirfd, err) < 0) return -1;
-    log_info("event=template_built template=%s key=%s boot_ms=%lld duration_ms=%lld state_bytes=%lld "
-             "ram_disk_bytes=%lld",
-             name, key, booted - t0, mono_ms() - t0, (long long)m.state_bytes,
-             (long long)m.ram_disk_bytes);
+    log_info(
+        "event=template_built template=%s key=%s boot_ms=%lld duration_ms=%lld state_bytes=%lld "
+        "ram_disk_bytes=%lld",
+        name, key, booted - t0, mono_ms() - t0, (long long)m.state_bytes,
+        (long long)m.ram_disk_bytes);
     return 0;
 fail:
     if (ch) guest_channel_unref(ch);
@@ -202,7 +210,8 @@ fail:
     close(bfd);
     qemu_rmtree(d->tpl_dirfd, bname, &e2);
     char q[LOG_QUOTE_MAX];
-    log_error("event=template_build_failed template=%s key=%s error=\"%s\"", name, key, log_quote(err ? err->msg : "", q, sizeof q));
+    log_error("event=template_build_failed template=%s key=%s error=\"%s\"", name, key,
+              log_quote(err ? err->msg : "", q, sizeof q));
     return -1;
 }
 
@@ -248,7 +257,8 @@ static void evict(qemu_drv *d, const char *keep)
     struct dirent *e;
     while ((e = readdir(dir))) {
         size_t l = strlen(e->d_name), sl = strlen(BUILDING_SUFFIX);
-        if (e->d_name[0] == '.' || l >= QEMU_TEMPLATE_KEY_MAX || (l > sl && !strcmp(e->d_name + l - sl, BUILDING_SUFFIX)))
+        if (e->d_name[0] == '.' || l >= QEMU_TEMPLATE_KEY_MAX ||
+            (l > sl && !strcmp(e->d_name + l - sl, BUILDING_SUFFIX)))
             continue;
         if (n == cap) {
             size_t nc = cap ? cap * 2 : 16;
@@ -281,18 +291,20 @@ static void evict(qemu_drv *d, const char *keep)
             int rc = qemu_rmtree(d->tpl_dirfd, all[i].name, &er);
             close(f);
             if (rc < 0) {
-                log_warn("event=template_evict_failed key=%s error=\"%s\"", all[i].name, log_quote(er.msg, q, sizeof q));
+                log_warn("event=template_evict_failed key=%s error=\"%s\"", all[i].name,
+                         log_quote(er.msg, q, sizeof q));
                 continue;
             }
-            log_info("event=template_evicted key=%s reason=lru cache_max=%d", all[i].name, d->tpl_cache_max);
+            log_info("event=template_evicted key=%s reason=lru cache_max=%d", all[i].name,
+                     d->tpl_cache_max);
             left--;
         }
     }
     free(all);
 }
 
-int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb, int *tplfd,
-                      qemu_meta *meta, terr *err)
+int qemu_template_get(qemu_drv *d, const char *name, int vcpus, int memory_mb, int disk_mb,
+                      int *tplfd, qemu_meta *meta, terr *err)
 {
     qemu_shape shape;
     uint64_t h = 0;
@@ -369,9 +381,11 @@ void qemu_template_cleanup(qemu_drv *d)
         }
         terr er;
         if (qemu_rmtree(d->tpl_dirfd, e->d_name, &er) < 0)
-            log_warn("event=template_cleanup_failed dir=\"%s\" error=\"%s\"", log_quote(e->d_name, qd, sizeof qd), log_quote(er.msg, q, sizeof q));
+            log_warn("event=template_cleanup_failed dir=\"%s\" error=\"%s\"",
+                     log_quote(e->d_name, qd, sizeof qd), log_quote(er.msg, q, sizeof q));
         else
-            log_info("event=template_removed dir=\"%s\" reason=%s", log_quote(e->d_name, qd, sizeof qd), half ? "half-built" : "not committed");
+            log_info("event=template_removed dir=\"%s\" reason=%s",
+                     log_quote(e->d_name, qd, sizeof qd), half ? "half-built" : "not committed");
     }
     closedir(dir);
 }

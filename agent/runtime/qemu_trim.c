@@ -51,8 +51,8 @@ static int file_mappings(pid_t pid, struct iovec *iov, int max, int *n, terr *er
         unsigned maj, min;
         char perms[8];
         int name_at = 0;
-        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu %n", &a, &b, perms, &off, &maj, &min, &inode,
-                   &name_at) != 7)
+        if (sscanf(line, "%llx-%llx %7s %llx %x:%x %llu %n", &a, &b, perms, &off, &maj, &min,
+                   &inode, &name_at) != 7)
             continue;
         /* inode 0: anonymous, stack, vdso...; a '/' name: a real file. */
         if (inode == 0 || line[name_at] != '/' || b <= a) continue;

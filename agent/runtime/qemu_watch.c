@@ -33,8 +33,8 @@ struct qemu_watch {
     pthread_t thread;
     pthread_mutex_t mu;
     watch_entry *entries;
-    int idle_trim_ms;    /* 0 = no trim */
-    bool trim_disabled;  /* the kernel or our privileges cannot do it */
+    int idle_trim_ms;   /* 0 = no trim */
+    bool trim_disabled; /* the kernel or our privileges cannot do it */
 };
 
 /* How often the watch thread looks for idle VMs to trim. */
@@ -85,15 +85,17 @@ static void maybe_trim(qemu_watch *w, watch_entry *e, long long now)
         if (unsupported) {
             w->trim_disabled = true;
             char q[LOG_QUOTE_MAX];
-            log_warn("event=idle_trim_disabled sandbox_id=%s error=\"%s\"", v->base.sandbox_id, log_quote(err.msg, q, sizeof q));
+            log_warn("event=idle_trim_disabled sandbox_id=%s error=\"%s\"", v->base.sandbox_id,
+                     log_quote(err.msg, q, sizeof q));
         } else {
             char q[LOG_QUOTE_MAX];
-            log_info("event=idle_trim_failed sandbox_id=%s error=\"%s\"", v->base.sandbox_id, log_quote(err.msg, q, sizeof q));
+            log_info("event=idle_trim_failed sandbox_id=%s error=\"%s\"", v->base.sandbox_id,
+                     log_quote(err.msg, q, sizeof q));
         }
         return;
     }
-    log_debug("event=idle_trim sandbox_id=%s pid=%d bytes=%lld duration_ms=%lld", v->base.sandbox_id,
-              (int)pid, advised, mono_ms() - t0);
+    log_debug("event=idle_trim sandbox_id=%s pid=%d bytes=%lld duration_ms=%lld",
+              v->base.sandbox_id, (int)pid, advised, mono_ms() - t0);
 }
 
 static void trim_idle(qemu_watch *w)

@@ -52,7 +52,8 @@ static int read_line(qmp *q, long long deadline, char **line, terr *err)
             *line = l;
             return 0;
         }
-        if (q->len >= QMP_LINE_MAX) return terr_set(err, "qmp: line longer than %d bytes", QMP_LINE_MAX);
+        if (q->len >= QMP_LINE_MAX)
+            return terr_set(err, "qmp: line longer than %d bytes", QMP_LINE_MAX);
         long long left = deadline - mono_ms();
         if (left <= 0) return terr_set(err, "qmp: timed out waiting for QEMU");
         struct pollfd p = {.fd = q->fd, .events = POLLIN};
@@ -127,8 +128,10 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
         fd = -1;
         if (e != ENOENT && e != ECONNREFUSED && e != EAGAIN)
             return terr_set(err, "qmp: connect %s: %s", name, strerror(e));
-        if (pid_exited(pidfd)) return terr_set(err, "qmp: QEMU exited before its QMP socket was ready");
-        if (mono_ms() >= deadline) return terr_set(err, "qmp: QEMU did not open %s in %d ms", name, timeout_ms);
+        if (pid_exited(pidfd))
+            return terr_set(err, "qmp: QEMU exited before its QMP socket was ready");
+        if (mono_ms() >= deadline)
+            return terr_set(err, "qmp: QEMU did not open %s in %d ms", name, timeout_ms);
         /* QEMU creates the socket a few tens of ms after exec. */
         struct timespec ts = {0, 1000000};
         nanosleep(&ts, NULL);
@@ -156,8 +159,8 @@ int qmp_connect(int dirfd, const char *name, int pidfd, int timeout_ms, qmp **ou
         qmp_close(q);
         return terr_set(err, "qmp: unexpected greeting from QEMU");
     }
-    if (qmp_call(q, "qmp_capabilities", NULL, (int)(deadline - mono_ms() > 0 ? deadline - mono_ms() : 1),
-                 NULL, err) < 0) {
+    if (qmp_call(q, "qmp_capabilities", NULL,
+                 (int)(deadline - mono_ms() > 0 ? deadline - mono_ms() : 1), NULL, err) < 0) {
         qmp_close(q);
         return -1;
     }
@@ -226,8 +229,8 @@ int qmp_getfd(qmp *q, const char *fdname, int fd, int timeout_ms, terr *err)
         struct cmsghdr align;
     } u;
     memset(&u, 0, sizeof u);
-    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf,
-                        .msg_controllen = sizeof u.buf};
+    struct msghdr mh = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof u.buf};
     struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
     c->cmsg_level = SOL_SOCKET;
     c->cmsg_type = SCM_RIGHTS;

@@ -11,9 +11,18 @@
 #include "agent_config.h"
 
 static const char *const env_names[] = {
-    "TORPOR_AGENT_LISTEN", "TORPOR_STATE_DIR", "TORPOR_IMAGE_DIR", "TORPOR_ACCEL",
-    "TORPOR_REAPER_INTERVAL", "TORPOR_PAUSE_WORKERS", "TORPOR_SHUTDOWN_TIMEOUT",
-    "TORPOR_TLS_CERT", "TORPOR_TLS_KEY", "TORPOR_TLS_CA", "TORPOR_AGENT_METRICS_ADDR", "TORPOR_NETWORK",
+    "TORPOR_AGENT_LISTEN",
+    "TORPOR_STATE_DIR",
+    "TORPOR_IMAGE_DIR",
+    "TORPOR_ACCEL",
+    "TORPOR_REAPER_INTERVAL",
+    "TORPOR_PAUSE_WORKERS",
+    "TORPOR_SHUTDOWN_TIMEOUT",
+    "TORPOR_TLS_CERT",
+    "TORPOR_TLS_KEY",
+    "TORPOR_TLS_CA",
+    "TORPOR_AGENT_METRICS_ADDR",
+    "TORPOR_NETWORK",
 };
 
 static int clear_env(void **state)
@@ -90,8 +99,8 @@ static void test_env_then_flags(void **state)
     assert_string_equal(c.state_dir, "/srv/torpor");
     assert_string_equal(c.accel, "tcg");
     assert_int_equal(c.reaper_interval_ms, 250);
-    assert_int_equal(parse(&c, &e, 7, "--listen", "127.0.0.1:0", "--reaper-interval=0.5", "--pause-workers",
-                           "4", "--accel=kvm"),
+    assert_int_equal(parse(&c, &e, 7, "--listen", "127.0.0.1:0", "--reaper-interval=0.5",
+                           "--pause-workers", "4", "--accel=kvm"),
                      AGENT_CONFIG_OK);
     assert_string_equal(c.listen, "127.0.0.1:0");
     assert_int_equal(c.reaper_interval_ms, 500);
@@ -126,8 +135,8 @@ static void test_bad_input(void **state)
     assert_int_equal(parse(&c, &e, 3, "--state-dir", ""), AGENT_CONFIG_ERROR);
     assert_int_equal(parse(&c, &e, 3, "--listen", "0.0.0.0:50051"), AGENT_CONFIG_ERROR);
     assert_non_null(strstr(e.msg, "not loopback"));
-    assert_int_equal(parse(&c, &e, 9, "--listen", "0.0.0.0:50051", "--tls-cert", "/c.pem", "--tls-key",
-                           "/k.pem", "--tls-ca", "/ca.pem"),
+    assert_int_equal(parse(&c, &e, 9, "--listen", "0.0.0.0:50051", "--tls-cert", "/c.pem",
+                           "--tls-key", "/k.pem", "--tls-ca", "/ca.pem"),
                      AGENT_CONFIG_OK);
     setenv("TORPOR_PAUSE_WORKERS", "many", 1);
     assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_ERROR);

@@ -40,8 +40,10 @@ static int setup(void **state)
     rpc_fx *r = calloc(1, sizeof *r);
     assert_non_null(r);
     r->fx = fx_new();
-    r->app = (agent_rpc){.lc = r->fx->lc, .journal = r->fx->journal, .host_ip = "127.0.0.1",
-                        .agent_id = TEST_AGENT_ID};
+    r->app = (agent_rpc){.lc = r->fx->lc,
+                         .journal = r->fx->journal,
+                         .host_ip = "127.0.0.1",
+                         .agent_id = TEST_AGENT_ID};
     rpc_server_config scfg = {.listen_addr = "127.0.0.1:0", .app = &r->app};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
     terr e;
@@ -77,42 +79,49 @@ static grpc_status_code call(rpc_fx *r, const char *method, const ProtobufCMessa
 
 static grpc_status_code create(rpc_fx *r, const char *id, int vcpus, int timeout_sec, terr *e)
 {
-    Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__CreateSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)id;
     req.template_ = "minimal";
     req.vcpus = vcpus;
     req.memory_mb = 128;
     req.timeout_sec = timeout_sec;
-    return call(r, RPC_CREATE_SANDBOX, &req.base, &torpor__hostagent__v1__create_sandbox_response__descriptor,
-                NULL, e);
+    return call(r, RPC_CREATE_SANDBOX, &req.base,
+                &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL, e);
 }
 
 static grpc_status_code ping(rpc_fx *r, const char *id, terr *e)
 {
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)id;
-    return call(r, RPC_PING_SANDBOX, &req.base, &torpor__hostagent__v1__ping_sandbox_response__descriptor,
-                NULL, e);
+    return call(r, RPC_PING_SANDBOX, &req.base,
+                &torpor__hostagent__v1__ping_sandbox_response__descriptor, NULL, e);
 }
 
 static grpc_status_code by_id(rpc_fx *r, const char *method, const ProtobufCMessageDescriptor *reqd,
                               const ProtobufCMessageDescriptor *respd, const char *id, terr *e)
 {
     /* Pause/Resume/Destroy requests all start with field 1 = sandbox_id. */
-    Torpor__Hostagent__V1__PauseSandboxRequest req = TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PauseSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_REQUEST__INIT;
     req.base.descriptor = reqd;
     req.sandbox_id = (char *)id;
     return call(r, method, &req.base, respd, NULL, e);
 }
 
-#define PAUSE(r, id, e) by_id(r, RPC_PAUSE_SANDBOX, &torpor__hostagent__v1__pause_sandbox_request__descriptor, \
-                              &torpor__hostagent__v1__pause_sandbox_response__descriptor, id, e)
-#define DESTROY(r, id, e) by_id(r, RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, \
-                                &torpor__hostagent__v1__destroy_sandbox_response__descriptor, id, e)
+#define PAUSE(r, id, e)                                                                    \
+    by_id(r, RPC_PAUSE_SANDBOX, &torpor__hostagent__v1__pause_sandbox_request__descriptor, \
+          &torpor__hostagent__v1__pause_sandbox_response__descriptor, id, e)
+#define DESTROY(r, id, e)                                                                      \
+    by_id(r, RPC_DESTROY_SANDBOX, &torpor__hostagent__v1__destroy_sandbox_request__descriptor, \
+          &torpor__hostagent__v1__destroy_sandbox_response__descriptor, id, e)
 
-static Torpor__Hostagent__V1__ListSandboxesResponse *list(rpc_fx *r, const char **acks, size_t n_acks)
+static Torpor__Hostagent__V1__ListSandboxesResponse *list(rpc_fx *r, const char **acks,
+                                                          size_t n_acks)
 {
-    Torpor__Hostagent__V1__ListSandboxesRequest req = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_REQUEST__INIT;
+    Torpor__Hostagent__V1__ListSandboxesRequest req =
+        TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_REQUEST__INIT;
     req.ack_auto_paused_sandbox_ids = (char **)acks;
     req.n_ack_auto_paused_sandbox_ids = n_acks;
     ProtobufCMessage *resp = NULL;
@@ -128,7 +137,8 @@ static void test_create_refuses_bad_disk_mb(void **state)
 {
     rpc_fx *r = *state;
     terr e;
-    Torpor__Hostagent__V1__CreateSandboxRequest creq = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__CreateSandboxRequest creq =
+        TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
     creq.sandbox_id = "sb-disk";
     creq.template_ = "minimal";
     creq.vcpus = 1;
@@ -137,7 +147,8 @@ static void test_create_refuses_bad_disk_mb(void **state)
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         creq.disk_mb = bad[i];
         assert_int_equal(call(r, RPC_CREATE_SANDBOX, &creq.base,
-                              &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL, &e),
+                              &torpor__hostagent__v1__create_sandbox_response__descriptor, NULL,
+                              &e),
                          GRPC_STATUS_INVALID_ARGUMENT);
         assert_non_null(strstr(e.msg, "disk_mb"));
     }
@@ -156,41 +167,53 @@ static void test_file_chunk_rpcs_check_fields(void **state)
     rpc_fx *r = *state;
     terr e;
     assert_int_equal(create(r, "sb-f", 1, 0, &e), GRPC_STATUS_OK);
-    Torpor__Hostagent__V1__WriteFileChunkRequest w = TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_REQUEST__INIT;
-    const ProtobufCMessageDescriptor *wd = &torpor__hostagent__v1__write_file_chunk_response__descriptor;
+    Torpor__Hostagent__V1__WriteFileChunkRequest w =
+        TORPOR__HOSTAGENT__V1__WRITE_FILE_CHUNK_REQUEST__INIT;
+    const ProtobufCMessageDescriptor *wd =
+        &torpor__hostagent__v1__write_file_chunk_response__descriptor;
     w.sandbox_id = "sb-f";
     w.path = "/tmp/x";
     w.upload_id = "../evil";
-    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
     w.upload_id = "abc";
     w.path = "tmp/relative";
-    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
     w.path = "/tmp/a\nb";
-    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
     w.path = "/tmp/x";
     w.commit = w.abort = true;
-    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
     w.commit = w.abort = false;
     uint8_t *big = calloc(1, GP_CHUNK_MAX + 1);
     w.data.data = big;
     w.data.len = GP_CHUNK_MAX + 1;
-    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
     free(big);
     w.data.data = (uint8_t *)"x";
     w.data.len = 1;
     w.sandbox_id = "sb-nope";
     assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_NOT_FOUND);
     w.sandbox_id = "sb-f";
-    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(call(r, RPC_WRITE_FILE_CHUNK, &w.base, wd, NULL, &e),
+                     GRPC_STATUS_FAILED_PRECONDITION);
 
-    Torpor__Hostagent__V1__ReadFileChunkRequest rq = TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_REQUEST__INIT;
-    const ProtobufCMessageDescriptor *rd = &torpor__hostagent__v1__read_file_chunk_response__descriptor;
+    Torpor__Hostagent__V1__ReadFileChunkRequest rq =
+        TORPOR__HOSTAGENT__V1__READ_FILE_CHUNK_REQUEST__INIT;
+    const ProtobufCMessageDescriptor *rd =
+        &torpor__hostagent__v1__read_file_chunk_response__descriptor;
     rq.sandbox_id = "sb-f";
     rq.path = "/tmp/x";
     rq.length = 0;
-    assert_int_equal(call(r, RPC_READ_FILE_CHUNK, &rq.base, rd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call(r, RPC_READ_FILE_CHUNK, &rq.base, rd, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
     rq.length = GP_CHUNK_MAX + 1;
-    assert_int_equal(call(r, RPC_READ_FILE_CHUNK, &rq.base, rd, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(call(r, RPC_READ_FILE_CHUNK, &rq.base, rd, NULL, &e),
+                     GRPC_STATUS_INVALID_ARGUMENT);
 
     Torpor__Hostagent__V1__ListDirRequest lq = TORPOR__HOSTAGENT__V1__LIST_DIR_REQUEST__INIT;
     const ProtobufCMessageDescriptor *ld = &torpor__hostagent__v1__list_dir_response__descriptor;
@@ -201,7 +224,8 @@ static void test_file_chunk_rpcs_check_fields(void **state)
     lq.max_entries = GP_LIST_MAX_ENTRIES + 1;
     assert_int_equal(call(r, RPC_LIST_DIR, &lq.base, ld, NULL, &e), GRPC_STATUS_INVALID_ARGUMENT);
     lq.max_entries = 10;
-    assert_int_equal(call(r, RPC_LIST_DIR, &lq.base, ld, NULL, &e), GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(call(r, RPC_LIST_DIR, &lq.base, ld, NULL, &e),
+                     GRPC_STATUS_FAILED_PRECONDITION);
 }
 
 static void test_status_codes(void **state)
@@ -213,15 +237,17 @@ static void test_status_codes(void **state)
     assert_int_equal(DESTROY(r, "sb-none", &e), GRPC_STATUS_NOT_FOUND);
     assert_int_equal(PAUSE(r, "sb-none", &e), GRPC_STATUS_NOT_FOUND);
     /* 64 characters: refused, never truncated into a valid id */
-    assert_int_equal(create(r, "x123456789012345678901234567890123456789012345678901234567890123", 1, 0, &e),
-                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        create(r, "x123456789012345678901234567890123456789012345678901234567890123", 1, 0, &e),
+        GRPC_STATUS_INVALID_ARGUMENT);
     assert_int_equal(create(r, "../etc", 1, 0, &e), GRPC_STATUS_INVALID_ARGUMENT);
     assert_int_equal(create(r, "", 1, 0, &e), GRPC_STATUS_INVALID_ARGUMENT);
     assert_int_equal(create(r, "sb-1", 0, 0, &e), GRPC_STATUS_INVALID_ARGUMENT);
     assert_int_equal(create(r, "sb-1", 1, -5, &e), GRPC_STATUS_INVALID_ARGUMENT);
     assert_int_equal(ping(r, "bad/id", &e), GRPC_STATUS_INVALID_ARGUMENT);
 
-    Torpor__Hostagent__V1__CreateSandboxRequest creq = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__CreateSandboxRequest creq =
+        TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
     creq.sandbox_id = "sb-1";
     creq.template_ = "minimal";
     creq.vcpus = 2;
@@ -257,10 +283,12 @@ static void test_status_codes(void **state)
     Torpor__Hostagent__V1__ExecRequest xreq = TORPOR__HOSTAGENT__V1__EXEC_REQUEST__INIT;
     xreq.sandbox_id = "sb-1";
     xreq.cmd = "echo hi";
-    assert_int_equal(call(r, RPC_EXEC, &xreq.base, &torpor__hostagent__v1__exec_response__descriptor, NULL, &e),
-                     GRPC_STATUS_FAILED_PRECONDITION);
+    assert_int_equal(
+        call(r, RPC_EXEC, &xreq.base, &torpor__hostagent__v1__exec_response__descriptor, NULL, &e),
+        GRPC_STATUS_FAILED_PRECONDITION);
 
-    Torpor__Hostagent__V1__ResumeSandboxRequest rreq = TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__ResumeSandboxRequest rreq =
+        TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
     rreq.sandbox_id = "sb-1";
     rreq.timeout_sec = 3;
     assert_int_equal(call(r, RPC_RESUME_SANDBOX, &rreq.base,
@@ -274,16 +302,18 @@ static void test_status_codes(void **state)
                           &torpor__hostagent__v1__resume_sandbox_response__descriptor, NULL, &e),
                      GRPC_STATUS_FAILED_PRECONDITION);
 
-    assert_int_equal(call(r, RPC_EXEC, &xreq.base, &torpor__hostagent__v1__exec_response__descriptor, &out, &e),
-                     GRPC_STATUS_OK);
+    assert_int_equal(
+        call(r, RPC_EXEC, &xreq.base, &torpor__hostagent__v1__exec_response__descriptor, &out, &e),
+        GRPC_STATUS_OK);
     Torpor__Hostagent__V1__ExecResponse *xresp = (void *)out;
     assert_int_equal(xresp->stdout.len, 8);
     assert_memory_equal(xresp->stdout.data, "echo hi\n", 8);
     assert_int_equal(xresp->exit_code, 0);
     protobuf_c_message_free_unpacked(out, NULL);
     xreq.cmd = "";
-    assert_int_equal(call(r, RPC_EXEC, &xreq.base, &torpor__hostagent__v1__exec_response__descriptor, NULL, &e),
-                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        call(r, RPC_EXEC, &xreq.base, &torpor__hostagent__v1__exec_response__descriptor, NULL, &e),
+        GRPC_STATUS_INVALID_ARGUMENT);
 
     Torpor__Hostagent__V1__WriteFileRequest wreq = TORPOR__HOSTAGENT__V1__WRITE_FILE_REQUEST__INIT;
     wreq.sandbox_id = "sb-1";
@@ -296,23 +326,26 @@ static void test_status_codes(void **state)
     Torpor__Hostagent__V1__ReadFileRequest fr = TORPOR__HOSTAGENT__V1__READ_FILE_REQUEST__INIT;
     fr.sandbox_id = "sb-1";
     fr.path = "/tmp/x";
-    assert_int_equal(call(r, RPC_READ_FILE, &fr.base, &torpor__hostagent__v1__read_file_response__descriptor,
-                          &out, &e),
+    assert_int_equal(call(r, RPC_READ_FILE, &fr.base,
+                          &torpor__hostagent__v1__read_file_response__descriptor, &out, &e),
                      GRPC_STATUS_OK);
     Torpor__Hostagent__V1__ReadFileResponse *fresp = (void *)out;
     assert_int_equal(fresp->content.len, 5);
     assert_memory_equal(fresp->content.data, "\0bin\xff", 5);
     protobuf_c_message_free_unpacked(out, NULL);
 
-    Torpor__Hostagent__V1__SetSandboxTimeoutRequest treq = TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_REQUEST__INIT;
+    Torpor__Hostagent__V1__SetSandboxTimeoutRequest treq =
+        TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_REQUEST__INIT;
     treq.sandbox_id = "sb-1";
     treq.timeout_sec = -1;
     assert_int_equal(call(r, RPC_SET_TIMEOUT, &treq.base,
-                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor, NULL, &e),
+                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor, NULL,
+                          &e),
                      GRPC_STATUS_INVALID_ARGUMENT);
     treq.timeout_sec = 60;
     assert_int_equal(call(r, RPC_SET_TIMEOUT, &treq.base,
-                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor, NULL, &e),
+                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor, NULL,
+                          &e),
                      GRPC_STATUS_OK);
 
     assert_int_equal(DESTROY(r, "sb-1", &e), GRPC_STATUS_OK);
@@ -327,7 +360,8 @@ static void test_create_refuses_uppercase_template(void **state)
 {
     rpc_fx *r = *state;
     terr e;
-    Torpor__Hostagent__V1__CreateSandboxRequest req = TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__CreateSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__CREATE_SANDBOX_REQUEST__INIT;
     req.sandbox_id = "sb-up";
     req.template_ = "Minimal";
     req.vcpus = 1;
@@ -357,7 +391,8 @@ static void test_list_reports_auto_paused_until_acked(void **state)
         Torpor__Hostagent__V1__ListSandboxesResponse *l = list(r, NULL, 0);
         assert_int_equal(l->n_sandboxes, 2);
         for (size_t i = 0; i < l->n_sandboxes; i++) {
-            const char *want = strcmp(l->sandboxes[i]->sandbox_id, "sb-idle") == 0 ? "paused" : "running";
+            const char *want =
+                strcmp(l->sandboxes[i]->sandbox_id, "sb-idle") == 0 ? "paused" : "running";
             assert_string_equal(l->sandboxes[i]->status, want);
         }
         assert_int_equal(l->n_auto_paused_sandbox_ids, 1);
@@ -482,12 +517,19 @@ static void test_agent_identity_persists(void **state)
 
     char path[512];
     snprintf(path, sizeof path, "%s/agent/agent_id", a);
-    const char *bad[] = {"", "\n", "ag-0123", "ag-0123456789ABCDEF\n", "xx-0123456789abcdef",
-                         "ag-0123456789abcdef0", "ag-0123456789abcdef\n\n", "ag-0123456789abcdeg"};
+    const char *bad[] = {"",
+                         "\n",
+                         "ag-0123",
+                         "ag-0123456789ABCDEF\n",
+                         "xx-0123456789abcdef",
+                         "ag-0123456789abcdef0",
+                         "ag-0123456789abcdef\n\n",
+                         "ag-0123456789abcdeg"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         write_file(path, bad[i]);
         e.msg[0] = '\0';
-        if (agent_identity_load(a, id2, &created, &e) != -1) fail_msg("accepted malformed id \"%s\"", bad[i]);
+        if (agent_identity_load(a, id2, &created, &e) != -1)
+            fail_msg("accepted malformed id \"%s\"", bad[i]);
         assert_non_null(strstr(e.msg, path));
     }
     write_file(path, "ag-00112233445566ff"); /* no newline is fine */
@@ -510,7 +552,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_refuses_bad_disk_mb, setup, teardown),
         cmocka_unit_test_setup_teardown(test_file_chunk_rpcs_check_fields, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_reports_auto_paused_until_acked, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_list_answers_when_acks_cannot_be_written, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_list_answers_when_acks_cannot_be_written, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_block_ping, setup, teardown),
         cmocka_unit_test(test_agent_identity_persists),
     };

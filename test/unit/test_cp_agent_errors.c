@@ -37,9 +37,10 @@ static void test_grpc_mapping(void **state)
     mapping_is(GRPC_STATUS_RESOURCE_EXHAUSTED, 503, "no_capacity");
 
     /* Only a refused/failed connection is retried: the request never left. */
-    assert_true(agent_is_connect_failure(GRPC_STATUS_UNAVAILABLE,
-                                         "failed to connect to all addresses; last error: UNKNOWN: "
-                                         "ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused"));
+    assert_true(agent_is_connect_failure(
+        GRPC_STATUS_UNAVAILABLE,
+        "failed to connect to all addresses; last error: UNKNOWN: "
+        "ipv4:127.0.0.1:1: Failed to connect to remote host: Connection refused"));
     assert_true(agent_is_connect_failure(GRPC_STATUS_UNAVAILABLE, "Broken pipe"));
     assert_false(agent_is_connect_failure(GRPC_STATUS_UNAVAILABLE, "Socket closed"));
     assert_false(agent_is_connect_failure(GRPC_STATUS_INTERNAL, "failed to connect"));
@@ -54,16 +55,19 @@ static void test_grpc_mapping(void **state)
     assert_false(agent_method_is_idempotent(RPC_RESUME_SANDBOX));
     assert_true(agent_method_is_idempotent(RPC_GET_TEMPLATE));
     assert_true(agent_method_is_idempotent(RPC_LIST_TEMPLATES));
-    assert_false(agent_method_is_idempotent(RPC_BUILD_TEMPLATE)); /* a second build would be ALREADY_EXISTS */
+    assert_false(agent_method_is_idempotent(
+        RPC_BUILD_TEMPLATE)); /* a second build would be ALREADY_EXISTS */
 }
 
 static void test_create_outcome(void **state)
 {
     /* Sent and then lost: the agent may have created it, the row stays pending. */
-    assert_true(sandbox_ops_create_outcome_unknown(GRPC_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded"));
+    assert_true(
+        sandbox_ops_create_outcome_unknown(GRPC_STATUS_DEADLINE_EXCEEDED, "Deadline Exceeded"));
     assert_true(sandbox_ops_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Socket closed"));
     /* Never reached the agent, or a definite answer: the row goes to error. */
-    assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "failed to connect to all addresses"));
+    assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE,
+                                                    "failed to connect to all addresses"));
     assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_UNAVAILABLE, "Broken pipe"));
     assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_INTERNAL, "boot failed"));
     assert_false(sandbox_ops_create_outcome_unknown(GRPC_STATUS_RESOURCE_EXHAUSTED, "no memory"));
@@ -83,7 +87,8 @@ static void test_agent_view(void **state)
     r.status = "recovering"; /* a restarted agent still re-attaching it: held, never gone */
     Torpor__Hostagent__V1__SandboxInfo *list[] = {&a, &b, &r};
     char *autos[] = {"sb-b", "sb-c"};
-    Torpor__Hostagent__V1__ListSandboxesResponse resp = TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
+    Torpor__Hostagent__V1__ListSandboxesResponse resp =
+        TORPOR__HOSTAGENT__V1__LIST_SANDBOXES_RESPONSE__INIT;
     resp.sandboxes = list;
     resp.n_sandboxes = 3;
     resp.auto_paused_sandbox_ids = autos;

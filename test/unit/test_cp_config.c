@@ -17,7 +17,9 @@ static void test_config(void **state)
 {
     cp_config c;
     terr err;
-    char *ok[] = {"torpor-cp", "--database-url", "host=/tmp", "--reconcile-interval=0.25", "--http-threads", "3"};
+    char *ok[] = {"torpor-cp",      "--database-url",
+                  "host=/tmp",      "--reconcile-interval=0.25",
+                  "--http-threads", "3"};
     assert_int_equal(cp_config_parse(6, ok, &c, &err), 0);
     assert_int_equal(c.command, CP_CMD_SERVE);
     assert_true(c.reconcile_interval_sec == 0.25);
@@ -49,12 +51,14 @@ static void test_config(void **state)
     assert_string_equal(c.host_id, "h1");
 
     assert_string_equal(c.metrics_addr, "127.0.0.1:9464");
-    char *list[] = {"torpor-cp", "keys", "list", "--team", "t1", "--database-url=x", "--metrics-addr", "off"};
+    char *list[] = {"torpor-cp",        "keys",           "list", "--team", "t1",
+                    "--database-url=x", "--metrics-addr", "off"};
     assert_int_equal(cp_config_parse(8, list, &c, &err), 0);
     assert_int_equal(c.command, CP_CMD_KEYS_LIST);
     assert_string_equal(c.team, "t1");
     assert_string_equal(c.metrics_addr, "off");
-    char *rev_prefix[] = {"torpor-cp", "keys", "revoke", "--prefix", "tpk_0123abcd", "--database-url=x"};
+    char *rev_prefix[] = {"torpor-cp", "keys",         "revoke",
+                          "--prefix",  "tpk_0123abcd", "--database-url=x"};
     assert_int_equal(cp_config_parse(6, rev_prefix, &c, &err), 0);
     assert_int_equal(c.command, CP_CMD_KEYS_REVOKE);
     assert_string_equal(c.key_prefix, "tpk_0123abcd");
@@ -79,7 +83,8 @@ static void test_config(void **state)
     char *bad8[] = {"torpor-cp", "--database-url", "x", "hosts", "reset-identity"};
     char *bad9[] = {"torpor-cp", "--database-url", "x", "keys", "list"};
     char *bad10[] = {"torpor-cp", "--database-url", "x", "keys", "revoke"};
-    char *bad11[] = {"torpor-cp", "--database-url", "x", "keys", "revoke", "--prefix", "p", "--id", "i"};
+    char *bad11[] = {"torpor-cp", "--database-url", "x", "keys", "revoke", "--prefix",
+                     "p",         "--id",           "i"};
     char *bad12[] = {"torpor-cp", "--database-url", "x", "--metrics-addr", "9464"};
     char **bads[] = {bad1, bad2, bad3, bad4, bad5, bad6, bad7, bad8, bad9, bad10, bad11, bad12};
     int argcs[] = {5, 4, 5, 5, 2, 5, 5, 5, 5, 5, 9, 5};
@@ -94,23 +99,33 @@ static void test_teams_set_quota_parses_limits_and_defaults_to_unlimited(void **
 {
     cp_config c;
     terr err;
-    char *both[] = {"torpor-cp", "teams", "set-quota", "--team", "t1", "--max-sandboxes", "3",
-                    "--max-memory-mb=1024", "--database-url=x"};
+    char *both[] = {"torpor-cp",
+                    "teams",
+                    "set-quota",
+                    "--team",
+                    "t1",
+                    "--max-sandboxes",
+                    "3",
+                    "--max-memory-mb=1024",
+                    "--database-url=x"};
     assert_int_equal(cp_config_parse(9, both, &c, &err), 0);
     assert_int_equal(c.command, CP_CMD_TEAMS_SET_QUOTA);
     assert_string_equal(c.team, "t1");
     assert_int_equal(c.max_sandboxes, 3);
     assert_int_equal(c.max_memory_mb, 1024);
 
-    char *one[] = {"torpor-cp", "teams", "set-quota", "--team", "t1", "--max-sandboxes", "0", "--database-url=x"};
+    char *one[] = {"torpor-cp", "teams",           "set-quota", "--team",
+                   "t1",        "--max-sandboxes", "0",         "--database-url=x"};
     assert_int_equal(cp_config_parse(8, one, &c, &err), 0);
     assert_int_equal(c.max_sandboxes, 0);
     assert_int_equal(c.max_memory_mb, -1);
 
-    char *noteam[] = {"torpor-cp", "teams", "set-quota", "--max-sandboxes", "3", "--database-url=x"};
+    char *noteam[] = {"torpor-cp",       "teams", "set-quota",
+                      "--max-sandboxes", "3",     "--database-url=x"};
     assert_int_equal(cp_config_parse(6, noteam, &c, &err), -1);
     assert_non_null(strstr(err.msg, "--team"));
-    char *bad[] = {"torpor-cp", "teams", "set-quota", "--team", "t", "--max-memory-mb", "lots", "--database-url=x"};
+    char *bad[] = {"torpor-cp", "teams",           "set-quota", "--team",
+                   "t",         "--max-memory-mb", "lots",      "--database-url=x"};
     assert_int_equal(cp_config_parse(8, bad, &c, &err), -1);
     assert_non_null(strstr(err.msg, "--max-memory-mb"));
 }
@@ -129,12 +144,21 @@ static void test_host_commands(void **state)
     char *member[] = {"torpor-cp", "keys", "create", "--team", "ops", "--database-url=x"};
     assert_int_equal(cp_config_parse(6, member, &c, &err), 0);
     assert_false(c.admin);
-    char *cap[] = {"torpor-cp", "hosts", "add", "--id", "h2", "--addr", "10.0.0.2:50051", "--max-memory-mb", "4096",
+    char *cap[] = {"torpor-cp",
+                   "hosts",
+                   "add",
+                   "--id",
+                   "h2",
+                   "--addr",
+                   "10.0.0.2:50051",
+                   "--max-memory-mb",
+                   "4096",
                    "--database-url=x"};
     assert_int_equal(cp_config_parse(10, cap, &c, &err), 0);
     assert_string_equal(c.host_max_memory_mb, "4096");
-    char *none[] = {"torpor-cp", "hosts", "add", "--id", "h2", "--addr", "a:1", "--max-memory-mb", "none",
-                    "--database-url=x"};
+    char *none[] = {"torpor-cp", "hosts",           "add", "--id",
+                    "h2",        "--addr",          "a:1", "--max-memory-mb",
+                    "none",      "--database-url=x"};
     assert_int_equal(cp_config_parse(10, none, &c, &err), 0);
     char *list[] = {"torpor-cp", "hosts", "list", "--database-url=x"};
     assert_int_equal(cp_config_parse(4, list, &c, &err), 0);
@@ -148,10 +172,12 @@ static void test_host_commands(void **state)
         char *no_id[] = {"torpor-cp", "hosts", (char *)verbs[i], "--database-url=x"};
         assert_int_equal(cp_config_parse(4, no_id, &c, &err), -1);
     }
-    char *bad_cap[] = {"torpor-cp", "hosts", "add", "--id", "h", "--addr", "a:1", "--max-memory-mb", "-5",
-                       "--database-url=x"};
+    char *bad_cap[] = {"torpor-cp", "hosts",           "add", "--id",
+                       "h",         "--addr",          "a:1", "--max-memory-mb",
+                       "-5",        "--database-url=x"};
     assert_int_equal(cp_config_parse(10, bad_cap, &c, &err), -1);
-    char *cap_elsewhere[] = {"torpor-cp", "hosts", "list", "--max-memory-mb", "5", "--database-url=x"};
+    char *cap_elsewhere[] = {"torpor-cp",       "hosts", "list",
+                             "--max-memory-mb", "5",     "--database-url=x"};
     assert_int_equal(cp_config_parse(6, cap_elsewhere, &c, &err), -1);
     char *admin_elsewhere[] = {"torpor-cp", "hosts", "list", "--admin", "--database-url=x"};
     assert_int_equal(cp_config_parse(5, admin_elsewhere, &c, &err), -1);

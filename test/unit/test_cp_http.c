@@ -167,7 +167,8 @@ static void on_headers(void *a, http_request *req)
         req_data *d = malloc(sizeof *d);
         *d = (req_data){.ap = ap, .value = 42};
         http_request_set_data(req, d, req_data_free);
-        if (strcmp(path, "/data-refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
+        if (strcmp(path, "/data-refused") == 0)
+            http_reply_error(req, 401, "unauthorized", "no key");
     }
 }
 
@@ -200,7 +201,8 @@ static void handler(void *a, void *worker, http_request *req)
         pthread_cond_broadcast(&ap->cond);
         pthread_mutex_unlock(&ap->mu);
     } else if (strcmp(uri, "/err") == 0) {
-        http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)", "paused");
+        http_reply_error(req, 409, "invalid_state", "sandbox is not running (status: %s)",
+                         "paused");
     } else if (strcmp(uri, "/noreply") == 0) {
         /* Forgets to reply: the server must answer 500 itself. */
     } else if (strcmp(uri, "/twice") == 0) {
@@ -230,10 +232,13 @@ static void handler(void *a, void *worker, http_request *req)
     } else if (strcmp(uri, "/upload") == 0) {
         size_t len;
         http_request_body(req, &len);
-        http_reply_json(req, 200, json_pack("{s:i, s:i}", "streamed", ap->streamed_bytes, "buffered", (int)len));
+        http_reply_json(
+            req, 200,
+            json_pack("{s:i, s:i}", "streamed", ap->streamed_bytes, "buffered", (int)len));
     } else if (strncmp(uri, "/query?", 7) == 0) {
         char got[256] = "";
-        if (http_query_each(http_request_query(req), add_param, got) != 0) http_reply_error(req, 400, "bad", "bad");
+        if (http_query_each(http_request_query(req), add_param, got) != 0)
+            http_reply_error(req, 400, "bad", "bad");
         else http_reply_bytes(req, 200, "text/plain", got, strlen(got));
     } else if (strcmp(uri, "/bytes") == 0) {
         http_reply_bytes(req, 200, "application/octet-stream", "a\0b", 3);
@@ -244,7 +249,8 @@ static void handler(void *a, void *worker, http_request *req)
 
 /* Minimal HTTP/1.0 client: sends one request, returns the whole answer
  * (malloc'd), or NULL on a socket error / 10 s timeout. */
-static char *http_get(int port, const char *method, const char *path, const char *body, size_t body_len)
+static char *http_get(int port, const char *method, const char *path, const char *body,
+                      size_t body_len)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct timeval tv = {.tv_sec = 10};
@@ -256,8 +262,8 @@ static char *http_get(int port, const char *method, const char *path, const char
         return NULL;
     }
     char head[256];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", method, path,
-                     body_len);
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.0\r\nHost: x\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, body_len);
     if (write(fd, head, (size_t)n) != n) abort();
     size_t off = 0;
     while (off < body_len) {
@@ -299,10 +305,16 @@ static http_server *start_with(app *ap, int threads, bool hook)
 {
     pthread_mutex_init(&ap->mu, NULL);
     pthread_cond_init(&ap->cond, NULL);
-    http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = threads,
-                              .n_long_threads = ap->long_threads, .max_body = 4096, .app = ap,
-                              .worker_init = worker_init, .worker_free = free, .handler = handler,
-                              .on_headers = hook ? on_headers : NULL, .vet = hook ? vet : NULL};
+    http_server_config cfg = {.listen_addr = "127.0.0.1:0",
+                              .n_threads = threads,
+                              .n_long_threads = ap->long_threads,
+                              .max_body = 4096,
+                              .app = ap,
+                              .worker_init = worker_init,
+                              .worker_free = free,
+                              .handler = handler,
+                              .on_headers = hook ? on_headers : NULL,
+                              .vet = hook ? vet : NULL};
     http_server *s;
     terr err;
     if (http_server_start(&cfg, &s, &err) != 0) fail_msg("start: %s", err.msg);
@@ -363,8 +375,9 @@ static void test_reply_helpers_and_body_limit(void **state)
     char *a = http_get(port, "GET", "/err", "", 0);
     assert_non_null(a);
     assert_non_null(strstr(a, " 409 Conflict\r\n"));
-    assert_non_null(
-        strstr(a, "{\"error\":{\"code\":\"invalid_state\",\"message\":\"sandbox is not running (status: paused)\"}}"));
+    assert_non_null(strstr(
+        a,
+        "{\"error\":{\"code\":\"invalid_state\",\"message\":\"sandbox is not running (status: paused)\"}}"));
     free(a);
 
     a = http_get(port, "GET", "/bytes", "", 0);
@@ -389,7 +402,6 @@ static void test_reply_helpers_and_body_limit(void **state)
     free(big);
     http_server_stop(s);
 }
-
 
 /* Connects to the server on loopback, with a 10 s receive timeout so a
  * wrong server fails the test instead of hanging it. */
@@ -673,16 +685,26 @@ static void test_bad_listen_address(void **state)
     memset(&ap, 0, sizeof ap);
     const char *bad[] = {"nonsense", "127.0.0.1", "[::1", "256.1.1.1:80"};
     for (size_t i = 0; i < 4; i++) {
-        http_server_config cfg = {.listen_addr = bad[i], .n_threads = 1, .max_body = 1, .app = &ap,
-                                  .worker_init = worker_init, .worker_free = free, .handler = handler};
+        http_server_config cfg = {.listen_addr = bad[i],
+                                  .n_threads = 1,
+                                  .max_body = 1,
+                                  .app = &ap,
+                                  .worker_init = worker_init,
+                                  .worker_free = free,
+                                  .handler = handler};
         http_server *s = (http_server *)1;
         terr err = {{0}};
         assert_int_equal(http_server_start(&cfg, &s, &err), -1);
         assert_null(s);
         assert_true(strlen(err.msg) > 0);
     }
-    http_server_config cfg = {.listen_addr = "127.0.0.1:0", .n_threads = 0, .max_body = 1, .app = &ap,
-                              .worker_init = worker_init, .worker_free = free, .handler = handler};
+    http_server_config cfg = {.listen_addr = "127.0.0.1:0",
+                              .n_threads = 0,
+                              .max_body = 1,
+                              .app = &ap,
+                              .worker_init = worker_init,
+                              .worker_free = free,
+                              .handler = handler};
     http_server *s;
     assert_int_equal(http_server_start(&cfg, &s, NULL), -1);
 }
@@ -708,7 +730,9 @@ static void test_over_limit_refused_before_the_body(void **state)
     close(fd);
 
     fd = connect_to(port);
-    send_all(fd, "POST /limited HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n");
+    send_all(
+        fd,
+        "POST /limited HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n");
     a = read_response(fd);
     assert_non_null(a);
     assert_non_null(strstr(a, " 413 "));
@@ -1034,7 +1058,8 @@ static void test_vet_before_the_body(void **state)
     int port = http_server_port(s);
 
     int fd = connect_to(port);
-    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 100000000\r\n\r\n");
+    send_all(fd,
+             "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 100000000\r\n\r\n");
     char *a = read_response(fd);
     if (!a) fail_msg("no answer to a refused request announcing 100 MB");
     assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
@@ -1042,7 +1067,9 @@ static void test_vet_before_the_body(void **state)
     close(fd);
 
     fd = connect_to(port);
-    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    send_all(
+        fd,
+        "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: bad\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
     a = read_response(fd);
     assert_non_null(a);
     assert_non_null(strstr(a, " 401 Unauthorized\r\n"));
@@ -1056,7 +1083,8 @@ static void test_vet_before_the_body(void **state)
     free(a);
 
     fd = connect_to(port);
-    send_all(fd, "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nContent-Length: 5\r\n\r\nabcde");
+    send_all(fd,
+             "POST /vetted HTTP/1.1\r\nHost: x\r\nX-Key: good\r\nContent-Length: 5\r\n\r\nabcde");
     a = read_response(fd);
     assert_non_null(a);
     assert_non_null(strstr(a, "{\"buffered\":5}"));
@@ -1083,7 +1111,9 @@ static void test_upgrade_hands_over_the_socket(void **state)
     app ap;
     http_server *s = start(&ap, 1);
     int fd = connect_to(http_server_port(s));
-    send_all(fd, "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly");
+    send_all(
+        fd,
+        "GET /upgrade HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\nearly");
     char *a = read_to_eof(fd);
     assert_non_null(a);
     if (!strstr(a, "HTTP/1.1 101 Switching Protocols\r\n")) fail_msg("answer: [%s]", a);

@@ -19,7 +19,8 @@ static json_t *parse(const char *s)
 
 static void test_parse_object_only(void **state)
 {
-    const char *bad[] = {"[1]", "1", "\"x\"", "null", "{", "{\"a\":1,\"a\":2}", "{\"a\":\"\\u0000\"}"};
+    const char *bad[] = {
+        "[1]", "1", "\"x\"", "null", "{", "{\"a\":1,\"a\":2}", "{\"a\":\"\\u0000\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *v = (json_t *)1;
         terr err;
@@ -36,7 +37,8 @@ static void test_parse_object_only(void **state)
 
 static void test_get_int_is_strict(void **state)
 {
-    json_t *o = parse("{\"i\":3,\"f\":1.5,\"s\":\"3\",\"b\":true,\"n\":null,\"big\":100,\"neg\":-1}");
+    json_t *o =
+        parse("{\"i\":3,\"f\":1.5,\"s\":\"3\",\"b\":true,\"n\":null,\"big\":100,\"neg\":-1}");
     bool present;
     long long v = 0;
     terr err;
@@ -83,12 +85,13 @@ static void test_utf8(void **state)
 {
     assert_true(json_util_is_utf8((const uint8_t *)"", 0));
     assert_true(json_util_is_utf8((const uint8_t *)"hello\n", 6));
-    assert_true(json_util_is_utf8((const uint8_t *)"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
+    assert_true(
+        json_util_is_utf8((const uint8_t *)"h\xc3\xa9llo \xe2\x82\xac \xf0\x9f\x98\x80", 15));
     assert_true(json_util_is_utf8((const uint8_t *)"a\0b", 3));
     assert_false(json_util_is_utf8((const uint8_t *)"\xff", 1));
-    assert_false(json_util_is_utf8((const uint8_t *)"\xc3", 1));          /* truncated */
-    assert_false(json_util_is_utf8((const uint8_t *)"\xc0\xaf", 2));      /* overlong */
-    assert_false(json_util_is_utf8((const uint8_t *)"\xed\xa0\x80", 3));  /* surrogate */
+    assert_false(json_util_is_utf8((const uint8_t *)"\xc3", 1));             /* truncated */
+    assert_false(json_util_is_utf8((const uint8_t *)"\xc0\xaf", 2));         /* overlong */
+    assert_false(json_util_is_utf8((const uint8_t *)"\xed\xa0\x80", 3));     /* surrogate */
     assert_false(json_util_is_utf8((const uint8_t *)"\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
     assert_false(json_util_is_utf8((const uint8_t *)"ab\xe2\x82", 4));
 }
@@ -136,9 +139,9 @@ static void test_base64_rejects(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_parse_object_only), cmocka_unit_test(test_get_int_is_strict),
+        cmocka_unit_test(test_parse_object_only),      cmocka_unit_test(test_get_int_is_strict),
         cmocka_unit_test(test_check_keys_and_strings), cmocka_unit_test(test_utf8),
-        cmocka_unit_test(test_base64_roundtrip),  cmocka_unit_test(test_base64_rejects),
+        cmocka_unit_test(test_base64_roundtrip),       cmocka_unit_test(test_base64_rejects),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -18,32 +18,41 @@ static void test_multipart(void **state)
     assert_true(multipart_is_form_data("Multipart/Form-Data;boundary=\"a b\""));
     assert_false(multipart_is_form_data("application/json"));
     assert_false(multipart_is_form_data(NULL));
-    assert_int_equal(multipart_boundary("multipart/form-data; boundary=XyZ", boundary, sizeof boundary, NULL), 0);
+    assert_int_equal(
+        multipart_boundary("multipart/form-data; boundary=XyZ", boundary, sizeof boundary, NULL),
+        0);
     assert_string_equal(boundary, "XyZ");
-    assert_int_equal(multipart_boundary("multipart/form-data; boundary=\"a b\"; x=y", boundary, sizeof boundary, NULL), 0);
+    assert_int_equal(multipart_boundary("multipart/form-data; boundary=\"a b\"; x=y", boundary,
+                                        sizeof boundary, NULL),
+                     0);
     assert_string_equal(boundary, "a b");
-    assert_int_equal(multipart_boundary("multipart/form-data", boundary, sizeof boundary, NULL), -1);
+    assert_int_equal(multipart_boundary("multipart/form-data", boundary, sizeof boundary, NULL),
+                     -1);
 
-    static const char body[] = "--XyZ\r\n"
-                               "Content-Disposition: form-data; name=\"path\"\r\n\r\n"
-                               "/tmp/f\r\n"
-                               "--XyZ\r\n"
-                               "Content-Disposition: form-data; name=\"file\"; filename=\"path\"\r\n"
-                               "Content-Type: application/octet-stream\r\n\r\n"
-                               "a\0b\r\n--X\r\n"
-                               "--XyZ--\r\n";
+    static const char body[] =
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"path\"\r\n\r\n"
+        "/tmp/f\r\n"
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"file\"; filename=\"path\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+        "a\0b\r\n--X\r\n"
+        "--XyZ--\r\n";
     const char *data;
     size_t n;
     bool found;
-    assert_int_equal(multipart_field(body, sizeof body - 1, "XyZ", "path", &data, &n, &found, NULL), 0);
+    assert_int_equal(multipart_field(body, sizeof body - 1, "XyZ", "path", &data, &n, &found, NULL),
+                     0);
     assert_true(found);
     assert_int_equal(n, 6);
     assert_memory_equal(data, "/tmp/f", 6);
-    assert_int_equal(multipart_field(body, sizeof body - 1, "XyZ", "file", &data, &n, &found, NULL), 0);
+    assert_int_equal(multipart_field(body, sizeof body - 1, "XyZ", "file", &data, &n, &found, NULL),
+                     0);
     assert_true(found);
     assert_int_equal(n, 8); /* "\r\n--X" inside the content is not the delimiter */
     assert_memory_equal(data, "a\0b\r\n--X", 8);
-    assert_int_equal(multipart_field(body, sizeof body - 1, "XyZ", "other", &data, &n, &found, NULL), 0);
+    assert_int_equal(
+        multipart_field(body, sizeof body - 1, "XyZ", "other", &data, &n, &found, NULL), 0);
     assert_false(found);
 
     /* Truncated bodies are errors, never overreads. */
@@ -139,26 +148,29 @@ static int stream_parse(const char *body, size_t len, size_t piece, seen *s, ter
  * NULs and CRLFs in content included); truncated bodies fail at finish. */
 static void test_multipart_stream_any_split(void **state)
 {
-    static const char body[] = "preamble\r\n--XyZ\r\n"
-                               "Content-Disposition: form-data; name=\"path\"\r\n\r\n"
-                               "/tmp/f\r\n"
-                               "--XyZ\r\n"
-                               "Content-Disposition: form-data; name=\"file\"; filename=\"path\"\r\n"
-                               "Content-Type: application/octet-stream\r\n\r\n"
-                               "a\0b\r\n--X\r\n--XyX\r\r\n--Xy\r\n"
-                               "--XyZ--\r\nepilogue";
+    static const char body[] =
+        "preamble\r\n--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"path\"\r\n\r\n"
+        "/tmp/f\r\n"
+        "--XyZ\r\n"
+        "Content-Disposition: form-data; name=\"file\"; filename=\"path\"\r\n"
+        "Content-Type: application/octet-stream\r\n\r\n"
+        "a\0b\r\n--X\r\n--XyX\r\r\n--Xy\r\n"
+        "--XyZ--\r\nepilogue";
     static const char want[] = "path=/tmp/f;file=a\0b\r\n--X\r\n--XyX\r\r\n--Xy;";
     size_t len = sizeof body - 1;
     for (size_t piece = 1; piece <= len; piece++) {
         seen s;
         terr err = {{0}};
-        if (stream_parse(body, len, piece, &s, &err) != 0) fail_msg("piece %zu: %s", piece, err.msg);
+        if (stream_parse(body, len, piece, &s, &err) != 0)
+            fail_msg("piece %zu: %s", piece, err.msg);
         assert_int_equal(s.parts, 2);
         assert_int_equal(s.len, sizeof want - 1);
         assert_memory_equal(s.out, want, sizeof want - 1);
     }
     /* Starting right at the delimiter, no preamble. */
-    static const char plain[] = "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--XyZ--";
+    static const char plain[] =
+        "--XyZ\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx\r\n--XyZ--";
     seen s;
     assert_int_equal(stream_parse(plain, sizeof plain - 1, 3, &s, NULL), 0);
     assert_int_equal(s.len, 4);
@@ -183,7 +195,8 @@ static void test_multipart_stream_any_split(void **state)
     multipart_stream *m = multipart_stream_new("XyZ", &cb, NULL);
     assert_non_null(m);
     for (size_t off = 0; off < o; off += 100000)
-        assert_int_equal(multipart_stream_feed(m, b + off, o - off < 100000 ? o - off : 100000, NULL), 0);
+        assert_int_equal(
+            multipart_stream_feed(m, b + off, o - off < 100000 ? o - off : 100000, NULL), 0);
     assert_int_equal(multipart_stream_finish(m, NULL), 0);
     multipart_stream_free(m);
     assert_int_equal(c.parts, 1);

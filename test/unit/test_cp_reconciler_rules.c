@@ -11,19 +11,20 @@
 
 #include "reconciler.h"
 
-static void decide_is(sb_status db, agent_view view, bool auto_paused, bool past_grace, sb_status want)
+static void decide_is(sb_status db, agent_view view, bool auto_paused, bool past_grace,
+                      sb_status want)
 {
     sb_status got = reconciler_decide(db, view, auto_paused, past_grace);
     if (got != want)
-        fail_msg("db=%s view=%d auto=%d grace=%d: got %s want %s", sb_status_name(db), (int)view, auto_paused,
-                 past_grace, sb_status_name(got), sb_status_name(want));
+        fail_msg("db=%s view=%d auto=%d grace=%d: got %s want %s", sb_status_name(db), (int)view,
+                 auto_paused, past_grace, sb_status_name(got), sb_status_name(want));
 }
 
 static void test_reconciler_decide(void **state)
 {
     /* running rows */
     decide_is(SB_RUNNING, AGENT_VIEW_RUNNING, false, false, SB_RUNNING);
-    decide_is(SB_RUNNING, AGENT_VIEW_RUNNING, true, false, SB_RUNNING); /* stale notice */
+    decide_is(SB_RUNNING, AGENT_VIEW_RUNNING, true, false, SB_RUNNING);  /* stale notice */
     decide_is(SB_RUNNING, AGENT_VIEW_PAUSING, false, false, SB_RUNNING); /* reaper mid-pause */
     decide_is(SB_RUNNING, AGENT_VIEW_PAUSED, true, false, SB_PAUSED);
     decide_is(SB_RUNNING, AGENT_VIEW_PAUSED, false, false, SB_PAUSED);
@@ -52,7 +53,8 @@ static void test_reconciler_decide(void **state)
     decide_is(SB_PENDING, AGENT_VIEW_PAUSED, false, true, SB_PAUSED);
     decide_is(SB_PENDING, AGENT_VIEW_PAUSED, true, true, SB_PAUSED);
     decide_is(SB_PENDING, AGENT_VIEW_ABSENT, true, true, SB_PAUSED);
-    decide_is(SB_PENDING, AGENT_VIEW_PAUSED, true, false, SB_PENDING); /* the create may still answer */
+    decide_is(SB_PENDING, AGENT_VIEW_PAUSED, true, false,
+              SB_PENDING); /* the create may still answer */
     decide_is(SB_PENDING, AGENT_VIEW_PAUSING, false, true, SB_PENDING);
     /* paused rows: stopped once the agent's answers agree it is gone */
     decide_is(SB_PAUSED, AGENT_VIEW_ABSENT, false, false, SB_PAUSED);
@@ -74,8 +76,8 @@ static void test_reconciler_decide(void **state)
 static void test_moving_rule(void **state)
 {
     (void)state;
-    agent_view views[] = {AGENT_VIEW_ABSENT, AGENT_VIEW_RUNNING, AGENT_VIEW_PAUSING, AGENT_VIEW_PAUSED,
-                          AGENT_VIEW_RESUMING};
+    agent_view views[] = {AGENT_VIEW_ABSENT, AGENT_VIEW_RUNNING, AGENT_VIEW_PAUSING,
+                          AGENT_VIEW_PAUSED, AGENT_VIEW_RESUMING};
     for (size_t i = 0; i < sizeof views / sizeof views[0]; i++) {
         assert_int_equal(reconciler_decide(SB_MOVING, views[i], false, false), SB_MOVING);
         assert_int_equal(reconciler_decide(SB_MOVING, views[i], true, true),

@@ -12,7 +12,8 @@
 
 /* The real table's row for method + path must have want_pattern (NULL: no
  * row, 404) and the id segment want_id. */
-static void route_is(const char *method, const char *path, const char *want_pattern, const char *want_id)
+static void route_is(const char *method, const char *path, const char *want_pattern,
+                     const char *want_id)
 {
     api_match m;
     const api_route *got = api_route_find(api_route_table, api_route_count, method, path, &m);
@@ -20,7 +21,8 @@ static void route_is(const char *method, const char *path, const char *want_patt
         if (got) fail_msg("%s %s: matched %s, want none", method, path, got->pattern);
         assert_int_equal(m.status, 404);
     } else {
-        if (!got) fail_msg("%s %s: no route (status %d), want %s", method, path, m.status, want_pattern);
+        if (!got)
+            fail_msg("%s %s: no route (status %d), want %s", method, path, m.status, want_pattern);
         assert_string_equal(got->pattern, want_pattern);
         assert_string_equal(got->method, method);
         assert_int_equal(m.status, 0);
@@ -56,7 +58,8 @@ static void test_routes(void **state)
     route_is("GET", "/v1/sandboxes/sb-1/files/", NULL, "");
     route_is("POST", "/v1/sandboxes/sb-1/pause/x", NULL, "");
     route_is("GET", "/v1/sandboxes/sb%201", NULL, "");
-    route_is("GET", "/v1/sandboxes/..", "/v1/sandboxes/{id}", ".."); /* harmless: no such sandbox -> 404 */
+    route_is("GET", "/v1/sandboxes/..", "/v1/sandboxes/{id}",
+             ".."); /* harmless: no such sandbox -> 404 */
     route_is("GET", "/v1/sandboxes/../x", NULL, "");
     route_is("GET", "/healthz/", NULL, "");
     char longp[200] = "/v1/sandboxes/";
@@ -128,14 +131,17 @@ static void test_table_rows_are_complete_and_unique(void **state)
         for (size_t j = i + 1; j < api_route_count; j++) {
             const api_route *o = &api_route_table[j];
             bool same_method = !r->method || !o->method || strcmp(r->method, o->method) == 0;
-            if (same_method && strcmp(r->pattern, o->pattern) == 0) fail_msg("duplicate row %s", r->pattern);
+            if (same_method && strcmp(r->pattern, o->pattern) == 0)
+                fail_msg("duplicate row %s", r->pattern);
         }
     }
     /* The files/write row carries the larger limit (base64 inflates 4/3). */
     api_match m;
-    const api_route *w = api_route_find(api_route_table, api_route_count, "POST", "/v1/sandboxes/sb-1/files/write", &m);
+    const api_route *w = api_route_find(api_route_table, api_route_count, "POST",
+                                        "/v1/sandboxes/sb-1/files/write", &m);
     assert_int_equal(w->body_limit, API_FILES_BODY_LIMIT);
-    const api_route *c = api_route_find(api_route_table, api_route_count, "POST", "/v1/sandboxes", &m);
+    const api_route *c =
+        api_route_find(api_route_table, api_route_count, "POST", "/v1/sandboxes", &m);
     assert_int_equal(c->body_limit, API_BODY_LIMIT);
     assert_true(c->long_running);
 }

@@ -60,7 +60,9 @@ static int setup(void **state)
 {
     ops_fx *o = calloc(1, sizeof *o);
     o->fx = fx_new();
-    o->app = (agent_rpc){.lc = o->fx->lc, .journal = o->fx->journal, .host_ip = "127.0.0.1",
+    o->app = (agent_rpc){.lc = o->fx->lc,
+                         .journal = o->fx->journal,
+                         .host_ip = "127.0.0.1",
                          .agent_id = "ag-0123456789abcdef"};
     rpc_server_config scfg = {.listen_addr = "127.0.0.1:0", .app = &o->app};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
@@ -75,7 +77,8 @@ static int setup(void **state)
     char url[512];
     if (pg("start", o->pg_dir, url, sizeof url) != 0 || !*url) fail_msg("PostgreSQL did not start");
     int applied;
-    if (db_open(url, &o->db, &e) != 0 || migrate_run(o->db, TORPOR_SOURCE_DIR "/migrations", &applied, &e) != 0)
+    if (db_open(url, &o->db, &e) != 0 ||
+        migrate_run(o->db, TORPOR_SOURCE_DIR "/migrations", &applied, &e) != 0)
         fail_msg("db: %s", e.msg);
     if (db_host_upsert(o->db, "h1", o->agent_addr, &e) != 0) fail_msg("host: %s", e.msg);
     char key[AUTH_KEY_LEN + 1];
@@ -116,14 +119,15 @@ static sandbox_row db_row(ops_fx *o, const char *id, bool *found)
 {
     sandbox_row row;
     terr e;
-    if (db_sandbox_get(o->db, NULL, id, &row, found, &e) != 0) fail_msg("db_sandbox_get: %s", e.msg);
+    if (db_sandbox_get(o->db, NULL, id, &row, found, &e) != 0)
+        fail_msg("db_sandbox_get: %s", e.msg);
     return row;
 }
 
-#define assert_outcome(res, want)                                                                        \
-    do {                                                                                                 \
-        if ((res).outcome != (want))                                                                     \
-            fail_msg("outcome %d, want %d (%s)", (int)(res).outcome, (int)(want), (res).err.msg);         \
+#define assert_outcome(res, want)                                                                 \
+    do {                                                                                          \
+        if ((res).outcome != (want))                                                              \
+            fail_msg("outcome %d, want %d (%s)", (int)(res).outcome, (int)(want), (res).err.msg); \
     } while (0)
 
 static void test_lifecycle_outcomes(void **state)
@@ -272,7 +276,8 @@ static void test_create_with_an_unreachable_agent_is_no_capacity_and_writes_no_r
     /* Back at its agent's address: the next answer makes it ready again. */
     if (db_host_upsert(o->db, "h1", o->agent_addr, &e) != 0) fail_msg("host: %s", e.msg);
     char before[16], after[16];
-    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
     assert_string_equal(before, "unreachable");
     assert_string_equal(after, "ready");
 }
@@ -293,7 +298,8 @@ static void test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once(void **s
     snprintf(id, sizeof id, "%s", res.row.id);
     char before[16], after[16];
     for (int i = 0; i < DB_HOST_UNREACHABLE_FAILURES; i++)
-        if (db_host_record_failure(o->db, "h1", before, after, &e) != 0) fail_msg("failure: %s", e.msg);
+        if (db_host_record_failure(o->db, "h1", before, after, &e) != 0)
+            fail_msg("failure: %s", e.msg);
     assert_string_equal(after, "unreachable");
     sandbox_ops_ping(&o->ctx, id, &res);
     assert_outcome(res, SBOP_HOST_UNREACHABLE);
@@ -306,7 +312,8 @@ static void test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once(void **s
     assert_true(found);
     assert_int_equal(row.status, SB_RUNNING);
     assert_string_equal(row.host_status, "unreachable");
-    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
     sandbox_ops_ping(&o->ctx, id, &res);
     assert_outcome(res, SBOP_OK);
     sandbox_ops_delete(&o->ctx, id, &res);
@@ -320,7 +327,8 @@ static void test_create_honours_the_memory_cap_and_draining(void **state)
     ops_fx *o = *state;
     terr e;
     bool found;
-    if (db_host_set_max_memory(o->db, "h1", 300, &found, &e) != 0 || !found) fail_msg("cap: %s", e.msg);
+    if (db_host_set_max_memory(o->db, "h1", 300, &found, &e) != 0 || !found)
+        fail_msg("cap: %s", e.msg);
     sbop_result res;
     sandbox_row spec = spec_of("minimal");
     sandbox_ops_create(&o->ctx, &spec, &res);
@@ -335,13 +343,16 @@ static void test_create_honours_the_memory_cap_and_draining(void **state)
     assert_outcome(res, SBOP_NO_CAPACITY);
     sandbox_ops_delete(&o->ctx, second, &res);
     assert_outcome(res, SBOP_OK);
-    if (db_host_set_state(o->db, "h1", "draining", &found, &e) != 0 || !found) fail_msg("drain: %s", e.msg);
+    if (db_host_set_state(o->db, "h1", "draining", &found, &e) != 0 || !found)
+        fail_msg("drain: %s", e.msg);
     sandbox_ops_create(&o->ctx, &spec, &res);
     assert_outcome(res, SBOP_NO_CAPACITY);
     char before[16], after[16];
-    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
     assert_string_equal(after, "draining"); /* an answer does not end a drain */
-    if (db_host_set_state(o->db, "h1", "ready", &found, &e) != 0 || !found) fail_msg("undrain: %s", e.msg);
+    if (db_host_set_state(o->db, "h1", "ready", &found, &e) != 0 || !found)
+        fail_msg("undrain: %s", e.msg);
     sandbox_ops_create(&o->ctx, &spec, &res);
     assert_outcome(res, SBOP_OK);
     char third[SANDBOX_ID_MAX];
@@ -352,14 +363,20 @@ static void test_create_honours_the_memory_cap_and_draining(void **state)
     /* A host reporting too little free disk for the RAM file + margin is
      * skipped (the create's own probe refreshes the figure, so the pick is
      * checked directly). */
-    db_host_info small = {.memory_total_mb = 8192, .disk_free_mb = 128 + DB_HOST_DISK_MARGIN_MB - 1, .vcpus = 2};
-    db_host_info roomy = {.memory_total_mb = 8192, .disk_free_mb = 128 + DB_HOST_DISK_MARGIN_MB, .vcpus = 2};
+    db_host_info small = {
+        .memory_total_mb = 8192, .disk_free_mb = 128 + DB_HOST_DISK_MARGIN_MB - 1, .vcpus = 2};
+    db_host_info roomy = {
+        .memory_total_mb = 8192, .disk_free_mb = 128 + DB_HOST_DISK_MARGIN_MB, .vcpus = 2};
     db_host h;
-    if (db_host_record_answer(o->db, "h1", &small, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
-    if (db_host_pick(o->db, 128, "minimal", NULL, 0, &h, &found, &e) != 0) fail_msg("pick: %s", e.msg);
+    if (db_host_record_answer(o->db, "h1", &small, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
+    if (db_host_pick(o->db, 128, "minimal", NULL, 0, &h, &found, &e) != 0)
+        fail_msg("pick: %s", e.msg);
     assert_false(found);
-    if (db_host_record_answer(o->db, "h1", &roomy, before, after, &e) != 0) fail_msg("answer: %s", e.msg);
-    if (db_host_pick(o->db, 128, "minimal", NULL, 0, &h, &found, &e) != 0) fail_msg("pick: %s", e.msg);
+    if (db_host_record_answer(o->db, "h1", &roomy, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
+    if (db_host_pick(o->db, 128, "minimal", NULL, 0, &h, &found, &e) != 0)
+        fail_msg("pick: %s", e.msg);
     assert_true(found);
     assert_string_equal(h.id, "h1");
 }
@@ -381,7 +398,8 @@ static void test_a_moving_sandbox_refuses_other_operations(void **state)
     sandbox_ops_pause(&o->ctx, id, &res);
     assert_outcome(res, SBOP_OK);
     bool changed;
-    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_PAUSED), SB_MOVING, 0, NULL, NULL, &changed, &e) != 0 ||
+    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_PAUSED), SB_MOVING, 0, NULL, NULL,
+                              &changed, &e) != 0 ||
         !changed)
         fail_msg("to moving: %s", e.msg);
     sandbox_ops_resume(&o->ctx, id, &res);
@@ -398,7 +416,8 @@ static void test_a_moving_sandbox_refuses_other_operations(void **state)
     sandbox_row row = db_row(o, id, &found);
     assert_true(found);
     assert_int_equal(row.status, SB_MOVING);
-    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_MOVING), SB_PAUSED, 0, NULL, NULL, &changed, &e) != 0)
+    if (db_sandbox_transition(o->db, id, SB_STATUS_BIT(SB_MOVING), SB_PAUSED, 0, NULL, NULL,
+                              &changed, &e) != 0)
         fail_msg("back: %s", e.msg);
     sandbox_ops_delete(&o->ctx, id, &res);
     assert_outcome(res, SBOP_OK);
@@ -428,7 +447,10 @@ static void test_create_skips_a_full_host_and_fails_when_all_are_full(void **sta
 
     /* A second host with room. */
     agent_fx *fx2 = fx_new();
-    agent_rpc app2 = {.lc = fx2->lc, .journal = fx2->journal, .host_ip = "127.0.0.1", .agent_id = "ag-2222222222222222"};
+    agent_rpc app2 = {.lc = fx2->lc,
+                      .journal = fx2->journal,
+                      .host_ip = "127.0.0.1",
+                      .agent_id = "ag-2222222222222222"};
     rpc_server_config scfg = {.listen_addr = "127.0.0.1:0", .app = &app2};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
     rpc_server *srv2 = NULL;
@@ -461,7 +483,8 @@ static void test_create_beyond_the_team_quota_is_refused(void **state)
     ops_fx *o = *state;
     terr e;
     bool found;
-    if (db_team_set_quota(o->db, "team-a", 1, 200, &found, &e) != 0 || !found) fail_msg("quota: %s", e.msg);
+    if (db_team_set_quota(o->db, "team-a", 1, 200, &found, &e) != 0 || !found)
+        fail_msg("quota: %s", e.msg);
     sbop_result res, res2;
     sandbox_row spec = spec_of("minimal");
     sandbox_ops_create(&o->ctx, &spec, &res);

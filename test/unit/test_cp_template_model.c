@@ -32,9 +32,12 @@ static void test_package_names_follow_debian_policy(void **state)
 {
     (void)state;
     const char *good[] = {"jq", "python3-pip", "g++", "libc6.1-dev", "0ad", "x2"};
-    for (size_t i = 0; i < sizeof good / sizeof *good; i++) assert_true(template_package_name_valid(good[i]));
-    const char *bad[] = {"", "j", "JQ", "-jq", "+jq", ".jq", "jq;rm", "jq ", "a/b", "jq_1", "jq:amd64", NULL};
-    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) assert_false(template_package_name_valid(bad[i]));
+    for (size_t i = 0; i < sizeof good / sizeof *good; i++)
+        assert_true(template_package_name_valid(good[i]));
+    const char *bad[] = {"",      "j",   "JQ",  "-jq",  "+jq",      ".jq",
+                         "jq;rm", "jq ", "a/b", "jq_1", "jq:amd64", NULL};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_false(template_package_name_valid(bad[i]));
     char longname[TEMPLATE_PACKAGE_NAME_MAX + 2];
     memset(longname, 'a', sizeof longname - 1);
     longname[TEMPLATE_PACKAGE_NAME_MAX] = '\0';
@@ -182,7 +185,8 @@ static void test_template_json(void **state)
     assert_non_null(j);
     assert_string_equal(json_string_value(json_object_get(j, "status")), "error");
     assert_int_equal(json_array_size(json_object_get(j, "packages")), 2);
-    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "packages"), 1)), "file");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(j, "packages"), 1)),
+                        "file");
     assert_false(json_is_true(json_object_get(j, "public")));
     assert_true(json_is_null(json_object_get(j, "digest")));
     assert_string_equal(json_string_value(json_object_get(j, "error")), r.error);

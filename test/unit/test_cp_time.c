@@ -20,9 +20,9 @@ static void test_format_known_values(void **state)
 {
     format_is(0, "1970-01-01T00:00:00.000000Z");
     format_is(1, "1970-01-01T00:00:00.000001Z");
-    format_is(951782400LL * 1000000, "2000-02-29T00:00:00.000000Z");         /* leap day */
+    format_is(951782400LL * 1000000, "2000-02-29T00:00:00.000000Z"); /* leap day */
     format_is(1795961455123456LL, "2026-11-29T14:10:55.123456Z");
-    format_is(-1, "1969-12-31T23:59:59.999999Z");                             /* floor, not truncate */
+    format_is(-1, "1969-12-31T23:59:59.999999Z"); /* floor, not truncate */
     format_is(253402300799999999LL, "9999-12-31T23:59:59.999999Z");
 }
 
@@ -37,7 +37,8 @@ static void test_format_out_of_range(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_format_known_values), cmocka_unit_test(test_format_out_of_range),
+        cmocka_unit_test(test_format_known_values),
+        cmocka_unit_test(test_format_out_of_range),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -34,7 +34,8 @@ static void test_create_defaults(void **state)
 
 static void test_create_accepts_limits(void **state)
 {
-    json_t *b = obj("{\"template\":\"base-1.2_x\",\"vcpus\":64,\"memory_mb\":65536,\"timeout_sec\":2592000}");
+    json_t *b = obj(
+        "{\"template\":\"base-1.2_x\",\"vcpus\":64,\"memory_mb\":65536,\"timeout_sec\":2592000}");
     api_create_req r;
     assert_int_equal(api_validate_create(b, &r, NULL), 0);
     assert_string_equal(r.template_name, "base-1.2_x");
@@ -50,13 +51,31 @@ static void test_create_accepts_limits(void **state)
 static void test_create_rejects(void **state)
 {
     const char *bad[] = {
-        "{\"vcpus\":0}",         "{\"vcpus\":65}",          "{\"vcpus\":1.5}",     "{\"vcpus\":\"3\"}",
-        "{\"vcpus\":true}",      "{\"vcpus\":null}",        "{\"memory_mb\":63}",  "{\"memory_mb\":65537}",
-        "{\"timeout_sec\":-1}",  "{\"timeout_sec\":2592001}", "{\"template\":\"\"}", "{\"template\":\"Minimal\"}",
-        "{\"template\":\"-x\"}", "{\"template\":\"a/b\"}",  "{\"template\":5}",    "{\"unknown\":1}",
+        "{\"vcpus\":0}",
+        "{\"vcpus\":65}",
+        "{\"vcpus\":1.5}",
+        "{\"vcpus\":\"3\"}",
+        "{\"vcpus\":true}",
+        "{\"vcpus\":null}",
+        "{\"memory_mb\":63}",
+        "{\"memory_mb\":65537}",
+        "{\"timeout_sec\":-1}",
+        "{\"timeout_sec\":2592001}",
+        "{\"template\":\"\"}",
+        "{\"template\":\"Minimal\"}",
+        "{\"template\":\"-x\"}",
+        "{\"template\":\"a/b\"}",
+        "{\"template\":5}",
+        "{\"unknown\":1}",
         "{\"template\":\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}",
-        "{\"disk_mb\":511}",    "{\"disk_mb\":65537}",     "{\"disk_mb\":\"1024\"}", "{\"env\":[]}",
-        "{\"env\":{\"1A\":\"x\"}}", "{\"env\":{\"A-B\":\"x\"}}", "{\"env\":{\"\":\"x\"}}", "{\"env\":{\"A\":1}}",
+        "{\"disk_mb\":511}",
+        "{\"disk_mb\":65537}",
+        "{\"disk_mb\":\"1024\"}",
+        "{\"env\":[]}",
+        "{\"env\":{\"1A\":\"x\"}}",
+        "{\"env\":{\"A-B\":\"x\"}}",
+        "{\"env\":{\"\":\"x\"}}",
+        "{\"env\":{\"A\":1}}",
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *b = obj(bad[i]);
@@ -132,8 +151,9 @@ static void test_template_name(void **state)
 
 static void test_exec_parse(void **state)
 {
-    json_t *b = obj("{\"cmd\":\"ls\",\"args\":[\"-l\",\"/\"],\"timeout_sec\":5,\"env\":{\"A\":\"1\",\"B\":\"x=y\"},"
-                    "\"cwd\":\"/tmp\"}");
+    json_t *b = obj(
+        "{\"cmd\":\"ls\",\"args\":[\"-l\",\"/\"],\"timeout_sec\":5,\"env\":{\"A\":\"1\",\"B\":\"x=y\"},"
+        "\"cwd\":\"/tmp\"}");
     api_exec_req r;
     assert_int_equal(api_validate_exec(b, &r, NULL), 0);
     assert_string_equal(r.cmd, "ls");
@@ -158,13 +178,22 @@ static void test_exec_parse(void **state)
 
 static void test_exec_rejects(void **state)
 {
-    const char *bad[] = {"{}", "{\"cmd\":\"\"}", "{\"cmd\":1}", "{\"cmd\":\"x\",\"args\":\"a\"}",
-                         "{\"cmd\":\"x\",\"args\":[1]}", "{\"cmd\":\"x\",\"timeout_sec\":0}",
-                         "{\"cmd\":\"x\",\"timeout_sec\":3601}", "{\"cmd\":\"x\",\"env\":[]}",
-                         "{\"cmd\":\"x\",\"env\":{\"A\":1}}", "{\"cmd\":\"x\",\"env\":{\"A=B\":\"1\"}}",
-                         "{\"cmd\":\"x\",\"env\":{\"\":\"1\"}}", "{\"cmd\":\"x\",\"cwd\":\"\"}",
+    const char *bad[] = {"{}",
+                         "{\"cmd\":\"\"}",
+                         "{\"cmd\":1}",
+                         "{\"cmd\":\"x\",\"args\":\"a\"}",
+                         "{\"cmd\":\"x\",\"args\":[1]}",
+                         "{\"cmd\":\"x\",\"timeout_sec\":0}",
+                         "{\"cmd\":\"x\",\"timeout_sec\":3601}",
+                         "{\"cmd\":\"x\",\"env\":[]}",
+                         "{\"cmd\":\"x\",\"env\":{\"A\":1}}",
+                         "{\"cmd\":\"x\",\"env\":{\"A=B\":\"1\"}}",
+                         "{\"cmd\":\"x\",\"env\":{\"\":\"1\"}}",
+                         "{\"cmd\":\"x\",\"cwd\":\"\"}",
                          "{\"cmd\":\"x\",\"stdin\":\"a\",\"stdin_base64\":\"YQ==\"}",
-                         "{\"cmd\":\"x\",\"stdin\":1}", "{\"cmd\":\"x\",\"stdin_base64\":\"@@\"}", "{\"cmd\":\"x\",\"cwd\":\"/tmp\\n\"}"};
+                         "{\"cmd\":\"x\",\"stdin\":1}",
+                         "{\"cmd\":\"x\",\"stdin_base64\":\"@@\"}",
+                         "{\"cmd\":\"x\",\"cwd\":\"/tmp\\n\"}"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         json_t *b = obj(bad[i]);
         api_exec_req r;
@@ -183,7 +212,8 @@ static void test_timeout_body(void **state)
     assert_int_equal(api_validate_timeout(b, &t, NULL), 0);
     assert_int_equal(t, 0);
     json_decref(b);
-    const char *bad[] = {"{}", "{\"timeout_sec\":-1}", "{\"timeout_sec\":2.5}", "{\"timeout_sec\":3,\"x\":1}"};
+    const char *bad[] = {"{}", "{\"timeout_sec\":-1}", "{\"timeout_sec\":2.5}",
+                         "{\"timeout_sec\":3,\"x\":1}"};
     for (size_t i = 0; i < 4; i++) {
         b = obj(bad[i]);
         assert_int_equal(api_validate_timeout(b, &t, NULL), -1);
@@ -234,10 +264,12 @@ static void test_files_bodies(void **state)
      * (they would otherwise reach the guest and the logs). */
     assert_int_equal(api_validate_path("/tmp/a b", 8, NULL), 0);
     assert_int_equal(api_validate_path("/tmp/\xc3\xa9", 7, NULL), 0); /* UTF-8 is fine */
-    const char *ctl[] = {"/tmp/a\nlevel=error", "/tmp/\ta", "/tmp/\r", "/tmp/\x1b[31m", "/tmp/\x7f"};
+    const char *ctl[] = {"/tmp/a\nlevel=error", "/tmp/\ta", "/tmp/\r", "/tmp/\x1b[31m",
+                         "/tmp/\x7f"};
     for (size_t i = 0; i < sizeof ctl / sizeof ctl[0]; i++) {
         terr err = {{0}};
-        if (api_validate_path(ctl[i], strlen(ctl[i]), &err) != -1) fail_msg("accepted path #%zu", i);
+        if (api_validate_path(ctl[i], strlen(ctl[i]), &err) != -1)
+            fail_msg("accepted path #%zu", i);
         assert_non_null(strstr(err.msg, "control character"));
     }
     b = obj("{\"path\":\"/tmp/x\\nlevel=error event=forged\"}");
@@ -270,20 +302,30 @@ static void test_status_filter(void **state)
 
 static void test_sandbox_json(void **state)
 {
-    sandbox_row r = {.id = "sb-0123456789abcdef", .host_id = "default", .status = SB_PAUSED,
-                     .template_name = "minimal", .vcpus = 2, .memory_mb = 256, .timeout_sec = 3,
-                     .created_at_us = 1795961455123456LL, .started_at_us = 0,
-                     .last_active_at_us = 1795961456000000LL, .last_updated_us = 1795961457000000LL};
+    sandbox_row r = {.id = "sb-0123456789abcdef",
+                     .host_id = "default",
+                     .status = SB_PAUSED,
+                     .template_name = "minimal",
+                     .vcpus = 2,
+                     .memory_mb = 256,
+                     .timeout_sec = 3,
+                     .created_at_us = 1795961455123456LL,
+                     .started_at_us = 0,
+                     .last_active_at_us = 1795961456000000LL,
+                     .last_updated_us = 1795961457000000LL};
     json_t *j = sandbox_row_to_json(&r, NULL);
     assert_non_null(j);
     assert_string_equal(json_string_value(json_object_get(j, "status")), "paused");
-    assert_string_equal(json_string_value(json_object_get(j, "created_at")), "2026-11-29T14:10:55.123456Z");
+    assert_string_equal(json_string_value(json_object_get(j, "created_at")),
+                        "2026-11-29T14:10:55.123456Z");
     assert_true(json_is_null(json_object_get(j, "started_at")));
-    assert_string_equal(json_string_value(json_object_get(j, "last_active_at")), "2026-11-29T14:10:56.000000Z");
+    assert_string_equal(json_string_value(json_object_get(j, "last_active_at")),
+                        "2026-11-29T14:10:56.000000Z");
     assert_int_equal(json_integer_value(json_object_get(j, "memory_mb")), 256);
-    assert_int_equal(json_object_size(j), 15); /* disk_mb, expires_at, network, auto_resume included */
+    assert_int_equal(json_object_size(j),
+                     15); /* disk_mb, expires_at, network, auto_resume included */
     assert_true(json_is_null(json_object_get(j, "expires_at"))); /* paused */
-    assert_null(json_object_get(j, "host_status"));               /* unknown: left out */
+    assert_null(json_object_get(j, "host_status"));              /* unknown: left out */
     /* no stored policy: the default, all three keys */
     json_t *net = json_object_get(j, "network");
     assert_string_equal(json_string_value(json_object_get(net, "egress")), "allow");
@@ -298,14 +340,22 @@ static void test_sandbox_json(void **state)
 static void test_sandbox_json_expires_at_and_host_status(void **state)
 {
     (void)state;
-    sandbox_row r = {.id = "sb-0123456789abcdef", .host_id = "h2", .status = SB_RUNNING,
-                     .template_name = "minimal", .vcpus = 1, .memory_mb = 128, .timeout_sec = 30,
-                     .created_at_us = 1795961455123456LL, .started_at_us = 1795961455123456LL,
-                     .last_active_at_us = 1795961456000000LL, .last_updated_us = 1795961457000000LL,
+    sandbox_row r = {.id = "sb-0123456789abcdef",
+                     .host_id = "h2",
+                     .status = SB_RUNNING,
+                     .template_name = "minimal",
+                     .vcpus = 1,
+                     .memory_mb = 128,
+                     .timeout_sec = 30,
+                     .created_at_us = 1795961455123456LL,
+                     .started_at_us = 1795961455123456LL,
+                     .last_active_at_us = 1795961456000000LL,
+                     .last_updated_us = 1795961457000000LL,
                      .host_status = "unreachable"};
     json_t *j = sandbox_row_to_json(&r, NULL);
     assert_non_null(j);
-    assert_string_equal(json_string_value(json_object_get(j, "expires_at")), "2026-11-29T14:11:26.000000Z");
+    assert_string_equal(json_string_value(json_object_get(j, "expires_at")),
+                        "2026-11-29T14:11:26.000000Z");
     assert_string_equal(json_string_value(json_object_get(j, "host_status")), "unreachable");
     json_decref(j);
     r.timeout_sec = 0;
@@ -317,12 +367,18 @@ static void test_sandbox_json_expires_at_and_host_status(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_create_defaults), cmocka_unit_test(test_create_accepts_limits),
-        cmocka_unit_test(test_create_rejects),  cmocka_unit_test(test_template_name),
-        cmocka_unit_test(test_create_env_and_disk), cmocka_unit_test(test_exec_stdin_and_env_merge),
-        cmocka_unit_test(test_exec_parse),      cmocka_unit_test(test_exec_rejects),
-        cmocka_unit_test(test_timeout_body),    cmocka_unit_test(test_files_bodies),
-        cmocka_unit_test(test_status_filter),   cmocka_unit_test(test_sandbox_json),
+        cmocka_unit_test(test_create_defaults),
+        cmocka_unit_test(test_create_accepts_limits),
+        cmocka_unit_test(test_create_rejects),
+        cmocka_unit_test(test_template_name),
+        cmocka_unit_test(test_create_env_and_disk),
+        cmocka_unit_test(test_exec_stdin_and_env_merge),
+        cmocka_unit_test(test_exec_parse),
+        cmocka_unit_test(test_exec_rejects),
+        cmocka_unit_test(test_timeout_body),
+        cmocka_unit_test(test_files_bodies),
+        cmocka_unit_test(test_status_filter),
+        cmocka_unit_test(test_sandbox_json),
         cmocka_unit_test(test_sandbox_json_expires_at_and_host_status),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

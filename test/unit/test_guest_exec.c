@@ -39,8 +39,8 @@ static void build_path(const char *rel, char *out, size_t n)
     ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
     assert_true(len > 0);
     exe[len] = '\0';
-    char *dir = dirname(exe);     /* <build>/test */
-    char *build = dirname(dir);   /* <build> */
+    char *dir = dirname(exe);   /* <build>/test */
+    char *build = dirname(dir); /* <build> */
     snprintf(out, n, "%s/%s", build, rel);
 }
 
@@ -224,8 +224,10 @@ static void test_host_exec_basics(void **state)
 
     /* argv form: no shell, so the metacharacters stay literal. */
     const char *args[] = {"a b", "$HOME;", ""};
-    gp_exec_req req = {.cmd = "printf", .args = (const char *const[]){"[%s]", args[0], args[1], args[2]},
-                       .n_args = 4, .timeout_sec = 10};
+    gp_exec_req req = {.cmd = "printf",
+                       .args = (const char *const[]){"[%s]", args[0], args[1], args[2]},
+                       .n_args = 4,
+                       .timeout_sec = 10};
     run(&f->c, &req, &r);
     assert_int_equal(r.exit_code, 0);
     assert_out(&r, "[a b][$HOME;][]");
@@ -249,8 +251,11 @@ static void test_host_exec_env_cwd_stdin(void **state)
     host_fixture *f = *state;
     gp_exec_result r;
     const char *env[] = {"TORPOR_T1=one two", "HOME=/nowhere"};
-    gp_exec_req req = {.cmd = "echo \"$TORPOR_T1|$HOME\"; pwd", .env = env, .n_env = 2,
-                       .cwd = f->dir, .timeout_sec = 10};
+    gp_exec_req req = {.cmd = "echo \"$TORPOR_T1|$HOME\"; pwd",
+                       .env = env,
+                       .n_env = 2,
+                       .cwd = f->dir,
+                       .timeout_sec = 10};
     run(&f->c, &req, &r);
     char want[256];
     snprintf(want, sizeof want, "one two|/nowhere\n%s\n", f->dir);
@@ -284,8 +289,10 @@ static void test_host_exec_env_cwd_stdin(void **state)
     assert_non_null(memmem(r.err, r.err_len, "/no/such/dir", 12));
     gp_exec_result_free(&r);
 
-    gp_exec_req missing = {.cmd = "torpor-no-such-program", .args = (const char *const[]){"x"},
-                           .n_args = 1, .timeout_sec = 10};
+    gp_exec_req missing = {.cmd = "torpor-no-such-program",
+                           .args = (const char *const[]){"x"},
+                           .n_args = 1,
+                           .timeout_sec = 10};
     run(&f->c, &missing, &r);
     assert_int_equal(r.exit_code, 127);
     assert_non_null(memmem(r.err, r.err_len, "not found", 9));
@@ -355,8 +362,10 @@ static void test_host_exec_background_writer_survives(void **state)
     gp_exec_result r;
     char count[64], cmd[300];
     snprintf(count, sizeof count, "/tmp/torpor-bgw-%d", (int)getpid());
-    snprintf(cmd, sizeof cmd,
-             "sh -c 'i=0; while :; do i=$((i+1)); echo tick; echo $i > %s; sleep 0.02; done' & echo $!", count);
+    snprintf(
+        cmd, sizeof cmd,
+        "sh -c 'i=0; while :; do i=$((i+1)); echo tick; echo $i > %s; sleep 0.02; done' & echo $!",
+        count);
     run_sh(&f->c, cmd, &r);
     assert_int_equal(r.exit_code, 0);
     char buf[32] = "";
@@ -489,14 +498,19 @@ static void test_host_files(void **state)
     gp_status_result_free(&st);
 }
 
-static int write_chunk(client *c, const char *path, const char *id, uint64_t off, const void *data, size_t len,
-                       uint32_t flags, gp_chunk_result *res)
+static int write_chunk(client *c, const char *path, const char *id, uint64_t off, const void *data,
+                       size_t len, uint32_t flags, gp_chunk_result *res)
 {
     gp_buf b;
     gp_buf_init(&b);
     terr err;
-    gp_write_chunk_req w = {.path = path, .upload_id = id, .offset = off, .mode = 0640, .flags = flags,
-                            .data = data, .len = len};
+    gp_write_chunk_req w = {.path = path,
+                            .upload_id = id,
+                            .offset = off,
+                            .mode = 0640,
+                            .flags = flags,
+                            .data = data,
+                            .len = len};
     assert_int_equal(gp_encode_write_chunk(&b, &w, &err), 0);
     size_t n;
     uint8_t *p = call(c, GP_WRITE_CHUNK, &b, GP_CHUNK_RESULT, &n);
@@ -552,7 +566,8 @@ static void test_host_chunked_files(void **state)
     gp_chunk_result_free(&cr);
     assert_int_equal(write_chunk(c, path, "u2", 4, "conte", 5, 0, &cr), 0); /* repeated */
     gp_chunk_result_free(&cr);
-    assert_int_equal(write_chunk(c, path, "u2", 20, "x", 1, 0, &cr), EINVAL); /* gap: session dropped */
+    assert_int_equal(write_chunk(c, path, "u2", 20, "x", 1, 0, &cr),
+                     EINVAL); /* gap: session dropped */
     gp_chunk_result_free(&cr);
     assert_int_equal(write_chunk(c, path, "u2", 9, "nt", 2, GP_CHUNK_F_COMMIT, &cr), ESTALE);
     gp_chunk_result_free(&cr);
@@ -591,7 +606,8 @@ static void test_host_chunked_files(void **state)
     gp_read_chunk_result_free(&rr);
     assert_int_equal(read_chunk(c, "/no/such/file", 0, 100, 0, &rr), ENOENT);
     gp_read_chunk_result_free(&rr);
-    assert_int_equal(write_chunk(c, path, "u6", 0, "x", 1, GP_CHUNK_F_COMMIT, &cr), 0); /* new inode */
+    assert_int_equal(write_chunk(c, path, "u6", 0, "x", 1, GP_CHUNK_F_COMMIT, &cr),
+                     0); /* new inode */
     gp_chunk_result_free(&cr);
     assert_int_equal(read_chunk(c, path, 0, 100, ino, &rr), ESTALE);
     gp_read_chunk_result_free(&rr);
@@ -784,9 +800,9 @@ static int vm_setup(void **state)
         int null = open("/dev/null", O_RDWR);
         dup2(null, 0);
         dup2(null, 1);
-        execlp("qemu-system-x86_64", "qemu-system-x86_64", "-accel", "tcg", "-M", "pc", "-m",
-               "128", "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none",
-               "-no-reboot", "-kernel", kernel, "-initrd", initrd, "-append", cmdline, "-device",
+        execlp("qemu-system-x86_64", "qemu-system-x86_64", "-accel", "tcg", "-M", "pc", "-m", "128",
+               "-smp", "1", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+               "-kernel", kernel, "-initrd", initrd, "-append", cmdline, "-device",
                "virtio-serial-pci", "-chardev", chardev, "-device",
                "virtserialport,chardev=tg,name=torpor", (char *)NULL);
         _exit(127);
@@ -847,7 +863,8 @@ static void test_vm_guest(void **state)
     uint8_t rnd[64];
     for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (uint8_t)(rand() & 0xff);
     const uint64_t t2030 = 1893456000ull; /* 2030-01-01T00:00:00Z */
-    gp_sync_req s = {.unix_time_ns = t2030 * 1000000000ull, .random = rnd, .random_len = sizeof rnd};
+    gp_sync_req s = {
+        .unix_time_ns = t2030 * 1000000000ull, .random = rnd, .random_len = sizeof rnd};
     gp_buf b;
     gp_buf_init(&b);
     terr err;
@@ -881,8 +898,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_host_exec_basics, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_exec_env_cwd_stdin, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_exec_timeout_and_cap, host_setup, host_teardown),
-        cmocka_unit_test_setup_teardown(test_host_exec_background_child, host_setup,
-                                        host_teardown),
+        cmocka_unit_test_setup_teardown(test_host_exec_background_child, host_setup, host_teardown),
         cmocka_unit_test_setup_teardown(test_host_exec_background_writer_survives, host_setup,
                                         host_teardown),
         cmocka_unit_test_setup_teardown(test_host_concurrency, host_setup, host_teardown),

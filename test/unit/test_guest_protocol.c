@@ -45,23 +45,50 @@ static void assert_prefixes_rejected(const gp_buf *b, decode_fn dec, size_t out_
 }
 
 /* Adapters so the generic prefix check can call each decoder. */
-static int dec_exec(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_exec(p, n, o, e); }
+static int dec_exec(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_exec(p, n, o, e);
+}
 static void free_exec(void *o) { gp_exec_req_free(o); }
-static int dec_exec_result(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_exec_result(p, n, o, e); }
+static int dec_exec_result(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_exec_result(p, n, o, e);
+}
 static void free_exec_result(void *o) { gp_exec_result_free(o); }
-static int dec_read_file(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_read_file(p, n, o, e); }
+static int dec_read_file(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_read_file(p, n, o, e);
+}
 static void free_read_file(void *o) { gp_read_file_req_free(o); }
-static int dec_read_result(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_read_result(p, n, o, e); }
+static int dec_read_result(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_read_result(p, n, o, e);
+}
 static void free_read_result(void *o) { gp_read_result_free(o); }
-static int dec_write_file(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_write_file(p, n, o, e); }
+static int dec_write_file(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_write_file(p, n, o, e);
+}
 static void free_write_file(void *o) { gp_write_file_req_free(o); }
-static int dec_status(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_status_result(p, n, o, e); }
+static int dec_status(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_status_result(p, n, o, e);
+}
 static void free_status(void *o) { gp_status_result_free(o); }
-static int dec_sync(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_sync(p, n, o, e); }
+static int dec_sync(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_sync(p, n, o, e);
+}
 static void free_sync(void *o) { gp_sync_req_free(o); }
-static int dec_error(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_error(p, n, o, e); }
+static int dec_error(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_error(p, n, o, e);
+}
 static void free_error(void *o) { gp_error_free(o); }
-static int dec_pong(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_pong(p, n, o, e); }
+static int dec_pong(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_pong(p, n, o, e);
+}
 static void free_nothing(void *o) { (void)o; }
 
 static void test_header_round_trip(void **state)
@@ -147,20 +174,35 @@ static void test_ping_pong(void **state)
     gp_buf_free(&b);
 }
 
-static int dec_write_chunk(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_write_chunk(p, n, o, e); }
+static int dec_write_chunk(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_write_chunk(p, n, o, e);
+}
 static void free_write_chunk(void *o) { gp_write_chunk_req_free(o); }
-static int dec_chunk_result(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_chunk_result(p, n, o, e); }
+static int dec_chunk_result(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_chunk_result(p, n, o, e);
+}
 static void free_chunk_result(void *o) { gp_chunk_result_free(o); }
-static int dec_read_chunk(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_read_chunk(p, n, o, e); }
+static int dec_read_chunk(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_read_chunk(p, n, o, e);
+}
 static void free_read_chunk(void *o) { gp_read_chunk_req_free(o); }
 static int dec_read_chunk_result(const uint8_t *p, size_t n, void *o, terr *e)
 {
     return gp_decode_read_chunk_result(p, n, o, e);
 }
 static void free_read_chunk_result(void *o) { gp_read_chunk_result_free(o); }
-static int dec_list_dir(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_list_dir(p, n, o, e); }
+static int dec_list_dir(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_list_dir(p, n, o, e);
+}
 static void free_list_dir(void *o) { gp_list_dir_req_free(o); }
-static int dec_list_result(const uint8_t *p, size_t n, void *o, terr *e) { return gp_decode_list_result(p, n, o, e); }
+static int dec_list_result(const uint8_t *p, size_t n, void *o, terr *e)
+{
+    return gp_decode_list_result(p, n, o, e);
+}
 static void free_list_result(void *o) { gp_list_result_free(o); }
 
 static void test_chunk_messages_round_trip(void **state)
@@ -171,8 +213,14 @@ static void test_chunk_messages_round_trip(void **state)
     terr err;
     const uint8_t data[] = {0, 'x', 0xff};
 
-    gp_write_chunk_req w = {.path = "/r/f", .upload_id = "abc123", .offset = 5ull << 32, .mode = 0600,
-                            .flags = GP_CHUNK_F_COMMIT, .data = data, .len = sizeof data}, wd;
+    gp_write_chunk_req w = {.path = "/r/f",
+                            .upload_id = "abc123",
+                            .offset = 5ull << 32,
+                            .mode = 0600,
+                            .flags = GP_CHUNK_F_COMMIT,
+                            .data = data,
+                            .len = sizeof data},
+                       wd;
     assert_int_equal(gp_encode_write_chunk(&b, &w, &err), 0);
     assert_int_equal(gp_decode_write_chunk(b.data, b.len, &wd, &err), 0);
     assert_string_equal(wd.path, "/r/f");
@@ -205,14 +253,20 @@ static void test_chunk_messages_round_trip(void **state)
     assert_prefixes_rejected(&b, dec_read_chunk, sizeof(gp_read_chunk_req), free_read_chunk);
 
     gp_buf_reset(&b);
-    gp_read_chunk_result rr = {.status = 0, .message = "", .file_size = 1ull << 33, .ino = 4, .data = data,
-                               .len = sizeof data}, rrd;
+    gp_read_chunk_result rr = {.status = 0,
+                               .message = "",
+                               .file_size = 1ull << 33,
+                               .ino = 4,
+                               .data = data,
+                               .len = sizeof data},
+                         rrd;
     assert_int_equal(gp_encode_read_chunk_result(&b, &rr, &err), 0);
     assert_int_equal(gp_decode_read_chunk_result(b.data, b.len, &rrd, &err), 0);
     assert_true(rrd.file_size == 1ull << 33 && rrd.ino == 4 && rrd.len == sizeof data);
     assert_memory_equal(rrd.data, data, sizeof data);
     gp_read_chunk_result_free(&rrd);
-    assert_prefixes_rejected(&b, dec_read_chunk_result, sizeof(gp_read_chunk_result), free_read_chunk_result);
+    assert_prefixes_rejected(&b, dec_read_chunk_result, sizeof(gp_read_chunk_result),
+                             free_read_chunk_result);
 
     gp_buf_reset(&b);
     gp_list_dir_req l = {.path = "/", .max_entries = 10}, ld;
@@ -224,9 +278,11 @@ static void test_chunk_messages_round_trip(void **state)
     assert_prefixes_rejected(&b, dec_list_dir, sizeof(gp_list_dir_req), free_list_dir);
 
     gp_buf_reset(&b);
-    gp_dir_entry ents[] = {{.name = "a", .type = GP_ENTRY_DIR, .mode = 0755, .size = 4096, .mtime_sec = -1},
-                           {.name = "b c", .type = GP_ENTRY_FILE, .mode = 0644, .size = 3, .mtime_sec = 1700000000}};
-    gp_list_result lr = {.status = 0, .message = "", .truncated = true, .entries = ents, .n = 2}, lrd;
+    gp_dir_entry ents[] = {
+        {.name = "a", .type = GP_ENTRY_DIR, .mode = 0755, .size = 4096, .mtime_sec = -1},
+        {.name = "b c", .type = GP_ENTRY_FILE, .mode = 0644, .size = 3, .mtime_sec = 1700000000}};
+    gp_list_result lr = {.status = 0, .message = "", .truncated = true, .entries = ents, .n = 2},
+                   lrd;
     assert_int_equal(gp_encode_list_result(&b, &lr, &err), 0);
     assert_int_equal(gp_decode_list_result(b.data, b.len, &lrd, &err), 0);
     assert_true(lrd.truncated);
@@ -270,8 +326,15 @@ static void test_exec_round_trip(void **state)
     const char *args[] = {"-c", "echo hi", ""};
     const char *env[] = {"A=1", "B=two words"};
     const uint8_t in[] = {0, 1, 2, 0xff, 0};
-    gp_exec_req r = {.cmd = "/bin/sh", .args = args, .n_args = 3, .env = env, .n_env = 2,
-                     .cwd = "/tmp", .timeout_sec = -5, .stdin_data = in, .stdin_len = sizeof in};
+    gp_exec_req r = {.cmd = "/bin/sh",
+                     .args = args,
+                     .n_args = 3,
+                     .env = env,
+                     .n_env = 2,
+                     .cwd = "/tmp",
+                     .timeout_sec = -5,
+                     .stdin_data = in,
+                     .stdin_len = sizeof in};
     gp_buf b;
     gp_buf_init(&b);
     terr err;
@@ -353,8 +416,13 @@ static void test_exec_result_round_trip(void **state)
 {
     uint8_t out[300];
     for (size_t i = 0; i < sizeof out; i++) out[i] = (uint8_t)i;
-    gp_exec_result r = {.exit_code = -1, .timed_out = true, .stderr_truncated = true,
-                        .out = out, .out_len = sizeof out, .err = (const uint8_t *)"e", .err_len = 1};
+    gp_exec_result r = {.exit_code = -1,
+                        .timed_out = true,
+                        .stderr_truncated = true,
+                        .out = out,
+                        .out_len = sizeof out,
+                        .err = (const uint8_t *)"e",
+                        .err_len = 1};
     gp_buf b;
     gp_buf_init(&b);
     terr err;
@@ -459,7 +527,10 @@ static void test_sync_and_error_round_trip(void **state)
 {
     uint8_t rnd[40];
     for (size_t i = 0; i < sizeof rnd; i++) rnd[i] = (uint8_t)(i * 7);
-    gp_sync_req s = {.unix_time_ns = 1764400000123456789ull, .random = rnd, .random_len = sizeof rnd}, sd;
+    gp_sync_req s = {.unix_time_ns = 1764400000123456789ull,
+                     .random = rnd,
+                     .random_len = sizeof rnd},
+                sd;
     gp_buf b;
     gp_buf_init(&b);
     terr err;
@@ -498,8 +569,8 @@ static void test_oversized_refused(void **state)
     /* The encoder checks the size before touching the (absent) data, so a
      * bogus huge length with a tiny buffer is a clean error. */
     static const uint8_t tiny[1];
-    gp_write_file_req wf = {.path = "/x", .mode = 0644, .content = tiny,
-                            .len = (size_t)GP_MAX_PAYLOAD + 1};
+    gp_write_file_req wf = {
+        .path = "/x", .mode = 0644, .content = tiny, .len = (size_t)GP_MAX_PAYLOAD + 1};
     assert_int_equal(gp_encode_write_file(&b, &wf, &err), -1);
     assert_non_null(strstr(err.msg, "limit"));
     assert_int_equal(gp_frame_encode(&b, GP_PING, 1, tiny, (size_t)GP_MAX_PAYLOAD + 1, &err), -1);
@@ -515,8 +586,12 @@ static void test_result_iov_zero_copy(void **state)
     uint8_t out[100], errb[7];
     memset(out, 'o', sizeof out);
     memset(errb, 'e', sizeof errb);
-    gp_exec_result r = {.exit_code = 5, .stdout_truncated = true, .out = out,
-                        .out_len = sizeof out, .err = errb, .err_len = sizeof errb};
+    gp_exec_result r = {.exit_code = 5,
+                        .stdout_truncated = true,
+                        .out = out,
+                        .out_len = sizeof out,
+                        .err = errb,
+                        .err_len = sizeof errb};
     gp_iov_scratch scratch;
     struct iovec iov[GP_IOV_MAX];
     size_t total = 0;

@@ -165,7 +165,7 @@ static void test_failed_append_does_not_garble_the_next(void **state)
     agent_fx *fx = *state;
     terr e;
     assert_int_equal(journal_append_paused(fx->journal, "sb-a", &e), 0); /* "P sb-a\n": 7 bytes */
-    rlim_t old = fx_limit_file_size(7 + 4);  /* "P sb-long-name\n" gets 4 bytes in */
+    rlim_t old = fx_limit_file_size(7 + 4); /* "P sb-long-name\n" gets 4 bytes in */
     int rc = journal_append_paused(fx->journal, "sb-long-name", &e);
     fx_limit_file_size(old);
     assert_int_equal(rc, -1);
@@ -257,8 +257,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_torn_last_line_is_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_malformed_lines_are_ignored, setup, teardown),
         cmocka_unit_test_setup_teardown(test_compaction_bounds_the_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_appends_after_compaction_reach_the_file, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_append_does_not_garble_the_next, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_appends_after_compaction_reach_the_file, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_append_does_not_garble_the_next, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_open_fails_cleanly_on_bad_path, setup, teardown),
         cmocka_unit_test_setup_teardown(test_agent_restart_keeps_notice_until_ack, setup, teardown),
         cmocka_unit_test_setup_teardown(test_resume_and_destroy_drop_stale_notice, setup, teardown),

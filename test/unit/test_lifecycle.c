@@ -48,16 +48,19 @@ static void test_create_validation(void **state)
     terr e;
     const char *bad_ids[] = {"", "../x", ".hidden", "-x", "a/b", "a b", "sb\n", "_x", "ü"};
     /* 64 characters do not fit a runtime_spec; the checker refuses them */
-    assert_false(limits_sandbox_id_valid("x123456789012345678901234567890123456789012345678901234567890123"));
+    assert_false(limits_sandbox_id_valid(
+        "x123456789012345678901234567890123456789012345678901234567890123"));
     for (size_t i = 0; i < sizeof bad_ids / sizeof bad_ids[0]; i++)
-        assert_int_equal(create(fx, spec_of(bad_ids[i], "minimal", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
+        assert_int_equal(create(fx, spec_of(bad_ids[i], "minimal", 1, 128, 0), &e),
+                         AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "../t", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "minimal", 0, 128, 0), &e), AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "minimal", 65, 128, 0), &e), AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "minimal", 1, 63, 0), &e), AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "minimal", 1, 65537, 0), &e), AGENT_INVALID_ARGUMENT);
     assert_int_equal(create(fx, spec_of("ok", "minimal", 1, 128, -1), &e), AGENT_INVALID_ARGUMENT);
-    assert_int_equal(create(fx, spec_of("ok", "minimal", 1, 128, 2592001), &e), AGENT_INVALID_ARGUMENT);
+    assert_int_equal(create(fx, spec_of("ok", "minimal", 1, 128, 2592001), &e),
+                     AGENT_INVALID_ARGUMENT);
     assert_int_equal(test_driver_calls(fx->td, TD_CREATE, "ok"), 0);
     /* the limits themselves are fine */
     const char *id63 = "x12345678901234567890123456789012345678901234567890123456789012";
@@ -72,7 +75,8 @@ static void test_create_refuses_uppercase_template(void **state)
 {
     agent_fx *fx = *state;
     terr e;
-    assert_int_equal(create(fx, spec_of("sb-up", "Minimal", 1, 128, 0), &e), AGENT_INVALID_ARGUMENT);
+    assert_int_equal(create(fx, spec_of("sb-up", "Minimal", 1, 128, 0), &e),
+                     AGENT_INVALID_ARGUMENT);
     assert_non_null(strstr(e.msg, "invalid template"));
     assert_int_equal(test_driver_calls(fx->td, TD_CREATE, "sb-up"), 0);
     assert_int_equal(create(fx, spec_of("sb-up", "minimal", 1, 128, 0), &e), AGENT_OK);
@@ -287,7 +291,8 @@ static void test_ping_and_set_timeout(void **state)
     assert_int_equal(lifecycle_set_timeout(fx->lc, "sb", 9, &info, &e), AGENT_OK);
     assert_int_equal(info.spec.timeout_sec, 9);
     assert_int_equal(info.last_active_ms, FX_T0_MS + 5000); /* activity when running */
-    assert_int_equal(lifecycle_set_timeout(fx->lc, "sb", 2592001, NULL, &e), AGENT_INVALID_ARGUMENT);
+    assert_int_equal(lifecycle_set_timeout(fx->lc, "sb", 2592001, NULL, &e),
+                     AGENT_INVALID_ARGUMENT);
     assert_int_equal(lifecycle_set_timeout(fx->lc, "nope", 1, NULL, &e), AGENT_NOT_FOUND);
 
     assert_int_equal(lifecycle_pause(fx->lc, "sb", NULL, &e), AGENT_OK);
@@ -370,11 +375,14 @@ static void test_files(void **state)
     assert_int_equal(lifecycle_write_file(fx->lc, "sb", "/tmp/f", bin, 4, 0, &e), AGENT_OK);
     assert_int_equal(fx_last_active(fx, "sb"), FX_T0_MS + 500);
     assert_int_equal(lifecycle_write_file(fx->lc, "sb", "", bin, 4, 0, &e), AGENT_INVALID_ARGUMENT);
-    assert_int_equal(lifecycle_write_file(fx->lc, "sb", "/x", bin, 4, 010000, &e), AGENT_INVALID_ARGUMENT);
+    assert_int_equal(lifecycle_write_file(fx->lc, "sb", "/x", bin, 4, 010000, &e),
+                     AGENT_INVALID_ARGUMENT);
     assert_int_equal(lifecycle_read_file(fx->lc, "sb", "/nope", &data, &len, &e), AGENT_INTERNAL);
     assert_int_equal(lifecycle_pause(fx->lc, "sb", NULL, &e), AGENT_OK);
-    assert_int_equal(lifecycle_read_file(fx->lc, "sb", "/tmp/f", &data, &len, &e), AGENT_FAILED_PRECONDITION);
-    assert_int_equal(lifecycle_write_file(fx->lc, "sb", "/tmp/f", bin, 4, 0, &e), AGENT_FAILED_PRECONDITION);
+    assert_int_equal(lifecycle_read_file(fx->lc, "sb", "/tmp/f", &data, &len, &e),
+                     AGENT_FAILED_PRECONDITION);
+    assert_int_equal(lifecycle_write_file(fx->lc, "sb", "/tmp/f", bin, 4, 0, &e),
+                     AGENT_FAILED_PRECONDITION);
     assert_int_equal(lifecycle_resume(fx->lc, "sb", 0, NULL, &e), AGENT_OK);
     agent_clock_advance_ms(&fx->clock, 500);
     assert_int_equal(lifecycle_read_file(fx->lc, "sb", "/tmp/f", &data, &len, &e), AGENT_OK);
@@ -413,8 +421,10 @@ static void test_list_hides_creating_and_shows_paused(void **state)
     assert_int_equal(n, 2);
     int seen = 0;
     for (size_t i = 0; i < n; i++) {
-        if (strcmp(infos[i].spec.sandbox_id, "run") == 0 && infos[i].status == SANDBOX_RUNNING) seen |= 1;
-        if (strcmp(infos[i].spec.sandbox_id, "psd") == 0 && infos[i].status == SANDBOX_PAUSED) seen |= 2;
+        if (strcmp(infos[i].spec.sandbox_id, "run") == 0 && infos[i].status == SANDBOX_RUNNING)
+            seen |= 1;
+        if (strcmp(infos[i].spec.sandbox_id, "psd") == 0 && infos[i].status == SANDBOX_PAUSED)
+            seen |= 2;
     }
     free(infos);
     assert_int_equal(seen, 3);
@@ -456,7 +466,12 @@ static void test_restart_rejects_out_of_range_recovered_spec(void **state)
     assert_int_equal(fx_create(fx, "good", 0), AGENT_OK);
     assert_int_equal(fx_create(fx, "good-psd", 0), AGENT_OK);
     assert_int_equal(lifecycle_pause(fx->lc, "good-psd", NULL, &e), AGENT_OK);
-    const struct { const char *id; bool paused; int vcpus, mem, timeout; const char *tmpl; } bad[] = {
+    const struct {
+        const char *id;
+        bool paused;
+        int vcpus, mem, timeout;
+        const char *tmpl;
+    } bad[] = {
         {"bad-timeout", true, 1, 128, (int)(-2147483647 - 1), "minimal"},
         {"bad-timeout-hi", true, 1, 128, 2592001, "minimal"},
         {"bad-vcpus", false, 0, 128, 0, "minimal"},
@@ -488,18 +503,21 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_refuses_uppercase_template, setup, teardown),
         cmocka_unit_test_setup_teardown(test_create_outcomes, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_resume_rules, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_that_loses_the_snapshot_destroys, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_resume_lost_with_failed_cleanup_still_not_paused, setup,
+        cmocka_unit_test_setup_teardown(test_resume_that_loses_the_snapshot_destroys, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_resume_lost_with_failed_cleanup_still_not_paused,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_failure_paths, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_destroy_waits_for_pause_and_ping_does_not, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_destroy_waits_for_pause_and_ping_does_not, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_ping_and_set_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_exec_activity_and_rules, setup, teardown),
         cmocka_unit_test_setup_teardown(test_files, setup, teardown),
         cmocka_unit_test_setup_teardown(test_list_hides_creating_and_shows_paused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_restart_recovers_running_and_paused, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_restart_rejects_out_of_range_recovered_spec, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_restart_rejects_out_of_range_recovered_spec, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

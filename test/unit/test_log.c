@@ -20,7 +20,8 @@ static void test_quote(void **state)
     assert_string_equal(log_quote("say \"hi\" \\o/", buf, sizeof buf), "say \\\"hi\\\" \\\\o/");
     assert_string_equal(log_quote("a\nb\tc\rd", buf, sizeof buf), "a\\nb\\tc\\rd");
     assert_string_equal(log_quote("\x1b[31m\x7f", buf, sizeof buf), "\\x1b[31m\\x7f");
-    assert_string_equal(log_quote("caf\xc3\xa9", buf, sizeof buf), "caf\xc3\xa9"); /* UTF-8 untouched */
+    assert_string_equal(log_quote("caf\xc3\xa9", buf, sizeof buf),
+                        "caf\xc3\xa9"); /* UTF-8 untouched */
     assert_string_equal(log_quote(NULL, buf, sizeof buf), "");
     assert_string_equal(log_quote("", buf, sizeof buf), "");
 }
@@ -33,7 +34,8 @@ static void test_quote_truncates_whole_escapes(void **state)
     assert_string_equal(log_quote("ab\nxxxxxx", small, sizeof small), "ab\\n...");
     /* Never half an escape before the ellipsis. */
     assert_string_equal(log_quote("abc\x01zzzz", small, sizeof small), "abc...");
-    assert_string_equal(log_quote("abcdefg", small, sizeof small), "abcdefg"); /* fits without cut */
+    assert_string_equal(log_quote("abcdefg", small, sizeof small),
+                        "abcdefg"); /* fits without cut */
     /* Every result is NUL-terminated within the buffer, for any input length. */
     char big[300];
     memset(big, '"', sizeof big - 1);

@@ -13,7 +13,10 @@
 
 #include "mono_time.h"
 
-static int64_t ts_ms(struct timespec ts) { return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000; }
+static int64_t ts_ms(struct timespec ts)
+{
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void test_mono_ms_follows_sleep(void **state)
 {

@@ -127,7 +127,8 @@ static int sh_code(fixture *f, runtime_vm *vm, const char *cmd, char **out)
 static bool sb_path_exists(fixture *f, const char *id, const char *file)
 {
     char p[PATH_MAX * 2];
-    snprintf(p, sizeof p, "%s/sandboxes/%s%s%s", f->state_dir, id, file ? "/" : "", file ? file : "");
+    snprintf(p, sizeof p, "%s/sandboxes/%s%s%s", f->state_dir, id, file ? "/" : "",
+             file ? file : "");
     struct stat st;
     return stat(p, &st) == 0;
 }
@@ -211,14 +212,14 @@ static void restart_driver(fixture *f, recovered *r)
     assert_int_equal(f->drv->ops->recover(f->drv, on_recover, r, &err), 0);
 }
 
-#define BG_PY                                                                           \
-    "nohup python3 -c 'import os, time\n"                                               \
-    "i = 0\n"                                                                           \
-    "while True:\n"                                                                     \
-    "    i += 1\n"                                                                      \
-    "    open(\"/root/bg.new\", \"w\").write(str(i))\n"                                 \
-    "    os.rename(\"/root/bg.new\", \"/root/bg.count\")\n"                             \
-    "    time.sleep(0.1)\n' >/root/bg.log 2>&1 &\n"                                     \
+#define BG_PY                                               \
+    "nohup python3 -c 'import os, time\n"                   \
+    "i = 0\n"                                               \
+    "while True:\n"                                         \
+    "    i += 1\n"                                          \
+    "    open(\"/root/bg.new\", \"w\").write(str(i))\n"     \
+    "    os.rename(\"/root/bg.new\", \"/root/bg.count\")\n" \
+    "    time.sleep(0.1)\n' >/root/bg.log 2>&1 &\n"         \
     "echo $! > /root/bg.pid; echo started"
 
 static long bg_count(fixture *f, runtime_vm *vm)
@@ -364,7 +365,8 @@ static void test_recover_mid_pause_disk_writable(void **state)
     assert_int_equal(f->drv->ops->recover(f->drv, on_recover, &r, &err), 0);
     assert_int_equal(r.running, 1);
     vm = r.vm;
-    char *out = fixture_sh(f, vm, "echo after > /root/after && sync && cat /root/before /root/after");
+    char *out =
+        fixture_sh(f, vm, "echo after > /root/after && sync && cat /root/before /root/after");
     assert_string_equal(out, "before\nafter\n");
     free(out);
     pause_vm(f, vm, &s);
@@ -463,7 +465,8 @@ static void test_background_printer_outlives_exec(void **state)
     long first = 0, v = 0;
     for (;;) {
         /* python3 may take a while to start under TCG: no count file yet is 0. */
-        out = fixture_sh(f, vm, "kill -0 $(cat /root/p.pid) && { cat /root/p.count 2>/dev/null || echo 0; }");
+        out = fixture_sh(
+            f, vm, "kill -0 $(cat /root/p.pid) && { cat /root/p.count 2>/dev/null || echo 0; }");
         v = strtol(out, NULL, 10);
         free(out);
         if (!first) first = v ? v : -1;

@@ -83,7 +83,8 @@ static runtime_spec spec_of(const char *id)
 static bool sb_path_exists(fixture *f, const char *id, const char *file)
 {
     char p[PATH_MAX * 2];
-    snprintf(p, sizeof p, "%s/sandboxes/%s%s%s", f->state_dir, id, file ? "/" : "", file ? file : "");
+    snprintf(p, sizeof p, "%s/sandboxes/%s%s%s", f->state_dir, id, file ? "/" : "",
+             file ? file : "");
     struct stat st;
     return stat(p, &st) == 0;
 }
@@ -134,9 +135,12 @@ static void test_lifecycle(void **state)
 
     const char *content = "kept across pause\n";
     assert_int_equal(ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
-                                     strlen(content), 0644, &err), 0);
-    out = fixture_sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
-                    "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & echo started");
+                                     strlen(content), 0644, &err),
+                     0);
+    out = fixture_sh(
+        f, vm,
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+        "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & echo started");
     assert_string_equal(out, "started\n");
     free(out);
     long before = fixture_wait_counter(f, vm, 3);
@@ -193,8 +197,10 @@ static void test_clones_differ(void **state)
     runtime_vm *va = NULL, *vb = NULL;
     assert_int_equal(ops->create(f->drv, &a, &va, &err), 0);
     assert_int_equal(ops->create(f->drv, &b, &vb, &err), 0);
-    char *ua = fixture_sh(f, va, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
-    char *ub = fixture_sh(f, vb, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
+    char *ua = fixture_sh(
+        f, va, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
+    char *ub = fixture_sh(
+        f, vb, "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1");
     assert_true(strlen(ua) > 36);
     assert_string_not_equal(ua, ub);
     free(ua);
@@ -459,9 +465,9 @@ typedef struct recovered {
     int paused, running;
     char paused_id[RUNTIME_ID_MAX];
     runtime_vm *vm;
-    runtime_vm *all[8]; /* every running one, in report order (the first 8) */
-    int announced, gone;  /* live VMs announced as recovering; reported gone */
-    bool all_announced;   /* the "every sandbox is known" call came */
+    runtime_vm *all[8];  /* every running one, in report order (the first 8) */
+    int announced, gone; /* live VMs announced as recovering; reported gone */
+    bool all_announced;  /* the "every sandbox is known" call came */
 } recovered;
 
 static void on_recover(void *ctx, const runtime_spec *spec, runtime_vm *vm)
@@ -548,10 +554,13 @@ static long start_counter_and_file(fixture *f, runtime_vm *vm, const char *conte
 {
     terr err = {""};
     assert_int_equal(f->drv->ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
-                                             strlen(content), 0644, &err), 0);
-    char *out = fixture_sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
-                          "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & "
-                          "echo started");
+                                             strlen(content), 0644, &err),
+                     0);
+    char *out = fixture_sh(
+        f, vm,
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+        "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & "
+        "echo started");
     assert_string_equal(out, "started\n");
     free(out);
     return fixture_wait_counter(f, vm, 3);
@@ -753,7 +762,8 @@ static void test_recover_silent_guests_in_parallel(void **state)
         runtime_vm *vm = NULL;
         assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
         runtime_exec_request req = {
-            .cmd = "pid=$(pidof torpor-guest); (sleep 1; kill -STOP $pid) </dev/null >/dev/null 2>&1 &",
+            .cmd =
+                "pid=$(pidof torpor-guest); (sleep 1; kill -STOP $pid) </dev/null >/dev/null 2>&1 &",
             .timeout_sec = 10};
         runtime_exec_result res;
         assert_int_equal(f->drv->ops->exec(f->drv, vm, &req, &res, &err), 0);
@@ -815,9 +825,10 @@ static void test_template_cache_is_bounded_and_spares_one_in_use(void **state)
     terr err = {""};
     int held;
     qemu_meta m;
-    assert_int_equal(qemu_template_get(qemu_drv_of(f->drv), "minimal", 1, 128, 0, &held, &m, &err), 0);
+    assert_int_equal(qemu_template_get(qemu_drv_of(f->drv), "minimal", 1, 128, 0, &held, &m, &err),
+                     0);
     create_and_destroy(f, "sb-tpl-144", 144); /* a new shape: built, cache over its limit */
-    assert_int_equal(count_templates(f), 2); /* the 128 MiB one is in use: kept */
+    assert_int_equal(count_templates(f), 2);  /* the 128 MiB one is in use: kept */
     close(held);
     create_and_destroy(f, "sb-tpl-160", 160);
     assert_int_equal(count_templates(f), 1); /* both older ones evicted */
@@ -840,7 +851,8 @@ static void test_recover_snapshot_wins(void **state)
     assert_int_equal(f->drv->ops->create(f->drv, &p, &vp, &err), 0);
     const char *content = "committed before the crash\n";
     assert_int_equal(f->drv->ops->write_file(f->drv, vp, "/root/keep.txt", (const uint8_t *)content,
-                                             strlen(content), 0644, &err), 0);
+                                             strlen(content), 0644, &err),
+                     0);
     assert_int_equal(f->drv->ops->pause(f->drv, vp, &p, &err), 0);
     runtime_vm_unref(vp);
     assert_int_equal(f->drv->ops->create(f->drv, &q, &vq, &err), 0);
@@ -881,7 +893,8 @@ static void test_recover_qmp_late(void **state)
     assert_int_equal(f->drv->ops->create(f->drv, &s, &vm, &err), 0);
     const char *content = "kept while QMP was away\n";
     assert_int_equal(f->drv->ops->write_file(f->drv, vm, "/root/keep.txt", (const uint8_t *)content,
-                                             strlen(content), 0644, &err), 0);
+                                             strlen(content), 0644, &err),
+                     0);
     pid_t pid = sb_pid(f, "sb-rec-qmp");
     runtime_vm_unref(vm);
     char sock[PATH_MAX * 2], hidden[PATH_MAX * 2 + 8];

@@ -108,9 +108,11 @@ static void test_idle_trim(void **state)
     pid_t pid = sb_pid(f);
     assert_true(pid > 0);
 
-    char *out = fixture_sh(f, vm, "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
-                          "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & "
-                          "echo started");
+    char *out = fixture_sh(
+        f, vm,
+        "setsid sh -c 'i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.new; "
+        "mv /tmp/counter.new /tmp/counter; sleep 0.2; done' </dev/null >/dev/null 2>&1 & "
+        "echo started");
     assert_string_equal(out, "started\n");
     free(out);
     long count0 = fixture_wait_counter(f, vm, 2);
@@ -120,7 +122,8 @@ static void test_idle_trim(void **state)
     uint8_t *data = malloc(FILE_BYTES);
     assert_non_null(data);
     for (size_t i = 0; i < FILE_BYTES; i++) data[i] = (uint8_t)(i * 2654435761u >> 11);
-    assert_int_equal(ops->write_file(f->drv, vm, "/root/trim.bin", data, FILE_BYTES, 0644, &err), 0);
+    assert_int_equal(ops->write_file(f->drv, vm, "/root/trim.bin", data, FILE_BYTES, 0644, &err),
+                     0);
     long before = ram_rss_kb(f, pid);
     fprintf(stderr, "ram mapping rss before: %ld kB\n", before);
     assert_true(before > 0);

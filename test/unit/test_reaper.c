@@ -93,7 +93,8 @@ static void test_failed_pause_of_live_vm_keeps_running_then_pauses(void **state)
     test_driver_fail_next(fx->td, TD_PAUSE, "sb-fail", "migrate: disk full");
     agent_clock_advance_ms(&fx->clock, 2000);
     reaper_tick(fx->reaper);
-    for (int i = 0; i < 1000 && (reaper_pending(fx->reaper) > 0 || fx_status(fx, "sb-fail") != SANDBOX_RUNNING ||
+    for (int i = 0; i < 1000 && (reaper_pending(fx->reaper) > 0 ||
+                                 fx_status(fx, "sb-fail") != SANDBOX_RUNNING ||
                                  test_driver_calls(fx->td, TD_PAUSE, "sb-fail") < 1);
          i++)
         nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
@@ -371,7 +372,7 @@ static void test_reaper_thread_ticks(void **state)
 typedef struct race_arg {
     agent_fx *fx;
     atomic_bool stop;
-    int bad;        /* codes other than OK / FAILED_PRECONDITION */
+    int bad; /* codes other than OK / FAILED_PRECONDITION */
 } race_arg;
 
 static void *pinger(void *p)
@@ -427,18 +428,22 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_expiry_exactly_at_boundary, setup, teardown),
         cmocka_unit_test_setup_teardown(test_timeout_zero_never_pauses, setup, teardown),
         cmocka_unit_test_setup_teardown(test_ping_at_last_moment_wins, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_pause_of_live_vm_keeps_running_then_pauses, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_failed_pause_of_live_vm_keeps_running_then_pauses,
+                                        setup, teardown),
         cmocka_unit_test(test_auto_pause_backoff_doubles_up_to_its_cap),
         cmocka_unit_test_setup_teardown(test_slow_pause_does_not_delay_other, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause_pool_is_bounded, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_never_paused_twice_and_ping_on_pausing, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_never_paused_twice_and_ping_on_pausing, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_exec_in_flight_keeps_alive, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_completes_running_pause, setup, teardown),
         cmocka_unit_test_setup_teardown(test_dead_vm_is_noticed_and_removed, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_dead_claim_spares_a_recreated_sandbox, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_dead_claim_spares_a_recreated_sandbox, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_vm_died_before_auto_pause_destroys, setup, teardown),
         cmocka_unit_test_setup_teardown(test_reaper_thread_ticks, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_racing_activity_and_ticks_stay_consistent, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_racing_activity_and_ticks_stay_consistent, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

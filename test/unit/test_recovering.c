@@ -100,8 +100,8 @@ static void test_failed_reattach_leaves_the_table(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_slow_reattach_is_listed_recovering_and_answers_unavailable, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_slow_reattach_is_listed_recovering_and_answers_unavailable, setup, teardown),
         cmocka_unit_test_setup_teardown(test_failed_reattach_leaves_the_table, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -73,7 +73,10 @@ static struct timespec abs_after_ms(int ms)
     clock_gettime(CLOCK_REALTIME, &t);
     t.tv_sec += ms / 1000;
     t.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (t.tv_nsec >= 1000000000L) { t.tv_sec++; t.tv_nsec -= 1000000000L; }
+    if (t.tv_nsec >= 1000000000L) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000L;
+    }
     return t;
 }
 
@@ -91,7 +94,8 @@ static bool app_wait_count(test_app *a, const int *counter, int want)
     struct timespec until = abs_after_ms(WAIT_MS);
     pthread_mutex_lock(&a->mu);
     int rc = 0;
-    while (*counter < want && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&a->cond, &a->mu, &until);
+    while (*counter < want && rc != ETIMEDOUT)
+        rc = pthread_cond_timedwait(&a->cond, &a->mu, &until);
     bool ok = *counter >= want;
     pthread_mutex_unlock(&a->mu);
     return ok;
@@ -119,10 +123,12 @@ static void h_ping(void *app, rpc_call *call, const ProtobufCMessage *msg)
         return;
     }
     if (strcmp(req->sandbox_id, "paused") == 0) {
-        rpc_fail(call, GRPC_STATUS_FAILED_PRECONDITION, "sandbox %s is paused, not running", req->sandbox_id);
+        rpc_fail(call, GRPC_STATUS_FAILED_PRECONDITION, "sandbox %s is paused, not running",
+                 req->sandbox_id);
         return;
     }
-    Torpor__Hostagent__V1__PingSandboxResponse resp = TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__PingSandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
     resp.last_active_at_unix = (int64_t)strlen(req->sandbox_id);
     rpc_reply(call, &resp.base);
 }
@@ -149,23 +155,22 @@ static void h_slow(void *app, rpc_call *call, const ProtobufCMessage *msg)
     a->slow_done++;
     pthread_cond_broadcast(&a->cond);
     pthread_mutex_unlock(&a->mu);
-    Torpor__Hostagent__V1__PingSandboxResponse resp = TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__PingSandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
     resp.last_active_at_unix = 7;
     rpc_reply(call, &resp.base);
 }
 
-static void h_noreply(void *app, rpc_call *call, const ProtobufCMessage *msg)
-{
-    (void)call;
-}
+static void h_noreply(void *app, rpc_call *call, const ProtobufCMessage *msg) { (void)call; }
 
 static void h_twice(void *app, rpc_call *call, const ProtobufCMessage *msg)
 {
-    Torpor__Hostagent__V1__PingSandboxResponse resp = TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
+    Torpor__Hostagent__V1__PingSandboxResponse resp =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_RESPONSE__INIT;
     resp.last_active_at_unix = 1;
     rpc_reply(call, &resp.base);
     resp.last_active_at_unix = 2;
-    rpc_reply(call, &resp.base);                       /* ignored, logged */
+    rpc_reply(call, &resp.base);                      /* ignored, logged */
     rpc_fail(call, GRPC_STATUS_INTERNAL, "too late"); /* ignored, logged */
 }
 
@@ -255,12 +260,13 @@ static int teardown_fixture(void **state)
 
 static grpc_status_code ping(rpc_client *c, const char *id, int64_t *out, terr *err)
 {
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)id;
     ProtobufCMessage *resp = NULL;
     grpc_status_code st = rpc_client_call(c, RPC_PING_SANDBOX, &req.base,
-                                          &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp,
-                                          5000, err);
+                                          &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                                          &resp, 5000, err);
     if (st == GRPC_STATUS_OK) {
         assert_non_null(resp);
         if (out) *out = ((Torpor__Hostagent__V1__PingSandboxResponse *)resp)->last_active_at_unix;
@@ -286,11 +292,13 @@ typedef struct slow_call {
 static void *slow_call_thread(void *arg)
 {
     slow_call *s = arg;
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     req.sandbox_id = "slow";
     ProtobufCMessage *resp = NULL;
-    s->status = rpc_client_call(s->cli, M_SLOW, &req.base, &torpor__hostagent__v1__ping_sandbox_response__descriptor,
-                                &resp, s->deadline_ms, &s->err);
+    s->status = rpc_client_call(s->cli, M_SLOW, &req.base,
+                                &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp,
+                                s->deadline_ms, &s->err);
     if (s->order) s->my_order = atomic_fetch_add(s->order, 1);
     if (resp) {
         s->value = ((Torpor__Hostagent__V1__PingSandboxResponse *)resp)->last_active_at_unix;
@@ -311,15 +319,18 @@ static void slow_call_start(slow_call *s, rpc_client *cli, int deadline_ms, atom
 
 /* A unary call through grpc directly, to send what rpc_client never sends:
  * raw bytes, no message at all, or TLS without a client certificate. */
-static grpc_status_code raw_call(const char *target, grpc_channel_credentials *creds, const char *method,
-                                 const void *bytes, size_t len, bool send_message, char *details, size_t dsize)
+static grpc_status_code raw_call(const char *target, grpc_channel_credentials *creds,
+                                 const char *method, const void *bytes, size_t len,
+                                 bool send_message, char *details, size_t dsize)
 {
     grpc_init();
     grpc_channel *ch = grpc_channel_create(target, creds, NULL);
     grpc_completion_queue *cq = grpc_completion_queue_create_for_next(NULL);
-    gpr_timespec deadline = gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(5000, GPR_TIMESPAN));
+    gpr_timespec deadline =
+        gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC), gpr_time_from_millis(5000, GPR_TIMESPAN));
     grpc_slice m = grpc_slice_from_copied_string(method);
-    grpc_call *call = grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL, deadline, NULL);
+    grpc_call *call =
+        grpc_channel_create_call(ch, NULL, GRPC_PROPAGATE_DEFAULTS, cq, m, NULL, deadline, NULL);
     grpc_slice_unref(m);
     grpc_slice body = grpc_slice_from_copied_buffer(bytes, len);
     grpc_byte_buffer *req = grpc_raw_byte_buffer_create(&body, 1);
@@ -350,7 +361,8 @@ static grpc_status_code raw_call(const char *target, grpc_channel_credentials *c
     assert_int_equal(grpc_call_start_batch(call, ops, n, call, NULL), GRPC_CALL_OK);
     grpc_event ev = grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL);
     assert_int_equal(ev.type, GRPC_OP_COMPLETE);
-    snprintf(details, dsize, "%.*s", (int)GRPC_SLICE_LENGTH(det), (const char *)GRPC_SLICE_START_PTR(det));
+    snprintf(details, dsize, "%.*s", (int)GRPC_SLICE_LENGTH(det),
+             (const char *)GRPC_SLICE_START_PTR(det));
     grpc_slice_unref(det);
     grpc_metadata_array_destroy(&imd);
     grpc_metadata_array_destroy(&tmd);
@@ -358,7 +370,8 @@ static grpc_status_code raw_call(const char *target, grpc_channel_credentials *c
     if (resp) grpc_byte_buffer_destroy(resp);
     grpc_call_unref(call);
     grpc_completion_queue_shutdown(cq);
-    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type != GRPC_QUEUE_SHUTDOWN) {}
+    while (grpc_completion_queue_next(cq, gpr_inf_future(GPR_CLOCK_REALTIME), NULL).type !=
+           GRPC_QUEUE_SHUTDOWN) {}
     grpc_completion_queue_destroy(cq);
     grpc_channel_destroy(ch);
     grpc_shutdown();
@@ -404,12 +417,13 @@ static void test_status_and_message_propagate(void **state)
 static void test_unknown_method(void **state)
 {
     fixture *f = *state;
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     ProtobufCMessage *resp = (ProtobufCMessage *)&req; /* must be reset to NULL */
     terr err = {{0}};
     grpc_status_code st = rpc_client_call(f->cli, RPC_HOSTAGENT_PREFIX "NoSuchMethod", &req.base,
-                                          &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp,
-                                          5000, &err);
+                                          &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                                          &resp, 5000, &err);
     assert_int_equal(st, GRPC_STATUS_UNIMPLEMENTED);
     assert_null(resp);
     assert_non_null(strstr(err.msg, "NoSuchMethod"));
@@ -420,12 +434,13 @@ static void test_unknown_method(void **state)
 static void test_unknown_method_name_is_sanitised(void **state)
 {
     fixture *f = *state;
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
     terr err = {{0}};
-    grpc_status_code st = rpc_client_call(f->cli, RPC_HOSTAGENT_PREFIX "No\"Such method=x", &req.base,
-                                          &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp,
-                                          5000, &err);
+    grpc_status_code st = rpc_client_call(
+        f->cli, RPC_HOSTAGENT_PREFIX "No\"Such method=x", &req.base,
+        &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp, 5000, &err);
     assert_int_equal(st, GRPC_STATUS_UNIMPLEMENTED);
     assert_null(resp);
     assert_non_null(strstr(err.msg, "No?Such?method?x"));
@@ -438,15 +453,18 @@ static void test_garbage_payload(void **state)
     char details[256];
     /* Field 1, length-delimited, claims 5 bytes but carries 2. */
     static const unsigned char bad[] = {0x0a, 0x05, 'a', 'b'};
-    assert_int_equal(raw_call(f->target, creds, RPC_PING_SANDBOX, bad, sizeof bad, true, details, sizeof details),
+    assert_int_equal(raw_call(f->target, creds, RPC_PING_SANDBOX, bad, sizeof bad, true, details,
+                              sizeof details),
                      GRPC_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(details, "PingSandboxRequest"));
     /* No request message at all. */
-    assert_int_equal(raw_call(f->target, creds, RPC_PING_SANDBOX, "", 0, false, details, sizeof details),
-                     GRPC_STATUS_INVALID_ARGUMENT);
+    assert_int_equal(
+        raw_call(f->target, creds, RPC_PING_SANDBOX, "", 0, false, details, sizeof details),
+        GRPC_STATUS_INVALID_ARGUMENT);
     /* An empty message is a valid proto3 message with defaults. */
-    assert_int_equal(raw_call(f->target, creds, RPC_PING_SANDBOX, "", 0, true, details, sizeof details),
-                     GRPC_STATUS_OK);
+    assert_int_equal(
+        raw_call(f->target, creds, RPC_PING_SANDBOX, "", 0, true, details, sizeof details),
+        GRPC_STATUS_OK);
     grpc_channel_credentials_release(creds);
 }
 
@@ -463,8 +481,9 @@ static void test_large_message_both_ways(void **state)
     req.content.len = n;
     ProtobufCMessage *resp = NULL;
     terr err = {{0}};
-    grpc_status_code st = rpc_client_call(f->cli, M_ECHO, &req.base,
-                                          &torpor__hostagent__v1__read_file_response__descriptor, &resp, 20000, &err);
+    grpc_status_code st =
+        rpc_client_call(f->cli, M_ECHO, &req.base,
+                        &torpor__hostagent__v1__read_file_response__descriptor, &resp, 20000, &err);
     assert_int_equal(st, GRPC_STATUS_OK);
     Torpor__Hostagent__V1__ReadFileResponse *r = (void *)resp;
     assert_int_equal(r->content.len, n);
@@ -517,11 +536,13 @@ static void test_deadline_exceeded(void **state)
 static void test_handler_without_reply_is_internal(void **state)
 {
     fixture *f = *state;
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
     terr err = {{0}};
     assert_int_equal(rpc_client_call(f->cli, M_NOREPLY, &req.base,
-                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp, 5000, &err),
+                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                                     &resp, 5000, &err),
                      GRPC_STATUS_INTERNAL);
     assert_null(resp);
     assert_non_null(strstr(err.msg, "without a reply"));
@@ -530,11 +551,13 @@ static void test_handler_without_reply_is_internal(void **state)
 static void test_second_reply_is_ignored(void **state)
 {
     fixture *f = *state;
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
     terr err = {{0}};
     assert_int_equal(rpc_client_call(f->cli, M_TWICE, &req.base,
-                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp, 5000, &err),
+                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                                     &resp, 5000, &err),
                      GRPC_STATUS_OK);
     assert_int_equal(((Torpor__Hostagent__V1__PingSandboxResponse *)resp)->last_active_at_unix, 1);
     protobuf_c_message_free_unpacked(resp, NULL);
@@ -543,15 +566,18 @@ static void test_second_reply_is_ignored(void **state)
 static void test_bad_call_arguments(void **state)
 {
     fixture *f = *state;
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     ProtobufCMessage *resp = NULL;
     terr err = {{0}};
     assert_int_equal(rpc_client_call(f->cli, RPC_PING_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp, 0, &err),
+                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                                     &resp, 0, &err),
                      GRPC_STATUS_INVALID_ARGUMENT);
     assert_non_null(strstr(err.msg, "deadline"));
     assert_int_equal(rpc_client_call(NULL, RPC_PING_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor, &resp, 100, &err),
+                                     &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                                     &resp, 100, &err),
                      GRPC_STATUS_INVALID_ARGUMENT);
     assert_null(resp);
 }
@@ -628,12 +654,32 @@ static void test_stop_within_gives_up_on_a_stuck_handler(void **state)
 
 static void test_loopback_detection(void **state)
 {
-    static const char *const yes[] = {"127.0.0.1:50051", "127.1.2.3:1", "127.0.0.1", "localhost:8080", "LOCALHOST",
-                                      "[::1]:50051", "::1", "[::1]", "ipv4:127.0.0.1:5", "dns:///localhost:50051",
+    static const char *const yes[] = {"127.0.0.1:50051",
+                                      "127.1.2.3:1",
+                                      "127.0.0.1",
+                                      "localhost:8080",
+                                      "LOCALHOST",
+                                      "[::1]:50051",
+                                      "::1",
+                                      "[::1]",
+                                      "ipv4:127.0.0.1:5",
+                                      "dns:///localhost:50051",
                                       "[::ffff:127.0.0.1]:9"};
-    static const char *const no[] = {"0.0.0.0:50051", "10.0.0.5:50051", "192.168.1.1", "[::]:50051", "::",
-                                     "example.com:443", "localhost.evil.com:1", "127.0.0.1:abc", "127.0.0.1:",
-                                     "[::1", "[]:1", ":50051", "", "unix:/tmp/sock", "128.0.0.1:1",
+    static const char *const no[] = {"0.0.0.0:50051",
+                                     "10.0.0.5:50051",
+                                     "192.168.1.1",
+                                     "[::]:50051",
+                                     "::",
+                                     "example.com:443",
+                                     "localhost.evil.com:1",
+                                     "127.0.0.1:abc",
+                                     "127.0.0.1:",
+                                     "[::1",
+                                     "[]:1",
+                                     ":50051",
+                                     "",
+                                     "unix:/tmp/sock",
+                                     "128.0.0.1:1",
                                      "127.0.0.1:123456"};
     for (size_t i = 0; i < sizeof yes / sizeof yes[0]; i++)
         if (!rpc_addr_is_loopback(yes[i])) fail_msg("expected loopback: %s", yes[i]);
@@ -659,7 +705,8 @@ static void test_plaintext_refused_off_loopback(void **state)
     assert_non_null(strstr(err.msg, "--tls-cert"));
 
     /* A server name to verify makes no sense without TLS. */
-    rpc_client_config nc = {.target = "127.0.0.1:1", .tls = {.server_name_override = "torpor-agent"}};
+    rpc_client_config nc = {.target = "127.0.0.1:1",
+                            .tls = {.server_name_override = "torpor-agent"}};
     assert_int_equal(rpc_client_open(&nc, &c, &err), -1);
     assert_non_null(strstr(err.msg, "server name"));
 }
@@ -673,7 +720,8 @@ static void test_bad_server_config(void **state)
     assert_int_equal(rpc_server_start(&sc, &s, &err), -1);
     assert_non_null(strstr(err.msg, "together"));
 
-    rpc_method broken = {"NoSlash", &torpor__hostagent__v1__ping_sandbox_request__descriptor, h_ping};
+    rpc_method broken = {"NoSlash", &torpor__hostagent__v1__ping_sandbox_request__descriptor,
+                         h_ping};
     rpc_server_config bc = {.listen_addr = "127.0.0.1:0", .methods = &broken, .n_methods = 1};
     assert_int_equal(rpc_server_start(&bc, &s, &err), -1);
     assert_null(s);
@@ -794,12 +842,14 @@ static void test_tls_client_without_cert_refused(void **state)
     /* Trusts the server's CA (so the server side is fine) but has no certificate. */
     grpc_channel_credentials *creds = grpc_ssl_credentials_create(ca, NULL, NULL, NULL);
     char details[256];
-    Torpor__Hostagent__V1__PingSandboxRequest req = TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
+    Torpor__Hostagent__V1__PingSandboxRequest req =
+        TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     req.sandbox_id = "nocert";
     uint8_t buf[64];
     size_t n = protobuf_c_message_pack(&req.base, buf);
-    assert_int_equal(raw_call(f->target, creds, RPC_PING_SANDBOX, buf, n, true, details, sizeof details),
-                     GRPC_STATUS_UNAVAILABLE);
+    assert_int_equal(
+        raw_call(f->target, creds, RPC_PING_SANDBOX, buf, n, true, details, sizeof details),
+        GRPC_STATUS_UNAVAILABLE);
     grpc_channel_credentials_release(creds);
     grpc_shutdown();
     free(ca);
@@ -825,13 +875,14 @@ static void test_tls_client_from_other_ca_refused(void **state)
 static int issue_client_cert(const char *name)
 {
     char cmd[2048];
-    snprintf(cmd, sizeof cmd,
-             "cd '%s' && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out '%s.key' 2>/dev/null && "
-             "openssl req -new -key '%s.key' -subj '/CN=%s' -out '%s.csr' 2>/dev/null && "
-             "printf 'extendedKeyUsage=clientAuth\nsubjectAltName=DNS:%s\n' > '%s.ext' && "
-             "openssl x509 -req -in '%s.csr' -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 "
-             "-extfile '%s.ext' -out '%s.pem' 2>/dev/null",
-             g_certs.good, name, name, name, name, name, name, name, name, name);
+    snprintf(
+        cmd, sizeof cmd,
+        "cd '%s' && openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out '%s.key' 2>/dev/null && "
+        "openssl req -new -key '%s.key' -subj '/CN=%s' -out '%s.csr' 2>/dev/null && "
+        "printf 'extendedKeyUsage=clientAuth\nsubjectAltName=DNS:%s\n' > '%s.ext' && "
+        "openssl x509 -req -in '%s.csr' -CA ca.pem -CAkey ca.key -CAcreateserial -sha256 -days 2 "
+        "-extfile '%s.ext' -out '%s.pem' 2>/dev/null",
+        g_certs.good, name, name, name, name, name, name, name, name, name);
     return system(cmd) == 0 ? 0 : -1;
 }
 
@@ -942,17 +993,24 @@ int main(void)
 {
     const struct CMUnitTest plain[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup_plain, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_status_and_message_propagate, setup_plain, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_status_and_message_propagate, setup_plain,
+                                        teardown_fixture),
         cmocka_unit_test_setup_teardown(test_unknown_method, setup_plain, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_unknown_method_name_is_sanitised, setup_plain, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_unknown_method_name_is_sanitised, setup_plain,
+                                        teardown_fixture),
         cmocka_unit_test_setup_teardown(test_garbage_payload, setup_plain, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_large_message_both_ways, setup_plain, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_slow_call_does_not_delay_fast_call, setup_plain, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_large_message_both_ways, setup_plain,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_slow_call_does_not_delay_fast_call, setup_plain,
+                                        teardown_fixture),
         cmocka_unit_test_setup_teardown(test_deadline_exceeded, setup_plain, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_handler_without_reply_is_internal, setup_plain, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_second_reply_is_ignored, setup_plain, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_handler_without_reply_is_internal, setup_plain,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_second_reply_is_ignored, setup_plain,
+                                        teardown_fixture),
         cmocka_unit_test_setup_teardown(test_bad_call_arguments, setup_plain, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_overload_is_resource_exhausted, setup_one_slot, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_overload_is_resource_exhausted, setup_one_slot,
+                                        teardown_fixture),
         cmocka_unit_test(test_stop_waits_for_running_handler),
         cmocka_unit_test(test_stop_within_gives_up_on_a_stuck_handler),
         cmocka_unit_test(test_loopback_detection),
@@ -961,15 +1019,22 @@ int main(void)
         cmocka_unit_test(test_ids),
     };
     const struct CMUnitTest tls[] = {
-        cmocka_unit_test_setup_teardown(test_tls_good_client_and_identity, setup_tls, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_good_client_and_identity, setup_tls,
+                                        teardown_fixture),
         cmocka_unit_test_setup_teardown(test_tls_server_name_override, setup_tls, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_tls_plaintext_client_refused, setup_tls, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_tls_client_without_cert_refused, setup_tls, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_tls_client_from_other_ca_refused, setup_tls, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_tls_client_rejects_unknown_server, setup_tls, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_plaintext_client_refused, setup_tls,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_client_without_cert_refused, setup_tls,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_client_from_other_ca_refused, setup_tls,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_client_rejects_unknown_server, setup_tls,
+                                        teardown_fixture),
         cmocka_unit_test(test_tls_file_errors),
-        cmocka_unit_test_setup_teardown(test_tls_expected_client_name_is_served, setup_tls_named, teardown_fixture),
-        cmocka_unit_test_setup_teardown(test_tls_same_ca_other_name_refused, setup_tls_named, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_expected_client_name_is_served, setup_tls_named,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_same_ca_other_name_refused, setup_tls_named,
+                                        teardown_fixture),
     };
     int failed = cmocka_run_group_tests_name("rpc", plain, NULL, NULL);
     failed += cmocka_run_group_tests_name("rpc_tls", tls, group_setup, group_teardown);

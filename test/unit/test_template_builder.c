@@ -79,8 +79,11 @@ static int teardown(void **state)
 
 static template_builder *open_tb(fx *f, int time_limit)
 {
-    tb_config cfg = {.state_dir = f->state, .image_dir = f->images, .recipe_script = f->script,
-                     .guest_binary = "/bin/true", .time_limit_sec = time_limit};
+    tb_config cfg = {.state_dir = f->state,
+                     .image_dir = f->images,
+                     .recipe_script = f->script,
+                     .guest_binary = "/bin/true",
+                     .time_limit_sec = time_limit};
     template_builder *tb = NULL;
     terr err = {{0}};
     if (tb_open(&cfg, &tb, &err) != 0) fail_msg("tb_open: %s", err.msg);
@@ -125,7 +128,8 @@ static void test_build_ends_ready_with_digest_and_size(void **state)
     assert_int_equal(info.status, TB_READY);
     assert_false(info.builtin);
     /* sha256 of 4096 zero bytes */
-    assert_string_equal(info.digest, "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7");
+    assert_string_equal(info.digest,
+                        "ad7facb2586fc6e966c004d7d1d16b024f5805ff7cb47c7a85dabd8b48892ca7");
     assert_true(info.size_bytes >= 4096);
     assert_true(linked(f, "tpl-a"));
     char *log = NULL;
@@ -164,9 +168,12 @@ static void test_invalid_requests_change_nothing(void **state)
     terr err = {{0}};
     tb_info info;
     const char *bad_pkg[] = {"jq;reboot"};
-    assert_int_equal(tb_build(tb, "tpl-c", "debian", bad_pkg, 1, NULL, &info, &err), AGENT_INVALID_ARGUMENT);
-    assert_int_equal(tb_build(tb, "Bad", "debian", NULL, 0, NULL, &info, &err), AGENT_INVALID_ARGUMENT);
-    assert_int_equal(tb_build(tb, "tpl-c", "minimal", NULL, 0, NULL, &info, &err), AGENT_INVALID_ARGUMENT);
+    assert_int_equal(tb_build(tb, "tpl-c", "debian", bad_pkg, 1, NULL, &info, &err),
+                     AGENT_INVALID_ARGUMENT);
+    assert_int_equal(tb_build(tb, "Bad", "debian", NULL, 0, NULL, &info, &err),
+                     AGENT_INVALID_ARGUMENT);
+    assert_int_equal(tb_build(tb, "tpl-c", "minimal", NULL, 0, NULL, &info, &err),
+                     AGENT_INVALID_ARGUMENT);
     assert_int_equal(tb_get(tb, "tpl-c", 0, &info, NULL, NULL, &err), AGENT_NOT_FOUND);
     tb_info *all;
     size_t n;
@@ -214,9 +221,11 @@ static void test_crash_mid_build_leaves_no_usable_image(void **state)
     fx *f = *state;
     /* What a SIGKILLed agent leaves: state "building" and, at worst, a link. */
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/template-builds/tpl-f && printf 'building\\n0\\n-\\n1\\n' > %s/template-builds/tpl-f/state "
-             "&& mkdir -p %s/.half && touch %s/.half/vmlinux %s/.half/initramfs.cpio.gz && ln -s %s/.half %s/tpl-f",
-             f->state, f->state, f->images, f->images, f->images, f->images, f->images);
+    snprintf(
+        cmd, sizeof cmd,
+        "mkdir -p %s/template-builds/tpl-f && printf 'building\\n0\\n-\\n1\\n' > %s/template-builds/tpl-f/state "
+        "&& mkdir -p %s/.half && touch %s/.half/vmlinux %s/.half/initramfs.cpio.gz && ln -s %s/.half %s/tpl-f",
+        f->state, f->state, f->images, f->images, f->images, f->images, f->images);
     assert_int_equal(system(cmd), 0);
     assert_true(linked(f, "tpl-f"));
     template_builder *tb = open_tb(f, 0);
@@ -269,7 +278,8 @@ static void test_crash_mid_build_kills_what_the_recipe_left_running(void **state
     waitpid(leader, NULL, 0);
     assert_true(running(orphan));
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/template-builds/tpl-i && printf 'building\\n0\\n-\\n1\\n' > "
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/template-builds/tpl-i && printf 'building\\n0\\n-\\n1\\n' > "
              "%s/template-builds/tpl-i/state && echo %d > %s/template-builds/tpl-i/pgid",
              f->state, f->state, (int)leader, f->state);
     assert_int_equal(system(cmd), 0);
@@ -298,7 +308,8 @@ static void test_crash_recovery_kills_nothing_else(void **state)
     }
     setpgid(other, other);
     char cmd[1024];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/template-builds/tpl-j && printf 'building\\n0\\n-\\n1\\n' > "
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s/template-builds/tpl-j && printf 'building\\n0\\n-\\n1\\n' > "
              "%s/template-builds/tpl-j/state && echo %d > %s/template-builds/tpl-j/pgid",
              f->state, f->state, (int)other, f->state);
     assert_int_equal(system(cmd), 0);
@@ -316,8 +327,10 @@ static void test_delete_and_builtin_images(void **state)
     fx *f = *state;
     /* A complete image the builder did not make: builtin, ready, not deletable. */
     char cmd[2048];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s/minimal && echo k > %s/minimal/vmlinux && echo i > %s/minimal/initramfs.cpio.gz",
-             f->images, f->images, f->images);
+    snprintf(
+        cmd, sizeof cmd,
+        "mkdir -p %s/minimal && echo k > %s/minimal/vmlinux && echo i > %s/minimal/initramfs.cpio.gz",
+        f->images, f->images, f->images);
     assert_int_equal(system(cmd), 0);
     template_builder *tb = open_tb(f, 0);
     terr err = {{0}};
@@ -361,13 +374,17 @@ static void test_delete_refused_while_building(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_build_ends_ready_with_digest_and_size, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_failed_build_is_error_with_apt_message, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_build_ends_ready_with_digest_and_size, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_failed_build_is_error_with_apt_message, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_invalid_requests_change_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_build_over_time_limit_is_killed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_stop_mid_build_is_error_after_reopen, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crash_mid_build_leaves_no_usable_image, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_crash_mid_build_kills_what_the_recipe_left_running, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_crash_mid_build_leaves_no_usable_image, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_crash_mid_build_kills_what_the_recipe_left_running,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_crash_recovery_kills_nothing_else, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_and_builtin_images, setup, teardown),
         cmocka_unit_test_setup_teardown(test_delete_refused_while_building, setup, teardown),

@@ -18,12 +18,17 @@ static void fx_open(agent_fx *fx)
 {
     terr e;
     if (journal_open(fx->journal_path, &fx->journal, &e) != 0) die("journal_open", &e);
-    lifecycle_config lcfg = {.driver = test_driver_runtime(fx->td), .journal = fx->journal,
-                             .clock = &fx->clock, .admission = fx->admission,
+    lifecycle_config lcfg = {.driver = test_driver_runtime(fx->td),
+                             .journal = fx->journal,
+                             .clock = &fx->clock,
+                             .admission = fx->admission,
                              .async_recover = fx->async_recover};
     if (lifecycle_open(&lcfg, &fx->lc, &e) != 0) die("lifecycle_open", &e);
-    reaper_config rcfg = {.lc = fx->lc, .interval_ms = 2000, .pause_workers = 2,
-                          .before_claim = fx->hook, .before_claim_dead = fx->hook_dead,
+    reaper_config rcfg = {.lc = fx->lc,
+                          .interval_ms = 2000,
+                          .pause_workers = 2,
+                          .before_claim = fx->hook,
+                          .before_claim_dead = fx->hook_dead,
                           .hook_ctx = fx->hook_ctx};
     if (reaper_new(&rcfg, &fx->reaper, &e) != 0) die("reaper_new", &e);
 }

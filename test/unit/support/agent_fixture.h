@@ -23,17 +23,17 @@ typedef struct agent_fx {
     test_driver *td;
     journal *journal;
     lifecycle *lc;
-    reaper *reaper;        /* NULL once a test stopped it */
-    reaper_hook_fn hook;   /* set before fx_open/fx_restart */
+    reaper *reaper;           /* NULL once a test stopped it */
+    reaper_hook_fn hook;      /* set before fx_open/fx_restart */
     reaper_hook_fn hook_dead; /* the dead-VM seam, same rule */
     void *hook_ctx;
     const struct admission_config *admission; /* set before fx_restart; NULL = no limits */
-    bool async_recover;    /* set before fx_restart: lifecycle_config.async_recover */
+    bool async_recover; /* set before fx_restart: lifecycle_config.async_recover */
 } agent_fx;
 
-agent_fx *fx_new(void);              /* aborts on failure: a broken fixture is a bug */
-agent_fx *fx_new_sized(int max);     /* a test driver with room for max sandboxes */
-void fx_free(agent_fx *fx);          /* stops everything, removes the dir */
+agent_fx *fx_new(void);          /* aborts on failure: a broken fixture is a bug */
+agent_fx *fx_new_sized(int max); /* a test driver with room for max sandboxes */
+void fx_free(agent_fx *fx);      /* stops everything, removes the dir */
 void fx_restart(agent_fx *fx);
 
 /* create with template "minimal", 1 vcpu, 128 MiB */

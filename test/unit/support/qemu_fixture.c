@@ -43,8 +43,10 @@ static int find_build_dir(char *out, size_t n)
 
 int qemu_fixture_reopen(qemu_fixture *f)
 {
-    runtime_qemu_config cfg = {.state_dir = f->state_dir, .image_dir = f->image_dir,
-                               .accel = QEMU_ACCEL_AUTO, .idle_trim_ms = f->idle_trim_ms,
+    runtime_qemu_config cfg = {.state_dir = f->state_dir,
+                               .image_dir = f->image_dir,
+                               .accel = QEMU_ACCEL_AUTO,
+                               .idle_trim_ms = f->idle_trim_ms,
                                .template_cache_max = f->template_cache_max};
     terr err = {""};
     if (runtime_qemu_open(&cfg, &f->drv, &err) < 0) {

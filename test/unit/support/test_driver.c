@@ -19,9 +19,9 @@ typedef struct td_file {
 typedef struct td_entry {
     bool used;
     runtime_spec spec;
-    int state;          /* 1 running, 2 paused, 3 debris (snapshot consumed) */
+    int state; /* 1 running, 2 paused, 3 debris (snapshot consumed) */
     bool dead;
-    runtime_vm *vm;     /* current handle (not owned) while running */
+    runtime_vm *vm; /* current handle (not owned) while running */
     td_file *files;
 } td_entry;
 
@@ -34,14 +34,14 @@ typedef struct td_slot { /* per (op, id): gate, failure, counter */
     int calls;
     char fail_msg[200];
     bool fail;
-    bool lose;          /* resume only: fail after consuming the snapshot */
+    bool lose; /* resume only: fail after consuming the snapshot */
 } td_slot;
 
 struct test_driver {
     runtime_driver rd;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    int max;           /* entries; slots hold 4 per entry */
+    int max; /* entries; slots hold 4 per entry */
     td_entry *entries;
     td_slot *slots;
 };
@@ -128,7 +128,8 @@ static int td_create(runtime_driver *d, const runtime_spec *spec, runtime_vm **o
     test_driver *td = td_of(d);
     pthread_mutex_lock(&td->mu);
     int rc = enter_locked(td, TD_CREATE, spec->sandbox_id, err);
-    if (rc == 0 && strcmp(spec->template_name, "minimal") != 0 && strcmp(spec->template_name, "base") != 0)
+    if (rc == 0 && strcmp(spec->template_name, "minimal") != 0 &&
+        strcmp(spec->template_name, "base") != 0)
         rc = terr_set(err, "unknown template %s", spec->template_name);
     if (rc == 0 && entry_find(td, spec->sandbox_id))
         rc = terr_set(err, "sandbox dir %s exists", spec->sandbox_id);
@@ -168,7 +169,8 @@ static int td_resume(runtime_driver *d, const runtime_spec *spec, runtime_vm **o
     pthread_mutex_lock(&td->mu);
     int rc = enter_locked(td, TD_RESUME, spec->sandbox_id, err);
     td_entry *e = entry_find(td, spec->sandbox_id);
-    if (rc == 0 && (!e || e->state != 2)) rc = terr_set(err, "no snapshot for %s", spec->sandbox_id);
+    if (rc == 0 && (!e || e->state != 2))
+        rc = terr_set(err, "no snapshot for %s", spec->sandbox_id);
     td_slot *s = slot_get(td, TD_RESUME, spec->sandbox_id);
     if (rc == 0 && s->lose) {
         s->lose = false;
