@@ -319,6 +319,12 @@ void tunnel_stop(port_tunnel *t)
     while (t->n_live > 0 && pthread_cond_timedwait(&t->idle, &t->mu, &until) == 0) {}
     int left = t->n_live;
     pthread_mutex_unlock(&t->mu);
-    if (left) log_warn("event=tunnel_stop_timeout live=%d", left);
-    /* A thread that outlived the wait still holds t: it stays allocated. */
+    if (left) {
+        /* A thread that outlived the wait still holds t: it stays allocated. */
+        log_warn("event=tunnel_stop_timeout live=%d", left);
+        return;
+    }
+    pthread_cond_destroy(&t->idle);
+    pthread_mutex_destroy(&t->mu);
+    free(t);
 }

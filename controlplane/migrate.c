@@ -46,7 +46,7 @@ static int list_files(const char *dir, char ***out, size_t *n, terr *err)
         count++;
     }
     closedir(d);
-    qsort(names, count, sizeof *names, cmp_names);
+    if (count > 1) qsort(names, count, sizeof *names, cmp_names);
     *out = names;
     *n = count;
     return 0;

@@ -103,9 +103,12 @@ static int cmp_str(const void *a, const void *b)
 
 static void sort_answer(Torpor__Hostagent__V1__ListSandboxesResponse *resp)
 {
-    qsort(resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info);
-    qsort(resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids,
-          sizeof *resp->auto_paused_sandbox_ids, cmp_str);
+    /* An empty repeated field is a NULL array: qsort must not see it. */
+    if (resp->n_sandboxes > 1)
+        qsort(resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info);
+    if (resp->n_auto_paused_sandbox_ids > 1)
+        qsort(resp->auto_paused_sandbox_ids, resp->n_auto_paused_sandbox_ids,
+              sizeof *resp->auto_paused_sandbox_ids, cmp_str);
 }
 
 /* agent_view_of over a sorted answer. */
