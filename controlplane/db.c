@@ -911,21 +911,9 @@ int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row
     return single_row(r, out, found, err);
 }
 
-int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sandbox_row **out,
-                    size_t *n, terr *err)
+/* Every row of r as a malloc'd array (*out, *n); clears r. */
+static int rows_to_list(PGresult *r, sandbox_row **out, size_t *n, terr *err)
 {
-    char statuses[128];
-    status_array(status_mask, statuses, sizeof statuses);
-    const char *p[2] = {team_id, statuses};
-    PGresult *r;
-    *out = NULL;
-    *n = 0;
-    if (run(db, "list sandboxes",
-            "SELECT " SANDBOX_COLS
-            " FROM sandboxes WHERE team_id = $1::uuid AND status = ANY($2::text[]) "
-            "ORDER BY created_at DESC, id DESC",
-            2, p, &r, err) != 0)
-        return -1;
     int rows = PQntuples(r);
     sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
     if (!list) {
@@ -943,6 +931,24 @@ int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sand
     *out = list;
     *n = (size_t)rows;
     return 0;
+}
+
+int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sandbox_row **out,
+                    size_t *n, terr *err)
+{
+    char statuses[128];
+    status_array(status_mask, statuses, sizeof statuses);
+    const char *p[2] = {team_id, statuses};
+    PGresult *r;
+    *out = NULL;
+    *n = 0;
+    if (run(db, "list sandboxes",
+            "SELECT " SANDBOX_COLS
+            " FROM sandboxes WHERE team_id = $1::uuid AND status = ANY($2::text[]) "
+            "ORDER BY created_at DESC, id DESC",
+            2, p, &r, err) != 0)
+        return -1;
+    return rows_to_list(r, out, n, err);
 }
 
 int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_status to,
@@ -1179,23 +1185,7 @@ int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask,
             "ORDER BY created_at, id",
             2, p, &r, err) != 0)
         return -1;
-    int rows = PQntuples(r);
-    sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
-    if (!list) {
-        PQclear(r);
-        return terr_set(err, "out of memory");
-    }
-    for (int i = 0; i < rows; i++) {
-        if (row_from_result(r, i, &list[i], err) != 0) {
-            free(list);
-            PQclear(r);
-            return -1;
-        }
-    }
-    PQclear(r);
-    *out = list;
-    *n = (size_t)rows;
-    return 0;
+    return rows_to_list(r, out, n, err);
 }
 
 int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, terr *err)
