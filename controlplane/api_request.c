@@ -92,7 +92,10 @@ void api_reply_agent_error(api_request *r, const char *op, grpc_status_code code
 
 sbop_ctx api_ops_ctx(const api_request *r)
 {
-    return (sbop_ctx){.db = r->db, .agents = r->ctx->agents, .team_id = r->team_id};
+    return (sbop_ctx){.db = r->db,
+                      .agents = r->ctx->agents,
+                      .team_id = r->team_id,
+                      .host_fresh_sec = r->ctx->cfg ? r->ctx->cfg->reconcile_interval_sec : 0};
 }
 
 static const struct {

@@ -157,9 +157,13 @@ int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const ch
 int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info, char *old_status,
                           char *new_status, terr *err);
 /* A failed probe: failures + 1 (unreachable from DB_HOST_UNREACHABLE_FAILURES
- * on). old_status/new_status as above. */
-int db_host_record_failure(db_conn *db, const char *id, char *old_status, char *new_status,
-                           terr *err);
+ * on), unless some replica heard the agent within the last fresh_sec
+ * seconds (last_seen): with several control planes, one that cannot reach
+ * a host (its own network or TLS settings) must not mark it unreachable for
+ * the others while they still talk to it. fresh_sec 0: every failure counts.
+ * old_status/new_status as above. */
+int db_host_record_failure(db_conn *db, const char *id, double fresh_sec, char *old_status,
+                           char *new_status, terr *err);
 /* Sets state (drain: "draining"; undrain: "ready", only from draining).
  * *found false when no such host (or, for ready, it was not draining). */
 int db_host_set_state(db_conn *db, const char *id, const char *state, bool *found, terr *err);

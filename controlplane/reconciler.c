@@ -484,58 +484,61 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
                            : "(none)");
 }
 
-/* The health probe: GetHostInfo with AGENT_DEADLINE_PROBE_MS, its answer
- * or failure recorded in the hosts table (state, last_seen, capacity); a
- * change of the host's status is logged (event=host_status). */
-static int probe(reconciler *r, const db_host *host, rpc_client *c, terr *err)
+static void record_failure(reconciler *r, const db_host *host)
 {
-    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
-    grpc_status_code st = agent_host_info(c, AGENT_DEADLINE_PROBE_MS, &info, err);
-    char before[16], after[16];
+    char before[16], after[16], q[LOG_QUOTE_MAX];
     terr dberr;
-    int rc;
-    if (st == GRPC_STATUS_OK) {
-        db_host_info hi = {.memory_total_mb = info->memory_total_mb,
-                           .memory_reserved_mb = info->memory_reserved_mb,
-                           .disk_free_mb = info->disk_free_mb,
-                           .vcpus = info->vcpus,
-                           .templates = (const char *const *)info->templates_ready,
-                           .n_templates = info->n_templates_ready};
-        rc = db_host_record_answer(r->db, host->id, &hi, before, after, &dberr);
-        protobuf_c_message_free_unpacked(&info->base, NULL);
-    } else {
-        rc = db_host_record_failure(r->db, host->id, before, after, &dberr);
-    }
-    if (rc != 0) {
-        char q[LOG_QUOTE_MAX];
+    if (db_host_record_failure(r->db, host->id, r->cfg.interval_sec, before, after, &dberr) != 0)
         log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
                   log_quote(dberr.msg, q, sizeof q));
-    } else if (strcmp(before, after) != 0) {
+    else if (strcmp(before, after) != 0)
         log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
+}
+
+/* The health probe, by every replica on every pass (not only the one that
+ * holds the host's lock, so a replica that can reach the agent keeps it
+ * ready while another cannot): GetHostInfo with AGENT_DEADLINE_PROBE_MS, its
+ * answer or failure recorded in the hosts table (state, last_seen,
+ * capacity); a change of the host's status is logged (event=host_status).
+ * *c gets the agent's client when it answered. */
+static int probe(reconciler *r, const db_host *host, host_state *hs, rpc_client **c, terr *err)
+{
+    if (agent_pool_get(r->cfg.agents, host, c, err) != 0) {
+        note_reach(r, hs, false);
+        record_failure(r, host);
+        return -1;
     }
-    if (st != GRPC_STATUS_OK) return terr_wrap(err, "GetHostInfo on host %s", host->id);
+    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
+    /* A frozen agent keeps its connection open: without the short probe,
+     * ListSandboxes would wait its whole deadline every pass. */
+    grpc_status_code st = agent_host_info(*c, AGENT_DEADLINE_PROBE_MS, &info, err);
+    note_reach(r, hs, st == GRPC_STATUS_OK);
+    if (st != GRPC_STATUS_OK) {
+        record_failure(r, host);
+        return terr_wrap(err, "GetHostInfo on host %s", host->id);
+    }
+    char before[16], after[16], q[LOG_QUOTE_MAX];
+    terr dberr;
+    db_host_info hi = {.memory_total_mb = info->memory_total_mb,
+                       .memory_reserved_mb = info->memory_reserved_mb,
+                       .disk_free_mb = info->disk_free_mb,
+                       .vcpus = info->vcpus,
+                       .templates = (const char *const *)info->templates_ready,
+                       .n_templates = info->n_templates_ready};
+    if (db_host_record_answer(r->db, host->id, &hi, before, after, &dberr) != 0)
+        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
+                  log_quote(dberr.msg, q, sizeof q));
+    else if (strcmp(before, after) != 0)
+        log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
+    protobuf_c_message_free_unpacked(&info->base, NULL);
     return 0;
 }
 
-static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, terr *err)
+/* Steps 1-3 of the contract, for a host whose agent (c) just answered the
+ * probe, under the host's lock. */
+static int reconcile_host(reconciler *r, const db_host *host, host_state *hs, rpc_client *c,
+                          terr *err)
 {
-    rpc_client *c;
-    if (agent_pool_get(r->cfg.agents, host, &c, err) != 0) {
-        note_reach(r, hs, false);
-        char before[16], after[16];
-        terr dberr;
-        if (db_host_record_failure(r->db, host->id, before, after, &dberr) == 0 &&
-            strcmp(before, after) != 0)
-            log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
-        return -1;
-    }
-    /* A frozen agent keeps its connection open: without the short probe,
-     * ListSandboxes would wait its whole deadline every pass. */
-    if (probe(r, host, c, err) != 0) {
-        note_reach(r, hs, false);
-        return -1;
-    }
-
     Torpor__Hostagent__V1__ListSandboxesResponse *resp;
     /* The database's time before the call: rows updated after it are
      * skipped by apply (see there). */
@@ -598,24 +601,29 @@ int reconciler_run_once(reconciler *r, terr *err)
     for (size_t i = 0; i < n; i++) {
         char key[128];
         snprintf(key, sizeof key, "torpor.reconcile:%s", hosts[i].id);
-        bool locked;
+        bool locked = false, ok;
         terr herr;
         char hq[LOG_QUOTE_MAX];
-        if (db_try_advisory_lock(r->db, key, &locked, &herr) != 0) {
+        rpc_client *c = NULL;
+        int64_t t0 = mono_ms();
+        host_state *hs = state_for(r, hosts[i].id);
+        if (!hs) {
+            ok = false;
+            terr_set(&herr, "out of memory");
+        } else if (probe(r, &hosts[i], hs, &c, &herr) != 0) {
+            ok = false;
+        } else if (db_try_advisory_lock(r->db, key, &locked, &herr) != 0) {
             log_warn("event=reconcile_lock_failed host_id=%s error=\"%s\"", hosts[i].id,
                      log_quote(herr.msg, hq, sizeof hq));
             rc = -1;
             continue;
-        }
-        if (!locked) {
+        } else if (!locked) {
             log_debug("event=reconcile_skip host_id=%s reason=locked_by_other_replica",
                       hosts[i].id);
             continue;
+        } else {
+            ok = reconcile_host(r, &hosts[i], hs, c, &herr) == 0;
         }
-        host_state *hs = state_for(r, hosts[i].id);
-        if (!hs) terr_set(&herr, "out of memory");
-        int64_t t0 = mono_ms();
-        bool ok = hs && reconcile_host(r, &hosts[i], hs, &herr) == 0;
         cp_metrics_reconcile(hosts[i].id, ok, (double)(mono_ms() - t0) / 1000.0);
         if (!ok) {
             /* One warning per outage, not one per pass. */
@@ -631,7 +639,7 @@ int reconciler_run_once(reconciler *r, terr *err)
             hs->failing = false;
             log_info("event=reconcile_recovered host_id=%s", hosts[i].id);
         }
-        if (db_advisory_unlock(r->db, key, &herr) != 0)
+        if (locked && db_advisory_unlock(r->db, key, &herr) != 0)
             log_warn("event=reconcile_unlock_failed host_id=%s error=\"%s\"", hosts[i].id,
                      log_quote(herr.msg, hq, sizeof hq));
     }

@@ -254,7 +254,7 @@ int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **
     if (agent_pool_get(c->agents, host, client, err) == 0)
         st = agent_host_info(*client, AGENT_DEADLINE_PROBE_MS, &info, err);
     if (st != GRPC_STATUS_OK) {
-        if (db_host_record_failure(c->db, host->id, before, after, &dberr) != 0)
+        if (db_host_record_failure(c->db, host->id, c->host_fresh_sec, before, after, &dberr) != 0)
             log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
                       log_quote(dberr.msg, q, sizeof q));
         log_warn(

@@ -48,6 +48,10 @@ typedef struct sbop_ctx {
     db_conn *db;
     agent_pool *agents;
     const char *team_id;
+    /* A failed create-time probe counts against a host only when no replica
+     * heard it within this many seconds (db_host_record_failure); the
+     * reconcile interval, since every replica probes each host that often. */
+    double host_fresh_sec;
 } sbop_ctx;
 
 typedef struct sbop_result {

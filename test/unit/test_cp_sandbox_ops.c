@@ -282,6 +282,34 @@ static void test_create_with_an_unreachable_agent_is_no_capacity_and_writes_no_r
     assert_string_equal(after, "ready");
 }
 
+/* Several control planes: one that cannot reach a host (its own TLS or
+ * network settings) must not mark it unreachable while another replica
+ * heard it within fresh_sec; once nobody has, failures count again. */
+static void test_a_failed_probe_counts_only_when_nobody_heard_the_host_recently(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    char before[16], after[16];
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
+    for (int i = 0; i < 2 * DB_HOST_UNREACHABLE_FAILURES; i++)
+        if (db_host_record_failure(o->db, "h1", 3600, before, after, &e) != 0)
+            fail_msg("failure: %s", e.msg);
+    assert_string_equal(after, "ready");
+    db_host h;
+    bool found;
+    if (db_host_get(o->db, "h1", &h, &found, &e) != 0 || !found) fail_msg("host: %s", e.msg);
+    assert_int_equal(h.failures, 0);
+    /* Heard longer ago than fresh_sec (here: 0 s): each failure counts. */
+    for (int i = 0; i < DB_HOST_UNREACHABLE_FAILURES; i++)
+        if (db_host_record_failure(o->db, "h1", 0, before, after, &e) != 0)
+            fail_msg("failure: %s", e.msg);
+    assert_string_equal(after, "unreachable");
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
+    assert_string_equal(after, "ready");
+}
+
 /* A sandbox whose host reads unreachable: every call answers
  * host_unreachable without asking the agent, and the row keeps its status
  * (and shows the host's status). */
@@ -298,7 +326,7 @@ static void test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once(void **s
     snprintf(id, sizeof id, "%s", res.row.id);
     char before[16], after[16];
     for (int i = 0; i < DB_HOST_UNREACHABLE_FAILURES; i++)
-        if (db_host_record_failure(o->db, "h1", before, after, &e) != 0)
+        if (db_host_record_failure(o->db, "h1", 0, before, after, &e) != 0)
             fail_msg("failure: %s", e.msg);
     assert_string_equal(after, "unreachable");
     sandbox_ops_ping(&o->ctx, id, &res);
@@ -527,6 +555,7 @@ int main(void)
         cmocka_unit_test(test_create_skips_a_full_host_and_fails_when_all_are_full),
         cmocka_unit_test(test_create_honours_the_memory_cap_and_draining),
         cmocka_unit_test(test_a_moving_sandbox_refuses_other_operations),
+        cmocka_unit_test(test_a_failed_probe_counts_only_when_nobody_heard_the_host_recently),
         cmocka_unit_test(test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once),
         cmocka_unit_test(test_create_with_an_unreachable_agent_is_no_capacity_and_writes_no_row),
     };
