@@ -13,6 +13,7 @@
 
 #include "log.h"
 #include "rpc.h"
+#include "tcp_listen.h"
 
 struct metrics_http {
     struct MHD_Daemon *mhd;
@@ -22,52 +23,6 @@ struct metrics_http {
 };
 
 bool metrics_http_addr_off(const char *addr) { return addr && strcmp(addr, "off") == 0; }
-
-static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
-{
-    char host[256], port[32];
-    const char *colon;
-    if (addr[0] == '[') {
-        const char *close = strchr(addr, ']');
-        if (!close || close[1] != ':')
-            return terr_set(err, "bad metrics address \"%s\" (want [v6]:port)", addr);
-        snprintf(host, sizeof host, "%.*s", (int)(close - addr - 1), addr + 1);
-        colon = close + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon)
-            return terr_set(err, "bad metrics address \"%s\" (want host:port or off)", addr);
-        snprintf(host, sizeof host, "%.*s", (int)(colon - addr), addr);
-    }
-    snprintf(port, sizeof port, "%s", colon + 1);
-    if (!*port) return terr_set(err, "bad metrics address \"%s\" (no port)", addr);
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res;
-    int rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-    if (rc != 0) return terr_set(err, "resolve metrics address %s: %s", addr, gai_strerror(rc));
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return terr_set(err, "socket: %s", strerror(errno));
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-        int e = errno;
-        freeaddrinfo(res);
-        close(fd);
-        return terr_set(err, "listen on metrics address %s: %s", addr, strerror(e));
-    }
-    freeaddrinfo(res);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &len);
-    *out_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    *out_fd = fd;
-    return 0;
-}
 
 static enum MHD_Result reply(struct MHD_Connection *conn, unsigned status, const char *type,
                              char *body, size_t len, enum MHD_ResponseMemoryMode mode)
@@ -135,7 +90,7 @@ int metrics_http_start(const char *addr, metrics_registry *reg, metrics_http **o
     metrics_http *h = calloc(1, sizeof *h);
     if (!h) return terr_set(err, "out of memory");
     h->reg = reg;
-    if (bind_listen(addr, &h->fd, &h->port, err) != 0) {
+    if (tcp_listen("metrics", addr, 64, &h->fd, &h->port, err) != 0) {
         free(h);
         return -1;
     }

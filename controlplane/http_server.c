@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "tcp_listen.h"
 #include "mono_time.h"
 
 /* Requests waiting for a worker beyond this are refused with 503 at once:
@@ -142,58 +143,6 @@ struct http_server {
 /* The request whose on_headers or handler runs on this thread, so that the
  * reply helpers can check they are called where they may be. */
 static _Thread_local http_request *http_current;
-
-static int split_host_port(const char *addr, char *host, size_t host_size, char *port,
-                           size_t port_size, terr *err)
-{
-    const char *colon;
-    if (addr[0] == '[') {
-        const char *close = strchr(addr, ']');
-        if (!close || close[1] != ':')
-            return terr_set(err, "bad listen address \"%s\" (want [v6]:port)", addr);
-        snprintf(host, host_size, "%.*s", (int)(close - addr - 1), addr + 1);
-        colon = close + 1;
-    } else {
-        colon = strrchr(addr, ':');
-        if (!colon) return terr_set(err, "bad listen address \"%s\" (want host:port)", addr);
-        snprintf(host, host_size, "%.*s", (int)(colon - addr), addr);
-    }
-    snprintf(port, port_size, "%s", colon + 1);
-    if (!*port) return terr_set(err, "bad listen address \"%s\" (no port)", addr);
-    return 0;
-}
-
-static int bind_listen(const char *addr, int *out_fd, int *out_port, terr *err)
-{
-    char host[256], port[32];
-    if (split_host_port(addr, host, sizeof host, port, sizeof port, err) != 0) return -1;
-    struct addrinfo hints = {
-        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE};
-    struct addrinfo *res;
-    int rc = getaddrinfo(*host ? host : NULL, port, &hints, &res);
-    if (rc != 0) return terr_set(err, "resolve %s: %s", addr, gai_strerror(rc));
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-    if (fd < 0) {
-        freeaddrinfo(res);
-        return terr_set(err, "socket: %s", strerror(errno));
-    }
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-        int e = errno;
-        freeaddrinfo(res);
-        close(fd);
-        return terr_set(err, "listen on %s: %s", addr, strerror(e));
-    }
-    freeaddrinfo(res);
-    struct sockaddr_storage ss;
-    socklen_t len = sizeof ss;
-    getsockname(fd, (struct sockaddr *)&ss, &len);
-    *out_port = ss.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&ss)->sin6_port)
-                                         : ntohs(((struct sockaddr_in *)&ss)->sin_port);
-    *out_fd = fd;
-    return 0;
-}
 
 /* ------------------------------------------------------------ connection deadlines */
 
@@ -802,7 +751,7 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&s->cond, NULL);
     pthread_cond_init(&s->live_cond, NULL);
-    if (bind_listen(cfg->listen_addr, &s->listen_fd, &s->port, err) != 0) goto fail;
+    if (tcp_listen("listen", cfg->listen_addr, 1024, &s->listen_fd, &s->port, err) != 0) goto fail;
     int total = cfg->n_threads + cfg->n_long_threads;
     s->workers = calloc((size_t)total, sizeof *s->workers);
     if (!s->workers) {
