@@ -188,8 +188,12 @@ COUNTER = ("(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.tmp && mv /tmp/
            "sleep 0.5; done) </dev/null >/dev/null 2>&1 &")
 
 
-def counter(s, sid):
+def counter(s, sid, started=True):
+    """The counter's value; with started=False, 0 while the loop (just
+    put in the background) has not written its first value yet."""
     r = s.exec(sid, "cat /tmp/counter")
+    if not started and r["exit_code"] != 0 and "No such file" in r["stderr"]:
+        return 0
     assert r["exit_code"] == 0, f"counter unreadable: {r}"
     return int(r["stdout"].strip())
 
@@ -213,7 +217,7 @@ def prepared_paused(s, big_mb=0):
     if big_mb:
         r = s.exec(sid, f"head -c {big_mb * 1000000} /dev/urandom > /tmp/big", timeout_sec=120)
         assert r["exit_code"] == 0, r
-    wait_until(lambda: counter(s, sid) >= 3, 60, interval=0.5, what="counter >= 3")
+    wait_until(lambda: counter(s, sid, started=False) >= 3, 60, interval=0.5, what="counter >= 3")
     value = counter(s, sid)
     st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
     assert st == 200 and body["status"] == "paused", f"pause: {st} {body}"
