@@ -17,7 +17,7 @@
 
 #define INCOMING_PREFIX ".incoming-"
 
-static bool name_ok(const char *name)
+bool transfer_name_ok(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n >= sizeof((transfer_file *)0)->name || name[0] == '.') return false;
@@ -56,8 +56,7 @@ static agent_code require_paused(lifecycle *lc, const char *id, terr *err)
     return AGENT_OK;
 }
 
-/* SHA-256 of the file at path, streamed; -1 with err. */
-static int file_sha256(const char *path, char out[65], int64_t *size, terr *err)
+int transfer_file_sha256(const char *path, char out[65], int64_t *size, terr *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return terr_set(err, "open %s: %s", path, strerror(errno));
@@ -111,7 +110,7 @@ agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const 
     }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (!name_ok(e->d_name)) continue;
+        if (!transfer_name_ok(e->d_name)) continue;
         char path[PATH_MAX];
         struct stat st;
         if (path_of(path, sizeof path, state_dir, id, false, e->d_name) != 0 ||
@@ -124,7 +123,7 @@ agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const 
         }
         transfer_file *f = &files[*n];
         snprintf(f->name, sizeof f->name, "%s", e->d_name);
-        if (file_sha256(path, f->sha256, &f->size, err) != 0) {
+        if (transfer_file_sha256(path, f->sha256, &f->size, err) != 0) {
             closedir(d);
             return AGENT_INTERNAL;
         }
@@ -140,7 +139,7 @@ agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char 
 {
     *len = 0;
     *zero = false;
-    if (!name_ok(name) || offset < 0)
+    if (!transfer_name_ok(name) || offset < 0)
         return bad(err, AGENT_INVALID_ARGUMENT, "bad file name or offset%s%s", "", "");
     agent_code c = require_paused(lc, id, err);
     if (c != AGENT_OK) return c;
@@ -177,7 +176,7 @@ agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char
                                 const char *name, int64_t offset, const uint8_t *data, size_t len,
                                 size_t zero_len, terr *err)
 {
-    if (!limits_sandbox_id_valid(id) || !name_ok(name) || offset < 0 || len > TRANSFER_CHUNK_MAX ||
+    if (!limits_sandbox_id_valid(id) || !transfer_name_ok(name) || offset < 0 || len > TRANSFER_CHUNK_MAX ||
         zero_len > TRANSFER_CHUNK_MAX)
         return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id, file name, offset or length%s%s",
                    "", "");
@@ -292,7 +291,7 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
     }
     bool has_meta = false;
     for (size_t i = 0; i < n; i++) {
-        if (!name_ok(files[i].name))
+        if (!transfer_name_ok(files[i].name))
             return bad(err, AGENT_INVALID_ARGUMENT, "bad file name%s%s", "", "");
         char path[PATH_MAX];
         path_of(path, sizeof path, state_dir, id, true, files[i].name);
@@ -308,7 +307,7 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
         close(fd);
         char sum[65];
         int64_t size;
-        if (file_sha256(path, sum, &size, err) != 0) return AGENT_INTERNAL;
+        if (transfer_file_sha256(path, sum, &size, err) != 0) return AGENT_INTERNAL;
         if (size != files[i].size || strcmp(sum, files[i].sha256) != 0) {
             terr_set(
                 err,

@@ -52,4 +52,10 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
                            const transfer_file *files, size_t n, terr *err);
 agent_code transfer_abort(const char *state_dir, const char *id, terr *err);
 
+/* Shared with the template image copy (template_transfer.c): a plain file
+ * name ([A-Za-z0-9._-], no leading dot, < 64 bytes), and the SHA-256 of a
+ * file (lowercase hex) streamed in TRANSFER_CHUNK_MAX reads; -1 with err. */
+bool transfer_name_ok(const char *name);
+int transfer_file_sha256(const char *path, char out[65], int64_t *size, terr *err);
+
 #endif
