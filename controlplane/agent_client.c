@@ -136,6 +136,8 @@ bool agent_method_is_idempotent(const char *method_path)
         RPC_WRITE_FILE,     RPC_DESTROY_SANDBOX, RPC_READ_FILE_CHUNK, RPC_LIST_DIR,
         RPC_GET_TEMPLATE,   RPC_LIST_TEMPLATES,  RPC_GET_HOST_INFO,   RPC_EXPORT_FILES,
         RPC_READ_CHUNK,     RPC_WRITE_CHUNK,     RPC_ABORT_IMPORT,
+        RPC_EXPORT_TEMPLATE_IMAGE, RPC_READ_TEMPLATE_CHUNK, RPC_WRITE_TEMPLATE_CHUNK,
+        RPC_ABORT_TEMPLATE_IMAGE,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;
