@@ -81,6 +81,18 @@ static size_t imports_active(template_builder *tb)
     return n;
 }
 
+/* The name is a build, an import or any image of the image dir here. */
+static bool name_taken(template_builder *tb, const char *name)
+{
+    tb_info info;
+    terr ign;
+    if (tb_ready_info(tb, name, &info, &ign) != AGENT_NOT_FOUND) return true;
+    char link[4200];
+    struct stat st;
+    tb_image_link(tb, name, link, sizeof link);
+    return lstat(link, &st) == 0;
+}
+
 /* The resolved image directory of a ready entry. */
 static agent_code ready_dir(template_builder *tb, const char *name, tb_info *info, char *dir,
                             size_t size, terr *err)
@@ -185,9 +197,7 @@ agent_code tb_image_write_chunk(template_builder *tb, const char *name, const ch
         offset + (int64_t)len + (int64_t)zero_len > TB_IMPORT_FILE_MAX)
         return fail(err, AGENT_INVALID_ARGUMENT, "bad template name, file name, offset or length%s",
                     "");
-    tb_info info;
-    terr ign;
-    if (tb_ready_info(tb, name, &info, &ign) != AGENT_NOT_FOUND)
+    if (name_taken(tb, name))
         return fail(err, AGENT_ALREADY_EXISTS, "template %s already exists on this host", name);
     char dir[PATH_MAX], path[PATH_MAX + 80];
     if (incoming_dir(tb, name, dir, sizeof dir) != 0)
@@ -323,7 +333,7 @@ agent_code tb_image_commit(template_builder *tb, const char *name, const char *d
         *out = info; /* a repeated commit */
         return AGENT_OK;
     }
-    if (have != AGENT_NOT_FOUND)
+    if (have != AGENT_NOT_FOUND || name_taken(tb, name))
         return fail(err, AGENT_ALREADY_EXISTS, "template %s already exists on this host", name);
     char dir[PATH_MAX], final[PATH_MAX];
     if (incoming_dir(tb, name, dir, sizeof dir) != 0 ||
