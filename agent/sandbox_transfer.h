@@ -13,7 +13,11 @@
  *    name recover() never takes for a sandbox, so an agent restart removes an
  *    unfinished import); a zero chunk only extends the file. commit checks
  *    every file against the manifest (size, SHA-256), checks that a disk
- *    overlay's base image (meta's rootfs) exists here with the same digest,
+ *    overlay's base image (meta's rootfs) exists here with the same digest
+ *    (at the same path, or as <state>/template-images/<digest>/, a template
+ *    copy or a built image: then the overlay is rebased onto it with
+ *    `qemu-img rebase -u` and the meta's rootfs, and its kernel/initrd when
+ *    the source's are not here, rewritten),
  *    fsyncs, renames the directory to sandboxes/<id> (atomic) and adopts the
  *    sandbox as paused (lifecycle_adopt_paused). A commit repeated after it
  *    succeeded is OK. abort removes the incoming directory.

@@ -189,6 +189,7 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
         char p[4300];
         tb_pjoin(p, sizeof p, link, "rootfs.sha256");
         tb_read_small(p, done.digest, sizeof done.digest);
+        tb_alias_by_digest(tb, link, done.digest);
     } else {
         unlink(link); /* never a half image under the name */
     }
@@ -616,6 +617,21 @@ agent_code tb_delete(template_builder *tb, const char *name, terr *err)
 }
 
 /* ------------------------------------------------------------ imports */
+
+void tb_alias_by_digest(const template_builder *tb, const char *link, const char *digest)
+{
+    if (strlen(digest) != 64 || strspn(digest, "0123456789abcdef") != 64) return;
+    char alias[4200], tmp[4300];
+    snprintf(alias, sizeof alias, "%s/%s", tb->images_dir, digest);
+    struct stat st;
+    if (stat(alias, &st) == 0) return; /* already here (a copy, or an earlier build) */
+    char *real = realpath(link, NULL);
+    if (!real) return;
+    snprintf(tmp, sizeof tmp, "%s/.%s.alias", tb->images_dir, digest);
+    unlink(tmp);
+    if (symlink(real, tmp) != 0 || rename(tmp, alias) != 0) unlink(tmp);
+    free(real);
+}
 
 bool tb_image_dir_linked(const template_builder *tb, const char *target)
 {

@@ -87,6 +87,10 @@ agent_code tb_register_import(template_builder *tb, const char *name, const char
                               int64_t size, tb_info *out, bool *same, terr *err);
 /* The ready entry's info; AGENT_NOT_FOUND / AGENT_FAILED_PRECONDITION. */
 agent_code tb_ready_info(template_builder *tb, const char *name, tb_info *out, terr *err);
+/* <state_dir>/template-images/<digest> -> the built image (resolved), so
+ * a moved sandbox finds its base by digest on every host that holds it
+ * (sandbox_transfer.h); nothing when one is already there. */
+void tb_alias_by_digest(const template_builder *tb, const char *link, const char *digest);
 /* Whether some name in the image dir links to target. */
 bool tb_image_dir_linked(const template_builder *tb, const char *target);
 /* Removes what unfinished imports left (at open). */

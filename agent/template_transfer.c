@@ -345,6 +345,7 @@ agent_code tb_image_commit(template_builder *tb, const char *name, const char *d
     int64_t total;
     agent_code c = verify(dir, digest, files, n, &total, err);
     if (c != AGENT_OK) return c;
+    if (lstat(final, &st) == 0 && stat(final, &st) != 0) unlink(final); /* a dangling alias */
     if (stat(final, &st) == 0) {
         tb_remove_tree(dir); /* the same content is already here (verified when it came) */
     } else if (rename(dir, final) != 0) {
