@@ -5,8 +5,9 @@ image dirs: the stack's ("default") builds `debian` + jq; a host added
 afterwards (h2) gets the image from the control plane's copier, under the
 same image name with the same digest, without a request; with "default"
 drained, a sandbox of the template is placed on h2 and has jq, its root disk
-on exactly that digest; GET /v1/templates still shows one status; DELETE
-removes the copy from h2 too.
+on exactly that digest; paused, it moves back to the builder and resumes
+with its disk; GET /v1/templates still shows one status; DELETE removes the
+copy from h2 too.
 
 Needs the `debian` image (ctest fixture image.debian); the jq image is the
 one test_templates builds (cached by recipe), so a second run builds
@@ -98,8 +99,22 @@ def test_with_the_builder_drained_a_sandbox_lands_on_the_copy(s):
     log = open(ctx["h2_log"]).read()
     m = re.search(rf"event=create_done sandbox_id={sb['id']} template={ctx['image']} .*base_digest=(\w+)", log)
     assert m and m.group(1) == ctx["digest"], m and m.group(0)
-    s.destroy(sb["id"])
     th.cp_cli(s, "hosts", "undrain", "--id", "default")
+
+
+def test_a_paused_sandbox_of_the_template_moves_back_to_the_builder(s):
+    sid = ctx["sb"]
+    r = s.exec(sid, "echo kept > /root/on-disk && sync")
+    assert r["exit_code"] == 0, r
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200 and body["status"] == "paused", (st, body)
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": "default"}, key=ctx["admin"])
+    assert st == 200 and body["host_id"] == "default", (st, body)
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert st == 200 and body["status"] == "running", (st, body)
+    r = s.exec(sid, "cat /root/on-disk && jq --version")
+    assert r["exit_code"] == 0 and r["stdout"].startswith("kept\njq-"), r
+    s.destroy(sid)
 
 
 def test_delete_removes_the_copy_too(s):
@@ -115,5 +130,6 @@ if __name__ == "__main__":
         test_template_built_on_one_host,
         test_a_host_added_later_gets_a_verified_copy,
         test_with_the_builder_drained_a_sandbox_lands_on_the_copy,
+        test_a_paused_sandbox_of_the_template_moves_back_to_the_builder,
         test_delete_removes_the_copy_too,
     ]))
