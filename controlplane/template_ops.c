@@ -54,7 +54,18 @@ static rpc_client *client_of(const sbop_ctx *c, const char *host_id, top_result 
  * host cannot be asked: the next read tries again). */
 static void refresh(const sbop_ctx *c, template_row *row)
 {
-    if (row->status != TPL_BUILDING || !row->host_id[0]) return;
+    if (row->status != TPL_BUILDING) return;
+    if (!row->host_id[0]) {
+        /* Its build host was removed (hosts remove): the build is gone. */
+        bool changed;
+        terr err;
+        const char *msg = "the build host was removed";
+        if (db_template_settle(c->db, row->id, "", TPL_ERROR, "", 0, msg, &changed, &err) == 0) {
+            row->status = TPL_ERROR;
+            snprintf(row->error, sizeof row->error, "%s", msg);
+        }
+        return;
+    }
     top_result tmp = {0};
     rpc_client *client = client_of(c, row->host_id, &tmp);
     if (!client) return;
@@ -330,13 +341,15 @@ void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res)
                 in_use);
         return;
     }
-    rpc_client *client = client_of(c, res->row.host_id, res);
-    if (!client) return;
-    grpc_status_code st = agent_delete_template(client, res->row.id, &err);
-    if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND) {
-        res->grpc = st;
-        outcome(res, TOP_AGENT_FAILED, "%s", err.msg);
-        return;
+    if (res->row.host_id[0]) { /* "": the build host was removed (hosts remove) */
+        rpc_client *client = client_of(c, res->row.host_id, res);
+        if (!client) return;
+        grpc_status_code st = agent_delete_template(client, res->row.id, &err);
+        if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND) {
+            res->grpc = st;
+            outcome(res, TOP_AGENT_FAILED, "%s", err.msg);
+            return;
+        }
     }
     /* The copies: best effort (a host that cannot be asked keeps an image
      * no name of the control plane ever uses again: ids are never reused). */

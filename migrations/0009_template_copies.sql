@@ -22,3 +22,9 @@ UPDATE template_hosts SET builder = true;
 UPDATE template_hosts th SET digest = t.digest
     FROM templates t WHERE t.id = th.template_id AND th.status = 'ready';
 CREATE UNIQUE INDEX template_hosts_one_builder ON template_hosts (template_id) WHERE builder;
+-- A removed host takes its rows along (every host gets copies now, so the
+-- old plain reference would keep `hosts remove` from ever succeeding); a
+-- template whose build host went is still served from its copies.
+ALTER TABLE template_hosts DROP CONSTRAINT IF EXISTS template_hosts_host_id_fkey;
+ALTER TABLE template_hosts ADD CONSTRAINT template_hosts_host_id_fkey
+    FOREIGN KEY (host_id) REFERENCES hosts(id) ON DELETE CASCADE;

@@ -5,7 +5,8 @@
  * mmdebstrap) and image dir: a template ready on h1 is copied to h2 once,
  * byte-identical under the same digest; creates are placed only on hosts
  * whose row holds the template's exact digest, so a drained builder no
- * longer blocks them once the copy is there; a failed copy leaves nothing on
+ * longer blocks them once the copy is there (nor does its removal); a failed
+ * copy leaves nothing on
  * the target and is retried only after its backoff; a copy is claimed by one
  * caller at a time. */
 #include <setjmp.h>
@@ -326,6 +327,21 @@ static void test_one_claim_per_template_and_host(void **state)
     assert_false(changed);
 }
 
+static void test_a_removed_build_host_leaves_the_copies_serving(void **state)
+{
+    cfx *c = *state;
+    terr e;
+    assert_int_equal(template_copy_run_once(c->db, c->agents, NULL, NULL, &e), 1);
+    long long live;
+    bool found;
+    if (db_host_remove(c->db, "h1", &live, &found, &e) != 0) fail_msg("remove: %s", e.msg);
+    assert_true(found);
+    assert_int_equal(live, 0);
+    row_of(c, "h1", &found);
+    assert_false(found);
+    assert_string_equal(placed(c, c->tpl.digest), "h2");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -336,6 +352,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_failed_copy_leaves_nothing_and_waits_its_backoff,
                                         setup_h2_cannot_import, teardown),
         cmocka_unit_test_setup_teardown(test_one_claim_per_template_and_host, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_removed_build_host_leaves_the_copies_serving, setup,
+                                        teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
