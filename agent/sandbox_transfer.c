@@ -177,8 +177,8 @@ agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char
                                 const char *name, int64_t offset, const uint8_t *data, size_t len,
                                 size_t zero_len, terr *err)
 {
-    if (!limits_sandbox_id_valid(id) || !transfer_name_ok(name) || offset < 0 || len > TRANSFER_CHUNK_MAX ||
-        zero_len > TRANSFER_CHUNK_MAX)
+    if (!limits_sandbox_id_valid(id) || !transfer_name_ok(name) || offset < 0 ||
+        len > TRANSFER_CHUNK_MAX || zero_len > TRANSFER_CHUNK_MAX)
         return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id, file name, offset or length%s%s",
                    "", "");
     lifecycle_info info;
@@ -349,8 +349,17 @@ static agent_code check_base_image(const char *state_dir, const char *dir, const
     const char *img = NULL;
     for (size_t i = 0; i < sizeof imgs / sizeof imgs[0] && !img; i++)
         if (access(imgs[i], X_OK) == 0) img = imgs[i];
-    char *argv[] = {(char *)(img ? img : "qemu-img"), "rebase", "-u", "-f", "qcow2", "-F", "raw",
-                    "-b", real, overlay, NULL};
+    char *argv[] = {(char *)(img ? img : "qemu-img"),
+                    "rebase",
+                    "-u",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    "-b",
+                    real,
+                    overlay,
+                    NULL};
     if (access(overlay, F_OK) == 0 && (!img || run_quiet(argv) != 0)) {
         terr_set(err, "could not point the disk overlay of the snapshot at %s (qemu-img rebase)",
                  real);

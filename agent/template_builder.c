@@ -598,8 +598,8 @@ agent_code tb_delete(template_builder *tb, const char *name, terr *err)
         char target[4200];
         ssize_t tl = readlink(link, target, sizeof target - 1);
         size_t il = strlen(tb->images_dir);
-        bool imported = tl > 0 && (size_t)tl > il + 1 &&
-                        strncmp(target, tb->images_dir, il) == 0 && target[il] == '/';
+        bool imported = tl > 0 && (size_t)tl > il + 1 && strncmp(target, tb->images_dir, il) == 0 &&
+                        target[il] == '/';
         if (tl > 0) target[tl] = '\0';
         unlink(link);
         if (imported && !tb_image_dir_linked(tb, target)) tb_remove_tree(target);

@@ -288,9 +288,9 @@ static agent_code verify(const char *dir, const char *digest, const transfer_fil
         int64_t size;
         if (transfer_file_sha256(path, sum, &size, err) != 0) return AGENT_INTERNAL;
         if (size != files[i].size || strcmp(sum, files[i].sha256) != 0) {
-            terr_set(err, "file %s arrived damaged (size %lld, want %lld; sha256 %.16s, want %.16s)",
-                     files[i].name, (long long)size, (long long)files[i].size, sum,
-                     files[i].sha256);
+            terr_set(
+                err, "file %s arrived damaged (size %lld, want %lld; sha256 %.16s, want %.16s)",
+                files[i].name, (long long)size, (long long)files[i].size, sum, files[i].sha256);
             return AGENT_FAILED_PRECONDITION;
         }
         *total += size;
@@ -323,8 +323,7 @@ static agent_code verify(const char *dir, const char *digest, const transfer_fil
 agent_code tb_image_commit(template_builder *tb, const char *name, const char *digest,
                            const struct transfer_file *files, size_t n, tb_info *out, terr *err)
 {
-    if (!limits_template_name_valid(name) || !digest_ok(digest) || n == 0 ||
-        n > TRANSFER_FILES_MAX)
+    if (!limits_template_name_valid(name) || !digest_ok(digest) || n == 0 || n > TRANSFER_FILES_MAX)
         return fail(err, AGENT_INVALID_ARGUMENT, "bad template name, digest or file list%s", "");
     tb_info info;
     terr ign;

@@ -623,18 +623,20 @@ int db_host_record_failure(db_conn *db, const char *id, double fresh_sec, char *
     snprintf(fresh, sizeof fresh, "%.3f", fresh_sec > 0 ? fresh_sec : 0.0);
     const char *p[2] = {id, fresh};
     /* Heard within fresh_sec by anyone: this failure is this replica's own. */
-#define HOST_STALE "(o.last_seen IS NULL OR o.last_seen < now() - make_interval(secs => $2::float8))"
+#define HOST_STALE \
+    "(o.last_seen IS NULL OR o.last_seen < now() - make_interval(secs => $2::float8))"
 #define HOST_FAILURES "(CASE WHEN " HOST_STALE " THEN o.failures + 1 ELSE o.failures END)"
     return host_update_status(
         db, "record host failure",
         "WITH o AS (SELECT id, state, failures, last_seen FROM hosts WHERE id = $1 FOR UPDATE) "
         "UPDATE hosts h SET failures = " HOST_FAILURES ", "
         "  state = CASE WHEN o.state = 'draining' THEN 'draining' "
-        "               WHEN " HOST_FAILURES " >= " STR(DB_HOST_UNREACHABLE_FAILURES) " "
-        "               THEN 'unreachable' ELSE o.state END "
-        "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
-        "  (CASE WHEN h.failures >= " STR(
-            DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
+        "               WHEN " HOST_FAILURES " >= " STR(
+            DB_HOST_UNREACHABLE_FAILURES) " "
+                                          "               THEN 'unreachable' ELSE o.state END "
+                                          "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
+                                          "  (CASE WHEN h.failures >= " STR(
+                                              DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
         2, p, old_status, new_status, err);
 #undef HOST_FAILURES
 #undef HOST_STALE

@@ -70,11 +70,12 @@ int db_template_insert(db_conn *db, const template_row *in, const char *setup, b
                         arr,    setup ? setup : "", in->host_id};
     PGresult *r;
     char state[6];
-    int rc = q(db, "insert template",
-               "WITH t AS (INSERT INTO templates (id, team_id, name, base, packages, setup) "
-               "VALUES ($1, $2::uuid, $3, $4, $5::text[], $6) RETURNING id) "
-               "INSERT INTO template_hosts (template_id, host_id, builder) SELECT id, $7, true FROM t",
-               7, p, &r, state, err);
+    int rc =
+        q(db, "insert template",
+          "WITH t AS (INSERT INTO templates (id, team_id, name, base, packages, setup) "
+          "VALUES ($1, $2::uuid, $3, $4, $5::text[], $6) RETURNING id) "
+          "INSERT INTO template_hosts (template_id, host_id, builder) SELECT id, $7, true FROM t",
+          7, p, &r, state, err);
     if (rc != 0) {
         if (strcmp(state, "23505") == 0) {
             *duplicate = true;
@@ -176,8 +177,7 @@ int db_template_sandboxes(db_conn *db, const char *team_id, const char *name, lo
     return 0;
 }
 
-int db_template_hosts(db_conn *db, const char *id, template_host_row **out, size_t *n,
-                      terr *err)
+int db_template_hosts(db_conn *db, const char *id, template_host_row **out, size_t *n, terr *err)
 {
     *out = NULL;
     *n = 0;
@@ -211,37 +211,39 @@ int db_template_hosts(db_conn *db, const char *id, template_host_row **out, size
 /* Which (template, host) may take a copy: the template is ready with a
  * digest, the host reads ready (not draining, not unreachable) and has no
  * row for it, or a failed one whose backoff passed, or a copy not settled
- * within stale_sec (its control plane died). */
-#define COPY_DUE(th)                                                                             \
-    "(" th ".status = 'error' AND NOT " th ".builder AND " th ".updated_at < now() - "             \
-    "make_interval(secs => least(" STR_(TEMPLATE_COPY_RETRY_BASE_SEC) " * power(2, least(" th      \
-    ".attempts, 16)), " STR_(TEMPLATE_COPY_RETRY_MAX_SEC) ")) OR (" th ".status = 'copying' AND " th \
-    ".updated_at < now() - make_interval(secs => $3::int)))"
-#define STR_(x) STR2_(x)
-#define STR2_(x) #x
-
+ * within stale_sec (its control plane died). The "due" test is written out
+ * twice: for the candidate's row (th) and for the conflicting row (x). */
 int db_template_copy_claim(db_conn *db, const char *tpl_id, const char *host_id, int stale_sec,
                            template_copy_claim *out, bool *found, terr *err)
 {
     *found = false;
-    char stale[16];
+    char stale[16], base[16], max[16], fails[16];
     snprintf(stale, sizeof stale, "%d", stale_sec);
-    const char *p[3] = {tpl_id, host_id, stale};
+    snprintf(base, sizeof base, "%d", TEMPLATE_COPY_RETRY_BASE_SEC);
+    snprintf(max, sizeof max, "%d", TEMPLATE_COPY_RETRY_MAX_SEC);
+    snprintf(fails, sizeof fails, "%d", DB_HOST_UNREACHABLE_FAILURES);
+    const char *p[6] = {tpl_id, host_id, stale, base, max, fails};
     PGresult *r;
     if (q(db, "claim template copy",
           "WITH cand AS (SELECT t.id, h.id AS host_id, t.digest FROM templates t CROSS JOIN hosts h "
           "  LEFT JOIN template_hosts th ON th.template_id = t.id AND th.host_id = h.id "
           "  WHERE t.status = 'ready' AND t.digest <> '' AND h.state = 'ready' "
-          "    AND h.failures < " STR_(DB_HOST_UNREACHABLE_FAILURES) " "
+          "    AND h.failures < $6::int "
           "    AND ($1::text IS NULL OR t.id = $1) AND ($2::text IS NULL OR h.id = $2) "
-          "    AND (th.template_id IS NULL OR " COPY_DUE("th") ") "
+          "    AND (th.template_id IS NULL "
+          "      OR (th.status = 'error' AND NOT th.builder AND th.updated_at < now() - "
+          "          make_interval(secs => least($4::int * power(2, least(th.attempts, 16)), $5::int))) "
+          "      OR (th.status = 'copying' AND th.updated_at < now() - make_interval(secs => $3::int))) "
           "  ORDER BY t.created_at, h.id LIMIT 1) "
           "INSERT INTO template_hosts AS x (template_id, host_id, status, digest, updated_at) "
           "SELECT id, host_id, 'copying', digest, now() FROM cand "
           "ON CONFLICT (template_id, host_id) DO UPDATE SET status = 'copying', "
-          "  digest = excluded.digest, updated_at = now(), error = '' WHERE " COPY_DUE("x") " "
+          "  digest = excluded.digest, updated_at = now(), error = '' "
+          "  WHERE (x.status = 'error' AND NOT x.builder AND x.updated_at < now() - "
+          "          make_interval(secs => least($4::int * power(2, least(x.attempts, 16)), $5::int))) "
+          "     OR (x.status = 'copying' AND x.updated_at < now() - make_interval(secs => $3::int)) "
           "RETURNING x.template_id, x.host_id, x.digest",
-          3, p, &r, NULL, err) != 0)
+          6, p, &r, NULL, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         memset(out, 0, sizeof *out);
@@ -275,14 +277,16 @@ int db_template_copy_source(db_conn *db, const char *tpl_id, const char *digest,
                             const char *not_host, db_host *out, bool *found, terr *err)
 {
     *found = false;
-    const char *p[3] = {tpl_id, digest, not_host ? not_host : ""};
+    char fails[16];
+    snprintf(fails, sizeof fails, "%d", DB_HOST_UNREACHABLE_FAILURES);
+    const char *p[4] = {tpl_id, digest, not_host ? not_host : "", fails};
     PGresult *r;
     if (q(db, "template copy source",
           "SELECT h.id, h.address, h.agent_id FROM hosts h JOIN template_hosts th ON th.host_id = h.id "
           "WHERE th.template_id = $1 AND th.status = 'ready' AND th.digest = $2 AND h.id <> $3 "
-          "  AND h.failures < " STR_(DB_HOST_UNREACHABLE_FAILURES) " "
+          "  AND h.failures < $4::int "
           "ORDER BY th.builder DESC, h.id LIMIT 1",
-          3, p, &r, NULL, err) != 0)
+          4, p, &r, NULL, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         memset(out, 0, sizeof *out);

@@ -39,8 +39,7 @@ typedef struct template_host_row {
 } template_host_row;
 
 /* Every host row of template id, by host id; *out malloc'd. */
-int db_template_hosts(db_conn *db, const char *id, template_host_row **out, size_t *n,
-                      terr *err);
+int db_template_hosts(db_conn *db, const char *id, template_host_row **out, size_t *n, terr *err);
 
 /* Copies (docs/templates.md, "Copies"). A failed copy is retried after
  * RETRY_BASE * 2^attempts seconds, at most RETRY_MAX. */

@@ -318,7 +318,8 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                                      .agents = agents,
                                      .interval_sec = cfg->reconcile_interval_sec};
     template_copier *copier;
-    if (template_copier_start(&tc_cfg, &copier, &err) != 0) fatal("stage=template_copier %s", err.msg);
+    if (template_copier_start(&tc_cfg, &copier, &err) != 0)
+        fatal("stage=template_copier %s", err.msg);
     team_limit *long_calls;
     if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0)
         fatal("stage=limits %s", err.msg);

@@ -193,9 +193,8 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
             /* A custom template's sandbox: a host holding its base first,
              * else any (the base is copied there below). */
             found = false;
-            if (is_custom &&
-                db_host_pick_template(c->db, row.memory_mb, tpl.id, tpl.digest, skip, n_skip, &dst,
-                                      &found, &res->err) != 0) {
+            if (is_custom && db_host_pick_template(c->db, row.memory_mb, tpl.id, tpl.digest, skip,
+                                                   n_skip, &dst, &found, &res->err) != 0) {
                 res->outcome = SBOP_INTERNAL;
                 return;
             }

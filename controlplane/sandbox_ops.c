@@ -410,11 +410,11 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
         bool found = false;
         terr err;
         /* A custom template: only hosts holding its exact image. */
-        int prc = custom ? db_host_pick_template(c->db, spec->memory_mb, image, tpl_digest, skip,
-                                                 n_skip, &host, &found, &err)
-                         : db_host_pick(c->db, spec->memory_mb,
-                                        any_template ? NULL : spec->template_name, skip, n_skip,
-                                        &host, &found, &err);
+        int prc =
+            custom ? db_host_pick_template(c->db, spec->memory_mb, image, tpl_digest, skip, n_skip,
+                                           &host, &found, &err)
+                   : db_host_pick(c->db, spec->memory_mb, any_template ? NULL : spec->template_name,
+                                  skip, n_skip, &host, &found, &err);
         if (prc != 0) {
             memset(res, 0, sizeof *res);
             internal(res, &err);

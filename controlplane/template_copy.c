@@ -29,10 +29,9 @@ static grpc_status_code copy_file(rpc_client *src, rpc_client *dst, const char *
                      (long long)off, (long long)f->size);
             return GRPC_STATUS_DATA_LOSS;
         }
-        st = agent_write_template_chunk(dst, image, f->name, off,
-                                        chunk->zero_len > 0 ? NULL : chunk->data.data,
-                                        chunk->zero_len > 0 ? 0 : chunk->data.len,
-                                        chunk->zero_len, err);
+        st = agent_write_template_chunk(
+            dst, image, f->name, off, chunk->zero_len > 0 ? NULL : chunk->data.data,
+            chunk->zero_len > 0 ? 0 : chunk->data.len, chunk->zero_len, err);
         if (chunk->zero_len > 0) stats->holes += n;
         else stats->bytes += n;
         protobuf_c_message_free_unpacked(&chunk->base, NULL);
@@ -96,13 +95,12 @@ static int host_of(db_conn *db, const char *id, db_host *out, terr *err)
     return 0;
 }
 
-int template_copy_run_once(db_conn *db, agent_pool *agents, const char *tpl_id,
-                           const char *host_id, terr *err)
+int template_copy_run_once(db_conn *db, agent_pool *agents, const char *tpl_id, const char *host_id,
+                           terr *err)
 {
     template_copy_claim cl;
     bool found;
-    if (db_template_copy_claim(db, tpl_id, host_id, TEMPLATE_COPY_STALE_SEC, &cl, &found, err) !=
-        0)
+    if (db_template_copy_claim(db, tpl_id, host_id, TEMPLATE_COPY_STALE_SEC, &cl, &found, err) != 0)
         return -1;
     if (!found) return 0;
     db_host src, dst;

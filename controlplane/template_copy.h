@@ -46,8 +46,8 @@ grpc_status_code template_copy_image(agent_pool *agents, const db_host *src, con
                                      template_copy_stats *stats, terr *err);
 
 /* tpl_id / host_id: restrict the claim (NULL = any). */
-int template_copy_run_once(db_conn *db, agent_pool *agents, const char *tpl_id,
-                           const char *host_id, terr *err);
+int template_copy_run_once(db_conn *db, agent_pool *agents, const char *tpl_id, const char *host_id,
+                           terr *err);
 
 typedef struct template_copier template_copier;
 typedef struct template_copier_config {

@@ -312,18 +312,17 @@ static void test_one_claim_per_template_and_host(void **state)
     assert_int_equal(db_template_copy_claim(c->db, NULL, NULL, 900, &b, &found, &e), 0);
     assert_false(found);
     /* A copy not settled within the stale limit is taken over. */
-    sql(c, "UPDATE template_hosts SET updated_at = now() - interval '20 minutes' WHERE host_id = 'h2'");
+    sql(c,
+        "UPDATE template_hosts SET updated_at = now() - interval '20 minutes' WHERE host_id = 'h2'");
     assert_int_equal(db_template_copy_claim(c->db, NULL, NULL, 900, &b, &found, &e), 0);
     assert_true(found);
     /* The row settles once: whoever settles second changes nothing. */
     bool changed;
-    assert_int_equal(db_template_copy_settle(c->db, a.template_id, a.host_id, false, "x", &changed,
-                                             &e),
-                     0);
+    assert_int_equal(
+        db_template_copy_settle(c->db, a.template_id, a.host_id, false, "x", &changed, &e), 0);
     assert_true(changed);
-    assert_int_equal(db_template_copy_settle(c->db, b.template_id, b.host_id, true, "", &changed,
-                                             &e),
-                     0);
+    assert_int_equal(
+        db_template_copy_settle(c->db, b.template_id, b.host_id, true, "", &changed, &e), 0);
     assert_false(changed);
 }
 

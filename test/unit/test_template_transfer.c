@@ -107,8 +107,8 @@ typedef enum { COPY_WHOLE, COPY_DAMAGED, COPY_WRONG_DIGEST, COPY_NO_COMMIT } cop
 
 /* Streams name from a to b like the control plane does; returns the
  * commit's code. */
-static agent_code copy(template_builder *a, template_builder *b, const char *name,
-                       copy_mode mode, long *chunks, long *holes)
+static agent_code copy(template_builder *a, template_builder *b, const char *name, copy_mode mode,
+                       long *chunks, long *holes)
 {
     transfer_file files[TRANSFER_FILES_MAX];
     size_t n = 0;
@@ -121,9 +121,9 @@ static agent_code copy(template_builder *a, template_builder *b, const char *nam
         for (int64_t off = 0; off < files[i].size;) {
             size_t len = 0;
             bool zero = false;
-            assert_int_equal(tb_image_read_chunk(a, name, files[i].name, off, 0, buf, &len, &zero,
-                                                 &err),
-                             AGENT_OK);
+            assert_int_equal(
+                tb_image_read_chunk(a, name, files[i].name, off, 0, buf, &len, &zero, &err),
+                AGENT_OK);
             assert_true(len > 0);
             if (mode == COPY_DAMAGED && strcmp(files[i].name, "vmlinux") == 0) buf[0] ^= 1;
             if (zero && holes) (*holes)++;
@@ -308,13 +308,11 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_damaged_copy_is_refused_and_leaves_nothing, setup,
                                         teardown),
-        cmocka_unit_test_setup_teardown(test_copy_under_another_digest_is_refused, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_copy_under_another_digest_is_refused, setup, teardown),
         cmocka_unit_test_setup_teardown(test_unfinished_import_is_gone_after_restart, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_imports_at_once_are_bounded, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_delete_of_a_copy_removes_its_content, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_delete_of_a_copy_removes_its_content, setup, teardown),
         cmocka_unit_test_setup_teardown(test_export_needs_a_ready_image, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
