@@ -81,9 +81,12 @@ def test_a_host_added_later_gets_a_verified_copy(s):
             h.update(block)
     assert h.hexdigest() == ctx["digest"]
     log = open(os.path.join(s.tmp, "cp.log")).read()
-    m = re.search(rf"event=template_copied template_id={ctx['image']} from=default to=h2 .*duration_ms=(\d+)", log)
+    m = re.search(rf"event=template_copied template_id={ctx['image']} from=default to=h2 digest=\w+ "
+                  r"bytes=(\d+) holes=(\d+) chunks=(\d+) duration_ms=(\d+)", log)
     assert m, "no template_copied event in the control plane's log"
-    print(f"  copy of {ctx['image']} to h2: {int(m.group(1))} ms (ready seen after {elapsed:.1f} s)")
+    data, holes, chunks, ms = (int(x) for x in m.groups())
+    print(f"  copy of {ctx['image']} to h2: {ms} ms, {data >> 20} MiB of data + {holes >> 20} MiB of holes "
+          f"in {chunks} chunks (ready seen after {elapsed:.1f} s)")
     # One status for the template, as before.
     t = get_template(s, "with-jq")
     assert t["status"] == "ready" and t["digest"] == ctx["digest"], t
