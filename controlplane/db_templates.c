@@ -273,6 +273,19 @@ int db_template_copy_settle(db_conn *db, const char *tpl_id, const char *host_id
     return 0;
 }
 
+int db_template_copy_heartbeat(db_conn *db, const char *tpl_id, const char *host_id, terr *err)
+{
+    const char *p[2] = {tpl_id, host_id};
+    PGresult *r;
+    if (q(db, "template copy heartbeat",
+          "UPDATE template_hosts SET updated_at = now() "
+          "WHERE template_id = $1 AND host_id = $2 AND status = 'copying'",
+          2, p, &r, NULL, err) != 0)
+        return -1;
+    PQclear(r);
+    return 0;
+}
+
 int db_template_copy_source(db_conn *db, const char *tpl_id, const char *digest,
                             const char *not_host, db_host *out, bool *found, terr *err)
 {

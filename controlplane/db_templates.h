@@ -65,6 +65,8 @@ int db_template_copy_claim(db_conn *db, const char *tpl_id, const char *host_id,
  * taken over). */
 int db_template_copy_settle(db_conn *db, const char *tpl_id, const char *host_id, bool ok,
                             const char *error, bool *changed, terr *err);
+/* A copy in progress is alive (updated_at = now()). */
+int db_template_copy_heartbeat(db_conn *db, const char *tpl_id, const char *host_id, terr *err);
 /* A host to copy from: its row is ready with digest and it is not
  * unreachable (draining is fine: it is only read); the builder first. */
 int db_template_copy_source(db_conn *db, const char *tpl_id, const char *digest,

@@ -13,8 +13,13 @@
 #include "log.h"
 #include "mono_time.h"
 
+typedef struct beat_fn {
+    void (*fn)(void *);
+    void *ctx;
+} beat_fn;
+
 static grpc_status_code copy_file(rpc_client *src, rpc_client *dst, const char *image,
-                                  const Torpor__Hostagent__V1__TransferFile *f,
+                                  const Torpor__Hostagent__V1__TransferFile *f, const beat_fn *beat,
                                   template_copy_stats *stats, terr *err)
 {
     int64_t off = 0;
@@ -37,16 +42,18 @@ static grpc_status_code copy_file(rpc_client *src, rpc_client *dst, const char *
         protobuf_c_message_free_unpacked(&chunk->base, NULL);
         if (st != GRPC_STATUS_OK) return st;
         off += n;
-        stats->chunks++;
+        if (++stats->chunks % TEMPLATE_COPY_BEAT_CHUNKS == 0 && beat->fn) beat->fn(beat->ctx);
     }
     return GRPC_STATUS_OK;
 }
 
 grpc_status_code template_copy_image(agent_pool *agents, const db_host *src, const db_host *dst,
                                      const char *image, const char *want_digest,
+                                     void (*beat)(void *), void *beat_ctx,
                                      template_copy_stats *stats, terr *err)
 {
     memset(stats, 0, sizeof *stats);
+    beat_fn bf = {beat, beat_ctx};
     int64_t t0 = mono_ms();
     rpc_client *sc = NULL, *dc = NULL;
     if (agent_pool_get(agents, src, &sc, err) != 0 || agent_pool_get(agents, dst, &dc, err) != 0)
@@ -61,7 +68,7 @@ grpc_status_code template_copy_image(agent_pool *agents, const db_host *src, con
         return GRPC_STATUS_FAILED_PRECONDITION;
     }
     for (size_t i = 0; i < m->n_files && st == GRPC_STATUS_OK; i++)
-        st = copy_file(sc, dc, image, m->files[i], stats, err);
+        st = copy_file(sc, dc, image, m->files[i], &bf, stats, err);
     if (st == GRPC_STATUS_OK) st = agent_commit_template_image(dc, image, m, err);
     protobuf_c_message_free_unpacked(&m->base, NULL);
     if (st == GRPC_STATUS_ALREADY_EXISTS) {
@@ -95,6 +102,23 @@ static int host_of(db_conn *db, const char *id, db_host *out, terr *err)
     return 0;
 }
 
+typedef struct beat_ctx {
+    db_conn *db;
+    const template_copy_claim *cl;
+} beat_ctx;
+
+/* The claimed row is alive: refresh its updated_at. */
+static void heartbeat(void *arg)
+{
+    beat_ctx *b = arg;
+    terr err;
+    if (db_template_copy_heartbeat(b->db, b->cl->template_id, b->cl->host_id, &err) != 0) {
+        char q[LOG_QUOTE_MAX];
+        log_warn("event=template_copy_heartbeat_failed template_id=%s host_id=%s error=\"%s\"",
+                 b->cl->template_id, b->cl->host_id, log_quote(err.msg, q, sizeof q));
+    }
+}
+
 int template_copy_run_once(db_conn *db, agent_pool *agents, const char *tpl_id, const char *host_id,
                            terr *err)
 {
@@ -114,7 +138,9 @@ int template_copy_run_once(db_conn *db, agent_pool *agents, const char *tpl_id, 
     else if (found && host_of(db, cl.host_id, &dst, &cerr) == 0) {
         log_info("event=template_copy_start template_id=%s from=%s to=%s digest=%.16s",
                  cl.template_id, src.id, dst.id, cl.digest);
-        st = template_copy_image(agents, &src, &dst, cl.template_id, cl.digest, &stats, &cerr);
+        beat_ctx bc = {db, &cl};
+        st = template_copy_image(agents, &src, &dst, cl.template_id, cl.digest, heartbeat, &bc,
+                                 &stats, &cerr);
     }
     bool ok = st == GRPC_STATUS_OK;
     char q[LOG_QUOTE_MAX];

@@ -13,8 +13,9 @@
  *    database (db_template_copy_claim: one copy per pair at a time across
  *    replicas; a failed one is retried with a growing backoff; a template
  *    is copied only to hosts that read ready, and only once per host), finds
- *    a source holding the digest, copies, and settles the row ready or
- *    error. A copy whose row went away meanwhile (template deleted) is
+ *    a source holding the digest, copies (refreshing the row's updated_at
+ *    every TEMPLATE_COPY_BEAT_CHUNKS chunks, so a slow copy is never taken
+ *    for a dead one), and settles the row ready or error. A copy whose row went away meanwhile (template deleted) is
  *    deleted again on dst. Returns 1 when a pair was claimed (whatever the
  *    copy's outcome), 0 when nothing is due, -1 on a database error.
  *  - The copier thread runs run_once in a loop (at most
@@ -41,8 +42,11 @@ typedef struct template_copy_stats {
     long long bytes, holes, chunks, ms;
 } template_copy_stats;
 
+/* beat (may be NULL) is called every TEMPLATE_COPY_BEAT_CHUNKS chunks. */
+#define TEMPLATE_COPY_BEAT_CHUNKS 32
 grpc_status_code template_copy_image(agent_pool *agents, const db_host *src, const db_host *dst,
                                      const char *image, const char *want_digest,
+                                     void (*beat)(void *), void *beat_ctx,
                                      template_copy_stats *stats, terr *err);
 
 /* tpl_id / host_id: restrict the claim (NULL = any). */

@@ -316,6 +316,13 @@ static void test_one_claim_per_template_and_host(void **state)
         "UPDATE template_hosts SET updated_at = now() - interval '20 minutes' WHERE host_id = 'h2'");
     assert_int_equal(db_template_copy_claim(c->db, NULL, NULL, 900, &b, &found, &e), 0);
     assert_true(found);
+    /* A live copy's heartbeat keeps it from being taken over. */
+    sql(c,
+        "UPDATE template_hosts SET updated_at = now() - interval '20 minutes' WHERE host_id = 'h2'");
+    assert_int_equal(db_template_copy_heartbeat(c->db, b.template_id, b.host_id, &e), 0);
+    template_copy_claim x;
+    assert_int_equal(db_template_copy_claim(c->db, NULL, NULL, 900, &x, &found, &e), 0);
+    assert_false(found);
     /* The row settles once: whoever settles second changes nothing. */
     bool changed;
     assert_int_equal(
