@@ -674,6 +674,17 @@ static const rpc_method methods[] = {
     {RPC_SET_NETWORK, &torpor__hostagent__v1__set_sandbox_network_request__descriptor,
      h_set_network},
     {RPC_OPEN_PORT, &torpor__hostagent__v1__open_port_request__descriptor, h_open_port},
+    {RPC_EXPORT_TEMPLATE_IMAGE, &torpor__hostagent__v1__export_template_image_request__descriptor,
+     agent_rpc_export_template_image},
+    {RPC_READ_TEMPLATE_CHUNK, &torpor__hostagent__v1__read_template_image_chunk_request__descriptor,
+     agent_rpc_read_template_chunk},
+    {RPC_WRITE_TEMPLATE_CHUNK,
+     &torpor__hostagent__v1__write_template_image_chunk_request__descriptor,
+     agent_rpc_write_template_chunk},
+    {RPC_COMMIT_TEMPLATE_IMAGE, &torpor__hostagent__v1__commit_template_image_request__descriptor,
+     agent_rpc_commit_template_image},
+    {RPC_ABORT_TEMPLATE_IMAGE, &torpor__hostagent__v1__abort_template_image_request__descriptor,
+     agent_rpc_abort_template_image},
 };
 
 const rpc_method *agent_rpc_methods(size_t *n)

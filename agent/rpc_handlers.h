@@ -42,5 +42,11 @@ void agent_rpc_build_template(void *app, rpc_call *call, const ProtobufCMessage 
 void agent_rpc_get_template(void *app, rpc_call *call, const ProtobufCMessage *m);
 void agent_rpc_list_templates(void *app, rpc_call *call, const ProtobufCMessage *m);
 void agent_rpc_delete_template(void *app, rpc_call *call, const ProtobufCMessage *m);
+/* The image copies between hosts (template_builder.h, "Copies"). */
+void agent_rpc_export_template_image(void *app, rpc_call *call, const ProtobufCMessage *m);
+void agent_rpc_read_template_chunk(void *app, rpc_call *call, const ProtobufCMessage *m);
+void agent_rpc_write_template_chunk(void *app, rpc_call *call, const ProtobufCMessage *m);
+void agent_rpc_commit_template_image(void *app, rpc_call *call, const ProtobufCMessage *m);
+void agent_rpc_abort_template_image(void *app, rpc_call *call, const ProtobufCMessage *m);
 
 #endif

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "fs_util.h"
@@ -17,7 +18,7 @@
 
 #define INCOMING_PREFIX ".incoming-"
 
-static bool name_ok(const char *name)
+bool transfer_name_ok(const char *name)
 {
     size_t n = strlen(name);
     if (n == 0 || n >= sizeof((transfer_file *)0)->name || name[0] == '.') return false;
@@ -56,8 +57,7 @@ static agent_code require_paused(lifecycle *lc, const char *id, terr *err)
     return AGENT_OK;
 }
 
-/* SHA-256 of the file at path, streamed; -1 with err. */
-static int file_sha256(const char *path, char out[65], int64_t *size, terr *err)
+int transfer_file_sha256(const char *path, char out[65], int64_t *size, terr *err)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return terr_set(err, "open %s: %s", path, strerror(errno));
@@ -111,7 +111,7 @@ agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const 
     }
     struct dirent *e;
     while ((e = readdir(d)) != NULL) {
-        if (!name_ok(e->d_name)) continue;
+        if (!transfer_name_ok(e->d_name)) continue;
         char path[PATH_MAX];
         struct stat st;
         if (path_of(path, sizeof path, state_dir, id, false, e->d_name) != 0 ||
@@ -124,7 +124,7 @@ agent_code transfer_export_manifest(lifecycle *lc, const char *state_dir, const 
         }
         transfer_file *f = &files[*n];
         snprintf(f->name, sizeof f->name, "%s", e->d_name);
-        if (file_sha256(path, f->sha256, &f->size, err) != 0) {
+        if (transfer_file_sha256(path, f->sha256, &f->size, err) != 0) {
             closedir(d);
             return AGENT_INTERNAL;
         }
@@ -140,7 +140,7 @@ agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char 
 {
     *len = 0;
     *zero = false;
-    if (!name_ok(name) || offset < 0)
+    if (!transfer_name_ok(name) || offset < 0)
         return bad(err, AGENT_INVALID_ARGUMENT, "bad file name or offset%s%s", "", "");
     agent_code c = require_paused(lc, id, err);
     if (c != AGENT_OK) return c;
@@ -177,8 +177,8 @@ agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char
                                 const char *name, int64_t offset, const uint8_t *data, size_t len,
                                 size_t zero_len, terr *err)
 {
-    if (!limits_sandbox_id_valid(id) || !name_ok(name) || offset < 0 || len > TRANSFER_CHUNK_MAX ||
-        zero_len > TRANSFER_CHUNK_MAX)
+    if (!limits_sandbox_id_valid(id) || !transfer_name_ok(name) || offset < 0 ||
+        len > TRANSFER_CHUNK_MAX || zero_len > TRANSFER_CHUNK_MAX)
         return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id, file name, offset or length%s%s",
                    "", "");
     lifecycle_info info;
@@ -237,29 +237,105 @@ static void meta_value(const char *path, const char *key, char *out, size_t size
     fclose(f);
 }
 
+/* The digest in the rootfs.sha256 next to image path ("" when none). */
+static void digest_next_to(const char *image, char *out, size_t size)
+{
+    out[0] = '\0';
+    char dpath[PATH_MAX + 32];
+    snprintf(dpath, sizeof dpath, "%s", image);
+    char *slash = strrchr(dpath, '/');
+    if (!slash) return;
+    snprintf(slash + 1, sizeof dpath - (size_t)(slash + 1 - dpath), "rootfs.sha256");
+    FILE *f = fopen(dpath, "re");
+    if (!f) return;
+    if (!fgets(out, (int)size, f)) out[0] = '\0';
+    fclose(f);
+    out[strcspn(out, "\r\n")] = '\0';
+}
+
+/* Runs argv (no shell) and waits; 0 when it exited 0. */
+static int run_quiet(char *const argv[])
+{
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        int fd = open("/dev/null", O_RDWR);
+        if (fd >= 0) {
+            dup2(fd, 0);
+            dup2(fd, 1);
+            dup2(fd, 2);
+        }
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR) return -1;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? 0 : -1;
+}
+
+/* Rewrites the values of rootfs= (and kernel=/initrd= when given) in the
+ * meta file (tmp + fsync + rename). */
+static int meta_rewrite(const char *meta_path, const char *rootfs, const char *kernel,
+                        const char *initrd, terr *err)
+{
+    FILE *in = fopen(meta_path, "re");
+    if (!in) return terr_set(err, "open %s: %s", meta_path, strerror(errno));
+    char tmp[PATH_MAX + 8];
+    snprintf(tmp, sizeof tmp, "%s.tmp", meta_path);
+    FILE *out = fopen(tmp, "we");
+    if (!out) {
+        fclose(in);
+        return terr_set(err, "open %s: %s", tmp, strerror(errno));
+    }
+    char line[PATH_MAX + 64];
+    while (fgets(line, sizeof line, in)) {
+        if (strncmp(line, "rootfs=", 7) == 0) fprintf(out, "rootfs=%s\n", rootfs);
+        else if (kernel && strncmp(line, "kernel=", 7) == 0) fprintf(out, "kernel=%s\n", kernel);
+        else if (initrd && strncmp(line, "initrd=", 7) == 0) fprintf(out, "initrd=%s\n", initrd);
+        else fputs(line, out);
+    }
+    fclose(in);
+    int rc = fflush(out) != 0 || fsync(fileno(out)) != 0 ? -1 : 0;
+    fclose(out);
+    if (rc != 0 || rename(tmp, meta_path) != 0) {
+        unlink(tmp);
+        return terr_set(err, "rewrite %s: %s", meta_path, strerror(errno));
+    }
+    return 0;
+}
+
 /* A disk overlay only works on its exact base: the base image must be here
- * at the same path with the same digest. */
-static agent_code check_base_image(const char *meta_path, terr *err)
+ * with the same digest. At the same path (hosts sharing an image cache, or
+ * a `debian` built from one recipe), or else as a template image this host
+ * holds by digest (<state_dir>/template-images/<digest>/: a copy, or an
+ * image the builder made, docs/templates.md "Copies"): then the overlay is
+ * pointed at it (qemu-img rebase -u: the bytes are the same, only the path
+ * changes) and the meta says so (and names this host's kernel and initrd
+ * of that image when the source's are not here). */
+static agent_code check_base_image(const char *state_dir, const char *dir, const char *meta_path,
+                                   terr *err)
 {
     char rootfs[PATH_MAX], digest[80];
     meta_value(meta_path, "rootfs", rootfs, sizeof rootfs);
     meta_value(meta_path, "base_digest", digest, sizeof digest);
     if (!rootfs[0]) return AGENT_OK; /* no root disk (e.g. minimal) */
-    char dpath[PATH_MAX + 32];
-    snprintf(dpath, sizeof dpath, "%s", rootfs);
-    char *slash = strrchr(dpath, '/');
-    if (!slash)
+    if (!strrchr(rootfs, '/'))
         return bad(err, AGENT_FAILED_PRECONDITION, "snapshot names a relative base image %s%s",
                    rootfs, "");
-    snprintf(slash + 1, sizeof dpath - (size_t)(slash + 1 - dpath), "rootfs.sha256");
-    char here[80] = "";
-    FILE *f = fopen(dpath, "re");
-    if (f) {
-        if (!fgets(here, sizeof here, f)) here[0] = '\0';
-        fclose(f);
-        here[strcspn(here, "\r\n")] = '\0';
-    }
-    if (access(rootfs, R_OK) != 0 || strcmp(here, digest) != 0) {
+    char here[80];
+    digest_next_to(rootfs, here, sizeof here);
+    if (access(rootfs, R_OK) == 0 && strcmp(here, digest) == 0) return AGENT_OK;
+    char alt[PATH_MAX], alt_dig[80] = "";
+    bool have_alt = strlen(digest) == 64 && strspn(digest, "0123456789abcdef") == 64 &&
+                    snprintf(alt, sizeof alt, "%s/template-images/%s/rootfs.img", state_dir,
+                             digest) < (int)sizeof alt;
+    if (have_alt) digest_next_to(alt, alt_dig, sizeof alt_dig);
+    char *real = have_alt && access(alt, R_OK) == 0 && strcmp(alt_dig, digest) == 0
+                     ? realpath(alt, NULL)
+                     : NULL;
+    if (!real || strpbrk(real, ",:\n") || strlen(real) >= PATH_MAX - 32) {
+        free(real);
         terr_set(
             err,
             "this host lacks the sandbox's base image %s with digest %s (here: %s); build or copy the "
@@ -267,7 +343,43 @@ static agent_code check_base_image(const char *meta_path, terr *err)
             rootfs, digest, here[0] ? here : "none");
         return AGENT_FAILED_PRECONDITION;
     }
-    return AGENT_OK;
+    char overlay[PATH_MAX + 16];
+    snprintf(overlay, sizeof overlay, "%s/root.qcow2", dir);
+    static const char *const imgs[] = {"/usr/bin/qemu-img", "/usr/local/bin/qemu-img"};
+    const char *img = NULL;
+    for (size_t i = 0; i < sizeof imgs / sizeof imgs[0] && !img; i++)
+        if (access(imgs[i], X_OK) == 0) img = imgs[i];
+    char *argv[] = {(char *)(img ? img : "qemu-img"),
+                    "rebase",
+                    "-u",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "raw",
+                    "-b",
+                    real,
+                    overlay,
+                    NULL};
+    if (access(overlay, F_OK) == 0 && (!img || run_quiet(argv) != 0)) {
+        terr_set(err, "could not point the disk overlay of the snapshot at %s (qemu-img rebase)",
+                 real);
+        free(real);
+        return AGENT_INTERNAL;
+    }
+    char kernel[PATH_MAX], initrd[PATH_MAX], k2[PATH_MAX], i2[PATH_MAX];
+    meta_value(meta_path, "kernel", kernel, sizeof kernel);
+    meta_value(meta_path, "initrd", initrd, sizeof initrd);
+    char base_dir[PATH_MAX];
+    snprintf(base_dir, sizeof base_dir, "%s", real);
+    *strrchr(base_dir, '/') = '\0';
+    bool kmiss = kernel[0] && access(kernel, R_OK) != 0;
+    bool imiss = initrd[0] && access(initrd, R_OK) != 0;
+    snprintf(k2, sizeof k2, "%.*s/vmlinux", PATH_MAX - 16, base_dir);
+    snprintf(i2, sizeof i2, "%.*s/initramfs.cpio.gz", PATH_MAX - 32, base_dir);
+    int rc = meta_rewrite(meta_path, real, kmiss ? k2 : NULL, imiss ? i2 : NULL, err);
+    if (rc == 0) log_info("event=sandbox_import_rebased digest=%.16s", digest);
+    free(real);
+    return rc == 0 ? AGENT_OK : AGENT_INTERNAL;
 }
 
 agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_spec *spec,
@@ -292,7 +404,7 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
     }
     bool has_meta = false;
     for (size_t i = 0; i < n; i++) {
-        if (!name_ok(files[i].name))
+        if (!transfer_name_ok(files[i].name))
             return bad(err, AGENT_INVALID_ARGUMENT, "bad file name%s%s", "", "");
         char path[PATH_MAX];
         path_of(path, sizeof path, state_dir, id, true, files[i].name);
@@ -308,7 +420,7 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
         close(fd);
         char sum[65];
         int64_t size;
-        if (file_sha256(path, sum, &size, err) != 0) return AGENT_INTERNAL;
+        if (transfer_file_sha256(path, sum, &size, err) != 0) return AGENT_INTERNAL;
         if (size != files[i].size || strcmp(sum, files[i].sha256) != 0) {
             terr_set(
                 err,
@@ -318,13 +430,16 @@ agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_s
         }
         if (strcmp(files[i].name, "meta") == 0) {
             has_meta = true;
-            agent_code c = check_base_image(path, err);
-            if (c != AGENT_OK) return c;
         }
     }
     if (!has_meta)
         return bad(err, AGENT_INVALID_ARGUMENT,
                    "sandbox %s: no committed snapshot (meta) in the transfer%s", id, "");
+    /* After every file is verified: this may point the overlay elsewhere. */
+    char meta_path[PATH_MAX];
+    path_of(meta_path, sizeof meta_path, state_dir, id, true, "meta");
+    agent_code bc = check_base_image(state_dir, dir, meta_path, err);
+    if (bc != AGENT_OK) return bc;
     lifecycle_info info;
     terr ign;
     if (lifecycle_get(lc, id, &info, &ign) == AGENT_OK || stat(final, &st) == 0)

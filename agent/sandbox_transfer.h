@@ -13,7 +13,11 @@
  *    name recover() never takes for a sandbox, so an agent restart removes an
  *    unfinished import); a zero chunk only extends the file. commit checks
  *    every file against the manifest (size, SHA-256), checks that a disk
- *    overlay's base image (meta's rootfs) exists here with the same digest,
+ *    overlay's base image (meta's rootfs) exists here with the same digest
+ *    (at the same path, or as <state>/template-images/<digest>/, a template
+ *    copy or a built image: then the overlay is rebased onto it with
+ *    `qemu-img rebase -u` and the meta's rootfs, and its kernel/initrd when
+ *    the source's are not here, rewritten),
  *    fsyncs, renames the directory to sandboxes/<id> (atomic) and adopts the
  *    sandbox as paused (lifecycle_adopt_paused). A commit repeated after it
  *    succeeded is OK. abort removes the incoming directory.
@@ -51,5 +55,11 @@ agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char
 agent_code transfer_commit(lifecycle *lc, const char *state_dir, const runtime_spec *spec,
                            const transfer_file *files, size_t n, terr *err);
 agent_code transfer_abort(const char *state_dir, const char *id, terr *err);
+
+/* Shared with the template image copy (template_transfer.c): a plain file
+ * name ([A-Za-z0-9._-], no leading dot, < 64 bytes), and the SHA-256 of a
+ * file (lowercase hex) streamed in TRANSFER_CHUNK_MAX reads; -1 with err. */
+bool transfer_name_ok(const char *name);
+int transfer_file_sha256(const char *path, char out[65], int64_t *size, terr *err);
 
 #endif

@@ -189,6 +189,7 @@ static void run_build(template_builder *tb, tb_entry *e, const char *name, const
         char p[4300];
         tb_pjoin(p, sizeof p, link, "rootfs.sha256");
         tb_read_small(p, done.digest, sizeof done.digest);
+        tb_alias_by_digest(tb, link, done.digest);
     } else {
         unlink(link); /* never a half image under the name */
     }
@@ -259,6 +260,7 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
     template_builder *tb = calloc(1, sizeof *tb);
     if (!tb) return terr_set(err, "out of memory");
     if (asprintf(&tb->state_dir, "%s/template-builds", cfg->state_dir) < 0) tb->state_dir = NULL;
+    if (asprintf(&tb->images_dir, "%s/template-images", cfg->state_dir) < 0) tb->images_dir = NULL;
     tb->agent_state_dir = strdup(cfg->state_dir);
     tb->driver = cfg->driver;
     tb->image_dir = strdup(cfg->image_dir);
@@ -267,15 +269,16 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
     tb->time_limit_sec = cfg->time_limit_sec > 0 ? cfg->time_limit_sec : TB_TIME_LIMIT_DEFAULT;
     pthread_mutex_init(&tb->mu, NULL);
     pthread_cond_init(&tb->cv, NULL);
-    if (!tb->state_dir || !tb->agent_state_dir || !tb->image_dir || !tb->recipe_script ||
-        !tb->guest_binary) {
+    if (!tb->state_dir || !tb->images_dir || !tb->agent_state_dir || !tb->image_dir ||
+        !tb->recipe_script || !tb->guest_binary) {
         tb_close(tb);
         return terr_set(err, "out of memory");
     }
-    if (fs_mkdir_p(tb->state_dir, 0755, err) != 0) {
+    if (fs_mkdir_p(tb->state_dir, 0755, err) != 0 || fs_mkdir_p(tb->images_dir, 0755, err) != 0) {
         tb_close(tb);
         return -1;
     }
+    tb_imports_clean(tb);
     DIR *d = opendir(tb->state_dir);
     if (!d) {
         terr_set(err, "open %s: %s", tb->state_dir, strerror(errno));
@@ -314,6 +317,21 @@ int tb_open(const tb_config *cfg, template_builder **out, terr *err)
                           log_quote(werr.msg, q, sizeof q));
             log_warn("event=template_build_interrupted name=\"%s\"",
                      log_quote(e->info.name, q, sizeof q));
+        } else if (e->info.status == TB_READY) {
+            /* An import records its state before the link: a crash between
+             * leaves a ready state without its image. */
+            char link[4200];
+            tb_image_link(tb, e->info.name, link, sizeof link);
+            if (!tb_image_complete(link)) {
+                e->info.status = TB_ERROR;
+                snprintf(e->info.error, sizeof e->info.error, "the image is missing on this host");
+                terr werr;
+                if (save_state(tb, e, &werr) != 0)
+                    log_error("event=template_state_write_failed error=\"%s\"",
+                              log_quote(werr.msg, q, sizeof q));
+                log_warn("event=template_image_missing name=\"%s\"",
+                         log_quote(e->info.name, q, sizeof q));
+            }
         }
         *tail = e;
         tail = &e->next;
@@ -355,6 +373,7 @@ void tb_close(template_builder *tb)
     pthread_mutex_destroy(&tb->mu);
     pthread_cond_destroy(&tb->cv);
     free(tb->state_dir);
+    free(tb->images_dir);
     free(tb->agent_state_dir);
     free(tb->image_dir);
     free(tb->recipe_script);
@@ -575,7 +594,15 @@ agent_code tb_delete(template_builder *tb, const char *name, terr *err)
         code = AGENT_FAILED_PRECONDITION;
     } else {
         *pp = e->next;
+        /* An imported image's content goes with its last name. */
+        char target[4200];
+        ssize_t tl = readlink(link, target, sizeof target - 1);
+        size_t il = strlen(tb->images_dir);
+        bool imported = tl > 0 && (size_t)tl > il + 1 && strncmp(target, tb->images_dir, il) == 0 &&
+                        target[il] == '/';
+        if (tl > 0) target[tl] = '\0';
         unlink(link);
+        if (imported && !tb_image_dir_linked(tb, target)) tb_remove_tree(target);
         char dir[4200];
         snprintf(dir, sizeof dir, "%s/%s", tb->state_dir, name);
         tb_remove_tree(dir);
@@ -587,4 +614,108 @@ agent_code tb_delete(template_builder *tb, const char *name, terr *err)
         log_info("event=template_deleted name=\"%s\"", log_quote(name, q, sizeof q));
     }
     return code;
+}
+
+/* ------------------------------------------------------------ imports */
+
+void tb_alias_by_digest(const template_builder *tb, const char *link, const char *digest)
+{
+    if (strlen(digest) != 64 || strspn(digest, "0123456789abcdef") != 64) return;
+    char alias[4200], tmp[4300];
+    snprintf(alias, sizeof alias, "%s/%s", tb->images_dir, digest);
+    struct stat st;
+    if (stat(alias, &st) == 0) return; /* already here (a copy, or an earlier build) */
+    char *real = realpath(link, NULL);
+    if (!real) return;
+    snprintf(tmp, sizeof tmp, "%s/.%s.alias", tb->images_dir, digest);
+    unlink(tmp);
+    if (symlink(real, tmp) != 0 || rename(tmp, alias) != 0) unlink(tmp);
+    free(real);
+}
+
+bool tb_image_dir_linked(const template_builder *tb, const char *target)
+{
+    DIR *d = opendir(tb->image_dir);
+    if (!d) return true; /* cannot tell: keep it */
+    bool found = false;
+    struct dirent *de;
+    while (!found && (de = readdir(d))) {
+        if (de->d_name[0] == '.') continue;
+        char t[4200];
+        ssize_t n = readlinkat(dirfd(d), de->d_name, t, sizeof t - 1);
+        if (n <= 0) continue;
+        t[n] = '\0';
+        found = strcmp(t, target) == 0;
+    }
+    closedir(d);
+    return found;
+}
+
+agent_code tb_register_import(template_builder *tb, const char *name, const char *digest,
+                              int64_t size, tb_info *out, bool *same, terr *err)
+{
+    *same = false;
+    char link[4200];
+    tb_image_link(tb, name, link, sizeof link);
+    pthread_mutex_lock(&tb->mu);
+    tb_entry *old = find(tb, name);
+    struct stat st;
+    if (old || lstat(link, &st) == 0) {
+        *same = old && old->info.status == TB_READY && strcmp(old->info.digest, digest) == 0;
+        if (old) *out = old->info;
+        pthread_mutex_unlock(&tb->mu);
+        terr_set(err, "template %s already exists on this host", name);
+        return AGENT_ALREADY_EXISTS;
+    }
+    tb_entry *e = calloc(1, sizeof *e);
+    char dir[4200], path[4300];
+    snprintf(dir, sizeof dir, "%s/%s", tb->state_dir, name);
+    agent_code code = AGENT_OK;
+    if (!e || !(e->packages = strdup("")) || (mkdir(dir, 0755) != 0 && errno != EEXIST)) {
+        terr_set(err, "create %s: %s", dir, e ? strerror(errno) : "out of memory");
+        code = AGENT_INTERNAL;
+    } else {
+        snprintf(e->info.name, sizeof e->info.name, "%s", name);
+        e->info.status = TB_READY;
+        e->info.size_bytes = size;
+        e->info.created_at_unix = time(NULL);
+        snprintf(e->info.digest, sizeof e->info.digest, "%s", digest);
+        tb_pjoin(path, sizeof path, dir, "build.log");
+        char line[200];
+        snprintf(line, sizeof line, "torpor-agent: copied from another host (digest %s)\n", digest);
+        if (tb_write_file(path, line, err) != 0 || save_state(tb, e, err) != 0)
+            code = AGENT_INTERNAL;
+    }
+    if (code == AGENT_OK) {
+        tb_entry **tail = &tb->entries;
+        while (*tail) tail = &(*tail)->next;
+        *tail = e;
+        *out = e->info;
+    } else {
+        entry_free(e);
+        tb_remove_tree(dir);
+    }
+    pthread_mutex_unlock(&tb->mu);
+    return code;
+}
+
+agent_code tb_ready_info(template_builder *tb, const char *name, tb_info *out, terr *err)
+{
+    if (!limits_template_name_valid(name)) {
+        terr_set(err, "invalid template name");
+        return AGENT_INVALID_ARGUMENT;
+    }
+    pthread_mutex_lock(&tb->mu);
+    tb_entry *e = find(tb, name);
+    if (e) *out = e->info;
+    pthread_mutex_unlock(&tb->mu);
+    if (!e) {
+        terr_set(err, "unknown template %s", name);
+        return AGENT_NOT_FOUND;
+    }
+    if (out->status != TB_READY || !out->digest[0]) {
+        terr_set(err, "template %s is not ready here (%s)", name, tb_status_name(out->status));
+        return AGENT_FAILED_PRECONDITION;
+    }
+    return AGENT_OK;
 }

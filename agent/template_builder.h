@@ -96,7 +96,44 @@ agent_code tb_get(template_builder *tb, const char *name, size_t log_tail, tb_in
                   size_t *log_len, terr *err);
 /* Builds and builtin images; *out malloc'd. */
 int tb_list(template_builder *tb, tb_info **out, size_t *n, terr *err);
-/* AGENT_FAILED_PRECONDITION while building or for a builtin image. */
+/* AGENT_FAILED_PRECONDITION while building or for a builtin image. An
+ * imported image's content (<state_dir>/template-images/<digest>/) goes
+ * with its last name. */
 agent_code tb_delete(template_builder *tb, const char *name, terr *err);
+
+/* ---- Copies between hosts (template_transfer.c; docs/templates.md,
+ * "Copies"). A ready image is exported as its files (sizes, SHA-256) and
+ * read in chunks of at most TRANSFER_CHUNK_MAX; another host imports it:
+ * chunks go to <state_dir>/template-images/.incoming-<name>/ (at most
+ * TB_IMPORTS_MAX imports at a time, one a name; one untouched for
+ * TB_IMPORT_STALE_SEC no longer counts and is removed; files at most
+ * TB_IMPORT_FILE_MAX bytes, TRANSFER_FILES_MAX of them); commit verifies
+ * every file against the manifest, that rootfs.img's SHA-256 is the digest
+ * and rootfs.sha256 says the same, and that the boot files are there, then
+ * renames the directory to template-images/<digest>/ (atomic; one already
+ * there is reused), records the template ready (the builder's state, so
+ * get/list/delete treat it like a build) and links <image_dir>/<name> to it
+ * last (symlink + rename). A failed commit leaves the incoming directory
+ * for abort (or the next open) to remove: nothing partial is ever under
+ * the name. A repeated commit of the same name and digest is OK. */
+#define TB_IMPORTS_MAX 2
+#define TB_IMPORT_STALE_SEC 600
+#define TB_IMPORT_FILE_MAX (4LL << 30)
+
+struct transfer_file;
+/* AGENT_NOT_FOUND unknown; AGENT_FAILED_PRECONDITION not a ready image
+ * this builder made or imported. *n <= max. */
+agent_code tb_image_export(template_builder *tb, const char *name, char digest[65],
+                           struct transfer_file *files, size_t max, size_t *n, terr *err);
+agent_code tb_image_read_chunk(template_builder *tb, const char *name, const char *file,
+                               int64_t offset, size_t max_len, uint8_t *buf, size_t *len,
+                               bool *zero, terr *err);
+/* zero_len > 0: that many zero bytes at offset (only extends the file). */
+agent_code tb_image_write_chunk(template_builder *tb, const char *name, const char *file,
+                                int64_t offset, const uint8_t *data, size_t len, size_t zero_len,
+                                terr *err);
+agent_code tb_image_commit(template_builder *tb, const char *name, const char *digest,
+                           const struct transfer_file *files, size_t n, tb_info *out, terr *err);
+agent_code tb_image_abort(template_builder *tb, const char *name, terr *err);
 
 #endif

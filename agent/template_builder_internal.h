@@ -8,7 +8,9 @@
  *  - template_setup.c: the setup script inside a VM of the new image, and
  *    flattening that VM's disk into the template image;
  *  - template_files.c: paths, atomic writes and small reads under the
- *    builder's state dir, the image dir's images, tree removal.
+ *    builder's state dir, the image dir's images, tree removal;
+ *  - template_transfer.c: export and import of a ready image (copies
+ *    between hosts).
  *
  * Locking: tb->mu guards entries, stopping, running_pid and setup_vm; the
  * other fields are set by tb_open and read-only after. */
@@ -33,6 +35,7 @@ typedef struct tb_entry tb_entry; /* template_builder.c */
 struct template_builder {
     char *agent_state_dir;  /* the agent's state dir (the driver's sandboxes/) */
     char *state_dir;        /* <state_dir>/template-builds */
+    char *images_dir;       /* <state_dir>/template-images: imported images by digest */
     runtime_driver *driver; /* for setup VMs; NULL = no setup scripts */
     runtime_vm *setup_vm;   /* the setup VM running now, if any */
     char *image_dir;
@@ -74,6 +77,24 @@ char *tb_read_tail(const char *path, size_t tail, size_t *len);
 /* Removes dir and everything below it (no symlink followed, no other
  * filesystem entered). */
 void tb_remove_tree(const char *dir);
+
+/* ---- template_builder.c, for template_transfer.c */
+
+/* Registers an imported image as a ready entry (state written, under
+ * tb->mu): AGENT_ALREADY_EXISTS when the name is taken (*same: by a ready
+ * entry of the same digest). */
+agent_code tb_register_import(template_builder *tb, const char *name, const char *digest,
+                              int64_t size, tb_info *out, bool *same, terr *err);
+/* The ready entry's info; AGENT_NOT_FOUND / AGENT_FAILED_PRECONDITION. */
+agent_code tb_ready_info(template_builder *tb, const char *name, tb_info *out, terr *err);
+/* <state_dir>/template-images/<digest> -> the built image (resolved), so
+ * a moved sandbox finds its base by digest on every host that holds it
+ * (sandbox_transfer.h); nothing when one is already there. */
+void tb_alias_by_digest(const template_builder *tb, const char *link, const char *digest);
+/* Whether some name in the image dir links to target. */
+bool tb_image_dir_linked(const template_builder *tb, const char *target);
+/* Removes what unfinished imports left (at open). */
+void tb_imports_clean(template_builder *tb);
 
 /* ---- template_child.c */
 

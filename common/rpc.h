@@ -138,5 +138,10 @@ grpc_status_code rpc_client_call(rpc_client *c, const char *method_path,
 #define RPC_ABORT_IMPORT RPC_HOSTAGENT_PREFIX "AbortSandboxImport"
 #define RPC_SET_NETWORK RPC_HOSTAGENT_PREFIX "SetSandboxNetwork"
 #define RPC_OPEN_PORT RPC_HOSTAGENT_PREFIX "OpenPort"
+#define RPC_EXPORT_TEMPLATE_IMAGE RPC_HOSTAGENT_PREFIX "ExportTemplateImage"
+#define RPC_READ_TEMPLATE_CHUNK RPC_HOSTAGENT_PREFIX "ReadTemplateImageChunk"
+#define RPC_WRITE_TEMPLATE_CHUNK RPC_HOSTAGENT_PREFIX "WriteTemplateImageChunk"
+#define RPC_COMMIT_TEMPLATE_IMAGE RPC_HOSTAGENT_PREFIX "CommitTemplateImage"
+#define RPC_ABORT_TEMPLATE_IMAGE RPC_HOSTAGENT_PREFIX "AbortTemplateImage"
 
 #endif

@@ -132,10 +132,16 @@ bool agent_is_connect_failure(grpc_status_code code, const char *message)
 bool agent_method_is_idempotent(const char *method_path)
 {
     static const char *const idempotent[] = {
-        RPC_LIST_SANDBOXES, RPC_PING_SANDBOX,    RPC_SET_TIMEOUT,     RPC_READ_FILE,
-        RPC_WRITE_FILE,     RPC_DESTROY_SANDBOX, RPC_READ_FILE_CHUNK, RPC_LIST_DIR,
-        RPC_GET_TEMPLATE,   RPC_LIST_TEMPLATES,  RPC_GET_HOST_INFO,   RPC_EXPORT_FILES,
-        RPC_READ_CHUNK,     RPC_WRITE_CHUNK,     RPC_ABORT_IMPORT,
+        RPC_LIST_SANDBOXES,       RPC_PING_SANDBOX,
+        RPC_SET_TIMEOUT,          RPC_READ_FILE,
+        RPC_WRITE_FILE,           RPC_DESTROY_SANDBOX,
+        RPC_READ_FILE_CHUNK,      RPC_LIST_DIR,
+        RPC_GET_TEMPLATE,         RPC_LIST_TEMPLATES,
+        RPC_GET_HOST_INFO,        RPC_EXPORT_FILES,
+        RPC_READ_CHUNK,           RPC_WRITE_CHUNK,
+        RPC_ABORT_IMPORT,         RPC_EXPORT_TEMPLATE_IMAGE,
+        RPC_READ_TEMPLATE_CHUNK,  RPC_WRITE_TEMPLATE_CHUNK,
+        RPC_ABORT_TEMPLATE_IMAGE,
     };
     for (size_t i = 0; i < sizeof idempotent / sizeof idempotent[0]; i++)
         if (strcmp(method_path, idempotent[i]) == 0) return true;

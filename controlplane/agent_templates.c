@@ -50,3 +50,99 @@ grpc_status_code agent_delete_template(rpc_client *c, const char *image, terr *e
     if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     return st;
 }
+
+/* ------------------------------------------------------------ copies */
+
+static grpc_status_code no_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
+                                  const ProtobufCMessageDescriptor *desc, int deadline_ms,
+                                  terr *err)
+{
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, method, req, desc, &resp, deadline_ms, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return st;
+}
+
+grpc_status_code agent_export_template_image(
+    rpc_client *c, const char *image, Torpor__Hostagent__V1__ExportTemplateImageResponse **out,
+    terr *err)
+{
+    Torpor__Hostagent__V1__ExportTemplateImageRequest req =
+        TORPOR__HOSTAGENT__V1__EXPORT_TEMPLATE_IMAGE_REQUEST__INIT;
+    req.name = (char *)image;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st =
+        agent_call(c, RPC_EXPORT_TEMPLATE_IMAGE, &req.base,
+                   &torpor__hostagent__v1__export_template_image_response__descriptor, &resp,
+                   AGENT_DEADLINE_TEMPLATE_COPY_MS, err);
+    if (st != GRPC_STATUS_OK && resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+        resp = NULL;
+    }
+    *out = (Torpor__Hostagent__V1__ExportTemplateImageResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_read_template_chunk(
+    rpc_client *c, const char *image, const char *file, int64_t offset,
+    Torpor__Hostagent__V1__ReadSandboxFileChunkResponse **out, terr *err)
+{
+    Torpor__Hostagent__V1__ReadTemplateImageChunkRequest req =
+        TORPOR__HOSTAGENT__V1__READ_TEMPLATE_IMAGE_CHUNK_REQUEST__INIT;
+    req.name = (char *)image;
+    req.file = (char *)file;
+    req.offset = offset;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st =
+        agent_call(c, RPC_READ_TEMPLATE_CHUNK, &req.base,
+                   &torpor__hostagent__v1__read_sandbox_file_chunk_response__descriptor, &resp,
+                   AGENT_DEADLINE_TRANSFER_MS, err);
+    if (st != GRPC_STATUS_OK && resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+        resp = NULL;
+    }
+    *out = (Torpor__Hostagent__V1__ReadSandboxFileChunkResponse *)resp;
+    return st;
+}
+
+grpc_status_code agent_write_template_chunk(rpc_client *c, const char *image, const char *file,
+                                            int64_t offset, const uint8_t *data, size_t len,
+                                            int64_t zero_len, terr *err)
+{
+    Torpor__Hostagent__V1__WriteTemplateImageChunkRequest req =
+        TORPOR__HOSTAGENT__V1__WRITE_TEMPLATE_IMAGE_CHUNK_REQUEST__INIT;
+    req.name = (char *)image;
+    req.file = (char *)file;
+    req.offset = offset;
+    req.data.data = (uint8_t *)data;
+    req.data.len = len;
+    req.zero_len = zero_len;
+    return no_answer(c, RPC_WRITE_TEMPLATE_CHUNK, &req.base,
+                     &torpor__hostagent__v1__write_sandbox_file_chunk_response__descriptor,
+                     AGENT_DEADLINE_TRANSFER_MS, err);
+}
+
+grpc_status_code agent_commit_template_image(
+    rpc_client *c, const char *image, const Torpor__Hostagent__V1__ExportTemplateImageResponse *m,
+    terr *err)
+{
+    Torpor__Hostagent__V1__CommitTemplateImageRequest req =
+        TORPOR__HOSTAGENT__V1__COMMIT_TEMPLATE_IMAGE_REQUEST__INIT;
+    req.name = (char *)image;
+    req.digest = m->digest;
+    req.files = m->files;
+    req.n_files = m->n_files;
+    return no_answer(c, RPC_COMMIT_TEMPLATE_IMAGE, &req.base,
+                     &torpor__hostagent__v1__commit_template_image_response__descriptor,
+                     AGENT_DEADLINE_TEMPLATE_COPY_MS, err);
+}
+
+grpc_status_code agent_abort_template_image(rpc_client *c, const char *image, terr *err)
+{
+    Torpor__Hostagent__V1__AbortTemplateImageRequest req =
+        TORPOR__HOSTAGENT__V1__ABORT_TEMPLATE_IMAGE_REQUEST__INIT;
+    req.name = (char *)image;
+    return no_answer(c, RPC_ABORT_TEMPLATE_IMAGE, &req.base,
+                     &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,
+                     AGENT_DEADLINE_TEMPLATE_MS, err);
+}

@@ -47,18 +47,17 @@ void api_sandboxes_create(api_request *r)
         return;
     }
     sbop_ctx c = api_ops_ctx(r);
-    /* A team's own template: its image and a host where it is ready. */
-    char image[64];
-    db_host host;
-    bool host_set;
+    /* A team's own template: its image and digest (placed only where a
+     * host holds exactly that image). */
+    char image[64], digest[65];
     top_result tres;
-    template_ops_resolve(&c, spec.template_name, image, &host, &host_set, &tres);
+    template_ops_resolve(&c, spec.template_name, image, digest, &tres);
     if (tres.outcome != TOP_OK) {
         api_reply_template_outcome(r, "create", &tres, 201);
         return;
     }
     sbop_result res;
-    sandbox_ops_create_on(&c, &spec, image, host_set ? &host : NULL, &res);
+    sandbox_ops_create_on(&c, &spec, image, digest, &res);
     free(env_json);
     snprintf(r->id, sizeof r->id, "%s", res.row.id);
     if (res.outcome == SBOP_OK) {

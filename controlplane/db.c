@@ -512,8 +512,11 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
 
 static char *text_array(const char *const *items, size_t n);
 
-int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip,
-                 size_t n_skip, db_host *out, bool *found, terr *err)
+/* db_host_pick, and with tpl_id only hosts whose template_hosts row for it
+ * is ready with digest (db_host_pick_template). */
+static int host_pick(db_conn *db, int memory_mb, const char *template_name, const char *tpl_id,
+                     const char *digest, const char *const *skip, size_t n_skip, db_host *out,
+                     bool *found, terr *err)
 {
     PGresult *r;
     *found = false;
@@ -521,7 +524,7 @@ int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const ch
     snprintf(mem, sizeof mem, "%d", memory_mb);
     char *arr = text_array(skip, n_skip);
     if (!arr) return terr_set(err, "out of memory");
-    const char *p[3] = {mem, template_name, arr};
+    const char *p[5] = {mem, template_name, arr, tpl_id, digest};
     int rc = run(
         db, "pick host",
         "SELECT * FROM (SELECT " HOST_COLS
@@ -532,8 +535,11 @@ int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const ch
                                           "  AND (c.disk_free_mb = 0 OR c.disk_free_mb >= $1::bigint + " STR(
                                               DB_HOST_DISK_MARGIN_MB) ") "
                                                                       "  AND ($2::text IS NULL OR cardinality(c.templates) = 0 OR $2 = ANY(c.templates)) "
+                                                                      "  AND ($4::text IS NULL OR EXISTS (SELECT 1 FROM template_hosts th "
+                                                                      "       WHERE th.template_id = $4 AND th.host_id = c.id "
+                                                                      "       AND th.status = 'ready' AND th.digest = $5)) "
                                                                       "ORDER BY c.n_live, c.id LIMIT 1",
-        3, p, &r, err);
+        5, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     if (PQntuples(r) == 1) {
@@ -542,6 +548,19 @@ int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const ch
     }
     PQclear(r);
     return 0;
+}
+
+int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip,
+                 size_t n_skip, db_host *out, bool *found, terr *err)
+{
+    return host_pick(db, memory_mb, template_name, NULL, NULL, skip, n_skip, out, found, err);
+}
+
+int db_host_pick_template(db_conn *db, int memory_mb, const char *tpl_id, const char *digest,
+                          const char *const *skip, size_t n_skip, db_host *out, bool *found,
+                          terr *err)
+{
+    return host_pick(db, memory_mb, NULL, tpl_id, digest, skip, n_skip, out, found, err);
 }
 
 /* Runs an UPDATE of one host that returns (old status, new status). */

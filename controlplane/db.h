@@ -151,6 +151,13 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
  * id). *found false when there is none. */
 int db_host_pick(db_conn *db, int memory_mb, const char *template_name, const char *const *skip,
                  size_t n_skip, db_host *out, bool *found, terr *err);
+/* The same among hosts that hold custom template tpl_id (its image name)
+ * with exactly digest: their template_hosts row is ready with that digest
+ * (copies included, docs/templates.md "Copies"). The agent-reported
+ * template names are not consulted. */
+int db_host_pick_template(db_conn *db, int memory_mb, const char *tpl_id, const char *digest,
+                          const char *const *skip, size_t n_skip, db_host *out, bool *found,
+                          terr *err);
 /* An answer from the host's agent: last_seen = now(), failures = 0, the
  * info (NULL keeps the old), state ready unless draining. old_status and
  * new_status (16 bytes each) get the status before and after. */

@@ -28,7 +28,48 @@ int db_template_delete(db_conn *db, const char *id, terr *err);
 /* How many of the team's sandboxes that are not stopped/error use template name. */
 int db_template_sandboxes(db_conn *db, const char *team_id, const char *name, long *count,
                           terr *err);
-/* The least-loaded host where template id is ready. */
-int db_template_ready_host(db_conn *db, const char *id, db_host *out, bool *found, terr *err);
+/* A template's row on one host (template_hosts, migration 0009). */
+typedef struct template_host_row {
+    char host_id[64];
+    char status[16]; /* building | copying | ready | error */
+    char digest[65];
+    bool builder;
+    char error[512];
+    int attempts;
+} template_host_row;
+
+/* Every host row of template id, by host id; *out malloc'd. */
+int db_template_hosts(db_conn *db, const char *id, template_host_row **out, size_t *n, terr *err);
+
+/* Copies (docs/templates.md, "Copies"). A failed copy is retried after
+ * RETRY_BASE * 2^attempts seconds, at most RETRY_MAX. */
+#define TEMPLATE_COPY_RETRY_BASE_SEC 5
+#define TEMPLATE_COPY_RETRY_MAX_SEC 300
+
+typedef struct template_copy_claim {
+    char template_id[32];
+    char host_id[64];
+    char digest[65];
+} template_copy_claim;
+
+/* Claims one (template, host) copy, atomically across replicas: a ready
+ * template (tpl_id, or any when NULL) and a host that reads ready (host_id,
+ * or any when NULL) with no row for it, a failed row past its backoff, or a
+ * copying row older than stale_sec. The row becomes copying; *found false
+ * when nothing is due (or another replica took it). The builder's row is
+ * never claimed. */
+int db_template_copy_claim(db_conn *db, const char *tpl_id, const char *host_id, int stale_sec,
+                           template_copy_claim *out, bool *found, terr *err);
+/* copying -> ready (attempts reset) or error (attempts + 1, error kept);
+ * *changed false when the row is no longer copying (template deleted, or
+ * taken over). */
+int db_template_copy_settle(db_conn *db, const char *tpl_id, const char *host_id, bool ok,
+                            const char *error, bool *changed, terr *err);
+/* A copy in progress is alive (updated_at = now()). */
+int db_template_copy_heartbeat(db_conn *db, const char *tpl_id, const char *host_id, terr *err);
+/* A host to copy from: its row is ready with digest and it is not
+ * unreachable (draining is fine: it is only read); the builder first. */
+int db_template_copy_source(db_conn *db, const char *tpl_id, const char *digest,
+                            const char *not_host, db_host *out, bool *found, terr *err);
 
 #endif

@@ -24,6 +24,7 @@
 #include "migrate.h"
 #include "team_limit.h"
 #include "reconciler.h"
+#include "template_copy.h"
 #include "sandbox_ops.h"
 
 static int open_migrated(const cp_config *cfg, db_conn **db, terr *err)
@@ -312,6 +313,13 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                                 .grace_sec = cfg->transition_grace_sec};
     reconciler *rec;
     if (reconciler_start(&rc_cfg, &rec, &err) != 0) fatal("stage=reconciler %s", err.msg);
+    /* Template images to the hosts that lack them, every reconcile interval. */
+    template_copier_config tc_cfg = {.database_url = cfg->database_url,
+                                     .agents = agents,
+                                     .interval_sec = cfg->reconcile_interval_sec};
+    template_copier *copier;
+    if (template_copier_start(&tc_cfg, &copier, &err) != 0)
+        fatal("stage=template_copier %s", err.msg);
     team_limit *long_calls;
     if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0)
         fatal("stage=limits %s", err.msg);
@@ -352,6 +360,7 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     log_info("event=cp_stopping signal=%d", sig);
     metrics_http_stop(mh);
     http_server_stop(http);
+    template_copier_stop(copier);
     reconciler_stop(rec);
     team_limit_free(long_calls);
     agent_pool_close(agents);

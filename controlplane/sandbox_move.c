@@ -2,9 +2,11 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "db_templates.h"
 #include "log.h"
 #include "mono_time.h"
 #include "sandbox_ops.h"
+#include "template_copy.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
 /* The row's last_updated is refreshed this often (in chunks) while the
@@ -80,6 +82,44 @@ static void move_back(const sbop_ctx *c, rpc_client *dst, const char *id, const 
                   log_quote(err.msg, q, sizeof q));
 }
 
+/* The sandbox's base: its team's custom template of that name (found
+ * false for `debian`/`minimal` and other agent images). A template's digest
+ * never changes, and it cannot be deleted while a paused sandbox uses it. */
+static int custom_base(const sbop_ctx *c, const sandbox_row *row, template_row *tpl, bool *found,
+                       terr *err)
+{
+    *found = false;
+    if (template_is_builtin(row->template_name)) return 0;
+    if (db_template_get(c->db, row->team_id, row->template_name, tpl, found, err) != 0) return -1;
+    if (*found && (tpl->status != TPL_READY || !tpl->digest[0])) *found = false;
+    return 0;
+}
+
+/* An overlay only works on its exact base: makes sure host dst holds the
+ * template's image with its digest, copying it there first if not. */
+static int ensure_base(const sbop_ctx *c, const template_row *tpl, const char *dst, terr *err)
+{
+    for (int attempt = 0; attempt < 2; attempt++) {
+        template_host_row *rows = NULL;
+        size_t n = 0;
+        if (db_template_hosts(c->db, tpl->id, &rows, &n, err) != 0) return -1;
+        bool have = false;
+        for (size_t i = 0; i < n; i++)
+            have |= strcmp(rows[i].host_id, dst) == 0 && strcmp(rows[i].status, "ready") == 0 &&
+                    strcmp(rows[i].digest, tpl->digest) == 0;
+        free(rows);
+        if (have) return 0;
+        if (attempt == 1) break;
+        log_info("event=move_copies_template template_id=%s host_id=%s digest=%.16s", tpl->id, dst,
+                 tpl->digest);
+        if (template_copy_run_once(c->db, c->agents, tpl->id, dst, err) < 0) return -1;
+    }
+    return terr_set(err,
+                    "host %s does not hold template %s (digest %.16s) and copying it there did "
+                    "not succeed (or another copy is under way); retry later",
+                    dst, tpl->name, tpl->digest);
+}
+
 void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
@@ -115,6 +155,12 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
         return;
     }
     rpc_client *sc = NULL, *dc = NULL;
+    template_row tpl;
+    bool is_custom;
+    if (custom_base(c, &row, &tpl, &is_custom, &res->err) != 0) {
+        res->outcome = SBOP_INTERNAL;
+        return;
+    }
     if (target_id) {
         if (db_host_get(c->db, target_id, &dst, &found, &res->err) != 0) {
             res->outcome = SBOP_INTERNAL;
@@ -144,8 +190,16 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
         char skip_ids[8][64];
         size_t n_skip = 1;
         for (;;) {
-            if (db_host_pick(c->db, row.memory_mb, row.template_name, skip, n_skip, &dst, &found,
-                             &res->err) != 0) {
+            /* A custom template's sandbox: a host holding its base first,
+             * else any (the base is copied there below). */
+            found = false;
+            if (is_custom && db_host_pick_template(c->db, row.memory_mb, tpl.id, tpl.digest, skip,
+                                                   n_skip, &dst, &found, &res->err) != 0) {
+                res->outcome = SBOP_INTERNAL;
+                return;
+            }
+            if (!found && db_host_pick(c->db, row.memory_mb, is_custom ? NULL : row.template_name,
+                                       skip, n_skip, &dst, &found, &res->err) != 0) {
                 res->outcome = SBOP_INTERNAL;
                 return;
             }
@@ -166,6 +220,11 @@ void sandbox_ops_move(const sbop_ctx *c, const char *id, const char *target_id, 
             skip[n_skip] = skip_ids[n_skip];
             n_skip++;
         }
+    }
+    if (is_custom && ensure_base(c, &tpl, dst.id, &err) != 0) {
+        terr_set(&res->err, "move: %s", err.msg);
+        res->outcome = SBOP_CONFLICT;
+        return;
     }
     if (agent_pool_get(c->agents, &src, &sc, &err) != 0) {
         fail_agent(res, GRPC_STATUS_UNAVAILABLE, &err, "connect to the source host");

@@ -391,29 +391,13 @@ static int create_on_host(const sbop_ctx *c, const sandbox_row *spec, const char
 }
 
 void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image,
-                           const db_host *on_host, sbop_result *res)
+                           const char *tpl_digest, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     terr full = {{0}};
     rpc_client *client = NULL;
     terr perr;
-    if (on_host) {
-        /* A team template is ready on this host only: no other to try. */
-        if (sandbox_ops_probe_host(c, on_host, &client, &perr) != 0) {
-            terr_set(
-                &res->err,
-                "host %s, the only one with this template ready, did not answer (%s); retry later",
-                on_host->id, perr.msg);
-            set_outcome(res, SBOP_NO_CAPACITY);
-            return;
-        }
-        if (create_on_host(c, spec, image, on_host, client, res, &full) == 0) return;
-        terr err;
-        terr_set(&err, "no capacity on host %s, the only one with this template ready: %s",
-                 on_host->id, full.msg);
-        agent_failed(res, GRPC_STATUS_RESOURCE_EXHAUSTED, &err);
-        return;
-    }
+    bool custom = image && tpl_digest && tpl_digest[0];
     /* The scheduler picks a ready host with room (db_host_pick); a host whose
      * probe fails or whose agent answers full (RESOURCE_EXHAUSTED) is skipped
      * and the next one is tried. */
@@ -425,13 +409,18 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
         db_host host;
         bool found = false;
         terr err;
-        if (db_host_pick(c->db, spec->memory_mb, any_template ? NULL : spec->template_name, skip,
-                         n_skip, &host, &found, &err) != 0) {
+        /* A custom template: only hosts holding its exact image. */
+        int prc =
+            custom ? db_host_pick_template(c->db, spec->memory_mb, image, tpl_digest, skip, n_skip,
+                                           &host, &found, &err)
+                   : db_host_pick(c->db, spec->memory_mb, any_template ? NULL : spec->template_name,
+                                  skip, n_skip, &host, &found, &err);
+        if (prc != 0) {
             memset(res, 0, sizeof *res);
             internal(res, &err);
             return;
         }
-        if (!found && !any_template) {
+        if (!found && !any_template && !custom) {
             /* No host reports the template ready: ask one with room anyway;
              * its agent answers an unknown template (400) or builds it. */
             any_template = true;

@@ -76,11 +76,12 @@ typedef struct sbop_result {
  * (timeout): the row is error, SBOP_CREATE_UNKNOWN. */
 void sandbox_ops_create(const sbop_ctx *c, const sandbox_row *spec, sbop_result *res);
 /* The same with the image the agent is asked for (NULL = spec's
- * template_name; a custom template's image, template_ops_resolve) and the
- * host (NULL = db_host_pick as above; given: that host only, probed too).
- * The row keeps spec's template_name. */
+ * template_name; a custom template's image, template_ops_resolve) and, for
+ * a custom template, its digest: then only hosts holding that image with
+ * exactly that digest are picked (db_host_pick_template), tried in turn
+ * like above. The row keeps spec's template_name. */
 void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const char *image,
-                           const db_host *on_host, sbop_result *res);
+                           const char *tpl_digest, sbop_result *res);
 void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res);

@@ -9,6 +9,7 @@
 #include "db_templates.h"
 #include "ids.h"
 #include "log.h"
+#include "template_copy.h"
 
 static void outcome(top_result *res, top_outcome o, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -53,7 +54,18 @@ static rpc_client *client_of(const sbop_ctx *c, const char *host_id, top_result 
  * host cannot be asked: the next read tries again). */
 static void refresh(const sbop_ctx *c, template_row *row)
 {
-    if (row->status != TPL_BUILDING || !row->host_id[0]) return;
+    if (row->status != TPL_BUILDING) return;
+    if (!row->host_id[0]) {
+        /* Its build host was removed (hosts remove): the build is gone. */
+        bool changed;
+        terr err;
+        const char *msg = "the build host was removed";
+        if (db_template_settle(c->db, row->id, "", TPL_ERROR, "", 0, msg, &changed, &err) == 0) {
+            row->status = TPL_ERROR;
+            snprintf(row->error, sizeof row->error, "%s", msg);
+        }
+        return;
+    }
     top_result tmp = {0};
     rpc_client *client = client_of(c, row->host_id, &tmp);
     if (!client) return;
@@ -329,13 +341,38 @@ void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res)
                 in_use);
         return;
     }
-    rpc_client *client = client_of(c, res->row.host_id, res);
-    if (!client) return;
-    grpc_status_code st = agent_delete_template(client, res->row.id, &err);
-    if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND) {
-        res->grpc = st;
-        outcome(res, TOP_AGENT_FAILED, "%s", err.msg);
-        return;
+    if (res->row.host_id[0]) { /* "": the build host was removed (hosts remove) */
+        rpc_client *client = client_of(c, res->row.host_id, res);
+        if (!client) return;
+        grpc_status_code st = agent_delete_template(client, res->row.id, &err);
+        if (st != GRPC_STATUS_OK && st != GRPC_STATUS_NOT_FOUND) {
+            res->grpc = st;
+            outcome(res, TOP_AGENT_FAILED, "%s", err.msg);
+            return;
+        }
+    }
+    /* The copies: best effort (a host that cannot be asked keeps an image
+     * no name of the control plane ever uses again: ids are never reused). */
+    template_host_row *hosts = NULL;
+    size_t n_hosts = 0;
+    if (db_template_hosts(c->db, res->row.id, &hosts, &n_hosts, &err) == 0) {
+        for (size_t i = 0; i < n_hosts; i++) {
+            if (hosts[i].builder) continue;
+            top_result tmp = {0};
+            rpc_client *hc = client_of(c, hosts[i].host_id, &tmp);
+            terr herr = tmp.err;
+            grpc_status_code hs = GRPC_STATUS_UNAVAILABLE;
+            if (hc) {
+                agent_abort_template_image(hc, res->row.id, &herr);
+                hs = agent_delete_template(hc, res->row.id, &herr);
+            }
+            if (hs != GRPC_STATUS_OK && hs != GRPC_STATUS_NOT_FOUND) {
+                char q[LOG_QUOTE_MAX];
+                log_warn("event=template_copy_delete_failed template_id=%s host_id=%s error=\"%s\"",
+                         res->row.id, hosts[i].host_id, log_quote(herr.msg, q, sizeof q));
+            }
+        }
+        free(hosts);
     }
     if (db_template_delete(c->db, res->row.id, &err) != 0) {
         internal(res, &err);
@@ -345,11 +382,11 @@ void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res)
     res->outcome = TOP_OK;
 }
 
-void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], db_host *host,
-                          bool *host_set, top_result *res)
+void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], char digest[65],
+                          top_result *res)
 {
     memset(res, 0, sizeof *res);
-    *host_set = false;
+    digest[0] = '\0';
     snprintf(image, 64, "%s", name);
     if (template_is_builtin(name)) {
         res->outcome = TOP_OK;
@@ -376,15 +413,35 @@ void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], d
         outcome(res, TOP_NOT_READY, "template %s failed to build: %s", name, res->row.error);
         return;
     }
-    if (db_template_ready_host(c->db, res->row.id, host, &found, &err) != 0) {
+    db_host host;
+    if (db_host_pick_template(c->db, 0, res->row.id, res->row.digest, NULL, 0, &host, &found,
+                              &err) != 0) {
         internal(res, &err);
         return;
     }
     if (!found) {
-        outcome(res, TOP_NOT_READY, "template %s is not ready on any host", name);
-        return;
+        /* No host that takes sandboxes holds the image (its hosts are
+         * draining or unreachable, or the copies have not run yet): copy it
+         * to one now, like the copier would. */
+        int r = template_copy_run_once(c->db, c->agents, res->row.id, NULL, &err);
+        if (r < 0) {
+            internal(res, &err);
+            return;
+        }
+        if (db_host_pick_template(c->db, 0, res->row.id, res->row.digest, NULL, 0, &host, &found,
+                                  &err) != 0) {
+            internal(res, &err);
+            return;
+        }
+        if (!found) {
+            outcome(res, TOP_NOT_READY,
+                    "template %s is not ready on any host that takes sandboxes now (%s); retry "
+                    "later",
+                    name, r == 0 ? "a copy is under way or failed recently" : "the copy failed");
+            return;
+        }
     }
     snprintf(image, 64, "%s", res->row.id);
-    *host_set = true;
+    snprintf(digest, 65, "%s", res->row.digest);
     res->outcome = TOP_OK;
 }

@@ -10,7 +10,8 @@
  * agent is the row's id ("tpl-" + 16 hex), never the user's name, so two
  * teams' templates never collide on a host. `debian` and `minimal` are
  * built in: public, listed when the host has them, never built, never
- * deleted (DELETE is 403). DELETE is 409 while a sandbox of the team that
+ * deleted (DELETE is 403). Once ready, the image is copied to the other
+ * hosts (template_copy.h); DELETE removes it from every host that has it. DELETE is 409 while a sandbox of the team that
  * is not stopped/error uses the template, or while it builds.
  * Each call sets res->outcome; res->err.msg is the message for the client. */
 #ifndef TORPOR_CP_TEMPLATE_OPS_H
@@ -51,12 +52,17 @@ void template_ops_log(const sbop_ctx *c, const char *name, char **log, size_t *l
 void template_ops_delete(const sbop_ctx *c, const char *name, top_result *res);
 
 /* For a sandbox create of template name: *image is what the agent is asked
- * for and, for a custom template, *host is a host where it is ready
- * (*host_set). A name the team has no template of is passed on as it is
- * (the agent's images: `minimal`, `debian`; an unknown one is the agent's
- * 400), except names starting with "tpl-" (400: never another team's
- * image). Building or failed: TOP_NOT_READY. */
-void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], db_host *host,
-                          bool *host_set, top_result *res);
+ * for and, for a custom template, *digest its content digest (else ""):
+ * the create is then placed only on hosts that hold the image with exactly
+ * that digest (db_host_pick_template). When none of them takes sandboxes
+ * now (draining, unreachable, or no copy yet), one copy is made first
+ * (template_copy_run_once for this template; synchronous, bounded by the
+ * copy's deadlines); if that cannot be done: TOP_NOT_READY. A name the team
+ * has no template of is passed on as it is (the agent's images: `minimal`,
+ * `debian`; an unknown one is the agent's 400), except names starting with
+ * "tpl-" (400: never another team's image). Building or failed:
+ * TOP_NOT_READY. */
+void template_ops_resolve(const sbop_ctx *c, const char *name, char image[64], char digest[65],
+                          top_result *res);
 
 #endif

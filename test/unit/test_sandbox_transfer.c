@@ -2,7 +2,8 @@
  * exported from one agent core and imported into another (two fixtures, two
  * state dirs) chunk by chunk: the copy is byte-identical with its holes kept
  * and the sandbox held paused on the target; a damaged file, a missing base
- * image and a running sandbox are refused; abort removes the import. */
+ * image and a running sandbox are refused; abort removes the import; a base
+ * the target holds by digest at another path is used (overlay rebased). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -193,6 +194,92 @@ static void test_a_missing_base_image_is_refused(void **state)
     assert_int_equal(fx_status(t->dst, "sb-move3"), -1);
 }
 
+/* The base is here by digest (a template copy, docs/templates.md "Copies")
+ * but at another path than on the source: the overlay is rebased onto it
+ * and the meta names it. */
+static void test_a_base_held_by_digest_elsewhere_is_used(void **state)
+{
+    tx *t = *state;
+    const char *digest = "ab00000000000000000000000000000000000000000000000000000000000001";
+    char meta[512];
+    snprintf(meta, sizeof meta,
+             "kernel=/nonexistent/torpor/vmlinux\ninitrd=/nonexistent/torpor/initramfs.cpio.gz\n"
+             "rootfs=/nonexistent/torpor/rootfs.img\nbase_digest=%s\n",
+             digest);
+    size_t len;
+    free(paused_with_files(t, "sb-move5", meta, &len));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "qemu-img create -q -f qcow2 -u -F raw -b /nonexistent/torpor/rootfs.img "
+             "%s/sandboxes/sb-move5/root.qcow2 4M",
+             t->src->dir);
+    if (system(cmd) != 0) skip(); /* no qemu-img here */
+    /* The target holds the image under template-images/<digest>/. */
+    snprintf(cmd, sizeof cmd,
+             "set -e; d=%s/template-images/%s; mkdir -p $d; truncate -s 4M $d/rootfs.img; "
+             "echo %s > $d/rootfs.sha256; echo k > $d/vmlinux; echo i > $d/initramfs.cpio.gz",
+             t->dst->dir, digest, digest);
+    assert_int_equal(system(cmd), 0);
+    transfer_file files[TRANSFER_FILES_MAX];
+    size_t n;
+    copy_all(t, "sb-move5", files, &n);
+    assert_int_equal(n, 3);
+    terr e;
+    runtime_spec spec = spec_of("sb-move5");
+    if (transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e) != AGENT_OK)
+        fail_msg("commit: %s", e.msg);
+    assert_int_equal(fx_status(t->dst, "sb-move5"), SANDBOX_PAUSED);
+    char want[512], path[600], out[1024] = "";
+    snprintf(want, sizeof want, "%s/template-images/%s/rootfs.img", t->dst->dir, digest);
+    char *real = realpath(want, NULL);
+    assert_non_null(real);
+    snprintf(cmd, sizeof cmd, "qemu-img info -U %s/sandboxes/sb-move5/root.qcow2", t->dst->dir);
+    FILE *p = popen(cmd, "r");
+    assert_non_null(p);
+    size_t got = fread(out, 1, sizeof out - 1, p);
+    out[got] = '\0';
+    pclose(p);
+    assert_non_null(strstr(out, real));
+    snprintf(path, sizeof path, "%s/sandboxes/sb-move5/meta", t->dst->dir);
+    FILE *f = fopen(path, "r");
+    assert_non_null(f);
+    got = fread(out, 1, sizeof out - 1, f);
+    out[got] = '\0';
+    fclose(f);
+    char line[600];
+    snprintf(line, sizeof line, "rootfs=%s\n", real);
+    assert_non_null(strstr(out, line));
+    assert_non_null(strstr(out, "/vmlinux\n"));
+    assert_null(strstr(out, "kernel=/nonexistent"));
+    free(real);
+}
+
+/* The same digest elsewhere but another one asked for: refused as before. */
+static void test_a_base_with_another_digest_is_refused(void **state)
+{
+    tx *t = *state;
+    const char *digest = "ab00000000000000000000000000000000000000000000000000000000000002";
+    char meta[512];
+    snprintf(meta, sizeof meta, "rootfs=/nonexistent/torpor/rootfs.img\nbase_digest=%s\n", digest);
+    size_t len;
+    free(paused_with_files(t, "sb-move6", meta, &len));
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd,
+             "set -e; d=%s/template-images/%s; mkdir -p $d; truncate -s 4M $d/rootfs.img; "
+             "echo ab00000000000000000000000000000000000000000000000000000000000003 > "
+             "$d/rootfs.sha256",
+             t->dst->dir, digest);
+    assert_int_equal(system(cmd), 0);
+    transfer_file files[TRANSFER_FILES_MAX];
+    size_t n;
+    copy_all(t, "sb-move6", files, &n);
+    terr e;
+    runtime_spec spec = spec_of("sb-move6");
+    assert_int_equal(transfer_commit(t->dst->lc, t->dst->dir, &spec, files, n, &e),
+                     AGENT_FAILED_PRECONDITION);
+    assert_non_null(strstr(e.msg, "lacks the sandbox's base image"));
+}
+
 static void test_a_running_sandbox_is_not_exported(void **state)
 {
     tx *t = *state;
@@ -212,6 +299,8 @@ int main(void)
         cmocka_unit_test(test_moved_files_are_identical_and_the_sandbox_is_held_paused),
         cmocka_unit_test(test_a_damaged_file_is_refused_and_abort_removes_the_import),
         cmocka_unit_test(test_a_missing_base_image_is_refused),
+        cmocka_unit_test(test_a_base_held_by_digest_elsewhere_is_used),
+        cmocka_unit_test(test_a_base_with_another_digest_is_refused),
         cmocka_unit_test(test_a_running_sandbox_is_not_exported),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
