@@ -85,7 +85,7 @@ pg_start() {
     # fsync stays on: the dev cluster keeps data across up/down. Tests pay
     # little for it (a handful of rows).
     pg__as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-      -o "-k $dir -c listen_addresses='' -c max_connections=100" start >/dev/null ||
+      -o "-k $dir -c listen_addresses='' -c max_connections=300" start >/dev/null ||
       { tail -n 20 "$dir/postgres.log" >&2; pg__die "PostgreSQL did not start in $dir"; return 1; }
   fi
   if ! psql -X -q -h "$dir" -U postgres -d postgres -Atc \
