@@ -215,9 +215,10 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
 int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err);
 /* last_active_at = now() when running, unless it was set less than
  * DB_TOUCH_COALESCE ago: busy sandboxes cost no write (and no commit) per
- * ping; the agent's timer is the truth, so last_active_at over REST lags it
- * by at most that. *changed: whether it was written. */
-#define DB_TOUCH_COALESCE "1 second"
+ * ping, also with several replicas; the agent's timer is the truth, and
+ * touch_gate.h has the bound on the lag of last_active_at over REST.
+ * *changed: whether it was written. */
+#define DB_TOUCH_COALESCE "0.5 seconds" /* TOUCH_GATE_MS */
 int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 /* timeout_sec = t when the status is in from_mask. */
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,

@@ -23,6 +23,7 @@
 #include "metrics_http.h"
 #include "migrate.h"
 #include "team_limit.h"
+#include "touch_gate.h"
 #include "reconciler.h"
 #include "sandbox_ops.h"
 
@@ -315,6 +316,11 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     team_limit *long_calls;
     if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0)
         fatal("stage=limits %s", err.msg);
+    auth_cache *keys;
+    touch_gate *touches;
+    if (auth_cache_new((int)(cfg->key_cache_sec * 1000 + 0.5), &keys, &err) != 0 ||
+        touch_gate_new(&touches, &err) != 0)
+        fatal("stage=caches %s", err.msg);
     raise_fd_limit(cfg->max_connections);
     /* Before the REST listener: a taken metrics port fails the start
      * before any request is served. */
@@ -324,7 +330,12 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
             metrics_http_start(cfg->metrics_addr, metrics_default(), &mh, &err) != 0)
             fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
     }
-    api_ctx ctx = {.cfg = cfg, .agents = agents, .rec = rec, .long_calls = long_calls};
+    api_ctx ctx = {.cfg = cfg,
+                   .agents = agents,
+                   .rec = rec,
+                   .long_calls = long_calls,
+                   .keys = keys,
+                   .touches = touches};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
         .n_threads = cfg->http_threads,
@@ -343,10 +354,10 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     if (http_server_start(&hc, &http, &err) != 0) fatal("stage=http %s", err.msg);
     log_info(
         "event=cp_ready http=%s port=%d agent=%s threads=%d long_threads=%d team_long_calls=%d "
-        "max_connections=%d reconcile_interval=%g metrics_addr=%s metrics_port=%d",
+        "max_connections=%d reconcile_interval=%g key_cache=%g metrics_addr=%s metrics_port=%d",
         cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads,
         cfg->http_long_threads, cfg->team_long_calls, cfg->max_connections,
-        cfg->reconcile_interval_sec, cfg->metrics_addr, metrics_http_port(mh));
+        cfg->reconcile_interval_sec, cfg->key_cache_sec, cfg->metrics_addr, metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=cp_stopping signal=%d", sig);
@@ -354,6 +365,8 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     http_server_stop(http);
     reconciler_stop(rec);
     team_limit_free(long_calls);
+    auth_cache_free(keys);
+    touch_gate_free(touches);
     agent_pool_close(agents);
     log_info("event=cp_stopped");
 }

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "mono_time.h"
 #include "reconciler.h"
+#include "touch_gate.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
 
@@ -126,9 +127,11 @@ void sandbox_ops_touch(const sbop_ctx *c, const char *id)
 {
     bool changed;
     terr err;
+    if (!touch_gate_due(c->touches, id, mono_ms())) return; /* written < TOUCH_GATE_MS ago */
     /* The agent already counted the activity; a failed DB write only delays
      * last_active_at in the REST view, so it is logged, not answered. */
     if (db_sandbox_touch(c->db, id, &changed, &err) != 0) {
+        touch_gate_forget(c->touches, id);
         char q[LOG_QUOTE_MAX];
         log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", id,
                  log_quote(err.msg, q, sizeof q));

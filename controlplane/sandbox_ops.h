@@ -44,6 +44,8 @@ typedef enum sbop_outcome {
     SBOP_NO_CAPACITY,      /* create: no ready host with room answered the probe */
 } sbop_outcome;
 
+struct touch_gate;
+
 typedef struct sbop_ctx {
     db_conn *db;
     agent_pool *agents;
@@ -52,6 +54,7 @@ typedef struct sbop_ctx {
      * heard it within this many seconds (db_host_record_failure); the
      * reconcile interval, since every replica probes each host that often. */
     double host_fresh_sec;
+    struct touch_gate *touches; /* last_active_at writes of this replica; NULL = every one */
 } sbop_ctx;
 
 typedef struct sbop_result {
@@ -100,7 +103,8 @@ void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **clie
  * sandbox: the row, then the agent; SBOP_CONFLICT in any other state. */
 void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network,
                              sbop_result *res);
-/* Records activity on id (last_active_at); a failure is logged only. */
+/* Records activity on id (last_active_at), through c->touches (at most one
+ * UPDATE per TOUCH_GATE_MS per sandbox); a failure is logged only. */
 void sandbox_ops_touch(const sbop_ctx *c, const char *id);
 
 /* Asks host's agent for GetHostInfo with AGENT_DEADLINE_PROBE_MS and records
