@@ -96,7 +96,8 @@ sbop_ctx api_ops_ctx(const api_request *r)
                       .agents = r->ctx->agents,
                       .team_id = r->team_id,
                       .host_fresh_sec = r->ctx->cfg ? r->ctx->cfg->reconcile_interval_sec : 0,
-                      .touches = r->ctx->touches};
+                      .touches = r->ctx->touches,
+                      .routes = r->ctx->routes};
 }
 
 static const struct {

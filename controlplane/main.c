@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics_http.h"
 #include "migrate.h"
+#include "ping_route.h"
 #include "team_limit.h"
 #include "touch_gate.h"
 #include "reconciler.h"
@@ -318,8 +319,9 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
         fatal("stage=limits %s", err.msg);
     auth_cache *keys;
     touch_gate *touches;
+    ping_route *routes;
     if (auth_cache_new((int)(cfg->key_cache_sec * 1000 + 0.5), &keys, &err) != 0 ||
-        touch_gate_new(&touches, &err) != 0)
+        touch_gate_new(&touches, &err) != 0 || ping_route_new(&routes, &err) != 0)
         fatal("stage=caches %s", err.msg);
     raise_fd_limit(cfg->max_connections);
     /* Before the REST listener: a taken metrics port fails the start
@@ -335,7 +337,8 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                    .rec = rec,
                    .long_calls = long_calls,
                    .keys = keys,
-                   .touches = touches};
+                   .touches = touches,
+                   .routes = routes};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
         .n_threads = cfg->http_threads,
@@ -367,6 +370,7 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     team_limit_free(long_calls);
     auth_cache_free(keys);
     touch_gate_free(touches);
+    ping_route_free(routes);
     agent_pool_close(agents);
     log_info("event=cp_stopped");
 }

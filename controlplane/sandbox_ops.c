@@ -13,6 +13,7 @@
 #include "ids.h"
 #include "log.h"
 #include "mono_time.h"
+#include "ping_route.h"
 #include "reconciler.h"
 #include "touch_gate.h"
 
@@ -625,8 +626,8 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
 
 /* ------------------------------------------------------------ ping / timeout */
 
-void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client,
-                              sbop_result *res)
+static void open_running_host(const sbop_ctx *c, const char *id, rpc_client **client,
+                              db_host *host_out, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     /* One query for the row and its host: this is the path of every ping. */
@@ -642,7 +643,14 @@ void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **cl
         return;
     }
     if (require_running(res) != 0 || agent_of_host(c, res, &host, client) != 0) return;
+    if (host_out) *host_out = host;
     set_outcome(res, SBOP_OK);
+}
+
+void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client,
+                              sbop_result *res)
+{
+    open_running_host(c, id, client, NULL, res);
 }
 
 /* How long a caller waits for a sandbox that another caller (or replica)
@@ -729,14 +737,29 @@ void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *netw
 void sandbox_ops_ping(const sbop_ctx *c, const char *id, sbop_result *res)
 {
     rpc_client *client;
-    sandbox_ops_open_running(c, id, &client, res);
-    if (res->outcome != SBOP_OK) return;
     terr err;
+    db_host host;
+    /* Read before the row: the route's age counts from a moment the row
+     * certainly said running on that host (ping_route.h). */
+    int64_t now = mono_ms();
+    if (ping_route_get(c->routes, c->team_id, id, now, &host)) {
+        if (agent_pool_get(c->agents, &host, &client, &err) == 0 &&
+            agent_ping(client, id, &err) == GRPC_STATUS_OK) {
+            memset(res, 0, sizeof *res);
+            set_outcome(res, SBOP_OK);
+            sandbox_ops_touch(c, id);
+            return;
+        }
+        ping_route_forget(c->routes, id); /* any doubt: the full way */
+    }
+    open_running_host(c, id, &client, &host, res);
+    if (res->outcome != SBOP_OK) return;
     grpc_status_code st = agent_ping(client, id, &err);
     if (st != GRPC_STATUS_OK) {
         agent_failed(res, st, &err);
         return;
     } /* the DB stays as it was */
+    ping_route_put(c->routes, c->team_id, id, now, &host);
     sandbox_ops_touch(c, id);
 }
 

@@ -45,6 +45,7 @@ typedef enum sbop_outcome {
 } sbop_outcome;
 
 struct touch_gate;
+struct ping_route;
 
 typedef struct sbop_ctx {
     db_conn *db;
@@ -55,6 +56,7 @@ typedef struct sbop_ctx {
      * reconcile interval, since every replica probes each host that often. */
     double host_fresh_sec;
     struct touch_gate *touches; /* last_active_at writes of this replica; NULL = every one */
+    struct ping_route *routes;  /* hosts recent pings reached; NULL = every ping reads the row */
 } sbop_ctx;
 
 typedef struct sbop_result {
@@ -87,6 +89,9 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
 void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res);
+/* Ping: the row and its host (or, within PING_ROUTE_TTL_MS of an answered
+ * ping, the host that answered: c->routes, ping_route.h), the agent's
+ * PingSandbox, then sandbox_ops_touch. */
 void sandbox_ops_ping(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec, sbop_result *res);
 /* The team's running sandbox id and its host's agent client, for calls

@@ -1,5 +1,6 @@
-/* Unit tests for controlplane/auth_cache (recently verified API keys) and
- * controlplane/touch_gate (which activity writes last_active_at). Time is
+/* Unit tests for controlplane/auth_cache (recently verified API keys),
+ * controlplane/touch_gate (which activity writes last_active_at) and
+ * controlplane/ping_route (the host a recent ping reached). Time is
  * passed in, so every bound is checked at its exact millisecond. */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "auth_cache.h"
+#include "ping_route.h"
 #include "touch_gate.h"
 
 static const char *H1 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -173,6 +175,42 @@ static void test_busy_sandbox_row_lags_at_most_the_bound(void **state)
     touch_gate_free(g);
 }
 
+static void test_ping_route_is_kept_for_its_ttl_and_per_team(void **state)
+{
+    (void)state;
+    ping_route *p;
+    terr err;
+    assert_int_equal(ping_route_new(&p, &err), 0);
+    db_host h = {0}, got;
+    strcpy(h.id, "host-1");
+    strcpy(h.address, "127.0.0.1:50051");
+    assert_false(ping_route_get(p, "team-a", "sb-1", 0, &got));
+    ping_route_put(p, "team-a", "sb-1", 5000, &h);
+    assert_true(ping_route_get(p, "team-a", "sb-1", 5000 + PING_ROUTE_TTL_MS - 1, &got));
+    assert_string_equal(got.address, "127.0.0.1:50051");
+    assert_false(ping_route_get(p, "team-b", "sb-1", 5001, &got)); /* not another team's */
+    assert_false(ping_route_get(p, "team-a", "sb-2", 5001, &got));
+    assert_false(ping_route_get(p, "team-a", "sb-1", 5000 + PING_ROUTE_TTL_MS, &got));
+    ping_route_free(p);
+}
+
+static void test_refused_ping_forgets_the_route(void **state)
+{
+    (void)state;
+    ping_route *p;
+    terr err;
+    assert_int_equal(ping_route_new(&p, &err), 0);
+    db_host h = {0}, got;
+    strcpy(h.id, "host-1");
+    ping_route_put(p, "team-a", "sb-1", 0, &h);
+    ping_route_forget(p, "sb-other");
+    assert_true(ping_route_get(p, "team-a", "sb-1", 1, &got));
+    ping_route_forget(p, "sb-1"); /* the agent did not answer OK */
+    assert_false(ping_route_get(p, "team-a", "sb-1", 2, &got));
+    assert_false(ping_route_get(NULL, "team-a", "sb-1", 2, &got));
+    ping_route_free(p);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -184,6 +222,8 @@ int main(void)
         cmocka_unit_test(test_touch_gate_keeps_sandboxes_apart),
         cmocka_unit_test(test_failed_touch_is_sent_again),
         cmocka_unit_test(test_busy_sandbox_row_lags_at_most_the_bound),
+        cmocka_unit_test(test_ping_route_is_kept_for_its_ttl_and_per_team),
+        cmocka_unit_test(test_refused_ping_forgets_the_route),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
