@@ -25,6 +25,7 @@ typedef enum db_prep {
     PREP_SANDBOX_GET_ANY,
     PREP_SANDBOX_WITH_HOST,
     PREP_TOUCH,
+    PREP_LOCK_HOST,
     PREP_COUNT
 } db_prep;
 
@@ -1102,41 +1103,42 @@ int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, cons
 }
 
 int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
-                             sandbox_row **out, double **age_sec, size_t *n, terr *err)
+                             db_locked_row **out, size_t *n, terr *err)
 {
     char statuses[128];
     status_array(status_mask, statuses, sizeof statuses);
     const char *p[2] = {host_id, statuses};
     PGresult *r;
     *out = NULL;
-    *age_sec = NULL;
     *n = 0;
-    if (run(db, "lock host sandboxes",
-            "SELECT " SANDBOX_COLS_NOHOST ", extract(epoch from now() - last_updated)::float8 "
-            "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) ORDER BY id FOR UPDATE",
-            2, p, &r, err) != 0)
+    if (run_prep(db, PREP_LOCK_HOST, "lock host sandboxes",
+                 "SELECT id, status, (extract(epoch from last_updated) * 1000000)::bigint, "
+                 "extract(epoch from now() - last_updated)::float8 "
+                 "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
+                 "ORDER BY id FOR UPDATE",
+                 2, p, &r, err) != 0)
         return -1;
     int rows = PQntuples(r);
-    sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
-    double *ages = calloc(rows ? (size_t)rows : 1, sizeof *ages);
-    if (!list || !ages) {
-        free(list);
-        free(ages);
+    db_locked_row *list = malloc((rows ? (size_t)rows : 1) * sizeof *list);
+    if (!list) {
         PQclear(r);
         return terr_set(err, "out of memory");
     }
     for (int i = 0; i < rows; i++) {
-        if (row_from_result(r, i, &list[i], err) != 0) {
+        db_locked_row *l = &list[i];
+        copy_field(l->id, sizeof l->id, r, i, 0);
+        if (sb_status_parse(PQgetvalue(r, i, 1), &l->status) != 0) {
+            terr_set(err, "sandbox %s has unknown status \"%s\" in the database", l->id,
+                     PQgetvalue(r, i, 1));
             free(list);
-            free(ages);
             PQclear(r);
             return -1;
         }
-        ages[i] = strtod(PQgetvalue(r, i, SANDBOX_NCOLS), NULL);
+        l->last_updated_us = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        l->age_sec = strtod(PQgetvalue(r, i, 3), NULL);
     }
     PQclear(r);
     *out = list;
-    *age_sec = ages;
     *n = (size_t)rows;
     return 0;
 }
