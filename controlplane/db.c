@@ -25,7 +25,8 @@ typedef enum db_prep {
     PREP_SANDBOX_GET_ANY,
     PREP_SANDBOX_WITH_HOST,
     PREP_TOUCH,
-    PREP_LOCK_HOST,
+    PREP_HOST_ROWS,
+    PREP_TRANSITION_UNCHANGED,
     PREP_COUNT
 } db_prep;
 
@@ -1024,6 +1025,35 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
     return single_row(r, out, changed, err);
 }
 
+int db_sandbox_transition_unchanged(db_conn *db, const char *id, unsigned from_mask,
+                                    int64_t last_updated_us, sb_status to, unsigned flags,
+                                    const char *error_message, bool *changed, terr *err)
+{
+    char from[128], lu[32];
+    status_array(from_mask, from, sizeof from);
+    snprintf(lu, sizeof lu, "%lld", (long long)last_updated_us);
+    const char *p[7] = {id,
+                        from,
+                        sb_status_name(to),
+                        (flags & DB_SET_STARTED) ? "t" : "f",
+                        (flags & DB_SET_ACTIVE) ? "t" : "f",
+                        error_message,
+                        lu};
+    PGresult *r;
+    if (run_prep(db, PREP_TRANSITION_UNCHANGED, "update sandbox status (reconciler)",
+                 "UPDATE sandboxes SET status = $3, last_updated = now(), "
+                 "started_at = CASE WHEN $4::bool THEN now() ELSE started_at END, "
+                 "last_active_at = CASE WHEN $5::bool THEN now() ELSE last_active_at END, "
+                 "error_message = coalesce($6, error_message) "
+                 "WHERE id = $1 AND status = ANY($2::text[]) "
+                 "AND (extract(epoch from last_updated) * 1000000)::bigint = $7::bigint",
+                 7, p, &r, err) != 0)
+        return -1;
+    *changed = strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    return 0;
+}
+
 int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err)
 {
     PGresult *r;
@@ -1102,8 +1132,8 @@ int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, cons
     return single_row(r, out, changed, err);
 }
 
-int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
-                             db_locked_row **out, size_t *n, terr *err)
+int db_sandbox_rows_for_host(db_conn *db, const char *host_id, unsigned status_mask,
+                             db_pass_row **out, size_t *n, terr *err)
 {
     char statuses[128];
     status_array(status_mask, statuses, sizeof statuses);
@@ -1111,21 +1141,20 @@ int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_m
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run_prep(db, PREP_LOCK_HOST, "lock host sandboxes",
+    if (run_prep(db, PREP_HOST_ROWS, "read host sandboxes",
                  "SELECT id, status, (extract(epoch from last_updated) * 1000000)::bigint, "
                  "extract(epoch from now() - last_updated)::float8 "
-                 "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
-                 "ORDER BY id FOR UPDATE",
+                 "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[])",
                  2, p, &r, err) != 0)
         return -1;
     int rows = PQntuples(r);
-    db_locked_row *list = malloc((rows ? (size_t)rows : 1) * sizeof *list);
+    db_pass_row *list = malloc((rows ? (size_t)rows : 1) * sizeof *list);
     if (!list) {
         PQclear(r);
         return terr_set(err, "out of memory");
     }
     for (int i = 0; i < rows; i++) {
-        db_locked_row *l = &list[i];
+        db_pass_row *l = &list[i];
         copy_field(l->id, sizeof l->id, r, i, 0);
         if (sb_status_parse(PQgetvalue(r, i, 1), &l->status) != 0) {
             terr_set(err, "sandbox %s has unknown status \"%s\" in the database", l->id,
