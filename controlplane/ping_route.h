@@ -10,7 +10,8 @@
  * REST API gives is the one it gave without the cache. What the cache can
  * delay, by at most PING_ROUTE_TTL_MS: noticing that the host reads
  * `unreachable` (the ping then waits for the agent's short deadline before
- * the full way answers 503). Fixed capacity (PING_ROUTE_SLOTS, a slot by a
+ * the full way answers 503; an agent that did not answer through the route
+ * is not asked a second time on the full way). Fixed capacity (PING_ROUTE_SLOTS, a slot by a
  * hash of the id; a collision costs one row read). Thread-safe. Times are
  * the caller's (mono_ms), so tests control them. */
 #ifndef TORPOR_CP_PING_ROUTE_H

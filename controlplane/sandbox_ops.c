@@ -742,19 +742,29 @@ void sandbox_ops_ping(const sbop_ctx *c, const char *id, sbop_result *res)
     /* Read before the row: the route's age counts from a moment the row
      * certainly said running on that host (ping_route.h). */
     int64_t now = mono_ms();
-    if (ping_route_get(c->routes, c->team_id, id, now, &host)) {
-        if (agent_pool_get(c->agents, &host, &client, &err) == 0 &&
-            agent_ping(client, id, &err) == GRPC_STATUS_OK) {
-            memset(res, 0, sizeof *res);
-            set_outcome(res, SBOP_OK);
-            sandbox_ops_touch(c, id);
-            return;
+    grpc_status_code via_st = GRPC_STATUS_OK; /* the route's call, if one was made */
+    db_host via;
+    via.id[0] = via.address[0] = '\0';
+    if (ping_route_get(c->routes, c->team_id, id, now, &via)) {
+        if (agent_pool_get(c->agents, &via, &client, &err) == 0) {
+            via_st = agent_ping(client, id, &err);
+            if (via_st == GRPC_STATUS_OK) {
+                memset(res, 0, sizeof *res);
+                set_outcome(res, SBOP_OK);
+                sandbox_ops_touch(c, id);
+                return;
+            }
         }
         ping_route_forget(c->routes, id); /* any doubt: the full way */
     }
     open_running_host(c, id, &client, &host, res);
     if (res->outcome != SBOP_OK) return;
-    grpc_status_code st = agent_ping(client, id, &err);
+    /* The same agent just failed to answer at all: not asked twice. */
+    bool unanswered = via_st == GRPC_STATUS_DEADLINE_EXCEEDED || via_st == GRPC_STATUS_UNAVAILABLE;
+    grpc_status_code st =
+        unanswered && strcmp(via.id, host.id) == 0 && strcmp(via.address, host.address) == 0
+            ? via_st
+            : agent_ping(client, id, &err);
     if (st != GRPC_STATUS_OK) {
         agent_failed(res, st, &err);
         return;
