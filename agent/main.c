@@ -137,6 +137,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
                                       .expected_client_name = cfg->tls_client_name},
                               .app = &app};
     scfg.methods = agent_rpc_methods(&scfg.n_methods);
+    scfg.quick_methods = agent_rpc_quick_methods();
     rpc_server *server = NULL;
     if (rpc_server_start(&scfg, &server, &err) != 0)
         fatal("stage=rpc listen=%s %s", cfg->listen, err.msg);

@@ -692,3 +692,9 @@ const rpc_method *agent_rpc_methods(size_t *n)
     *n = sizeof methods / sizeof methods[0];
     return methods;
 }
+
+const char *const *agent_rpc_quick_methods(void)
+{
+    static const char *const quick[] = {RPC_PING_SANDBOX, NULL};
+    return quick;
+}

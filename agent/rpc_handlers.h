@@ -34,6 +34,9 @@ typedef struct agent_rpc {
 
 /* The method table; pass an agent_rpc* as rpc_server_config.app. */
 const rpc_method *agent_rpc_methods(size_t *n);
+/* The methods whose handler never blocks (rpc_server_config.quick_methods):
+ * PingSandbox, a lookup and a time stamp under the sandbox table's lock. */
+const char *const *agent_rpc_quick_methods(void);
 
 grpc_status_code agent_code_to_grpc(agent_code c);
 

@@ -66,6 +66,7 @@ struct rpc_server {
     grpc_completion_queue *cq;
     pthread_t cq_thread;
     rpc_method *methods;
+    bool *quick; /* per method: run on the cq thread (rpc_server_config.quick_methods) */
     size_t n_methods;
     void *app;
     int max_calls;
@@ -385,6 +386,10 @@ static void rpc_server_on_received(rpc_server *s, rpc_call *c, int success)
 
     c->state = RPC_CALL_HANDLING;
     atomic_fetch_add(&c->refs, 1); /* the handler thread's reference */
+    if (s->quick[c->method - s->methods]) {
+        rpc_handler_thread(c); /* here, on the cq thread: it never blocks */
+        return;
+    }
     pthread_t t;
     pthread_attr_t attr;
     int rc = pthread_attr_init(&attr);
@@ -449,6 +454,7 @@ static void rpc_server_free(rpc_server *s)
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
     free(s->methods);
+    free(s->quick);
     free(s->expected_client);
     free(s);
 }
@@ -503,6 +509,17 @@ int rpc_server_start(const rpc_server_config *cfg, rpc_server **out, terr *err)
         return terr_set(err, "rpc server: out of memory");
     }
     if (cfg->n_methods > 0) memcpy(s->methods, cfg->methods, cfg->n_methods * sizeof *s->methods);
+    s->quick = calloc(cfg->n_methods ? cfg->n_methods : 1, sizeof *s->quick);
+    if (!s->quick) {
+        free(s->methods);
+        free(s);
+        grpc_server_credentials_release(creds);
+        grpc_shutdown();
+        return terr_set(err, "rpc server: out of memory");
+    }
+    for (size_t i = 0; i < cfg->n_methods; i++)
+        for (const char *const *q = cfg->quick_methods; q && *q; q++)
+            if (strcmp(*q, cfg->methods[i].path) == 0) s->quick[i] = true;
     s->n_methods = cfg->n_methods;
     s->app = cfg->app;
     if (cfg->tls.expected_client_name &&

@@ -167,7 +167,8 @@ void api_vet(void *app, void *worker, http_request *req)
     api_request r = {.req = req, .ctx = app, .db = w->db, .route = http_request_user(req)};
     bool ok;
     terr err;
-    if (auth_check(r.db, http_request_header(req, "X-API-Key"), r.team_id, &ok, &err) != 0)
+    if (auth_check(r.db, r.ctx->keys, http_request_header(req, "X-API-Key"), r.team_id, &ok,
+                   &err) != 0)
         api_reply_internal(&r, &err);
     else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
     else {
@@ -203,8 +204,8 @@ static void handle(api_request *r)
     if (route->auth == API_AUTH_KEY || route->auth == API_AUTH_ADMIN) {
         bool ok;
         terr err;
-        if (auth_check_role(r->db, http_request_header(r->req, "X-API-Key"), r->team_id, &ok,
-                            &r->admin, &err) != 0) {
+        if (auth_check_role(r->db, r->ctx->keys, http_request_header(r->req, "X-API-Key"),
+                            r->team_id, &ok, &r->admin, &err) != 0) {
             api_reply_internal(r, &err);
             return;
         }
@@ -224,7 +225,7 @@ static void handle(api_request *r)
         terr err;
         int rc;
         if (key && *key) {
-            rc = auth_check(r->db, key, r->team_id, &ok, &err);
+            rc = auth_check(r->db, r->ctx->keys, key, r->team_id, &ok, &err);
         } else {
             char token[128], hash[65];
             rc = 0;

@@ -95,7 +95,9 @@ sbop_ctx api_ops_ctx(const api_request *r)
     return (sbop_ctx){.db = r->db,
                       .agents = r->ctx->agents,
                       .team_id = r->team_id,
-                      .host_fresh_sec = r->ctx->cfg ? r->ctx->cfg->reconcile_interval_sec : 0};
+                      .host_fresh_sec = r->ctx->cfg ? r->ctx->cfg->reconcile_interval_sec : 0,
+                      .touches = r->ctx->touches,
+                      .routes = r->ctx->routes};
 }
 
 static const struct {

@@ -25,12 +25,18 @@
 
 struct reconciler;
 struct team_limit;
+struct auth_cache;
+struct touch_gate;
+struct ping_route;
 
 typedef struct api_ctx {
     const cp_config *cfg;
     agent_pool *agents;
     struct reconciler *rec;        /* host reachability for /readyz; may be NULL */
     struct team_limit *long_calls; /* per-team cap on long calls; NULL = none */
+    struct auth_cache *keys;       /* recently verified API keys; NULL = none */
+    struct touch_gate *touches;    /* last_active_at writes of this replica; NULL = all */
+    struct ping_route *routes;     /* hosts recent pings reached; NULL = none */
 } api_ctx;
 
 typedef struct api_worker {

@@ -4,16 +4,19 @@
  * is shown once by auth_key_create; only its SHA-256 (hex) and its first
  * AUTH_KEY_PREFIX_LEN characters (to tell keys apart in `keys list`) are
  * stored. A key that is absent, malformed, unknown or revoked authenticates
- * nothing (*ok = false, return 0); -1 is only for database failures. Every
- * check reads the database (no cache), so a revocation holds from the next
- * request on, on every replica. A successful check records the key's
- * last_used_at when the stored one is older than a minute (one UPDATE per
- * key per minute at most; a failure to record it is logged, not fatal). */
+ * nothing (*ok = false, return 0); -1 is only for database failures. A
+ * check reads the database unless cache (may be NULL) confirmed the key
+ * recently (auth_cache.h): a revocation holds on every replica once the
+ * cache's time (at most AUTH_CACHE_MAX_MS) has passed. A check that read the
+ * database records the key's last_used_at when the stored one is older than
+ * a minute (one UPDATE per key per minute at most; a failure to record it
+ * is logged, not fatal). */
 #ifndef TORPOR_CP_AUTH_H
 #define TORPOR_CP_AUTH_H
 
 #include <stdbool.h>
 
+#include "auth_cache.h"
 #include "db.h"
 #include "terr.h"
 
@@ -28,10 +31,11 @@ int auth_key_create(db_conn *db, const char *team_name, char key[AUTH_KEY_LEN + 
 /* True when key has the shape of a Torpor API key. */
 bool auth_key_well_formed(const char *key);
 
-int auth_check(db_conn *db, const char *key, char team_id[64], bool *ok, terr *err);
+int auth_check(db_conn *db, auth_cache *cache, const char *key, char team_id[64], bool *ok,
+               terr *err);
 /* auth_check plus *admin: whether the key's role is admin. */
-int auth_check_role(db_conn *db, const char *key, char team_id[64], bool *ok, bool *admin,
-                    terr *err);
+int auth_check_role(db_conn *db, auth_cache *cache, const char *key, char team_id[64], bool *ok,
+                    bool *admin, terr *err);
 /* auth_key_create with a role: admin (true) or member. */
 int auth_key_create_role(db_conn *db, const char *team_name, bool admin, char key[AUTH_KEY_LEN + 1],
                          char team_id[64], terr *err);

@@ -1,5 +1,6 @@
 #include "cp_config.h"
 
+#include "auth_cache.h"
 #include "reconciler.h"
 
 #include <errno.h>
@@ -52,6 +53,10 @@ void cp_config_usage(FILE *f)
         "                              (%d; at least %d: the longest agent deadline, %d s, plus a\n"
         "                              margin, so the reconciler never settles a row a request\n"
         "                              still waits on)\n"
+        "  --key-cache SEC             how long a verified API key is trusted without asking the\n"
+        "                              database again, 0..%d: a revoked key stops working on this\n"
+        "                              replica within that time; 0 = every request asks\n"
+        "                              [TORPOR_KEY_CACHE] (%g)\n"
         "  --http-threads N            HTTP worker threads for short calls, each with its own DB\n"
         "                              connection [TORPOR_HTTP_THREADS] (8)\n"
         "  --http-long-threads N       more workers only for long calls (create, exec, pause,\n"
@@ -83,7 +88,8 @@ void cp_config_usage(FILE *f)
         "Without --tls-* the agent connection is plaintext, which is allowed only to loopback\n"
         "addresses. Logs go to stderr as key=value lines (TORPOR_LOG_LEVEL=debug|info|warn|error).\n",
         TORPOR_MIGRATIONS_DIR, RECONCILER_GRACE_DEFAULT_SEC, RECONCILER_GRACE_MIN_SEC,
-        AGENT_DEADLINE_TRANSITION_MAX_MS / 1000);
+        AGENT_DEADLINE_TRANSITION_MAX_MS / 1000, AUTH_CACHE_MAX_MS / 1000,
+        AUTH_CACHE_DEFAULT_MS / 1000.0);
 }
 
 static int parse_seconds(const char *name, const char *v, double *out, terr *err)
@@ -111,7 +117,7 @@ static int parse_int(const char *name, const char *v, long max, int *out, terr *
 typedef struct flag_def {
     const char *flag;
     const char *env;
-    enum { F_STR, F_SECONDS, F_THREADS, F_COUNT, F_LIMIT } kind;
+    enum { F_STR, F_SECONDS, F_KEY_CACHE, F_THREADS, F_COUNT, F_LIMIT } kind;
     size_t offset;
 } flag_def;
 
@@ -123,6 +129,7 @@ static const flag_def flags[] = {
     {"--migrations-dir", "TORPOR_MIGRATIONS_DIR", F_STR, OFF(migrations_dir)},
     {"--reconcile-interval", "TORPOR_RECONCILE_INTERVAL", F_SECONDS, OFF(reconcile_interval_sec)},
     {"--transition-grace", "TORPOR_TRANSITION_GRACE", F_SECONDS, OFF(transition_grace_sec)},
+    {"--key-cache", "TORPOR_KEY_CACHE", F_KEY_CACHE, OFF(key_cache_sec)},
     {"--http-threads", "TORPOR_HTTP_THREADS", F_THREADS, OFF(http_threads)},
     {"--http-long-threads", "TORPOR_HTTP_LONG_THREADS", F_THREADS, OFF(http_long_threads)},
     {"--team-long-calls", "TORPOR_TEAM_LONG_CALLS", F_THREADS, OFF(team_long_calls)},
@@ -150,6 +157,16 @@ static int set_value(cp_config *c, const flag_def *f, const char *name, const ch
         *(const char **)base = v;
         return 0;
     case F_SECONDS: return parse_seconds(name, v, (double *)base, err);
+    case F_KEY_CACHE: {
+        char *end;
+        errno = 0;
+        double d = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(d) || d < 0 || d > AUTH_CACHE_MAX_MS / 1000.0)
+            return terr_set(err, "%s must be a number of seconds in [0, %d] (got \"%s\")", name,
+                            AUTH_CACHE_MAX_MS / 1000, v);
+        *(double *)base = d;
+        return 0;
+    }
     case F_THREADS: return parse_int(name, v, 256, (int *)base, err);
     case F_COUNT: return parse_int(name, v, 1000000, (int *)base, err);
     case F_LIMIT: {
@@ -174,6 +191,7 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->reconcile_interval_sec = 5;
     out->transition_grace_sec = RECONCILER_GRACE_DEFAULT_SEC;
     out->http_threads = 8;
+    out->key_cache_sec = AUTH_CACHE_DEFAULT_MS / 1000.0;
     out->metrics_addr = "127.0.0.1:9464";
     out->max_sandboxes = -1;
     out->max_memory_mb = -1;

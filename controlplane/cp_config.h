@@ -38,6 +38,7 @@ typedef struct cp_config {
     const char *migrations_dir;
     double reconcile_interval_sec;
     double transition_grace_sec; /* pausing/resuming rows older than this are resolved */
+    double key_cache_sec; /* a verified API key is trusted this long without a lookup (0..5) */
     int http_threads;
     int http_long_threads; /* workers for long calls only */
     int team_long_calls;   /* long calls in flight per team */

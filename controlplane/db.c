@@ -14,10 +14,27 @@
 #include "cp_metrics.h"
 #include "log.h"
 
+/* The statements of the hot paths (every request's key check, the row of a
+ * GET or ping, the ping's touch, the reconciler's per-pass queries) are
+ * prepared once per connection: PostgreSQL then skips parsing and planning,
+ * which was about half of its time per statement. */
+typedef enum db_prep {
+    PREP_NONE = -1,
+    PREP_KEY_LOOKUP,
+    PREP_SANDBOX_GET_TEAM,
+    PREP_SANDBOX_GET_ANY,
+    PREP_SANDBOX_WITH_HOST,
+    PREP_TOUCH,
+    PREP_HOST_ROWS,
+    PREP_TRANSITION_UNCHANGED,
+    PREP_COUNT
+} db_prep;
+
 struct db_conn {
     PGconn *pg;
-    bool in_tx; /* between db_begin and db_commit/db_rollback: no retry */
-    bool down;  /* the last failure was the connection, not the statement */
+    bool in_tx;                /* between db_begin and db_commit/db_rollback: no retry */
+    bool down;                 /* the last failure was the connection, not the statement */
+    bool prepared[PREP_COUNT]; /* on this connection (a reset forgets them) */
 };
 
 /* A connect to an unreachable server gives up after this long (a value in
@@ -105,6 +122,7 @@ int db_ensure(db_conn *db, terr *err)
     if (PQstatus(db->pg) == CONNECTION_OK) return 0;
     db->in_tx = false; /* a transaction does not survive its connection */
     PQreset(db->pg);
+    memset(db->prepared, 0, sizeof db->prepared); /* a new server session */
     if (PQstatus(db->pg) != CONNECTION_OK) {
         cp_metrics_db_error();
         db->down = true;
@@ -126,16 +144,34 @@ static bool db_idempotent(const char *sql)
            !strstr(sql, "FOR UPDATE");
 }
 
-/* Runs a parameterised statement; *res is set only on success (TUPLES_OK
- * or COMMAND_OK) and must be PQclear'ed. */
-static int run(db_conn *db, const char *what, const char *sql, int n, const char *const *params,
-               PGresult **res, terr *err)
+/* One execution of sql: prepared as statement ps first when ps is not
+ * PREP_NONE and this connection has not prepared it yet. NULL or a failed
+ * result as PQexecParams gives them. */
+static PGresult *exec_once(db_conn *db, db_prep ps, const char *sql, int n,
+                           const char *const *params)
+{
+    if (ps == PREP_NONE) return PQexecParams(db->pg, sql, n, NULL, params, NULL, NULL, 0);
+    char name[16];
+    snprintf(name, sizeof name, "tp%d", (int)ps);
+    if (!db->prepared[ps]) {
+        PGresult *p = PQprepare(db->pg, name, sql, n, NULL);
+        if (!p || PQresultStatus(p) != PGRES_COMMAND_OK) return p;
+        PQclear(p);
+        db->prepared[ps] = true;
+    }
+    return PQexecPrepared(db->pg, name, n, params, NULL, NULL, 0);
+}
+
+/* Runs a parameterised statement (prepared as ps unless PREP_NONE); *res is
+ * set only on success (TUPLES_OK or COMMAND_OK) and must be PQclear'ed. */
+static int run_prep(db_conn *db, db_prep ps, const char *what, const char *sql, int n,
+                    const char *const *params, PGresult **res, terr *err)
 {
     *res = NULL;
     db->down = false;
     if (db_ensure(db, err) != 0) return -1;
     bool was_tx = db->in_tx;
-    PGresult *r = PQexecParams(db->pg, sql, n, NULL, params, NULL, NULL, 0);
+    PGresult *r = exec_once(db, ps, sql, n, params);
     ExecStatusType st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK && PQstatus(db->pg) != CONNECTION_OK) {
         /* The connection broke (PostgreSQL restarted, a network cut): a
@@ -145,7 +181,7 @@ static int run(db_conn *db, const char *what, const char *sql, int n, const char
             PQclear(r);
             log_warn("event=db_retry what=\"%s\"", what);
             if (db_ensure(db, err) != 0) return -1;
-            r = PQexecParams(db->pg, sql, n, NULL, params, NULL, NULL, 0);
+            r = exec_once(db, ps, sql, n, params);
             st = r ? PQresultStatus(r) : PGRES_FATAL_ERROR;
         }
         if (PQstatus(db->pg) != CONNECTION_OK) {
@@ -168,6 +204,12 @@ static int run(db_conn *db, const char *what, const char *sql, int n, const char
     }
     *res = r;
     return 0;
+}
+
+static int run(db_conn *db, const char *what, const char *sql, int n, const char *const *params,
+               PGresult **res, terr *err)
+{
+    return run_prep(db, PREP_NONE, what, sql, n, params, res, err);
 }
 
 int db_exec_simple(db_conn *db, const char *sql, terr *err)
@@ -313,7 +355,8 @@ int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], ch
     *found = false;
     *stale = false;
     *admin = false;
-    if (run(db, "look up API key",
+    if (run_prep(
+            db, PREP_KEY_LOOKUP, "look up API key",
             "SELECT team_id::text, id::text, "
             "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute'), role = 'admin' "
             "FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
@@ -928,12 +971,13 @@ int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row
 {
     PGresult *r;
     const char *p[2] = {id, team_id};
-    int rc =
-        team_id ? run(db, "get sandbox",
-                      "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1 AND team_id = $2::uuid",
-                      2, p, &r, err)
-                : run(db, "get sandbox", "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1", 1,
-                      p, &r, err);
+    int rc = team_id
+                 ? run_prep(db, PREP_SANDBOX_GET_TEAM, "get sandbox",
+                            "SELECT " SANDBOX_COLS
+                            " FROM sandboxes WHERE id = $1 AND team_id = $2::uuid",
+                            2, p, &r, err)
+                 : run_prep(db, PREP_SANDBOX_GET_ANY, "get sandbox",
+                            "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1", 1, p, &r, err);
     if (rc != 0) return -1;
     return single_row(r, out, found, err);
 }
@@ -1002,6 +1046,35 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
     return single_row(r, out, changed, err);
 }
 
+int db_sandbox_transition_unchanged(db_conn *db, const char *id, unsigned from_mask,
+                                    int64_t last_updated_us, sb_status to, unsigned flags,
+                                    const char *error_message, bool *changed, terr *err)
+{
+    char from[128], lu[32];
+    status_array(from_mask, from, sizeof from);
+    snprintf(lu, sizeof lu, "%lld", (long long)last_updated_us);
+    const char *p[7] = {id,
+                        from,
+                        sb_status_name(to),
+                        (flags & DB_SET_STARTED) ? "t" : "f",
+                        (flags & DB_SET_ACTIVE) ? "t" : "f",
+                        error_message,
+                        lu};
+    PGresult *r;
+    if (run_prep(db, PREP_TRANSITION_UNCHANGED, "update sandbox status (reconciler)",
+                 "UPDATE sandboxes SET status = $3, last_updated = now(), "
+                 "started_at = CASE WHEN $4::bool THEN now() ELSE started_at END, "
+                 "last_active_at = CASE WHEN $5::bool THEN now() ELSE last_active_at END, "
+                 "error_message = coalesce($6, error_message) "
+                 "WHERE id = $1 AND status = ANY($2::text[]) "
+                 "AND (extract(epoch from last_updated) * 1000000)::bigint = $7::bigint",
+                 7, p, &r, err) != 0)
+        return -1;
+    *changed = strcmp(PQcmdTuples(r), "1") == 0;
+    PQclear(r);
+    return 0;
+}
+
 int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err)
 {
     PGresult *r;
@@ -1017,7 +1090,8 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err)
 {
     PGresult *r;
     const char *p[1] = {id};
-    if (run(db, "update last_active_at",
+    if (run_prep(
+            db, PREP_TOUCH, "update last_active_at",
             "UPDATE sandboxes SET last_active_at = now(), last_updated = now() "
             "WHERE id = $1 AND status = 'running' "
             "AND (last_active_at IS NULL OR last_active_at < now() - interval '" DB_TOUCH_COALESCE
@@ -1079,42 +1153,42 @@ int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, cons
     return single_row(r, out, changed, err);
 }
 
-int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
-                             sandbox_row **out, double **age_sec, size_t *n, terr *err)
+int db_sandbox_rows_for_host(db_conn *db, const char *host_id, unsigned status_mask,
+                             db_pass_row **out, size_t *n, terr *err)
 {
     char statuses[128];
     status_array(status_mask, statuses, sizeof statuses);
     const char *p[2] = {host_id, statuses};
     PGresult *r;
     *out = NULL;
-    *age_sec = NULL;
     *n = 0;
-    if (run(db, "lock host sandboxes",
-            "SELECT " SANDBOX_COLS_NOHOST ", extract(epoch from now() - last_updated)::float8 "
-            "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) ORDER BY id FOR UPDATE",
-            2, p, &r, err) != 0)
+    if (run_prep(db, PREP_HOST_ROWS, "read host sandboxes",
+                 "SELECT id, status, (extract(epoch from last_updated) * 1000000)::bigint, "
+                 "extract(epoch from now() - last_updated)::float8 "
+                 "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[])",
+                 2, p, &r, err) != 0)
         return -1;
     int rows = PQntuples(r);
-    sandbox_row *list = calloc(rows ? (size_t)rows : 1, sizeof *list);
-    double *ages = calloc(rows ? (size_t)rows : 1, sizeof *ages);
-    if (!list || !ages) {
-        free(list);
-        free(ages);
+    db_pass_row *list = malloc((rows ? (size_t)rows : 1) * sizeof *list);
+    if (!list) {
         PQclear(r);
         return terr_set(err, "out of memory");
     }
     for (int i = 0; i < rows; i++) {
-        if (row_from_result(r, i, &list[i], err) != 0) {
+        db_pass_row *l = &list[i];
+        copy_field(l->id, sizeof l->id, r, i, 0);
+        if (sb_status_parse(PQgetvalue(r, i, 1), &l->status) != 0) {
+            terr_set(err, "sandbox %s has unknown status \"%s\" in the database", l->id,
+                     PQgetvalue(r, i, 1));
             free(list);
-            free(ages);
             PQclear(r);
             return -1;
         }
-        ages[i] = strtod(PQgetvalue(r, i, SANDBOX_NCOLS), NULL);
+        l->last_updated_us = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+        l->age_sec = strtod(PQgetvalue(r, i, 3), NULL);
     }
     PQclear(r);
     *out = list;
-    *age_sec = ages;
     *n = (size_t)rows;
     return 0;
 }
@@ -1252,7 +1326,8 @@ int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, s
     PGresult *r;
     const char *p[2] = {id, team_id};
     *found = false;
-    if (run(db, "get sandbox and host",
+    if (run_prep(
+            db, PREP_SANDBOX_WITH_HOST, "get sandbox and host",
             "SELECT s.*, " HOST_COLS_LIGHT " FROM (SELECT " SANDBOX_COLS
             ", host_id AS row_host_ FROM sandboxes "
             "  WHERE id = $1 AND ($2::uuid IS NULL OR team_id = $2::uuid)) s JOIN hosts h ON h.id = s.row_host_",

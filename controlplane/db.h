@@ -222,9 +222,10 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
 int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err);
 /* last_active_at = now() when running, unless it was set less than
  * DB_TOUCH_COALESCE ago: busy sandboxes cost no write (and no commit) per
- * ping; the agent's timer is the truth, so last_active_at over REST lags it
- * by at most that. *changed: whether it was written. */
-#define DB_TOUCH_COALESCE "1 second"
+ * ping, also with several replicas; the agent's timer is the truth, and
+ * touch_gate.h has the bound on the lag of last_active_at over REST.
+ * *changed: whether it was written. */
+#define DB_TOUCH_COALESCE "0.5 seconds" /* TOUCH_GATE_MS */
 int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err);
 /* timeout_sec = t when the status is in from_mask. */
 int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int timeout_sec,
@@ -254,10 +255,26 @@ int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, c
 int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids, size_t n,
                        bool *foreign, double *age_sec, terr *err);
 
-/* Reconciler: rows of host whose status is in mask, locked FOR UPDATE (call
- * inside db_begin/db_commit); age_sec[i] = now() - last_updated. */
-int db_sandbox_lock_for_host(db_conn *db, const char *host_id, unsigned status_mask,
-                             sandbox_row **out, double **age_sec, size_t *n, terr *err);
+/* What the reconciler reads of each row of a host: no more, since a pass
+ * reads every row of a host (a full sandbox_row is 12 KB). */
+typedef struct db_pass_row {
+    char id[SANDBOX_ID_MAX];
+    sb_status status;
+    int64_t last_updated_us; /* on the database's clock */
+    double age_sec;          /* now() - last_updated */
+} db_pass_row;
+
+/* Reconciler: rows of host whose status is in mask, as they are (no lock:
+ * a change is written with db_sandbox_transition_unchanged, which holds
+ * only if the row is still the one read); *out malloc'd. */
+int db_sandbox_rows_for_host(db_conn *db, const char *host_id, unsigned status_mask,
+                             db_pass_row **out, size_t *n, terr *err);
+/* db_sandbox_transition for the reconciler: only while the row's status is
+ * in from_mask AND its last_updated is still last_updated_us (no request,
+ * replica or touch wrote it since it was read). */
+int db_sandbox_transition_unchanged(db_conn *db, const char *id, unsigned from_mask,
+                                    int64_t last_updated_us, sb_status to, unsigned flags,
+                                    const char *error_message, bool *changed, terr *err);
 /* Status of each id (-1 when there is no such row, or, with host_id
  * non-NULL, when the row belongs to another host); statuses has n slots.
  * age_sec (NULL or n slots) gets now() - last_updated (0 for no row). */

@@ -22,7 +22,9 @@
 #include "log.h"
 #include "metrics_http.h"
 #include "migrate.h"
+#include "ping_route.h"
 #include "team_limit.h"
+#include "touch_gate.h"
 #include "reconciler.h"
 #include "template_copy.h"
 #include "sandbox_ops.h"
@@ -323,6 +325,12 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     team_limit *long_calls;
     if (team_limit_new(cfg->team_long_calls, &long_calls, &err) != 0)
         fatal("stage=limits %s", err.msg);
+    auth_cache *keys;
+    touch_gate *touches;
+    ping_route *routes;
+    if (auth_cache_new((int)(cfg->key_cache_sec * 1000 + 0.5), &keys, &err) != 0 ||
+        touch_gate_new(&touches, &err) != 0 || ping_route_new(&routes, &err) != 0)
+        fatal("stage=caches %s", err.msg);
     raise_fd_limit(cfg->max_connections);
     /* Before the REST listener: a taken metrics port fails the start
      * before any request is served. */
@@ -332,7 +340,13 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
             metrics_http_start(cfg->metrics_addr, metrics_default(), &mh, &err) != 0)
             fatal("stage=metrics addr=%s %s", cfg->metrics_addr, err.msg);
     }
-    api_ctx ctx = {.cfg = cfg, .agents = agents, .rec = rec, .long_calls = long_calls};
+    api_ctx ctx = {.cfg = cfg,
+                   .agents = agents,
+                   .rec = rec,
+                   .long_calls = long_calls,
+                   .keys = keys,
+                   .touches = touches,
+                   .routes = routes};
     http_server_config hc = {
         .listen_addr = cfg->http_addr,
         .n_threads = cfg->http_threads,
@@ -351,10 +365,10 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     if (http_server_start(&hc, &http, &err) != 0) fatal("stage=http %s", err.msg);
     log_info(
         "event=cp_ready http=%s port=%d agent=%s threads=%d long_threads=%d team_long_calls=%d "
-        "max_connections=%d reconcile_interval=%g metrics_addr=%s metrics_port=%d",
+        "max_connections=%d reconcile_interval=%g key_cache=%g metrics_addr=%s metrics_port=%d",
         cfg->http_addr, http_server_port(http), cfg->agent_addr, cfg->http_threads,
         cfg->http_long_threads, cfg->team_long_calls, cfg->max_connections,
-        cfg->reconcile_interval_sec, cfg->metrics_addr, metrics_http_port(mh));
+        cfg->reconcile_interval_sec, cfg->key_cache_sec, cfg->metrics_addr, metrics_http_port(mh));
 
     int sig = daemon_wait_signal(sigs);
     log_info("event=cp_stopping signal=%d", sig);
@@ -363,6 +377,9 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     template_copier_stop(copier);
     reconciler_stop(rec);
     team_limit_free(long_calls);
+    auth_cache_free(keys);
+    touch_gate_free(touches);
+    ping_route_free(routes);
     agent_pool_close(agents);
     log_info("event=cp_stopped");
 }

@@ -6,6 +6,7 @@
 #include "reconciler.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,9 +112,10 @@ static void sort_answer(Torpor__Hostagent__V1__ListSandboxesResponse *resp)
               sizeof *resp->auto_paused_sandbox_ids, cmp_str);
 }
 
-/* agent_view_of over a sorted answer. */
-static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id,
-                          bool *auto_paused)
+/* agent_view_of over a sorted answer; *at (if not NULL) gets the entry's
+ * position in resp->sandboxes, or SIZE_MAX when absent. */
+static agent_view view_at(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id,
+                          bool *auto_paused, size_t *at)
 {
     const char *key = id;
     *auto_paused = resp->n_auto_paused_sandbox_ids > 0 &&
@@ -126,6 +128,7 @@ static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *re
         resp->n_sandboxes
             ? bsearch(&pp, resp->sandboxes, resp->n_sandboxes, sizeof *resp->sandboxes, cmp_info)
             : NULL;
+    if (at) *at = hit ? (size_t)(hit - resp->sandboxes) : SIZE_MAX;
     if (!hit) return AGENT_VIEW_ABSENT;
     /* The one-entry answer gives the status mapping of agent_client. */
     Torpor__Hostagent__V1__ListSandboxesResponse one =
@@ -134,6 +137,12 @@ static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *re
     one.n_sandboxes = 1;
     bool unused;
     return agent_view_of(&one, id, &unused);
+}
+
+static agent_view view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const char *id,
+                          bool *auto_paused)
+{
+    return view_at(resp, id, auto_paused, NULL);
 }
 
 /* A malloc'd list of sandbox ids. */
@@ -246,10 +255,14 @@ static void pass_result_free(pass_result *p)
 
 /* Agent sandboxes whose row on this host is stopped or error: orphans when
  * reconciler_is_orphan says so, else suspects for the next pass. Sandboxes
- * without a row of this host are never touched. */
+ * without a row of this host are never touched. held[i]: resp->sandboxes[i]
+ * has a row on this host that apply read in a live status; apply never
+ * moves such a row to stopped or error while the agent lists it (only an
+ * absent sandbox is stopped), so those are skipped without a query: usually
+ * all of them (one that a request stops meanwhile is seen by the next pass). */
 static int find_orphans(reconciler *r, const db_host *host, const host_state *hs,
-                        const Torpor__Hostagent__V1__ListSandboxesResponse *resp, pass_result *out,
-                        terr *err)
+                        const Torpor__Hostagent__V1__ListSandboxesResponse *resp, const bool *held,
+                        pass_result *out, terr *err)
 {
     size_t n = resp->n_sandboxes;
     if (n == 0) return 0;
@@ -268,9 +281,13 @@ static int find_orphans(reconciler *r, const db_host *host, const host_state *hs
     /* Only well-formed ids: they are the agent's text, logged and sent back
      * in DestroySandbox (and no row can have another shape). */
     for (size_t i = 0; i < n; i++)
-        if (resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id &&
+        if (!held[i] && resp->sandboxes[i] && resp->sandboxes[i]->sandbox_id &&
             limits_sandbox_id_valid(resp->sandboxes[i]->sandbox_id))
             ids[k++] = resp->sandboxes[i]->sandbox_id;
+    if (k == 0) {
+        rc = 0;
+        goto out;
+    }
     if (db_sandbox_statuses(r->db, host->id, ids, k, statuses, ages, err) != 0) goto out;
     /* A sandbox whose row names another host (with another agent) and is
      * not being moved: a move finished or was undone elsewhere; this copy
@@ -329,22 +346,32 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
                  pass_result *out, terr *err)
 {
     memset(out, 0, sizeof *out);
+    int64_t t0 = mono_ms();
     if (db_begin(r->db, err) != 0) return -1;
-    sandbox_row *rows = NULL;
-    double *ages = NULL;
+    db_pass_row *rows = NULL;
     size_t n = 0;
+    bool *held = calloc(resp->n_sandboxes ? resp->n_sandboxes : 1, sizeof *held);
+    if (!held) {
+        db_rollback(r->db);
+        return terr_set(err, "out of memory");
+    }
     int *statuses = NULL;
     unsigned mask = BIT(SB_PENDING) | BIT(SB_RUNNING) | BIT(SB_PAUSING) | BIT(SB_PAUSED) |
                     BIT(SB_RESUMING) | BIT(SB_MOVING);
-    if (db_sandbox_lock_for_host(r->db, host->id, mask, &rows, &ages, &n, err) != 0) goto fail;
+    /* Read without locking (10,000 row locks cost more than the rest of the
+     * pass); each change below holds only if its row is still the one read. */
+    if (db_sandbox_rows_for_host(r->db, host->id, mask, &rows, &n, err) != 0) goto fail;
+    int64_t t_read = mono_ms();
     for (size_t i = 0; i < n; i++) {
+        bool auto_paused;
+        size_t at;
+        agent_view view = view_at(resp, rows[i].id, &auto_paused, &at);
+        if (at != SIZE_MAX) held[at] = true;
         /* A row written after ListSandboxes was sent (a create or resume that
          * just finished) may be newer than the agent's answer: next pass.
          * Both times are the database's clock, so a stall between the
          * answer and this transaction cannot make a fresh row look old. */
         if (rows[i].last_updated_us >= list_sent_us) continue;
-        bool auto_paused;
-        agent_view view = view_of(resp, rows[i].id, &auto_paused);
         bool past_grace;
         if (rows[i].status == SB_PAUSED) {
             if (view != AGENT_VIEW_ABSENT) continue;
@@ -360,7 +387,7 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             double grace = rows[i].status == SB_PENDING  ? PENDING_GRACE_SEC
                            : rows[i].status == SB_MOVING ? MOVE_STALE_SEC
                                                          : r->cfg.grace_sec;
-            past_grace = ages[i] >= grace;
+            past_grace = rows[i].age_sec >= grace;
         }
         sb_status to = reconciler_decide(rows[i].status, view, auto_paused, past_grace);
         if (to == rows[i].status) continue;
@@ -372,9 +399,15 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             to == SB_ERROR ? "create was abandoned; the agent does not hold the sandbox"
             : rows[i].status == SB_PAUSED ? "the host no longer holds the paused sandbox"
                                           : NULL;
-        if (db_sandbox_transition(r->db, rows[i].id, BIT(rows[i].status), to, flags, msg, NULL,
-                                  &changed, err) != 0)
+        if (db_sandbox_transition_unchanged(r->db, rows[i].id, BIT(rows[i].status),
+                                            rows[i].last_updated_us, to, flags, msg, &changed,
+                                            err) != 0)
             goto fail;
+        if (!changed) { /* written since it was read: the next pass decides on the new row */
+            log_debug("event=reconcile_row_moved_on sandbox_id=%s host_id=%s", rows[i].id,
+                      host->id);
+            continue;
+        }
         log_info("event=reconcile_change sandbox_id=%s host_id=%s from=%s to=%s auto_paused=%d",
                  rows[i].id, host->id, sb_status_name(rows[i].status), sb_status_name(to),
                  auto_paused);
@@ -400,16 +433,22 @@ static int apply(reconciler *r, const db_host *host, const host_state *hs,
             if (settled && id_list_push(&out->ack, id, err) != 0) goto fail;
         }
     }
-    if (find_orphans(r, host, hs, resp, out, err) != 0) goto fail;
+    int64_t t_decided = mono_ms();
+    if (find_orphans(r, host, hs, resp, held, out, err) != 0) goto fail;
+    int64_t t_orphans = mono_ms();
     if (db_commit(r->db, err) != 0) goto fail;
+    log_debug("event=reconcile_apply_timing host_id=%s rows=%zu read_ms=%lld decide_ms=%lld "
+              "orphans_ms=%lld commit_ms=%lld",
+              host->id, n, (long long)(t_read - t0), (long long)(t_decided - t_read),
+              (long long)(t_orphans - t_decided), (long long)(mono_ms() - t_orphans));
     free(rows);
-    free(ages);
+    free(held);
     free(statuses);
     return 0;
 fail:
     db_rollback(r->db);
     free(rows);
-    free(ages);
+    free(held);
     free(statuses);
     pass_result_free(out);
     return -1;
@@ -622,7 +661,11 @@ int reconciler_run_once(reconciler *r, terr *err)
                       hosts[i].id);
             continue;
         } else {
+            int64_t t_probed = mono_ms();
             ok = reconcile_host(r, &hosts[i], hs, c, &herr) == 0;
+            log_debug("event=reconcile_host_timing host_id=%s probe_and_lock_ms=%lld "
+                      "reconcile_ms=%lld",
+                      hosts[i].id, (long long)(t_probed - t0), (long long)(mono_ms() - t_probed));
         }
         cp_metrics_reconcile(hosts[i].id, ok, (double)(mono_ms() - t0) / 1000.0);
         if (!ok) {

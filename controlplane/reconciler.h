@@ -39,7 +39,10 @@
  * the agent; cp_config defaults it to RECONCILER_GRACE_DEFAULT_SEC.
  * A row counts as newer than the agent's answer when its last_updated is
  * at or after the database's clock read just before ListSandboxes is sent
- * (one clock: the database's).
+ * (one clock: the database's). Rows are read without row locks; a change
+ * is written only if the row's status and last_updated are still the ones
+ * read (a request, a touch or another replica that wrote it meanwhile wins,
+ * and the next pass decides on the new row).
  * reconciler_stop wakes the thread, waits for the pass in progress, joins. */
 #ifndef TORPOR_CP_RECONCILER_H
 #define TORPOR_CP_RECONCILER_H

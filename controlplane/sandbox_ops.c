@@ -13,7 +13,9 @@
 #include "ids.h"
 #include "log.h"
 #include "mono_time.h"
+#include "ping_route.h"
 #include "reconciler.h"
+#include "touch_gate.h"
 
 #define BIT(s) SB_STATUS_BIT(s)
 
@@ -126,9 +128,11 @@ void sandbox_ops_touch(const sbop_ctx *c, const char *id)
 {
     bool changed;
     terr err;
+    if (!touch_gate_due(c->touches, id, mono_ms())) return; /* written < TOUCH_GATE_MS ago */
     /* The agent already counted the activity; a failed DB write only delays
      * last_active_at in the REST view, so it is logged, not answered. */
     if (db_sandbox_touch(c->db, id, &changed, &err) != 0) {
+        touch_gate_forget(c->touches, id);
         char q[LOG_QUOTE_MAX];
         log_warn("event=touch_failed sandbox_id=%s error=\"%s\"", id,
                  log_quote(err.msg, q, sizeof q));
@@ -611,8 +615,8 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
 
 /* ------------------------------------------------------------ ping / timeout */
 
-void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client,
-                              sbop_result *res)
+static void open_running_host(const sbop_ctx *c, const char *id, rpc_client **client,
+                              db_host *host_out, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     /* One query for the row and its host: this is the path of every ping. */
@@ -628,7 +632,14 @@ void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **cl
         return;
     }
     if (require_running(res) != 0 || agent_of_host(c, res, &host, client) != 0) return;
+    if (host_out) *host_out = host;
     set_outcome(res, SBOP_OK);
+}
+
+void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **client,
+                              sbop_result *res)
+{
+    open_running_host(c, id, client, NULL, res);
 }
 
 /* How long a caller waits for a sandbox that another caller (or replica)
@@ -715,14 +726,39 @@ void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *netw
 void sandbox_ops_ping(const sbop_ctx *c, const char *id, sbop_result *res)
 {
     rpc_client *client;
-    sandbox_ops_open_running(c, id, &client, res);
-    if (res->outcome != SBOP_OK) return;
     terr err;
-    grpc_status_code st = agent_ping(client, id, &err);
+    db_host host;
+    /* Read before the row: the route's age counts from a moment the row
+     * certainly said running on that host (ping_route.h). */
+    int64_t now = mono_ms();
+    grpc_status_code via_st = GRPC_STATUS_OK; /* the route's call, if one was made */
+    db_host via;
+    via.id[0] = via.address[0] = '\0';
+    if (ping_route_get(c->routes, c->team_id, id, now, &via)) {
+        if (agent_pool_get(c->agents, &via, &client, &err) == 0) {
+            via_st = agent_ping(client, id, &err);
+            if (via_st == GRPC_STATUS_OK) {
+                memset(res, 0, sizeof *res);
+                set_outcome(res, SBOP_OK);
+                sandbox_ops_touch(c, id);
+                return;
+            }
+        }
+        ping_route_forget(c->routes, id); /* any doubt: the full way */
+    }
+    open_running_host(c, id, &client, &host, res);
+    if (res->outcome != SBOP_OK) return;
+    /* The same agent just failed to answer at all: not asked twice. */
+    bool unanswered = via_st == GRPC_STATUS_DEADLINE_EXCEEDED || via_st == GRPC_STATUS_UNAVAILABLE;
+    grpc_status_code st =
+        unanswered && strcmp(via.id, host.id) == 0 && strcmp(via.address, host.address) == 0
+            ? via_st
+            : agent_ping(client, id, &err);
     if (st != GRPC_STATUS_OK) {
         agent_failed(res, st, &err);
         return;
     } /* the DB stays as it was */
+    ping_route_put(c->routes, c->team_id, id, now, &host);
     sandbox_ops_touch(c, id);
 }
 

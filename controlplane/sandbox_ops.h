@@ -44,6 +44,9 @@ typedef enum sbop_outcome {
     SBOP_NO_CAPACITY,      /* create: no ready host with room answered the probe */
 } sbop_outcome;
 
+struct touch_gate;
+struct ping_route;
+
 typedef struct sbop_ctx {
     db_conn *db;
     agent_pool *agents;
@@ -52,6 +55,8 @@ typedef struct sbop_ctx {
      * heard it within this many seconds (db_host_record_failure); the
      * reconcile interval, since every replica probes each host that often. */
     double host_fresh_sec;
+    struct touch_gate *touches; /* last_active_at writes of this replica; NULL = every one */
+    struct ping_route *routes;  /* hosts recent pings reached; NULL = every ping reads the row */
 } sbop_ctx;
 
 typedef struct sbop_result {
@@ -85,6 +90,9 @@ void sandbox_ops_create_on(const sbop_ctx *c, const sandbox_row *spec, const cha
 void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res);
+/* Ping: the row and its host (or, within PING_ROUTE_TTL_MS of an answered
+ * ping, the host that answered: c->routes, ping_route.h), the agent's
+ * PingSandbox, then sandbox_ops_touch. */
 void sandbox_ops_ping(const sbop_ctx *c, const char *id, sbop_result *res);
 void sandbox_ops_set_timeout(const sbop_ctx *c, const char *id, int timeout_sec, sbop_result *res);
 /* The team's running sandbox id and its host's agent client, for calls
@@ -101,7 +109,8 @@ void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **clie
  * sandbox: the row, then the agent; SBOP_CONFLICT in any other state. */
 void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *network,
                              sbop_result *res);
-/* Records activity on id (last_active_at); a failure is logged only. */
+/* Records activity on id (last_active_at), through c->touches (at most one
+ * UPDATE per TOUCH_GATE_MS per sandbox); a failure is logged only. */
 void sandbox_ops_touch(const sbop_ctx *c, const char *id);
 
 /* Asks host's agent for GetHostInfo with AGENT_DEADLINE_PROBE_MS and records

@@ -2,7 +2,8 @@
 """`torpor-cp keys list` and `keys revoke` (issue 12, Operations): a new key
 is listed with its 12-character prefix and no last use; a request records
 the last use, and a second one within the minute does not write it again;
-revoking by prefix answers 401 from the very next request (no cache) while
+revoking by prefix makes the key answer 401 on every replica within the
+key cache's time (--key-cache, here 1 s; at most 5 s) and from then on, while
 other keys keep working; a revoked key is listed as revoked and cannot be
 revoked twice; --id revokes one key; a prefix that two keys share is refused
 (use --id); an unknown team is an error. No VM is needed."""
@@ -12,12 +13,15 @@ import re
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, expect_error, run_tests  # noqa: E402
+from harness import Component, Stack, expect_error, run_tests  # noqa: E402
 
 TEAM = "team-keys"
 ISO = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ"
+KEY_CACHE = 1.0  # seconds: torpor-cp --key-cache of both replicas
 ctx = {}
 
 
@@ -61,12 +65,52 @@ def test_a_request_records_the_last_use_once_a_minute(s):
     assert key_rows(s)[key[:12]]["last_used"] == first, "last_used_at written twice within a minute"
 
 
-def test_revoke_by_prefix_answers_401_at_once(s):
+def second_replica(s):
+    """A second torpor-cp on the same database (started once), as its port."""
+    if "port2" not in ctx:
+        argv = [s.cp_bin, "--http-addr", "127.0.0.1:0", "--database-url", s.db_url,
+                "--agent-addr", f"127.0.0.1:{s.agent_port}", "--key-cache", str(KEY_CACHE)]
+        comp = Component("cp-2", argv, os.path.join(s.tmp, "cp-2.log"),
+                         env=dict(os.environ, TORPOR_METRICS_ADDR="off"))
+        s.extra.append(comp)
+        comp.start()
+        m = comp.wait_log(r"event=cp_ready\b[^\n]*\bport=(\d+)", 60, what="second replica cp_ready")
+        ctx["port2"] = int(m.group(1))
+    return ctx["port2"]
+
+
+def status_on(port, key):
+    req = urllib.request.Request(f"http://127.0.0.1:{port}/v1/sandboxes", headers={"X-API-Key": key})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def test_revoked_key_answers_401_on_every_replica_within_the_key_cache_time(s):
     key = ctx["key"]
+    port2 = second_replica(s)
+    # Both replicas have just verified the key: each holds it in its cache.
+    assert s.request("GET", "/v1/sandboxes", key=key)[0] == 200
+    assert status_on(port2, key) == 200
     out = cp(s, "keys", "revoke", "--prefix", key[:12])
+    revoked_at = time.monotonic()
     assert out.returncode == 0, f"revoke: {out.returncode} {out.stderr}"
     assert out.stdout.split() == ["revoked", key_rows(s)[key[:12]]["id"], key[:12]], out.stdout
-    expect_error(s.request("GET", "/v1/sandboxes", key=key), 401, "unauthorized", "request with a revoked key")
+    refused = {}
+    while len(refused) < 2 and time.monotonic() - revoked_at < KEY_CACHE + 3:
+        for name, port in (("first", s.http_port), ("second", port2)):
+            if name not in refused and status_on(port, key) == 401:
+                refused[name] = time.monotonic() - revoked_at
+        time.sleep(0.05)
+    # The cache entry was made before the revoke, so it ends within KEY_CACHE
+    # of it; 0.5 s more for a request's own time on a loaded machine.
+    assert set(refused) == {"first", "second"}, f"still accepted after {KEY_CACHE + 3} s: {refused}"
+    assert max(refused.values()) <= KEY_CACHE + 0.5, f"revocation took effect after {refused} s"
+    for _ in range(3):  # and it stays refused (a refusal is never cached)
+        expect_error(s.request("GET", "/v1/sandboxes", key=key), 401, "unauthorized", "request with a revoked key")
+        assert status_on(port2, key) == 401
     st, _ = s.request("GET", "/v1/sandboxes")  # team A's key is untouched
     assert st == 200, st
     assert re.fullmatch(ISO, key_rows(s)[key[:12]]["revoked"]), key_rows(s)
@@ -81,6 +125,7 @@ def test_revoke_by_id(s):
     kid = key_rows(s)[key[:12]]["id"]
     out = cp(s, "keys", "revoke", "--id", kid)
     assert out.returncode == 0, f"revoke --id: {out.returncode} {out.stderr}"
+    time.sleep(KEY_CACHE)  # the replica's cache entry from the request above ends
     expect_error(s.request("GET", "/v1/sandboxes", key=key), 401, "unauthorized", "request with a revoked key")
 
 
@@ -102,7 +147,7 @@ def test_shared_prefix_is_refused_and_bad_commands_fail(s):
 
 
 if __name__ == "__main__":
-    sys.exit(run_tests(lambda: Stack("keys"),
+    sys.exit(run_tests(lambda: Stack("keys", cp_args=["--key-cache", str(KEY_CACHE)]),
                        [test_new_key_is_listed_without_a_last_use, test_a_request_records_the_last_use_once_a_minute,
-                        test_revoke_by_prefix_answers_401_at_once, test_revoke_by_id,
+                        test_revoked_key_answers_401_on_every_replica_within_the_key_cache_time, test_revoke_by_id,
                         test_shared_prefix_is_refused_and_bad_commands_fail]))

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "agent_client.h"
+#include "auth_cache.h"
 #include "cp_config.h"
 #include "reconciler.h"
 
@@ -93,6 +94,27 @@ static void test_config(void **state)
         assert_int_equal(cp_config_parse(argcs[i], bads[i], &c, &err), -1);
         assert_true(strlen(err.msg) > 0);
     }
+}
+
+static void test_key_cache_is_bounded_by_the_revocation_promise(void **state)
+{
+    (void)state;
+    cp_config c;
+    terr err;
+    char *dflt[] = {"torpor-cp", "--database-url", "x"};
+    assert_int_equal(cp_config_parse(3, dflt, &c, &err), 0);
+    assert_true(c.key_cache_sec > 0 && c.key_cache_sec * 1000 <= AUTH_CACHE_MAX_MS);
+    char *zero[] = {"torpor-cp", "--database-url", "x", "--key-cache", "0"};
+    assert_int_equal(cp_config_parse(5, zero, &c, &err), 0);
+    assert_true(c.key_cache_sec == 0);
+    char *five[] = {"torpor-cp", "--database-url", "x", "--key-cache=5"};
+    assert_int_equal(cp_config_parse(4, five, &c, &err), 0);
+    assert_true(c.key_cache_sec == 5);
+    char *over[] = {"torpor-cp", "--database-url", "x", "--key-cache", "5.5"};
+    assert_int_equal(cp_config_parse(5, over, &c, &err), -1);
+    assert_non_null(strstr(err.msg, "--key-cache"));
+    char *neg[] = {"torpor-cp", "--database-url", "x", "--key-cache", "-1"};
+    assert_int_equal(cp_config_parse(5, neg, &c, &err), -1);
 }
 
 static void test_teams_set_quota_parses_limits_and_defaults_to_unlimited(void **state)
@@ -195,6 +217,7 @@ int main(void)
     unsetenv("TORPOR_METRICS_ADDR");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
+        cmocka_unit_test(test_key_cache_is_bounded_by_the_revocation_promise),
         cmocka_unit_test(test_teams_set_quota_parses_limits_and_defaults_to_unlimited),
         cmocka_unit_test(test_host_commands),
     };

@@ -24,8 +24,10 @@
 #include "auth.h"
 #include "db.h"
 #include "migrate.h"
+#include "mono_time.h"
 #include "rpc.h"
 #include "rpc_handlers.h"
+#include "ping_route.h"
 #include "sandbox_ops.h"
 
 typedef struct ops_fx {
@@ -177,6 +179,97 @@ static void test_lifecycle_outcomes(void **state)
     assert_outcome(res, SBOP_OK);
     sandbox_ops_set_timeout(&o->ctx, id, 10, &res);
     assert_outcome(res, SBOP_CONFLICT);
+}
+
+static void test_ping_through_a_route_gives_the_answers_of_the_full_way(void **state)
+{
+    ops_fx *o = *state;
+    ping_route *routes;
+    terr e;
+    assert_int_equal(ping_route_new(&routes, &e), 0);
+    sbop_ctx c = o->ctx;
+    c.routes = routes;
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&c, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+    sandbox_ops_ping(&c, id, &res); /* the full way; the route is kept */
+    assert_outcome(res, SBOP_OK);
+    db_host h;
+    assert_true(ping_route_get(routes, o->team_a, id, mono_ms(), &h));
+    assert_string_equal(h.id, "h1");
+    sandbox_ops_ping(&c, id, &res); /* through the route */
+    assert_outcome(res, SBOP_OK);
+
+    /* Paused behind the route's back: the agent refuses, the full way answers. */
+    sandbox_ops_pause(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    assert_true(ping_route_get(routes, o->team_a, id, mono_ms(), &h));
+    sandbox_ops_ping(&c, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    assert_string_equal(res.err.msg, "sandbox is not running (status: paused)");
+    assert_false(ping_route_get(routes, o->team_a, id, mono_ms(), &h));
+
+    /* Another team never uses team A's route. */
+    sandbox_ops_resume(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    sandbox_ops_ping(&c, id, &res);
+    assert_outcome(res, SBOP_OK);
+    sbop_ctx cb = c;
+    cb.team_id = o->team_b;
+    sandbox_ops_ping(&cb, id, &res);
+    assert_outcome(res, SBOP_NOT_FOUND);
+
+    /* Destroyed: the agent no longer has it, the row says stopped. */
+    sandbox_ops_delete(&o->ctx, id, &res);
+    assert_outcome(res, SBOP_OK);
+    sandbox_ops_ping(&c, id, &res);
+    assert_outcome(res, SBOP_CONFLICT);
+    ping_route_free(routes);
+}
+
+static void test_reconciler_change_holds_only_for_the_row_as_read(void **state)
+{
+    ops_fx *o = *state;
+    sbop_result res;
+    sandbox_row spec = spec_of("minimal");
+    sandbox_ops_create(&o->ctx, &spec, &res);
+    assert_outcome(res, SBOP_OK);
+    char id[SANDBOX_ID_MAX];
+    snprintf(id, sizeof id, "%s", res.row.id);
+    terr e;
+    db_pass_row *rows;
+    size_t n;
+    assert_int_equal(
+        db_sandbox_rows_for_host(o->db, "h1", SB_STATUS_BIT(SB_RUNNING), &rows, &n, &e), 0);
+    int64_t read_us = -1;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].id, id) == 0) read_us = rows[i].last_updated_us;
+    free(rows);
+    assert_true(read_us > 0);
+    /* A request writes the row after the pass read it. */
+    sandbox_ops_set_timeout(&o->ctx, id, 77, &res);
+    assert_outcome(res, SBOP_OK);
+    bool changed = true, found;
+    assert_int_equal(db_sandbox_transition_unchanged(o->db, id, SB_STATUS_BIT(SB_RUNNING), read_us,
+                                                     SB_STOPPED, 0, NULL, &changed, &e),
+                     0);
+    assert_false(changed);
+    assert_int_equal(db_row(o, id, &found).status, SB_RUNNING);
+    /* Read again: now the change holds. */
+    assert_int_equal(
+        db_sandbox_rows_for_host(o->db, "h1", SB_STATUS_BIT(SB_RUNNING), &rows, &n, &e), 0);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(rows[i].id, id) == 0) read_us = rows[i].last_updated_us;
+    free(rows);
+    assert_int_equal(db_sandbox_transition_unchanged(o->db, id, SB_STATUS_BIT(SB_RUNNING), read_us,
+                                                     SB_STOPPED, 0, NULL, &changed, &e),
+                     0);
+    assert_true(changed);
+    assert_int_equal(db_row(o, id, &found).status, SB_STOPPED);
+    sandbox_ops_delete(&o->ctx, id, &res);
 }
 
 static void test_unknown_or_foreign_sandbox_is_not_found(void **state)
@@ -548,6 +641,8 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_lifecycle_outcomes),
+        cmocka_unit_test(test_ping_through_a_route_gives_the_answers_of_the_full_way),
+        cmocka_unit_test(test_reconciler_change_holds_only_for_the_row_as_read),
         cmocka_unit_test(test_unknown_or_foreign_sandbox_is_not_found),
         cmocka_unit_test(test_resume_of_a_sandbox_the_agent_lost_stops_the_row),
         cmocka_unit_test(test_refused_create_leaves_no_row),

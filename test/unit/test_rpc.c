@@ -23,7 +23,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "hostagent.pb-c.h"
 #include "ids.h"
@@ -52,6 +54,7 @@ typedef struct test_app {
     int slow_done;
     bool gate_open;
     char peer[256];
+    long ping_tid, echo_tid; /* the thread that ran the last ping / echo handler */
 } test_app;
 
 static void app_init(test_app *a)
@@ -117,6 +120,7 @@ static void h_ping(void *app, rpc_call *call, const ProtobufCMessage *msg)
     const Torpor__Hostagent__V1__PingSandboxRequest *req = (const void *)msg;
     pthread_mutex_lock(&a->mu);
     snprintf(a->peer, sizeof a->peer, "%s", rpc_call_peer_identity(call));
+    a->ping_tid = syscall(SYS_gettid);
     pthread_mutex_unlock(&a->mu);
     if (strcmp(req->sandbox_id, "missing") == 0) {
         rpc_fail(call, GRPC_STATUS_NOT_FOUND, "sandbox %s not found", req->sandbox_id);
@@ -136,6 +140,10 @@ static void h_ping(void *app, rpc_call *call, const ProtobufCMessage *msg)
 /* Echo: WriteFileRequest.content -> ReadFileResponse.content. */
 static void h_echo(void *app, rpc_call *call, const ProtobufCMessage *msg)
 {
+    test_app *a = app;
+    pthread_mutex_lock(&a->mu);
+    a->echo_tid = syscall(SYS_gettid);
+    pthread_mutex_unlock(&a->mu);
     const Torpor__Hostagent__V1__WriteFileRequest *req = (const void *)msg;
     Torpor__Hostagent__V1__ReadFileResponse resp = TORPOR__HOSTAGENT__V1__READ_FILE_RESPONSE__INIT;
     resp.content = req->content;
@@ -196,6 +204,9 @@ typedef struct fixture {
     char target[64];
 } fixture;
 
+/* rpc_server_config.quick_methods of the next start_server (setup_quick). */
+static const char *const *g_quick_methods;
+
 static int start_server(fixture *f, const rpc_tls_config *tls, int max_calls)
 {
     app_init(&f->app);
@@ -205,6 +216,7 @@ static int start_server(fixture *f, const rpc_tls_config *tls, int max_calls)
         .n_methods = sizeof test_methods / sizeof test_methods[0],
         .app = &f->app,
         .max_concurrent_calls = max_calls,
+        .quick_methods = g_quick_methods,
     };
     if (tls) cfg.tls = *tls;
     terr err = {{0}};
@@ -234,6 +246,15 @@ static int setup_plain(void **state)
     if (!f || start_server(f, NULL, 0) != 0 || open_client(f, NULL, &f->cli) != 0) return -1;
     *state = f;
     return 0;
+}
+
+static int setup_quick_ping(void **state)
+{
+    static const char *const quick[] = {RPC_PING_SANDBOX, NULL};
+    g_quick_methods = quick;
+    int rc = setup_plain(state);
+    g_quick_methods = NULL;
+    return rc;
 }
 
 static int setup_one_slot(void **state)
@@ -402,6 +423,49 @@ static void test_round_trip(void **state)
     assert_int_equal(v, 19);
     /* Plaintext: no verified identity. */
     assert_string_equal(f->app.peer, "");
+}
+
+static long app_tid(test_app *a, const long *tid)
+{
+    pthread_mutex_lock(&a->mu);
+    long v = *tid;
+    pthread_mutex_unlock(&a->mu);
+    return v;
+}
+
+static grpc_status_code echo(rpc_client *c, terr *err)
+{
+    Torpor__Hostagent__V1__WriteFileRequest req = TORPOR__HOSTAGENT__V1__WRITE_FILE_REQUEST__INIT;
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st =
+        rpc_client_call(c, M_ECHO, &req.base,
+                        &torpor__hostagent__v1__read_file_response__descriptor, &resp, 5000, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return st;
+}
+
+static void test_quick_method_runs_on_one_thread_others_on_their_own(void **state)
+{
+    /* A quick method's handler runs on the server's cq thread: every call
+     * on the same thread. Any other method gets a thread per call (new
+     * thread ids: Linux does not hand out a just-freed tid again at once). */
+    fixture *f = *state;
+    terr err;
+    int64_t v;
+    assert_int_equal(ping(f->cli, "sb-1", &v, &err), GRPC_STATUS_OK);
+    long first = app_tid(&f->app, &f->app.ping_tid);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ping(f->cli, "sb-1", &v, &err), GRPC_STATUS_OK);
+        assert_int_equal(v, 4);
+        assert_true(app_tid(&f->app, &f->app.ping_tid) == first);
+    }
+    assert_int_equal(ping(f->cli, "missing", NULL, &err), GRPC_STATUS_NOT_FOUND);
+    assert_true(app_tid(&f->app, &f->app.ping_tid) == first);
+    assert_int_equal(echo(f->cli, &err), GRPC_STATUS_OK);
+    long e1 = app_tid(&f->app, &f->app.echo_tid);
+    assert_int_equal(echo(f->cli, &err), GRPC_STATUS_OK);
+    long e2 = app_tid(&f->app, &f->app.echo_tid);
+    assert_true(e1 != first && e2 != first && e1 != e2);
 }
 
 static void test_status_and_message_propagate(void **state)
@@ -993,6 +1057,8 @@ int main(void)
 {
     const struct CMUnitTest plain[] = {
         cmocka_unit_test_setup_teardown(test_round_trip, setup_plain, teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_quick_method_runs_on_one_thread_others_on_their_own,
+                                        setup_quick_ping, teardown_fixture),
         cmocka_unit_test_setup_teardown(test_status_and_message_propagate, setup_plain,
                                         teardown_fixture),
         cmocka_unit_test_setup_teardown(test_unknown_method, setup_plain, teardown_fixture),
