@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proxy_stream.h"
 #include "sandbox_ops.h"
 
 static bool skip_request_header(const char *n)
@@ -25,16 +26,6 @@ static bool skip_request_header(const char *n)
         "connection", "keep-alive",        "proxy-connection", "te",
         "trailer",    "transfer-encoding", "upgrade",          "content-length",
         "x-api-key",  "x-access-token",    "expect",           NULL};
-    for (int i = 0; skip[i]; i++)
-        if (!strcasecmp(n, skip[i])) return true;
-    return false;
-}
-
-static bool skip_response_header(const char *n)
-{
-    static const char *const skip[] = {"connection",     "keep-alive",   "transfer-encoding",
-                                       "content-length", "content-type", "date",
-                                       "trailer",        "upgrade",      NULL};
     for (int i = 0; skip[i]; i++)
         if (!strcasecmp(n, skip[i])) return true;
     return false;
@@ -168,7 +159,7 @@ static void reply_guest_answer(api_request *r, buf *in)
         while (*v == ' ' || *v == '\t') v++;
         if (!strcasecmp(line, "content-type")) snprintf(content_type, sizeof content_type, "%s", v);
         if (!strcasecmp(line, "transfer-encoding") && strstr(v, "chunked")) chunked = true;
-        if (!skip_response_header(line)) http_add_header(r->req, line, v);
+        if (!proxy_skip_response_header(line)) http_add_header(r->req, line, v);
     }
     if (chunked && dechunk(body, body_len, &body_len) < 0) {
         http_reply_error(r->req, 502, "bad_gateway", "malformed chunked answer from the sandbox");
@@ -329,33 +320,42 @@ static void upgrade_answer(api_request *r, int fd, const char *protocol)
     http_reply_upgrade(r->req, protocol, on_upgraded, w);
 }
 
-void api_proxy(api_request *r)
+/* ---- opening: auth done; the sandbox awake, the tunnel connected */
+
+/* Parses /v1/sandboxes/<id>/ports/<port>[/rest]; replies 400/404 and
+ * returns -1 on a bad path. */
+static int parse_target(api_request *r, long *port, const char **guest_path)
 {
-    /* path: /v1/sandboxes/<id>/ports/<port>[/rest] */
     const char *path = http_request_path(r->req);
     const char *p = strstr(path, "/ports/");
     if (!p) {
         http_reply_error(r->req, 404, "not_found", "no such route");
-        return;
+        return -1;
     }
     p += 7;
-    long port = 0;
+    long n = 0;
     const char *q = p;
-    while (*q >= '0' && *q <= '9' && q - p < 6) port = port * 10 + (*q++ - '0');
-    if (q == p || (*q && *q != '/') || port < 1 || port > 65535) {
+    while (*q >= '0' && *q <= '9' && q - p < 6) n = n * 10 + (*q++ - '0');
+    if (q == p || (*q && *q != '/') || n < 1 || n > 65535) {
         http_reply_error(r->req, 400, "invalid_request", "port must be 1..65535");
-        return;
+        return -1;
     }
-    const char *guest_path = *q ? q : "/";
-    const char *upgrade = http_request_header(r->req, "Upgrade");
-    if (upgrade && (!*upgrade || strpbrk(upgrade, "\r\n"))) upgrade = NULL;
+    *port = n;
+    *guest_path = *q ? q : "/";
+    return 0;
+}
+
+/* Wakes the sandbox, has the agent connect to the port, connects the
+ * tunnel; the fd, or -1 after a reply (502 port_closed, ...). */
+static int proxy_open(api_request *r, long port)
+{
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
     rpc_client *client;
     sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "proxy", &res, 200);
-        return;
+        return -1;
     }
     char token[80];
     int tport = 0;
@@ -365,11 +365,11 @@ void api_proxy(api_request *r)
     if (st == GRPC_STATUS_OUT_OF_RANGE) {
         http_reply_error(r->req, 502, "port_closed", "nothing listens on port %ld in sandbox %s",
                          port, r->id);
-        return;
+        return -1;
     }
     if (st != GRPC_STATUS_OK) {
         api_reply_agent_error(r, "open_port", st, &err);
-        return;
+        return -1;
     }
     sandbox_ops_touch(&c, r->id);
     db_host host;
@@ -379,14 +379,17 @@ void api_proxy(api_request *r)
         else
             http_reply_error(r->req, 502, "agent_error", "host %s is not registered",
                              res.row.host_id);
-        return;
+        return -1;
     }
     int fd = tunnel_connect(host.address, tport, token, &err);
-    if (fd < 0) {
-        http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
-        return;
-    }
-    buf out = {0}, in = {0};
+    if (fd < 0) http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
+    return fd;
+}
+
+/* The request line and headers for the guest; body_hdr frames the body. */
+static int send_head(api_request *r, int fd, const char *guest_path, const char *body_hdr)
+{
+    buf out = {0};
     const char *query = http_request_query(r->req);
     puts_(&out, http_request_method(r->req));
     puts_(&out, " ");
@@ -397,43 +400,94 @@ void api_proxy(api_request *r)
     }
     puts_(&out, " HTTP/1.1\r\n");
     http_request_headers_each(r->req, add_header, &out);
-    char cl[64];
-    snprintf(cl, sizeof cl, "Content-Length: %zu\r\nConnection: close\r\n\r\n", r->body_len);
-    if (upgrade) {
-        puts_(&out, "Connection: Upgrade\r\nUpgrade: ");
-        puts_(&out, upgrade);
-        puts_(&out, "\r\n\r\n");
-    } else if (r->body_len || (strcmp(http_request_method(r->req), "GET") &&
-                               strcmp(http_request_method(r->req), "HEAD"))) {
-        puts_(&out, cl);
-    } else {
-        puts_(&out, "Connection: close\r\n\r\n");
-    }
+    puts_(&out, body_hdr);
     int rc = out.oom ? -1 : send_all(fd, out.p, out.len);
-    if (rc == 0 && r->body_len) rc = send_all(fd, r->body, r->body_len);
     free(out.p);
-    if (rc == 0 && upgrade) {
-        upgrade_answer(r, fd, upgrade);
+    return rc;
+}
+
+/* Opens the tunnel, sends the head and starts the relay; the stream is the
+ * request's data from then on. -1 after a reply. */
+static proxy_stream *stream_open(api_request *r, long port, const char *guest_path)
+{
+    const char *cl = http_request_header(r->req, "Content-Length");
+    const char *te = http_request_header(r->req, "Transfer-Encoding");
+    const char *method = http_request_method(r->req);
+    char body_hdr[96];
+    bool chunked = false;
+    if (te) {
+        chunked = true;
+        snprintf(body_hdr, sizeof body_hdr,
+                 "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    } else if (cl && strtoull(cl, NULL, 10) > 0) {
+        snprintf(body_hdr, sizeof body_hdr, "Content-Length: %llu\r\nConnection: close\r\n\r\n",
+                 strtoull(cl, NULL, 10));
+    } else if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+        snprintf(body_hdr, sizeof body_hdr, "Content-Length: 0\r\nConnection: close\r\n\r\n");
+    } else {
+        snprintf(body_hdr, sizeof body_hdr, "Connection: close\r\n\r\n");
+    }
+    int fd = proxy_open(r, port);
+    if (fd < 0) return NULL;
+    if (send_head(r, fd, guest_path, body_hdr) != 0) {
+        close(fd);
+        http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
+        return NULL;
+    }
+    proxy_stream *p = proxy_stream_start(r->req, fd, chunked, !strcmp(method, "HEAD"));
+    if (!p) http_reply_error(r->req, 500, "internal_error", "cannot start the proxy's relay");
+    return p;
+}
+
+static bool has_body(http_request *req)
+{
+    const char *cl = http_request_header(req, "Content-Length");
+    return http_request_header(req, "Transfer-Encoding") || (cl && strtoull(cl, NULL, 10) > 0);
+}
+
+static const char *upgrade_of(http_request *req)
+{
+    const char *upgrade = http_request_header(req, "Upgrade");
+    if (upgrade && (!*upgrade || strpbrk(upgrade, "\r\n"))) upgrade = NULL;
+    return upgrade;
+}
+
+bool api_proxy_opens_early(http_request *req) { return has_body(req) && !upgrade_of(req); }
+
+void api_proxy_open_early(api_request *r)
+{
+    long port;
+    const char *guest_path;
+    if (parse_target(r, &port, &guest_path) != 0) return;
+    stream_open(r, port, guest_path);
+}
+
+void api_proxy(api_request *r)
+{
+    long port;
+    const char *guest_path;
+    if (parse_target(r, &port, &guest_path) != 0) return;
+    const char *upgrade = upgrade_of(r->req);
+    proxy_stream *p = http_request_data(r->req);
+    if (!p && !upgrade) p = stream_open(r, port, guest_path);
+    if (!p && !upgrade) return; /* replied */
+    if (p) {
+        proxy_stream_answer(p, r->req);
         return;
     }
-    char chunk[65536];
-    while (rc == 0) {
-        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) rc = -1;
-        if (n <= 0) break;
-        if (in.len + (size_t)n > PROXY_RESPONSE_MAX) {
-            rc = -2;
-            break;
-        }
-        put(&in, chunk, (size_t)n);
-    }
-    close(fd);
-    if (rc == -2)
-        http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer is over %d bytes",
-                         PROXY_RESPONSE_MAX);
-    else if (rc < 0 || in.oom)
+    /* Upgrade (WebSocket): the request as is, then the guest's 101 decides */
+    int fd = proxy_open(r, port);
+    if (fd < 0) return;
+    buf hdr = {0};
+    puts_(&hdr, "Connection: Upgrade\r\nUpgrade: ");
+    puts_(&hdr, upgrade);
+    puts_(&hdr, "\r\n\r\n");
+    int rc = hdr.oom ? -1 : send_head(r, fd, guest_path, hdr.p);
+    free(hdr.p);
+    if (rc != 0) {
+        close(fd);
         http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
-    else reply_guest_answer(r, &in);
-    free(in.p);
+        return;
+    }
+    upgrade_answer(r, fd, upgrade);
 }

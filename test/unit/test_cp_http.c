@@ -43,6 +43,10 @@ typedef struct app {
     int paced_pauses;
     http_request *paced_waiting; /* paused, to be resumed when there is room */
     bool paced_stop;
+    /* /drip: a reply whose bytes come from another thread (guarded by mu). */
+    int drip_avail, drip_taken, drip_calls, drip_pauses, drip_done;
+    bool drip_paused;
+    http_request *drip_req; /* until the reply's done */
 } app;
 
 #define PACED_CAP (256 * 1024)
@@ -91,6 +95,55 @@ static ssize_t count_stream(void *cls, uint64_t pos, char *buf, size_t max)
     buf[0] = (char)('0' + pos / 2);
     buf[1] = '\n';
     return 2;
+}
+
+/* /drip's reader: the bytes the producer made available ("a", "b", "c"),
+ * a pause when there is none yet. */
+static ssize_t drip_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    app *ap = cls;
+    pthread_mutex_lock(&ap->mu);
+    ap->drip_calls++;
+    ssize_t r;
+    if (ap->drip_taken < ap->drip_avail) {
+        buf[0] = (char)('a' + ap->drip_taken++);
+        r = 1;
+    } else if (ap->drip_taken >= 3) {
+        r = HTTP_STREAM_END;
+    } else {
+        ap->drip_pauses++;
+        ap->drip_paused = true;
+        r = HTTP_STREAM_PAUSE;
+    }
+    pthread_mutex_unlock(&ap->mu);
+    return r;
+}
+
+static void drip_done(void *cls)
+{
+    app *ap = cls;
+    pthread_mutex_lock(&ap->mu);
+    ap->drip_req = NULL;
+    ap->drip_done++;
+    pthread_cond_broadcast(&ap->cond);
+    pthread_mutex_unlock(&ap->mu);
+}
+
+/* The producer: a byte every 200 ms, resuming the paused reply. */
+static void *drip_producer(void *arg)
+{
+    app *ap = arg;
+    for (int i = 0; i < 3; i++) {
+        usleep(200 * 1000);
+        pthread_mutex_lock(&ap->mu);
+        ap->drip_avail++;
+        if (ap->drip_paused && ap->drip_req) {
+            ap->drip_paused = false;
+            http_reply_stream_resume(ap->drip_req);
+        }
+        pthread_mutex_unlock(&ap->mu);
+    }
+    return NULL;
 }
 
 static int add_param(void *cls, const char *key, const char *value)
@@ -223,6 +276,11 @@ static void handler(void *a, void *worker, http_request *req)
         http_reply_upgrade(req, "echo", on_upgraded, NULL);
     } else if (strcmp(uri, "/stream") == 0) {
         http_reply_stream(req, 200, "text/plain", -1, count_stream, NULL, NULL);
+    } else if (strcmp(uri, "/drip") == 0) {
+        pthread_mutex_lock(&ap->mu);
+        ap->drip_req = req;
+        pthread_mutex_unlock(&ap->mu);
+        http_reply_stream(req, 200, "text/plain", -1, drip_read, ap, drip_done);
     } else if (strcmp(uri, "/paced") == 0) {
         pthread_mutex_lock(&ap->mu);
         json_t *j = json_pack("{s:I, s:I, s:i}", "paced", (json_int_t)ap->paced_total, "max",
@@ -1010,6 +1068,47 @@ static void test_streamed_body_pauses_for_a_slow_consumer(void **state)
     close(fd);
 }
 
+/* A streamed reply whose producer is another thread: the reader pauses
+ * when it has nothing (the connection suspended: no busy loop of calls),
+ * each resume sends what came, the end closes the chunked body; a reply
+ * paused and never resumed does not hold up the stop. */
+static void test_streamed_reply_pauses_until_resumed(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 2, true);
+    pthread_t producer;
+    pthread_create(&producer, NULL, drip_producer, &ap);
+    int fd = connect_to(http_server_port(s));
+    send_all(fd, "GET /drip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    char *got = read_to_eof(fd);
+    close(fd);
+    pthread_join(producer, NULL);
+    assert_non_null(got);
+    if (!strstr(got, "1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n")) fail_msg("answer: %s", got);
+    free(got);
+    pthread_mutex_lock(&ap.mu);
+    int calls = ap.drip_calls, pauses = ap.drip_pauses;
+    pthread_mutex_unlock(&ap.mu);
+    assert_true(pauses >= 1);
+    if (calls > 3 + 1 + 2 * 3) fail_msg("reader called %d times for 3 bytes (busy loop)", calls);
+    assert_int_equal(wait_count(&ap, &ap.drip_done, 1), 1);
+
+    /* Paused, never resumed: the stop ends it. */
+    ap.drip_avail = ap.drip_taken = 0;
+    ap.drip_paused = false;
+    fd = connect_to(http_server_port(s));
+    send_all(fd, "GET /drip HTTP/1.1\r\nHost: x\r\n\r\n");
+    usleep(300 * 1000);
+    pthread_mutex_lock(&ap.mu);
+    bool paused = ap.drip_paused;
+    pthread_mutex_unlock(&ap.mu);
+    assert_true(paused);
+    http_server_stop(s);
+    assert_int_equal(ap.drip_done, 2);
+    close(fd);
+}
+
 /* Slow-loris: a client that sends its headers a byte a second is closed
  * once HTTP_HEADERS_TIMEOUT_MS have passed since it connected, although it
  * is never idle; meanwhile the server answers others. */
@@ -1168,6 +1267,7 @@ int main(void)
         cmocka_unit_test(test_slow_headers_are_cut_off),
         cmocka_unit_test(test_over_limit_in_pieces_and_endless_chunked),
         cmocka_unit_test(test_streamed_body_pauses_for_a_slow_consumer),
+        cmocka_unit_test(test_streamed_reply_pauses_until_resumed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
