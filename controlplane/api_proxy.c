@@ -1,6 +1,9 @@
 /* api_proxy: the port proxy's control-plane end (see api_proxy.h). */
 #include "api_proxy.h"
 
+/* The TLS handshake and token line to the agent's tunnel. */
+#define TUNNEL_HELLO_MS 5000
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +22,7 @@
 #include "log.h"
 #include "proxy_stream.h"
 #include "sandbox_ops.h"
+#include "tunnel_tls.h"
 
 static bool skip_request_header(const char *n)
 {
@@ -69,13 +73,87 @@ static int add_header(void *cls, const char *name, const char *value)
     return 0;
 }
 
-/* Connects to host:port of the agent's tunnel and sends the token line. */
-static int tunnel_connect(const char *agent_addr, int port, const char *token, terr *err)
+/* The tunnel's TLS client context, made on first use from the control
+ * plane's gRPC client certificate, key and CA (never freed). */
+static tunnel_tls *client_tls(const cp_config *cfg, terr *err)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static tunnel_tls *tls;
+    pthread_mutex_lock(&mu);
+    if (!tls && tunnel_tls_client(cfg->tls_cert, cfg->tls_key, cfg->tls_ca,
+                                  cfg->agent_tls_server_name, &tls, err) != 0)
+        tls = NULL;
+    tunnel_tls *t = tls;
+    pthread_mutex_unlock(&mu);
+    return t;
+}
+
+typedef struct tls_bridge {
+    tunnel_tls_conn *tc;
+    int tfd; /* the TCP connection under tc */
+    int sfd; /* our end of the socket pair */
+} tls_bridge;
+
+/* Plain bytes on the socket pair <-> TLS to the agent, until both ended. */
+static void *bridge_main(void *arg)
+{
+    tls_bridge *b = arg;
+    tunnel_tls_pump(b->tc, b->sfd, NULL, NULL);
+    tunnel_tls_end(b->tc);
+    close(b->tfd);
+    close(b->sfd);
+    free(b);
+    return NULL;
+}
+
+/* With TLS: the handshake and the token line on fd (taken), then a bridge
+ * thread between the TLS connection and a socket pair, whose other end is
+ * the tunnel for the caller (plain bytes: the relays stay as they are). */
+static int tls_wrap(const cp_config *cfg, int fd, const char *host, const char *line, terr *err)
+{
+    tunnel_tls *tls = client_tls(cfg, err);
+    tunnel_tls_conn *tc = tls ? tunnel_tls_connect(tls, fd, host, TUNNEL_HELLO_MS, err) : NULL;
+    if (!tc || tunnel_tls_write_all(tc, line, strlen(line), TUNNEL_HELLO_MS, err) != 0) {
+        terr_wrap(err, "the agent's tunnel");
+        tunnel_tls_end(tc);
+        close(fd);
+        return -1;
+    }
+    int sp[2];
+    tls_bridge *b = malloc(sizeof *b);
+    if (!b || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
+        free(b);
+        tunnel_tls_end(tc);
+        close(fd);
+        return terr_set(err, "tunnel bridge: out of resources");
+    }
+    *b = (tls_bridge){.tc = tc, .tfd = fd, .sfd = sp[1]};
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &at, bridge_main, b);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        tunnel_tls_end(tc);
+        close(fd);
+        close(sp[0]);
+        close(sp[1]);
+        free(b);
+        return terr_set(err, "tunnel bridge: no thread");
+    }
+    return sp[0];
+}
+
+/* Connects to host:port of the agent's tunnel and sends the token line
+ * (through mutual TLS when the control plane has its certificates). */
+static int tunnel_connect(const cp_config *cfg, const char *agent_addr, int port, const char *token,
+                          terr *err)
 {
     char host[256];
-    snprintf(host, sizeof host, "%s", agent_addr);
-    char *colon = strrchr(host, ':');
-    if (colon) *colon = '\0';
+    const char *start = agent_addr[0] == '[' ? agent_addr + 1 : agent_addr;
+    const char *end = agent_addr[0] == '[' ? strchr(agent_addr, ']') : strrchr(agent_addr, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(end ? (size_t)(end - start) : strlen(start)), start);
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
@@ -89,12 +167,13 @@ static int tunnel_connect(const char *agent_addr, int port, const char *token, t
         return terr_set(err, "connect to the agent's tunnel: %s", strerror(e));
     }
     freeaddrinfo(ai);
+    char line[80];
+    int n = snprintf(line, sizeof line, "%s\n", token);
+    if (cfg->tls_cert && (fd = tls_wrap(cfg, fd, host, line, err)) < 0) return -1;
     struct timeval tv = {PROXY_TIMEOUT_MS / 1000, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    char line[80];
-    int n = snprintf(line, sizeof line, "%s\n", token);
-    if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+    if (!cfg->tls_cert && send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
         close(fd);
         return terr_set(err, "tunnel handshake failed");
     }
@@ -381,7 +460,7 @@ static int proxy_open(api_request *r, long port)
                              res.row.host_id);
         return -1;
     }
-    int fd = tunnel_connect(host.address, tport, token, &err);
+    int fd = tunnel_connect(r->ctx->cfg, host.address, tport, token, &err);
     if (fd < 0) http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
     return fd;
 }
