@@ -485,6 +485,12 @@ static int send_head(api_request *r, int fd, const char *guest_path, const char 
     return rc;
 }
 
+static bool has_body(http_request *req)
+{
+    const char *cl = http_request_header(req, "Content-Length");
+    return http_request_header(req, "Transfer-Encoding") || (cl && strtoull(cl, NULL, 10) > 0);
+}
+
 /* Opens the tunnel, sends the head and starts the relay; the stream is the
  * request's data from then on. -1 after a reply. */
 static proxy_stream *stream_open(api_request *r, long port, const char *guest_path)
@@ -513,15 +519,10 @@ static proxy_stream *stream_open(api_request *r, long port, const char *guest_pa
         http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
         return NULL;
     }
-    proxy_stream *p = proxy_stream_start(r->req, fd, chunked, !strcmp(method, "HEAD"));
+    proxy_stream *p =
+        proxy_stream_start(r->req, fd, has_body(r->req), chunked, !strcmp(method, "HEAD"));
     if (!p) http_reply_error(r->req, 500, "internal_error", "cannot start the proxy's relay");
     return p;
-}
-
-static bool has_body(http_request *req)
-{
-    const char *cl = http_request_header(req, "Content-Length");
-    return http_request_header(req, "Transfer-Encoding") || (cl && strtoull(cl, NULL, 10) > 0);
 }
 
 static const char *upgrade_of(http_request *req)

@@ -394,7 +394,7 @@ int proxy_stream_body(void *cls, http_request *req, const char *data, size_t len
     proxy_stream *p = http_request_data(req);
     if (!p) return 0; /* no tunnel (an Upgrade request's body): dropped */
     pthread_mutex_lock(&p->mu);
-    if (p->up_dead || p->relay_done) {
+    if (p->up_dead || p->relay_done || !p->up.p) {
         pthread_mutex_unlock(&p->mu);
         return 0;
     }
@@ -449,17 +449,18 @@ static ssize_t reply_read(void *cls, uint64_t pos, char *buf, size_t max)
     return r;
 }
 
-proxy_stream *proxy_stream_start(http_request *req, int fd, bool chunked_body, bool head_request)
+proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool chunked_body,
+                                 bool head_request)
 {
     proxy_stream *p = calloc(1, sizeof *p);
     if (p) {
         p->tfd = fd;
         p->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        p->up.p = malloc(PROXY_RING);
+        p->up.p = with_body ? malloc(PROXY_RING) : NULL;
         p->down.p = malloc(PROXY_RING);
         p->head = malloc(PROXY_HEAD_MAX + 1);
     }
-    if (!p || p->wake < 0 || !p->up.p || !p->down.p || !p->head) {
+    if (!p || p->wake < 0 || (with_body && !p->up.p) || !p->down.p || !p->head) {
         if (p) {
             if (p->wake >= 0) close(p->wake);
             free(p->up.p);
@@ -504,7 +505,7 @@ proxy_stream *proxy_stream_start(http_request *req, int fd, bool chunked_body, b
 void proxy_stream_answer(proxy_stream *p, http_request *req)
 {
     pthread_mutex_lock(&p->mu);
-    if (p->up_chunked && !p->up_dead && !p->relay_done) ring_put(&p->up, "0\r\n\r\n", 5);
+    if (p->up_chunked && p->up.p && !p->up_dead && !p->relay_done) ring_put(&p->up, "0\r\n\r\n", 5);
     pthread_mutex_unlock(&p->mu);
     proxy_stream_wake(p);
     pthread_mutex_lock(&p->mu);

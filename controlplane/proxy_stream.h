@@ -5,8 +5,8 @@
  * Contract: proxy_stream_start takes the tunnel fd once the request head has
  * gone out on it, becomes the request's data (http_request_set_data) and
  * starts one relay thread. Memory is fixed whatever the sizes: two
- * PROXY_RING rings (client body -> guest, guest answer body -> client) and a
- * PROXY_HEAD_MAX head buffer. The client's body pieces (proxy_stream_body,
+ * PROXY_RING rings (client body -> guest, made only for a request with a
+ * body; guest answer body -> client) and a PROXY_HEAD_MAX head buffer. The client's body pieces (proxy_stream_body,
  * the route's http_body_fn, I/O thread) go into the up ring, framed as
  * chunks when chunked_body, and the client is paused (HTTP_BODY_PAUSE)
  * while it is full; the relay writes them to the guest. The handler calls
@@ -44,8 +44,10 @@
 
 typedef struct proxy_stream proxy_stream;
 
-/* Worker. NULL (fd closed) when out of memory or threads. */
-proxy_stream *proxy_stream_start(http_request *req, int fd, bool chunked_body, bool head_request);
+/* Worker. with_body: the request announced one (the up ring is made only
+ * then). NULL (fd closed) when out of memory or threads. */
+proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool chunked_body,
+                                 bool head_request);
 /* I/O thread: an http_body_fn for the request (cls unused). */
 int proxy_stream_body(void *cls, http_request *req, const char *data, size_t len);
 /* Worker, handler, once the body has ended: replies (see above). */

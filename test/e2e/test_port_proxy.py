@@ -155,6 +155,9 @@ def test_websocket_echo_through_the_proxy(s):
     assert st == 204, st
     r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &)")
     assert r["exit_code"] == 0, r
+    # nc listens a moment after the exec returns (later under load)
+    r = s.exec(sid, "for i in $(seq 100); do netstat -ltn | grep -q ':9000 ' && exit 0; usleep 100000; done; exit 1")
+    assert r["exit_code"] == 0, f"nc is not listening on 9000: {r}"
     c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
     try:
         c.sendall((f"GET /v1/sandboxes/{sid}/ports/9000/chat HTTP/1.1\r\nHost: x\r\n"
