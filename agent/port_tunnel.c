@@ -302,10 +302,10 @@ int tunnel_start(const char *listen_host, tunnel_tls *tls, lifecycle *lc, agent_
 {
     struct addrinfo hints = {.ai_family = AF_UNSPEC,
                              .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_PASSIVE | AI_NUMERICHOST},
+                             .ai_flags = AI_PASSIVE},
                     *ai = NULL;
-    if (getaddrinfo(listen_host, "0", &hints, &ai) != 0 || !ai)
-        return terr_set(err, "the port tunnel needs a numeric listen address, not %s", listen_host);
+    if (getaddrinfo(*listen_host ? listen_host : NULL, "0", &hints, &ai) != 0 || !ai)
+        return terr_set(err, "the port tunnel cannot listen on %s (unresolvable)", listen_host);
     bool loopback = (ai->ai_family == AF_INET &&
                      (ntohl(((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr) >> 24) == 127) ||
                     (ai->ai_family == AF_INET6 &&

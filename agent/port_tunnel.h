@@ -34,7 +34,7 @@
 
 typedef struct port_tunnel port_tunnel;
 
-/* listen_host: a numeric address; tls NULL = plaintext, else owned from a
+/* listen_host: an address or name; tls NULL = plaintext, else owned from a
  * successful start on (tunnel_stop frees it). */
 int tunnel_start(const char *listen_host, tunnel_tls *tls, lifecycle *lc, agent_net *net,
                  port_tunnel **out, terr *err);
