@@ -128,7 +128,7 @@ static void decide(void *app, http_request *req)
     /* The port proxy sends a body to the guest as it arrives: the tunnel is
      * opened (auth first) before the body is read. */
     if (route->auth == API_AUTH_SANDBOX_TOKEN && route->stream && api_proxy_opens_early(req))
-        http_request_vet_first(req);
+        http_request_vet_first_long(req); /* it may wake the sandbox: a long call */
     if (route->long_running) http_request_set_long_running(req);
 }
 

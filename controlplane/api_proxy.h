@@ -11,10 +11,9 @@
  * (agent and DB).
  *
  * Plain HTTP streams both ways (proxy_stream.h): a request with a body is
- * opened before the body is read (the route's vet step,
- * api_proxy_open_early, on a worker), so the body goes to the guest as it
- * arrives; the handler then answers with the guest's status, headers and
- * streamed body. Memory per request is fixed, whatever the sizes.
+ * opened before the body is read (the route's vet step, api_proxy_open_early,
+ * on a long-call worker), so the body goes to the guest as it arrives; the
+ * handler then answers with the guest's status, headers and streamed body. Memory per request is fixed, whatever the sizes.
  *
  * An Upgrade request (WebSocket) keeps its Connection/Upgrade headers; when
  * the guest answers 101, its headers go back with our 101 and a relay thread

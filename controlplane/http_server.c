@@ -67,6 +67,7 @@ struct http_request {
     bool headers_seen; /* on_headers ran */
     bool vet;          /* on_headers asked for cfg->vet on a worker before the body */
     bool vetting;      /* that job is queued or running (connection suspended) */
+    bool vet_long;     /* the vet job is long-running too (http_request_vet_first_long) */
     bool vetted;       /* it has run: status != 0 means refused */
     bool discard;      /* refused before the body: drain it, then send the reply */
     bool in_handler;   /* handed to a worker for the handler */
@@ -614,8 +615,9 @@ static enum MHD_Result queue_job(http_server *s, http_request *r)
         r->queued = true;
         if (!r->vetting) r->in_handler = true;
         s->n_queued++;
-        http_request **head = r->long_running && !r->vetting ? &s->slow : &s->quick;
-        http_request **tail = r->long_running && !r->vetting ? &s->slow_tail : &s->quick_tail;
+        bool slow = r->long_running && (!r->vetting || r->vet_long);
+        http_request **head = slow ? &s->slow : &s->quick;
+        http_request **tail = slow ? &s->slow_tail : &s->quick_tail;
         if (*tail) (*tail)->next = r;
         else *head = r;
         *tail = r;
@@ -763,6 +765,10 @@ static void *worker_main(void *arg)
             http_current = NULL;
             pthread_mutex_lock(&s->mu);
             r->done = true;
+            if (is_long) { /* a long vet's slot, as after a handler */
+                s->n_long_running--;
+                if (s->slow) pthread_cond_broadcast(&s->cond);
+            }
             pthread_mutex_unlock(&s->mu);
             MHD_resume_connection(r->conn);
             continue;
@@ -1022,6 +1028,12 @@ void http_request_set_body_limit(http_request *r, size_t limit) { r->body_limit 
 void http_request_set_long_running(http_request *r) { r->long_running = true; }
 void http_request_set_user(http_request *r, void *user) { r->user = user; }
 void http_request_vet_first(http_request *r) { r->vet = true; }
+
+void http_request_vet_first_long(http_request *r)
+{
+    r->vet = true;
+    r->vet_long = true;
+}
 
 void http_request_set_data(http_request *r, void *data, void (*free_fn)(void *data))
 {

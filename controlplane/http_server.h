@@ -138,8 +138,11 @@ int http_query_each(const char *query, int (*fn)(void *cls, const char *key, con
 void http_request_set_body_limit(http_request *req, size_t limit);
 void http_request_set_long_running(http_request *req);
 void http_request_set_user(http_request *req, void *user);
-/* Runs cfg->vet on a worker before the body is read (one more worker hop). */
+/* Runs cfg->vet on a worker before the body is read (one more worker hop);
+ * a quick worker, unless _long on a long-running request: then the vet may
+ * take long too (a long-call worker, counted as the handler is). */
 void http_request_vet_first(http_request *req);
+void http_request_vet_first_long(http_request *req);
 /* The body is not buffered: each piece is handed to fn on the I/O thread as
  * it arrives (fn must not block); fn returns 0 when it took the piece, -1 to
  * refuse the rest (the connection is then closed), or HTTP_BODY_PAUSE when

@@ -216,7 +216,10 @@ static void on_headers(void *a, http_request *req)
     else if (strcmp(path, "/refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
     else if (strcmp(path, "/slow") == 0 && ap->slow_is_long) http_request_set_long_running(req);
     else if (strcmp(path, "/vetted") == 0) http_request_vet_first(req);
-    else if (strncmp(path, "/data", 5) == 0) {
+    else if (strcmp(path, "/vetlong") == 0) {
+        http_request_set_long_running(req);
+        http_request_vet_first_long(req);
+    } else if (strncmp(path, "/data", 5) == 0) {
         req_data *d = malloc(sizeof *d);
         *d = (req_data){.ap = ap, .value = 42};
         http_request_set_data(req, d, req_data_free);
@@ -231,6 +234,13 @@ static void vet(void *a, void *worker, http_request *req)
     app *ap = a;
     pthread_mutex_lock(&ap->mu);
     ap->vetted++;
+    if (strcmp(http_request_path(req), "/vetlong") == 0) { /* a slow vet: parks */
+        ap->slow_parked++;
+        pthread_cond_broadcast(&ap->cond);
+        while (!ap->release) pthread_cond_wait(&ap->cond, &ap->mu);
+        pthread_mutex_unlock(&ap->mu);
+        return;
+    }
     pthread_mutex_unlock(&ap->mu);
     const char *key = http_request_header(req, "X-Key");
     if (!key || strcmp(key, "good") != 0) http_reply_error(req, 401, "unauthorized", "bad key");
@@ -932,6 +942,33 @@ static void test_long_running_leave_a_worker_for_quick_ones(void **state)
 /* With a long-call pool, long requests fill only its workers: two of them
  * run at once on a pool of two while the one quick worker still answers,
  * and a third long one waits for the pool, not for the quick worker. */
+/* A long vet (http_request_vet_first_long) runs on the long-call pool: while
+ * one parks, the only quick worker still serves a quick request; once it
+ * returns, the request's body is read and its handler runs. */
+static void test_long_vet_leaves_quick_workers_alone(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    ap.long_threads = 1;
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    int fd = connect_to(port);
+    send_all(fd, "POST /vetlong HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "Content-Length: 5\r\n\r\nhello");
+    assert_int_equal(wait_count(&ap, &ap.slow_parked, 1), 1);
+    char *a = http_get(port, "GET", "/fast", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    open_gate(&ap);
+    char *b = read_to_eof(fd);
+    close(fd);
+    assert_non_null(b);
+    if (!strstr(b, "200 OK")) fail_msg("answer: %s", b);
+    free(b);
+    http_server_stop(s);
+}
+
 static void test_long_pool_leaves_quick_workers_alone(void **state)
 {
     app ap;
@@ -1264,6 +1301,7 @@ int main(void)
         cmocka_unit_test(test_upgrade_hands_over_the_socket),
         cmocka_unit_test(test_vet_before_the_body),
         cmocka_unit_test(test_long_pool_leaves_quick_workers_alone),
+        cmocka_unit_test(test_long_vet_leaves_quick_workers_alone),
         cmocka_unit_test(test_slow_headers_are_cut_off),
         cmocka_unit_test(test_over_limit_in_pieces_and_endless_chunked),
         cmocka_unit_test(test_streamed_body_pauses_for_a_slow_consumer),
