@@ -192,61 +192,6 @@ static int send_all(int fd, const char *p, size_t n)
     return 0;
 }
 
-/* Decodes a chunked body in place; -1 when malformed. */
-static int dechunk(char *p, size_t len, size_t *out)
-{
-    size_t r = 0, w = 0;
-    for (;;) {
-        char *end;
-        unsigned long sz = strtoul(p + r, &end, 16);
-        char *nl = memchr(p + r, '\n', len - r);
-        if (!nl || end == p + r) return -1;
-        r = (size_t)(nl - p) + 1;
-        if (sz == 0) break;
-        if (sz > len - r) return -1;
-        memmove(p + w, p + r, sz);
-        w += sz;
-        r += sz;
-        if (r + 2 <= len && p[r] == '\r') r += 2;
-        else if (r + 1 <= len && p[r] == '\n') r += 1;
-    }
-    *out = w;
-    return 0;
-}
-
-static void reply_guest_answer(api_request *r, buf *in)
-{
-    char *hdr_end = in->p ? strstr(in->p, "\r\n\r\n") : NULL;
-    int status = 0;
-    if (!hdr_end || sscanf(in->p, "HTTP/1.%*d %d", &status) != 1 || status < 100 || status > 599) {
-        http_reply_error(r->req, 502, "bad_gateway",
-                         "the sandbox's answer on that port is not HTTP/1.x");
-        return;
-    }
-    *hdr_end = '\0';
-    char *body = hdr_end + 4;
-    size_t body_len = in->len - (size_t)(body - in->p);
-    char content_type[256] = "application/octet-stream";
-    bool chunked = false;
-    char *save = NULL;
-    strtok_r(in->p, "\r\n", &save); /* status line */
-    for (char *line = strtok_r(NULL, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
-        char *colon = strchr(line, ':');
-        if (!colon) continue;
-        *colon = '\0';
-        char *v = colon + 1;
-        while (*v == ' ' || *v == '\t') v++;
-        if (!strcasecmp(line, "content-type")) snprintf(content_type, sizeof content_type, "%s", v);
-        if (!strcasecmp(line, "transfer-encoding") && strstr(v, "chunked")) chunked = true;
-        if (!proxy_skip_response_header(line)) http_add_header(r->req, line, v);
-    }
-    if (chunked && dechunk(body, body_len, &body_len) < 0) {
-        http_reply_error(r->req, 502, "bad_gateway", "malformed chunked answer from the sandbox");
-        return;
-    }
-    http_reply_bytes(r->req, status, content_type, body, body_len);
-}
-
 /* ---- WebSocket (any Upgrade): after the guest's 101, bytes both ways */
 
 typedef struct ws_relay {
@@ -354,17 +299,12 @@ static void upgrade_answer(api_request *r, int fd, const char *protocol)
         free(in.p);
         return;
     }
-    if (status != 101) {
-        /* an ordinary answer: read it to its end */
-        for (;;) {
-            ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0 || in.len > PROXY_RESPONSE_MAX) break;
-            put(&in, chunk, (size_t)n);
-        }
-        close(fd);
-        reply_guest_answer(r, &in);
+    if (status != 101) { /* an ordinary answer: streamed as any other */
+        proxy_stream *p = proxy_stream_start_read(r->req, fd, in.p, in.len,
+                                                  !strcmp(http_request_method(r->req), "HEAD"));
         free(in.p);
+        if (p) proxy_stream_answer(p, r->req);
+        else http_reply_error(r->req, 500, "internal_error", "cannot start the proxy's relay");
         return;
     }
     ws_relay *w = calloc(1, sizeof *w);

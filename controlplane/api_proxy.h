@@ -18,15 +18,13 @@
  * An Upgrade request (WebSocket) keeps its Connection/Upgrade headers; when
  * the guest answers 101, its headers go back with our 101 and a relay thread
  * copies bytes both ways until both directions closed (the agent's tunnel
- * counts that traffic as activity); a non-101 answer to it is read whole
- * (at most PROXY_RESPONSE_MAX) and sent back. */
+ * counts that traffic as activity); a non-101 answer to it is streamed back
+ * as a plain answer is. */
 #ifndef TORPOR_CP_API_PROXY_H
 #define TORPOR_CP_API_PROXY_H
 
 #include "api_request.h"
 #include "proxy_stream.h"
-
-#define PROXY_RESPONSE_MAX (16 * 1024 * 1024) /* an upgrade's non-101 answer */
 
 /* Worker, handler: the request (opened already when it has a body). */
 void api_proxy(api_request *r);

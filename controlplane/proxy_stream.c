@@ -17,7 +17,9 @@
 
 #include "mono_time.h"
 
-bool proxy_skip_response_header(const char *n)
+/* The answer headers not passed on: hop-by-hop ones, and the framing and
+ * type the reply sets itself. */
+static bool skip_response_header(const char *n)
 {
     static const char *const skip[] = {"connection",     "keep-alive",   "transfer-encoding",
                                        "content-length", "content-type", "date",
@@ -449,8 +451,10 @@ static ssize_t reply_read(void *cls, uint64_t pos, char *buf, size_t max)
     return r;
 }
 
-proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool chunked_body,
-                                 bool head_request)
+/* The stream, its rings and the relay; got (n bytes) were read from the
+ * guest already. */
+static proxy_stream *start(http_request *req, int fd, bool with_body, bool chunked_body,
+                           bool head_request, const char *got, size_t n)
 {
     proxy_stream *p = calloc(1, sizeof *p);
     if (p) {
@@ -478,6 +482,14 @@ proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool
     p->refs = 2; /* the request's data, the relay */
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cond, NULL);
+    /* no relay yet: nothing else sees p */
+    while (n && p->head_state == 0) {
+        size_t k = n < PROXY_HEAD_MAX - p->head_len ? n : PROXY_HEAD_MAX - p->head_len;
+        guest_bytes(p, got, k);
+        got += k;
+        n -= k;
+    }
+    if (n && p->head_state == 1) guest_bytes(p, got, n); /* body bytes: n < PROXY_RING */
     struct timeval none = {0, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
@@ -498,6 +510,22 @@ proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool
     }
     pthread_attr_destroy(&at);
     return p;
+}
+
+proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool chunked_body,
+                                 bool head_request)
+{
+    return start(req, fd, with_body, chunked_body, head_request, NULL, 0);
+}
+
+proxy_stream *proxy_stream_start_read(http_request *req, int fd, const char *got, size_t n,
+                                      bool head_request)
+{
+    if (n >= PROXY_RING) {
+        close(fd);
+        return NULL;
+    }
+    return start(req, fd, false, false, head_request, got, n);
 }
 
 /* Worker: the body is in (all of it gone to the ring); the guest's answer
@@ -529,7 +557,7 @@ void proxy_stream_answer(proxy_stream *p, http_request *req)
         char *v = colon + 1;
         while (*v == ' ' || *v == '\t') v++;
         if (!strcasecmp(line, "content-type")) snprintf(content_type, sizeof content_type, "%s", v);
-        if (!proxy_skip_response_header(line)) http_add_header(req, line, v);
+        if (!skip_response_header(line)) http_add_header(req, line, v);
     }
     if (p->framing == BODY_NONE) {
         http_reply_bytes(req, p->status, content_type, NULL, 0);

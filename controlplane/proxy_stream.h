@@ -48,12 +48,13 @@ typedef struct proxy_stream proxy_stream;
  * then). NULL (fd closed) when out of memory or threads. */
 proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool chunked_body,
                                  bool head_request);
+/* The same for an answer whose first n bytes (n < PROXY_RING) were read
+ * from the guest already (an Upgrade request the guest did not accept). */
+proxy_stream *proxy_stream_start_read(http_request *req, int fd, const char *got, size_t n,
+                                      bool head_request);
 /* I/O thread: an http_body_fn for the request (cls unused). */
 int proxy_stream_body(void *cls, http_request *req, const char *data, size_t len);
 /* Worker, handler, once the body has ended: replies (see above). */
 void proxy_stream_answer(proxy_stream *p, http_request *req);
-/* True for the answer headers not passed on (hop-by-hop, and the framing
- * and type the reply sets itself). */
-bool proxy_skip_response_header(const char *n);
 
 #endif

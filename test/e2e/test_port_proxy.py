@@ -126,6 +126,14 @@ def test_auto_resume_proxy_wakes_a_paused_sandbox(s):
     s.destroy(sid)
 
 
+def test_upgrade_the_guest_refuses_is_an_ordinary_answer(s):
+    """busybox httpd ignores Upgrade: its 200 and file come back as for a
+    plain request (streamed, not switched)."""
+    st, h, data = proxy(s, ctx["id"], "8080/index.html", key=s.key_a,
+                        headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert st == 200 and data == b"hello through the proxy\n", (st, h, data)
+
+
 # A WebSocket handshake server in busybox sh (sha1sum + xxd + base64), then
 # `cat`: every byte the client sends comes back (frames echoed as they are).
 WS_SH = r"""#!/bin/sh
@@ -303,6 +311,7 @@ TESTS = [
     test_unknown_sandbox_is_404_and_bad_port_400,
     test_proxied_requests_keep_a_short_timeout_sandbox_running,
     test_auto_resume_proxy_wakes_a_paused_sandbox,
+    test_upgrade_the_guest_refuses_is_an_ordinary_answer,
     test_websocket_echo_through_the_proxy,
     test_64_mib_up_and_down_stream_in_bounded_memory,
     test_agent_sigterm_ends_live_tunnels_and_exits_cleanly,

@@ -111,6 +111,19 @@ static void handler(void *app, void *worker, http_request *req)
 {
     (void)app;
     (void)worker;
+    if (!strcmp(http_request_path(req), "/pre")) {
+        /* the head and the body's first bytes were read already (as from an
+         * Upgrade the guest refused); the guest sends the rest */
+        int sp[2];
+        if (socketpair(AF_UNIX, SOCK_STREAM, 0, sp) != 0) abort();
+        current->fd = sp[1];
+        pthread_create(&current->th, NULL, guest_main, current);
+        static const char pre[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab";
+        proxy_stream *p = proxy_stream_start_read(req, sp[0], pre, sizeof pre - 1, false);
+        if (!p) http_reply_error(req, 500, "internal_error", "no stream");
+        else proxy_stream_answer(p, req);
+        return;
+    }
     if (!http_request_data(req)) open_stream(req);
     if (http_reply_status(req)) return;
     proxy_stream_answer(http_request_data(req), req);
@@ -268,6 +281,21 @@ static void test_answer_that_is_not_http_is_502(void **state)
     http_server_stop(s);
 }
 
+static void test_answer_partly_read_already_goes_on_from_the_tunnel(void **state)
+{
+    (void)state;
+    http_server *s = start();
+    guest g;
+    guest_start(&g, "cde");
+    size_t len;
+    char *a = call(s, "GET /pre HTTP/1.0\r\n\r\n", &len);
+    pthread_join(g.th, NULL);
+    if (!strstr(a, " 200 ") || strcmp(strstr(a, "\r\n\r\n") + 4, "abcde"))
+        fail_msg("answer: %s", a);
+    free(a);
+    http_server_stop(s);
+}
+
 /* 8 MiB down through the fixed rings, to a client that reads slowly at
  * first: everything arrives, in order. */
 static void test_large_answer_arrives_whole(void **state)
@@ -319,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_interim_answer_is_skipped),
         cmocka_unit_test(test_answer_cut_short_is_cut_short_for_the_client),
         cmocka_unit_test(test_answer_that_is_not_http_is_502),
+        cmocka_unit_test(test_answer_partly_read_already_goes_on_from_the_tunnel),
         cmocka_unit_test(test_large_answer_arrives_whole),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
