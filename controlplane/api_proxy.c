@@ -145,6 +145,28 @@ static int tls_wrap(const cp_config *cfg, int fd, const char *host, const char *
     return sp[0];
 }
 
+/* connect() that gives up after ms (an unreachable agent must not hold the
+ * request for the kernel's minutes); 0 or the errno. fd stays blocking. */
+static int connect_within(int fd, const struct sockaddr *sa, socklen_t len, int ms)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return errno;
+    int e = 0;
+    if (connect(fd, sa, len) < 0) {
+        e = errno;
+        if (e == EINPROGRESS) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            int n;
+            while ((n = poll(&pf, 1, ms)) < 0 && errno == EINTR) {}
+            socklen_t el = sizeof e;
+            if (n == 0) e = ETIMEDOUT;
+            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0) e = errno;
+        }
+    }
+    fcntl(fd, F_SETFL, fl);
+    return e;
+}
+
 /* Connects to host:port of the agent's tunnel and sends the token line
  * (through mutual TLS when the control plane has its certificates). */
 static int tunnel_connect(const cp_config *cfg, const char *agent_addr, int port, const char *token,
@@ -160,13 +182,12 @@ static int tunnel_connect(const cp_config *cfg, const char *agent_addr, int port
     if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai)
         return terr_set(err, "agent address %s unresolvable", host);
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        int e = errno;
+    int e = fd < 0 ? errno : connect_within(fd, ai->ai_addr, ai->ai_addrlen, TUNNEL_HELLO_MS);
+    freeaddrinfo(ai);
+    if (e) {
         if (fd >= 0) close(fd);
-        freeaddrinfo(ai);
         return terr_set(err, "connect to the agent's tunnel: %s", strerror(e));
     }
-    freeaddrinfo(ai);
     char line[80];
     int n = snprintf(line, sizeof line, "%s\n", token);
     if (cfg->tls_cert && (fd = tls_wrap(cfg, fd, host, line, err)) < 0) return -1;
