@@ -313,19 +313,18 @@ static void *stream_main(void *arg)
                         : ring_room(&p->down) >= PROXY_READ ? PROXY_READ
                                                             : 0;
         pthread_mutex_unlock(&p->mu);
-        int ms = -1;
-        if (in_max) {
-            int64_t left = last + PROXY_TIMEOUT_MS - mono_ms();
-            if (left <= 0) {
-                pthread_mutex_lock(&p->mu);
-                head_failed(p, "the sandbox did not answer in time");
-                p->down_err = true;
-                break;
-            }
-            ms = (int)left;
-        } else {
-            last = mono_ms(); /* the client is slow, not the guest */
+        /* No byte moved either way for PROXY_TIMEOUT_MS: the guest is silent,
+         * or guest and client each wait for the other (a client that sends
+         * its whole body before reading, a guest that answers without
+         * reading it): either way the request ends. */
+        int64_t left = last + PROXY_TIMEOUT_MS - mono_ms();
+        if (left <= 0) {
+            pthread_mutex_lock(&p->mu);
+            head_failed(p, "the sandbox did not answer in time");
+            p->down_err = true;
+            break;
         }
+        int ms = (int)left;
         struct pollfd pf[2] = {
             {.fd = p->wake, .events = POLLIN},
             {.fd = in_max || want_out ? p->tfd : -1,
@@ -339,8 +338,7 @@ static void *stream_main(void *arg)
         }
         if (n > 0 && pf[0].revents) {
             uint64_t v;
-            if (read(p->wake, &v, sizeof v) < 0) { /* EAGAIN: nothing pending */
-            }
+            if (read(p->wake, &v, sizeof v) > 0) last = mono_ms(); /* the client moved bytes */
         }
         if (n > 0 && want_out && (pf[1].revents & (POLLOUT | POLLERR | POLLHUP))) {
             const char *d;

@@ -17,16 +17,17 @@
  * chunked; a chunked answer is decoded), paused while the relay has nothing
  * for it. An interim 1xx answer is skipped. HEAD, 204 and 304 have no body.
  *
- * Bounds and failures: while the relay waits for the guest (its answer, or
- * room to send the body), the guest must move a byte at least every
- * PROXY_TIMEOUT_MS; else, or when the guest's answer head is not HTTP/1.x or
+ * Bounds and failures: some byte must move (guest to relay, relay to guest,
+ * client body in, answer out to the client when the ring was full) at least
+ * every PROXY_TIMEOUT_MS; else (a silent guest; a guest and a client each
+ * waiting for the other), or when the guest's answer head is not HTTP/1.x or
  * over PROXY_HEAD_MAX, or the guest closes first, the reply is 502
  * bad_gateway before the head, and the answer is cut (an error for the
  * client) after it. An answer cut short by the guest (fewer bytes than its
  * Content-Length, no last chunk) is cut short for the client too. A client
- * that reads slowly holds the guest back through the full ring (its own
- * deadline is libmicrohttpd's idle timeout). A guest that stops reading the
- * body (it answered early) gets the rest dropped. The relay ends when the
+ * that reads slowly holds the guest back through the full ring. A guest
+ * that closes its side (it answered early) gets the rest of the body
+ * dropped; its answer still goes out. The relay ends when the
  * answer has ended or the request is gone; the stream is freed by the last
  * of request, relay and reply. */
 #ifndef TORPOR_CP_PROXY_STREAM_H
