@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "admission.h"
 #include "agent_config.h"
@@ -33,6 +34,15 @@ static const char *env_or(const char *name, const char *dflt)
 {
     const char *v = getenv(name);
     return v && *v ? v : dflt;
+}
+
+/* The host part of a listen address ("10.0.0.5:50051", "[::1]:0"). */
+static void listen_host(const char *addr, char *host, size_t n)
+{
+    const char *end = addr[0] == '[' ? strchr(addr, ']') : strrchr(addr, ':');
+    const char *start = addr[0] == '[' ? addr + 1 : addr;
+    size_t len = end ? (size_t)(end - start) : strlen(start);
+    snprintf(host, n, "%.*s", (int)len, start);
 }
 
 static int run(const agent_config *cfg, const sigset_t *sigs)
@@ -115,12 +125,22 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
                        .driver = driver};
     if (tb_open(&tbcfg, &tb, &err) != 0) fatal("stage=templates %s", err.msg);
 
-    /* The port tunnel (no TLS yet) only beside a loopback gRPC address. */
+    /* The port tunnel: mutual TLS with the gRPC certificates, on the gRPC
+     * listen host; plaintext only beside a loopback gRPC address. */
     port_tunnel *tunnel = NULL;
-    if (net && rpc_addr_is_loopback(cfg->listen)) {
-        if (tunnel_start("127.0.0.1", lc, net, &tunnel, &err) != 0)
-            fatal("stage=tunnel %s", err.msg);
-        log_info("event=tunnel_ready port=%d", tunnel_port(tunnel));
+    tunnel_tls *tunnel_tls_ctx = NULL;
+    if (net && (cfg->tls_cert || rpc_addr_is_loopback(cfg->listen))) {
+        char host[256] = "127.0.0.1";
+        if (cfg->tls_cert) {
+            if (tunnel_tls_server(cfg->tls_cert, cfg->tls_key, cfg->tls_ca, cfg->tls_client_name,
+                                  &tunnel_tls_ctx, &err) != 0)
+                fatal("stage=tunnel %s", err.msg);
+            listen_host(cfg->listen, host, sizeof host);
+        }
+        if (tunnel_start(host, tunnel_tls_ctx, lc, net, &tunnel, &err) != 0)
+            fatal("stage=tunnel listen=%s %s", host, err.msg);
+        log_info("event=tunnel_ready port=%d tls=%s", tunnel_port(tunnel),
+                 tunnel_tls_ctx ? "mutual" : "off");
     }
     agent_rpc app = {.lc = lc,
                      .journal = jnl,
@@ -170,8 +190,8 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
         log_error("event=agent_stop_timeout error=\"%s\"", log_quote(err.msg, q, sizeof q));
         return 1;
     }
-    tb_close(tb); /* a running build is killed and ends in error */
-    tunnel_stop(tunnel);
+    tb_close(tb);        /* a running build is killed and ends in error */
+    tunnel_stop(tunnel); /* frees tunnel_tls_ctx */
     lifecycle_close(lc);
     net_close(net);
     journal_close(jnl);

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -21,6 +22,7 @@
 #define CONNECT_MS 3000
 #define LIVE_MAX 1024
 #define STOP_WAIT_MS 5000
+#define HELLO_MS 5000 /* TLS handshake and token line */
 
 typedef struct pending {
     char token[TUNNEL_TOKEN_LEN + 1];
@@ -30,6 +32,7 @@ typedef struct pending {
 } pending;
 
 struct port_tunnel {
+    tunnel_tls *tls; /* NULL: plaintext (loopback only) */
     lifecycle *lc;
     agent_net *net;
     int lfd;
@@ -137,12 +140,28 @@ typedef struct conn {
     int cfd;
 } conn;
 
+/* Traffic is activity: a ping at most once a second per connection. */
+typedef struct toucher {
+    port_tunnel *t;
+    const char *id;
+    long long last;
+} toucher;
+
+static void touch(void *cls)
+{
+    toucher *w = cls;
+    if (mono_ms() - w->last < 1000) return;
+    w->last = mono_ms();
+    int64_t last;
+    terr ignored;
+    lifecycle_ping(w->t->lc, w->id, &last, &ignored);
+}
+
 /* Copies both ways until both directions ended (half-close passed on). */
-static void pump(port_tunnel *t, const char *id, int a, int b)
+static void pump(toucher *w, int a, int b)
 {
     char buf[65536];
     bool a_open = true, b_open = true;
-    long long last_touch = mono_ms();
     while (a_open || b_open) {
         struct pollfd pf[2] = {{.fd = a_open ? a : -1, .events = POLLIN},
                                {.fd = b_open ? b : -1, .events = POLLIN}};
@@ -160,19 +179,48 @@ static void pump(port_tunnel *t, const char *id, int a, int b)
                 continue;
             }
             for (ssize_t off = 0; off < n;) {
-                ssize_t w = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
-                if (w < 0 && errno == EINTR) continue;
-                if (w <= 0) return;
-                off += w;
+                ssize_t wr = send(to, buf + off, (size_t)(n - off), MSG_NOSIGNAL);
+                if (wr < 0 && errno == EINTR) continue;
+                if (wr <= 0) return;
+                off += wr;
             }
-            if (mono_ms() - last_touch >= 1000) {
-                last_touch = mono_ms();
-                int64_t last;
-                terr ignored;
-                lifecycle_ping(t->lc, id, &last, &ignored);
-            }
+            touch(w);
         }
     }
+}
+
+/* The token line, through TLS or not, within HELLO_MS. */
+static int read_token(port_tunnel *t, int cfd, tunnel_tls_conn **tc, char *line, size_t n)
+{
+    terr err;
+    if (t->tls) {
+        int64_t t0 = mono_ms();
+        if (!(*tc = tunnel_tls_accept(t->tls, cfd, HELLO_MS, &err))) {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=tunnel_refused reason=tls error=\"%s\"",
+                     log_quote(err.msg, q, sizeof q));
+            return -1;
+        }
+        int left = HELLO_MS - (int)(mono_ms() - t0);
+        return tunnel_tls_read_line(*tc, line, n, left > 0 ? left : 1, &err);
+    }
+    struct timeval tv = {HELLO_MS / 1000, 0};
+    setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    size_t got = 0;
+    int64_t deadline = mono_ms() + HELLO_MS;
+    /* Byte by byte: nothing after the newline may be consumed here. */
+    while (got + 1 < n && mono_ms() < deadline) {
+        ssize_t r = read(cfd, line + got, 1);
+        if (r <= 0) return -1;
+        if (line[got] == '\n') {
+            line[got] = '\0';
+            tv.tv_sec = 0;
+            setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+            return 0;
+        }
+        got++;
+    }
+    return -1;
 }
 
 static void *conn_main(void *arg)
@@ -186,21 +234,11 @@ static void *conn_main(void *arg)
         close(cfd);
         return NULL;
     }
-    struct timeval tv = {5, 0};
-    setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     char line[TUNNEL_TOKEN_LEN + 2];
-    size_t got = 0;
-    /* Byte by byte: nothing after the newline may be consumed here. */
-    while (got < sizeof line) {
-        ssize_t n = read(cfd, line + got, 1);
-        if (n <= 0) break;
-        if (line[got] == '\n') break;
-        got++;
-    }
+    tunnel_tls_conn *tc = NULL;
     int gfd = -1;
     char id[RUNTIME_ID_MAX] = "";
-    if (got == TUNNEL_TOKEN_LEN && line[got] == '\n') {
-        line[got] = '\0';
+    if (read_token(t, cfd, &tc, line, sizeof line) == 0 && strlen(line) == TUNNEL_TOKEN_LEN) {
         pthread_mutex_lock(&t->mu);
         expire_locked(t);
         for (int i = 0; i < PENDING_MAX; i++)
@@ -213,15 +251,17 @@ static void *conn_main(void *arg)
         pthread_mutex_unlock(&t->mu);
     }
     if (gfd < 0) {
-        log_warn("event=tunnel_refused reason=bad_token");
+        if (!t->tls || tc) log_warn("event=tunnel_refused reason=bad_token");
+        tunnel_tls_end(tc);
         live_remove(t, lslot);
         close(cfd);
         return NULL;
     }
     live_set_guest(t, lslot, gfd);
-    tv.tv_sec = 0;
-    setsockopt(cfd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    pump(t, id, cfd, gfd);
+    toucher w = {.t = t, .id = id, .last = mono_ms()};
+    if (tc) tunnel_tls_pump(tc, gfd, touch, &w);
+    else pump(&w, cfd, gfd);
+    tunnel_tls_end(tc);
     live_remove(t, lslot);
     close(gfd);
     close(cfd);
@@ -257,33 +297,52 @@ static void *accept_main(void *arg)
     }
 }
 
-int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tunnel **out,
-                 terr *err)
+int tunnel_start(const char *listen_host, tunnel_tls *tls, lifecycle *lc, agent_net *net,
+                 port_tunnel **out, terr *err)
 {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE},
+                    *ai = NULL;
+    if (getaddrinfo(*listen_host ? listen_host : NULL, "0", &hints, &ai) != 0 || !ai)
+        return terr_set(err, "the port tunnel cannot listen on %s (unresolvable)", listen_host);
+    bool loopback = (ai->ai_family == AF_INET &&
+                     (ntohl(((struct sockaddr_in *)ai->ai_addr)->sin_addr.s_addr) >> 24) == 127) ||
+                    (ai->ai_family == AF_INET6 &&
+                     IN6_IS_ADDR_LOOPBACK(&((struct sockaddr_in6 *)ai->ai_addr)->sin6_addr));
+    if (!tls && !loopback) {
+        freeaddrinfo(ai);
+        return terr_set(err, "the port tunnel without TLS listens on loopback only, not %s",
+                        listen_host);
+    }
     port_tunnel *t = calloc(1, sizeof *t);
-    if (!t) return terr_set(err, "out of memory");
+    if (!t) {
+        freeaddrinfo(ai);
+        return terr_set(err, "out of memory");
+    }
+    t->tls = tls;
     t->lc = lc;
     t->net = net;
     pthread_mutex_init(&t->mu, NULL);
     pthread_cond_init(&t->idle, NULL);
     for (int i = 0; i < PENDING_MAX; i++) t->slots[i].fd = -1;
     for (int i = 0; i < LIVE_MAX; i++) t->live[i][0] = t->live[i][1] = -1;
-    struct sockaddr_in sa = {.sin_family = AF_INET};
-    if (inet_pton(AF_INET, listen_host, &sa.sin_addr) != 1 ||
-        (ntohl(sa.sin_addr.s_addr) >> 24) != 127) {
-        free(t);
-        return terr_set(err, "the port tunnel listens on IPv4 loopback only, not %s", listen_host);
-    }
-    t->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_storage sa;
     socklen_t sl = sizeof sa;
-    if (t->lfd < 0 || bind(t->lfd, (struct sockaddr *)&sa, sizeof sa) < 0 ||
-        listen(t->lfd, 128) < 0 || getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
+    int one = 1;
+    t->lfd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (t->lfd >= 0) setsockopt(t->lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (t->lfd < 0 || bind(t->lfd, ai->ai_addr, ai->ai_addrlen) < 0 || listen(t->lfd, 128) < 0 ||
+        getsockname(t->lfd, (struct sockaddr *)&sa, &sl) < 0) {
         int e = errno;
         if (t->lfd >= 0) close(t->lfd);
+        freeaddrinfo(ai);
         free(t);
         return terr_set(err, "port tunnel listen: %s", strerror(e));
     }
-    t->port = ntohs(sa.sin_port);
+    freeaddrinfo(ai);
+    t->port = sa.ss_family == AF_INET6 ? ntohs(((struct sockaddr_in6 *)&sa)->sin6_port)
+                                       : ntohs(((struct sockaddr_in *)&sa)->sin_port);
     if (pthread_create(&t->acceptor, NULL, accept_main, t) != 0) {
         close(t->lfd);
         free(t);
@@ -326,5 +385,6 @@ void tunnel_stop(port_tunnel *t)
     }
     pthread_cond_destroy(&t->idle);
     pthread_mutex_destroy(&t->mu);
+    tunnel_tls_free(t->tls);
     free(t);
 }

@@ -10,10 +10,15 @@
  * either direction counts as the sandbox's activity (lifecycle_ping, at most
  * once a second per connection).
  *
- * Contract: the tunnel listens only on a loopback address (the raw tunnel has
- * no TLS yet); with a non-loopback gRPC address the tunnel is off and
- * OpenPort fails UNAVAILABLE. An unknown or expired token closes the
- * connection. One thread per live connection (at most 1024); tunnel_stop
+ * Contract: with tls (the agent's gRPC certificate, key and CA, and its
+ * --tls-client-name if set: common/tunnel_tls.h) the tunnel listens on the
+ * gRPC listen host, any address, and a connection must complete a mutual
+ * TLS handshake with a client certificate the CA signed (and that names the
+ * expected client, when set) before its token line is read; without tls it
+ * listens on a loopback address only, plaintext (tunnel_start refuses
+ * another). The handshake and the token line must arrive within HELLO_MS
+ * (5 s) of the connection; a refused handshake, an unknown or expired token
+ * closes the connection. One thread per live connection (at most 1024); tunnel_stop
  * closes the listener, ends every live connection and waits (up to 5 s) for
  * their threads, so the lifecycle can be closed after it. */
 #ifndef TORPOR_AGENT_PORT_TUNNEL_H
@@ -22,14 +27,17 @@
 #include "lifecycle.h"
 #include "net.h"
 #include "terr.h"
+#include "tunnel_tls.h"
 
 #define TUNNEL_TOKEN_TTL_MS 10000
 #define TUNNEL_TOKEN_LEN 32 /* hex chars */
 
 typedef struct port_tunnel port_tunnel;
 
-int tunnel_start(const char *listen_host, lifecycle *lc, agent_net *net, port_tunnel **out,
-                 terr *err);
+/* listen_host: an address or name; tls NULL = plaintext, else owned from a
+ * successful start on (tunnel_stop frees it). */
+int tunnel_start(const char *listen_host, tunnel_tls *tls, lifecycle *lc, agent_net *net,
+                 port_tunnel **out, terr *err);
 void tunnel_stop(port_tunnel *t);
 int tunnel_port(const port_tunnel *t);
 

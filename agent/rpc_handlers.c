@@ -614,8 +614,9 @@ static void h_open_port(void *appv, rpc_call *call, const ProtobufCMessage *m)
     const Torpor__Hostagent__V1__OpenPortRequest *req = (const void *)m;
     if (bad_id(call, req->sandbox_id)) return;
     if (!app->tunnel) {
-        rpc_fail(call, GRPC_STATUS_UNAVAILABLE,
-                 "this agent has no port tunnel (network off or non-loopback address)");
+        rpc_fail(
+            call, GRPC_STATUS_UNAVAILABLE,
+            "this agent has no port tunnel (network off, or a non-loopback address without TLS)");
         return;
     }
     char token[TUNNEL_TOKEN_LEN + 1];

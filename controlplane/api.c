@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "api_health.h"
+#include "api_proxy.h"
 #include "api_routes.h"
 #include "auth.h"
 #include "cp_metrics.h"
@@ -124,6 +125,10 @@ static void decide(void *app, http_request *req)
      * connection. Streamed routes always. */
     if (route->auth == API_AUTH_KEY && (route->stream || big_body(req, route->body_limit)))
         http_request_vet_first(req);
+    /* The port proxy sends a body to the guest as it arrives: the tunnel is
+     * opened (auth first) before the body is read. */
+    if (route->auth == API_AUTH_SANDBOX_TOKEN && route->stream && api_proxy_opens_early(req))
+        http_request_vet_first_long(req); /* it may wake the sandbox: a long call */
     if (route->long_running) http_request_set_long_running(req);
 }
 
@@ -161,14 +166,23 @@ void api_done(void *app, http_request *req)
     if (ctx->long_calls) team_limit_release(ctx->long_calls, req);
 }
 
+static bool authenticate(api_request *r);
+
 void api_vet(void *app, void *worker, http_request *req)
 {
     api_worker *w = worker;
     api_request r = {.req = req, .ctx = app, .db = w->db, .route = http_request_user(req)};
     bool ok;
     terr err;
-    if (auth_check(r.db, r.ctx->keys, http_request_header(req, "X-API-Key"), r.team_id, &ok,
-                   &err) != 0)
+    if (r.route->auth == API_AUTH_SANDBOX_TOKEN) {
+        /* the port proxy with a body: auth, then the tunnel, before the body */
+        api_match m;
+        if (api_route_find(r.route, 1, http_request_method(req), http_request_path(req), &m) ==
+            r.route)
+            memcpy(r.id, m.id, sizeof r.id);
+        if (authenticate(&r) && take_long_slot(&r)) api_proxy_open_early(&r);
+    } else if (auth_check(r.db, r.ctx->keys, http_request_header(req, "X-API-Key"), r.team_id,
+                          &ok, &err) != 0)
         api_reply_internal(&r, &err);
     else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
     else {
@@ -198,7 +212,8 @@ void api_vet(void *app, void *worker, http_request *req)
     if (status != 0) log_request(req, status, 0, r.id);
 }
 
-static void handle(api_request *r)
+/* The route's auth (key, admin key, or key or access token); false: replied. */
+static bool authenticate(api_request *r)
 {
     const api_route *route = r->route;
     if (route->auth == API_AUTH_KEY || route->auth == API_AUTH_ADMIN) {
@@ -207,16 +222,16 @@ static void handle(api_request *r)
         if (auth_check_role(r->db, r->ctx->keys, http_request_header(r->req, "X-API-Key"),
                             r->team_id, &ok, &r->admin, &err) != 0) {
             api_reply_internal(r, &err);
-            return;
+            return false;
         }
         if (!ok) {
             http_reply_error(r->req, 401, "unauthorized", "invalid API key");
-            return;
+            return false;
         }
         if (route->auth == API_AUTH_ADMIN && !r->admin) {
             http_reply_error(r->req, 403, "forbidden",
                              "this route needs an admin key (torpor-cp keys create --admin)");
-            return;
+            return false;
         }
     }
     if (route->auth == API_AUTH_SANDBOX_TOKEN) {
@@ -235,13 +250,20 @@ static void handle(api_request *r)
         }
         if (rc != 0) {
             api_reply_internal(r, &err);
-            return;
+            return false;
         }
         if (!ok) {
             http_reply_error(r->req, 401, "unauthorized", "invalid API key or access token");
-            return;
+            return false;
         }
     }
+    return true;
+}
+
+static void handle(api_request *r)
+{
+    const api_route *route = r->route;
+    if (!authenticate(r)) return;
     if (!take_long_slot(r)) return; /* a vetted request holds its slot already */
     r->body = http_request_body(r->req, &r->body_len);
     route->handler(r);

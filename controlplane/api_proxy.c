@@ -1,6 +1,9 @@
 /* api_proxy: the port proxy's control-plane end (see api_proxy.h). */
 #include "api_proxy.h"
 
+/* The TLS handshake and token line to the agent's tunnel. */
+#define TUNNEL_HELLO_MS 5000
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -17,7 +20,9 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "proxy_stream.h"
 #include "sandbox_ops.h"
+#include "tunnel_tls.h"
 
 static bool skip_request_header(const char *n)
 {
@@ -25,16 +30,6 @@ static bool skip_request_header(const char *n)
         "connection", "keep-alive",        "proxy-connection", "te",
         "trailer",    "transfer-encoding", "upgrade",          "content-length",
         "x-api-key",  "x-access-token",    "expect",           NULL};
-    for (int i = 0; skip[i]; i++)
-        if (!strcasecmp(n, skip[i])) return true;
-    return false;
-}
-
-static bool skip_response_header(const char *n)
-{
-    static const char *const skip[] = {"connection",     "keep-alive",   "transfer-encoding",
-                                       "content-length", "content-type", "date",
-                                       "trailer",        "upgrade",      NULL};
     for (int i = 0; skip[i]; i++)
         if (!strcasecmp(n, skip[i])) return true;
     return false;
@@ -78,32 +73,128 @@ static int add_header(void *cls, const char *name, const char *value)
     return 0;
 }
 
-/* Connects to host:port of the agent's tunnel and sends the token line. */
-static int tunnel_connect(const char *agent_addr, int port, const char *token, terr *err)
+/* The tunnel's TLS client context, made on first use from the control
+ * plane's gRPC client certificate, key and CA (never freed). */
+static tunnel_tls *client_tls(const cp_config *cfg, terr *err)
+{
+    static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+    static tunnel_tls *tls;
+    pthread_mutex_lock(&mu);
+    if (!tls && tunnel_tls_client(cfg->tls_cert, cfg->tls_key, cfg->tls_ca,
+                                  cfg->agent_tls_server_name, &tls, err) != 0)
+        tls = NULL;
+    tunnel_tls *t = tls;
+    pthread_mutex_unlock(&mu);
+    return t;
+}
+
+typedef struct tls_bridge {
+    tunnel_tls_conn *tc;
+    int tfd; /* the TCP connection under tc */
+    int sfd; /* our end of the socket pair */
+} tls_bridge;
+
+/* Plain bytes on the socket pair <-> TLS to the agent, until both ended. */
+static void *bridge_main(void *arg)
+{
+    tls_bridge *b = arg;
+    tunnel_tls_pump(b->tc, b->sfd, NULL, NULL);
+    tunnel_tls_end(b->tc);
+    close(b->tfd);
+    close(b->sfd);
+    free(b);
+    return NULL;
+}
+
+/* With TLS: the handshake and the token line on fd (taken), then a bridge
+ * thread between the TLS connection and a socket pair, whose other end is
+ * the tunnel for the caller (plain bytes: the relays stay as they are). */
+static int tls_wrap(const cp_config *cfg, int fd, const char *host, const char *line, terr *err)
+{
+    tunnel_tls *tls = client_tls(cfg, err);
+    tunnel_tls_conn *tc = tls ? tunnel_tls_connect(tls, fd, host, TUNNEL_HELLO_MS, err) : NULL;
+    if (!tc || tunnel_tls_write_all(tc, line, strlen(line), TUNNEL_HELLO_MS, err) != 0) {
+        terr_wrap(err, "the agent's tunnel");
+        tunnel_tls_end(tc);
+        close(fd);
+        return -1;
+    }
+    int sp[2];
+    tls_bridge *b = malloc(sizeof *b);
+    if (!b || socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sp) != 0) {
+        free(b);
+        tunnel_tls_end(tc);
+        close(fd);
+        return terr_set(err, "tunnel bridge: out of resources");
+    }
+    *b = (tls_bridge){.tc = tc, .tfd = fd, .sfd = sp[1]};
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&th, &at, bridge_main, b);
+    pthread_attr_destroy(&at);
+    if (rc != 0) {
+        tunnel_tls_end(tc);
+        close(fd);
+        close(sp[0]);
+        close(sp[1]);
+        free(b);
+        return terr_set(err, "tunnel bridge: no thread");
+    }
+    return sp[0];
+}
+
+/* connect() that gives up after ms (an unreachable agent must not hold the
+ * request for the kernel's minutes); 0 or the errno. fd stays blocking. */
+static int connect_within(int fd, const struct sockaddr *sa, socklen_t len, int ms)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0) return errno;
+    int e = 0;
+    if (connect(fd, sa, len) < 0) {
+        e = errno;
+        if (e == EINPROGRESS) {
+            struct pollfd pf = {.fd = fd, .events = POLLOUT};
+            int n;
+            while ((n = poll(&pf, 1, ms)) < 0 && errno == EINTR) {}
+            socklen_t el = sizeof e;
+            if (n == 0) e = ETIMEDOUT;
+            else if (n < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &el) < 0) e = errno;
+        }
+    }
+    fcntl(fd, F_SETFL, fl);
+    return e;
+}
+
+/* Connects to host:port of the agent's tunnel and sends the token line
+ * (through mutual TLS when the control plane has its certificates). */
+static int tunnel_connect(const cp_config *cfg, const char *agent_addr, int port, const char *token,
+                          terr *err)
 {
     char host[256];
-    snprintf(host, sizeof host, "%s", agent_addr);
-    char *colon = strrchr(host, ':');
-    if (colon) *colon = '\0';
+    const char *start = agent_addr[0] == '[' ? agent_addr + 1 : agent_addr;
+    const char *end = agent_addr[0] == '[' ? strchr(agent_addr, ']') : strrchr(agent_addr, ':');
+    snprintf(host, sizeof host, "%.*s", (int)(end ? (size_t)(end - start) : strlen(start)), start);
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM}, *ai = NULL;
     if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai)
         return terr_set(err, "agent address %s unresolvable", host);
     int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, ai->ai_addr, ai->ai_addrlen) < 0) {
-        int e = errno;
+    int e = fd < 0 ? errno : connect_within(fd, ai->ai_addr, ai->ai_addrlen, TUNNEL_HELLO_MS);
+    freeaddrinfo(ai);
+    if (e) {
         if (fd >= 0) close(fd);
-        freeaddrinfo(ai);
         return terr_set(err, "connect to the agent's tunnel: %s", strerror(e));
     }
-    freeaddrinfo(ai);
+    char line[80];
+    int n = snprintf(line, sizeof line, "%s\n", token);
+    if (cfg->tls_cert && (fd = tls_wrap(cfg, fd, host, line, err)) < 0) return -1;
     struct timeval tv = {PROXY_TIMEOUT_MS / 1000, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
-    char line[80];
-    int n = snprintf(line, sizeof line, "%s\n", token);
-    if (send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
+    if (!cfg->tls_cert && send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
         close(fd);
         return terr_set(err, "tunnel handshake failed");
     }
@@ -120,61 +211,6 @@ static int send_all(int fd, const char *p, size_t n)
         n -= (size_t)w;
     }
     return 0;
-}
-
-/* Decodes a chunked body in place; -1 when malformed. */
-static int dechunk(char *p, size_t len, size_t *out)
-{
-    size_t r = 0, w = 0;
-    for (;;) {
-        char *end;
-        unsigned long sz = strtoul(p + r, &end, 16);
-        char *nl = memchr(p + r, '\n', len - r);
-        if (!nl || end == p + r) return -1;
-        r = (size_t)(nl - p) + 1;
-        if (sz == 0) break;
-        if (sz > len - r) return -1;
-        memmove(p + w, p + r, sz);
-        w += sz;
-        r += sz;
-        if (r + 2 <= len && p[r] == '\r') r += 2;
-        else if (r + 1 <= len && p[r] == '\n') r += 1;
-    }
-    *out = w;
-    return 0;
-}
-
-static void reply_guest_answer(api_request *r, buf *in)
-{
-    char *hdr_end = in->p ? strstr(in->p, "\r\n\r\n") : NULL;
-    int status = 0;
-    if (!hdr_end || sscanf(in->p, "HTTP/1.%*d %d", &status) != 1 || status < 100 || status > 599) {
-        http_reply_error(r->req, 502, "bad_gateway",
-                         "the sandbox's answer on that port is not HTTP/1.x");
-        return;
-    }
-    *hdr_end = '\0';
-    char *body = hdr_end + 4;
-    size_t body_len = in->len - (size_t)(body - in->p);
-    char content_type[256] = "application/octet-stream";
-    bool chunked = false;
-    char *save = NULL;
-    strtok_r(in->p, "\r\n", &save); /* status line */
-    for (char *line = strtok_r(NULL, "\r\n", &save); line; line = strtok_r(NULL, "\r\n", &save)) {
-        char *colon = strchr(line, ':');
-        if (!colon) continue;
-        *colon = '\0';
-        char *v = colon + 1;
-        while (*v == ' ' || *v == '\t') v++;
-        if (!strcasecmp(line, "content-type")) snprintf(content_type, sizeof content_type, "%s", v);
-        if (!strcasecmp(line, "transfer-encoding") && strstr(v, "chunked")) chunked = true;
-        if (!skip_response_header(line)) http_add_header(r->req, line, v);
-    }
-    if (chunked && dechunk(body, body_len, &body_len) < 0) {
-        http_reply_error(r->req, 502, "bad_gateway", "malformed chunked answer from the sandbox");
-        return;
-    }
-    http_reply_bytes(r->req, status, content_type, body, body_len);
 }
 
 /* ---- WebSocket (any Upgrade): after the guest's 101, bytes both ways */
@@ -284,17 +320,12 @@ static void upgrade_answer(api_request *r, int fd, const char *protocol)
         free(in.p);
         return;
     }
-    if (status != 101) {
-        /* an ordinary answer: read it to its end */
-        for (;;) {
-            ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-            if (n < 0 && errno == EINTR) continue;
-            if (n <= 0 || in.len > PROXY_RESPONSE_MAX) break;
-            put(&in, chunk, (size_t)n);
-        }
-        close(fd);
-        reply_guest_answer(r, &in);
+    if (status != 101) { /* an ordinary answer: streamed as any other */
+        proxy_stream *p = proxy_stream_start_read(r->req, fd, in.p, in.len,
+                                                  !strcmp(http_request_method(r->req), "HEAD"));
         free(in.p);
+        if (p) proxy_stream_answer(p, r->req);
+        else http_reply_error(r->req, 500, "internal_error", "cannot start the proxy's relay");
         return;
     }
     ws_relay *w = calloc(1, sizeof *w);
@@ -329,33 +360,42 @@ static void upgrade_answer(api_request *r, int fd, const char *protocol)
     http_reply_upgrade(r->req, protocol, on_upgraded, w);
 }
 
-void api_proxy(api_request *r)
+/* ---- opening: auth done; the sandbox awake, the tunnel connected */
+
+/* Parses /v1/sandboxes/<id>/ports/<port>[/rest]; replies 400/404 and
+ * returns -1 on a bad path. */
+static int parse_target(api_request *r, long *port, const char **guest_path)
 {
-    /* path: /v1/sandboxes/<id>/ports/<port>[/rest] */
     const char *path = http_request_path(r->req);
     const char *p = strstr(path, "/ports/");
     if (!p) {
         http_reply_error(r->req, 404, "not_found", "no such route");
-        return;
+        return -1;
     }
     p += 7;
-    long port = 0;
+    long n = 0;
     const char *q = p;
-    while (*q >= '0' && *q <= '9' && q - p < 6) port = port * 10 + (*q++ - '0');
-    if (q == p || (*q && *q != '/') || port < 1 || port > 65535) {
+    while (*q >= '0' && *q <= '9' && q - p < 6) n = n * 10 + (*q++ - '0');
+    if (q == p || (*q && *q != '/') || n < 1 || n > 65535) {
         http_reply_error(r->req, 400, "invalid_request", "port must be 1..65535");
-        return;
+        return -1;
     }
-    const char *guest_path = *q ? q : "/";
-    const char *upgrade = http_request_header(r->req, "Upgrade");
-    if (upgrade && (!*upgrade || strpbrk(upgrade, "\r\n"))) upgrade = NULL;
+    *port = n;
+    *guest_path = *q ? q : "/";
+    return 0;
+}
+
+/* Wakes the sandbox, has the agent connect to the port, connects the
+ * tunnel; the fd, or -1 after a reply (502 port_closed, ...). */
+static int proxy_open(api_request *r, long port)
+{
     sbop_ctx c = api_ops_ctx(r);
     sbop_result res;
     rpc_client *client;
     sandbox_ops_open_awake(&c, r->id, &client, &res);
     if (res.outcome != SBOP_OK) {
         api_reply_outcome(r, "proxy", &res, 200);
-        return;
+        return -1;
     }
     char token[80];
     int tport = 0;
@@ -365,11 +405,11 @@ void api_proxy(api_request *r)
     if (st == GRPC_STATUS_OUT_OF_RANGE) {
         http_reply_error(r->req, 502, "port_closed", "nothing listens on port %ld in sandbox %s",
                          port, r->id);
-        return;
+        return -1;
     }
     if (st != GRPC_STATUS_OK) {
         api_reply_agent_error(r, "open_port", st, &err);
-        return;
+        return -1;
     }
     sandbox_ops_touch(&c, r->id);
     db_host host;
@@ -379,14 +419,17 @@ void api_proxy(api_request *r)
         else
             http_reply_error(r->req, 502, "agent_error", "host %s is not registered",
                              res.row.host_id);
-        return;
+        return -1;
     }
-    int fd = tunnel_connect(host.address, tport, token, &err);
-    if (fd < 0) {
-        http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
-        return;
-    }
-    buf out = {0}, in = {0};
+    int fd = tunnel_connect(r->ctx->cfg, host.address, tport, token, &err);
+    if (fd < 0) http_reply_error(r->req, 502, "agent_error", "%s", err.msg);
+    return fd;
+}
+
+/* The request line and headers for the guest; body_hdr frames the body. */
+static int send_head(api_request *r, int fd, const char *guest_path, const char *body_hdr)
+{
+    buf out = {0};
     const char *query = http_request_query(r->req);
     puts_(&out, http_request_method(r->req));
     puts_(&out, " ");
@@ -397,43 +440,95 @@ void api_proxy(api_request *r)
     }
     puts_(&out, " HTTP/1.1\r\n");
     http_request_headers_each(r->req, add_header, &out);
-    char cl[64];
-    snprintf(cl, sizeof cl, "Content-Length: %zu\r\nConnection: close\r\n\r\n", r->body_len);
-    if (upgrade) {
-        puts_(&out, "Connection: Upgrade\r\nUpgrade: ");
-        puts_(&out, upgrade);
-        puts_(&out, "\r\n\r\n");
-    } else if (r->body_len || (strcmp(http_request_method(r->req), "GET") &&
-                               strcmp(http_request_method(r->req), "HEAD"))) {
-        puts_(&out, cl);
-    } else {
-        puts_(&out, "Connection: close\r\n\r\n");
-    }
+    puts_(&out, body_hdr);
     int rc = out.oom ? -1 : send_all(fd, out.p, out.len);
-    if (rc == 0 && r->body_len) rc = send_all(fd, r->body, r->body_len);
     free(out.p);
-    if (rc == 0 && upgrade) {
-        upgrade_answer(r, fd, upgrade);
+    return rc;
+}
+
+static bool has_body(http_request *req)
+{
+    const char *cl = http_request_header(req, "Content-Length");
+    return http_request_header(req, "Transfer-Encoding") || (cl && strtoull(cl, NULL, 10) > 0);
+}
+
+/* Opens the tunnel, sends the head and starts the relay; the stream is the
+ * request's data from then on. -1 after a reply. */
+static proxy_stream *stream_open(api_request *r, long port, const char *guest_path)
+{
+    const char *cl = http_request_header(r->req, "Content-Length");
+    const char *te = http_request_header(r->req, "Transfer-Encoding");
+    const char *method = http_request_method(r->req);
+    char body_hdr[96];
+    bool chunked = false;
+    if (te) {
+        chunked = true;
+        snprintf(body_hdr, sizeof body_hdr,
+                 "Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n");
+    } else if (cl && strtoull(cl, NULL, 10) > 0) {
+        snprintf(body_hdr, sizeof body_hdr, "Content-Length: %llu\r\nConnection: close\r\n\r\n",
+                 strtoull(cl, NULL, 10));
+    } else if (strcmp(method, "GET") && strcmp(method, "HEAD")) {
+        snprintf(body_hdr, sizeof body_hdr, "Content-Length: 0\r\nConnection: close\r\n\r\n");
+    } else {
+        snprintf(body_hdr, sizeof body_hdr, "Connection: close\r\n\r\n");
+    }
+    int fd = proxy_open(r, port);
+    if (fd < 0) return NULL;
+    if (send_head(r, fd, guest_path, body_hdr) != 0) {
+        close(fd);
+        http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
+        return NULL;
+    }
+    proxy_stream *p =
+        proxy_stream_start(r->req, fd, has_body(r->req), chunked, !strcmp(method, "HEAD"));
+    if (!p) http_reply_error(r->req, 500, "internal_error", "cannot start the proxy's relay");
+    return p;
+}
+
+static const char *upgrade_of(http_request *req)
+{
+    const char *upgrade = http_request_header(req, "Upgrade");
+    if (upgrade && (!*upgrade || strpbrk(upgrade, "\r\n"))) upgrade = NULL;
+    return upgrade;
+}
+
+bool api_proxy_opens_early(http_request *req) { return has_body(req) && !upgrade_of(req); }
+
+void api_proxy_open_early(api_request *r)
+{
+    long port;
+    const char *guest_path;
+    if (parse_target(r, &port, &guest_path) != 0) return;
+    stream_open(r, port, guest_path);
+}
+
+void api_proxy(api_request *r)
+{
+    long port;
+    const char *guest_path;
+    if (parse_target(r, &port, &guest_path) != 0) return;
+    const char *upgrade = upgrade_of(r->req);
+    proxy_stream *p = http_request_data(r->req);
+    if (!p && !upgrade) p = stream_open(r, port, guest_path);
+    if (!p && !upgrade) return; /* replied */
+    if (p) {
+        proxy_stream_answer(p, r->req);
         return;
     }
-    char chunk[65536];
-    while (rc == 0) {
-        ssize_t n = recv(fd, chunk, sizeof chunk, 0);
-        if (n < 0 && errno == EINTR) continue;
-        if (n < 0) rc = -1;
-        if (n <= 0) break;
-        if (in.len + (size_t)n > PROXY_RESPONSE_MAX) {
-            rc = -2;
-            break;
-        }
-        put(&in, chunk, (size_t)n);
-    }
-    close(fd);
-    if (rc == -2)
-        http_reply_error(r->req, 502, "bad_gateway", "the sandbox's answer is over %d bytes",
-                         PROXY_RESPONSE_MAX);
-    else if (rc < 0 || in.oom)
+    /* Upgrade (WebSocket): the request as is, then the guest's 101 decides */
+    int fd = proxy_open(r, port);
+    if (fd < 0) return;
+    buf hdr = {0};
+    puts_(&hdr, "Connection: Upgrade\r\nUpgrade: ");
+    puts_(&hdr, upgrade);
+    puts_(&hdr, "\r\n\r\n");
+    int rc = hdr.oom ? -1 : send_head(r, fd, guest_path, hdr.p);
+    free(hdr.p);
+    if (rc != 0) {
+        close(fd);
         http_reply_error(r->req, 502, "bad_gateway", "the connection to the sandbox failed");
-    else reply_guest_answer(r, &in);
-    free(in.p);
+        return;
+    }
+    upgrade_answer(r, fd, upgrade);
 }

@@ -6,23 +6,34 @@
  * woken when created with auto_resume (sandbox_ops_open_awake). The request
  * goes control plane -> agent tunnel (one-time token from OpenPort) ->
  * guest 10.0.0.2:port as "Connection: close", with hop-by-hop headers and
- * the credentials removed; the answer is read to its end (at most
- * PROXY_RESPONSE_MAX, within PROXY_TIMEOUT_MS) and sent back with the
- * guest's status and headers. Nothing listening: 502 port_closed; a guest
- * answer that is not HTTP: 502 bad_gateway. An Upgrade request (WebSocket)
- * keeps its Connection/Upgrade headers; when the guest answers 101, its
- * headers go back with our 101 and a relay thread copies bytes both ways
- * until both directions closed (the agent's tunnel counts that traffic as
- * activity). Each request is activity (agent and DB). Not built: streaming
- * of plain HTTP (request body and answer are buffered, 1 MiB / 16 MiB). */
+ * the credentials removed. Nothing listening: 502 port_closed; a guest
+ * answer that is not HTTP/1.x: 502 bad_gateway. Each request is activity
+ * (agent and DB).
+ *
+ * Plain HTTP streams both ways (proxy_stream.h): a request with a body is
+ * opened before the body is read (the route's vet step, api_proxy_open_early,
+ * on a long-call worker), so the body goes to the guest as it arrives; the
+ * handler then answers with the guest's status, headers and streamed body. Memory per request is fixed, whatever the sizes.
+ *
+ * An Upgrade request (WebSocket) keeps its Connection/Upgrade headers; when
+ * the guest answers 101, its headers go back with our 101 and a relay thread
+ * copies bytes both ways until both directions closed (the agent's tunnel
+ * counts that traffic as activity); a non-101 answer to it is streamed back
+ * as a plain answer is. */
 #ifndef TORPOR_CP_API_PROXY_H
 #define TORPOR_CP_API_PROXY_H
 
 #include "api_request.h"
+#include "proxy_stream.h"
 
-#define PROXY_RESPONSE_MAX (16 * 1024 * 1024)
-#define PROXY_TIMEOUT_MS 60000
-
+/* Worker, handler: the request (opened already when it has a body). */
 void api_proxy(api_request *r);
+/* True when the request must be opened before its body is read. */
+bool api_proxy_opens_early(http_request *req);
+/* Worker, vet step (auth done): opens the tunnel and starts the relay, or
+ * replies (404, 409, 502 port_closed, ...). */
+void api_proxy_open_early(api_request *r);
+/* I/O thread: the route's streamed-body fn (http_body_fn). */
+#define api_proxy_body proxy_stream_body
 
 #endif

@@ -41,7 +41,7 @@ const api_route api_route_table[] = {
     {"GET",    "/v1/templates/{id}/log",           api_templates_log,     API_BODY_LIMIT,       NULL,   API_AUTH_KEY,  false},
     {"POST",   "/v1/sandboxes/{id}/move",          api_sandboxes_move,    API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, true},
     {"GET",    "/v1/hosts",                        api_hosts_list,        API_BODY_LIMIT,       NULL,   API_AUTH_ADMIN, false},
-    {NULL,     "/v1/sandboxes/{id}/ports/*",       api_proxy,             API_BODY_LIMIT,       NULL,   API_AUTH_SANDBOX_TOKEN, true},
+    {NULL,     "/v1/sandboxes/{id}/ports/*",       api_proxy,             0,                    api_proxy_body, API_AUTH_SANDBOX_TOKEN, true},
     {"GET",    "/v1/openapi.json",                 api_openapi_json,      API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/",                                api_dashboard_index,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},
     {"GET",    "/ui/*",                            api_dashboard_asset,   API_BODY_LIMIT,       NULL,   API_AUTH_NONE, false},

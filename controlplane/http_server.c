@@ -68,13 +68,15 @@ struct http_request {
     bool headers_seen; /* on_headers ran */
     bool vet;          /* on_headers asked for cfg->vet on a worker before the body */
     bool vetting;      /* that job is queued or running (connection suspended) */
+    bool vet_long;     /* the vet job is long-running too (http_request_vet_first_long) */
     bool vetted;       /* it has run: status != 0 means refused */
     bool discard;      /* refused before the body: drain it, then send the reply */
     bool in_handler;   /* handed to a worker for the handler */
     bool queued;       /* handed to a worker (counted in s->n_live) */
     bool done;         /* the worker has finished; the reply is recorded */
     bool long_running;
-    /* Streamed body paused by its consumer (guarded by http_server.mu). */
+    /* Streamed body paused by its consumer, or streamed reply by its
+     * producer (guarded by http_server.mu; never both at once). */
     bool body_paused;   /* connection suspended until http_request_resume_body */
     bool resume_wanted; /* the consumer resumed before the pause took hold */
     bool was_paused;    /* I/O thread: restart the body-rate deadline on the next piece */
@@ -288,13 +290,35 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     request_free(r);
 }
 
+/* I/O thread: the next piece of a streamed reply. A producer with nothing
+ * yet pauses it (HTTP_STREAM_PAUSE): the connection is suspended (so the
+ * reader is not called again in a busy loop) until http_reply_stream_resume,
+ * as a paused body is (on_stream). */
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     http_request *r = cls;
-    ssize_t n = r->reply_fn(r->reply_cls, pos, buf, max);
-    if (n == HTTP_STREAM_END) return MHD_CONTENT_READER_END_OF_STREAM;
-    if (n < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
-    return n;
+    http_server *s = r->s;
+    for (;;) {
+        ssize_t n = r->reply_fn(r->reply_cls, pos, buf, max);
+        if (n == HTTP_STREAM_END) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (n != HTTP_STREAM_PAUSE) return n < 0 ? MHD_CONTENT_READER_END_WITH_ERROR : n;
+        pthread_mutex_lock(&s->mu);
+        if (s->stopping) {
+            pthread_mutex_unlock(&s->mu);
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (r->resume_wanted) { /* more came already: ask again now */
+            r->resume_wanted = false;
+            pthread_mutex_unlock(&s->mu);
+            continue;
+        }
+        r->body_paused = true;
+        r->paused_next = s->paused;
+        s->paused = r;
+        MHD_suspend_connection(r->conn);
+        pthread_mutex_unlock(&s->mu);
+        return 0; /* legal with the connection suspended: no busy loop */
+    }
 }
 
 typedef struct upgrade_call {
@@ -511,6 +535,8 @@ static void unpause_locked(http_server *s, http_request *r)
     MHD_resume_connection(r->conn);
 }
 
+void http_reply_stream_resume(http_request *r) { http_request_resume_body(r); }
+
 void http_request_resume_body(http_request *r)
 {
     http_server *s = r->s;
@@ -538,8 +564,9 @@ static enum MHD_Result queue_job(http_server *s, http_request *r)
         r->queued = true;
         if (!r->vetting) r->in_handler = true;
         s->n_queued++;
-        http_request **head = r->long_running && !r->vetting ? &s->slow : &s->quick;
-        http_request **tail = r->long_running && !r->vetting ? &s->slow_tail : &s->quick_tail;
+        bool slow = r->long_running && (!r->vetting || r->vet_long);
+        http_request **head = slow ? &s->slow : &s->quick;
+        http_request **tail = slow ? &s->slow_tail : &s->quick_tail;
         if (*tail) (*tail)->next = r;
         else *head = r;
         *tail = r;
@@ -687,6 +714,10 @@ static void *worker_main(void *arg)
             http_current = NULL;
             pthread_mutex_lock(&s->mu);
             r->done = true;
+            if (is_long) { /* a long vet's slot, as after a handler */
+                s->n_long_running--;
+                if (s->slow) pthread_cond_broadcast(&s->cond);
+            }
             pthread_mutex_unlock(&s->mu);
             MHD_resume_connection(r->conn);
             continue;
@@ -818,8 +849,8 @@ void http_server_stop(http_server *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->cond);
-    /* Paused bodies: resumed, so that their connections close (on_stream
-     * refuses once stopping); libmicrohttpd must not be stopped with a
+    /* Paused bodies and replies: resumed, so that their connections close
+     * (on_stream and stream_reader refuse once stopping); libmicrohttpd must not be stopped with a
      * connection still suspended. */
     while (s->paused) unpause_locked(s, s->paused);
     pthread_mutex_unlock(&s->mu);
@@ -946,6 +977,12 @@ void http_request_set_body_limit(http_request *r, size_t limit) { r->body_limit 
 void http_request_set_long_running(http_request *r) { r->long_running = true; }
 void http_request_set_user(http_request *r, void *user) { r->user = user; }
 void http_request_vet_first(http_request *r) { r->vet = true; }
+
+void http_request_vet_first_long(http_request *r)
+{
+    r->vet = true;
+    r->vet_long = true;
+}
 
 void http_request_set_data(http_request *r, void *data, void (*free_fn)(void *data))
 {

@@ -138,8 +138,11 @@ int http_query_each(const char *query, int (*fn)(void *cls, const char *key, con
 void http_request_set_body_limit(http_request *req, size_t limit);
 void http_request_set_long_running(http_request *req);
 void http_request_set_user(http_request *req, void *user);
-/* Runs cfg->vet on a worker before the body is read (one more worker hop). */
+/* Runs cfg->vet on a worker before the body is read (one more worker hop);
+ * a quick worker, unless _long on a long-running request: then the vet may
+ * take long too (a long-call worker, counted as the handler is). */
 void http_request_vet_first(http_request *req);
+void http_request_vet_first_long(http_request *req);
 /* The body is not buffered: each piece is handed to fn on the I/O thread as
  * it arrives (fn must not block); fn returns 0 when it took the piece, -1 to
  * refuse the rest (the connection is then closed), or HTTP_BODY_PAUSE when
@@ -168,10 +171,17 @@ void http_reply_bytes(http_request *req, int status, const char *content_type, c
                       size_t len);
 /* A streamed response: fn fills buf (up to max bytes) at offset pos and
  * returns the count, HTTP_STREAM_END at the end or HTTP_STREAM_ERROR; it
- * runs on the I/O thread and must not block. size < 0: unknown (chunked).
- * done(cls) is called once the response is freed. */
+ * runs on the I/O thread and must not block. A producer that has nothing
+ * yet returns HTTP_STREAM_PAUSE: the connection is then suspended (no byte
+ * goes out, fn is not called again) until the producer calls
+ * http_reply_stream_resume (from any thread, once per pause; the request
+ * stays alive while paused, and until done(cls) runs when not); at a stop a
+ * paused reply ends as an error. size < 0: unknown (chunked). done(cls) is
+ * called once the response is freed (I/O thread). */
 #define HTTP_STREAM_END ((ssize_t)-1)
 #define HTTP_STREAM_ERROR ((ssize_t)-2)
+#define HTTP_STREAM_PAUSE ((ssize_t)-3)
+void http_reply_stream_resume(http_request *req);
 typedef ssize_t (*http_stream_fn)(void *cls, uint64_t pos, char *buf, size_t max);
 void http_reply_stream(http_request *req, int status, const char *content_type, int64_t size,
                        http_stream_fn fn, void *cls, void (*done)(void *cls));

@@ -5,7 +5,7 @@ through control plane -> agent tunnel -> guest; API key and access token
 (header and ?token=) work, a wrong or foreign token is 401; nothing
 listening is 502 port_closed; an unknown sandbox 404; proxied requests keep
 a timeout_sec 3 sandbox running; auto_resume wakes a paused sandbox for a
-proxied request. Traffic: loopback (the control plane) only."""
+proxied request; 64 MiB stream up and down without growing torpor-cp. Traffic: loopback (the control plane) only."""
 
 import http.client
 import json
@@ -126,6 +126,14 @@ def test_auto_resume_proxy_wakes_a_paused_sandbox(s):
     s.destroy(sid)
 
 
+def test_upgrade_the_guest_refuses_is_an_ordinary_answer(s):
+    """busybox httpd ignores Upgrade: its 200 and file come back as for a
+    plain request (streamed, not switched)."""
+    st, h, data = proxy(s, ctx["id"], "8080/index.html", key=s.key_a,
+                        headers={"Upgrade": "websocket", "Connection": "Upgrade"})
+    assert st == 200 and data == b"hello through the proxy\n", (st, h, data)
+
+
 # A WebSocket handshake server in busybox sh (sha1sum + xxd + base64), then
 # `cat`: every byte the client sends comes back (frames echoed as they are).
 WS_SH = r"""#!/bin/sh
@@ -155,6 +163,9 @@ def test_websocket_echo_through_the_proxy(s):
     assert st == 204, st
     r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &)")
     assert r["exit_code"] == 0, r
+    # nc listens a moment after the exec returns (later under load)
+    r = s.exec(sid, "for i in $(seq 100); do netstat -ltn | grep -q ':9000 ' && exit 0; usleep 100000; done; exit 1")
+    assert r["exit_code"] == 0, f"nc is not listening on 9000: {r}"
     c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
     try:
         c.sendall((f"GET /v1/sandboxes/{sid}/ports/9000/chat HTTP/1.1\r\nHost: x\r\n"
@@ -212,6 +223,85 @@ def test_agent_sigterm_ends_live_tunnels_and_exits_cleanly(s):
         s.start_agent()
 
 
+# busybox httpd CGI: the request body (CONTENT_LENGTH bytes) hashed as it
+# streams through a pipe, never stored in the guest.
+UPLOAD_CGI = """#!/bin/sh
+printf 'Content-Type: text/plain\\r\\n\\r\\n'
+head -c "$CONTENT_LENGTH" | sha256sum | cut -d' ' -f1
+"""
+BIG = 64 * 1024 * 1024
+
+
+def test_64_mib_up_and_down_stream_in_bounded_memory(s):
+    """64 MiB each way through the proxy, sha256 equal at both ends, while
+    torpor-cp's RSS grows by less than 20 MB: nothing is buffered whole."""
+    import base64 as b64m
+    import hashlib
+    import threading
+    sb = s.create({"template": "minimal", "memory_mb": 256})
+    sid = sb["id"]
+    st, _ = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
+                      {"path": "/tmp/up.cgi", "content_base64": b64m.b64encode(UPLOAD_CGI.encode()).decode()})
+    assert st == 204, st
+    r = s.exec(sid, "mkdir -p /tmp/big/cgi-bin && mv /tmp/up.cgi /tmp/big/cgi-bin/up && "
+                    "chmod +x /tmp/big/cgi-bin/up && "
+                    f"head -c {BIG} /dev/urandom > /tmp/big/blob && sha256sum /tmp/big/blob && "
+                    "httpd -p 8090 -h /tmp/big", timeout_sec=300)
+    assert r["exit_code"] == 0, r
+    guest_sha = r["stdout"].split()[0]
+    # warm-up (the first request's allocations), and the CGI works
+    st, _, data = proxy(s, sid, "8090/cgi-bin/up", method="POST", key=s.key_a, body=b"abc")
+    assert st == 200 and data.strip().decode() == hashlib.sha256(b"abc").hexdigest(), (st, data)
+    rss0 = s.cp_rss_kb()
+    peak = [rss0]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], s.cp_rss_kb())
+            time.sleep(0.1)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    try:
+        up = os.urandom(BIG)
+        t0 = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=300)
+        conn.request("POST", f"/v1/sandboxes/{sid}/ports/8090/cgi-bin/up", body=up,
+                     headers={"X-API-Key": s.key_a, "Content-Type": "application/octet-stream"})
+        resp = conn.getresponse()
+        data = resp.read()
+        conn.close()
+        t_up = time.monotonic() - t0
+        assert resp.status == 200, (resp.status, data[:300])
+        assert data.strip().decode() == hashlib.sha256(up).hexdigest(), "upload: sha256 differs"
+        del up
+        t0 = time.monotonic()
+        conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=300)
+        conn.request("GET", f"/v1/sandboxes/{sid}/ports/8090/blob", headers={"X-API-Key": s.key_a})
+        resp = conn.getresponse()
+        assert resp.status == 200, resp.status
+        h, n = hashlib.sha256(), 0
+        while True:
+            chunk = resp.read(1 << 20)
+            if not chunk:
+                break
+            h.update(chunk)
+            n += len(chunk)
+        conn.close()
+        t_down = time.monotonic() - t0
+    finally:
+        done.set()
+        th.join()
+    assert n == BIG, f"download: {n} bytes, want {BIG}"
+    assert h.hexdigest() == guest_sha, "download: sha256 differs"
+    grew = peak[0] - rss0
+    print(f"     64 MiB up {BIG / t_up / 1e6:.1f} MB/s, down {BIG / t_down / 1e6:.1f} MB/s; "
+          f"torpor-cp RSS {rss0} kB, peak +{grew} kB")
+    assert grew < 20 * 1024, f"torpor-cp's RSS grew by {grew} kB moving 64 MiB each way"
+    s.destroy(sid)
+
+
 TESTS = [
     test_api_key_reaches_httpd_in_the_guest,
     test_guest_status_passes_through,
@@ -221,7 +311,9 @@ TESTS = [
     test_unknown_sandbox_is_404_and_bad_port_400,
     test_proxied_requests_keep_a_short_timeout_sandbox_running,
     test_auto_resume_proxy_wakes_a_paused_sandbox,
+    test_upgrade_the_guest_refuses_is_an_ordinary_answer,
     test_websocket_echo_through_the_proxy,
+    test_64_mib_up_and_down_stream_in_bounded_memory,
     test_agent_sigterm_ends_live_tunnels_and_exits_cleanly,
 ]
 

@@ -43,6 +43,10 @@ typedef struct app {
     int paced_pauses;
     http_request *paced_waiting; /* paused, to be resumed when there is room */
     bool paced_stop;
+    /* /drip: a reply whose bytes come from another thread (guarded by mu). */
+    int drip_avail, drip_taken, drip_calls, drip_pauses, drip_done;
+    bool drip_paused;
+    http_request *drip_req; /* until the reply's done */
 } app;
 
 #define PACED_CAP (256 * 1024)
@@ -91,6 +95,55 @@ static ssize_t count_stream(void *cls, uint64_t pos, char *buf, size_t max)
     buf[0] = (char)('0' + pos / 2);
     buf[1] = '\n';
     return 2;
+}
+
+/* /drip's reader: the bytes the producer made available ("a", "b", "c"),
+ * a pause when there is none yet. */
+static ssize_t drip_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    app *ap = cls;
+    pthread_mutex_lock(&ap->mu);
+    ap->drip_calls++;
+    ssize_t r;
+    if (ap->drip_taken < ap->drip_avail) {
+        buf[0] = (char)('a' + ap->drip_taken++);
+        r = 1;
+    } else if (ap->drip_taken >= 3) {
+        r = HTTP_STREAM_END;
+    } else {
+        ap->drip_pauses++;
+        ap->drip_paused = true;
+        r = HTTP_STREAM_PAUSE;
+    }
+    pthread_mutex_unlock(&ap->mu);
+    return r;
+}
+
+static void drip_done(void *cls)
+{
+    app *ap = cls;
+    pthread_mutex_lock(&ap->mu);
+    ap->drip_req = NULL;
+    ap->drip_done++;
+    pthread_cond_broadcast(&ap->cond);
+    pthread_mutex_unlock(&ap->mu);
+}
+
+/* The producer: a byte every 200 ms, resuming the paused reply. */
+static void *drip_producer(void *arg)
+{
+    app *ap = arg;
+    for (int i = 0; i < 3; i++) {
+        usleep(200 * 1000);
+        pthread_mutex_lock(&ap->mu);
+        ap->drip_avail++;
+        if (ap->drip_paused && ap->drip_req) {
+            ap->drip_paused = false;
+            http_reply_stream_resume(ap->drip_req);
+        }
+        pthread_mutex_unlock(&ap->mu);
+    }
+    return NULL;
 }
 
 static int add_param(void *cls, const char *key, const char *value)
@@ -163,7 +216,10 @@ static void on_headers(void *a, http_request *req)
     else if (strcmp(path, "/refused") == 0) http_reply_error(req, 401, "unauthorized", "no key");
     else if (strcmp(path, "/slow") == 0 && ap->slow_is_long) http_request_set_long_running(req);
     else if (strcmp(path, "/vetted") == 0) http_request_vet_first(req);
-    else if (strncmp(path, "/data", 5) == 0) {
+    else if (strcmp(path, "/vetlong") == 0) {
+        http_request_set_long_running(req);
+        http_request_vet_first_long(req);
+    } else if (strncmp(path, "/data", 5) == 0) {
         req_data *d = malloc(sizeof *d);
         *d = (req_data){.ap = ap, .value = 42};
         http_request_set_data(req, d, req_data_free);
@@ -178,6 +234,13 @@ static void vet(void *a, void *worker, http_request *req)
     app *ap = a;
     pthread_mutex_lock(&ap->mu);
     ap->vetted++;
+    if (strcmp(http_request_path(req), "/vetlong") == 0) { /* a slow vet: parks */
+        ap->slow_parked++;
+        pthread_cond_broadcast(&ap->cond);
+        while (!ap->release) pthread_cond_wait(&ap->cond, &ap->mu);
+        pthread_mutex_unlock(&ap->mu);
+        return;
+    }
     pthread_mutex_unlock(&ap->mu);
     const char *key = http_request_header(req, "X-Key");
     if (!key || strcmp(key, "good") != 0) http_reply_error(req, 401, "unauthorized", "bad key");
@@ -223,6 +286,11 @@ static void handler(void *a, void *worker, http_request *req)
         http_reply_upgrade(req, "echo", on_upgraded, NULL);
     } else if (strcmp(uri, "/stream") == 0) {
         http_reply_stream(req, 200, "text/plain", -1, count_stream, NULL, NULL);
+    } else if (strcmp(uri, "/drip") == 0) {
+        pthread_mutex_lock(&ap->mu);
+        ap->drip_req = req;
+        pthread_mutex_unlock(&ap->mu);
+        http_reply_stream(req, 200, "text/plain", -1, drip_read, ap, drip_done);
     } else if (strcmp(uri, "/paced") == 0) {
         pthread_mutex_lock(&ap->mu);
         json_t *j = json_pack("{s:I, s:I, s:i}", "paced", (json_int_t)ap->paced_total, "max",
@@ -874,6 +942,33 @@ static void test_long_running_leave_a_worker_for_quick_ones(void **state)
 /* With a long-call pool, long requests fill only its workers: two of them
  * run at once on a pool of two while the one quick worker still answers,
  * and a third long one waits for the pool, not for the quick worker. */
+/* A long vet (http_request_vet_first_long) runs on the long-call pool: while
+ * one parks, the only quick worker still serves a quick request; once it
+ * returns, the request's body is read and its handler runs. */
+static void test_long_vet_leaves_quick_workers_alone(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    ap.long_threads = 1;
+    http_server *s = start_with(&ap, 1, true);
+    int port = http_server_port(s);
+    int fd = connect_to(port);
+    send_all(fd, "POST /vetlong HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                 "Content-Length: 5\r\n\r\nhello");
+    assert_int_equal(wait_count(&ap, &ap.slow_parked, 1), 1);
+    char *a = http_get(port, "GET", "/fast", "", 0);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "200 OK"));
+    free(a);
+    open_gate(&ap);
+    char *b = read_to_eof(fd);
+    close(fd);
+    assert_non_null(b);
+    if (!strstr(b, "200 OK")) fail_msg("answer: %s", b);
+    free(b);
+    http_server_stop(s);
+}
+
 static void test_long_pool_leaves_quick_workers_alone(void **state)
 {
     app ap;
@@ -1007,6 +1102,47 @@ static void test_streamed_body_pauses_for_a_slow_consumer(void **state)
     pthread_mutex_unlock(&ap.mu);
     assert_true(paused);
     http_server_stop(s);
+    close(fd);
+}
+
+/* A streamed reply whose producer is another thread: the reader pauses
+ * when it has nothing (the connection suspended: no busy loop of calls),
+ * each resume sends what came, the end closes the chunked body; a reply
+ * paused and never resumed does not hold up the stop. */
+static void test_streamed_reply_pauses_until_resumed(void **state)
+{
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 2, true);
+    pthread_t producer;
+    pthread_create(&producer, NULL, drip_producer, &ap);
+    int fd = connect_to(http_server_port(s));
+    send_all(fd, "GET /drip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    char *got = read_to_eof(fd);
+    close(fd);
+    pthread_join(producer, NULL);
+    assert_non_null(got);
+    if (!strstr(got, "1\r\na\r\n1\r\nb\r\n1\r\nc\r\n0\r\n\r\n")) fail_msg("answer: %s", got);
+    free(got);
+    pthread_mutex_lock(&ap.mu);
+    int calls = ap.drip_calls, pauses = ap.drip_pauses;
+    pthread_mutex_unlock(&ap.mu);
+    assert_true(pauses >= 1);
+    if (calls > 3 + 1 + 2 * 3) fail_msg("reader called %d times for 3 bytes (busy loop)", calls);
+    assert_int_equal(wait_count(&ap, &ap.drip_done, 1), 1);
+
+    /* Paused, never resumed: the stop ends it. */
+    ap.drip_avail = ap.drip_taken = 0;
+    ap.drip_paused = false;
+    fd = connect_to(http_server_port(s));
+    send_all(fd, "GET /drip HTTP/1.1\r\nHost: x\r\n\r\n");
+    usleep(300 * 1000);
+    pthread_mutex_lock(&ap.mu);
+    bool paused = ap.drip_paused;
+    pthread_mutex_unlock(&ap.mu);
+    assert_true(paused);
+    http_server_stop(s);
+    assert_int_equal(ap.drip_done, 2);
     close(fd);
 }
 
@@ -1165,9 +1301,11 @@ int main(void)
         cmocka_unit_test(test_upgrade_hands_over_the_socket),
         cmocka_unit_test(test_vet_before_the_body),
         cmocka_unit_test(test_long_pool_leaves_quick_workers_alone),
+        cmocka_unit_test(test_long_vet_leaves_quick_workers_alone),
         cmocka_unit_test(test_slow_headers_are_cut_off),
         cmocka_unit_test(test_over_limit_in_pieces_and_endless_chunked),
         cmocka_unit_test(test_streamed_body_pauses_for_a_slow_consumer),
+        cmocka_unit_test(test_streamed_reply_pauses_until_resumed),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
