@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "net_dns.h"
 #include "rpc.h"
 
 enum {
@@ -26,6 +27,7 @@ enum {
     OPT_VM_USER,
     OPT_METRICS_ADDR,
     OPT_NETWORK,
+    OPT_DNS_UPSTREAM,
     OPT_HELP,
 };
 
@@ -79,6 +81,10 @@ void agent_config_usage(FILE *out, const char *prog)
         "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
         "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"
         "                           default on)\n"
+        "  --dns-upstream LIST      resolvers the sandboxes' DNS forwarder (10.0.0.1 in each\n"
+        "                           guest) asks: auto = the IPv4 nameservers of\n"
+        "                           /etc/resolv.conf outside 127.0.0.0/8; off = no DNS;\n"
+        "                           else IPv4 ADDR[:PORT],... (TORPOR_DNS_UPSTREAM, default auto)\n"
         "  --help                   this text\n"
         "\n"
         "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -150,6 +156,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     const char *reserve = env_or("TORPOR_DISK_RESERVE_MB", "1024");
     const char *tcache = env_or("TORPOR_TEMPLATE_CACHE", "8");
     const char *network = env_or("TORPOR_NETWORK", "on");
+    cfg->dns_upstream = env_or("TORPOR_DNS_UPSTREAM", "auto");
 
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -169,6 +176,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"template-cache", required_argument, NULL, OPT_TEMPLATE_CACHE},
         {"vm-user", required_argument, NULL, OPT_VM_USER},
         {"network", required_argument, NULL, OPT_NETWORK},
+        {"dns-upstream", required_argument, NULL, OPT_DNS_UPSTREAM},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -194,6 +202,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_TEMPLATE_CACHE: tcache = optarg; break;
         case OPT_VM_USER: cfg->vm_user = optarg; break;
         case OPT_NETWORK: network = optarg; break;
+        case OPT_DNS_UPSTREAM: cfg->dns_upstream = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':': terr_set(err, "%s needs a value", argv[optind - 1]); return AGENT_CONFIG_ERROR;
         default: terr_set(err, "unknown flag %s", argv[optind - 1]); return AGENT_CONFIG_ERROR;
@@ -243,6 +252,12 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     else {
         terr_set(err, "--network: \"on\" or \"off\", not \"%s\"", network);
         return AGENT_CONFIG_ERROR;
+    }
+    if (strcmp(cfg->dns_upstream, "auto") != 0 && strcmp(cfg->dns_upstream, "off") != 0) {
+        net_rule ups[NET_DNS_UPSTREAMS];
+        size_t n_ups;
+        if (net_dns_parse_upstreams(cfg->dns_upstream, ups, NET_DNS_UPSTREAMS, &n_ups, err) < 0)
+            return AGENT_CONFIG_ERROR;
     }
     int n_tls = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;
     if (n_tls != 0 && n_tls != 3) {

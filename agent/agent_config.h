@@ -38,6 +38,7 @@ typedef struct agent_config {
     const char
         *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
     bool network;         /* --network on|off, TORPOR_NETWORK, on (docs/network.md) */
+    const char *dns_upstream; /* --dns-upstream auto|off|ADDR[:PORT],..., TORPOR_DNS_UPSTREAM, auto */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

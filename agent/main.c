@@ -73,7 +73,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     if (journal_open(journal_path, &jnl, &err) != 0) fatal("stage=journal %s", err.msg);
 
     agent_net *net = NULL;
-    if (cfg->network && net_open(cfg->state_dir, &net, &err) != 0)
+    if (cfg->network && net_open(cfg->state_dir, cfg->dns_upstream, &net, &err) != 0)
         fatal("stage=network %s", err.msg);
 
     lifecycle *lc = NULL;

@@ -24,6 +24,7 @@
 #include "fs_util.h"
 #include "log.h"
 #include "mono_time.h"
+#include "net_dns.h"
 #include "torpor_limits.h"
 
 #define IP_BIN "/usr/sbin/ip"
@@ -40,6 +41,7 @@ struct agent_net {
     char dir[4096];         /* <state_dir>/net */
     pthread_mutex_t mu;     /* serialises slot allocation */
     pthread_mutex_t pol_mu; /* serialises policy read-apply-store */
+    net_dns *dns;           /* NULL: no DNS forwarder */
 };
 
 /* ---- running ip/nft ---- */
@@ -116,7 +118,7 @@ static void ns_name(const char *id, char *buf, size_t n) { snprintf(buf, n, NS_P
 
 static int ns_open(const char *id, terr *err)
 {
-    char path[256];
+    char path[320];
     snprintf(path, sizeof path, "/run/netns/" NS_PREFIX "%s", id);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) terr_set(err, "network namespace of %s: %s", id, strerror(errno));
@@ -345,7 +347,35 @@ static void sweep_orphans(void)
     if (swept) log_info("event=net_orphans_removed count=%d", swept);
 }
 
-int net_open(const char *state_dir, agent_net **out, terr *err)
+static int dns_ensure(agent_net *n, const char *id, const net_policy *p, terr *err);
+
+/* The namespaces that outlived an earlier agent get their DNS socket back. */
+static void dns_reattach(agent_net *n)
+{
+    DIR *d = opendir(n->dir);
+    if (!d) return;
+    int count = 0;
+    for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+        if (!limits_sandbox_id_valid(e->d_name)) continue;
+        int fd = ns_open(e->d_name, NULL);
+        if (fd < 0) continue;
+        close(fd);
+        int slot;
+        net_policy p;
+        terr err;
+        if (state_read(n, e->d_name, &slot, &p, &err) < 0 || dns_ensure(n, e->d_name, &p, &err) < 0) {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=dns_reattach_failed sandbox_id=%s error=\"%s\"", e->d_name,
+                     log_quote(err.msg, q, sizeof q));
+            continue;
+        }
+        count++;
+    }
+    closedir(d);
+    if (count) log_info("event=dns_reattached count=%d", count);
+}
+
+int net_open(const char *state_dir, const char *dns_upstream, agent_net **out, terr *err)
 {
     agent_net *n = calloc(1, sizeof *n);
     if (!n) return terr_set(err, "out of memory");
@@ -358,7 +388,12 @@ int net_open(const char *state_dir, agent_net **out, terr *err)
         net_close(n);
         return terr_wrap(err, "host network setup");
     }
+    if (net_dns_open(dns_upstream, &n->dns, err) < 0) {
+        net_close(n);
+        return -1;
+    }
     sweep_orphans();
+    dns_reattach(n);
     *out = n;
     return 0;
 }
@@ -366,6 +401,7 @@ int net_open(const char *state_dir, agent_net **out, terr *err)
 void net_close(agent_net *n)
 {
     if (!n) return;
+    net_dns_close(n->dns);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->pol_mu);
     free(n);
@@ -427,11 +463,49 @@ static int build_ns(const char *id, int slot, terr *err)
     return rc;
 }
 
-static int apply_rules(const char *id, const net_policy *p, terr *err)
+static bool dns_allowed(agent_net *n, const net_policy *p)
+{
+    if (!n->dns) return false;
+    net_rule ups[NET_DNS_UPSTREAMS];
+    size_t k = net_dns_upstreams(n->dns, ups, NET_DNS_UPSTREAMS);
+    return net_policy_allows_dns(p, ups, k);
+}
+
+/* Gives the sandbox its DNS forwarder socket (10.0.0.1:53 inside its
+ * namespace) unless it has one: after a build, and after an agent restart
+ * for the namespaces that outlived the old agent. */
+static int dns_ensure(agent_net *n, const char *id, const net_policy *p, terr *err)
+{
+    if (!n->dns || net_dns_attached(n->dns, id)) return 0;
+    int nsfd = ns_open(id, err);
+    if (nsfd < 0) return -1;
+    int saved;
+    if (ns_enter(nsfd, &saved, err) < 0) {
+        close(nsfd);
+        return -1;
+    }
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int e = errno;
+    ns_leave(saved);
+    close(nsfd);
+    if (s < 0) return terr_set(err, "dns socket: %s", strerror(e));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, NET_GATEWAY_ADDR, &sa.sin_addr);
+    if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        e = errno;
+        close(s);
+        return terr_set(err, "dns socket: bind " NET_GATEWAY_ADDR ":53: %s", strerror(e));
+    }
+    return net_dns_attach(n->dns, id, s, dns_allowed(n, p), err);
+}
+
+static int apply_rules(agent_net *n, const char *id, const net_policy *p, terr *err)
 {
     char *script = malloc(NFT_TEXT_MAX);
     if (!script) return terr_set(err, "out of memory");
-    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, script, NFT_TEXT_MAX, err);
+    bool dns = dns_allowed(n, p);
+    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, dns ? NET_GATEWAY_ADDR : NULL, script,
+                            NFT_TEXT_MAX, err);
     int nsfd = rc == 0 ? ns_open(id, err) : -1;
     if (nsfd < 0) rc = -1;
     if (rc == 0) {
@@ -440,6 +514,7 @@ static int apply_rules(const char *id, const net_policy *p, terr *err)
     }
     if (nsfd >= 0) close(nsfd);
     free(script);
+    if (rc == 0 && n->dns) net_dns_set_allowed(n->dns, id, dns);
     return rc;
 }
 
@@ -464,6 +539,7 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     /* Resume of a sandbox whose namespace is still there: its rules are
      * the stored policy already (net_apply keeps both in step). */
     if (!built && p == &stored) {
+        if (dns_ensure(n, id, p, err) < 0) return -1;
         log_info("event=net_setup sandbox_id=%s slot=%d built=0 reapplied=0 duration_ms=%lld", id,
                  slot, mono_ms() - t0);
         return 0;
@@ -477,8 +553,9 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
         }
     }
     int rc = state_write(n, id, slot, p, err);
-    if (rc == 0) rc = apply_rules(id, p, err);
+    if (rc == 0) rc = apply_rules(n, id, p, err);
     pthread_mutex_unlock(&n->pol_mu);
+    if (rc == 0) rc = dns_ensure(n, id, p, err);
     if (rc < 0) goto fail;
     log_info(
         "event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu duration_ms=%lld",
@@ -507,10 +584,10 @@ int net_apply(agent_net *n, const char *id, const net_policy *p, terr *err)
     int nsfd = ns_open(id, NULL);
     bool live = nsfd >= 0;
     if (live) close(nsfd);
-    if (live && apply_rules(id, p, err) < 0) goto fail;
+    if (live && apply_rules(n, id, p, err) < 0) goto fail;
     if (state_write(n, id, slot, p, err) < 0) {
         terr ignored;
-        if (live) apply_rules(id, &old, &ignored);
+        if (live) apply_rules(n, id, &old, &ignored);
         goto fail;
     }
     pthread_mutex_unlock(&n->pol_mu);
@@ -568,6 +645,7 @@ int net_teardown(agent_net *n, const char *id, terr *err)
     if (state_read(n, id, &slot, &p, &ignored) < 0) slot = -1;
     char ns[128], path[4200];
     ns_name(id, ns, sizeof ns);
+    if (n->dns) net_dns_detach(n->dns, id);
     int nsfd = ns_open(id, NULL);
     if (nsfd >= 0) {
         close(nsfd);
