@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "net_dns.h"
 #include "rpc.h"
@@ -75,9 +76,11 @@ void agent_config_usage(FILE *out, const char *prog)
         "  --template-cache N       template snapshots kept (distinct template x shape),\n"
         "                           least recently used evicted; -1 = unlimited\n"
         "                           (TORPOR_TEMPLATE_CACHE, default 8)\n"
-        "  --vm-user NAME           run every QEMU as this unprivileged user (its sandbox\n"
-        "                           directory and RAM file 0700/0600, owned by it)\n"
-        "                           (TORPOR_VM_USER, default: the agent's own user)\n"
+        "  --vm-user NAME|none      run every QEMU as this unprivileged user (its sandbox\n"
+        "                           directory and RAM file 0700/0600, owned by it); none =\n"
+        "                           as the agent's own user (for debugging) (TORPOR_VM_USER,\n"
+        "                           default " AGENT_VM_USER_DEFAULT " when run as root, created if\n"
+        "                           missing; else none)\n"
         "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
         "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"
         "                           default on)\n"
@@ -148,7 +151,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     cfg->tls_ca = env_or("TORPOR_TLS_CA", NULL);
     cfg->metrics_addr = env_or("TORPOR_AGENT_METRICS_ADDR", "127.0.0.1:9465");
     cfg->tls_client_name = env_or("TORPOR_TLS_CLIENT_NAME", NULL);
-    cfg->vm_user = env_or("TORPOR_VM_USER", NULL);
+    const char *vm_user = env_or("TORPOR_VM_USER", NULL);
     const char *interval = env_or("TORPOR_REAPER_INTERVAL", "2");
     const char *workers = env_or("TORPOR_PAUSE_WORKERS", "2");
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
@@ -200,7 +203,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_OVERCOMMIT: overcommit = optarg; break;
         case OPT_DISK_RESERVE: reserve = optarg; break;
         case OPT_TEMPLATE_CACHE: tcache = optarg; break;
-        case OPT_VM_USER: cfg->vm_user = optarg; break;
+        case OPT_VM_USER: vm_user = optarg; break;
         case OPT_NETWORK: network = optarg; break;
         case OPT_DNS_UPSTREAM: cfg->dns_upstream = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
@@ -246,6 +249,15 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     if (cfg->template_cache == 0) {
         terr_set(err, "--template-cache: at least 1, or -1 for unlimited");
         return AGENT_CONFIG_ERROR;
+    }
+    if (!vm_user) {
+        cfg->vm_user_is_default = geteuid() == 0;
+        cfg->vm_user = cfg->vm_user_is_default ? AGENT_VM_USER_DEFAULT : NULL;
+    } else if (!vm_user[0]) {
+        terr_set(err, "--vm-user: empty name (none runs QEMU as the agent's user)");
+        return AGENT_CONFIG_ERROR;
+    } else {
+        cfg->vm_user = strcmp(vm_user, "none") ? vm_user : NULL;
     }
     if (!strcmp(network, "on")) cfg->network = true;
     else if (!strcmp(network, "off")) cfg->network = false;
