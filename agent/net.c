@@ -19,12 +19,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs_util.h"
 #include "log.h"
 #include "mono_time.h"
 #include "net_dns.h"
+#include "net_link.h"
 #include "torpor_limits.h"
 
 #define IP_BIN "/usr/sbin/ip"
@@ -407,10 +409,11 @@ void net_close(agent_net *n)
     free(n);
 }
 
-/* Creates namespace, veth pair and tap0 (removing any half-made rest first). */
+/* Creates namespace, veth pair and tap0 (removing any half-made rest first),
+ * in-process (net_link.h): no exec of `ip` on this path. */
 static int build_ns(const char *id, int slot, terr *err)
 {
-    char ns[128], veth[32], host_addr[32], ns_addr[32], script[1024];
+    char ns[128], veth[32], host_addr[32], ns_addr[32];
     ns_name(id, ns, sizeof ns);
     snprintf(veth, sizeof veth, "tnv%d", slot);
     slot_addr(slot, 1, host_addr, sizeof host_addr);
@@ -425,32 +428,24 @@ static int build_ns(const char *id, int slot, terr *err)
     snprintf(probe, sizeof probe, "/sys/class/net/%s", veth);
     const char *delv[] = {IP_BIN, "link", "del", veth, NULL};
     if (access(probe, F_OK) == 0) run(delv, -1, NULL, &ignored);
-    const char *add[] = {IP_BIN, "netns", "add", ns, NULL};
-    if (run(add, -1, NULL, err) < 0) return -1;
-    snprintf(script, sizeof script,
-             "link add %s type veth peer name " UPLINK_IF " netns %s\n"
-             "addr add %s/30 dev %s\n"
-             "link set %s up\n",
-             veth, ns, host_addr, veth, veth);
-    const char *batch[] = {IP_BIN, "-batch", "-", NULL};
-    if (run(batch, -1, script, err) < 0) return -1;
+    if (net_link_netns_add(ns, err) < 0) return -1;
     int nsfd = ns_open(id, err);
     if (nsfd < 0) return -1;
-    snprintf(script, sizeof script,
-             "link set lo up\n"
-             "addr add %s/30 dev " UPLINK_IF "\n"
-             "link set " UPLINK_IF " up\n"
-             "route add default via %s\n"
-             "tuntap add dev " GUEST_IF " mode tap\n"
-             "addr add " NET_GATEWAY_ADDR "/24 dev " GUEST_IF "\n"
-             "link set " GUEST_IF " up\n",
-             ns_addr, host_addr);
-    int rc = run(batch, nsfd, script, err);
+    int rc = net_link_veth_add(veth, UPLINK_IF, nsfd, err);
+    if (rc == 0) rc = net_link_addr_add(veth, host_addr, 30, err);
+    if (rc == 0) rc = net_link_up(veth, err);
     int saved;
     if (rc == 0 && ns_enter(nsfd, &saved, err) == 0) {
+        rc = net_link_up("lo", err);
+        if (rc == 0) rc = net_link_addr_add(UPLINK_IF, ns_addr, 30, err);
+        if (rc == 0) rc = net_link_up(UPLINK_IF, err);
+        if (rc == 0) rc = net_link_route_default(host_addr, err);
+        if (rc == 0) rc = net_link_tap_add(GUEST_IF, err);
+        if (rc == 0) rc = net_link_addr_add(GUEST_IF, NET_GATEWAY_ADDR, 24, err);
+        if (rc == 0) rc = net_link_up(GUEST_IF, err);
         /* Routing for the guest; no IPv6 at all (so none of the refused
          * IPv6 ranges is reachable either). */
-        rc = write_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err);
+        if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err);
         if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1", err);
         if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1", err);
         if (rc == 0)
@@ -518,9 +513,16 @@ static int apply_rules(agent_net *n, const char *id, const net_policy *p, terr *
     return rc;
 }
 
+static long long now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
 {
-    long long t0 = mono_ms();
+    long long t0 = mono_ms(), u0 = now_us(), build_us = 0, write_us = 0, rules_us = 0;
     int slot;
     net_policy stored;
     if (state_read(n, id, &slot, &stored, err) < 0) return -1;
@@ -533,7 +535,9 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     /* A namespace made with another slot (the host rebooted and the slot
      * went to someone else) is rebuilt too. */
     if (nsfd < 0 || slot != old_slot) {
+        long long u = now_us();
         if (build_ns(id, slot, err) < 0) goto fail;
+        build_us = now_us() - u;
         built = true;
     }
     /* Resume of a sandbox whose namespace is still there: its rules are
@@ -552,14 +556,19 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
             goto fail;
         }
     }
+    long long u = now_us();
     int rc = state_write(n, id, slot, p, err);
+    write_us = now_us() - u;
+    u = now_us();
     if (rc == 0) rc = apply_rules(n, id, p, err);
+    rules_us = now_us() - u;
     pthread_mutex_unlock(&n->pol_mu);
     if (rc == 0) rc = dns_ensure(n, id, p, err);
     if (rc < 0) goto fail;
-    log_info(
-        "event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu duration_ms=%lld",
-        id, slot, built, p->egress_allow ? "allow" : "deny", p->n_allow, p->n_deny, mono_ms() - t0);
+    log_info("event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu "
+             "build_us=%lld write_us=%lld rules_us=%lld total_us=%lld duration_ms=%lld",
+             id, slot, built, p->egress_allow ? "allow" : "deny", p->n_allow, p->n_deny, build_us,
+             write_us, rules_us, now_us() - u0, mono_ms() - t0);
     return 0;
 fail:
     if (built) {
