@@ -242,6 +242,7 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     v->desc.spec.timeout_sec = spec->timeout_sec;
     snprintf(v->desc.spec.sandbox_id, sizeof v->desc.spec.sandbox_id, "%s", id);
     bool consumed = false, ran = false;
+    if (qemu_own_sandbox_for_vm(d, sbfd, err) < 0) goto fail;
     /* Before the snapshot is uncommitted: from then on a live QEMU is the
      * sandbox, and recover() must be able to re-attach it. */
     if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
