@@ -48,9 +48,16 @@ struct agent_net {
 
 /* ---- running ip/nft ---- */
 
-/* Runs argv (absolute path) with input on stdin, inside the namespace nsfd
- * (-1: the agent's). Its stderr becomes the error message. */
-static int run(const char *const argv[], int nsfd, const char *input, terr *err)
+/* A started ip/nft: its pid and the read end of its stderr. */
+typedef struct proc {
+    pid_t pid;
+    int errfd;
+    const char *name, *arg1;
+} proc;
+
+/* Starts argv (absolute path) with input on stdin, inside the namespace
+ * nsfd (-1: the agent's); run_wait collects it. */
+static int run_start(const char *const argv[], int nsfd, const char *input, proc *pr, terr *err)
 {
     int in[2], errp[2];
     if (pipe2(in, O_CLOEXEC) < 0) return terr_set(err, "pipe: %s", strerror(errno));
@@ -89,29 +96,43 @@ static int run(const char *const argv[], int nsfd, const char *input, terr *err)
         }
     }
     close(in[1]);
+    *pr = (proc){.pid = pid, .errfd = errp[0], .name = argv[0], .arg1 = argv[1] ? argv[1] : ""};
+    return 0;
+}
+
+/* Waits for pr; its stderr becomes the error message. */
+static int run_wait(proc *pr, terr *err)
+{
     char msg[400];
     size_t got = 0;
     for (;;) {
-        ssize_t r = read(errp[0], msg + got, sizeof msg - 1 - got);
+        ssize_t r = read(pr->errfd, msg + got, sizeof msg - 1 - got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         got += (size_t)r;
         if (got == sizeof msg - 1) {
             char sink[256];
-            while (read(errp[0], sink, sizeof sink) > 0) {}
+            while (read(pr->errfd, sink, sizeof sink) > 0) {}
             break;
         }
     }
-    close(errp[0]);
+    close(pr->errfd);
     msg[got] = '\0';
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
     int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    while (waitpid(pr->pid, &st, 0) < 0 && errno == EINTR) {}
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return terr_set(err, "%s %s failed (status %d): %s", argv[0], argv[1] ? argv[1] : "",
+        return terr_set(err, "%s %s failed (status %d): %s", pr->name, pr->arg1,
                         WIFEXITED(st) ? WEXITSTATUS(st) : -1, msg);
     return 0;
+}
+
+static int run(const char *const argv[], int nsfd, const char *input, terr *err)
+{
+    proc pr;
+    if (run_start(argv, nsfd, input, &pr, err) < 0) return -1;
+    return run_wait(&pr, err);
 }
 
 /* ---- namespaces ---- */
@@ -409,26 +430,32 @@ void net_close(agent_net *n)
     free(n);
 }
 
-/* Creates namespace, veth pair and tap0 (removing any half-made rest first),
- * in-process (net_link.h): no exec of `ip` on this path. */
-static int build_ns(const char *id, int slot, terr *err)
+/* Creates the namespace (removing any half-made rest of an earlier attempt
+ * first), in-process (net_link.h). */
+static int ns_create(const char *id, int slot, terr *err)
 {
-    char ns[128], veth[32], host_addr[32], ns_addr[32];
+    char ns[128], veth[32], probe[256];
     ns_name(id, ns, sizeof ns);
     snprintf(veth, sizeof veth, "tnv%d", slot);
-    slot_addr(slot, 1, host_addr, sizeof host_addr);
-    slot_addr(slot, 0, ns_addr, sizeof ns_addr);
-    /* Debris of a half-made earlier attempt goes first (checked before
-     * running anything: each exec costs milliseconds). */
+    /* Checked before running anything: each exec costs milliseconds. */
     terr ignored;
-    char probe[256];
     snprintf(probe, sizeof probe, "/run/netns/%s", ns);
     const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
     if (access(probe, F_OK) == 0) run(del, -1, NULL, &ignored);
     snprintf(probe, sizeof probe, "/sys/class/net/%s", veth);
     const char *delv[] = {IP_BIN, "link", "del", veth, NULL};
     if (access(probe, F_OK) == 0) run(delv, -1, NULL, &ignored);
-    if (net_link_netns_add(ns, err) < 0) return -1;
+    return net_link_netns_add(ns, err);
+}
+
+/* The veth pair, addresses, default route, tap0 and sysctls of a namespace
+ * ns_create made; no exec of `ip` on this path. */
+static int ns_links(const char *id, int slot, terr *err)
+{
+    char veth[32], host_addr[32], ns_addr[32];
+    snprintf(veth, sizeof veth, "tnv%d", slot);
+    slot_addr(slot, 1, host_addr, sizeof host_addr);
+    slot_addr(slot, 0, ns_addr, sizeof ns_addr);
     int nsfd = ns_open(id, err);
     if (nsfd < 0) return -1;
     int rc = net_link_veth_add(veth, UPLINK_IF, nsfd, err);
@@ -494,23 +521,41 @@ static int dns_ensure(agent_net *n, const char *id, const net_policy *p, terr *e
     return net_dns_attach(n->dns, id, s, dns_allowed(n, p), err);
 }
 
-static int apply_rules(agent_net *n, const char *id, const net_policy *p, terr *err)
+/* Starts `nft -f -` with the rules of p inside the namespace (the rules
+ * name interfaces, so they load before the interfaces exist); *dns says
+ * whether they open the DNS forwarder. */
+static int rules_start(agent_net *n, const char *id, const net_policy *p, bool fresh, proc *pr,
+                       bool *dns, terr *err)
 {
     char *script = malloc(NFT_TEXT_MAX);
     if (!script) return terr_set(err, "out of memory");
-    bool dns = dns_allowed(n, p);
-    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, dns ? NET_GATEWAY_ADDR : NULL, script,
-                            NFT_TEXT_MAX, err);
+    *dns = dns_allowed(n, p);
+    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, *dns ? NET_GATEWAY_ADDR : NULL, !fresh,
+                            script, NFT_TEXT_MAX, err);
     int nsfd = rc == 0 ? ns_open(id, err) : -1;
     if (nsfd < 0) rc = -1;
     if (rc == 0) {
         const char *nft[] = {NFT_BIN, "-f", "-", NULL};
-        rc = run(nft, nsfd, script, err);
+        rc = run_start(nft, nsfd, script, pr, err);
     }
     if (nsfd >= 0) close(nsfd);
     free(script);
-    if (rc == 0 && n->dns) net_dns_set_allowed(n->dns, id, dns);
     return rc;
+}
+
+static int rules_finish(agent_net *n, const char *id, proc *pr, bool dns, terr *err)
+{
+    if (run_wait(pr, err) < 0) return -1;
+    if (n->dns) net_dns_set_allowed(n->dns, id, dns);
+    return 0;
+}
+
+static int apply_rules(agent_net *n, const char *id, const net_policy *p, terr *err)
+{
+    proc pr;
+    bool dns = false;
+    if (rules_start(n, id, p, false, &pr, &dns, err) < 0) return -1;
+    return rules_finish(n, id, &pr, dns, err);
 }
 
 static long long now_us(void)
@@ -534,19 +579,20 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     if (nsfd >= 0) close(nsfd);
     /* A namespace made with another slot (the host rebooted and the slot
      * went to someone else) is rebuilt too. */
-    if (nsfd < 0 || slot != old_slot) {
-        long long u = now_us();
-        if (build_ns(id, slot, err) < 0) goto fail;
-        build_us = now_us() - u;
-        built = true;
-    }
+    bool rebuild = nsfd < 0 || slot != old_slot;
     /* Resume of a sandbox whose namespace is still there: its rules are
      * the stored policy already (net_apply keeps both in step). */
-    if (!built && p == &stored) {
+    if (!rebuild && p == &stored) {
         if (dns_ensure(n, id, p, err) < 0) return -1;
         log_info("event=net_setup sandbox_id=%s slot=%d built=0 reapplied=0 duration_ms=%lld", id,
                  slot, mono_ms() - t0);
         return 0;
+    }
+    if (rebuild) {
+        long long u = now_us();
+        if (ns_create(id, slot, err) < 0) goto fail;
+        build_us = now_us() - u;
+        built = true;
     }
     pthread_mutex_lock(&n->pol_mu);
     if (p == &stored) { /* a policy change may have landed since the first read */
@@ -556,11 +602,28 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
             goto fail;
         }
     }
+    /* nft (the slowest part: an exec that loads the ruleset) runs while
+     * this thread makes the links and writes the state file. */
     long long u = now_us();
-    int rc = state_write(n, id, slot, p, err);
-    write_us = now_us() - u;
-    u = now_us();
-    if (rc == 0) rc = apply_rules(n, id, p, err);
+    proc pr;
+    bool dns = false;
+    int rc = rules_start(n, id, p, built, &pr, &dns, err);
+    bool started = rc == 0;
+    if (rc == 0 && built) {
+        long long b = now_us();
+        rc = ns_links(id, slot, err);
+        build_us += now_us() - b;
+    }
+    if (rc == 0) {
+        long long w = now_us();
+        rc = state_write(n, id, slot, p, err);
+        write_us = now_us() - w;
+    }
+    if (started) {
+        terr later;
+        int r2 = rules_finish(n, id, &pr, dns, rc == 0 ? err : &later);
+        if (rc == 0) rc = r2;
+    }
     rules_us = now_us() - u;
     pthread_mutex_unlock(&n->pol_mu);
     if (rc == 0) rc = dns_ensure(n, id, p, err);

@@ -214,12 +214,13 @@ bool net_policy_allows_dns(const net_policy *p, const net_rule *ups, size_t n)
 }
 
 int net_policy_nft(const net_policy *p, const char *guest_if, const char *uplink_if,
-                   const char *dns_addr, char *buf, size_t n, terr *err)
+                   const char *dns_addr, bool replace, char *buf, size_t n, terr *err)
 {
     out o = {buf, n, 0, false};
     /* "add + delete + define" in one transaction: atomic replace, and no
      * error when the table does not exist yet. */
-    put(&o, "table inet torpor\ndelete table inet torpor\ntable inet torpor {\n");
+    if (replace) put(&o, "table inet torpor\ndelete table inet torpor\n");
+    put(&o, "table inet torpor {\n");
     put(&o, "  chain egress {\n");
     for (size_t i = 0; i < p->n_deny; i++) put_rule(&o, &p->deny[i], "drop");
     for (size_t i = 0; i < p->n_allow; i++) put_rule(&o, &p->allow[i], "accept");
