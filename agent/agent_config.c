@@ -79,7 +79,7 @@ void agent_config_usage(FILE *out, const char *prog)
         "  --vm-user NAME|none      run every QEMU as this unprivileged user (its sandbox\n"
         "                           directory and RAM file 0700/0600, owned by it); none =\n"
         "                           as the agent's own user (for debugging) (TORPOR_VM_USER,\n"
-        "                           default " AGENT_VM_USER_DEFAULT " when run as root, created if\n"
+        "                           default torpor-vm when run as root, created if\n"
         "                           missing; else none)\n"
         "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
         "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"

@@ -39,12 +39,13 @@ typedef struct agent_config {
      * agent's user. */
     const char *vm_user;
     bool vm_user_is_default; /* the default was taken: the agent may create that user */
-    int template_cache;       /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
-    int disk_reserve_mb;      /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
+    int template_cache;      /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
+    int disk_reserve_mb;     /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
     const char
         *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
     bool network;         /* --network on|off, TORPOR_NETWORK, on (docs/network.md) */
-    const char *dns_upstream; /* --dns-upstream auto|off|ADDR[:PORT],..., TORPOR_DNS_UPSTREAM, auto */
+    const char
+        *dns_upstream; /* --dns-upstream auto|off|ADDR[:PORT],..., TORPOR_DNS_UPSTREAM, auto */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

@@ -386,7 +386,8 @@ static void dns_reattach(agent_net *n)
         int slot;
         net_policy p;
         terr err;
-        if (state_read(n, e->d_name, &slot, &p, &err) < 0 || dns_ensure(n, e->d_name, &p, &err) < 0) {
+        if (state_read(n, e->d_name, &slot, &p, &err) < 0 ||
+            dns_ensure(n, e->d_name, &p, &err) < 0) {
             char q[LOG_QUOTE_MAX];
             log_warn("event=dns_reattach_failed sandbox_id=%s error=\"%s\"", e->d_name,
                      log_quote(err.msg, q, sizeof q));
@@ -530,8 +531,8 @@ static int rules_start(agent_net *n, const char *id, const net_policy *p, bool f
     char *script = malloc(NFT_TEXT_MAX);
     if (!script) return terr_set(err, "out of memory");
     *dns = dns_allowed(n, p);
-    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, *dns ? NET_GATEWAY_ADDR : NULL, !fresh,
-                            script, NFT_TEXT_MAX, err);
+    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, *dns ? NET_GATEWAY_ADDR : NULL, !fresh, script,
+                            NFT_TEXT_MAX, err);
     int nsfd = rc == 0 ? ns_open(id, err) : -1;
     if (nsfd < 0) rc = -1;
     if (rc == 0) {

@@ -200,7 +200,8 @@ static int run_dir_shared(terr *err)
     if (mkdir(NETNS_RUN_DIR, 0755) < 0 && errno != EEXIST)
         return terr_set(err, "mkdir " NETNS_RUN_DIR ": %s", strerror(errno));
     if (mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC, NULL) == 0) return 0;
-    if (errno != EINVAL) return terr_set(err, "mount --make-shared " NETNS_RUN_DIR ": %s", strerror(errno));
+    if (errno != EINVAL)
+        return terr_set(err, "mount --make-shared " NETNS_RUN_DIR ": %s", strerror(errno));
     /* Not a mount point yet: bind it onto itself first. */
     if (mount(NETNS_RUN_DIR, NETNS_RUN_DIR, "none", MS_BIND | MS_REC, NULL) < 0 ||
         mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC, NULL) < 0)

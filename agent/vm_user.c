@@ -18,8 +18,8 @@ extern char **environ;
 int vm_user_ensure(const char *name, terr *err)
 {
     if (getpwnam(name)) return 0;
-    char *argv[] = {USERADD,       "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
-                    (char *)name,  NULL};
+    char *argv[] = {USERADD,      "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+                    (char *)name, NULL};
     posix_spawn_file_actions_t fa;
     posix_spawn_file_actions_init(&fa);
     posix_spawn_file_actions_addopen(&fa, 1, "/dev/null", O_WRONLY, 0);

@@ -101,7 +101,11 @@ static void test_dns_upstream_values(void **state)
     setenv("TORPOR_DNS_UPSTREAM", "192.0.2.1,192.0.2.2:5353", 1);
     assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
     assert_string_equal(c.dns_upstream, "192.0.2.1,192.0.2.2:5353");
-    static const char *bad[] = {"192.0.2.0/24", "2001:db8::1", "resolver", "192.0.2.1,", "",
+    static const char *bad[] = {"192.0.2.0/24",
+                                "2001:db8::1",
+                                "resolver",
+                                "192.0.2.1,",
+                                "",
                                 "1.1.1.1,1.1.1.2,1.1.1.3,1.1.1.4,1.1.1.5"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         assert_int_equal(parse(&c, &e, 3, "--dns-upstream", bad[i]), AGENT_CONFIG_ERROR);

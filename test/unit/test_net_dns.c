@@ -67,8 +67,8 @@ static int teardown(void **state)
 /* A standard query for "a.test" type A with the given id. */
 static size_t query(uint8_t *m, uint16_t id)
 {
-    static const uint8_t q[] = {0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0,
-                                1, 'a', 4, 't', 'e', 's', 't', 0, 0, 1, 0, 1};
+    static const uint8_t q[] = {0, 0,   0x01, 0x00, 0,   1,   0,   0, 0, 0, 0, 0,
+                                1, 'a', 4,    't',  'e', 's', 't', 0, 0, 1, 0, 1};
     memcpy(m, q, sizeof q);
     m[0] = (uint8_t)(id >> 8);
     m[1] = (uint8_t)id;
@@ -85,9 +85,9 @@ static ssize_t recv_within(int fd, uint8_t *buf, size_t n, int ms, struct sockad
 
 static void send_to_sandbox(fx *f, const uint8_t *m, size_t len)
 {
-    assert_int_equal(sendto(f->client, m, len, 0, (struct sockaddr *)&f->sandbox_sa,
-                            sizeof f->sandbox_sa),
-                     (ssize_t)len);
+    assert_int_equal(
+        sendto(f->client, m, len, 0, (struct sockaddr *)&f->sandbox_sa, sizeof f->sandbox_sa),
+        (ssize_t)len);
 }
 
 /* Upstream answers the query it got (echoing it with QR set) from src. */
