@@ -153,7 +153,10 @@ def test_websocket_echo_through_the_proxy(s):
     st, _ = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
                       {"path": "/tmp/ws.sh", "content_base64": b64m.b64encode(WS_SH.encode()).decode()})
     assert st == 204, st
-    r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &)")
+    # The listener is up before the handshake is sent (nc starts in the
+    # background; under load it may not listen yet when exec returns).
+    r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &); "
+                    "i=0; while ! netstat -ltn | grep -q ':9000 ' && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done")
     assert r["exit_code"] == 0, r
     c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
     try:
