@@ -5,7 +5,9 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
+#include "net_dns.h"
 #include "rpc.h"
 
 enum {
@@ -26,6 +28,7 @@ enum {
     OPT_VM_USER,
     OPT_METRICS_ADDR,
     OPT_NETWORK,
+    OPT_DNS_UPSTREAM,
     OPT_HELP,
 };
 
@@ -73,12 +76,18 @@ void agent_config_usage(FILE *out, const char *prog)
         "  --template-cache N       template snapshots kept (distinct template x shape),\n"
         "                           least recently used evicted; -1 = unlimited\n"
         "                           (TORPOR_TEMPLATE_CACHE, default 8)\n"
-        "  --vm-user NAME           run every QEMU as this unprivileged user (its sandbox\n"
-        "                           directory and RAM file 0700/0600, owned by it)\n"
-        "                           (TORPOR_VM_USER, default: the agent's own user)\n"
+        "  --vm-user NAME|none      run every QEMU as this unprivileged user (its sandbox\n"
+        "                           directory and RAM file 0700/0600, owned by it); none =\n"
+        "                           as the agent's own user (for debugging) (TORPOR_VM_USER,\n"
+        "                           default torpor-vm when run as root, created if\n"
+        "                           missing; else none)\n"
         "  --network on|off         give each sandbox a network (own namespace, TAP,\n"
         "                           nftables egress policy; docs/network.md) (TORPOR_NETWORK,\n"
         "                           default on)\n"
+        "  --dns-upstream LIST      resolvers the sandboxes' DNS forwarder (10.0.0.1 in each\n"
+        "                           guest) asks: auto = the IPv4 nameservers of\n"
+        "                           /etc/resolv.conf outside 127.0.0.0/8; off = no DNS;\n"
+        "                           else IPv4 ADDR[:PORT],... (TORPOR_DNS_UPSTREAM, default auto)\n"
         "  --help                   this text\n"
         "\n"
         "other environment: TORPOR_LOG_LEVEL=debug|info|warn|error (default info).\n"
@@ -142,7 +151,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     cfg->tls_ca = env_or("TORPOR_TLS_CA", NULL);
     cfg->metrics_addr = env_or("TORPOR_AGENT_METRICS_ADDR", "127.0.0.1:9465");
     cfg->tls_client_name = env_or("TORPOR_TLS_CLIENT_NAME", NULL);
-    cfg->vm_user = env_or("TORPOR_VM_USER", NULL);
+    const char *vm_user = env_or("TORPOR_VM_USER", NULL);
     const char *interval = env_or("TORPOR_REAPER_INTERVAL", "2");
     const char *workers = env_or("TORPOR_PAUSE_WORKERS", "2");
     const char *shutdown = env_or("TORPOR_SHUTDOWN_TIMEOUT", "120");
@@ -150,6 +159,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
     const char *reserve = env_or("TORPOR_DISK_RESERVE_MB", "1024");
     const char *tcache = env_or("TORPOR_TEMPLATE_CACHE", "8");
     const char *network = env_or("TORPOR_NETWORK", "on");
+    cfg->dns_upstream = env_or("TORPOR_DNS_UPSTREAM", "auto");
 
     static const struct option opts[] = {
         {"listen", required_argument, NULL, OPT_LISTEN},
@@ -169,6 +179,7 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         {"template-cache", required_argument, NULL, OPT_TEMPLATE_CACHE},
         {"vm-user", required_argument, NULL, OPT_VM_USER},
         {"network", required_argument, NULL, OPT_NETWORK},
+        {"dns-upstream", required_argument, NULL, OPT_DNS_UPSTREAM},
         {"help", no_argument, NULL, OPT_HELP},
         {NULL, 0, NULL, 0},
     };
@@ -192,8 +203,9 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         case OPT_OVERCOMMIT: overcommit = optarg; break;
         case OPT_DISK_RESERVE: reserve = optarg; break;
         case OPT_TEMPLATE_CACHE: tcache = optarg; break;
-        case OPT_VM_USER: cfg->vm_user = optarg; break;
+        case OPT_VM_USER: vm_user = optarg; break;
         case OPT_NETWORK: network = optarg; break;
+        case OPT_DNS_UPSTREAM: cfg->dns_upstream = optarg; break;
         case OPT_HELP: return AGENT_CONFIG_HELP;
         case ':': terr_set(err, "%s needs a value", argv[optind - 1]); return AGENT_CONFIG_ERROR;
         default: terr_set(err, "unknown flag %s", argv[optind - 1]); return AGENT_CONFIG_ERROR;
@@ -238,11 +250,26 @@ agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg,
         terr_set(err, "--template-cache: at least 1, or -1 for unlimited");
         return AGENT_CONFIG_ERROR;
     }
+    if (!vm_user) {
+        cfg->vm_user_is_default = geteuid() == 0;
+        cfg->vm_user = cfg->vm_user_is_default ? AGENT_VM_USER_DEFAULT : NULL;
+    } else if (!vm_user[0]) {
+        terr_set(err, "--vm-user: empty name (none runs QEMU as the agent's user)");
+        return AGENT_CONFIG_ERROR;
+    } else {
+        cfg->vm_user = strcmp(vm_user, "none") ? vm_user : NULL;
+    }
     if (!strcmp(network, "on")) cfg->network = true;
     else if (!strcmp(network, "off")) cfg->network = false;
     else {
         terr_set(err, "--network: \"on\" or \"off\", not \"%s\"", network);
         return AGENT_CONFIG_ERROR;
+    }
+    if (strcmp(cfg->dns_upstream, "auto") != 0 && strcmp(cfg->dns_upstream, "off") != 0) {
+        net_rule ups[NET_DNS_UPSTREAMS];
+        size_t n_ups;
+        if (net_dns_parse_upstreams(cfg->dns_upstream, ups, NET_DNS_UPSTREAMS, &n_ups, err) < 0)
+            return AGENT_CONFIG_ERROR;
     }
     int n_tls = !!cfg->tls_cert + !!cfg->tls_key + !!cfg->tls_ca;
     if (n_tls != 0 && n_tls != 3) {

@@ -19,6 +19,8 @@ typedef enum {
     AGENT_CONFIG_ERROR = -1
 } agent_config_result;
 
+#define AGENT_VM_USER_DEFAULT "torpor-vm"
+
 typedef struct agent_config {
     const char *listen;       /* --listen, TORPOR_AGENT_LISTEN, 127.0.0.1:50051 */
     const char *state_dir;    /* --state-dir, TORPOR_STATE_DIR, /var/lib/torpor */
@@ -32,12 +34,18 @@ typedef struct agent_config {
     const char *tls_ca;       /* --tls-ca, TORPOR_TLS_CA */
     const char *metrics_addr; /* --metrics-addr, TORPOR_AGENT_METRICS_ADDR, 127.0.0.1:9465; "off" */
     double memory_overcommit; /* --memory-overcommit, TORPOR_MEMORY_OVERCOMMIT, 1.5; 0 = off */
-    const char *vm_user;      /* --vm-user, TORPOR_VM_USER; NULL = QEMU runs as the agent's user */
-    int template_cache;       /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
-    int disk_reserve_mb;      /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
+    /* --vm-user NAME|none, TORPOR_VM_USER; default AGENT_VM_USER_DEFAULT when
+     * the agent runs as root, else none. NULL (none) = QEMU runs as the
+     * agent's user. */
+    const char *vm_user;
+    bool vm_user_is_default; /* the default was taken: the agent may create that user */
+    int template_cache;      /* --template-cache, TORPOR_TEMPLATE_CACHE, 8; -1 = unlimited */
+    int disk_reserve_mb;     /* --disk-reserve-mb, TORPOR_DISK_RESERVE_MB, 1024; -1 = off */
     const char
         *tls_client_name; /* --tls-client-name, TORPOR_TLS_CLIENT_NAME; NULL = any the CA signed */
     bool network;         /* --network on|off, TORPOR_NETWORK, on (docs/network.md) */
+    const char
+        *dns_upstream; /* --dns-upstream auto|off|ADDR[:PORT],..., TORPOR_DNS_UPSTREAM, auto */
 } agent_config;
 
 agent_config_result agent_config_parse(int argc, char **argv, agent_config *cfg, terr *err);

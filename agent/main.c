@@ -21,6 +21,7 @@
 #include "log.h"
 #include "metrics_http.h"
 #include "net.h"
+#include "vm_user.h"
 #include "port_tunnel.h"
 #include "qemu.h"
 #include "reaper.h"
@@ -74,6 +75,10 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
                                 .accel = accel,
                                 .template_cache_max = cfg->template_cache,
                                 .vm_user = cfg->vm_user};
+    /* QEMU runs unprivileged by default (docs/security.md): the default
+     * user is created when missing. */
+    if (cfg->vm_user && cfg->vm_user_is_default && vm_user_ensure(cfg->vm_user, &err) < 0)
+        fatal("stage=vm_user %s (or run with --vm-user none)", err.msg);
     runtime_driver *driver = NULL;
     if (runtime_qemu_open(&qcfg, &driver, &err) != 0) fatal("stage=runtime %s", err.msg);
 
@@ -83,7 +88,7 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
     if (journal_open(journal_path, &jnl, &err) != 0) fatal("stage=journal %s", err.msg);
 
     agent_net *net = NULL;
-    if (cfg->network && net_open(cfg->state_dir, &net, &err) != 0)
+    if (cfg->network && net_open(cfg->state_dir, cfg->dns_upstream, &net, &err) != 0)
         fatal("stage=network %s", err.msg);
 
     lifecycle *lc = NULL;

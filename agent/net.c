@@ -19,11 +19,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fs_util.h"
 #include "log.h"
 #include "mono_time.h"
+#include "net_dns.h"
+#include "net_link.h"
 #include "torpor_limits.h"
 
 #define IP_BIN "/usr/sbin/ip"
@@ -40,13 +43,21 @@ struct agent_net {
     char dir[4096];         /* <state_dir>/net */
     pthread_mutex_t mu;     /* serialises slot allocation */
     pthread_mutex_t pol_mu; /* serialises policy read-apply-store */
+    net_dns *dns;           /* NULL: no DNS forwarder */
 };
 
 /* ---- running ip/nft ---- */
 
-/* Runs argv (absolute path) with input on stdin, inside the namespace nsfd
- * (-1: the agent's). Its stderr becomes the error message. */
-static int run(const char *const argv[], int nsfd, const char *input, terr *err)
+/* A started ip/nft: its pid and the read end of its stderr. */
+typedef struct proc {
+    pid_t pid;
+    int errfd;
+    const char *name, *arg1;
+} proc;
+
+/* Starts argv (absolute path) with input on stdin, inside the namespace
+ * nsfd (-1: the agent's); run_wait collects it. */
+static int run_start(const char *const argv[], int nsfd, const char *input, proc *pr, terr *err)
 {
     int in[2], errp[2];
     if (pipe2(in, O_CLOEXEC) < 0) return terr_set(err, "pipe: %s", strerror(errno));
@@ -85,29 +96,43 @@ static int run(const char *const argv[], int nsfd, const char *input, terr *err)
         }
     }
     close(in[1]);
+    *pr = (proc){.pid = pid, .errfd = errp[0], .name = argv[0], .arg1 = argv[1] ? argv[1] : ""};
+    return 0;
+}
+
+/* Waits for pr; its stderr becomes the error message. */
+static int run_wait(proc *pr, terr *err)
+{
     char msg[400];
     size_t got = 0;
     for (;;) {
-        ssize_t r = read(errp[0], msg + got, sizeof msg - 1 - got);
+        ssize_t r = read(pr->errfd, msg + got, sizeof msg - 1 - got);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) break;
         got += (size_t)r;
         if (got == sizeof msg - 1) {
             char sink[256];
-            while (read(errp[0], sink, sizeof sink) > 0) {}
+            while (read(pr->errfd, sink, sizeof sink) > 0) {}
             break;
         }
     }
-    close(errp[0]);
+    close(pr->errfd);
     msg[got] = '\0';
     for (char *p = msg; *p; p++)
         if (*p == '\n' || *p == '\r') *p = ' ';
     int st;
-    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    while (waitpid(pr->pid, &st, 0) < 0 && errno == EINTR) {}
     if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-        return terr_set(err, "%s %s failed (status %d): %s", argv[0], argv[1] ? argv[1] : "",
+        return terr_set(err, "%s %s failed (status %d): %s", pr->name, pr->arg1,
                         WIFEXITED(st) ? WEXITSTATUS(st) : -1, msg);
     return 0;
+}
+
+static int run(const char *const argv[], int nsfd, const char *input, terr *err)
+{
+    proc pr;
+    if (run_start(argv, nsfd, input, &pr, err) < 0) return -1;
+    return run_wait(&pr, err);
 }
 
 /* ---- namespaces ---- */
@@ -116,7 +141,7 @@ static void ns_name(const char *id, char *buf, size_t n) { snprintf(buf, n, NS_P
 
 static int ns_open(const char *id, terr *err)
 {
-    char path[256];
+    char path[320];
     snprintf(path, sizeof path, "/run/netns/" NS_PREFIX "%s", id);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) terr_set(err, "network namespace of %s: %s", id, strerror(errno));
@@ -345,7 +370,36 @@ static void sweep_orphans(void)
     if (swept) log_info("event=net_orphans_removed count=%d", swept);
 }
 
-int net_open(const char *state_dir, agent_net **out, terr *err)
+static int dns_ensure(agent_net *n, const char *id, const net_policy *p, terr *err);
+
+/* The namespaces that outlived an earlier agent get their DNS socket back. */
+static void dns_reattach(agent_net *n)
+{
+    DIR *d = opendir(n->dir);
+    if (!d) return;
+    int count = 0;
+    for (struct dirent *e = readdir(d); e; e = readdir(d)) {
+        if (!limits_sandbox_id_valid(e->d_name)) continue;
+        int fd = ns_open(e->d_name, NULL);
+        if (fd < 0) continue;
+        close(fd);
+        int slot;
+        net_policy p;
+        terr err;
+        if (state_read(n, e->d_name, &slot, &p, &err) < 0 ||
+            dns_ensure(n, e->d_name, &p, &err) < 0) {
+            char q[LOG_QUOTE_MAX];
+            log_warn("event=dns_reattach_failed sandbox_id=%s error=\"%s\"", e->d_name,
+                     log_quote(err.msg, q, sizeof q));
+            continue;
+        }
+        count++;
+    }
+    closedir(d);
+    if (count) log_info("event=dns_reattached count=%d", count);
+}
+
+int net_open(const char *state_dir, const char *dns_upstream, agent_net **out, terr *err)
 {
     agent_net *n = calloc(1, sizeof *n);
     if (!n) return terr_set(err, "out of memory");
@@ -358,7 +412,12 @@ int net_open(const char *state_dir, agent_net **out, terr *err)
         net_close(n);
         return terr_wrap(err, "host network setup");
     }
+    if (net_dns_open(dns_upstream, &n->dns, err) < 0) {
+        net_close(n);
+        return -1;
+    }
     sweep_orphans();
+    dns_reattach(n);
     *out = n;
     return 0;
 }
@@ -366,55 +425,55 @@ int net_open(const char *state_dir, agent_net **out, terr *err)
 void net_close(agent_net *n)
 {
     if (!n) return;
+    net_dns_close(n->dns);
     pthread_mutex_destroy(&n->mu);
     pthread_mutex_destroy(&n->pol_mu);
     free(n);
 }
 
-/* Creates namespace, veth pair and tap0 (removing any half-made rest first). */
-static int build_ns(const char *id, int slot, terr *err)
+/* Creates the namespace (removing any half-made rest of an earlier attempt
+ * first), in-process (net_link.h). */
+static int ns_create(const char *id, int slot, terr *err)
 {
-    char ns[128], veth[32], host_addr[32], ns_addr[32], script[1024];
+    char ns[128], veth[32], probe[256];
     ns_name(id, ns, sizeof ns);
     snprintf(veth, sizeof veth, "tnv%d", slot);
-    slot_addr(slot, 1, host_addr, sizeof host_addr);
-    slot_addr(slot, 0, ns_addr, sizeof ns_addr);
-    /* Debris of a half-made earlier attempt goes first (checked before
-     * running anything: each exec costs milliseconds). */
+    /* Checked before running anything: each exec costs milliseconds. */
     terr ignored;
-    char probe[256];
     snprintf(probe, sizeof probe, "/run/netns/%s", ns);
     const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
     if (access(probe, F_OK) == 0) run(del, -1, NULL, &ignored);
     snprintf(probe, sizeof probe, "/sys/class/net/%s", veth);
     const char *delv[] = {IP_BIN, "link", "del", veth, NULL};
     if (access(probe, F_OK) == 0) run(delv, -1, NULL, &ignored);
-    const char *add[] = {IP_BIN, "netns", "add", ns, NULL};
-    if (run(add, -1, NULL, err) < 0) return -1;
-    snprintf(script, sizeof script,
-             "link add %s type veth peer name " UPLINK_IF " netns %s\n"
-             "addr add %s/30 dev %s\n"
-             "link set %s up\n",
-             veth, ns, host_addr, veth, veth);
-    const char *batch[] = {IP_BIN, "-batch", "-", NULL};
-    if (run(batch, -1, script, err) < 0) return -1;
+    return net_link_netns_add(ns, err);
+}
+
+/* The veth pair, addresses, default route, tap0 and sysctls of a namespace
+ * ns_create made; no exec of `ip` on this path. */
+static int ns_links(const char *id, int slot, terr *err)
+{
+    char veth[32], host_addr[32], ns_addr[32];
+    snprintf(veth, sizeof veth, "tnv%d", slot);
+    slot_addr(slot, 1, host_addr, sizeof host_addr);
+    slot_addr(slot, 0, ns_addr, sizeof ns_addr);
     int nsfd = ns_open(id, err);
     if (nsfd < 0) return -1;
-    snprintf(script, sizeof script,
-             "link set lo up\n"
-             "addr add %s/30 dev " UPLINK_IF "\n"
-             "link set " UPLINK_IF " up\n"
-             "route add default via %s\n"
-             "tuntap add dev " GUEST_IF " mode tap\n"
-             "addr add " NET_GATEWAY_ADDR "/24 dev " GUEST_IF "\n"
-             "link set " GUEST_IF " up\n",
-             ns_addr, host_addr);
-    int rc = run(batch, nsfd, script, err);
+    int rc = net_link_veth_add(veth, UPLINK_IF, nsfd, err);
+    if (rc == 0) rc = net_link_addr_add(veth, host_addr, 30, err);
+    if (rc == 0) rc = net_link_up(veth, err);
     int saved;
     if (rc == 0 && ns_enter(nsfd, &saved, err) == 0) {
+        rc = net_link_up("lo", err);
+        if (rc == 0) rc = net_link_addr_add(UPLINK_IF, ns_addr, 30, err);
+        if (rc == 0) rc = net_link_up(UPLINK_IF, err);
+        if (rc == 0) rc = net_link_route_default(host_addr, err);
+        if (rc == 0) rc = net_link_tap_add(GUEST_IF, err);
+        if (rc == 0) rc = net_link_addr_add(GUEST_IF, NET_GATEWAY_ADDR, 24, err);
+        if (rc == 0) rc = net_link_up(GUEST_IF, err);
         /* Routing for the guest; no IPv6 at all (so none of the refused
          * IPv6 ranges is reachable either). */
-        rc = write_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err);
+        if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv4/ip_forward", "1", err);
         if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv6/conf/all/disable_ipv6", "1", err);
         if (rc == 0) rc = write_sysctl("/proc/sys/net/ipv6/conf/default/disable_ipv6", "1", err);
         if (rc == 0)
@@ -427,25 +486,89 @@ static int build_ns(const char *id, int slot, terr *err)
     return rc;
 }
 
-static int apply_rules(const char *id, const net_policy *p, terr *err)
+static bool dns_allowed(agent_net *n, const net_policy *p)
+{
+    if (!n->dns) return false;
+    net_rule ups[NET_DNS_UPSTREAMS];
+    size_t k = net_dns_upstreams(n->dns, ups, NET_DNS_UPSTREAMS);
+    return net_policy_allows_dns(p, ups, k);
+}
+
+/* Gives the sandbox its DNS forwarder socket (10.0.0.1:53 inside its
+ * namespace) unless it has one: after a build, and after an agent restart
+ * for the namespaces that outlived the old agent. */
+static int dns_ensure(agent_net *n, const char *id, const net_policy *p, terr *err)
+{
+    if (!n->dns || net_dns_attached(n->dns, id)) return 0;
+    int nsfd = ns_open(id, err);
+    if (nsfd < 0) return -1;
+    int saved;
+    if (ns_enter(nsfd, &saved, err) < 0) {
+        close(nsfd);
+        return -1;
+    }
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int e = errno;
+    ns_leave(saved);
+    close(nsfd);
+    if (s < 0) return terr_set(err, "dns socket: %s", strerror(e));
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, NET_GATEWAY_ADDR, &sa.sin_addr);
+    if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        e = errno;
+        close(s);
+        return terr_set(err, "dns socket: bind " NET_GATEWAY_ADDR ":53: %s", strerror(e));
+    }
+    return net_dns_attach(n->dns, id, s, dns_allowed(n, p), err);
+}
+
+/* Starts `nft -f -` with the rules of p inside the namespace (the rules
+ * name interfaces, so they load before the interfaces exist); *dns says
+ * whether they open the DNS forwarder. */
+static int rules_start(agent_net *n, const char *id, const net_policy *p, bool fresh, proc *pr,
+                       bool *dns, terr *err)
 {
     char *script = malloc(NFT_TEXT_MAX);
     if (!script) return terr_set(err, "out of memory");
-    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, script, NFT_TEXT_MAX, err);
+    *dns = dns_allowed(n, p);
+    int rc = net_policy_nft(p, GUEST_IF, UPLINK_IF, *dns ? NET_GATEWAY_ADDR : NULL, !fresh, script,
+                            NFT_TEXT_MAX, err);
     int nsfd = rc == 0 ? ns_open(id, err) : -1;
     if (nsfd < 0) rc = -1;
     if (rc == 0) {
         const char *nft[] = {NFT_BIN, "-f", "-", NULL};
-        rc = run(nft, nsfd, script, err);
+        rc = run_start(nft, nsfd, script, pr, err);
     }
     if (nsfd >= 0) close(nsfd);
     free(script);
     return rc;
 }
 
+static int rules_finish(agent_net *n, const char *id, proc *pr, bool dns, terr *err)
+{
+    if (run_wait(pr, err) < 0) return -1;
+    if (n->dns) net_dns_set_allowed(n->dns, id, dns);
+    return 0;
+}
+
+static int apply_rules(agent_net *n, const char *id, const net_policy *p, terr *err)
+{
+    proc pr;
+    bool dns = false;
+    if (rules_start(n, id, p, false, &pr, &dns, err) < 0) return -1;
+    return rules_finish(n, id, &pr, dns, err);
+}
+
+static long long now_us(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
+}
+
 int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
 {
-    long long t0 = mono_ms();
+    long long t0 = mono_ms(), u0 = now_us(), build_us = 0, write_us = 0, rules_us = 0;
     int slot;
     net_policy stored;
     if (state_read(n, id, &slot, &stored, err) < 0) return -1;
@@ -457,16 +580,20 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     if (nsfd >= 0) close(nsfd);
     /* A namespace made with another slot (the host rebooted and the slot
      * went to someone else) is rebuilt too. */
-    if (nsfd < 0 || slot != old_slot) {
-        if (build_ns(id, slot, err) < 0) goto fail;
-        built = true;
-    }
+    bool rebuild = nsfd < 0 || slot != old_slot;
     /* Resume of a sandbox whose namespace is still there: its rules are
      * the stored policy already (net_apply keeps both in step). */
-    if (!built && p == &stored) {
+    if (!rebuild && p == &stored) {
+        if (dns_ensure(n, id, p, err) < 0) return -1;
         log_info("event=net_setup sandbox_id=%s slot=%d built=0 reapplied=0 duration_ms=%lld", id,
                  slot, mono_ms() - t0);
         return 0;
+    }
+    if (rebuild) {
+        long long u = now_us();
+        if (ns_create(id, slot, err) < 0) goto fail;
+        build_us = now_us() - u;
+        built = true;
     }
     pthread_mutex_lock(&n->pol_mu);
     if (p == &stored) { /* a policy change may have landed since the first read */
@@ -476,13 +603,36 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
             goto fail;
         }
     }
-    int rc = state_write(n, id, slot, p, err);
-    if (rc == 0) rc = apply_rules(id, p, err);
+    /* nft (the slowest part: an exec that loads the ruleset) runs while
+     * this thread makes the links and writes the state file. */
+    long long u = now_us();
+    proc pr;
+    bool dns = false;
+    int rc = rules_start(n, id, p, built, &pr, &dns, err);
+    bool started = rc == 0;
+    if (rc == 0 && built) {
+        long long b = now_us();
+        rc = ns_links(id, slot, err);
+        build_us += now_us() - b;
+    }
+    if (rc == 0) {
+        long long w = now_us();
+        rc = state_write(n, id, slot, p, err);
+        write_us = now_us() - w;
+    }
+    if (started) {
+        terr later;
+        int r2 = rules_finish(n, id, &pr, dns, rc == 0 ? err : &later);
+        if (rc == 0) rc = r2;
+    }
+    rules_us = now_us() - u;
     pthread_mutex_unlock(&n->pol_mu);
+    if (rc == 0) rc = dns_ensure(n, id, p, err);
     if (rc < 0) goto fail;
-    log_info(
-        "event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu duration_ms=%lld",
-        id, slot, built, p->egress_allow ? "allow" : "deny", p->n_allow, p->n_deny, mono_ms() - t0);
+    log_info("event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu "
+             "build_us=%lld write_us=%lld rules_us=%lld total_us=%lld duration_ms=%lld",
+             id, slot, built, p->egress_allow ? "allow" : "deny", p->n_allow, p->n_deny, build_us,
+             write_us, rules_us, now_us() - u0, mono_ms() - t0);
     return 0;
 fail:
     if (built) {
@@ -507,10 +657,10 @@ int net_apply(agent_net *n, const char *id, const net_policy *p, terr *err)
     int nsfd = ns_open(id, NULL);
     bool live = nsfd >= 0;
     if (live) close(nsfd);
-    if (live && apply_rules(id, p, err) < 0) goto fail;
+    if (live && apply_rules(n, id, p, err) < 0) goto fail;
     if (state_write(n, id, slot, p, err) < 0) {
         terr ignored;
-        if (live) apply_rules(id, &old, &ignored);
+        if (live) apply_rules(n, id, &old, &ignored);
         goto fail;
     }
     pthread_mutex_unlock(&n->pol_mu);
@@ -568,6 +718,7 @@ int net_teardown(agent_net *n, const char *id, terr *err)
     if (state_read(n, id, &slot, &p, &ignored) < 0) slot = -1;
     char ns[128], path[4200];
     ns_name(id, ns, sizeof ns);
+    if (n->dns) net_dns_detach(n->dns, id);
     int nsfd = ns_open(id, NULL);
     if (nsfd >= 0) {
         close(nsfd);

@@ -22,6 +22,10 @@
  * - The namespace outlives pause and agent restarts; net_teardown (destroy)
  *   removes it, the slot and the stored policy, and succeeds when nothing
  *   is left.
+ * - DNS: each namespace has a socket on 10.0.0.1:53 served by the agent's
+ *   forwarder (net_dns.h); its input rule lets the guest's UDP queries to it
+ *   through only when net_policy_allows_dns says the policy allows DNS, and
+ *   net_apply changes both together.
  * - net_connect opens a TCP connection from inside the sandbox's namespace
  *   to the guest (10.0.0.2:port): the agent's way in for the port proxy.
  * - Thread-safe; namespace switches are per calling thread and always
@@ -37,8 +41,10 @@
 
 typedef struct agent_net agent_net;
 
-/* Installs the host table, turns on forwarding. */
-int net_open(const char *state_dir, agent_net **out, terr *err);
+/* Installs the host table, turns on forwarding, starts the DNS forwarder
+ * (net_dns.h; dns_upstream: "auto", "off" or a list) and gives it the
+ * namespaces that outlived an earlier agent. */
+int net_open(const char *state_dir, const char *dns_upstream, agent_net **out, terr *err);
 void net_close(agent_net *n);
 
 int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err);

@@ -9,8 +9,11 @@ test/e2e/test_network.py (traffic only goes there), then prints:
   - egress throughput from the guest to a discarding TCP server inside the
     test namespace (guest -> tap -> netns NAT -> veth -> host -> veth).
 Figures only; exits non-zero only when something it drives broke.
+--setup-only stops after the net_setup figures (with the phases the agent
+logs: build_us = namespace + links in-process, rules_us = the nft exec, which
+runs while the links and the state file are made).
 
-usage: python3 bench/bench_network.py [--build-dir build] [--n 5] [--mib 32]
+usage: python3 bench/bench_network.py [--build-dir build] [--n 5] [--mib 32] [--setup-only]
 """
 import argparse
 import os
@@ -76,6 +79,7 @@ def main():
     ap.add_argument("--n", type=int, default=5)
     ap.add_argument("--mib", type=int, default=32)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--setup-only", action="store_true")
     a = ap.parse_args()
     os.environ["TORPOR_BUILD_DIR"] = os.path.abspath(a.build_dir)
     import test_network as t  # noqa: E402  (after TORPOR_BUILD_DIR)
@@ -102,6 +106,14 @@ def main():
         print(f"net_setup at create: median {med(built)} ms, max {max(built)} ms (n={len(built)})")
         print(f"resume (REST): median {med(resume_ms):.0f} ms; net_setup at resume: median {med(again)} ms, "
               f"max {max(again)} ms (n={len(again)})")
+        for field in ("build_us", "write_us", "rules_us", "total_us"):
+            v = [int(m) for m in re.findall(rf"event=net_setup [^\n]*built=1 [^\n]*{field}=(\d+)", log)]
+            if v:
+                print(f"  {field}: median {med(v) / 1000:.1f} ms, max {max(v) / 1000:.1f} ms")
+        if a.setup_only:
+            for sid in ids:
+                s.destroy(sid)
+            return 0
 
         # egress throughput to a discarding server in the test namespace
         sink = subprocess.Popen(["ip", "netns", "exec", t.NS, "python3", "-c",

@@ -190,13 +190,37 @@ static void put_rule(out *o, const net_rule *r, const char *verdict)
     }
 }
 
-int net_policy_nft(const net_policy *p, const char *guest_if, const char *uplink_if, char *buf,
-                   size_t n, terr *err)
+bool net_rule_covers(const net_rule *r, int family, const uint8_t *a, int port)
+{
+    if (r->family != family || (r->port && r->port != port)) return false;
+    for (int bit = 0; bit < r->prefix; bit++) {
+        uint8_t m = (uint8_t)(0x80 >> (bit % 8));
+        if ((r->addr[bit / 8] & m) != (a[bit / 8] & m)) return false;
+    }
+    return true;
+}
+
+bool net_policy_allows_dns(const net_policy *p, const net_rule *ups, size_t n)
+{
+    for (size_t u = 0; u < n; u++) {
+        bool denied = false, allowed = p->egress_allow;
+        for (size_t i = 0; i < p->n_deny && !denied; i++)
+            denied = net_rule_covers(&p->deny[i], ups[u].family, ups[u].addr, ups[u].port);
+        for (size_t i = 0; i < p->n_allow && !allowed; i++)
+            allowed = net_rule_covers(&p->allow[i], ups[u].family, ups[u].addr, ups[u].port);
+        if (!denied && allowed) return true;
+    }
+    return false;
+}
+
+int net_policy_nft(const net_policy *p, const char *guest_if, const char *uplink_if,
+                   const char *dns_addr, bool replace, char *buf, size_t n, terr *err)
 {
     out o = {buf, n, 0, false};
     /* "add + delete + define" in one transaction: atomic replace, and no
      * error when the table does not exist yet. */
-    put(&o, "table inet torpor\ndelete table inet torpor\ntable inet torpor {\n");
+    if (replace) put(&o, "table inet torpor\ndelete table inet torpor\n");
+    put(&o, "table inet torpor {\n");
     put(&o, "  chain egress {\n");
     for (size_t i = 0; i < p->n_deny; i++) put_rule(&o, &p->deny[i], "drop");
     for (size_t i = 0; i < p->n_allow; i++) put_rule(&o, &p->allow[i], "accept");
@@ -219,10 +243,14 @@ int net_policy_nft(const net_policy *p, const char *guest_if, const char *uplink
     put(&o,
         "  chain input {\n"
         "    type filter hook input priority filter; policy accept;\n"
-        "    iifname \"%s\" ct state established,related accept\n"
+        "    iifname \"%s\" ct state established,related accept\n",
+        guest_if);
+    if (dns_addr)
+        put(&o, "    iifname \"%s\" ip daddr %s udp dport 53 accept\n", guest_if, dns_addr);
+    put(&o,
         "    iifname \"%s\" drop\n"
         "  }\n",
-        guest_if, guest_if);
+        guest_if);
     put(&o,
         "  chain postrouting {\n"
         "    type nat hook postrouting priority srcnat; policy accept;\n"

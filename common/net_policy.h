@@ -58,11 +58,26 @@ extern const char *const net_policy_refused[];
 int net_policy_to_text(const net_policy *p, char *buf, size_t n, terr *err);
 int net_policy_from_text(const char *text, net_policy *p, terr *err);
 
+/* Whether r (an address, its prefix and port; port 0 = any) covers the
+ * host address a (family 4 or 6) at port. */
+bool net_rule_covers(const net_rule *r, int family, const uint8_t *a, int port);
+
+/* Whether p lets the guest use the agent's DNS forwarder, which sends its
+ * queries to the upstream resolvers ups[0..n) (host addresses with their
+ * port): an upstream is allowed when no deny entry covers it and either an
+ * allow entry covers it or egress is "allow"; the refused ranges do not
+ * apply (the agent, not the guest, talks to the resolver). True when at
+ * least one upstream is allowed. */
+bool net_policy_allows_dns(const net_policy *p, const net_rule *ups, size_t n);
+
 /* The nftables script (for `nft -f -` inside the sandbox's network
- * namespace) that replaces table inet torpor atomically: egress from
+ * namespace) that replaces table inet torpor atomically (replace; without
+ * it the script only creates the table, for a new namespace: nft takes
+ * ~3x longer on a "delete table" transaction): egress from
  * guest_if filtered by p, masqueraded out of uplink_if; nothing from the
- * guest reaches the namespace itself. */
-int net_policy_nft(const net_policy *p, const char *guest_if, const char *uplink_if, char *buf,
-                   size_t n, terr *err);
+ * guest reaches the namespace itself except, when dns_addr is not NULL,
+ * UDP port 53 of that (IPv4) address (the DNS forwarder). */
+int net_policy_nft(const net_policy *p, const char *guest_if, const char *uplink_if,
+                   const char *dns_addr, bool replace, char *buf, size_t n, terr *err);
 
 #endif

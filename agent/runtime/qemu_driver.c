@@ -242,6 +242,7 @@ static int qemu_resume(runtime_driver *rd, const runtime_spec *spec, runtime_vm 
     v->desc.spec.timeout_sec = spec->timeout_sec;
     snprintf(v->desc.spec.sandbox_id, sizeof v->desc.spec.sandbox_id, "%s", id);
     bool consumed = false, ran = false;
+    if (qemu_own_sandbox_for_vm(d, sbfd, err) < 0) goto fail;
     /* Before the snapshot is uncommitted: from then on a live QEMU is the
      * sandbox, and recover() must be able to re-attach it. */
     if (qemu_meta_write(sbfd, QEMU_RUNNING_FILE, &v->desc, err) < 0) goto fail;
@@ -512,7 +513,18 @@ int runtime_qemu_open(const runtime_qemu_config *cfg, runtime_driver **out, terr
             goto fail;
         }
         d->vm_user = (qemu_run_as){.uid = pw->pw_uid, .gid = pw->pw_gid};
+        /* Under KVM the VM user needs /dev/kvm (root:kvm 0660 on Debian):
+         * its group as the one supplementary group. */
+        struct stat ks;
+        if (!strcmp(accel, "kvm") && stat("/dev/kvm", &ks) == 0 && ks.st_gid != 0 &&
+            ks.st_gid != pw->pw_gid) {
+            d->vm_user.groups[0] = ks.st_gid;
+            d->vm_user.n_groups = 1;
+        }
         d->run_as = &d->vm_user;
+        log_info("event=vm_user user=%s uid=%u gid=%u kvm_group=%d", cfg->vm_user,
+                 (unsigned)pw->pw_uid, (unsigned)pw->pw_gid,
+                 d->vm_user.n_groups ? (int)d->vm_user.groups[0] : -1);
     }
     d->tpl_cache_max = cfg->template_cache_max == 0  ? QEMU_TEMPLATE_CACHE_DEFAULT
                        : cfg->template_cache_max < 0 ? 0

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "qemu_disk.h"
+#include "qemu_inst.h"
 #include "qemu_internal.h"
 
 bool qemu_valid_name(const char *s, size_t max)
@@ -226,5 +228,23 @@ int qemu_own_for_vm(const qemu_drv *d, int fd, bool dir, terr *err)
     if (fchown(fd, d->run_as->uid, d->run_as->gid) < 0 || fchmod(fd, dir ? 0700 : 0600) < 0)
         return terr_set(err, "give %s to the VM user: %s", dir ? "a directory" : "a file",
                         strerror(errno));
+    return 0;
+}
+
+int qemu_own_sandbox_for_vm(const qemu_drv *d, int sbfd, terr *err)
+{
+    if (!d->run_as) return 0;
+    if (qemu_own_for_vm(d, sbfd, true, err) < 0) return -1;
+    static const char *const files[] = {QEMU_RAM_FILE, QEMU_DISK_FILE};
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        int fd = openat(sbfd, files[i], O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0) {
+            if (errno == ENOENT) continue; /* no disk: a template without one */
+            return terr_set(err, "open %s: %s", files[i], strerror(errno));
+        }
+        int rc = qemu_own_for_vm(d, fd, false, err);
+        close(fd);
+        if (rc < 0) return -1;
+    }
     return 0;
 }

@@ -112,6 +112,10 @@ int qemu_copy_sparse(int srcfd, int dstdirfd, const char *dst_name, terr *err);
 /* With a VM user: gives it fd (a directory: 0700, a file: 0600). No-op
  * without. */
 int qemu_own_for_vm(const qemu_drv *d, int fd, bool dir, terr *err);
+/* With a VM user: gives it a paused sandbox's directory, RAM file and disk
+ * overlay before QEMU starts on them (a sandbox received by a move, or
+ * paused while QEMU ran as another user). No-op without. */
+int qemu_own_sandbox_for_vm(const qemu_drv *d, int sbfd, terr *err);
 /* Turns every all-zero 4 KiB page of the file into a hole (same content,
  * fewer blocks): done once per template so each clone copies less. */
 int qemu_punch_zeros(int fd, terr *err);

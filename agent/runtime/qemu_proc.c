@@ -68,7 +68,7 @@ int qemu_proc_spawn(char *const argv[], int dirfd, const char *log_name, const q
         /* Drop to the VM user: raw system calls (this child has one thread;
          * glibc's set*id wrappers are not async-signal-safe). gid first. */
         if (!e && run_as &&
-            (syscall(SYS_setgroups, 0, NULL) < 0 ||
+            (syscall(SYS_setgroups, run_as->n_groups, run_as->groups) < 0 ||
              syscall(SYS_setresgid, run_as->gid, run_as->gid, run_as->gid) < 0 ||
              syscall(SYS_setresuid, run_as->uid, run_as->uid, run_as->uid) < 0))
             e = errno;

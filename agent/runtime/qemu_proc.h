@@ -30,11 +30,14 @@ typedef struct qemu_proc {
     int status; /* wait status when child && exited */
 } qemu_proc;
 
-/* run_as (NULL = unchanged): the child drops to this uid/gid (no
- * supplementary groups) after entering dirfd and before exec. */
+/* run_as (NULL = unchanged): the child drops to this uid/gid (with
+ * n_groups supplementary groups, 0 or 1: the group of /dev/kvm when KVM is
+ * used) after entering dirfd and before exec. */
 typedef struct qemu_run_as {
     uid_t uid;
     gid_t gid;
+    gid_t groups[1];
+    int n_groups;
 } qemu_run_as;
 /* pass_fd >= 0: handed to the child as its fd 4 (QEMU_PASS_FD), e.g. a TAP
  * device (opened by the agent, so an unprivileged run_as child can use it). */

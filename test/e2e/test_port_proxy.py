@@ -161,7 +161,10 @@ def test_websocket_echo_through_the_proxy(s):
     st, _ = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
                       {"path": "/tmp/ws.sh", "content_base64": b64m.b64encode(WS_SH.encode()).decode()})
     assert st == 204, st
-    r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &)")
+    # The listener is up before the handshake is sent (nc starts in the
+    # background; under load it may not listen yet when exec returns).
+    r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &); "
+                    "i=0; while ! netstat -ltn | grep -q ':9000 ' && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done")
     assert r["exit_code"] == 0, r
     # nc listens a moment after the exec returns (later under load)
     r = s.exec(sid, "for i in $(seq 100); do netstat -ltn | grep -q ':9000 ' && exit 0; usleep 100000; done; exit 1")

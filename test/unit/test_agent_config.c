@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "agent_config.h"
 
@@ -23,6 +24,8 @@ static const char *const env_names[] = {
     "TORPOR_TLS_CA",
     "TORPOR_AGENT_METRICS_ADDR",
     "TORPOR_NETWORK",
+    "TORPOR_DNS_UPSTREAM",
+    "TORPOR_VM_USER",
 };
 
 static int clear_env(void **state)
@@ -84,6 +87,56 @@ static void test_network_flag_and_env(void **state)
     assert_true(c.network);
     assert_int_equal(parse(&c, &e, 3, "--network", "maybe"), AGENT_CONFIG_ERROR);
     assert_non_null(strstr(e.msg, "--network"));
+}
+
+/* --dns-upstream: auto by default, off, or a list of IPv4 ADDR[:PORT]. */
+static void test_dns_upstream_values(void **state)
+{
+    agent_config c;
+    terr e;
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_string_equal(c.dns_upstream, "auto");
+    assert_int_equal(parse(&c, &e, 3, "--dns-upstream", "off"), AGENT_CONFIG_OK);
+    assert_string_equal(c.dns_upstream, "off");
+    setenv("TORPOR_DNS_UPSTREAM", "192.0.2.1,192.0.2.2:5353", 1);
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_string_equal(c.dns_upstream, "192.0.2.1,192.0.2.2:5353");
+    static const char *bad[] = {"192.0.2.0/24",
+                                "2001:db8::1",
+                                "resolver",
+                                "192.0.2.1,",
+                                "",
+                                "1.1.1.1,1.1.1.2,1.1.1.3,1.1.1.4,1.1.1.5"};
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(parse(&c, &e, 3, "--dns-upstream", bad[i]), AGENT_CONFIG_ERROR);
+        assert_non_null(strstr(e.msg, "--dns-upstream"));
+    }
+}
+
+/* QEMU runs unprivileged by default when the agent is root; none opts out. */
+static void test_vm_user_default_and_opt_out(void **state)
+{
+    agent_config c;
+    terr e;
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    if (geteuid() == 0) {
+        assert_string_equal(c.vm_user, AGENT_VM_USER_DEFAULT);
+        assert_true(c.vm_user_is_default);
+    } else {
+        assert_null(c.vm_user);
+        assert_false(c.vm_user_is_default);
+    }
+    assert_int_equal(parse(&c, &e, 3, "--vm-user", "none"), AGENT_CONFIG_OK);
+    assert_null(c.vm_user);
+    assert_false(c.vm_user_is_default);
+    setenv("TORPOR_VM_USER", "qemu-runner", 1);
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_string_equal(c.vm_user, "qemu-runner");
+    assert_false(c.vm_user_is_default);
+    setenv("TORPOR_VM_USER", "none", 1);
+    assert_int_equal(parse(&c, &e, 1), AGENT_CONFIG_OK);
+    assert_null(c.vm_user);
+    assert_int_equal(parse(&c, &e, 3, "--vm-user", ""), AGENT_CONFIG_ERROR);
 }
 
 static void test_env_then_flags(void **state)
@@ -150,6 +203,8 @@ int main(void)
         cmocka_unit_test_setup(test_help, clear_env),
         cmocka_unit_test_setup(test_metrics_addr_from_env_flag_or_off, clear_env),
         cmocka_unit_test_setup(test_network_flag_and_env, clear_env),
+        cmocka_unit_test_setup(test_dns_upstream_values, clear_env),
+        cmocka_unit_test_setup(test_vm_user_default_and_opt_out, clear_env),
         cmocka_unit_test_setup(test_bad_input, clear_env),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

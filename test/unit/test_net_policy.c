@@ -87,7 +87,7 @@ static void test_rules_put_deny_before_allow_before_refused_ranges(void **state)
     net_policy_add(&p, true, "10.99.0.1", &e);
     net_policy_add(&p, false, "198.18.0.1:80", &e);
     static char buf[65536];
-    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", buf, sizeof buf, &e), 0);
+    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", NULL, true, buf, sizeof buf, &e), 0);
     const char *deny = strstr(buf, "ip daddr 198.18.0.1/32 tcp dport 80 drop");
     const char *allow = strstr(buf, "ip daddr 10.99.0.1/32 accept");
     const char *refused = strstr(buf, "ip daddr 10.0.0.0/8 drop");
@@ -99,8 +99,75 @@ static void test_rules_put_deny_before_allow_before_refused_ranges(void **state)
     assert_true(deny < allow && allow < refused);
     assert_non_null(strstr(buf, "    accept\n  }"));
     net_policy_set_egress(&p, "deny", &e);
-    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", buf, sizeof buf, &e), 0);
+    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", NULL, true, buf, sizeof buf, &e), 0);
     assert_non_null(strstr(buf, "    drop\n  }"));
+}
+
+/* For a new namespace the script only creates the table (no delete). */
+static void test_rules_for_a_new_namespace_do_not_delete(void **state)
+{
+    (void)state;
+    net_policy p;
+    terr e;
+    net_policy_default(&p);
+    static char buf[65536];
+    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", NULL, true, buf, sizeof buf, &e), 0);
+    assert_non_null(strstr(buf, "delete table inet torpor\n"));
+    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", NULL, false, buf, sizeof buf, &e), 0);
+    assert_null(strstr(buf, "delete"));
+    assert_true(strncmp(buf, "table inet torpor {\n", 20) == 0);
+}
+
+static net_rule upstream(const char *text)
+{
+    net_rule r;
+    terr e;
+    assert_int_equal(net_rule_parse(text, &r, &e), 0);
+    return r;
+}
+
+/* DNS through the forwarder: egress allow, or an allow entry naming the
+ * resolver; a deny entry naming it wins; the refused ranges do not apply. */
+static void test_dns_follows_egress_and_entries_naming_the_resolver(void **state)
+{
+    (void)state;
+    net_rule ups[1] = {upstream("10.255.255.53:53")};
+    net_policy p;
+    terr e;
+    net_policy_default(&p);
+    assert_true(net_policy_allows_dns(&p, ups, 1));
+    net_policy_set_egress(&p, "deny", &e);
+    assert_false(net_policy_allows_dns(&p, ups, 1));
+    net_policy_add(&p, true, "198.18.0.0/15", &e);
+    assert_false(net_policy_allows_dns(&p, ups, 1));
+    net_policy_add(&p, true, "10.255.255.53:53", &e);
+    assert_true(net_policy_allows_dns(&p, ups, 1));
+    net_policy_default(&p);
+    net_policy_add(&p, false, "10.255.0.0/16:53", &e);
+    assert_false(net_policy_allows_dns(&p, ups, 1));
+    net_policy_default(&p);
+    net_policy_add(&p, false, "10.255.255.53:443", &e);
+    assert_true(net_policy_allows_dns(&p, ups, 1));
+    assert_false(net_policy_allows_dns(&p, ups, 0));
+}
+
+/* The forwarder's port is opened in the input chain only when asked, and
+ * before the chain's drop of everything else from the guest. */
+static void test_dns_input_rule_only_when_given(void **state)
+{
+    (void)state;
+    net_policy p;
+    terr e;
+    net_policy_default(&p);
+    static char buf[65536];
+    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", NULL, true, buf, sizeof buf, &e), 0);
+    assert_null(strstr(buf, "dport 53"));
+    assert_int_equal(net_policy_nft(&p, "tap0", "eth0", "10.0.0.1", true, buf, sizeof buf, &e), 0);
+    const char *dns = strstr(buf, "iifname \"tap0\" ip daddr 10.0.0.1 udp dport 53 accept");
+    const char *drop = strstr(buf, "iifname \"tap0\" drop");
+    assert_non_null(dns);
+    assert_non_null(drop);
+    assert_true(dns < drop);
 }
 
 int main(void)
@@ -111,6 +178,9 @@ int main(void)
         cmocka_unit_test(test_text_round_trip_keeps_the_policy),
         cmocka_unit_test(test_too_many_entries_are_refused),
         cmocka_unit_test(test_rules_put_deny_before_allow_before_refused_ranges),
+        cmocka_unit_test(test_rules_for_a_new_namespace_do_not_delete),
+        cmocka_unit_test(test_dns_follows_egress_and_entries_naming_the_resolver),
+        cmocka_unit_test(test_dns_input_rule_only_when_given),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
