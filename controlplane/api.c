@@ -181,8 +181,8 @@ void api_vet(void *app, void *worker, http_request *req)
             r.route)
             memcpy(r.id, m.id, sizeof r.id);
         if (authenticate(&r) && take_long_slot(&r)) api_proxy_open_early(&r);
-    } else if (auth_check(r.db, r.ctx->keys, http_request_header(req, "X-API-Key"), r.team_id,
-                          &ok, &err) != 0)
+    } else if (auth_check(r.db, r.ctx->keys, http_request_header(req, "X-API-Key"), r.team_id, &ok,
+                          &err) != 0)
         api_reply_internal(&r, &err);
     else if (!ok) http_reply_error(req, 401, "unauthorized", "invalid API key");
     else {

@@ -14,6 +14,7 @@
 
 #include "cp_metrics.h"
 #include "db.h"
+#include "host_probe.h"
 #include "log.h"
 #include "mono_time.h"
 #include "torpor_limits.h"
@@ -523,54 +524,15 @@ static int check_identity(reconciler *r, const db_host *host, host_state *hs,
                            : "(none)");
 }
 
-static void record_failure(reconciler *r, const db_host *host)
-{
-    char before[16], after[16], q[LOG_QUOTE_MAX];
-    terr dberr;
-    if (db_host_record_failure(r->db, host->id, r->cfg.interval_sec, before, after, &dberr) != 0)
-        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
-                  log_quote(dberr.msg, q, sizeof q));
-    else if (strcmp(before, after) != 0)
-        log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
-}
-
-/* The health probe, by every replica on every pass (not only the one that
- * holds the host's lock, so a replica that can reach the agent keeps it
- * ready while another cannot): GetHostInfo with AGENT_DEADLINE_PROBE_MS, its
- * answer or failure recorded in the hosts table (state, last_seen,
- * capacity); a change of the host's status is logged (event=host_status).
- * *c gets the agent's client when it answered. */
+/* The health probe (host_probe.h), by every replica on every pass (not only
+ * the one that holds the host's lock, so a replica that can reach the agent
+ * keeps it ready while another cannot). *c gets the agent's client when it
+ * answered. */
 static int probe(reconciler *r, const db_host *host, host_state *hs, rpc_client **c, terr *err)
 {
-    if (agent_pool_get(r->cfg.agents, host, c, err) != 0) {
-        note_reach(r, hs, false);
-        record_failure(r, host);
-        return -1;
-    }
-    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
-    /* A frozen agent keeps its connection open: without the short probe,
-     * ListSandboxes would wait its whole deadline every pass. */
-    grpc_status_code st = agent_host_info(*c, AGENT_DEADLINE_PROBE_MS, &info, err);
-    note_reach(r, hs, st == GRPC_STATUS_OK);
-    if (st != GRPC_STATUS_OK) {
-        record_failure(r, host);
-        return terr_wrap(err, "GetHostInfo on host %s", host->id);
-    }
-    char before[16], after[16], q[LOG_QUOTE_MAX];
-    terr dberr;
-    db_host_info hi = {.memory_total_mb = info->memory_total_mb,
-                       .memory_reserved_mb = info->memory_reserved_mb,
-                       .disk_free_mb = info->disk_free_mb,
-                       .vcpus = info->vcpus,
-                       .templates = (const char *const *)info->templates_ready,
-                       .n_templates = info->n_templates_ready};
-    if (db_host_record_answer(r->db, host->id, &hi, before, after, &dberr) != 0)
-        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
-                  log_quote(dberr.msg, q, sizeof q));
-    else if (strcmp(before, after) != 0)
-        log_info("event=host_status host_id=%s from=%s to=%s", host->id, before, after);
-    protobuf_c_message_free_unpacked(&info->base, NULL);
-    return 0;
+    int rc = host_probe(r->db, r->cfg.agents, host, r->cfg.interval_sec, c, err);
+    note_reach(r, hs, rc == 0);
+    return rc;
 }
 
 /* Steps 1-3 of the contract, for a host whose agent (c) just answered the

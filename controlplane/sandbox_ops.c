@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "ids.h"
+#include "host_probe.h"
 #include "log.h"
 #include "mono_time.h"
 #include "ping_route.h"
@@ -251,32 +252,11 @@ static void create_settle(const sbop_ctx *c, rpc_client *client, sbop_result *re
 
 int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **client, terr *err)
 {
-    char before[16], after[16], q[LOG_QUOTE_MAX];
-    terr dberr;
-    Torpor__Hostagent__V1__GetHostInfoResponse *info = NULL;
-    grpc_status_code st = GRPC_STATUS_UNAVAILABLE;
-    if (agent_pool_get(c->agents, host, client, err) == 0)
-        st = agent_host_info(*client, AGENT_DEADLINE_PROBE_MS, &info, err);
-    if (st != GRPC_STATUS_OK) {
-        if (db_host_record_failure(c->db, host->id, c->host_fresh_sec, before, after, &dberr) != 0)
-            log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
-                      log_quote(dberr.msg, q, sizeof q));
-        log_warn(
-            "event=host_probe_failed host_id=%s op=create grpc_status=%d status=%s error=\"%s\"",
-            host->id, (int)st, after[0] ? after : "?", log_quote(err->msg, q, sizeof q));
-        return -1;
-    }
-    db_host_info hi = {.memory_total_mb = info->memory_total_mb,
-                       .memory_reserved_mb = info->memory_reserved_mb,
-                       .disk_free_mb = info->disk_free_mb,
-                       .vcpus = info->vcpus,
-                       .templates = (const char *const *)info->templates_ready,
-                       .n_templates = info->n_templates_ready};
-    if (db_host_record_answer(c->db, host->id, &hi, before, after, &dberr) != 0)
-        log_error("event=host_record_failed host_id=%s error=\"%s\"", host->id,
-                  log_quote(dberr.msg, q, sizeof q));
-    protobuf_c_message_free_unpacked(&info->base, NULL);
-    return 0;
+    if (host_probe(c->db, c->agents, host, c->host_fresh_sec, client, err) == 0) return 0;
+    char q[LOG_QUOTE_MAX];
+    log_warn("event=host_probe_failed host_id=%s error=\"%s\"", host->id,
+             log_quote(err->msg, q, sizeof q));
+    return -1;
 }
 
 /* Most hosts one create tries before it answers no_capacity. */

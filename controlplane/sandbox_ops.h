@@ -113,7 +113,8 @@ void sandbox_ops_set_network(const sbop_ctx *c, const char *id, const char *netw
  * UPDATE per TOUCH_GATE_MS per sandbox); a failure is logged only. */
 void sandbox_ops_touch(const sbop_ctx *c, const char *id);
 
-/* Asks host's agent for GetHostInfo with AGENT_DEADLINE_PROBE_MS and records
+/* host_probe (host_probe.h) with the context's freshness, a failure logged
+ * (event=host_probe_failed): asks GetHostInfo with AGENT_DEADLINE_PROBE_MS, records
  * the answer (or the failure) in the hosts table; 0 when it answered, with
  * *client its agent client. */
 int sandbox_ops_probe_host(const sbop_ctx *c, const db_host *host, rpc_client **client, terr *err);
