@@ -148,6 +148,32 @@ agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char 
     char path[PATH_MAX];
     if (path_of(path, sizeof path, state_dir, id, false, name) != 0)
         return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
+    return transfer_file_read(path, offset, buf, max_len, len, zero, err);
+}
+
+agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char *id,
+                                const char *name, int64_t offset, const uint8_t *data, size_t len,
+                                size_t zero_len, terr *err)
+{
+    if (!limits_sandbox_id_valid(id) || !transfer_name_ok(name) || offset < 0 ||
+        len > TRANSFER_CHUNK_MAX || zero_len > TRANSFER_CHUNK_MAX)
+        return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id, file name, offset or length%s%s",
+                   "", "");
+    lifecycle_info info;
+    terr ign;
+    if (lifecycle_get(lc, id, &info, &ign) == AGENT_OK)
+        return bad(err, AGENT_ALREADY_EXISTS, "sandbox %s is already held here%s", id, "");
+    char dir[PATH_MAX], path[PATH_MAX];
+    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0 ||
+        path_of(path, sizeof path, state_dir, id, true, name) != 0)
+        return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
+    if (fs_mkdir_p(dir, 0700, err) != 0) return AGENT_INTERNAL;
+    return transfer_file_write(path, offset, data, len, zero_len, err);
+}
+
+agent_code transfer_file_read(const char *path, int64_t offset, uint8_t *buf, size_t max_len,
+                              size_t *len, bool *zero, terr *err)
+{
     int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
     if (fd < 0) {
         terr_set(err, "open %s: %s", path, strerror(errno));
@@ -173,23 +199,9 @@ agent_code transfer_read_chunk(lifecycle *lc, const char *state_dir, const char 
     return AGENT_OK;
 }
 
-agent_code transfer_write_chunk(lifecycle *lc, const char *state_dir, const char *id,
-                                const char *name, int64_t offset, const uint8_t *data, size_t len,
-                                size_t zero_len, terr *err)
+agent_code transfer_file_write(const char *path, int64_t offset, const uint8_t *data, size_t len,
+                               size_t zero_len, terr *err)
 {
-    if (!limits_sandbox_id_valid(id) || !transfer_name_ok(name) || offset < 0 ||
-        len > TRANSFER_CHUNK_MAX || zero_len > TRANSFER_CHUNK_MAX)
-        return bad(err, AGENT_INVALID_ARGUMENT, "bad sandbox id, file name, offset or length%s%s",
-                   "", "");
-    lifecycle_info info;
-    terr ign;
-    if (lifecycle_get(lc, id, &info, &ign) == AGENT_OK)
-        return bad(err, AGENT_ALREADY_EXISTS, "sandbox %s is already held here%s", id, "");
-    char dir[PATH_MAX], path[PATH_MAX];
-    if (path_of(dir, sizeof dir, state_dir, id, true, NULL) != 0 ||
-        path_of(path, sizeof path, state_dir, id, true, name) != 0)
-        return bad(err, AGENT_INTERNAL, "path too long%s%s", "", "");
-    if (fs_mkdir_p(dir, 0700, err) != 0) return AGENT_INTERNAL;
     int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (fd < 0) {
         terr_set(err, "open %s: %s", path, strerror(errno));

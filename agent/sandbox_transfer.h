@@ -61,5 +61,15 @@ agent_code transfer_abort(const char *state_dir, const char *id, terr *err);
  * file (lowercase hex) streamed in TRANSFER_CHUNK_MAX reads; -1 with err. */
 bool transfer_name_ok(const char *name);
 int transfer_file_sha256(const char *path, char out[65], int64_t *size, terr *err);
+/* Up to max_len bytes of path at offset into buf (*len; short at the end),
+ * *zero when they are all zero bytes (sent as a hole). AGENT_NOT_FOUND when
+ * there is no such file. */
+agent_code transfer_file_read(const char *path, int64_t offset, uint8_t *buf, size_t max_len,
+                              size_t *len, bool *zero, terr *err);
+/* Writes len bytes of data at offset into path (created 0600, never through
+ * a link), or with zero_len > 0 only makes the file reach offset + zero_len
+ * (a hole). AGENT_INTERNAL with err on failure. */
+agent_code transfer_file_write(const char *path, int64_t offset, const uint8_t *data, size_t len,
+                               size_t zero_len, terr *err);
 
 #endif

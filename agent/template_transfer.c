@@ -163,29 +163,7 @@ agent_code tb_image_read_chunk(template_builder *tb, const char *name, const cha
     if (max_len == 0 || max_len > TRANSFER_CHUNK_MAX) max_len = TRANSFER_CHUNK_MAX;
     char path[PATH_MAX + 80];
     snprintf(path, sizeof path, "%s/%s", dir, file);
-    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
-    if (fd < 0) {
-        terr_set(err, "open %s: %s", path, strerror(errno));
-        return errno == ENOENT ? AGENT_NOT_FOUND : AGENT_INTERNAL;
-    }
-    size_t got = 0;
-    while (got < max_len) {
-        ssize_t r = pread(fd, buf + got, max_len - got, offset + (off_t)got);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            terr_set(err, "read %s: %s", path, strerror(errno));
-            close(fd);
-            return AGENT_INTERNAL;
-        }
-        if (r == 0) break;
-        got += (size_t)r;
-    }
-    close(fd);
-    *len = got;
-    size_t i = 0;
-    while (i < got && buf[i] == 0) i++;
-    *zero = got > 0 && i == got;
-    return AGENT_OK;
+    return transfer_file_read(path, offset, buf, max_len, len, zero, err);
 }
 
 agent_code tb_image_write_chunk(template_builder *tb, const char *name, const char *file,
@@ -224,32 +202,9 @@ agent_code tb_image_write_chunk(template_builder *tb, const char *name, const ch
         if (files >= TRANSFER_FILES_MAX)
             return fail(err, AGENT_INVALID_ARGUMENT, "too many files in the copy of %s", name);
     }
-    int fd = open(path, O_WRONLY | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-        terr_set(err, "open %s: %s", path, strerror(errno));
-        return AGENT_INTERNAL;
-    }
-    int rc = 0;
-    if (zero_len > 0) {
-        if (fstat(fd, &st) != 0 ||
-            (st.st_size < offset + (off_t)zero_len && ftruncate(fd, offset + (off_t)zero_len) != 0))
-            rc = -1;
-    } else {
-        size_t done = 0;
-        while (done < len) {
-            ssize_t w = pwrite(fd, data + done, len - done, offset + (off_t)done);
-            if (w < 0 && errno == EINTR) continue;
-            if (w <= 0) {
-                rc = -1;
-                break;
-            }
-            done += (size_t)w;
-        }
-    }
-    if (rc != 0) terr_set(err, "write %s: %s", path, strerror(errno));
-    close(fd);
+    agent_code c = transfer_file_write(path, offset, data, len, zero_len, err);
     utimensat(AT_FDCWD, dir, NULL, 0); /* alive: not stale */
-    return rc == 0 ? AGENT_OK : AGENT_INTERNAL;
+    return c;
 }
 
 static void fsync_path(const char *path, int flags)
