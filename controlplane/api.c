@@ -12,6 +12,7 @@
 #include "ids.h"
 #include "log.h"
 #include "mono_time.h"
+#include "proxy_host.h"
 #include "team_limit.h"
 
 /* The largest body read before the API key is known to be good. */
@@ -79,8 +80,26 @@ static bool api_access_token(const http_request *req, char *buf, size_t n)
     return buf[0] != '\0';
 }
 
+/* --proxy-domain: a Host of {port}-{id}.DOMAIN is the port proxy's path
+ * (proxy_host.h). False after a 404 reply. */
+static bool route_by_host(const api_ctx *ctx, http_request *req)
+{
+    if (!ctx->cfg || !ctx->cfg->proxy_domain) return true;
+    char path[4096];
+    int rc = proxy_host_path(http_request_header(req, "Host"), ctx->cfg->proxy_domain,
+                             http_request_path(req), path, sizeof path);
+    if (rc == 0) return true;
+    if (rc < 0 || http_request_set_path(req, path) != 0) {
+        http_reply_error(req, 404, "not_found", "no such sandbox port: want {port}-{sandbox id}.%s",
+                         ctx->cfg->proxy_domain);
+        return false;
+    }
+    return true;
+}
+
 static void decide(void *app, http_request *req)
 {
+    if (!route_by_host(app, req)) return;
     api_match m;
     const api_route *route = api_route_find(api_route_table, api_route_count,
                                             http_request_method(req), http_request_path(req), &m);

@@ -1,6 +1,7 @@
 #include "cp_config.h"
 
 #include "auth_cache.h"
+#include "proxy_host.h"
 #include "reconciler.h"
 
 #include <errno.h>
@@ -71,6 +72,9 @@ void cp_config_usage(FILE *f)
         "  --metrics-addr ADDR|off     Prometheus metrics at http://ADDR/metrics, no key: keep it\n"
         "                              on loopback or a scrape network; port 0 = ephemeral\n"
         "                              [TORPOR_METRICS_ADDR] (127.0.0.1:9464)\n"
+        "  --proxy-domain DOMAIN       also proxy a request whose Host is {port}-{id}.DOMAIN to that\n"
+        "                              port of that sandbox, as /v1/sandboxes/{id}/ports/{port}/...\n"
+        "                              (same auth) [TORPOR_PROXY_DOMAIN] (off)\n"
         "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
         "  --tls-key PEM               its private key [TORPOR_TLS_KEY]\n"
         "  --tls-ca PEM                CA that signed the agents' certificates [TORPOR_TLS_CA]\n"
@@ -139,6 +143,7 @@ static const flag_def flags[] = {
     {"--tls-ca", "TORPOR_TLS_CA", F_STR, OFF(tls_ca)},
     {"--agent-tls-server-name", "TORPOR_AGENT_TLS_SERVER_NAME", F_STR, OFF(agent_tls_server_name)},
     {"--metrics-addr", "TORPOR_METRICS_ADDR", F_STR, OFF(metrics_addr)},
+    {"--proxy-domain", "TORPOR_PROXY_DOMAIN", F_STR, OFF(proxy_domain)},
     {"--team", NULL, F_STR, OFF(team)},
     {"--max-sandboxes", NULL, F_LIMIT, OFF(max_sandboxes)},
     {"--id", NULL, F_STR, OFF(host_id)},
@@ -288,6 +293,11 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     if (strcmp(out->metrics_addr, "off") != 0 && !strchr(out->metrics_addr, ':'))
         return terr_set(err, "--metrics-addr: want HOST:PORT or off (got \"%s\")",
                         out->metrics_addr);
+    if (out->proxy_domain && !proxy_host_domain_valid(out->proxy_domain))
+        return terr_set(err,
+                        "--proxy-domain: want a DNS name in lowercase letters, digits, '-' and "
+                        "'.' (got \"%s\")",
+                        out->proxy_domain);
     int n_tls = !!out->tls_cert + !!out->tls_key + !!out->tls_ca;
     if (n_tls != 0 && n_tls != 3)
         return terr_set(err, "--tls-cert, --tls-key and --tls-ca go together (mutual TLS)");

@@ -48,6 +48,7 @@ typedef struct cp_config {
     const char *tls_ca;
     const char *agent_tls_server_name;
     const char *metrics_addr; /* "off" = no metrics listener */
+    const char *proxy_domain; /* host-based port proxy {port}-{id}.DOMAIN; NULL = off */
     const char *team;         /* keys create / list, teams set-quota --team */
     long long
         max_sandboxes; /* teams set-quota --max-sandboxes; -1 = unlimited (also when omitted) */

@@ -890,6 +890,15 @@ void http_server_stop(http_server *s)
 const char *http_request_method(const http_request *r) { return r->method; }
 const char *http_request_uri(const http_request *r) { return r->uri; }
 const char *http_request_path(const http_request *r) { return r->path; }
+
+int http_request_set_path(http_request *r, const char *path)
+{
+    char *p = strdup(path);
+    if (!p) return -1;
+    free(r->path);
+    r->path = p;
+    return 0;
+}
 const char *http_request_query(const http_request *r) { return r->query; }
 void *http_request_user(const http_request *r) { return r->user; }
 

@@ -113,6 +113,10 @@ const char *http_request_method(const http_request *req); /* "GET" */
  * percent-decoded; query is "" when there is none. */
 const char *http_request_uri(const http_request *req);
 const char *http_request_path(const http_request *req);
+/* Routes the request as if its path were path (from on_headers, before the
+ * decision: e.g. host-based routing); the query and http_request_uri are
+ * unchanged. -1 when out of memory (the old path stays). */
+int http_request_set_path(http_request *req, const char *path);
 const char *http_request_query(const http_request *req);
 const char *http_request_header(const http_request *req, const char *name); /* NULL if absent */
 /* Calls fn for every request header in order; fn returns non-zero to stop. */

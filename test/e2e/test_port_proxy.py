@@ -98,6 +98,34 @@ def test_unknown_sandbox_is_404_and_bad_port_400(s):
     assert st == 400, (st, data)
 
 
+def _by_host(port, host, path, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", path, headers={"Host": host, **(headers or {})})
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_proxy_domain_routes_port_dash_id_hosts_to_the_sandbox(s):
+    """--proxy-domain: Host {port}-{id}.DOMAIN is the proxy route of that
+    port, with the same auth; other hosts are the REST API as before."""
+    port = s.start_extra_cp("cp-proxy-domain", ["--proxy-domain", "sbx.test"])
+    host = f"8080-{ctx['id']}.sbx.test"
+    st, data = _by_host(port, host, f"/index.html?token={ctx['token']}")
+    assert st == 200 and data == b"hello through the proxy\n", (st, data)
+    st, data = _by_host(port, host + ":443", "/index.html", {"X-API-Key": s.key_a})
+    assert st == 200 and data == b"hello through the proxy\n", (st, data)
+    assert _by_host(port, host, "/index.html")[0] == 401, "no key, no token"
+    st, data = _by_host(port, f"8080-{ctx['other']}.sbx.test", f"/index.html?token={ctx['token']}")
+    assert st == 401, "a sandbox's token must not open another sandbox by host either"
+    st, data = _by_host(port, "nonsense.sbx.test", "/", {"X-API-Key": s.key_a})
+    assert st == 404 and json.loads(data)["error"]["code"] == "not_found", (st, data)
+    st, data = _by_host(port, "api.example.com", "/v1/sandboxes", {"X-API-Key": s.key_a})
+    assert st == 200 and any(sb["id"] == ctx["id"] for sb in json.loads(data)), st
+
+
 def test_proxied_requests_keep_a_short_timeout_sandbox_running(s):
     sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3})
     sid = sb["id"]
@@ -312,6 +340,7 @@ TESTS = [
     test_wrong_or_missing_or_foreign_token_is_401,
     test_nothing_listening_is_502_port_closed,
     test_unknown_sandbox_is_404_and_bad_port_400,
+    test_proxy_domain_routes_port_dash_id_hosts_to_the_sandbox,
     test_proxied_requests_keep_a_short_timeout_sandbox_running,
     test_auto_resume_proxy_wakes_a_paused_sandbox,
     test_upgrade_the_guest_refuses_is_an_ordinary_answer,

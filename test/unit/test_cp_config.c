@@ -117,6 +117,22 @@ static void test_key_cache_is_bounded_by_the_revocation_promise(void **state)
     assert_int_equal(cp_config_parse(5, neg, &c, &err), -1);
 }
 
+static void test_proxy_domain_is_off_by_default_and_must_be_a_dns_name(void **state)
+{
+    (void)state;
+    cp_config c;
+    terr err;
+    char *dflt[] = {"torpor-cp", "--database-url", "x"};
+    assert_int_equal(cp_config_parse(3, dflt, &c, &err), 0);
+    assert_null(c.proxy_domain);
+    char *ok[] = {"torpor-cp", "--database-url", "x", "--proxy-domain", "sbx.example.com"};
+    assert_int_equal(cp_config_parse(5, ok, &c, &err), 0);
+    assert_string_equal(c.proxy_domain, "sbx.example.com");
+    char *bad[] = {"torpor-cp", "--database-url", "x", "--proxy-domain", "*.example.com"};
+    assert_int_equal(cp_config_parse(5, bad, &c, &err), -1);
+    assert_non_null(strstr(err.msg, "--proxy-domain"));
+}
+
 static void test_teams_set_quota_parses_limits_and_defaults_to_unlimited(void **state)
 {
     cp_config c;
@@ -218,6 +234,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_config),
         cmocka_unit_test(test_key_cache_is_bounded_by_the_revocation_promise),
+        cmocka_unit_test(test_proxy_domain_is_off_by_default_and_must_be_a_dns_name),
         cmocka_unit_test(test_teams_set_quota_parses_limits_and_defaults_to_unlimited),
         cmocka_unit_test(test_host_commands),
     };
