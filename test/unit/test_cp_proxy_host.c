@@ -34,14 +34,12 @@ static void test_port_and_id_under_the_domain_become_the_proxy_path(void **state
 {
     (void)state;
     char out[256];
-    assert_int_equal(proxy_host_path("8888-sb-0123abcd.sbx.test", "sbx.test", "/lab/tree", out,
-                                     sizeof out),
-                     1);
+    assert_int_equal(
+        proxy_host_path("8888-sb-0123abcd.sbx.test", "sbx.test", "/lab/tree", out, sizeof out), 1);
     assert_string_equal(out, "/v1/sandboxes/sb-0123abcd/ports/8888/lab/tree");
     /* Case of the host and a :port suffix do not matter; "" is "/". */
-    assert_int_equal(proxy_host_path("80-SB-0123ABCD.SBX.Test:8443", "sbx.test", "", out,
-                                     sizeof out),
-                     1);
+    assert_int_equal(
+        proxy_host_path("80-SB-0123ABCD.SBX.Test:8443", "sbx.test", "", out, sizeof out), 1);
     assert_string_equal(out, "/v1/sandboxes/sb-0123abcd/ports/80/");
 }
 
@@ -49,9 +47,8 @@ static void test_other_hosts_are_routed_as_usual(void **state)
 {
     (void)state;
     char out[256] = "";
-    assert_int_equal(proxy_host_path("api.example.com", "sbx.test", "/v1/sandboxes", out,
-                                     sizeof out),
-                     0);
+    assert_int_equal(
+        proxy_host_path("api.example.com", "sbx.test", "/v1/sandboxes", out, sizeof out), 0);
     assert_int_equal(proxy_host_path("sbx.test", "sbx.test", "/", out, sizeof out), 0);
     assert_int_equal(proxy_host_path("127.0.0.1:8080", "sbx.test", "/", out, sizeof out), 0);
     assert_int_equal(proxy_host_path("8888-sb-1.xsbx.test", "sbx.test", "/", out, sizeof out), 0);
@@ -63,15 +60,15 @@ static void test_malformed_names_under_the_domain_are_refused(void **state)
 {
     (void)state;
     char out[256];
-    const char *bad[] = {"sb-1.sbx.test",         /* no port */
-                         "0-sb-1.sbx.test",       /* port 0 */
-                         "65536-sb-1.sbx.test",   /* port too large */
-                         "123456-sb-1.sbx.test",  /* too many digits */
-                         "80x-sb-1.sbx.test",     /* not a number */
-                         "80-.sbx.test",          /* no id */
-                         "80-sb_1%2f.sbx.test",   /* not an id */
+    const char *bad[] = {"sb-1.sbx.test",          /* no port */
+                         "0-sb-1.sbx.test",        /* port 0 */
+                         "65536-sb-1.sbx.test",    /* port too large */
+                         "123456-sb-1.sbx.test",   /* too many digits */
+                         "80x-sb-1.sbx.test",      /* not a number */
+                         "80-.sbx.test",           /* no id */
+                         "80-sb_1%2f.sbx.test",    /* not an id */
                          "80-sb-1.extra.sbx.test", /* more than one label */
-                         "-sb-1.sbx.test",        /* empty port */
+                         "-sb-1.sbx.test",         /* empty port */
                          NULL};
     for (int i = 0; bad[i]; i++)
         if (proxy_host_path(bad[i], "sbx.test", "/", out, sizeof out) != -1)
