@@ -12,23 +12,8 @@
 #include <strings.h>
 
 #include "cp_metrics.h"
+#include "db_internal.h"
 #include "log.h"
-
-/* The statements of the hot paths (every request's key check, the row of a
- * GET or ping, the ping's touch, the reconciler's per-pass queries) are
- * prepared once per connection: PostgreSQL then skips parsing and planning,
- * which was about half of its time per statement. */
-typedef enum db_prep {
-    PREP_NONE = -1,
-    PREP_KEY_LOOKUP,
-    PREP_SANDBOX_GET_TEAM,
-    PREP_SANDBOX_GET_ANY,
-    PREP_SANDBOX_WITH_HOST,
-    PREP_TOUCH,
-    PREP_HOST_ROWS,
-    PREP_TRANSITION_UNCHANGED,
-    PREP_COUNT
-} db_prep;
 
 struct db_conn {
     PGconn *pg;
@@ -40,13 +25,6 @@ struct db_conn {
 /* A connect to an unreachable server gives up after this long (a value in
  * the caller's conninfo wins). */
 #define DB_CONNECT_TIMEOUT "5"
-
-/* What a host reads as (db_host.status), over hosts h. */
-#define STR2(x) #x
-#define STR(x) STR2(x)
-#define HOST_STATUS_EXPR             \
-    "(CASE WHEN h.failures >= " STR( \
-        DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)"
 
 /* Columns of a sandbox row, in the order row_from_result reads them. */
 #define SANDBOX_COLS_BASE                                                           \
@@ -164,8 +142,8 @@ static PGresult *exec_once(db_conn *db, db_prep ps, const char *sql, int n,
 
 /* Runs a parameterised statement (prepared as ps unless PREP_NONE); *res is
  * set only on success (TUPLES_OK or COMMAND_OK) and must be PQclear'ed. */
-static int run_prep(db_conn *db, db_prep ps, const char *what, const char *sql, int n,
-                    const char *const *params, PGresult **res, terr *err)
+int db_run_prep(db_conn *db, db_prep ps, const char *what, const char *sql, int n,
+                const char *const *params, PGresult **res, terr *err)
 {
     *res = NULL;
     db->down = false;
@@ -206,16 +184,16 @@ static int run_prep(db_conn *db, db_prep ps, const char *what, const char *sql, 
     return 0;
 }
 
-static int run(db_conn *db, const char *what, const char *sql, int n, const char *const *params,
-               PGresult **res, terr *err)
+int db_run(db_conn *db, const char *what, const char *sql, int n, const char *const *params,
+           PGresult **res, terr *err)
 {
-    return run_prep(db, PREP_NONE, what, sql, n, params, res, err);
+    return db_run_prep(db, PREP_NONE, what, sql, n, params, res, err);
 }
 
 int db_exec_simple(db_conn *db, const char *sql, terr *err)
 {
     PGresult *r;
-    if (run(db, sql, sql, 0, NULL, &r, err) != 0) return -1;
+    if (db_run(db, sql, sql, 0, NULL, &r, err) != 0) return -1;
     PQclear(r);
     return 0;
 }
@@ -244,7 +222,7 @@ void db_rollback(db_conn *db)
 int db_ping(db_conn *db, terr *err)
 {
     PGresult *r;
-    if (run(db, "ping", "SELECT 1", 0, NULL, &r, err) != 0) return -1;
+    if (db_run(db, "ping", "SELECT 1", 0, NULL, &r, err) != 0) return -1;
     PQclear(r);
     return 0;
 }
@@ -252,9 +230,9 @@ int db_ping(db_conn *db, terr *err)
 int db_clock_us(db_conn *db, int64_t *out, terr *err)
 {
     PGresult *r;
-    if (run(db, "read the database clock",
-            "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint", 0, NULL, &r,
-            err) != 0)
+    if (db_run(db, "read the database clock",
+               "SELECT (extract(epoch from clock_timestamp()) * 1000000)::bigint", 0, NULL, &r,
+               err) != 0)
         return -1;
     *out = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
     PQclear(r);
@@ -265,7 +243,8 @@ int db_try_advisory_lock(db_conn *db, const char *key, bool *acquired, terr *err
 {
     PGresult *r;
     const char *p[1] = {key};
-    if (run(db, "advisory lock", "SELECT pg_try_advisory_lock(hashtext($1))", 1, p, &r, err) != 0)
+    if (db_run(db, "advisory lock", "SELECT pg_try_advisory_lock(hashtext($1))", 1, p, &r, err) !=
+        0)
         return -1;
     *acquired = PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), "t") == 0;
     PQclear(r);
@@ -276,7 +255,7 @@ int db_advisory_lock(db_conn *db, const char *key, terr *err)
 {
     PGresult *r;
     const char *p[1] = {key};
-    if (run(db, "advisory lock", "SELECT pg_advisory_lock(hashtext($1))", 1, p, &r, err) != 0)
+    if (db_run(db, "advisory lock", "SELECT pg_advisory_lock(hashtext($1))", 1, p, &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
@@ -286,15 +265,11 @@ int db_advisory_unlock(db_conn *db, const char *key, terr *err)
 {
     PGresult *r;
     const char *p[1] = {key};
-    if (run(db, "advisory unlock", "SELECT pg_advisory_unlock(hashtext($1))", 1, p, &r, err) != 0)
+    if (db_run(db, "advisory unlock", "SELECT pg_advisory_unlock(hashtext($1))", 1, p, &r, err) !=
+        0)
         return -1;
     PQclear(r);
     return 0;
-}
-
-static void copy_field(char *dst, size_t size, PGresult *r, int row, int col)
-{
-    snprintf(dst, size, "%s", PQgetvalue(r, row, col));
 }
 
 /* ---- teams and API keys */
@@ -304,7 +279,8 @@ int db_team_ensure(db_conn *db, const char *name, char team_id[64], terr *err)
     PGresult *r;
     const char *p[1] = {name};
     /* DO UPDATE (a no-op) so RETURNING also yields an existing team. */
-    if (run(db, "ensure team",
+    if (db_run(
+            db, "ensure team",
             "INSERT INTO teams (name) VALUES ($1) ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name "
             "RETURNING id::text",
             1, p, &r, err) != 0)
@@ -319,9 +295,9 @@ int db_api_key_insert(db_conn *db, const char *team_id, const char *key_hash,
 {
     PGresult *r;
     const char *p[3] = {team_id, key_hash, key_prefix};
-    if (run(db, "insert API key",
-            "INSERT INTO api_keys (team_id, key_hash, key_prefix) VALUES ($1::uuid, $2, $3)", 3, p,
-            &r, err) != 0)
+    if (db_run(db, "insert API key",
+               "INSERT INTO api_keys (team_id, key_hash, key_prefix) VALUES ($1::uuid, $2, $3)", 3,
+               p, &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
@@ -339,7 +315,8 @@ int db_api_key_insert_role(db_conn *db, const char *team_id, const char *key_has
 {
     PGresult *r;
     const char *p[4] = {team_id, key_hash, key_prefix, admin ? "admin" : "member"};
-    if (run(db, "insert API key",
+    if (db_run(
+            db, "insert API key",
             "INSERT INTO api_keys (team_id, key_hash, key_prefix, role) VALUES ($1::uuid, $2, $3, $4)",
             4, p, &r, err) != 0)
         return -1;
@@ -355,7 +332,7 @@ int db_api_key_team_role(db_conn *db, const char *key_hash, char team_id[64], ch
     *found = false;
     *stale = false;
     *admin = false;
-    if (run_prep(
+    if (db_run_prep(
             db, PREP_KEY_LOOKUP, "look up API key",
             "SELECT team_id::text, id::text, "
             "(last_used_at IS NULL OR last_used_at < now() - interval '1 minute'), role = 'admin' "
@@ -377,10 +354,10 @@ int db_api_key_touch(db_conn *db, const char *key_id, terr *err)
 {
     PGresult *r;
     const char *p[1] = {key_id};
-    if (run(db, "record API key use",
-            "UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid "
-            "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
-            1, p, &r, err) != 0)
+    if (db_run(db, "record API key use",
+               "UPDATE api_keys SET last_used_at = now() WHERE id = $1::uuid "
+               "AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')",
+               1, p, &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
@@ -409,15 +386,16 @@ int db_api_key_list(db_conn *db, const char *team_name, db_api_key **out, size_t
     *out = NULL;
     *n = 0;
     *team_found = false;
-    if (run(db, "find team", "SELECT id FROM teams WHERE name = $1", 1, p, &r, err) != 0) return -1;
+    if (db_run(db, "find team", "SELECT id FROM teams WHERE name = $1", 1, p, &r, err) != 0)
+        return -1;
     *team_found = PQntuples(r) == 1;
     PQclear(r);
     if (!*team_found) return 0;
-    if (run(db, "list API keys",
-            "SELECT " KEY_COLS
-            " FROM api_keys k JOIN teams t ON t.id = k.team_id WHERE t.name = $1 "
-            "ORDER BY k.created_at, k.id",
-            1, p, &r, err) != 0)
+    if (db_run(db, "list API keys",
+               "SELECT " KEY_COLS
+               " FROM api_keys k JOIN teams t ON t.id = k.team_id WHERE t.name = $1 "
+               "ORDER BY k.created_at, k.id",
+               1, p, &r, err) != 0)
         return -1;
     int rows = PQntuples(r);
     db_api_key *keys = calloc(rows ? (size_t)rows : 1, sizeof *keys);
@@ -439,7 +417,8 @@ int db_api_key_revoke(db_conn *db, const char *key_id, const char *prefix, db_ap
     const char *p[2] = {key_id, prefix};
     *matched = 0;
     /* One statement: count the matches and revoke only when there is one. */
-    if (run(db, "revoke API key",
+    if (db_run(
+            db, "revoke API key",
             "WITH m AS (SELECT id FROM api_keys WHERE revoked_at IS NULL AND "
             "  (($1::text IS NOT NULL AND id::text = $1) OR ($1::text IS NULL AND key_prefix = $2)) FOR UPDATE), "
             "n AS (SELECT count(*) AS c FROM m), "
@@ -470,10 +449,10 @@ int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
 {
     PGresult *r;
     const char *p[2] = {id, address};
-    if (run(db, "register host",
-            "INSERT INTO hosts (id, address) VALUES ($1, $2) "
-            "ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address",
-            2, p, &r, err) != 0)
+    if (db_run(db, "register host",
+               "INSERT INTO hosts (id, address) VALUES ($1, $2) "
+               "ON CONFLICT (id) DO UPDATE SET address = EXCLUDED.address",
+               2, p, &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
@@ -495,7 +474,7 @@ int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
     "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
     "0 AS n_live, 0 AS mem_used"
 
-static void host_from_result_at(PGresult *r, int i, int c, db_host *h)
+void db_host_from_result_at(PGresult *r, int i, int c, db_host *h)
 {
     memset(h, 0, sizeof *h);
     copy_field(h->id, sizeof h->id, r, i, c + 0);
@@ -514,15 +493,15 @@ static void host_from_result_at(PGresult *r, int i, int c, db_host *h)
     h->memory_used_mb = atoll(PQgetvalue(r, i, c + 13));
 }
 
-static void host_from_result(PGresult *r, int i, db_host *h) { host_from_result_at(r, i, 0, h); }
+static void host_from_result(PGresult *r, int i, db_host *h) { db_host_from_result_at(r, i, 0, h); }
 
 int db_host_get(db_conn *db, const char *id, db_host *out, bool *found, terr *err)
 {
     PGresult *r;
     const char *p[1] = {id};
     *found = false;
-    if (run(db, "get host", "SELECT " HOST_COLS_LIGHT " FROM hosts h WHERE h.id = $1", 1, p, &r,
-            err) != 0)
+    if (db_run(db, "get host", "SELECT " HOST_COLS_LIGHT " FROM hosts h WHERE h.id = $1", 1, p, &r,
+               err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         host_from_result(r, 0, out);
@@ -537,8 +516,8 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run(db, "list hosts", "SELECT " HOST_COLS " FROM hosts h ORDER BY h.id", 0, NULL, &r,
-            err) != 0)
+    if (db_run(db, "list hosts", "SELECT " HOST_COLS " FROM hosts h ORDER BY h.id", 0, NULL, &r,
+               err) != 0)
         return -1;
     int rows = PQntuples(r);
     db_host *hosts = calloc(rows ? (size_t)rows : 1, sizeof *hosts);
@@ -553,8 +532,6 @@ int db_host_list(db_conn *db, db_host **out, size_t *n, terr *err)
     return 0;
 }
 
-static char *text_array(const char *const *items, size_t n);
-
 /* db_host_pick, and with tpl_id only hosts whose template_hosts row for it
  * is ready with digest (db_host_pick_template). */
 static int host_pick(db_conn *db, int memory_mb, const char *template_name, const char *tpl_id,
@@ -565,10 +542,10 @@ static int host_pick(db_conn *db, int memory_mb, const char *template_name, cons
     *found = false;
     char mem[16];
     snprintf(mem, sizeof mem, "%d", memory_mb);
-    char *arr = text_array(skip, n_skip);
+    char *arr = db_text_array(skip, n_skip);
     if (!arr) return terr_set(err, "out of memory");
     const char *p[5] = {mem, template_name, arr, tpl_id, digest};
-    int rc = run(
+    int rc = db_run(
         db, "pick host",
         "SELECT * FROM (SELECT " HOST_COLS
         ", coalesce(h.max_memory_mb, nullif(h.memory_total_mb, 0)) AS cap, "
@@ -612,7 +589,7 @@ static int host_update_status(db_conn *db, const char *what, const char *sql, in
 {
     PGresult *r;
     old_status[0] = new_status[0] = '\0';
-    if (run(db, what, sql, n, p, &r, err) != 0) return -1;
+    if (db_run(db, what, sql, n, p, &r, err) != 0) return -1;
     if (PQntuples(r) == 1) {
         snprintf(old_status, 16, "%s", PQgetvalue(r, 0, 0));
         snprintf(new_status, 16, "%s", PQgetvalue(r, 0, 1));
@@ -636,7 +613,7 @@ int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info,
         snprintf(reserved, sizeof reserved, "%lld", info->memory_reserved_mb);
         snprintf(disk, sizeof disk, "%lld", info->disk_free_mb);
         snprintf(vcpus, sizeof vcpus, "%d", info->vcpus);
-        if (!(tpl = text_array(info->templates, info->n_templates)))
+        if (!(tpl = db_text_array(info->templates, info->n_templates)))
             return terr_set(err, "out of memory");
     }
     const char *p[6] = {
@@ -691,7 +668,8 @@ int db_host_set_state(db_conn *db, const char *id, const char *state, bool *foun
     const char *p[2] = {id, state};
     *found = false;
     /* ready only undoes a drain; whether it answers decides the rest. */
-    if (run(db, "set host state",
+    if (db_run(
+            db, "set host state",
             "UPDATE hosts SET state = $2 WHERE id = $1 AND ($2 <> 'ready' OR state = 'draining')",
             2, p, &r, err) != 0)
         return -1;
@@ -707,8 +685,8 @@ int db_host_set_max_memory(db_conn *db, const char *id, long long memory_mb, boo
     snprintf(mem, sizeof mem, "%lld", memory_mb);
     const char *p[2] = {id, memory_mb >= 0 ? mem : NULL};
     *found = false;
-    if (run(db, "set host memory cap", "UPDATE hosts SET max_memory_mb = $2::bigint WHERE id = $1",
-            2, p, &r, err) != 0)
+    if (db_run(db, "set host memory cap",
+               "UPDATE hosts SET max_memory_mb = $2::bigint WHERE id = $1", 2, p, &r, err) != 0)
         return -1;
     *found = strcmp(PQcmdTuples(r), "0") != 0;
     PQclear(r);
@@ -723,7 +701,8 @@ int db_sandbox_counts(db_conn *db, size_t max_rows, db_sandbox_count **out, size
     const char *p[1] = {limit};
     *out = NULL;
     *n = 0;
-    if (run(db, "count sandboxes",
+    if (db_run(
+            db, "count sandboxes",
             "SELECT h.id, s.status, count(sb.id) FROM hosts h "
             "CROSS JOIN unnest(ARRAY['pending','running','pausing','paused','resuming','stopped','error','moving']) "
             "  AS s(status) "
@@ -756,10 +735,10 @@ int db_host_claim_identity(db_conn *db, const char *id, const char *agent_id, ch
     *found = false;
     recorded[0] = '\0';
     /* One statement: the row lock makes the claim and the read atomic. */
-    if (run(db, "record host agent identity",
-            "UPDATE hosts SET agent_id = CASE WHEN agent_id = '' THEN $2 ELSE agent_id END "
-            "WHERE id = $1 RETURNING agent_id",
-            2, p, &r, err) != 0)
+    if (db_run(db, "record host agent identity",
+               "UPDATE hosts SET agent_id = CASE WHEN agent_id = '' THEN $2 ELSE agent_id END "
+               "WHERE id = $1 RETURNING agent_id",
+               2, p, &r, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         copy_field(recorded, 64, r, 0, 0);
@@ -774,8 +753,8 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err)
     PGresult *r;
     const char *p[1] = {id};
     *found = false;
-    if (run(db, "reset host agent identity", "UPDATE hosts SET agent_id = '' WHERE id = $1", 1, p,
-            &r, err) != 0)
+    if (db_run(db, "reset host agent identity", "UPDATE hosts SET agent_id = '' WHERE id = $1", 1,
+               p, &r, err) != 0)
         return -1;
     *found = strcmp(PQcmdTuples(r), "0") != 0;
     PQclear(r);
@@ -822,7 +801,7 @@ static void status_array(unsigned mask, char *buf, size_t size)
 
 /* A PostgreSQL text[] literal of arbitrary strings: every element quoted,
  * '"' and '\' escaped. malloc'd. */
-static char *text_array(const char *const *items, size_t n)
+char *db_text_array(const char *const *items, size_t n)
 {
     size_t size = 3;
     for (size_t i = 0; i < n; i++) size += 2 * strlen(items[i]) + 3;
@@ -874,7 +853,8 @@ int db_sandbox_insert(db_conn *db, const sandbox_row *in, sandbox_row *out, terr
                          in->auto_resume ? "true" : "false",
                          in->access_token_hash};
     PGresult *r;
-    if (run(db, "insert sandbox",
+    if (db_run(
+            db, "insert sandbox",
             "INSERT INTO sandboxes (id, team_id, host_id, status, template, vcpus, memory_mb, timeout_sec, "
             "disk_mb, env, network, auto_resume, access_token_hash) "
             "VALUES ($1, $2::uuid, $3, 'pending', $4, $5::int, $6::int, $7::int, $8::int, $9::jsonb, $10::jsonb, "
@@ -892,8 +872,8 @@ int db_sandbox_env(db_conn *db, const char *id, char **env_json, terr *err)
     *env_json = NULL;
     PGresult *r;
     const char *p[1] = {id};
-    if (run(db, "get sandbox env", "SELECT env::text FROM sandboxes WHERE id = $1", 1, p, &r,
-            err) != 0)
+    if (db_run(db, "get sandbox env", "SELECT env::text FROM sandboxes WHERE id = $1", 1, p, &r,
+               err) != 0)
         return -1;
     int rc = 0;
     if (PQntuples(r) != 1) rc = terr_set(err, "sandbox %s not found reading its env", id);
@@ -909,10 +889,11 @@ int db_sandbox_insert_within_quota(db_conn *db, const sandbox_row *in, sandbox_r
     if (db_begin(db, err) != 0) return -1;
     PGresult *r;
     const char *p[1] = {in->team_id};
-    if (run(db, "quota lock", "SELECT pg_advisory_xact_lock(hashtext($1))", 1, p, &r, err) != 0)
+    if (db_run(db, "quota lock", "SELECT pg_advisory_xact_lock(hashtext($1))", 1, p, &r, err) != 0)
         goto fail;
     PQclear(r);
-    if (run(db, "quota usage",
+    if (db_run(
+            db, "quota usage",
             "SELECT coalesce(t.max_sandboxes::text, ''), coalesce(t.max_memory_mb::text, ''), count(s.id), "
             "coalesce(sum(s.memory_mb), 0) FROM teams t "
             "LEFT JOIN sandboxes s ON s.team_id = t.id AND s.status NOT IN ('stopped', 'error') "
@@ -957,7 +938,8 @@ int db_team_set_quota(db_conn *db, const char *name, long long max_sandboxes,
     snprintf(b, sizeof b, "%lld", max_memory_mb);
     const char *p[3] = {name, max_sandboxes < 0 ? NULL : a, max_memory_mb < 0 ? NULL : b};
     PGresult *r;
-    if (run(db, "set team quota",
+    if (db_run(
+            db, "set team quota",
             "UPDATE teams SET max_sandboxes = $2::int, max_memory_mb = $3::bigint WHERE name = $1",
             3, p, &r, err) != 0)
         return -1;
@@ -971,13 +953,13 @@ int db_sandbox_get(db_conn *db, const char *team_id, const char *id, sandbox_row
 {
     PGresult *r;
     const char *p[2] = {id, team_id};
-    int rc = team_id
-                 ? run_prep(db, PREP_SANDBOX_GET_TEAM, "get sandbox",
-                            "SELECT " SANDBOX_COLS
-                            " FROM sandboxes WHERE id = $1 AND team_id = $2::uuid",
-                            2, p, &r, err)
-                 : run_prep(db, PREP_SANDBOX_GET_ANY, "get sandbox",
-                            "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1", 1, p, &r, err);
+    int rc = team_id ? db_run_prep(db, PREP_SANDBOX_GET_TEAM, "get sandbox",
+                                   "SELECT " SANDBOX_COLS
+                                   " FROM sandboxes WHERE id = $1 AND team_id = $2::uuid",
+                                   2, p, &r, err)
+                     : db_run_prep(db, PREP_SANDBOX_GET_ANY, "get sandbox",
+                                   "SELECT " SANDBOX_COLS " FROM sandboxes WHERE id = $1", 1, p, &r,
+                                   err);
     if (rc != 0) return -1;
     return single_row(r, out, found, err);
 }
@@ -1013,11 +995,11 @@ int db_sandbox_list(db_conn *db, const char *team_id, unsigned status_mask, sand
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run(db, "list sandboxes",
-            "SELECT " SANDBOX_COLS
-            " FROM sandboxes WHERE team_id = $1::uuid AND status = ANY($2::text[]) "
-            "ORDER BY created_at DESC, id DESC",
-            2, p, &r, err) != 0)
+    if (db_run(db, "list sandboxes",
+               "SELECT " SANDBOX_COLS
+               " FROM sandboxes WHERE team_id = $1::uuid AND status = ANY($2::text[]) "
+               "ORDER BY created_at DESC, id DESC",
+               2, p, &r, err) != 0)
         return -1;
     return rows_to_list(r, out, n, err);
 }
@@ -1035,13 +1017,13 @@ int db_sandbox_transition(db_conn *db, const char *id, unsigned from_mask, sb_st
                         (flags & DB_SET_ACTIVE) ? "t" : "f",
                         error_message};
     PGresult *r;
-    if (run(db, "update sandbox status",
-            "UPDATE sandboxes SET status = $3, last_updated = now(), "
-            "started_at = CASE WHEN $4::bool THEN now() ELSE started_at END, "
-            "last_active_at = CASE WHEN $5::bool THEN now() ELSE last_active_at END, "
-            "error_message = coalesce($6, error_message) "
-            "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
-            6, p, &r, err) != 0)
+    if (db_run(db, "update sandbox status",
+               "UPDATE sandboxes SET status = $3, last_updated = now(), "
+               "started_at = CASE WHEN $4::bool THEN now() ELSE started_at END, "
+               "last_active_at = CASE WHEN $5::bool THEN now() ELSE last_active_at END, "
+               "error_message = coalesce($6, error_message) "
+               "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
+               6, p, &r, err) != 0)
         return -1;
     return single_row(r, out, changed, err);
 }
@@ -1061,14 +1043,14 @@ int db_sandbox_transition_unchanged(db_conn *db, const char *id, unsigned from_m
                         error_message,
                         lu};
     PGresult *r;
-    if (run_prep(db, PREP_TRANSITION_UNCHANGED, "update sandbox status (reconciler)",
-                 "UPDATE sandboxes SET status = $3, last_updated = now(), "
-                 "started_at = CASE WHEN $4::bool THEN now() ELSE started_at END, "
-                 "last_active_at = CASE WHEN $5::bool THEN now() ELSE last_active_at END, "
-                 "error_message = coalesce($6, error_message) "
-                 "WHERE id = $1 AND status = ANY($2::text[]) "
-                 "AND (extract(epoch from last_updated) * 1000000)::bigint = $7::bigint",
-                 7, p, &r, err) != 0)
+    if (db_run_prep(db, PREP_TRANSITION_UNCHANGED, "update sandbox status (reconciler)",
+                    "UPDATE sandboxes SET status = $3, last_updated = now(), "
+                    "started_at = CASE WHEN $4::bool THEN now() ELSE started_at END, "
+                    "last_active_at = CASE WHEN $5::bool THEN now() ELSE last_active_at END, "
+                    "error_message = coalesce($6, error_message) "
+                    "WHERE id = $1 AND status = ANY($2::text[]) "
+                    "AND (extract(epoch from last_updated) * 1000000)::bigint = $7::bigint",
+                    7, p, &r, err) != 0)
         return -1;
     *changed = strcmp(PQcmdTuples(r), "1") == 0;
     PQclear(r);
@@ -1079,8 +1061,8 @@ int db_sandbox_delete_pending(db_conn *db, const char *id, terr *err)
 {
     PGresult *r;
     const char *p[1] = {id};
-    if (run(db, "delete pending sandbox",
-            "DELETE FROM sandboxes WHERE id = $1 AND status = 'pending'", 1, p, &r, err) != 0)
+    if (db_run(db, "delete pending sandbox",
+               "DELETE FROM sandboxes WHERE id = $1 AND status = 'pending'", 1, p, &r, err) != 0)
         return -1;
     PQclear(r);
     return 0;
@@ -1090,7 +1072,7 @@ int db_sandbox_touch(db_conn *db, const char *id, bool *changed, terr *err)
 {
     PGresult *r;
     const char *p[1] = {id};
-    if (run_prep(
+    if (db_run_prep(
             db, PREP_TOUCH, "update last_active_at",
             "UPDATE sandboxes SET last_active_at = now(), last_updated = now() "
             "WHERE id = $1 AND status = 'running' "
@@ -1111,10 +1093,10 @@ int db_sandbox_set_timeout(db_conn *db, const char *id, unsigned from_mask, int 
     snprintf(tmo, sizeof tmo, "%d", timeout_sec);
     const char *p[3] = {id, from, tmo};
     PGresult *r;
-    if (run(db, "update timeout_sec",
-            "UPDATE sandboxes SET timeout_sec = $3::int, last_updated = now() "
-            "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
-            3, p, &r, err) != 0)
+    if (db_run(db, "update timeout_sec",
+               "UPDATE sandboxes SET timeout_sec = $3::int, last_updated = now() "
+               "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
+               3, p, &r, err) != 0)
         return -1;
     return single_row(r, out, changed, err);
 }
@@ -1125,10 +1107,10 @@ int db_sandbox_token_team(db_conn *db, const char *id, const char *token_hash, c
     const char *p[2] = {id, token_hash};
     PGresult *r;
     *found = false;
-    if (run(db, "look up access token",
-            "SELECT team_id::text FROM sandboxes WHERE id = $1 AND access_token_hash <> '' "
-            "AND access_token_hash = $2",
-            2, p, &r, err) != 0)
+    if (db_run(db, "look up access token",
+               "SELECT team_id::text FROM sandboxes WHERE id = $1 AND access_token_hash <> '' "
+               "AND access_token_hash = $2",
+               2, p, &r, err) != 0)
         return -1;
     if (PQntuples(r) == 1) {
         copy_field(team_id, 64, r, 0, 0);
@@ -1145,10 +1127,10 @@ int db_sandbox_set_network(db_conn *db, const char *id, unsigned from_mask, cons
     status_array(from_mask, from, sizeof from);
     const char *p[3] = {id, from, network};
     PGresult *r;
-    if (run(db, "update network",
-            "UPDATE sandboxes SET network = $3::jsonb, last_updated = now() "
-            "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
-            3, p, &r, err) != 0)
+    if (db_run(db, "update network",
+               "UPDATE sandboxes SET network = $3::jsonb, last_updated = now() "
+               "WHERE id = $1 AND status = ANY($2::text[]) RETURNING " SANDBOX_COLS,
+               3, p, &r, err) != 0)
         return -1;
     return single_row(r, out, changed, err);
 }
@@ -1162,11 +1144,11 @@ int db_sandbox_rows_for_host(db_conn *db, const char *host_id, unsigned status_m
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run_prep(db, PREP_HOST_ROWS, "read host sandboxes",
-                 "SELECT id, status, (extract(epoch from last_updated) * 1000000)::bigint, "
-                 "extract(epoch from now() - last_updated)::float8 "
-                 "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[])",
-                 2, p, &r, err) != 0)
+    if (db_run_prep(db, PREP_HOST_ROWS, "read host sandboxes",
+                    "SELECT id, status, (extract(epoch from last_updated) * 1000000)::bigint, "
+                    "extract(epoch from now() - last_updated)::float8 "
+                    "FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[])",
+                    2, p, &r, err) != 0)
         return -1;
     int rows = PQntuples(r);
     db_pass_row *list = malloc((rows ? (size_t)rows : 1) * sizeof *list);
@@ -1201,17 +1183,17 @@ int db_sandbox_statuses(db_conn *db, const char *host_id, const char *const *ids
         if (age_sec) age_sec[i] = 0;
     }
     if (n == 0) return 0;
-    char *arr = text_array(ids, n);
+    char *arr = db_text_array(ids, n);
     if (!arr) return terr_set(err, "out of memory");
     const char *p[2] = {arr, host_id};
     PGresult *r;
     /* $2 NULL: rows of any host. */
-    int rc =
-        run(db, "read sandbox statuses",
-            "SELECT u.i, s.status, extract(epoch from now() - s.last_updated)::float8 "
-            "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
-            "WHERE ($2::text IS NULL OR s.host_id = $2::text)",
-            2, p, &r, err);
+    int rc = db_run(
+        db, "read sandbox statuses",
+        "SELECT u.i, s.status, extract(epoch from now() - s.last_updated)::float8 "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
+        "WHERE ($2::text IS NULL OR s.host_id = $2::text)",
+        2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     /* u.i: the 1-based position in ids (no per-row search: n may be 10,000). */
@@ -1231,10 +1213,10 @@ int db_sandbox_move_switch(db_conn *db, const char *id, const char *from_host, c
 {
     PGresult *r;
     const char *p[3] = {id, from_host, to_host};
-    if (run(db, "switch sandbox host",
-            "UPDATE sandboxes SET host_id = $3, status = 'paused', last_updated = now() "
-            "WHERE id = $1 AND host_id = $2 AND status = 'moving' RETURNING " SANDBOX_COLS,
-            3, p, &r, err) != 0)
+    if (db_run(db, "switch sandbox host",
+               "UPDATE sandboxes SET host_id = $3, status = 'paused', last_updated = now() "
+               "WHERE id = $1 AND host_id = $2 AND status = 'moving' RETURNING " SANDBOX_COLS,
+               3, p, &r, err) != 0)
         return -1;
     return single_row(r, out, changed, err);
 }
@@ -1247,18 +1229,18 @@ int db_sandbox_foreign(db_conn *db, const char *host_id, const char *const *ids,
         age_sec[i] = 0;
     }
     if (n == 0) return 0;
-    char *arr = text_array(ids, n);
+    char *arr = db_text_array(ids, n);
     if (!arr) return terr_set(err, "out of memory");
     const char *p[2] = {arr, host_id};
     PGresult *r;
-    int rc =
-        run(db, "read foreign sandbox rows",
-            "SELECT u.i, extract(epoch from now() - s.last_updated)::float8 "
-            "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
-            "JOIN hosts oh ON oh.id = s.host_id JOIN hosts me ON me.id = $2 "
-            "WHERE s.host_id <> $2 AND s.status <> 'moving' "
-            "  AND oh.agent_id <> '' AND me.agent_id <> '' AND oh.agent_id <> me.agent_id",
-            2, p, &r, err);
+    int rc = db_run(
+        db, "read foreign sandbox rows",
+        "SELECT u.i, extract(epoch from now() - s.last_updated)::float8 "
+        "FROM unnest($1::text[]) WITH ORDINALITY AS u(id, i) JOIN sandboxes s ON s.id = u.id "
+        "JOIN hosts oh ON oh.id = s.host_id JOIN hosts me ON me.id = $2 "
+        "WHERE s.host_id <> $2 AND s.status <> 'moving' "
+        "  AND oh.agent_id <> '' AND me.agent_id <> '' AND oh.agent_id <> me.agent_id",
+        2, p, &r, err);
     free(arr);
     if (rc != 0) return -1;
     for (int row = 0; row < PQntuples(r); row++) {
@@ -1280,11 +1262,11 @@ int db_sandbox_list_host(db_conn *db, const char *host_id, unsigned status_mask,
     PGresult *r;
     *out = NULL;
     *n = 0;
-    if (run(db, "list host sandboxes",
-            "SELECT " SANDBOX_COLS
-            " FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
-            "ORDER BY created_at, id",
-            2, p, &r, err) != 0)
+    if (db_run(db, "list host sandboxes",
+               "SELECT " SANDBOX_COLS
+               " FROM sandboxes WHERE host_id = $1 AND status = ANY($2::text[]) "
+               "ORDER BY created_at, id",
+               2, p, &r, err) != 0)
         return -1;
     return rows_to_list(r, out, n, err);
 }
@@ -1296,22 +1278,24 @@ int db_host_remove(db_conn *db, const char *id, long long *live, bool *found, te
     *live = 0;
     *found = false;
     if (db_begin(db, err) != 0) return -1;
-    if (run(db, "lock host", "SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", 1, p, &r, err) != 0)
+    if (db_run(db, "lock host", "SELECT 1 FROM hosts WHERE id = $1 FOR UPDATE", 1, p, &r, err) != 0)
         goto fail;
     *found = PQntuples(r) == 1;
     PQclear(r);
     if (!*found) goto done;
-    if (run(db, "count host sandboxes",
+    if (db_run(
+            db, "count host sandboxes",
             "SELECT count(*) FROM sandboxes WHERE host_id = $1 AND status NOT IN ('stopped', 'error')",
             1, p, &r, err) != 0)
         goto fail;
     *live = atoll(PQgetvalue(r, 0, 0));
     PQclear(r);
     if (*live > 0) goto done;
-    if (run(db, "remove host rows", "DELETE FROM sandboxes WHERE host_id = $1", 1, p, &r, err) != 0)
+    if (db_run(db, "remove host rows", "DELETE FROM sandboxes WHERE host_id = $1", 1, p, &r, err) !=
+        0)
         goto fail;
     PQclear(r);
-    if (run(db, "remove host", "DELETE FROM hosts WHERE id = $1", 1, p, &r, err) != 0) goto fail;
+    if (db_run(db, "remove host", "DELETE FROM hosts WHERE id = $1", 1, p, &r, err) != 0) goto fail;
     PQclear(r);
 done:
     return db_commit(db, err);
@@ -1326,7 +1310,7 @@ int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, s
     PGresult *r;
     const char *p[2] = {id, team_id};
     *found = false;
-    if (run_prep(
+    if (db_run_prep(
             db, PREP_SANDBOX_WITH_HOST, "get sandbox and host",
             "SELECT s.*, " HOST_COLS_LIGHT " FROM (SELECT " SANDBOX_COLS
             ", host_id AS row_host_ FROM sandboxes "
@@ -1337,7 +1321,7 @@ int db_sandbox_get_with_host(db_conn *db, const char *team_id, const char *id, s
     if (PQntuples(r) == 1) {
         *found = true;
         rc = row_from_result(r, 0, out, err);
-        host_from_result_at(r, 0, SANDBOX_NCOLS + 1, host);
+        db_host_from_result_at(r, 0, SANDBOX_NCOLS + 1, host);
     }
     PQclear(r);
     return rc;
