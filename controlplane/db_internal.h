@@ -34,6 +34,14 @@ typedef enum db_prep {
     "(CASE WHEN h.failures >= " STR( \
         DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)"
 
+/* The columns of a host, over hosts h, as db_host_from_result_at reads them,
+ * without the per-host sandbox counts (0): for the request path. */
+#define HOST_COLS_LIGHT                                                                                            \
+    "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                                       \
+    "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "                      \
+    "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
+    "0 AS n_live, 0 AS mem_used"
+
 /* Runs a parameterised statement (prepared as ps unless PREP_NONE); *res is
  * set only on success (TUPLES_OK or COMMAND_OK) and must be PQclear'ed. */
 int db_run_prep(db_conn *db, db_prep ps, const char *what, const char *sql, int n,
@@ -45,6 +53,10 @@ int db_run(db_conn *db, const char *what, const char *sql, int n, const char *co
 /* A PostgreSQL text[] literal of arbitrary strings: every element quoted,
  * '"' and '\' escaped. malloc'd; NULL when out of memory. */
 char *db_text_array(const char *const *items, size_t n);
+
+/* Row i of r as a host, its columns (HOST_COLS_LIGHT's order) from column c
+ * on (db_hosts.c). */
+void db_host_from_result_at(PGresult *r, int i, int c, db_host *h);
 
 static inline void copy_field(char *dst, size_t size, PGresult *r, int row, int col)
 {
