@@ -6,8 +6,12 @@
  * PostgreSQL costs at most the writes in flight, not the process. Every function
  * returns 0 or -1 with a message; "not found" is reported through a bool,
  * never as an error. Statements run in autocommit unless the caller opened a
- * transaction with db_begin. All SQL of the control plane lives here (apart
- * from migration files, run by migrate.c). */
+ * transaction with db_begin. All SQL of the control plane lives behind this
+ * header and db_templates.h (apart from migration files, run by migrate.c):
+ * db.c (connection, reconnect, running a statement, transactions, advisory
+ * locks, clock), db_keys.c (teams, API keys, quotas), db_hosts.c (hosts,
+ * scheduler pick), db_sandboxes.c (sandbox rows, transitions, pass rows,
+ * counts); what those files share is in the private db_internal.h. */
 #ifndef TORPOR_CP_DB_H
 #define TORPOR_CP_DB_H
 

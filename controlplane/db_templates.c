@@ -16,7 +16,7 @@ static void trim_nl(terr *err)
     while (n > 0 && err->msg[n - 1] == '\n') err->msg[--n] = '\0';
 }
 
-/* PQexecParams with the checks of db.c's run(); *sqlstate (if non-NULL)
+/* PQexecParams with the checks of db.c's db_run(); *sqlstate (if non-NULL)
  * gets the error's SQLSTATE ("" on success). */
 static int q(db_conn *db, const char *what, const char *sql, int n, const char *const *params,
              PGresult **res, char sqlstate[6], terr *err)
