@@ -249,16 +249,18 @@ static agent_code verify(const char *dir, const char *digest, const transfer_fil
             return AGENT_FAILED_PRECONDITION;
         }
         *total += size;
+        /* Read-only, and readable by the VM user QEMU runs as (a base disk,
+         * a kernel, an initramfs), as the builder leaves its own images. */
+        if (chmod(path, 0444) != 0) {
+            terr_set(err, "chmod %s: %s", path, strerror(errno));
+            return AGENT_INTERNAL;
+        }
         if (strcmp(files[i].name, "rootfs.img") == 0) {
             has_rootfs = true;
             if (strcmp(sum, digest) != 0) {
                 terr_set(err, "rootfs.img has sha256 %.16s, not the template's digest %.16s", sum,
                          digest);
                 return AGENT_FAILED_PRECONDITION;
-            }
-            if (chmod(path, 0444) != 0) {
-                terr_set(err, "chmod %s: %s", path, strerror(errno));
-                return AGENT_INTERNAL;
             }
         } else if (strcmp(files[i].name, "rootfs.sha256") == 0) {
             char said[80];
@@ -299,6 +301,12 @@ agent_code tb_image_commit(template_builder *tb, const char *name, const char *d
     int64_t total;
     agent_code c = verify(dir, digest, files, n, &total, err);
     if (c != AGENT_OK) return c;
+    /* Made 0700 while arriving (nobody else may read a partial copy); verified
+     * now, so the VM user may enter it like a built image's directory. */
+    if (chmod(dir, 0755) != 0) {
+        terr_set(err, "chmod %s: %s", dir, strerror(errno));
+        return AGENT_INTERNAL;
+    }
     if (lstat(final, &st) == 0 && stat(final, &st) != 0) unlink(final); /* a dangling alias */
     if (stat(final, &st) == 0) {
         tb_remove_tree(dir); /* the same content is already here (verified when it came) */

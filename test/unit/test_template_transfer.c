@@ -187,6 +187,14 @@ static void test_copy_is_ready_with_the_same_digest_and_bytes(void **state)
     struct stat st;
     assert_int_equal(stat(p, &st), 0);
     assert_int_equal(st.st_mode & 0777, 0444);
+    /* QEMU runs as the VM user: the directory and every file of the image
+     * must be readable by others, like a built image's. */
+    snprintf(p, sizeof p, "%s/tpl-a/", f->images_b);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0755);
+    snprintf(p, sizeof p, "%s/tpl-a/vmlinux", f->images_b);
+    assert_int_equal(stat(p, &st), 0);
+    assert_int_equal(st.st_mode & 0444, 0444);
     assert_int_equal(images_entries(f->state_b), 1); /* <digest>/, no incoming left */
     /* A repeated commit (the control plane retrying) is fine. */
     transfer_file files[TRANSFER_FILES_MAX];
