@@ -154,7 +154,9 @@ static int run(const agent_config *cfg, const sigset_t *sigs)
                      .templates = tb,
                      .state_dir = cfg->state_dir,
                      .image_dir = cfg->image_dir,
-                     .tunnel = tunnel};
+                     .tunnel = tunnel,
+                     .memory_capacity_mb =
+                         adm.overcommit > 0 ? (int64_t)(adm.host_memory_mb * adm.overcommit) : 0};
     rpc_server_config scfg = {.listen_addr = cfg->listen,
                               .tls = {.cert_path = cfg->tls_cert,
                                       .key_path = cfg->tls_key,

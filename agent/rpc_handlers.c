@@ -430,6 +430,7 @@ static void h_host_info(void *appv, rpc_call *call, const ProtobufCMessage *m)
     struct statvfs vf;
     if (app->state_dir && statvfs(app->state_dir, &vf) == 0)
         resp.disk_free_mb = (int64_t)((uint64_t)vf.f_bavail * vf.f_frsize / (1024 * 1024));
+    resp.memory_capacity_mb = app->memory_capacity_mb;
     long cpus = sysconf(_SC_NPROCESSORS_ONLN);
     resp.vcpus = cpus > 0 ? (int32_t)cpus : 0;
     char **tpl;

@@ -30,6 +30,7 @@ typedef struct agent_rpc {
     const char *state_dir;       /* GetHostInfo: disk free under it; NULL = not reported */
     const char *image_dir;       /* GetHostInfo: its subdirectories are the templates ready */
     struct port_tunnel *tunnel;  /* NULL: OpenPort answers UNAVAILABLE */
+    int64_t memory_capacity_mb;  /* GetHostInfo: the admission limit; 0 = none */
 } agent_rpc;
 
 /* The method table; pass an agent_rpc* as rpc_server_config.app. */

@@ -15,6 +15,9 @@ json_t *api_host_json(const db_host *h)
                   (json_int_t)(h->max_memory_mb < 0 ? 0 : h->max_memory_mb));
     if (!o) return NULL;
     if (h->max_memory_mb < 0) json_object_set_new(o, "max_memory_mb", json_null());
+    json_object_set_new(o, "memory_capacity_mb",
+                        h->memory_capacity_mb > 0 ? json_integer(h->memory_capacity_mb)
+                                                  : json_null());
     json_object_set_new(o, "last_seen_age_sec",
                         h->last_seen_age_sec < 0 ? json_null() : json_real(h->last_seen_age_sec));
     return o;

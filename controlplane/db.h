@@ -115,6 +115,7 @@ typedef struct db_host {
     int failures;             /* consecutive failed probes */
     long long max_memory_mb;  /* operator cap; -1 = none (the agent's RAM) */
     long long memory_total_mb, memory_reserved_mb, disk_free_mb; /* as last reported */
+    long long memory_capacity_mb; /* the agent's admission limit as reported; 0 = unknown/none */
     int vcpus;
     long long sandboxes;      /* rows not stopped/error */
     long long memory_used_mb; /* memory_mb of its rows pending/running/pausing/resuming */
@@ -123,6 +124,7 @@ typedef struct db_host {
 /* What one GetHostInfo answer reported. */
 typedef struct db_host_info {
     long long memory_total_mb, memory_reserved_mb, disk_free_mb;
+    long long memory_capacity_mb; /* 0 = no limit reported */
     int vcpus;
     const char *const *templates;
     size_t n_templates;
@@ -147,6 +149,7 @@ int db_host_reset_identity(db_conn *db, const char *id, bool *found, terr *err);
 
 /* The scheduler: among hosts that read ready (not draining, not
  * unreachable) and are not in skip, whose memory cap (max_memory_mb, else the
+ * agent's reported admission limit memory_capacity_mb, else the
  * reported RAM; unknown = no limit) minus memory_used_mb holds memory_mb,
  * whose reported free disk holds memory_mb + DB_HOST_DISK_MARGIN_MB (0 =
  * not reported, allowed) and

@@ -30,7 +30,8 @@ int db_host_upsert(db_conn *db, const char *id, const char *address, terr *err)
     "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, "   \
     "(SELECT count(*) FROM sandboxes s WHERE s.host_id = h.id AND s.status NOT IN ('stopped', 'error')) AS n_live, " \
     "(SELECT coalesce(sum(s.memory_mb), 0) FROM sandboxes s WHERE s.host_id = h.id "                                 \
-    "   AND s.status IN ('pending', 'running', 'pausing', 'resuming')) AS mem_used"
+    "   AND s.status IN ('pending', 'running', 'pausing', 'resuming')) AS mem_used, "                                \
+    "coalesce(h.memory_capacity_mb, 0) AS mem_capacity"
 
 void db_host_from_result_at(PGresult *r, int i, int c, db_host *h)
 {
@@ -49,6 +50,7 @@ void db_host_from_result_at(PGresult *r, int i, int c, db_host *h)
     h->vcpus = atoi(PQgetvalue(r, i, c + 11));
     h->sandboxes = atoll(PQgetvalue(r, i, c + 12));
     h->memory_used_mb = atoll(PQgetvalue(r, i, c + 13));
+    h->memory_capacity_mb = atoll(PQgetvalue(r, i, c + 14));
 }
 
 static void host_from_result(PGresult *r, int i, db_host *h) { db_host_from_result_at(r, i, 0, h); }
@@ -106,7 +108,7 @@ static int host_pick(db_conn *db, int memory_mb, const char *template_name, cons
     int rc = db_run(
         db, "pick host",
         "SELECT * FROM (SELECT " HOST_COLS
-        ", coalesce(h.max_memory_mb, nullif(h.memory_total_mb, 0)) AS cap, "
+        ", coalesce(h.max_memory_mb, nullif(h.memory_capacity_mb, 0), nullif(h.memory_total_mb, 0)) AS cap, "
         "  h.templates FROM hosts h WHERE h.state = 'ready' AND h.failures < " STR(
             DB_HOST_UNREACHABLE_FAILURES) " AND h.id <> ALL($3::text[])) c "
                                           "WHERE (c.cap IS NULL OR c.cap - c.mem_used >= $1::bigint) "
@@ -164,19 +166,20 @@ static int host_update_status(db_conn *db, const char *what, const char *sql, in
 int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info, char *old_status,
                           char *new_status, terr *err)
 {
-    char total[24] = "", reserved[24] = "", disk[24] = "", vcpus[16] = "";
+    char total[24] = "", reserved[24] = "", disk[24] = "", vcpus[16] = "", capacity[24] = "";
     char *tpl = NULL;
     if (info) {
         snprintf(total, sizeof total, "%lld", info->memory_total_mb);
         snprintf(reserved, sizeof reserved, "%lld", info->memory_reserved_mb);
         snprintf(disk, sizeof disk, "%lld", info->disk_free_mb);
         snprintf(vcpus, sizeof vcpus, "%d", info->vcpus);
+        snprintf(capacity, sizeof capacity, "%lld", info->memory_capacity_mb);
         if (!(tpl = db_text_array(info->templates, info->n_templates)))
             return terr_set(err, "out of memory");
     }
-    const char *p[6] = {
-        id, info ? total : NULL, info ? reserved : NULL, info ? disk : NULL, info ? vcpus : NULL,
-        tpl};
+    const char *p[7] = {
+        id,  info ? total : NULL,   info ? reserved : NULL, info ? disk : NULL, info ? vcpus : NULL,
+        tpl, info ? capacity : NULL};
     int rc = host_update_status(
         db, "record host answer",
         "WITH o AS (SELECT id, state, failures FROM hosts WHERE id = $1 FOR UPDATE) "
@@ -185,11 +188,13 @@ int db_host_record_answer(db_conn *db, const char *id, const db_host_info *info,
         "  memory_total_mb = coalesce($2::bigint, h.memory_total_mb), "
         "  memory_reserved_mb = coalesce($3::bigint, h.memory_reserved_mb), "
         "  disk_free_mb = coalesce($4::bigint, h.disk_free_mb), vcpus = coalesce($5::int, h.vcpus), "
-        "  templates = coalesce($6::text[], h.templates) "
+        "  templates = coalesce($6::text[], h.templates), "
+        "  memory_capacity_mb = CASE WHEN $7::bigint IS NULL THEN h.memory_capacity_mb "
+        "                            ELSE nullif($7::bigint, 0) END "
         "FROM o WHERE h.id = o.id RETURNING " OLD_STATUS_EXPR ", "
         "  (CASE WHEN h.failures >= " STR(
             DB_HOST_UNREACHABLE_FAILURES) " THEN 'unreachable' ELSE h.state END)",
-        6, p, old_status, new_status, err);
+        7, p, old_status, new_status, err);
     free(tpl);
     return rc;
 }

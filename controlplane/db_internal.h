@@ -40,7 +40,7 @@ typedef enum db_prep {
     "h.id, h.address, h.agent_id, h.state, " HOST_STATUS_EXPR " AS status, "                                       \
     "coalesce(extract(epoch from now() - h.last_seen)::float8, -1) AS seen_age, h.failures, "                      \
     "coalesce(h.max_memory_mb, -1) AS max_mem, h.memory_total_mb, h.memory_reserved_mb, h.disk_free_mb, h.vcpus, " \
-    "0 AS n_live, 0 AS mem_used"
+    "0 AS n_live, 0 AS mem_used, coalesce(h.memory_capacity_mb, 0) AS mem_capacity"
 
 /* Runs a parameterised statement (prepared as ps unless PREP_NONE); *res is
  * set only on success (TUPLES_OK or COMMAND_OK) and must be PQclear'ed. */

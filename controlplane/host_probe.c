@@ -34,6 +34,7 @@ int host_probe(db_conn *db, agent_pool *agents, const db_host *host, double fres
                        .memory_reserved_mb = info->memory_reserved_mb,
                        .disk_free_mb = info->disk_free_mb,
                        .vcpus = info->vcpus,
+                       .memory_capacity_mb = info->memory_capacity_mb,
                        .templates = (const char *const *)info->templates_ready,
                        .n_templates = info->n_templates_ready};
     int rc = db_host_record_answer(db, host->id, &hi, before, after, &dberr);

@@ -138,7 +138,9 @@ static int cmd_hosts_list(const cp_config *cfg, terr *err)
         char seen[32], mem[48];
         if (h->last_seen_age_sec < 0) snprintf(seen, sizeof seen, "never");
         else snprintf(seen, sizeof seen, "%.1fs ago", h->last_seen_age_sec);
-        long long cap = h->max_memory_mb >= 0 ? h->max_memory_mb : h->memory_total_mb;
+        long long cap = h->max_memory_mb >= 0       ? h->max_memory_mb
+                        : h->memory_capacity_mb > 0 ? h->memory_capacity_mb
+                                                    : h->memory_total_mb;
         snprintf(mem, sizeof mem, "%lld/%lld", h->memory_used_mb, cap);
         printf("%-16s  %-11s  %-24s  %-19s  %9s  %-19s  %9lld  %5d  %9lld\n", h->id, h->status,
                h->address, *h->agent_id ? h->agent_id : "-", seen, mem, h->disk_free_mb, h->vcpus,

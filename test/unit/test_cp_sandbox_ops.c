@@ -502,6 +502,46 @@ static void test_create_honours_the_memory_cap_and_draining(void **state)
     assert_string_equal(h.id, "h1");
 }
 
+/* The scheduler fills a host up to what its agent admits (RAM x the agent's
+ * overcommit, reported as memory_capacity_mb), not only up to its RAM; an
+ * operator cap still wins. */
+static void test_pick_fills_a_host_up_to_its_agents_admission_limit(void **state)
+{
+    ops_fx *o = *state;
+    terr e;
+    bool found;
+    char before[16], after[16];
+    db_host h;
+    db_host_info ram_only = {.memory_total_mb = 1000, .disk_free_mb = 100000, .vcpus = 2};
+    if (db_host_record_answer(o->db, "h1", &ram_only, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
+    if (db_host_pick(o->db, 1200, "minimal", NULL, 0, &h, &found, &e) != 0)
+        fail_msg("pick: %s", e.msg);
+    assert_false(found); /* no admission limit reported: the RAM is the cap */
+    db_host_info overcommit = ram_only;
+    overcommit.memory_capacity_mb = 1500;
+    if (db_host_record_answer(o->db, "h1", &overcommit, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
+    if (db_host_pick(o->db, 1200, "minimal", NULL, 0, &h, &found, &e) != 0)
+        fail_msg("pick: %s", e.msg);
+    assert_true(found);
+    assert_int_equal(h.memory_capacity_mb, 1500);
+    if (db_host_pick(o->db, 1600, "minimal", NULL, 0, &h, &found, &e) != 0)
+        fail_msg("pick: %s", e.msg);
+    assert_false(found);
+    if (db_host_set_max_memory(o->db, "h1", 1100, &found, &e) != 0 || !found)
+        fail_msg("cap: %s", e.msg);
+    if (db_host_pick(o->db, 1200, "minimal", NULL, 0, &h, &found, &e) != 0)
+        fail_msg("pick: %s", e.msg);
+    assert_false(found);
+    if (db_host_set_max_memory(o->db, "h1", -1, &found, &e) != 0) fail_msg("cap: %s", e.msg);
+    /* An answer without info keeps the reported limit. */
+    if (db_host_record_answer(o->db, "h1", NULL, before, after, &e) != 0)
+        fail_msg("answer: %s", e.msg);
+    if (db_host_get(o->db, "h1", &h, &found, &e) != 0 || !found) fail_msg("host: %s", e.msg);
+    assert_int_equal(h.memory_capacity_mb, 1500);
+}
+
 /* A moving sandbox: every other operation is a conflict and changes
  * nothing; a move of a sandbox that is not paused is a conflict too. */
 static void test_a_moving_sandbox_refuses_other_operations(void **state)
@@ -649,6 +689,7 @@ int main(void)
         cmocka_unit_test(test_create_beyond_the_team_quota_is_refused),
         cmocka_unit_test(test_create_skips_a_full_host_and_fails_when_all_are_full),
         cmocka_unit_test(test_create_honours_the_memory_cap_and_draining),
+        cmocka_unit_test(test_pick_fills_a_host_up_to_its_agents_admission_limit),
         cmocka_unit_test(test_a_moving_sandbox_refuses_other_operations),
         cmocka_unit_test(test_a_failed_probe_counts_only_when_nobody_heard_the_host_recently),
         cmocka_unit_test(test_calls_to_a_sandbox_on_an_unreachable_host_fail_at_once),
