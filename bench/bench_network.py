@@ -12,8 +12,12 @@ Figures only; exits non-zero only when something it drives broke.
 --setup-only stops after the net_setup figures (with the phases the agent
 logs: build_us = namespace + links in-process, rules_us = the nft exec, which
 runs while the links and the state file are made).
+--auto-resume N only measures auto-resume through the proxy: N rounds of
+paused (REST pause of an `auto_resume` sandbox serving busybox httpd) ->
+first proxied answer, next to a REST resume + the same GET done apart.
 
 usage: python3 bench/bench_network.py [--build-dir build] [--n 5] [--mib 32] [--setup-only]
+                                     [--auto-resume N]
 """
 import argparse
 import os
@@ -73,6 +77,48 @@ def proxy_vs_direct(s, sid, n):
           f"{proxied['p50'] - direct['p50']:.2f} ms")
 
 
+def auto_resume(s, rounds):
+    """Paused -> first proxied answer (auto_resume), and the same split in
+    its two steps (REST resume, then the GET) for comparison."""
+    import http.client
+    sb = s.create({"template": "minimal", "memory_mb": 128, "auto_resume": True})
+    sid, token = sb["id"], sb["access_token"]
+    r = s.exec(sid, "mkdir -p /tmp/www && echo hi > /tmp/www/index.html && httpd -p 8080 -h /tmp/www")
+    assert r["exit_code"] == 0, r
+
+    def get():
+        c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=60)
+        c.request("GET", f"/v1/sandboxes/{sid}/ports/8080/index.html", headers={"X-Access-Token": token})
+        resp = c.getresponse()
+        body = resp.read()
+        c.close()
+        assert resp.status == 200 and body == b"hi\n", (resp.status, body)
+
+    get()
+    woken, resume, first_get = [], [], []
+    for _ in range(rounds):
+        st, _ = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+        assert st == 200
+        t0 = time.monotonic()
+        get()
+        woken.append((time.monotonic() - t0) * 1000)
+        st, _ = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+        assert st == 200
+        t0 = time.monotonic()
+        st, _ = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+        assert st == 200
+        t1 = time.monotonic()
+        get()
+        resume.append((t1 - t0) * 1000)
+        first_get.append((time.monotonic() - t1) * 1000)
+    med = statistics.median
+    q = lambda v: sorted(v)[max(0, int(len(v) * 0.9 + 0.5) - 1)]  # noqa: E731
+    print(f"auto-resume: paused -> first proxied answer: median {med(woken):.0f} ms, p90 {q(woken):.0f} ms "
+          f"(n={rounds}; all: {[round(x) for x in woken]})")
+    print(f"  apart: REST resume median {med(resume):.0f} ms + first GET after it median {med(first_get):.0f} ms")
+    s.destroy(sid)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--build-dir", default=os.path.join(HERE, "..", "build"))
@@ -80,12 +126,16 @@ def main():
     ap.add_argument("--mib", type=int, default=32)
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--setup-only", action="store_true")
+    ap.add_argument("--auto-resume", type=int, default=0, metavar="N")
     a = ap.parse_args()
     os.environ["TORPOR_BUILD_DIR"] = os.path.abspath(a.build_dir)
     import test_network as t  # noqa: E402  (after TORPOR_BUILD_DIR)
     s = t.NetStack("bench-network")
     s.__enter__()
     try:
+        if a.auto_resume:
+            auto_resume(s, a.auto_resume)
+            return 0
         ids, create_ms, resume_ms = [], [], []
         for _ in range(a.n):
             t0 = time.monotonic()
