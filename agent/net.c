@@ -172,6 +172,26 @@ static void ns_leave(int saved)
     close(saved);
 }
 
+/* A new socket (type | NONBLOCK | CLOEXEC) made inside the namespace of
+ * sandbox id, so it lives there whatever thread uses it later; -1 with err
+ * ("<what>: ..."). */
+static int ns_socket(const char *id, int type, const char *what, terr *err)
+{
+    int nsfd = ns_open(id, err);
+    if (nsfd < 0) return -1;
+    int saved;
+    if (ns_enter(nsfd, &saved, err) < 0) {
+        close(nsfd);
+        return -1;
+    }
+    int s = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int e = errno;
+    ns_leave(saved);
+    close(nsfd);
+    if (s < 0) terr_set(err, "%s: %s", what, strerror(e));
+    return s;
+}
+
 static int write_sysctl(const char *path, const char *value, terr *err)
 {
     int fd = open(path, O_WRONLY | O_CLOEXEC);
@@ -500,18 +520,9 @@ static bool dns_allowed(agent_net *n, const net_policy *p)
 static int dns_ensure(agent_net *n, const char *id, const net_policy *p, terr *err)
 {
     if (!n->dns || net_dns_attached(n->dns, id)) return 0;
-    int nsfd = ns_open(id, err);
-    if (nsfd < 0) return -1;
-    int saved;
-    if (ns_enter(nsfd, &saved, err) < 0) {
-        close(nsfd);
-        return -1;
-    }
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int e = errno;
-    ns_leave(saved);
-    close(nsfd);
-    if (s < 0) return terr_set(err, "dns socket: %s", strerror(e));
+    int s = ns_socket(id, SOCK_DGRAM, "dns socket", err);
+    if (s < 0) return -1;
+    int e;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
     inet_pton(AF_INET, NET_GATEWAY_ADDR, &sa.sin_addr);
     if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
@@ -737,18 +748,9 @@ int net_connect(agent_net *n, const char *id, int port, int timeout_ms, int *fd,
 {
     (void)n;
     *refused = 0;
-    int nsfd = ns_open(id, err);
-    if (nsfd < 0) return -1;
-    int saved;
-    if (ns_enter(nsfd, &saved, err) < 0) {
-        close(nsfd);
-        return -1;
-    }
-    int s = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int e = errno;
-    ns_leave(saved);
-    close(nsfd);
-    if (s < 0) return terr_set(err, "socket: %s", strerror(e));
+    int s = ns_socket(id, SOCK_STREAM, "socket", err);
+    if (s < 0) return -1;
+    int e;
     struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
     inet_pton(AF_INET, NET_GUEST_ADDR, &sa.sin_addr);
     if (connect(s, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {

@@ -443,6 +443,31 @@ static void h_host_info(void *appv, rpc_call *call, const ProtobufCMessage *m)
 
 typedef Torpor__Hostagent__V1__TransferFile pb_tfile;
 
+void agent_rpc_files_to_pb(const transfer_file *files, size_t n, pb_tfile *pbs, pb_tfile **ptrs)
+{
+    for (size_t i = 0; i < n; i++) {
+        pbs[i] = (pb_tfile)TORPOR__HOSTAGENT__V1__TRANSFER_FILE__INIT;
+        pbs[i].name = (char *)files[i].name;
+        pbs[i].size = files[i].size;
+        pbs[i].sha256 = (char *)files[i].sha256;
+        ptrs[i] = &pbs[i];
+    }
+}
+
+bool agent_rpc_files_from_pb(pb_tfile *const *in, size_t n, transfer_file *out)
+{
+    for (size_t i = 0; i < n; i++) {
+        const pb_tfile *f = in[i];
+        if (!f || !f->name || !f->sha256 || strlen(f->name) >= sizeof out[i].name ||
+            strlen(f->sha256) != 64)
+            return false;
+        snprintf(out[i].name, sizeof out[i].name, "%s", f->name);
+        snprintf(out[i].sha256, sizeof out[i].sha256, "%s", f->sha256);
+        out[i].size = f->size;
+    }
+    return true;
+}
+
 static void h_export_files(void *appv, rpc_call *call, const ProtobufCMessage *m)
 {
     agent_rpc *app = appv;
@@ -459,13 +484,7 @@ static void h_export_files(void *appv, rpc_call *call, const ProtobufCMessage *m
     }
     pb_tfile pbs[TRANSFER_FILES_MAX];
     pb_tfile *ptrs[TRANSFER_FILES_MAX];
-    for (size_t i = 0; i < n; i++) {
-        pbs[i] = (pb_tfile)TORPOR__HOSTAGENT__V1__TRANSFER_FILE__INIT;
-        pbs[i].name = files[i].name;
-        pbs[i].size = files[i].size;
-        pbs[i].sha256 = files[i].sha256;
-        ptrs[i] = &pbs[i];
-    }
+    agent_rpc_files_to_pb(files, n, pbs, ptrs);
     Torpor__Hostagent__V1__ExportSandboxFilesResponse resp =
         TORPOR__HOSTAGENT__V1__EXPORT_SANDBOX_FILES_RESPONSE__INIT;
     resp.files = ptrs;
@@ -540,16 +559,9 @@ static void h_commit_import(void *appv, rpc_call *call, const ProtobufCMessage *
         return;
     }
     transfer_file files[TRANSFER_FILES_MAX];
-    for (size_t i = 0; i < req->n_files; i++) {
-        const pb_tfile *f = req->files[i];
-        if (!f || !f->name || !f->sha256 || strlen(f->name) >= sizeof files[i].name ||
-            strlen(f->sha256) != 64) {
-            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad file entry");
-            return;
-        }
-        snprintf(files[i].name, sizeof files[i].name, "%s", f->name);
-        snprintf(files[i].sha256, sizeof files[i].sha256, "%s", f->sha256);
-        files[i].size = f->size;
+    if (!agent_rpc_files_from_pb(req->files, req->n_files, files)) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad file entry");
+        return;
     }
     runtime_spec spec = {.vcpus = req->vcpus,
                          .memory_mb = req->memory_mb,

@@ -16,9 +16,11 @@
 #include <grpc/status.h>
 #include <stddef.h>
 
+#include "hostagent.pb-c.h"
 #include "journal.h"
 #include "lifecycle.h"
 #include "rpc.h"
+#include "sandbox_transfer.h"
 #include "template_builder.h"
 
 typedef struct agent_rpc {
@@ -40,6 +42,17 @@ const rpc_method *agent_rpc_methods(size_t *n);
 const char *const *agent_rpc_quick_methods(void);
 
 grpc_status_code agent_code_to_grpc(agent_code c);
+
+/* The file list of a transfer (a sandbox move, a template image copy) in
+ * and out of protobuf. to_pb fills pbs/ptrs (n entries, pointing into
+ * files); from_pb copies n entries into out and is false on a missing or
+ * over-long name, or a sha256 that is not 64 characters (the caller has
+ * checked 1 <= n <= TRANSFER_FILES_MAX). */
+void agent_rpc_files_to_pb(const transfer_file *files, size_t n,
+                           Torpor__Hostagent__V1__TransferFile *pbs,
+                           Torpor__Hostagent__V1__TransferFile **ptrs);
+bool agent_rpc_files_from_pb(Torpor__Hostagent__V1__TransferFile *const *in, size_t n,
+                             transfer_file *out);
 
 /* BuildTemplate, GetTemplate, ListTemplates, DeleteTemplate (rpc_templates.c). */
 void agent_rpc_build_template(void *app, rpc_call *call, const ProtobufCMessage *m);

@@ -150,13 +150,7 @@ void agent_rpc_export_template_image(void *appv, rpc_call *call, const ProtobufC
     }
     pb_tfile pbs[TRANSFER_FILES_MAX];
     pb_tfile *ptrs[TRANSFER_FILES_MAX];
-    for (size_t i = 0; i < n; i++) {
-        pbs[i] = (pb_tfile)TORPOR__HOSTAGENT__V1__TRANSFER_FILE__INIT;
-        pbs[i].name = files[i].name;
-        pbs[i].size = files[i].size;
-        pbs[i].sha256 = files[i].sha256;
-        ptrs[i] = &pbs[i];
-    }
+    agent_rpc_files_to_pb(files, n, pbs, ptrs);
     Torpor__Hostagent__V1__ExportTemplateImageResponse resp =
         TORPOR__HOSTAGENT__V1__EXPORT_TEMPLATE_IMAGE_RESPONSE__INIT;
     resp.digest = digest;
@@ -229,16 +223,9 @@ void agent_rpc_commit_template_image(void *appv, rpc_call *call, const ProtobufC
         return;
     }
     transfer_file files[TRANSFER_FILES_MAX];
-    for (size_t i = 0; i < req->n_files; i++) {
-        const pb_tfile *f = req->files[i];
-        if (!f || !f->name || !f->sha256 || strlen(f->name) >= sizeof files[i].name ||
-            strlen(f->sha256) != 64) {
-            rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad file entry");
-            return;
-        }
-        snprintf(files[i].name, sizeof files[i].name, "%s", f->name);
-        snprintf(files[i].sha256, sizeof files[i].sha256, "%s", f->sha256);
-        files[i].size = f->size;
+    if (!agent_rpc_files_from_pb(req->files, req->n_files, files)) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "bad file entry");
+        return;
     }
     tb_info info;
     terr e;
