@@ -65,6 +65,12 @@ def test_python_prints(s):
     assert 4096 * 1024 * 0.9 < kb <= 4096 * 1024, f"root filesystem is {kb} KiB, not ~4 GiB"
 
 
+def test_guest_kernel_does_not_compact_proactively(s):
+    # The debian template boots with the same kernel arguments as minimal.
+    r = s.exec(ctx["id"], "cat /proc/sys/vm/compaction_proactiveness")
+    assert r["exit_code"] == 0 and r["stdout"] == "0\n", r
+
+
 def test_file_and_background_process_survive_pause(s):
     sid = ctx["id"]
     r = s.exec(sid, "echo 'kept on the root disk' > /root/keep.txt && echo ok")
@@ -126,6 +132,7 @@ def test_destroy_leaves_no_file(s):
 
 TESTS = [
     test_python_prints,
+    test_guest_kernel_does_not_compact_proactively,
     test_file_and_background_process_survive_pause,
     test_survives_agent_sigkill_while_paused,
     test_survives_auto_pause,

@@ -58,6 +58,13 @@ def test_create_and_exec(s):
     assert r["stdout"] == "hello from Linux\n" and r["exit_code"] == 0, r
 
 
+def test_guest_kernel_does_not_compact_proactively(s):
+    # kcompactd's 500 ms proactive wake-up was most of an idle sandbox's host
+    # CPU under TCG; the image's kernel command line turns it off.
+    r = s.exec(ctx["id"], "cat /proc/sys/vm/compaction_proactiveness")
+    assert r["exit_code"] == 0 and r["stdout"] == "0\n", r
+
+
 def test_write_file_and_start_counter(s):
     sid = ctx["id"]
     st, body = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
@@ -311,6 +318,7 @@ def test_pause_with_qemu_killed_during_pause(s):
 
 TESTS = [
     test_create_and_exec,
+    test_guest_kernel_does_not_compact_proactively,
     test_write_file_and_start_counter,
     test_pause_tears_down_qemu_and_keeps_snapshot,
     test_paused_sandbox_refuses_exec_and_files,
