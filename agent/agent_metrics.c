@@ -18,7 +18,7 @@ static void init(void)
                           (const char *[]){"operation", "result"}, metrics_buckets_seconds,
                           metrics_buckets_seconds_n);
     auto_pauses = metrics_counter(r, "torpor_agent_auto_pauses_total",
-                                  "Auto-pauses of idle sandboxes; failed ones destroy the sandbox.",
+                                  "Auto-pauses of idle sandboxes; a failed one leaves a live VM running (retried with back-off) and destroys only a VM that is gone.",
                                   1, (const char *[]){"result"});
     ticks =
         metrics_counter(r, "torpor_agent_reaper_ticks_total", "Ticks of the TTL reaper.", 0, NULL);

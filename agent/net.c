@@ -1,4 +1,11 @@
-/* net: per-sandbox network namespaces, TAP devices and nftables rules (see net.h). */
+/* net: per-sandbox network namespaces, TAP devices and nftables rules (see net.h).
+ *
+ * Over 600 lines because one sandbox's network is one life cycle: the slot
+ * (address) claim, the state file, the namespace, its links (net_link.c does
+ * the rtnetlink part), the rules, the DNS forwarder hook (net_dns.c) and the
+ * teardown must agree on the order of every step and on what a crash between
+ * two of them leaves behind (sweep_orphans, dns_reattach). Split by step, each
+ * file would need the others' invariants. */
 #include "net.h"
 
 #include <arpa/inet.h>

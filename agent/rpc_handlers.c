@@ -1,3 +1,8 @@
+/* rpc_handlers: the HostAgentService table (agent_rpc_methods) and one short
+ * handler per RPC: check the message, call lifecycle/net/transfer, translate
+ * the outcome to a gRPC status and the answer to protobuf. Over 600 lines only
+ * because there are 18 such handlers, each a screen or less; the template RPCs
+ * are in rpc_templates.c and the file RPCs' chunking in rpc_files.c. */
 #include "rpc_handlers.h"
 
 #include <dirent.h>

@@ -2,7 +2,10 @@
  * build: building -> ready | error), the state files, and the public API
  * (template_builder.h). A build's child process is in template_child.c, the
  * setup script in template_setup.c, file helpers in template_files.c; what
- * they share is template_builder_internal.h. */
+ * they share is template_builder_internal.h. Over 600 lines because the
+ * queue, the worker's state machine and the crash-safe state files are one
+ * invariant (a build's state on disk is always one the worker can resume or
+ * fail cleanly after a restart); the parts without it are already split out. */
 #include "template_builder.h"
 
 #include <dirent.h>

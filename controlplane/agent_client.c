@@ -1,3 +1,9 @@
+/* agent_client: the pool of gRPC clients (one per host, replaced when the
+ * host's address changes) and one typed function per HostAgentService RPC
+ * (agent_client.h), which owns the method path, the deadline, the retry of
+ * idempotent calls and the protobuf <-> row translation, so no HTTP handler
+ * spells any of them. Over 600 lines because there is one such function per
+ * RPC (the template RPCs are in agent_templates.c). */
 #include "agent_client.h"
 
 #include <pthread.h>
