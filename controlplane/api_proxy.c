@@ -169,6 +169,13 @@ static int connect_within(int fd, const struct sockaddr *sa, socklen_t len, int 
 
 /* Connects to host:port of the agent's tunnel and sends the token line
  * (through mutual TLS when the control plane has its certificates). */
+/* The no-progress deadline of a proxied request (--proxy-idle-timeout). */
+static int proxy_idle_ms(const cp_config *cfg)
+{
+    double ms = cfg->proxy_idle_timeout_sec * 1000.0;
+    return ms >= 1 && ms <= 86400000.0 ? (int)ms : PROXY_IDLE_DEFAULT_MS;
+}
+
 static int tunnel_connect(const cp_config *cfg, const char *agent_addr, int port, const char *token,
                           terr *err)
 {
@@ -191,7 +198,8 @@ static int tunnel_connect(const cp_config *cfg, const char *agent_addr, int port
     char line[80];
     int n = snprintf(line, sizeof line, "%s\n", token);
     if (cfg->tls_cert && (fd = tls_wrap(cfg, fd, host, line, err)) < 0) return -1;
-    struct timeval tv = {PROXY_TIMEOUT_MS / 1000, 0};
+    int idle_ms = proxy_idle_ms(cfg);
+    struct timeval tv = {idle_ms / 1000, (idle_ms % 1000) * 1000};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     if (!cfg->tls_cert && send(fd, line, (size_t)n, MSG_NOSIGNAL) != n) {
@@ -322,7 +330,8 @@ static void upgrade_answer(api_request *r, int fd, const char *protocol)
     }
     if (status != 101) { /* an ordinary answer: streamed as any other */
         proxy_stream *p = proxy_stream_start_read(r->req, fd, in.p, in.len,
-                                                  !strcmp(http_request_method(r->req), "HEAD"));
+                                                  !strcmp(http_request_method(r->req), "HEAD"),
+                                                  proxy_idle_ms(r->ctx->cfg));
         free(in.p);
         if (p) proxy_stream_answer(p, r->req);
         else http_reply_error(r->req, 500, "internal_error", "cannot start the proxy's relay");
@@ -481,7 +490,8 @@ static proxy_stream *stream_open(api_request *r, long port, const char *guest_pa
         return NULL;
     }
     proxy_stream *p =
-        proxy_stream_start(r->req, fd, has_body(r->req), chunked, !strcmp(method, "HEAD"));
+        proxy_stream_start(r->req, fd, has_body(r->req), chunked, !strcmp(method, "HEAD"),
+                           proxy_idle_ms(r->ctx->cfg));
     if (!p) http_reply_error(r->req, 500, "internal_error", "cannot start the proxy's relay");
     return p;
 }

@@ -2,6 +2,7 @@
 
 #include "auth_cache.h"
 #include "proxy_host.h"
+#include "proxy_stream.h"
 #include "reconciler.h"
 
 #include <errno.h>
@@ -75,6 +76,9 @@ void cp_config_usage(FILE *f)
         "  --proxy-domain DOMAIN       also proxy a request whose Host is {port}-{id}.DOMAIN to that\n"
         "                              port of that sandbox, as /v1/sandboxes/{id}/ports/{port}/...\n"
         "                              (same auth) [TORPOR_PROXY_DOMAIN] (off)\n"
+        "  --proxy-idle-timeout SEC    a proxied request (not a WebSocket) in which no byte moves\n"
+        "                              either way for SEC ends: 502 before the answer's head, cut\n"
+        "                              after it [TORPOR_PROXY_IDLE_TIMEOUT] (60)\n"
         "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
         "  --tls-key PEM               its private key [TORPOR_TLS_KEY]\n"
         "  --tls-ca PEM                CA that signed the agents' certificates [TORPOR_TLS_CA]\n"
@@ -144,6 +148,7 @@ static const flag_def flags[] = {
     {"--agent-tls-server-name", "TORPOR_AGENT_TLS_SERVER_NAME", F_STR, OFF(agent_tls_server_name)},
     {"--metrics-addr", "TORPOR_METRICS_ADDR", F_STR, OFF(metrics_addr)},
     {"--proxy-domain", "TORPOR_PROXY_DOMAIN", F_STR, OFF(proxy_domain)},
+    {"--proxy-idle-timeout", "TORPOR_PROXY_IDLE_TIMEOUT", F_SECONDS, OFF(proxy_idle_timeout_sec)},
     {"--team", NULL, F_STR, OFF(team)},
     {"--max-sandboxes", NULL, F_LIMIT, OFF(max_sandboxes)},
     {"--id", NULL, F_STR, OFF(host_id)},
@@ -203,6 +208,7 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->http_long_threads = 16;
     out->team_long_calls = 8;
     out->max_connections = 1024;
+    out->proxy_idle_timeout_sec = PROXY_IDLE_DEFAULT_MS / 1000.0;
 
     for (size_t i = 0; i < N_FLAGS; i++) {
         const char *v = flags[i].env ? getenv(flags[i].env) : NULL;

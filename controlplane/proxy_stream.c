@@ -77,6 +77,7 @@ struct proxy_stream {
     pthread_cond_t cond; /* head_state left 0 */
     int refs;
     int tfd;           /* the tunnel (non-blocking once the relay runs) */
+    int idle_ms;       /* no byte either way for this long ends the request */
     int wake;          /* eventfd: the relay's poll wakes on it */
     http_request *req; /* NULL once the request is freed */
     bool relay_done;
@@ -313,11 +314,11 @@ static void *stream_main(void *arg)
                         : ring_room(&p->down) >= PROXY_READ ? PROXY_READ
                                                             : 0;
         pthread_mutex_unlock(&p->mu);
-        /* No byte moved either way for PROXY_TIMEOUT_MS: the guest is silent,
+        /* No byte moved either way for idle_ms: the guest is silent,
          * or guest and client each wait for the other (a client that sends
          * its whole body before reading, a guest that answers without
          * reading it): either way the request ends. */
-        int64_t left = last + PROXY_TIMEOUT_MS - mono_ms();
+        int64_t left = last + p->idle_ms - mono_ms();
         if (left <= 0) {
             pthread_mutex_lock(&p->mu);
             head_failed(p, "the sandbox did not answer in time");
@@ -452,11 +453,12 @@ static ssize_t reply_read(void *cls, uint64_t pos, char *buf, size_t max)
 /* The stream, its rings and the relay; got (n bytes) were read from the
  * guest already. */
 static proxy_stream *start(http_request *req, int fd, bool with_body, bool chunked_body,
-                           bool head_request, const char *got, size_t n)
+                           bool head_request, const char *got, size_t n, int idle_ms)
 {
     proxy_stream *p = calloc(1, sizeof *p);
     if (p) {
         p->tfd = fd;
+        p->idle_ms = idle_ms > 0 ? idle_ms : PROXY_IDLE_DEFAULT_MS;
         p->wake = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
         p->up.p = with_body ? malloc(PROXY_RING) : NULL;
         p->down.p = malloc(PROXY_RING);
@@ -511,19 +513,19 @@ static proxy_stream *start(http_request *req, int fd, bool with_body, bool chunk
 }
 
 proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool chunked_body,
-                                 bool head_request)
+                                 bool head_request, int idle_ms)
 {
-    return start(req, fd, with_body, chunked_body, head_request, NULL, 0);
+    return start(req, fd, with_body, chunked_body, head_request, NULL, 0, idle_ms);
 }
 
 proxy_stream *proxy_stream_start_read(http_request *req, int fd, const char *got, size_t n,
-                                      bool head_request)
+                                      bool head_request, int idle_ms)
 {
     if (n >= PROXY_RING) {
         close(fd);
         return NULL;
     }
-    return start(req, fd, false, false, head_request, got, n);
+    return start(req, fd, false, false, head_request, got, n, idle_ms);
 }
 
 /* Worker: the body is in (all of it gone to the ring); the guest's answer

@@ -19,7 +19,7 @@
  *
  * Bounds and failures: some byte must move (guest to relay, relay to guest,
  * client body in, answer out to the client when the ring was full) at least
- * every PROXY_TIMEOUT_MS; else (a silent guest; a guest and a client each
+ * every idle_ms (torpor-cp --proxy-idle-timeout, PROXY_IDLE_DEFAULT_MS); else (a silent guest; a guest and a client each
  * waiting for the other), or when the guest's answer head is not HTTP/1.x or
  * over PROXY_HEAD_MAX, or the guest closes first, the reply is 502
  * bad_gateway before the head, and the answer is cut (an error for the
@@ -38,7 +38,7 @@
 
 #include "http_server.h"
 
-#define PROXY_TIMEOUT_MS 60000
+#define PROXY_IDLE_DEFAULT_MS 60000 /* no byte either way for this long ends a request */
 #define PROXY_RING (256 * 1024)    /* each direction's buffer */
 #define PROXY_HEAD_MAX (64 * 1024) /* the guest's answer headers */
 #define PROXY_READ (64 * 1024)     /* one read from the guest */
@@ -46,13 +46,14 @@
 typedef struct proxy_stream proxy_stream;
 
 /* Worker. with_body: the request announced one (the up ring is made only
- * then). NULL (fd closed) when out of memory or threads. */
+ * then). idle_ms > 0: the no-progress deadline above. NULL (fd closed) when
+ * out of memory or threads. */
 proxy_stream *proxy_stream_start(http_request *req, int fd, bool with_body, bool chunked_body,
-                                 bool head_request);
+                                 bool head_request, int idle_ms);
 /* The same for an answer whose first n bytes (n < PROXY_RING) were read
  * from the guest already (an Upgrade request the guest did not accept). */
 proxy_stream *proxy_stream_start_read(http_request *req, int fd, const char *got, size_t n,
-                                      bool head_request);
+                                      bool head_request, int idle_ms);
 /* I/O thread: an http_body_fn for the request (cls unused). */
 int proxy_stream_body(void *cls, http_request *req, const char *data, size_t len);
 /* Worker, handler, once the body has ended: replies (see above). */

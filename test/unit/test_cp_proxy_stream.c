@@ -17,6 +17,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "http_server.h"
@@ -28,12 +29,22 @@ typedef struct guest {
     int fd;
     const char *answer;
     size_t answer_len; /* 0: strlen(answer) */
+    int delay_ms;      /* wait this long before answering */
+    int drip_ms;       /* > 0: write the answer a byte at a time, this far apart */
     char got[65536];   /* what it read */
     size_t got_len;
     pthread_t th;
 } guest;
 
 static guest *current; /* the test's guest, for the route */
+static int idle_ms;    /* the proxy's no-progress deadline for the next stream (0: default) */
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0) {
+    }
+}
 
 static void *guest_main(void *arg)
 {
@@ -55,7 +66,15 @@ static void *guest_main(void *arg)
         if (!cl && !strstr(g->got, "Transfer-Encoding")) break;
     }
     size_t len = g->answer_len ? g->answer_len : strlen(g->answer);
-    if (write(g->fd, g->answer, len) != (ssize_t)len) abort();
+    if (g->delay_ms) sleep_ms(g->delay_ms);
+    if (g->drip_ms) {
+        for (size_t i = 0; i < len; i++) {
+            if (send(g->fd, g->answer + i, 1, MSG_NOSIGNAL) != 1) break;
+            sleep_ms(g->drip_ms);
+        }
+    } else if (send(g->fd, g->answer, len, MSG_NOSIGNAL) != (ssize_t)len && !g->delay_ms) {
+        abort(); /* (after a delay the proxy may have given up on it: that is the test) */
+    }
     close(g->fd);
     return NULL;
 }
@@ -65,6 +84,7 @@ static void guest_start(guest *g, const char *answer)
     memset(g, 0, sizeof *g);
     g->answer = answer;
     current = g;
+    idle_ms = 0;
 }
 
 /* Opens the stream: the tunnel is one end of a socket pair, the guest the
@@ -87,7 +107,8 @@ static void open_stream(http_request *req)
         head = buf;
     }
     if (write(sp[0], head, strlen(head)) != (ssize_t)strlen(head)) abort();
-    if (!proxy_stream_start(req, sp[0], body, chunked, !strcmp(http_request_method(req), "HEAD")))
+    if (!proxy_stream_start(req, sp[0], body, chunked, !strcmp(http_request_method(req), "HEAD"),
+                            idle_ms))
         http_reply_error(req, 500, "internal_error", "no stream");
 }
 
@@ -119,7 +140,7 @@ static void handler(void *app, void *worker, http_request *req)
         current->fd = sp[1];
         pthread_create(&current->th, NULL, guest_main, current);
         static const char pre[] = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab";
-        proxy_stream *p = proxy_stream_start_read(req, sp[0], pre, sizeof pre - 1, false);
+        proxy_stream *p = proxy_stream_start_read(req, sp[0], pre, sizeof pre - 1, false, idle_ms);
         if (!p) http_reply_error(req, 500, "internal_error", "no stream");
         else proxy_stream_answer(p, req);
         return;
@@ -296,6 +317,45 @@ static void test_answer_partly_read_already_goes_on_from_the_tunnel(void **state
     http_server_stop(s);
 }
 
+/* A guest that reads the request and says nothing for longer than the idle
+ * timeout: the client gets 502 when the timeout passes, not the answer the
+ * guest sends later. */
+static void test_silent_guest_is_502_after_the_idle_timeout(void **state)
+{
+    (void)state;
+    http_server *s = start();
+    guest g;
+    guest_start(&g, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate");
+    g.delay_ms = 4000;
+    idle_ms = 500;
+    size_t len;
+    char *a = call(s, "GET /x HTTP/1.0\r\n\r\n", &len);
+    if (!strstr(a, " 502 ") || !strstr(a, "did not answer in time")) fail_msg("answer: %s", a);
+    free(a);
+    pthread_join(g.th, NULL);
+    http_server_stop(s);
+}
+
+/* The deadline is on progress, not on the whole answer: a guest that sends
+ * its answer a byte every 50 ms (2.4 s in all) with a 500 ms idle timeout is
+ * passed through whole. */
+static void test_answer_that_keeps_moving_outlives_the_idle_timeout(void **state)
+{
+    (void)state;
+    http_server *s = start();
+    guest g;
+    guest_start(&g, "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n0123456789");
+    g.drip_ms = 50;
+    idle_ms = 500;
+    size_t len;
+    char *a = call(s, "GET /x HTTP/1.0\r\n\r\n", &len);
+    pthread_join(g.th, NULL);
+    if (!strstr(a, " 200 ") || strcmp(strstr(a, "\r\n\r\n") + 4, "0123456789"))
+        fail_msg("answer: %s", a);
+    free(a);
+    http_server_stop(s);
+}
+
 /* 8 MiB down through the fixed rings, to a client that reads slowly at
  * first: everything arrives, in order. */
 static void test_large_answer_arrives_whole(void **state)
@@ -349,6 +409,8 @@ int main(void)
         cmocka_unit_test(test_answer_that_is_not_http_is_502),
         cmocka_unit_test(test_answer_partly_read_already_goes_on_from_the_tunnel),
         cmocka_unit_test(test_large_answer_arrives_whole),
+        cmocka_unit_test(test_silent_guest_is_502_after_the_idle_timeout),
+        cmocka_unit_test(test_answer_that_keeps_moving_outlives_the_idle_timeout),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
