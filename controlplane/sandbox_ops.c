@@ -480,52 +480,54 @@ void sandbox_ops_delete(const sbop_ctx *c, const char *id, sbop_result *res)
 
 /* ------------------------------------------------------------ pause / resume */
 
+/* One compare-and-set of the row, from -> to (also setting `set`): 0 when it
+ * moved; else -1 with res answered (internal error, or 409 naming what the
+ * row holds now, as `what`). */
+static int step(const sbop_ctx *c, const char *id, sb_status from, sb_status to, unsigned set,
+                const char *what, sbop_result *res)
+{
+    bool changed;
+    terr err;
+    if (db_sandbox_transition(c->db, id, BIT(from), to, set, NULL, &res->row, &changed, &err) !=
+        0) {
+        internal(res, &err);
+        return -1;
+    }
+    if (!changed) {
+        conflict_now(c, id, what, res);
+        return -1;
+    }
+    return 0;
+}
+
 void sandbox_ops_pause(const sbop_ctx *c, const char *id, sbop_result *res)
 {
     memset(res, 0, sizeof *res);
     if (load(c, id, res) != 0 || require_running(res) != 0) return;
     rpc_client *client;
     if (agent_for(c, res, &client) != 0) return;
-    bool changed;
-    terr err;
     /* pausing before the RPC, so the reconciler never takes the VM's
      * disappearance for a crash. */
-    if (db_sandbox_transition(c->db, id, BIT(SB_RUNNING), SB_PAUSING, 0, NULL, &res->row, &changed,
-                              &err) != 0) {
-        internal(res, &err);
-        return;
-    }
-    if (!changed) {
-        conflict_now(c, id, "sandbox is not running", res);
-        return;
-    }
+    if (step(c, id, SB_RUNNING, SB_PAUSING, 0, "sandbox is not running", res) != 0) return;
     int64_t t0 = mono_ms();
+    terr err;
     grpc_status_code st = agent_pause(client, id, &err);
     if (st == GRPC_STATUS_OK) {
-        terr dberr;
-        if (db_sandbox_transition(c->db, id, BIT(SB_PAUSING), SB_PAUSED, 0, NULL, &res->row,
-                                  &changed, &dberr) != 0) {
-            internal(res, &dberr);
+        if (step(c, id, SB_PAUSING, SB_PAUSED, 0, "sandbox changed state during the pause", res) !=
+            0)
             return;
-        }
-        if (!changed) {
-            conflict_now(c, id, "sandbox changed state during the pause", res);
-            return;
-        }
         log_info("event=sandbox_paused sandbox_id=%s duration_ms=%lld", id,
                  (long long)(mono_ms() - t0));
-        {
-            set_outcome(res, SBOP_OK);
-            return;
-        }
+        set_outcome(res, SBOP_OK);
+        return;
     }
     /* The pause failed: find out where the sandbox really is. */
     sb_status now = settle_from_agent(c, client, id, SB_PAUSING, &res->row);
     if (now == SB_PAUSING && st == GRPC_STATUS_NOT_FOUND) mark_stopped(c, id, SB_PAUSING);
-    if (now == SB_PAUSED) {
+    if (now == SB_PAUSED) { /* e.g. the reaper paused it first */
         set_outcome(res, SBOP_OK);
         return;
-    } /* e.g. the reaper paused it first */
+    }
     agent_failed(res, st, &err);
 }
 
@@ -539,37 +541,18 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
     }
     rpc_client *client;
     if (agent_for(c, res, &client) != 0) return;
-    bool changed;
-    terr err;
-    if (db_sandbox_transition(c->db, id, BIT(SB_PAUSED), SB_RESUMING, 0, NULL, &res->row, &changed,
-                              &err) != 0) {
-        internal(res, &err);
-        return;
-    }
-    if (!changed) {
-        conflict_now(c, id, "sandbox is not paused", res);
-        return;
-    }
+    if (step(c, id, SB_PAUSED, SB_RESUMING, 0, "sandbox is not paused", res) != 0) return;
     int64_t t0 = mono_ms();
+    terr err;
     grpc_status_code st = agent_resume(client, id, res->row.timeout_sec, &err);
-    terr dberr;
     if (st == GRPC_STATUS_OK) {
-        if (db_sandbox_transition(c->db, id, BIT(SB_RESUMING), SB_RUNNING,
-                                  DB_SET_STARTED | DB_SET_ACTIVE, NULL, &res->row, &changed,
-                                  &dberr) != 0) {
-            internal(res, &dberr);
+        if (step(c, id, SB_RESUMING, SB_RUNNING, DB_SET_STARTED | DB_SET_ACTIVE,
+                 "sandbox changed state during the resume", res) != 0)
             return;
-        }
-        if (!changed) {
-            conflict_now(c, id, "sandbox changed state during the resume", res);
-            return;
-        }
         log_info("event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld", id,
                  res->row.timeout_sec, (long long)(mono_ms() - t0));
-        {
-            set_outcome(res, SBOP_OK);
-            return;
-        }
+        set_outcome(res, SBOP_OK);
+        return;
     }
     /* The resume failed: what the agent now holds decides the row. The
      * agent keeps a snapshot it did not consume (paused), may have resumed
@@ -583,10 +566,8 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
         log_info(
             "event=sandbox_resumed sandbox_id=%s timeout_sec=%d duration_ms=%lld after_error=1", id,
             res->row.timeout_sec, (long long)(mono_ms() - t0));
-        {
-            set_outcome(res, SBOP_OK);
-            return;
-        }
+        set_outcome(res, SBOP_OK);
+        return;
     }
     if (now == SB_RESUMING && st == GRPC_STATUS_NOT_FOUND)
         mark_stopped(c, id, SB_RESUMING); /* the agent said so */
