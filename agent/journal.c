@@ -10,6 +10,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "fs_util.h"
 #include "runtime.h"
 #include "torpor_limits.h"
@@ -62,20 +63,6 @@ static void remove_id(journal *j, const char *id)
     j->n--;
 }
 
-static int write_all(int fd, const char *buf, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, buf, len);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return -1;
-        }
-        buf += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
 static int fsync_dir_of(const char *path, terr *err)
 {
     char *copy = strdup(path);
@@ -118,7 +105,7 @@ static int compact_locked(journal *j, terr *err)
     for (size_t i = 0; i < j->n; i++) {
         char line[RUNTIME_ID_MAX + 4];
         int len = snprintf(line, sizeof line, "P %s\n", j->ids[i]);
-        if (write_all(fd, line, (size_t)len) != 0) goto fail;
+        if (fd_write_all(fd, line, (size_t)len) != 0) goto fail;
     }
     if (fsync(fd) != 0) goto fail;
     if (rename(tmp, j->path) != 0) goto fail;
@@ -149,7 +136,7 @@ static int append_locked(journal *j, char kind, const char *id, terr *err)
     char line[RUNTIME_ID_MAX + 4];
     int len = snprintf(line, sizeof line, "%c %s\n", kind, id);
     off_t end = lseek(j->fd, 0, SEEK_END);
-    if (write_all(j->fd, line, (size_t)len) != 0) {
+    if (fd_write_all(j->fd, line, (size_t)len) != 0) {
         int e = errno;
         /* Cut a partial line so the next record starts on a clean line; if
          * that fails too, the next append rewrites the file first (writing

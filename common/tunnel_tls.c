@@ -14,6 +14,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "mono_time.h"
 
 struct tunnel_tls {
@@ -249,18 +250,6 @@ int tunnel_tls_write_all(tunnel_tls_conn *c, const void *data, size_t n, int tim
     return 0;
 }
 
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 void tunnel_tls_pump(tunnel_tls_conn *c, int fd, void (*on_traffic)(void *cls), void *cls)
 {
     char buf[16384]; /* one TLS record */
@@ -271,7 +260,7 @@ void tunnel_tls_pump(tunnel_tls_conn *c, int fd, void (*on_traffic)(void *cls), 
         while (tls_open) {
             int n = SSL_read(c->ssl, buf, sizeof buf);
             if (n > 0) {
-                if (send_all(fd, buf, (size_t)n) != 0) return;
+                if (fd_send_all(fd, buf, (size_t)n) != 0) return;
                 if (on_traffic) on_traffic(cls);
                 continue;
             }

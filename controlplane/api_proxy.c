@@ -19,6 +19,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "fd_io.h"
 #include "log.h"
 #include "proxy_stream.h"
 #include "sandbox_ops.h"
@@ -209,18 +210,6 @@ static int tunnel_connect(const cp_config *cfg, const char *agent_addr, int port
     return fd;
 }
 
-static int send_all(int fd, const char *p, size_t n)
-{
-    while (n) {
-        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 /* ---- WebSocket (any Upgrade): after the guest's 101, bytes both ways */
 
 typedef struct ws_relay {
@@ -254,7 +243,7 @@ static void relay_pump(int a, int b)
                 else a_open = false;
                 continue;
             }
-            if (send_all(to, chunk, (size_t)got) < 0) return;
+            if (fd_send_all(to, chunk, (size_t)got) < 0) return;
         }
     }
 }
@@ -267,8 +256,8 @@ static void *relay_main(void *arg)
     struct timeval none = {0, 0};
     setsockopt(w->tfd, SOL_SOCKET, SO_RCVTIMEO, &none, sizeof none);
     setsockopt(w->tfd, SOL_SOCKET, SO_SNDTIMEO, &none, sizeof none);
-    if ((w->pending_len == 0 || send_all(w->cfd, w->pending, w->pending_len) == 0) &&
-        (w->extra_len == 0 || send_all(w->tfd, w->extra, w->extra_len) == 0))
+    if ((w->pending_len == 0 || fd_send_all(w->cfd, w->pending, w->pending_len) == 0) &&
+        (w->extra_len == 0 || fd_send_all(w->tfd, w->extra, w->extra_len) == 0))
         relay_pump(w->cfd, w->tfd);
     close(w->tfd);
     http_upgraded_close(w->h);
@@ -450,7 +439,7 @@ static int send_head(api_request *r, int fd, const char *guest_path, const char 
     puts_(&out, " HTTP/1.1\r\n");
     http_request_headers_each(r->req, add_header, &out);
     puts_(&out, body_hdr);
-    int rc = out.oom ? -1 : send_all(fd, out.p, out.len);
+    int rc = out.oom ? -1 : fd_send_all(fd, out.p, out.len);
     free(out.p);
     return rc;
 }

@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fd_io.h"
+
 /* Sets status + "<what>: <path>" style message. Returns 0, or -1 on OOM. */
 static int set_status(gp_status_result *res, int status, const char *path, terr *err)
 {
@@ -138,20 +140,6 @@ static int make_parents(const char *path)
     return rc;
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return errno;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int guest_files_write(const gp_write_file_req *req, gp_status_result *res, terr *err)
 {
     memset(res, 0, sizeof *res);
@@ -182,7 +170,7 @@ int guest_files_write(const gp_write_file_req *req, gp_status_result *res, terr 
         free(tmp);
         return set_status(res, e, path, err);
     }
-    e = write_all(fd, req->content, req->len);
+    e = fd_write_all(fd, req->content, req->len) != 0 ? errno : 0;
     if (!e && fchmod(fd, req->mode & 07777) < 0) e = errno;
     if (!e && fsync(fd) < 0) e = errno;
     if (close(fd) < 0 && !e) e = errno;

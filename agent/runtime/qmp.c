@@ -15,6 +15,7 @@
 
 #include <jansson.h>
 
+#include "fd_io.h"
 #include "mono_time.h"
 
 /* QMP lines are small (query-migrate is the largest we read, < 2 KB), but
@@ -68,20 +69,6 @@ static int read_line(qmp *q, long long deadline, char **line, terr *err)
         if (got == 0) return terr_set(err, "qmp: connection closed by QEMU");
         q->len += (size_t)got;
     }
-}
-
-static int write_all(int fd, const char *s, size_t n, terr *err)
-{
-    while (n) {
-        ssize_t w = send(fd, s, n, MSG_NOSIGNAL);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            return terr_set(err, "qmp: connection closed (write: %s)", strerror(errno));
-        }
-        s += w;
-        n -= (size_t)w;
-    }
-    return 0;
 }
 
 /* Waits for the answer to the command just sent: skips events, turns an
@@ -196,7 +183,9 @@ static int send_request(qmp *q, const char *cmd, json_t *args, terr *err)
 {
     char *msg = request_line(cmd, args, err);
     if (!msg) return -1;
-    int r = write_all(q->fd, msg, strlen(msg), err);
+    int r = fd_send_all(q->fd, msg, strlen(msg)) == 0
+                ? 0
+                : terr_set(err, "qmp: connection closed (write: %s)", strerror(errno));
     free(msg);
     return r;
 }
