@@ -63,6 +63,46 @@ def test_pip_install_offline_provides_the_torpor_command(s):
     assert out.stdout.decode().startswith("torpor "), out
 
 
+def readme_block(text, lang, after):
+    """The first ```lang fenced block of text after the line containing `after`."""
+    m = re.search(re.escape(after) + r".*?^```" + lang + r"\n(.*?)^```", text, re.M | re.S)
+    assert m, f"no ```{lang} block after {after!r} in README.md"
+    return m.group(1)
+
+
+def test_readme_first_screen_runs_on_debian(s):
+    """README.md's first screen, run as written in a fresh directory (a copy
+    of clients/python, .torpor/env as scripts/up writes it) with Debian's
+    python3 first on PATH, as on a fresh Debian 12 (PEP 668: its pip refuses
+    to install outside a venv): the shell block, then the Python block in
+    the same shell. Every sandbox they made is destroyed at the end."""
+    with open(os.path.join(SOURCE_DIR, "README.md")) as f:
+        readme = f.read()
+    shell = readme_block(readme, "sh", "Then, from Python or the shell")
+    python = readme_block(readme, "python", "Then, from Python or the shell")
+    install = [line for line in shell.splitlines() if "pip install" in line]
+    assert len(install) == 1, shell
+    with open(os.path.join(SOURCE_DIR, "scripts", "up")) as f:
+        assert install[0].split("#")[0].strip() in f.read(), "scripts/up prints another install line than README"
+    d = tempfile.mkdtemp(dir=s.tmp)
+    shutil.copytree(os.path.join(SOURCE_DIR, "clients"), os.path.join(d, "clients"),
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    os.mkdir(os.path.join(d, ".torpor"))
+    with open(os.path.join(d, ".torpor", "env"), "w") as f:
+        f.write(f"export TORPOR_URL=http://127.0.0.1:{s.http_port}\nexport TORPOR_API_KEY={s.key_a}\n")
+    script = shell + 'echo "SB=$SB"\npython3 - <<\'PY\'\n' + python + \
+        'import sys; print("SBX=" + sbx.id, "PY=" + sys.executable)\nPY\n'
+    env = {"PATH": os.path.dirname(PYTHON) + ":/usr/bin:/bin:/usr/sbin:/sbin", "HOME": d, "LANG": "C.UTF-8"}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=d, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, f"README first screen failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+    ids = re.findall(r"^SBX?=(sb-[0-9a-f]+)", out.stdout, re.M)
+    assert len(ids) == 2 and "hello\n" in out.stdout, out.stdout
+    assert f"PY={d}/.venv/bin/python3" in out.stdout, out.stdout  # the venv's python runs the SDK
+    for sid in ids:
+        assert s.status_of(sid) == "stopped", (sid, s.status_of(sid))
+
+
 def test_help_of_every_command(s):
     for cmd in ([], ["create"], ["ls"], ["get"], ["exec"], ["cp"], ["pause"], ["resume"], ["ping"],
                 ["timeout"], ["rm"], ["templates"], ["templates", "ls"], ["templates", "build"],
@@ -163,6 +203,7 @@ def test_rm_destroys_every_id(s):
 
 TESTS = [
     test_pip_install_offline_provides_the_torpor_command,
+    test_readme_first_screen_runs_on_debian,
     test_help_of_every_command,
     test_create_prints_id_and_json,
     test_exec_propagates_exit_code_and_output,

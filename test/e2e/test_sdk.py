@@ -163,6 +163,32 @@ def test_errors_carry_api_code_and_status(s):
         raise AssertionError("no ConnectionFailed for a closed port")
 
 
+def test_templates_build_wait_get_log_delete(s):
+    """The template calls against the server's /v1/templates routes, with the
+    cheapest real build: a package apt cannot find ends in `error` within
+    seconds (docs/api.md)."""
+    c = client(s)
+    t = torpor.build_template("sdk-broken", packages=["no-such-package-sdk"], client=c)
+    assert (t["name"], t["status"], t["packages"]) == ("sdk-broken", "building", ["no-such-package-sdk"]), t
+    polls = []
+    t = torpor.wait_template("sdk-broken", client=c, timeout=300, interval=0.5, on_poll=polls.append)
+    assert t["status"] == "error" and "no-such-package-sdk" in (t["error"] or ""), t
+    assert polls and polls[-1] == t, polls
+    assert torpor.get_template("sdk-broken", client=c)["status"] == "error"
+    assert "Unable to locate package no-such-package-sdk" in torpor.template_log("sdk-broken", client=c)
+    names = [x["name"] for x in torpor.list_templates(client=c)]
+    assert "sdk-broken" in names and "minimal" in names, names
+    torpor.delete_template("sdk-broken", client=c)
+    for call, code, status in ((lambda: torpor.get_template("sdk-broken", client=c), "not_found", 404),
+                               (lambda: torpor.delete_template("minimal", client=c), "forbidden", 403)):
+        try:
+            call()
+        except torpor.TorporError as e:
+            assert (e.code, e.status) == (code, status), vars(e)
+        else:
+            raise AssertionError(f"expected {code}, nothing raised")
+
+
 def test_kill_stops_the_sandbox(s):
     sbx = ctx["sbx"]
     sbx.kill()
@@ -217,6 +243,7 @@ TESTS = [
     test_list_filters_by_status,
     test_set_timeout_and_ping,
     test_errors_carry_api_code_and_status,
+    test_templates_build_wait_get_log_delete,
     test_kill_stops_the_sandbox,
     test_context_manager_destroys_on_exit,
     test_settings_come_from_environment,
