@@ -8,14 +8,16 @@ every command."""
 
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import SOURCE_DIR, Stack, run_tests  # noqa: E402
+from harness import SOURCE_DIR, Stack, run_tests, wait_until  # noqa: E402
 
 # Debian's python3 (python3-venv, python3-pip with wheel, python3-setuptools)
 # builds the package without downloading anything.
@@ -105,8 +107,8 @@ def test_readme_first_screen_runs_on_debian(s):
 
 def test_help_of_every_command(s):
     for cmd in ([], ["create"], ["ls"], ["get"], ["exec"], ["cp"], ["pause"], ["resume"], ["ping"],
-                ["timeout"], ["rm"], ["templates"], ["templates", "ls"], ["templates", "build"],
-                ["templates", "log"]):
+                ["timeout"], ["rm"], ["templates"], ["templates", "ls"], ["templates", "get"],
+                ["templates", "build"], ["templates", "log"], ["templates", "rm"]):
         out = torpor(s, *cmd, "--help")
         text = out.stdout.decode()
         assert text.startswith("usage: torpor") and "exit codes:" in text, f"{cmd}: {text[:300]}"
@@ -178,6 +180,74 @@ def test_templates_ls_lists_public_templates(s):
     assert any(t["name"] == "minimal" and t["public"] for t in rows), rows
 
 
+def run_on_tty(s, *args, timeout=600):
+    """Runs torpor with stdout and stderr on a pseudo-terminal; returns
+    (exit code, everything it wrote there)."""
+    master, slave = pty.openpty()
+    env = dict(os.environ, TORPOR_URL=f"http://127.0.0.1:{s.http_port}", TORPOR_API_KEY=s.key_a)
+    env.pop("PYTHONPATH", None)
+    p = subprocess.Popen([ctx["torpor"], *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=max(1, deadline - time.monotonic())), out.decode(errors="replace")
+
+
+def test_templates_build_waits_and_fails_with_exit_8(s):
+    """A package apt cannot find: the build ends in error within seconds.
+    build waits for it, streams the build log (apt's message) to stderr,
+    names the error and exits 8; on a terminal the spinner shows the status
+    and the seconds elapsed."""
+    out = torpor(s, "templates", "build", "cli-broken", "--package", "no-such-package-cli", check_rc=8)
+    err = out.stderr.decode()
+    assert "Unable to locate package no-such-package-cli" in err, err[-2000:]
+    assert re.search(r"^torpor: template cli-broken failed: .*no-such-package-cli", err, re.M), err[-2000:]
+    assert out.stdout == b"", out.stdout
+    # --quiet --json: the Template on stdout; still the end of the log and the error on stderr.
+    torpor(s, "templates", "rm", "cli-broken")
+    out = torpor(s, "templates", "build", "cli-broken", "--package", "no-such-package-cli", "-q", "--json",
+                 check_rc=8)
+    t = json.loads(out.stdout)
+    assert (t["name"], t["status"]) == ("cli-broken", "error") and "no-such-package-cli" in t["error"], t
+    assert "Unable to locate package no-such-package-cli" in out.stderr.decode(), out.stderr[-2000:]
+    rc, text = run_on_tty(s, "templates", "build", "cli-tty", "--package", "no-such-package-tty")
+    assert rc == 8, (rc, text[-2000:])
+    assert re.search(r"[|/\\-] template cli-tty: building \(\d+ s\)", text), text[-3000:]
+    assert "Unable to locate package no-such-package-tty" in text, text[-2000:]
+    assert "torpor: template cli-tty failed:" in text, text[-2000:]
+    torpor(s, "templates", "rm", "cli-broken", "cli-tty")
+
+
+def test_templates_build_waits_until_ready(s):
+    """The cheapest build that succeeds: no packages and no setup is the
+    `debian` recipe, already in the image cache. build returns only once the
+    template is ready, printing NAME ready DIGEST SIZE; --no-wait returns at
+    once with the template building."""
+    out = torpor(s, "templates", "build", "cli-plain")
+    name, status, digest, size = out.stdout.decode().split()
+    assert (name, status) == ("cli-plain", "ready") and re.fullmatch(r"[0-9a-f]{64}", digest), out.stdout
+    assert int(size) > 0, out.stdout
+    assert "build-rootfs:" in out.stderr.decode(), out.stderr[-2000:]  # the build log, streamed
+    t = torpor_json(s, "templates", "get", "cli-plain")
+    assert (t["status"], t["digest"]) == ("ready", digest), t
+    t = torpor_json(s, "templates", "build", "cli-nowait", "--no-wait")
+    assert (t["name"], t["status"]) == ("cli-nowait", "building"), t
+    wait_until(lambda: torpor_json(s, "templates", "get", "cli-nowait")["status"] != "building", 600,
+               interval=1, what="cli-nowait leaves building")
+    assert torpor(s, "templates", "rm", "cli-plain", "cli-nowait").stdout.decode().split() == \
+        ["cli-plain", "cli-nowait"]
+    torpor(s, "templates", "get", "cli-plain", check_rc=3)
+
+
 def test_failures_have_documented_exit_codes(s):
     sid = ctx["id"]
     torpor(s, "resume", sid, check_rc=4)                       # invalid_state: it is running
@@ -210,6 +280,8 @@ TESTS = [
     test_cp_both_ways,
     test_pause_resume_ls_get,
     test_templates_ls_lists_public_templates,
+    test_templates_build_waits_and_fails_with_exit_8,
+    test_templates_build_waits_until_ready,
     test_failures_have_documented_exit_codes,
     test_rm_destroys_every_id,
 ]
