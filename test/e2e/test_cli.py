@@ -6,6 +6,7 @@ create -> exec (exit code propagates) -> cp both ways -> pause -> resume -> rm
 with --json parsed, plus the documented exit codes of failures and --help of
 every command."""
 
+import hashlib
 import json
 import os
 import pty
@@ -158,6 +159,63 @@ def test_cp_both_ways(s):
     torpor(s, "cp", local, os.path.join(d, "x"), check_rc=2)  # no sandbox side
 
 
+BIG_MIB = 64
+# Runs argv[2:] and writes its peak RSS in KiB (ru_maxrss of the waited
+# child) to the file argv[1]; exits with its exit code.
+PEAK_RSS = ("import resource, subprocess, sys\n"
+            "rc = subprocess.run(sys.argv[2:]).returncode\n"
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+            "sys.exit(rc)\n")
+
+
+def torpor_peak_rss_kib(s, *args):
+    """Runs torpor ARGS (exit 0 expected) and returns its peak RSS in KiB."""
+    env = dict(os.environ, TORPOR_URL=f"http://127.0.0.1:{s.http_port}", TORPOR_API_KEY=s.key_a)
+    env.pop("PYTHONPATH", None)
+    fd, path = tempfile.mkstemp(dir=s.tmp)
+    os.close(fd)
+    out = subprocess.run([PYTHON, "-c", PEAK_RSS, path, ctx["torpor"], *args], capture_output=True, env=env,
+                         timeout=900)
+    assert out.returncode == 0, f"torpor {' '.join(args)}: exit {out.returncode}: {out.stderr[-1000:]!r}"
+    with open(path) as f:
+        return int(f.read())
+
+
+def test_cp_streams_large_files_in_bounded_memory(s):
+    """A 64 MiB file copied up to a `minimal` sandbox and back arrives intact
+    (sha256 on both sides), and neither copy makes the CLI's peak RSS grow
+    by more than 16 MiB over `torpor --version`'s: the file is streamed in
+    1 MiB chunks, never held whole."""
+    sid = torpor(s, "create", "--template", "minimal", "--memory", "512").stdout.decode().strip()
+    d = tempfile.mkdtemp(dir=s.tmp)
+    local, back = os.path.join(d, "big.bin"), os.path.join(d, "big-back.bin")
+    h = hashlib.sha256()
+    with open(local, "wb") as f:
+        for i in range(BIG_MIB):
+            block = (i.to_bytes(4, "big") + bytes(range(256))) * (1024 * 1024 // 260) + b"\n" * 4
+            block += b"\0" * (1024 * 1024 - len(block))
+            h.update(block)
+            f.write(block)
+    digest = h.hexdigest()
+    try:
+        base = torpor_peak_rss_kib(s, "--version")
+        up = torpor_peak_rss_kib(s, "cp", local, f"{sid}:/tmp/big.bin")
+        r = torpor(s, "exec", sid, "--timeout", "300", "--", "wc -c < /tmp/big.bin; sha256sum /tmp/big.bin")
+        r = r.stdout.decode().split()
+        assert r[:2] == [str(BIG_MIB << 20), digest], (r, digest)
+        down = torpor_peak_rss_kib(s, "cp", f"{sid}:/tmp/big.bin", back)
+        with open(back, "rb") as f:
+            assert hashlib.file_digest(f, "sha256").hexdigest() == digest
+        print(f"peak RSS: --version {base} KiB, cp up {up} KiB, cp down {down} KiB ({BIG_MIB} MiB file)")
+        for what, kib in (("cp up", up), ("cp down", down)):
+            assert kib - base < 16 * 1024, f"{what} of {BIG_MIB} MiB: peak RSS {kib} KiB vs {base} KiB at rest"
+        # A failed download leaves no partial file behind.
+        torpor(s, "cp", f"{sid}:/tmp/no-such-file", os.path.join(d, "missing.bin"), check_rc=3)
+        assert sorted(os.listdir(d)) == ["big-back.bin", "big.bin"], os.listdir(d)
+    finally:
+        torpor(s, "rm", sid)
+
+
 def test_pause_resume_ls_get(s):
     sid = ctx["id"]
     assert torpor_json(s, "pause", sid)["status"] == "paused"
@@ -278,6 +336,7 @@ TESTS = [
     test_create_prints_id_and_json,
     test_exec_propagates_exit_code_and_output,
     test_cp_both_ways,
+    test_cp_streams_large_files_in_bounded_memory,
     test_pause_resume_ls_get,
     test_templates_ls_lists_public_templates,
     test_templates_build_waits_and_fails_with_exit_8,

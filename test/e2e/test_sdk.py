@@ -77,6 +77,40 @@ def test_files_write_then_read_roundtrips_bytes(s):
     assert files.read("/tmp/from-file.bin") == big[:1500000]
 
 
+def test_files_upload_and_download_stream_file_objects(s):
+    """upload() from a regular file (sent with Content-Length) and from a
+    pipe (chunked), download() into a file, with progress reported per
+    chunk; a failed download writes nothing."""
+    files = ctx["sbx"].files
+    data = os.urandom(2 * 1024 * 1024 + 12345)
+    path = os.path.join(s.tmp, "sdk-up.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    seen = []
+    with open(path, "rb") as f:
+        assert files.upload("/tmp/up.bin", f, on_progress=lambda n, total: seen.append((n, total))) == len(data)
+    assert seen[-1] == (len(data), len(data)) and len(seen) == 3, seen
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as pr:
+        with os.fdopen(w, "wb") as pw:
+            pw.write(data[:50000])
+        assert files.upload("/tmp/piped.bin", pr, mode=0o600) == 50000
+    down = []
+    with open(path + ".back", "wb") as f:
+        assert files.download("/tmp/up.bin", f, on_progress=lambda n, total: down.append((n, total))) == len(data)
+    with open(path + ".back", "rb") as f:
+        assert f.read() == data
+    assert down[-1] == (len(data), len(data)), down[-3:]
+    assert files.read("/tmp/piped.bin") == data[:50000]
+    sink = io.BytesIO()
+    try:
+        files.download("/tmp/no-such.bin", sink)
+    except torpor.NotFound:
+        assert sink.getvalue() == b""
+    else:
+        raise AssertionError("download of a missing file did not raise NotFound")
+
+
 def test_files_list_returns_sorted_entries(s):
     files = ctx["sbx"].files
     files.write("/tmp/lst/b.txt", b"bb")
@@ -237,6 +271,7 @@ TESTS = [
     test_exec_passes_env_cwd_and_stdin,
     test_exec_timeout_kills_the_command,
     test_files_write_then_read_roundtrips_bytes,
+    test_files_upload_and_download_stream_file_objects,
     test_files_list_returns_sorted_entries,
     test_pause_then_resume_keeps_files,
     test_connect_resumes_a_paused_sandbox,

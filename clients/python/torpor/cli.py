@@ -24,6 +24,7 @@ import json
 import os
 import re
 import sys
+import tempfile
 import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
@@ -230,34 +231,61 @@ def cmd_exec(a: argparse.Namespace, c: Client) -> int:
     return res.exit_code & 0xFF if res.exit_code > 255 else res.exit_code
 
 
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} B"
+
+
+def _progress(spinner: Spinner, verb: str) -> Callable[[int, Optional[int]], None]:
+    def update(done: int, total: Optional[int]) -> None:
+        spinner.label = f"{verb} {_size_text(done)}" + (f" of {_size_text(total)}" if total is not None else "")
+    return update
+
+
 def cmd_cp(a: argparse.Namespace, c: Client) -> int:
+    """Streams the file both ways in 1 MiB chunks (Files.upload/download):
+    memory stays bounded whatever the file's size."""
     src_remote, dst_remote = REMOTE_RE.match(a.src), REMOTE_RE.match(a.dst)
     if bool(src_remote) == bool(dst_remote):
         raise UsageError("cp copies between the local machine and one sandbox: "
                          "cp LOCAL ID:/PATH or cp ID:/PATH LOCAL")
     if dst_remote:
         sbx = _handle(dst_remote.group(1), c)
-        if a.src == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(a.src, "rb") as f:
-                data = f.read()
-        with Spinner(f"uploading {len(data)} bytes ..."):
-            sbx.files.write(dst_remote.group(2), data)
+        spinner = Spinner("uploading ...")
+        with spinner:
+            if a.src == "-":
+                sbx.files.upload(dst_remote.group(2), sys.stdin.buffer, on_progress=_progress(spinner, "uploading"))
+            else:
+                with open(a.src, "rb") as f:
+                    sbx.files.upload(dst_remote.group(2), f, on_progress=_progress(spinner, "uploading"))
         return EXIT_OK
     sbx = _handle(src_remote.group(1), c)
-    with Spinner("downloading ..."):
-        data = sbx.files.read(src_remote.group(2))
+    spinner = Spinner("downloading ...")
     if a.dst == "-":
-        sys.stdout.buffer.write(data)
+        with spinner:
+            sbx.files.download(src_remote.group(2), sys.stdout.buffer, on_progress=_progress(spinner, "downloading"))
         sys.stdout.flush()
-    else:
-        dst = a.dst
-        if os.path.isdir(dst):
-            dst = os.path.join(dst, os.path.basename(src_remote.group(2).rstrip("/")) or "file")
-        with open(dst, "wb") as f:
-            f.write(data)
+        return EXIT_OK
+    dst = a.dst
+    if os.path.isdir(dst):
+        dst = os.path.join(dst, os.path.basename(src_remote.group(2).rstrip("/")) or "file")
+    # Into a temporary file next to the destination, renamed over it once
+    # complete: a failed copy leaves the destination as it was.
+    fd, tmp = tempfile.mkstemp(prefix=".torpor-cp-", dir=os.path.dirname(os.path.abspath(dst)))
+    try:
+        with os.fdopen(fd, "wb") as f, spinner:
+            sbx.files.download(src_remote.group(2), f, on_progress=_progress(spinner, "downloading"))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, dst)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return EXIT_OK
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _state_cmd(action: str, label: str) -> Callable[[argparse.Namespace, Client], int]:
