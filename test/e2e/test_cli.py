@@ -6,16 +6,19 @@ create -> exec (exit code propagates) -> cp both ways -> pause -> resume -> rm
 with --json parsed, plus the documented exit codes of failures and --help of
 every command."""
 
+import hashlib
 import json
 import os
+import pty
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import SOURCE_DIR, Stack, run_tests  # noqa: E402
+from harness import SOURCE_DIR, Stack, run_tests, wait_until  # noqa: E402
 
 # Debian's python3 (python3-venv, python3-pip with wheel, python3-setuptools)
 # builds the package without downloading anything.
@@ -63,10 +66,50 @@ def test_pip_install_offline_provides_the_torpor_command(s):
     assert out.stdout.decode().startswith("torpor "), out
 
 
+def readme_block(text, lang, after):
+    """The first ```lang fenced block of text after the line containing `after`."""
+    m = re.search(re.escape(after) + r".*?^```" + lang + r"\n(.*?)^```", text, re.M | re.S)
+    assert m, f"no ```{lang} block after {after!r} in README.md"
+    return m.group(1)
+
+
+def test_readme_first_screen_runs_on_debian(s):
+    """README.md's first screen, run as written in a fresh directory (a copy
+    of clients/python, .torpor/env as scripts/up writes it) with Debian's
+    python3 first on PATH, as on a fresh Debian 12 (PEP 668: its pip refuses
+    to install outside a venv): the shell block, then the Python block in
+    the same shell. Every sandbox they made is destroyed at the end."""
+    with open(os.path.join(SOURCE_DIR, "README.md")) as f:
+        readme = f.read()
+    shell = readme_block(readme, "sh", "Then, from Python or the shell")
+    python = readme_block(readme, "python", "Then, from Python or the shell")
+    install = [line for line in shell.splitlines() if "pip install" in line]
+    assert len(install) == 1, shell
+    with open(os.path.join(SOURCE_DIR, "scripts", "up")) as f:
+        assert install[0].split("#")[0].strip() in f.read(), "scripts/up prints another install line than README"
+    d = tempfile.mkdtemp(dir=s.tmp)
+    shutil.copytree(os.path.join(SOURCE_DIR, "clients"), os.path.join(d, "clients"),
+                    ignore=shutil.ignore_patterns("build", "*.egg-info", "__pycache__"))
+    os.mkdir(os.path.join(d, ".torpor"))
+    with open(os.path.join(d, ".torpor", "env"), "w") as f:
+        f.write(f"export TORPOR_URL=http://127.0.0.1:{s.http_port}\nexport TORPOR_API_KEY={s.key_a}\n")
+    script = shell + 'echo "SB=$SB"\npython3 - <<\'PY\'\n' + python + \
+        'import sys; print("SBX=" + sbx.id, "PY=" + sys.executable)\nPY\n'
+    env = {"PATH": os.path.dirname(PYTHON) + ":/usr/bin:/bin:/usr/sbin:/sbin", "HOME": d, "LANG": "C.UTF-8"}
+    out = subprocess.run(["bash", "-euo", "pipefail", "-c", script], cwd=d, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert out.returncode == 0, f"README first screen failed ({out.returncode}):\n{out.stdout}\n{out.stderr}"
+    ids = re.findall(r"^SBX?=(sb-[0-9a-f]+)", out.stdout, re.M)
+    assert len(ids) == 2 and "hello\n" in out.stdout, out.stdout
+    assert f"PY={d}/.venv/bin/python3" in out.stdout, out.stdout  # the venv's python runs the SDK
+    for sid in ids:
+        assert s.status_of(sid) == "stopped", (sid, s.status_of(sid))
+
+
 def test_help_of_every_command(s):
     for cmd in ([], ["create"], ["ls"], ["get"], ["exec"], ["cp"], ["pause"], ["resume"], ["ping"],
-                ["timeout"], ["rm"], ["templates"], ["templates", "ls"], ["templates", "build"],
-                ["templates", "log"]):
+                ["timeout"], ["rm"], ["templates"], ["templates", "ls"], ["templates", "get"],
+                ["templates", "build"], ["templates", "log"], ["templates", "rm"]):
         out = torpor(s, *cmd, "--help")
         text = out.stdout.decode()
         assert text.startswith("usage: torpor") and "exit codes:" in text, f"{cmd}: {text[:300]}"
@@ -116,6 +159,63 @@ def test_cp_both_ways(s):
     torpor(s, "cp", local, os.path.join(d, "x"), check_rc=2)  # no sandbox side
 
 
+BIG_MIB = 64
+# Runs argv[2:] and writes its peak RSS in KiB (ru_maxrss of the waited
+# child) to the file argv[1]; exits with its exit code.
+PEAK_RSS = ("import resource, subprocess, sys\n"
+            "rc = subprocess.run(sys.argv[2:]).returncode\n"
+            "open(sys.argv[1], 'w').write(str(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))\n"
+            "sys.exit(rc)\n")
+
+
+def torpor_peak_rss_kib(s, *args):
+    """Runs torpor ARGS (exit 0 expected) and returns its peak RSS in KiB."""
+    env = dict(os.environ, TORPOR_URL=f"http://127.0.0.1:{s.http_port}", TORPOR_API_KEY=s.key_a)
+    env.pop("PYTHONPATH", None)
+    fd, path = tempfile.mkstemp(dir=s.tmp)
+    os.close(fd)
+    out = subprocess.run([PYTHON, "-c", PEAK_RSS, path, ctx["torpor"], *args], capture_output=True, env=env,
+                         timeout=900)
+    assert out.returncode == 0, f"torpor {' '.join(args)}: exit {out.returncode}: {out.stderr[-1000:]!r}"
+    with open(path) as f:
+        return int(f.read())
+
+
+def test_cp_streams_large_files_in_bounded_memory(s):
+    """A 64 MiB file copied up to a `minimal` sandbox and back arrives intact
+    (sha256 on both sides), and neither copy makes the CLI's peak RSS grow
+    by more than 16 MiB over `torpor --version`'s: the file is streamed in
+    1 MiB chunks, never held whole."""
+    sid = torpor(s, "create", "--template", "minimal", "--memory", "512").stdout.decode().strip()
+    d = tempfile.mkdtemp(dir=s.tmp)
+    local, back = os.path.join(d, "big.bin"), os.path.join(d, "big-back.bin")
+    h = hashlib.sha256()
+    with open(local, "wb") as f:
+        for i in range(BIG_MIB):
+            block = (i.to_bytes(4, "big") + bytes(range(256))) * (1024 * 1024 // 260) + b"\n" * 4
+            block += b"\0" * (1024 * 1024 - len(block))
+            h.update(block)
+            f.write(block)
+    digest = h.hexdigest()
+    try:
+        base = torpor_peak_rss_kib(s, "--version")
+        up = torpor_peak_rss_kib(s, "cp", local, f"{sid}:/tmp/big.bin")
+        r = torpor(s, "exec", sid, "--timeout", "300", "--", "wc -c < /tmp/big.bin; sha256sum /tmp/big.bin")
+        r = r.stdout.decode().split()
+        assert r[:2] == [str(BIG_MIB << 20), digest], (r, digest)
+        down = torpor_peak_rss_kib(s, "cp", f"{sid}:/tmp/big.bin", back)
+        with open(back, "rb") as f:
+            assert hashlib.file_digest(f, "sha256").hexdigest() == digest
+        print(f"peak RSS: --version {base} KiB, cp up {up} KiB, cp down {down} KiB ({BIG_MIB} MiB file)")
+        for what, kib in (("cp up", up), ("cp down", down)):
+            assert kib - base < 16 * 1024, f"{what} of {BIG_MIB} MiB: peak RSS {kib} KiB vs {base} KiB at rest"
+        # A failed download leaves no partial file behind.
+        torpor(s, "cp", f"{sid}:/tmp/no-such-file", os.path.join(d, "missing.bin"), check_rc=3)
+        assert sorted(os.listdir(d)) == ["big-back.bin", "big.bin"], os.listdir(d)
+    finally:
+        torpor(s, "rm", sid)
+
+
 def test_pause_resume_ls_get(s):
     sid = ctx["id"]
     assert torpor_json(s, "pause", sid)["status"] == "paused"
@@ -136,6 +236,74 @@ def test_templates_ls_lists_public_templates(s):
     assert re.search(rb"^minimal\s+ready\b", out.stdout, re.M), out.stdout
     rows = json.loads(torpor(s, "templates", "ls", "--json").stdout)
     assert any(t["name"] == "minimal" and t["public"] for t in rows), rows
+
+
+def run_on_tty(s, *args, timeout=600):
+    """Runs torpor with stdout and stderr on a pseudo-terminal; returns
+    (exit code, everything it wrote there)."""
+    master, slave = pty.openpty()
+    env = dict(os.environ, TORPOR_URL=f"http://127.0.0.1:{s.http_port}", TORPOR_API_KEY=s.key_a)
+    env.pop("PYTHONPATH", None)
+    p = subprocess.Popen([ctx["torpor"], *args], stdin=subprocess.DEVNULL, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    out = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(master)
+    return p.wait(timeout=max(1, deadline - time.monotonic())), out.decode(errors="replace")
+
+
+def test_templates_build_waits_and_fails_with_exit_8(s):
+    """A package apt cannot find: the build ends in error within seconds.
+    build waits for it, streams the build log (apt's message) to stderr,
+    names the error and exits 8; on a terminal the spinner shows the status
+    and the seconds elapsed."""
+    out = torpor(s, "templates", "build", "cli-broken", "--package", "no-such-package-cli", check_rc=8)
+    err = out.stderr.decode()
+    assert "Unable to locate package no-such-package-cli" in err, err[-2000:]
+    assert re.search(r"^torpor: template cli-broken failed: .*no-such-package-cli", err, re.M), err[-2000:]
+    assert out.stdout == b"", out.stdout
+    # --quiet --json: the Template on stdout; still the end of the log and the error on stderr.
+    torpor(s, "templates", "rm", "cli-broken")
+    out = torpor(s, "templates", "build", "cli-broken", "--package", "no-such-package-cli", "-q", "--json",
+                 check_rc=8)
+    t = json.loads(out.stdout)
+    assert (t["name"], t["status"]) == ("cli-broken", "error") and "no-such-package-cli" in t["error"], t
+    assert "Unable to locate package no-such-package-cli" in out.stderr.decode(), out.stderr[-2000:]
+    rc, text = run_on_tty(s, "templates", "build", "cli-tty", "--package", "no-such-package-tty")
+    assert rc == 8, (rc, text[-2000:])
+    assert re.search(r"[|/\\-] template cli-tty: building \(\d+ s\)", text), text[-3000:]
+    assert "Unable to locate package no-such-package-tty" in text, text[-2000:]
+    assert "torpor: template cli-tty failed:" in text, text[-2000:]
+    torpor(s, "templates", "rm", "cli-broken", "cli-tty")
+
+
+def test_templates_build_waits_until_ready(s):
+    """The cheapest build that succeeds: no packages and no setup is the
+    `debian` recipe, already in the image cache. build returns only once the
+    template is ready, printing NAME ready DIGEST SIZE; --no-wait returns at
+    once with the template building."""
+    out = torpor(s, "templates", "build", "cli-plain")
+    name, status, digest, size = out.stdout.decode().split()
+    assert (name, status) == ("cli-plain", "ready") and re.fullmatch(r"[0-9a-f]{64}", digest), out.stdout
+    assert int(size) > 0, out.stdout
+    assert "build-rootfs:" in out.stderr.decode(), out.stderr[-2000:]  # the build log, streamed
+    t = torpor_json(s, "templates", "get", "cli-plain")
+    assert (t["status"], t["digest"]) == ("ready", digest), t
+    t = torpor_json(s, "templates", "build", "cli-nowait", "--no-wait")
+    assert (t["name"], t["status"]) == ("cli-nowait", "building"), t
+    wait_until(lambda: torpor_json(s, "templates", "get", "cli-nowait")["status"] != "building", 600,
+               interval=1, what="cli-nowait leaves building")
+    assert torpor(s, "templates", "rm", "cli-plain", "cli-nowait").stdout.decode().split() == \
+        ["cli-plain", "cli-nowait"]
+    torpor(s, "templates", "get", "cli-plain", check_rc=3)
 
 
 def test_failures_have_documented_exit_codes(s):
@@ -163,12 +331,16 @@ def test_rm_destroys_every_id(s):
 
 TESTS = [
     test_pip_install_offline_provides_the_torpor_command,
+    test_readme_first_screen_runs_on_debian,
     test_help_of_every_command,
     test_create_prints_id_and_json,
     test_exec_propagates_exit_code_and_output,
     test_cp_both_ways,
+    test_cp_streams_large_files_in_bounded_memory,
     test_pause_resume_ls_get,
     test_templates_ls_lists_public_templates,
+    test_templates_build_waits_and_fails_with_exit_8,
+    test_templates_build_waits_until_ready,
     test_failures_have_documented_exit_codes,
     test_rm_destroys_every_id,
 ]

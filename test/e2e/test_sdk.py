@@ -77,6 +77,40 @@ def test_files_write_then_read_roundtrips_bytes(s):
     assert files.read("/tmp/from-file.bin") == big[:1500000]
 
 
+def test_files_upload_and_download_stream_file_objects(s):
+    """upload() from a regular file (sent with Content-Length) and from a
+    pipe (chunked), download() into a file, with progress reported per
+    chunk; a failed download writes nothing."""
+    files = ctx["sbx"].files
+    data = os.urandom(2 * 1024 * 1024 + 12345)
+    path = os.path.join(s.tmp, "sdk-up.bin")
+    with open(path, "wb") as f:
+        f.write(data)
+    seen = []
+    with open(path, "rb") as f:
+        assert files.upload("/tmp/up.bin", f, on_progress=lambda n, total: seen.append((n, total))) == len(data)
+    assert seen[-1] == (len(data), len(data)) and len(seen) == 3, seen
+    r, w = os.pipe()
+    with os.fdopen(r, "rb") as pr:
+        with os.fdopen(w, "wb") as pw:
+            pw.write(data[:50000])
+        assert files.upload("/tmp/piped.bin", pr, mode=0o600) == 50000
+    down = []
+    with open(path + ".back", "wb") as f:
+        assert files.download("/tmp/up.bin", f, on_progress=lambda n, total: down.append((n, total))) == len(data)
+    with open(path + ".back", "rb") as f:
+        assert f.read() == data
+    assert down[-1] == (len(data), len(data)), down[-3:]
+    assert files.read("/tmp/piped.bin") == data[:50000]
+    sink = io.BytesIO()
+    try:
+        files.download("/tmp/no-such.bin", sink)
+    except torpor.NotFound:
+        assert sink.getvalue() == b""
+    else:
+        raise AssertionError("download of a missing file did not raise NotFound")
+
+
 def test_files_list_returns_sorted_entries(s):
     files = ctx["sbx"].files
     files.write("/tmp/lst/b.txt", b"bb")
@@ -163,6 +197,32 @@ def test_errors_carry_api_code_and_status(s):
         raise AssertionError("no ConnectionFailed for a closed port")
 
 
+def test_templates_build_wait_get_log_delete(s):
+    """The template calls against the server's /v1/templates routes, with the
+    cheapest real build: a package apt cannot find ends in `error` within
+    seconds (docs/api.md)."""
+    c = client(s)
+    t = torpor.build_template("sdk-broken", packages=["no-such-package-sdk"], client=c)
+    assert (t["name"], t["status"], t["packages"]) == ("sdk-broken", "building", ["no-such-package-sdk"]), t
+    polls = []
+    t = torpor.wait_template("sdk-broken", client=c, timeout=300, interval=0.5, on_poll=polls.append)
+    assert t["status"] == "error" and "no-such-package-sdk" in (t["error"] or ""), t
+    assert polls and polls[-1] == t, polls
+    assert torpor.get_template("sdk-broken", client=c)["status"] == "error"
+    assert "Unable to locate package no-such-package-sdk" in torpor.template_log("sdk-broken", client=c)
+    names = [x["name"] for x in torpor.list_templates(client=c)]
+    assert "sdk-broken" in names and "minimal" in names, names
+    torpor.delete_template("sdk-broken", client=c)
+    for call, code, status in ((lambda: torpor.get_template("sdk-broken", client=c), "not_found", 404),
+                               (lambda: torpor.delete_template("minimal", client=c), "forbidden", 403)):
+        try:
+            call()
+        except torpor.TorporError as e:
+            assert (e.code, e.status) == (code, status), vars(e)
+        else:
+            raise AssertionError(f"expected {code}, nothing raised")
+
+
 def test_kill_stops_the_sandbox(s):
     sbx = ctx["sbx"]
     sbx.kill()
@@ -211,12 +271,14 @@ TESTS = [
     test_exec_passes_env_cwd_and_stdin,
     test_exec_timeout_kills_the_command,
     test_files_write_then_read_roundtrips_bytes,
+    test_files_upload_and_download_stream_file_objects,
     test_files_list_returns_sorted_entries,
     test_pause_then_resume_keeps_files,
     test_connect_resumes_a_paused_sandbox,
     test_list_filters_by_status,
     test_set_timeout_and_ping,
     test_errors_carry_api_code_and_status,
+    test_templates_build_wait_get_log_delete,
     test_kill_stops_the_sandbox,
     test_context_manager_destroys_on_exit,
     test_settings_come_from_environment,

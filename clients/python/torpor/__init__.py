@@ -13,7 +13,7 @@ from .client import Client
 from .errors import (AgentError, ConnectionFailed, FileChanged, InsufficientStorage, InvalidRequest, InvalidState,
                      NotFound, NotSupported, ServerError, TooLarge, TorporError, Unauthorized)
 from .sandbox import STATUSES, ExecResult, Files, Sandbox
-from .templates import build_template, list_templates, template_log
+from .templates import build_template, delete_template, get_template, list_templates, template_log, wait_template
 
 __version__ = "0.1.0"
 
@@ -21,5 +21,6 @@ __all__ = [
     "AgentError", "Client", "ConnectionFailed", "ExecResult", "FileChanged", "Files", "InsufficientStorage",
     "InvalidRequest", "InvalidState",
     "NotFound", "NotSupported", "STATUSES", "Sandbox", "ServerError", "TooLarge", "TorporError", "Unauthorized",
-    "build_template", "list_templates", "template_log", "__version__",
+    "build_template", "delete_template", "get_template", "list_templates", "template_log", "wait_template",
+    "__version__",
 ]

@@ -8,7 +8,8 @@
     torpor pause ID | resume ID | ping ID [--json]
     torpor timeout ID SECONDS [--json]
     torpor rm ID...
-    torpor templates ls [--json] | build NAME [--base B] [--package P]... [--setup S] | log NAME
+    torpor templates ls [--json] | get NAME [--json] | log NAME | rm NAME...
+    torpor templates build NAME [--base B] [--package P]... [--setup S] [--no-wait] [-q] [--json]
 
 Exit codes (see EXIT_CODES): 0 success; exec returns the command's own exit
 code (124 if it timed out, 125 if it was killed otherwise); the others are
@@ -23,7 +24,9 @@ import json
 import os
 import re
 import sys
+import tempfile
 import threading
+import time
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from . import __version__
@@ -31,7 +34,7 @@ from .client import Client
 from .errors import (ConnectionFailed, InvalidRequest, InvalidState, NotFound, NotSupported, TorporError,
                      Unauthorized)
 from .sandbox import STATUSES, Sandbox
-from .templates import build_template, list_templates, template_log
+from .templates import build_template, delete_template, get_template, list_templates, template_log, wait_template
 
 EXIT_OK = 0
 EXIT_ERROR = 1          # any other API error (agent_error, internal_error, too_large, ...)
@@ -40,7 +43,8 @@ EXIT_NOT_FOUND = 3      # not_found (404): no such sandbox / file
 EXIT_INVALID_STATE = 4  # invalid_state (409): e.g. pause of a paused sandbox
 EXIT_UNAUTHORIZED = 5   # unauthorized (401): TORPOR_API_KEY missing or wrong
 EXIT_UNREACHABLE = 6    # the server could not be reached (TORPOR_URL)
-EXIT_NOT_SUPPORTED = 7  # the server has no such route (e.g. templates on an older torpor-cp)
+EXIT_NOT_SUPPORTED = 7  # the server has no such route (an older torpor-cp)
+EXIT_BUILD_FAILED = 8   # templates build: the build ended in error
 EXIT_TIMED_OUT = 124    # exec: the command was killed by its timeout
 EXIT_KILLED = 125       # exec: the command was killed otherwise (exit_code -1)
 
@@ -52,7 +56,8 @@ EXIT_CODES_HELP = f"""exit codes:
   {EXIT_INVALID_STATE}    invalid_state: the sandbox is not in the state the command needs
   {EXIT_UNAUTHORIZED}    unauthorized: TORPOR_API_KEY missing or unknown
   {EXIT_UNREACHABLE}    the server at TORPOR_URL could not be reached
-  {EXIT_NOT_SUPPORTED}    the server does not have this API (e.g. templates)
+  {EXIT_NOT_SUPPORTED}    the server does not have this API (an older torpor-cp)
+  {EXIT_BUILD_FAILED}    templates build: the build ended in error (its error and log on stderr)
   {EXIT_TIMED_OUT}  exec: the command timed out ({EXIT_KILLED}: killed otherwise)
 
 environment:
@@ -65,24 +70,52 @@ REMOTE_RE = re.compile(r"^([A-Za-z0-9._-]{1,63}):(/.*)$")
 
 class Spinner:
     """A progress indicator on stderr for a long call, shown only when stdout
-    is a terminal (so scripts and pipes never see it)."""
+    is a terminal (so scripts and pipes never see it): a turning bar, the
+    label (which the caller may change at any time) and the seconds elapsed.
+    write_above() prints lines to stderr above it (plainly when it is off)."""
 
     def __init__(self, label: str, enabled: Optional[bool] = None):
         self.label = label
         self.enabled = sys.stdout.isatty() and sys.stderr.isatty() if enabled is None else enabled
         self._stop = threading.Event()
+        self._lock = threading.Lock()
         self._thread: Optional[threading.Thread] = None
+        self._start = time.monotonic()
+        self._width = 0
+
+    def _clear(self) -> None:
+        if self._width:
+            sys.stderr.write("\r" + " " * self._width + "\r")
+            self._width = 0
+
+    def _draw(self, ch: str) -> None:
+        line = f"{ch} {self.label} ({time.monotonic() - self._start:.0f} s)"
+        sys.stderr.write("\r" + line + " " * max(0, self._width - len(line)))
+        self._width = len(line)
+        sys.stderr.flush()
 
     def _run(self) -> None:
         for ch in itertools.cycle("|/-\\"):
-            sys.stderr.write(f"\r{ch} {self.label}")
-            sys.stderr.flush()
+            with self._lock:
+                self._draw(ch)
             if self._stop.wait(0.15):
                 break
-        sys.stderr.write("\r" + " " * (len(self.label) + 2) + "\r")
-        sys.stderr.flush()
+        with self._lock:
+            self._clear()
+            sys.stderr.flush()
+
+    def write_above(self, text: str) -> None:
+        """Writes text to stderr; on a terminal, above the spinner's line."""
+        if not text:
+            return
+        with self._lock:
+            if self._thread:
+                self._clear()
+            sys.stderr.write(text)
+            sys.stderr.flush()
 
     def __enter__(self) -> "Spinner":
+        self._start = time.monotonic()
         if self.enabled:
             self._thread = threading.Thread(target=self._run, daemon=True)
             self._thread.start()
@@ -92,6 +125,7 @@ class Spinner:
         if self._thread:
             self._stop.set()
             self._thread.join()
+            self._thread = None
 
 
 # ---- output ---------------------------------------------------------------
@@ -197,34 +231,61 @@ def cmd_exec(a: argparse.Namespace, c: Client) -> int:
     return res.exit_code & 0xFF if res.exit_code > 255 else res.exit_code
 
 
+def _size_text(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB" if n >= 1 << 20 else f"{n} B"
+
+
+def _progress(spinner: Spinner, verb: str) -> Callable[[int, Optional[int]], None]:
+    def update(done: int, total: Optional[int]) -> None:
+        spinner.label = f"{verb} {_size_text(done)}" + (f" of {_size_text(total)}" if total is not None else "")
+    return update
+
+
 def cmd_cp(a: argparse.Namespace, c: Client) -> int:
+    """Streams the file both ways in 1 MiB chunks (Files.upload/download):
+    memory stays bounded whatever the file's size."""
     src_remote, dst_remote = REMOTE_RE.match(a.src), REMOTE_RE.match(a.dst)
     if bool(src_remote) == bool(dst_remote):
         raise UsageError("cp copies between the local machine and one sandbox: "
                          "cp LOCAL ID:/PATH or cp ID:/PATH LOCAL")
     if dst_remote:
         sbx = _handle(dst_remote.group(1), c)
-        if a.src == "-":
-            data = sys.stdin.buffer.read()
-        else:
-            with open(a.src, "rb") as f:
-                data = f.read()
-        with Spinner(f"uploading {len(data)} bytes ..."):
-            sbx.files.write(dst_remote.group(2), data)
+        spinner = Spinner("uploading ...")
+        with spinner:
+            if a.src == "-":
+                sbx.files.upload(dst_remote.group(2), sys.stdin.buffer, on_progress=_progress(spinner, "uploading"))
+            else:
+                with open(a.src, "rb") as f:
+                    sbx.files.upload(dst_remote.group(2), f, on_progress=_progress(spinner, "uploading"))
         return EXIT_OK
     sbx = _handle(src_remote.group(1), c)
-    with Spinner("downloading ..."):
-        data = sbx.files.read(src_remote.group(2))
+    spinner = Spinner("downloading ...")
     if a.dst == "-":
-        sys.stdout.buffer.write(data)
+        with spinner:
+            sbx.files.download(src_remote.group(2), sys.stdout.buffer, on_progress=_progress(spinner, "downloading"))
         sys.stdout.flush()
-    else:
-        dst = a.dst
-        if os.path.isdir(dst):
-            dst = os.path.join(dst, os.path.basename(src_remote.group(2).rstrip("/")) or "file")
-        with open(dst, "wb") as f:
-            f.write(data)
+        return EXIT_OK
+    dst = a.dst
+    if os.path.isdir(dst):
+        dst = os.path.join(dst, os.path.basename(src_remote.group(2).rstrip("/")) or "file")
+    # Into a temporary file next to the destination, renamed over it once
+    # complete: a failed copy leaves the destination as it was.
+    fd, tmp = tempfile.mkstemp(prefix=".torpor-cp-", dir=os.path.dirname(os.path.abspath(dst)))
+    try:
+        with os.fdopen(fd, "wb") as f, spinner:
+            sbx.files.download(src_remote.group(2), f, on_progress=_progress(spinner, "downloading"))
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, dst)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return EXIT_OK
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def _state_cmd(action: str, label: str) -> Callable[[argparse.Namespace, Client], int]:
@@ -281,15 +342,106 @@ def cmd_templates_ls(a: argparse.Namespace, c: Client) -> int:
     return EXIT_OK
 
 
+class LogFollower:
+    """The new part of a build log on each fetch. The server answers the
+    log's last 256 KiB, so once it is longer than that the text slides: the
+    last lines already shown are looked up in the new text, and what
+    follows them is new. Only complete lines are returned until final."""
+
+    ANCHOR = 4096
+
+    def __init__(self) -> None:
+        self._shown = ""  # the text (as last fetched) up to the end of what was shown
+
+    def new_text(self, text: str, final: bool = False) -> str:
+        start = 0
+        if self._shown:
+            if text.startswith(self._shown):
+                start = len(self._shown)
+            else:
+                anchor = self._shown[-self.ANCHOR:]
+                i = text.rfind(anchor)
+                start = i + len(anchor) if i >= 0 else 0
+        end = len(text) if final else text.rfind("\n", start) + 1
+        if end <= start:
+            self._shown = text[:start]
+            return ""
+        self._shown = text[:end]
+        return text[start:end]
+
+
 def cmd_templates_build(a: argparse.Namespace, c: Client) -> int:
-    with Spinner(f"building template {a.name} ..."):
-        answer = build_template(a.name, base=a.base, packages=a.package, setup=a.setup, client=c)
-    if a.json or not isinstance(answer, dict):
-        print_json(answer)
-    else:
-        for k, v in answer.items():
-            print(f"{k}: {v}")
+    with Spinner(f"starting the build of template {a.name} ..."):
+        t = build_template(a.name, base=a.base, packages=a.package, setup=a.setup, client=c)
+    if not a.wait:
+        _print_template(t, a.json)
+        return EXIT_OK
+    follower = LogFollower()
+    spinner = Spinner(f"template {a.name}: {t['status']}")
+
+    def show_log(final: bool = False) -> None:
+        if a.quiet:
+            return
+        try:
+            text = template_log(a.name, client=c)
+        except TorporError:
+            return  # the log is progress only; the status decides
+        spinner.write_above(follower.new_text(text, final))
+
+    def on_poll(tpl: Dict[str, Any]) -> None:
+        spinner.label = f"template {a.name}: {tpl['status']}"
+        if tpl["status"] == "building":
+            show_log()
+
+    with spinner:
+        t = wait_template(a.name, client=c, interval=a.interval, on_poll=on_poll)
+        show_log(final=True)
+    if not a.quiet:
+        sys.stderr.write("\n" if follower._shown and not follower._shown.endswith("\n") else "")
+    if a.json:
+        print_json(t)
+    if t["status"] != "ready":
+        if a.quiet:
+            # At least the end of the log: apt's or the setup script's last words.
+            try:
+                tail = template_log(a.name, client=c).splitlines()[-20:]
+            except TorporError:
+                tail = []
+            for line in tail:
+                print(line, file=sys.stderr)
+        print(f"torpor: template {a.name} failed: {t.get('error') or 'unknown error'}", file=sys.stderr)
+        return EXIT_BUILD_FAILED
+    if not a.json:
+        print(f"{t['name']} {t['status']} {t.get('digest') or '-'} {t.get('size_bytes', 0)}")
     return EXIT_OK
+
+
+def _print_template(t: Dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(t)
+        return
+    width = max(len(k) for k in t)
+    for k, v in t.items():
+        if isinstance(v, list):
+            v = ",".join(map(str, v)) or "-"
+        sys.stdout.write(f"{k.ljust(width)}  {'-' if v is None else v}\n")
+
+
+def cmd_templates_get(a: argparse.Namespace, c: Client) -> int:
+    _print_template(get_template(a.name, client=c), a.json)
+    return EXIT_OK
+
+
+def cmd_templates_rm(a: argparse.Namespace, c: Client) -> int:
+    rc = EXIT_OK
+    for name in a.names:
+        try:
+            delete_template(name, client=c)
+            print(name)
+        except TorporError as e:
+            print(f"torpor: templates rm {name}: {e}", file=sys.stderr)
+            rc = exit_code_for(e)
+    return rc
 
 
 def cmd_templates_log(a: argparse.Namespace, c: Client) -> int:
@@ -405,18 +557,33 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("rm", cmd_rm, "Destroy sandboxes (prints each id destroyed).")
     sp.add_argument("ids", nargs="+", metavar="ID")
 
-    tp = add("templates", None, "Guest templates (needs a torpor-cp with the /v1/templates API).")
+    tp = add("templates", None, "Guest templates: ls, get, build (waits for it), log, rm.")
     tsub = tp.add_subparsers(dest="templates_command", metavar="SUBCOMMAND", required=True)
-    sp = add("ls", cmd_templates_ls, "List templates.", tsub)
+    sp = add("ls", cmd_templates_ls, "List templates (the team's, then the public ones).", tsub)
     json_flag(sp)
-    sp = add("build", cmd_templates_build, "Build a template.", tsub)
+    sp = add("get", cmd_templates_get, "Show one template (status: building, ready or error).", tsub)
     sp.add_argument("name")
-    sp.add_argument("--base", help="template to start from")
+    json_flag(sp)
+    sp = add("build", cmd_templates_build,
+             "Build a template from debian plus Debian packages and a setup script, and wait until it is "
+             "ready or failed (Ctrl-C stops waiting, not the build). While waiting, the build log's new lines "
+             "go to stderr, and on a terminal a spinner shows the status and the time elapsed. "
+             "Prints NAME STATUS DIGEST SIZE (--json: the Template); a failed build exits "
+             f"{EXIT_BUILD_FAILED} with its error on stderr.", tsub)
+    sp.add_argument("name")
+    sp.add_argument("--base", help="template to start from (default debian)")
     sp.add_argument("--package", action="append", metavar="PKG", help="Debian package to add (repeatable)")
-    sp.add_argument("--setup", metavar="SCRIPT", help="shell script run in the image at build time")
+    sp.add_argument("--setup", metavar="SCRIPT", help="bash script run as root in a VM of the new image")
+    sp.add_argument("--no-wait", dest="wait", action="store_false",
+                    help="return once the build is started (status building); poll with templates get")
+    sp.add_argument("-q", "--quiet", action="store_true",
+                    help="do not print the build log while waiting (a failure still prints its last lines)")
+    sp.add_argument("--interval", type=float, default=1.0, metavar="S", help="seconds between polls (default 1)")
     json_flag(sp)
-    sp = add("log", cmd_templates_log, "Print a template's build log.", tsub)
+    sp = add("log", cmd_templates_log, "Print a template's build log (so far).", tsub)
     sp.add_argument("name")
+    sp = add("rm", cmd_templates_rm, "Delete templates of the team (prints each name deleted).", tsub)
+    sp.add_argument("names", nargs="+", metavar="NAME")
     return p
 
 

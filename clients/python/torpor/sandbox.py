@@ -16,10 +16,13 @@ torpor.TorporError with the API's error code and HTTP status.
 from __future__ import annotations
 
 import base64
+import io
+import os
 import shlex
+import stat
 import time
 from dataclasses import dataclass
-from typing import Any, BinaryIO, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, BinaryIO, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Union
 
 from .client import Client, path_segment
 from .errors import InvalidState, TorporError
@@ -62,35 +65,63 @@ class Files:
         self._sbx = sandbox
 
     def read(self, path: str) -> bytes:
-        """The bytes of the file at path, of any size (GET .../files/content;
-        NotFound if it does not exist, InvalidRequest for a directory)."""
-        _, data = self._sbx._client.request("GET", self._sbx._path("/files/content"), query={"path": path},
-                                            timeout=3600)
-        if data is None:
-            return b""
-        if not isinstance(data, (bytes, bytearray)):
-            raise TorporError("bad_response", 200, "files/content answered JSON instead of the file's bytes")
-        return bytes(data)
+        """The bytes of the file at path (GET .../files/content; NotFound if
+        it does not exist, InvalidRequest for a directory). The whole file
+        is returned in memory: download() streams it to a file object."""
+        buf = io.BytesIO()
+        self.download(path, buf)
+        return buf.getvalue()
 
     def read_text(self, path: str, encoding: str = "utf-8") -> str:
         """read() decoded as text."""
         return self.read(path).decode(encoding)
 
+    def download(self, path: str, fileobj: BinaryIO,
+                 on_progress: Optional[Callable[[int, Optional[int]], None]] = None) -> int:
+        """Streams the file at path into fileobj (a binary file object open
+        for writing) in 1 MiB chunks, never holding the whole file: any
+        size. Nothing is written if the call fails (NotFound, InvalidRequest
+        for a directory, FileChanged, ...). on_progress(bytes_so_far, total)
+        after each chunk. Returns the number of bytes written."""
+        return self._sbx._client.download(self._sbx._path("/files/content"), fileobj, query={"path": path},
+                                          timeout=3600, on_progress=on_progress)
+
     def write(self, path: str, data: Union[bytes, str, BinaryIO], mode: Optional[int] = None) -> int:
         """Creates or replaces the file at path atomically (PUT
         .../files/content): bytes, str (UTF-8) or a binary file object
-        (streamed, chunked). Any size up to the sandbox's free disk
+        (streamed: see upload()). Any size up to the sandbox's free disk
         (InsufficientStorage beyond). mode: permission bits (default 0o644).
         Returns the size written."""
         if isinstance(data, str):
             data = data.encode()
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            return self.upload(path, data, mode=mode)
+        ans = self._sbx._client.json("PUT", self._sbx._path("/files/content"), query=self._query(path, mode),
+                                     raw=bytes(data), timeout=3600)
+        return int(ans["size"]) if isinstance(ans, Mapping) else 0
+
+    def upload(self, path: str, fileobj: BinaryIO, mode: Optional[int] = None, size: Optional[int] = None,
+               on_progress: Optional[Callable[[int, Optional[int]], None]] = None) -> int:
+        """Creates or replaces the file at path atomically with what is read
+        from fileobj (a binary file object open for reading), sent in 1 MiB
+        chunks, never holding the whole file: with Content-Length when the
+        size is known (size, else the rest of a regular file), chunked
+        otherwise (a pipe, stdin, BytesIO). mode: permission bits (default
+        0o644). on_progress(bytes_sent, size or None) after each chunk.
+        Returns the size written."""
+        if size is None:
+            size = _remaining_size(fileobj)
+        _, ans = self._sbx._client.upload("PUT", self._sbx._path("/files/content"), fileobj,
+                                          query=self._query(path, mode), size=size, timeout=3600,
+                                          on_progress=on_progress)
+        return int(ans["size"]) if isinstance(ans, Mapping) else 0
+
+    @staticmethod
+    def _query(path: str, mode: Optional[int]) -> Dict[str, str]:
         query = {"path": path}
         if mode is not None:
             query["mode"] = format(mode, "o")
-        body = bytes(data) if isinstance(data, (bytes, bytearray, memoryview)) else data
-        ans = self._sbx._client.json("PUT", self._sbx._path("/files/content"), query=query, raw=body,
-                                     timeout=3600)
-        return int(ans["size"]) if isinstance(ans, Mapping) else 0
+        return query
 
     def list(self, path: str = "/", limit: Optional[int] = None) -> List[Dict[str, Any]]:
         """Entries of the directory at path, sorted by name: dicts with name,
@@ -282,6 +313,17 @@ class Sandbox:
         self._client.request("DELETE", self._path(), timeout=120)
         self.status = "stopped"
         self.data["status"] = "stopped"
+
+
+def _remaining_size(f: BinaryIO) -> Optional[int]:
+    """Bytes left to read in f when it is a regular file, else None."""
+    try:
+        st = os.fstat(f.fileno())
+        if not stat.S_ISREG(st.st_mode):
+            return None
+        return max(0, st.st_size - f.tell())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
 
 
 def shell_join(argv: Sequence[str]) -> str:
