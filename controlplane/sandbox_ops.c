@@ -607,16 +607,41 @@ void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **cl
  * is resuming, or that is pausing, before 409. */
 #define WAKE_WAIT_MS 60000
 #define WAKE_POLL_MS 50
+/* A running row this close to its expiry (or past it) is checked with its
+ * agent before a call: room for last_active_at's lag and clock skew. */
+#define WAKE_EXPIRY_MARGIN_US 2000000
+
+/* The agent's reaper pauses a sandbox at its last activity + timeout, and
+ * the row hears of it at the next reconcile pass, up to an interval later:
+ * in between the row reads running while the VM is gone. True for a row
+ * that may be in that window. */
+static bool may_be_auto_paused(const sandbox_row *r)
+{
+    if (r->status != SB_RUNNING || !r->auto_resume || r->timeout_sec <= 0 || !r->last_active_at_us)
+        return false;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    int64_t now_us = (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    return now_us >= r->last_active_at_us + (int64_t)r->timeout_sec * 1000000 - WAKE_EXPIRY_MARGIN_US;
+}
 
 void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client,
                             sbop_result *res)
 {
     long long deadline = mono_ms() + WAKE_WAIT_MS;
-    bool waited = false;
+    bool waited = false, asked = false;
     for (;;) {
         memset(res, 0, sizeof *res);
         if (load(c, id, res) != 0) return;
         sb_status st = res->row.status;
+        if (!asked && may_be_auto_paused(&res->row)) {
+            /* Ask its agent once; an auto-pause it reports settles the row
+             * (paused) and the loop resumes it like any paused sandbox. */
+            asked = true;
+            rpc_client *agent;
+            if (agent_for(c, res, &agent) != 0) return;
+            if (settle_from_agent(c, agent, id, SB_RUNNING, &res->row) != SB_RUNNING) continue;
+        }
         if (st == SB_RUNNING || !res->row.auto_resume) break;
         if (st == SB_PAUSED) {
             /* The compare-and-set paused -> resuming inside resume decides

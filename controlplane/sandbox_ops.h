@@ -101,8 +101,10 @@ void sandbox_ops_open_running(const sbop_ctx *c, const char *id, rpc_client **cl
                               sbop_result *res);
 /* open_running, except that a sandbox created with auto_resume is woken:
  * paused -> resumed here (one caller wins the compare-and-set, the others
- * wait), pausing/resuming -> waited for (bounded, then SBOP_CONFLICT). For
- * exec, files and the port proxy. */
+ * wait), pausing/resuming -> waited for (bounded, then SBOP_CONFLICT); a
+ * running row at or near its expiry is first checked with its agent, whose
+ * reaper may have paused it before the reconciler told the row. For exec,
+ * files and the port proxy. */
 void sandbox_ops_open_awake(const sbop_ctx *c, const char *id, rpc_client **client,
                             sbop_result *res);
 /* Replaces the network policy (canonical JSON) of a running or paused
