@@ -25,7 +25,6 @@
 #include "sandbox_model.h"
 
 #define API_BODY_LIMIT (1024 * 1024)
-#define API_FILES_BODY_LIMIT (64 * 1024 * 1024)
 
 typedef enum api_auth {
     API_AUTH_NONE = 0,

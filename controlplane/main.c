@@ -12,7 +12,7 @@
 
 #include "agent_client.h"
 #include "api.h"
-#include "api_routes.h"
+#include "api_files.h"
 #include "auth.h"
 #include "cp_config.h"
 #include "cp_metrics.h"

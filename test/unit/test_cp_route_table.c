@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_files.h"
 #include "api_routes.h"
 
 /* The real table's row for method + path must have want_pattern (NULL: no
