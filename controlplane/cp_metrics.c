@@ -61,7 +61,7 @@ void cp_metrics_reconcile(const char *host_id, int ok, double seconds)
 
 typedef struct watch {
     const char *database_url;
-    db_conn *db; /* the collector's own; collectors run one at a time */
+    db_conn *db;             /* the collector's own; collectors run one at a time */
     uint64_t db_errors_seen; /* db_error_count() already added to db_errors */
 } watch;
 
