@@ -577,16 +577,9 @@ static int apply_rules(agent_net *n, const char *id, const net_policy *p, terr *
     return rules_finish(n, id, &pr, dns, err);
 }
 
-static long long now_us(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (long long)t.tv_sec * 1000000 + t.tv_nsec / 1000;
-}
-
 int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
 {
-    long long t0 = mono_ms(), u0 = now_us(), build_us = 0, write_us = 0, rules_us = 0;
+    long long t0 = mono_ms(), u0 = mono_us(), build_us = 0, write_us = 0, rules_us = 0;
     int slot;
     net_policy stored;
     if (state_read(n, id, &slot, &stored, err) < 0) return -1;
@@ -608,9 +601,9 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
         return 0;
     }
     if (rebuild) {
-        long long u = now_us();
+        long long u = mono_us();
         if (ns_create(id, slot, err) < 0) goto fail;
-        build_us = now_us() - u;
+        build_us = mono_us() - u;
         built = true;
     }
     pthread_mutex_lock(&n->pol_mu);
@@ -623,34 +616,34 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     }
     /* nft (the slowest part: an exec that loads the ruleset) runs while
      * this thread makes the links and writes the state file. */
-    long long u = now_us();
+    long long u = mono_us();
     proc pr;
     bool dns = false;
     int rc = rules_start(n, id, p, built, &pr, &dns, err);
     bool started = rc == 0;
     if (rc == 0 && built) {
-        long long b = now_us();
+        long long b = mono_us();
         rc = ns_links(id, slot, err);
-        build_us += now_us() - b;
+        build_us += mono_us() - b;
     }
     if (rc == 0) {
-        long long w = now_us();
+        long long w = mono_us();
         rc = state_write(n, id, slot, p, err);
-        write_us = now_us() - w;
+        write_us = mono_us() - w;
     }
     if (started) {
         terr later;
         int r2 = rules_finish(n, id, &pr, dns, rc == 0 ? err : &later);
         if (rc == 0) rc = r2;
     }
-    rules_us = now_us() - u;
+    rules_us = mono_us() - u;
     pthread_mutex_unlock(&n->pol_mu);
     if (rc == 0) rc = dns_ensure(n, id, p, err);
     if (rc < 0) goto fail;
     log_info("event=net_setup sandbox_id=%s slot=%d built=%d egress=%s allow=%zu deny=%zu "
              "build_us=%lld write_us=%lld rules_us=%lld total_us=%lld duration_ms=%lld",
              id, slot, built, p->egress_allow ? "allow" : "deny", p->n_allow, p->n_deny, build_us,
-             write_us, rules_us, now_us() - u0, mono_ms() - t0);
+             write_us, rules_us, mono_us() - u0, mono_ms() - t0);
     return 0;
 fail:
     if (built) {

@@ -55,7 +55,7 @@ struct rpc_call {
     const rpc_method *method;
     ProtobufCMessage *request;
     grpc_status_code code;
-    struct timespec started;
+    int64_t started_us; /* mono_us() when the call arrived */
     char method_name[128];
     char peer[256];
     bool peer_accepted; /* identity matches the expected client name (or none is expected) */
@@ -115,13 +115,6 @@ static void rpc_server_post_request(rpc_server *s)
         log_error("event=rpc_accept_failed grpc_call_error=%d", (int)e);
         rpc_call_unref(c);
     }
-}
-
-static double rpc_ms_since(const struct timespec *t0)
-{
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double)(now.tv_sec - t0->tv_sec) * 1e3 + (double)(now.tv_nsec - t0->tv_nsec) / 1e6;
 }
 
 /* Starts the final batch: status (+ message when buf is set). Takes buf. */
@@ -297,7 +290,7 @@ static void rpc_server_on_requested(rpc_server *s, rpc_call *c, int success)
     pthread_mutex_unlock(&s->mu);
     if (!stopping) rpc_server_post_request(s);
 
-    clock_gettime(CLOCK_MONOTONIC, &c->started);
+    c->started_us = mono_us();
     size_t ml = GRPC_SLICE_LENGTH(c->details.method);
     if (ml >= sizeof c->method_name) ml = sizeof c->method_name - 1;
     memcpy(c->method_name, GRPC_SLICE_START_PTR(c->details.method), ml);
@@ -413,7 +406,7 @@ static void rpc_server_on_sent(rpc_server *s, rpc_call *c, int success)
 {
     log_debug("event=rpc_done method=%s code=%s peer=\"%s\" cancelled=%d duration_ms=%.3f",
               c->method_name, rpc_status_name(c->code), c->peer, c->cancelled || !success,
-              rpc_ms_since(&c->started));
+              (double)(mono_us() - c->started_us) / 1e3);
     pthread_mutex_lock(&s->mu);
     s->finishing--;
     pthread_cond_broadcast(&s->cond);

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "api_health.h"
 #include "api_proxy.h"
 #include "api_routes.h"
 #include "auth.h"
@@ -114,11 +113,10 @@ static void decide(void *app, http_request *req)
         return;
     }
     http_request_set_user(req,
-                          (void *)route); /* also names the route in metrics of early replies */
-    if (route->handler ==
-        api_healthz) { /* liveness: here, on the I/O thread, never behind a worker */
+                          (void *)route);  /* also names the route in metrics of early replies */
+    if (route->run == API_RUN_IO_THREAD) { /* liveness: never behind a worker */
         api_request r = {.req = req, .ctx = app, .route = route};
-        api_healthz(&r);
+        route->handler(&r);
         return;
     }
     if (route->auth == API_AUTH_KEY || route->auth == API_AUTH_ADMIN) {
@@ -148,7 +146,7 @@ static void decide(void *app, http_request *req)
      * opened (auth first) before the body is read. */
     if (route->auth == API_AUTH_SANDBOX_TOKEN && route->stream && api_proxy_opens_early(req))
         http_request_vet_first_long(req); /* it may wake the sandbox: a long call */
-    if (route->long_running) http_request_set_long_running(req);
+    if (route->run == API_RUN_LONG) http_request_set_long_running(req);
 }
 
 void api_on_headers(void *app, http_request *req)
@@ -167,7 +165,8 @@ static bool take_long_slot(api_request *r)
 {
     const api_route *route = r->route;
     team_limit *tl = r->ctx->long_calls;
-    if (!route->long_running || !tl || (route->method && strcmp(route->method, "DELETE") == 0))
+    if (route->run != API_RUN_LONG || !tl ||
+        (route->method && strcmp(route->method, "DELETE") == 0))
         return true;
     if (team_limit_enter_as(tl, r->team_id, r->req)) return true;
     http_add_header(r->req, "Retry-After", API_TEAM_RETRY_AFTER);

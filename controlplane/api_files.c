@@ -4,7 +4,6 @@
 #include <string.h>
 
 #include "api_files_stream.h"
-#include "api_routes.h"
 #include "api_validate.h"
 #include "http_server.h"
 #include "json_util.h"

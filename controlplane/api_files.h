@@ -13,6 +13,10 @@
 
 #include "api_request.h"
 
+/* The most a JSON files/write body may be (its route's body_limit, and the
+ * HTTP server's max_body). */
+#define API_FILES_BODY_LIMIT (64 * 1024 * 1024)
+
 /* Body fn of files/write (I/O thread): buffers JSON up to
  * API_FILES_BODY_LIMIT (more is 413), parses multipart as it arrives and
  * spools its "file" field (no limit but the sandbox's disk). */

@@ -3,10 +3,12 @@
  * Contract: each route is one row of api_route_table (api_routes.c), like a
  * tmux cmd_entry: its method (NULL = any), its path pattern, its handler,
  * how its body is taken (buffered JSON up to body_limit, or streamed), how
- * it authenticates, and whether it is long-running (a create, pause, resume,
- * exec or file transfer: it may hold a worker for up to a minute or two, so
- * it never gets the last free worker). Adding a route = one row + its
- * handler.
+ * it authenticates, and where it runs: on a worker, on a long-running worker
+ * (a create, pause, resume, exec or file transfer: it may hold a worker for
+ * up to a minute or two, so it never gets the last free worker), or right
+ * on the I/O thread after the headers (liveness: never behind a busy worker
+ * pool; no auth, no body, and the handler must not block). Adding a route =
+ * one row + its handler.
  *
  * Patterns: literal segments, "{id}" for one sandbox id segment (which must
  * satisfy api_validate_sandbox_id, otherwise the path matches no route), and
@@ -25,7 +27,6 @@
 #include "sandbox_model.h"
 
 #define API_BODY_LIMIT (1024 * 1024)
-#define API_FILES_BODY_LIMIT (64 * 1024 * 1024)
 
 typedef enum api_auth {
     API_AUTH_NONE = 0,
@@ -34,6 +35,12 @@ typedef enum api_auth {
     API_AUTH_SANDBOX_TOKEN, /* the team's X-API-Key, or the {id} sandbox's access
                                token (X-Access-Token or ?token=): the port proxy */
 } api_auth;
+
+typedef enum api_run {
+    API_RUN_WORKER = 0, /* the worker pool */
+    API_RUN_LONG,       /* the long-running pool (http_request_set_long_running) */
+    API_RUN_IO_THREAD,  /* the I/O thread, at once: auth must be API_AUTH_NONE */
+} api_run;
 
 typedef struct api_route {
     const char *method;  /* "GET", ... or NULL for any */
@@ -45,7 +52,7 @@ typedef struct api_route {
     size_t body_limit;
     http_body_fn stream;
     api_auth auth;
-    bool long_running;
+    api_run run;
 } api_route;
 
 extern const api_route api_route_table[];

@@ -43,6 +43,7 @@ void api_sandboxes_create(api_request *r)
     memcpy(token, "tpa_", 4);
     if (ids_random_hex(token + 4, 16, &err) != 0 ||
         ids_sha256_hex(token, strlen(token), spec.access_token_hash) != 0) {
+        free(env_json);
         api_reply_internal(r, &err);
         return;
     }
@@ -53,6 +54,7 @@ void api_sandboxes_create(api_request *r)
     top_result tres;
     template_ops_resolve(&c, spec.template_name, image, digest, &tres);
     if (tres.outcome != TOP_OK) {
+        free(env_json);
         api_reply_template_outcome(r, "create", &tres, 201);
         return;
     }

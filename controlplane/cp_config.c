@@ -282,6 +282,8 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
                        : words[1][0] == 'u' ? CP_CMD_HOSTS_UNDRAIN
                                             : CP_CMD_HOSTS_REMOVE;
         if (!out->host_id) return terr_set(err, "hosts %s needs --id ID", words[1]);
+    } else if (n_words == 1 && strcmp(words[0], "routes") == 0) {
+        out->command = CP_CMD_ROUTES;
     } else {
         return terr_set(err, "unknown command \"%s%s%s\" (see --help)", words[0],
                         n_words > 1 ? " " : "", n_words > 1 ? words[1] : "");
@@ -328,7 +330,7 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
             return terr_set(err, "--max-memory-mb goes with hosts add or teams set-quota only");
         }
     }
-    if (!out->database_url)
+    if (!out->database_url && out->command != CP_CMD_ROUTES)
         return terr_set(err, "no database: set --database-url or TORPOR_DATABASE_URL");
     return 0;
 }

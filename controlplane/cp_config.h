@@ -5,7 +5,9 @@
  * or "--flag=v", subcommand words anywhere among them. Strings point into argv or the
  * environment (they live as long as the process). Bad or missing values
  * fail with a message naming the flag; so does a --transition-grace below
- * RECONCILER_GRACE_MIN_SEC. --help sets command CP_CMD_HELP.
+ * RECONCILER_GRACE_MIN_SEC. --help sets command CP_CMD_HELP. The word
+ * "routes" (CP_CMD_ROUTES: print the REST route table, for tests; not in the
+ * usage) needs no database.
  * cp_config_usage prints every flag, its variable and default. */
 #ifndef TORPOR_CP_CONFIG_H
 #define TORPOR_CP_CONFIG_H
@@ -27,6 +29,7 @@ typedef enum cp_command {
     CP_CMD_HOSTS_DRAIN,
     CP_CMD_HOSTS_UNDRAIN,
     CP_CMD_HOSTS_REMOVE,
+    CP_CMD_ROUTES,
     CP_CMD_HELP,
 } cp_command;
 

@@ -53,12 +53,6 @@ void cp_metrics_http_request(const char *method, const char *route_pattern, int 
     metrics_observe(request_seconds, labels, seconds);
 }
 
-void cp_metrics_db_error(void)
-{
-    pthread_once(&once, init);
-    metrics_add(db_errors, NULL, 1);
-}
-
 void cp_metrics_reconcile(const char *host_id, int ok, double seconds)
 {
     pthread_once(&once, init);
@@ -67,12 +61,12 @@ void cp_metrics_reconcile(const char *host_id, int ok, double seconds)
 
 typedef struct watch {
     const char *database_url;
-    db_conn *db; /* the collector's own; collectors run one at a time */
+    db_conn *db;             /* the collector's own; collectors run one at a time */
+    uint64_t db_errors_seen; /* db_error_count() already added to db_errors */
 } watch;
 
-static void collect(void *ctx, metrics_registry *r)
+static void collect_sandboxes(watch *w)
 {
-    watch *w = ctx;
     terr err;
     char q[LOG_QUOTE_MAX];
     metrics_clear(sandboxes);
@@ -95,6 +89,16 @@ static void collect(void *ctx, metrics_registry *r)
         metrics_set(sandboxes, (const char *[]){rows[i].host_id, rows[i].status},
                     (double)rows[i].count);
     free(rows);
+}
+
+static void collect(void *ctx, metrics_registry *r)
+{
+    (void)r;
+    watch *w = ctx;
+    collect_sandboxes(w); /* first: its own failures count too */
+    uint64_t n = db_error_count();
+    metrics_add(db_errors, NULL, (double)(n - w->db_errors_seen));
+    w->db_errors_seen = n;
 }
 
 int cp_metrics_watch(const char *database_url, terr *err)

@@ -8,7 +8,8 @@
  *       never the raw path; "unmatched" for 404/405 without a route;
  *       method outside GET/HEAD/POST/PUT/PATCH/DELETE/OPTIONS = "other"
  *   torpor_cp_db_errors_total              failed PostgreSQL statements and
- *       connection attempts of this process
+ *       connection attempts of this process (db_error_count, read at scrape
+ *       time)
  *   torpor_cp_reconcile_duration_seconds{host,result}  histogram of one
  *       host's reconcile pass (result ok | failed)
  * and, at scrape time, from the collector cp_metrics_watch installs:
@@ -26,7 +27,6 @@
 
 void cp_metrics_http_request(const char *method, const char *route_pattern, int status,
                              double seconds);
-void cp_metrics_db_error(void);
 void cp_metrics_reconcile(const char *host_id, int ok, double seconds);
 
 /* Installs the scrape-time collector; it connects to database_url (a

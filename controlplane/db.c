@@ -6,12 +6,12 @@
  * db_hosts.c, db_sandboxes.c, db_templates.c. */
 #include "db.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "cp_metrics.h"
 #include "db_internal.h"
 #include "log.h"
 
@@ -21,6 +21,12 @@ struct db_conn {
     bool down;                 /* the last failure was the connection, not the statement */
     bool prepared[PREP_COUNT]; /* on this connection (a reset forgets them) */
 };
+
+static atomic_uint_least64_t errors; /* db_error_count */
+
+static void count_error(void) { atomic_fetch_add_explicit(&errors, 1, memory_order_relaxed); }
+
+uint64_t db_error_count(void) { return atomic_load_explicit(&errors, memory_order_relaxed); }
 
 /* A connect to an unreachable server gives up after this long (a value in
  * the caller's conninfo wins). */
@@ -54,7 +60,7 @@ int db_open(const char *conninfo, db_conn **out, terr *err)
         }
         PQfinish(db->pg);
         free(db);
-        cp_metrics_db_error();
+        count_error();
         return -1;
     }
     PQsetNoticeProcessor(db->pg, notice_to_log, NULL);
@@ -88,7 +94,7 @@ int db_ensure(db_conn *db, terr *err)
     PQreset(db->pg);
     memset(db->prepared, 0, sizeof db->prepared); /* a new server session */
     if (PQstatus(db->pg) != CONNECTION_OK) {
-        cp_metrics_db_error();
+        count_error();
         db->down = true;
         log_warn("event=db_reconnect ok=0");
         return pg_error(db, err, "reconnect to PostgreSQL");
@@ -154,7 +160,7 @@ int db_run_prep(db_conn *db, db_prep ps, const char *what, const char *sql, int 
         }
     }
     if (st != PGRES_TUPLES_OK && st != PGRES_COMMAND_OK) {
-        cp_metrics_db_error();
+        count_error();
         if (r) {
             terr_set(err, "%s: %s", what, PQresultErrorMessage(r));
             if (err) {

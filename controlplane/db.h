@@ -36,6 +36,9 @@ int db_ensure(db_conn *db, terr *err);
  * REST layer answers 503 then. A read (SELECT) outside a transaction whose
  * connection broke is retried once on a fresh connection before failing. */
 bool db_unavailable(const db_conn *db);
+/* Failed statements and connection attempts (db_open, reconnects) of this
+ * process so far, on every connection; thread-safe. cp_metrics exports it. */
+uint64_t db_error_count(void);
 /* SELECT 1 (readiness). */
 int db_ping(db_conn *db, terr *err);
 /* The database server's clock, microseconds since the epoch. */

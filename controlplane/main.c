@@ -12,6 +12,7 @@
 
 #include "agent_client.h"
 #include "api.h"
+#include "api_files.h"
 #include "api_routes.h"
 #include "auth.h"
 #include "cp_config.h"
@@ -386,6 +387,16 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
     log_info("event=cp_stopped");
 }
 
+/* torpor-cp routes: "METHOD PATTERN" per row of the route table ("*" for a
+ * row that serves any method), in table order; test_openapi_spec compares
+ * it with docs/openapi.yaml. */
+static void cmd_routes(void)
+{
+    for (size_t i = 0; i < api_route_count; i++)
+        printf("%s %s\n", api_route_table[i].method ? api_route_table[i].method : "*",
+               api_route_table[i].pattern);
+}
+
 int main(int argc, char **argv)
 {
     /* Before any thread exists, so that every thread inherits the mask. */
@@ -399,6 +410,7 @@ int main(int argc, char **argv)
     }
     switch (cfg.command) {
     case CP_CMD_HELP: cp_config_usage(stdout); return 0;
+    case CP_CMD_ROUTES: cmd_routes(); return 0;
     case CP_CMD_KEYS_CREATE:
         if (cmd_keys_create(&cfg, &err) != 0) fatal("command=keys_create %s", err.msg);
         return 0;

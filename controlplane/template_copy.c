@@ -210,15 +210,7 @@ static void *copier_main(void *arg)
         }
         pthread_mutex_lock(&c->mu);
         if (c->stopping) break;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        long long ns = (long long)(c->interval_sec * 1e9);
-        ts.tv_sec += ns / 1000000000LL;
-        ts.tv_nsec += ns % 1000000000LL;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        struct timespec ts = mono_deadline((int64_t)(c->interval_sec * 1000));
         int rc = 0;
         while (!c->stopping && rc != ETIMEDOUT) rc = pthread_cond_timedwait(&c->cv, &c->mu, &ts);
     }

@@ -27,7 +27,9 @@ Contract:
 Binaries come from $TORPOR_BUILD_DIR (default <source>/build); the source
 tree from $TORPOR_SOURCE_DIR. $TORPOR_ACCEL (auto|kvm|tcg) is passed to the
 agent. Every answer request() receives is checked against docs/openapi.yaml
-(openapi_check.py; a violation is an AssertionError); that needs
+(openapi_check.py; a violation is an AssertionError); a test that talks HTTP
+by other means (a raw socket, a streamed read) checks its answers with
+check_answer(). That needs
 python3-yaml and python3-jsonschema, the rest is the Python stdlib.
 """
 
@@ -76,6 +78,32 @@ def b64(data):
     if isinstance(data, str):
         data = data.encode()
     return base64.b64encode(data).decode()
+
+
+def check_answer(method, path, status, headers, raw, check=None):
+    """An answer torpor-cp gave, checked against docs/openapi.yaml like every
+    answer of Stack.request, for requests made without it (check: False
+    parses only; None: check unless TORPOR_OPENAPI_CHECK=0). headers: a dict
+    or (name, value) pairs (only Content-Type is used); raw: the body bytes
+    (of a streamed non-JSON body, its first piece is enough: such a body is
+    checked by media type only). Returns the body as Stack.request does:
+    parsed JSON for JSON answers, bytes otherwise, None when empty."""
+    items = headers.items() if isinstance(headers, dict) else headers
+    ctype = next((v for k, v in items if k.lower() == "content-type"), "")
+    if not raw:
+        body = None
+    elif "json" in ctype:
+        try:
+            body = json.loads(raw)
+        except ValueError:
+            raise AssertionError(f"{method} {path}: invalid JSON body ({ctype}): {raw[:200]!r}")
+    else:
+        body = raw
+    if check is None:
+        check = os.environ.get("TORPOR_OPENAPI_CHECK", "1") != "0"
+    if check:
+        openapi_check.default_checker().check(method, path, status, ctype, body)
+    return body
 
 
 def wait_until(predicate, timeout, interval=0.2, what="condition"):
@@ -452,22 +480,12 @@ class Stack:
             conn.request(method, path, body=data, headers=hdrs)
             resp = conn.getresponse()
             raw = resp.read()
-            ctype = resp.getheader("Content-Type", "")
+            resp_headers = resp.getheaders()
         finally:
             conn.close()
-        if not raw:
-            result = resp.status, None
-        elif "json" in ctype:
-            try:
-                result = resp.status, json.loads(raw)
-            except ValueError:
-                raise AssertionError(f"{method} {path}: invalid JSON body ({ctype}): {raw[:200]!r}")
-        else:
-            result = resp.status, raw
-        if self.openapi_check:
-            # Every answer must be one docs/openapi.yaml describes.
-            openapi_check.default_checker().check(method, path, result[0], ctype, result[1])
-        return result
+        # Every answer must be one docs/openapi.yaml describes.
+        return resp.status, check_answer(method, path, resp.status, resp_headers, raw,
+                                         check=self.openapi_check)
 
     def sql(self, query):
         """Run a query on the stack's database; returns rows as lists of strings."""

@@ -94,6 +94,8 @@ BAD_CREATE_BODIES = [
     ("vcpus 1.5", {"vcpus": 1.5}),
     ("huge number", '{"memory_mb": 1e300}'),
     ("unknown template", {"template": "no-such-template"}),
+    # env is encoded before the template image is looked up (the sanitizer run checks it is freed)
+    ("unknown template image with env", {"template": "tpl-0123456789abcdef", "env": {"A": "1"}}),
     ("disk_mb 511", {"template": "minimal", "disk_mb": 511}),
     ("disk_mb 65537", {"template": "minimal", "disk_mb": 65537}),
     ("disk_mb as string", {"template": "minimal", "disk_mb": "1024"}),

@@ -17,7 +17,7 @@ import sys
 import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, b64, expect_error, run_tests  # noqa: E402
+from harness import Stack, b64, check_answer, expect_error, run_tests  # noqa: E402
 
 ctx = {}
 MiB = 1024 * 1024
@@ -85,17 +85,21 @@ def test_200mib_file_roundtrips_byte_identical(s):
     r = s.exec(sid, "sha256sum /root/big.bin", timeout_sec=300)
     assert r["stdout"].split()[0] == want.hexdigest(), f"in the guest: {r}"
     # GET, streamed: hashed as it arrives.
+    path = f"/v1/sandboxes/{sid}/files/content?path=/root/big.bin"
     conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=1800)
     try:
-        conn.request("GET", f"/v1/sandboxes/{sid}/files/content?path=/root/big.bin", headers={"X-API-Key": s.key_a})
+        conn.request("GET", path, headers={"X-API-Key": s.key_a})
         resp = conn.getresponse()
-        assert resp.status == 200, (resp.status, resp.read(500))
+        if resp.status != 200:
+            raise AssertionError((resp.status, check_answer("GET", path, resp.status, resp.getheaders(), resp.read())))
         assert int(resp.getheader("Content-Length")) == BIG, resp.getheaders()
         got, n = hashlib.sha256(), 0
         while True:
             piece = resp.read(MiB)
             if not piece:
                 break
+            if n == 0:  # a raw body is checked by its media type: the first piece will do
+                check_answer("GET", path, resp.status, resp.getheaders(), piece)
             got.update(piece)
             n += len(piece)
     finally:

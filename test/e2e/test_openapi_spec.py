@@ -5,9 +5,13 @@ every schema is valid JSON Schema 2020-12, every object schema is strict
 operationId and no `default` response (so an undescribed status always fails
 the e2e check), and every error response carries the error schema. Also that
 the checker rejects what it must (unknown status, wrong error code, extra
-field), so the e2e validation cannot silently pass everything."""
+field), so the e2e validation cannot silently pass everything. And that
+torpor-cp's route table (`torpor-cp routes`) and the spec's paths agree both
+ways: no route the spec lacks, no spec operation no route serves."""
 
 import os
+import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -94,9 +98,76 @@ def test_checker_rejects_what_the_spec_does_not_describe():
     assert rejects("PUT", "/v1/sandboxes", 404, "application/json", err)
 
 
+def route_table():
+    """torpor-cp's route table as [(METHOD or "*", pattern)], from `torpor-cp
+    routes` (the binary of $TORPOR_BUILD_DIR, default <source>/build)."""
+    source = os.environ.get("TORPOR_SOURCE_DIR",
+                            os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    cp = os.path.join(os.environ.get("TORPOR_BUILD_DIR", os.path.join(source, "build")), "controlplane", "torpor-cp")
+    env = {k: v for k, v in os.environ.items() if k != "TORPOR_DATABASE_URL"}  # it needs none
+    out = subprocess.run([cp, "routes"], capture_output=True, text=True, timeout=30, env=env)
+    assert out.returncode == 0, f"torpor-cp routes: exit {out.returncode}: {out.stderr}"
+    rows = [tuple(line.split(" ", 1)) for line in out.stdout.splitlines()]
+    assert len(rows) > 10 and all(len(r) == 2 for r in rows), out.stdout
+    return rows
+
+
+def spec_path_regex(pattern):
+    """A route pattern as a regex over spec path templates: "{id}" is one
+    spec parameter segment ({id}, {name}, ...), a final "*" one or more."""
+    out = ""
+    for seg in pattern.split("/")[1:]:
+        if seg == "*":
+            out += r"(/\{[^/{}]+\})+"
+        elif seg == "{id}":
+            out += r"/\{[^/{}]+\}"
+        else:
+            out += "/" + re.escape(seg)
+    return re.compile("^" + (out or "/") + "$")
+
+
+def route_spec_mismatches(rows, paths):
+    """What differs between route table rows and the spec's paths: a row no
+    spec operation describes, or a spec operation no row serves."""
+    problems = []
+    served = set()  # (spec template, method) some row serves
+    for method, pattern in rows:
+        rx = spec_path_regex(pattern)
+        templates = [t for t in paths if rx.match(t)]
+        ops = [(t, m.upper()) for t in templates for m in openapi_check.METHODS if m in paths[t]]
+        mine = [(t, m) for t, m in ops if method in ("*", m)]
+        if not mine:
+            problems.append(f"route {method} {pattern} is not in docs/openapi.yaml")
+        served.update(mine)
+    for t, item in paths.items():
+        for m in openapi_check.METHODS:
+            if m in item and (t, m.upper()) not in served:
+                problems.append(f"spec operation {m.upper()} {t} is served by no route of torpor-cp")
+    return problems
+
+
+def test_route_table_and_spec_paths_agree():
+    problems = route_spec_mismatches(route_table(), SPEC.spec["paths"])
+    assert not problems, "; ".join(problems)
+
+
+def test_route_comparison_catches_a_missing_row_or_path():
+    rows = route_table()
+    paths = SPEC.spec["paths"]
+    assert not route_spec_mismatches(rows, paths)
+    no_pause = [r for r in rows if r[1] != "/v1/sandboxes/{id}/pause"]
+    assert route_spec_mismatches(no_pause, paths) == [
+        "spec operation POST /v1/sandboxes/{id}/pause is served by no route of torpor-cp"]
+    no_hosts = {t: i for t, i in paths.items() if t != "/v1/hosts"}
+    assert route_spec_mismatches(rows, no_hosts) == ["route GET /v1/hosts is not in docs/openapi.yaml"]
+    wrong_method = [("PUT", p) if p == "/v1/hosts" else (m, p) for m, p in rows]
+    assert len(route_spec_mismatches(wrong_method, paths)) == 2
+
+
 def main():
     tests = [test_version_and_refs, test_object_schemas_are_strict, test_operations_are_complete,
-             test_checker_rejects_what_the_spec_does_not_describe]
+             test_checker_rejects_what_the_spec_does_not_describe, test_route_table_and_spec_paths_agree,
+             test_route_comparison_catches_a_missing_row_or_path]
     failed = 0
     for t in tests:
         try:

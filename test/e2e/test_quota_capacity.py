@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, expect_error, run_tests, wait_until  # noqa: E402
+from harness import Stack, check_answer, expect_error, run_tests, wait_until  # noqa: E402
 
 
 def set_quota(s, team, *args):
@@ -53,7 +53,7 @@ def test_create_on_a_full_host_is_503_no_capacity(s):
         conn.request("POST", "/v1/sandboxes", body=json.dumps({"memory_mb": 128}),
                      headers={"X-API-Key": s.key_a, "Content-Type": "application/json"})
         resp = conn.getresponse()
-        body = json.loads(resp.read())
+        body = check_answer("POST", "/v1/sandboxes", resp.status, resp.getheaders(), resp.read())
         retry_after = resp.getheader("Retry-After")
     finally:
         conn.close()

@@ -13,18 +13,21 @@ import sys
 import yaml
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import SOURCE_DIR, Stack, expect_error, run_tests  # noqa: E402
+from harness import SOURCE_DIR, Stack, check_answer, expect_error, run_tests  # noqa: E402
 
 
 def raw_get(s, path, headers=None):
-    """GET without the harness's parsing: (status, headers dict (lowercase names), bytes)."""
+    """GET without the harness's parsing: (status, headers dict (lowercase
+    names), bytes); the answer is checked against the spec all the same."""
     conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=30)
     try:
         conn.request("GET", path, headers=headers or {})
         resp = conn.getresponse()
-        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+        hdrs, raw = {k.lower(): v for k, v in resp.getheaders()}, resp.read()
     finally:
         conn.close()
+    check_answer("GET", path, resp.status, hdrs, raw)
+    return resp.status, hdrs, raw
 
 
 def test_openapi_json_equals_the_yaml_spec(s):

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "api_files.h"
 #include "api_routes.h"
 
 /* The real table's row for method + path must have want_pattern (NULL: no
@@ -101,8 +102,8 @@ static void handler_b(api_request *r) { (void)r; }
 static void test_wildcard_and_any_method(void **state)
 {
     static const api_route t[] = {
-        {"GET", "/v1/sandboxes/{id}/port/*", handler_a, 0, NULL, API_AUTH_KEY, false},
-        {NULL, "/proxy/*", handler_b, 0, NULL, API_AUTH_NONE, true},
+        {"GET", "/v1/sandboxes/{id}/port/*", handler_a, 0, NULL, API_AUTH_KEY, API_RUN_WORKER},
+        {NULL, "/proxy/*", handler_b, 0, NULL, API_AUTH_NONE, API_RUN_LONG},
     };
     api_match m;
     const api_route *r = api_route_find(t, 2, "GET", "/v1/sandboxes/sb-9/port/8080/a/b?c", &m);
@@ -143,7 +144,27 @@ static void test_table_rows_are_complete_and_unique(void **state)
     const api_route *c =
         api_route_find(api_route_table, api_route_count, "POST", "/v1/sandboxes", &m);
     assert_int_equal(c->body_limit, API_BODY_LIMIT);
-    assert_true(c->long_running);
+    assert_int_equal(c->run, API_RUN_LONG);
+}
+
+/* Only /healthz runs on the I/O thread (liveness, never behind a worker),
+ * and such a row takes no key and no body. */
+static void test_only_healthz_runs_on_the_io_thread(void **state)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < api_route_count; i++) {
+        const api_route *r = &api_route_table[i];
+        if (r->run != API_RUN_IO_THREAD) continue;
+        n++;
+        assert_string_equal(r->pattern, "/healthz");
+        assert_string_equal(r->method, "GET");
+        assert_int_equal(r->auth, API_AUTH_NONE);
+        assert_null(r->stream);
+    }
+    assert_int_equal(n, 1);
+    api_match m;
+    const api_route *ready = api_route_find(api_route_table, api_route_count, "GET", "/readyz", &m);
+    assert_int_equal(ready->run, API_RUN_WORKER); /* it queries PostgreSQL */
 }
 
 int main(void)
@@ -153,6 +174,7 @@ int main(void)
         cmocka_unit_test(test_methods),
         cmocka_unit_test(test_wildcard_and_any_method),
         cmocka_unit_test(test_table_rows_are_complete_and_unique),
+        cmocka_unit_test(test_only_healthz_runs_on_the_io_thread),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

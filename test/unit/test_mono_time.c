@@ -1,4 +1,5 @@
-/* mono_time (common/mono_time.h): mono_ms moves forward with real time, and
+/* mono_time (common/mono_time.h): mono_ms moves forward with real time,
+ * mono_us is the same clock in microseconds, and
  * mono_deadline is an absolute CLOCK_MONOTONIC time that a condition
  * variable on that clock honours (not earlier, not much later). */
 #include <setjmp.h>
@@ -26,6 +27,22 @@ static void test_mono_ms_follows_sleep(void **state)
     int64_t dt = mono_ms() - t0;
     assert_true(dt >= 30);
     assert_true(dt < 30000); /* a starved machine, not a wrong unit */
+}
+
+/* mono_us is the same clock as mono_ms, in microseconds. */
+static void test_mono_us_is_mono_ms_in_microseconds(void **state)
+{
+    int64_t ms0 = mono_ms();
+    int64_t us = mono_us();
+    int64_t ms1 = mono_ms();
+    assert_true(us / 1000 >= ms0);
+    assert_true(us / 1000 <= ms1);
+    int64_t u0 = mono_us();
+    struct timespec d = {0, 2 * 1000000};
+    nanosleep(&d, NULL);
+    int64_t du = mono_us() - u0;
+    assert_true(du >= 2000);
+    assert_true(du < 30000000);
 }
 
 static void test_deadline_is_now_plus_the_delay_normalised(void **state)
@@ -75,6 +92,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mono_ms_follows_sleep),
+        cmocka_unit_test(test_mono_us_is_mono_ms_in_microseconds),
         cmocka_unit_test(test_deadline_is_now_plus_the_delay_normalised),
         cmocka_unit_test(test_negative_delay_is_now),
         cmocka_unit_test(test_timedwait_on_a_monotonic_condvar_waits_until_the_deadline),
