@@ -633,6 +633,12 @@ static agent_code resume_lost(lifecycle *lc, sandbox *sb, const terr *derr, terr
 agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, lifecycle_info *out,
                             terr *err)
 {
+    return lifecycle_resume_net(lc, id, timeout_sec, NULL, out, err);
+}
+
+agent_code lifecycle_resume_net(lifecycle *lc, const char *id, int timeout_sec,
+                                const net_policy *policy, lifecycle_info *out, terr *err)
+{
     agent_code code = lifecycle_check_timeout(timeout_sec, err);
     if (code != AGENT_OK) return code;
     sandbox *sb;
@@ -665,7 +671,7 @@ agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, life
     runtime_vm *vm = NULL;
     terr derr = {{0}};
     int tap = -1;
-    int rc = net_prepare(lc, id, NULL, false, &tap, &derr);
+    int rc = net_prepare(lc, id, policy, false, &tap, &derr);
     if (rc == 0) {
         spec.net_fd = tap > 2 ? tap : 0;
         rc = lc->driver->ops->resume(lc->driver, &spec, &vm, &derr);

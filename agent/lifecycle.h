@@ -103,6 +103,11 @@ agent_code lifecycle_destroy(lifecycle *lc, const char *id, terr *err);
 agent_code lifecycle_pause(lifecycle *lc, const char *id, lifecycle_info *out, terr *err);
 agent_code lifecycle_resume(lifecycle *lc, const char *id, int timeout_sec, lifecycle_info *out,
                             terr *err);
+/* resume that first applies and stores the sandbox's egress policy (the
+ * control plane's; NULL = the stored one): a sandbox moved here from another
+ * host has none stored yet. Ignored when the agent runs without network. */
+agent_code lifecycle_resume_net(lifecycle *lc, const char *id, int timeout_sec,
+                                const net_policy *policy, lifecycle_info *out, terr *err);
 agent_code lifecycle_ping(lifecycle *lc, const char *id, int64_t *last_active_ms, terr *err);
 agent_code lifecycle_set_timeout(lifecycle *lc, const char *id, int timeout_sec,
                                  lifecycle_info *out, terr *err);

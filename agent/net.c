@@ -582,8 +582,9 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     long long t0 = mono_ms(), u0 = mono_us(), build_us = 0, write_us = 0, rules_us = 0;
     int slot;
     net_policy stored;
-    if (state_read(n, id, &slot, &stored, err) < 0) return -1;
-    if (!p) p = &stored;
+    int had = state_read(n, id, &slot, &stored, err);
+    if (had < 0) return -1;
+    if (!p || (had == 0 && net_policy_same(p, &stored))) p = &stored;
     int old_slot = slot;
     if (slot_claim(n, id, slot, &slot, err) < 0) return -1;
     int nsfd = ns_open(id, NULL);
@@ -659,15 +660,16 @@ int net_apply(agent_net *n, const char *id, const net_policy *p, terr *err)
     net_policy old;
     pthread_mutex_lock(&n->pol_mu);
     if (state_read(n, id, &slot, &old, err) < 0) goto fail;
-    if (slot < 0) {
-        terr_set(err, "sandbox %s has no network", id);
-        goto fail;
-    }
-    /* No namespace (a paused sandbox after a host reboot): the stored
+    /* No namespace (a paused sandbox after a host reboot, or one moved here
+     * and not resumed yet, which has no state either: slot -1): the stored
      * policy is what the next resume applies. */
     int nsfd = ns_open(id, NULL);
     bool live = nsfd >= 0;
     if (live) close(nsfd);
+    if (slot < 0 && live) {
+        terr_set(err, "sandbox %s has a namespace but no network state", id);
+        goto fail;
+    }
     if (live && apply_rules(n, id, p, err) < 0) goto fail;
     if (state_write(n, id, slot, p, err) < 0) {
         terr ignored;

@@ -177,8 +177,14 @@ static void h_resume(void *appv, rpc_call *call, const ProtobufCMessage *m)
     if (bad_id(call, req->sandbox_id)) return;
     lifecycle_info info;
     terr e;
+    net_policy policy;
+    if (req->network && policy_from_pb(req->network, &policy, &e) < 0) {
+        rpc_fail(call, GRPC_STATUS_INVALID_ARGUMENT, "invalid network policy: %s", e.msg);
+        return;
+    }
     int64_t t0 = mono_ms();
-    agent_code c = lifecycle_resume(app->lc, req->sandbox_id, req->timeout_sec, &info, &e);
+    agent_code c = lifecycle_resume_net(app->lc, req->sandbox_id, req->timeout_sec,
+                                        req->network ? &policy : NULL, &info, &e);
     agent_metrics_operation("resume", c, since(t0));
     if (c != AGENT_OK) {
         fail_code(call, c, &e);

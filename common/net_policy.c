@@ -133,6 +133,22 @@ static void put(out *o, const char *fmt, ...)
     else o->used += (size_t)w;
 }
 
+static bool rules_same(const net_rule *a, const net_rule *b, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (a[i].family != b[i].family || a[i].prefix != b[i].prefix || a[i].port != b[i].port ||
+            memcmp(a[i].addr, b[i].addr, sizeof a[i].addr) != 0)
+            return false;
+    return true;
+}
+
+bool net_policy_same(const net_policy *a, const net_policy *b)
+{
+    return a->egress_allow == b->egress_allow && a->n_allow == b->n_allow &&
+           a->n_deny == b->n_deny && rules_same(a->allow, b->allow, a->n_allow) &&
+           rules_same(a->deny, b->deny, a->n_deny);
+}
+
 int net_policy_to_text(const net_policy *p, char *buf, size_t n, terr *err)
 {
     out o = {buf, n, 0, false};

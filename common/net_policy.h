@@ -54,6 +54,9 @@ int net_policy_add(net_policy *p, bool allow, const char *text, terr *err);
 /* The ranges refused unless allowed (the list), as entry texts, NULL-terminated. */
 extern const char *const net_policy_refused[];
 
+/* Whether a and b say the same: egress and the same entries in the same order. */
+bool net_policy_same(const net_policy *a, const net_policy *b);
+
 /* Text form for storage: "egress allow\nallow 10.0.0.0/8\ndeny ...\n". */
 int net_policy_to_text(const net_policy *p, char *buf, size_t n, terr *err);
 int net_policy_from_text(const char *text, net_policy *p, terr *err);

@@ -415,15 +415,26 @@ grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err)
                           AGENT_DEADLINE_PAUSE_MS, err);
 }
 
-grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err)
+grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec,
+                              const char *network, terr *err)
 {
     Torpor__Hostagent__V1__ResumeSandboxRequest req =
         TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.timeout_sec = timeout_sec;
-    return call_no_answer(c, RPC_RESUME_SANDBOX, &req.base,
-                          &torpor__hostagent__v1__resume_sandbox_response__descriptor,
-                          AGENT_DEADLINE_RESUME_MS, err);
+    net_pb net = {0};
+    if (network && network[0]) {
+        if (net_pb_from_json(network, &net, err) < 0) {
+            net_pb_free(&net);
+            return GRPC_STATUS_INTERNAL;
+        }
+        req.network = &net.msg;
+    }
+    grpc_status_code st = call_no_answer(c, RPC_RESUME_SANDBOX, &req.base,
+                                         &torpor__hostagent__v1__resume_sandbox_response__descriptor,
+                                         AGENT_DEADLINE_RESUME_MS, err);
+    net_pb_free(&net);
+    return st;
 }
 
 grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err)

@@ -93,8 +93,11 @@ grpc_status_code agent_destroy(rpc_client *c, const char *sandbox_id, terr *err)
  * the call succeeded). */
 grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err);
 grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err);
-/* timeout_sec: the TTL, which survives pause/resume. */
-grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec, terr *err);
+/* timeout_sec: the TTL, which survives pause/resume. network: the row's
+ * canonical policy JSON, which the agent applies and stores before the VM
+ * starts (so a moved sandbox keeps its policy); "" or NULL: the agent's. */
+grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec,
+                              const char *network, terr *err);
 grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err);
 grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec,
                                    terr *err);

@@ -544,7 +544,7 @@ void sandbox_ops_resume(const sbop_ctx *c, const char *id, sbop_result *res)
     if (step(c, id, SB_PAUSED, SB_RESUMING, 0, "sandbox is not paused", res) != 0) return;
     int64_t t0 = mono_ms();
     terr err;
-    grpc_status_code st = agent_resume(client, id, res->row.timeout_sec, &err);
+    grpc_status_code st = agent_resume(client, id, res->row.timeout_sec, res->row.network, &err);
     if (st == GRPC_STATUS_OK) {
         if (step(c, id, SB_RESUMING, SB_RUNNING, DB_SET_STARTED | DB_SET_ACTIVE,
                  "sandbox changed state during the resume", res) != 0)

@@ -251,6 +251,47 @@ def test_move_keeps_memory_and_files(s):
     s.destroy(sid)
 
 
+def test_move_keeps_the_network_policy(s):
+    """The policy lives in the row and in the source agent's state; the move
+    carries the files, and the first resume on the target applies the row's
+    policy there (before, the target started the VM with the default one)."""
+    sid = s.create({"template": "minimal", "memory_mb": MEM})["id"]
+    policy = {"egress": "deny", "allow": ["198.18.7.7:8080"], "deny": []}
+    st, body = s.request("PUT", f"/v1/sandboxes/{sid}/network", policy)
+    assert st == 200, f"PUT network: {st} {body}"
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200, f"pause: {st} {body}"
+    dst = "h3" if sandbox(s, sid)["host_id"] != "h3" else "h2"
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": dst}, key=ctx["admin"])
+    assert st == 200 and body["host_id"] == dst, f"move: {st} {body}"
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert st == 200 and body["status"] == "running", f"resume: {st} {body}"
+    assert body["network"]["egress"] == "deny", body
+    with open(os.path.join(state_dir_of(s, dst), "net", sid)) as f:
+        stored = f.read()
+    assert "egress deny" in stored and "198.18.7.7" in stored, f"target stored: {stored!r}"
+    rules = subprocess.run(["ip", "netns", "exec", f"torpor-{sid}", "nft", "list", "ruleset"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "198.18.7.7" in rules, f"the target's rules do not name the allowed address:\n{rules}"
+    # Back again, and a policy change while it is paused on a host that has
+    # no state for it yet: stored there, applied by the resume.
+    src = dst
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/pause")
+    assert st == 200, f"pause: {st} {body}"
+    dst = "h3" if src != "h3" else "h2"
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/move", {"host_id": dst}, key=ctx["admin"])
+    assert st == 200 and body["host_id"] == dst, f"move back: {st} {body}"
+    policy["allow"] = ["198.18.7.8:8080"]
+    st, body = s.request("PUT", f"/v1/sandboxes/{sid}/network", policy)
+    assert st == 200, f"PUT network on a moved, paused sandbox: {st} {body}"
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/resume")
+    assert st == 200 and body["status"] == "running", f"resume: {st} {body}"
+    rules = subprocess.run(["ip", "netns", "exec", f"torpor-{sid}", "nft", "list", "ruleset"],
+                           capture_output=True, text=True, check=True).stdout
+    assert "198.18.7.8" in rules and "198.18.7.7" not in rules, f"rules after the change:\n{rules}"
+    s.destroy(sid)
+
+
 def test_stray_copy_of_a_moved_sandbox_is_destroyed(s):
     """What an interrupted move can leave (a committed copy on a host the row
     does not name, or the source's copy when its delete failed), made by
@@ -382,6 +423,7 @@ if __name__ == "__main__":
         test_frozen_agent_is_skipped_and_reads_unreachable,
         test_drained_host_gets_nothing_and_all_full_is_no_capacity,
         test_move_keeps_memory_and_files,
+        test_move_keeps_the_network_policy,
         test_stray_copy_of_a_moved_sandbox_is_destroyed,
         test_drain_moves_every_sandbox_off_the_host,
         test_move_with_the_target_killed_leaves_one_resumable_copy,

@@ -66,6 +66,25 @@ static void test_text_round_trip_keeps_the_policy(void **state)
     assert_int_equal(q.n_deny, 1);
 }
 
+static void test_same_compares_egress_and_every_entry(void **state)
+{
+    (void)state;
+    net_policy p, q;
+    terr e;
+    net_policy_default(&p);
+    net_policy_default(&q);
+    assert_true(net_policy_same(&p, &q));
+    assert_int_equal(net_policy_add(&p, true, "198.18.0.1:8000", &e), 0);
+    assert_false(net_policy_same(&p, &q));
+    assert_int_equal(net_policy_add(&q, true, "198.18.0.1:8001", &e), 0);
+    assert_false(net_policy_same(&p, &q)); /* same address, other port */
+    net_policy_default(&q);
+    assert_int_equal(net_policy_add(&q, true, "198.18.0.1:8000", &e), 0);
+    assert_true(net_policy_same(&p, &q));
+    assert_int_equal(net_policy_set_egress(&q, "deny", &e), 0);
+    assert_false(net_policy_same(&p, &q));
+}
+
 static void test_too_many_entries_are_refused(void **state)
 {
     (void)state;
@@ -176,6 +195,7 @@ int main(void)
         cmocka_unit_test(test_entries_parse_to_their_canonical_form),
         cmocka_unit_test(test_invalid_entries_are_refused),
         cmocka_unit_test(test_text_round_trip_keeps_the_policy),
+        cmocka_unit_test(test_same_compares_egress_and_every_entry),
         cmocka_unit_test(test_too_many_entries_are_refused),
         cmocka_unit_test(test_rules_put_deny_before_allow_before_refused_ranges),
         cmocka_unit_test(test_rules_for_a_new_namespace_do_not_delete),
