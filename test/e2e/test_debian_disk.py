@@ -77,7 +77,11 @@ def test_file_and_background_process_survive_pause(s):
     assert r["stdout"] == "ok\n", r
     t0 = time.monotonic()
     r = s.exec(sid, BG)
-    assert r["stdout"] == "started\n" and time.monotonic() - t0 < 10, r
+    took = time.monotonic() - t0
+    # Returned without waiting for the never-ending child: waiting for it
+    # would run into the exec's default 30 s timeout; 20 s leaves room for
+    # a loaded TCG host.
+    assert r["stdout"] == "started\n" and not r.get("timed_out") and took < 20, (took, r)
     wait_until(lambda: bg_count(s, sid) >= 3, 60, interval=0.5, what="background python counts")
     c = bg_count(s, sid)
     st, sb = s.request("POST", f"/v1/sandboxes/{sid}/pause")

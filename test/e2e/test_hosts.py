@@ -150,7 +150,11 @@ def test_frozen_agent_is_skipped_and_reads_unreachable(s):
         assert sb["status"] == "running" and sb["host_status"] == "unreachable", sb
         t0 = time.monotonic()
         expect_error(s.request("POST", f"/v1/sandboxes/{sid}/ping"), 503, "host_unreachable", "ping on h2")
-        assert time.monotonic() - t0 < 1.0, "host_unreachable must be answered at once"
+        # At once: a ping that asked the frozen agent would wait for its
+        # 10 s deadline (AGENT_DEADLINE_SHORT_MS); 5 s leaves room for a
+        # loaded machine.
+        took = time.monotonic() - t0
+        assert took < 5.0, f"host_unreachable must be answered at once, took {took:.1f}s"
         st, body, took = create_timed(s, port=ctx["replica_port"])
         assert st == 201 and body["host_id"] != "h2" and took < 15, f"create on the replica: {st} {body} {took:.1f}s"
         ctx["during_freeze"].append(body["id"])

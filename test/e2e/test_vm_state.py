@@ -21,10 +21,22 @@ from harness import Stack, expect_error, run_tests, wait_until, b64  # noqa: E40
 ctx = {}
 PAUSED_FOR = 4        # seconds a sandbox stays paused before the clock check
 CLOCK_TOLERANCE = 2   # seconds; `date +%s` has 1 s resolution
+KILL_ATTEMPTS = 10    # tries at killing QEMU inside a pause's short window
 FILE_DATA = b"torpor keeps this\n" + bytes(range(256))
 # A background counter, detached from exec's pipes so that exec returns.
 COUNTER = ("(i=0; while :; do i=$((i+1)); echo $i > /tmp/counter.tmp && mv /tmp/counter.tmp /tmp/counter; "
            "sleep 1; done) </dev/null >/dev/null 2>&1 & echo $! > /tmp/counter.pid")
+
+
+def guest_clock_ok(s, sid):
+    """The guest's `date +%s` against the host clock read just before and
+    just after the exec (so the exec's own time on a loaded host does not
+    count): (ok, guest, host before, host after)."""
+    before = time.time()
+    guest_now = int(s.exec(sid, "date +%s")["stdout"])
+    after = time.time()
+    ok = before - CLOCK_TOLERANCE <= guest_now <= after + CLOCK_TOLERANCE
+    return ok, guest_now, before, after
 
 
 def read_counter(s, sid, started=True):
@@ -120,10 +132,9 @@ def test_resume_keeps_files_and_processes(s):
     wait_until(lambda: read_counter(s, sid) > c, 30, interval=0.5, what="counter carrying on after resume")
     up = float(s.exec(sid, "cut -d' ' -f1 /proc/uptime")["stdout"])
     assert up >= ctx["uptime_before"], f"guest rebooted: uptime {up} < {ctx['uptime_before']}"
-    guest_now = int(s.exec(sid, "date +%s")["stdout"])
-    assert abs(guest_now - time.time()) <= CLOCK_TOLERANCE, \
-        f"guest clock not set on resume: guest {guest_now}, host {time.time():.0f} " \
-        f"(paused for {PAUSED_FOR}s)"
+    ok, guest_now, before, after = guest_clock_ok(s, sid)
+    assert ok, f"guest clock not set on resume: guest {guest_now}, host {before:.1f}..{after:.1f} " \
+               f"(paused for {PAUSED_FOR}s)"
 
 
 def test_exec_env_cwd_and_timeout(s):
@@ -174,9 +185,8 @@ def test_clones_are_not_twins(s):
     ra, rb = s.exec(a, cmd)["stdout"], s.exec(b, cmd)["stdout"]
     assert ra.strip() and ra != rb, f"two sandboxes from one template share their random state: {ra!r}"
     for sid in (a, b):
-        guest_now = int(s.exec(sid, "date +%s")["stdout"])
-        assert abs(guest_now - time.time()) <= CLOCK_TOLERANCE, \
-            f"clock of a fresh sandbox off: guest {guest_now}, host {time.time():.0f}"
+        ok, guest_now, before, after = guest_clock_ok(s, sid)
+        assert ok, f"clock of a fresh sandbox off: guest {guest_now}, host {before:.1f}..{after:.1f}"
         s.destroy(sid)
 
 
@@ -303,17 +313,19 @@ def _pause_and_kill_mid_migration(s):
 
 
 def test_pause_with_qemu_killed_during_pause(s):
-    # The migration window is short (tens of ms): try a few times until the
-    # kill lands inside it; every attempt must end in an acceptable state.
+    # The migration window is short (tens of ms): try until the kill lands
+    # inside it (a starved poller can miss it several times in a row on a
+    # loaded host; each miss costs one create); every attempt must end in an
+    # acceptable state.
     landed_any = False
-    for attempt in range(1, 4):
+    for attempt in range(1, KILL_ATTEMPTS + 1):
         sid, res, landed = _pause_and_kill_mid_migration(s)
         print(f"    attempt {attempt}: kill landed mid-pause: {landed}")
         _check_outcome_after_killed_pause(s, sid, res)
         if landed:
             landed_any = True
             break
-    assert landed_any, "could not kill QEMU during a pause in 3 attempts (state.tmp never seen)"
+    assert landed_any, f"could not kill QEMU during a pause in {KILL_ATTEMPTS} attempts"
 
 
 TESTS = [

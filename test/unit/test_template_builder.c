@@ -252,6 +252,21 @@ static bool running(pid_t pid)
     return rp && rp[1] == ' ' && rp[2] != 'Z' && rp[2] != 'X';
 }
 
+/* True once pid's environment holds the entry marker ("KEY=VALUE"). */
+static bool environ_holds(pid_t pid, const char *marker)
+{
+    char p[64], env[8192];
+    snprintf(p, sizeof p, "/proc/%d/environ", (int)pid);
+    FILE *f = fopen(p, "r");
+    if (!f) return false;
+    size_t n = fread(env, 1, sizeof env, f);
+    fclose(f);
+    for (size_t i = 0; i < n; i += strnlen(env + i, n - i) + 1)
+        if (strnlen(env + i, n - i) == strlen(marker) && !memcmp(env + i, marker, strlen(marker)))
+            return true;
+    return false;
+}
+
 static void test_crash_mid_build_kills_what_the_recipe_left_running(void **state)
 {
     fx *f = *state;
@@ -277,6 +292,12 @@ static void test_crash_mid_build_kills_what_the_recipe_left_running(void **state
     close(fds[1]);
     waitpid(leader, NULL, 0);
     assert_true(running(orphan));
+    /* Until it has exec'd, the child is a copy of this process, without the
+     * build's marker: the builder would rightly leave it alone. */
+    int64_t until = mono_ms() + 10000;
+    while (!environ_holds(orphan, "TORPOR_TEMPLATE_BUILD=tpl-i") && mono_ms() < until)
+        usleep(5 * 1000);
+    assert_true(environ_holds(orphan, "TORPOR_TEMPLATE_BUILD=tpl-i"));
     char cmd[1024];
     snprintf(cmd, sizeof cmd,
              "mkdir -p %s/template-builds/tpl-i && printf 'building\\n0\\n-\\n1\\n' > "
