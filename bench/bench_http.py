@@ -23,8 +23,9 @@ equal torpor-cp's. Servers are measured in turns per route, --rounds times,
 their order reversed every other round, so a change in the machine's load
 hits them alike; the 1-minute load average is recorded before each run.
 Prints each run, then per server and route the medians over the rounds
-(req/s, p50, p99) and the prototype/build ratios. Figures only: nothing
-passes or fails on time.
+(req/s, p50, p99, and the server process's own CPU time per request, read
+from /proc, which the machine's load moves less than req/s) and the
+prototype/build ratios. Figures only: nothing passes or fails on time.
 
   python3 bench/bench_http.py [--build-dir build] [--other NAME=PATH ...]
                               [--proto build/bench/proto_bev_http]
@@ -73,6 +74,13 @@ def to_ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000}[m.group(2)]
 
 
+def cpu_sec(pid):
+    """User + system CPU seconds of process pid so far (all its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_wrk(args, url, key, method=None, tmp="/tmp"):
     cmd = ["wrk", "-t", str(args.wrk_threads), "-c", str(args.connections), "-d", f"{args.duration}s",
            "--latency", url]
@@ -85,10 +93,11 @@ def run_wrk(args, url, key, method=None, tmp="/tmp"):
         cmd[1:1] = ["-H", f"X-API-Key: {key}"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=args.duration + 60).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    total = int(re.search(r"(\d+) requests in", out).group(1))
     pct = {p: to_ms(v) for p, v in re.findall(r"^\s+(50|90|99)%\s+(\S+)", out, re.M)}
     non2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     errors = re.search(r"Socket errors:.*", out)
-    return {"rps": rps, "p50": pct.get("50"), "p90": pct.get("90"), "p99": pct.get("99"),
+    return {"rps": rps, "n": total, "p50": pct.get("50"), "p90": pct.get("90"), "p99": pct.get("99"),
             "bad": int(non2xx.group(1)) if non2xx else 0, "errors": errors.group(0) if errors else ""}
 
 
@@ -124,6 +133,7 @@ def main(argv):
         all_routes = {"healthz": ("/healthz", None, None), "get": (f"/v1/sandboxes/{sid}", s.key_a, None),
                       "ping": (f"/v1/sandboxes/{sid}/ping", s.key_a, "POST")}
         targets = [("build", s.http_port)]
+        pids = {"build": s.cp.proc.pid}
         for spec in args.other:
             name, path = spec.split("=", 1)
             argv_ = [os.path.abspath(path), "--http-addr", "127.0.0.1:0", "--database-url", s.db_url,
@@ -135,6 +145,7 @@ def main(argv):
             comp.start()
             m = comp.wait_log(r"event=cp_ready\b[^\n]*\bport=(\d+)", 60, what=f"{name} cp_ready")
             targets.append((name, int(m.group(1))))
+            pids[name] = comp.proc.pid
         proto = None
         if args.proto:
             # torpor-cp's key cache time (its default unless --key-cache) for the prototype too.
@@ -144,6 +155,7 @@ def main(argv):
                                      stdout=subprocess.PIPE, text=True)
             port = int(re.fullmatch(r"port=(\d+)", proto.stdout.readline().strip()).group(1))
             targets.append(("proto-bev", port))
+            pids["proto-bev"] = proto.pid
             # Same answers on the routes both serve (the prototype serves healthz and get).
             for label in ("healthz", "get"):
                 path, key, _ = all_routes[label]
@@ -162,36 +174,42 @@ def main(argv):
                     if name == "proto-bev" and label == "ping":
                         continue
                     load = os.getloadavg()[0]
+                    cpu0 = cpu_sec(pids[name])
                     r = run_wrk(args, f"http://127.0.0.1:{port}{path}", key, method, s.tmp)
                     r["load"] = load
+                    # The server's own CPU per request (its threads, not PostgreSQL's): less
+                    # moved by the machine's load than req/s.
+                    r["cpu_us"] = (cpu_sec(pids[name]) - cpu0) * 1e6 / max(r["n"], 1)
                     rows.append((rnd, name, label, r))
                     print(f"round {rnd} {name:>9} {label:>8}: {r['rps']:9.0f} req/s  p50 {r['p50']:.2f} ms  "
-                          f"p90 {r['p90']:.2f} ms  p99 {r['p99']:.2f} ms  non-2xx {r['bad']}  load {load:.1f} "
+                          f"p90 {r['p90']:.2f} ms  p99 {r['p99']:.2f} ms  cpu/req {r['cpu_us']:.0f} us  "
+                          f"non-2xx {r['bad']}  load {load:.1f} "
                           f"{r['errors']}", file=sys.stderr, flush=True)
-        print("\n| server | route | round | req/s | p50 ms | p90 ms | p99 ms | non-2xx | load avg |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|")
+        print("\n| server | route | round | req/s | p50 ms | p90 ms | p99 ms | server CPU us/req | non-2xx | load avg |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
         for rnd, name, label, r in rows:
             print(f"| {name} | {label} | {rnd} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p90']:.2f} | "
-                  f"{r['p99']:.2f} | {r['bad']} | {r['load']:.1f} |")
+                  f"{r['p99']:.2f} | {r['cpu_us']:.0f} | {r['bad']} | {r['load']:.1f} |")
         print(f"\nMedians over {args.rounds} rounds (p99: the median of the rounds' p99, and the worst):\n")
-        print("| server | route | req/s | p50 ms | p99 ms | worst p99 ms |")
-        print("|---|---|---:|---:|---:|---:|")
+        print("| server | route | req/s | p50 ms | p99 ms | worst p99 ms | server CPU us/req |")
+        print("|---|---|---:|---:|---:|---:|---:|")
         med = {}
         for label in routes_wanted:
             for name, _ in targets:
                 rs = [r for _, n, l, r in rows if n == name and l == label]
                 if not rs:
                     continue
-                m = {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99")}
+                m = {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99", "cpu_us")}
                 med[(name, label)] = m
                 print(f"| {name} | {label} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
-                      f"{max(r['p99'] for r in rs):.2f} |")
+                      f"{max(r['p99'] for r in rs):.2f} | {m['cpu_us']:.0f} |")
         if proto:
-            print("\nprototype / build (median req/s; median p99):")
+            print("\nprototype / build (median req/s; median p99; median server CPU per request):")
             for label in routes_wanted:
                 a, b = med.get(("proto-bev", label)), med.get(("build", label))
                 if a and b:
-                    print(f"  {label}: req/s x{a['rps'] / b['rps']:.2f}; p99 x{a['p99'] / b['p99']:.2f}")
+                    print(f"  {label}: req/s x{a['rps'] / b['rps']:.2f}; p99 x{a['p99'] / b['p99']:.2f}; "
+                          f"CPU/req x{a['cpu_us'] / b['cpu_us']:.2f}")
             proto.terminate()
             proto.wait()
         loads = [r["load"] for *_, r in rows]
