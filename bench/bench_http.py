@@ -23,8 +23,9 @@ equal torpor-cp's. Servers are measured in turns per route, --rounds times,
 their order reversed every other round, so a change in the machine's load
 hits them alike; the 1-minute load average is recorded before each run.
 Prints each run, then per server and route the medians over the rounds
-(req/s, p50, p99, and the server process's own CPU time per request, read
-from /proc, which the machine's load moves less than req/s) and the
+(req/s, p50, p99, and the server process's own CPU time and context
+switches per request, read from /proc, which the machine's load moves less
+than req/s) and the
 prototype/build ratios. Figures only: nothing passes or fails on time.
 
   python3 bench/bench_http.py [--build-dir build] [--other NAME=PATH ...]
@@ -79,6 +80,18 @@ def cpu_sec(pid):
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def ctx_switches(pid):
+    """Context switches (voluntary + not) of all of process pid's threads so far."""
+    n = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                n += sum(int(line.split()[1]) for line in f if "ctxt_switches" in line)
+        except FileNotFoundError:
+            pass
+    return n
 
 
 def run_wrk(args, url, key, method=None, tmp="/tmp"):
@@ -174,35 +187,36 @@ def main(argv):
                     if name == "proto-bev" and label == "ping":
                         continue
                     load = os.getloadavg()[0]
-                    cpu0 = cpu_sec(pids[name])
+                    cpu0, cs0 = cpu_sec(pids[name]), ctx_switches(pids[name])
                     r = run_wrk(args, f"http://127.0.0.1:{port}{path}", key, method, s.tmp)
                     r["load"] = load
                     # The server's own CPU per request (its threads, not PostgreSQL's): less
                     # moved by the machine's load than req/s.
                     r["cpu_us"] = (cpu_sec(pids[name]) - cpu0) * 1e6 / max(r["n"], 1)
+                    r["cs"] = (ctx_switches(pids[name]) - cs0) / max(r["n"], 1)
                     rows.append((rnd, name, label, r))
                     print(f"round {rnd} {name:>9} {label:>8}: {r['rps']:9.0f} req/s  p50 {r['p50']:.2f} ms  "
-                          f"p90 {r['p90']:.2f} ms  p99 {r['p99']:.2f} ms  cpu/req {r['cpu_us']:.0f} us  "
+                          f"p90 {r['p90']:.2f} ms  p99 {r['p99']:.2f} ms  cpu/req {r['cpu_us']:.0f} us  ctxsw/req {r['cs']:.1f}  "
                           f"non-2xx {r['bad']}  load {load:.1f} "
                           f"{r['errors']}", file=sys.stderr, flush=True)
-        print("\n| server | route | round | req/s | p50 ms | p90 ms | p99 ms | server CPU us/req | non-2xx | load avg |")
-        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+        print("\n| server | route | round | req/s | p50 ms | p90 ms | p99 ms | server CPU us/req | ctx switches/req | non-2xx | load avg |")
+        print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
         for rnd, name, label, r in rows:
             print(f"| {name} | {label} | {rnd} | {r['rps']:.0f} | {r['p50']:.2f} | {r['p90']:.2f} | "
-                  f"{r['p99']:.2f} | {r['cpu_us']:.0f} | {r['bad']} | {r['load']:.1f} |")
+                  f"{r['p99']:.2f} | {r['cpu_us']:.0f} | {r['cs']:.1f} | {r['bad']} | {r['load']:.1f} |")
         print(f"\nMedians over {args.rounds} rounds (p99: the median of the rounds' p99, and the worst):\n")
-        print("| server | route | req/s | p50 ms | p99 ms | worst p99 ms | server CPU us/req |")
-        print("|---|---|---:|---:|---:|---:|---:|")
+        print("| server | route | req/s | p50 ms | p99 ms | worst p99 ms | server CPU us/req | ctx switches/req |")
+        print("|---|---|---:|---:|---:|---:|---:|---:|")
         med = {}
         for label in routes_wanted:
             for name, _ in targets:
                 rs = [r for _, n, l, r in rows if n == name and l == label]
                 if not rs:
                     continue
-                m = {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99", "cpu_us")}
+                m = {k: median([r[k] for r in rs]) for k in ("rps", "p50", "p99", "cpu_us", "cs")}
                 med[(name, label)] = m
                 print(f"| {name} | {label} | {m['rps']:.0f} | {m['p50']:.2f} | {m['p99']:.2f} | "
-                      f"{max(r['p99'] for r in rs):.2f} | {m['cpu_us']:.0f} |")
+                      f"{max(r['p99'] for r in rs):.2f} | {m['cpu_us']:.0f} | {m['cs']:.1f} |")
         if proto:
             print("\nprototype / build (median req/s; median p99; median server CPU per request):")
             for label in routes_wanted:
