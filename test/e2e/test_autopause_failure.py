@@ -20,7 +20,7 @@ def chattr(flag, path):
 
 
 def test_failed_autopause_keeps_a_live_vm_running_then_pauses_it(s):
-    sid = s.create({"memory_mb": 128, "timeout_sec": 3})["id"]
+    sid = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3})["id"]
     pids = s.qemu_pids(sid)
     assert len(pids) == 1, pids
     d = s.sandbox_dir(sid)

@@ -84,7 +84,7 @@ def check_histogram(fam):
 
 
 def test_activity(s):
-    a = s.create({"memory_mb": 128, "timeout_sec": 0})
+    a = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 0})
     ctx["a"] = a["id"]
     for cmd in ("echo one", None):
         if cmd is None:
@@ -95,7 +95,7 @@ def test_activity(s):
             cmd = "echo two"
         st, body = s.request("POST", f"/v1/sandboxes/{a['id']}/exec", {"cmd": cmd})
         assert st == 200 and body["exit_code"] == 0, f"exec {cmd}: {st} {body}"
-    b = s.create({"memory_mb": 128, "timeout_sec": TTL})
+    b = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": TTL})
     ctx["b"] = b["id"]
     s.wait_status(b["id"], "paused", TTL + REAPER + RECONCILE + SLACK + 20)
     s.cp.wait_log(rf"event=auto_pause_acked sandbox_id={b['id']}\b", RECONCILE + SLACK,

@@ -24,23 +24,23 @@ def set_quota(s, team, *args):
 
 def test_create_beyond_team_quota_is_429(s):
     set_quota(s, "team-a", "--max-sandboxes", "1")
-    a = s.create({"memory_mb": 128})["id"]
+    a = s.create({"template": "minimal", "memory_mb": 128})["id"]
     st, body = s.request("POST", f"/v1/sandboxes/{a}/pause")
     assert st == 200, f"pause: {st} {body}"
     # A paused sandbox still counts.
-    expect_error(s.request("POST", "/v1/sandboxes", {"memory_mb": 128}), 429, "quota_exceeded",
+    expect_error(s.request("POST", "/v1/sandboxes", {"template": "minimal", "memory_mb": 128}), 429, "quota_exceeded",
                  "create over the sandbox quota")
     # Team b has no quota.
-    b = s.create({"memory_mb": 128}, key=s.key_b)["id"]
+    b = s.create({"template": "minimal", "memory_mb": 128}, key=s.key_b)["id"]
     s.destroy(b, key=s.key_b)
     # Memory quota.
     set_quota(s, "team-a", "--max-sandboxes", "10", "--max-memory-mb", "200")
-    st, body = s.request("POST", "/v1/sandboxes", {"memory_mb": 128})
+    st, body = s.request("POST", "/v1/sandboxes", {"template": "minimal", "memory_mb": 128})
     expect_error((st, body), 429, "quota_exceeded", "create over the memory quota")
     assert "MiB" in body["error"]["message"], body
     # Lifted.
     set_quota(s, "team-a")
-    c = s.create({"memory_mb": 128})["id"]
+    c = s.create({"template": "minimal", "memory_mb": 128})["id"]
     s.destroy(c)
     s.destroy(a)
 
@@ -50,7 +50,7 @@ def test_create_on_a_full_host_is_503_no_capacity(s):
     s.restart_agent(signal.SIGTERM)
     conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=180)
     try:
-        conn.request("POST", "/v1/sandboxes", body=json.dumps({"memory_mb": 128}),
+        conn.request("POST", "/v1/sandboxes", body=json.dumps({"template": "minimal", "memory_mb": 128}),
                      headers={"X-API-Key": s.key_a, "Content-Type": "application/json"})
         resp = conn.getresponse()
         body = check_answer("POST", "/v1/sandboxes", resp.status, resp.getheaders(), resp.read())
@@ -73,7 +73,7 @@ def test_create_on_a_full_host_is_503_no_capacity(s):
     wait_until(lambda: int(s.sql("SELECT coalesce(memory_capacity_mb, 0) FROM hosts "
                                  "WHERE id = 'default'")[0][0]) >= 128, 30,
                what="the agent's new admission limit recorded")
-    c = s.create({"memory_mb": 128})["id"]
+    c = s.create({"template": "minimal", "memory_mb": 128})["id"]
     s.destroy(c)
 
 
