@@ -123,6 +123,7 @@ struct http_server {
     /* Guarded by mu. */
     pthread_mutex_t mu;
     pthread_cond_t cond;      /* a job was queued, a long one ended, or stopping */
+    pthread_cond_t long_cond; /* the same, for the long-only workers */
     pthread_cond_t live_cond; /* n_live dropped */
     http_request *quick, *quick_tail, *slow, *slow_tail;
     http_request *paused; /* streamed bodies paused by their consumer */
@@ -433,6 +434,8 @@ static enum MHD_Result check_limit(http_request *r)
     return MHD_YES;
 }
 
+static bool no_body(http_request *r);
+
 /* I/O thread: the headers are in. */
 static enum MHD_Result on_headers(http_server *s, http_request *r)
 {
@@ -442,7 +445,12 @@ static enum MHD_Result on_headers(http_server *s, http_request *r)
         http_current = r;
         s->cfg.on_headers(s->cfg.app, r);
         http_current = NULL;
-        if (r->status) return send_reply(r);
+        /* An early reply (/healthz, 401, 404, 405...) to a request without
+         * a body goes out once the request is complete (the next on_access
+         * call): queued now, libmicrohttpd would close the connection, and
+         * every such request would cost a new one. With a body it goes now
+         * (and the connection closes: the body is not read). */
+        if (r->status) return no_body(r) ? MHD_YES : send_reply(r);
     }
     if (r->vet && s->cfg.vet) { /* the limit comes after the vet, as a key check before a 413 */
         r->vetting = true;
@@ -570,9 +578,16 @@ static enum MHD_Result queue_job(http_server *s, http_request *r)
         if (*tail) (*tail)->next = r;
         else *head = r;
         *tail = r;
-        /* All waiters: with two pools the one woken might not be allowed
-         * to take this job. */
-        pthread_cond_broadcast(&s->cond);
+        /* A quick job: one waiter on cond (every one of them may take it;
+         * waking them all cost ~14 context switches per request). A slow
+         * one: all of both pools, since the one woken might not be allowed
+         * to take it (the long-call limit, a pooled quick worker). */
+        if (slow) {
+            pthread_cond_broadcast(&s->cond);
+            pthread_cond_broadcast(&s->long_cond);
+        } else {
+            pthread_cond_signal(&s->cond);
+        }
     }
     pthread_mutex_unlock(&s->mu);
     if (stopping || full) {
@@ -658,6 +673,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         return on_body(r, upload_data, n);
     }
     if (r->in_handler) return r->done ? send_reply(r) : MHD_YES; /* done: resumed by its worker */
+    if (r->status) return send_reply(r); /* an early reply deferred by on_headers */
     return dispatch(s, r);
 }
 
@@ -691,7 +707,7 @@ static http_request *next_job(http_server *s, const http_worker *w, bool *is_lon
         /* Stopping: exit once nothing is left that this worker may take. */
         bool mine_left = w->long_only ? s->slow != NULL : s->quick || (!pooled && s->slow);
         if (s->stopping && !mine_left) break;
-        pthread_cond_wait(&s->cond, &s->mu);
+        pthread_cond_wait(w->long_only ? &s->long_cond : &s->cond, &s->mu);
     }
     if (r) {
         s->n_queued--;
@@ -716,7 +732,10 @@ static void *worker_main(void *arg)
             r->done = true;
             if (is_long) { /* a long vet's slot, as after a handler */
                 s->n_long_running--;
-                if (s->slow) pthread_cond_broadcast(&s->cond);
+                if (s->slow) {
+                    pthread_cond_broadcast(&s->cond);
+                    pthread_cond_broadcast(&s->long_cond);
+                }
             }
             pthread_mutex_unlock(&s->mu);
             MHD_resume_connection(r->conn);
@@ -736,7 +755,10 @@ static void *worker_main(void *arg)
         r->done = true;
         if (is_long) {
             s->n_long_running--;
-            if (s->slow) pthread_cond_broadcast(&s->cond);
+            if (s->slow) {
+                pthread_cond_broadcast(&s->cond);
+                pthread_cond_broadcast(&s->long_cond);
+            }
         }
         pthread_mutex_unlock(&s->mu);
         /* From here on the I/O thread owns r again. */
@@ -781,6 +803,7 @@ int http_server_start(const http_server_config *cfg, http_server **out, terr *er
     pthread_cond_init(&s->sweep_cond, &ca);
     pthread_condattr_destroy(&ca);
     pthread_cond_init(&s->cond, NULL);
+    pthread_cond_init(&s->long_cond, NULL);
     pthread_cond_init(&s->live_cond, NULL);
     if (tcp_listen("listen", cfg->listen_addr, 1024, &s->listen_fd, &s->port, err) != 0) goto fail;
     int total = cfg->n_threads + cfg->n_long_threads;
@@ -849,6 +872,7 @@ void http_server_stop(http_server *s)
     pthread_mutex_lock(&s->mu);
     s->stopping = true;
     pthread_cond_broadcast(&s->cond);
+    pthread_cond_broadcast(&s->long_cond);
     /* Paused bodies and replies: resumed, so that their connections close
      * (on_stream and stream_reader refuse once stopping); libmicrohttpd must not be stopped with a
      * connection still suspended. */
@@ -878,6 +902,7 @@ void http_server_stop(http_server *s)
         if (s->workers[i].worker && s->cfg.worker_free) s->cfg.worker_free(s->workers[i].worker);
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cond);
+    pthread_cond_destroy(&s->long_cond);
     pthread_cond_destroy(&s->live_cond);
     pthread_mutex_destroy(&s->conn_mu);
     pthread_cond_destroy(&s->sweep_cond);

@@ -652,6 +652,32 @@ static void test_quick_requests_not_held_by_slow_one(void **state)
     http_server_stop(s);
 }
 
+/* A reply decided after the headers (here a 401) to a request without a
+ * body keeps the connection: the next requests are served on it, early
+ * replies and worker replies alike. */
+static void test_early_reply_keeps_the_connection_open(void **state)
+{
+    (void)state;
+    app ap;
+    memset(&ap, 0, sizeof ap);
+    http_server *s = start_with(&ap, 2, true);
+    int fd = connect_to(http_server_port(s));
+    for (int i = 0; i < 3; i++) {
+        send_all(fd, "GET /refused HTTP/1.1\r\nHost: x\r\n\r\n");
+        char *a = read_response(fd);
+        assert_non_null(a);
+        if (!strstr(a, "HTTP/1.1 401") || strstr(a, "Connection: close")) fail_msg("answer: %s", a);
+        free(a);
+    }
+    send_all(fd, "GET /fast HTTP/1.1\r\nHost: x\r\n\r\n");
+    char *a = read_response(fd);
+    assert_non_null(a);
+    assert_non_null(strstr(a, "HTTP/1.1 200 OK"));
+    free(a);
+    close(fd);
+    http_server_stop(s);
+}
+
 /* The client goes away (connection reset) while its handler is blocked;
  * the late reply must be dropped cleanly (run under valgrind/ASan) and the
  * server keeps serving. */
@@ -1316,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_slow_request_blocks_only_its_thread),
         cmocka_unit_test(test_reply_helpers_and_body_limit),
         cmocka_unit_test(test_quick_requests_not_held_by_slow_one),
+        cmocka_unit_test(test_early_reply_keeps_the_connection_open),
         cmocka_unit_test(test_client_disconnects_during_slow_handler),
         cmocka_unit_test(test_stop_finishes_running_request),
         cmocka_unit_test(test_missing_and_double_reply),
