@@ -5,8 +5,8 @@ runs; a file under /root and a background python process started with
 and an auto-pause; two sandboxes do not see each other's writes; destroy
 leaves no file of the sandbox on the host.
 
-Needs the `debian` image (ctest fixture image.debian builds it, cached). The
-control plane does not know disk_mb yet: sandboxes get the default 4096 MiB."""
+Needs the `debian` image (ctest fixture image.debian builds it, cached).
+Sandboxes get the default disk_mb, 4096 MiB (test_files_debian sets it)."""
 
 import os
 import sys
