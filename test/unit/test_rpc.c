@@ -947,6 +947,22 @@ static void test_tls_client_from_other_ca_refused(void **state)
     assert_string_equal(f->app.peer, "");
 }
 
+/* Without --tls-client-name, an agent's own certificate (serverAuth only,
+ * as scripts/gen-certs issues it) still cannot call an agent: OpenSSL checks
+ * a client certificate's purpose, so one agent cannot drive another. */
+static void test_tls_agent_certificate_refused_as_a_client(void **state)
+{
+    fixture *f = *state;
+    tls_paths ap;
+    rpc_tls_config at = tls_cfg(&ap, g_certs.good, "agent", g_certs.good);
+    rpc_client *c = NULL;
+    assert_int_equal(open_client(f, &at, &c), 0);
+    terr err = {{0}};
+    assert_int_equal(ping(c, "x", NULL, &err), GRPC_STATUS_UNAVAILABLE);
+    rpc_client_close(c);
+    assert_string_equal(f->app.peer, ""); /* the handler never ran */
+}
+
 /* A client certificate for `name`, signed by CA 1 (what any tenant of the
  * same PKI could hold): written as <good>/<name>.pem and .key. */
 static int issue_client_cert(const char *name)
@@ -1106,6 +1122,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tls_client_without_cert_refused, setup_tls,
                                         teardown_fixture),
         cmocka_unit_test_setup_teardown(test_tls_client_from_other_ca_refused, setup_tls,
+                                        teardown_fixture),
+        cmocka_unit_test_setup_teardown(test_tls_agent_certificate_refused_as_a_client, setup_tls,
                                         teardown_fixture),
         cmocka_unit_test_setup_teardown(test_tls_client_rejects_unknown_server, setup_tls,
                                         teardown_fixture),
