@@ -57,6 +57,9 @@ def parse_args(argv):
                     help="build dir with agent/torpor-agent, controlplane/torpor-cp, image/ "
                          "(default $TORPOR_BUILD_DIR or <source>/build)")
     ap.add_argument("--rounds", type=int, default=10, help="rounds of each section (default 10)")
+    ap.add_argument("--template", default="minimal",
+                    help="template of every sandbox: minimal (default) or debian (needs the image: "
+                         "cmake --build BUILD --target image-debian)")
     ap.add_argument("--memory-mb", default="128",
                     help="guest memory in MiB; a comma list (128,1024) runs every section per size "
                          "(default 128)")
@@ -248,7 +251,7 @@ def section_sequential(api, args, ids_out):
     payload_b64 = base64.b64encode(payload).decode()
     kib = f"{args.file_kib} KiB" if args.file_kib < 1024 else f"{args.file_kib // 1024} MiB"
     for r in range(args.rounds):
-        sid, _ = api.create("create", {"template": "minimal", "memory_mb": mem})
+        sid, _ = api.create("create", {"template": args.template, "memory_mb": mem})
         ids_out.append(sid)
         path = f"/v1/sandboxes/{sid}"
         for _ in range(args.pings_per_round):
@@ -328,8 +331,8 @@ def pings_during(api, ping_sid, action, pingers):
 def section_concurrency(api, args, ids_out):
     mem = args.memory_mb
     k = args.pingers
-    a, _ = api.create(None, {"template": "minimal", "memory_mb": mem})
-    b, _ = api.create(None, {"template": "minimal", "memory_mb": mem})
+    a, _ = api.create(None, {"template": args.template, "memory_mb": mem})
+    b, _ = api.create(None, {"template": args.template, "memory_mb": mem})
     ids_out.extend([a, b])
     path = f"/v1/sandboxes/{a}"
     for r in range(args.rounds):
@@ -364,7 +367,7 @@ def section_burst(api, args, ids_out):
             try:
                 barrier.wait(60)
                 t0 = time.perf_counter()
-                sid, ms = api.create(None, {"template": "minimal", "memory_mb": args.memory_mb})
+                sid, ms = api.create(None, {"template": args.template, "memory_mb": args.memory_mb})
                 results[i] = (sid, ms, t0, time.perf_counter())
             except Exception as e:
                 results[i] = e
@@ -423,7 +426,7 @@ def section_autopause(api, args, label, ids_out):
         now = time.monotonic()
         target = t_ref + phase + max(0, math.ceil((now - t_ref - phase) / period)) * period
         time.sleep(max(0.0, target - now))
-        sid, _ = api.create(None, {"template": "minimal", "memory_mb": args.memory_mb, "timeout_sec": 1})
+        sid, _ = api.create(None, {"template": args.template, "memory_mb": args.memory_mb, "timeout_sec": 1})
         ids_out.append(sid)
         # The agent's inactivity clock restarts while the ping is in flight
         # (before the control plane's DB write and answer): measure from the
@@ -513,7 +516,7 @@ def run_size(s, args, mem, results):
     api = Api(s, results["fig"])
     ids = results["ids"]
     progress(f"{mem} MiB: first create builds the template")
-    sid, _ = api.create("create (first: builds the template)", {"template": "minimal", "memory_mb": mem})
+    sid, _ = api.create("create (first: builds the template)", {"template": args.template, "memory_mb": mem})
     api.exec_echo(None, sid)
     api.destroy(None, sid)
     if "sequential" not in args.skip:
@@ -583,7 +586,7 @@ def main(argv):
             with Stack("bench-short", reconcile_interval=0.5, reaper_interval=0.2) as s2:
                 for mem in args.sizes:
                     api2 = Api(s2, results[mem]["fig"])
-                    sid, _ = api2.create(None, {"template": "minimal", "memory_mb": mem})  # template build, not measured
+                    sid, _ = api2.create(None, {"template": args.template, "memory_mb": mem})  # template build, not measured
                     api2.destroy(None, sid)
                     section_autopause(api2, argparse.Namespace(**{**vars(args), "memory_mb": mem}),
                                       "reaper 0.2 s, reconciler 0.5 s", [])
