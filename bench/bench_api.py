@@ -244,6 +244,25 @@ def log_breakdown(log_lines, ids, events):
 # ---------------------------------------------------------------- sections
 
 
+def python_steps(api, path, r):
+    """python3 started twice (the second warm) and pip installing a local
+    wheel (no index, no internet), as a user's first steps in a sandbox."""
+    from harness import tiny_wheel
+    for step in ("python3 -c print (first)", "python3 -c print (warm)"):
+        res, _ = api.call(step, "POST", path + "/exec", {"cmd": "python3 -c 'print(6 * 7)'"})
+        if res.get("stdout") != "42\n":
+            raise StackBroke(f"python3 in the sandbox: {res!r}")
+    name = f"benchpkg{r}"
+    whl = f"/root/{name}-1.0-py3-none-any.whl"
+    api.call(None, "POST", path + "/files/write",
+             {"path": whl, "content_base64": base64.b64encode(tiny_wheel(name)).decode()}, 204)
+    res, _ = api.call("pip install of a local wheel", "POST", path + "/exec",
+                      {"cmd": f"python3 -m pip install -q --no-index --no-deps --break-system-packages {whl}",
+                       "timeout_sec": 300})
+    if res.get("exit_code") != 0:
+        raise StackBroke(f"pip install in the sandbox: {res!r}")
+
+
 def section_sequential(api, args, ids_out):
     fig = api.fig
     mem = args.memory_mb
@@ -266,6 +285,8 @@ def section_sequential(api, args, ids_out):
         back, _ = api.call(f"files/read {kib}", "POST", path + "/files/read", {"path": "/tmp/bench.bin"})
         if (back or b"") != payload:
             raise StackBroke(f"files/read returned {len(back or b'')} bytes, not the {len(payload)} written")
+        if args.template != "minimal":  # templates with Python (debian and its children)
+            python_steps(api, path, r)
         sb, _ = api.call("pause", "POST", path + "/pause")
         if sb.get("status") != "paused":
             raise StackBroke(f"pause answered {sb!r}")

@@ -80,6 +80,30 @@ def b64(data):
     return base64.b64encode(data).decode()
 
 
+def tiny_wheel(name="mypkg", value="from the wheel"):
+    """A minimal pure-Python wheel of package `name` (name.VALUE = value),
+    written by hand: pip installs it with no internet and no build step.
+    Its file name must be f"{name}-1.0-py3-none-any.whl"."""
+    import hashlib
+    import io
+    import zipfile
+    files = {
+        f"{name}/__init__.py": f"VALUE = {value!r}\n".encode(),
+        f"{name}-1.0.dist-info/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n".encode(),
+        f"{name}-1.0.dist-info/WHEEL":
+            b"Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = "".join(f"{path},sha256={b64(hashlib.sha256(data).digest()).rstrip('=').replace('+', '-').replace('/', '_')},"
+                     f"{len(data)}\n" for path, data in files.items())
+    record += f"{name}-1.0.dist-info/RECORD,,\n"
+    files[f"{name}-1.0.dist-info/RECORD"] = record.encode()
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return buf.getvalue()
+
+
 def check_answer(method, path, status, headers, raw, check=None):
     """An answer torpor-cp gave, checked against docs/openapi.yaml like every
     answer of Stack.request, for requests made without it (check: False

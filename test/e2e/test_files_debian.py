@@ -11,13 +11,11 @@ Needs the `debian` image (ctest fixture image.debian builds it, cached)."""
 
 import hashlib
 import http.client
-import io
 import os
 import sys
-import zipfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, b64, check_answer, expect_error, run_tests  # noqa: E402
+from harness import Stack, b64, check_answer, expect_error, run_tests, tiny_wheel  # noqa: E402
 
 ctx = {}
 MiB = 1024 * 1024
@@ -35,28 +33,10 @@ def test_default_create_is_debian_with_disk_mb_and_python(s):
     assert 1024 * 1024 * 0.85 < kb <= 1024 * 1024, f"root filesystem is {kb} KiB, not ~1 GiB (disk_mb 1024)"
 
 
-def wheel_bytes():
-    """A minimal pure-Python wheel of package mypkg, written by hand."""
-    files = {
-        "mypkg/__init__.py": b"VALUE = 'from the wheel'\n",
-        "mypkg-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: mypkg\nVersion: 1.0\n",
-        "mypkg-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: e2e\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = "".join(f"{name},sha256={b64(hashlib.sha256(data).digest()).rstrip('=').replace('+', '-').replace('/', '_')},"
-                     f"{len(data)}\n" for name, data in files.items())
-    record += "mypkg-1.0.dist-info/RECORD,,\n"
-    files["mypkg-1.0.dist-info/RECORD"] = record.encode()
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name, data in files.items():
-            z.writestr(name, data)
-    return buf.getvalue()
-
-
 def test_pip_installs_an_uploaded_wheel(s):
     sid = ctx["a"]
     whl = "/root/mypkg-1.0-py3-none-any.whl"
-    st, body = s.request("POST", f"/v1/sandboxes/{sid}/files/write", {"path": whl, "content_base64": b64(wheel_bytes())})
+    st, body = s.request("POST", f"/v1/sandboxes/{sid}/files/write", {"path": whl, "content_base64": b64(tiny_wheel())})
     assert st == 204, (st, body)
     r = s.exec(sid, f"python3 -m pip install --no-index --no-deps --break-system-packages {whl} 2>&1",
                timeout_sec=600)
