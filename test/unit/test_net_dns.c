@@ -462,6 +462,39 @@ static void test_tcp_connection_flood_is_cut_to_the_bound(void **state)
     for (int k = 0; k < N; k++) close(c[k]);
 }
 
+/* TCP queries take their tokens from the sandbox's one rate bucket (the
+ * UDP one): one query per connection, one after the other, until the first
+ * is refused (its connection closed without reaching the upstream). */
+static void test_tcp_queries_are_cut_to_the_rate_bound(void **state)
+{
+    fx *f = *state;
+    uint8_t m[512], got[512];
+    int forwarded = 0, refused = 0;
+    double t0 = now_s();
+    for (int k = 0; k < 1000 && !refused; k++) {
+        int c = tcp_client(f);
+        size_t len = query(m, (uint16_t)k);
+        send_framed(c, m, len);
+        struct pollfd p[2] = {{.fd = f->upstream_tcp, .events = POLLIN},
+                              {.fd = c, .events = POLLIN}};
+        assert_true(poll(p, 2, 3000) >= 1);
+        if (p[0].revents & POLLIN) {
+            upstream_serve(f, 0);
+            assert_int_equal(recv_framed(c, got, sizeof got, 3000), (ssize_t)len);
+            forwarded++;
+        } else {
+            assert_true(closed_within(c, 0));
+            refused++;
+        }
+        close(c);
+    }
+    double elapsed = now_s() - t0;
+    assert_int_equal(refused, 1);
+    assert_true(forwarded >= NET_DNS_BURST);
+    assert_true(forwarded <= NET_DNS_BURST + (int)(NET_DNS_RATE * elapsed) + 1);
+    assert_int_equal(upstream_accept(f, 100), -1);
+}
+
 static void test_tcp_silent_connection_is_closed_after_its_deadline(void **state)
 {
     fx *f = *state;
@@ -508,6 +541,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_tcp_gets_no_service_when_dns_is_not_allowed, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tcp_connection_flood_is_cut_to_the_bound, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_queries_are_cut_to_the_rate_bound, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tcp_silent_connection_is_closed_after_its_deadline,
                                         setup, teardown),
