@@ -72,11 +72,11 @@ typedef struct tconn {
     long long end, try_deadline;
     int up, tries;
     uint16_t our_id, orig_id, qend;
-    size_t qhave;                       /* bytes of qb in use */
-    uint8_t qb[2 + NET_DNS_QUERY_MAX];  /* from the guest: framed queries */
-    uint8_t uq[2 + NET_DNS_QUERY_MAX];  /* to the upstream: the framed query */
+    size_t qhave;                      /* bytes of qb in use */
+    uint8_t qb[2 + NET_DNS_QUERY_MAX]; /* from the guest: framed queries */
+    uint8_t uq[2 + NET_DNS_QUERY_MAX]; /* to the upstream: the framed query */
     size_t uq_len, uq_sent;
-    uint8_t *ab;                        /* the framed answer (2 + 65535), lazily */
+    uint8_t *ab; /* the framed answer (2 + 65535), lazily */
     size_t a_have, a_sent;
 } tconn;
 
@@ -672,19 +672,17 @@ static void accept_tcp(net_dns *d, size_t i)
         tconn *c = NULL;
         for (size_t j = 0; j < NET_DNS_TCP_CONNS && !c; j++)
             if (d->tc[j].st == TC_FREE) c = &d->tc[j];
-        const char *why = !s->allowed                             ? "policy"
-                          : s->tcp_conns >= NET_DNS_TCP_PER_SANDBOX ? "tcp_conns"
-                          : !c                                     ? "forwarder_full"
-                                                                   : NULL;
+        const char *why = NULL;
+        if (!s->allowed) why = "policy";
+        else if (s->tcp_conns >= NET_DNS_TCP_PER_SANDBOX) why = "tcp_conns";
+        else if (!c) why = "forwarder_full";
         if (why) {
             drop(d, s, why);
             close(fd);
             continue;
         }
         unsigned gen = c->gen + 1;
-        uint8_t *ab = c->ab;
-        memset(c, 0, sizeof *c);
-        c->ab = ab;
+        memset(c, 0, sizeof *c); /* a free one holds no answer buffer (tc_close) */
         c->gen = gen;
         c->st = TC_QUERY;
         c->cfd = fd;

@@ -233,8 +233,8 @@ static int tcp_client(fx *f)
 {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(s >= 0);
-    assert_int_equal(
-        connect(s, (struct sockaddr *)&f->sandbox_tcp_sa, sizeof f->sandbox_tcp_sa), 0);
+    assert_int_equal(connect(s, (struct sockaddr *)&f->sandbox_tcp_sa, sizeof f->sandbox_tcp_sa),
+                     0);
     return s;
 }
 
