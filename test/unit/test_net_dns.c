@@ -429,6 +429,23 @@ static void test_tcp_gets_no_service_when_dns_is_not_allowed(void **state)
     assert_int_equal(upstream_accept(f, 300), -1);
 }
 
+/* The namespace's rules let an established connection through whatever the
+ * policy says now: the forwarder closes it when DNS is refused. */
+static void test_tcp_open_connection_is_closed_when_dns_is_refused(void **state)
+{
+    fx *f = *state;
+    uint8_t m[512], got[512];
+    int c = tcp_client(f);
+    size_t len = query(m, 0x0909);
+    send_framed(c, m, len);
+    upstream_serve(f, 0);
+    assert_int_equal(recv_framed(c, got, sizeof got, 3000), (ssize_t)len);
+    assert_false(closed_within(c, 50));
+    net_dns_set_allowed(f->d, "sb-test", false);
+    assert_true(closed_within(c, 3000));
+    close(c);
+}
+
 /* Connections beyond the per-sandbox bound are closed at once; the others
  * stay and are served. */
 static void test_tcp_connection_flood_is_cut_to_the_bound(void **state)
@@ -540,6 +557,8 @@ int main(void)
                                         setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_gets_no_service_when_dns_is_not_allowed, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(test_tcp_open_connection_is_closed_when_dns_is_refused,
+                                        setup, teardown),
         cmocka_unit_test_setup_teardown(test_tcp_connection_flood_is_cut_to_the_bound, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_tcp_queries_are_cut_to_the_rate_bound, setup,
