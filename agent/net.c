@@ -521,23 +521,40 @@ static bool dns_allowed(agent_net *n, const net_policy *p)
     return net_policy_allows_dns(p, ups, k);
 }
 
-/* Gives the sandbox its DNS forwarder socket (10.0.0.1:53 inside its
- * namespace) unless it has one: after a build, and after an agent restart
- * for the namespaces that outlived the old agent. */
+/* A socket of type bound to 10.0.0.1:53 inside the namespace of id (TCP
+ * with SO_REUSEADDR: an agent restart finds its predecessor's connections
+ * in TIME_WAIT). */
+static int dns_socket(const char *id, int type, terr *err)
+{
+    const char *what = type == SOCK_STREAM ? "dns tcp socket" : "dns socket";
+    int s = ns_socket(id, type, what, err);
+    if (s < 0) return -1;
+    int one = 1;
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
+    inet_pton(AF_INET, NET_GATEWAY_ADDR, &sa.sin_addr);
+    if ((type == SOCK_STREAM && setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0) ||
+        bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        int e = errno;
+        close(s);
+        return terr_set(err, "%s: bind " NET_GATEWAY_ADDR ":53: %s", what, strerror(e));
+    }
+    return s;
+}
+
+/* Gives the sandbox its DNS forwarder sockets, UDP and TCP (10.0.0.1:53
+ * inside its namespace) unless it has them: after a build, and after an
+ * agent restart for the namespaces that outlived the old agent. */
 static int dns_ensure(agent_net *n, const char *id, const net_policy *p, terr *err)
 {
     if (!n->dns || net_dns_attached(n->dns, id)) return 0;
-    int s = ns_socket(id, SOCK_DGRAM, "dns socket", err);
+    int s = dns_socket(id, SOCK_DGRAM, err);
     if (s < 0) return -1;
-    int e;
-    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons(53)};
-    inet_pton(AF_INET, NET_GATEWAY_ADDR, &sa.sin_addr);
-    if (bind(s, (struct sockaddr *)&sa, sizeof sa) < 0) {
-        e = errno;
+    int t = dns_socket(id, SOCK_STREAM, err);
+    if (t < 0) {
         close(s);
-        return terr_set(err, "dns socket: bind " NET_GATEWAY_ADDR ":53: %s", strerror(e));
+        return -1;
     }
-    return net_dns_attach(n->dns, id, s, dns_allowed(n, p), err);
+    return net_dns_attach(n->dns, id, s, t, dns_allowed(n, p), err);
 }
 
 /* Starts `nft -f -` with the rules of p inside the namespace (the rules

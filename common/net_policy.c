@@ -261,8 +261,10 @@ int net_policy_nft(const net_policy *p, const char *guest_if, const char *uplink
         "    type filter hook input priority filter; policy accept;\n"
         "    iifname \"%s\" ct state established,related accept\n",
         guest_if);
-    if (dns_addr)
+    if (dns_addr) { /* the forwarder: UDP, and TCP for truncated answers */
         put(&o, "    iifname \"%s\" ip daddr %s udp dport 53 accept\n", guest_if, dns_addr);
+        put(&o, "    iifname \"%s\" ip daddr %s tcp dport 53 accept\n", guest_if, dns_addr);
+    }
     put(&o,
         "    iifname \"%s\" drop\n"
         "  }\n",

@@ -183,10 +183,13 @@ static void test_dns_input_rule_only_when_given(void **state)
     assert_null(strstr(buf, "dport 53"));
     assert_int_equal(net_policy_nft(&p, "tap0", "eth0", "10.0.0.1", true, buf, sizeof buf, &e), 0);
     const char *dns = strstr(buf, "iifname \"tap0\" ip daddr 10.0.0.1 udp dport 53 accept");
+    const char *tcp = strstr(buf, "iifname \"tap0\" ip daddr 10.0.0.1 tcp dport 53 accept");
     const char *drop = strstr(buf, "iifname \"tap0\" drop");
     assert_non_null(dns);
+    assert_non_null(tcp);
     assert_non_null(drop);
     assert_true(dns < drop);
+    assert_true(tcp < drop);
 }
 
 int main(void)
