@@ -211,9 +211,11 @@ class NsStack(Stack):
             except AssertionError as e:
                 print(f"note: sandbox ids for the namespace cleanup: {e}")
         super().close()
-        for sid in ids:
-            if os.path.exists(f"/run/netns/torpor-{sid}"):
-                sh("ip", "netns", "del", f"torpor-{sid}", check=False)
+        left = [sid for sid in ids if os.path.exists(f"/run/netns/torpor-{sid}")]
+        for sid in left:
+            sh("ip", "netns", "del", f"torpor-{sid}", check=False)
+        gone = [sid for sid in left if not os.path.exists(f"/run/netns/torpor-{sid}")]
+        print(f"network namespaces of sandboxes left at the end: {len(left)}, removed {len(gone)}")
 
 
 def test_namespaced_hosts_are_ready_over_mtls(s):
