@@ -6,8 +6,9 @@ another sandbox's exec answers meanwhile, later calls to it fail fast with a
 clear error, its pause and destroy still work, and SIGTERM of the agent
 returns within --shutdown-timeout while such a write is in flight; after an
 agent restart such a VM is listed as recovering (503 unavailable) while it is
-re-attached, and the agent is ready before that ends."""
+re-attached, with Retry-After, and the agent is ready before that ends."""
 
+import http.client
 import os
 import signal
 import sys
@@ -15,7 +16,7 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import Stack, expect_error, run_tests, wait_until, b64  # noqa: E402
+from harness import Stack, b64, check_answer, expect_error, run_tests, wait_until  # noqa: E402
 
 SHUTDOWN_TIMEOUT = 10   # --shutdown-timeout of this stack's agent (s)
 FILES_DEADLINE = 60     # the control plane's deadline for files calls (agent_client.h)
@@ -45,8 +46,8 @@ def write_big(s, sid, out):
 
 
 def test_write_to_a_guest_that_stops_reading_fails_within_its_deadline(s):
-    a = s.create({"memory_mb": 128})["id"]
-    b = s.create({"memory_mb": 128})["id"]
+    a = s.create({"template": "minimal", "memory_mb": 128})["id"]
+    b = s.create({"template": "minimal", "memory_mb": 128})["id"]
     ctx["a"], ctx["b"] = a, b
     stop_guest(s, a)
 
@@ -88,7 +89,7 @@ def test_pause_and_destroy_of_the_stuck_sandbox_work(s):
 
 
 def test_sigterm_returns_within_shutdown_timeout_with_a_stuck_write(s):
-    c = s.create({"memory_mb": 128})["id"]
+    c = s.create({"template": "minimal", "memory_mb": 128})["id"]
     stop_guest(s, c)
     out = {}
     th = threading.Thread(target=write_big, args=(s, c, out))
@@ -112,25 +113,53 @@ def test_sigterm_returns_within_shutdown_timeout_with_a_stuck_write(s):
 def test_restart_lists_a_silent_guest_as_recovering_and_answers_503(s):
     """An agent restart with a VM whose guest does not answer: the agent is
     ready before that VM is re-attached (not after its 30 s guest timeout),
-    calls to it answer 503 unavailable with Retry-After meanwhile, the
-    reconciler keeps its row, and once re-attached it can be destroyed."""
-    d = s.create({"memory_mb": 128})["id"]
+    and calls to it answer 503 unavailable meanwhile (the next two tests
+    go on with this sandbox while it is still recovering)."""
+    d = s.create({"template": "minimal", "memory_mb": 128})["id"]
+    ctx["recovering"] = d
     stop_guest(s, d)
     t0 = time.monotonic()
     s.agent.stop(signal.SIGKILL)
     s.start_agent()
     ready = time.monotonic() - t0
+    ctx["restarted_at"] = t0
     print(f"    agent ready {ready:.1f}s after the restart")
     assert ready < 25, f"the agent waited for the silent guest: ready after {ready:.1f}s"
     st, body = s.request("POST", f"/v1/sandboxes/{d}/exec", {"cmd": "true"})
     print(f"    exec while recovering: {st} {body}")
     expect_error((st, body), 503, "unavailable", "exec on a recovering sandbox")
     assert "recovering" in body["error"]["message"], body
+
+
+def test_recovering_sandbox_503_carries_retry_after(s):
+    """The 503 unavailable of a sandbox still being re-attached says when to
+    retry: Retry-After, a whole number of seconds > 0 (docs/api.md)."""
+    d = ctx["recovering"]
+    path = f"/v1/sandboxes/{d}/exec"
+    c = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=60)
+    try:
+        c.request("POST", path, body=b'{"cmd":"true"}',
+                  headers={"X-API-Key": s.key_a, "Content-Type": "application/json"})
+        r = c.getresponse()
+        raw = r.read()
+        retry = r.getheader("Retry-After")
+        body = check_answer("POST", path, r.status, r.getheaders(), raw)
+    finally:
+        c.close()
+    print(f"    exec while recovering ({time.monotonic() - ctx['restarted_at']:.1f}s after the restart): "
+          f"{r.status}, Retry-After {retry!r}")
+    expect_error((r.status, body), 503, "unavailable", "exec on a recovering sandbox")
+    assert "recovering" in body["error"]["message"], body
+    assert retry is not None, "503 unavailable for a recovering sandbox without Retry-After"
+    assert retry.isdigit() and int(retry) > 0, f"Retry-After must be whole seconds > 0: {retry!r}"
+
+
+def test_reconciler_keeps_a_recovering_sandbox_and_it_is_destroyed_once_reattached(s):
+    d = ctx["recovering"]
     time.sleep(s.reconcile_interval * 2 + 1)
     assert s.status_of(d) == "running", "the reconciler must not take a recovering sandbox for gone"
     s.agent.wait_log(r"event=table_recovered", 90, what="re-attach done")
     s.destroy(d)
-
 
 TESTS = [
     test_write_to_a_guest_that_stops_reading_fails_within_its_deadline,
@@ -138,6 +167,8 @@ TESTS = [
     test_pause_and_destroy_of_the_stuck_sandbox_work,
     test_sigterm_returns_within_shutdown_timeout_with_a_stuck_write,
     test_restart_lists_a_silent_guest_as_recovering_and_answers_503,
+    test_recovering_sandbox_503_carries_retry_after,
+    test_reconciler_keeps_a_recovering_sandbox_and_it_is_destroyed_once_reattached,
 ]
 
 if __name__ == "__main__":

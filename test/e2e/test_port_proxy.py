@@ -3,9 +3,13 @@
 /v1/sandboxes/{id}/ports/{port}/{path} reaches busybox httpd in the guest
 through control plane -> agent tunnel -> guest; API key and access token
 (header and ?token=) work, a wrong or foreign token is 401; nothing
-listening is 502 port_closed; an unknown sandbox 404; proxied requests keep
-a timeout_sec 3 sandbox running; auto_resume wakes a paused sandbox for a
-proxied request; 64 MiB stream up and down without growing torpor-cp. Traffic: loopback (the control plane) only."""
+listening is 502 port_closed; a sandbox whose egress is denied is still
+served; an unknown sandbox 404; proxied requests, and frames on an open
+WebSocket, keep a timeout_sec 3 sandbox running; auto_resume wakes a paused
+sandbox for a proxied request; 64 MiB stream up and down without growing
+torpor-cp; `python3 -m http.server` in a debian guest answers (so this test
+needs the debian image: TORPOR_DEBIAN_TESTS). Traffic: loopback (the
+control plane) only."""
 
 import http.client
 import json
@@ -87,6 +91,22 @@ def test_wrong_or_missing_or_foreign_token_is_401(s):
 def test_nothing_listening_is_502_port_closed(s):
     st, _, data = proxy(s, ctx["id"], "8081/", key=s.key_a)
     assert st == 502 and json.loads(data)["error"]["code"] == "port_closed", (st, data)
+
+
+def test_proxy_serves_a_sandbox_whose_egress_is_denied(s):
+    """The egress policy is outbound only: with {"egress": "deny"} set at
+    runtime the proxy still reaches httpd in the guest (the agent connects
+    into the sandbox's namespace; the answers are let back in)."""
+    sid = s.create({"template": "minimal", "memory_mb": 128})["id"]
+    start_httpd(s, sid)
+    st, sb = s.request("PUT", f"/v1/sandboxes/{sid}/network", {"egress": "deny"})
+    assert st == 200 and sb["network"]["egress"] == "deny", (st, sb)
+    st, sb = s.request("GET", f"/v1/sandboxes/{sid}")
+    assert sb["network"] == {"egress": "deny", "allow": [], "deny": []}, sb
+    for _ in range(3):  # a new tunnel connection each time
+        st, _, data = proxy(s, sid, "8080/index.html", key=s.key_a)
+        assert st == 200 and data == b"hello through the proxy\n", (st, data)
+    s.destroy(sid)
 
 
 def test_unknown_sandbox_is_404_and_bad_port_400(s):
@@ -183,47 +203,127 @@ def ws_frame(payload, mask=b"\x01\x02\x03\x04"):
     return bytes([0x81, 0x80 | len(payload)]) + mask + masked
 
 
-def test_websocket_echo_through_the_proxy(s):
+def start_ws_server(s, sid, port=9000):
+    """The WS_SH echo server on port, listening when this returns."""
     import base64 as b64m
-    import socket
-    sid = ctx["id"]
     st, _ = s.request("POST", f"/v1/sandboxes/{sid}/files/write",
                       {"path": "/tmp/ws.sh", "content_base64": b64m.b64encode(WS_SH.encode()).decode()})
     assert st == 204, st
     # The listener is up before the handshake is sent (nc starts in the
     # background; under load it may not listen yet when exec returns).
-    r = s.exec(sid, "chmod +x /tmp/ws.sh; (nc -ll -p 9000 -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &); "
-                    "i=0; while ! netstat -ltn | grep -q ':9000 ' && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done")
+    r = s.exec(sid, f"chmod +x /tmp/ws.sh; (nc -ll -p {port} -e /tmp/ws.sh </dev/null >/dev/null 2>&1 &); "
+                    f"i=0; while ! netstat -ltn | grep -q ':{port} ' && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done")
     assert r["exit_code"] == 0, r
     # nc listens a moment after the exec returns (later under load)
-    r = s.exec(sid, "for i in $(seq 100); do netstat -ltn | grep -q ':9000 ' && exit 0; usleep 100000; done; exit 1")
-    assert r["exit_code"] == 0, f"nc is not listening on 9000: {r}"
+    r = s.exec(sid, f"for i in $(seq 100); do netstat -ltn | grep -q ':{port} ' && exit 0; usleep 100000; done; exit 1")
+    assert r["exit_code"] == 0, f"nc is not listening on {port}: {r}"
+
+
+def ws_connect(s, sid, token, port=9000):
+    """A WebSocket through the proxy (handshake checked); returns (socket,
+    bytes already read past the 101's head)."""
+    import socket
     c = socket.create_connection(("127.0.0.1", s.http_port), timeout=30)
+    c.sendall((f"GET /v1/sandboxes/{sid}/ports/{port}/chat HTTP/1.1\r\nHost: x\r\n"
+               f"X-Access-Token: {token}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        chunk = c.recv(4096)
+        if not chunk:
+            c.close()
+            raise AssertionError(f"connection closed during the handshake: {head!r}")
+        head += chunk
+    head, rest = head.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head, head
+    return c, rest
+
+
+def ws_echo(c, rest, msg):
+    """Sends one frame and reads its echo; returns the bytes read past it."""
+    frame = ws_frame(msg)
+    c.sendall(frame)
+    got = rest
+    while len(got) < len(frame):
+        chunk = c.recv(4096)
+        assert chunk, "connection closed"
+        got += chunk
+    assert got[:len(frame)] == frame, (got, frame)
+    return got[len(frame):]
+
+
+def test_websocket_echo_through_the_proxy(s):
+    sid = ctx["id"]
+    start_ws_server(s, sid)
+    c, rest = ws_connect(s, sid, ctx["token"])
     try:
-        c.sendall((f"GET /v1/sandboxes/{sid}/ports/9000/chat HTTP/1.1\r\nHost: x\r\n"
-                   f"X-Access-Token: {ctx['token']}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = c.recv(4096)
-            assert chunk, f"connection closed during the handshake: {head!r}"
-            head += chunk
-        head, rest = head.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-        assert b"Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=" in head, head
         for msg in (b"hello", b"again, a second later"):
-            frame = ws_frame(msg)
-            c.sendall(frame)
-            got = rest
-            while len(got) < len(frame):
-                chunk = c.recv(4096)
-                assert chunk, "connection closed"
-                got += chunk
-            rest = got[len(frame):]
-            assert got[:len(frame)] == frame, (got, frame)
+            rest = ws_echo(c, rest, msg)
             time.sleep(1)
     finally:
         c.close()
+
+
+def test_websocket_traffic_keeps_a_short_timeout_sandbox_running(s):
+    """Frames both ways on an open WebSocket through the proxy are activity
+    (the agent is pinged at most once a second per connection): a
+    timeout_sec 3 sandbox stays running for 12 s of them; once the frames
+    stop it auto-pauses although the WebSocket is still open."""
+    sb = s.create({"template": "minimal", "memory_mb": 128, "timeout_sec": 3})
+    sid = sb["id"]
+    start_ws_server(s, sid, 9001)
+    c, rest = ws_connect(s, sid, sb["access_token"], 9001)
+    try:
+        t0 = time.monotonic()
+        n = 0
+        c.settimeout(15)
+        while time.monotonic() - t0 < 12:
+            try:
+                rest = ws_echo(c, rest, f"frame {n}".encode())
+            except OSError as e:  # a paused guest echoes nothing
+                raise AssertionError(f"no echo of frame {n} {time.monotonic() - t0:.1f}s into WebSocket "
+                                     f"traffic ({e!r}); the sandbox is {s.status_of(sid)}") from None
+            n += 1
+            assert s.status_of(sid) == "running", \
+                f"paused {time.monotonic() - t0:.1f}s into WebSocket traffic ({n} frames echoed)"
+            time.sleep(0.5)  # well under the 3 s TTL even when a frame is slow on a loaded host
+        print(f"     {n} frames over {time.monotonic() - t0:.1f}s: still running")
+        # Traffic stops, the connection stays open: the sandbox pauses.
+        t_idle = time.monotonic()
+        s.wait_status(sid, "paused", 30)
+        print(f"     paused {time.monotonic() - t_idle:.1f}s after the last frame")
+    finally:
+        c.close()
+    s.destroy(sid)
+
+def test_python_http_server_in_debian_answers_through_the_proxy(s):
+    """`python3 -m http.server` in a debian guest, started in the background
+    by an exec that returns at once, serves a file through the proxy
+    byte-identical, with the API key and with the access token; a wrong
+    token is 401 (issue 9's done-when)."""
+    sb = s.create({"template": "debian", "memory_mb": 512})
+    sid = sb["id"]
+    blob = os.urandom(300 * 1024)
+    st, body = s.request("PUT", f"/v1/sandboxes/{sid}/files/content?path=/srv/www/blob.bin", blob)
+    assert st == 200 and body["size"] == len(blob), (st, body)
+    r = s.exec(sid, "cd /srv/www && setsid nohup python3 -m http.server 8000 </dev/null >/tmp/http.log 2>&1 &",
+               timeout_sec=30)
+    assert r["exit_code"] == 0, r
+    # Until python has started (seconds under TCG) nothing listens: 502.
+    deadline = time.monotonic() + 90
+    while True:
+        st, h, data = proxy(s, sid, "8000/blob.bin", key=s.key_a)
+        if st != 502 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert st == 200, (st, h, data[:300], s.exec(sid, "cat /tmp/http.log")["stdout"])
+    assert data == blob, f"{len(data)} bytes back, not the {len(blob)} written"
+    assert "SimpleHTTP" in h.get("server", ""), h
+    st, _, data = proxy(s, sid, "8000/blob.bin", token=sb["access_token"])
+    assert st == 200 and data == blob, (st, len(data))
+    assert proxy(s, sid, "8000/blob.bin", token="tpa_" + "0" * 32)[0] == 401
+    s.destroy(sid)
 
 
 def test_agent_sigterm_ends_live_tunnels_and_exits_cleanly(s):
@@ -340,13 +440,16 @@ TESTS = [
     test_access_token_header_and_query_work,
     test_wrong_or_missing_or_foreign_token_is_401,
     test_nothing_listening_is_502_port_closed,
+    test_proxy_serves_a_sandbox_whose_egress_is_denied,
     test_unknown_sandbox_is_404_and_bad_port_400,
     test_proxy_domain_routes_port_dash_id_hosts_to_the_sandbox,
     test_proxied_requests_keep_a_short_timeout_sandbox_running,
     test_auto_resume_proxy_wakes_a_paused_sandbox,
     test_upgrade_the_guest_refuses_is_an_ordinary_answer,
     test_websocket_echo_through_the_proxy,
+    test_websocket_traffic_keeps_a_short_timeout_sandbox_running,
     test_64_mib_up_and_down_stream_in_bounded_memory,
+    test_python_http_server_in_debian_answers_through_the_proxy,
     test_agent_sigterm_ends_live_tunnels_and_exits_cleanly,
 ]
 
