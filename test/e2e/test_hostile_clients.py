@@ -223,6 +223,10 @@ def test_authenticated_streamed_uploads_do_not_grow_memory(s):
     (it spools and forwards 1 MiB chunks, never a whole body). A second
     torpor-cp with room for 20 long calls of one team serves them (this
     stack's own allows 2, for the 429 test); its RSS is the one sampled."""
+    # Under ASan (scripts/test --sanitize) RSS means little and 1 GB through
+    # an instrumented torpor-cp costs minutes: the same uploads, 4 MiB each.
+    asan = bool(os.environ.get("ASAN_OPTIONS"))
+    size = 4 * len(STREAM_CHUNK) if asan else UPLOAD
     port = s.start_extra_cp("cp-uploads", ["--team-long-calls", "32", "--http-long-threads", "20"])
     cp = s.extra[-1]
     sids = [s.create({"template": "minimal"})["id"] for _ in range(STREAM_SANDBOXES)]
@@ -244,7 +248,7 @@ def test_authenticated_streamed_uploads_do_not_grow_memory(s):
         n = 20
         out = [None] * n
         threads = [threading.Thread(target=_put_content,
-                                    args=(port, s.key_a, sids[i % STREAM_SANDBOXES], f"/tmp/up-{i}", UPLOAD, out, i))
+                                    args=(port, s.key_a, sids[i % STREAM_SANDBOXES], f"/tmp/up-{i}", size, out, i))
                    for i in range(n)]
         t0 = time.monotonic()
         try:
@@ -257,23 +261,22 @@ def test_authenticated_streamed_uploads_do_not_grow_memory(s):
             sampler.join()
         took = time.monotonic() - t0
         grew = peak[0] - base
-        print(f"  {n} x {UPLOAD // (1024 * 1024)} MiB PUT files/content (authenticated) to {STREAM_SANDBOXES} "
+        print(f"  {n} x {size // (1024 * 1024)} MiB PUT files/content (authenticated) to {STREAM_SANDBOXES} "
               f"sandboxes: torpor-cp RSS {base} kB -> peak {peak[0]} kB (+{grew} kB) in {took:.1f} s")
         assert not any(t.is_alive() for t in threads), "an upload never finished"
         for i, o in enumerate(out):
             assert o and o[0] == 200, f"upload {i}: {o}"
             body = check_answer("PUT", f"/v1/sandboxes/{sids[0]}/files/content", o[0], o[1], o[2])
-            assert body == {"path": f"/tmp/up-{i}", "size": UPLOAD}, body
-        # Under ASan (scripts/test --sanitize) RSS means little: measured only.
-        if not os.environ.get("ASAN_OPTIONS"):
+            assert body == {"path": f"/tmp/up-{i}", "size": size}, body
+        if not asan:
             assert grew < RSS_BUDGET_KB, f"torpor-cp grew by {grew} kB during {n} streamed uploads"
         # The files are whole in the guests (sizes; one checksum).
         for k, sid in enumerate(sids):
             r = s.exec(sid, "stat -c %s /tmp/up-*")
             sizes = r["stdout"].split()
-            assert sizes == [str(UPLOAD)] * (n // STREAM_SANDBOXES), (sid, r)
+            assert sizes == [str(size)] * (n // STREAM_SANDBOXES), (sid, r)
         import hashlib
-        want = hashlib.sha256(STREAM_CHUNK * (UPLOAD // len(STREAM_CHUNK))).hexdigest()
+        want = hashlib.sha256(STREAM_CHUNK * (size // len(STREAM_CHUNK))).hexdigest()
         r = s.exec(sids[0], "sha256sum /tmp/up-0", timeout_sec=120)
         assert r["stdout"].split()[0] == want, r
     finally:
