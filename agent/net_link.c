@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <linux/if_arp.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -187,6 +188,15 @@ int net_link_tap_add(const char *ifname, terr *err)
     int rc = 0;
     if (ioctl(t, TUNSETIFF, &ifr) < 0 || ioctl(t, TUNSETPERSIST, 1) < 0)
         rc = terr_set(err, "create tap %s: %s", ifname, strerror(errno));
+    /* A fixed address, not a random one: a rebuilt namespace (after a host
+     * reboot, or after an agent in its own mount namespace restarted) must
+     * look the same to a guest resumed from a snapshot, whose ARP cache
+     * holds the gateway's address. */
+    static const unsigned char mac[6] = NET_LINK_TAP_MAC;
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, mac, sizeof mac);
+    if (rc == 0 && ioctl(t, SIOCSIFHWADDR, &ifr) < 0)
+        rc = terr_set(err, "set the address of tap %s: %s", ifname, strerror(errno));
     close(t);
     return rc;
 }
