@@ -797,6 +797,30 @@ int net_teardown(agent_net *n, const char *id, terr *err)
     return 0;
 }
 
+int net_reattach(agent_net *n, const char *id, int tap_fd, terr *err)
+{
+    int slot;
+    net_policy p;
+    if (state_read(n, id, &slot, &p, err) < 0) return -1;
+    if (slot < 0) return 0; /* no network state: nothing of ours */
+    int nsfd = ns_open(id, NULL);
+    if (nsfd >= 0) {
+        close(nsfd);
+        return dns_ensure(n, id, &p, err);
+    }
+    if (tap_fd < 0) return terr_set(err, "no namespace, and no TAP of the VM to find it by");
+    nsfd = ioctl(tap_fd, TUNGETDEVNETNS);
+    if (nsfd < 0) return terr_set(err, "namespace of the VM's TAP: %s", strerror(errno));
+    char ns[160];
+    ns_name(id, ns, sizeof ns);
+    int rc = ns_clear(id, err);
+    if (rc == 0) rc = net_link_netns_mount(ns, nsfd, err);
+    close(nsfd);
+    if (rc < 0) return -1;
+    log_info("event=net_namespace_recovered sandbox_id=%s slot=%d", id, slot);
+    return dns_ensure(n, id, &p, err);
+}
+
 int net_connect(agent_net *n, const char *id, int port, int timeout_ms, int *fd, int *refused,
                 terr *err)
 {

@@ -219,6 +219,23 @@ static int run_dir_shared(terr *err)
     return 0;
 }
 
+int net_link_netns_mount(const char *name, int nsfd, terr *err)
+{
+    if (run_dir_shared(err) < 0) return -1;
+    char path[256], src[64];
+    snprintf(path, sizeof path, NETNS_RUN_DIR "/%s", name);
+    snprintf(src, sizeof src, "/proc/self/fd/%d", nsfd);
+    int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+    if (fd < 0) return terr_set(err, "create %s: %s", path, strerror(errno));
+    close(fd);
+    if (mount(src, path, "none", MS_BIND, NULL) < 0) {
+        int e = errno;
+        unlink(path);
+        return terr_set(err, "mount the namespace on %s: %s", path, strerror(e));
+    }
+    return 0;
+}
+
 int net_link_netns_add(const char *name, terr *err)
 {
     if (run_dir_shared(err) < 0) return -1;

@@ -17,6 +17,9 @@
 #include "terr.h"
 
 int net_link_netns_add(const char *name, terr *err);
+/* The existing namespace nsfd bind-mounted on /run/netns/<name> (which must
+ * not exist), /run/netns made shared first as above. */
+int net_link_netns_mount(const char *name, int nsfd, terr *err);
 /* A veth pair: name here, peer moved into the namespace peer_nsfd. */
 int net_link_veth_add(const char *name, const char *peer, int peer_nsfd, terr *err);
 int net_link_addr_add(const char *ifname, const char *addr, int prefix, terr *err);

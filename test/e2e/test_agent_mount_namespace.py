@@ -9,7 +9,10 @@ empty mount point files. Here every agent start is `unshare --mount
 
 - a paused sandbox resumes after such a restart: its namespace is rebuilt
   (guest address 10.0.0.2), its stored policy applies, DNS and policy
-  changes work.
+  changes work;
+- a running sandbox (its QEMU outlives the agent) keeps DNS, the port proxy
+  and policy changes: the agent mounts the namespace again from the VM's
+  TAP (pidfd_getfd + TUNGETDEVNETNS).
 
 DNS comes from the tiny upstream of test_network_dns.py (its own network
 namespace, 198.18.N.53); nothing else is a target."""
@@ -22,6 +25,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Component, run_tests, wait_until  # noqa: E402
 from test_network_dns import RESOLVER, DnsStack, put_network, resolves  # noqa: E402
+from test_port_proxy import proxy, start_httpd  # noqa: E402
 
 ctx = {}
 UNSHARE = ["unshare", "--mount", "--propagation", "slave"]
@@ -85,8 +89,35 @@ def test_paused_sandbox_resumes_after_restart_in_own_mount_namespace(s):
     wait_until(lambda: not os.path.exists(path), 20, what=f"{path} removed on destroy")
 
 
+def test_running_sandbox_keeps_dns_and_port_proxy_across_restart(s):
+    sb = s.create({"template": "minimal", "memory_mb": 128})
+    sid = sb["id"]
+    start_httpd(s, sid)
+    assert resolves(s, sid), "DNS before the restart"
+    st, _, data = proxy(s, sid, "8080/index.html", key=s.key_a)
+    assert st == 200 and data == b"hello through the proxy\n", ("proxy before the restart", st, data)
+    restart_agent(s)
+    path = f"/run/netns/torpor-{sid}"
+    assert fs_type(path) != "nsfs", \
+        f"the shape under test: the agent's mounts do not reach the host ({path} is {fs_type(path)})"
+    wait_until(lambda: s.request("POST", f"/v1/sandboxes/{sid}/ping")[0] == 204, 60, what="ping after restart")
+    assert s.status_of(sid) == "running"
+    assert resolves(s, sid), "DNS after the restart (the forwarder is back in the namespace)"
+    st, _, data = proxy(s, sid, "8080/index.html", key=s.key_a)
+    assert st == 200 and data == b"hello through the proxy\n", ("proxy after the restart", st, data)
+    assert "event=net_namespace_recovered sandbox_id=" + sid in s.agent.log_text(since_start=True), \
+        "the agent mounts the namespace again from the VM"
+    put_network(s, sid, {"egress": "deny"})
+    assert not resolves(s, sid), "a policy change applies to the running sandbox's namespace"
+    put_network(s, sid, {"egress": "allow"})
+    assert resolves(s, sid), "and the change back"
+    s.destroy(sid)
+    wait_until(lambda: not os.path.exists(path), 20, what=f"{path} removed on destroy")
+
+
 TESTS = [
     test_paused_sandbox_resumes_after_restart_in_own_mount_namespace,
+    test_running_sandbox_keeps_dns_and_port_proxy_across_restart,
 ]
 
 if __name__ == "__main__":
