@@ -192,7 +192,7 @@ int net_link_tap_add(const char *ifname, terr *err)
      * reboot, or after an agent in its own mount namespace restarted) must
      * look the same to a guest resumed from a snapshot, whose ARP cache
      * holds the gateway's address. */
-    static const unsigned char mac[6] = NET_LINK_TAP_MAC;
+    static const unsigned char mac[6] = {0x52, 0x54, 0x00, 0x00, 0x00, 0x01};
     ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
     memcpy(ifr.ifr_hwaddr.sa_data, mac, sizeof mac);
     if (rc == 0 && ioctl(t, SIOCSIFHWADDR, &ifr) < 0)

@@ -25,12 +25,10 @@ int net_link_veth_add(const char *name, const char *peer, int peer_nsfd, terr *e
 int net_link_addr_add(const char *ifname, const char *addr, int prefix, terr *err);
 int net_link_up(const char *ifname, terr *err);
 int net_link_route_default(const char *gateway, terr *err);
-/* The TAP's own (the guest's gateway's) MAC address, the same in every
- * namespace, so a namespace rebuilt under a running or resumed guest keeps
- * the address in the guest's ARP cache valid. */
-#define NET_LINK_TAP_MAC {0x52, 0x54, 0x00, 0x00, 0x00, 0x01}
-/* A persistent TAP (IFF_TAP | IFF_NO_PI) with address NET_LINK_TAP_MAC,
- * nobody attached to it. */
+/* A persistent TAP (IFF_TAP | IFF_NO_PI) nobody is attached to, with the
+ * fixed MAC address 52:54:00:00:00:01 (the guest's gateway) in every
+ * namespace, so a namespace rebuilt under a resumed guest keeps the
+ * address in the guest's ARP cache valid. */
 int net_link_tap_add(const char *ifname, terr *err);
 
 #endif
