@@ -192,6 +192,9 @@ static void on_recovered(void *ctx, const runtime_spec *spec, runtime_vm *vm)
         return;
     }
     bool announce = vm == RUNTIME_VM_RECOVERING;
+    /* Before the sandbox is served: its namespace, DNS and port proxy. */
+    if (vm && vm != RUNTIME_VM_GONE && !announce && limits_sandbox_id_valid(spec->sandbox_id))
+        lifecycle_net_reattach(lc, spec->sandbox_id, vm);
     if (vm == RUNTIME_VM_GONE || (vm && !announce)) {
         if (settle_recovering(lc, spec, vm)) return;
         if (vm == RUNTIME_VM_GONE) return; /* never announced: nothing to undo */

@@ -68,5 +68,8 @@ int lifecycle_destroy_held(lifecycle *lc, sandbox *sb, sandbox_status prev, terr
 
 /* The journal's notice is stale once the sandbox runs again or is gone. */
 void lifecycle_drop_notice(lifecycle *lc, const char *id);
+/* lifecycle_net.c: a running VM re-attached after a restart gets its
+ * network namespace back (net_reattach; failures only logged). */
+void lifecycle_net_reattach(lifecycle *lc, const char *id, runtime_vm *vm);
 
 #endif

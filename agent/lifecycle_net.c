@@ -2,6 +2,8 @@
  * the namespaces themselves are net.c's. */
 #include "lifecycle_internal.h"
 
+#include <unistd.h>
+
 #include "log.h"
 #include "net.h"
 
@@ -31,4 +33,20 @@ agent_code lifecycle_set_network(lifecycle *lc, const char *id, const net_policy
         return AGENT_INTERNAL;
     }
     return AGENT_OK;
+}
+
+void lifecycle_net_reattach(lifecycle *lc, const char *id, runtime_vm *vm)
+{
+    if (!lc->net || !lc->driver->ops->net_fd) return;
+    terr err, ferr = {{0}};
+    /* No fd (the VM has no TAP, or it cannot be taken): enough while the
+     * namespace is still mounted. */
+    int fd = lc->driver->ops->net_fd(lc->driver, vm, &ferr);
+    int rc = net_reattach(lc->net, id, fd, &err);
+    if (fd >= 0) close(fd);
+    if (rc < 0) {
+        char q[LOG_QUOTE_MAX], q2[LOG_QUOTE_MAX];
+        log_warn("event=net_reattach_failed sandbox_id=%s error=\"%s\" net_fd_error=\"%s\"", id,
+                 log_quote(err.msg, q, sizeof q), log_quote(ferr.msg, q2, sizeof q2));
+    }
 }

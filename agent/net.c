@@ -14,6 +14,7 @@
 #include <fcntl.h>
 #include <linux/if.h>
 #include <linux/if_tun.h>
+#include <linux/magic.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -25,6 +26,7 @@
 #include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -146,13 +148,58 @@ static int run(const char *const argv[], int nsfd, const char *input, terr *err)
 
 static void ns_name(const char *id, char *buf, size_t n) { snprintf(buf, n, NS_PREFIX "%s", id); }
 
+static void ns_path(const char *id, char *buf, size_t n)
+{
+    snprintf(buf, n, "/run/netns/" NS_PREFIX "%s", id);
+}
+
+/* The namespace of sandbox id, opened read-only; -1 if there is none.
+ * Present means /run/netns/torpor-<id> is a namespace (nsfs) in this
+ * agent's mount namespace: the one test every "does it exist" decision
+ * uses. An agent in a mount namespace of its own (systemd's ProtectSystem=,
+ * `ip netns exec`) loses the bind mounts it made there when it exits; its
+ * successor then finds the mount point alone, an empty file that opens
+ * fine but is no namespace (setns: EINVAL). ns_clear removes that file. */
 static int ns_open(const char *id, terr *err)
 {
     char path[320];
-    snprintf(path, sizeof path, "/run/netns/" NS_PREFIX "%s", id);
+    ns_path(id, path, sizeof path);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) terr_set(err, "network namespace of %s: %s", id, strerror(errno));
-    return fd;
+    if (fd < 0) {
+        terr_set(err, "network namespace of %s: %s", id, strerror(errno));
+        return -1;
+    }
+    struct statfs sf;
+    if (fstatfs(fd, &sf) == 0 && sf.f_type == NSFS_MAGIC) return fd;
+    close(fd);
+    terr_set(err, "network namespace of %s: %s is not mounted in this mount namespace", id, path);
+    errno = ENOENT;
+    return -1;
+}
+
+/* Removes whatever /run/netns/torpor-<id> is: a namespace (`ip netns
+ * del`), or the empty mount point file an agent in another mount
+ * namespace left behind (unlinked, so a create can make it again). */
+static int ns_clear(const char *id, terr *err)
+{
+    char path[320];
+    ns_path(id, path, sizeof path);
+    int fd = ns_open(id, NULL);
+    if (fd >= 0) {
+        close(fd);
+        char ns[160];
+        ns_name(id, ns, sizeof ns);
+        const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
+        return run(del, -1, NULL, err);
+    }
+    struct stat st;
+    if (lstat(path, &st) < 0) return 0;
+    if (!S_ISREG(st.st_mode) || st.st_size != 0)
+        return terr_set(err, "%s is neither a network namespace nor an empty file", path);
+    if (unlink(path) < 0 && errno != ENOENT)
+        return terr_set(err, "unlink %s: %s", path, strerror(errno));
+    log_info("event=net_stale_netns_removed sandbox_id=%s", id);
+    return 0;
 }
 
 /* Switches the calling thread into nsfd; *saved is the way back. */
@@ -383,12 +430,8 @@ static void sweep_orphans(void)
         char id[128], dir[4200], path[4300];
         if (slot_read(s, id, sizeof id, dir, sizeof dir) < 0) continue;
         if (!dir[0] || access(dir, F_OK) == 0 || !limits_sandbox_id_valid(id)) continue;
-        char ns[160];
-        ns_name(id, ns, sizeof ns);
-        snprintf(path, sizeof path, "/run/netns/%s", ns);
         terr ignored;
-        const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
-        if (access(path, F_OK) == 0 && run(del, -1, NULL, &ignored) < 0) continue;
+        if (ns_clear(id, &ignored) < 0) continue;
         snprintf(path, sizeof path, SLOT_DIR "/%d", s);
         unlink(path);
         swept++;
@@ -467,9 +510,7 @@ static int ns_create(const char *id, int slot, terr *err)
     snprintf(veth, sizeof veth, "tnv%d", slot);
     /* Checked before running anything: each exec costs milliseconds. */
     terr ignored;
-    snprintf(probe, sizeof probe, "/run/netns/%s", ns);
-    const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
-    if (access(probe, F_OK) == 0) run(del, -1, NULL, &ignored);
+    if (ns_clear(id, err) < 0) return -1;
     snprintf(probe, sizeof probe, "/sys/class/net/%s", veth);
     const char *delv[] = {IP_BIN, "link", "del", veth, NULL};
     if (access(probe, F_OK) == 0) run(delv, -1, NULL, &ignored);
@@ -746,20 +787,38 @@ int net_teardown(agent_net *n, const char *id, terr *err)
     net_policy p;
     terr ignored;
     if (state_read(n, id, &slot, &p, &ignored) < 0) slot = -1;
-    char ns[128], path[4200];
-    ns_name(id, ns, sizeof ns);
+    char path[4200];
     if (n->dns) net_dns_detach(n->dns, id);
-    int nsfd = ns_open(id, NULL);
-    if (nsfd >= 0) {
-        close(nsfd);
-        const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
-        if (run(del, -1, NULL, err) < 0) return -1;
-    }
+    if (ns_clear(id, err) < 0) return -1;
     if (slot >= 0) slot_release(slot, id);
     state_path(n, id, path, sizeof path);
     if (unlink(path) < 0 && errno != ENOENT)
         return terr_set(err, "unlink %s: %s", path, strerror(errno));
     return 0;
+}
+
+int net_reattach(agent_net *n, const char *id, int tap_fd, terr *err)
+{
+    int slot;
+    net_policy p;
+    if (state_read(n, id, &slot, &p, err) < 0) return -1;
+    if (slot < 0) return 0; /* no network state: nothing of ours */
+    int nsfd = ns_open(id, NULL);
+    if (nsfd >= 0) {
+        close(nsfd);
+        return dns_ensure(n, id, &p, err);
+    }
+    if (tap_fd < 0) return terr_set(err, "no namespace, and no TAP of the VM to find it by");
+    nsfd = ioctl(tap_fd, TUNGETDEVNETNS);
+    if (nsfd < 0) return terr_set(err, "namespace of the VM's TAP: %s", strerror(errno));
+    char ns[160];
+    ns_name(id, ns, sizeof ns);
+    int rc = ns_clear(id, err);
+    if (rc == 0) rc = net_link_netns_mount(ns, nsfd, err);
+    close(nsfd);
+    if (rc < 0) return -1;
+    log_info("event=net_namespace_recovered sandbox_id=%s slot=%d", id, slot);
+    return dns_ensure(n, id, &p, err);
 }
 
 int net_connect(agent_net *n, const char *id, int port, int timeout_ms, int *fd, int *refused,

@@ -54,6 +54,12 @@ int net_get(agent_net *n, const char *id, net_policy *p, terr *err);
 /* A new fd on the sandbox's tap0 (close it after QEMU got it). */
 int net_tap_open(agent_net *n, const char *id, int *fd, terr *err);
 int net_teardown(agent_net *n, const char *id, terr *err);
+/* For a running VM re-attached after an agent restart: when the sandbox has
+ * network state but /run/netns/torpor-<id> is no namespace any more (an
+ * agent in its own mount namespace lost the mount, docs/operations.md), the
+ * namespace of tap_fd (the VM's TAP, TUNGETDEVNETNS) is mounted there again;
+ * then its DNS forwarder is attached. 0 also when there is nothing to do. */
+int net_reattach(agent_net *n, const char *id, int tap_fd, terr *err);
 /* Blocking connect with a timeout; -1 with errno-like reason in err.
  * *refused is set when the guest answered RST (nothing listening). */
 int net_connect(agent_net *n, const char *id, int port, int timeout_ms, int *fd, int *refused,

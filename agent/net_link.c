@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <net/if.h>
+#include <linux/if_arp.h>
 #include <linux/if_tun.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -187,6 +188,15 @@ int net_link_tap_add(const char *ifname, terr *err)
     int rc = 0;
     if (ioctl(t, TUNSETIFF, &ifr) < 0 || ioctl(t, TUNSETPERSIST, 1) < 0)
         rc = terr_set(err, "create tap %s: %s", ifname, strerror(errno));
+    /* A fixed address, not a random one: a rebuilt namespace (after a host
+     * reboot, or after an agent in its own mount namespace restarted) must
+     * look the same to a guest resumed from a snapshot, whose ARP cache
+     * holds the gateway's address. */
+    static const unsigned char mac[6] = {0x52, 0x54, 0x00, 0x00, 0x00, 0x01};
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, mac, sizeof mac);
+    if (rc == 0 && ioctl(t, SIOCSIFHWADDR, &ifr) < 0)
+        rc = terr_set(err, "set the address of tap %s: %s", ifname, strerror(errno));
     close(t);
     return rc;
 }
@@ -206,6 +216,23 @@ static int run_dir_shared(terr *err)
     if (mount(NETNS_RUN_DIR, NETNS_RUN_DIR, "none", MS_BIND | MS_REC, NULL) < 0 ||
         mount("", NETNS_RUN_DIR, "none", MS_SHARED | MS_REC, NULL) < 0)
         return terr_set(err, "mount --bind " NETNS_RUN_DIR ": %s", strerror(errno));
+    return 0;
+}
+
+int net_link_netns_mount(const char *name, int nsfd, terr *err)
+{
+    if (run_dir_shared(err) < 0) return -1;
+    char path[256], src[64];
+    snprintf(path, sizeof path, NETNS_RUN_DIR "/%s", name);
+    snprintf(src, sizeof src, "/proc/self/fd/%d", nsfd);
+    int fd = open(path, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0);
+    if (fd < 0) return terr_set(err, "create %s: %s", path, strerror(errno));
+    close(fd);
+    if (mount(src, path, "none", MS_BIND, NULL) < 0) {
+        int e = errno;
+        unlink(path);
+        return terr_set(err, "mount the namespace on %s: %s", path, strerror(e));
+    }
     return 0;
 }
 

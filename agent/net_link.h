@@ -17,12 +17,18 @@
 #include "terr.h"
 
 int net_link_netns_add(const char *name, terr *err);
+/* The existing namespace nsfd bind-mounted on /run/netns/<name> (which must
+ * not exist), /run/netns made shared first as above. */
+int net_link_netns_mount(const char *name, int nsfd, terr *err);
 /* A veth pair: name here, peer moved into the namespace peer_nsfd. */
 int net_link_veth_add(const char *name, const char *peer, int peer_nsfd, terr *err);
 int net_link_addr_add(const char *ifname, const char *addr, int prefix, terr *err);
 int net_link_up(const char *ifname, terr *err);
 int net_link_route_default(const char *gateway, terr *err);
-/* A persistent TAP (IFF_TAP | IFF_NO_PI) nobody is attached to. */
+/* A persistent TAP (IFF_TAP | IFF_NO_PI) nobody is attached to, with the
+ * fixed MAC address 52:54:00:00:00:01 (the guest's gateway) in every
+ * namespace, so a namespace rebuilt under a resumed guest keeps the
+ * address in the guest's ARP cache valid. */
 int net_link_tap_add(const char *ifname, terr *err);
 
 #endif

@@ -138,6 +138,11 @@ typedef struct runtime_ops {
     /* Reports sandboxes left on disk by an earlier agent run; removes debris
      * (half-written pauses, dead VMs without a snapshot). */
     int (*recover)(runtime_driver *d, runtime_recover_fn cb, void *ctx, terr *err);
+    /* Optional: a duplicate (CLOEXEC, the caller's to close) of the network
+     * backend fd the running VM holds (its TAP), so the sandbox's network
+     * namespace can be found from the VM after an agent restart lost its
+     * mount; -1 with err if it has none or it cannot be taken. */
+    int (*net_fd)(runtime_driver *d, runtime_vm *vm, terr *err);
     /* Frees a handle (its driver state and the struct, which the driver
      * allocated); called by the last runtime_vm_unref. */
     void (*vm_free)(runtime_vm *vm);

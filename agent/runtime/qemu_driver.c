@@ -419,6 +419,7 @@ static const runtime_ops qemu_ops = {
     .guest_call = qemu_op_guest_call,
     .vm_alive = qemu_vm_alive,
     .recover = qemu_recover,
+    .net_fd = qemu_net_fd,
     .vm_free = qemu_vm_free,
     .close = qemu_close,
 };

@@ -200,6 +200,9 @@ void qemu_kill_by_pidfile(int sbfd);
 /* ---- qemu_recover.c ---- */
 /* runtime_ops.recover (runtime.h). */
 int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err);
+/* runtime_ops.net_fd: QEMU's fd QEMU_PASS_FD (the TAP of `-netdev
+ * tap,fd=`), taken with pidfd_getfd (Linux 5.6, root). */
+int qemu_net_fd(runtime_driver *rd, runtime_vm *vm, terr *err);
 
 /* ---- qemu_pause.c / qemu_guest_ops.c ---- */
 /* Records a failed guest connect for the reconnect back-off (takes conn_mu). */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -378,4 +379,18 @@ int qemu_recover(runtime_driver *rd, runtime_recover_fn cb, void *ctx, terr *err
         "reattach_ms=%lld",
         paused, rr.running, rr.removed, rr.kept, rr.n, nth + 1, mono_ms() - t0);
     return 0;
+}
+
+int qemu_net_fd(runtime_driver *rd, runtime_vm *vm, terr *err)
+{
+    (void)rd;
+    qemu_vm *v = qemu_vm_of(vm);
+    pthread_mutex_lock(&v->mu);
+    int pidfd = v->state == QVM_RUNNING ? v->inst.proc.pidfd : -1;
+    int fd = pidfd >= 0 ? (int)syscall(SYS_pidfd_getfd, pidfd, QEMU_PASS_FD, 0) : -1;
+    int e = errno;
+    pthread_mutex_unlock(&v->mu);
+    if (pidfd < 0) return terr_set(err, "no running QEMU to take the network fd from");
+    if (fd < 0) return terr_set(err, "pidfd_getfd(QEMU fd %d): %s", QEMU_PASS_FD, strerror(e));
+    return fd; /* pidfd_getfd sets FD_CLOEXEC */
 }
