@@ -7,8 +7,9 @@
  *       create/destroy/pause/resume/exec RPCs and of auto_pause, result =
  *       ok | not_found | failed_precondition | invalid_argument |
  *       already_exists | internal
- *   torpor_agent_auto_pauses_total{result}      paused | failed (the sandbox
- *       is then destroyed)
+ *   torpor_agent_auto_pauses_total{result}      paused | failed (a live VM
+ *       keeps running and is retried with back-off; a VM already gone is
+ *       destroyed)
  *   torpor_agent_reaper_ticks_total, torpor_agent_reaper_lag_seconds (how
  *       late the last tick started against its schedule)
  * and, set at scrape time by the collector agent_metrics_watch installs:
