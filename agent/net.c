@@ -177,6 +177,15 @@ static int ns_open(const char *id, terr *err)
     return -1;
 }
 
+/* Whether sandbox id has a live namespace mounted here (ns_open's test). */
+static bool ns_exists(const char *id)
+{
+    int fd = ns_open(id, NULL);
+    if (fd < 0) return false;
+    close(fd);
+    return true;
+}
+
 /* Removes whatever /run/netns/torpor-<id> is: a namespace (`ip netns
  * del`), or the empty mount point file an agent in another mount
  * namespace left behind (unlinked, so a create can make it again). */
@@ -184,9 +193,7 @@ static int ns_clear(const char *id, terr *err)
 {
     char path[320];
     ns_path(id, path, sizeof path);
-    int fd = ns_open(id, NULL);
-    if (fd >= 0) {
-        close(fd);
+    if (ns_exists(id)) {
         char ns[160];
         ns_name(id, ns, sizeof ns);
         const char *del[] = {IP_BIN, "netns", "del", ns, NULL};
@@ -226,22 +233,27 @@ static void ns_leave(int saved)
     close(saved);
 }
 
+/* Switches this thread into sandbox id's namespace (ns_leave(*saved) to
+ * come back); -1 with err when it has none or setns fails. */
+static int ns_enter_id(const char *id, int *saved, terr *err)
+{
+    int nsfd = ns_open(id, err);
+    if (nsfd < 0) return -1;
+    int rc = ns_enter(nsfd, saved, err);
+    close(nsfd); /* the thread stays in the namespace without it */
+    return rc;
+}
+
 /* A new socket (type | NONBLOCK | CLOEXEC) made inside the namespace of
  * sandbox id, so it lives there whatever thread uses it later; -1 with err
  * ("<what>: ..."). */
 static int ns_socket(const char *id, int type, const char *what, terr *err)
 {
-    int nsfd = ns_open(id, err);
-    if (nsfd < 0) return -1;
     int saved;
-    if (ns_enter(nsfd, &saved, err) < 0) {
-        close(nsfd);
-        return -1;
-    }
+    if (ns_enter_id(id, &saved, err) < 0) return -1;
     int s = socket(AF_INET, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     int e = errno;
     ns_leave(saved);
-    close(nsfd);
     if (s < 0) terr_set(err, "%s: %s", what, strerror(e));
     return s;
 }
@@ -450,9 +462,7 @@ static void dns_reattach(agent_net *n)
     int count = 0;
     for (struct dirent *e = readdir(d); e; e = readdir(d)) {
         if (!limits_sandbox_id_valid(e->d_name)) continue;
-        int fd = ns_open(e->d_name, NULL);
-        if (fd < 0) continue;
-        close(fd);
+        if (!ns_exists(e->d_name)) continue;
         int slot;
         net_policy p;
         terr err;
@@ -645,12 +655,10 @@ int net_setup(agent_net *n, const char *id, const net_policy *p, terr *err)
     if (!p || (had == 0 && net_policy_same(p, &stored))) p = &stored;
     int old_slot = slot;
     if (slot_claim(n, id, slot, &slot, err) < 0) return -1;
-    int nsfd = ns_open(id, NULL);
     bool built = false;
-    if (nsfd >= 0) close(nsfd);
     /* A namespace made with another slot (the host rebooted and the slot
      * went to someone else) is rebuilt too. */
-    bool rebuild = nsfd < 0 || slot != old_slot;
+    bool rebuild = !ns_exists(id) || slot != old_slot;
     /* Resume of a sandbox whose namespace is still there: its rules are
      * the stored policy already (net_apply keeps both in step). */
     if (!rebuild && p == &stored) {
@@ -721,9 +729,7 @@ int net_apply(agent_net *n, const char *id, const net_policy *p, terr *err)
     /* No namespace (a paused sandbox after a host reboot, or one moved here
      * and not resumed yet, which has no state either: slot -1): the stored
      * policy is what the next resume applies. */
-    int nsfd = ns_open(id, NULL);
-    bool live = nsfd >= 0;
-    if (live) close(nsfd);
+    bool live = ns_exists(id);
     if (slot < 0 && live) {
         terr_set(err, "sandbox %s has a namespace but no network state", id);
         goto fail;
@@ -752,13 +758,8 @@ int net_get(agent_net *n, const char *id, net_policy *p, terr *err)
 int net_tap_open(agent_net *n, const char *id, int *fd, terr *err)
 {
     (void)n;
-    int nsfd = ns_open(id, err);
-    if (nsfd < 0) return -1;
     int saved;
-    if (ns_enter(nsfd, &saved, err) < 0) {
-        close(nsfd);
-        return -1;
-    }
+    if (ns_enter_id(id, &saved, err) < 0) return -1;
     int t = open("/dev/net/tun", O_RDWR | O_CLOEXEC);
     int rc = 0;
     if (t < 0) {
@@ -775,7 +776,6 @@ int net_tap_open(agent_net *n, const char *id, int *fd, terr *err)
         }
     }
     ns_leave(saved);
-    close(nsfd);
     if (rc < 0) return -1;
     *fd = t;
     return 0;
@@ -803,13 +803,9 @@ int net_reattach(agent_net *n, const char *id, int tap_fd, terr *err)
     net_policy p;
     if (state_read(n, id, &slot, &p, err) < 0) return -1;
     if (slot < 0) return 0; /* no network state: nothing of ours */
-    int nsfd = ns_open(id, NULL);
-    if (nsfd >= 0) {
-        close(nsfd);
-        return dns_ensure(n, id, &p, err);
-    }
+    if (ns_exists(id)) return dns_ensure(n, id, &p, err);
     if (tap_fd < 0) return terr_set(err, "no namespace, and no TAP of the VM to find it by");
-    nsfd = ioctl(tap_fd, TUNGETDEVNETNS);
+    int nsfd = ioctl(tap_fd, TUNGETDEVNETNS);
     if (nsfd < 0) return terr_set(err, "namespace of the VM's TAP: %s", strerror(errno));
     char ns[160];
     ns_name(id, ns, sizeof ns);
