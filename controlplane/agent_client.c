@@ -342,6 +342,22 @@ static int net_pb_from_json(const char *text, net_pb *n, terr *err)
     return 0;
 }
 
+/* A request's optional policy field from a row's network JSON: left NULL
+ * for "" (the default policy), else pointed at n->msg. -1 (n freed) when
+ * the JSON is malformed; else free n with net_pb_free after the call. */
+static int net_pb_set_optional(const char *text, net_pb *n,
+                               Torpor__Hostagent__V1__NetworkPolicy **field, terr *err)
+{
+    memset(n, 0, sizeof *n);
+    if (!text || !text[0]) return 0;
+    if (net_pb_from_json(text, n, err) < 0) {
+        net_pb_free(n);
+        return -1;
+    }
+    *field = &n->msg;
+    return 0;
+}
+
 grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
 {
     Torpor__Hostagent__V1__CreateSandboxRequest req =
@@ -352,14 +368,9 @@ grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
     req.memory_mb = row->memory_mb;
     req.timeout_sec = row->timeout_sec;
     req.disk_mb = row->disk_mb;
-    net_pb net = {0};
-    if (row->network[0]) {
-        if (net_pb_from_json(row->network, &net, err) < 0) {
-            net_pb_free(&net);
-            return GRPC_STATUS_INVALID_ARGUMENT;
-        }
-        req.network = &net.msg;
-    }
+    net_pb net;
+    if (net_pb_set_optional(row->network, &net, &req.network, err) < 0)
+        return GRPC_STATUS_INVALID_ARGUMENT;
     grpc_status_code st = call_no_answer(
         c, RPC_CREATE_SANDBOX, &req.base,
         &torpor__hostagent__v1__create_sandbox_response__descriptor, AGENT_DEADLINE_CREATE_MS, err);
@@ -422,14 +433,8 @@ grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout
         TORPOR__HOSTAGENT__V1__RESUME_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.timeout_sec = timeout_sec;
-    net_pb net = {0};
-    if (network && network[0]) {
-        if (net_pb_from_json(network, &net, err) < 0) {
-            net_pb_free(&net);
-            return GRPC_STATUS_INTERNAL;
-        }
-        req.network = &net.msg;
-    }
+    net_pb net;
+    if (net_pb_set_optional(network, &net, &req.network, err) < 0) return GRPC_STATUS_INTERNAL;
     grpc_status_code st = call_no_answer(c, RPC_RESUME_SANDBOX, &req.base,
                                          &torpor__hostagent__v1__resume_sandbox_response__descriptor,
                                          AGENT_DEADLINE_RESUME_MS, err);
