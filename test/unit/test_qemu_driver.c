@@ -1021,6 +1021,53 @@ static void test_recover_untracked_qemu(void **state)
     cut_short_create(*state, "sb-nopid", false);
 }
 
+/* FDSize of a process: the size of its fd table (/proc/<pid>/status).
+ * Only read(2) and friends: it runs in a forked child of this threaded
+ * test process. */
+static int fd_table_size(pid_t pid)
+{
+    char path[64], buf[4096];
+    snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    if (n <= 0) return -1;
+    buf[n] = '\0';
+    const char *p = strstr(buf, "FDSize:");
+    return p ? atoi(p + strlen("FDSize:")) : -1;
+}
+
+/* QEMU is spawned with an fd table already past 64 slots: growing it later,
+ * once QEMU has threads, waits for an RCU grace period (10-15 ms measured
+ * in every resume). A fork copies only as much of the table as the highest
+ * open fd needs, so the spawn runs in a child that first closes every fd
+ * above 2: without the fix its QEMU (here: sleep) would start with 64. */
+static void test_spawned_process_starts_with_a_large_fd_table(void **state)
+{
+    fixture *f = *state;
+    pid_t c = fork();
+    assert_true(c >= 0);
+    if (c == 0) {
+        close_range(3, ~0u, 0);
+        int dfd = open(f->state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        char *argv[] = {"/bin/sleep", "30", NULL};
+        terr err;
+        qemu_proc p;
+        if (dfd < 0 || qemu_proc_spawn(argv, dfd, "spawn-test.log", NULL, -1, &p, &err) < 0)
+            _exit(2);
+        int size = fd_table_size(p.pid); /* exec is done once spawn returns */
+        kill(p.pid, SIGKILL);
+        waitpid(p.pid, NULL, 0);
+        unlinkat(dfd, "spawn-test.log", 0);
+        _exit(size >= 256 ? 0 : 1);
+    }
+    int status = 0;
+    assert_int_equal(waitpid(c, &status, 0), c);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+}
+
 static void test_bad_input(void **state)
 {
     fixture *f = *state;
@@ -1046,6 +1093,7 @@ static void test_bad_input(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_spawned_process_starts_with_a_large_fd_table),
         cmocka_unit_test(test_bad_input),
         cmocka_unit_test(test_lifecycle),
         cmocka_unit_test(test_clones_differ),
