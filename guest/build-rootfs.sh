@@ -148,7 +148,7 @@ strip --strip-unneeded "$R/usr/sbin/torpor-guest" 2>/dev/null || true
 install -m 0755 "$SRC/init" "$R/usr/sbin/torpor-init"
 printf 'torpor\n' >"$R/etc/hostname"
 printf '127.0.0.1 localhost torpor\n::1 localhost\n' >"$R/etc/hosts"
-printf '/dev/vda / ext4 noatime 0 1\n' >"$R/etc/fstab"
+printf '/dev/vda / ext4 noatime,noinit_itable 0 1\n' >"$R/etc/fstab"
 : >"$R/etc/machine-id"
 chmod 0700 "$R/root"
 
@@ -157,7 +157,7 @@ used_mb=$(du -sm "$R" | cut -f1)
     die "root filesystem is ${used_mb} MiB, more than ${ROOTFS_CONTENT_MAX_MB} MiB"
 # 16 KiB per inode: enough files for pip trees when grown to a few GiB; no
 # reserved blocks (one user, root); lazy init so a grown disk costs nothing
-# until used.
+# until used (the guest mounts it noinit_itable: guest/init-rootdisk).
 mke2fs -q -t ext4 -d "$R" -L torpor-root -m 0 -i 16384 \
     -E lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0 \
     "$TMP/rootfs.img" "${ROOTFS_MB}M"
