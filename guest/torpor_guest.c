@@ -1,7 +1,8 @@
 /* torpor-guest: serves the host's requests inside the VM (see guest/README.md).
  *
  * One reader (the main thread) reads frames from the virtio-serial port named
- * "torpor"; every request runs on its own detached thread, so a slow EXEC
+ * "torpor"; every request but PING and SYNC (answered inline: they never
+ * block) runs on its own detached thread, so a slow EXEC
  * never holds up a PING or a file read. Answers are written whole under one
  * mutex. The host side goes away on every pause/resume (the new QEMU's
  * socket starts unconnected): the guest then waits for the next connection
@@ -313,6 +314,14 @@ static void dispatch(guest_conn *c, uint64_t gen, const gp_header *h, uint8_t *p
     int rc = ENOMEM;
     if (t) {
         *t = (guest_task){.c = c, .gen = gen, .h = *h, .payload = payload};
+        /* PING and SYNC never block: answered on the reader thread, without
+         * a thread start (the first guest code to run after a resume, under
+         * TCG with an empty translation cache). SYNC is thereby also done
+         * before any request after it is even read. */
+        if (h->type == GP_PING || h->type == GP_SYNC) {
+            task_main(t);
+            return;
+        }
         pthread_attr_init(&attr);
         pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&attr, GUEST_THREAD_STACK);
