@@ -1,8 +1,8 @@
 /* torpor-guest: serves the host's requests inside the VM (see guest/README.md).
  *
  * One reader (the main thread) reads frames from the virtio-serial port named
- * "torpor"; every request but PING and SYNC (answered inline: they never
- * block) runs on its own detached thread, so a slow EXEC
+ * "torpor"; every request but PING and SYNC (answered inline: they do no
+ * I/O) runs on its own detached thread, so a slow EXEC
  * never holds up a PING or a file read. Answers are written whole under one
  * mutex. The host side goes away on every pause/resume (the new QEMU's
  * socket starts unconnected): the guest then waits for the next connection
@@ -314,10 +314,11 @@ static void dispatch(guest_conn *c, uint64_t gen, const gp_header *h, uint8_t *p
     int rc = ENOMEM;
     if (t) {
         *t = (guest_task){.c = c, .gen = gen, .h = *h, .payload = payload};
-        /* PING and SYNC never block: answered on the reader thread, without
-         * a thread start (the first guest code to run after a resume, under
-         * TCG with an empty translation cache). SYNC is thereby also done
-         * before any request after it is even read. */
+        /* PING and SYNC do no I/O but their answer (which waits only for
+         * the write turn, like any answer): answered on the reader thread,
+         * without a thread start (the first guest code to run after a
+         * resume, under TCG with an empty translation cache). SYNC is
+         * thereby also done before any request after it is even read. */
         if (h->type == GP_PING || h->type == GP_SYNC) {
             task_main(t);
             return;
