@@ -7,6 +7,7 @@
 #include "guest_protocol.h"
 #include "hostagent.pb-c.h"
 #include "rpc_handlers.h"
+#include "runtime.h"
 #include "torpor_limits.h"
 
 #define PATH_MAX_BYTES 4096
@@ -42,8 +43,13 @@ static int guest(agent_rpc *app, rpc_call *call, const char *id, const char *wha
                  uint8_t req_type, uint8_t resp_type, uint8_t **p, size_t *n)
 {
     terr e;
+    /* The RPC's deadline bounds the guest call too (it answers before its
+     * caller gives up): without it a caller with a deadline shorter than
+     * RPC_FILES_GUEST_MS left the call holding the guest channel. */
+    runtime_call_deadline_set(rpc_call_deadline_mono_ms(call));
     agent_code c = lifecycle_guest_call(app->lc, id, what, req_type, b->data, b->len, resp_type,
                                         RPC_FILES_GUEST_MS, p, n, &e);
+    runtime_call_deadline_set(0);
     gp_buf_free(b);
     if (c != AGENT_OK) {
         rpc_fail(call, agent_code_to_grpc(c), "%s", e.msg);

@@ -134,24 +134,32 @@ static uint8_t *dup_bytes(const uint8_t *p, size_t n, terr *err)
     return c;
 }
 
+/* The caller's deadline (runtime_call_deadline) wins when it is nearer than
+ * *timeout_ms: a guest call answers (with an error) a little before its
+ * caller gives up, never after, so it never holds the channel for a caller
+ * that is gone. -1 when that deadline has passed already. */
+static int within_caller_deadline(qemu_vm *v, const char *what, int *timeout_ms, terr *err)
+{
+    long long dl = runtime_call_deadline();
+    if (dl <= 0) return 0;
+    long long left = dl - mono_ms() - CALLER_DEADLINE_MARGIN_MS;
+    if (left < *timeout_ms) *timeout_ms = left > 0 ? (int)left : 0;
+    if (*timeout_ms <= 0)
+        return terr_set(err, "%s in %s: the caller's deadline has passed", what,
+                        v->base.sandbox_id);
+    return 0;
+}
+
 /* One request/answer with the guest: takes the channel, sends the encoded
- * request b (freed here in every case), waits up to timeout_ms for an answer
- * of resp_type and returns its payload in *p and *n (malloc'd). what names the
- * operation in errors. */
+ * request b (freed here in every case), waits up to timeout_ms (or the
+ * caller's deadline) for an answer of resp_type and returns its payload in
+ * *p and *n (malloc'd). what names the operation in errors. */
 static int guest_roundtrip(qemu_vm *v, const char *what, gp_buf *b, uint8_t req_type,
                            uint8_t resp_type, int timeout_ms, uint8_t **p, size_t *n, terr *err)
 {
-    /* The caller's deadline wins when it is nearer: answer (with an error)
-     * a little before the caller gives up, never after. */
-    long long dl = runtime_call_deadline();
-    if (dl > 0) {
-        long long left = dl - mono_ms() - CALLER_DEADLINE_MARGIN_MS;
-        if (left < timeout_ms) timeout_ms = left > 0 ? (int)left : 0;
-        if (timeout_ms <= 0) {
-            gp_buf_free(b);
-            return terr_set(err, "%s in %s: the caller's deadline has passed", what,
-                            v->base.sandbox_id);
-        }
+    if (within_caller_deadline(v, what, &timeout_ms, err) < 0) {
+        gp_buf_free(b);
+        return -1;
     }
     guest_channel *ch = take_channel(v, err);
     if (!ch) {
@@ -298,6 +306,7 @@ int qemu_op_guest_call(runtime_driver *d, runtime_vm *vm, const char *what, uint
     *resp = NULL;
     *resp_len = 0;
     qemu_vm *v = qemu_vm_of(vm);
+    if (within_caller_deadline(v, what, &timeout_ms, err) < 0) return -1;
     guest_channel *ch = take_channel(v, err);
     if (!ch) return -1;
     int r =
