@@ -7,6 +7,7 @@
 #include "agent_client.h"
 
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -490,6 +491,12 @@ grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_e
     return st;
 }
 
+static atomic_int files_deadline = AGENT_DEADLINE_FILES_MS;
+
+void agent_set_files_deadline_ms(int ms) { atomic_store(&files_deadline, ms); }
+
+static int files_deadline_ms(void) { return atomic_load(&files_deadline); }
+
 grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const char *path,
                                   const uint8_t *data, size_t len, terr *err)
 {
@@ -500,7 +507,7 @@ grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const c
     req.content.len = len;
     return call_no_answer(c, RPC_WRITE_FILE, &req.base,
                           &torpor__hostagent__v1__write_file_response__descriptor,
-                          AGENT_DEADLINE_FILES_MS, err);
+                          files_deadline_ms(), err);
 }
 
 grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
@@ -512,7 +519,7 @@ grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const ch
     ProtobufCMessage *resp = NULL;
     grpc_status_code st = agent_call(c, RPC_READ_FILE, &req.base,
                                      &torpor__hostagent__v1__read_file_response__descriptor, &resp,
-                                     AGENT_DEADLINE_FILES_MS, err);
+                                     files_deadline_ms(), err);
     if (st != GRPC_STATUS_OK && resp) {
         protobuf_c_message_free_unpacked(resp, NULL);
         resp = NULL;
@@ -552,7 +559,7 @@ grpc_status_code agent_write_chunk(rpc_client *c, const agent_chunk_args *a,
     req.abort = a->abort;
     return call_answer(c, RPC_WRITE_FILE_CHUNK, &req.base,
                        &torpor__hostagent__v1__write_file_chunk_response__descriptor,
-                       (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
+                       (ProtobufCMessage **)out, files_deadline_ms(), err);
 }
 
 grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const char *path,
@@ -568,7 +575,7 @@ grpc_status_code agent_read_chunk(rpc_client *c, const char *sandbox_id, const c
     req.expect_ino = expect_ino;
     return call_answer(c, RPC_READ_FILE_CHUNK, &req.base,
                        &torpor__hostagent__v1__read_file_chunk_response__descriptor,
-                       (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
+                       (ProtobufCMessage **)out, files_deadline_ms(), err);
 }
 
 grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const char *path,
@@ -581,7 +588,7 @@ grpc_status_code agent_list_dir(rpc_client *c, const char *sandbox_id, const cha
     req.max_entries = max_entries;
     return call_answer(c, RPC_LIST_DIR, &req.base,
                        &torpor__hostagent__v1__list_dir_response__descriptor,
-                       (ProtobufCMessage **)out, AGENT_DEADLINE_FILES_MS, err);
+                       (ProtobufCMessage **)out, files_deadline_ms(), err);
 }
 
 grpc_status_code agent_export_files(rpc_client *c, const char *sandbox_id,

@@ -26,7 +26,7 @@
 #define AGENT_DEADLINE_TRANSITION_MAX_MS 120000
 #define AGENT_DEADLINE_DESTROY_MS 60000
 #define AGENT_DEADLINE_SHORT_MS 10000 /* ping, list, timeout */
-#define AGENT_DEADLINE_FILES_MS 60000
+#define AGENT_DEADLINE_FILES_MS 60000 /* default of torpor-cp --files-timeout */
 /* In the message of an UNAVAILABLE answer for a sandbox the agent is still
  * re-attaching after a restart (REST: 503 unavailable + Retry-After). */
 #define AGENT_RECOVERING_MARK "is recovering"
@@ -127,8 +127,14 @@ grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const c
 grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
                                  Torpor__Hostagent__V1__ReadFileResponse **out, terr *err);
 
+/* The deadline of every files call (WriteFile, ReadFile and the chunked ones
+ * below): AGENT_DEADLINE_FILES_MS unless set (torpor-cp --files-timeout),
+ * once at start-up before any call. A guest that stops reading holds a call
+ * this long. */
+void agent_set_files_deadline_ms(int ms);
+
 /* The chunked file calls (proto: WriteFileChunk, ReadFileChunk, ListDir),
- * each with AGENT_DEADLINE_FILES_MS. A failure the guest reports about the
+ * each with the files deadline. A failure the guest reports about the
  * file comes back OK with guest_errno set. */
 typedef struct agent_chunk_args {
     const char *sandbox_id;

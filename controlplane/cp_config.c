@@ -79,6 +79,9 @@ void cp_config_usage(FILE *f)
         "  --proxy-idle-timeout SEC    a proxied request (not a WebSocket) in which no byte moves\n"
         "                              either way for SEC ends: 502 before the answer's head, cut\n"
         "                              after it [TORPOR_PROXY_IDLE_TIMEOUT] (60)\n"
+        "  --files-timeout SEC         deadline of each files call to an agent (a whole small\n"
+        "                              file, or one chunk of a streamed one): a guest that stops\n"
+        "                              reading holds a call this long [TORPOR_FILES_TIMEOUT] (%d)\n"
         "  --tls-cert PEM              client certificate for mTLS to agents [TORPOR_TLS_CERT]\n"
         "  --tls-key PEM               its private key [TORPOR_TLS_KEY]\n"
         "  --tls-ca PEM                CA that signed the agents' certificates [TORPOR_TLS_CA]\n"
@@ -97,7 +100,7 @@ void cp_config_usage(FILE *f)
         "addresses. Logs go to stderr as key=value lines (TORPOR_LOG_LEVEL=debug|info|warn|error).\n",
         TORPOR_MIGRATIONS_DIR, RECONCILER_GRACE_DEFAULT_SEC, RECONCILER_GRACE_MIN_SEC,
         AGENT_DEADLINE_TRANSITION_MAX_MS / 1000, AUTH_CACHE_MAX_MS / 1000,
-        AUTH_CACHE_DEFAULT_MS / 1000.0);
+        AUTH_CACHE_DEFAULT_MS / 1000.0, AGENT_DEADLINE_FILES_MS / 1000);
 }
 
 static int parse_seconds(const char *name, const char *v, double *out, terr *err)
@@ -149,6 +152,7 @@ static const flag_def flags[] = {
     {"--metrics-addr", "TORPOR_METRICS_ADDR", F_STR, OFF(metrics_addr)},
     {"--proxy-domain", "TORPOR_PROXY_DOMAIN", F_STR, OFF(proxy_domain)},
     {"--proxy-idle-timeout", "TORPOR_PROXY_IDLE_TIMEOUT", F_SECONDS, OFF(proxy_idle_timeout_sec)},
+    {"--files-timeout", "TORPOR_FILES_TIMEOUT", F_SECONDS, OFF(files_timeout_sec)},
     {"--team", NULL, F_STR, OFF(team)},
     {"--max-sandboxes", NULL, F_LIMIT, OFF(max_sandboxes)},
     {"--id", NULL, F_STR, OFF(host_id)},
@@ -209,6 +213,7 @@ int cp_config_parse(int argc, char **argv, cp_config *out, terr *err)
     out->team_long_calls = 8;
     out->max_connections = 1024;
     out->proxy_idle_timeout_sec = PROXY_IDLE_DEFAULT_MS / 1000.0;
+    out->files_timeout_sec = AGENT_DEADLINE_FILES_MS / 1000.0;
 
     for (size_t i = 0; i < N_FLAGS; i++) {
         const char *v = flags[i].env ? getenv(flags[i].env) : NULL;

@@ -53,6 +53,7 @@ typedef struct cp_config {
     const char *metrics_addr; /* "off" = no metrics listener */
     const char *proxy_domain; /* host-based port proxy {port}-{id}.DOMAIN; NULL = off */
     double proxy_idle_timeout_sec; /* a proxied request with no byte either way this long ends */
+    double files_timeout_sec;      /* deadline of each files call to an agent */
     const char *team;         /* keys create / list, teams set-quota --team */
     long long
         max_sandboxes; /* teams set-quota --max-sandboxes; -1 = unlimited (also when omitted) */

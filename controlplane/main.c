@@ -309,6 +309,7 @@ static void cmd_serve(const cp_config *cfg, const sigset_t *sigs)
                           .key_path = cfg->tls_key,
                           .ca_path = cfg->tls_ca,
                           .server_name_override = cfg->agent_tls_server_name};
+    agent_set_files_deadline_ms((int)(cfg->files_timeout_sec * 1000.0));
     agent_pool *agents;
     if (agent_pool_open(&tls, &agents, &err) != 0) fatal("stage=agent_pool %s", err.msg);
     /* The reconciler first: /readyz reports what it sees of each host. */

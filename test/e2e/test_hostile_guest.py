@@ -19,7 +19,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import Stack, b64, check_answer, expect_error, run_tests, wait_until  # noqa: E402
 
 SHUTDOWN_TIMEOUT = 10   # --shutdown-timeout of this stack's agent (s)
-FILES_DEADLINE = 60     # the control plane's deadline for files calls (agent_client.h)
+FILES_DEADLINE = 10     # this stack's torpor-cp --files-timeout (default 60 s)
 BIG = os.urandom(4 * 1024 * 1024)
 # From inside: stop torpor-guest a second after this exec has returned (the
 # exec itself runs through it).
@@ -172,5 +172,6 @@ TESTS = [
 ]
 
 if __name__ == "__main__":
-    sys.exit(run_tests(lambda: Stack("hguest", agent_args=["--shutdown-timeout", str(SHUTDOWN_TIMEOUT)]),
+    sys.exit(run_tests(lambda: Stack("hguest", agent_args=["--shutdown-timeout", str(SHUTDOWN_TIMEOUT)],
+                                     cp_args=["--files-timeout", str(FILES_DEADLINE)]),
                        TESTS))

@@ -3,6 +3,7 @@
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 #include <stdio.h>
@@ -133,22 +134,35 @@ static void test_proxy_domain_is_off_by_default_and_must_be_a_dns_name(void **st
     assert_non_null(strstr(err.msg, "--proxy-domain"));
 }
 
-static void test_proxy_idle_timeout_defaults_to_60_s_and_refuses_nonsense(void **state)
+/* A flag of seconds (F_SECONDS) that defaults to 60 s: fractions are fine,
+ * 0 and words are refused with the flag's name. off: its field. */
+static void check_seconds_flag_defaults_to_60(const char *flag, size_t off)
 {
-    (void)state;
     cp_config c;
     terr err;
     char *dflt[] = {"torpor-cp", "--database-url", "x"};
     assert_int_equal(cp_config_parse(3, dflt, &c, &err), 0);
-    assert_true(c.proxy_idle_timeout_sec == 60);
-    char *ok[] = {"torpor-cp", "--database-url", "x", "--proxy-idle-timeout", "2.5"};
+    assert_true(*(double *)((char *)&c + off) == 60);
+    char *ok[] = {"torpor-cp", "--database-url", "x", (char *)flag, "2.5"};
     assert_int_equal(cp_config_parse(5, ok, &c, &err), 0);
-    assert_true(c.proxy_idle_timeout_sec == 2.5);
-    char *zero[] = {"torpor-cp", "--database-url", "x", "--proxy-idle-timeout", "0"};
+    assert_true(*(double *)((char *)&c + off) == 2.5);
+    char *zero[] = {"torpor-cp", "--database-url", "x", (char *)flag, "0"};
     assert_int_equal(cp_config_parse(5, zero, &c, &err), -1);
-    assert_non_null(strstr(err.msg, "--proxy-idle-timeout"));
-    char *word[] = {"torpor-cp", "--database-url", "x", "--proxy-idle-timeout", "soon"};
+    assert_non_null(strstr(err.msg, flag));
+    char *word[] = {"torpor-cp", "--database-url", "x", (char *)flag, "soon"};
     assert_int_equal(cp_config_parse(5, word, &c, &err), -1);
+}
+
+static void test_proxy_idle_timeout_defaults_to_60_s_and_refuses_nonsense(void **state)
+{
+    (void)state;
+    check_seconds_flag_defaults_to_60("--proxy-idle-timeout", offsetof(cp_config, proxy_idle_timeout_sec));
+}
+
+static void test_files_timeout_defaults_to_60_s_and_refuses_nonsense(void **state)
+{
+    (void)state;
+    check_seconds_flag_defaults_to_60("--files-timeout", offsetof(cp_config, files_timeout_sec));
 }
 
 static void test_teams_set_quota_parses_limits_and_defaults_to_unlimited(void **state)
@@ -254,6 +268,7 @@ int main(void)
         cmocka_unit_test(test_key_cache_is_bounded_by_the_revocation_promise),
         cmocka_unit_test(test_proxy_domain_is_off_by_default_and_must_be_a_dns_name),
         cmocka_unit_test(test_proxy_idle_timeout_defaults_to_60_s_and_refuses_nonsense),
+        cmocka_unit_test(test_files_timeout_defaults_to_60_s_and_refuses_nonsense),
         cmocka_unit_test(test_teams_set_quota_parses_limits_and_defaults_to_unlimited),
         cmocka_unit_test(test_host_commands),
     };
