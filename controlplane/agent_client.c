@@ -245,17 +245,40 @@ agent_view agent_view_of(const Torpor__Hostagent__V1__ListSandboxesResponse *res
     return AGENT_VIEW_ABSENT;
 }
 
+grpc_status_code agent_call_no_answer(rpc_client *c, const char *method,
+                                      const ProtobufCMessage *req,
+                                      const ProtobufCMessageDescriptor *resp_desc, int deadline_ms,
+                                      terr *err)
+{
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
+    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
+    return st;
+}
+
+/* agent_call for calls with an answer: *out is NULL unless OK. */
+static grpc_status_code call_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
+                                    const ProtobufCMessageDescriptor *resp_desc,
+                                    ProtobufCMessage **out, int deadline_ms, terr *err)
+{
+    ProtobufCMessage *resp = NULL;
+    grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
+    if (st != GRPC_STATUS_OK && resp) {
+        protobuf_c_message_free_unpacked(resp, NULL);
+        resp = NULL;
+    }
+    *out = resp;
+    return st;
+}
+
 grpc_status_code agent_destroy(rpc_client *c, const char *sandbox_id, terr *err)
 {
     Torpor__Hostagent__V1__DestroySandboxRequest req =
         TORPOR__HOSTAGENT__V1__DESTROY_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_DESTROY_SANDBOX, &req.base,
-                                     &torpor__hostagent__v1__destroy_sandbox_response__descriptor,
-                                     &resp, AGENT_DEADLINE_DESTROY_MS, err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    return st;
+    return agent_call_no_answer(c, RPC_DESTROY_SANDBOX, &req.base,
+                                &torpor__hostagent__v1__destroy_sandbox_response__descriptor,
+                                AGENT_DEADLINE_DESTROY_MS, err);
 }
 
 grpc_status_code agent_list(rpc_client *c, char **ack, size_t n_ack,
@@ -283,18 +306,6 @@ grpc_status_code agent_host_info(rpc_client *c, int deadline_ms,
         c, RPC_GET_HOST_INFO, &req.base, &torpor__hostagent__v1__get_host_info_response__descriptor,
         &resp, deadline_ms > 0 ? deadline_ms : AGENT_DEADLINE_PROBE_MS, err);
     *out = (Torpor__Hostagent__V1__GetHostInfoResponse *)resp;
-    return st;
-}
-
-/* Calls method with req and its deadline, dropping the (empty) answer. */
-static grpc_status_code call_no_answer(rpc_client *c, const char *method,
-                                       const ProtobufCMessage *req,
-                                       const ProtobufCMessageDescriptor *resp_desc, int deadline_ms,
-                                       terr *err)
-{
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
     return st;
 }
 
@@ -372,7 +383,7 @@ grpc_status_code agent_create(rpc_client *c, const sandbox_row *row, terr *err)
     net_pb net;
     if (net_pb_set_optional(row->network, &net, &req.network, err) < 0)
         return GRPC_STATUS_INVALID_ARGUMENT;
-    grpc_status_code st = call_no_answer(
+    grpc_status_code st = agent_call_no_answer(
         c, RPC_CREATE_SANDBOX, &req.base,
         &torpor__hostagent__v1__create_sandbox_response__descriptor, AGENT_DEADLINE_CREATE_MS, err);
     net_pb_free(&net);
@@ -410,9 +421,9 @@ grpc_status_code agent_set_network(rpc_client *c, const char *sandbox_id, const 
     }
     req.network = &net.msg;
     grpc_status_code st =
-        call_no_answer(c, RPC_SET_NETWORK, &req.base,
-                       &torpor__hostagent__v1__set_sandbox_network_response__descriptor,
-                       AGENT_DEADLINE_SHORT_MS, err);
+        agent_call_no_answer(c, RPC_SET_NETWORK, &req.base,
+                             &torpor__hostagent__v1__set_sandbox_network_response__descriptor,
+                             AGENT_DEADLINE_SHORT_MS, err);
     net_pb_free(&net);
     return st;
 }
@@ -422,9 +433,9 @@ grpc_status_code agent_pause(rpc_client *c, const char *sandbox_id, terr *err)
     Torpor__Hostagent__V1__PauseSandboxRequest req =
         TORPOR__HOSTAGENT__V1__PAUSE_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
-    return call_no_answer(c, RPC_PAUSE_SANDBOX, &req.base,
-                          &torpor__hostagent__v1__pause_sandbox_response__descriptor,
-                          AGENT_DEADLINE_PAUSE_MS, err);
+    return agent_call_no_answer(c, RPC_PAUSE_SANDBOX, &req.base,
+                                &torpor__hostagent__v1__pause_sandbox_response__descriptor,
+                                AGENT_DEADLINE_PAUSE_MS, err);
 }
 
 grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout_sec,
@@ -436,9 +447,9 @@ grpc_status_code agent_resume(rpc_client *c, const char *sandbox_id, int timeout
     req.timeout_sec = timeout_sec;
     net_pb net;
     if (net_pb_set_optional(network, &net, &req.network, err) < 0) return GRPC_STATUS_INTERNAL;
-    grpc_status_code st = call_no_answer(c, RPC_RESUME_SANDBOX, &req.base,
-                                         &torpor__hostagent__v1__resume_sandbox_response__descriptor,
-                                         AGENT_DEADLINE_RESUME_MS, err);
+    grpc_status_code st = agent_call_no_answer(
+        c, RPC_RESUME_SANDBOX, &req.base,
+        &torpor__hostagent__v1__resume_sandbox_response__descriptor, AGENT_DEADLINE_RESUME_MS, err);
     net_pb_free(&net);
     return st;
 }
@@ -448,9 +459,9 @@ grpc_status_code agent_ping(rpc_client *c, const char *sandbox_id, terr *err)
     Torpor__Hostagent__V1__PingSandboxRequest req =
         TORPOR__HOSTAGENT__V1__PING_SANDBOX_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
-    return call_no_answer(c, RPC_PING_SANDBOX, &req.base,
-                          &torpor__hostagent__v1__ping_sandbox_response__descriptor,
-                          AGENT_DEADLINE_SHORT_MS, err);
+    return agent_call_no_answer(c, RPC_PING_SANDBOX, &req.base,
+                                &torpor__hostagent__v1__ping_sandbox_response__descriptor,
+                                AGENT_DEADLINE_SHORT_MS, err);
 }
 
 grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int timeout_sec,
@@ -460,9 +471,9 @@ grpc_status_code agent_set_timeout(rpc_client *c, const char *sandbox_id, int ti
         TORPOR__HOSTAGENT__V1__SET_SANDBOX_TIMEOUT_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.timeout_sec = timeout_sec;
-    return call_no_answer(c, RPC_SET_TIMEOUT, &req.base,
-                          &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor,
-                          AGENT_DEADLINE_SHORT_MS, err);
+    return agent_call_no_answer(c, RPC_SET_TIMEOUT, &req.base,
+                                &torpor__hostagent__v1__set_sandbox_timeout_response__descriptor,
+                                AGENT_DEADLINE_SHORT_MS, err);
 }
 
 grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_exec_args *a,
@@ -479,16 +490,8 @@ grpc_status_code agent_exec(rpc_client *c, const char *sandbox_id, const agent_e
     req.timeout_sec = a->timeout_sec;
     req.stdin.data = (uint8_t *)a->stdin_data;
     req.stdin.len = a->stdin_data ? a->stdin_len : 0;
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st =
-        agent_call(c, RPC_EXEC, &req.base, &torpor__hostagent__v1__exec_response__descriptor, &resp,
-                   a->timeout_sec * 1000 + AGENT_EXEC_SLACK_MS, err);
-    if (st != GRPC_STATUS_OK && resp) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-        resp = NULL;
-    }
-    *out = (Torpor__Hostagent__V1__ExecResponse *)resp;
-    return st;
+    return call_answer(c, RPC_EXEC, &req.base, &torpor__hostagent__v1__exec_response__descriptor,
+                       (ProtobufCMessage **)out, a->timeout_sec * 1000 + AGENT_EXEC_SLACK_MS, err);
 }
 
 static atomic_int files_deadline = AGENT_DEADLINE_FILES_MS;
@@ -505,9 +508,9 @@ grpc_status_code agent_write_file(rpc_client *c, const char *sandbox_id, const c
     req.path = (char *)path;
     req.content.data = (uint8_t *)data;
     req.content.len = len;
-    return call_no_answer(c, RPC_WRITE_FILE, &req.base,
-                          &torpor__hostagent__v1__write_file_response__descriptor,
-                          files_deadline_ms(), err);
+    return agent_call_no_answer(c, RPC_WRITE_FILE, &req.base,
+                                &torpor__hostagent__v1__write_file_response__descriptor,
+                                files_deadline_ms(), err);
 }
 
 grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const char *path,
@@ -516,31 +519,9 @@ grpc_status_code agent_read_file(rpc_client *c, const char *sandbox_id, const ch
     Torpor__Hostagent__V1__ReadFileRequest req = TORPOR__HOSTAGENT__V1__READ_FILE_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
     req.path = (char *)path;
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_READ_FILE, &req.base,
-                                     &torpor__hostagent__v1__read_file_response__descriptor, &resp,
-                                     files_deadline_ms(), err);
-    if (st != GRPC_STATUS_OK && resp) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-        resp = NULL;
-    }
-    *out = (Torpor__Hostagent__V1__ReadFileResponse *)resp;
-    return st;
-}
-
-/* agent_call for calls with an answer: *out is NULL unless OK. */
-static grpc_status_code call_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
-                                    const ProtobufCMessageDescriptor *resp_desc,
-                                    ProtobufCMessage **out, int deadline_ms, terr *err)
-{
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, method, req, resp_desc, &resp, deadline_ms, err);
-    if (st != GRPC_STATUS_OK && resp) {
-        protobuf_c_message_free_unpacked(resp, NULL);
-        resp = NULL;
-    }
-    *out = resp;
-    return st;
+    return call_answer(c, RPC_READ_FILE, &req.base,
+                       &torpor__hostagent__v1__read_file_response__descriptor,
+                       (ProtobufCMessage **)out, files_deadline_ms(), err);
 }
 
 grpc_status_code agent_write_chunk(rpc_client *c, const agent_chunk_args *a,
@@ -637,9 +618,10 @@ grpc_status_code agent_transfer_write_chunk(rpc_client *c, const char *sandbox_i
     req.data.data = (uint8_t *)data;
     req.data.len = len;
     req.zero_len = zero_len;
-    return call_no_answer(c, RPC_WRITE_CHUNK, &req.base,
-                          &torpor__hostagent__v1__write_sandbox_file_chunk_response__descriptor,
-                          AGENT_DEADLINE_TRANSFER_MS, err);
+    return agent_call_no_answer(
+        c, RPC_WRITE_CHUNK, &req.base,
+        &torpor__hostagent__v1__write_sandbox_file_chunk_response__descriptor,
+        AGENT_DEADLINE_TRANSFER_MS, err);
 }
 
 grpc_status_code agent_commit_import(
@@ -656,9 +638,9 @@ grpc_status_code agent_commit_import(
     req.created_at_unix = row->created_at_us / 1000000;
     req.files = manifest->files;
     req.n_files = manifest->n_files;
-    return call_no_answer(c, RPC_COMMIT_IMPORT, &req.base,
-                          &torpor__hostagent__v1__commit_sandbox_import_response__descriptor,
-                          AGENT_DEADLINE_TRANSFER_MS, err);
+    return agent_call_no_answer(c, RPC_COMMIT_IMPORT, &req.base,
+                                &torpor__hostagent__v1__commit_sandbox_import_response__descriptor,
+                                AGENT_DEADLINE_TRANSFER_MS, err);
 }
 
 grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr *err)
@@ -666,7 +648,7 @@ grpc_status_code agent_abort_import(rpc_client *c, const char *sandbox_id, terr 
     Torpor__Hostagent__V1__AbortSandboxImportRequest req =
         TORPOR__HOSTAGENT__V1__ABORT_SANDBOX_IMPORT_REQUEST__INIT;
     req.sandbox_id = (char *)sandbox_id;
-    return call_no_answer(c, RPC_ABORT_IMPORT, &req.base,
-                          &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,
-                          AGENT_DEADLINE_SHORT_MS, err);
+    return agent_call_no_answer(c, RPC_ABORT_IMPORT, &req.base,
+                                &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,
+                                AGENT_DEADLINE_SHORT_MS, err);
 }

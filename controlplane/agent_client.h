@@ -58,6 +58,11 @@ int agent_pool_get(agent_pool *p, const db_host *host, rpc_client **out, terr *e
 grpc_status_code agent_call(rpc_client *c, const char *method_path, const ProtobufCMessage *request,
                             const ProtobufCMessageDescriptor *response_descriptor,
                             ProtobufCMessage **response, int deadline_ms, terr *err);
+/* agent_call for a method whose answer is empty: the answer is dropped. */
+grpc_status_code agent_call_no_answer(rpc_client *c, const char *method_path,
+                                      const ProtobufCMessage *request,
+                                      const ProtobufCMessageDescriptor *response_desc,
+                                      int deadline_ms, terr *err);
 
 /* True for the status/message of a call that never reached the agent. */
 bool agent_is_connect_failure(grpc_status_code code, const char *message);

@@ -43,25 +43,12 @@ grpc_status_code agent_delete_template(rpc_client *c, const char *image, terr *e
     Torpor__Hostagent__V1__DeleteTemplateRequest req =
         TORPOR__HOSTAGENT__V1__DELETE_TEMPLATE_REQUEST__INIT;
     req.name = (char *)image;
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, RPC_DELETE_TEMPLATE, &req.base,
-                                     &torpor__hostagent__v1__delete_template_response__descriptor,
-                                     &resp, AGENT_DEADLINE_TEMPLATE_MS, err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    return st;
+    return agent_call_no_answer(c, RPC_DELETE_TEMPLATE, &req.base,
+                                &torpor__hostagent__v1__delete_template_response__descriptor,
+                                AGENT_DEADLINE_TEMPLATE_MS, err);
 }
 
 /* ------------------------------------------------------------ copies */
-
-static grpc_status_code no_answer(rpc_client *c, const char *method, const ProtobufCMessage *req,
-                                  const ProtobufCMessageDescriptor *desc, int deadline_ms,
-                                  terr *err)
-{
-    ProtobufCMessage *resp = NULL;
-    grpc_status_code st = agent_call(c, method, req, desc, &resp, deadline_ms, err);
-    if (resp) protobuf_c_message_free_unpacked(resp, NULL);
-    return st;
-}
 
 grpc_status_code agent_export_template_image(
     rpc_client *c, const char *image, Torpor__Hostagent__V1__ExportTemplateImageResponse **out,
@@ -117,9 +104,10 @@ grpc_status_code agent_write_template_chunk(rpc_client *c, const char *image, co
     req.data.data = (uint8_t *)data;
     req.data.len = len;
     req.zero_len = zero_len;
-    return no_answer(c, RPC_WRITE_TEMPLATE_CHUNK, &req.base,
-                     &torpor__hostagent__v1__write_sandbox_file_chunk_response__descriptor,
-                     AGENT_DEADLINE_TRANSFER_MS, err);
+    return agent_call_no_answer(
+        c, RPC_WRITE_TEMPLATE_CHUNK, &req.base,
+        &torpor__hostagent__v1__write_sandbox_file_chunk_response__descriptor,
+        AGENT_DEADLINE_TRANSFER_MS, err);
 }
 
 grpc_status_code agent_commit_template_image(
@@ -132,9 +120,9 @@ grpc_status_code agent_commit_template_image(
     req.digest = m->digest;
     req.files = m->files;
     req.n_files = m->n_files;
-    return no_answer(c, RPC_COMMIT_TEMPLATE_IMAGE, &req.base,
-                     &torpor__hostagent__v1__commit_template_image_response__descriptor,
-                     AGENT_DEADLINE_TEMPLATE_COPY_MS, err);
+    return agent_call_no_answer(c, RPC_COMMIT_TEMPLATE_IMAGE, &req.base,
+                                &torpor__hostagent__v1__commit_template_image_response__descriptor,
+                                AGENT_DEADLINE_TEMPLATE_COPY_MS, err);
 }
 
 grpc_status_code agent_abort_template_image(rpc_client *c, const char *image, terr *err)
@@ -142,7 +130,7 @@ grpc_status_code agent_abort_template_image(rpc_client *c, const char *image, te
     Torpor__Hostagent__V1__AbortTemplateImageRequest req =
         TORPOR__HOSTAGENT__V1__ABORT_TEMPLATE_IMAGE_REQUEST__INIT;
     req.name = (char *)image;
-    return no_answer(c, RPC_ABORT_TEMPLATE_IMAGE, &req.base,
-                     &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,
-                     AGENT_DEADLINE_TEMPLATE_MS, err);
+    return agent_call_no_answer(c, RPC_ABORT_TEMPLATE_IMAGE, &req.base,
+                                &torpor__hostagent__v1__abort_sandbox_import_response__descriptor,
+                                AGENT_DEADLINE_TEMPLATE_MS, err);
 }
