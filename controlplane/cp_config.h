@@ -50,11 +50,11 @@ typedef struct cp_config {
     const char *tls_key;
     const char *tls_ca;
     const char *agent_tls_server_name;
-    const char *metrics_addr; /* "off" = no metrics listener */
-    const char *proxy_domain; /* host-based port proxy {port}-{id}.DOMAIN; NULL = off */
+    const char *metrics_addr;      /* "off" = no metrics listener */
+    const char *proxy_domain;      /* host-based port proxy {port}-{id}.DOMAIN; NULL = off */
     double proxy_idle_timeout_sec; /* a proxied request with no byte either way this long ends */
     double files_timeout_sec;      /* deadline of each files call to an agent */
-    const char *team;         /* keys create / list, teams set-quota --team */
+    const char *team;              /* keys create / list, teams set-quota --team */
     long long
         max_sandboxes; /* teams set-quota --max-sandboxes; -1 = unlimited (also when omitted) */
     long long

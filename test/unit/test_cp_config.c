@@ -156,7 +156,8 @@ static void check_seconds_flag_defaults_to_60(const char *flag, size_t off)
 static void test_proxy_idle_timeout_defaults_to_60_s_and_refuses_nonsense(void **state)
 {
     (void)state;
-    check_seconds_flag_defaults_to_60("--proxy-idle-timeout", offsetof(cp_config, proxy_idle_timeout_sec));
+    check_seconds_flag_defaults_to_60("--proxy-idle-timeout",
+                                      offsetof(cp_config, proxy_idle_timeout_sec));
 }
 
 static void test_files_timeout_defaults_to_60_s_and_refuses_nonsense(void **state)
